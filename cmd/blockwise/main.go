@@ -1,0 +1,29 @@
+// Command blockwise is the host daemon and operator CLI of blockwise.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+var rootCmd = &cobra.Command{
+	Use:           "blockwise",
+	Short:         "Virtual disks with changed block tracking, snapshots and NBD",
+	SilenceUsage:  true,
+	SilenceErrors: true,
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := rootCmd.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "blockwise:", err)
+		os.Exit(exitCode(err))
+	}
+}

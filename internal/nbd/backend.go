@@ -1,0 +1,93 @@
+package nbd
+
+import (
+	"context"
+	"errors"
+)
+
+// Extent flags of the base:allocation context (NBD spec, "base:allocation").
+const (
+	StateHole uint32 = 1 << 0 // NBD_STATE_HOLE: not allocated
+	StateZero uint32 = 1 << 1 // NBD_STATE_ZERO: reads as zeroes
+	// StateDirty is the qemu:dirty-bitmap flag: the extent changed.
+	StateDirty uint32 = 1 << 0
+)
+
+// Context names the server understands besides the dynamic ones an
+// Export offers.
+const (
+	ContextBaseAllocation = "base:allocation"
+	DirtyBitmapPrefix     = "qemu:dirty-bitmap:"
+)
+
+// Extent is one run of a block-status answer.
+type Extent struct {
+	Length uint64
+	Flags  uint32
+}
+
+// Backend errors. The server maps them to NBD error codes; an Export
+// MUST return (a wrapping of) one of them for every expected failure so
+// the client gets the spec's code rather than EIO.
+var (
+	ErrReadOnly      = errors.New("nbd: export is read-only")          // EPERM
+	ErrOutOfRange    = errors.New("nbd: request beyond end of export") // EINVAL / ENOSPC for writes
+	ErrMisaligned    = errors.New("nbd: request not aligned")          // EINVAL
+	ErrNotSupported  = errors.New("nbd: operation not supported")      // ENOTSUP (e.g. FAST_ZERO that would be slow)
+	ErrNoSpace       = errors.New("nbd: no space left")                // ENOSPC
+	ErrUnknownExport = errors.New("nbd: unknown export")               // NBD_REP_ERR_UNKNOWN
+)
+
+// BlockSizes are the constraints advertised with NBD_INFO_BLOCK_SIZE.
+type BlockSizes struct {
+	Minimum, Preferred, Maximum uint32
+}
+
+// Export is one served block device. Offsets and lengths given to it are
+// already checked by the server against Size and BlockSizes.Minimum.
+//
+// An Export MUST be safe for concurrent use: the server issues requests of
+// one or several connections in parallel. A successful Flush MUST make every
+// write completed before it durable. WriteAt with fua MUST be durable before
+// it returns.
+type Export interface {
+	Size() int64
+	ReadOnly() bool
+	// MultiConn reports whether writes and flushes are consistent across
+	// connections to the same export (NBD_FLAG_CAN_MULTI_CONN).
+	MultiConn() bool
+	BlockSizes() BlockSizes
+
+	ReadAt(ctx context.Context, p []byte, off int64) error
+	WriteAt(ctx context.Context, p []byte, off int64, fua bool) error
+	// Zero writes zeroes. punch allows deallocation (the client did not
+	// send NO_HOLE); fast asks to fail with ErrNotSupported rather than
+	// fall back to writing zeroes slowly (FAST_ZERO).
+	Zero(ctx context.Context, off, length int64, punch, fast bool) error
+	Trim(ctx context.Context, off, length int64) error
+	Flush(ctx context.Context) error
+
+	// MetaContexts lists the context names this export offers whose name
+	// starts with prefix ("" lists all); base:allocation included.
+	MetaContexts(prefix string) []string
+	// BlockStatus answers for context name over [off, off+length): extents
+	// in order, starting at off, their total at most length and at least
+	// one byte. The server may truncate the list.
+	BlockStatus(ctx context.Context, context string, off, length int64) ([]Extent, error)
+
+	Close() error
+}
+
+// Exporter resolves export names for a server.
+type Exporter interface {
+	// Open returns the named export ("" is the default export, if any),
+	// or an error wrapping ErrUnknownExport.
+	Open(ctx context.Context, name string) (Export, error)
+	// List names the exports, with an optional description each.
+	List(ctx context.Context) ([]ExportInfo, error)
+}
+
+// ExportInfo describes an export in NBD_OPT_LIST.
+type ExportInfo struct {
+	Name, Description string
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: installs everything, vets, runs the whole suite.
+# BLOCKWISE_LONG=1 runs the long crash and model tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+go vet ./...
+args=(-count=1 -timeout 20m)
+[ -n "${BLOCKWISE_LONG:-}" ] && args+=(-args -long)
+go test "${args[@]}" ./...
