@@ -2,9 +2,15 @@ module github.com/blockwise/blockwise
 
 go 1.26.0
 
-require github.com/spf13/cobra v1.10.2
+require (
+	github.com/RoaringBitmap/roaring/v2 v2.30.0
+	github.com/spf13/cobra v1.10.2
+	golang.org/x/sys v0.50.0
+)
 
 require (
+	github.com/bits-and-blooms/bitset v1.24.4 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/mschoch/smat v0.2.0 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 )

@@ -1,0 +1,259 @@
+package cbt
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+type memLog struct {
+	mu    sync.Mutex
+	recs  [][]byte
+	calls atomic.Int64
+	delay time.Duration
+	fail  error
+}
+
+func (l *memLog) LogIntent(p []byte) error {
+	l.calls.Add(1)
+	time.Sleep(l.delay)
+	if l.fail != nil {
+		return l.fail
+	}
+	l.mu.Lock()
+	l.recs = append(l.recs, p)
+	l.mu.Unlock()
+	return nil
+}
+
+const kib = 1024
+
+func newTracker(t *testing.T, log IntentLog) *Tracker {
+	t.Helper()
+	tr, err := New(Config{Granularity: 64 * kib, RegionSize: 1 << 20, Retain: 3}, NewUUID(), 16<<20, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+func blocks(t *testing.T, tr *Tracker, since ID, until uint64) []uint32 {
+	t.Helper()
+	bm, err := tr.Changed(since, until)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bm.ToArray()
+}
+
+func TestEpochsAndChangeIDs(t *testing.T) {
+	tr := newTracker(t, &memLog{})
+	start := tr.Current()
+	tr.Mark(0, 512)         // block 0
+	tr.Mark(130*kib, 1)     // block 2
+	tr.Encode(true)         // snapshot 1
+	tr.Committed(true)
+	s1 := tr.Current()
+	tr.Mark(64*kib, 64*kib) // block 1
+	tr.Encode(true)
+	tr.Committed(true)
+	s2 := tr.Current()
+
+	if got := blocks(t, tr, start, s2.Seq); len(got) != 3 {
+		t.Fatalf("since start: %v", got)
+	}
+	if got := blocks(t, tr, s1, s2.Seq); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("since s1: %v", got)
+	}
+	if got := blocks(t, tr, start, s1.Seq); len(got) != 2 {
+		t.Fatalf("start..s1: %v", got)
+	}
+	if got := blocks(t, tr, s2, s2.Seq); len(got) != 0 {
+		t.Fatalf("s2..s2: %v", got)
+	}
+	bad := []struct {
+		name string
+		id   ID
+	}{
+		{"foreign", ID{NewUUID(), 1}},
+		{"future", ID{s2.UUID, s2.Seq + 1}},
+	}
+	for _, b := range bad {
+		if _, err := tr.Changed(b.id, s2.Seq); !errors.Is(err, ErrChangeIDInvalid) {
+			t.Errorf("%s: %v", b.name, err)
+		}
+	}
+	for _, s := range []string{"", "x", "abc/", "abc/-1", "/3"} {
+		if _, err := tr.Check(s, s2.Seq); !errors.Is(err, ErrChangeIDInvalid) {
+			t.Errorf("parse %q: %v", s, err)
+		}
+	}
+}
+
+func TestRetainExpiresOldIDs(t *testing.T) {
+	tr := newTracker(t, &memLog{})
+	first := tr.Current()
+	for i := 0; i < 5; i++ {
+		tr.Mark(int64(i)*64*kib, 1)
+		tr.Encode(true)
+		tr.Committed(true)
+	}
+	if _, err := tr.Changed(first, tr.Current().Seq); !errors.Is(err, ErrChangeIDInvalid) {
+		t.Fatalf("expired ID answered: %v", err)
+	}
+	ids := tr.Since(tr.Current().Seq)
+	if len(ids) != 4 { // base and the 3 retained epochs
+		t.Fatalf("since list %v", ids)
+	}
+	if got := blocks(t, tr, ids[0], tr.Current().Seq); len(got) != 3 {
+		t.Fatalf("oldest valid: %v", got)
+	}
+}
+
+func TestGroupCommitSharesSyncs(t *testing.T) {
+	log := &memLog{delay: 5 * time.Millisecond}
+	tr, _ := New(Config{Granularity: 64 * kib, RegionSize: 64 * kib}, NewUUID(), 64<<20, log)
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := tr.Mark(int64(i)*64*kib, 4*kib); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if c := log.calls.Load(); c >= 64 || c < 1 {
+		t.Fatalf("%d log syncs for 64 concurrent first writes", c)
+	}
+	before := log.calls.Load()
+	tr.Mark(0, 4*kib) // region already durable: no sync
+	if log.calls.Load() != before {
+		t.Fatal("rewrite of a durable region synced again")
+	}
+	if n := tr.Stats().IntentRegions; n != 64 {
+		t.Fatalf("%d intent regions", n)
+	}
+}
+
+func TestIntentFailureIsSticky(t *testing.T) {
+	log := &memLog{fail: errors.New("disk gone")}
+	tr := newTracker(t, log)
+	if err := tr.Mark(0, 1); !errors.Is(err, ErrFailed) {
+		t.Fatalf("got %v", err)
+	}
+	log.fail = nil
+	if err := tr.Mark(5<<20, 1); !errors.Is(err, ErrFailed) {
+		t.Fatalf("after failure: %v", err)
+	}
+}
+
+// A crash loses unlogged fine bits; recovery from the checkpoint plus the
+// intent records must still report every marked block.
+func TestRecoverFromIntents(t *testing.T) {
+	log := &memLog{}
+	tr := newTracker(t, log)
+	ckpt := tr.Encode(false)
+	tr.Committed(false)
+	tr.Mark(3<<20+5, 10) // region 3, block 48
+	tr.Mark(9<<20, 1)    // region 9, block 144
+	start := tr.Current()
+
+	re, err := Decode("ckpt", ckpt, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range log.recs {
+		if err := re.Apply(RecordIntent, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := re.Recover(); n != 2 {
+		t.Fatalf("recovered %d regions", n)
+	}
+	re.Encode(true)
+	re.Committed(true)
+	bm, err := re.Changed(start, re.Current().Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bm.Contains(48) || !bm.Contains(144) || bm.GetCardinality() != 32 {
+		t.Fatalf("recovered %v", bm.ToArray())
+	}
+}
+
+func TestCheckpointRoundTrip(t *testing.T) {
+	tr := newTracker(t, &memLog{})
+	tr.Mark(0, 1)
+	tr.Encode(true)
+	tr.Committed(true)
+	tr.Mark(1<<20, 1)
+	fine, ok := tr.FineRecord()
+	if !ok {
+		t.Fatal("no fine record")
+	}
+	data := tr.Encode(false)
+	re, err := Decode("x", data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := re.Apply(RecordFine, fine); err != nil {
+		t.Fatal(err)
+	}
+	if re.Current() != tr.Current() || re.Stats().DirtyBlocks != tr.Stats().DirtyBlocks {
+		t.Fatalf("round trip: %+v vs %+v", re.Stats(), tr.Stats())
+	}
+	data[len(data)-1] ^= 0xff
+	if _, err := Decode("x", data, nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damaged: %v", err)
+	}
+}
+
+func TestGrowAndReset(t *testing.T) {
+	tr := newTracker(t, &memLog{})
+	start := tr.Current()
+	tr.Grow(17 << 20)
+	tr.Encode(true)
+	tr.Committed(true)
+	if got := blocks(t, tr, start, tr.Current().Seq); len(got) != 16 || got[0] != 256 {
+		t.Fatalf("grown area: %v", got)
+	}
+	old := tr.Current()
+	tr.Reset()
+	if _, err := tr.Changed(old, tr.Current().Seq); !errors.Is(err, ErrChangeIDInvalid) {
+		t.Fatalf("pre-reset ID: %v", err)
+	}
+	fresh := tr.Current()
+	tr.Encode(true)
+	tr.Committed(true)
+	if got := blocks(t, tr, fresh, tr.Current().Seq); len(got) != 272 {
+		t.Fatalf("after reset all blocks count as changed, got %d", len(got))
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	tr, _ := New(Config{}, NewUUID(), 1<<30, LogFunc(func([]byte) error { return nil }))
+	tr.Mark(0, 1<<20)
+	f.Add(tr.Encode(true))
+	f.Add(tr.Encode(false))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if re, err := Decode("f", b, nil); err == nil {
+			re.Stats()
+			re.Recover()
+		}
+	})
+}
+
+func FuzzApply(f *testing.F) {
+	f.Add(encodeBitmap(func() *Tracker { t, _ := New(Config{}, "a", 1, nil); return t }().mu.cur))
+	f.Add([]byte{0x3b, 0x30, 0, 0, 1, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tr, _ := New(Config{}, "a", 1<<30, nil)
+		tr.Apply(RecordFine, b)
+		tr.Apply(RecordIntent, b)
+		tr.Recover()
+	})
+}

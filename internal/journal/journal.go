@@ -1,0 +1,207 @@
+// Package journal is blockwise's append-only metadata log. A disk keeps one
+// journal per checkpoint generation; it records what changed in memory since
+// that checkpoint (layer maps, CBT bits, CBT write intents) so a restart
+// can rebuild the state without rewriting whole maps at every flush.
+//
+// Layout: a 20-byte metafile header (magic "BWJRNL01", version 1, body =
+// the 8-byte generation), then records:
+//
+//	0 length uint32  payload length
+//	4 crc    uint32  CRC-32C of type byte + payload
+//	8 type   uint8
+//	9 payload
+//
+// Replay stops at the first record that is short or fails its checksum: a
+// crash can tear only the tail written after the last sync, and nothing
+// after a torn record was ever synced, so it is dropped and truncated.
+package journal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/metafile"
+)
+
+const (
+	magic      = "BWJRNL01"
+	version    = 1
+	headerSize = metafile.HeaderSize + 8
+	recHeader  = 9
+	// MaxPayload bounds one record so a damaged length cannot make replay
+	// allocate without limit.
+	MaxPayload = 256 << 20
+)
+
+// ErrCorrupt is returned when the journal header is invalid.
+var ErrCorrupt = metafile.ErrCorrupt
+
+// Record is one replayed entry.
+type Record struct {
+	Type    byte
+	Payload []byte
+}
+
+// Log is an open journal. Append and Sync are safe for concurrent use.
+type Log struct {
+	path string
+	mu   struct {
+		sync.Mutex
+		f    *os.File
+		size int64
+	}
+}
+
+// Create makes a new, empty journal for generation gen and syncs it.
+func Create(path string, gen uint64) (*Log, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	var g [8]byte
+	binary.LittleEndian.PutUint64(g[:], gen)
+	hdr := metafile.Encode(magic, version, g[:])
+	if _, err := f.WriteAt(hdr, 0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := fsutil.Datasync(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	l := &Log{path: path}
+	l.mu.f, l.mu.size = f, int64(len(hdr))
+	return l, nil
+}
+
+// Open replays the journal at path, which must belong to generation gen,
+// truncates a torn tail and returns the log positioned for appending.
+func Open(path string, gen uint64) (*Log, []Record, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(data) < headerSize {
+		return nil, nil, fmt.Errorf("%s: %w: truncated header", path, ErrCorrupt)
+	}
+	_, body, err := metafile.Decode(path, magic, version, data[:headerSize])
+	if err != nil {
+		return nil, nil, err
+	}
+	if g := binary.LittleEndian.Uint64(body); g != gen {
+		return nil, nil, fmt.Errorf("%s: %w: generation %d, want %d", path, ErrCorrupt, g, gen)
+	}
+	recs, end := Parse(data[headerSize:])
+	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	size := int64(headerSize + end)
+	if size < int64(len(data)) {
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+	}
+	l := &Log{path: path}
+	l.mu.f, l.mu.size = f, size
+	return l, recs, nil
+}
+
+// Parse decodes records from b until the end or the first damaged record,
+// returning them and the number of bytes they span.
+func Parse(b []byte) ([]Record, int) {
+	var recs []Record
+	off := 0
+	for len(b)-off >= recHeader {
+		n := binary.LittleEndian.Uint32(b[off:])
+		if n > MaxPayload || uint64(len(b)-off-recHeader) < uint64(n) {
+			break
+		}
+		body := b[off+8 : off+recHeader+int(n)]
+		if metafile.Checksum(body) != binary.LittleEndian.Uint32(b[off+4:]) {
+			break
+		}
+		recs = append(recs, Record{Type: body[0], Payload: body[1:]})
+		off += recHeader + int(n)
+	}
+	return recs, off
+}
+
+// Encode frames one record.
+func Encode(typ byte, payload []byte) []byte {
+	out := make([]byte, recHeader+len(payload))
+	binary.LittleEndian.PutUint32(out, uint32(len(payload)))
+	out[8] = typ
+	copy(out[9:], payload)
+	binary.LittleEndian.PutUint32(out[4:], metafile.Checksum(out[8:]))
+	return out
+}
+
+// Append writes records without syncing them.
+func (l *Log) Append(recs ...Record) error {
+	var buf []byte
+	for _, r := range recs {
+		if len(r.Payload) > MaxPayload {
+			return fmt.Errorf("journal: record of %d bytes exceeds limit", len(r.Payload))
+		}
+		buf = append(buf, Encode(r.Type, r.Payload)...)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.f == nil {
+		return os.ErrClosed
+	}
+	if _, err := l.mu.f.WriteAt(buf, l.mu.size); err != nil {
+		return err
+	}
+	l.mu.size += int64(len(buf))
+	return nil
+}
+
+// Sync makes every appended record durable.
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	f := l.mu.f
+	l.mu.Unlock()
+	if f == nil {
+		return os.ErrClosed
+	}
+	return fsutil.Datasync(f)
+}
+
+// Size is the journal's length in bytes.
+func (l *Log) Size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.size
+}
+
+// Close closes the file without syncing.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.f == nil {
+		return nil
+	}
+	err := l.mu.f.Close()
+	l.mu.f = nil
+	return err
+}
+
+// ReadAll is Open without keeping the file: replay only.
+func ReadAll(path string, gen uint64) ([]Record, error) {
+	l, recs, err := Open(path, gen)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return recs, l.Close()
+}
