@@ -248,7 +248,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 func FuzzApply(f *testing.F) {
-	f.Add(encodeBitmap(func() *Tracker { t, _ := New(Config{}, "a", 1, nil); return t }().mu.cur))
+	f.Add(EncodeBitmap(func() *Tracker { t, _ := New(Config{}, "a", 1, nil); return t }().mu.cur))
 	f.Add([]byte{0x3b, 0x30, 0, 0, 1, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tr, _ := New(Config{}, "a", 1<<30, nil)

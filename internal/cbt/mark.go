@@ -77,7 +77,7 @@ func (t *Tracker) commitLoop() {
 		t.mu.inflight = regions
 		t.mu.Unlock()
 
-		err := t.log.LogIntent(encodeBitmap(regions))
+		err := t.log.LogIntent(EncodeBitmap(regions))
 
 		t.mu.Lock()
 		if err != nil && t.mu.err == nil {

@@ -35,7 +35,8 @@ const (
 // ErrCorrupt is metafile.ErrCorrupt.
 var ErrCorrupt = metafile.ErrCorrupt
 
-func encodeBitmap(bm *roaring.Bitmap) []byte {
+// EncodeBitmap serialises a bitmap in the portable roaring format.
+func EncodeBitmap(bm *roaring.Bitmap) []byte {
 	bm.RunOptimize()
 	b, err := bm.ToBytes()
 	if err != nil {
@@ -44,9 +45,9 @@ func encodeBitmap(bm *roaring.Bitmap) []byte {
 	return b
 }
 
-// decodeBitmap parses untrusted bytes; the roaring decoder may panic on
+// DecodeBitmap parses untrusted bytes; the roaring decoder may panic on
 // hostile input, which becomes an error here.
-func decodeBitmap(b []byte) (bm *roaring.Bitmap, err error) {
+func DecodeBitmap(b []byte) (bm *roaring.Bitmap, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			bm, err = nil, fmt.Errorf("%w: bitmap: %v", ErrCorrupt, r)
@@ -74,14 +75,14 @@ func (t *Tracker) FineRecord() ([]byte, bool) {
 	if t.mu.unlogged.IsEmpty() {
 		return nil, false
 	}
-	b := encodeBitmap(t.mu.unlogged)
+	b := EncodeBitmap(t.mu.unlogged)
 	t.mu.unlogged = roaring.New()
 	return b, true
 }
 
 // Apply replays one journal record. Call Recover after the last one.
 func (t *Tracker) Apply(typ byte, payload []byte) error {
-	bm, err := decodeBitmap(payload)
+	bm, err := DecodeBitmap(payload)
 	if err != nil {
 		return err
 	}
@@ -147,7 +148,7 @@ func (t *Tracker) Encode(closeEpoch bool) []byte {
 }
 
 func writeBitmap(w *bytes.Buffer, bm *roaring.Bitmap) {
-	b := encodeBitmap(bm)
+	b := EncodeBitmap(bm)
 	binary.Write(w, binary.LittleEndian, uint32(len(b)))
 	w.Write(b)
 }
@@ -215,7 +216,7 @@ func (t *Tracker) decodeEpochs(r *reader) (*roaring.Bitmap, error) {
 	prev := t.mu.base
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		seq := r.u64()
-		bm, err := decodeBitmap(r.bytes(int(r.u32())))
+		bm, err := DecodeBitmap(r.bytes(int(r.u32())))
 		if err != nil {
 			return nil, err
 		}
@@ -226,10 +227,10 @@ func (t *Tracker) decodeEpochs(r *reader) (*roaring.Bitmap, error) {
 		t.mu.closed = append(t.mu.closed, epoch{seq, bm})
 	}
 	var err error
-	if t.mu.cur, err = decodeBitmap(r.bytes(int(r.u32()))); err != nil {
+	if t.mu.cur, err = DecodeBitmap(r.bytes(int(r.u32()))); err != nil {
 		return nil, err
 	}
-	return decodeBitmap(r.bytes(int(r.u32())))
+	return DecodeBitmap(r.bytes(int(r.u32())))
 }
 
 // reader consumes a byte slice; the first short read sets err.

@@ -1,0 +1,176 @@
+package disk
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/journal"
+)
+
+// checkpoint commits m (the next structure of the disk) with chain as its
+// layers. Caller holds the exclusive barrier. Order: data fsync → new maps,
+// CBT checkpoint and empty journal of generation gen+1 (each synced) →
+// disk.meta replaced atomically (the commit) → old files removed. A crash
+// anywhere before the rename leaves generation gen intact.
+func (d *Disk) checkpoint(m *diskMeta, chain []*layer, closeEpoch bool) error {
+	if err := d.failed(); err != nil {
+		return err
+	}
+	gen := d.meta.Gen + 1
+	m.Gen = gen
+	if err := d.syncData(chain); err != nil {
+		return d.fail(err)
+	}
+	for i, l := range chain {
+		if l.flat || (!l.dirtyMap() && m.Layers[i].Map != "") {
+			continue
+		}
+		m.Layers[i].Map = mapName(l.id, gen)
+		if err := fsutil.WriteAtomic(filepath.Join(d.dir, m.Layers[i].Map), l.encodeMap(d.grain)); err != nil {
+			return d.fail(err)
+		}
+	}
+	if d.tracker != nil {
+		m.CBT = &cbtMeta{Checkpoint: cbtName(gen)}
+		if err := fsutil.WriteAtomic(filepath.Join(d.dir, m.CBT.Checkpoint), d.tracker.Encode(closeEpoch)); err != nil {
+			return d.fail(err)
+		}
+	}
+	log, err := journal.Create(filepath.Join(d.dir, journalName(gen)), gen)
+	if err != nil {
+		return d.fail(err)
+	}
+	if err := fsutil.WriteAtomic(filepath.Join(d.dir, metaName), m.encode()); err != nil {
+		log.Close()
+		return d.fail(err)
+	}
+	d.committed(m, chain, log, closeEpoch)
+	return nil
+}
+
+// committed switches the in-memory state to a durable checkpoint.
+func (d *Disk) committed(m *diskMeta, chain []*layer, log *journal.Log, closeEpoch bool) {
+	for _, l := range chain {
+		l.clearChanges()
+	}
+	if d.tracker != nil {
+		d.tracker.Committed(closeEpoch)
+	}
+	d.log.Close()
+	d.log, d.meta, d.chain = log, m, chain
+	d.gc()
+}
+
+func (d *Disk) syncData(chain []*layer) error {
+	for _, l := range chain {
+		if l.written.Swap(false) {
+			if err := fsutil.Datasync(l.f); err != nil {
+				l.written.Store(true)
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fail makes a metadata failure sticky: the in-memory state may be ahead
+// of what is durable, so further writes are refused until reopened.
+func (d *Disk) fail(err error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mu.err == nil {
+		d.mu.err = fmt.Errorf("%w: %v", ErrFailed, err)
+	}
+	return d.mu.err
+}
+
+func (d *Disk) failed() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mu.err
+}
+
+// Flush makes every write completed before it durable: data files first,
+// then the map and CBT changes that describe them, in one journal sync.
+func (d *Disk) Flush() error {
+	d.barrier.RLock()
+	err := d.flushLocked()
+	big := d.log != nil && d.log.Size() > journalLimit
+	d.barrier.RUnlock()
+	if err == nil && big {
+		err = d.Checkpoint()
+	}
+	return err
+}
+
+func (d *Disk) flushLocked() error {
+	if d.closed {
+		return ErrClosed
+	}
+	if err := d.failed(); err != nil {
+		return err
+	}
+	d.flushMu.Lock()
+	defer d.flushMu.Unlock()
+	// Take the records before syncing data: every bit in them was set after
+	// its data write completed, so the data sync below covers it.
+	var recs []journal.Record
+	for _, l := range d.chain {
+		if p, ok := l.takeRecord(); ok {
+			recs = append(recs, journal.Record{Type: recLayer, Payload: p})
+		}
+	}
+	if d.tracker != nil {
+		if p, ok := d.tracker.FineRecord(); ok {
+			recs = append(recs, journal.Record{Type: cbt.RecordFine, Payload: p})
+		}
+	}
+	if err := d.syncData(d.chain); err != nil {
+		return d.fail(err)
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := d.log.Append(recs...); err != nil {
+		return d.fail(err)
+	}
+	if err := d.log.Sync(); err != nil {
+		return d.fail(err)
+	}
+	return nil
+}
+
+// Checkpoint folds the journal into new maps and CBT state.
+func (d *Disk) Checkpoint() error {
+	d.barrier.Lock()
+	defer d.barrier.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	return d.checkpoint(d.meta.clone(), d.chain, false)
+}
+
+// Close stops a running consolidation (it resumes at the next Open),
+// checkpoints and releases the disk.
+func (d *Disk) Close() error {
+	d.cancel()
+	d.bg.Wait()
+	d.barrier.Lock()
+	defer d.barrier.Unlock()
+	if d.closed {
+		return nil
+	}
+	err := d.checkpoint(d.meta.clone(), d.chain, false)
+	if errors.Is(err, ErrFailed) {
+		err = nil // already reported; the journal state is what is durable
+	}
+	d.closed = true
+	d.closeFiles()
+	return err
+}
+
+// Path is the disk's directory.
+func (d *Disk) Path() string { return d.dir }

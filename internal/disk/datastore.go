@@ -1,0 +1,127 @@
+package disk
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/metafile"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidName reports whether s is a valid disk or snapshot name.
+func ValidName(s string) error {
+	if !nameRE.MatchString(s) {
+		return fmt.Errorf("%w: %q (want [A-Za-z0-9][A-Za-z0-9._-]{0,63})", ErrInvalidName, s)
+	}
+	return nil
+}
+
+const (
+	dsMetaName = "datastore.meta"
+	dsMagic    = "BWDSTOR1"
+)
+
+// Datastore is a directory of disks.
+type Datastore struct {
+	dir string
+	id  string
+}
+
+type dsMeta struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+}
+
+// OpenDatastore opens dir, creating it and its identity on first use.
+func OpenDatastore(dir string) (*Datastore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(dir, dsMetaName)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		m := dsMeta{ID: cbt.NewUUID(), Created: time.Now().UTC()}
+		body, _ := json.Marshal(m)
+		if err := fsutil.WriteAtomic(p, metafile.Encode(dsMagic, 1, body)); err != nil {
+			return nil, err
+		}
+		return &Datastore{dir: dir, id: m.ID}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	_, body, err := metafile.Decode(p, dsMagic, 1, data)
+	if err != nil {
+		return nil, err
+	}
+	var m dsMeta
+	if err := json.Unmarshal(body, &m); err != nil || m.ID == "" {
+		return nil, fmt.Errorf("%s: %w: bad body", p, ErrCorrupt)
+	}
+	return &Datastore{dir: dir, id: m.ID}, nil
+}
+
+// Dir is the datastore's directory.
+func (ds *Datastore) Dir() string { return ds.dir }
+
+// ID is the datastore's identity (a proxy reading it directly checks it).
+func (ds *Datastore) ID() string { return ds.id }
+
+func (ds *Datastore) diskDir(name string) (string, error) {
+	if err := ValidName(name); err != nil {
+		return "", err
+	}
+	return filepath.Join(ds.dir, name), nil
+}
+
+// List names the disks in the datastore, sorted.
+func (ds *Datastore) List() ([]string, error) {
+	ents, err := os.ReadDir(ds.dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if !e.IsDir() || ValidName(e.Name()) != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(ds.dir, e.Name(), metaName)); err == nil {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Delete removes a disk that no process has open.
+func (ds *Datastore) Delete(name string) error {
+	dir, err := ds.diskDir(name)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(dir, metaName)); err != nil {
+		return fmt.Errorf("disk %s: %w", name, ErrNotFound)
+	}
+	lock, err := fsutil.Lock(filepath.Join(dir, lockName))
+	if err != nil {
+		return fmt.Errorf("disk %s: %w: %v", name, ErrBusy, err)
+	}
+	defer lock.Close()
+	// Remove disk.meta first: from then on the directory is no disk.
+	if err := os.Remove(filepath.Join(dir, metaName)); err != nil {
+		return err
+	}
+	if err := fsutil.SyncDir(dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}

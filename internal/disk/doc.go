@@ -1,0 +1,26 @@
+// Package disk is blockwise's virtual disk engine: thin-provisioned disks
+// in a datastore directory, redo-log snapshots, online consolidation, and
+// crash-safe changed block tracking (through package cbt).
+//
+// Vocabulary:
+//   - datastore: a directory of disks, one subdirectory each.
+//   - layer: one file of a disk's chain. The bottom layer ("flat.raw") is a
+//     plain sparse raw image: a disk without snapshots is that file and
+//     qemu-img reads it as raw. Every other layer is a delta
+//     ("delta-N.raw"): a sparse file at natural offsets plus a map saying,
+//     per grain, whether the delta holds the data (present), says "zeroes
+//     here" (zero) or defers to the layers below (absent).
+//   - grain: the delta map unit (Options.Grain, default 4 KiB). A partial
+//     write to an absent grain first copies the rest of it up from below.
+//   - chain: the layers bottom first; the top one takes the live writes.
+//   - snapshot: a frozen layer and the chain below it: a read-only view.
+//     Taking one freezes the top and starts an empty delta (O(1)).
+//   - consolidation: deleting a snapshot merges the delta above its layer
+//     into that layer, grain by grain under the grain's lock, while the disk
+//     keeps serving I/O; it is not a guest change and marks no CBT.
+//   - generation: every checkpoint (snapshot, grow, consolidation step,
+//     close, journal full) writes new maps, a CBT checkpoint and an empty
+//     journal named by the next generation, then commits them by replacing
+//     disk.meta. Between checkpoints, flushes append map and CBT changes
+//     to the journal. docs/format.md has the byte layouts and ordering.
+package disk

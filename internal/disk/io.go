@@ -1,0 +1,183 @@
+package disk
+
+import (
+	"fmt"
+
+	"github.com/blockwise/blockwise/internal/fsutil"
+)
+
+// run is a span of grains [g0, g1) resolved to one layer of a chain.
+type run struct {
+	g0, g1 uint64
+	src    int // index in the chain; 0 is the flat bottom
+	st     int // present or zeroed
+}
+
+// resolve maps grains [g0, g1) of a chain to the layers that hold them,
+// top-down. Caller holds the shared barrier.
+func resolve(chain []*layer, g0, g1 uint64) []run {
+	for _, l := range chain[1:] {
+		l.mu.RLock()
+	}
+	defer func() {
+		for _, l := range chain[1:] {
+			l.mu.RUnlock()
+		}
+	}()
+	var out []run
+	for g := g0; g < g1; {
+		r := run{g0: g, g1: g1, st: present}
+		for i := len(chain) - 1; i >= 1; i-- {
+			l := chain[i]
+			if s := l.stateLocked(uint32(g)); s != absent {
+				r.src, r.st = i, s
+				r.g1 = clampEnd(r.g1, l.runEndLocked(uint32(g), s))
+				break
+			}
+			r.g1 = clampEnd(r.g1, l.nextSetLocked(uint32(g)))
+		}
+		out = append(out, r)
+		g = r.g1
+	}
+	return out
+}
+
+func clampEnd(end uint64, next int64) uint64 {
+	if next >= 0 && uint64(next) < end {
+		return uint64(next)
+	}
+	return end
+}
+
+func (d *Disk) grains(off, n int64) (uint64, uint64) {
+	return uint64(off / d.grain), uint64((off + n + d.grain - 1) / d.grain)
+}
+
+// checkRange validates a request against size.
+func checkRange(off, n, size int64) error {
+	if off%Sector != 0 || n%Sector != 0 {
+		return fmt.Errorf("%w: offset %d length %d", ErrMisaligned, off, n)
+	}
+	if off < 0 || n < 0 || off > size || n > size-off {
+		return fmt.Errorf("%w: offset %d length %d, size %d", ErrOutOfRange, off, n, size)
+	}
+	return nil
+}
+
+// readChain reads p at off through chain. Caller holds the shared barrier.
+func (d *Disk) readChain(chain []*layer, p []byte, off int64) error {
+	if len(chain) == 1 {
+		return fsutil.ReadFull(chain[0].f, p, off)
+	}
+	end := off + int64(len(p))
+	g0, g1 := d.grains(off, int64(len(p)))
+	for _, r := range resolve(chain, g0, g1) {
+		a := max(off, int64(r.g0)*d.grain)
+		b := min(end, int64(r.g1)*d.grain)
+		buf := p[a-off : b-off]
+		if r.st == zeroed {
+			clear(buf)
+			continue
+		}
+		if err := fsutil.ReadFull(chain[r.src].f, buf, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadAt reads len(p) bytes at off of the live disk.
+func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
+	d.barrier.RLock()
+	defer d.barrier.RUnlock()
+	if d.closed {
+		return 0, ErrClosed
+	}
+	if err := checkRange(off, int64(len(p)), d.size); err != nil {
+		return 0, err
+	}
+	if err := d.readChain(d.chain, p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// beginWrite validates a write and records its change durably in CBT
+// before any data moves. Caller holds the shared barrier.
+func (d *Disk) beginWrite(off, n int64) error {
+	if d.closed {
+		return ErrClosed
+	}
+	if err := d.failed(); err != nil {
+		return err
+	}
+	if err := checkRange(off, n, d.size); err != nil {
+		return err
+	}
+	if d.tracker != nil {
+		return d.tracker.Mark(off, n)
+	}
+	return nil
+}
+
+// WriteAt writes p at off of the live disk.
+func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
+	d.barrier.RLock()
+	defer d.barrier.RUnlock()
+	if err := d.beginWrite(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	if len(d.chain) == 1 {
+		top := d.chain[0]
+		if _, err := top.f.WriteAt(p, off); err != nil {
+			return 0, err
+		}
+		top.written.Store(true)
+		return len(p), nil
+	}
+	unlock := d.lockGrains(d.grains(off, int64(len(p))))
+	defer unlock()
+	if err := d.writeGrains(p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// lockGrains takes the stripe locks of grains [g0, g1) in stripe order.
+// Consecutive grains map to consecutive stripes (modulo wrap), so the
+// order is at most two ascending spans.
+func (d *Disk) lockGrains(g0, g1 uint64) func() {
+	type span struct{ a, b int }
+	var spans []span
+	if n := g1 - g0; n >= stripes {
+		spans = []span{{0, stripes}}
+	} else if a := int(g0 % stripes); a+int(n) <= stripes {
+		spans = []span{{a, a + int(n)}}
+	} else {
+		spans = []span{{0, a + int(n) - stripes}, {a, stripes}}
+	}
+	for _, s := range spans {
+		for i := s.a; i < s.b; i++ {
+			d.stripe[i].Lock()
+		}
+	}
+	return func() {
+		for _, s := range spans {
+			for i := s.a; i < s.b; i++ {
+				d.stripe[i].Unlock()
+			}
+		}
+	}
+}
+
+// target is the chain index that takes a guest write to grain g: the top,
+// except while the top merges into its parent, when grains it no longer
+// holds are written to the parent directly (so the merge converges).
+// Caller holds g's stripe lock.
+func (d *Disk) target(g uint64) int {
+	top := len(d.chain) - 1
+	if d.merge != nil && d.merge.live && d.chain[top].state(uint32(g)) == absent {
+		return top - 1
+	}
+	return top
+}

@@ -1,0 +1,264 @@
+package disk
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/RoaringBitmap/roaring/v2"
+
+	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/metafile"
+)
+
+// Grain states in a delta layer.
+const (
+	absent  = 0
+	present = 1
+	zeroed  = 2
+)
+
+const (
+	mapMagic   = "BWDMAP01"
+	mapVersion = 1
+	// recLayer is the journal record of a delta map change.
+	recLayer byte = 0x01
+)
+
+// layer is one file of a chain. The bottom layer has no maps.
+type layer struct {
+	id      uint64
+	f       *os.File
+	flat    bool
+	written atomic.Bool // data written since the last fsync
+
+	mu struct {
+		sync.RWMutex
+		present, zero *roaring.Bitmap
+		changed       *roaring.Bitmap // grains changed since the last journal record
+		dirty         bool            // maps differ from the map file
+	}
+}
+
+func newLayer(id uint64, f *os.File, flat bool) *layer {
+	l := &layer{id: id, f: f, flat: flat}
+	l.mu.present, l.mu.zero, l.mu.changed = roaring.New(), roaring.New(), roaring.New()
+	return l
+}
+
+// state of grain g; mu held (read).
+func (l *layer) stateLocked(g uint32) int {
+	if l.mu.present.Contains(g) {
+		return present
+	}
+	if l.mu.zero.Contains(g) {
+		return zeroed
+	}
+	return absent
+}
+
+func (l *layer) state(g uint32) int {
+	if l.flat {
+		return present
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.stateLocked(g)
+}
+
+// set moves grains [g0, g1) to state st.
+func (l *layer) set(g0, g1 uint64, st int) {
+	if l.flat || g0 >= g1 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch st {
+	case present:
+		l.mu.present.AddRange(g0, g1)
+		l.mu.zero.RemoveRange(g0, g1)
+	case zeroed:
+		l.mu.zero.AddRange(g0, g1)
+		l.mu.present.RemoveRange(g0, g1)
+	default:
+		l.mu.zero.RemoveRange(g0, g1)
+		l.mu.present.RemoveRange(g0, g1)
+	}
+	l.mu.changed.AddRange(g0, g1)
+	l.mu.dirty = true
+}
+
+// nextSet is the first grain ≥ g that is present or zero, or -1.
+func (l *layer) nextSetLocked(g uint32) int64 {
+	a, b := l.mu.present.NextValue(g), l.mu.zero.NextValue(g)
+	switch {
+	case a < 0:
+		return b
+	case b < 0:
+		return a
+	}
+	return min(a, b)
+}
+
+// runEnd is the end of the run of grains in state st starting at g.
+func (l *layer) runEndLocked(g uint32, st int) int64 {
+	bm := l.mu.present
+	if st == zeroed {
+		bm = l.mu.zero
+	}
+	return bm.NextAbsentValue(g)
+}
+
+// count of grains held (present or zero).
+func (l *layer) held() uint64 {
+	if l.flat {
+		return 0
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.mu.present.GetCardinality() + l.mu.zero.GetCardinality()
+}
+
+// takeRecord returns the journal record for grains changed since the last
+// one; ok is false when nothing changed.
+func (l *layer) takeRecord() ([]byte, bool) {
+	if l.flat {
+		return nil, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.changed.IsEmpty() {
+		return nil, false
+	}
+	var w bytes.Buffer
+	binary.Write(&w, binary.LittleEndian, l.id)
+	writeBitmap(&w, l.mu.changed)
+	writeBitmap(&w, roaring.And(l.mu.present, l.mu.changed))
+	writeBitmap(&w, roaring.And(l.mu.zero, l.mu.changed))
+	l.mu.changed = roaring.New()
+	return w.Bytes(), true
+}
+
+// applyRecord replays a layer record on layers (by id).
+func applyRecord(payload []byte, byID map[uint64]*layer) error {
+	r := &reader{b: payload}
+	id := r.u64()
+	bms, err := r.bitmaps(3)
+	if err != nil || len(r.b) != 0 {
+		return fmt.Errorf("%w: layer record malformed", ErrCorrupt)
+	}
+	l, ok := byID[id]
+	if !ok || l.flat {
+		return fmt.Errorf("%w: layer record for unknown layer %d", ErrCorrupt, id)
+	}
+	changed, pres, zero := bms[0], bms[1], bms[2]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.mu.present.AndNot(changed)
+	l.mu.present.Or(pres)
+	l.mu.zero.AndNot(changed)
+	l.mu.zero.Or(zero)
+	l.mu.dirty = true
+	return nil
+}
+
+// encodeMap serialises the maps for a map file.
+func (l *layer) encodeMap(grain int64) []byte {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	var w bytes.Buffer
+	binary.Write(&w, binary.LittleEndian, uint64(grain))
+	writeBitmap(&w, l.mu.present)
+	writeBitmap(&w, l.mu.zero)
+	return metafile.Encode(mapMagic, mapVersion, w.Bytes())
+}
+
+// decodeMap loads a map file into l.
+func (l *layer) decodeMap(name string, grain int64, data []byte) error {
+	_, body, err := metafile.Decode(name, mapMagic, mapVersion, data)
+	if err != nil {
+		return err
+	}
+	r := &reader{b: body}
+	g := r.u64()
+	bms, err := r.bitmaps(2)
+	if err != nil || len(r.b) != 0 || int64(g) != grain {
+		return fmt.Errorf("%s: %w: map body malformed", name, ErrCorrupt)
+	}
+	if bms[0].Intersects(bms[1]) {
+		return fmt.Errorf("%s: %w: grains both present and zero", name, ErrCorrupt)
+	}
+	l.mu.Lock()
+	l.mu.present, l.mu.zero = bms[0], bms[1]
+	l.mu.Unlock()
+	return nil
+}
+
+func writeBitmap(w *bytes.Buffer, bm *roaring.Bitmap) {
+	b := cbt.EncodeBitmap(bm)
+	binary.Write(w, binary.LittleEndian, uint32(len(b)))
+	w.Write(b)
+}
+
+// reader consumes untrusted bytes; a short read sets err.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) take(n int) []byte {
+	if r.err != nil || n < 0 || n > len(r.b) {
+		r.err = fmt.Errorf("%w: short", ErrCorrupt)
+		return nil
+	}
+	out := r.b[:n]
+	r.b = r.b[n:]
+	return out
+}
+
+func (r *reader) u64() uint64 {
+	if b := r.take(8); b != nil {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return 0
+}
+
+func (r *reader) bitmaps(n int) ([]*roaring.Bitmap, error) {
+	out := make([]*roaring.Bitmap, n)
+	for i := range out {
+		lb := r.take(4)
+		if lb == nil {
+			return nil, r.err
+		}
+		bm, err := decodeBitmap(r.take(int(binary.LittleEndian.Uint32(lb))))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = bm
+	}
+	return out, r.err
+}
+
+func decodeBitmap(b []byte) (*roaring.Bitmap, error) {
+	if b == nil {
+		return nil, fmt.Errorf("%w: short bitmap", ErrCorrupt)
+	}
+	return cbt.DecodeBitmap(b)
+}
+
+func (l *layer) dirtyMap() bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.mu.dirty
+}
+
+// clearChanges: the maps are now in a durable map file.
+func (l *layer) clearChanges() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.mu.changed = roaring.New()
+	l.mu.dirty = false
+}

@@ -1,0 +1,227 @@
+package disk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/blockwise/blockwise/internal/fsutil"
+)
+
+// mergeState is a consolidation in progress: child merges into parent.
+type mergeState struct {
+	child, parent *layer
+	live          bool  // child is the top: guest writes still arrive
+	total         int64 // grains held by child at the start
+}
+
+// maxMergeRun bounds the grains copied under one set of grain locks, and
+// so the longest a guest write can wait on consolidation.
+const maxMergeRun = 256
+
+// Task is a background consolidation.
+type Task struct {
+	Snapshot string
+	total    int64
+	done     chan struct{}
+	merged   atomic.Int64
+	err      error
+}
+
+// Wait blocks until the task ends or ctx is done.
+func (t *Task) Wait(ctx context.Context) error {
+	select {
+	case <-t.done:
+		return t.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Progress reports grains merged and grains to merge.
+func (t *Task) Progress() (done, total int64) { return t.merged.Load(), t.total }
+
+// Done is closed when the task ends.
+func (t *Task) Done() <-chan struct{} { return t.done }
+
+// Err is the task's result once Done is closed.
+func (t *Task) Err() error { return t.err }
+
+// DeleteSnapshot removes a snapshot: the delta above its layer merges into
+// that layer online. It returns at once with the consolidation task; the
+// snapshot is gone as soon as it returns. If the disk is closed before the
+// task ends, the consolidation resumes at the next Open.
+func (d *Disk) DeleteSnapshot(id string) (*Task, error) {
+	d.barrier.Lock()
+	defer d.barrier.Unlock()
+	if d.closed {
+		return nil, ErrClosed
+	}
+	if d.merge != nil {
+		return nil, fmt.Errorf("%w: a consolidation is in progress", ErrBusy)
+	}
+	i, sm := d.meta.snapshot(id)
+	if sm == nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
+	}
+	d.mu.Lock()
+	open := d.mu.views[id]
+	d.mu.Unlock()
+	if open > 0 {
+		return nil, fmt.Errorf("snapshot %s: %w: %d open views", id, ErrBusy, open)
+	}
+	pi := d.meta.layerIndex(sm.Layer)
+	child, parent := d.chain[pi+1], d.chain[pi]
+	m := d.meta.clone()
+	m.Snapshots = append(m.Snapshots[:i], m.Snapshots[i+1:]...)
+	ms := &mergeState{child: child, parent: parent, live: pi+1 == len(d.chain)-1, total: int64(child.held())}
+	m.Merge = &mergeMeta{Snapshot: id, Child: child.id, Parent: parent.id, Total: ms.total}
+	if err := d.checkpoint(m, d.chain, false); err != nil {
+		return nil, err
+	}
+	d.merge = ms
+	return d.startMerge(), nil
+}
+
+// startMerge runs the consolidation in the background. Exclusive barrier
+// held, or called before the disk is shared.
+func (d *Disk) startMerge() *Task {
+	t := &Task{Snapshot: d.meta.Merge.Snapshot, total: d.merge.total, done: make(chan struct{})}
+	d.mu.Lock()
+	d.mu.task = t
+	d.mu.Unlock()
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		t.err = d.runMerge(d.ctx, t)
+		close(t.done)
+	}()
+	return t
+}
+
+// Consolidation returns the running or last consolidation task, or nil.
+func (d *Disk) Consolidation() *Task {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mu.task
+}
+
+func (d *Disk) runMerge(ctx context.Context, t *Task) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("consolidation paused, resumes at next open: %w", err)
+		}
+		n, err := d.mergeStep()
+		if err != nil {
+			return d.fail(fmt.Errorf("consolidation: %w", err))
+		}
+		if n == 0 {
+			return d.finishMerge()
+		}
+		t.merged.Add(n)
+	}
+}
+
+// mergeStep merges the next run of grains the child holds, under their
+// grain locks, and returns how many it merged (0: nothing left).
+func (d *Disk) mergeStep() (int64, error) {
+	d.barrier.RLock()
+	defer d.barrier.RUnlock()
+	if d.closed {
+		return 0, ErrClosed
+	}
+	ms := d.merge
+	next := func() (uint64, uint64, bool) {
+		ms.child.mu.RLock()
+		defer ms.child.mu.RUnlock()
+		g := ms.child.nextSetLocked(0)
+		if g < 0 {
+			return 0, 0, false
+		}
+		return uint64(g), uint64(g) + maxMergeRun, true
+	}
+	g0, g1, ok := next()
+	if !ok {
+		return 0, nil
+	}
+	g1 = min(g1, uint64((d.size+d.grain-1)/d.grain))
+	unlock := d.lockGrains(g0, g1)
+	defer unlock()
+	var n int64
+	for _, r := range resolve([]*layer{ms.parent, ms.child}, g0, g1) {
+		if r.src != 1 {
+			continue
+		}
+		if err := d.mergeRun(ms, r); err != nil {
+			return n, err
+		}
+		n += int64(r.g1 - r.g0)
+	}
+	if n == 0 { // grains beyond the disk's end: drop them
+		ms.child.set(g0, g1, absent)
+		n = int64(g1 - g0)
+	}
+	return n, nil
+}
+
+// mergeRun copies one run of the child into the parent and drops it from
+// the child. The child's file keeps the data: until the next flush records
+// the drop, a crash leaves the child's (identical) copy in force.
+func (d *Disk) mergeRun(ms *mergeState, r run) error {
+	a := int64(r.g0) * d.grain
+	b := min(int64(r.g1)*d.grain, d.size)
+	if r.st == zeroed {
+		if err := fsutil.PunchHole(ms.parent.f, a, b-a); err != nil {
+			return err
+		}
+		ms.parent.set(r.g0, r.g1, zeroed)
+	} else {
+		buf := make([]byte, b-a)
+		if err := fsutil.ReadFull(ms.child.f, buf, a); err != nil {
+			return err
+		}
+		if _, err := ms.parent.f.WriteAt(buf, a); err != nil {
+			return err
+		}
+		ms.parent.set(r.g0, r.g1, present)
+	}
+	ms.parent.written.Store(true)
+	ms.child.set(r.g0, r.g1, absent)
+	return nil
+}
+
+// finishMerge drops the emptied child from the chain.
+func (d *Disk) finishMerge() error {
+	d.barrier.Lock()
+	defer d.barrier.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	ms := d.merge
+	if ms.child.held() != 0 {
+		return errors.New("consolidation: child not empty at finish")
+	}
+	if ms.parent.flat {
+		// The flat layer must span the disk so qemu-img sees its size.
+		if err := ms.parent.f.Truncate(d.size); err != nil {
+			return d.fail(err)
+		}
+	}
+	m := d.meta.clone()
+	ci := m.layerIndex(ms.child.id)
+	m.Layers = append(m.Layers[:ci], m.Layers[ci+1:]...)
+	for i := range m.Snapshots {
+		if m.Snapshots[i].Layer == ms.child.id {
+			m.Snapshots[i].Layer = ms.parent.id
+		}
+	}
+	m.Merge = nil
+	chain := append(append([]*layer(nil), d.chain[:ci]...), d.chain[ci+1:]...)
+	if err := d.checkpoint(m, chain, false); err != nil {
+		return err
+	}
+	d.merge = nil
+	ms.child.f.Close()
+	return nil
+}

@@ -1,0 +1,374 @@
+package disk
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/blockwise/blockwise/internal/cbt"
+)
+
+var long = flag.Bool("long", false, "run the long randomized and crash tests")
+
+// model is the reference: what the disk and each snapshot must read.
+type model struct {
+	t      *testing.T
+	rng    *rand.Rand
+	ds     *Datastore
+	d      *Disk
+	ref    []byte
+	snaps  map[string]*modelSnap
+	order  []string // snapshot IDs, oldest first
+	cbtG   int64
+	dirty  map[int64]bool // CBT blocks written since the last snapshot
+	fuzzy  bool           // a crash since the last snapshot: CBT may over-report
+	epochs []*modelSnap   // every snapshot ever taken, deleted ones too
+	log    []string
+}
+
+type modelSnap struct {
+	data    []byte
+	change  string
+	written map[int64]bool // blocks written in the epoch this snapshot closed
+	fuzzy   bool
+}
+
+func newModel(t *testing.T, seed int64) *model {
+	rng := rand.New(rand.NewSource(seed))
+	ds, err := OpenDatastore(fastTempDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grain := []int64{512, 4096, 16384}[rng.Intn(3)]
+	size := int64(rng.Intn(512)+1) * 1024 // 1 KiB .. 512 KiB
+	cfg := cbt.Config{Granularity: 8192, RegionSize: 65536, Retain: 4 + rng.Intn(8)}
+	d, err := ds.Create("m", size, Options{Grain: grain, CBT: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &model{t: t, rng: rng, ds: ds, d: d, ref: make([]byte, size), snaps: map[string]*modelSnap{},
+		cbtG: cfg.Granularity, dirty: map[int64]bool{}}
+}
+
+func (m *model) fail(format string, args ...any) {
+	m.t.Helper()
+	m.t.Fatalf("%s\nops:\n%s", fmt.Sprintf(format, args...), joinTail(m.log, 40))
+}
+
+func joinTail(s []string, n int) string {
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	var b bytes.Buffer
+	for _, x := range s {
+		b.WriteString("  " + x + "\n")
+	}
+	return b.String()
+}
+
+func (m *model) span() (int64, int64) {
+	sectors := int64(len(m.ref)) / Sector
+	off := m.rng.Int63n(sectors) * Sector
+	n := (m.rng.Int63n(min(sectors-off/Sector, 80)) + 1) * Sector
+	return off, n
+}
+
+func (m *model) markDirty(off, n int64) {
+	for b := off / m.cbtG; b*m.cbtG < off+n; b++ {
+		m.dirty[b] = true
+	}
+}
+
+func (m *model) step() {
+	switch op := m.rng.Intn(100); {
+	case op < 40:
+		m.write()
+	case op < 50:
+		m.zero()
+	case op < 55:
+		m.grow()
+	case op < 67:
+		m.snapshot()
+	case op < 75:
+		m.deleteSnapshot()
+	case op < 80:
+		m.reopen(m.rng.Intn(2) == 0)
+	case op < 85:
+		if err := m.d.Flush(); err != nil {
+			m.fail("flush: %v", err)
+		}
+	default:
+		m.verify()
+	}
+}
+
+func (m *model) write() {
+	off, n := m.span()
+	p := make([]byte, n)
+	m.rng.Read(p)
+	m.log = append(m.log, fmt.Sprintf("write %d+%d", off, n))
+	if _, err := m.d.WriteAt(p, off); err != nil {
+		m.fail("write: %v", err)
+	}
+	copy(m.ref[off:], p)
+	m.markDirty(off, n)
+}
+
+func (m *model) zero() {
+	off, n := m.span()
+	punch := m.rng.Intn(2) == 0
+	m.log = append(m.log, fmt.Sprintf("zero %d+%d punch=%v", off, n, punch))
+	if err := m.d.Zero(off, n, punch); err != nil {
+		m.fail("zero: %v", err)
+	}
+	clear(m.ref[off : off+n])
+	m.markDirty(off, n)
+}
+
+func (m *model) grow() {
+	size := int64(len(m.ref)) + int64(m.rng.Intn(64)+1)*Sector
+	m.log = append(m.log, fmt.Sprintf("grow %d", size))
+	if err := m.d.Grow(size); err != nil {
+		m.fail("grow: %v", err)
+	}
+	m.markDirty(int64(len(m.ref)), size-int64(len(m.ref)))
+	m.ref = append(m.ref, make([]byte, size-int64(len(m.ref)))...)
+}
+
+func (m *model) snapshot() {
+	if m.rng.Intn(2) == 0 {
+		m.waitMerge()
+	}
+	info, err := m.d.CreateSnapshot("", "")
+	m.log = append(m.log, fmt.Sprintf("snapshot %s %v", info.ID, err))
+	if errors.Is(err, ErrBusy) {
+		return
+	}
+	if err != nil {
+		m.fail("snapshot: %v", err)
+	}
+	ms := &modelSnap{data: bytes.Clone(m.ref), change: info.ChangeID, written: m.dirty, fuzzy: m.fuzzy}
+	m.snaps[info.ID] = ms
+	m.epochs = append(m.epochs, ms)
+	m.order = append(m.order, info.ID)
+	m.dirty, m.fuzzy = map[int64]bool{}, false
+}
+
+func (m *model) waitMerge() {
+	if t := m.d.Consolidation(); t != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := t.Wait(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			m.fail("consolidation: %v", err)
+		}
+	}
+}
+
+func (m *model) deleteSnapshot() {
+	if len(m.order) == 0 {
+		return
+	}
+	i := m.rng.Intn(len(m.order))
+	id := m.order[i]
+	_, err := m.d.DeleteSnapshot(id)
+	m.log = append(m.log, fmt.Sprintf("delete %s %v", id, err))
+	if errors.Is(err, ErrBusy) {
+		return
+	}
+	if err != nil {
+		m.fail("delete: %v", err)
+	}
+	delete(m.snaps, id)
+	m.order = append(m.order[:i], m.order[i+1:]...)
+}
+
+// reopen closes cleanly, or flushes and abandons the disk like a killed
+// process (journal replay and CBT intent recovery then run).
+func (m *model) reopen(crash bool) {
+	m.log = append(m.log, fmt.Sprintf("reopen crash=%v", crash))
+	if crash {
+		if err := m.d.Flush(); err != nil {
+			m.fail("flush: %v", err)
+		}
+		m.d.abandon()
+		m.fuzzy = true
+	} else if err := m.d.Close(); err != nil {
+		m.fail("close: %v", err)
+	}
+	d, err := m.ds.Open("m")
+	if err != nil {
+		m.fail("reopen: %v", err)
+	}
+	m.d = d
+}
+
+func (m *model) verify() {
+	m.t.Helper()
+	if err := m.d.Check(); err != nil {
+		m.fail("check: %v", err)
+	}
+	got := make([]byte, len(m.ref))
+	if _, err := m.d.ReadAt(got, 0); err != nil {
+		m.fail("read: %v", err)
+	}
+	if i := firstDiff(got, m.ref); i >= 0 {
+		m.fail("live disk differs at %d", i)
+	}
+	for _, id := range m.order {
+		m.verifySnap(id)
+	}
+	m.verifyCBT()
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
+}
+
+func (m *model) verifySnap(id string) {
+	ms := m.snaps[id]
+	s, err := m.d.OpenSnapshot(id)
+	if err != nil {
+		m.fail("open snapshot %s: %v", id, err)
+	}
+	defer s.Close()
+	got := make([]byte, len(ms.data))
+	if _, err := s.ReadAt(got, 0); err != nil {
+		m.fail("read snapshot %s: %v", id, err)
+	}
+	if i := firstDiff(got, ms.data); i >= 0 {
+		m.fail("snapshot %s differs at %d", id, i)
+	}
+	ca, err := s.ChangedAreas(0, cbt.Any)
+	if err != nil {
+		m.fail("allocated areas of %s: %v", id, err)
+	}
+	covered := areaSet(ca, 512)
+	for i := 0; i < len(ms.data); i += 512 {
+		if !covered[int64(i)] && !bytes.Equal(ms.data[i:i+512], zeroes[:512]) {
+			m.fail("snapshot %s: data at %d not in allocated areas", id, i)
+		}
+	}
+}
+
+func areaSet(ca *ChangedAreas, unit int64) map[int64]bool {
+	set := map[int64]bool{}
+	for _, a := range ca.ChangedArea {
+		for o := a.Start / unit * unit; o < a.Start+a.Length; o += unit {
+			set[o] = true
+		}
+	}
+	return set
+}
+
+// verifyCBT checks every pair of snapshots: the changed areas cover every
+// block that differs, and (without a crash in between) only blocks written.
+func (m *model) verifyCBT() {
+	for j, newer := range m.order {
+		s, err := m.d.OpenSnapshot(newer)
+		if err != nil {
+			m.fail("open %s: %v", newer, err)
+		}
+		for _, older := range m.order[:j] {
+			m.verifyPair(s, m.snaps[older], m.snaps[newer], older)
+		}
+		s.Close()
+	}
+}
+
+func (m *model) verifyPair(s *Snapshot, old, cur *modelSnap, oldID string) {
+	ca, err := s.ChangedAreas(0, old.change)
+	if errors.Is(err, cbt.ErrChangeIDInvalid) {
+		return // expired by Retain
+	}
+	if err != nil {
+		m.fail("changed areas %s since %s: %v", s.info.ID, oldID, err)
+	}
+	got := areaSet(ca, m.cbtG)
+	for b := int64(0); b*m.cbtG < int64(len(cur.data)); b++ {
+		a, e := b*m.cbtG, min((b+1)*m.cbtG, int64(len(cur.data)))
+		var before []byte
+		if a < int64(len(old.data)) {
+			before = old.data[a:min(e, int64(len(old.data)))]
+		}
+		if !bytes.Equal(before, cur.data[a:e]) && !got[a] {
+			m.fail("CBT missed block %d of %s since %s", b, s.info.ID, oldID)
+		}
+	}
+	m.checkLittleElse(got, oldID, s.info.ID)
+}
+
+// checkLittleElse: without crashes between the two snapshots, every
+// reported block was written in one of the epochs between them.
+func (m *model) checkLittleElse(got map[int64]bool, older, newer string) {
+	written := map[int64]bool{}
+	in := false
+	for _, e := range m.epochs {
+		if in {
+			if e.fuzzy {
+				return
+			}
+			for b := range e.written {
+				written[b*m.cbtG] = true
+			}
+		}
+		if e == m.snaps[older] {
+			in = true
+		}
+		if e == m.snaps[newer] {
+			break
+		}
+	}
+	for o := range got {
+		if !written[o] {
+			m.fail("CBT reports block at %d of %s since %s, never written", o, newer, older)
+		}
+	}
+}
+
+func TestModel(t *testing.T) {
+	seqs, steps := 60, 120
+	if *long {
+		seqs, steps = 2000, 300
+	}
+	for i := 0; i < seqs; i++ {
+		seed := time.Now().UnixNano() + int64(i)
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			m := newModel(t, seed)
+			t.Logf("seed %d", seed)
+			for range steps {
+				m.step()
+			}
+			m.waitMerge()
+			m.verify()
+			m.reopen(false)
+			m.verify()
+			if err := m.d.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// fastTempDir is on tmpfs when the machine has one: the model test checks
+// logic, not durability (the crash test does that), and fsyncs dominate.
+func fastTempDir(t *testing.T) string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		dir, err := os.MkdirTemp("/dev/shm", "blockwise-test-")
+		if err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
+}

@@ -1,0 +1,196 @@
+package disk
+
+import (
+	"github.com/blockwise/blockwise/internal/fsutil"
+)
+
+// pendingWrite coalesces consecutive direct writes to one layer.
+type pendingWrite struct {
+	li       int
+	off      int64
+	buf      []byte
+	startIdx int // index into the caller's p
+}
+
+// writeGrains writes p at off through the chain, copying up partial grains
+// that the target layer does not hold. Caller holds the shared barrier and
+// the grains' stripe locks.
+func (d *Disk) writeGrains(p []byte, off int64) error {
+	end := off + int64(len(p))
+	g0, g1 := d.grains(off, int64(len(p)))
+	var pend *pendingWrite
+	var fresh []run // grains that become present once the data is written
+	flush := func() error {
+		if pend == nil {
+			return nil
+		}
+		l := d.chain[pend.li]
+		_, err := l.f.WriteAt(pend.buf, pend.off)
+		l.written.Store(true)
+		pend = nil
+		return err
+	}
+	for g := g0; g < g1; g++ {
+		gs := int64(g) * d.grain
+		ge := min(gs+d.grain, d.size)
+		a, b := max(off, gs), min(end, ge)
+		seg := p[a-off : b-off]
+		li := d.target(g)
+		l := d.chain[li]
+		st := l.state(uint32(g))
+		if l.flat || st == present || (a == gs && b == ge) {
+			if pend != nil && pend.li == li && pend.off+int64(len(pend.buf)) == a {
+				pend.buf = p[pend.startIdx : b-off]
+			} else {
+				if err := flush(); err != nil {
+					return err
+				}
+				pend = &pendingWrite{li: li, off: a, buf: seg, startIdx: int(a - off)}
+			}
+		} else {
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := d.copyUp(li, g, seg, a); err != nil {
+				return err
+			}
+		}
+		if !l.flat && st != present {
+			if n := len(fresh); n > 0 && fresh[n-1].src == li && fresh[n-1].g1 == g {
+				fresh[n-1].g1++
+			} else {
+				fresh = append(fresh, run{g0: g, g1: g + 1, src: li})
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, r := range fresh {
+		d.chain[r.src].set(r.g0, r.g1, present)
+	}
+	return nil
+}
+
+// copyUp writes a whole grain to layer li: what the layers below it (or
+// zeroes, for a zeroed grain) hold, overlaid with seg at off.
+func (d *Disk) copyUp(li int, g uint64, seg []byte, off int64) error {
+	l := d.chain[li]
+	gs := int64(g) * d.grain
+	buf := make([]byte, min(gs+d.grain, d.size)-gs)
+	if l.state(uint32(g)) != zeroed {
+		if err := d.readChain(d.chain[:li], buf, gs); err != nil {
+			return err
+		}
+	}
+	copy(buf[off-gs:], seg)
+	if _, err := l.f.WriteAt(buf, gs); err != nil {
+		return err
+	}
+	l.written.Store(true)
+	return nil
+}
+
+// Zero makes [off, off+n) read as zeroes. With punch the space may be
+// deallocated (NBD WRITE_ZEROES without NO_HOLE, and Trim); without it a
+// flat layer keeps the range allocated. In a delta, whole grains are
+// marked zero (so older data below is not uncovered) and their space
+// released; partial grains are written as zeroes.
+func (d *Disk) Zero(off, n int64, punch bool) error {
+	d.barrier.RLock()
+	defer d.barrier.RUnlock()
+	if err := d.beginWrite(off, n); err != nil || n == 0 {
+		return err
+	}
+	if len(d.chain) == 1 {
+		return d.zeroFlat(d.chain[0], off, n, punch)
+	}
+	end := off + n
+	m0 := (off + d.grain - 1) / d.grain * d.grain
+	m1 := min(end/d.grain*d.grain, end)
+	if end == d.size {
+		m1 = end // the last grain may be short
+	}
+	if m0 >= m1 { // inside one grain
+		return d.zeroBytes(off, n)
+	}
+	if err := d.zeroBytes(off, m0-off); err != nil {
+		return err
+	}
+	if err := d.zeroBytes(m1, end-m1); err != nil {
+		return err
+	}
+	return d.zeroGrains(uint64(m0/d.grain), uint64((m1+d.grain-1)/d.grain), punch)
+}
+
+// Trim deallocates [off, off+n); it reads back as zeroes.
+func (d *Disk) Trim(off, n int64) error { return d.Zero(off, n, true) }
+
+func (d *Disk) zeroFlat(l *layer, off, n int64, punch bool) error {
+	var err error
+	if punch {
+		err = fsutil.PunchHole(l.f, off, n)
+	} else {
+		err = fsutil.ZeroRange(l.f, off, n)
+	}
+	l.written.Store(true)
+	return err
+}
+
+var zeroes = make([]byte, 1<<20)
+
+func (d *Disk) zeroBytes(off, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	unlock := d.lockGrains(d.grains(off, n))
+	defer unlock()
+	return d.writeGrains(zeroes[:n], off)
+}
+
+// zeroGrains zeroes whole grains [g0, g1), by target layer.
+func (d *Disk) zeroGrains(g0, g1 uint64, punch bool) error {
+	unlock := d.lockGrains(g0, g1)
+	defer unlock()
+	for _, r := range d.targetRuns(g0, g1) {
+		l := d.chain[r.src]
+		a := int64(r.g0) * d.grain
+		b := min(int64(r.g1)*d.grain, d.size)
+		if l.flat {
+			if err := d.zeroFlat(l, a, b-a, punch); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := fsutil.PunchHole(l.f, a, b-a); err != nil {
+			return err
+		}
+		l.written.Store(true)
+		l.set(r.g0, r.g1, zeroed)
+	}
+	return nil
+}
+
+// targetRuns splits [g0, g1) by the layer that takes writes (see target).
+func (d *Disk) targetRuns(g0, g1 uint64) []run {
+	top := len(d.chain) - 1
+	if d.merge == nil || !d.merge.live {
+		return []run{{g0: g0, g1: g1, src: top}}
+	}
+	child := d.chain[top]
+	child.mu.RLock()
+	defer child.mu.RUnlock()
+	var out []run
+	for g := g0; g < g1; {
+		r := run{g0: g, g1: g1, src: top}
+		if s := child.stateLocked(uint32(g)); s != absent {
+			r.g1 = clampEnd(g1, child.runEndLocked(uint32(g), s))
+		} else {
+			r.src = top - 1
+			r.g1 = clampEnd(g1, child.nextSetLocked(uint32(g)))
+		}
+		out = append(out, r)
+		g = r.g1
+	}
+	return out
+}
