@@ -51,9 +51,9 @@ func blocks(t *testing.T, tr *Tracker, since ID, until uint64) []uint32 {
 func TestEpochsAndChangeIDs(t *testing.T) {
 	tr := newTracker(t, &memLog{})
 	start := tr.Current()
-	tr.Mark(0, 512)         // block 0
-	tr.Mark(130*kib, 1)     // block 2
-	tr.Encode(true)         // snapshot 1
+	tr.Mark(0, 512)     // block 0
+	tr.Mark(130*kib, 1) // block 2
+	tr.Encode(true)     // snapshot 1
 	tr.Committed(true)
 	s1 := tr.Current()
 	tr.Mark(64*kib, 64*kib) // block 1
