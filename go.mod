@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/RoaringBitmap/roaring/v2 v2.30.0
 	github.com/spf13/cobra v1.10.2
+	golang.org/x/sync v0.11.0
 	golang.org/x/sys v0.50.0
 )
 

@@ -85,11 +85,12 @@ func (t *Tracker) Grow(size int64) {
 
 // Reset gives the tracker a new identity: every earlier change ID becomes
 // invalid, and the whole disk counts as changed in the new first epoch.
+// Sequences keep counting up so they stay ordered with snapshots'.
 func (t *Tracker) Reset() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.mu.uuid = NewUUID()
-	t.mu.base, t.mu.seq, t.mu.closed = 0, 0, nil
+	t.mu.base, t.mu.closed = t.mu.seq, nil
 	t.mu.cur = roaring.New()
 	t.mu.cur.AddRange(0, uint64((t.mu.size+t.cfg.Granularity-1)/t.cfg.Granularity))
 }

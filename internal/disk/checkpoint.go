@@ -3,6 +3,7 @@ package disk
 import (
 	"errors"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"path/filepath"
 
 	"github.com/blockwise/blockwise/internal/cbt"
@@ -24,27 +25,38 @@ func (d *Disk) checkpoint(m *diskMeta, chain []*layer, closeEpoch bool) error {
 	if err := d.syncData(chain); err != nil {
 		return d.fail(err)
 	}
+	// The new files have names of their own: a crash leaves them as
+	// garbage for gc, so they need no rename, and their syncs can overlap.
+	var g errgroup.Group
 	for i, l := range chain {
 		if l.flat || (!l.dirtyMap() && m.Layers[i].Map != "") {
 			continue
 		}
 		m.Layers[i].Map = mapName(l.id, gen)
-		if err := fsutil.WriteAtomic(filepath.Join(d.dir, m.Layers[i].Map), l.encodeMap(d.grain)); err != nil {
-			return d.fail(err)
-		}
+		p, data := filepath.Join(d.dir, m.Layers[i].Map), l.encodeMap(d.grain)
+		g.Go(func() error { return fsutil.WriteNew(p, data) })
 	}
 	if d.tracker != nil {
 		m.CBT = &cbtMeta{Checkpoint: cbtName(gen)}
-		if err := fsutil.WriteAtomic(filepath.Join(d.dir, m.CBT.Checkpoint), d.tracker.Encode(closeEpoch)); err != nil {
-			return d.fail(err)
-		}
+		p, data := filepath.Join(d.dir, m.CBT.Checkpoint), d.tracker.Encode(closeEpoch)
+		g.Go(func() error { return fsutil.WriteNew(p, data) })
 	}
-	log, err := journal.Create(filepath.Join(d.dir, journalName(gen)), gen)
+	var log *journal.Log
+	g.Go(func() (err error) {
+		log, err = journal.Create(filepath.Join(d.dir, journalName(gen)), gen)
+		return err
+	})
+	err := g.Wait()
+	if err == nil {
+		err = fsutil.SyncDir(d.dir)
+	}
+	if err == nil {
+		err = fsutil.WriteAtomic(filepath.Join(d.dir, metaName), m.encode())
+	}
 	if err != nil {
-		return d.fail(err)
-	}
-	if err := fsutil.WriteAtomic(filepath.Join(d.dir, metaName), m.encode()); err != nil {
-		log.Close()
+		if log != nil {
+			log.Close()
+		}
 		return d.fail(err)
 	}
 	d.committed(m, chain, log, closeEpoch)

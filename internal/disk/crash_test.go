@@ -100,19 +100,21 @@ func crashChild(dir string, seed int64, out io.Writer) error {
 
 // crashModel replays the child's announcements.
 type crashModel struct {
-	flushed []byte             // state all of whose writes are durable
-	post    []crashWrite       // writes begun since the last flush
-	sinceID string             // change ID of the last acknowledged snapshot
-	cbtW    []crashWrite       // writes begun since that snapshot
-	snaps   map[string][]byte  // snapshot images (created, maybe deleted)
-	gone    map[string]bool    // deletions acknowledged
-	pending string             // last begun op, not acknowledged
-	atBegin []byte             // the image when the pending op began
+	flushed []byte            // state all of whose writes are durable
+	post    []crashWrite      // writes begun since the last flush
+	sinceID string            // change ID of the last acknowledged snapshot
+	cbtW    []crashWrite      // writes begun since that snapshot
+	snaps   map[string][]byte // snapshot images (created, maybe deleted)
+	gone    map[string]bool   // deletions acknowledged
+	pending string            // last begun op, not acknowledged
+	atBegin []byte            // the image when the pending op began
+	iter    int
 }
 
 type crashWrite struct {
 	off  int64
 	data []byte
+	iter int
 }
 
 func (c *crashModel) apply(line string, cur *[]byte) {
@@ -126,7 +128,7 @@ func (c *crashModel) apply(line string, cur *[]byte) {
 			seed, _ := strconv.ParseInt(f[4], 10, 64)
 			data = payload(seed, n)
 		}
-		w := crashWrite{off, data}
+		w := crashWrite{off, data, c.iter}
 		c.post, c.cbtW = append(c.post, w), append(c.cbtW, w)
 		copy((*cur)[off:], data)
 	case f[0] == "I": // snapshot taken: its image is everything so far
@@ -168,6 +170,7 @@ func TestCrashSIGKILL(t *testing.T) {
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for i := 0; i < iters; i++ {
 		lines := runChild(t, dir, rng.Int63(), time.Duration(5+rng.Intn(150))*time.Millisecond)
+		c.iter = i
 		for _, l := range lines {
 			c.apply(l, &cur)
 		}
@@ -229,7 +232,7 @@ func (c *crashModel) verifyAfterCrash(t *testing.T, ds *Datastore, iter int) []b
 		}
 	}
 	c.checkSnapshots(t, d, iter)
-	c.checkCBT(t, d, iter)
+	c.checkCBT(t, d, iter, got)
 	// The disk now holds got: that is durable from here on.
 	c.flushed, c.post = bytes.Clone(got), nil
 	return got
@@ -278,7 +281,7 @@ func (c *crashModel) checkSnapshots(t *testing.T, d *Disk, iter int) {
 
 // checkCBT: every write begun since the last acknowledged snapshot is
 // reported changed by a snapshot taken now.
-func (c *crashModel) checkCBT(t *testing.T, d *Disk, iter int) {
+func (c *crashModel) checkCBT(t *testing.T, d *Disk, iter int, disk []byte) {
 	task := d.Consolidation()
 	if task != nil {
 		<-task.Done()
@@ -296,12 +299,23 @@ func (c *crashModel) checkCBT(t *testing.T, d *Disk, iter int) {
 	got := areaSet(ca, Sector)
 	acked := c.cbtW
 	if strings.HasPrefix(c.pending, "B W") || strings.HasPrefix(c.pending, "B Z") {
-		acked = acked[:len(acked)-1] // killed before its change was acknowledged
+		// Killed before its change was acknowledged: it must be reported
+		// only where its data reached the disk.
+		acked = acked[:len(acked)-1]
+		w := c.cbtW[len(c.cbtW)-1]
+		for o := w.off; o < w.off+int64(len(w.data)); o += Sector {
+			landed := bytes.Equal(disk[o:o+Sector], w.data[o-w.off:o-w.off+Sector]) &&
+				!bytes.Equal(disk[o:o+Sector], c.atBegin[o:o+Sector])
+			if landed && !got[o] {
+				t.Fatalf("iteration %d: CBT lost the unacknowledged write that landed at %d", iter, o)
+			}
+		}
+		c.cbtW = acked
 	}
-	for _, w := range acked {
+	for i, w := range acked {
 		for o := w.off; o < w.off+int64(len(w.data)); o += Sector {
 			if !got[o] {
-				t.Fatalf("iteration %d: CBT lost the write at %d", iter, o)
+				t.Fatalf("iteration %d: CBT lost the write at %d (write %d of %d from iteration %d since %s, pending %q; areas %v)", iter, o, i, len(acked), w.iter, c.sinceID, c.pending, ca.ChangedArea)
 			}
 		}
 	}

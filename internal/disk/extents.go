@@ -108,6 +108,9 @@ func (s *Snapshot) ChangedAreas(startOffset int64, changeID string) (*ChangedAre
 	if s.d.tracker == nil {
 		return nil, ErrCBTDisabled
 	}
+	if sm.ChangeUUID != s.d.tracker.UUID() {
+		return nil, fmt.Errorf("%w: snapshot %s was taken before a CBT reset", ErrChangeIDInvalid, sm.ID)
+	}
 	id, err := s.d.tracker.Check(changeID, sm.ChangeSeq)
 	if err != nil {
 		return nil, err

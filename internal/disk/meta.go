@@ -44,6 +44,7 @@ type snapMeta struct {
 	Created     time.Time `json:"created"`
 	Layer       uint64    `json:"layer"` // the frozen top of the snapshot's chain
 	ChangeSeq   uint64    `json:"changeSeq"`
+	ChangeUUID  string    `json:"changeUuid,omitempty"` // tracking identity when taken
 	Size        int64     `json:"size"`
 }
 

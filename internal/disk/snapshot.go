@@ -5,8 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/blockwise/blockwise/internal/fsutil"
 )
 
 // SnapshotInfo describes a snapshot.
@@ -21,7 +19,7 @@ type SnapshotInfo struct {
 func (d *Disk) snapInfo(s snapMeta) SnapshotInfo {
 	info := SnapshotInfo{ID: s.ID, Description: s.Description, Created: s.Created, Size: s.Size}
 	if d.tracker != nil {
-		info.ChangeID = fmt.Sprintf("%s/%d", d.tracker.UUID(), s.ChangeSeq)
+		info.ChangeID = fmt.Sprintf("%s/%d", s.ChangeUUID, s.ChangeSeq)
 	}
 	return info
 }
@@ -56,6 +54,7 @@ func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 	s := snapMeta{ID: id, Description: description, Created: time.Now().UTC(), Layer: top.id, Size: d.size}
 	if d.tracker != nil {
 		s.ChangeSeq = d.tracker.Current().Seq + 1
+		s.ChangeUUID = d.tracker.UUID()
 	}
 	m.Snapshots = append(m.Snapshots, s)
 	m.Layers = append(m.Layers, layerMeta{ID: nl.id, Data: deltaName(nl.id)})
@@ -75,10 +74,7 @@ func (d *Disk) newDelta(id uint64) (*layer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Truncate(d.size); err == nil {
-		err = fsutil.Datasync(f)
-	}
-	if err != nil {
+	if err := f.Truncate(d.size); err != nil {
 		f.Close()
 		return nil, err
 	}

@@ -164,3 +164,22 @@ func Lock(path string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// WriteNew creates path (which must not exist, or is a leftover that gets
+// replaced), writes data and syncs it, without syncing the directory: the
+// caller syncs the directory once for a batch of new files.
+func WriteNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
