@@ -339,7 +339,7 @@ func (m *model) checkLittleElse(got map[int64]bool, older, newer string) {
 func TestModel(t *testing.T) {
 	seqs, steps := 60, 120
 	if *long {
-		seqs, steps = 2000, 300
+		seqs, steps = 1000, 300
 	}
 	for i := 0; i < seqs; i++ {
 		seed := time.Now().UnixNano() + int64(i)
