@@ -78,6 +78,16 @@ func Dial(ctx context.Context, uri string, opts *ClientOptions) (*Client, error)
 	if err != nil {
 		return nil, fmt.Errorf("nbd: dial %s: %w", uri, err)
 	}
+	c, err := newClient(ctx, nc, u, opts)
+	if err != nil {
+		return nil, fmt.Errorf("nbd: handshake with %s: %w", uri, err)
+	}
+	return c, nil
+}
+
+// newClient runs the handshake on an established connection, which it
+// owns from then on.
+func newClient(ctx context.Context, nc net.Conn, u *URI, opts *ClientOptions) (*Client, error) {
 	c := &Client{
 		raw: nc, conn: nc,
 		br:       bufio.NewReaderSize(nc, 64<<10),
@@ -87,13 +97,13 @@ func Dial(ctx context.Context, uri string, opts *ClientOptions) (*Client, error)
 		pending:  make(map[uint64]*call),
 		done:     make(chan struct{}),
 	}
-	if err := c.handshake(ctx, u, opts); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("nbd: handshake with %s: %w", uri, err)
+	err := c.handshake(ctx, u, opts)
+	if err == nil {
+		err = ctx.Err()
 	}
-	if err := ctx.Err(); err != nil {
+	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("nbd: handshake with %s: %w", uri, err)
+		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
 	go c.readLoop()
@@ -356,15 +366,14 @@ func (c *Client) readLoop() {
 }
 
 // take finds the call for a reply; unknown handles break the protocol.
-func (c *Client) take(h uint64, remove bool) (*call, error) {
+// The call stays pending until complete, so that a failure while reading
+// its reply still reaches its waiter.
+func (c *Client) take(h uint64) (*call, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl, ok := c.pending[h]
 	if !ok {
 		return nil, fmt.Errorf("%w: reply for unknown handle %#x", ErrProtocol, h)
-	}
-	if remove {
-		delete(c.pending, h)
 	}
 	return cl, nil
 }
@@ -375,24 +384,24 @@ func (c *Client) readSimple() error {
 		return err
 	}
 	code, h := binary.BigEndian.Uint32(b[:]), binary.BigEndian.Uint64(b[4:])
-	cl, err := c.take(h, true)
+	cl, err := c.take(h)
 	if err != nil {
 		return err
 	}
-	if code != 0 {
-		cl.finish(&Error{Code: code})
-		return nil
-	}
-	if cl.typ == cmdRead {
+	if code == 0 && cl.typ == cmdRead {
 		if err := c.deliver(cl, cl.off, int(cl.length), false); err != nil {
 			return err
 		}
 	}
-	if cl.typ == cmdBlockStatus {
+	c.forget(h)
+	switch {
+	case code != 0:
+		cl.finish(&Error{Code: code})
+	case cl.typ == cmdBlockStatus:
 		cl.finish(fmt.Errorf("%w: simple reply to BLOCK_STATUS", ErrProtocol))
-		return nil
+	default:
+		cl.finish(nil)
 	}
-	cl.finish(nil)
 	return nil
 }
 

@@ -20,14 +20,15 @@ func (c *Client) readChunk() error {
 	if n > maxChunkLen {
 		return fmt.Errorf("%w: chunk of %d bytes", ErrProtocol, n)
 	}
-	cl, err := c.take(h, flags&replyFlagDone != 0)
+	cl, err := c.take(h)
 	if err != nil {
 		return err
 	}
 	if err := c.chunk(cl, typ, n); err != nil {
-		return err
+		return err // cl is still pending: fail finishes it
 	}
 	if flags&replyFlagDone != 0 {
+		c.forget(h)
 		cl.finish(cl.check())
 	}
 	return nil
