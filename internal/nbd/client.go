@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -125,6 +126,7 @@ func (c *Client) MetaContexts() []string {
 	for n := range c.contexts {
 		out = append(out, n)
 	}
+	slices.Sort(out)
 	return out
 }
 

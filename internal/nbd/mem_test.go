@@ -18,6 +18,8 @@ const (
 	dirtyContext = DirtyBitmapPrefix + "x"
 )
 
+var _ Export = (*memExport)(nil)
+
 // memExport is an in-memory Export: allocation tracked per 4 KiB block,
 // a fake dirty bitmap per 64 KiB block set by writes.
 type memExport struct {

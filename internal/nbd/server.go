@@ -19,7 +19,9 @@ type ServerOptions struct {
 	// below TLS 1.3 whatever the config says.
 	TLSConfig *tls.Config
 	// RequireTLS refuses every option but STARTTLS and ABORT until TLS
-	// is up (NBD_REP_ERR_TLS_REQD). Needs TLSConfig.
+	// is up (NBD_REP_ERR_TLS_REQD; NBD_OPT_EXPORT_NAME, which cannot carry
+	// an error, gets the connection closed). Without TLSConfig nothing
+	// can be served.
 	RequireTLS bool
 	// Logger receives connection-level events; nil discards them.
 	Logger *slog.Logger
@@ -138,7 +140,8 @@ func (s *Server) startConn(nc net.Conn) bool {
 // Shutdown stops the listeners, lets requests in flight finish, flushes
 // and closes each export and closes every connection. Connections still in
 // the handshake are dropped. If ctx ends first, the remaining connections
-// are closed hard and ctx's error is returned.
+// are closed hard and ctx's error is returned; Shutdown still waits for
+// Export calls in progress to return, as the server cannot abandon them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true

@@ -51,11 +51,13 @@ func (c *serverConn) transmit() {
 	close(out)
 	<-writerDone
 	// Whatever ended the connection, what the client wrote must be durable.
-	fctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	if err := c.exp.Flush(fctx); err != nil {
-		c.log.Warn("nbd: flush on disconnect failed", "export", c.name, "err", err)
+	if c.flags&FlagReadOnly == 0 {
+		fctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := c.exp.Flush(fctx); err != nil {
+			c.log.Warn("nbd: flush on disconnect failed", "export", c.name, "err", err)
+		}
+		cancel()
 	}
-	cancel()
 	if err := c.exp.Close(); err != nil {
 		c.log.Warn("nbd: closing export failed", "export", c.name, "err", err)
 	}
