@@ -105,3 +105,41 @@ func oldServer(nc net.Conn) {
 		nc.Write(fakeOptReply(opt, repErrUnsup, nil))
 	}
 }
+
+// TestShutdownIdleConnections shuts down with one connection in the
+// handshake and one idle in transmission: both are closed promptly and
+// the transmission's export is flushed and closed.
+func TestShutdownIdleConnections(t *testing.T) {
+	checkGoroutines(t)
+	exp := newMemExport(1 << 20)
+	exps := &memExporter{exports: map[string]*memExport{"disk": exp}}
+	srv := NewServer(exps, ServerOptions{})
+	l, err := netListenUnix(shortTempDir(t) + "/s")
+	must(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	hs, err := net.Dial("unix", l.Addr().String())
+	must(t, err)
+	defer hs.Close()
+	io.ReadFull(hs, make([]byte, 18)) // greeted: the server is in the handshake
+	c, err := Dial(context.Background(), "nbd+unix:///disk?socket="+l.Addr().String(), nil)
+	must(t, err)
+	defer c.Close()
+	must(t, c.WriteAt(context.Background(), []byte{1}, 0, false))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	must(t, srv.Shutdown(ctx))
+	if err := <-served; err != ErrServerClosed {
+		t.Fatalf("Serve: %v", err)
+	}
+	hs.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := hs.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("handshake connection: %v", err)
+	}
+	if exp.flushes.Load() != 1 || exp.closes.Load() != 1 {
+		t.Fatalf("flushes %d closes %d", exp.flushes.Load(), exp.closes.Load())
+	}
+	if err := c.Flush(context.Background()); err == nil {
+		t.Fatal("client still works after shutdown")
+	}
+}
