@@ -144,10 +144,16 @@ func (c *Client) Close() error {
 	alive := c.err == nil
 	c.mu.Unlock()
 	if alive {
-		c.wsem <- struct{}{}
-		c.bw.Write(requestHeader(nil, 0, cmdDisc, 0, 0, 0))
-		c.bw.Flush()
-		<-c.wsem
+		// A writer stuck on a server that stopped reading must not stop
+		// Close: then the connection is closed without NBD_CMD_DISC.
+		select {
+		case c.wsem <- struct{}{}:
+			c.raw.SetWriteDeadline(time.Now().Add(time.Second))
+			c.bw.Write(requestHeader(nil, 0, cmdDisc, 0, 0, 0))
+			c.bw.Flush()
+			<-c.wsem
+		case <-time.After(time.Second):
+		}
 	}
 	c.fail(ErrClientClosed)
 	<-c.done
