@@ -332,3 +332,39 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 		t.Fatalf("read after shutdown: %v", err)
 	}
 }
+
+func TestZeroFlags(t *testing.T) {
+	checkGoroutines(t)
+	exp := newMemExport(1 << 20)
+	ts := startServer(t, map[string]*memExport{"disk": exp}, ServerOptions{})
+	c := dial(t, ts.unixURI("disk"), nil)
+	ctx := context.Background()
+	must(t, c.Zero(ctx, 0, 4096, true, false))
+	must(t, c.Zero(ctx, 0, 4096, false, false))
+	must(t, c.Zero(ctx, 0, 4096, true, true))
+	must(t, c.Trim(ctx, 0, 4096))
+	want := []string{"punch=true fast=false", "punch=false fast=false", "punch=true fast=true", "punch=true fast=false"}
+	if !slices.Equal(exp.zeroes, want) {
+		t.Fatalf("Zero calls %q, want %q", exp.zeroes, want)
+	}
+}
+
+func TestCloseWithRequestsInFlight(t *testing.T) {
+	checkGoroutines(t)
+	_, uri, _ := startSlow(t, 200*time.Millisecond)
+	c := dial(t, uri, nil)
+	errs := make(chan error, 5)
+	for i := range 5 {
+		go func() { errs <- c.ReadAt(context.Background(), make([]byte, 512), int64(i*512)) }()
+	}
+	time.Sleep(50 * time.Millisecond)
+	must(t, c.Close())
+	for range 5 {
+		if err := <-errs; !errors.Is(err, ErrClientClosed) {
+			t.Errorf("in-flight read after Close: %v", err)
+		}
+	}
+	if err := c.Flush(context.Background()); !errors.Is(err, ErrClientClosed) {
+		t.Errorf("Flush after Close: %v", err)
+	}
+}

@@ -30,6 +30,7 @@ type memExport struct {
 	ro      bool
 	sizes   BlockSizes
 	fail    error // returned by every data operation when set
+	zeroes  []string // "punch=B fast=B" of each Zero call
 	flushes atomic.Int64
 	closes  atomic.Int64
 }
@@ -85,6 +86,7 @@ func (m *memExport) Zero(_ context.Context, off, n int64, punch, fast bool) erro
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.zeroes = append(m.zeroes, fmt.Sprintf("punch=%v fast=%v", punch, fast))
 	clear(m.data[off : off+n])
 	m.mark(off, n, !punch)
 	return nil
