@@ -29,7 +29,7 @@ type memExport struct {
 	dirty   []bool
 	ro      bool
 	sizes   BlockSizes
-	fail    error // returned by every data operation when set
+	fail    error    // returned by every data operation when set
 	zeroes  []string // "punch=B fast=B" of each Zero call
 	flushes atomic.Int64
 	closes  atomic.Int64
