@@ -35,6 +35,14 @@
 //     wants requests to respect (NBD_INFO_BLOCK_SIZE). The maximum is
 //     also the largest READ or WRITE payload accepted.
 //
+// Concurrency: per connection the server runs one reader goroutine (it
+// alone touches the socket's read side, so request framing never
+// interleaves), a bounded pool of workers (a slow request does not stall
+// the others, and memory stays bounded), and one writer goroutine (reply
+// frames must not interleave). Replies therefore go out in completion
+// order, which NBD allows. The Client mirrors this: callers write
+// requests under a lock, one reader goroutine routes replies by handle.
+//
 // Ownership: every Export the server gets from Exporter.Open is closed by
 // the server once the connection (or the NBD_OPT_INFO query) using it is
 // done, so an Exporter sharing one instance between connections must make
