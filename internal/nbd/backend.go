@@ -81,7 +81,10 @@ type Export interface {
 // Exporter resolves export names for a server.
 type Exporter interface {
 	// Open returns the named export ("" is the default export, if any),
-	// or an error wrapping ErrUnknownExport.
+	// or an error wrapping ErrUnknownExport. The server calls Close on
+	// every Export it opened once the connection (or the NBD_OPT_INFO or
+	// meta context query) using it is over, so a shared Export needs a
+	// reference-counted or no-op Close.
 	Open(ctx context.Context, name string) (Export, error)
 	// List names the exports, with an optional description each.
 	List(ctx context.Context) ([]ExportInfo, error)

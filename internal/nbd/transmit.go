@@ -1,0 +1,403 @@
+package nbd
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// request is one parsed NBD request on its way to a worker.
+type request struct {
+	flags, typ uint16
+	handle     uint64
+	off        uint64
+	length     uint32
+	payload    *[]byte // WRITE data, from the server's pool
+	code       uint32  // error decided while reading (oversized WRITE)
+}
+
+// reply is one encoded reply; buf goes back to the pool once written.
+type reply struct {
+	segs [][]byte
+	buf  *[]byte
+}
+
+// transmit runs the transmission phase: this goroutine reads requests,
+// a pool of workers executes them, one writer sends the replies.
+func (c *serverConn) transmit() {
+	jobs := make(chan *request, c.s.opts.Workers)
+	out := make(chan *reply, c.s.opts.Workers)
+	var workers sync.WaitGroup
+	for range c.s.opts.Workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for r := range jobs {
+				out <- c.handle(r)
+			}
+		}()
+	}
+	writerDone := make(chan struct{})
+	go c.writeReplies(out, writerDone)
+	c.readRequests(jobs)
+	close(jobs)
+	workers.Wait()
+	close(out)
+	<-writerDone
+	// Whatever ended the connection, what the client wrote must be durable.
+	if c.flags&FlagReadOnly == 0 {
+		fctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := c.exp.Flush(fctx); err != nil {
+			c.log.Warn("nbd: flush on disconnect failed", "export", c.name, "err", err)
+		}
+		cancel()
+	}
+	if err := c.exp.Close(); err != nil {
+		c.log.Warn("nbd: closing export failed", "export", c.name, "err", err)
+	}
+}
+
+func (c *serverConn) readRequests(jobs chan<- *request) {
+	var h [requestHeaderLen]byte
+	for {
+		if _, err := io.ReadFull(c.br, h[:]); err != nil {
+			c.logReadEnd(err)
+			return
+		}
+		if binary.BigEndian.Uint32(h[0:]) != requestMagic {
+			c.log.Warn("nbd: bad request magic; disconnecting")
+			return
+		}
+		r := &request{
+			flags:  binary.BigEndian.Uint16(h[4:]),
+			typ:    binary.BigEndian.Uint16(h[6:]),
+			handle: binary.BigEndian.Uint64(h[8:]),
+			off:    binary.BigEndian.Uint64(h[16:]),
+			length: binary.BigEndian.Uint32(h[24:]),
+		}
+		if r.typ == cmdDisc {
+			c.log.Debug("nbd: client disconnect")
+			return
+		}
+		if r.typ == cmdWrite && !c.readPayload(r) {
+			return
+		}
+		jobs <- r
+	}
+}
+
+func (c *serverConn) logReadEnd(err error) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.isStopping(), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, io.EOF):
+		c.log.Debug("nbd: client went away")
+	default:
+		c.log.Info("nbd: connection read failed", "err", err)
+	}
+}
+
+// readPayload reads a WRITE's data. A payload over the limit is skipped
+// when that is cheap (then refused with EINVAL) and ends the connection
+// otherwise, since the spec leaves no other way to stay in sync.
+func (c *serverConn) readPayload(r *request) bool {
+	if r.length > c.maxPay {
+		if uint64(r.length) > 2*uint64(c.maxPay) {
+			c.log.Warn("nbd: oversized write; disconnecting", "length", r.length)
+			return false
+		}
+		r.code = EINVAL
+		return discard(c.br, int64(r.length)) == nil
+	}
+	r.payload = c.s.getBuf(int(r.length))
+	if _, err := io.ReadFull(c.br, *r.payload); err != nil {
+		c.s.putBuf(r.payload)
+		c.logReadEnd(err)
+		return false
+	}
+	return true
+}
+
+// writeReplies serialises reply frames. After a write failure it keeps
+// draining so that workers never block, and closes the socket so the
+// reader stops too.
+func (c *serverConn) writeReplies(out <-chan *reply, done chan<- struct{}) {
+	defer close(done)
+	var werr error
+	logged := false
+	for r := range out {
+		for _, seg := range r.segs {
+			if werr == nil {
+				_, werr = c.bw.Write(seg)
+			}
+		}
+		c.s.putBuf(r.buf)
+		if werr == nil && len(out) == 0 {
+			werr = c.bw.Flush()
+		}
+		if werr != nil && !logged {
+			logged = true
+			c.log.Debug("nbd: reply write failed", "err", werr)
+			c.cancel()
+			c.raw.Close()
+		}
+	}
+}
+
+// allowedFlags are the command flags valid per command; anything else
+// is EINVAL (spec: unknown or inapplicable flags).
+func (c *serverConn) allowedFlags(typ uint16) uint16 {
+	switch typ {
+	case cmdRead:
+		if c.structured {
+			return cmdFlagFUA | cmdFlagDF
+		}
+	case cmdWriteZeroes:
+		return cmdFlagFUA | cmdFlagNoHole | cmdFlagFastZero
+	case cmdBlockStatus:
+		return cmdFlagFUA | cmdFlagReqOne
+	}
+	return cmdFlagFUA
+}
+
+// validate checks a request against the export; it returns an NBD error
+// code, 0 when the request may go to the export.
+func (c *serverConn) validate(r *request) uint32 {
+	if r.typ > cmdBlockStatus || r.flags&^c.allowedFlags(r.typ) != 0 {
+		return EINVAL
+	}
+	writes := r.typ == cmdWrite || r.typ == cmdTrim || r.typ == cmdWriteZeroes
+	switch {
+	case r.code != 0:
+		return r.code
+	case writes && c.flags&FlagReadOnly != 0:
+		return EPERM
+	case r.typ == cmdFlush:
+		return 0
+	case r.typ == cmdRead && r.length > c.maxPay:
+		return EINVAL
+	case r.off > c.size || uint64(r.length) > c.size-r.off:
+		if r.typ == cmdWrite || r.typ == cmdWriteZeroes {
+			return ENOSPC
+		}
+		return EINVAL
+	case r.typ == cmdBlockStatus && (len(c.meta) == 0 || r.length == 0):
+		return EINVAL
+	}
+	return c.checkAlign(r)
+}
+
+func (c *serverConn) checkAlign(r *request) uint32 {
+	m := uint64(c.sizes.Minimum)
+	if m <= 1 || r.typ == cmdBlockStatus || r.typ == cmdCache {
+		return 0
+	}
+	end := r.off + uint64(r.length)
+	if r.off%m != 0 || (end%m != 0 && end != c.size) {
+		return EINVAL
+	}
+	return 0
+}
+
+func (c *serverConn) handle(r *request) *reply {
+	if r.payload != nil {
+		defer c.s.putBuf(r.payload)
+	}
+	if code := c.validate(r); code != 0 {
+		return c.errorReply(r, code, "invalid request")
+	}
+	ctx, off, n := c.ctx, int64(r.off), int64(r.length)
+	var err error
+	switch r.typ {
+	case cmdRead:
+		return c.doRead(r)
+	case cmdBlockStatus:
+		return c.doBlockStatus(r)
+	case cmdWrite:
+		if n > 0 {
+			err = c.exp.WriteAt(ctx, *r.payload, off, r.flags&cmdFlagFUA != 0)
+		}
+	case cmdFlush:
+		err = c.exp.Flush(ctx)
+	case cmdTrim:
+		if n > 0 {
+			err = c.fua(r, c.exp.Trim(ctx, off, n))
+		}
+	case cmdWriteZeroes:
+		if n > 0 {
+			punch, fast := r.flags&cmdFlagNoHole == 0, r.flags&cmdFlagFastZero != 0
+			err = c.fua(r, c.exp.Zero(ctx, off, n, punch, fast))
+		}
+	}
+	if err != nil {
+		return c.errorReply(r, ErrorCode(err), err.Error())
+	}
+	return simpleReply(r.handle, 0)
+}
+
+// fua makes a Trim or Zero durable when asked: Export has no FUA for them.
+func (c *serverConn) fua(r *request, err error) error {
+	if err != nil || r.flags&cmdFlagFUA == 0 {
+		return err
+	}
+	return c.exp.Flush(c.ctx)
+}
+
+func simpleReply(handle uint64, code uint32) *reply {
+	b := make([]byte, simpleHeaderLen)
+	binary.BigEndian.PutUint32(b[0:], simpleMagic)
+	binary.BigEndian.PutUint32(b[4:], code)
+	binary.BigEndian.PutUint64(b[8:], handle)
+	return &reply{segs: [][]byte{b}}
+}
+
+func chunkHeader(b []byte, flags, typ uint16, handle uint64, length int) []byte {
+	b = binary.BigEndian.AppendUint32(b, structuredMagic)
+	b = binary.BigEndian.AppendUint16(b, flags)
+	b = binary.BigEndian.AppendUint16(b, typ)
+	b = binary.BigEndian.AppendUint64(b, handle)
+	return binary.BigEndian.AppendUint32(b, uint32(length))
+}
+
+// errorReply uses an ERROR chunk where the spec wants a structured reply
+// (READ and BLOCK_STATUS once negotiated), a simple reply elsewhere.
+func (c *serverConn) errorReply(r *request, code uint32, msg string) *reply {
+	if code != EINVAL && code != EPERM {
+		c.log.Debug("nbd: request failed", "cmd", r.typ, "off", r.off, "len", r.length, "code", code, "err", msg)
+	}
+	if !c.structured || (r.typ != cmdRead && r.typ != cmdBlockStatus) {
+		return simpleReply(r.handle, code)
+	}
+	msg = msg[:min(len(msg), maxStringLen)]
+	b := chunkHeader(nil, replyFlagDone, chunkError, r.handle, 6+len(msg))
+	b = binary.BigEndian.AppendUint32(b, code)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
+	return &reply{segs: [][]byte{append(b, msg...)}}
+}
+
+func (c *serverConn) doRead(r *request) *reply {
+	buf := c.s.getBuf(int(r.length))
+	if r.length > 0 {
+		if err := c.exp.ReadAt(c.ctx, *buf, int64(r.off)); err != nil {
+			c.s.putBuf(buf)
+			return c.errorReply(r, ErrorCode(err), err.Error())
+		}
+	}
+	if !c.structured {
+		rep := simpleReply(r.handle, 0)
+		rep.segs, rep.buf = append(rep.segs, *buf), buf
+		return rep
+	}
+	if r.length == 0 {
+		c.s.putBuf(buf)
+		return &reply{segs: [][]byte{chunkHeader(nil, replyFlagDone, chunkNone, r.handle, 0)}}
+	}
+	rep := &reply{buf: buf}
+	runs := zeroRuns(*buf, r.off, r.flags&cmdFlagDF != 0)
+	for i, run := range runs {
+		var flags uint16
+		if i == len(runs)-1 {
+			flags = replyFlagDone
+		}
+		data := (*buf)[run.start:run.end]
+		off := r.off + uint64(run.start)
+		if run.zero {
+			h := chunkHeader(nil, flags, chunkOffsetHole, r.handle, 12)
+			h = binary.BigEndian.AppendUint64(h, off)
+			rep.segs = append(rep.segs, binary.BigEndian.AppendUint32(h, uint32(len(data))))
+			continue
+		}
+		h := chunkHeader(nil, flags, chunkOffsetData, r.handle, 8+len(data))
+		rep.segs = append(rep.segs, binary.BigEndian.AppendUint64(h, off), data)
+	}
+	return rep
+}
+
+// zeroGranule is the hole-detection unit: small enough to find the holes
+// of sparse images, large enough to keep the chunk count low.
+const zeroGranule = 4096
+
+var zeroPage [zeroGranule]byte
+
+type run struct {
+	start, end int
+	zero       bool
+}
+
+// zeroRuns splits a read buffer starting at export offset off into
+// alternating data and all-zero runs, cut at granule boundaries of the
+// export. With single set (DF) it returns one run.
+func zeroRuns(b []byte, off uint64, single bool) []run {
+	var runs []run
+	for i := 0; i < len(b); {
+		end := min(len(b), i+zeroGranule-int((off+uint64(i))%zeroGranule))
+		zero := bytes.Equal(b[i:end], zeroPage[:end-i])
+		if n := len(runs); n > 0 && runs[n-1].zero == zero {
+			runs[n-1].end = end
+		} else {
+			runs = append(runs, run{i, end, zero})
+		}
+		i = end
+	}
+	if single && len(runs) > 1 {
+		return []run{{0, len(b), false}}
+	}
+	return runs
+}
+
+func (c *serverConn) doBlockStatus(r *request) *reply {
+	rep := &reply{}
+	for i, name := range c.meta {
+		exts, err := c.exp.BlockStatus(c.ctx, name, int64(r.off), int64(r.length))
+		if err != nil {
+			return c.errorReply(r, ErrorCode(err), err.Error())
+		}
+		exts = normalizeExtents(exts, uint64(r.length), r.flags&cmdFlagReqOne != 0)
+		var flags uint16
+		if i == len(c.meta)-1 {
+			flags = replyFlagDone
+		}
+		b := chunkHeader(nil, flags, chunkBlockStatus, r.handle, 4+8*len(exts))
+		b = binary.BigEndian.AppendUint32(b, uint32(i+1))
+		for _, e := range exts {
+			b = binary.BigEndian.AppendUint32(b, uint32(e.Length))
+			b = binary.BigEndian.AppendUint32(b, e.Flags)
+		}
+		rep.segs = append(rep.segs, b)
+	}
+	return rep
+}
+
+// normalizeExtents makes a backend's answer fit the wire: merged where
+// flags repeat, clamped to the request, at most one with reqOne and at
+// most maxExtentsPerChunk otherwise; never empty.
+func normalizeExtents(in []Extent, length uint64, reqOne bool) []Extent {
+	var out []Extent
+	var total uint64
+	for _, e := range in {
+		e.Length = min(e.Length, length-total)
+		if e.Length == 0 {
+			continue
+		}
+		total += e.Length
+		if n := len(out); n > 0 && out[n-1].Flags == e.Flags {
+			out[n-1].Length += e.Length
+		} else if reqOne && n == 1 || n == maxExtentsPerChunk {
+			break
+		} else {
+			out = append(out, e)
+		}
+		if total == length {
+			break
+		}
+	}
+	if len(out) == 0 {
+		return []Extent{{Length: length}} // status 0 is always safe (spec)
+	}
+	return out
+}
