@@ -170,3 +170,19 @@ func (d *Disk) allocatedAreas(chain []*layer, start, size int64) (*ChangedAreas,
 	res.Length = size - start
 	return res, nil
 }
+
+// ChangeIDs lists the change IDs the snapshot can answer ChangedAreas for
+// (besides "*"), oldest first.
+func (s *Snapshot) ChangeIDs() []string {
+	s.d.barrier.RLock()
+	defer s.d.barrier.RUnlock()
+	_, sm, err := s.chainLocked()
+	if err != nil || s.d.tracker == nil || sm.ChangeUUID != s.d.tracker.UUID() {
+		return nil
+	}
+	var out []string
+	for _, id := range s.d.tracker.Since(sm.ChangeSeq) {
+		out = append(out, id.String())
+	}
+	return out
+}

@@ -109,7 +109,33 @@ func (l *layer) runEndLocked(g uint32, st int) int64 {
 	if st == zeroed {
 		bm = l.mu.zero
 	}
-	return bm.NextAbsentValue(g)
+	return nextAbsent(bm, g)
+}
+
+// nextAbsent is the first value ≥ x not in bm. (roaring v2.30's
+// NextAbsentValue drops the high 16 bits past the first container.) It
+// gallops over the run with range cardinalities: O(log² run).
+func nextAbsent(bm *roaring.Bitmap, x uint32) int64 {
+	full := func(k uint64) bool { return bm.CardinalityInRange(uint64(x), uint64(x)+k) == k }
+	if !full(1) {
+		return int64(x)
+	}
+	lo, hi := uint64(1), uint64(2) // full(lo) holds
+	for full(hi) {
+		lo, hi = hi, hi*2
+		if hi > 1<<33 {
+			return -1
+		}
+	}
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if full(mid) {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return int64(x) + int64(lo)
 }
 
 // count of grains held (present or zero).

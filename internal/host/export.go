@@ -1,0 +1,180 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/nbd"
+)
+
+// nbdErr maps engine errors to the NBD sentinels, keeping both in the chain.
+func nbdErr(err error, write bool) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, disk.ErrMisaligned):
+		return fmt.Errorf("%w: %w", nbd.ErrMisaligned, err)
+	case errors.Is(err, disk.ErrOutOfRange) && write:
+		return fmt.Errorf("%w: %w", nbd.ErrNoSpace, err)
+	case errors.Is(err, disk.ErrOutOfRange):
+		return fmt.Errorf("%w: %w", nbd.ErrOutOfRange, err)
+	case errors.Is(err, disk.ErrReadOnly):
+		return fmt.Errorf("%w: %w", nbd.ErrReadOnly, err)
+	}
+	return err
+}
+
+// blockSizes: 512-byte sectors; 4 KiB preferred (the default grain, and
+// what avoids read-modify-write); 32 MiB, QEMU's own maximum.
+var blockSizes = nbd.BlockSizes{Minimum: disk.Sector, Preferred: 4096, Maximum: 32 << 20}
+
+type liveExport struct{ d *disk.Disk }
+
+func (e *liveExport) Size() int64                { return e.d.Size() }
+func (e *liveExport) ReadOnly() bool             { return false }
+func (e *liveExport) MultiConn() bool            { return true } // one engine behind every connection
+func (e *liveExport) BlockSizes() nbd.BlockSizes { return blockSizes }
+func (e *liveExport) Close() error               { return nil } // the host owns the disk
+
+func (e *liveExport) ReadAt(ctx context.Context, p []byte, off int64) error {
+	_, err := e.d.ReadAt(p, off)
+	return nbdErr(err, false)
+}
+
+func (e *liveExport) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	if _, err := e.d.WriteAt(p, off); err != nil {
+		return nbdErr(err, true)
+	}
+	if fua {
+		return e.d.Flush()
+	}
+	return nil
+}
+
+// Zero is always fast: punching, fallocate or a zero mark in a delta.
+func (e *liveExport) Zero(ctx context.Context, off, length int64, punch, fast bool) error {
+	return nbdErr(e.d.Zero(off, length, punch), true)
+}
+
+func (e *liveExport) Trim(ctx context.Context, off, length int64) error {
+	return nbdErr(e.d.Trim(off, length), true)
+}
+
+func (e *liveExport) Flush(ctx context.Context) error { return e.d.Flush() }
+
+func (e *liveExport) MetaContexts(prefix string) []string {
+	return filterPrefix([]string{nbd.ContextBaseAllocation}, prefix)
+}
+
+func (e *liveExport) BlockStatus(ctx context.Context, name string, off, length int64) ([]nbd.Extent, error) {
+	if name != nbd.ContextBaseAllocation {
+		return nil, fmt.Errorf("%w: context %s", nbd.ErrNotSupported, name)
+	}
+	ext, err := e.d.Extents(off, length)
+	return allocation(ext), nbdErr(err, false)
+}
+
+func allocation(ext []disk.Extent) []nbd.Extent {
+	out := make([]nbd.Extent, 0, len(ext))
+	for _, x := range ext {
+		var f uint32
+		if x.Zero {
+			f = nbd.StateHole | nbd.StateZero
+		}
+		out = append(out, nbd.Extent{Length: uint64(x.Len), Flags: f})
+	}
+	return out
+}
+
+func filterPrefix(names []string, prefix string) []string {
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+type snapExport struct {
+	d *disk.Disk
+	s *disk.Snapshot
+}
+
+func (e *snapExport) Size() int64                     { return e.s.Size() }
+func (e *snapExport) ReadOnly() bool                  { return true }
+func (e *snapExport) MultiConn() bool                 { return true }
+func (e *snapExport) BlockSizes() nbd.BlockSizes      { return blockSizes }
+func (e *snapExport) Close() error                    { return e.s.Close() }
+func (e *snapExport) Flush(ctx context.Context) error { return nil }
+
+func (e *snapExport) ReadAt(ctx context.Context, p []byte, off int64) error {
+	_, err := e.s.ReadAt(p, off)
+	return nbdErr(err, false)
+}
+
+func (e *snapExport) WriteAt(context.Context, []byte, int64, bool) error { return nbd.ErrReadOnly }
+func (e *snapExport) Zero(context.Context, int64, int64, bool, bool) error {
+	return nbd.ErrReadOnly
+}
+func (e *snapExport) Trim(context.Context, int64, int64) error { return nbd.ErrReadOnly }
+
+func (e *snapExport) MetaContexts(prefix string) []string {
+	names := []string{nbd.ContextBaseAllocation}
+	for _, id := range e.s.ChangeIDs() {
+		names = append(names, nbd.DirtyBitmapPrefix+id)
+	}
+	return filterPrefix(names, prefix)
+}
+
+func (e *snapExport) BlockStatus(ctx context.Context, name string, off, length int64) ([]nbd.Extent, error) {
+	if name == nbd.ContextBaseAllocation {
+		ext, err := e.s.Extents(off, length)
+		return allocation(ext), nbdErr(err, false)
+	}
+	id, ok := strings.CutPrefix(name, nbd.DirtyBitmapPrefix)
+	if !ok || id == cbt.Any {
+		return nil, fmt.Errorf("%w: context %s", nbd.ErrNotSupported, name)
+	}
+	return e.dirty(id, off, length)
+}
+
+// dirty answers a qemu:dirty-bitmap context: runs of changed (flag 1) and
+// unchanged (0) bytes over [off, off+length).
+func (e *snapExport) dirty(id string, off, length int64) ([]nbd.Extent, error) {
+	var out []nbd.Extent
+	add := func(n int64, f uint32) {
+		if k := len(out); k > 0 && out[k-1].Flags == f {
+			out[k-1].Length += uint64(n)
+		} else if n > 0 {
+			out = append(out, nbd.Extent{Length: uint64(n), Flags: f})
+		}
+	}
+	end, pos := off+length, off
+	for pos < end {
+		ca, err := e.s.ChangedAreas(pos, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range ca.ChangedArea {
+			a0, a1 := max(a.Start, pos), min(a.Start+a.Length, end)
+			if a0 >= end {
+				break
+			}
+			add(a0-pos, 0)
+			add(a1-a0, nbd.StateDirty)
+			pos = a1
+		}
+		next := ca.StartOffset + ca.Length
+		if next >= end || len(ca.ChangedArea) < disk.MaxAreas {
+			break
+		}
+		pos = max(pos, next)
+	}
+	add(end-pos, 0)
+	return out, nil
+}

@@ -1,0 +1,140 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/nbd"
+)
+
+// Host owns a datastore's open disks.
+type Host struct {
+	ds *disk.Datastore
+	mu struct {
+		sync.Mutex
+		disks  map[string]*disk.Disk
+		closed bool
+	}
+}
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("host closed")
+
+// New serves the disks of ds.
+func New(ds *disk.Datastore) *Host {
+	h := &Host{ds: ds}
+	h.mu.disks = map[string]*disk.Disk{}
+	return h
+}
+
+// Datastore is the host's datastore.
+func (h *Host) Datastore() *disk.Datastore { return h.ds }
+
+// Disk returns the named disk, opening it on first use; it stays open
+// (and locked against other processes) until Close or Delete.
+func (h *Host) Disk(name string) (*disk.Disk, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.closed {
+		return nil, ErrClosed
+	}
+	if d, ok := h.mu.disks[name]; ok {
+		return d, nil
+	}
+	d, err := h.ds.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.disks[name] = d
+	return d, nil
+}
+
+// Create makes a disk and keeps it open.
+func (h *Host) Create(name string, size int64, opt disk.Options) (*disk.Disk, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.closed {
+		return nil, ErrClosed
+	}
+	d, err := h.ds.Create(name, size, opt)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.disks[name] = d
+	return d, nil
+}
+
+// Delete closes and removes a disk.
+func (h *Host) Delete(name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if d, ok := h.mu.disks[name]; ok {
+		if err := d.Close(); err != nil {
+			return err
+		}
+		delete(h.mu.disks, name)
+	}
+	return h.ds.Delete(name)
+}
+
+// Close flushes and closes every open disk.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.mu.closed = true
+	var errs []error
+	for name, d := range h.mu.disks {
+		if err := d.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("disk %s: %w", name, err))
+		}
+	}
+	h.mu.disks = nil
+	return errors.Join(errs...)
+}
+
+// SplitExport splits "DISK@SNAPSHOT" (snapshot "" for the live disk).
+func SplitExport(name string) (diskName, snapshot string) {
+	diskName, snapshot, _ = strings.Cut(name, "@")
+	return diskName, snapshot
+}
+
+// Open implements nbd.Exporter.
+func (h *Host) Open(ctx context.Context, name string) (nbd.Export, error) {
+	dn, sn := SplitExport(name)
+	d, err := h.Disk(dn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", nbd.ErrUnknownExport, name, err)
+	}
+	if sn == "" && !strings.Contains(name, "@") {
+		return &liveExport{d: d}, nil
+	}
+	s, err := d.OpenSnapshot(sn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", nbd.ErrUnknownExport, name, err)
+	}
+	return &snapExport{d: d, s: s}, nil
+}
+
+// List implements nbd.Exporter: every disk and every snapshot.
+func (h *Host) List(ctx context.Context) ([]nbd.ExportInfo, error) {
+	names, err := h.ds.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []nbd.ExportInfo
+	for _, n := range names {
+		out = append(out, nbd.ExportInfo{Name: n, Description: "live disk"})
+		d, err := h.Disk(n)
+		if err != nil {
+			continue // held by another process
+		}
+		for _, s := range d.Snapshots() {
+			out = append(out, nbd.ExportInfo{Name: n + "@" + s.ID, Description: "snapshot " + s.Description})
+		}
+	}
+	return out, nil
+}
