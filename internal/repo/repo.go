@@ -38,12 +38,12 @@ const workers = 4
 
 // Repository is an open repository. It is safe for concurrent use.
 type Repository struct {
-	be    backend.Backend
-	cfg   *Config
-	crypt *crypter
-	zenc  *zstd.Encoder // nil when compression is off
-	zdec  *zstd.Decoder
-	idx   *index
+	be       backend.Backend
+	cfg      *Config
+	crypt    *crypter
+	zenc     *zstd.Encoder // nil when compression is off
+	zdec     *zstd.Decoder
+	idx      *index
 	zeroOnce sync.Once
 	zeroBuf  []byte
 }
