@@ -269,10 +269,21 @@ func (w *SnapshotWriter) commit(ctx context.Context) (*Manifest, error) {
 		return nil, err
 	}
 	if m.ID, err = w.r.saveFile(ctx, backend.Manifests, data); err != nil {
-		return nil, err
+		return nil, w.rollbackManifest(ctx, m.ID, err)
 	}
 	m.Stats.StoredBytes += uint64(len(data))
 	return m, nil
+}
+
+// rollbackManifest makes a failed manifest save unambiguous: the save may
+// have taken effect before the error (a lost acknowledgement), so remove
+// it. Only if that also fails is the outcome unknown, and the error says so.
+func (w *SnapshotWriter) rollbackManifest(ctx context.Context, id ID, saveErr error) error {
+	err := w.r.be.Remove(context.WithoutCancel(ctx), backend.Handle{Type: backend.Manifests, Name: id.String()})
+	if err == nil || errors.Is(err, backend.ErrNotFound) {
+		return saveErr
+	}
+	return fmt.Errorf("repo: commit outcome unknown, manifest %v may exist: %w", id.Short(), errors.Join(saveErr, err))
 }
 
 // writePages stores every changed page and returns the root list. A page
