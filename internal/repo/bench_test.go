@@ -109,7 +109,10 @@ func chunkSizeRun(b *testing.B, cs uint32, base []byte) {
 	changed := mutate(rng, img, 64<<10, 0.01)
 	dirty := map[uint64]bool{}
 	for _, blk := range changed {
-		dirty[uint64(blk)<<16/uint64(cs)] = true
+		// Every chunk overlapping the changed 64 KiB block is re-sent.
+		for off := uint64(blk) << 16; off < uint64(blk+1)<<16; off += uint64(min(cs, 64<<10)) {
+			dirty[off/uint64(cs)] = true
+		}
 	}
 	var slots []uint64
 	for s := range dirty {

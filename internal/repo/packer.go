@@ -29,7 +29,8 @@ func (p *packer) add(ctx context.Context, t BlobType, id ID, plain []byte) error
 	stored, flags := p.r.encodeBlob(t, id, plain)
 	p.mu.Lock()
 	if p.buf == nil {
-		p.buf = make([]byte, 0, int(p.r.cfg.PackSize)+len(stored))
+		// Room for the blob that crosses the target, so no pack regrows.
+		p.buf = make([]byte, 0, int(p.r.cfg.PackSize)+int(p.r.maxBlob())+p.r.crypt.overhead())
 	}
 	p.entries = append(p.entries, packEntry{Type: t, Flags: flags, ID: id,
 		Offset: uint32(len(p.buf)), Stored: uint32(len(stored)), Raw: uint32(len(plain))})

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync"
 	"time"
@@ -138,7 +139,11 @@ func newRepository(be backend.Backend, cfg *Config, mk *masterKey) (*Repository,
 		if cfg.Compression == CompressionDefault {
 			lvl = zstd.SpeedDefault
 		}
-		r.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+		// A window no larger than a blob: chunks are compressed one by
+		// one, and a large default window costs a big copy per call.
+		win := max(zstd.MinWindowSize, 1<<bits.Len32(r.maxBlob()-1))
+		r.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(min(win, zstd.MaxWindowSize)))
 		if err != nil {
 			return nil, err
 		}
