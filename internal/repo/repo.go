@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -142,7 +143,8 @@ func newRepository(be backend.Backend, cfg *Config, mk *masterKey) (*Repository,
 		// A window no larger than a blob: chunks are compressed one by
 		// one, and a large default window costs a big copy per call.
 		win := max(zstd.MinWindowSize, 1<<bits.Len32(r.maxBlob()-1))
-		r.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(1),
+		r.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl),
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), // EncodeAll calls run in parallel up to this
 			zstd.WithWindowSize(min(win, zstd.MaxWindowSize)))
 		if err != nil {
 			return nil, err
@@ -350,5 +352,8 @@ func (r *Repository) Backend() backend.Backend { return r.be }
 // Close releases decoder resources. It does not close the backend.
 func (r *Repository) Close() error {
 	r.zdec.Close()
+	if r.zenc != nil {
+		r.zenc.Close()
+	}
 	return nil
 }

@@ -364,3 +364,71 @@ func TestLocalBackend(t *testing.T) {
 	verifyImage(t, r2, m.ID, img)
 	checkClean(t, r2, true)
 }
+
+// TestCrashedBackup leaves packs of a backup that never committed or
+// aborted (a killed process): Check warns but finds no damage, and Prune
+// removes them once the dead writer's lock has expired.
+func TestCrashedBackup(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, testOptions())
+	ctx := context.Background()
+	keep := randomImage(rand.New(rand.NewPCG(10, 10)), 2<<20, 64<<10, 0)
+	m := backup(t, r, nil, keep, nil)
+
+	old := LockTTL
+	LockTTL = -1 // the dead writer's lock is already stale
+	w, err := r.NewWriter(ctx, nil, Meta{Size: 4 << 20})
+	LockTTL = old
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := randomImage(rand.New(rand.NewPCG(11, 11)), 4<<20, 64<<10, 0)
+	for s := range uint64(40) {
+		if err := w.PutChunk(ctx, s, img[s<<16:(s+1)<<16]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The process dies here: no Commit, no Abort.
+	res := checkClean(t, r, true)
+	if len(res.Warnings) == 0 {
+		t.Fatal("unindexed packs not reported")
+	}
+	st, err := r.Prune(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PacksRemoved == 0 {
+		t.Fatal("orphan packs not pruned")
+	}
+	if res := checkClean(t, r, true); len(res.Warnings) != 0 {
+		t.Fatalf("warnings after prune: %v", res.Warnings)
+	}
+	verifyImage(t, r, m.ID, keep)
+}
+
+// TestConcurrentWriters runs two backups of the same data at once in one
+// process: both must commit and read back. A writer dedups only against
+// committed data, so here chunks may be stored twice; the index keeps one
+// location and Check must accept the duplicate.
+func TestConcurrentWriters(t *testing.T) {
+	r := initRepo(t, mem.New(), testOptions())
+	img := randomImage(rand.New(rand.NewPCG(12, 12)), 4<<20, 64<<10, 0.1)
+	ms := make([]*Manifest, 2)
+	errs := make(chan error, 2)
+	for i := range ms {
+		go func() {
+			var err error
+			ms[i], err = tryBackup(context.Background(), r, nil, img, nil)
+			errs <- err
+		}()
+	}
+	for range ms {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range ms {
+		verifyImage(t, r, m.ID, img)
+	}
+	checkClean(t, r, true)
+}
