@@ -27,13 +27,19 @@ type packer struct {
 
 func (p *packer) add(ctx context.Context, t BlobType, id ID, plain []byte) error {
 	stored, flags := p.r.encodeBlob(t, id, plain)
+	return p.addSealed(ctx, packEntry{Type: t, Flags: flags, ID: id, Raw: uint32(len(plain))}, stored)
+}
+
+// addSealed appends an already encoded blob; e.Offset and e.Stored are
+// set here.
+func (p *packer) addSealed(ctx context.Context, e packEntry, stored []byte) error {
 	p.mu.Lock()
 	if p.buf == nil {
 		// Room for the blob that crosses the target, so no pack regrows.
 		p.buf = make([]byte, 0, int(p.r.cfg.PackSize)+int(p.r.maxBlob())+p.r.crypt.overhead())
 	}
-	p.entries = append(p.entries, packEntry{Type: t, Flags: flags, ID: id,
-		Offset: uint32(len(p.buf)), Stored: uint32(len(stored)), Raw: uint32(len(plain))})
+	e.Offset, e.Stored = uint32(len(p.buf)), uint32(len(stored))
+	p.entries = append(p.entries, e)
 	p.buf = append(p.buf, stored...)
 	var full []byte
 	var ents []packEntry

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/blockwise/blockwise/internal/backend"
 )
@@ -12,13 +13,15 @@ import (
 type PruneStats struct {
 	PacksRemoved   int
 	PacksKept      int
+	PacksRepacked  int // partly used packs whose live blobs were moved
 	BytesRemoved   int64
 	IndexRewritten bool
 }
 
 // Prune deletes data no manifest references (mark and sweep) under an
-// exclusive lock. A pack is deleted only when none of its blobs is used;
-// partly used packs are kept whole (no repacking yet). Packs no index
+// exclusive lock. A pack with no used blob is deleted; a pack with at least
+// RepackUnused of its bytes unused has its live blobs copied into new
+// packs first, then is deleted. Packs no index
 // names (from interrupted backups) are deleted too: the exclusive lock
 // guarantees no backup is running. Order: new index → old index files
 // removed → packs removed, so a crash at any step leaves an index that
@@ -69,36 +72,114 @@ func (r *Repository) mark(ctx context.Context) (map[blobKey]bool, error) {
 
 func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool) (*PruneStats, error) {
 	packs, oldFiles := r.idx.snapshot()
-	st := &PruneStats{}
-	var keep []packInfo
-	var drop []ID
-	for id, entries := range packs {
-		if packUsed(entries, used) {
-			keep = append(keep, packInfo{ID: id, Entries: entries})
-		} else {
-			drop = append(drop, id)
-		}
-	}
+	keep, repack, drop := classifyPacks(packs, used)
 	orphans, err := r.orphanPacks(ctx, packs)
 	if err != nil {
 		return nil, err
 	}
+	st := &PruneStats{PacksRepacked: len(repack)}
+	// New packs first: until the index names them they are mere orphans.
+	moved, err := r.repack(ctx, repack, used)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, moved...)
+	// Unencrypted packs are deterministic: a repacked pack can have the
+	// very name of an orphan. It is live now, so it must not be removed.
+	orphans = slices.DeleteFunc(orphans, func(o packInfo) bool {
+		return slices.ContainsFunc(moved, func(m packInfo) bool { return m.ID == o.ID })
+	})
 	st.PacksKept = len(keep)
-	if len(drop) > 0 {
+	if len(drop)+len(repack) > 0 {
 		if err := r.rewriteIndex(ctx, keep, oldFiles); err != nil {
 			return nil, err
 		}
 		st.IndexRewritten = true
 	}
-	for _, id := range append(drop, orphans...) {
-		n, err := r.removePack(ctx, id)
+	for _, p := range append(append(drop, repack...), orphans...) {
+		n, err := r.removePack(ctx, p.ID)
 		if err != nil {
 			return st, err
 		}
 		st.PacksRemoved++
 		st.BytesRemoved += n
 	}
+	for _, p := range moved {
+		st.BytesRemoved -= packBytes(p.Entries)
+	}
 	return st, nil
+}
+
+// RepackUnused is the fraction of a pack's bytes that must be unused
+// before Prune rewrites the pack's live blobs into new packs.
+var RepackUnused = 0.3
+
+// classifyPacks splits packs into those kept as they are, those worth
+// repacking, and those with no live blob.
+func classifyPacks(packs map[ID][]packEntry, used map[blobKey]bool) (keep, repack, drop []packInfo) {
+	for id, entries := range packs {
+		var live, total int64
+		for _, e := range entries {
+			total += int64(e.Stored)
+			if used[blobKey{e.Type, e.ID}] {
+				live += int64(e.Stored)
+			}
+		}
+		p := packInfo{ID: id, Entries: entries}
+		switch {
+		case live == 0:
+			drop = append(drop, p)
+		case float64(total-live) >= RepackUnused*float64(total):
+			repack = append(repack, p)
+		default:
+			keep = append(keep, p)
+		}
+	}
+	return keep, repack, drop
+}
+
+func packBytes(entries []packEntry) int64 {
+	var n int64
+	for _, e := range entries {
+		n += int64(e.Stored)
+	}
+	return n
+}
+
+// repack copies the live blobs of packs into new packs. Each blob is
+// verified before it is copied, and any damage aborts the prune: its
+// source pack must then stay. Blobs are copied sealed; their associated
+// data binds type and ID, not position, so they stay valid.
+func (r *Repository) repack(ctx context.Context, packs []packInfo, used map[blobKey]bool) ([]packInfo, error) {
+	pk := &packer{r: r}
+	copied := map[blobKey]bool{}
+	for _, p := range packs {
+		data, err := backend.LoadAll(ctx, r.be, backend.Handle{Type: backend.Data, Name: p.ID.String()}, 0, 0)
+		if err != nil {
+			return nil, fmt.Errorf("repo: prune: repack %v: %w", p.ID.Short(), err)
+		}
+		for _, e := range p.Entries {
+			k := blobKey{e.Type, e.ID}
+			if !used[k] || copied[k] {
+				continue
+			}
+			if uint64(e.Offset)+uint64(e.Stored) > uint64(len(data)) {
+				return nil, fmt.Errorf("repo: prune: pack %v shorter than index: %w", p.ID, ErrCorrupt)
+			}
+			sealed := data[e.Offset : e.Offset+e.Stored]
+			if _, err := r.decodeBlob(e, p.ID, sealed); err != nil {
+				return nil, fmt.Errorf("repo: prune: %w", err)
+			}
+			copied[k] = true
+			if err := pk.addSealed(ctx, e, sealed); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := pk.flush(ctx); err != nil {
+		return nil, err
+	}
+	return pk.done, nil
 }
 
 func packUsed(entries []packEntry, used map[blobKey]bool) bool {
@@ -110,12 +191,12 @@ func packUsed(entries []packEntry, used map[blobKey]bool) bool {
 	return false
 }
 
-func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID][]packEntry) ([]ID, error) {
-	var out []ID
+func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID][]packEntry) ([]packInfo, error) {
+	var out []packInfo
 	err := r.be.List(ctx, backend.Data, func(fi backend.FileInfo) error {
 		id, err := ParseID(fi.Name)
 		if _, ok := indexed[id]; err == nil && !ok {
-			out = append(out, id)
+			out = append(out, packInfo{ID: id})
 		}
 		return nil
 	})

@@ -432,3 +432,50 @@ func TestConcurrentWriters(t *testing.T) {
 	}
 	checkClean(t, r, true)
 }
+
+func dataBytes(t *testing.T, be backend.Backend) int64 {
+	var n int64
+	be.List(context.Background(), backend.Data, func(fi backend.FileInfo) error { n += fi.Size; return nil })
+	return n
+}
+
+// TestPruneRepack forgets a parent whose chunks were partly overwritten
+// by its child: the parent's packs are partly dead, so Prune must move
+// their live blobs and free the rest, keeping the child intact.
+func TestPruneRepack(t *testing.T) {
+	old := RepackUnused
+	RepackUnused = 0.05
+	defer func() { RepackUnused = old }()
+	for _, unenc := range []bool{false, true} {
+		t.Run(fmt.Sprint("unencrypted=", unenc), func(t *testing.T) {
+			be := mem.New()
+			opts := testOptions()
+			opts.Unencrypted = unenc
+			r := initRepo(t, be, opts)
+			ctx := context.Background()
+			rng := rand.New(rand.NewPCG(13, 13))
+			img := randomImage(rng, 8<<20, 64<<10, 0)
+			parent := backup(t, r, nil, img, nil)
+			child := backup(t, r, parent, img, slotsOf(mutate(rng, img, 64<<10, 0.2)))
+			before := dataBytes(t, be)
+			if err := r.Forget(ctx, parent.ID); err != nil {
+				t.Fatal(err)
+			}
+			st, err := r.Prune(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.PacksRepacked == 0 || dataBytes(t, be) >= before {
+				t.Fatalf("nothing repacked: %+v, %d -> %d bytes", st, before, dataBytes(t, be))
+			}
+			r2, err := Open(ctx, be, testPassword)
+			if err != nil {
+				t.Fatal(err)
+			}
+			verifyImage(t, r2, child.ID, img)
+			if res := checkClean(t, r2, true); len(res.Warnings) != 0 {
+				t.Fatalf("warnings: %v", res.Warnings)
+			}
+		})
+	}
+}
