@@ -27,6 +27,8 @@
 //	(*Repository).Forget(ctx, ID) error
 //	(*Repository).Prune(ctx) (*PruneStats, error)
 //	(*Repository).Lock(ctx, exclusive bool) (*Lock, error)  // ErrLocked
+//	(*Repository).AddKey(ctx, password, KDFParams) error
+//	(*Repository).Config() Config / Close() error
 //
 // # Writing a backup
 //

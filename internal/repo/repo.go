@@ -46,6 +46,7 @@ type Repository struct {
 	zenc     *zstd.Encoder // nil when compression is off
 	zdec     *zstd.Decoder
 	idx      *index
+	mk       *masterKey // nil when unencrypted; kept for AddKey
 	zeroOnce sync.Once
 	zeroBuf  []byte
 }
@@ -134,7 +135,7 @@ func newRepository(be backend.Backend, cfg *Config, mk *masterKey) (*Repository,
 	if err != nil {
 		return nil, err
 	}
-	r := &Repository{be: be, cfg: cfg, crypt: c, idx: newIndex()}
+	r := &Repository{be: be, cfg: cfg, crypt: c, idx: newIndex(), mk: mk}
 	if cfg.Compression != CompressionNone {
 		lvl := zstd.SpeedFastest
 		if cfg.Compression == CompressionDefault {
@@ -348,6 +349,16 @@ func (r *Repository) Config() Config { return *r.cfg }
 
 // Backend returns the underlying backend.
 func (r *Repository) Backend() backend.Backend { return r.be }
+
+// AddKey adds a key file wrapping the master key with another password
+// (zero KDFParams: DefaultKDF). Existing passwords keep working; removing
+// a key file revokes its password.
+func (r *Repository) AddKey(ctx context.Context, password string, p KDFParams) error {
+	if r.mk == nil {
+		return fmt.Errorf("repo: add key: repository is unencrypted: %w", ErrInvalid)
+	}
+	return addKey(ctx, r.be, password, r.mk, p)
+}
 
 // Close releases decoder resources. It does not close the backend.
 func (r *Repository) Close() error {

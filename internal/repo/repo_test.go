@@ -100,6 +100,16 @@ func TestWrongPassword(t *testing.T) {
 	if _, err := Open(context.Background(), be, testPassword); err != nil {
 		t.Fatal(err)
 	}
+	r, err := Open(context.Background(), be, testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddKey(context.Background(), "second", testKDF); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), be, "second"); err != nil {
+		t.Fatalf("added password: %v", err)
+	}
 	if _, err := Init(context.Background(), be, testPassword, testOptions()); !errors.Is(err, ErrExists) {
 		t.Fatalf("second init: %v", err)
 	}
@@ -319,6 +329,11 @@ func TestSizeChange(t *testing.T) {
 	shrunk := slices.Clone(img[:5<<20+17])
 	s := backup(t, r, m, shrunk, []uint64{1})
 	verifyImage(t, r, s.ID, shrunk)
+	// Grow again without sending anything: the old bytes past the shrink
+	// point must not come back; the grown region reads as zeros.
+	regrown := append(slices.Clone(shrunk), make([]byte, 2<<20)...)
+	g2 := backup(t, r, s, regrown, []uint64{})
+	verifyImage(t, r, g2.ID, regrown)
 	checkClean(t, r, true)
 }
 

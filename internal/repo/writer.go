@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -31,7 +32,9 @@ type SnapshotWriter struct {
 	stats    Stats
 	err      error // sticky: once set only Abort is allowed
 	closed   bool
-	indexing bool // an index file may name our packs: never remove them
+	indexing bool
+	// tailWritten: the caller sent the last slot itself.
+	tailWritten atomic.Bool // an index file may name our packs: never remove them
 }
 
 // NewWriter starts a backup of a disk described by meta. With a parent,
@@ -49,9 +52,7 @@ func (r *Repository) NewWriter(ctx context.Context, parent *Manifest, meta Meta)
 	if err != nil {
 		return nil, err
 	}
-	// Another process may have pruned since we loaded the index; dedup
-	// against a stale index would reference deleted blobs.
-	if err := r.refreshIndex(ctx); err != nil {
+	if err := r.writerPreflight(ctx, parent); err != nil {
 		lock.Unlock(context.WithoutCancel(ctx))
 		return nil, err
 	}
@@ -61,6 +62,20 @@ func (r *Repository) NewWriter(ctx context.Context, parent *Manifest, meta Meta)
 	w.npages = ceilDiv(w.slots, uint64(r.cfg.PageSlots))
 	w.pk = &packer{r: r, onUpload: w.refreshLock}
 	return w, nil
+}
+
+// writerPreflight runs under the writer's lock, when Prune cannot run.
+// Another process may have pruned since we loaded the index (dedup
+// against a stale index would reference deleted blobs), or forgotten and
+// pruned the parent (whose pages we would inherit).
+func (r *Repository) writerPreflight(ctx context.Context, parent *Manifest) error {
+	if parent != nil {
+		_, err := r.be.Stat(ctx, backend.Handle{Type: backend.Manifests, Name: parent.ID.String()})
+		if err != nil {
+			return fmt.Errorf("repo: new writer: parent %v: %w", parent.ID.Short(), translate(err))
+		}
+	}
+	return r.refreshIndex(ctx)
 }
 
 func (w *SnapshotWriter) refreshLock(ctx context.Context) error {
@@ -110,6 +125,10 @@ func (w *SnapshotWriter) PutChunk(ctx context.Context, slot uint64, data []byte)
 	if err := w.usable(); err != nil {
 		return err
 	}
+	return w.put(ctx, slot, data)
+}
+
+func (w *SnapshotWriter) put(ctx context.Context, slot uint64, data []byte) error {
 	if slot >= w.slots || len(data) != w.chunkLen(slot) {
 		return fmt.Errorf("repo: put chunk: slot %d with %d bytes (image has %d slots): %w", slot, len(data), w.slots, ErrInvalid)
 	}
@@ -122,6 +141,9 @@ func (w *SnapshotWriter) PutChunk(ctx context.Context, slot uint64, data []byte)
 	}
 	if err := w.setSlot(ctx, slot, id); err != nil {
 		return w.fail(err)
+	}
+	if slot == w.slots-1 {
+		w.tailWritten.Store(true)
 	}
 	w.mu.Lock()
 	w.stats.Chunks++
@@ -240,7 +262,10 @@ func (w *SnapshotWriter) Commit(ctx context.Context) (*Manifest, error) {
 	if err != nil {
 		return nil, errors.Join(err, w.cleanup(context.WithoutCancel(ctx)))
 	}
-	return m, w.lock.Unlock(context.WithoutCancel(ctx))
+	// The backup is committed whatever happens to the lock: a lock file
+	// that cannot be removed only delays a prune until it expires.
+	_ = w.lock.Unlock(context.WithoutCancel(ctx))
+	return m, nil
 }
 
 func (w *SnapshotWriter) commit(ctx context.Context) (*Manifest, error) {
@@ -248,6 +273,9 @@ func (w *SnapshotWriter) commit(ctx context.Context) (*Manifest, error) {
 	if w.parent != nil {
 		pid := w.parent.ID
 		m.Parent = &pid
+	}
+	if err := w.trimTail(ctx); err != nil {
+		return nil, err
 	}
 	var err error
 	if m.Pages, err = w.writePages(ctx); err != nil {
@@ -284,6 +312,28 @@ func (w *SnapshotWriter) rollbackManifest(ctx context.Context, id ID, saveErr er
 		return saveErr
 	}
 	return fmt.Errorf("repo: commit outcome unknown, manifest %v may exist: %w", id.Short(), errors.Join(saveErr, err))
+}
+
+// trimTail keeps the invariant that no chunk is longer than its slot.
+// After a shrink, the new last slot may inherit a chunk longer than the
+// slot; if the disk later grew again, the bytes past the old end would
+// reappear instead of zeros. So such a chunk is stored again, truncated.
+func (w *SnapshotWriter) trimTail(ctx context.Context) error {
+	last := w.slots - 1
+	n := w.chunkLen(last)
+	if w.parent == nil || w.meta.Size >= w.parent.Size || n == int(w.r.cfg.ChunkSize) || w.tailWritten.Load() {
+		return nil
+	}
+	ps := uint64(w.r.cfg.PageSlots)
+	pg, err := w.page(ctx, last/ps)
+	if err != nil || pg[last%ps].IsZero() {
+		return err
+	}
+	data, err := w.r.loadBlobFrom(ctx, w.r.idx, BlobChunk, pg[last%ps])
+	if err != nil || len(data) <= n {
+		return err
+	}
+	return w.put(ctx, last, data[:n])
 }
 
 // writePages stores every changed page and returns the root list. A page
