@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"slices"
 	"testing"
 	"time"
@@ -19,7 +21,11 @@ import (
 // operation must succeed or fail cleanly: whatever was committed reads
 // back exactly, nothing else is visible, and Check finds no damage.
 func TestFaultInjection(t *testing.T) {
-	for seed := range uint64(16) {
+	seeds := uint64(16)
+	if n, err := strconv.ParseUint(os.Getenv("BLOCKWISE_FAULT_SEEDS"), 10, 64); err == nil {
+		seeds = n // soak: BLOCKWISE_FAULT_SEEDS=500
+	}
+	for seed := range seeds {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { faultRun(t, seed) })
 	}
 }
