@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -32,6 +33,7 @@ const lockMagic = "BWLK"
 // an exclusive lock (prune) excludes every other lock.
 type Lock struct {
 	r    *Repository
+	mu   sync.Mutex // Refresh may be called from concurrent uploads
 	info lockInfo
 	name string
 }
@@ -113,6 +115,8 @@ func (r *Repository) readLock(ctx context.Context, name string) (*lockInfo, erro
 // Refresh extends the lock by writing a new lock file before removing the
 // old one, so the lock is never absent.
 func (l *Lock) Refresh(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	old := l.name
 	if err := l.write(ctx); err != nil {
 		return err
@@ -121,10 +125,16 @@ func (l *Lock) Refresh(ctx context.Context) error {
 }
 
 // needsRefresh reports whether half the TTL has passed.
-func (l *Lock) needsRefresh() bool { return time.Since(l.info.Time) > LockTTL/2 }
+func (l *Lock) needsRefresh() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Since(l.info.Time) > LockTTL/2
+}
 
 // Unlock releases the lock.
 func (l *Lock) Unlock(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	err := l.r.be.Remove(ctx, backend.Handle{Type: backend.Locks, Name: l.name})
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil

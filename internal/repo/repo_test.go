@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/local"
@@ -492,5 +493,21 @@ func TestPruneRepack(t *testing.T) {
 				t.Fatalf("warnings: %v", res.Warnings)
 			}
 		})
+	}
+}
+
+// TestLockRefresh forces a refresh on every pack upload from concurrent
+// PutChunk callers: the lock must stay held (one live file) throughout.
+func TestLockRefresh(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, Options{PackSize: 64 << 10, PageSlots: 256, KDF: testKDF})
+	old := LockTTL
+	LockTTL = time.Nanosecond // every upload refreshes
+	defer func() { LockTTL = old }()
+	img := randomImage(rand.New(rand.NewPCG(14, 14)), 2<<20, 64<<10, 0)
+	m := backup(t, r, nil, img, nil)
+	verifyImage(t, r, m.ID, img)
+	if n := count(t, be, backend.Locks); n != 0 {
+		t.Fatalf("%d lock files left", n)
 	}
 }
