@@ -1,0 +1,82 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/blockwise/blockwise/internal/backend"
+)
+
+// encodeBlob compresses (when that shrinks it) and seals plaintext.
+func (r *Repository) encodeBlob(t BlobType, id ID, plain []byte) (stored []byte, flags uint8) {
+	data := plain
+	if r.zenc != nil {
+		if z := r.zenc.EncodeAll(plain, make([]byte, 0, len(plain))); len(z) < len(plain) {
+			data, flags = z, flagZstd
+		}
+	}
+	if !r.crypt.encrypted() {
+		// Unencrypted blobs need no checksum: the ID is the plaintext hash
+		// and is verified on every read.
+		return data, flags
+	}
+	return r.crypt.seal(data, blobAD(t, id)), flags
+}
+
+// decodeBlob reverses encodeBlob and verifies the plaintext against id.
+func (r *Repository) decodeBlob(e packEntry, pack ID, stored []byte) ([]byte, error) {
+	data := stored
+	if r.crypt.encrypted() {
+		var err error
+		if data, err = r.crypt.open(stored, blobAD(e.Type, e.ID)); err != nil {
+			return nil, blobErr(e, pack, err)
+		}
+	}
+	if e.Flags&flagZstd != 0 {
+		if e.Raw > r.maxBlob() {
+			return nil, blobErr(e, pack, fmt.Errorf("raw length %d too large: %w", e.Raw, ErrCorrupt))
+		}
+		plain, err := r.zdec.DecodeAll(data, make([]byte, 0, e.Raw))
+		if err != nil {
+			return nil, blobErr(e, pack, fmt.Errorf("decompress: %v: %w", err, ErrCorrupt))
+		}
+		data = plain
+	}
+	if uint32(len(data)) != e.Raw || r.crypt.blobID(data) != e.ID {
+		return nil, blobErr(e, pack, fmt.Errorf("content does not match id: %w", ErrCorrupt))
+	}
+	return data, nil
+}
+
+func blobErr(e packEntry, pack ID, err error) error {
+	return fmt.Errorf("%v %v in pack %v: %w", e.Type, e.ID.Short(), pack, err)
+}
+
+// maxBlob bounds a blob's plaintext: the largest of a chunk and a page.
+func (r *Repository) maxBlob() uint32 {
+	return max(r.cfg.ChunkSize, uint32(pageMaxSize(r.cfg.PageSlots)))
+}
+
+// loadBlobFrom fetches and verifies one blob by type and ID via index x.
+func (r *Repository) loadBlobFrom(ctx context.Context, x *index, t BlobType, id ID) ([]byte, error) {
+	loc, ok := x.lookup(t, id)
+	if !ok {
+		return nil, fmt.Errorf("%v %v: not in index: %w", t, id.Short(), ErrNotFound)
+	}
+	h := backend.Handle{Type: backend.Data, Name: loc.Pack.String()}
+	stored, err := backend.LoadAll(ctx, r.be, h, int64(loc.Offset), int64(loc.Stored))
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, fmt.Errorf("%v %v: pack %v missing: %w (%w)", t, id.Short(), loc.Pack, ErrCorrupt, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("load %v %v: %w", t, id.Short(), err)
+	}
+	return r.decodeBlob(loc.packEntry, loc.Pack, stored)
+}
+
+// zeros returns a shared all-zero buffer of one chunk, for zero
+// detection and for reading zero slots. Callers must not modify it.
+func (r *Repository) zeros() []byte {
+	r.zeroOnce.Do(func() { r.zeroBuf = make([]byte, r.cfg.ChunkSize) })
+	return r.zeroBuf
+}

@@ -1,0 +1,199 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/blockwise/blockwise/internal/backend"
+	"golang.org/x/sync/errgroup"
+)
+
+// CheckResult lists what Check found. Errors mean damage (each wraps
+// ErrCorrupt or a backend error); warnings are harmless leftovers such as
+// packs no index names (from a crashed backup), which Prune removes.
+type CheckResult struct {
+	Errors    []error
+	Warnings  []string
+	Packs     int
+	Manifests int
+}
+
+func (c *CheckResult) errorf(format string, args ...any) {
+	c.Errors = append(c.Errors, fmt.Errorf(format, args...))
+}
+
+// Check verifies the repository: every index file decodes and names
+// existing packs, every manifest decodes and every page and chunk it
+// references is indexed. With readData it also reads every pack whole,
+// checks its hash, header and each blob's content against its ID. It
+// returns the result and, if any error was found, an error joining them.
+func (r *Repository) Check(ctx context.Context, readData bool) (*CheckResult, error) {
+	res := &CheckResult{}
+	x, err := r.checkIndex(ctx, res)
+	if err != nil {
+		return res, err
+	}
+	if err := r.checkPacks(ctx, x, res, readData); err != nil {
+		return res, err
+	}
+	if err := r.checkManifests(ctx, x, res); err != nil {
+		return res, err
+	}
+	return res, errors.Join(res.Errors...)
+}
+
+// checkIndex reads each index file on its own so one bad file is reported
+// without hiding the others.
+func (r *Repository) checkIndex(ctx context.Context, res *CheckResult) (*index, error) {
+	names, err := r.listNames(ctx, backend.Index)
+	if err != nil {
+		return nil, err
+	}
+	x := newIndex()
+	for _, n := range names {
+		packs, err := r.readIndexFile(ctx, n)
+		if err != nil {
+			res.Errors = append(res.Errors, err)
+			continue
+		}
+		x.add(n, packs)
+	}
+	return x, nil
+}
+
+func (r *Repository) checkPacks(ctx context.Context, x *index, res *CheckResult, readData bool) error {
+	sizes := map[ID]int64{}
+	err := r.be.List(ctx, backend.Data, func(fi backend.FileInfo) error {
+		id, err := ParseID(fi.Name)
+		if err != nil {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("stray data file %q", fi.Name))
+			return nil
+		}
+		sizes[id] = fi.Size
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("repo: check: list packs: %w", err)
+	}
+	packs, _ := x.snapshot()
+	res.Packs = len(packs)
+	for id, entries := range packs {
+		size, ok := sizes[id]
+		if !ok {
+			res.errorf("pack %v named by index is missing: %w", id, ErrCorrupt)
+			continue
+		}
+		if end := packDataEnd(entries); end > size {
+			res.errorf("pack %v: %d bytes, index says blobs reach %d: %w", id, size, end, ErrCorrupt)
+		}
+	}
+	for id := range sizes {
+		if _, ok := packs[id]; !ok {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("pack %v is not indexed (left by an interrupted backup)", id))
+		}
+	}
+	if !readData {
+		return nil
+	}
+	return r.readPacks(ctx, packs, res)
+}
+
+func packDataEnd(entries []packEntry) int64 {
+	var end int64
+	for _, e := range entries {
+		end = max(end, int64(e.Offset)+int64(e.Stored))
+	}
+	return end
+}
+
+// readPacks verifies every indexed pack's bytes, a few at a time.
+func (r *Repository) readPacks(ctx context.Context, packs map[ID][]packEntry, res *CheckResult) error {
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for id, want := range packs {
+		g.Go(func() error {
+			errs, err := r.verifyPack(gctx, id, want)
+			mu.Lock()
+			res.Errors = append(res.Errors, errs...)
+			mu.Unlock()
+			return err
+		})
+	}
+	return g.Wait()
+}
+
+// verifyPack returns the damage found in one pack; the error result is for
+// failures to check at all.
+func (r *Repository) verifyPack(ctx context.Context, id ID, want []packEntry) ([]error, error) {
+	data, err := backend.LoadAll(ctx, r.be, backend.Handle{Type: backend.Data, Name: id.String()}, 0, 0)
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, nil // already reported
+	} else if err != nil {
+		return nil, err
+	}
+	entries, err := r.parsePack(id, data)
+	if err != nil {
+		return []error{err}, nil
+	}
+	var errs []error
+	have := map[blobKey]packEntry{}
+	for _, e := range entries {
+		have[blobKey{e.Type, e.ID}] = e
+		if _, err := r.decodeBlob(e, id, data[e.Offset:e.Offset+e.Stored]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, e := range want {
+		if got, ok := have[blobKey{e.Type, e.ID}]; !ok || got != e {
+			errs = append(errs, fmt.Errorf("pack %v: index entry for %v %v does not match pack header: %w", id, e.Type, e.ID.Short(), ErrCorrupt))
+		}
+	}
+	return errs, nil
+}
+
+// checkManifests walks every manifest's page tree. Pages shared between
+// manifests are checked once.
+func (r *Repository) checkManifests(ctx context.Context, x *index, res *CheckResult) error {
+	names, err := r.listNames(ctx, backend.Manifests)
+	if err != nil {
+		return err
+	}
+	seen := map[ID]bool{}
+	for _, n := range names {
+		id, err := ParseID(n)
+		if err != nil {
+			res.errorf("manifest file %q: bad name: %w", n, ErrCorrupt)
+			continue
+		}
+		m, err := r.LoadManifest(ctx, id)
+		if err != nil {
+			res.Errors = append(res.Errors, err)
+			continue
+		}
+		res.Manifests++
+		r.checkManifest(ctx, x, m, seen, res)
+	}
+	return nil
+}
+
+func (r *Repository) checkManifest(ctx context.Context, x *index, m *Manifest, seen map[ID]bool, res *CheckResult) {
+	for pi, pid := range m.Pages {
+		if pid.IsZero() || seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		pg, err := r.loadPage(ctx, x, m, uint64(pi))
+		if err != nil {
+			res.Errors = append(res.Errors, err)
+			continue
+		}
+		for s, cid := range pg {
+			if !cid.IsZero() && !x.has(BlobChunk, cid) {
+				res.errorf("manifest %v slot %d: chunk %v not in index: %w", m.ID.Short(), pi*int(m.PageSlots)+s, cid.Short(), ErrCorrupt)
+			}
+		}
+	}
+}

@@ -1,0 +1,26 @@
+package repo
+
+import "errors"
+
+// Sentinel errors. Every error the package returns for one of these
+// conditions wraps the sentinel with %w, so test with errors.Is.
+var (
+	// ErrWrongPassword: no key file could be opened with the password.
+	ErrWrongPassword = errors.New("repo: wrong password")
+	// ErrCorrupt: stored bytes failed authentication, a checksum, a
+	// content-hash check, or could not be decoded. The message names the
+	// object (e.g. the pack) that is bad.
+	ErrCorrupt = errors.New("repo: corrupt data")
+	// ErrNotFound: a manifest, blob or repository does not exist.
+	ErrNotFound = errors.New("repo: not found")
+	// ErrExists: Init found a repository already there.
+	ErrExists = errors.New("repo: repository already exists")
+	// ErrLocked: a conflicting, unexpired lock is held.
+	ErrLocked = errors.New("repo: repository is locked")
+	// ErrInvalid: a caller argument is out of range (slot, chunk length,
+	// option).
+	ErrInvalid = errors.New("repo: invalid argument")
+	// ErrClosed: the writer was already committed or aborted, or failed
+	// earlier and can only be aborted.
+	ErrClosed = errors.New("repo: writer closed")
+)

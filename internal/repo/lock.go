@@ -1,0 +1,143 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/blockwise/blockwise/internal/backend"
+)
+
+// LockTTL is how long a lock stays valid without a refresh. A holder that
+// runs longer refreshes it (writers do so as they upload packs); a lock
+// past its expiry is treated as left by a crashed process and ignored.
+var LockTTL = 30 * time.Minute
+
+// lockInfo is the sealed body of a lock file (envelope magic "BWLK").
+type lockInfo struct {
+	Exclusive bool      `json:"exclusive"`
+	Host      string    `json:"host"`
+	PID       int       `json:"pid"`
+	Time      time.Time `json:"time"`
+	Expires   time.Time `json:"expires"`
+	Nonce     string    `json:"nonce"` // makes every lock file name unique
+}
+
+const lockMagic = "BWLK"
+
+// Lock is a held repository lock. Shared locks (backup, forget) coexist;
+// an exclusive lock (prune) excludes every other lock.
+type Lock struct {
+	r    *Repository
+	mu   sync.Mutex // Refresh may be called from concurrent uploads
+	info lockInfo
+	name string
+}
+
+// Lock acquires a lock, or fails with ErrLocked. Protocol: refuse if a
+// conflicting live lock exists; write ours; look again and back off if a
+// conflicting lock appeared meanwhile. Two racing lockers may both back
+// off, but never both proceed.
+func (r *Repository) Lock(ctx context.Context, exclusive bool) (*Lock, error) {
+	if err := r.checkLocks(ctx, exclusive, ""); err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	l := &Lock{r: r, info: lockInfo{Exclusive: exclusive, Host: host, PID: os.Getpid(), Nonce: randomName()}}
+	if err := l.write(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.checkLocks(ctx, exclusive, l.name); err != nil {
+		l.Unlock(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Lock) write(ctx context.Context) error {
+	l.info.Time = time.Now().UTC()
+	l.info.Expires = l.info.Time.Add(LockTTL)
+	body, err := json.Marshal(l.info)
+	if err != nil {
+		return err
+	}
+	id, err := l.r.saveFile(ctx, backend.Locks, sealEnvelope(l.r.crypt, lockMagic, body))
+	if err != nil {
+		return err
+	}
+	l.name = id.String()
+	return nil
+}
+
+// checkLocks fails if a live lock other than own conflicts.
+func (r *Repository) checkLocks(ctx context.Context, exclusive bool, own string) error {
+	names, err := r.listNames(ctx, backend.Locks)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if n == own {
+			continue
+		}
+		li, err := r.readLock(ctx, n)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue // released while we looked
+		} else if err != nil {
+			return err
+		}
+		if time.Now().Before(li.Expires) && (exclusive || li.Exclusive) {
+			return fmt.Errorf("repo: lock %s held by %s pid %d since %s: %w", n[:8], li.Host, li.PID, li.Time.Format(time.RFC3339), ErrLocked)
+		}
+	}
+	return nil
+}
+
+func (r *Repository) readLock(ctx context.Context, name string) (*lockInfo, error) {
+	data, err := backend.LoadAll(ctx, r.be, backend.Handle{Type: backend.Locks, Name: name}, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	body, err := r.checkedEnvelope(lockMagic, name, data)
+	if err != nil {
+		return nil, fmt.Errorf("repo: lock %s: %w", name, err)
+	}
+	var li lockInfo
+	if err := json.Unmarshal(body, &li); err != nil {
+		return nil, fmt.Errorf("repo: lock %s: %v: %w", name, err, ErrCorrupt)
+	}
+	return &li, nil
+}
+
+// Refresh extends the lock by writing a new lock file before removing the
+// old one, so the lock is never absent.
+func (l *Lock) Refresh(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.name
+	if err := l.write(ctx); err != nil {
+		return err
+	}
+	return l.r.be.Remove(ctx, backend.Handle{Type: backend.Locks, Name: old})
+}
+
+// needsRefresh reports whether half the TTL has passed.
+func (l *Lock) needsRefresh() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Since(l.info.Time) > LockTTL/2
+}
+
+// Unlock releases the lock.
+func (l *Lock) Unlock(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	err := l.r.be.Remove(ctx, backend.Handle{Type: backend.Locks, Name: l.name})
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,103 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/blockwise/blockwise/internal/backend"
+)
+
+// packer gathers sealed blobs into packs and uploads each pack when it
+// reaches the target size. Encoding happens outside the lock, so
+// concurrent PutChunk callers compress and encrypt in parallel; the
+// caller whose blob fills a pack uploads it, which bounds uploads in
+// flight by the number of callers.
+type packer struct {
+	r         *Repository
+	mu        sync.Mutex
+	buf       []byte
+	entries   []packEntry
+	done      []packInfo // uploaded packs, for the index file
+	attempted []ID       // every pack we tried to save, for Abort
+	stored    uint64
+	onUpload  func(context.Context) error
+}
+
+func (p *packer) add(ctx context.Context, t BlobType, id ID, plain []byte) error {
+	stored, flags := p.r.encodeBlob(t, id, plain)
+	return p.addSealed(ctx, packEntry{Type: t, Flags: flags, ID: id, Raw: uint32(len(plain))}, stored)
+}
+
+// addSealed appends an already encoded blob; e.Offset and e.Stored are
+// set here.
+func (p *packer) addSealed(ctx context.Context, e packEntry, stored []byte) error {
+	p.mu.Lock()
+	if p.buf == nil {
+		// Room for the blob that crosses the target, so no pack regrows.
+		p.buf = make([]byte, 0, int(p.r.cfg.PackSize)+int(p.r.maxBlob())+p.r.crypt.overhead())
+	}
+	e.Offset, e.Stored = uint32(len(p.buf)), uint32(len(stored))
+	p.entries = append(p.entries, e)
+	p.buf = append(p.buf, stored...)
+	var full []byte
+	var ents []packEntry
+	if len(p.buf) >= int(p.r.cfg.PackSize) {
+		full, ents, p.buf, p.entries = p.buf, p.entries, nil, nil
+	}
+	p.mu.Unlock()
+	if full == nil {
+		return nil
+	}
+	return p.upload(ctx, full, ents)
+}
+
+// flush uploads the partial pack, if any.
+func (p *packer) flush(ctx context.Context) error {
+	p.mu.Lock()
+	full, ents := p.buf, p.entries
+	p.buf, p.entries = nil, nil
+	p.mu.Unlock()
+	if len(ents) == 0 {
+		return nil
+	}
+	return p.upload(ctx, full, ents)
+}
+
+func (p *packer) upload(ctx context.Context, data []byte, entries []packEntry) error {
+	hdr := p.r.crypt.seal(encodePackHeader(entries), []byte(packHeaderMagic))
+	data = append(data, hdr...)
+	data = append(data, encodePackTrailer(len(hdr))...)
+	id := fileID(data)
+	p.mu.Lock()
+	p.attempted = append(p.attempted, id)
+	p.mu.Unlock()
+	// ErrExists means a pack with this exact hash, so these exact bytes,
+	// is already stored.
+	err := p.r.be.Save(ctx, backend.Handle{Type: backend.Data, Name: id.String()}, data)
+	if err != nil && !errors.Is(err, backend.ErrExists) {
+		return fmt.Errorf("repo: save pack %v: %w", id.Short(), err)
+	}
+	p.mu.Lock()
+	p.done = append(p.done, packInfo{ID: id, Entries: entries})
+	p.stored += uint64(len(data))
+	p.mu.Unlock()
+	if p.onUpload != nil {
+		return p.onUpload(ctx)
+	}
+	return nil
+}
+
+// removeAll deletes every pack this packer tried to save. Only valid while
+// no index file can name them.
+func (p *packer) removeAll(ctx context.Context) error {
+	var errs []error
+	for _, id := range p.attempted {
+		err := p.r.be.Remove(ctx, backend.Handle{Type: backend.Data, Name: id.String()})
+		if err != nil && !errors.Is(err, backend.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

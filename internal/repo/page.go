@@ -1,0 +1,66 @@
+package repo
+
+import "fmt"
+
+// A manifest's slot index is a two-level tree: the manifest holds a root
+// list of page IDs; page i covers slots [i*PageSlots, (i+1)*PageSlots).
+// Pages are blobs in packs, content-addressed like chunks, so a backup
+// that leaves a page untouched reuses it by ID and an incremental writes
+// only the pages it changed.
+//
+// Page body:
+//
+//	"BWPG" | version u8 | n u32 | bitmap [ceil(n/8)] | popcount × id [32]
+//
+// Bit i (LSB first) set means slot i holds the chunk whose ID comes next
+// in order; clear means the slot reads as zeros. Zero slots cost a bit,
+// not 32 bytes, so sparse disks have small pages.
+const (
+	pageMagic   = "BWPG"
+	pageVersion = 1
+)
+
+func pageMaxSize(slots uint32) int { return 9 + int(slots+7)/8 + int(slots)*32 }
+
+func encodePage(slots []ID) []byte {
+	n := len(slots)
+	b := append([]byte(pageMagic), pageVersion)
+	b = putU32(b, uint32(n))
+	bm := len(b)
+	b = append(b, make([]byte, (n+7)/8)...)
+	for i, id := range slots {
+		if !id.IsZero() {
+			b[bm+i/8] |= 1 << (i % 8)
+			b = append(b, id[:]...)
+		}
+	}
+	return b
+}
+
+// decodePage parses a page that must hold exactly want slots.
+func decodePage(b []byte, want int) ([]ID, error) {
+	r := &reader{b: b}
+	if string(r.take(4)) != pageMagic || r.u8() != pageVersion {
+		return nil, fmt.Errorf("page: bad magic or version: %w", ErrCorrupt)
+	}
+	n := int(r.u32())
+	if r.err != nil || n != want {
+		return nil, fmt.Errorf("page: %d slots, want %d: %w", n, want, ErrCorrupt)
+	}
+	bm := r.take((n + 7) / 8)
+	if r.err != nil {
+		return nil, r.err
+	}
+	slots := make([]ID, n)
+	for i := range slots {
+		if bm[i/8]&(1<<(i%8)) != 0 {
+			if slots[i] = r.id(); slots[i].IsZero() {
+				return nil, fmt.Errorf("page: slot %d has the zero id: %w", i, ErrCorrupt)
+			}
+		}
+	}
+	if n%8 != 0 && bm[len(bm)-1]>>(n%8) != 0 {
+		return nil, fmt.Errorf("page: bits set past slot count: %w", ErrCorrupt)
+	}
+	return slots, r.done()
+}

@@ -1,0 +1,370 @@
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/bits"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+)
+
+// Options are the parameters fixed at Init. The zero value gives the
+// defaults.
+type Options struct {
+	ChunkSize   uint32    // default 64 KiB (see docs/repository.md)
+	PackSize    uint32    // target pack size, default 16 MiB
+	PageSlots   uint32    // slots per index page, default 4096
+	Compression string    // CompressionFastest (default), CompressionDefault, CompressionNone
+	Unencrypted bool      // for tests only: no password, checksums instead of AEAD
+	KDF         KDFParams // default DefaultKDF
+}
+
+// Defaults.
+const (
+	DefaultChunkSize = 64 << 10
+	DefaultPackSize  = 16 << 20
+	DefaultPageSlots = 4096
+)
+
+// workers bounds concurrent backend operations of one call.
+const workers = 4
+
+// Repository is an open repository. It is safe for concurrent use.
+type Repository struct {
+	be       backend.Backend
+	cfg      *Config
+	crypt    *crypter
+	zenc     *zstd.Encoder // nil when compression is off
+	zdec     *zstd.Decoder
+	idx      *index
+	mk       *masterKey // nil when unencrypted; kept for AddKey
+	zeroOnce sync.Once
+	zeroBuf  []byte
+}
+
+var configHandle = backend.Handle{Type: backend.Config, Name: "config"}
+
+// Init creates a repository in an empty backend.
+func Init(ctx context.Context, be backend.Backend, password string, opts Options) (*Repository, error) {
+	cfg := opts.config()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("repo: init: %v: %w", err, ErrInvalid)
+	}
+	if _, err := be.Stat(ctx, configHandle); err == nil {
+		return nil, fmt.Errorf("repo: init: %w", ErrExists)
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return nil, fmt.Errorf("repo: init: %w", err)
+	}
+	var mk *masterKey
+	if cfg.Encrypted {
+		var err error
+		if mk, err = newMasterKey(); err != nil {
+			return nil, err
+		}
+		if err := addKey(ctx, be, password, mk, opts.KDF); err != nil {
+			return nil, err
+		}
+	}
+	r, err := newRepository(be, cfg, mk)
+	if err != nil {
+		return nil, err
+	}
+	data, err := encodeConfig(r.crypt, cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Config last: a crash before it leaves no repository, only a key.
+	if err := be.Save(ctx, configHandle, data); err != nil {
+		return nil, fmt.Errorf("repo: init: save config: %w", translate(err))
+	}
+	return r, nil
+}
+
+func (o Options) config() *Config {
+	cfg := &Config{Version: repoVersion, ChunkSize: o.ChunkSize, PackSize: o.PackSize, PageSlots: o.PageSlots,
+		Compression: o.Compression, Encrypted: !o.Unencrypted, Created: time.Now().UTC()}
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = DefaultChunkSize
+	}
+	if cfg.PackSize == 0 {
+		cfg.PackSize = DefaultPackSize
+	}
+	if cfg.PageSlots == 0 {
+		cfg.PageSlots = DefaultPageSlots
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = CompressionFastest
+	}
+	cfg.ID = randomName()
+	return cfg
+}
+
+func randomName() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func addKey(ctx context.Context, be backend.Backend, password string, mk *masterKey, p KDFParams) error {
+	if p == (KDFParams{}) {
+		p = DefaultKDF
+	}
+	kf, err := wrapKey(password, mk, p)
+	if err != nil {
+		return err
+	}
+	data := kf.encode()
+	h := backend.Handle{Type: backend.Keys, Name: fileID(data).String()}
+	if err := be.Save(ctx, h, data); err != nil {
+		return fmt.Errorf("repo: save key: %w", err)
+	}
+	return nil
+}
+
+func newRepository(be backend.Backend, cfg *Config, mk *masterKey) (*Repository, error) {
+	c, err := newCrypter(mk)
+	if err != nil {
+		return nil, err
+	}
+	r := &Repository{be: be, cfg: cfg, crypt: c, idx: newIndex(), mk: mk}
+	if cfg.Compression != CompressionNone {
+		lvl := zstd.SpeedFastest
+		if cfg.Compression == CompressionDefault {
+			lvl = zstd.SpeedDefault
+		}
+		// A window no larger than a blob: chunks are compressed one by
+		// one, and a large default window costs a big copy per call.
+		win := max(zstd.MinWindowSize, 1<<bits.Len32(r.maxBlob()-1))
+		r.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl),
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), // EncodeAll calls run in parallel up to this
+			zstd.WithWindowSize(min(win, zstd.MaxWindowSize)))
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Decoding is always possible so a reader never depends on settings.
+	r.zdec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(r.maxBlob())+1))
+	return r, err
+}
+
+// translate maps backend sentinels onto the repo's own.
+func translate(err error) error {
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case errors.Is(err, backend.ErrExists):
+		return fmt.Errorf("%w: %w", ErrExists, err)
+	}
+	return err
+}
+
+// Open opens an existing repository and loads its index.
+func Open(ctx context.Context, be backend.Backend, password string) (*Repository, error) {
+	data, err := backend.LoadAll(ctx, be, configHandle, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("repo: open: %w", translate(err))
+	}
+	enc, err := configEncrypted(data)
+	if err != nil {
+		return nil, fmt.Errorf("repo: open: %w", err)
+	}
+	var mk *masterKey
+	if enc {
+		if mk, err = findKey(ctx, be, password); err != nil {
+			return nil, err
+		}
+	}
+	c, err := newCrypter(mk)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := decodeConfig(c, data)
+	if err != nil {
+		return nil, fmt.Errorf("repo: open: %w", err)
+	}
+	r, err := newRepository(be, cfg, mk)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.loadIndex(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// findKey tries the password on every key file.
+func findKey(ctx context.Context, be backend.Backend, password string) (*masterKey, error) {
+	var names []string
+	err := be.List(ctx, backend.Keys, func(fi backend.FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("repo: list keys: %w", err)
+	}
+	for _, n := range names {
+		data, err := backend.LoadAll(ctx, be, backend.Handle{Type: backend.Keys, Name: n}, 0, 0)
+		if err != nil {
+			return nil, fmt.Errorf("repo: load key %s: %w", n, err)
+		}
+		kf, err := decodeKeyFile(data)
+		if err != nil {
+			continue // a damaged key file must not hide a good one
+		}
+		if mk, err := kf.unwrap(password); err == nil {
+			return mk, nil
+		}
+	}
+	return nil, fmt.Errorf("repo: open: %d key(s) tried: %w", len(names), ErrWrongPassword)
+}
+
+// loadIndex builds the in-memory index from every index file.
+func (r *Repository) loadIndex(ctx context.Context) error {
+	x, err := r.readIndex(ctx, nil)
+	if err != nil {
+		return err
+	}
+	r.idx.replace(x)
+	return nil
+}
+
+// refreshIndex brings the index up to date with the backend: new index
+// files are added; if one we know vanished (a prune elsewhere rewrote the
+// index) it is rebuilt from scratch.
+func (r *Repository) refreshIndex(ctx context.Context) error {
+	names, err := r.listNames(ctx, backend.Index)
+	if err != nil {
+		return err
+	}
+	_, known := r.idx.snapshot()
+	if len(known) > 0 && !containsAll(names, known) {
+		return r.loadIndex(ctx)
+	}
+	var fresh []string
+	for _, n := range names {
+		if !slices.Contains(known, n) {
+			fresh = append(fresh, n)
+		}
+	}
+	_, err = r.readIndex(ctx, fresh)
+	return err
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// readIndex reads the named index files (all when names is nil), a
+// bounded number at a time, into a new index; with names it also merges
+// them into r.idx.
+func (r *Repository) readIndex(ctx context.Context, names []string) (*index, error) {
+	x, all := newIndex(), names == nil
+	if all {
+		var err error
+		if names, err = r.listNames(ctx, backend.Index); err != nil {
+			return nil, err
+		}
+	} else {
+		x = r.idx
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, n := range names {
+		g.Go(func() error {
+			packs, err := r.readIndexFile(gctx, n)
+			if err != nil {
+				return err
+			}
+			x.add(n, packs)
+			return nil
+		})
+	}
+	return x, g.Wait()
+}
+
+func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packInfo, error) {
+	h := backend.Handle{Type: backend.Index, Name: name}
+	data, err := backend.LoadAll(ctx, r.be, h, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("repo: load index %s: %w", name, err)
+	}
+	body, err := r.checkedEnvelope(indexMagic, name, data)
+	if err != nil {
+		return nil, fmt.Errorf("repo: index %s: %w", name, err)
+	}
+	packs, err := decodeIndex(body)
+	if err != nil {
+		return nil, fmt.Errorf("repo: index %s: %w", name, err)
+	}
+	return packs, nil
+}
+
+// checkedEnvelope verifies a file's name is its hash, then opens it.
+func (r *Repository) checkedEnvelope(magic, name string, data []byte) ([]byte, error) {
+	if fileID(data).String() != name {
+		return nil, fmt.Errorf("content hash does not match name: %w", ErrCorrupt)
+	}
+	return openEnvelope(r.crypt, magic, data)
+}
+
+func (r *Repository) listNames(ctx context.Context, t backend.FileType) ([]string, error) {
+	var names []string
+	err := r.be.List(ctx, t, func(fi backend.FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("repo: list %s: %w", t, err)
+	}
+	return names, nil
+}
+
+// saveFile stores a metadata file under the hash of its bytes. ErrExists
+// means identical content is already there, which is success.
+func (r *Repository) saveFile(ctx context.Context, t backend.FileType, data []byte) (ID, error) {
+	id := fileID(data)
+	err := r.be.Save(ctx, backend.Handle{Type: t, Name: id.String()}, data)
+	if err != nil && !errors.Is(err, backend.ErrExists) {
+		return id, fmt.Errorf("repo: save %s: %w", t, err)
+	}
+	return id, nil
+}
+
+// Config returns the repository's parameters.
+func (r *Repository) Config() Config { return *r.cfg }
+
+// Backend returns the underlying backend.
+func (r *Repository) Backend() backend.Backend { return r.be }
+
+// AddKey adds a key file wrapping the master key with another password
+// (zero KDFParams: DefaultKDF). Existing passwords keep working; removing
+// a key file revokes its password.
+func (r *Repository) AddKey(ctx context.Context, password string, p KDFParams) error {
+	if r.mk == nil {
+		return fmt.Errorf("repo: add key: repository is unencrypted: %w", ErrInvalid)
+	}
+	return addKey(ctx, r.be, password, r.mk, p)
+}
+
+// Close releases decoder resources. It does not close the backend.
+func (r *Repository) Close() error {
+	r.zdec.Close()
+	if r.zenc != nil {
+		r.zenc.Close()
+	}
+	return nil
+}

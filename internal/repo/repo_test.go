@@ -1,0 +1,513 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/backend/local"
+	"github.com/blockwise/blockwise/internal/backend/mem"
+)
+
+func slotsOf(blocks []int) []uint64 {
+	out := make([]uint64, len(blocks))
+	for i, b := range blocks {
+		out[i] = uint64(b)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestFullAndIncremental is the core round trip: a random image with zero
+// regions, an incremental after 1% of its 64 KiB blocks changed, both
+// read back byte-identical, and the incremental's cost bounded.
+func TestFullAndIncremental(t *testing.T) {
+	tests := []struct {
+		name string
+		size int
+		opts func(*Options)
+	}{
+		{"encrypted", 64 << 20, func(*Options) {}},
+		{"unencrypted", 16 << 20, func(o *Options) { o.Unencrypted = true }},
+		{"no-compression", 16 << 20, func(o *Options) { o.Compression = CompressionNone }},
+		{"zstd-default", 16 << 20, func(o *Options) { o.Compression = CompressionDefault }},
+		{"odd-size", 16<<20 + 12345, func(*Options) {}},
+		{"one-page", 8 << 20, func(o *Options) { o.PageSlots = 4096 }},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := testOptions()
+			tc.opts(&opts)
+			r := initRepo(t, mem.New(), opts)
+			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			img := randomImage(rng, tc.size, 64<<10, 0.3)
+			full := backup(t, r, nil, img, nil)
+			old := slices.Clone(img)
+
+			changed := mutate(rng, img, 64<<10, 0.01)
+			inc := backup(t, r, full, img, slotsOf(changed))
+			changedBytes := uint64(len(changed)) * 64 << 10
+			if inc.Stats.StoredBytes > changedBytes*3/2 {
+				t.Errorf("incremental stored %d bytes for %d changed (> 1.5x)", inc.Stats.StoredBytes, changedBytes)
+			}
+			if inc.Parent == nil || *inc.Parent != full.ID {
+				t.Errorf("parent not recorded")
+			}
+			verifyImage(t, r, full.ID, old)
+			verifyImage(t, r, inc.ID, img)
+			checkClean(t, r, true)
+			if full.Stats.ZeroChunks == 0 {
+				t.Errorf("no zero chunks detected")
+			}
+		})
+	}
+}
+
+// TestReopen checks that a second process sees the same data: index and
+// manifests come from the backend, not memory.
+func TestReopen(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, testOptions())
+	img := randomImage(rand.New(rand.NewPCG(7, 7)), 4<<20, 64<<10, 0.2)
+	m := backup(t, r, nil, img, nil)
+	r2, err := Open(context.Background(), be, testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyImage(t, r2, m.ID, img)
+	ms, err := r2.ListManifests(context.Background())
+	if err != nil || len(ms) != 1 || ms[0].ID != m.ID || ms[0].Disk != "disk0" {
+		t.Fatalf("list: %v %v", ms, err)
+	}
+	// Identical data again: nothing new but pages' and index bookkeeping.
+	m2 := backup(t, r2, nil, img, nil)
+	if m2.Stats.NewChunks != 0 {
+		t.Errorf("dedup failed: %d new chunks", m2.Stats.NewChunks)
+	}
+}
+
+func TestWrongPassword(t *testing.T) {
+	be := mem.New()
+	initRepo(t, be, testOptions())
+	if _, err := Open(context.Background(), be, "wrong"); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("want ErrWrongPassword, got %v", err)
+	}
+	if _, err := Open(context.Background(), be, testPassword); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(context.Background(), be, testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddKey(context.Background(), "second", testKDF); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), be, "second"); err != nil {
+		t.Fatalf("added password: %v", err)
+	}
+	if _, err := Init(context.Background(), be, testPassword, testOptions()); !errors.Is(err, ErrExists) {
+		t.Fatalf("second init: %v", err)
+	}
+	if _, err := Open(context.Background(), mem.New(), testPassword); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("open empty: %v", err)
+	}
+}
+
+func firstPack(t *testing.T, be backend.Backend) backend.Handle {
+	// The largest pack holds chunks; a small one may hold only pages.
+	var h backend.Handle
+	var size int64
+	be.List(context.Background(), backend.Data, func(fi backend.FileInfo) error {
+		if fi.Size > size {
+			h, size = backend.Handle{Type: backend.Data, Name: fi.Name}, fi.Size
+		}
+		return nil
+	})
+	if h.Name == "" {
+		t.Fatal("no packs")
+	}
+	return h
+}
+
+func TestCorruptPack(t *testing.T) {
+	for _, unenc := range []bool{false, true} {
+		t.Run(fmt.Sprint("unencrypted=", unenc), func(t *testing.T) {
+			be := mem.New()
+			opts := testOptions()
+			opts.Unencrypted = unenc
+			r := initRepo(t, be, opts)
+			img := randomImage(rand.New(rand.NewPCG(3, 3)), 4<<20, 64<<10, 0)
+			m := backup(t, r, nil, img, nil)
+			h := firstPack(t, be)
+			be.Corrupt(h, 100) // inside the first blob
+			im, err := r.OpenImage(context.Background(), m.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, len(img))
+			_, err = im.ReadAt(buf, 0)
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("read: want ErrCorrupt, got %v", err)
+			}
+			if !strings.Contains(err.Error(), h.Name) {
+				t.Errorf("error does not name pack %s: %v", h.Name, err)
+			}
+			if _, err := r.Check(context.Background(), false); err != nil {
+				t.Errorf("metadata check should pass: %v", err)
+			}
+			if _, err := r.Check(context.Background(), true); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("check: want ErrCorrupt, got %v", err)
+			}
+		})
+	}
+}
+
+func count(t *testing.T, be backend.Backend, typ backend.FileType) int {
+	n := 0
+	if err := be.List(context.Background(), typ, func(backend.FileInfo) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestAbort(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, testOptions())
+	ctx := context.Background()
+	w, err := r.NewWriter(ctx, nil, Meta{Disk: "d", Size: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := randomImage(rand.New(rand.NewPCG(4, 4)), 8<<20, 64<<10, 0)
+	for s := range uint64(100) { // > 1 MiB pack size: packs get uploaded
+		if err := w.PutChunk(ctx, s, img[s<<16:(s+1)<<16]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if count(t, be, backend.Data) == 0 {
+		t.Fatal("test needs uploaded packs")
+	}
+	if err := w.Abort(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PutChunk(ctx, 0, img[:64<<10]); !errors.Is(err, ErrClosed) {
+		t.Errorf("put after abort: %v", err)
+	}
+	for _, typ := range []backend.FileType{backend.Manifests, backend.Data, backend.Index, backend.Locks} {
+		if n := count(t, be, typ); n != 0 {
+			t.Errorf("%d %s objects left after abort", n, typ)
+		}
+	}
+	if res := checkClean(t, r, true); len(res.Warnings) != 0 {
+		t.Errorf("warnings: %v", res.Warnings)
+	}
+}
+
+func TestPutChunkValidation(t *testing.T) {
+	r := initRepo(t, mem.New(), testOptions())
+	ctx := context.Background()
+	w, err := r.NewWriter(ctx, nil, Meta{Size: 100 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort(ctx)
+	for _, c := range []struct {
+		slot uint64
+		n    int
+	}{{2, 64 << 10}, {0, 100}, {1, 64 << 10}} {
+		if err := w.PutChunk(ctx, c.slot, make([]byte, c.n)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("slot %d len %d: %v", c.slot, c.n, err)
+		}
+	}
+	if err := w.PutChunk(ctx, 1, make([]byte, 36<<10)); err != nil {
+		t.Errorf("short last slot: %v", err)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, testOptions())
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(5, 5))
+	imgA := randomImage(rng, 4<<20, 64<<10, 0)
+	imgB := randomImage(rng, 4<<20, 64<<10, 0.1)
+	a := backup(t, r, nil, imgA, nil)
+	b := backup(t, r, nil, imgB, nil)
+	oldB := slices.Clone(imgB)
+	changed := mutate(rng, imgB, 64<<10, 0.1)
+	c := backup(t, r, b, imgB, slotsOf(changed))
+
+	if err := r.Forget(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Prune(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PacksRemoved == 0 || st.BytesRemoved < 4<<20 {
+		t.Errorf("prune removed %+v, want A's ~4 MiB", st)
+	}
+	if _, err := r.OpenImage(ctx, a.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("forgotten image opens: %v", err)
+	}
+	verifyImage(t, r, b.ID, oldB)
+	verifyImage(t, r, c.ID, imgB)
+	checkClean(t, r, true)
+
+	// Forgetting the parent must leave the child whole.
+	if err := r.Forget(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(ctx, be, testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyImage(t, r2, c.ID, imgB)
+	if res := checkClean(t, r2, true); len(res.Warnings) != 0 {
+		t.Errorf("warnings after prune: %v", res.Warnings)
+	}
+}
+
+func TestLocks(t *testing.T) {
+	r := initRepo(t, mem.New(), testOptions())
+	ctx := context.Background()
+	w, err := r.NewWriter(ctx, nil, Meta{Size: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Prune(ctx); !errors.Is(err, ErrLocked) {
+		t.Fatalf("prune during backup: %v", err)
+	}
+	w2, err := r.NewWriter(ctx, nil, Meta{Size: 1 << 20})
+	if err != nil {
+		t.Fatalf("shared locks must coexist: %v", err)
+	}
+	w2.Abort(ctx)
+	w.Abort(ctx)
+	l, err := r.Lock(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.NewWriter(ctx, nil, Meta{Size: 1 << 20}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("backup during exclusive lock: %v", err)
+	}
+	l.Unlock(ctx)
+	// An expired lock is ignored: a crashed holder must not block forever.
+	old := LockTTL
+	LockTTL = -1
+	l2, err := r.Lock(ctx, true)
+	LockTTL = old
+	if err != nil {
+		t.Fatal(err)
+	}
+	l3, err := r.Lock(ctx, true)
+	if err != nil {
+		t.Fatalf("expired lock not ignored: %v", err)
+	}
+	l3.Unlock(ctx)
+	l2.Unlock(ctx)
+}
+
+func TestSizeChange(t *testing.T) {
+	r := initRepo(t, mem.New(), testOptions())
+	rng := rand.New(rand.NewPCG(6, 6))
+	img := randomImage(rng, 20<<20+5000, 64<<10, 0)
+	m := backup(t, r, nil, img, nil)
+	// Grow: the old short last chunk is inherited and the rest reads zero.
+	grown := append(slices.Clone(img), make([]byte, 3<<20)...)
+	g := backup(t, r, m, grown, []uint64{0})
+	verifyImage(t, r, g.ID, grown)
+	// Shrink across a page boundary.
+	shrunk := slices.Clone(img[:5<<20+17])
+	s := backup(t, r, m, shrunk, []uint64{1})
+	verifyImage(t, r, s.ID, shrunk)
+	// Grow again without sending anything: the old bytes past the shrink
+	// point must not come back; the grown region reads as zeros.
+	regrown := append(slices.Clone(shrunk), make([]byte, 2<<20)...)
+	g2 := backup(t, r, s, regrown, []uint64{})
+	verifyImage(t, r, g2.ID, regrown)
+	checkClean(t, r, true)
+}
+
+func TestSlotsIterator(t *testing.T) {
+	r := initRepo(t, mem.New(), testOptions())
+	img := make([]byte, 1<<20)
+	fill(rand.New(rand.NewPCG(8, 8)), img[3<<16:4<<16])
+	m := backup(t, r, nil, img, nil)
+	im, err := r.OpenImage(context.Background(), m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nonZero []uint64
+	im.Slots(context.Background(), func(s uint64, zero bool) error {
+		if !zero {
+			nonZero = append(nonZero, s)
+		}
+		return nil
+	})
+	if !slices.Equal(nonZero, []uint64{3}) {
+		t.Fatalf("non-zero slots %v, want [3]", nonZero)
+	}
+	if m.Stats.NewChunks != 1 || m.Stats.ZeroChunks != 15 {
+		t.Errorf("stats %+v", m.Stats)
+	}
+}
+
+func TestLocalBackend(t *testing.T) {
+	dir := t.TempDir()
+	be, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := initRepo(t, be, testOptions())
+	rng := rand.New(rand.NewPCG(9, 9))
+	img := randomImage(rng, 8<<20, 64<<10, 0.2)
+	m := backup(t, r, nil, img, nil)
+	be2, _ := local.Open(dir)
+	r2, err := Open(context.Background(), be2, testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyImage(t, r2, m.ID, img)
+	checkClean(t, r2, true)
+}
+
+// TestCrashedBackup leaves packs of a backup that never committed or
+// aborted (a killed process): Check warns but finds no damage, and Prune
+// removes them once the dead writer's lock has expired.
+func TestCrashedBackup(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, testOptions())
+	ctx := context.Background()
+	keep := randomImage(rand.New(rand.NewPCG(10, 10)), 2<<20, 64<<10, 0)
+	m := backup(t, r, nil, keep, nil)
+
+	old := LockTTL
+	LockTTL = -1 // the dead writer's lock is already stale
+	w, err := r.NewWriter(ctx, nil, Meta{Size: 4 << 20})
+	LockTTL = old
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := randomImage(rand.New(rand.NewPCG(11, 11)), 4<<20, 64<<10, 0)
+	for s := range uint64(40) {
+		if err := w.PutChunk(ctx, s, img[s<<16:(s+1)<<16]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The process dies here: no Commit, no Abort.
+	res := checkClean(t, r, true)
+	if len(res.Warnings) == 0 {
+		t.Fatal("unindexed packs not reported")
+	}
+	st, err := r.Prune(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PacksRemoved == 0 {
+		t.Fatal("orphan packs not pruned")
+	}
+	if res := checkClean(t, r, true); len(res.Warnings) != 0 {
+		t.Fatalf("warnings after prune: %v", res.Warnings)
+	}
+	verifyImage(t, r, m.ID, keep)
+}
+
+// TestConcurrentWriters runs two backups of the same data at once in one
+// process: both must commit and read back. A writer dedups only against
+// committed data, so here chunks may be stored twice; the index keeps one
+// location and Check must accept the duplicate.
+func TestConcurrentWriters(t *testing.T) {
+	r := initRepo(t, mem.New(), testOptions())
+	img := randomImage(rand.New(rand.NewPCG(12, 12)), 4<<20, 64<<10, 0.1)
+	ms := make([]*Manifest, 2)
+	errs := make(chan error, 2)
+	for i := range ms {
+		go func() {
+			var err error
+			ms[i], err = tryBackup(context.Background(), r, nil, img, nil)
+			errs <- err
+		}()
+	}
+	for range ms {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range ms {
+		verifyImage(t, r, m.ID, img)
+	}
+	checkClean(t, r, true)
+}
+
+func dataBytes(t *testing.T, be backend.Backend) int64 {
+	var n int64
+	be.List(context.Background(), backend.Data, func(fi backend.FileInfo) error { n += fi.Size; return nil })
+	return n
+}
+
+// TestPruneRepack forgets a parent whose chunks were partly overwritten
+// by its child: the parent's packs are partly dead, so Prune must move
+// their live blobs and free the rest, keeping the child intact.
+func TestPruneRepack(t *testing.T) {
+	old := RepackUnused
+	RepackUnused = 0.05
+	defer func() { RepackUnused = old }()
+	for _, unenc := range []bool{false, true} {
+		t.Run(fmt.Sprint("unencrypted=", unenc), func(t *testing.T) {
+			be := mem.New()
+			opts := testOptions()
+			opts.Unencrypted = unenc
+			r := initRepo(t, be, opts)
+			ctx := context.Background()
+			rng := rand.New(rand.NewPCG(13, 13))
+			img := randomImage(rng, 8<<20, 64<<10, 0)
+			parent := backup(t, r, nil, img, nil)
+			child := backup(t, r, parent, img, slotsOf(mutate(rng, img, 64<<10, 0.2)))
+			before := dataBytes(t, be)
+			if err := r.Forget(ctx, parent.ID); err != nil {
+				t.Fatal(err)
+			}
+			st, err := r.Prune(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.PacksRepacked == 0 || dataBytes(t, be) >= before {
+				t.Fatalf("nothing repacked: %+v, %d -> %d bytes", st, before, dataBytes(t, be))
+			}
+			r2, err := Open(ctx, be, testPassword)
+			if err != nil {
+				t.Fatal(err)
+			}
+			verifyImage(t, r2, child.ID, img)
+			if res := checkClean(t, r2, true); len(res.Warnings) != 0 {
+				t.Fatalf("warnings: %v", res.Warnings)
+			}
+		})
+	}
+}
+
+// TestLockRefresh forces a refresh on every pack upload from concurrent
+// PutChunk callers: the lock must stay held (one live file) throughout.
+func TestLockRefresh(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, Options{PackSize: 64 << 10, PageSlots: 256, KDF: testKDF})
+	old := LockTTL
+	LockTTL = time.Nanosecond // every upload refreshes
+	defer func() { LockTTL = old }()
+	img := randomImage(rand.New(rand.NewPCG(14, 14)), 2<<20, 64<<10, 0)
+	m := backup(t, r, nil, img, nil)
+	verifyImage(t, r, m.ID, img)
+	if n := count(t, be, backend.Locks); n != 0 {
+		t.Fatalf("%d lock files left", n)
+	}
+}

@@ -1,0 +1,408 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/blockwise/blockwise/internal/backend"
+)
+
+// SnapshotWriter builds one restore point. PutChunk is safe for
+// concurrent use; Commit and Abort end the writer.
+type SnapshotWriter struct {
+	r      *Repository
+	meta   Meta
+	parent *Manifest
+	slots  uint64
+	npages uint64
+	lock   *Lock
+	pk     *packer
+	start  time.Time
+
+	mu       sync.Mutex
+	pages    map[uint64][]ID // pages loaded or changed
+	dirty    map[uint64]bool
+	pending  map[blobKey]bool // blobs this writer added to packs
+	stats    Stats
+	err      error // sticky: once set only Abort is allowed
+	closed   bool
+	indexing bool
+	// tailWritten: the caller sent the last slot itself.
+	tailWritten atomic.Bool // an index file may name our packs: never remove them
+}
+
+// NewWriter starts a backup of a disk described by meta. With a parent,
+// every slot not written keeps the parent's content (an incremental);
+// without one, unwritten slots read as zeros. It takes a shared lock
+// held until Commit or Abort.
+func (r *Repository) NewWriter(ctx context.Context, parent *Manifest, meta Meta) (*SnapshotWriter, error) {
+	if meta.Size == 0 || meta.Size > maxImageSize {
+		return nil, fmt.Errorf("repo: new writer: size %d: %w", meta.Size, ErrInvalid)
+	}
+	if parent != nil && (parent.ChunkSize != r.cfg.ChunkSize || parent.PageSlots != r.cfg.PageSlots) {
+		return nil, fmt.Errorf("repo: new writer: parent geometry differs: %w", ErrInvalid)
+	}
+	lock, err := r.Lock(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.writerPreflight(ctx, parent); err != nil {
+		lock.Unlock(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	m := &Manifest{Meta: meta, ChunkSize: r.cfg.ChunkSize, PageSlots: r.cfg.PageSlots}
+	w := &SnapshotWriter{r: r, meta: meta, parent: parent, slots: m.Slots(), lock: lock, start: time.Now(),
+		pages: map[uint64][]ID{}, dirty: map[uint64]bool{}, pending: map[blobKey]bool{}}
+	w.npages = ceilDiv(w.slots, uint64(r.cfg.PageSlots))
+	w.pk = &packer{r: r, onUpload: w.refreshLock}
+	return w, nil
+}
+
+// writerPreflight runs under the writer's lock, when Prune cannot run.
+// Another process may have pruned since we loaded the index (dedup
+// against a stale index would reference deleted blobs), or forgotten and
+// pruned the parent (whose pages we would inherit).
+func (r *Repository) writerPreflight(ctx context.Context, parent *Manifest) error {
+	if parent != nil {
+		_, err := r.be.Stat(ctx, backend.Handle{Type: backend.Manifests, Name: parent.ID.String()})
+		if err != nil {
+			return fmt.Errorf("repo: new writer: parent %v: %w", parent.ID.Short(), translate(err))
+		}
+	}
+	return r.refreshIndex(ctx)
+}
+
+func (w *SnapshotWriter) refreshLock(ctx context.Context) error {
+	if w.lock.needsRefresh() {
+		return w.lock.Refresh(ctx)
+	}
+	return nil
+}
+
+// chunkLen is the length of slot's chunk: ChunkSize except for a short
+// last slot.
+func (w *SnapshotWriter) chunkLen(slot uint64) int {
+	cs := uint64(w.r.cfg.ChunkSize)
+	return int(min(cs, w.meta.Size-slot*cs))
+}
+
+func (w *SnapshotWriter) pageLen(pi uint64) int {
+	return int(min(uint64(w.r.cfg.PageSlots), w.slots-pi*uint64(w.r.cfg.PageSlots)))
+}
+
+func (w *SnapshotWriter) usable() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return fmt.Errorf("repo: writer: %w", ErrClosed)
+	}
+	if w.err != nil {
+		return fmt.Errorf("repo: writer failed earlier (%w): %w", w.err, ErrClosed)
+	}
+	return nil
+}
+
+func (w *SnapshotWriter) fail(err error) error {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+	return err
+}
+
+// PutChunk records data as the content of slot. data must be exactly the
+// slot's length (ChunkSize, or less for the last slot). All-zero data is
+// not stored: the slot is marked zero. Data already in the repository is
+// not stored again.
+func (w *SnapshotWriter) PutChunk(ctx context.Context, slot uint64, data []byte) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	return w.put(ctx, slot, data)
+}
+
+func (w *SnapshotWriter) put(ctx context.Context, slot uint64, data []byte) error {
+	if slot >= w.slots || len(data) != w.chunkLen(slot) {
+		return fmt.Errorf("repo: put chunk: slot %d with %d bytes (image has %d slots): %w", slot, len(data), w.slots, ErrInvalid)
+	}
+	id := zeroID
+	if !w.r.isZero(data) {
+		id = w.r.crypt.blobID(data)
+		if err := w.store(ctx, BlobChunk, id, data); err != nil {
+			return w.fail(err)
+		}
+	}
+	if err := w.setSlot(ctx, slot, id); err != nil {
+		return w.fail(err)
+	}
+	if slot == w.slots-1 {
+		w.tailWritten.Store(true)
+	}
+	w.mu.Lock()
+	w.stats.Chunks++
+	w.stats.BytesRead += uint64(len(data))
+	if id.IsZero() {
+		w.stats.ZeroChunks++
+	}
+	w.mu.Unlock()
+	return nil
+}
+
+func (r *Repository) isZero(data []byte) bool {
+	return bytes.Equal(data, r.zeros()[:len(data)])
+}
+
+// store adds a blob to a pack unless the repository or this writer
+// already has it. The key is claimed before encoding so two goroutines
+// with equal data store it once.
+func (w *SnapshotWriter) store(ctx context.Context, t BlobType, id ID, data []byte) error {
+	k := blobKey{t, id}
+	w.mu.Lock()
+	if w.pending[k] || w.r.idx.has(t, id) {
+		w.mu.Unlock()
+		return nil
+	}
+	w.pending[k] = true
+	if t == BlobChunk {
+		w.stats.NewChunks++
+		w.stats.NewBytes += uint64(len(data))
+	} else {
+		w.stats.NewPages++
+	}
+	w.mu.Unlock()
+	return w.pk.add(ctx, t, id, data)
+}
+
+func (w *SnapshotWriter) setSlot(ctx context.Context, slot uint64, id ID) error {
+	ps := uint64(w.r.cfg.PageSlots)
+	pg, err := w.page(ctx, slot/ps)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	pg[slot%ps] = id
+	w.dirty[slot/ps] = true
+	w.mu.Unlock()
+	return nil
+}
+
+// page returns page pi for modification, loading it from the parent on
+// first use. Loading happens outside the lock; if two goroutines race,
+// the first stored copy wins and the other is dropped unmodified.
+func (w *SnapshotWriter) page(ctx context.Context, pi uint64) ([]ID, error) {
+	w.mu.Lock()
+	pg, ok := w.pages[pi]
+	w.mu.Unlock()
+	if ok {
+		return pg, nil
+	}
+	pg, err := w.basePage(ctx, pi)
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if existing, ok := w.pages[pi]; ok {
+		return existing, nil
+	}
+	w.pages[pi] = pg
+	return pg, nil
+}
+
+// basePage is page pi as inherited from the parent, resized to this
+// image's geometry: slots past the parent's end read as zeros.
+func (w *SnapshotWriter) basePage(ctx context.Context, pi uint64) ([]ID, error) {
+	pg := make([]ID, w.pageLen(pi))
+	p := w.parent
+	if p == nil || pi >= uint64(len(p.Pages)) || p.Pages[pi].IsZero() {
+		return pg, nil
+	}
+	old, err := w.r.loadPage(ctx, w.r.idx, p, pi)
+	if err != nil {
+		return nil, err
+	}
+	copy(pg, old)
+	return pg, nil
+}
+
+// loadPage reads page pi of m.
+func (r *Repository) loadPage(ctx context.Context, x *index, m *Manifest, pi uint64) ([]ID, error) {
+	if m.Pages[pi].IsZero() {
+		return make([]ID, m.pageLen(pi)), nil
+	}
+	data, err := r.loadBlobFrom(ctx, x, BlobPage, m.Pages[pi])
+	if err != nil {
+		return nil, fmt.Errorf("repo: manifest %v page %d: %w", m.ID.Short(), pi, err)
+	}
+	pg, err := decodePage(data, m.pageLen(pi))
+	if err != nil {
+		return nil, fmt.Errorf("repo: manifest %v page %d: %w", m.ID.Short(), pi, err)
+	}
+	return pg, nil
+}
+
+// Commit writes the restore point. Order: remaining packs (chunks and
+// pages) → index file → manifest. A crash at any point before the
+// manifest leaves no restore point, only data that Prune removes.
+func (w *SnapshotWriter) Commit(ctx context.Context) (*Manifest, error) {
+	if err := w.usable(); err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	m, err := w.commit(ctx)
+	if err != nil {
+		return nil, errors.Join(err, w.cleanup(context.WithoutCancel(ctx)))
+	}
+	// The backup is committed whatever happens to the lock: a lock file
+	// that cannot be removed only delays a prune until it expires.
+	_ = w.lock.Unlock(context.WithoutCancel(ctx))
+	return m, nil
+}
+
+func (w *SnapshotWriter) commit(ctx context.Context) (*Manifest, error) {
+	m := &Manifest{Meta: w.meta, ChunkSize: w.r.cfg.ChunkSize, PageSlots: w.r.cfg.PageSlots}
+	if w.parent != nil {
+		pid := w.parent.ID
+		m.Parent = &pid
+	}
+	if err := w.trimTail(ctx); err != nil {
+		return nil, err
+	}
+	var err error
+	if m.Pages, err = w.writePages(ctx); err != nil {
+		return nil, err
+	}
+	if err := w.pk.flush(ctx); err != nil {
+		return nil, err
+	}
+	idxBytes, err := w.writeIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.Stats = w.stats
+	m.Stats.PacksWritten = uint64(len(w.pk.done))
+	m.Stats.StoredBytes = w.pk.stored + idxBytes
+	m.Stats.Duration = time.Since(w.start)
+	data, err := encodeManifest(w.r.crypt, m)
+	if err != nil {
+		return nil, err
+	}
+	if m.ID, err = w.r.saveFile(ctx, backend.Manifests, data); err != nil {
+		return nil, w.rollbackManifest(ctx, m.ID, err)
+	}
+	m.Stats.StoredBytes += uint64(len(data))
+	return m, nil
+}
+
+// rollbackManifest makes a failed manifest save unambiguous: the save may
+// have taken effect before the error (a lost acknowledgement), so remove
+// it. Only if that also fails is the outcome unknown, and the error says so.
+func (w *SnapshotWriter) rollbackManifest(ctx context.Context, id ID, saveErr error) error {
+	err := w.r.be.Remove(context.WithoutCancel(ctx), backend.Handle{Type: backend.Manifests, Name: id.String()})
+	if err == nil || errors.Is(err, backend.ErrNotFound) {
+		return saveErr
+	}
+	return fmt.Errorf("repo: commit outcome unknown, manifest %v may exist: %w", id.Short(), errors.Join(saveErr, err))
+}
+
+// trimTail keeps the invariant that no chunk is longer than its slot.
+// After a shrink, the new last slot may inherit a chunk longer than the
+// slot; if the disk later grew again, the bytes past the old end would
+// reappear instead of zeros. So such a chunk is stored again, truncated.
+func (w *SnapshotWriter) trimTail(ctx context.Context) error {
+	last := w.slots - 1
+	n := w.chunkLen(last)
+	if w.parent == nil || w.meta.Size >= w.parent.Size || n == int(w.r.cfg.ChunkSize) || w.tailWritten.Load() {
+		return nil
+	}
+	ps := uint64(w.r.cfg.PageSlots)
+	pg, err := w.page(ctx, last/ps)
+	if err != nil || pg[last%ps].IsZero() {
+		return err
+	}
+	data, err := w.r.loadBlobFrom(ctx, w.r.idx, BlobChunk, pg[last%ps])
+	if err != nil || len(data) <= n {
+		return err
+	}
+	return w.put(ctx, last, data[:n])
+}
+
+// writePages stores every changed page and returns the root list. A page
+// not touched keeps the parent's ID unless the geometry changed under it.
+func (w *SnapshotWriter) writePages(ctx context.Context) ([]ID, error) {
+	roots := make([]ID, w.npages)
+	for pi := range w.npages {
+		p := w.parent
+		reuse := p != nil && pi < uint64(len(p.Pages)) && p.pageLen(pi) == w.pageLen(pi)
+		if !w.dirty[pi] && reuse {
+			roots[pi] = p.Pages[pi]
+			continue
+		}
+		pg, err := w.page(ctx, pi)
+		if err != nil {
+			return nil, err
+		}
+		if roots[pi], err = w.storePage(ctx, pg); err != nil {
+			return nil, err
+		}
+	}
+	return roots, nil
+}
+
+// storePage stores a page; an all-zero page gets the zero ID and no blob,
+// so a large empty disk costs almost nothing.
+func (w *SnapshotWriter) storePage(ctx context.Context, pg []ID) (ID, error) {
+	if !slices.ContainsFunc(pg, func(id ID) bool { return !id.IsZero() }) {
+		return zeroID, nil
+	}
+	enc := encodePage(pg)
+	id := w.r.crypt.blobID(enc)
+	return id, w.store(ctx, BlobPage, id, enc)
+}
+
+// writeIndex writes one index file naming this writer's packs.
+func (w *SnapshotWriter) writeIndex(ctx context.Context) (uint64, error) {
+	if len(w.pk.done) == 0 {
+		return 0, nil
+	}
+	w.mu.Lock()
+	w.indexing = true
+	w.mu.Unlock()
+	data := sealEnvelope(w.r.crypt, indexMagic, encodeIndex(w.pk.done))
+	id, err := w.r.saveFile(ctx, backend.Index, data)
+	if err != nil {
+		return 0, err
+	}
+	w.r.idx.add(id.String(), w.pk.done)
+	return uint64(len(data)), nil
+}
+
+// Abort ends the writer without a restore point and removes the packs it
+// wrote, unless an index file may already name them (then Prune will).
+func (w *SnapshotWriter) Abort(ctx context.Context) error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return fmt.Errorf("repo: abort: %w", ErrClosed)
+	}
+	w.closed = true
+	w.mu.Unlock()
+	return w.cleanup(ctx)
+}
+
+func (w *SnapshotWriter) cleanup(ctx context.Context) error {
+	var err error
+	if !w.indexing {
+		err = w.pk.removeAll(ctx)
+	}
+	return errors.Join(err, w.lock.Unlock(ctx))
+}
