@@ -1,0 +1,274 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/blockwise/blockwise/internal/repo"
+)
+
+// Errors a Host MUST wrap so backup can react.
+var (
+	// ErrChangeIDInvalid: ChangedAreas cannot answer for the change ID
+	// (foreign, expired, reset): the backup falls back to a full read.
+	ErrChangeIDInvalid = errors.New("change ID invalid")
+	// ErrBusy: a passing condition (the snapshot's NBD export is still
+	// closing): the call is retried.
+	ErrBusy = errors.New("busy")
+)
+
+// DiskInfo identifies a disk.
+type DiskInfo struct {
+	UUID string
+	Size int64
+}
+
+// Snapshot is a snapshot the host made for a backup.
+type Snapshot struct {
+	ID       string
+	ChangeID string
+	Size     int64
+	Created  time.Time
+}
+
+// Area is a changed byte range.
+type Area struct{ Start, Length int64 }
+
+// Areas is one page of changed areas covering [StartOffset, StartOffset+Length).
+type Areas struct {
+	StartOffset, Length int64
+	Changed             []Area
+}
+
+// Host is the part of the host API a backup uses. Implementations MUST
+// return errors wrapping ErrChangeIDInvalid for unanswerable change IDs.
+type Host interface {
+	Disk(ctx context.Context, disk string) (DiskInfo, error)
+	CreateSnapshot(ctx context.Context, disk, description string) (Snapshot, error)
+	ChangedAreas(ctx context.Context, disk, snapshot string, start int64, changeID string) (*Areas, error)
+	DeleteSnapshot(ctx context.Context, disk, snapshot string) error
+}
+
+// Source reads a snapshot's bytes. Safe for concurrent use.
+type Source interface {
+	ReadAt(ctx context.Context, p []byte, off int64) error
+	Close() error
+}
+
+// Options of a backup.
+type Options struct {
+	Disk    string
+	Host    Host
+	Repo    *repo.Repository
+	Open    func(ctx context.Context, disk, snapshot string) (Source, error)
+	Workers int // concurrent reads, default 4
+	// Full ignores the previous restore point's change ID.
+	Full bool
+}
+
+// Result describes a finished backup.
+type Result struct {
+	Manifest   *repo.Manifest
+	Parent     *repo.Manifest // nil for a first backup
+	Mode       string         // "full" or "incremental"
+	Reason     string         // why a backup is full
+	Snapshot   Snapshot
+	AreasBytes int64 // bytes CBT reported changed (or allocated)
+	ReadBytes  int64 // bytes read through the source
+	Duration   time.Duration
+}
+
+// Run takes one backup.
+func Run(ctx context.Context, o Options) (res *Result, err error) {
+	start := time.Now()
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	info, err := o.Host.Disk(ctx, o.Disk)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", o.Disk, err)
+	}
+	parent, err := LatestFor(ctx, o.Repo, o.Disk, info.UUID)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := o.Host.CreateSnapshot(ctx, o.Disk, "blockwise backup")
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: snapshot: %w", o.Disk, err)
+	}
+	defer func() {
+		// Always remove the snapshot: it costs the disk a delta layer.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+		defer cancel()
+		if derr := deleteSnapshot(dctx, o, snap.ID); derr != nil && err == nil {
+			err = fmt.Errorf("backup %s: delete snapshot %s: %w", o.Disk, snap.ID, derr)
+		}
+	}()
+	res = &Result{Snapshot: snap, Parent: parent}
+	if err := run(ctx, o, info, res); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", o.Disk, err)
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func run(ctx context.Context, o Options, info DiskInfo, res *Result) error {
+	areas, err := changedAreas(ctx, o, res)
+	if err != nil {
+		return err
+	}
+	meta := repo.Meta{Disk: o.Disk, DiskUUID: info.UUID, ChangeID: res.Snapshot.ChangeID,
+		Size: uint64(res.Snapshot.Size), Time: res.Snapshot.Created}
+	parent := res.Parent
+	if res.Mode == "full" {
+		parent = nil
+	}
+	w, err := o.Repo.NewWriter(ctx, parent, meta)
+	if err != nil {
+		return err
+	}
+	src, err := o.Open(ctx, o.Disk, res.Snapshot.ID)
+	if err != nil {
+		w.Abort(context.WithoutCancel(ctx))
+		return fmt.Errorf("open snapshot: %w", err)
+	}
+	defer src.Close()
+	cs := int64(o.Repo.Config().ChunkSize)
+	if err := copySlots(ctx, src, w, plan(areas, cs, res.Snapshot.Size), cs, res.Snapshot.Size, o.Workers, &res.ReadBytes); err != nil {
+		w.Abort(context.WithoutCancel(ctx))
+		return err
+	}
+	res.Manifest, err = w.Commit(ctx)
+	return err
+}
+
+// changedAreas asks the host what to read, falling back to a full read of
+// the allocated areas when there is no usable parent.
+func changedAreas(ctx context.Context, o Options, res *Result) ([]Area, error) {
+	since := "*"
+	res.Mode, res.Reason = "full", "first backup of this disk in this repository"
+	switch {
+	case o.Full:
+		res.Reason = "full backup requested"
+	case res.Parent != nil && res.Parent.ChangeID != "":
+		since, res.Mode, res.Reason = res.Parent.ChangeID, "incremental", ""
+	}
+	areas, err := allAreas(ctx, o, res.Snapshot, since)
+	if errors.Is(err, ErrChangeIDInvalid) && since != "*" {
+		res.Mode, res.Reason = "full", fmt.Sprintf("the host cannot answer since %s (%v)", since, err)
+		areas, err = allAreas(ctx, o, res.Snapshot, "*")
+	}
+	for _, a := range areas {
+		res.AreasBytes += a.Length
+	}
+	return areas, err
+}
+
+func allAreas(ctx context.Context, o Options, s Snapshot, since string) ([]Area, error) {
+	var out []Area
+	for pos := int64(0); pos < s.Size; {
+		page, err := o.Host.ChangedAreas(ctx, o.Disk, s.ID, pos, since)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page.Changed...)
+		if page.Length <= 0 {
+			return nil, fmt.Errorf("host returned an empty page at %d", pos)
+		}
+		pos = page.StartOffset + page.Length
+	}
+	return out, nil
+}
+
+// deleteSnapshot retries while the host is busy: the source's NBD
+// connection may still be closing on the host's side.
+func deleteSnapshot(ctx context.Context, o Options, id string) error {
+	wait := 10 * time.Millisecond
+	for {
+		err := o.Host.DeleteSnapshot(ctx, o.Disk, id)
+		if !errors.Is(err, ErrBusy) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// LatestFor is the newest restore point of the disk (same name and
+// identity) in the repository, or nil.
+func LatestFor(ctx context.Context, r *repo.Repository, disk, uuid string) (*repo.Manifest, error) {
+	ms, err := r.ListManifests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var best *repo.Manifest
+	for _, m := range ms {
+		if m.Disk == disk && m.DiskUUID == uuid && (best == nil || m.Time.After(best.Time)) {
+			best = m
+		}
+	}
+	return best, nil
+}
+
+// slotRun is a span of consecutive slots [first, first+n).
+type slotRun struct{ first, n int64 }
+
+// plan turns changed areas (sorted, as the host returns them) into runs
+// of whole chunk slots, merged, each at most maxRun slots so one read stays
+// a reasonable NBD request.
+func plan(areas []Area, chunk, size int64) []slotRun {
+	const maxRun = 64
+	var spans [][2]int64
+	for _, a := range areas {
+		s0, s1 := a.Start/chunk, (min(a.Start+a.Length, size)+chunk-1)/chunk
+		if k := len(spans); k > 0 && spans[k-1][1] >= s0 {
+			spans[k-1][1] = max(spans[k-1][1], s1)
+		} else if s1 > s0 {
+			spans = append(spans, [2]int64{s0, s1})
+		}
+	}
+	var out []slotRun
+	for _, sp := range spans {
+		for s := sp[0]; s < sp[1]; s += maxRun {
+			out = append(out, slotRun{s, min(maxRun, sp[1]-s)})
+		}
+	}
+	return out
+}
+
+// copySlots reads the planned runs and stores each chunk.
+func copySlots(ctx context.Context, src Source, w *repo.SnapshotWriter, runs []slotRun, chunk, size int64, workers int, read *int64) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	counts := make([]int64, len(runs))
+	for i, r := range runs {
+		g.Go(func() error {
+			off := r.first * chunk
+			buf := make([]byte, min(r.n*chunk, size-off))
+			if err := src.ReadAt(gctx, buf, off); err != nil {
+				return fmt.Errorf("read %d+%d: %w", off, len(buf), err)
+			}
+			counts[i] = int64(len(buf))
+			for s := int64(0); s*chunk < int64(len(buf)); s++ {
+				c := buf[s*chunk : min((s+1)*chunk, int64(len(buf)))]
+				if err := w.PutChunk(gctx, uint64(r.first+s), c); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	for _, c := range counts {
+		*read += c
+	}
+	return err
+}

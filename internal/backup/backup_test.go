@@ -1,0 +1,254 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/blockwise/blockwise/internal/backend/local"
+	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/internal/nbd"
+	"github.com/blockwise/blockwise/internal/repo"
+)
+
+// testHost adapts an in-process host to Host; reads go through a real NBD
+// server on a unix socket, as a backup proxy's would.
+type testHost struct {
+	h    *host.Host
+	sock string
+}
+
+func (th *testHost) Disk(ctx context.Context, name string) (DiskInfo, error) {
+	d, err := th.h.Disk(name)
+	if err != nil {
+		return DiskInfo{}, err
+	}
+	st, err := d.Stat()
+	return DiskInfo{UUID: st.UUID, Size: st.Size}, err
+}
+
+func (th *testHost) CreateSnapshot(ctx context.Context, name, desc string) (Snapshot, error) {
+	d, err := th.h.Disk(name)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	s, err := d.CreateSnapshot("", desc)
+	return Snapshot{ID: s.ID, ChangeID: s.ChangeID, Size: s.Size, Created: s.Created}, err
+}
+
+func (th *testHost) ChangedAreas(ctx context.Context, name, snap string, start int64, since string) (*Areas, error) {
+	d, err := th.h.Disk(name)
+	if err != nil {
+		return nil, err
+	}
+	s, err := d.OpenSnapshot(snap)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	ca, err := s.ChangedAreas(start, since)
+	if errors.Is(err, disk.ErrChangeIDInvalid) {
+		return nil, fmt.Errorf("%w: %v", ErrChangeIDInvalid, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := &Areas{StartOffset: ca.StartOffset, Length: ca.Length}
+	for _, a := range ca.ChangedArea {
+		out.Changed = append(out.Changed, Area{a.Start, a.Length})
+	}
+	return out, nil
+}
+
+func (th *testHost) DeleteSnapshot(ctx context.Context, name, snap string) error {
+	d, err := th.h.Disk(name)
+	if err != nil {
+		return err
+	}
+	t, err := d.DeleteSnapshot(snap)
+	if errors.Is(err, disk.ErrBusy) {
+		return fmt.Errorf("%w: %v", ErrBusy, err)
+	}
+	if err != nil {
+		return err
+	}
+	return t.Wait(ctx)
+}
+
+func (th *testHost) open(ctx context.Context, name, snap string) (Source, error) {
+	return nbd.Dial(ctx, "nbd+unix:///"+name+"@"+snap+"?socket="+th.sock, nil)
+}
+
+// nbdTarget restores into a live disk over NBD.
+type nbdTarget struct{ *nbd.Client }
+
+func (t nbdTarget) WriteAt(ctx context.Context, p []byte, off int64) error {
+	return t.Client.WriteAt(ctx, p, off, false)
+}
+func (t nbdTarget) Zero(ctx context.Context, off, n int64) error {
+	return t.Client.Zero(ctx, off, n, true, false)
+}
+
+type fixture struct {
+	th   *testHost
+	repo *repo.Repository
+}
+
+func newFixture(t *testing.T) *fixture {
+	dir := t.TempDir()
+	ds, err := disk.OpenDatastore(filepath.Join(dir, "ds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := host.New(ds)
+	sock := filepath.Join(dir, "nbd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := nbd.NewServer(h, nbd.ServerOptions{})
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		h.Close()
+	})
+	be, err := local.Open(filepath.Join(dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(context.Background(), be, "secret", repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 8 << 10, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{th: &testHost{h: h, sock: sock}, repo: r}
+}
+
+func (f *fixture) backup(t *testing.T, name string) *Result {
+	t.Helper()
+	res, err := Run(context.Background(), Options{Disk: name, Host: f.th, Repo: f.repo, Open: f.th.open})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// restoreInto restores a manifest into a new disk and returns its bytes.
+func (f *fixture) restoreInto(t *testing.T, id repo.ID, name string, size int64) []byte {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := f.th.h.Create(name, size, disk.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := nbd.Dial(ctx, "nbd+unix:///"+name+"?socket="+f.th.sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := Restore(ctx, RestoreOptions{Repo: f.repo, Manifest: id, Target: nbdTarget{c}, TargetIsZero: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verified == 0 {
+		t.Fatal("nothing verified")
+	}
+	got := make([]byte, size)
+	if err := c.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestFullIncrementalRestore(t *testing.T) {
+	f := newFixture(t)
+	const size = 32 << 20
+	d, err := f.th.h.Create("vm", size, disk.Options{CBT: cbt.Config{Granularity: 64 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(1))
+	img := make([]byte, size)
+	for i := 0; i < size; i += 1 << 20 { // half the MiBs hold data
+		if rng.Intn(2) == 0 {
+			rng.Read(img[i : i+1<<20])
+		}
+	}
+	d.WriteAt(img, 0)
+	first := f.backup(t, "vm")
+	if first.Mode != "full" || first.Parent != nil {
+		t.Fatalf("first backup: %+v", first)
+	}
+	if st, _ := d.Stat(); len(st.Snapshots) != 0 {
+		t.Fatal("backup left its snapshot behind")
+	}
+	v1 := bytes.Clone(img)
+	changed := 0
+	for b := 0; b < size/(64<<10); b++ { // ~1% of 64 KiB blocks
+		if rng.Intn(100) == 0 {
+			p := make([]byte, 64<<10)
+			rng.Read(p)
+			d.WriteAt(p, int64(b)*64<<10)
+			copy(img[b*64<<10:], p)
+			changed += len(p)
+		}
+	}
+	second := f.backup(t, "vm")
+	if second.Mode != "incremental" || second.ReadBytes != int64(changed) {
+		t.Fatalf("incremental read %d bytes, %d changed: %+v", second.ReadBytes, changed, second)
+	}
+	if nb := second.Manifest.Stats.NewBytes; nb > uint64(changed)*3/2 {
+		t.Fatalf("incremental stored %d new bytes for %d changed", nb, changed)
+	}
+	if got := f.restoreInto(t, first.Manifest.ID, "r1", size); !bytes.Equal(got, v1) {
+		t.Fatal("first restore point differs")
+	}
+	if got := f.restoreInto(t, second.Manifest.ID, "r2", size); !bytes.Equal(got, img) {
+		t.Fatal("second restore point differs")
+	}
+}
+
+func TestInvalidChangeIDFallsBackToFull(t *testing.T) {
+	f := newFixture(t)
+	d, _ := f.th.h.Create("vm", 4<<20, disk.Options{})
+	d.WriteAt(bytes.Repeat([]byte{7}, 1<<20), 0)
+	f.backup(t, "vm")
+	if err := d.ResetCBT(); err != nil {
+		t.Fatal(err)
+	}
+	res := f.backup(t, "vm")
+	if res.Mode != "full" || res.Reason == "" {
+		t.Fatalf("after a CBT reset: mode %s reason %q", res.Mode, res.Reason)
+	}
+	if got := f.restoreInto(t, res.Manifest.ID, "r", 4<<20); !bytes.Equal(got[:1<<20], bytes.Repeat([]byte{7}, 1<<20)) {
+		t.Fatal("restore after fallback differs")
+	}
+}
+
+func TestPlan(t *testing.T) {
+	tests := []struct {
+		areas []Area
+		want  []slotRun
+	}{
+		{nil, nil},
+		{[]Area{{0, 1}}, []slotRun{{0, 1}}},
+		{[]Area{{100, 64 << 10}}, []slotRun{{0, 2}}},
+		{[]Area{{0, 64 << 10}, {64 << 10, 64 << 10}, {10 << 20, 1}}, []slotRun{{0, 2}, {160, 1}}},
+		{[]Area{{0, 65 * 64 << 10}}, []slotRun{{0, 64}, {64, 1}}},
+		{[]Area{{0, 64 << 10}, {32 << 10, 64 << 10}}, []slotRun{{0, 2}}},
+	}
+	for i, tc := range tests {
+		got := plan(tc.areas, 64<<10, 100<<20)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%d: plan %v, want %v", i, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,21 @@
+// Package backup takes CBT-driven, incremental-forever backups of virtual
+// disks into a repository, and restores them.
+//
+// Vocabulary:
+//   - Host: what a backup asks of the machine that runs the disk (through
+//     the client API): a snapshot, the changed areas since a change ID, the
+//     NBD address of the snapshot, and the snapshot's removal.
+//   - Source: where the snapshot's bytes are read (a transport: NBD today).
+//   - plan: the chunk slots to read — those overlapping a changed area. A
+//     partly changed chunk is read whole from the snapshot.
+//   - restore point: a repository manifest. Every backup writes a complete
+//     one (the parent's slots plus the changed ones), so each restores on
+//     its own: incremental on the wire, full in the catalogue.
+//
+// Flow of Run: snapshot → changed areas since the change ID of the disk's
+// last restore point in this repository ("*" for the first, or when the
+// host says the ID is invalid: a full read of allocated areas, and the
+// result says why) → read the planned slots through the Source with
+// bounded workers → PutChunk → Commit (the manifest is written last) →
+// delete the snapshot, whatever happened.
+package backup
