@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/blockwise/blockwise/internal/backup"
+	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/nbd"
+)
+
+type restoreOptions struct {
+	repoOptions
+	Disk    string
+	ToFile  string
+	ToURI   string
+	Workers int
+}
+
+var restoreOpts restoreOptions
+
+var restoreCmd = &cobra.Command{
+	Use:   "restore ID|latest",
+	Short: "Restore a restore point to a raw file or an NBD export, verified chunk by chunk",
+	Args:  cobra.ExactArgs(1),
+	RunE: func(cmd *cobra.Command, args []string) error {
+		return runRestore(cmd.Context(), restoreOpts, args[0], cmd.OutOrStdout())
+	},
+}
+
+func init() {
+	addRepoFlags(restoreCmd, &restoreOpts.repoOptions)
+	f := restoreCmd.Flags()
+	f.StringVar(&restoreOpts.Disk, "disk", "", "with latest: the disk whose newest restore point to use")
+	f.StringVar(&restoreOpts.ToFile, "to-file", "", "write a sparse raw image file (must not exist)")
+	f.StringVar(&restoreOpts.ToURI, "to-uri", "", "write into an NBD export (nbd://, nbd+unix://, nbds://)")
+	f.IntVar(&restoreOpts.Workers, "workers", 4, "concurrent chunk writes")
+	rootCmd.AddCommand(restoreCmd)
+}
+
+func runRestore(ctx context.Context, o restoreOptions, ref string, out io.Writer) error {
+	if (o.ToFile == "") == (o.ToURI == "") {
+		return fmt.Errorf("%w: give exactly one of --to-file and --to-uri", errUsage)
+	}
+	r, err := o.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	m, err := findManifest(ctx, r, ref, o.Disk)
+	if err != nil {
+		return err
+	}
+	target, isZero, err := openTarget(ctx, o, int64(m.Size))
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	res, err := backup.Restore(ctx, backup.RestoreOptions{Repo: r, Manifest: m.ID, Target: target, TargetIsZero: isZero, Workers: o.Workers})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "restored %s (%s, %d bytes): %d bytes written, %d zero chunks, %d chunks verified, %s\n",
+		m.ID.Short(), m.Disk, m.Size, res.BytesWritten, res.ZeroSlots, res.Verified, res.Duration.Round(1e6))
+	return nil
+}
+
+type closingTarget interface {
+	backup.Target
+	Close() error
+}
+
+func openTarget(ctx context.Context, o restoreOptions, size int64) (closingTarget, bool, error) {
+	if o.ToFile != "" {
+		f, err := os.OpenFile(o.ToFile, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, false, err
+		}
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			return nil, false, err
+		}
+		return fileTarget{f}, true, nil
+	}
+	c, err := nbd.Dial(ctx, o.ToURI, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	return nbdTarget{c}, false, nil
+}
+
+// fileTarget restores into a raw image file.
+type fileTarget struct{ f *os.File }
+
+func (t fileTarget) WriteAt(_ context.Context, p []byte, off int64) error {
+	_, err := t.f.WriteAt(p, off)
+	return err
+}
+func (t fileTarget) ReadAt(_ context.Context, p []byte, off int64) error {
+	return fsutil.ReadFull(t.f, p, off)
+}
+func (t fileTarget) Zero(_ context.Context, off, n int64) error { return fsutil.PunchHole(t.f, off, n) }
+func (t fileTarget) Flush(context.Context) error                { return t.f.Sync() }
+func (t fileTarget) Close() error                               { return t.f.Close() }
+func (t fileTarget) Size() int64 {
+	st, err := t.f.Stat()
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// nbdTarget restores into an NBD export.
+type nbdTarget struct{ c *nbd.Client }
+
+func (t nbdTarget) WriteAt(ctx context.Context, p []byte, off int64) error {
+	return t.c.WriteAt(ctx, p, off, false)
+}
+func (t nbdTarget) ReadAt(ctx context.Context, p []byte, off int64) error {
+	return t.c.ReadAt(ctx, p, off)
+}
+func (t nbdTarget) Zero(ctx context.Context, off, n int64) error {
+	err := t.c.Zero(ctx, off, n, true, false)
+	if errors.Is(err, nbd.ErrNotSupported) {
+		return t.c.WriteAt(ctx, make([]byte, n), off, false)
+	}
+	return err
+}
+func (t nbdTarget) Flush(ctx context.Context) error { return t.c.Flush(ctx) }
+func (t nbdTarget) Close() error                    { return t.c.Close() }
+func (t nbdTarget) Size() int64                     { return t.c.Size() }

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/backend/local"
+	"github.com/blockwise/blockwise/internal/repo"
+)
+
+// repoOptions locate and unlock a repository.
+type repoOptions struct {
+	Repo         string
+	PasswordFile string
+}
+
+func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
+	cmd.Flags().StringVarP(&o.Repo, "repo", "r", os.Getenv("BLOCKWISE_REPO"), "repository: a directory (env BLOCKWISE_REPO)")
+	cmd.Flags().StringVar(&o.PasswordFile, "password-file", os.Getenv("BLOCKWISE_PASSWORD_FILE"), "file holding the repository password (else env BLOCKWISE_PASSWORD)")
+}
+
+// errUsage marks errors in how a command was called (exit code 2).
+var errUsage = errors.New("usage")
+
+func (o repoOptions) password() (string, error) {
+	if o.PasswordFile != "" {
+		b, err := os.ReadFile(o.PasswordFile)
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	if p, ok := os.LookupEnv("BLOCKWISE_PASSWORD"); ok {
+		return p, nil
+	}
+	return "", fmt.Errorf("%w: no password: set BLOCKWISE_PASSWORD or --password-file", errUsage)
+}
+
+func (o repoOptions) backend() (backend.Backend, error) {
+	if o.Repo == "" {
+		return nil, fmt.Errorf("%w: no repository: set --repo or BLOCKWISE_REPO", errUsage)
+	}
+	if strings.HasPrefix(o.Repo, "s3:") {
+		return nil, fmt.Errorf("%w: S3 repositories are not available in this build", errUsage)
+	}
+	return local.Open(o.Repo)
+}
+
+func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
+	pw, err := o.password()
+	if err != nil {
+		return nil, err
+	}
+	be, err := o.backend()
+	if err != nil {
+		return nil, err
+	}
+	r, err := repo.Open(ctx, backend.NewRetry(be, 5), pw)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// findManifest resolves a restore point by ID prefix, or "latest" (of
+// disk, when given).
+func findManifest(ctx context.Context, r *repo.Repository, ref, disk string) (*repo.Manifest, error) {
+	ms, err := r.ListManifests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var found []*repo.Manifest
+	for _, m := range ms {
+		if disk != "" && m.Disk != disk {
+			continue
+		}
+		if ref == "latest" {
+			if len(found) == 0 || m.Time.After(found[0].Time) {
+				found = []*repo.Manifest{m}
+			}
+		} else if strings.HasPrefix(m.ID.String(), ref) {
+			found = append(found, m)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("restore point %q: %w", ref, repo.ErrNotFound)
+	case 1:
+		return found[0], nil
+	}
+	return nil, fmt.Errorf("%w: restore point prefix %q is ambiguous (%d matches)", errUsage, ref, len(found))
+}
