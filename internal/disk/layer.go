@@ -181,6 +181,9 @@ func applyRecord(payload []byte, byID map[uint64]*layer) error {
 		return fmt.Errorf("%w: layer record for unknown layer %d", ErrCorrupt, id)
 	}
 	changed, pres, zero := bms[0], bms[1], bms[2]
+	if pres.Intersects(zero) || roaring.AndNot(pres, changed).GetCardinality() > 0 || roaring.AndNot(zero, changed).GetCardinality() > 0 {
+		return fmt.Errorf("%w: layer record with inconsistent grain states", ErrCorrupt)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.mu.present.AndNot(changed)
