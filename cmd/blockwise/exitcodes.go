@@ -1,15 +1,36 @@
 package main
 
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/blockwise/blockwise/client"
+	"github.com/blockwise/blockwise/internal/api"
+	"github.com/blockwise/blockwise/internal/disk"
+)
+
 // Exit codes, documented in README.md.
 const (
-	exitOK       = 0
-	exitFailure  = 1 // any other error
-	exitUsage    = 2 // bad flags or arguments
-	exitNotFound = 3 // disk, snapshot or export not found
-	exitInvalid  = 4 // change ID invalid: a full backup is needed
-	exitBusy     = 5 // disk locked by another process or operation in progress
-	exitCorrupt  = 6 // on-disk data failed validation
+	exitOK           = 0
+	exitFailure      = 1 // any other error
+	exitUsage        = 2 // bad flags or arguments
+	exitNotFound     = 3 // disk, snapshot or export not found
+	exitInvalid      = 4 // change ID invalid: a full backup is needed
+	exitBusy         = 5 // disk locked by another process or operation in progress
+	exitCorrupt      = 6 // on-disk data failed validation
+	exitUnauthorized = 7 // the host refused the token
 )
+
+// usageError marks bad flags or arguments.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, a ...any) error {
+	return &usageError{fmt.Errorf(format, a...)}
+}
 
 func exitCode(err error) int {
 	if err == nil {
@@ -19,5 +40,32 @@ func exitCode(err error) int {
 }
 
 func classify(err error) int {
+	var ue *usageError
+	switch {
+	case errors.As(err, &ue), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
+		isCobraUsage(err):
+		return exitUsage
+	case errors.Is(err, client.ErrNotFound), errors.Is(err, disk.ErrNotFound), errors.Is(err, api.ErrTokenNotFound):
+		return exitNotFound
+	case errors.Is(err, client.ErrChangeIDInvalid), errors.Is(err, disk.ErrChangeIDInvalid):
+		return exitInvalid
+	case errors.Is(err, client.ErrBusy), errors.Is(err, client.ErrExists), errors.Is(err, disk.ErrBusy):
+		return exitBusy
+	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt):
+		return exitCorrupt
+	case errors.Is(err, client.ErrUnauthorized):
+		return exitUnauthorized
+	}
 	return exitFailure
+}
+
+// isCobraUsage recognizes cobra's own argument errors, which carry no type.
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
 }

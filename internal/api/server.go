@@ -125,7 +125,7 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
-		h.ServeHTTP(w, r)
+		s.mux.ServeHTTP(w, r) // sets the path values, which Handler does not
 		return
 	}
 	rec := &codeRecorder{h: http.Header{}, code: http.StatusOK}

@@ -78,6 +78,9 @@ func (ts *Tokens) load() error {
 }
 
 func (ts *Tokens) save() error {
+	if err := os.MkdirAll(filepath.Dir(ts.path), 0o700); err != nil {
+		return err
+	}
 	data, err := json.MarshalIndent(tokenFile{Tokens: ts.list}, "", "  ")
 	if err != nil {
 		return err
