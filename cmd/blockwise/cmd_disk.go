@@ -43,15 +43,21 @@ func init() {
 	grow.Flags().StringVar(&diskOpts.Size, "size", "", "new size, e.g. 20G (required)")
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List disks", Args: args(0, 0),
-		RunE: func(cmd *cobra.Command, a []string) error { return runDiskList(cmd.Context(), globals, cmd.OutOrStdout()) },
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskList(cmd.Context(), globals, cmd.OutOrStdout())
+		},
 	}
 	info := &cobra.Command{
 		Use: "info NAME", Short: "Describe a disk", Args: args(1, 1),
-		RunE: func(cmd *cobra.Command, a []string) error { return runDiskInfo(cmd.Context(), globals, a, cmd.OutOrStdout()) },
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskInfo(cmd.Context(), globals, a, cmd.OutOrStdout())
+		},
 	}
 	rm := &cobra.Command{
 		Use: "rm NAME", Short: "Remove a disk (refused while NBD clients use it)", Args: args(1, 1),
-		RunE: func(cmd *cobra.Command, a []string) error { return runDiskRm(cmd.Context(), globals, a, cmd.OutOrStdout()) },
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskRm(cmd.Context(), globals, a, cmd.OutOrStdout())
+		},
 	}
 	diskCmd.AddCommand(create, list, info, grow, rm)
 	rootCmd.AddCommand(diskCmd)
