@@ -1,5 +1,3 @@
-// Package apitest starts a real host API on a temporary datastore for
-// tests of the server, the client and their users.
 package apitest
 
 import (
