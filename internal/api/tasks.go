@@ -32,6 +32,17 @@ type task struct {
 	finished time.Time
 }
 
+// markFinished records the end time once, by whoever sees the end first:
+// the watcher may not have run yet when a client observes Done.
+func (e *task) markFinished() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.finished.IsZero() {
+		e.finished = time.Now().UTC()
+	}
+	return e.finished
+}
+
 func (e *task) view() wire.Task {
 	done, total := e.t.Progress()
 	v := wire.Task{ID: e.id, Kind: e.kind, Disk: e.disk, Snapshot: e.snap, State: wire.TaskRunning,
@@ -42,11 +53,8 @@ func (e *task) view() wire.Task {
 		if err := e.t.Err(); err != nil {
 			v.State, v.Error = wire.TaskFailed, err.Error()
 		}
-		e.mu.Lock()
-		if f := e.finished; !f.IsZero() {
-			v.Finished = &f
-		}
-		e.mu.Unlock()
+		f := e.markFinished()
+		v.Finished = &f
 	default:
 	}
 	return v
@@ -83,12 +91,9 @@ func (ts *tasks) add(kind, diskName, snap string, t *disk.Task) *task {
 // disk pauses its consolidation with an error), so this goroutine ends.
 func (ts *tasks) watch(e *task) {
 	<-e.t.Done()
-	now := time.Now().UTC()
-	e.mu.Lock()
-	e.finished = now
-	e.mu.Unlock()
-	ts.dur.WithLabelValues(e.kind, e.view().State).Observe(now.Sub(e.created).Seconds())
-	ts.prune(now)
+	end := e.markFinished()
+	ts.dur.WithLabelValues(e.kind, e.view().State).Observe(end.Sub(e.created).Seconds())
+	ts.prune(time.Now().UTC())
 }
 
 func (ts *tasks) prune(now time.Time) {
