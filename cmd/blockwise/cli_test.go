@@ -119,6 +119,9 @@ func (d *daemon) jsonOut(t *testing.T, v any, args ...string) {
 func TestCLI(t *testing.T) {
 	d := startServe(t)
 	ctx := context.Background()
+	if fi, err := os.Stat(filepath.Join(d.dir, "api.sock")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("api.sock: %v %v", fi.Mode(), err)
+	}
 	var disk client.Disk
 	d.jsonOut(t, &disk, "disk", "create", "vm1", "--size", "64M", "--granularity", "64K")
 	if disk.Size != 64<<20 || disk.CBT == nil || disk.CBT.Granularity != 64<<10 {
