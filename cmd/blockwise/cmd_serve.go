@@ -14,12 +14,17 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/nbd"
 )
 
 type serveOptions struct {
+	APIUnix     string
+	APITCP      string
+	APITLSCert  string
+	APITLSKey   string
 	NBDUnix     string
 	NBDTCP      []string
 	TLSCert     string
@@ -31,10 +36,12 @@ var serveOpts serveOptions
 
 var serveCmd = &cobra.Command{
 	Use:   "serve",
-	Short: "Run the host: the disk engine and its NBD server",
+	Short: "Run the host: the disk engine, its NBD server and the control API",
 	Long: `Serve the datastore's disks over NBD. Export DISK is the live disk
 (read-write); DISK@SNAPSHOT is a snapshot (read-only) whose changed blocks
-are offered as qemu:dirty-bitmap:<change ID> contexts.`,
+are offered as qemu:dirty-bitmap:<change ID> contexts. The control API
+(/v1, /metrics) listens on DATASTORE/api.sock, and with --api-tcp on TCP
+with TLS and bearer tokens. SIGTERM drains both, flushes disks, exits 0.`,
 	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		return runServe(cmd.Context(), globals, serveOpts)
@@ -43,6 +50,10 @@ are offered as qemu:dirty-bitmap:<change ID> contexts.`,
 
 func init() {
 	f := serveCmd.Flags()
+	f.StringVar(&serveOpts.APIUnix, "api-unix", "", "unix socket for the control API (default DATASTORE/api.sock; \"none\" disables)")
+	f.StringVar(&serveOpts.APITCP, "api-tcp", "", "TCP address for the control API (needs --api-tls-cert/--api-tls-key; tokens from `blockwise token`)")
+	f.StringVar(&serveOpts.APITLSCert, "api-tls-cert", "", "TLS certificate (PEM) for the API over TCP")
+	f.StringVar(&serveOpts.APITLSKey, "api-tls-key", "", "TLS private key (PEM) for the API over TCP")
 	f.StringVar(&serveOpts.NBDUnix, "nbd-unix", "", "unix socket for NBD (default DATASTORE/nbd.sock; \"none\" disables)")
 	f.StringArrayVar(&serveOpts.NBDTCP, "nbd-tcp", []string{"127.0.0.1:10809"}, "TCP address for NBD, repeatable (\"\" disables)")
 	f.StringVar(&serveOpts.TLSCert, "tls-cert", "", "TLS certificate (PEM) for NBD STARTTLS")
@@ -66,6 +77,12 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	apiSrv := api.New(h, api.Options{Logger: log, Tokens: api.OpenTokens(g.Datastore), Exports: exportConfig(lns, o)})
+	apiLns, err := apiListeners(g.Datastore, o)
+	if err != nil {
+		closeAll(lns)
+		return err
+	}
 	grp, gctx := errgroup.WithContext(ctx)
 	for _, l := range lns {
 		log.Info("nbd listening", "addr", l.Addr().String())
@@ -76,11 +93,24 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 			return nil
 		})
 	}
+	for _, l := range apiLns {
+		log.Info("api listening", "addr", l.Addr().String())
+		grp.Go(func() error { return apiSrv.Serve(l) })
+	}
 	<-gctx.Done()
+	return shutdown(log, apiSrv, srv, grp, h)
+}
+
+// shutdown drains API requests first (they may use disks), then NBD
+// connections, then flushes and closes the disks.
+func shutdown(log *slog.Logger, apiSrv *api.Server, srv *nbd.Server, grp *errgroup.Group, h *host.Host) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = errors.Join(srv.Shutdown(sctx), grp.Wait(), h.Close())
+	err := errors.Join(apiSrv.Shutdown(sctx), srv.Shutdown(sctx), grp.Wait(), h.Close())
+	if err == nil {
+		log.Info("stopped cleanly")
+	}
 	return err
 }
 
@@ -118,12 +148,69 @@ func listeners(dsDir string, o serveOptions) ([]net.Listener, error) {
 		}
 		l, err := net.Listen("tcp", a)
 		if err != nil {
-			for _, x := range out {
-				x.Close()
-			}
+			closeAll(out)
 			return nil, err
 		}
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, l := range lns {
+		l.Close()
+	}
+}
+
+// exportConfig tells the API where NBD listens, for the URIs it hands out.
+func exportConfig(lns []net.Listener, o serveOptions) api.ExportConfig {
+	c := api.ExportConfig{TLS: o.TLSCert != "", TLSRequired: o.TLSRequired}
+	for _, l := range lns {
+		if l.Addr().Network() == "unix" {
+			c.UnixSocket = l.Addr().String()
+		} else {
+			c.TCP = append(c.TCP, l.Addr().String())
+		}
+	}
+	return c
+}
+
+// apiListeners: the unix socket is 0600, which is its whole protection;
+// TCP is TLS only, since bearer tokens must not travel in clear.
+func apiListeners(dsDir string, o serveOptions) ([]net.Listener, error) {
+	var out []net.Listener
+	sock := o.APIUnix
+	if sock == "" {
+		sock = filepath.Join(dsDir, "api.sock")
+	}
+	if sock != "none" {
+		os.Remove(sock) // a stale socket of a stopped server
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(sock, 0o600); err != nil {
+			l.Close()
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	if o.APITCP == "" {
+		return out, nil
+	}
+	if o.APITLSCert == "" || o.APITLSKey == "" {
+		closeAll(out)
+		return nil, usageErrorf("--api-tcp needs --api-tls-cert and --api-tls-key: tokens must not travel in clear")
+	}
+	cert, err := tls.LoadX509KeyPair(o.APITLSCert, o.APITLSKey)
+	if err != nil {
+		closeAll(out)
+		return nil, fmt.Errorf("api tls: %w", err)
+	}
+	l, err := tls.Listen("tcp", o.APITCP, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		closeAll(out)
+		return nil, err
+	}
+	return append(out, l), nil
 }

@@ -2,7 +2,11 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 
+	"github.com/blockwise/blockwise/client"
+	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/repo"
 )
@@ -12,13 +16,23 @@ const (
 	exitOK           = 0
 	exitFailure      = 1 // any other error
 	exitUsage        = 2 // bad flags or arguments
-	exitNotFound     = 3 // disk, snapshot, export or restore point not found
+	exitNotFound     = 3 // disk, snapshot or export not found
 	exitInvalid      = 4 // change ID invalid: a full backup is needed
-	exitBusy         = 5 // locked by another process, or an operation is in progress
-	exitCorrupt      = 6 // stored data failed validation
-	exitUnauthorized = 7 // wrong password or token
+	exitBusy         = 5 // disk locked by another process or operation in progress
+	exitCorrupt      = 6 // on-disk data failed validation
+	exitUnauthorized = 7 // the host refused the token, or a wrong repository password
 	exitCheckFailed  = 8 // repo check found errors
 )
+
+// usageError marks bad flags or arguments.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, a ...any) error {
+	return &usageError{fmt.Errorf(format, a...)}
+}
 
 func exitCode(err error) int {
 	if err == nil {
@@ -27,27 +41,35 @@ func exitCode(err error) int {
 	return classify(err)
 }
 
-// classes maps sentinel errors to exit codes, first match wins.
-var classes = []struct {
-	code int
-	errs []error
-}{
-	{exitUsage, []error{errUsage, disk.ErrInvalidName, disk.ErrMisaligned, disk.ErrShrink}},
-	{exitNotFound, []error{disk.ErrNotFound, repo.ErrNotFound}},
-	{exitInvalid, []error{disk.ErrChangeIDInvalid}},
-	{exitBusy, []error{disk.ErrBusy, repo.ErrLocked}},
-	{exitCorrupt, []error{disk.ErrCorrupt, repo.ErrCorrupt}},
-	{exitUnauthorized, []error{repo.ErrWrongPassword}},
-	{exitCheckFailed, []error{errCheckFailed}},
-}
-
 func classify(err error) int {
-	for _, c := range classes {
-		for _, e := range c.errs {
-			if errors.Is(err, e) {
-				return c.code
-			}
-		}
+	var ue *usageError
+	switch {
+	case errors.As(err, &ue), errors.Is(err, errUsage), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
+		isCobraUsage(err):
+		return exitUsage
+	case errors.Is(err, client.ErrNotFound), errors.Is(err, disk.ErrNotFound), errors.Is(err, api.ErrTokenNotFound), errors.Is(err, repo.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, client.ErrChangeIDInvalid), errors.Is(err, disk.ErrChangeIDInvalid):
+		return exitInvalid
+	case errors.Is(err, client.ErrBusy), errors.Is(err, client.ErrExists), errors.Is(err, disk.ErrBusy), errors.Is(err, repo.ErrLocked):
+		return exitBusy
+	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt):
+		return exitCorrupt
+	case errors.Is(err, client.ErrUnauthorized), errors.Is(err, repo.ErrWrongPassword):
+		return exitUnauthorized
+	case errors.Is(err, errCheckFailed):
+		return exitCheckFailed
 	}
 	return exitFailure
+}
+
+// isCobraUsage recognizes cobra's own argument errors, which carry no type.
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
 }

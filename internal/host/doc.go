@@ -8,4 +8,9 @@
 // that change ID and before the snapshot was taken, at the disk's CBT
 // granularity; NBD_OPT_LIST_META_CONTEXT with the prefix
 // "qemu:dirty-bitmap:" lists every change ID still answerable.
+//
+// Every export the host hands out holds a reference on its disk until the
+// NBD server closes it, so Delete answers ErrBusy instead of pulling a
+// disk from under a connected client; the same wrapper counts the I/O per
+// disk that the API reports as metrics (host itself knows no HTTP).
 package host

@@ -17,6 +17,8 @@ type Host struct {
 	mu struct {
 		sync.Mutex
 		disks  map[string]*disk.Disk
+		refs   map[string]int // open NBD exports by disk
+		io     map[string]*ioCounters
 		closed bool
 	}
 }
@@ -28,6 +30,8 @@ var ErrClosed = errors.New("host closed")
 func New(ds *disk.Datastore) *Host {
 	h := &Host{ds: ds}
 	h.mu.disks = map[string]*disk.Disk{}
+	h.mu.refs = map[string]int{}
+	h.mu.io = map[string]*ioCounters{}
 	return h
 }
 
@@ -68,16 +72,21 @@ func (h *Host) Create(name string, size int64, opt disk.Options) (*disk.Disk, er
 	return d, nil
 }
 
-// Delete closes and removes a disk.
+// Delete closes and removes a disk. A disk with open NBD exports is
+// ErrBusy and stays as it is.
 func (h *Host) Delete(name string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if n := h.mu.refs[name]; n > 0 {
+		return fmt.Errorf("disk %s: %w: %d open exports", name, disk.ErrBusy, n)
+	}
 	if d, ok := h.mu.disks[name]; ok {
 		if err := d.Close(); err != nil {
 			return err
 		}
 		delete(h.mu.disks, name)
 	}
+	delete(h.mu.io, name)
 	return h.ds.Delete(name)
 }
 
@@ -110,13 +119,13 @@ func (h *Host) Open(ctx context.Context, name string) (nbd.Export, error) {
 		return nil, fmt.Errorf("%w: %s: %v", nbd.ErrUnknownExport, name, err)
 	}
 	if sn == "" && !strings.Contains(name, "@") {
-		return &liveExport{d: d}, nil
+		return h.acquire(dn, &liveExport{d: d}), nil
 	}
 	s, err := d.OpenSnapshot(sn)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", nbd.ErrUnknownExport, name, err)
 	}
-	return &snapExport{d: d, s: s}, nil
+	return h.acquire(dn, &snapExport{d: d, s: s}), nil
 }
 
 // List implements nbd.Exporter: every disk and every snapshot.

@@ -1,0 +1,148 @@
+package api
+
+import (
+	_ "embed"
+	"time"
+)
+
+// OpenAPI is the OpenAPI 3 document of the API, served at /v1/openapi.json.
+//
+//go:embed openapi.json
+var OpenAPI []byte
+
+// CreateDiskRequest is the body of POST /v1/disks. Zero values pick the
+// engine's defaults (4 KiB grain, 64 KiB CBT granularity).
+type CreateDiskRequest struct {
+	Name           string `json:"name"`
+	Size           int64  `json:"size"`
+	CBTGranularity int64  `json:"cbtGranularity,omitempty"`
+	Grain          int64  `json:"grain,omitempty"`
+	DisableCBT     bool   `json:"disableCbt,omitempty"`
+}
+
+// GrowDiskRequest is the body of POST /v1/disks/{disk}/grow.
+type GrowDiskRequest struct {
+	Size int64 `json:"size"`
+}
+
+// Disk describes a disk.
+type Disk struct {
+	Name          string         `json:"name"`
+	UUID          string         `json:"uuid"`
+	Size          int64          `json:"size"`
+	Allocated     int64          `json:"allocated"`
+	Grain         int64          `json:"grain"`
+	Layers        int            `json:"layers"`
+	Snapshots     []Snapshot     `json:"snapshots"`
+	ChangeID      string         `json:"changeId,omitempty"`
+	CBT           *CBT           `json:"cbt,omitempty"`
+	Consolidation *Consolidation `json:"consolidation,omitempty"`
+	OpenExports   int            `json:"openExports"`
+}
+
+// CBT is the changed block tracking state of a disk (absent when disabled).
+type CBT struct {
+	Granularity    int64  `json:"granularity"`
+	DirtyBlocks    uint64 `json:"dirtyBlocks"`
+	Epochs         int    `json:"epochs"`
+	OldestChangeID string `json:"oldestChangeId"`
+}
+
+// Consolidation is a snapshot deletion still merging its delta.
+type Consolidation struct {
+	Snapshot string `json:"snapshot"`
+	Done     int64  `json:"done"`  // grains merged
+	Total    int64  `json:"total"` // grains to merge
+}
+
+// CreateSnapshotRequest is the body of POST /v1/disks/{disk}/snapshots;
+// an empty ID lets the host pick one.
+type CreateSnapshotRequest struct {
+	ID          string `json:"id,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// Snapshot describes a snapshot.
+type Snapshot struct {
+	ID          string    `json:"id"`
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created"`
+	Size        int64     `json:"size"`
+	ChangeID    string    `json:"changeId,omitempty"`
+}
+
+// Area is one changed area, in bytes.
+type Area struct {
+	Start  int64 `json:"start"`
+	Length int64 `json:"length"`
+}
+
+// ChangedAreas is VMware's DiskChangeInfo: the changed areas within
+// [StartOffset, StartOffset+Length). Ask again from StartOffset+Length
+// until the disk's size is reached.
+type ChangedAreas struct {
+	StartOffset int64  `json:"startOffset"`
+	Length      int64  `json:"length"`
+	ChangedArea []Area `json:"changedArea"`
+}
+
+// Exports names the NBD export of a disk or snapshot and the URIs that
+// reach it, preferred first.
+type Exports struct {
+	Export string   `json:"export"`
+	URIs   []string `json:"uris"`
+}
+
+// Task states.
+const (
+	TaskQueued  = "queued"
+	TaskRunning = "running"
+	TaskDone    = "done"
+	TaskFailed  = "failed"
+)
+
+// Task is a long operation, such as a snapshot consolidation.
+type Task struct {
+	ID       string     `json:"id"`
+	Kind     string     `json:"kind"`
+	Disk     string     `json:"disk"`
+	Snapshot string     `json:"snapshot,omitempty"`
+	State    string     `json:"state"`
+	Done     int64      `json:"done"`
+	Total    int64      `json:"total"`
+	Error    string     `json:"error,omitempty"`
+	Created  time.Time  `json:"created"`
+	Finished *time.Time `json:"finished,omitempty"`
+}
+
+// Ended reports whether the task is done or failed.
+func (t Task) Ended() bool { return t.State == TaskDone || t.State == TaskFailed }
+
+// Problem is an RFC 7807 problem document; Type is one of the Problem*
+// codes, stable across versions.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Problem type codes.
+const (
+	ProblemDiskNotFound     = "disk-not-found"
+	ProblemSnapshotNotFound = "snapshot-not-found"
+	ProblemTaskNotFound     = "task-not-found"
+	ProblemDiskExists       = "disk-exists"
+	ProblemSnapshotExists   = "snapshot-exists"
+	ProblemChangeIDInvalid  = "change-id-invalid"
+	ProblemDiskBusy         = "disk-busy"
+	ProblemInvalidRequest   = "invalid-request"
+	ProblemOutOfRange       = "out-of-range"
+	ProblemUnauthorized     = "unauthorized"
+	ProblemCorrupt          = "disk-corrupt"
+	ProblemUnavailable      = "unavailable"
+	ProblemInternal         = "internal"
+)
+
+// ProblemContentType is the media type of problem documents.
+const ProblemContentType = "application/problem+json"

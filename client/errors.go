@@ -1,0 +1,81 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+
+	wire "github.com/blockwise/blockwise/api"
+)
+
+// Sentinels matched by errors.Is against errors returned by the host.
+var (
+	ErrDiskNotFound     = errors.New("disk not found")
+	ErrSnapshotNotFound = errors.New("snapshot not found")
+	ErrTaskNotFound     = errors.New("task not found")
+	ErrExists           = errors.New("already exists")
+	ErrChangeIDInvalid  = errors.New("change ID invalid: a full backup is needed")
+	ErrBusy             = errors.New("busy")
+	ErrInvalidRequest   = errors.New("invalid request")
+	ErrOutOfRange       = errors.New("out of range")
+	ErrUnauthorized     = errors.New("unauthorized")
+	ErrCorrupt          = errors.New("disk data failed validation")
+	ErrUnavailable      = errors.New("host unavailable")
+	ErrInternal         = errors.New("internal host error")
+)
+
+// ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound and ErrTaskNotFound.
+var ErrNotFound = errors.New("not found")
+
+var sentinels = map[string][]error{
+	wire.ProblemDiskNotFound:     {ErrDiskNotFound, ErrNotFound},
+	wire.ProblemSnapshotNotFound: {ErrSnapshotNotFound, ErrNotFound},
+	wire.ProblemTaskNotFound:     {ErrTaskNotFound, ErrNotFound},
+	wire.ProblemDiskExists:       {ErrExists},
+	wire.ProblemSnapshotExists:   {ErrExists},
+	wire.ProblemChangeIDInvalid:  {ErrChangeIDInvalid},
+	wire.ProblemDiskBusy:         {ErrBusy},
+	wire.ProblemInvalidRequest:   {ErrInvalidRequest},
+	wire.ProblemOutOfRange:       {ErrOutOfRange},
+	wire.ProblemUnauthorized:     {ErrUnauthorized},
+	wire.ProblemCorrupt:          {ErrCorrupt},
+	wire.ProblemUnavailable:      {ErrUnavailable},
+	wire.ProblemInternal:         {ErrInternal},
+}
+
+// Error is a problem document returned by the host.
+type Error struct {
+	Problem
+}
+
+func (e *Error) Error() string {
+	if e.Detail != "" {
+		return fmt.Sprintf("%s (%d %s): %s", e.Title, e.Status, e.Type, e.Detail)
+	}
+	return fmt.Sprintf("%s (%d %s)", e.Title, e.Status, e.Type)
+}
+
+// Is matches the sentinels of the problem's type.
+func (e *Error) Is(target error) bool {
+	for _, s := range sentinels[e.Type] {
+		if s == target {
+			return true
+		}
+	}
+	return false
+}
+
+// fromStatus covers answers without a problem document (a proxy, say).
+func fromStatus(status int, body string) *Error {
+	typ := wire.ProblemInternal
+	switch {
+	case status == 401:
+		typ = wire.ProblemUnauthorized
+	case status == 409:
+		typ = wire.ProblemDiskBusy
+	case status == 503:
+		typ = wire.ProblemUnavailable
+	case status >= 400 && status < 500:
+		typ = wire.ProblemInvalidRequest
+	}
+	return &Error{Problem{Type: typ, Title: "HTTP error", Status: status, Detail: body}}
+}

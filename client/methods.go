@@ -1,0 +1,147 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strconv"
+
+	wire "github.com/blockwise/blockwise/api"
+)
+
+// ListDisks lists the datastore's disks.
+func (c *Client) ListDisks(ctx context.Context) ([]Disk, error) {
+	var out []Disk
+	return out, c.do(ctx, "GET", "/v1/disks", nil, &out)
+}
+
+// CreateDisk creates a thin disk.
+func (c *Client) CreateDisk(ctx context.Context, req CreateDiskRequest) (*Disk, error) {
+	var out Disk
+	return &out, c.do(ctx, "POST", "/v1/disks", req, &out)
+}
+
+// Disk describes one disk.
+func (c *Client) Disk(ctx context.Context, name string) (*Disk, error) {
+	var out Disk
+	return &out, c.do(ctx, "GET", "/v1/disks/"+esc(name), nil, &out)
+}
+
+// GrowDisk extends a disk to size bytes.
+func (c *Client) GrowDisk(ctx context.Context, name string, size int64) (*Disk, error) {
+	var out Disk
+	return &out, c.do(ctx, "POST", "/v1/disks/"+esc(name)+"/grow", wire.GrowDiskRequest{Size: size}, &out)
+}
+
+// DeleteDisk removes a disk; one with open NBD exports is ErrBusy.
+func (c *Client) DeleteDisk(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", "/v1/disks/"+esc(name), nil, nil)
+}
+
+// ListSnapshots lists a disk's snapshots, oldest first.
+func (c *Client) ListSnapshots(ctx context.Context, diskName string) ([]Snapshot, error) {
+	var out []Snapshot
+	return out, c.do(ctx, "GET", "/v1/disks/"+esc(diskName)+"/snapshots", nil, &out)
+}
+
+// CreateSnapshot takes a snapshot; id "" lets the host name it. The
+// result carries the change ID to use as "since" next time.
+func (c *Client) CreateSnapshot(ctx context.Context, diskName, id, description string) (*Snapshot, error) {
+	var out Snapshot
+	req := wire.CreateSnapshotRequest{ID: id, Description: description}
+	return &out, c.do(ctx, "POST", "/v1/disks/"+esc(diskName)+"/snapshots", req, &out)
+}
+
+// Snapshot describes one snapshot.
+func (c *Client) Snapshot(ctx context.Context, diskName, id string) (*Snapshot, error) {
+	var out Snapshot
+	return &out, c.do(ctx, "GET", "/v1/disks/"+esc(diskName)+"/snapshots/"+esc(id), nil, &out)
+}
+
+// DeleteSnapshot removes a snapshot and returns its consolidation task
+// (see WaitTask). A snapshot with an open NBD export is ErrBusy.
+func (c *Client) DeleteSnapshot(ctx context.Context, diskName, id string) (*Task, error) {
+	var out Task
+	return &out, c.do(ctx, "DELETE", "/v1/disks/"+esc(diskName)+"/snapshots/"+esc(id), nil, &out)
+}
+
+// QueryChangedAreas is QueryChangedDiskAreas: one page of the areas of
+// snapshot changed since changeID (AllChanges for every allocated area),
+// from startOffset. Continue from StartOffset+Length until the size.
+func (c *Client) QueryChangedAreas(ctx context.Context, diskName, snapshot, changeID string, startOffset int64) (*ChangedAreas, error) {
+	q := url.Values{"snapshot": {snapshot}, "changeId": {changeID}, "startOffset": {strconv.FormatInt(startOffset, 10)}}
+	var out ChangedAreas
+	return &out, c.do(ctx, "GET", "/v1/disks/"+esc(diskName)+"/changes?"+q.Encode(), nil, &out)
+}
+
+// AllChangedAreas pages through QueryChangedAreas up to the snapshot's size.
+func (c *Client) AllChangedAreas(ctx context.Context, diskName, snapshot, changeID string) ([]Area, error) {
+	s, err := c.Snapshot(ctx, diskName, snapshot)
+	if err != nil {
+		return nil, err
+	}
+	out := []Area{}
+	for off := int64(0); off < s.Size; {
+		ca, err := c.QueryChangedAreas(ctx, diskName, snapshot, changeID, off)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ca.ChangedArea...)
+		if ca.Length <= 0 {
+			return nil, fmt.Errorf("changes of %s@%s: host made no progress at offset %d", diskName, snapshot, off)
+		}
+		off = ca.StartOffset + ca.Length
+	}
+	return out, nil
+}
+
+// Exports returns the NBD export of a disk (snapshot "") or snapshot and
+// the URIs that reach it, preferred first.
+func (c *Client) Exports(ctx context.Context, diskName, snapshot string) (*Exports, error) {
+	p := "/v1/disks/" + esc(diskName) + "/exports"
+	if snapshot != "" {
+		p = "/v1/disks/" + esc(diskName) + "/snapshots/" + esc(snapshot) + "/exports"
+	}
+	var out Exports
+	return &out, c.do(ctx, "GET", p, nil, &out)
+}
+
+// ListTasks lists the tasks the host remembers.
+func (c *Client) ListTasks(ctx context.Context) ([]Task, error) {
+	var out []Task
+	return out, c.do(ctx, "GET", "/v1/tasks", nil, &out)
+}
+
+// Task returns a task's state now.
+func (c *Client) Task(ctx context.Context, id string) (*Task, error) {
+	var out Task
+	return &out, c.do(ctx, "GET", "/v1/tasks/"+esc(id), nil, &out)
+}
+
+// WaitTask long-polls until the task ends or ctx is done. A failed task
+// returns it with an error.
+func (c *Client) WaitTask(ctx context.Context, id string) (*Task, error) {
+	for {
+		var t Task
+		q := "?wait=" + pollSlice.String()
+		if err := c.do(ctx, "GET", "/v1/tasks/"+esc(id)+q, nil, &t); err != nil {
+			return nil, err
+		}
+		if t.State == TaskFailed {
+			return &t, fmt.Errorf("task %s: %w: %s", id, ErrTaskFailed, t.Error)
+		}
+		if t.Ended() {
+			return &t, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return &t, err
+		}
+	}
+}
+
+// OpenAPI returns the host's OpenAPI document.
+func (c *Client) OpenAPI(ctx context.Context) ([]byte, error) {
+	var out json.RawMessage
+	return out, c.do(ctx, "GET", "/v1/openapi.json", nil, &out)
+}

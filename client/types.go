@@ -1,0 +1,28 @@
+package client
+
+import wire "github.com/blockwise/blockwise/api"
+
+// The wire documents, shared with the server.
+type (
+	Disk              = wire.Disk
+	CBT               = wire.CBT
+	Consolidation     = wire.Consolidation
+	Snapshot          = wire.Snapshot
+	Area              = wire.Area
+	ChangedAreas      = wire.ChangedAreas
+	Exports           = wire.Exports
+	Task              = wire.Task
+	Problem           = wire.Problem
+	CreateDiskRequest = wire.CreateDiskRequest
+)
+
+// Task states.
+const (
+	TaskQueued  = wire.TaskQueued
+	TaskRunning = wire.TaskRunning
+	TaskDone    = wire.TaskDone
+	TaskFailed  = wire.TaskFailed
+)
+
+// AllChanges as the change ID lists every allocated area (full backup).
+const AllChanges = "*"

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/blockwise/blockwise/internal/backup"
+)
+
+type backupOptions struct {
+	repoOptions
+	Full    bool
+	Workers int
+}
+
+var backupOpts backupOptions
+
+var backupCmd = &cobra.Command{
+	Use:   "backup DISK",
+	Short: "Back up a disk: snapshot, read what CBT says changed over NBD, store, delete the snapshot",
+	Args:  cobra.ExactArgs(1),
+	RunE: func(cmd *cobra.Command, args []string) error {
+		return runBackup(cmd.Context(), globals, backupOpts, args[0], cmd.OutOrStdout())
+	},
+}
+
+func init() {
+	addRepoFlags(backupCmd, &backupOpts.repoOptions)
+	backupCmd.Flags().BoolVar(&backupOpts.Full, "full", false, "read every allocated area, ignoring the last restore point's change ID")
+	backupCmd.Flags().IntVar(&backupOpts.Workers, "workers", 4, "concurrent reads")
+	rootCmd.AddCommand(backupCmd)
+}
+
+type backupSummary struct {
+	ID       string  `json:"id"`
+	Disk     string  `json:"disk"`
+	Mode     string  `json:"mode"`
+	Reason   string  `json:"reason,omitempty"`
+	Parent   string  `json:"parent,omitempty"`
+	ChangeID string  `json:"changeId"`
+	Changed  int64   `json:"changedBytes"`
+	Read     int64   `json:"readBytes"`
+	NewBytes uint64  `json:"newBytes"`
+	Stored   uint64  `json:"storedBytes"`
+	Seconds  float64 `json:"seconds"`
+}
+
+func runBackup(ctx context.Context, g globalOptions, o backupOptions, disk string, out io.Writer) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	r, err := o.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	h := backup.ClientHost{C: c}
+	res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: h.OpenNBD, Workers: o.Workers, Full: o.Full})
+	if err != nil {
+		return err
+	}
+	s := backupSummary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
+		Changed: res.AreasBytes, Read: res.ReadBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds()}
+	if res.Parent != nil {
+		s.Parent = res.Parent.ID.String()
+	}
+	if g.JSON {
+		return json.NewEncoder(out).Encode(s)
+	}
+	fmt.Fprintf(out, "backup %s of %s: %s", short(s.ID), disk, s.Mode)
+	if s.Reason != "" {
+		fmt.Fprintf(out, " (%s)", s.Reason)
+	}
+	fmt.Fprintf(out, "\n  changed %d bytes, read %d, new %d, stored %d, %.2fs, change ID %s\n", s.Changed, s.Read, s.NewBytes, s.Stored, s.Seconds, s.ChangeID)
+	return nil
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/blockwise/blockwise/client"
+)
+
+type diskOptions struct {
+	Size        string
+	Granularity string
+	Grain       string
+	NoCBT       bool
+}
+
+var diskOpts diskOptions
+
+var diskCmd = &cobra.Command{Use: "disk", Short: "Create, list, inspect, grow and remove disks (through the host API)"}
+
+func init() {
+	create := &cobra.Command{
+		Use: "create NAME --size SIZE", Short: "Create a thin disk", Args: args(1, 1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskCreate(cmd.Context(), globals, diskOpts, a, cmd.OutOrStdout())
+		},
+	}
+	f := create.Flags()
+	f.StringVar(&diskOpts.Size, "size", "", "size, e.g. 10G (required)")
+	f.StringVar(&diskOpts.Granularity, "granularity", "", "CBT granularity, e.g. 64K (default 64K)")
+	f.StringVar(&diskOpts.Grain, "grain", "", "snapshot delta grain, e.g. 4K (default 4K)")
+	f.BoolVar(&diskOpts.NoCBT, "no-cbt", false, "disable changed block tracking")
+	grow := &cobra.Command{
+		Use: "grow NAME --size SIZE", Short: "Grow a disk", Args: args(1, 1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskGrow(cmd.Context(), globals, diskOpts, a, cmd.OutOrStdout())
+		},
+	}
+	grow.Flags().StringVar(&diskOpts.Size, "size", "", "new size, e.g. 20G (required)")
+	list := &cobra.Command{
+		Use: "list", Aliases: []string{"ls"}, Short: "List disks", Args: args(0, 0),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskList(cmd.Context(), globals, cmd.OutOrStdout())
+		},
+	}
+	info := &cobra.Command{
+		Use: "info NAME", Short: "Describe a disk", Args: args(1, 1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskInfo(cmd.Context(), globals, a, cmd.OutOrStdout())
+		},
+	}
+	rm := &cobra.Command{
+		Use: "rm NAME", Short: "Remove a disk (refused while NBD clients use it)", Args: args(1, 1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskRm(cmd.Context(), globals, a, cmd.OutOrStdout())
+		},
+	}
+	diskCmd.AddCommand(create, list, info, grow, rm)
+	rootCmd.AddCommand(diskCmd)
+}
+
+func runDiskCreate(ctx context.Context, g globalOptions, o diskOptions, a []string, out io.Writer) error {
+	if o.Size == "" {
+		return usageErrorf("disk create: --size is required")
+	}
+	req := client.CreateDiskRequest{Name: a[0], DisableCBT: o.NoCBT}
+	var err error
+	if req.Size, err = parseSize(o.Size); err != nil {
+		return err
+	}
+	if o.Granularity != "" {
+		if req.CBTGranularity, err = parseSize(o.Granularity); err != nil {
+			return err
+		}
+	}
+	if o.Grain != "" {
+		if req.Grain, err = parseSize(o.Grain); err != nil {
+			return err
+		}
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.CreateDisk(ctx, req)
+	if err != nil {
+		return err
+	}
+	return printDisk(g, out, d)
+}
+
+func runDiskGrow(ctx context.Context, g globalOptions, o diskOptions, a []string, out io.Writer) error {
+	if o.Size == "" {
+		return usageErrorf("disk grow: --size is required")
+	}
+	size, err := parseSize(o.Size)
+	if err != nil {
+		return err
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.GrowDisk(ctx, a[0], size)
+	if err != nil {
+		return err
+	}
+	return printDisk(g, out, d)
+}
+
+func runDiskList(ctx context.Context, g globalOptions, out io.Writer) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	disks, err := c.ListDisks(ctx)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, disks)
+	}
+	var rows [][]string
+	for _, d := range disks {
+		rows = append(rows, []string{d.Name, human(d.Size), human(d.Allocated), strconv.Itoa(len(d.Snapshots)), orDash(d.ChangeID)})
+	}
+	return table(out, "NAME\tSIZE\tALLOCATED\tSNAPSHOTS\tCHANGE ID", rows)
+}
+
+func runDiskInfo(ctx context.Context, g globalOptions, a []string, out io.Writer) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.Disk(ctx, a[0])
+	if err != nil {
+		return err
+	}
+	return printDisk(g, out, d)
+}
+
+func runDiskRm(ctx context.Context, g globalOptions, a []string, out io.Writer) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteDisk(ctx, a[0]); err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, map[string]string{"deleted": a[0]})
+	}
+	fmt.Fprintf(out, "deleted disk %s\n", a[0])
+	return nil
+}
+
+func printDisk(g globalOptions, out io.Writer, d *client.Disk) error {
+	if g.JSON {
+		return printJSON(out, d)
+	}
+	rows := [][]string{
+		{"name", d.Name}, {"uuid", d.UUID},
+		{"size", fmt.Sprintf("%s (%d bytes)", human(d.Size), d.Size)},
+		{"allocated", fmt.Sprintf("%s (%d bytes)", human(d.Allocated), d.Allocated)},
+		{"grain", human(d.Grain)}, {"layers", strconv.Itoa(d.Layers)},
+		{"change id", orDash(d.ChangeID)}, {"open exports", strconv.Itoa(d.OpenExports)},
+	}
+	if d.CBT != nil {
+		rows = append(rows, []string{"cbt", fmt.Sprintf("granularity %s, %d dirty blocks, oldest change ID %s",
+			human(d.CBT.Granularity), d.CBT.DirtyBlocks, d.CBT.OldestChangeID)})
+	} else {
+		rows = append(rows, []string{"cbt", "disabled"})
+	}
+	if cs := d.Consolidation; cs != nil {
+		rows = append(rows, []string{"consolidating", fmt.Sprintf("%s: %d/%d grains", cs.Snapshot, cs.Done, cs.Total)})
+	}
+	for _, s := range d.Snapshots {
+		rows = append(rows, []string{"snapshot", fmt.Sprintf("%s  %s  %s", s.ID, s.Created.Format("2006-01-02 15:04:05"), orDash(s.ChangeID))})
+	}
+	return table(out, "FIELD\tVALUE", rows)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,41 @@
+package api
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+
+	wire "github.com/blockwise/blockwise/api"
+)
+
+type trustedKey struct{}
+
+// markTrusted flags connections over a unix socket: only the socket's
+// owner can connect, so they need no token.
+func markTrusted(ctx context.Context, c net.Conn) context.Context {
+	_, unix := c.(*net.UnixConn)
+	return context.WithValue(ctx, trustedKey{}, unix)
+}
+
+// authenticated refuses, before any handler runs, a request from an
+// untrusted connection without a valid bearer token.
+func (s *Server) authenticated(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if trusted, _ := r.Context().Value(trustedKey{}).(bool); trusted {
+			next.ServeHTTP(w, r)
+			return
+		}
+		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if ok && s.tokens != nil {
+			if t, valid := s.tokens.Check(strings.TrimSpace(secret)); valid {
+				s.log.Debug("api token accepted", "token", t.ID)
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="blockwise"`)
+		writeProblem(w, wire.Problem{Type: wire.ProblemUnauthorized, Title: titles[wire.ProblemUnauthorized],
+			Status: http.StatusUnauthorized, Detail: "a valid bearer token is required over TCP"})
+	})
+}

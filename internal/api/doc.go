@@ -1,0 +1,13 @@
+// Package api serves the host's control API (/v1, see package
+// github.com/blockwise/blockwise/api for the wire types and the OpenAPI
+// document) over HTTP, on top of internal/host.
+//
+// Security model: a request arriving over the unix socket is trusted (the
+// socket is 0600 in the datastore, so file permissions decide); one over
+// TCP must carry a bearer token whose SHA-256 is listed in the datastore's
+// tokens.json (TLS is enforced by the caller, cmd/blockwise serve).
+//
+// Long operations (snapshot consolidation) are tasks kept in a registry
+// so a client can poll or long-poll them by ID; the engine's disk.Task
+// gives progress and the result.
+package api

@@ -1,0 +1,210 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	wire "github.com/blockwise/blockwise/api"
+	"github.com/blockwise/blockwise/internal/host"
+)
+
+// maxBody bounds request bodies: every request document is tiny.
+const maxBody = 1 << 20
+
+// Options configure a Server.
+type Options struct {
+	Logger  *slog.Logger // nil discards
+	Exports ExportConfig
+	// Tokens authenticate TCP requests; nil refuses every TCP request.
+	Tokens *Tokens
+}
+
+// Server is the HTTP control API of one host.
+type Server struct {
+	h       *host.Host
+	log     *slog.Logger
+	exports ExportConfig
+	tokens  *Tokens
+	tasks   *tasks
+	reg     *prometheus.Registry
+	mux     *http.ServeMux
+	routes  []string
+
+	srv      *http.Server
+	stop     context.CancelFunc
+	stopOnce sync.Once
+	ctx      context.Context
+}
+
+// handler answers a request with a status and a JSON body, or an error
+// that becomes a problem document.
+type handler func(r *http.Request) (int, any, error)
+
+// New returns the API of h. It serves nothing until Serve.
+func New(h *host.Host, o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, mux: http.NewServeMux()}
+	s.reg = prometheus.NewRegistry()
+	s.tasks = newTasks(s.reg)
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	s.registerMetrics()
+	s.registerRoutes()
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second, // slow clients cannot pin a goroutine forever
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ConnContext:       markTrusted,
+		BaseContext:       func(net.Listener) context.Context { return s.ctx },
+		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+func (s *Server) registerRoutes() {
+	s.route("GET /v1/disks", s.listDisks)
+	s.route("POST /v1/disks", s.createDisk)
+	s.route("GET /v1/disks/{disk}", s.getDisk)
+	s.route("DELETE /v1/disks/{disk}", s.deleteDisk)
+	s.route("POST /v1/disks/{disk}/grow", s.growDisk)
+	s.route("GET /v1/disks/{disk}/changes", s.changes)
+	s.route("GET /v1/disks/{disk}/exports", s.diskExports)
+	s.route("GET /v1/disks/{disk}/snapshots", s.listSnapshots)
+	s.route("POST /v1/disks/{disk}/snapshots", s.createSnapshot)
+	s.route("GET /v1/disks/{disk}/snapshots/{snap}", s.getSnapshot)
+	s.route("DELETE /v1/disks/{disk}/snapshots/{snap}", s.deleteSnapshot)
+	s.route("GET /v1/disks/{disk}/snapshots/{snap}/exports", s.snapshotExports)
+	s.route("GET /v1/tasks", s.listTasks)
+	s.route("GET /v1/tasks/{id}", s.getTask)
+	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))
+	s.raw("GET /metrics", s.metricsHandler())
+}
+
+func (s *Server) route(pattern string, h handler) {
+	s.raw(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		status, body, err := h(r)
+		if err != nil {
+			p := toProblem(err, aboutDisk)
+			if p.Status >= 500 {
+				s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeProblem(w, p)
+			return
+		}
+		writeJSON(w, status, body)
+	}))
+}
+
+func (s *Server) raw(pattern string, h http.Handler) {
+	s.routes = append(s.routes, pattern)
+	s.mux.Handle(pattern, h)
+}
+
+// Routes lists the registered patterns ("METHOD /path").
+func (s *Server) Routes() []string { return append([]string(nil), s.routes...) }
+
+// Handler is the API with authentication, logging and problem documents
+// for unknown routes.
+func (s *Server) Handler() http.Handler {
+	return s.logged(s.authenticated(http.HandlerFunc(s.dispatch)))
+}
+
+// dispatch turns the mux's plain-text 404 and 405 into problem documents.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r) // sets the path values, which Handler does not
+		return
+	}
+	rec := &codeRecorder{h: http.Header{}, code: http.StatusOK}
+	h.ServeHTTP(rec, r)
+	if allow := rec.h.Get("Allow"); allow != "" {
+		w.Header().Set("Allow", allow)
+	}
+	writeProblem(w, wire.Problem{Type: wire.ProblemInvalidRequest, Title: titles[wire.ProblemInvalidRequest],
+		Status: rec.code, Detail: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
+}
+
+// codeRecorder keeps only the status and headers of the mux's fallback.
+type codeRecorder struct {
+	h    http.Header
+	code int
+}
+
+func (c *codeRecorder) Header() http.Header         { return c.h }
+func (c *codeRecorder) Write(p []byte) (int, error) { return len(p), nil }
+func (c *codeRecorder) WriteHeader(code int)        { c.code = code }
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush keeps long-poll and streaming responses working through the wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *Server) logged(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		s.log.Info("api", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"dur", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr)
+	})
+}
+
+// Serve answers API requests on l until Shutdown. Connections over a unix
+// socket are trusted; others need a bearer token.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.srv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting requests, ends long polls, and waits for the
+// requests in flight (or ctx).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(s.stop)
+	return s.srv.Shutdown(ctx)
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return problem(http.StatusRequestEntityTooLarge, wire.ProblemInvalidRequest, "request body too large")
+		}
+		return badRequest("bad JSON body: " + err.Error())
+	}
+	return nil
+}
+
+func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(wire.OpenAPI)
+}

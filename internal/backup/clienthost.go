@@ -1,0 +1,93 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/blockwise/blockwise/client"
+	"github.com/blockwise/blockwise/internal/nbd"
+)
+
+// ClientHost is the Host of a backup that talks to blockwise's host API.
+type ClientHost struct {
+	C *client.Client
+	// TLS for nbds:// exports, when the host serves them.
+	NBD *nbd.ClientOptions
+}
+
+// hostErr maps the client's sentinels to the ones Run reacts to.
+func hostErr(err error) error {
+	switch {
+	case errors.Is(err, client.ErrChangeIDInvalid):
+		return fmt.Errorf("%w: %w", ErrChangeIDInvalid, err)
+	case errors.Is(err, client.ErrBusy):
+		return fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	return err
+}
+
+// Disk implements Host.
+func (h ClientHost) Disk(ctx context.Context, name string) (DiskInfo, error) {
+	d, err := h.C.Disk(ctx, name)
+	if err != nil {
+		return DiskInfo{}, err
+	}
+	return DiskInfo{UUID: d.UUID, Size: d.Size}, nil
+}
+
+// CreateSnapshot implements Host.
+func (h ClientHost) CreateSnapshot(ctx context.Context, name, desc string) (Snapshot, error) {
+	s, err := h.C.CreateSnapshot(ctx, name, "", desc)
+	if err != nil {
+		return Snapshot{}, hostErr(err)
+	}
+	return Snapshot{ID: s.ID, ChangeID: s.ChangeID, Size: s.Size, Created: s.Created}, nil
+}
+
+// ChangedAreas implements Host.
+func (h ClientHost) ChangedAreas(ctx context.Context, name, snap string, start int64, since string) (*Areas, error) {
+	ca, err := h.C.QueryChangedAreas(ctx, name, snap, since, start)
+	if err != nil {
+		return nil, hostErr(err)
+	}
+	out := &Areas{StartOffset: ca.StartOffset, Length: ca.Length}
+	for _, a := range ca.ChangedArea {
+		out.Changed = append(out.Changed, Area{a.Start, a.Length})
+	}
+	return out, nil
+}
+
+// DeleteSnapshot implements Host: it waits for the consolidation.
+func (h ClientHost) DeleteSnapshot(ctx context.Context, name, snap string) error {
+	t, err := h.C.DeleteSnapshot(ctx, name, snap)
+	if err != nil {
+		return hostErr(err)
+	}
+	t, err = h.C.WaitTask(ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	if t.State == client.TaskFailed {
+		return fmt.Errorf("consolidation of %s@%s failed: %s", name, snap, t.Error)
+	}
+	return nil
+}
+
+// OpenNBD opens the snapshot's export through the first URI the host
+// offers that connects (the network transport).
+func (h ClientHost) OpenNBD(ctx context.Context, name, snap string) (Source, error) {
+	ex, err := h.C.Exports(ctx, name, snap)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, uri := range ex.URIs {
+		c, err := nbd.Dial(ctx, uri, h.NBD)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", uri, err))
+	}
+	return nil, fmt.Errorf("no export of %s@%s reachable: %w", name, snap, errors.Join(errs...))
+}
