@@ -6,23 +6,31 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"log/slog"
+	"math/rand"
 	"os"
 	"path/filepath"
-	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/blockwise/blockwise/internal/cbt"
-	"github.com/blockwise/blockwise/internal/disk"
-	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/client"
+	"github.com/blockwise/blockwise/internal/backend/local"
+	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/nbd"
+	"github.com/blockwise/blockwise/internal/repo"
 )
 
 var demoCmd = &cobra.Command{
 	Use:   "demo",
-	Short: "Walk through the engine: disk, writes, snapshots, changed areas, NBD, consolidation",
-	Args:  cobra.NoArgs,
+	Short: "Back up a disk twice (full, then CBT incremental) and restore it, on the default datastore and a local repository",
+	Long: `demo runs the main job end to end on embedded defaults: it starts the host
+(unless "blockwise serve" already runs on the datastore), creates a 1 GiB
+disk "demo", writes 64 MiB through NBD, backs it up into DATASTORE/demo-repo
+(password "demo"), changes 1% of its 64 KiB blocks, backs it up again
+(incremental: CBT says what to read), restores the latest restore point to
+DATASTORE/demo-restore.raw and checks it byte for byte against the disk.`,
+	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		return runDemo(cmd.Context(), globals, cmd.OutOrStdout())
 	},
@@ -30,127 +38,196 @@ var demoCmd = &cobra.Command{
 
 func init() { rootCmd.AddCommand(demoCmd) }
 
-// runDemo uses a disk named "demo" in the datastore, replacing an earlier one.
+const demoSize = 1 << 30
+
 func runDemo(ctx context.Context, g globalOptions, out io.Writer) error {
-	ds, err := disk.OpenDatastore(g.Datastore)
+	if err := os.MkdirAll(g.Datastore, 0o700); err != nil {
+		return err
+	}
+	c, stop, err := demoHost(ctx, g, out)
 	if err != nil {
 		return err
 	}
-	if err := ds.Delete("demo"); err != nil && !errors.Is(err, disk.ErrNotFound) {
-		return err
-	}
-	h := host.New(ds)
-	defer h.Close()
-	fmt.Fprintf(out, "datastore %s\n", ds.Dir())
-	d, err := h.Create("demo", 1<<30, disk.Options{})
-	if err != nil {
-		return err
-	}
+	defer stop()
 	step := func(format string, a ...any) { fmt.Fprintf(out, "\n== "+format+"\n", a...) }
-	step("created 1 GiB thin disk %q; writing 3 MiB at 0 and 1 MiB at 512 MiB", "demo")
-	if err := writePattern(d, 0, 3<<20, 1); err != nil {
+	if err := c.DeleteDisk(ctx, "demo"); err != nil && !errors.Is(err, client.ErrNotFound) {
 		return err
 	}
-	if err := writePattern(d, 512<<20, 1<<20, 2); err != nil {
+	if _, err := c.CreateDisk(ctx, client.CreateDiskRequest{Name: "demo", Size: demoSize}); err != nil {
 		return err
 	}
-	s1, err := d.CreateSnapshot("monday", "first backup point")
+	step("created thin 1 GiB disk \"demo\"; writing 64 MiB of data, text and zeroes through NBD")
+	live, err := demoDial(ctx, c, "")
 	if err != nil {
 		return err
 	}
-	step("snapshot %s taken at change ID %s; writing 64 KiB at 100 MiB and zeroing 1 MiB at 512 MiB", s1.ID, s1.ChangeID)
-	writePattern(d, 100<<20, 64<<10, 3)
-	d.Zero(512<<20, 1<<20, true)
-	s2, err := d.CreateSnapshot("tuesday", "second backup point")
+	defer live.Close()
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	if err := demoFill(ctx, live, rng); err != nil {
+		return err
+	}
+	r, err := demoRepo(ctx, g, out)
 	if err != nil {
 		return err
 	}
-	if err := showChanges(d, s2.ID, cbt.Any, out, "allocated areas of "+s2.ID+" (a full backup reads these)"); err != nil {
+	defer r.Close()
+	h := backup.ClientHost{C: c}
+	opts := backup.Options{Disk: "demo", Host: h, Repo: r, Open: h.OpenNBD}
+	if err := demoBackup(ctx, opts, out, "first backup"); err != nil {
 		return err
 	}
-	if err := showChanges(d, s2.ID, s1.ChangeID, out, "changed areas of "+s2.ID+" since "+s1.ChangeID+" (an incremental reads these)"); err != nil {
+	step("changing 1%% of the disk's 64 KiB blocks")
+	if err := demoChange(ctx, live, rng); err != nil {
 		return err
 	}
-	if err := demoNBD(ctx, h, out); err != nil {
+	if err := demoBackup(ctx, opts, out, "second backup"); err != nil {
 		return err
 	}
-	return demoConsolidate(ctx, d, s1.ID, out)
+	return demoRestore(ctx, g, r, live, out)
 }
 
-func writePattern(d *disk.Disk, off, n int64, b byte) error {
-	_, err := d.WriteAt(bytes.Repeat([]byte{b}, int(n)), off)
-	return err
+// demoHost connects to a running host, or starts one in this process.
+func demoHost(ctx context.Context, g globalOptions, out io.Writer) (*client.Client, func(), error) {
+	c, err := g.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := c.ListDisks(ctx); err == nil {
+		fmt.Fprintf(out, "using the running host at %s\n", g.hostURL())
+		return c, func() {}, nil
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	o := serveOptions{NBDUnix: filepath.Join(g.Datastore, "nbd.sock"), log: slog.New(slog.DiscardHandler)}
+	go func() { done <- runServe(sctx, g, o) }()
+	stop := func() { cancel(); <-done }
+	for i := 0; ; i++ {
+		if _, err = c.ListDisks(ctx); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			return nil, nil, fmt.Errorf("starting the host: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if i > 250 {
+			stop()
+			return nil, nil, fmt.Errorf("the host did not start: %w", err)
+		}
+	}
+	fmt.Fprintf(out, "started a host on datastore %s\n", g.Datastore)
+	return c, stop, nil
 }
 
-func showChanges(d *disk.Disk, snap, since string, out io.Writer, title string) error {
-	s, err := d.OpenSnapshot(snap)
+func demoDial(ctx context.Context, c *client.Client, snap string) (*nbd.Client, error) {
+	ex, err := c.Exports(ctx, "demo", snap)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer s.Close()
-	ca, err := s.ChangedAreas(0, since)
-	if err != nil {
-		return err
+	if len(ex.URIs) == 0 {
+		return nil, errors.New("the host offers no NBD URI")
 	}
-	fmt.Fprintf(out, "\n== %s\n", title)
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "START\tLENGTH\t")
-	for _, a := range ca.ChangedArea {
-		fmt.Fprintf(tw, "%d\t%d\t\n", a.Start, a.Length)
-	}
-	return tw.Flush()
+	return nbd.Dial(ctx, ex.URIs[0], nil)
 }
 
-// demoNBD serves the datastore on a private unix socket and reads the
-// snapshot back through our NBD client, as a backup proxy would.
-func demoNBD(ctx context.Context, h *host.Host, out io.Writer) error {
-	dir, err := os.MkdirTemp("", "blockwise-demo-")
+// demoFill writes 64 MiB spread over the disk: random, text-like and
+// explicit zeroes, like a guest file system would.
+func demoFill(ctx context.Context, c *nbd.Client, rng *rand.Rand) error {
+	text := bytes.Repeat([]byte("blockwise changed block tracking demo\n"), 2000)
+	for i := 0; i < 64; i++ {
+		p := make([]byte, 1<<20)
+		switch i % 3 {
+		case 0:
+			rng.Read(p)
+		case 1:
+			copy(p, text)
+		}
+		off := int64(i) * (demoSize / 64)
+		if err := c.WriteAt(ctx, p, off, false); err != nil {
+			return err
+		}
+	}
+	return c.Flush(ctx)
+}
+
+func demoChange(ctx context.Context, c *nbd.Client, rng *rand.Rand) error {
+	for b := int64(0); b < demoSize/(64<<10); b++ {
+		if rng.Intn(100) == 0 {
+			p := make([]byte, 64<<10)
+			rng.Read(p)
+			if err := c.WriteAt(ctx, p, b*64<<10, false); err != nil {
+				return err
+			}
+		}
+	}
+	return c.Flush(ctx)
+}
+
+func demoRepo(ctx context.Context, g globalOptions, out io.Writer) (*repo.Repository, error) {
+	dir := filepath.Join(g.Datastore, "demo-repo")
+	be, err := local.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repo.Open(ctx, be, "demo")
+	if errors.Is(err, repo.ErrNotFound) || errors.Is(err, repo.ErrInvalid) {
+		fmt.Fprintf(out, "\n== creating an encrypted repository at %s (password \"demo\")\n", dir)
+		r, err = repo.Init(ctx, be, "demo", repo.Options{})
+	}
+	return r, err
+}
+
+func demoBackup(ctx context.Context, o backup.Options, out io.Writer, title string) error {
+	res, err := backup.Run(ctx, o)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "nbd.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		return err
+	fmt.Fprintf(out, "\n== %s: restore point %s, %s", title, res.Manifest.ID.Short(), res.Mode)
+	if res.Reason != "" {
+		fmt.Fprintf(out, " (%s)", res.Reason)
 	}
-	srv := nbd.NewServer(h, nbd.ServerOptions{})
-	go srv.Serve(l)
-	defer srv.Shutdown(ctx)
-	uri := "nbd+unix:///demo@tuesday?socket=" + sock
-	c, err := nbd.Dial(ctx, uri, &nbd.ClientOptions{MetaContexts: []string{nbd.ContextBaseAllocation}})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	buf := make([]byte, 64<<10)
-	if err := c.ReadAt(ctx, buf, 100<<20); err != nil {
-		return err
-	}
-	ext, err := c.BlockStatus(ctx, nbd.ContextBaseAllocation, 0, c.Size(), false)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "\n== over NBD (%s): %d bytes, first data byte at 100 MiB = %d, %d allocation extents\n",
-		uri, c.Size(), buf[0], len(ext))
-	fmt.Fprintf(out, "   try: nbdinfo --map '%s' while `blockwise serve` runs\n", "nbd+unix:///demo@tuesday?socket=DATASTORE/nbd.sock")
+	fmt.Fprintf(out, "\n   CBT reported %d bytes, read %d over NBD, stored %d new bytes, in %s\n",
+		res.AreasBytes, res.ReadBytes, res.Manifest.Stats.NewBytes, res.Duration.Round(time.Millisecond))
 	return nil
 }
 
-func demoConsolidate(ctx context.Context, d *disk.Disk, snap string, out io.Writer) error {
-	task, err := d.DeleteSnapshot(snap)
+func demoRestore(ctx context.Context, g globalOptions, r *repo.Repository, live *nbd.Client, out io.Writer) error {
+	m, err := findManifest(ctx, r, "latest", "demo")
 	if err != nil {
 		return err
 	}
-	writePattern(d, 200<<20, 4096, 9) // writes go on during consolidation
-	if err := task.Wait(ctx); err != nil {
-		return err
-	}
-	st, err := d.Stat()
+	path := filepath.Join(g.Datastore, "demo-restore.raw")
+	os.Remove(path)
+	target, _, err := openTarget(ctx, restoreOptions{ToFile: path}, int64(m.Size))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\n== deleted snapshot %s online: %d layers left, %d snapshot(s), %d bytes allocated of %d, change ID %s\n",
-		snap, st.Layers, len(st.Snapshots), st.Allocated, st.Size, st.ChangeID)
+	defer target.Close()
+	res, err := backup.Restore(ctx, backup.RestoreOptions{Repo: r, Manifest: m.ID, Target: target, TargetIsZero: true})
+	if err != nil {
+		return err
+	}
+	if err := demoCompare(ctx, live, target); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\n== restored %s to %s in %s: %d chunks verified, identical to the disk\n",
+		m.ID.Short(), path, res.Duration.Round(time.Millisecond), res.Verified)
+	fmt.Fprintf(out, "   qemu-img compare -f raw -F raw %s %s\n", path, filepath.Join(g.Datastore, "demo", "flat.raw"))
+	return nil
+}
+
+func demoCompare(ctx context.Context, live *nbd.Client, target closingTarget) error {
+	a, b := make([]byte, 4<<20), make([]byte, 4<<20)
+	for off := int64(0); off < demoSize; off += int64(len(a)) {
+		if err := live.ReadAt(ctx, a, off); err != nil {
+			return err
+		}
+		if err := target.ReadAt(ctx, b, off); err != nil {
+			return err
+		}
+		if !bytes.Equal(a, b) {
+			return fmt.Errorf("restored image differs from the disk near offset %d", off)
+		}
+	}
 	return nil
 }

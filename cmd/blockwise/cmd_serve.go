@@ -16,6 +16,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/nbd"
 )
@@ -30,6 +31,7 @@ type serveOptions struct {
 	TLSCert     string
 	TLSKey      string
 	TLSRequired bool
+	log         *slog.Logger // nil: text logs on stderr
 }
 
 var serveOpts serveOptions
@@ -63,11 +65,20 @@ func init() {
 }
 
 func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := o.log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
 	ds, err := disk.OpenDatastore(g.Datastore)
 	if err != nil {
 		return err
 	}
+	// One server per datastore: a second one would take over its sockets.
+	lock, err := fsutil.Lock(filepath.Join(g.Datastore, "serve.lock"))
+	if err != nil {
+		return fmt.Errorf("datastore %s: %w: another blockwise serve uses it (%v)", g.Datastore, disk.ErrBusy, err)
+	}
+	defer lock.Close()
 	h := host.New(ds)
 	srv, err := newNBDServer(h, o, log)
 	if err != nil {
