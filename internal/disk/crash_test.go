@@ -233,8 +233,9 @@ func (c *crashModel) verifyAfterCrash(t *testing.T, ds *Datastore, iter int) []b
 	}
 	c.checkSnapshots(t, d, iter)
 	c.checkCBT(t, d, iter, got)
-	// The disk now holds got: that is durable from here on.
-	c.flushed, c.post = bytes.Clone(got), nil
+	// The disk now holds got: that is durable from here on, and the
+	// interrupted operation is settled.
+	c.flushed, c.post, c.pending = bytes.Clone(got), nil, ""
 	return got
 }
 
