@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -20,11 +21,11 @@ type backupOptions struct {
 var backupOpts backupOptions
 
 var backupCmd = &cobra.Command{
-	Use:   "backup DISK",
-	Short: "Back up a disk: snapshot, read what CBT says changed over NBD, store, delete the snapshot",
-	Args:  cobra.ExactArgs(1),
+	Use:   "backup DISK...",
+	Short: "Back up disks: snapshot, read what CBT says changed over NBD, store, delete the snapshot",
+	Args:  cobra.MinimumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		return runBackup(cmd.Context(), globals, backupOpts, args[0], cmd.OutOrStdout())
+		return runBackups(cmd.Context(), globals, backupOpts, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
 	},
 }
 
@@ -49,7 +50,9 @@ type backupSummary struct {
 	Seconds  float64 `json:"seconds"`
 }
 
-func runBackup(ctx context.Context, g globalOptions, o backupOptions, disk string, out io.Writer) error {
+// runBackups backs up each disk in turn; one failing does not stop the
+// others, and the command fails if any did.
+func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []string, out, errOut io.Writer) error {
 	c, err := g.client()
 	if err != nil {
 		return err
@@ -60,10 +63,25 @@ func runBackup(ctx context.Context, g globalOptions, o backupOptions, disk strin
 	}
 	defer r.Close()
 	h := backup.ClientHost{C: c}
-	res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: h.OpenNBD, Workers: o.Workers, Full: o.Full})
-	if err != nil {
-		return err
+	var errs []error
+	for _, disk := range disks {
+		bar := newProgress(errOut, disk)
+		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: h.OpenNBD, Workers: o.Workers, Full: o.Full, Progress: bar.update})
+		bar.finish()
+		if err == nil {
+			err = printBackup(g, disk, res, out)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
 	}
+	return errors.Join(errs...)
+}
+
+func printBackup(g globalOptions, disk string, res *backup.Result, out io.Writer) error {
 	s := backupSummary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
 		Changed: res.AreasBytes, Read: res.ReadBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds()}
 	if res.Parent != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/nbd"
@@ -18,6 +19,7 @@ type restoreOptions struct {
 	repoOptions
 	Disk    string
 	ToFile  string
+	ToDisk  string
 	ToURI   string
 	Workers int
 }
@@ -26,10 +28,10 @@ var restoreOpts restoreOptions
 
 var restoreCmd = &cobra.Command{
 	Use:   "restore ID|latest",
-	Short: "Restore a restore point to a raw file or an NBD export, verified chunk by chunk",
+	Short: "Restore a restore point to a sparse raw file, a new disk or an NBD export, verified chunk by chunk",
 	Args:  cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		return runRestore(cmd.Context(), restoreOpts, args[0], cmd.OutOrStdout())
+		return runRestore(cmd.Context(), globals, restoreOpts, args[0], cmd.OutOrStdout())
 	},
 }
 
@@ -37,15 +39,16 @@ func init() {
 	addRepoFlags(restoreCmd, &restoreOpts.repoOptions)
 	f := restoreCmd.Flags()
 	f.StringVar(&restoreOpts.Disk, "disk", "", "with latest: the disk whose newest restore point to use")
-	f.StringVar(&restoreOpts.ToFile, "to-file", "", "write a sparse raw image file (must not exist)")
+	f.StringVar(&restoreOpts.ToFile, "to", "", "write a sparse raw image file (must not exist): zero chunks become holes")
+	f.StringVar(&restoreOpts.ToDisk, "to-disk", "", "create this disk on the host and write it over NBD (WRITE_ZEROES for zero chunks)")
 	f.StringVar(&restoreOpts.ToURI, "to-uri", "", "write into an NBD export (nbd://, nbd+unix://, nbds://)")
 	f.IntVar(&restoreOpts.Workers, "workers", 4, "concurrent chunk writes")
 	rootCmd.AddCommand(restoreCmd)
 }
 
-func runRestore(ctx context.Context, o restoreOptions, ref string, out io.Writer) error {
-	if (o.ToFile == "") == (o.ToURI == "") {
-		return fmt.Errorf("%w: give exactly one of --to-file and --to-uri", errUsage)
+func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref string, out io.Writer) error {
+	if n := countSet(o.ToFile, o.ToDisk, o.ToURI); n != 1 {
+		return fmt.Errorf("%w: give exactly one of --to, --to-disk and --to-uri", errUsage)
 	}
 	r, err := o.open(ctx)
 	if err != nil {
@@ -55,6 +58,11 @@ func runRestore(ctx context.Context, o restoreOptions, ref string, out io.Writer
 	m, err := findManifest(ctx, r, ref, o.Disk)
 	if err != nil {
 		return err
+	}
+	if o.ToDisk != "" {
+		if o.ToURI, err = createRestoreDisk(ctx, g, o.ToDisk, int64(m.Size)); err != nil {
+			return err
+		}
 	}
 	target, isZero, err := openTarget(ctx, o, int64(m.Size))
 	if err != nil {
@@ -68,6 +76,36 @@ func runRestore(ctx context.Context, o restoreOptions, ref string, out io.Writer
 	fmt.Fprintf(out, "restored %s (%s, %d bytes): %d bytes written, %d zero chunks, %d chunks verified, %s\n",
 		m.ID.Short(), m.Disk, m.Size, res.BytesWritten, res.ZeroSlots, res.Verified, res.Duration.Round(1e6))
 	return nil
+}
+
+func countSet(s ...string) int {
+	n := 0
+	for _, x := range s {
+		if x != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// createRestoreDisk makes the disk a restore writes into and returns the
+// NBD URI of its live export.
+func createRestoreDisk(ctx context.Context, g globalOptions, name string, size int64) (string, error) {
+	c, err := g.client()
+	if err != nil {
+		return "", err
+	}
+	if _, err := c.CreateDisk(ctx, client.CreateDiskRequest{Name: name, Size: size}); err != nil {
+		return "", err
+	}
+	ex, err := c.Exports(ctx, name, "")
+	if err != nil {
+		return "", err
+	}
+	if len(ex.URIs) == 0 {
+		return "", fmt.Errorf("the host offers no NBD URI for %s", name)
+	}
+	return ex.URIs[0], nil
 }
 
 type closingTarget interface {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -68,6 +69,9 @@ type Options struct {
 	Workers int // concurrent reads, default 4
 	// Full ignores the previous restore point's change ID.
 	Full bool
+	// Progress, if set, is called as bytes are read (from one goroutine
+	// at a time).
+	Progress func(done, total int64)
 }
 
 // Result describes a finished backup.
@@ -138,7 +142,8 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result) error {
 	}
 	defer src.Close()
 	cs := int64(o.Repo.Config().ChunkSize)
-	if err := copySlots(ctx, src, w, plan(areas, cs, res.Snapshot.Size), cs, res.Snapshot.Size, o.Workers, &res.ReadBytes); err != nil {
+	cp := copier{src: src, w: w, chunk: cs, size: res.Snapshot.Size, workers: o.Workers, progress: o.Progress}
+	if err := cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes); err != nil {
 		w.Abort(context.WithoutCancel(ctx))
 		return err
 	}
@@ -244,31 +249,49 @@ func plan(areas []Area, chunk, size int64) []slotRun {
 	return out
 }
 
-// copySlots reads the planned runs and stores each chunk.
-func copySlots(ctx context.Context, src Source, w *repo.SnapshotWriter, runs []slotRun, chunk, size int64, workers int, read *int64) error {
+// copier reads planned runs from a source and stores each chunk, with at
+// most workers runs (≤ 4 MiB each) in memory at once.
+type copier struct {
+	src         Source
+	w           *repo.SnapshotWriter
+	chunk, size int64
+	workers     int
+	progress    func(done, total int64)
+	mu          sync.Mutex
+	done, total int64
+}
+
+func (c *copier) run(ctx context.Context, runs []slotRun, read *int64) error {
+	for _, r := range runs {
+		c.total += min(r.n*c.chunk, c.size-r.first*c.chunk)
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(workers)
-	counts := make([]int64, len(runs))
-	for i, r := range runs {
-		g.Go(func() error {
-			off := r.first * chunk
-			buf := make([]byte, min(r.n*chunk, size-off))
-			if err := src.ReadAt(gctx, buf, off); err != nil {
-				return fmt.Errorf("read %d+%d: %w", off, len(buf), err)
-			}
-			counts[i] = int64(len(buf))
-			for s := int64(0); s*chunk < int64(len(buf)); s++ {
-				c := buf[s*chunk : min((s+1)*chunk, int64(len(buf)))]
-				if err := w.PutChunk(gctx, uint64(r.first+s), c); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+	g.SetLimit(c.workers)
+	for _, r := range runs {
+		g.Go(func() error { return c.copyRun(gctx, r) })
 	}
 	err := g.Wait()
-	for _, c := range counts {
-		*read += c
-	}
+	*read = c.done
 	return err
+}
+
+func (c *copier) copyRun(ctx context.Context, r slotRun) error {
+	off := r.first * c.chunk
+	buf := make([]byte, min(r.n*c.chunk, c.size-off))
+	if err := c.src.ReadAt(ctx, buf, off); err != nil {
+		return fmt.Errorf("read %d+%d: %w", off, len(buf), err)
+	}
+	for s := int64(0); s*c.chunk < int64(len(buf)); s++ {
+		chunk := buf[s*c.chunk : min((s+1)*c.chunk, int64(len(buf)))]
+		if err := c.w.PutChunk(ctx, uint64(r.first+s), chunk); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.done += int64(len(buf))
+	if c.progress != nil {
+		c.progress(c.done, c.total)
+	}
+	return nil
 }

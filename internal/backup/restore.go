@@ -98,7 +98,7 @@ func writeSlots(ctx context.Context, o RestoreOptions, im *repo.Image, res *Rest
 		g.Go(func() error {
 			c, err := im.ReadChunk(gctx, slot)
 			if err != nil {
-				return err
+				return fmt.Errorf("chunk at offset %d of restore point %s: %w", off, im.Manifest().ID.Short(), err)
 			}
 			sums[slot] = crc32.Checksum(c, castagnoli)
 			atomic.AddInt64(&res.BytesWritten, int64(len(c)))

@@ -146,3 +146,18 @@ func (im *Image) cachedChunk(slot uint64) ([]byte, error) {
 	im.mu.Unlock()
 	return c, nil
 }
+
+// SlotIDs calls fn with every slot's chunk ID (the zero ID for zero
+// slots), in slot order.
+func (im *Image) SlotIDs(ctx context.Context, fn func(slot uint64, id ID) error) error {
+	for s := range im.m.Slots() {
+		id, err := im.slotID(ctx, s)
+		if err != nil {
+			return err
+		}
+		if err := fn(s, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}

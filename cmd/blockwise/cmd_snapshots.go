@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/blockwise/blockwise/internal/repo"
+)
+
+var pointsOpts struct {
+	repoOptions
+	Disk string
+}
+
+var pointsCmd = &cobra.Command{
+	Use:     "snapshots",
+	Aliases: []string{"backups", "points"},
+	Short:   "List the restore points in a repository (per disk: time, size, bytes read, new bytes, duration)",
+	Args:    cobra.NoArgs,
+	RunE: func(cmd *cobra.Command, args []string) error {
+		return runPoints(cmd.Context(), pointsOpts.repoOptions, pointsOpts.Disk, cmd.OutOrStdout())
+	},
+}
+
+func init() {
+	addRepoFlags(pointsCmd, &pointsOpts.repoOptions)
+	pointsCmd.Flags().StringVar(&pointsOpts.Disk, "disk", "", "only this disk's restore points")
+	rootCmd.AddCommand(pointsCmd)
+}
+
+type backupRow struct {
+	ID       string  `json:"id"`
+	Disk     string  `json:"disk"`
+	Time     string  `json:"time"`
+	Size     uint64  `json:"size"`
+	ChangeID string  `json:"changeId"`
+	Parent   string  `json:"parent,omitempty"`
+	Read     uint64  `json:"readBytes"`
+	NewBytes uint64  `json:"newBytes"`
+	Seconds  float64 `json:"seconds"`
+}
+
+func runPoints(ctx context.Context, o repoOptions, disk string, out io.Writer) error {
+	r, err := o.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	ms, err := r.ListManifests(ctx)
+	if err != nil {
+		return err
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Time.Before(ms[j].Time) })
+	rows := []backupRow{}
+	for _, m := range ms {
+		if disk == "" || m.Disk == disk {
+			rows = append(rows, rowOf(m))
+		}
+	}
+	if globals.JSON {
+		return json.NewEncoder(out).Encode(rows)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tDISK\tTIME\tSIZE\tREAD\tNEW\tDURATION\tPARENT")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.1fs\t%s\n", r.ID[:12], r.Disk, r.Time, human(int64(r.Size)), human(int64(r.Read)),
+			human(int64(r.NewBytes)), r.Seconds, short(r.Parent))
+	}
+	return tw.Flush()
+}
+
+func rowOf(m *repo.Manifest) backupRow {
+	row := backupRow{ID: m.ID.String(), Disk: m.Disk, Time: m.Time.Format("2006-01-02 15:04:05"),
+		Size: m.Size, ChangeID: m.ChangeID, Read: m.Stats.BytesRead, NewBytes: m.Stats.NewBytes, Seconds: m.Stats.Duration.Seconds()}
+	if m.Parent != nil {
+		row.Parent = m.Parent.String()
+	}
+	return row
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

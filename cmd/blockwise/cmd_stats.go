@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/repo"
+)
+
+var statsOpts repoOptions
+
+var statsCmd = &cobra.Command{
+	Use:   "stats",
+	Short: "Logical and stored size of the repository, dedup and compression ratios",
+	Args:  cobra.NoArgs,
+	RunE: func(cmd *cobra.Command, args []string) error {
+		return runStats(cmd.Context(), statsOpts, cmd.OutOrStdout())
+	},
+}
+
+var checkCmd = &cobra.Command{
+	Use:   "check",
+	Short: "Verify the repository (alias of repo check)",
+	Args:  cobra.NoArgs,
+	RunE: func(cmd *cobra.Command, args []string) error {
+		return runRepoCheck(cmd.Context(), checkOpts, checkReadDataTop, cmd.OutOrStdout())
+	},
+}
+
+var (
+	checkOpts        repoOptions
+	checkReadDataTop bool
+)
+
+func init() {
+	addRepoFlags(statsCmd, &statsOpts)
+	addRepoFlags(checkCmd, &checkOpts)
+	checkCmd.Flags().BoolVar(&checkReadDataTop, "read-data", false, "read and verify every pack")
+	rootCmd.AddCommand(statsCmd, checkCmd)
+}
+
+// repoStats: logical bytes are the non-zero chunk bytes of every restore
+// point; unique bytes those of distinct chunks; stored bytes the packs.
+type repoStats struct {
+	Points        int     `json:"points"`
+	LogicalBytes  int64   `json:"logicalBytes"`
+	UniqueBytes   int64   `json:"uniqueBytes"`
+	StoredBytes   int64   `json:"storedBytes"`
+	DedupRatio    float64 `json:"dedupRatio"`
+	CompressRatio float64 `json:"compressionRatio"`
+}
+
+func runStats(ctx context.Context, o repoOptions, out io.Writer) error {
+	r, err := o.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	st, err := collectStats(ctx, r)
+	if err != nil {
+		return err
+	}
+	if globals.JSON {
+		return json.NewEncoder(out).Encode(st)
+	}
+	fmt.Fprintf(out, "%d restore points\nlogical  %s (non-zero data of every point)\nunique   %s (distinct chunks)\nstored   %s (packs)\ndedup    %.2fx\ncompress %.2fx\n",
+		st.Points, human(st.LogicalBytes), human(st.UniqueBytes), human(st.StoredBytes), st.DedupRatio, st.CompressRatio)
+	return nil
+}
+
+func collectStats(ctx context.Context, r *repo.Repository) (*repoStats, error) {
+	ms, err := r.ListManifests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &repoStats{Points: len(ms)}
+	cs := int64(r.Config().ChunkSize)
+	unique := map[repo.ID]bool{}
+	for _, m := range ms {
+		im, err := r.OpenImage(ctx, m.ID)
+		if err != nil {
+			return nil, err
+		}
+		err = im.SlotIDs(ctx, func(slot uint64, id repo.ID) error {
+			if !id.IsZero() {
+				st.LogicalBytes += cs
+				unique[id] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	st.UniqueBytes = int64(len(unique)) * cs
+	err = r.Backend().List(ctx, backend.Data, func(fi backend.FileInfo) error {
+		st.StoredBytes += fi.Size
+		return nil
+	})
+	if st.UniqueBytes > 0 && st.StoredBytes > 0 {
+		st.DedupRatio = float64(st.LogicalBytes) / float64(st.UniqueBytes)
+		st.CompressRatio = float64(st.UniqueBytes) / float64(st.StoredBytes)
+	}
+	return st, err
+}
