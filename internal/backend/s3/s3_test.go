@@ -28,8 +28,14 @@ func TestMain(m *testing.M) {
 // open returns a backend on a fresh prefix of the shared test bucket.
 func open(t testing.TB, mutate ...func(*s3.Config)) *s3.Backend {
 	t.Helper()
+	return openPrefix(t, s3test.RandomPrefix(t.Name()), mutate...)
+}
+
+// openPrefix returns a backend on prefix of the shared test bucket.
+func openPrefix(t testing.TB, prefix string, mutate ...func(*s3.Config)) *s3.Backend {
+	t.Helper()
 	s := s3test.Need(t, srv)
-	cfg := s.Config(s3test.Bucket, s3test.RandomPrefix(t.Name()))
+	cfg := s.Config(s3test.Bucket, prefix)
 	for _, f := range mutate {
 		f(&cfg)
 	}
