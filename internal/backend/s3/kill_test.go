@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -72,11 +74,28 @@ func TestKillDuringBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	committed := waitCommits(t, cmd, bufio.NewScanner(out), 2)
-	// Let the next backup get under way, then kill it mid-upload.
-	time.Sleep(time.Duration(20+rand.IntN(80)) * time.Millisecond)
+	// Kill the next backup once its first pack has landed: it is then
+	// mid-way, with more packs, the index and the manifest still to come.
+	dataDir := filepath.Join(s.Dir, s3test.Bucket, prefix, "data")
+	n0 := countFiles(dataDir)
+	for deadline := time.Now().Add(30 * time.Second); countFiles(dataDir) == n0 && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Millisecond)
+	}
+	time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	verifyAfterKill(t, prefix, committed)
+}
+
+func countFiles(dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
 }
 
 // waitCommits reads the child's progress until it reported n commits.
