@@ -64,6 +64,8 @@ func Start(dir string) (*Server, error) {
 			return nil, err
 		}
 		s.ownsDir = true
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
 	}
 	if s.Endpoint, err = freeAddr(); err != nil {
 		return nil, err
