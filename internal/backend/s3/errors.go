@@ -47,7 +47,7 @@ func mapErr(op string, what any, err error) error {
 var transientCodes = map[string]bool{
 	"SlowDown": true, "RequestTimeout": true, "InternalError": true,
 	"ServiceUnavailable": true, "ConditionalRequestConflict": true,
-	"OperationAborted": true, "RequestTimeTooSkewed": false,
+	"OperationAborted": true,
 }
 
 func isTransient(resp minio.ErrorResponse, err error) bool {
