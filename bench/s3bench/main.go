@@ -21,8 +21,8 @@ import (
 var (
 	sizeMiB = flag.Int("size", 1024, "image size in MiB")
 	dir     = flag.String("dir", "", "scratch directory (default: a new temporary one)")
-	conns   = flag.Int("conns", 8, "backend operations in flight (backend.Limit)")
-	workers = flag.Int("workers", 4, "goroutines calling PutChunk / ReadChunk")
+	conns   = flag.Int("conns", 16, "backend operations in flight (backend.Limit)")
+	workers = flag.Int("workers", 8, "goroutines calling PutChunk / ReadChunk")
 )
 
 type result struct {
