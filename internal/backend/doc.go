@@ -1,7 +1,8 @@
 // Package backend defines the storage contract a blockwise repository is
 // written against, plus wrappers that add behaviour without touching the
-// implementations: Retry (bounded retries of transient errors) and Faulty
-// (seeded error injection for tests).
+// implementations: Retry (bounded retries of transient errors), Limit
+// (bounded operations in flight) and Faulty (seeded error injection for
+// tests).
 //
 // A Backend is a flat store of immutable, named objects grouped by type,
 // modelled on restic's backend and kopia's blob storage. The repository
@@ -9,6 +10,6 @@
 // lists and removes. That is what lets the contract be small and lets
 // object stores implement it with conditional PUTs.
 //
-// Implementations live in sub-packages (local, mem); backendtest holds the
+// Implementations live in sub-packages (local, mem, s3); backendtest holds the
 // conformance suite every implementation must pass.
 package backend

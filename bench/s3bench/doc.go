@@ -1,0 +1,5 @@
+// Command s3bench times a full and a 1%-incremental backup and a restore
+// of one realistic image through the repository API, on the local
+// backend and on versitygw over loopback, in the same run, and counts the
+// requests the incremental makes. bench/s3.sh runs it.
+package main

@@ -1,0 +1,38 @@
+// Package location turns a --repo argument into a ready Backend, so
+// commands accept a directory and an s3: URL alike without knowing
+// either backend.
+package location
+
+import (
+	"context"
+	"strings"
+
+	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/backend/local"
+	"github.com/blockwise/blockwise/internal/backend/s3"
+)
+
+// Defaults for remote repositories: enough connections to keep a
+// loopback or LAN object store busy, and retries that ride out a few
+// seconds of throttling or a server restart.
+const (
+	S3Connections = 16
+	S3Attempts    = 8
+)
+
+// Open opens "s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]" (see s3.ParseURL)
+// wrapped in Retry and Limit, or else a local directory.
+func Open(ctx context.Context, repo string) (backend.Backend, error) {
+	if !strings.HasPrefix(repo, "s3:") {
+		return local.Open(repo)
+	}
+	cfg, err := s3.ParseURL(repo)
+	if err != nil {
+		return nil, err
+	}
+	be, err := s3.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return backend.NewRetry(backend.NewLimit(be, S3Connections), S3Attempts), nil
+}
