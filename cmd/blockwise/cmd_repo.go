@@ -60,7 +60,7 @@ func runRepoInit(ctx context.Context, o repoOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	be, err := o.backend()
+	be, err := o.backend(ctx)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/local"
+	"github.com/blockwise/blockwise/internal/backend/location"
 	"github.com/blockwise/blockwise/internal/repo"
 )
 
@@ -21,7 +22,7 @@ type repoOptions struct {
 }
 
 func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
-	cmd.Flags().StringVarP(&o.Repo, "repo", "r", os.Getenv("BLOCKWISE_REPO"), "repository: a directory (env BLOCKWISE_REPO)")
+	cmd.Flags().StringVarP(&o.Repo, "repo", "r", os.Getenv("BLOCKWISE_REPO"), "repository: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] (env BLOCKWISE_REPO)")
 	cmd.Flags().StringVar(&o.PasswordFile, "password-file", os.Getenv("BLOCKWISE_PASSWORD_FILE"), "file holding the repository password (else env BLOCKWISE_PASSWORD)")
 }
 
@@ -42,14 +43,14 @@ func (o repoOptions) password() (string, error) {
 	return "", fmt.Errorf("%w: no password: set BLOCKWISE_PASSWORD or --password-file", errUsage)
 }
 
-func (o repoOptions) backend() (backend.Backend, error) {
+// backend opens a directory or an s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]
+// repository (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or
+// the AWS config files).
+func (o repoOptions) backend(ctx context.Context) (backend.Backend, error) {
 	if o.Repo == "" {
 		return nil, fmt.Errorf("%w: no repository: set --repo or BLOCKWISE_REPO", errUsage)
 	}
-	if strings.HasPrefix(o.Repo, "s3:") {
-		return nil, fmt.Errorf("%w: S3 repositories are not available in this build", errUsage)
-	}
-	return local.Open(o.Repo)
+	return location.Open(ctx, o.Repo)
 }
 
 func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
@@ -57,11 +58,14 @@ func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	be, err := o.backend()
+	be, err := o.backend(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, backend.NewRetry(be, 5), pw)
+	if _, local := be.(*local.Backend); local {
+		be = backend.NewRetry(be, 5)
+	}
+	r, err := repo.Open(ctx, be, pw)
 	if err != nil {
 		be.Close()
 		return nil, err
