@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -23,11 +24,19 @@ func init() {
 }
 
 func main() {
+	// BLOCKWISE_CPUPROFILE=FILE profiles one command (benchmarks use it).
+	if p := os.Getenv("BLOCKWISE_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := rootCmd.ExecuteContext(ctx)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "blockwise:", err)
+		pprof.StopCPUProfile()
 		os.Exit(exitCode(err))
 	}
 }
