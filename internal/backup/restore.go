@@ -77,39 +77,54 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 	return res, nil
 }
 
-// writeSlots copies every slot; it returns the CRC-32C of each chunk
-// written (0 for zero slots) for the read-back check.
+// runSlots is how many slots one restore worker reads at once (4 MiB).
+const runSlots = 64
+
+// writeSlots copies every slot, a run of slots per worker so the
+// repository can fetch neighbouring chunks together; it returns the
+// CRC-32C of each chunk written (0 for zero slots) for the read-back check.
 func writeSlots(ctx context.Context, o RestoreOptions, im *repo.Image, res *RestoreResult) ([]uint32, error) {
 	cs := int64(im.ChunkSize())
-	sums := make([]uint32, (im.Size()+cs-1)/cs)
+	slots := (im.Size() + cs - 1) / cs
+	sums := make([]uint32, slots)
+	zero := make([]bool, slots)
+	err := im.Slots(ctx, func(slot uint64, z bool) error { zero[slot] = z; return nil })
+	if err != nil {
+		return nil, err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
-	err := im.Slots(ctx, func(slot uint64, zero bool) error {
-		off := int64(slot) * cs
-		n := min(cs, im.Size()-off)
-		if zero {
-			atomic.AddInt64(&res.ZeroSlots, 1)
-			if o.TargetIsZero {
-				return nil
-			}
-			g.Go(func() error { return o.Target.Zero(gctx, off, n) })
-			return gctx.Err()
-		}
-		g.Go(func() error {
-			c, err := im.ReadChunk(gctx, slot)
-			if err != nil {
-				return fmt.Errorf("chunk at offset %d of restore point %s: %w", off, im.Manifest().ID.Short(), err)
-			}
-			sums[slot] = crc32.Checksum(c, castagnoli)
-			atomic.AddInt64(&res.BytesWritten, int64(len(c)))
-			return o.Target.WriteAt(gctx, c, off)
-		})
-		return gctx.Err()
-	})
-	if werr := g.Wait(); err == nil {
-		err = werr
+	for first := int64(0); first < slots; first += runSlots {
+		n := min(runSlots, slots-first)
+		g.Go(func() error { return writeRun(gctx, o, im, first, n, zero, sums, res) })
 	}
-	return sums, err
+	return sums, g.Wait()
+}
+
+func writeRun(ctx context.Context, o RestoreOptions, im *repo.Image, first, n int64, zero []bool, sums []uint32, res *RestoreResult) error {
+	cs := int64(im.ChunkSize())
+	chunks, err := im.ReadChunks(ctx, uint64(first), int(n))
+	if err != nil {
+		return fmt.Errorf("restore point %s, offset %d: %w", im.Manifest().ID.Short(), first*cs, err)
+	}
+	for i, c := range chunks {
+		slot, off := first+int64(i), (first+int64(i))*cs
+		if zero[slot] {
+			atomic.AddInt64(&res.ZeroSlots, 1)
+			if !o.TargetIsZero {
+				if err := o.Target.Zero(ctx, off, min(cs, im.Size()-off)); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		sums[slot] = crc32.Checksum(c, castagnoli)
+		atomic.AddInt64(&res.BytesWritten, int64(len(c)))
+		if err := o.Target.WriteAt(ctx, c, off); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func verifySlots(ctx context.Context, o RestoreOptions, im *repo.Image, sums []uint32, res *RestoreResult) error {

@@ -1,0 +1,45 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/blockwise/blockwise/internal/backend/mem"
+)
+
+func TestReadChunksMatchesReadChunk(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	r := initRepo(t, mem.New(), testOptions())
+	cs := int(r.Config().ChunkSize)
+	img := randomImage(rng, 300*cs+cs/2, cs, 0.3)
+	m := backup(t, r, nil, img, nil)
+	changed := mutate(rng, img, cs, 0.1)
+	var slots []uint64
+	for _, s := range changed {
+		slots = append(slots, uint64(s))
+	}
+	m2 := backup(t, r, m, img, slots)
+	im, err := r.OpenImage(context.Background(), m2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(m2.Slots())
+	for first := 0; first < n; first += 37 {
+		k := min(37, n-first)
+		got, err := im.ReadChunks(context.Background(), uint64(first), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range got {
+			want := img[(first+i)*cs : min((first+i+1)*cs, len(img))]
+			if c == nil && !bytes.Equal(want, make([]byte, len(want))) {
+				t.Fatalf("slot %d: nil for a non-zero chunk", first+i)
+			}
+			if c != nil && !bytes.Equal(c, want) {
+				t.Fatalf("slot %d differs", first+i)
+			}
+		}
+	}
+}
