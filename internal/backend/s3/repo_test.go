@@ -3,9 +3,11 @@ package s3_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -144,9 +146,22 @@ func TestRepoConcurrentBackups(t *testing.T) {
 	if _, err := repo.Init(ctx, stack(be), password, repoOptions); err != nil {
 		t.Fatal(err)
 	}
+	// Garbage for prune to find while the backups run.
+	r0, err := repo.Open(ctx, stack(be), password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := backup(ctx, r0, nil, "old", randomImage(5, 2<<20, 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r0.Forget(ctx, old.ID); err != nil {
+		t.Fatal(err)
+	}
 	imgs := [][]byte{randomImage(3, 4<<20, 0.1), randomImage(4, 4<<20, 0.1)}
 	ms := make([]*repo.Manifest, 2)
 	var g errgroup.Group
+	done := make(chan struct{})
 	for i := range 2 {
 		g.Go(func() error {
 			r, err := repo.Open(ctx, stack(openPrefix(t, prefix)), password)
@@ -157,7 +172,38 @@ func TestRepoConcurrentBackups(t *testing.T) {
 			return err
 		})
 	}
-	if err := g.Wait(); err != nil {
+	// Prune beside them: it must either wait its turn (ErrLocked) or run
+	// without removing anything a running backup will reference.
+	var prunes, locked int
+	pruneErr := make(chan error, 1)
+	go func() {
+		r, err := repo.Open(ctx, stack(openPrefix(t, prefix)), password)
+		for err == nil {
+			select {
+			case <-done:
+				pruneErr <- nil
+				return
+			default:
+			}
+			if _, err = r.Prune(ctx); errors.Is(err, repo.ErrLocked) {
+				locked, err = locked+1, nil
+			} else if err == nil {
+				prunes++
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		pruneErr <- err
+	}()
+	err = g.Wait()
+	close(done)
+	if perr := <-pruneErr; perr != nil {
+		t.Fatalf("prune beside backups: %v", perr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("prune ran %d times beside the backups, %d times found them locked", prunes, locked)
+	if _, err := r0.Prune(ctx); err != nil {
 		t.Fatal(err)
 	}
 	r, err := repo.Open(ctx, stack(be), password)
@@ -167,5 +213,5 @@ func TestRepoConcurrentBackups(t *testing.T) {
 	for i, m := range ms {
 		verifyImage(t, r, m.ID, imgs[i])
 	}
-	checkClean(t, r, false)
+	checkClean(t, r, true)
 }
