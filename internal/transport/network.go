@@ -29,7 +29,9 @@ func (p *pool) c() *nbd.Client {
 	return p.cs[p.next.Add(1)%uint64(len(p.cs))]
 }
 
-func (p *pool) ReadAt(ctx context.Context, b []byte, off int64) error { return p.c().ReadAt(ctx, b, off) }
+func (p *pool) ReadAt(ctx context.Context, b []byte, off int64) error {
+	return p.c().ReadAt(ctx, b, off)
+}
 func (p *pool) WriteAt(ctx context.Context, b []byte, off int64) error {
 	return p.c().WriteAt(ctx, b, off, false)
 }

@@ -10,9 +10,9 @@ import (
 // sanSource reads a snapshot from the datastore's files.
 type sanSource struct{ s *disk.DirectSnapshot }
 
-func (s sanSource) Mode() string  { return ModeSAN }
-func (s sanSource) Size() int64   { return s.s.Size() }
-func (s sanSource) Close() error  { return s.s.Close() }
+func (s sanSource) Mode() string { return ModeSAN }
+func (s sanSource) Size() int64  { return s.s.Size() }
+func (s sanSource) Close() error { return s.s.Close() }
 func (s sanSource) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
