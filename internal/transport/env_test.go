@@ -152,3 +152,5 @@ func mrand(n int64) int64 {
 	v, _ := rand.Int(rand.Reader, big.NewInt(n))
 	return v.Int64()
 }
+
+func diskOptions() disk.Options { return disk.Options{} }
