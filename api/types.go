@@ -146,3 +146,20 @@ const (
 
 // ProblemContentType is the media type of problem documents.
 const ProblemContentType = "application/problem+json"
+
+// HostInfo is the answer of GET /v1/host: what a backup proxy needs to
+// choose a transport. DatastoreID is datastore.meta's id: a proxy reading
+// the datastore directly (san) compares it with the directory it mounted.
+type HostInfo struct {
+	DatastoreID   string `json:"datastoreId"`
+	DatastorePath string `json:"datastorePath"`
+}
+
+// Attachment is a snapshot attached through a private unix-socket NBD
+// export (the hotadd transport), until DELETE .../attach/{id}.
+type Attachment struct {
+	ID     string `json:"id"`
+	Socket string `json:"socket"`
+	Export string `json:"export"`
+	URI    string `json:"uri"`
+}

@@ -26,3 +26,9 @@ const (
 
 // AllChanges as the change ID lists every allocated area (full backup).
 const AllChanges = "*"
+
+// Transport documents.
+type (
+	HostInfo   = wire.HostInfo
+	Attachment = wire.Attachment
+)

@@ -38,6 +38,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	mux     *http.ServeMux
 	routes  []string
+	attach  attachments
 
 	srv      *http.Server
 	stop     context.CancelFunc
@@ -58,6 +59,7 @@ func New(h *host.Host, o Options) *Server {
 	s.reg = prometheus.NewRegistry()
 	s.tasks = newTasks(s.reg)
 	s.ctx, s.stop = context.WithCancel(context.Background())
+	s.attach.m = map[string]*attachment{}
 	s.registerMetrics()
 	s.registerRoutes()
 	s.srv = &http.Server{
@@ -85,6 +87,9 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/disks/{disk}/snapshots/{snap}", s.getSnapshot)
 	s.route("DELETE /v1/disks/{disk}/snapshots/{snap}", s.deleteSnapshot)
 	s.route("GET /v1/disks/{disk}/snapshots/{snap}/exports", s.snapshotExports)
+	s.route("POST /v1/disks/{disk}/snapshots/{snap}/attach", s.attachSnapshot)
+	s.route("DELETE /v1/disks/{disk}/snapshots/{snap}/attach/{id}", s.detachSnapshot)
+	s.route("GET /v1/host", s.hostInfo)
 	s.route("GET /v1/tasks", s.listTasks)
 	s.route("GET /v1/tasks/{id}", s.getTask)
 	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))
@@ -188,7 +193,9 @@ func (s *Server) Serve(l net.Listener) error {
 // requests in flight (or ctx).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(s.stop)
-	return s.srv.Shutdown(ctx)
+	err := s.srv.Shutdown(ctx)
+	s.closeAttachments(ctx)
+	return err
 }
 
 func decode(r *http.Request, v any) error {

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/internal/nbd"
+)
+
+var pathsOpts transportOptions
+
+var pathsCmd = &cobra.Command{
+	Use:   "paths DISK[@SNAPSHOT]",
+	Short: "Open an export on every NBD address of the host, probe each path and show its state and counters",
+	Args:  cobra.ExactArgs(1),
+	RunE: func(cmd *cobra.Command, args []string) error {
+		return runPaths(cmd.Context(), globals, pathsOpts, args[0], cmd.OutOrStdout())
+	},
+}
+
+func init() {
+	addTransportFlags(pathsCmd.Flags(), &pathsOpts)
+	rootCmd.AddCommand(pathsCmd)
+}
+
+func runPaths(ctx context.Context, g globalOptions, o transportOptions, export string, out io.Writer) error {
+	env, err := o.env(g)
+	if err != nil {
+		return err
+	}
+	diskName, snap := host.SplitExport(export)
+	ex, err := env.Client.Exports(ctx, diskName, snap)
+	if err != nil {
+		return err
+	}
+	scheme, opts := "nbd://", &nbd.ClientOptions{}
+	if env.TLS != nil {
+		scheme, opts.TLSConfig = "nbds://", env.TLS
+	}
+	var uris []string
+	for _, u := range ex.URIs {
+		if strings.HasPrefix(u, scheme) {
+			uris = append(uris, u)
+		}
+	}
+	m, err := nbd.DialMultipath(ctx, uris, nbd.MultipathOptions{Policy: o.Policy, SwitchEvery: 1, Client: opts})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	probePaths(ctx, m, len(uris))
+	return printPaths(g, m.Paths(), out)
+}
+
+// probePaths sends one small read per path (round-robin switching every
+// request), so each live path shows a request and a dead one its error.
+func probePaths(ctx context.Context, m *nbd.Multipath, n int) {
+	buf := make([]byte, min(4096, m.Size()))
+	for i := 0; i < n; i++ {
+		m.ReadAt(ctx, buf, 0)
+	}
+	m.Probe()
+}
+
+func printPaths(g globalOptions, ps []nbd.PathStats, out io.Writer) error {
+	if g.JSON {
+		return printJSON(out, ps)
+	}
+	var rows [][]string
+	for _, p := range ps {
+		rows = append(rows, []string{p.URI, p.State, strconv.FormatUint(p.Requests, 10), strconv.FormatUint(p.Bytes, 10),
+			strconv.FormatUint(p.Errors, 10), strconv.FormatUint(p.Failovers, 10), p.LastError})
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("the host offers no TCP NBD address for this export")
+	}
+	return table(out, "PATH\tSTATE\tREQUESTS\tBYTES\tERRORS\tFAILOVERS\tLAST ERROR", rows)
+}

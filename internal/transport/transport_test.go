@@ -1,0 +1,129 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/backup"
+	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/repo"
+)
+
+func newRepo(t *testing.T) *repo.Repository {
+	t.Helper()
+	r, err := repo.Init(context.Background(), mem.New(), "", repo.Options{Unencrypted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestSameManifestEveryMode: one disk backed up through each mode gives
+// the same index pages, hence the same chunk references.
+func TestSameManifestEveryMode(t *testing.T) {
+	th := startHost(t)
+	const size = 8 << 20
+	d := th.makeDisk(t, "vm", size)
+	if _, err := d.CreateSnapshot("old", ""); err != nil { // a delta under the backup's snapshot
+		t.Fatal(err)
+	}
+	writeRandom(t, d, size, 40)
+	r := newRepo(t)
+	var first []repo.ID
+	for _, mode := range []string{ModeSAN, ModeHotAdd, ModeNBDSSL, ModeNBD} {
+		var rep Report
+		res, err := backup.Run(context.Background(), backup.Options{Disk: "vm", Host: backup.ClientHost{C: th.env.Client},
+			Repo: r, Full: true, Open: Opener(mode, th.env, func(r Report) { rep = r })})
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if rep.Mode != mode || len(rep.Skipped) != 0 {
+			t.Fatalf("%s: report %s", mode, rep)
+		}
+		if res.ReadBytes == 0 {
+			t.Fatalf("%s: nothing read", mode)
+		}
+		if first == nil {
+			first = res.Manifest.Pages
+		} else if !slices.Equal(first, res.Manifest.Pages) {
+			t.Fatalf("%s: pages %v, san gave %v", mode, res.Manifest.Pages, first)
+		}
+	}
+	if socks, _ := filepath.Glob(filepath.Join(th.dir, "attach-*.sock")); len(socks) != 0 {
+		t.Fatalf("hotadd left sockets behind: %v", socks)
+	}
+}
+
+// TestSANForeignDatastoreFallsThrough: san refuses another datastore
+// with a clear message; hotadd's precondition fails; nbd is used.
+func TestSANForeignDatastoreFallsThrough(t *testing.T) {
+	th := startHost(t)
+	d := th.makeDisk(t, "vm", 1<<20)
+	si, err := d.CreateSnapshot("s", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	if _, err := disk.OpenDatastore(other); err != nil {
+		t.Fatal(err)
+	}
+	env := th.env
+	env.Datastore = other
+	_, _, err = Open(context.Background(), "san", env, "vm", si.ID)
+	if !errors.Is(err, ErrNoMode) || !strings.Contains(err.Error(), "not the host's") {
+		t.Fatalf("san on a foreign datastore: %v", err)
+	}
+	env.HostURL = "https://elsewhere:8443"
+	src, rep, err := Open(context.Background(), DefaultOrder, env, "vm", si.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if rep.Mode != ModeNBDSSL || len(rep.Skipped) != 2 || rep.Skipped[0].Mode != ModeSAN || rep.Skipped[1].Mode != ModeHotAdd {
+		t.Fatalf("report: %s", rep)
+	}
+	if !strings.Contains(rep.Skipped[0].Reason, "not the host's") || !strings.Contains(rep.Skipped[1].Reason, "unix socket") {
+		t.Fatalf("reasons: %s", rep)
+	}
+	env.TLS = nil
+	_, rep, _ = Open(context.Background(), "san:hotadd:nbd", env, "vm", si.ID)
+	if rep.Mode != ModeNBD {
+		t.Fatalf("report: %s", rep)
+	}
+}
+
+// TestNBDSSLWrongCAFailsClosed: a host certificate the CA does not vouch
+// for stops the selection; it never falls through to plain nbd.
+func TestNBDSSLWrongCAFailsClosed(t *testing.T) {
+	th := startHost(t)
+	d := th.makeDisk(t, "vm", 1<<20)
+	si, err := d.CreateSnapshot("s", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, _ := testCerts(t)
+	env := th.env
+	env.TLS = &tls.Config{RootCAs: otherCA, MinVersion: tls.VersionTLS13}
+	src, rep, err := Open(context.Background(), "nbdssl:nbd", env, "vm", si.ID)
+	if src != nil || !errors.Is(err, ErrTLSVerify) || rep.Mode != "" {
+		t.Fatalf("wrong CA: src %v, report %s, err %v", src, rep, err)
+	}
+	var ua x509.UnknownAuthorityError
+	if !errors.As(err, &ua) {
+		t.Fatalf("not an unknown-authority error: %v", err)
+	}
+}
+
+// TestUnknownMode names the culprit.
+func TestUnknownMode(t *testing.T) {
+	if _, err := ParseOrder("san:floppy"); !errors.Is(err, ErrUnknownMode) {
+		t.Fatal(err)
+	}
+}
