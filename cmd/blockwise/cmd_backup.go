@@ -10,10 +10,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/blockwise/blockwise/internal/backup"
+	"github.com/blockwise/blockwise/internal/transport"
 )
 
 type backupOptions struct {
 	repoOptions
+	transportOptions
 	Full    bool
 	Workers int
 }
@@ -33,27 +35,29 @@ func init() {
 	addRepoFlags(backupCmd, &backupOpts.repoOptions)
 	backupCmd.Flags().BoolVar(&backupOpts.Full, "full", false, "read every allocated area, ignoring the last restore point's change ID")
 	backupCmd.Flags().IntVar(&backupOpts.Workers, "workers", 4, "concurrent reads")
+	addTransportFlags(backupCmd.Flags(), &backupOpts.transportOptions)
 	rootCmd.AddCommand(backupCmd)
 }
 
 type backupSummary struct {
-	ID       string  `json:"id"`
-	Disk     string  `json:"disk"`
-	Mode     string  `json:"mode"`
-	Reason   string  `json:"reason,omitempty"`
-	Parent   string  `json:"parent,omitempty"`
-	ChangeID string  `json:"changeId"`
-	Changed  int64   `json:"changedBytes"`
-	Read     int64   `json:"readBytes"`
-	NewBytes uint64  `json:"newBytes"`
-	Stored   uint64  `json:"storedBytes"`
-	Seconds  float64 `json:"seconds"`
+	ID        string  `json:"id"`
+	Disk      string  `json:"disk"`
+	Mode      string  `json:"mode"`
+	Reason    string  `json:"reason,omitempty"`
+	Parent    string  `json:"parent,omitempty"`
+	ChangeID  string  `json:"changeId"`
+	Changed   int64   `json:"changedBytes"`
+	Read      int64   `json:"readBytes"`
+	NewBytes  uint64  `json:"newBytes"`
+	Stored    uint64  `json:"storedBytes"`
+	Seconds   float64 `json:"seconds"`
+	Transport string  `json:"transport"`
 }
 
 // runBackups backs up each disk in turn; one failing does not stop the
 // others, and the command fails if any did.
 func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []string, out, errOut io.Writer) error {
-	c, err := g.client()
+	env, err := o.transportOptions.env(g)
 	if err != nil {
 		return err
 	}
@@ -62,14 +66,16 @@ func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []s
 		return err
 	}
 	defer r.Close()
-	h := backup.ClientHost{C: c}
+	h := backup.ClientHost{C: env.Client}
 	var errs []error
 	for _, disk := range disks {
 		bar := newProgress(errOut, disk)
-		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: h.OpenNBD, Workers: o.Workers, Full: o.Full, Progress: bar.update})
+		var rep transport.Report
+		open := transport.Opener(o.Order, env, func(r transport.Report) { rep = r })
+		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, Progress: bar.update})
 		bar.finish()
 		if err == nil {
-			err = printBackup(g, disk, res, out)
+			err = printBackup(g, disk, res, rep, out)
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -81,12 +87,13 @@ func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []s
 	return errors.Join(errs...)
 }
 
-func printBackup(g globalOptions, disk string, res *backup.Result, out io.Writer) error {
+func printBackup(g globalOptions, disk string, res *backup.Result, rep transport.Report, out io.Writer) error {
 	s := backupSummary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
 		Changed: res.AreasBytes, Read: res.ReadBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds()}
 	if res.Parent != nil {
 		s.Parent = res.Parent.ID.String()
 	}
+	s.Transport = rep.String()
 	if g.JSON {
 		return json.NewEncoder(out).Encode(s)
 	}
@@ -95,5 +102,6 @@ func printBackup(g globalOptions, disk string, res *backup.Result, out io.Writer
 		fmt.Fprintf(out, " (%s)", s.Reason)
 	}
 	fmt.Fprintf(out, "\n  changed %d bytes, read %d, new %d, stored %d, %.2fs, change ID %s\n", s.Changed, s.Read, s.NewBytes, s.Stored, s.Seconds, s.ChangeID)
+	fmt.Fprintf(out, "  %s\n", rep)
 	return nil
 }

@@ -13,10 +13,12 @@ import (
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/nbd"
+	"github.com/blockwise/blockwise/internal/transport"
 )
 
 type restoreOptions struct {
 	repoOptions
+	transportOptions
 	Disk    string
 	ToFile  string
 	ToDisk  string
@@ -43,6 +45,7 @@ func init() {
 	f.StringVar(&restoreOpts.ToDisk, "to-disk", "", "create this disk on the host and write it over NBD (WRITE_ZEROES for zero chunks)")
 	f.StringVar(&restoreOpts.ToURI, "to-uri", "", "write into an NBD export (nbd://, nbd+unix://, nbds://)")
 	f.IntVar(&restoreOpts.Workers, "workers", 4, "concurrent chunk writes")
+	addTransportFlags(f, &restoreOpts.transportOptions)
 	rootCmd.AddCommand(restoreCmd)
 }
 
@@ -59,12 +62,7 @@ func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref stri
 	if err != nil {
 		return err
 	}
-	if o.ToDisk != "" {
-		if o.ToURI, err = createRestoreDisk(ctx, g, o.ToDisk, int64(m.Size)); err != nil {
-			return err
-		}
-	}
-	target, isZero, err := openTarget(ctx, o, int64(m.Size))
+	target, isZero, err := openRestoreTarget(ctx, g, o, int64(m.Size), out)
 	if err != nil {
 		return err
 	}
@@ -88,24 +86,25 @@ func countSet(s ...string) int {
 	return n
 }
 
-// createRestoreDisk makes the disk a restore writes into and returns the
-// NBD URI of its live export.
-func createRestoreDisk(ctx context.Context, g globalOptions, name string, size int64) (string, error) {
-	c, err := g.client()
+// openRestoreTarget: --to-disk creates the disk on the host and writes it
+// through the first transport that works; otherwise a file or a URI.
+func openRestoreTarget(ctx context.Context, g globalOptions, o restoreOptions, size int64, out io.Writer) (closingTarget, bool, error) {
+	if o.ToDisk == "" {
+		return openTarget(ctx, o, size)
+	}
+	env, err := o.transportOptions.env(g)
 	if err != nil {
-		return "", err
+		return nil, false, err
 	}
-	if _, err := c.CreateDisk(ctx, client.CreateDiskRequest{Name: name, Size: size}); err != nil {
-		return "", err
+	if _, err := env.Client.CreateDisk(ctx, client.CreateDiskRequest{Name: o.ToDisk, Size: size}); err != nil {
+		return nil, false, err
 	}
-	ex, err := c.Exports(ctx, name, "")
+	t, rep, err := transport.OpenTarget(ctx, o.Order, env, o.ToDisk)
 	if err != nil {
-		return "", err
+		return nil, false, err
 	}
-	if len(ex.URIs) == 0 {
-		return "", fmt.Errorf("the host offers no NBD URI for %s", name)
-	}
-	return ex.URIs[0], nil
+	fmt.Fprintf(out, "%s\n", rep)
+	return t, false, nil
 }
 
 type closingTarget interface {
