@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what blockwise's build and tests need on a fresh Debian machine:
-# the real NBD clients the tests drive, the Go modules, and versitygw (the
-# S3 server the S3 backend tests start).
+# the real NBD clients (qemu-utils, libnbd-bin, nbdkit) and the Go modules.
+# The test command also installs versitygw (scripts/versitygw.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -14,4 +14,3 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
 fi
 go mod download
-scripts/versitygw.sh

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/versitygw.sh # the real S3 server of the S3 backend tests
 go vet ./...
 args=(-count=1 -timeout 20m)
 [ -n "${BLOCKWISE_LONG:-}" ] && args+=(-args -long)
