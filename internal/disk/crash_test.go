@@ -150,7 +150,7 @@ func (c *crashModel) apply(line string, cur *[]byte) {
 
 func TestCrashSIGKILL(t *testing.T) {
 	iters := 50
-	if *long {
+	if long {
 		iters = 500
 	}
 	dir := t.TempDir()

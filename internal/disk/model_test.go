@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"math/rand"
 	"os"
@@ -14,7 +13,8 @@ import (
 	"github.com/blockwise/blockwise/internal/cbt"
 )
 
-var long = flag.Bool("long", false, "run the long randomized and crash tests")
+// long runs the long randomized and crash modes (BLOCKWISE_LONG=1).
+var long = os.Getenv("BLOCKWISE_LONG") != ""
 
 // model is the reference: what the disk and each snapshot must read.
 type model struct {
@@ -338,7 +338,7 @@ func (m *model) checkLittleElse(got map[int64]bool, older, newer string) {
 
 func TestModel(t *testing.T) {
 	seqs, steps := 60, 120
-	if *long {
+	if long {
 		seqs, steps = 1000, 300
 	}
 	for i := 0; i < seqs; i++ {
