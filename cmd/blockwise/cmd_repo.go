@@ -99,6 +99,7 @@ func runRepoCheck(ctx context.Context, o repoOptions, readData bool, out io.Writ
 }
 
 type repoInfo struct {
+	Backend string           `json:"backend"`
 	Config  repo.Config      `json:"config"`
 	Objects map[string]int   `json:"objects"`
 	Bytes   map[string]int64 `json:"bytes"`
@@ -110,7 +111,7 @@ func runRepoInfo(ctx context.Context, o repoOptions, out io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	info := repoInfo{Config: r.Config(), Objects: map[string]int{}, Bytes: map[string]int64{}}
+	info := repoInfo{Backend: o.Repo, Config: r.Config(), Objects: map[string]int{}, Bytes: map[string]int64{}}
 	for _, t := range []backend.FileType{backend.Data, backend.Index, backend.Manifests, backend.Keys, backend.Locks} {
 		err := r.Backend().List(ctx, t, func(fi backend.FileInfo) error {
 			info.Objects[string(t)]++
@@ -125,6 +126,7 @@ func runRepoInfo(ctx context.Context, o repoOptions, out io.Writer) error {
 		return json.NewEncoder(out).Encode(info)
 	}
 	c := info.Config
+	fmt.Fprintf(out, "backend %s\n", info.Backend)
 	fmt.Fprintf(out, "repository %s (version %d), created %s\n", c.ID, c.Version, c.Created.Format("2006-01-02 15:04:05"))
 	fmt.Fprintf(out, "chunk %d B, pack target %d B, %d slots per index page, compression %s, encrypted %v\n",
 		c.ChunkSize, c.PackSize, c.PageSlots, c.Compression, c.Encrypted)
