@@ -21,7 +21,7 @@ NJOBS=${NJOBS:-4}
 IODEPTH=${IODEPTH:-16}
 T=${T:-120} # per-command time bound, seconds
 
-for c in qemu-nbd nbdkit nbdcopy fio go jq; do
+for c in qemu-nbd nbdkit nbdcopy nbdinfo fio go jq bc python3; do
 	command -v $c >/dev/null || { echo "nbd.sh: $c not installed" >&2; exit 1; }
 done
 
@@ -43,12 +43,12 @@ go build -o "$W/bin/mkdisk" ./bench/mkdisk
 port() { # a free TCP port on 127.0.0.1
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-waitsock() { # wait for a unix socket or a TCP port to accept
+waitsrv() { # wait until a server answers on URI
 	for _ in $(seq 100); do
-		if [ -S "$1" ] 2>/dev/null || { [ "${1#*:}" != "$1" ] && (exec 3<>/dev/tcp/${1%:*}/${1#*:}) 2>/dev/null; }; then return 0; fi
+		timeout 5 nbdinfo --size "$1" >/dev/null 2>&1 && return 0
 		sleep 0.1
 	done
-	echo "nbd.sh: server on $1 did not start" >&2; return 1
+	echo "nbd.sh: server at $1 did not start" >&2; return 1
 }
 secs() { date +%s.%N; }
 warm() { cat "$@" >/dev/null; } # the page cache is reclaimed aggressively
@@ -67,7 +67,7 @@ start_servers() {
 	# qemu-nbd and nbdkit listen on one address each: a unix and a TCP
 	# instance on the same file (only one is used at a time).
 	qemu-nbd -t -e 8 -f raw -k "$W/q.sock" "$W/q-$c.raw" & PIDS+=($!)
-	qemu-nbd -t -e 8 -f raw --image-opts -b 127.0.0.1 -p "$QP" \
+	qemu-nbd -t -e 8 --image-opts -b 127.0.0.1 -p "$QP" \
 		"driver=raw,file.driver=file,file.filename=$W/q-$c.raw,file.locking=off" & PIDS+=($!)
 	nbdkit -f -U "$W/k.sock" file "file=$W/k-$c.raw" & PIDS+=($!)
 	nbdkit -f -i 127.0.0.1 -p "$KP" file "file=$W/k-$c.raw" & PIDS+=($!)
@@ -76,7 +76,7 @@ start_servers() {
 	else
 		"$W/bin/blockwise" serve --datastore "$W/ds-$c" --nbd-unix "$W/b.sock" --nbd-tcp "127.0.0.1:$BP" 2>"$W/serve-$c.log" & PIDS+=($!)
 	fi
-	waitsock "$W/q.sock"; waitsock "127.0.0.1:$QP"; waitsock "$W/k.sock"; waitsock "127.0.0.1:$KP"; waitsock "$W/b.sock"; waitsock "127.0.0.1:$BP"
+	for s in $SERVERS; do for tr in unix tcp; do waitsrv "$(uri $s $tr)"; done; done
 }
 
 stop_servers() {
@@ -137,7 +137,7 @@ run_fio() { # 4 KiB random read / write, NJOBS connections, unix socket
 				timeout $((FIO_SECS + 30)) fio --name=nbd --ioengine=nbd --uri="$(uri $s unix)" \
 					--rw=$rw --bs=4k --iodepth="$IODEPTH" --numjobs="$NJOBS" --size="$SIZE" \
 					--time_based --runtime="$FIO_SECS" --group_reporting --output-format=json \
-					>"$W/fio.json"
+					--output="$W/fio.json" >/dev/null
 				local bw
 				bw=$(jq '[.jobs[] | .read.bw_bytes + .write.bw_bytes] | add / 1000000' "$W/fio.json")
 				echo "$s fio-4k-$rw-${NJOBS}conn random $r $bw" >>"$RES"
