@@ -61,7 +61,7 @@ for w in ("rand4k", "seq1m"):
         label = {"rand4k": "4 KiB random", "seq1m": "1 MiB sequential"}[w]
         row(f"write {label}, {lay}, CBT on / off MB/s", f"{on:.0f} / {off:.0f}", "MB/s", "", None)
         row(f"  ratio CBT on/off ({w}, {lay})", f"{on/off:.2f}", "x", ">= 0.95", on / off >= 0.95)
-div, how = int(sys.argv[2]), sys.argv[3]
+div, how = int(sys.argv[2]), {"zero": "4 KiB zeroes", "sector": "512-byte writes"}.get(sys.argv[3], sys.argv[3])
 q = "BenchmarkQueryChangedAreas/8TiB/1of%d" % div
 row(f"QueryChangedAreas 8 TiB, 1/{div} of 64 KiB blocks ({how}), in-process", f"{g(q, 'ms/query'):.1f}", "ms", "<= 100", g(q, "ms/query") <= 100)
 row("  same, fresh process (open + query)", f"{g(q, 'child-ms/query'):.1f}", "ms", "<= 100", g(q, "child-ms/query") <= 100)
