@@ -21,6 +21,7 @@ type serverConn struct {
 	raw net.Conn // the accepted socket; closing it ends everything
 	br  *bufio.Reader
 	bw  *bufio.Writer
+	w   io.Writer // what bw writes to (raw, or the TLS conn); replies go here directly
 
 	mu           sync.Mutex
 	transmitting bool
@@ -50,13 +51,24 @@ const (
 	optClose
 )
 
+// unixSockBuf is the socket buffer asked for on unix connections. Linux
+// defaults to 208 KiB there (TCP autotunes to 4 MiB on its own): a 256 KiB
+// READ reply then never fits, every reply parks the writer on EAGAIN and
+// the reader waits for space. The kernel caps it at net.core.[rw]mem_max.
+const unixSockBuf = 4 << 20
+
 func newServerConn(s *Server, nc net.Conn) *serverConn {
+	if uc, ok := nc.(*net.UnixConn); ok {
+		uc.SetWriteBuffer(unixSockBuf)
+		uc.SetReadBuffer(unixSockBuf)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &serverConn{
 		s: s, raw: nc, ctx: ctx, cancel: cancel,
 		log: s.log.With("remote", nc.RemoteAddr().String()),
 		br:  bufio.NewReaderSize(nc, 64<<10),
 		bw:  bufio.NewWriterSize(nc, 64<<10),
+		w:   nc,
 	}
 }
 
@@ -251,6 +263,7 @@ func (c *serverConn) optStartTLS(data []byte) optResult {
 	}
 	c.br.Reset(tc)
 	c.bw.Reset(tc)
+	c.w = tc
 	// Negotiated state does not survive the switch to TLS (spec).
 	c.tlsUp, c.structured, c.meta, c.metaExport = true, false, nil, ""
 	return optContinue

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"net"
 	"sync"
 	"time"
@@ -37,7 +38,7 @@ type Server struct {
 	exp  Exporter
 	opts ServerOptions
 	log  *slog.Logger
-	bufs sync.Pool // *[]byte of DefaultMaxPayload capacity or less
+	bufs [bufClasses]sync.Pool // *[]byte, by capacity class (see getBuf)
 
 	mu        sync.Mutex
 	closing   bool
@@ -180,20 +181,40 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// Buffer classes: capacities minBuf << i, up to DefaultMaxPayload. One
+// pool per class, so a 256 KiB read never finds only 4 KiB buffers and
+// allocates (one mixed pool dropped every buffer that was too small).
+const (
+	minBufShift = 12               // 4 KiB
+	bufClasses  = 26 - minBufShift // 4 KiB .. 32 MiB (DefaultMaxPayload)
+)
+
+func bufClass(n int) int {
+	if n <= 1<<minBufShift {
+		return 0
+	}
+	return bits.Len(uint(n-1)) - minBufShift
+}
+
 // getBuf returns a pooled buffer of length n; n is at most the maximum
-// payload, so pooled buffers never grow beyond it.
+// payload.
 func (s *Server) getBuf(n int) *[]byte {
-	if v, ok := s.bufs.Get().(*[]byte); ok && cap(*v) >= n {
+	k := bufClass(n)
+	if v, ok := s.bufs[k].Get().(*[]byte); ok {
 		*v = (*v)[:n]
 		return v
 	}
-	b := make([]byte, n, max(n, 64<<10))
+	b := make([]byte, n, 1<<(k+minBufShift))
 	return &b
 }
 
 func (s *Server) putBuf(b *[]byte) {
-	if b != nil {
-		s.bufs.Put(b)
+	if b == nil {
+		return
+	}
+	c := cap(*b)
+	if k := bufClass(c); k < bufClasses && c == 1<<(k+minBufShift) {
+		s.bufs[k].Put(b)
 	}
 }
 

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# bench/nbd.sh: blockwise serve vs qemu-nbd (-t -e 8) vs nbdkit's file
+# plugin, serving the same 2 GiB raw image, in one run (issue 3).
+#
+#   nbdcopy read (to null:) and write (from a file, --flush) over a unix
+#   socket and TCP 127.0.0.1, on random data and on mixed data/zero/hole
+#   content; then 4 KiB random read and write with fio's nbd engine,
+#   NJOBS connections × IODEPTH each.
+#
+# Every test runs REPS times per server, the servers interleaved; the
+# table shows medians and the ratios blockwise/qemu-nbd, blockwise/nbdkit.
+# Env: SIZE (bytes, default 2 GiB), REPS (3), FIO_SECS (8), NJOBS (4),
+# IODEPTH (16), PROFILE=1 serves blockwise with bench/profserve and prints
+# `go tool pprof -top` of the run; KEEP=1 keeps the work directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${SIZE:-$((2 << 30))}
+REPS=${REPS:-3}
+FIO_SECS=${FIO_SECS:-8}
+NJOBS=${NJOBS:-4}
+IODEPTH=${IODEPTH:-16}
+T=${T:-120} # per-command time bound, seconds
+
+for c in qemu-nbd nbdkit nbdcopy nbdinfo fio go jq bc python3; do
+	command -v $c >/dev/null || { echo "nbd.sh: $c not installed" >&2; exit 1; }
+done
+
+W=$(mktemp -d /tmp/bw-nbdbench.XXXXXX)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	[ "${KEEP:-0}" = 1 ] || rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$W/bin"
+go build -o "$W/bin/blockwise" ./cmd/blockwise
+go build -o "$W/bin/mkdisk" ./bench/mkdisk
+[ "${PROFILE:-0}" = 1 ] && go build -o "$W/bin/profserve" ./bench/profserve
+
+port() { # a free TCP port on 127.0.0.1
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+waitsrv() { # wait until a server answers on URI
+	for _ in $(seq 100); do
+		timeout 5 nbdinfo --size "$1" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "nbd.sh: server at $1 did not start" >&2; return 1
+}
+secs() { date +%s.%N; }
+warm() { cat "$@" >/dev/null; } # the page cache is reclaimed aggressively
+
+RES="$W/results.txt" # server test content rep MB/s
+: >"$RES"
+
+# start_servers CONTENT: three servers on copies of $W/CONTENT.img.
+start_servers() {
+	local c=$1
+	cp --sparse=always "$W/$c.img" "$W/q-$c.raw"
+	cp --sparse=always "$W/$c.img" "$W/k-$c.raw"
+	rm -rf "$W/ds-$c"
+	"$W/bin/mkdisk" -datastore "$W/ds-$c" -name d -import "$W/$c.img"
+	QP=$(port); KP=$(port); BP=$(port)
+	# qemu-nbd and nbdkit listen on one address each: a unix and a TCP
+	# instance on the same file (only one is used at a time).
+	qemu-nbd -t -e 8 -f raw -k "$W/q.sock" "$W/q-$c.raw" & PIDS+=($!)
+	qemu-nbd -t -e 8 --image-opts -b 127.0.0.1 -p "$QP" \
+		"driver=raw,file.driver=file,file.filename=$W/q-$c.raw,file.locking=off" & PIDS+=($!)
+	nbdkit -f -U "$W/k.sock" file "file=$W/k-$c.raw" & PIDS+=($!)
+	nbdkit -f -i 127.0.0.1 -p "$KP" file "file=$W/k-$c.raw" & PIDS+=($!)
+	if [ "${PROFILE:-0}" = 1 ]; then
+		"$W/bin/profserve" -datastore "$W/ds-$c" -nbd-unix "$W/b.sock" -nbd-tcp "127.0.0.1:$BP" -cpuprofile "$W/cpu-$c.pprof" & PIDS+=($!)
+	else
+		"$W/bin/blockwise" serve --datastore "$W/ds-$c" --nbd-unix "$W/b.sock" --nbd-tcp "127.0.0.1:$BP" 2>"$W/serve-$c.log" & PIDS+=($!)
+	fi
+	for s in $SERVERS; do for tr in unix tcp; do waitsrv "$(uri $s $tr)"; done; done
+}
+
+stop_servers() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	PIDS=()
+	rm -f "$W"/*.sock
+}
+
+uri() { # server transport
+	case $1/$2 in
+	qemu-nbd/unix) echo "nbd+unix:///?socket=$W/q.sock" ;;
+	qemu-nbd/tcp) echo "nbd://127.0.0.1:$QP/" ;;
+	nbdkit/unix) echo "nbd+unix:///?socket=$W/k.sock" ;;
+	nbdkit/tcp) echo "nbd://127.0.0.1:$KP/" ;;
+	blockwise/unix) echo "nbd+unix:///d?socket=$W/b.sock" ;;
+	blockwise/tcp) echo "nbd://127.0.0.1:$BP/d" ;;
+	esac
+}
+backing() { # the file a server reads
+	case $1 in
+	qemu-nbd) echo "$W/q-$2.raw" ;;
+	nbdkit) echo "$W/k-$2.raw" ;;
+	blockwise) echo "$W/ds-$2/d/flat.raw" ;;
+	esac
+}
+
+SERVERS="blockwise qemu-nbd nbdkit"
+run_copy() { # content
+	local c=$1 t s r a b
+	for tr in unix tcp; do
+		for op in read write; do
+			for r in $(seq "$REPS"); do
+				for s in $SERVERS; do
+					if [ $op = read ]; then
+						warm "$(backing $s $c)"
+						a=$(secs)
+						timeout "$T" nbdcopy "$(uri $s $tr)" null:
+					else
+						warm "$W/$c.img"
+						a=$(secs)
+						timeout "$T" nbdcopy --flush "$W/$c.img" "$(uri $s $tr)"
+					fi
+					b=$(secs)
+					echo "$s nbdcopy-$op-$tr $c $r $(echo "$SIZE / ($b - $a) / 1000000" | bc -l)" >>"$RES"
+				done
+			done
+		done
+	done
+}
+
+run_fio() { # 4 KiB random read / write, NJOBS connections, unix socket
+	local s r rw
+	for rw in randread randwrite; do
+		for r in $(seq "$REPS"); do
+			for s in $SERVERS; do
+				warm "$(backing $s random)"
+				timeout $((FIO_SECS + 30)) fio --name=nbd --ioengine=nbd --uri="$(uri $s unix)" \
+					--rw=$rw --bs=4k --iodepth="$IODEPTH" --numjobs="$NJOBS" --size="$SIZE" \
+					--time_based --runtime="$FIO_SECS" --group_reporting --output-format=json \
+					--output="$W/fio.json" >/dev/null
+				local bw
+				bw=$(jq '[.jobs[] | .read.bw_bytes + .write.bw_bytes] | add / 1000000' "$W/fio.json")
+				echo "$s fio-4k-$rw-${NJOBS}conn random $r $bw" >>"$RES"
+			done
+		done
+	done
+}
+
+echo "nbd.sh: generating $((SIZE >> 20)) MiB images in $W" >&2
+"$W/bin/mkdisk" -gen random -size "$SIZE" -out "$W/random.img"
+"$W/bin/mkdisk" -gen mixed -size "$SIZE" -out "$W/mixed.img"
+START=$(secs)
+for c in random mixed; do
+	echo "nbd.sh: $c content" >&2
+	start_servers $c
+	run_copy $c
+	[ $c = random ] && run_fio
+	stop_servers
+	rm -f "$W/q-$c.raw" "$W/k-$c.raw"
+done
+
+echo
+echo "NBD benchmark: $((SIZE >> 20)) MiB raw image, MB/s (median of $REPS; nbdcopy writes use --flush; fio: $NJOBS connections x iodepth $IODEPTH, ${FIO_SECS}s, unix socket)"
+echo "$(nproc) cores, $(uname -r), $(qemu-nbd --version | head -1 | cut -d' ' -f1-2), $(nbdkit --version), $(nbdcopy --version | head -1), $(fio --version)"
+python3 - "$RES" <<'EOF'
+import sys, statistics, collections
+vals = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    s, test, content, rep, mbs = line.split()
+    vals[(test, content, s)].append(float(mbs))
+keys = []
+for (test, content, s) in vals:
+    if (test, content) not in keys:
+        keys.append((test, content))
+med = {k: statistics.median(v) for k, v in vals.items()}
+hdr = f"| {'test':<26} | {'content':<7} | {'blockwise':>9} | {'qemu-nbd':>9} | {'nbdkit':>9} | {'bw/qemu':>7} | {'bw/nbdkit':>9} | {'goal vs qemu':>12} |"
+print(hdr)
+print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
+for test, content in keys:
+    b, q, k = (med.get((test, content, s), float("nan")) for s in ("blockwise", "qemu-nbd", "nbdkit"))
+    goal = 1.0 if test.startswith("fio") else 1.2
+    rq, rk = b / q, b / k
+    ok = "ok" if rq >= goal else "MISS"
+    print(f"| {test:<26} | {content:<7} | {b:9.0f} | {q:9.0f} | {k:9.0f} | {rq:7.2f} | {rk:9.2f} | {'>=%.1f %s' % (goal, ok):>12} |")
+EOF
+echo "elapsed $(printf '%.0f' "$(echo "$(secs) - $START" | bc -l)") s (plus setup)"
+if [ "${PROFILE:-0}" = 1 ]; then
+	for c in random mixed; do
+		echo; echo "== blockwise CPU profile, $c content =="
+		go tool pprof -top -nodecount=35 "$W/bin/profserve" "$W/cpu-$c.pprof" 2>/dev/null | head -45
+	done
+fi
