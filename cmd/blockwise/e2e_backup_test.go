@@ -14,8 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,16 +50,28 @@ func needTools(t *testing.T, tools ...string) {
 // otherwise `blockwise repo init` creates it with the defaults.
 func newE2E(t *testing.T, cheapKDF bool) *e2e {
 	t.Helper()
+	if !cheapKDF {
+		return newE2EOpts(t, nil)
+	}
+	return newE2EOpts(t, &repo.Options{PackSize: 256 << 10})
+}
+
+// newE2EOpts: with opts nil `blockwise repo init` creates the repository
+// (production defaults); otherwise it is created in process with opts and
+// cheap Argon2id parameters.
+func newE2EOpts(t *testing.T, opts *repo.Options) *e2e {
+	t.Helper()
 	needTools(t, "qemu-io", "qemu-img")
 	e := &e2e{d: startServe(t), repo: filepath.Join(t.TempDir(), "repo")}
 	e.env = []string{"BLOCKWISE_REPO=" + e.repo, "BLOCKWISE_PASSWORD=correct horse", "BLOCKWISE_PASSWORD_FILE="}
-	if cheapKDF {
+	if opts != nil {
 		be, err := local.Open(e.repo)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := repo.Init(context.Background(), be, "correct horse",
-			repo.Options{PackSize: 256 << 10, KDF: repo.KDFParams{Time: 1, Memory: 64, Threads: 1}})
+		o := *opts
+		o.KDF = repo.KDFParams{Time: 1, Memory: 64, Threads: 1}
+		r, err := repo.Init(context.Background(), be, "correct horse", o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -362,4 +376,440 @@ func TestE2EBackupGenerations(t *testing.T) {
 	} else {
 		e.restoreEquals(t, s.ID, ref)
 	}
+}
+
+// killAfter starts a CLI command, SIGKILLs it after delay and reports
+// whether it had exited on its own with status 0 first.
+func (e *e2e) killAfter(t *testing.T, delay time.Duration, args ...string) (completed bool, out string) {
+	t.Helper()
+	cmd := e.command(nil, args...)
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("blockwise %s failed before the kill: %v: %s", strings.Join(args, " "), err, b.String())
+		}
+		return true, b.String()
+	case <-time.After(delay):
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	err := <-done
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() {
+		return false, b.String()
+	}
+	if err != nil {
+		t.Fatalf("blockwise %s: %v: %s", strings.Join(args, " "), err, b.String())
+	}
+	return true, b.String() // exited 0 just before the signal
+}
+
+// staleLocks removes lock files left by killed processes (no process of
+// this test runs now) and returns how many there were.
+func (e *e2e) staleLocks(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(e.repo, "locks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, de := range ents {
+		os.Remove(filepath.Join(e.repo, "locks", de.Name()))
+	}
+	return len(ents)
+}
+
+// removeSnapshot deletes a snapshot, retrying while the host still
+// closes the killed process's NBD connection.
+func (e *e2e) removeSnapshot(t *testing.T, disk, id string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		out, code := e.run(t, "snapshot", "rm", disk, id)
+		if code == 0 {
+			return
+		}
+		if code != exitBusy || i == 50 {
+			t.Fatalf("snapshot rm %s %s: exit %d: %s", disk, id, code, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func ids(rows []backupRow) map[string]bool {
+	m := map[string]bool{}
+	for _, r := range rows {
+		m[r.ID] = true
+	}
+	return m
+}
+
+// TestE2EKill SIGKILLs `blockwise backup` and `blockwise prune` at random
+// moments, alternately (20 times with CI set, 6 otherwise); after each kill
+// `check --read-data` must pass and committed points must restore
+// bit-identical to the qemu-img copy taken before their backup.
+func TestE2EKill(t *testing.T) {
+	e := newE2E(t, true)
+	rng := rand.New(rand.NewPCG(seed(t), 2))
+	const size = 32 << 20
+	e.must(t, "disk", "create", "vm", "--size", "32M")
+	iters := 6
+	if os.Getenv("CI") != "" {
+		iters = 20
+	}
+	deadline := time.Now().Add(75 * time.Second)
+	refDir := t.TempDir()
+	refs := map[string]string{} // restore point → reference image
+	e.apply(t, "vm", randomWrites(rng, size, 30, 1<<20))
+	refs[e.reference0(t, refDir, "vm")] = filepath.Join(refDir, "ref-0.raw")
+	var backupDur time.Duration = time.Second
+	var killedBackups, committedAfterKill, leftSnapshots, lockedAfterKill, killedPrunes int
+	var stats []string
+	for i := 1; i <= iters; i++ {
+		if time.Now().After(deadline) {
+			t.Logf("stopping after %d iterations: time budget spent", i-1)
+			break
+		}
+		before := ids(e.points(t))
+		if i%2 == 1 { // kill a backup
+			e.apply(t, "vm", randomWrites(rng, size, 10, 1<<20))
+			ref := filepath.Join(refDir, fmt.Sprintf("ref-%d.raw", i))
+			e.reference(t, "vm", ref)
+			delay := time.Duration(rng.Int64N(int64(backupDur) * 3 / 2))
+			start := time.Now()
+			completed, out := e.killAfter(t, delay, "backup", "vm", "--json")
+			if completed {
+				backupDur = time.Since(start)
+			} else {
+				killedBackups++
+			}
+			var fresh []string
+			for _, r := range e.points(t) {
+				if !before[r.ID] {
+					fresh = append(fresh, r.ID)
+				}
+			}
+			switch {
+			case len(fresh) > 1:
+				t.Fatalf("iteration %d: one backup committed %d points", i, len(fresh))
+			case len(fresh) == 1:
+				refs[fresh[0]] = ref
+				if !completed {
+					committedAfterKill++
+				}
+			case completed:
+				t.Fatalf("iteration %d: backup exited 0 but committed nothing: %s", i, out)
+			}
+			snaps := e.hostSnapshots(t, "vm")
+			if completed && len(snaps) > 0 {
+				t.Fatalf("iteration %d: a completed backup left snapshots %+v", i, snaps)
+			}
+			for _, s := range snaps {
+				if s.Description != "blockwise backup" {
+					t.Fatalf("iteration %d: unexpected snapshot %+v", i, s)
+				}
+				leftSnapshots++
+				e.removeSnapshot(t, "vm", s.ID)
+			}
+			if n := e.staleLocks(t); n > 0 && !completed {
+				lockedAfterKill++
+			}
+			stats = append(stats, fmt.Sprintf("backup kill@%v completed=%v new=%d snaps=%d", delay.Round(time.Millisecond), completed, len(fresh), len(snaps)))
+		} else { // forget the oldest point, then kill prune
+			if rows := e.points(t); len(rows) > 1 {
+				e.must(t, "forget", rows[0].ID)
+				delete(refs, rows[0].ID)
+			}
+			delay := time.Duration(rng.Int64N(int64(400 * time.Millisecond)))
+			completed, _ := e.killAfter(t, delay, "prune")
+			if !completed {
+				killedPrunes++
+			}
+			e.staleLocks(t)
+			stats = append(stats, fmt.Sprintf("prune kill@%v completed=%v", delay.Round(time.Millisecond), completed))
+		}
+		if out, code := e.run(t, "check", "--read-data"); code != 0 {
+			t.Fatalf("iteration %d (%s): check --read-data: exit %d: %s", i, stats[len(stats)-1], code, out)
+		}
+		rows := e.points(t)
+		if len(rows) != len(refs) {
+			t.Fatalf("iteration %d: %d points in the repository, %d committed", i, len(rows), len(refs))
+		}
+		if i%2 == 0 { // after a prune every point; after a backup the newest
+			for _, r := range rows {
+				e.restoreEquals(t, r.ID, refs[r.ID])
+			}
+		} else {
+			e.restoreEquals(t, rows[len(rows)-1].ID, refs[rows[len(rows)-1].ID])
+		}
+	}
+	t.Logf("%s", strings.Join(stats, "\n"))
+	t.Logf("killed %d backups (%d had committed, %d left their snapshot on the host, %d left a lock), %d prunes",
+		killedBackups, committedAfterKill, leftSnapshots, lockedAfterKill, killedPrunes)
+	// A clean prune removes every leftover; then check sees no warnings
+	// and every point still restores; the next backup is incremental.
+	e.must(t, "prune")
+	if out := e.must(t, "check", "--read-data"); !strings.Contains(out, " 0 errors, 0 warnings") {
+		t.Fatalf("check after prune: %s", out)
+	}
+	rows := e.points(t)
+	for _, r := range rows {
+		e.restoreEquals(t, r.ID, refs[r.ID])
+	}
+	e.apply(t, "vm", randomWrites(rng, size, 3, 256<<10))
+	ref := filepath.Join(refDir, "ref-last.raw")
+	e.reference(t, "vm", ref)
+	s := e.backupJSON(t, "vm")
+	if s.Mode != "incremental" || s.Parent != rows[len(rows)-1].ID {
+		t.Fatalf("backup after the kills: %+v", s)
+	}
+	e.restoreEquals(t, s.ID, ref)
+}
+
+// reference0 takes the first reference and full backup; it returns the ID.
+func (e *e2e) reference0(t *testing.T, dir, disk string) string {
+	t.Helper()
+	e.reference(t, disk, filepath.Join(dir, "ref-0.raw"))
+	s := e.backupJSON(t, disk)
+	if s.Mode != "full" {
+		t.Fatalf("first backup: %+v", s)
+	}
+	return s.ID
+}
+
+// TestE2EStaleLockAfterKill: after kill -9 of a backup, prune must not be
+// blocked for the lock's whole 30-minute TTL by a lock whose holder (same
+// host, dead PID) is provably gone.
+func TestE2EStaleLockAfterKill(t *testing.T) {
+	e := newE2E(t, true)
+	rng := rand.New(rand.NewPCG(seed(t), 3))
+	e.must(t, "disk", "create", "vm", "--size", "32M")
+	for try := 0; ; try++ {
+		e.apply(t, "vm", randomWrites(rng, 32<<20, 20, 1<<20))
+		// Kill once the backup holds its lock.
+		cmd := e.command(nil, "backup", "vm")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		locked := false
+		for j := 0; j < 200 && !locked; j++ {
+			ents, _ := os.ReadDir(filepath.Join(e.repo, "locks"))
+			locked = len(ents) > 0
+			if !locked {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if ents, _ := os.ReadDir(filepath.Join(e.repo, "locks")); len(ents) > 0 {
+			break
+		}
+		if try == 5 {
+			t.Skip("could not kill a backup while it held its lock")
+		}
+	}
+	for _, s := range e.hostSnapshots(t, "vm") {
+		e.removeSnapshot(t, "vm", s.ID)
+	}
+	out, code := e.run(t, "prune")
+	if code == exitBusy {
+		knownProblem(t, "prune after a kill -9'd backup: exit %d: %s", code, strings.TrimSpace(out))
+		e.staleLocks(t)
+		return
+	}
+	if code != 0 {
+		t.Fatalf("prune: exit %d: %s", code, out)
+	}
+}
+
+// TestE2ECorruptPack flips one byte of a pack file: check --read-data
+// exits 8 and restore fails naming the offset and the restore point.
+func TestE2ECorruptPack(t *testing.T) {
+	e := newE2E(t, true)
+	rng := rand.New(rand.NewPCG(seed(t), 4))
+	e.must(t, "disk", "create", "vm", "--size", "16M")
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	e.apply(t, "vm", []write{{off: 2 << 20, n: 1 << 20, srcBytes: data}})
+	s := e.backupJSON(t, "vm")
+	e.must(t, "check", "--read-data")
+	// The largest pack holds chunks only; its first blob starts at 0.
+	packs, _ := filepath.Glob(filepath.Join(e.repo, "data", "*", "*"))
+	var pack string
+	var best int64
+	for _, p := range packs {
+		if fi, err := os.Stat(p); err == nil && fi.Size() > best {
+			pack, best = p, fi.Size()
+		}
+	}
+	f, err := os.OpenFile(pack, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	f.ReadAt(b, 100)
+	b[0] ^= 0x40
+	f.WriteAt(b, 100)
+	f.Close()
+
+	out, code := e.run(t, "check", "--read-data")
+	if code == 0 || !strings.Contains(out, filepath.Base(pack)[:8]) {
+		t.Fatalf("check --read-data on a flipped byte in %s: exit %d: %s", filepath.Base(pack), code, out)
+	}
+	if code != exitCheckFailed {
+		// runRepoCheck returns Check's joined error before printing the
+		// findings, so exit 8 is never reached (6 = ErrCorrupt instead).
+		knownProblem(t, "check --read-data on a corrupt pack: exit %d, want %d (findings not listed): %s", code, exitCheckFailed, strings.TrimSpace(out))
+	}
+	target := filepath.Join(t.TempDir(), "out.raw")
+	out, code = e.run(t, "restore", s.ID, "--to", target)
+	if code == 0 {
+		t.Fatalf("restore from a corrupt pack succeeded: %s", out)
+	}
+	m := regexp.MustCompile(`offset (\d+)`).FindStringSubmatch(out)
+	if m == nil || !strings.Contains(out, s.ID[:8]) {
+		// Same errgroup bug as on a full disk: "context canceled" wins.
+		knownProblem(t, "restore from a corrupt chunk names no offset or restore point: exit %d: %s", code, strings.TrimSpace(out))
+	} else if off, _ := strconv.ParseInt(m[1], 10, 64); off%e2eBlock != 0 || off < 2<<20 || off >= 3<<20 {
+		t.Fatalf("restore names offset %d, the data is at [%d, %d): %s", off, 2<<20, 3<<20, out)
+	}
+	t.Logf("restore: exit %d: %s", code, strings.TrimSpace(out))
+	if _, err := os.Stat(target); err == nil {
+		knownProblem(t, "a failed restore leaves the partial image %s behind (looks like a valid raw image)", target)
+	}
+}
+
+// TestE2EOperatorErrors: wrong password, missing repository, no
+// password, and a restore target that runs out of space.
+func TestE2EOperatorErrors(t *testing.T) {
+	e := newE2E(t, false) // `repo init`, production key derivation
+	out, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD=wrong"}, "snapshots")
+	if code != exitUnauthorized || !strings.Contains(out, "wrong password") {
+		t.Fatalf("wrong password: exit %d: %s", code, out)
+	}
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pwFile, []byte("also wrong\n"), 0o600)
+	if out, code := e.run(t, "snapshots", "--password-file", pwFile); code != exitUnauthorized {
+		t.Fatalf("wrong password file: exit %d: %s", code, out)
+	}
+	if out, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD="}, "repo", "info"); code != 0 {
+		_ = out // an empty password is a password; only the right one opens
+	}
+	missing := filepath.Join(t.TempDir(), "nope")
+	out, code = e.run(t, "snapshots", "--repo", missing)
+	if code == 0 || !strings.Contains(out, "not found") {
+		t.Fatalf("missing repository: exit %d: %s", code, out)
+	}
+	t.Logf("missing repository: exit %d: %s", code, strings.TrimSpace(out))
+	if _, err := os.Stat(missing); err == nil {
+		knownProblem(t, "opening a missing repository creates its directories (%s) and says %q instead of 'no repository at …; run blockwise repo init'", missing, strings.TrimSpace(out))
+	}
+	cmd := exec.Command(binary, "snapshots")
+	cmd.Env = append(os.Environ(), "BLOCKWISE_REPO="+e.repo, "BLOCKWISE_PASSWORD_FILE=")
+	cmd.Env = slicesWithout(cmd.Env, "BLOCKWISE_PASSWORD=")
+	if out, err := cmd.CombinedOutput(); exitOf(err) != exitUsage {
+		t.Fatalf("no password: %v: %s", err, out)
+	}
+
+	// Full disk: a restore into a 1 MiB tmpfs.
+	rng := rand.New(rand.NewPCG(seed(t), 5))
+	e.must(t, "disk", "create", "vm", "--size", "16M")
+	e.apply(t, "vm", randomWrites(rng, 16<<20, 12, 1<<20))
+	s := e.backupJSON(t, "vm")
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Logf("full-disk case skipped: mount tmpfs: %v: %s", err, out)
+		return
+	}
+	defer exec.Command("umount", mnt).Run()
+	target := filepath.Join(mnt, "out.raw")
+	out, code = e.run(t, "restore", s.ID, "--to", target)
+	if code == 0 {
+		t.Fatalf("restore onto a full file system succeeded: %s", out)
+	}
+	if !strings.Contains(out, "no space left") {
+		// writeSlots keeps the iterator's "context canceled" and drops
+		// the worker's error from g.Wait().
+		knownProblem(t, "restore onto a full file system does not say why: exit %d: %s", code, strings.TrimSpace(out))
+	}
+	t.Logf("full disk: exit %d: %s", code, strings.TrimSpace(out))
+	if _, err := os.Stat(target); err == nil {
+		knownProblem(t, "a restore that ran out of space leaves the partial image %s behind", target)
+	}
+}
+
+func slicesWithout(env []string, prefix string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, prefix) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func exitOf(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// TestE2EConcurrentOpen: read-only commands (which open the repository)
+// while a backup uploads packs must not make the backup fail.
+func TestE2EConcurrentOpen(t *testing.T) {
+	e := newE2EOpts(t, &repo.Options{}) // default 16 MiB packs: long temp-file writes
+	rng := rand.New(rand.NewPCG(seed(t), 6))
+	e.must(t, "disk", "create", "vm", "--size", "48M")
+	var ws []write
+	for off := int64(0); off < 40<<20; off += 4 << 20 {
+		b := make([]byte, 4<<20)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		ws = append(ws, write{off: off, n: 4 << 20, srcBytes: b})
+	}
+	e.apply(t, "vm", ws)
+	ref := filepath.Join(t.TempDir(), "ref.raw")
+	e.reference(t, "vm", ref)
+	cmd := e.command(nil, "backup", "vm", "--json")
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	opens := 0
+	var err error
+loop:
+	for {
+		select {
+		case err = <-done:
+			break loop
+		default:
+		}
+		e.run(t, "snapshots") // opens the repository; may fail while busy
+		opens++
+	}
+	t.Logf("%d concurrent opens during the backup", opens)
+	if err != nil {
+		knownProblem(t, "backup failed while other commands opened the repository: %v: %s", err, strings.TrimSpace(b.String()))
+		return
+	}
+	var s backupSummary
+	if err := json.Unmarshal(b.Bytes(), &s); err != nil {
+		t.Fatalf("%v: %s", err, b.String())
+	}
+	e.restoreEquals(t, s.ID, ref)
 }
