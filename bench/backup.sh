@@ -134,6 +134,10 @@ print()
 print(f"blockwise full read {bw_full_read/M:.1f} MiB; incremental read {bw_read/M:.1f} MiB = {bw_read/changed:.2f}x changed, "
       f"new {bw_new/M:.1f} MiB, stored {bw_stored/M:.1f} MiB = {bw_stored/changed:.2f}x changed, repo growth {(ws2-ws1)/changed:.2f}x changed; "
       f"serve peak RSS {serve_rss/1024:.0f} MiB")
+import json
+for n in ("bw-full", "bw-inc"):
+    j = json.loads(open(f"{w}/{n}.out").read())
+    print(f"{n}: {j['seconds']:.2f}s inside backup.Run of {g(n) if False else get(n, 's'):.2f}s wall (the rest: process start, Argon2id key derivation, index load)")
 g = lambda n: get(n, "s")
 bwfull, bwinc, bwres = g("bw-full"), g("bw-inc"), g("bw-restore")
 rss = max(get(f"bw-{o}", "rss") for o in ("full", "inc", "restore")) / 1024
@@ -152,6 +156,6 @@ if [ -n "$PERF" ]; then
 	for n in bw-full bw-inc bw-restore; do
 		[ -f "$W/$n.perf" ] || continue
 		echo "== perf top symbols: $n"
-		perf report -i "$W/$n.perf" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -15
+		perf report -i "$W/$n.perf" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | sed -n 1,15p || true
 	done
 fi
