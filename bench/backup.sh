@@ -137,7 +137,7 @@ print(f"blockwise full read {bw_full_read/M:.1f} MiB; incremental read {bw_read/
 import json
 for n in ("bw-full", "bw-inc"):
     j = json.loads(open(f"{w}/{n}.out").read())
-    print(f"{n}: {j['seconds']:.2f}s inside backup.Run of {g(n) if False else get(n, 's'):.2f}s wall (the rest: process start, Argon2id key derivation, index load)")
+    print(f"{n}: {j['seconds']:.2f}s inside backup.Run of {get(n, 's'):.2f}s wall (the rest: process start, Argon2id key derivation, index load)")
 g = lambda n: get(n, "s")
 bwfull, bwinc, bwres = g("bw-full"), g("bw-inc"), g("bw-restore")
 rss = max(get(f"bw-{o}", "rss") for o in ("full", "inc", "restore")) / 1024
