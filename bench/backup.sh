@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# bench/backup.sh [SIZE]   (default 4G; e.g. 1G)
+#
+# blockwise vs restic vs borg on one realistic disk image (issue 5):
+# full backup, incremental after 1% of the 64 KiB blocks changed, restore,
+# repository size, peak RSS. restic and borg back up the raw image file;
+# blockwise backs up the same content as a disk under `blockwise serve`
+# (filled with qemu-img convert -n over NBD) and gets the same change
+# through NBD. Every restore is compared with the changed image (cmp).
+# BENCH_DIR picks the scratch directory (default: under /var/tmp).
+# BLOCKWISE_BENCH_PERF=1 records `perf` profiles of blockwise's backup and
+# restore into the scratch directory and prints their top symbols.
+set -euo pipefail
+SIZE=${1:-4G}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+need() { # command package
+	command -v "$1" >/dev/null 2>&1 && return
+	echo "installing $2" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null
+}
+need restic restic
+need borg borgbackup
+need qemu-img qemu-utils
+need cmp diffutils
+[ -x /usr/bin/time ] || need /usr/bin/time time
+
+W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bwbench.XXXXXX")
+SERVE_PID=
+cleanup() {
+	[ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null
+	rm -rf "$W"
+}
+trap cleanup EXIT INT TERM
+
+export BLOCKWISE_DATASTORE=$W/ds BLOCKWISE_REPO=$W/bw-repo BLOCKWISE_PASSWORD=bench
+export RESTIC_REPOSITORY=$W/restic-repo RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$W/restic-cache
+export BORG_REPO=$W/borg-repo BORG_PASSPHRASE=bench BORG_BASE_DIR=$W/borg-base
+BW=$W/blockwise
+(cd "$ROOT" && go build -o "$BW" ./cmd/blockwise && go build -o "$W/imagegen" ./bench/imagegen)
+
+# timed NAME CMD...: wall seconds and peak RSS (KiB) into $W/NAME.{s,rss}
+timed() {
+	local name=$1; shift
+	/usr/bin/time -v -o "$W/$name.tv" "$@" >"$W/$name.out" 2>"$W/$name.err" || {
+		echo "FAILED: $*" >&2; cat "$W/$name.err" "$W/$name.out" >&2; exit 1; }
+	awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$W/$name.tv" >"$W/$name.s"
+	awk -F': ' '/Maximum resident set size/ {print $2}' "$W/$name.tv" >"$W/$name.rss"
+}
+val() { cat "$W/$1"; }
+dusb() { du -sb "$1" | cut -f1; }
+
+echo "== image ($SIZE) in $W"
+"$W/imagegen" gen -size "$SIZE" -out "$W/disk.raw"
+BYTES=$(stat -c %s "$W/disk.raw")
+
+mkdir -p "$BLOCKWISE_DATASTORE"
+"$BW" serve --nbd-tcp "" 2>"$W/serve.log" &
+SERVE_PID=$!
+for _ in $(seq 100); do [ -S "$BLOCKWISE_DATASTORE/api.sock" ] && break; sleep 0.1; done
+"$BW" disk create bench --size "$BYTES" >/dev/null
+URI="nbd+unix:///bench?socket=$BLOCKWISE_DATASTORE/nbd.sock"
+qemu-img convert -n --target-is-zero -f raw -O raw "$W/disk.raw" "$URI"
+"$BW" repo init >/dev/null
+restic init -q >/dev/null
+borg init -e repokey >/dev/null 2>&1
+sync
+
+PERF=${BLOCKWISE_BENCH_PERF:-}
+bwrun() { # name args...: blockwise, under perf when asked
+	local name=$1; shift
+	if [ -n "$PERF" ] && command -v perf >/dev/null; then
+		timed "$name" perf record -F 499 -g -o "$W/$name.perf" -- "$BW" "$@"
+	else
+		timed "$name" "$BW" "$@"
+	fi
+}
+
+echo "== full backups"
+timed restic-full restic backup -q "$W/disk.raw"
+timed borg-full borg create "::full" "$W/disk.raw"
+bwrun bw-full backup bench --json
+for t in restic borg bw; do eval "${t//-/_}_size1=$(dusb "$W/$t-repo")"; done
+
+echo "== change 1% of the 64 KiB blocks (file and NBD)"
+CHANGED=$("$W/imagegen" mutate -file "$W/disk.raw" -uri "$URI" -frac 0.01)
+sync
+
+echo "== incremental backups"
+timed restic-inc restic backup -q "$W/disk.raw"
+timed borg-inc borg create "::inc" "$W/disk.raw"
+bwrun bw-inc backup bench --json
+for t in restic borg bw; do eval "${t}_size2=$(dusb "$W/$t-repo")"; done
+"$BW" snapshot list bench --json | grep -q '^\[\]$' || echo "WARNING: backup left a snapshot" >&2
+
+echo "== restores (each compared with the changed image)"
+SPARSE=; restic restore --help 2>/dev/null | grep -q -- --sparse && SPARSE=--sparse
+timed restic-restore restic restore latest --target "$W/r-restic" $SPARSE
+cmp "$W/disk.raw" "$W/r-restic$W/disk.raw"; rm -rf "$W/r-restic"
+mkdir -p "$W/r-borg"
+timed borg-restore sh -c "cd '$W/r-borg' && borg extract --sparse '::inc'"
+cmp "$W/disk.raw" "$W/r-borg$W/disk.raw"; rm -rf "$W/r-borg"
+bwrun bw-restore restore latest --disk bench --to "$W/r-bw.raw"
+cmp "$W/disk.raw" "$W/r-bw.raw"; rm -f "$W/r-bw.raw"
+SERVE_RSS=$(awk '/VmHWM/ {print $2}' "/proc/$SERVE_PID/status")
+
+json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" "$W/$1.out"; }
+BW_READ=$(json bw-inc readBytes); BW_STORED=$(json bw-inc storedBytes); BW_NEW=$(json bw-inc newBytes)
+BW_FULL_READ=$(json bw-full readBytes)
+
+echo
+echo "image $BYTES bytes ($SIZE), changed $CHANGED bytes (1% of 64 KiB blocks); $(nproc) cores; restic $(restic version | cut -d' ' -f2), $(borg --version)"
+python3 - "$W" "$CHANGED" "$BW_READ" "$BW_NEW" "$BW_STORED" "$BW_FULL_READ" "$SERVE_RSS" \
+	"$restic_size1" "$restic_size2" "$borg_size1" "$borg_size2" "$bw_size1" "$bw_size2" <<'PY'
+import sys
+w = sys.argv[1]
+changed, bw_read, bw_new, bw_stored, bw_full_read, serve_rss = map(int, sys.argv[2:8])
+rs1, rs2, bs1, bs2, ws1, ws2 = map(int, sys.argv[8:14])
+def get(n, k): return float(open(f"{w}/{n}.{k}").read().strip())
+tools = ["restic", "borg", "bw"]
+rows = [("full backup (s)", "full", "s"), ("incremental (s)", "inc", "s"), ("restore (s)", "restore", "s")]
+M = 1 << 20
+print(f"{'':28}{'restic':>12}{'borg':>12}{'blockwise':>12}{'vs restic':>11}{'vs borg':>9}")
+for label, op, k in rows:
+    v = [get(f"{t}-{op}", k) for t in tools]
+    print(f"{label:28}{v[0]:12.2f}{v[1]:12.2f}{v[2]:12.2f}{v[0]/v[2]:10.1f}x{v[1]/v[2]:8.1f}x")
+for label, op in [("peak RSS full (MiB)", "full"), ("peak RSS incr. (MiB)", "inc"), ("peak RSS restore (MiB)", "restore")]:
+    v = [get(f"{t}-{op}", "rss") / 1024 for t in tools]
+    print(f"{label:28}{v[0]:12.0f}{v[1]:12.0f}{v[2]:12.0f}")
+print(f"{'repo after full (MiB)':28}{rs1/M:12.1f}{bs1/M:12.1f}{ws1/M:12.1f}")
+print(f"{'repo growth incr. (MiB)':28}{(rs2-rs1)/M:12.1f}{(bs2-bs1)/M:12.1f}{(ws2-ws1)/M:12.1f}")
+print(f"{'repo after incr. (MiB)':28}{rs2/M:12.1f}{bs2/M:12.1f}{ws2/M:12.1f}")
+print()
+print(f"blockwise full read {bw_full_read/M:.1f} MiB; incremental read {bw_read/M:.1f} MiB = {bw_read/changed:.2f}x changed, "
+      f"new {bw_new/M:.1f} MiB, stored {bw_stored/M:.1f} MiB = {bw_stored/changed:.2f}x changed, repo growth {(ws2-ws1)/changed:.2f}x changed; "
+      f"serve peak RSS {serve_rss/1024:.0f} MiB")
+import json
+for n in ("bw-full", "bw-inc"):
+    j = json.loads(open(f"{w}/{n}.out").read())
+    print(f"{n}: {j['seconds']:.2f}s inside backup.Run of {get(n, 's'):.2f}s wall (the rest: process start, Argon2id key derivation, index load)")
+g = lambda n: get(n, "s")
+bwfull, bwinc, bwres = g("bw-full"), g("bw-inc"), g("bw-restore")
+rss = max(get(f"bw-{o}", "rss") for o in ("full", "inc", "restore")) / 1024
+goals = [
+    ("full >= 3x faster than restic and borg", min(g("restic-full"), g("borg-full")) / bwfull >= 3),
+    ("incremental >= 50x faster than restic's", g("restic-inc") / bwinc >= 50),
+    ("incremental read <= 1.5x changed", bw_read <= 1.5 * changed),
+    ("new stored bytes <= 1.5x changed", (ws2 - ws1) <= 1.5 * changed),
+    ("restore >= 2x faster than restic", g("restic-restore") / bwres >= 2),
+    ("blockwise CLI RSS <= 256 MiB", rss <= 256),
+]
+for name, ok in goals:
+    print(f"  [{'ok' if ok else 'MISSED'}] {name}")
+PY
+if [ -n "$PERF" ]; then
+	for n in bw-full bw-inc bw-restore; do
+		[ -f "$W/$n.perf" ] || continue
+		echo "== perf top symbols: $n"
+		perf report -i "$W/$n.perf" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | sed -n 1,15p || true
+	done
+fi
