@@ -82,8 +82,8 @@ func runRepoCheck(ctx context.Context, o repoOptions, readData bool, out io.Writ
 	}
 	defer r.Close()
 	res, err := r.Check(ctx, readData)
-	if err != nil {
-		return err
+	if res == nil || (err != nil && len(res.Errors) == 0) {
+		return err // the check itself could not run
 	}
 	for _, w := range res.Warnings {
 		fmt.Fprintln(out, "warning:", w)
@@ -134,4 +134,31 @@ func runRepoInfo(ctx context.Context, o repoOptions, out io.Writer) error {
 		fmt.Fprintf(out, "%-10s %6d objects %14d bytes\n", t, info.Objects[t], info.Bytes[t])
 	}
 	return nil
+}
+
+var (
+	unlockOpts repoOptions
+	unlockAll  bool
+)
+
+var repoUnlockCmd = &cobra.Command{
+	Use:   "unlock",
+	Short: "Remove stale locks (expired, or of dead processes on this host); --remove-all removes every lock",
+	Args:  cobra.NoArgs,
+	RunE: func(cmd *cobra.Command, args []string) error {
+		r, err := unlockOpts.open(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		n, err := r.Unlock(cmd.Context(), unlockAll)
+		fmt.Fprintf(cmd.OutOrStdout(), "removed %d lock(s)\n", n)
+		return err
+	},
+}
+
+func init() {
+	addRepoFlags(repoUnlockCmd, &unlockOpts)
+	repoUnlockCmd.Flags().BoolVar(&unlockAll, "remove-all", false, "remove every lock, live ones too")
+	repoCmd.AddCommand(repoUnlockCmd)
 }

@@ -69,6 +69,11 @@ func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref stri
 	defer target.Close()
 	res, err := backup.Restore(ctx, backup.RestoreOptions{Repo: r, Manifest: m.ID, Target: target, TargetIsZero: isZero, Workers: o.Workers})
 	if err != nil {
+		if o.ToFile != "" {
+			// A partial image would look like a valid raw file.
+			target.Close()
+			os.Remove(o.ToFile)
+		}
 		return err
 	}
 	fmt.Fprintf(out, "restored %s (%s, %d bytes): %d bytes written, %d zero chunks, %d chunks verified, %s\n",

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -57,6 +58,12 @@ func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
 	pw, err := o.password()
 	if err != nil {
 		return nil, err
+	}
+	if o.Repo != "" && !strings.HasPrefix(o.Repo, "s3:") {
+		// Opening a local backend creates its directories: look first.
+		if _, err := os.Stat(filepath.Join(o.Repo, "config")); err != nil {
+			return nil, fmt.Errorf("no repository at %s (create one with blockwise repo init): %w", o.Repo, repo.ErrNotFound)
+		}
 	}
 	be, err := o.backend(ctx)
 	if err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -30,10 +32,11 @@ type DiskInfo struct {
 
 // Snapshot is a snapshot the host made for a backup.
 type Snapshot struct {
-	ID       string
-	ChangeID string
-	Size     int64
-	Created  time.Time
+	ID          string
+	ChangeID    string
+	Size        int64
+	Created     time.Time
+	Description string
 }
 
 // Area is a changed byte range.
@@ -49,6 +52,7 @@ type Areas struct {
 // return errors wrapping ErrChangeIDInvalid for unanswerable change IDs.
 type Host interface {
 	Disk(ctx context.Context, disk string) (DiskInfo, error)
+	Snapshots(ctx context.Context, disk string) ([]Snapshot, error)
 	CreateSnapshot(ctx context.Context, disk, description string) (Snapshot, error)
 	ChangedAreas(ctx context.Context, disk, snapshot string, start int64, changeID string) (*Areas, error)
 	DeleteSnapshot(ctx context.Context, disk, snapshot string) error
@@ -100,7 +104,8 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	snap, err := o.Host.CreateSnapshot(ctx, o.Disk, "blockwise backup")
+	removeStale(ctx, o)
+	snap, err := o.Host.CreateSnapshot(ctx, o.Disk, ownerTag())
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: snapshot: %w", o.Disk, err)
 	}
@@ -187,6 +192,35 @@ func allAreas(ctx context.Context, o Options, s Snapshot, since string) ([]Area,
 		pos = page.StartOffset + page.Length
 	}
 	return out, nil
+}
+
+// ownerTag describes a backup's snapshot so a later backup can tell it
+// was left by a process that died (SIGKILL skips the deferred delete).
+func ownerTag() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s host=%s pid=%d", snapshotTag, host, os.Getpid())
+}
+
+const snapshotTag = "blockwise backup"
+
+// removeStale deletes snapshots of earlier backups on this host whose
+// process is gone. A live backup's snapshot (another process) is kept.
+func removeStale(ctx context.Context, o Options) {
+	snaps, err := o.Host.Snapshots(ctx, o.Disk)
+	if err != nil {
+		return
+	}
+	host, _ := os.Hostname()
+	for _, s := range snaps {
+		var h string
+		var pid int
+		if _, err := fmt.Sscanf(s.Description, snapshotTag+" host=%s pid=%d", &h, &pid); err != nil || h != host || pid <= 0 {
+			continue
+		}
+		if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+			deleteSnapshot(ctx, o, s.ID)
+		}
+	}
 }
 
 // deleteSnapshot retries while the host is busy: the source's NBD

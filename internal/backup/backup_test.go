@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -33,6 +35,18 @@ func (th *testHost) Disk(ctx context.Context, name string) (DiskInfo, error) {
 	}
 	st, err := d.Stat()
 	return DiskInfo{UUID: st.UUID, Size: st.Size}, err
+}
+
+func (th *testHost) Snapshots(ctx context.Context, name string) ([]Snapshot, error) {
+	d, err := th.h.Disk(name)
+	if err != nil {
+		return nil, err
+	}
+	var out []Snapshot
+	for _, s := range d.Snapshots() {
+		out = append(out, Snapshot{ID: s.ID, ChangeID: s.ChangeID, Size: s.Size, Created: s.Created, Description: s.Description})
+	}
+	return out, nil
 }
 
 func (th *testHost) CreateSnapshot(ctx context.Context, name, desc string) (Snapshot, error) {
@@ -250,5 +264,25 @@ func TestPlan(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Errorf("%d: plan %v, want %v", i, got, tc.want)
 		}
+	}
+}
+
+// A snapshot left by a killed backup (its process is gone) is removed by
+// the next backup; one of a live process is kept.
+func TestStaleBackupSnapshotRemoved(t *testing.T) {
+	f := newFixture(t)
+	d, _ := f.th.h.Create("vm", 1<<20, disk.Options{})
+	host, _ := os.Hostname()
+	dead := exec.Command("true")
+	dead.Run() // its pid is free now
+	d.CreateSnapshot("stale", fmt.Sprintf("blockwise backup host=%s pid=%d", host, dead.Process.Pid))
+	d.CreateSnapshot("live", fmt.Sprintf("blockwise backup host=%s pid=%d", host, os.Getpid()))
+	f.backup(t, "vm")
+	var ids []string
+	for _, s := range d.Snapshots() {
+		ids = append(ids, s.ID)
+	}
+	if fmt.Sprint(ids) != "[live]" {
+		t.Fatalf("snapshots after backup: %v", ids)
 	}
 }

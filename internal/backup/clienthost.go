@@ -36,6 +36,19 @@ func (h ClientHost) Disk(ctx context.Context, name string) (DiskInfo, error) {
 	return DiskInfo{UUID: d.UUID, Size: d.Size}, nil
 }
 
+// Snapshots implements Host.
+func (h ClientHost) Snapshots(ctx context.Context, name string) ([]Snapshot, error) {
+	ss, err := h.C.ListSnapshots(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Snapshot, len(ss))
+	for i, s := range ss {
+		out[i] = Snapshot{ID: s.ID, ChangeID: s.ChangeID, Size: s.Size, Created: s.Created, Description: s.Description}
+	}
+	return out, nil
+}
+
 // CreateSnapshot implements Host.
 func (h ClientHost) CreateSnapshot(ctx context.Context, name, desc string) (Snapshot, error) {
 	s, err := h.C.CreateSnapshot(ctx, name, "", desc)

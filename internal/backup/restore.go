@@ -3,6 +3,7 @@ package backup
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"sync/atomic"
@@ -105,7 +106,12 @@ func writeRun(ctx context.Context, o RestoreOptions, im *repo.Image, first, n in
 	cs := int64(im.ChunkSize())
 	chunks, err := im.ReadChunks(ctx, uint64(first), int(n))
 	if err != nil {
-		return fmt.Errorf("restore point %s, offset %d: %w", im.Manifest().ID.Short(), first*cs, err)
+		off := first * cs
+		var se *repo.SlotError
+		if errors.As(err, &se) {
+			off = int64(se.Slot) * cs
+		}
+		return fmt.Errorf("restore point %s, chunk at offset %d: %w", im.Manifest().ID.Short(), off, err)
 	}
 	for i, c := range chunks {
 		slot, off := first+int64(i), (first+int64(i))*cs
@@ -132,7 +138,7 @@ func verifySlots(ctx context.Context, o RestoreOptions, im *repo.Image, sums []u
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
 	zero := make([]byte, cs)
-	err := im.Slots(ctx, func(slot uint64, isZero bool) error {
+	err := im.Slots(gctx, func(slot uint64, isZero bool) error {
 		if isZero && o.TargetIsZero {
 			return nil // never written: the target was zero to begin with
 		}
@@ -151,7 +157,9 @@ func verifySlots(ctx context.Context, o RestoreOptions, im *repo.Image, sums []u
 		})
 		return gctx.Err()
 	})
-	if werr := g.Wait(); err == nil {
+	// A worker's error is the cause; the iterator's is then only the
+	// cancellation it triggered.
+	if werr := g.Wait(); werr != nil {
 		err = werr
 	}
 	return err

@@ -197,11 +197,30 @@ func (im *Image) ReadChunks(ctx context.Context, first uint64, n int) ([][]byte,
 	}
 	for pack, locs := range byPack {
 		if err := im.loadRanges(ctx, pack, locs, out); err != nil {
+			var se *SlotError
+			if errors.As(err, &se) {
+				se.Slot += first
+				se.Image = im.m.ID
+				return nil, se
+			}
 			return nil, fmt.Errorf("repo: image %v slots %d+%d: %w", im.m.ID.Short(), first, n, err)
 		}
 	}
 	return out, nil
 }
+
+// SlotError names the slot whose chunk could not be read.
+type SlotError struct {
+	Image ID
+	Slot  uint64
+	Err   error
+}
+
+func (e *SlotError) Error() string {
+	return fmt.Sprintf("repo: image %v slot %d: %v", e.Image.Short(), e.Slot, e.Err)
+}
+
+func (e *SlotError) Unwrap() error { return e.Err }
 
 type slotLoc struct {
 	i   int
@@ -233,7 +252,7 @@ func (im *Image) loadRanges(ctx context.Context, pack ID, locs []slotLoc, out []
 			off := int64(sl.loc.Offset) - lo
 			data, err := im.r.decodeBlob(sl.loc.packEntry, pack, buf[off:off+int64(sl.loc.Stored)])
 			if err != nil {
-				return err
+				return &SlotError{Slot: uint64(sl.i), Err: err}
 			}
 			copy(out[sl.i], data)
 		}

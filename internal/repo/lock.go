@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -89,6 +90,11 @@ func (r *Repository) checkLocks(ctx context.Context, exclusive bool, own string)
 		} else if err != nil {
 			return err
 		}
+		if li.deadHolder() {
+			// Left by a killed process on this host: it holds nothing.
+			r.be.Remove(ctx, backend.Handle{Type: backend.Locks, Name: n})
+			continue
+		}
 		if time.Now().Before(li.Expires) && (exclusive || li.Exclusive) {
 			return fmt.Errorf("repo: lock %s held by %s pid %d since %s: %w", n[:8], li.Host, li.PID, li.Time.Format(time.RFC3339), ErrLocked)
 		}
@@ -140,4 +146,38 @@ func (l *Lock) Unlock(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// deadHolder reports a lock taken on this host by a process that no
+// longer exists (SIGKILL skips the unlock). Locks of other hosts wait for
+// their expiry: their processes cannot be seen from here.
+func (li *lockInfo) deadHolder() bool {
+	host, err := os.Hostname()
+	if err != nil || host != li.Host || li.PID <= 0 {
+		return false
+	}
+	return errors.Is(syscall.Kill(li.PID, 0), syscall.ESRCH)
+}
+
+// Unlock removes stale locks (expired, or held by a dead process on this
+// host), or every lock with all, and reports how many it removed. Use all
+// only when no other process uses the repository.
+func (r *Repository) Unlock(ctx context.Context, all bool) (int, error) {
+	names, err := r.listNames(ctx, backend.Locks)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, name := range names {
+		li, err := r.readLock(ctx, name)
+		stale := err == nil && (li.deadHolder() || time.Now().After(li.Expires))
+		if !all && !stale {
+			continue
+		}
+		if err := r.be.Remove(ctx, backend.Handle{Type: backend.Locks, Name: name}); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
 )
@@ -29,14 +30,28 @@ func Open(dir string) (*Backend, error) {
 			return nil, fmt.Errorf("local: %w", err)
 		}
 	}
-	// Temporary files are only ever partial writes of a crashed process.
-	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
-		return nil, fmt.Errorf("local: %w", err)
-	}
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}
+	removeStaleTemp(filepath.Join(dir, "tmp"))
 	return b, nil
+}
+
+// staleTemp is the age past which a temporary file can only be the
+// partial write of a crashed process: longer than any single Save takes,
+// so a backup running in another process never loses a pack in flight.
+const staleTemp = time.Hour
+
+func removeStaleTemp(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleTemp {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func (b *Backend) path(h backend.Handle) string {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/backendtest"
@@ -32,14 +33,23 @@ func TestFanOutAndTmpCleanup(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "data", "ab", "abcd")); err != nil {
 		t.Fatalf("no fan-out: %v", err)
 	}
-	// A crashed writer's temp file must be cleaned at open and never listed.
-	if err := os.WriteFile(filepath.Join(dir, "tmp", "save-123"), []byte("partial"), 0o600); err != nil {
-		t.Fatal(err)
+	// A crashed writer's old temp file is cleaned at open; a fresh one may
+	// belong to a backup running in another process and must stay.
+	old, fresh := filepath.Join(dir, "tmp", "save-123"), filepath.Join(dir, "tmp", "save-456")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	past := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(old, past, past)
 	if _, err := local.Open(dir); err != nil {
 		t.Fatal(err)
 	}
-	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
-		t.Fatalf("tmp not cleaned: %v", ents)
+	if _, err := os.Stat(old); err == nil {
+		t.Fatal("stale temp file not cleaned")
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatal("a fresh temp file (another process's save in flight) was removed")
 	}
 }
