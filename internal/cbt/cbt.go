@@ -130,6 +130,10 @@ type Tracker struct {
 		next       *batch          // commit that will take pending
 		committing bool
 		err        error
+		union      struct {
+			key unionKey
+			bm  *roaring.Bitmap
+		}
 	}
 }
 

@@ -39,7 +39,9 @@ func (t *Tracker) checkLocked(id ID, until uint64) error {
 }
 
 // Changed returns the blocks written after change ID since and before
-// change ID until was taken (until ≤ Current().Seq).
+// change ID until was taken (until ≤ Current().Seq). The bitmap is shared:
+// callers MUST NOT modify it. A caller paging through one answer asks the
+// same question again and again, so the last union is kept.
 func (t *Tracker) Changed(since ID, until uint64) (*roaring.Bitmap, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -49,13 +51,33 @@ func (t *Tracker) Changed(since ID, until uint64) (*roaring.Bitmap, error) {
 	if until > t.mu.seq {
 		return nil, fmt.Errorf("%w: sequence %d is not closed", ErrChangeIDInvalid, until)
 	}
+	key := unionKey{since, until}
+	if t.mu.union.key == key && t.mu.union.bm != nil {
+		return t.mu.union.bm, nil
+	}
 	var parts []*roaring.Bitmap
 	for _, e := range t.mu.closed {
 		if e.seq > since.Seq && e.seq <= until {
 			parts = append(parts, e.bm)
 		}
 	}
-	return roaring.FastOr(parts...), nil
+	bm := roaring.New()
+	switch len(parts) {
+	case 0:
+	case 1:
+		bm = parts[0] // closed epochs never change
+	default:
+		bm = roaring.FastOr(parts...)
+	}
+	t.mu.union.key, t.mu.union.bm = key, bm
+	return bm, nil
+}
+
+// unionKey names an answer of Changed; the UUID in since makes answers of
+// before a Reset differ from those after it.
+type unionKey struct {
+	since ID
+	until uint64
 }
 
 // Since lists the change IDs answerable as "since" for state until.

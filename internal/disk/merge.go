@@ -20,6 +20,9 @@ type mergeState struct {
 // so the longest a guest write can wait on consolidation.
 const maxMergeRun = 256
 
+// syncEvery grains merged, the merge syncs the data written so far.
+const syncEvery = 16384
+
 // Task is a background consolidation.
 type Task struct {
 	Snapshot string
@@ -53,6 +56,7 @@ func (t *Task) Err() error { return t.err }
 // snapshot is gone as soon as it returns. If the disk is closed before the
 // task ends, the consolidation resumes at the next Open.
 func (d *Disk) DeleteSnapshot(id string) (*Task, error) {
+	d.presync()
 	d.barrier.Lock()
 	defer d.barrier.Unlock()
 	if d.closed {
@@ -117,9 +121,13 @@ func (d *Disk) runMerge(ctx context.Context, t *Task) error {
 			return d.fail(fmt.Errorf("consolidation: %w", err))
 		}
 		if n == 0 {
+			d.presync()
 			return d.finishMerge()
 		}
-		t.merged.Add(n)
+		// Sync as we go, so the final switch has little dirty data left.
+		if after := t.merged.Add(n); after/syncEvery != (after-n)/syncEvery {
+			d.presync()
+		}
 	}
 }
 

@@ -28,6 +28,7 @@ func (d *Disk) snapInfo(s snapMeta) SnapshotInfo {
 // "" picks one) and starts a new delta for live writes. Writes in flight
 // finish before it and belong to the snapshot; later ones do not.
 func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
+	d.presync()
 	d.barrier.Lock()
 	defer d.barrier.Unlock()
 	if d.closed {
