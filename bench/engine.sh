@@ -25,7 +25,7 @@ b() { # pattern benchtime count
 		-test.v "${prof[@]}" 2>&1 | tee -a "$W/out.txt" | grep -E '^Benchmark.*-[0-9]+ |setup:' >&2 || true
 }
 START=$(date +%s)
-b '^BenchmarkWrite$/rand4k' 8192x "$COUNT"
+b '^BenchmarkWrite$/rand4k' 32768x "$COUNT"
 b '^BenchmarkWrite$/seq1m' 1024x "$COUNT"
 b '^BenchmarkQueryChangedAreas$' 5x 1
 b '^BenchmarkSnapshotCreate$' 20x 1

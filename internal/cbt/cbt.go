@@ -30,7 +30,7 @@ const (
 // Defaults.
 const (
 	DefaultGranularity = 64 << 10
-	DefaultRegionSize  = 64 << 20
+	DefaultRegionSize  = 256 << 20
 	DefaultRetain      = 64
 )
 
@@ -122,7 +122,6 @@ type Tracker struct {
 		base, seq  uint64
 		closed     []epoch
 		cur        *roaring.Bitmap // open epoch
-		unlogged   *roaring.Bitmap // cur bits not yet in a journal record
 		intent     *roaring.Bitmap // durable regions
 		inflight   *roaring.Bitmap // regions being committed
 		pending    *roaring.Bitmap // regions waiting for the next commit
@@ -151,7 +150,6 @@ func New(cfg Config, uuid string, size int64, log IntentLog) (*Tracker, error) {
 }
 
 func (t *Tracker) resetVolatile() {
-	t.mu.unlogged = roaring.New()
 	t.mu.intent = roaring.New()
 	t.mu.inflight = roaring.New()
 	t.mu.pending = roaring.New()

@@ -191,16 +191,9 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	tr.Encode(true)
 	tr.Committed(true)
 	tr.Mark(1<<20, 1)
-	fine, ok := tr.FineRecord()
-	if !ok {
-		t.Fatal("no fine record")
-	}
 	data := tr.Encode(false)
 	re, err := Decode("x", data, nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := re.Apply(RecordFine, fine); err != nil {
 		t.Fatal(err)
 	}
 	if re.Current() != tr.Current() || re.Stats().DirtyBlocks != tr.Stats().DirtyBlocks {

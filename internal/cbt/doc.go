@@ -8,7 +8,7 @@
 //     the disk's current change ID is s; taking a snapshot closes it.
 //   - change ID: "<disk-uuid>/<seq>", the disk's state when epoch seq
 //     closed. Changed(since, until) is the union of epochs since+1..until.
-//   - region: the coarse unit of write intents (default 64 MiB). Before the
+//   - region: the coarse unit of write intents (default 256 MiB). Before the
 //     first write to a region is acknowledged, the fact that the region may
 //     have changed is made durable (group-committed through IntentLog), so
 //     a crash at any instant never loses a change: on recovery every block of
@@ -19,5 +19,7 @@
 //     dropped beyond Retain, which expires their IDs.
 //
 // The tracker knows no files: the disk package persists its checkpoint
-// (Encode/Decode) and journal records (FineRecord, intents via IntentLog).
+// (Encode/Decode) and its intent records (through IntentLog). Between
+// checkpoints the fine map lives in memory only: after a crash, the intent
+// regions (durable before any write they cover) stand in for it.
 package cbt

@@ -22,7 +22,6 @@ func (t *Tracker) Mark(off, length int64) error {
 		return t.mu.err
 	}
 	t.mu.cur.AddRange(f0, f1)
-	t.mu.unlogged.AddRange(f0, f1)
 	wait, lead := t.needIntents(r0, r1)
 	t.mu.Unlock()
 	if wait == nil {

@@ -67,19 +67,6 @@ func DecodeBitmap(b []byte) (bm *roaring.Bitmap, err error) {
 	return bm, nil
 }
 
-// FineRecord takes the blocks marked since the last call, for a journal
-// record of type RecordFine (ok false: nothing new).
-func (t *Tracker) FineRecord() ([]byte, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.mu.unlogged.IsEmpty() {
-		return nil, false
-	}
-	b := EncodeBitmap(t.mu.unlogged)
-	t.mu.unlogged = roaring.New()
-	return b, true
-}
-
 // Apply replays one journal record. Call Recover after the last one.
 func (t *Tracker) Apply(typ byte, payload []byte) error {
 	bm, err := DecodeBitmap(payload)
@@ -166,7 +153,7 @@ func (t *Tracker) closedAfter() (base, seq uint64, closed []epoch) {
 }
 
 // Committed is called once a checkpoint from Encode is durable: intents
-// and unlogged bits are now covered by it, and a closed epoch takes effect.
+// are now covered by it, and a closed epoch takes effect.
 func (t *Tracker) Committed(closeEpoch bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

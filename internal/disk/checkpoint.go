@@ -6,7 +6,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"path/filepath"
 
-	"github.com/blockwise/blockwise/internal/cbt"
 	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/journal"
 )
@@ -151,11 +150,8 @@ func (d *Disk) flushLocked() error {
 			recs = append(recs, journal.Record{Type: recLayer, Payload: p})
 		}
 	}
-	if d.tracker != nil {
-		if p, ok := d.tracker.FineRecord(); ok {
-			recs = append(recs, journal.Record{Type: cbt.RecordFine, Payload: p})
-		}
-	}
+	// CBT adds nothing here: its intents, durable before the writes they
+	// cover, already stand for every block changed since the checkpoint.
 	if err := d.syncData(d.chain); err != nil {
 		return d.fail(err)
 	}

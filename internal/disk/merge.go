@@ -18,7 +18,7 @@ type mergeState struct {
 
 // maxMergeRun bounds the grains copied under one set of grain locks, and
 // so the longest a guest write can wait on consolidation.
-const maxMergeRun = 256
+const maxMergeRun = 64
 
 // syncEvery grains merged, the merge syncs the data written so far.
 const syncEvery = 16384
