@@ -139,19 +139,33 @@ func newNBDServer(h *host.Host, o serveOptions, log *slog.Logger) (*nbd.Server, 
 	return nbd.NewServer(h, opts), nil
 }
 
-func listeners(dsDir string, o serveOptions) ([]net.Listener, error) {
-	var out []net.Listener
-	sock := o.NBDUnix
-	if sock == "" {
-		sock = filepath.Join(dsDir, "nbd.sock")
+// listenUnix listens on path (default: name in the datastore; "none": no
+// socket), readable by the owner only when private.
+func listenUnix(dsDir, path, name string, private bool) ([]net.Listener, error) {
+	if path == "" {
+		path = filepath.Join(dsDir, name)
 	}
-	if sock != "none" {
-		os.Remove(sock) // a stale socket of a stopped server
-		l, err := net.Listen("unix", sock)
-		if err != nil {
+	if path == "none" {
+		return nil, nil
+	}
+	os.Remove(path) // a stale socket of a stopped server (serve.lock excludes a live one)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if private {
+		if err := os.Chmod(path, 0o600); err != nil {
+			l.Close()
 			return nil, err
 		}
-		out = append(out, l)
+	}
+	return []net.Listener{l}, nil
+}
+
+func listeners(dsDir string, o serveOptions) ([]net.Listener, error) {
+	out, err := listenUnix(dsDir, o.NBDUnix, "nbd.sock", false)
+	if err != nil {
+		return nil, err
 	}
 	for _, a := range o.NBDTCP {
 		if a == "" {
@@ -189,22 +203,9 @@ func exportConfig(lns []net.Listener, o serveOptions) api.ExportConfig {
 // apiListeners: the unix socket is 0600, which is its whole protection;
 // TCP is TLS only, since bearer tokens must not travel in clear.
 func apiListeners(dsDir string, o serveOptions) ([]net.Listener, error) {
-	var out []net.Listener
-	sock := o.APIUnix
-	if sock == "" {
-		sock = filepath.Join(dsDir, "api.sock")
-	}
-	if sock != "none" {
-		os.Remove(sock) // a stale socket of a stopped server
-		l, err := net.Listen("unix", sock)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.Chmod(sock, 0o600); err != nil {
-			l.Close()
-			return nil, err
-		}
-		out = append(out, l)
+	out, err := listenUnix(dsDir, o.APIUnix, "api.sock", true)
+	if err != nil {
+		return nil, err
 	}
 	if o.APITCP == "" {
 		return out, nil
