@@ -203,14 +203,14 @@ func demoRestore(ctx context.Context, g globalOptions, r *repo.Repository, live 
 		return err
 	}
 	defer target.Close()
-	res, err := backup.Restore(ctx, backup.RestoreOptions{Repo: r, Manifest: m.ID, Target: target, TargetIsZero: true})
+	res, err := backup.Restore(ctx, backup.RestoreOptions{Repo: r, Manifest: m.ID, Target: target, TargetIsZero: true, ReadBack: true})
 	if err != nil {
 		return err
 	}
 	if err := demoCompare(ctx, live, target); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\n== restored %s to %s in %s: %d chunks verified, identical to the disk\n",
+	fmt.Fprintf(out, "\n== restored %s to %s in %s: %d chunks read back and compared, identical to the disk\n",
 		m.ID.Short(), path, res.Duration.Round(time.Millisecond), res.Verified)
 	fmt.Fprintf(out, "   qemu-img compare -f raw -F raw %s %s\n", path, filepath.Join(g.Datastore, "demo", "flat.raw"))
 	return nil

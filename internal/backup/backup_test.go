@@ -168,7 +168,7 @@ func (f *fixture) restoreInto(t *testing.T, id repo.ID, name string, size int64)
 		t.Fatal(err)
 	}
 	defer c.Close()
-	res, err := Restore(ctx, RestoreOptions{Repo: f.repo, Manifest: id, Target: nbdTarget{c}, TargetIsZero: true})
+	res, err := Restore(ctx, RestoreOptions{Repo: f.repo, Manifest: id, Target: nbdTarget{c}, TargetIsZero: true, ReadBack: true})
 	if err != nil {
 		t.Fatal(err)
 	}
