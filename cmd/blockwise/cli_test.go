@@ -58,6 +58,13 @@ func startServe(t *testing.T, extra ...string) *daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	return startServeIn(t, dir, extra...)
+}
+
+// startServeIn runs `blockwise serve` on the datastore dir (again, after
+// a stop) and waits for its API.
+func startServeIn(t *testing.T, dir string, extra ...string) *daemon {
+	t.Helper()
 	d := &daemon{dir: dir}
 	d.cmd = exec.Command(binary, append([]string{"serve", "--datastore", dir, "--nbd-tcp", ""}, extra...)...)
 	d.cmd.Stderr = &d.stderr
