@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,11 +21,13 @@ import (
 type repoOptions struct {
 	Repo         string
 	PasswordFile string
+	LockWait     time.Duration
 }
 
 func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().StringVarP(&o.Repo, "repo", "r", os.Getenv("BLOCKWISE_REPO"), "repository: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] (env BLOCKWISE_REPO)")
 	cmd.Flags().StringVar(&o.PasswordFile, "password-file", os.Getenv("BLOCKWISE_PASSWORD_FILE"), "file holding the repository password (else env BLOCKWISE_PASSWORD)")
+	cmd.Flags().DurationVar(&o.LockWait, "lock-wait", 0, "wait up to this long for another process's repository lock (e.g. a prune) instead of failing")
 }
 
 // errUsage marks errors in how a command was called (exit code 2).
@@ -77,6 +80,7 @@ func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
 		be.Close()
 		return nil, err
 	}
+	r.SetLockWait(o.LockWait)
 	return r, nil
 }
 

@@ -135,7 +135,20 @@ func LoadAll(ctx context.Context, be Backend, h Handle, offset, length int64) ([
 	if err != nil {
 		return nil, err
 	}
-	buf, err := io.ReadAll(rd)
+	var buf []byte
+	if length > 0 {
+		// A known length reads into one buffer: io.ReadAll would grow it
+		// by doubling, copying a multi-MiB range several times.
+		buf = make([]byte, length)
+		var n int
+		n, err = io.ReadFull(rd, buf)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = nil // short: the caller sees len(buf) and decides
+		}
+		buf = buf[:n]
+	} else {
+		buf, err = io.ReadAll(rd)
+	}
 	cerr := rd.Close()
 	if err == nil {
 		err = cerr

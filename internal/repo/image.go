@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"unsafe"
 
 	"github.com/blockwise/blockwise/internal/backend"
 )
@@ -188,7 +189,6 @@ func (im *Image) ReadChunks(ctx context.Context, first uint64, n int) ([][]byte,
 		if id.IsZero() {
 			continue
 		}
-		out[i] = make([]byte, im.chunkLen(slot))
 		loc, ok := im.r.idx.lookup(BlobChunk, id)
 		if !ok {
 			return nil, fmt.Errorf("repo: image %v slot %d: chunk %v not in index: %w", im.m.ID.Short(), slot, id.Short(), ErrNotFound)
@@ -196,7 +196,7 @@ func (im *Image) ReadChunks(ctx context.Context, first uint64, n int) ([][]byte,
 		byPack[loc.Pack] = append(byPack[loc.Pack], slotLoc{i, loc})
 	}
 	for pack, locs := range byPack {
-		if err := im.loadRanges(ctx, pack, locs, out); err != nil {
+		if err := im.loadRanges(ctx, pack, first, locs, out); err != nil {
 			var se *SlotError
 			if errors.As(err, &se) {
 				se.Slot += first
@@ -207,6 +207,27 @@ func (im *Image) ReadChunks(ctx context.Context, first uint64, n int) ([][]byte,
 		}
 	}
 	return out, nil
+}
+
+// fitChunk returns data as a slot's content of length n: as it is when it
+// has that length and owns its memory (decoding copied it out of the pack
+// buffer), else in a fresh zero-padded slice (a chunk of a smaller parent
+// image, or plaintext still aliasing the shared pack buffer).
+func fitChunk(data []byte, n int, packBuf []byte) []byte {
+	if len(data) == n && !aliases(data, packBuf) {
+		return data
+	}
+	out := make([]byte, n)
+	copy(out, data)
+	return out
+}
+
+func aliases(a, b []byte) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return false
+	}
+	a0, b0 := uintptr(unsafe.Pointer(&a[0])), uintptr(unsafe.Pointer(&b[0]))
+	return a0 >= b0 && a0 < b0+uintptr(cap(b))
 }
 
 // SlotError names the slot whose chunk could not be read.
@@ -229,7 +250,7 @@ type slotLoc struct {
 
 // loadRanges fetches the blobs of one pack in as few ranged loads as the
 // gaps allow and decodes each into out.
-func (im *Image) loadRanges(ctx context.Context, pack ID, locs []slotLoc, out [][]byte) error {
+func (im *Image) loadRanges(ctx context.Context, pack ID, first uint64, locs []slotLoc, out [][]byte) error {
 	sort.Slice(locs, func(a, b int) bool { return locs[a].loc.Offset < locs[b].loc.Offset })
 	for start := 0; start < len(locs); {
 		end, lo := start+1, int64(locs[start].loc.Offset)
@@ -254,7 +275,8 @@ func (im *Image) loadRanges(ctx context.Context, pack ID, locs []slotLoc, out []
 			if err != nil {
 				return &SlotError{Slot: uint64(sl.i), Err: err}
 			}
-			copy(out[sl.i], data)
+			out[sl.i] = fitChunk(data, im.chunkLen(first+uint64(sl.i)), buf)
+
 		}
 		start = end
 	}

@@ -44,6 +44,27 @@ type Lock struct {
 // conflicting lock appeared meanwhile. Two racing lockers may both back
 // off, but never both proceed.
 func (r *Repository) Lock(ctx context.Context, exclusive bool) (*Lock, error) {
+	deadline, pause := time.Now().Add(r.lockWait), 50*time.Millisecond
+	for {
+		l, err := r.tryLock(ctx, exclusive)
+		if !errors.Is(err, ErrLocked) || !time.Now().Before(deadline) {
+			return l, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 5*time.Second)
+	}
+}
+
+// SetLockWait makes Lock (and so backups, forget and prune) wait up to d
+// for a conflicting lock to go away instead of failing at once: a backup
+// scheduled while a prune runs then starts when the prune is done.
+func (r *Repository) SetLockWait(d time.Duration) { r.lockWait = d }
+
+func (r *Repository) tryLock(ctx context.Context, exclusive bool) (*Lock, error) {
 	if err := r.checkLocks(ctx, exclusive, ""); err != nil {
 		return nil, err
 	}

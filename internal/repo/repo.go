@@ -49,6 +49,7 @@ type Repository struct {
 	mk       *masterKey // nil when unencrypted; kept for AddKey
 	zeroOnce sync.Once
 	zeroBuf  []byte
+	lockWait time.Duration // how long Lock waits out a conflicting lock
 }
 
 var configHandle = backend.Handle{Type: backend.Config, Name: "config"}

@@ -511,3 +511,37 @@ func TestLockRefresh(t *testing.T) {
 		t.Fatalf("%d lock files left", n)
 	}
 }
+
+// With a lock wait, a backup started during a prune starts when the
+// prune's lock goes away instead of failing.
+func TestLockWait(t *testing.T) {
+	r := initRepo(t, mem.New(), testOptions())
+	ctx := context.Background()
+	l, err := r.Lock(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l.Unlock(ctx)
+		close(released)
+	}()
+	r.SetLockWait(10 * time.Second)
+	w, err := r.NewWriter(ctx, nil, Meta{Size: 1 << 20})
+	if err != nil {
+		t.Fatalf("waiting writer: %v", err)
+	}
+	select {
+	case <-released:
+	default:
+		t.Fatal("the writer got its lock while the exclusive lock was held")
+	}
+	w.Abort(ctx)
+	r.SetLockWait(0)
+	l, _ = r.Lock(ctx, true)
+	defer l.Unlock(ctx)
+	if _, err := r.NewWriter(ctx, nil, Meta{Size: 1 << 20}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("without a wait: %v", err)
+	}
+}

@@ -168,12 +168,14 @@ func TestRepoConcurrentBackups(t *testing.T) {
 			if err != nil {
 				return err
 			}
+			r.SetLockWait(time.Minute) // a prune running now: wait for it
 			ms[i], err = backup(ctx, r, nil, "disk"+string(rune('a'+i)), imgs[i], nil)
 			return err
 		})
 	}
-	// Prune beside them: it must either wait its turn (ErrLocked) or run
-	// without removing anything a running backup will reference.
+	// Prune beside them: it must either find them locked (ErrLocked) or
+	// run, and then the backups wait for it; either way it never removes
+	// anything a running backup will reference.
 	var prunes, locked int
 	pruneErr := make(chan error, 1)
 	go func() {
