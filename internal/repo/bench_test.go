@@ -13,9 +13,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// compressible makes text-like data (words from a small vocabulary, like
+// textLike makes text-like data (words from a small vocabulary, like
 // logs and config files) that zstd shrinks about 3-4x.
-func compressible(rng *rand.Rand, n int) []byte {
+func textLike(rng *rand.Rand, n int) []byte {
 	words := []string{"the ", "disk ", "block ", "error ", "info: ", "2026-11-25 ", "GET /api/v1/", "200 ", "\n", "user=", "id=", "{\"k\":", "}, "}
 	b := make([]byte, 0, n+32)
 	for len(b) < n {
@@ -37,7 +37,7 @@ func BenchmarkPutChunk(b *testing.B) {
 					pool[i] = make([]byte, 64<<10)
 					fill(rng, pool[i])
 				} else {
-					pool[i] = compressible(rng, 64<<10)
+					pool[i] = textLike(rng, 64<<10)
 				}
 			}
 			r := initRepo(b, mem.New(), Options{KDF: testKDF})
@@ -133,7 +133,7 @@ func chunkSizeRun(b *testing.B, cs uint32, base []byte) {
 // data and of random data (which must be detected as incompressible).
 func BenchmarkCompression(b *testing.B) {
 	rng := rand.New(rand.NewPCG(9, 9))
-	text := compressible(rng, 16<<20)
+	text := textLike(rng, 16<<20)
 	random := make([]byte, 16<<20)
 	fill(rng, random)
 	for _, lvl := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {

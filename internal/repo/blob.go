@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/blockwise/blockwise/internal/backend"
 )
@@ -11,7 +12,7 @@ import (
 // encodeBlob compresses (when that shrinks it) and seals plaintext.
 func (r *Repository) encodeBlob(t BlobType, id ID, plain []byte) (stored []byte, flags uint8) {
 	data := plain
-	if r.zenc != nil {
+	if r.zenc != nil && compressible(plain) {
 		if z := r.zenc.EncodeAll(plain, make([]byte, 0, len(plain))); len(z) < len(plain) {
 			data, flags = z, flagZstd
 		}
@@ -22,6 +23,31 @@ func (r *Repository) encodeBlob(t BlobType, id ID, plain []byte) (stored []byte,
 		return data, flags
 	}
 	return r.crypt.seal(data, blobAD(t, id)), flags
+}
+
+// compressible estimates from a sample whether zstd can shrink p: random
+// or already-compressed data has close to 8 bits of entropy per byte, and
+// trying to compress it costs the backup's biggest share of CPU for
+// nothing. The sample (every 16th byte) misses repeats of high-entropy
+// runs inside one chunk; whole repeated chunks are deduplicated anyway.
+func compressible(p []byte) bool {
+	if len(p) < 4096 {
+		return true
+	}
+	var hist [256]int
+	n := 0
+	for i := 0; i < len(p); i += 16 {
+		hist[p[i]]++
+		n++
+	}
+	entropy := 0.0
+	for _, c := range hist {
+		if c > 0 {
+			f := float64(c) / float64(n)
+			entropy -= f * math.Log2(f)
+		}
+	}
+	return entropy < 7.5
 }
 
 // decodeBlob reverses encodeBlob and verifies the plaintext against id.

@@ -43,3 +43,28 @@ func TestReadChunksMatchesReadChunk(t *testing.T) {
 		}
 	}
 }
+
+func TestCompressible(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	random := make([]byte, 64<<10)
+	for i := range random {
+		random[i] = byte(rng.Uint32())
+	}
+	text := bytes.Repeat([]byte("blockwise changed block tracking, 0123456789\n"), 1500)[:64<<10]
+	tests := []struct {
+		name string
+		p    []byte
+		want bool
+	}{
+		{"random", random, false},
+		{"text", text, true},
+		{"zeros", make([]byte, 64<<10), true},
+		{"half random half zero", append(bytes.Clone(random[:32<<10]), make([]byte, 32<<10)...), true},
+		{"small", random[:100], true},
+	}
+	for _, tc := range tests {
+		if got := compressible(tc.p); got != tc.want {
+			t.Errorf("%s: compressible = %v", tc.name, got)
+		}
+	}
+}
