@@ -223,12 +223,16 @@ func removeStale(ctx context.Context, o Options) {
 	}
 }
 
-// deleteSnapshot retries while the host is busy: the source's NBD
-// connection may still be closing on the host's side.
 func deleteSnapshot(ctx context.Context, o Options, id string) error {
+	return DeleteSnapshot(ctx, o.Host, o.Disk, id)
+}
+
+// DeleteSnapshot deletes a snapshot, retrying while the host is busy: a
+// reader's NBD connection may still be closing on the host's side.
+func DeleteSnapshot(ctx context.Context, h Host, disk, id string) error {
 	wait := 10 * time.Millisecond
 	for {
-		err := o.Host.DeleteSnapshot(ctx, o.Disk, id)
+		err := h.DeleteSnapshot(ctx, disk, id)
 		if !errors.Is(err, ErrBusy) {
 			return err
 		}
