@@ -105,7 +105,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, err
 	}
 	removeStale(ctx, o)
-	snap, err := o.Host.CreateSnapshot(ctx, o.Disk, ownerTag())
+	snap, err := createSnapshot(ctx, o)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: snapshot: %w", o.Disk, err)
 	}
@@ -223,16 +223,27 @@ func removeStale(ctx context.Context, o Options) {
 	}
 }
 
-func deleteSnapshot(ctx context.Context, o Options, id string) error {
-	return DeleteSnapshot(ctx, o.Host, o.Disk, id)
+// createSnapshot waits out a busy disk (a consolidation of an earlier
+// snapshot still running) for up to snapshotWait.
+func createSnapshot(ctx context.Context, o Options) (Snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, snapshotWait)
+	defer cancel()
+	var snap Snapshot
+	err := retryBusy(ctx, func() (err error) {
+		snap, err = o.Host.CreateSnapshot(ctx, o.Disk, ownerTag())
+		return err
+	})
+	return snap, err
 }
 
-// DeleteSnapshot deletes a snapshot, retrying while the host is busy: a
-// reader's NBD connection may still be closing on the host's side.
-func DeleteSnapshot(ctx context.Context, h Host, disk, id string) error {
+// snapshotWait bounds how long a backup waits for a busy disk.
+var snapshotWait = 10 * time.Minute
+
+// retryBusy calls f until it returns anything but ErrBusy, backing off.
+func retryBusy(ctx context.Context, f func() error) error {
 	wait := 10 * time.Millisecond
 	for {
-		err := h.DeleteSnapshot(ctx, disk, id)
+		err := f()
 		if !errors.Is(err, ErrBusy) {
 			return err
 		}
@@ -243,6 +254,16 @@ func DeleteSnapshot(ctx context.Context, h Host, disk, id string) error {
 		}
 		wait = min(2*wait, time.Second)
 	}
+}
+
+func deleteSnapshot(ctx context.Context, o Options, id string) error {
+	return DeleteSnapshot(ctx, o.Host, o.Disk, id)
+}
+
+// DeleteSnapshot deletes a snapshot, retrying while the host is busy: a
+// reader's NBD connection may still be closing on the host's side.
+func DeleteSnapshot(ctx context.Context, h Host, disk, id string) error {
+	return retryBusy(ctx, func() error { return h.DeleteSnapshot(ctx, disk, id) })
 }
 
 // LatestFor is the newest restore point of the disk (same name and

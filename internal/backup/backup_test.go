@@ -55,6 +55,9 @@ func (th *testHost) CreateSnapshot(ctx context.Context, name, desc string) (Snap
 		return Snapshot{}, err
 	}
 	s, err := d.CreateSnapshot("", desc)
+	if errors.Is(err, disk.ErrBusy) {
+		return Snapshot{}, fmt.Errorf("%w: %v", ErrBusy, err)
+	}
 	return Snapshot{ID: s.ID, ChangeID: s.ChangeID, Size: s.Size, Created: s.Created}, err
 }
 
@@ -284,5 +287,35 @@ func TestStaleBackupSnapshotRemoved(t *testing.T) {
 	}
 	if fmt.Sprint(ids) != "[live]" {
 		t.Fatalf("snapshots after backup: %v", ids)
+	}
+}
+
+// A backup that starts while a consolidation runs waits for it instead of
+// failing on the busy disk.
+func TestBackupWaitsForConsolidation(t *testing.T) {
+	f := newFixture(t)
+	d, _ := f.th.h.Create("vm", 64<<20, disk.Options{})
+	d.WriteAt(bytes.Repeat([]byte{1}, 32<<20), 0)
+	d.CreateSnapshot("old", "")
+	d.WriteAt(bytes.Repeat([]byte{2}, 32<<20), 16<<20) // a delta to merge
+	task, err := d.DeleteSnapshot("old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := f.backup(t, "vm")
+	if !isDone(task) {
+		t.Fatal("backup finished while the consolidation still ran")
+	}
+	if res.Manifest == nil {
+		t.Fatal("no restore point")
+	}
+}
+
+func isDone(t *disk.Task) bool {
+	select {
+	case <-t.Done():
+		return true
+	default:
+		return false
 	}
 }
