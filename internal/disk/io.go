@@ -36,6 +36,11 @@ func resolve(chain []*layer, g0, g1 uint64) []run {
 			}
 			r.g1 = clampEnd(r.g1, l.nextSetLocked(uint32(g)))
 		}
+		if r.g1 <= g {
+			// A run always advances: a bitmap answering nonsense must cost
+			// speed (one grain at a time), never an endless loop.
+			r.g1 = g + 1
+		}
 		out = append(out, r)
 		g = r.g1
 	}

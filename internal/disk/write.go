@@ -189,6 +189,7 @@ func (d *Disk) targetRuns(g0, g1 uint64) []run {
 			r.src = top - 1
 			r.g1 = clampEnd(g1, child.nextSetLocked(uint32(g)))
 		}
+		r.g1 = max(r.g1, g+1) // always advance (see resolve)
 		out = append(out, r)
 		g = r.g1
 	}
