@@ -334,9 +334,22 @@ func (c *copier) run(ctx context.Context, runs []slotRun, read *int64) error {
 	return err
 }
 
+// runBufs recycles the read buffers of runs: PutChunk copies what it
+// keeps, so a buffer is free again once its run is stored, and a full
+// backup need not allocate (and zero) every byte it reads.
+var runBufs sync.Pool
+
+func getRunBuf(n int64) []byte {
+	if b, ok := runBufs.Get().(*[]byte); ok && int64(cap(*b)) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}
+
 func (c *copier) copyRun(ctx context.Context, r slotRun) error {
 	off := r.first * c.chunk
-	buf := make([]byte, min(r.n*c.chunk, c.size-off))
+	buf := getRunBuf(min(r.n*c.chunk, c.size-off))
+	defer runBufs.Put(&buf)
 	if err := c.src.ReadAt(ctx, buf, off); err != nil {
 		return fmt.Errorf("read %d+%d: %w", off, len(buf), err)
 	}
