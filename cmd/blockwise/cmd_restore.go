@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/fsutil"
-	"github.com/blockwise/blockwise/internal/nbd"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
@@ -134,11 +132,11 @@ func openTarget(ctx context.Context, o restoreOptions, size int64) (closingTarge
 		}
 		return fileTarget{f}, true, nil
 	}
-	c, err := nbd.Dial(ctx, o.ToURI, nil)
+	t, err := transport.DialURI(ctx, o.ToURI, nil)
 	if err != nil {
 		return nil, false, err
 	}
-	return nbdTarget{c}, false, nil
+	return t, false, nil
 }
 
 // fileTarget restores into a raw image file.
@@ -161,23 +159,3 @@ func (t fileTarget) Size() int64 {
 	}
 	return st.Size()
 }
-
-// nbdTarget restores into an NBD export.
-type nbdTarget struct{ c *nbd.Client }
-
-func (t nbdTarget) WriteAt(ctx context.Context, p []byte, off int64) error {
-	return t.c.WriteAt(ctx, p, off, false)
-}
-func (t nbdTarget) ReadAt(ctx context.Context, p []byte, off int64) error {
-	return t.c.ReadAt(ctx, p, off)
-}
-func (t nbdTarget) Zero(ctx context.Context, off, n int64) error {
-	err := t.c.Zero(ctx, off, n, true, false)
-	if errors.Is(err, nbd.ErrNotSupported) {
-		return t.c.WriteAt(ctx, make([]byte, n), off, false)
-	}
-	return err
-}
-func (t nbdTarget) Flush(ctx context.Context) error { return t.c.Flush(ctx) }
-func (t nbdTarget) Close() error                    { return t.c.Close() }
-func (t nbdTarget) Size() int64                     { return t.c.Size() }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+
 	"context"
+	"github.com/blockwise/blockwise/internal/nbd"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,4 +30,37 @@ func TestReadTest(t *testing.T) {
 	if len(snaps) != 0 {
 		t.Fatalf("read-test left snapshots: %v", snaps)
 	}
+}
+
+// restore --to-uri writes into any NBD export.
+func TestRestoreToURI(t *testing.T) {
+	t.Setenv("BLOCKWISE_PASSWORD", "to-uri")
+	t.Setenv("BLOCKWISE_REPO", filepath.Join(t.TempDir(), "repo"))
+	d := startServe(t)
+	d.must(t, "disk", "create", "vm", "--size", "16M")
+	d.must(t, "disk", "create", "copy", "--size", "16M")
+	sock := filepath.Join(d.dir, "nbd.sock")
+	ctx := context.Background()
+	writeNBD(t, ctx, "nbd+unix:///vm?socket="+sock, 5<<20)
+	d.must(t, "repo", "init")
+	d.must(t, "backup", "vm")
+	d.must(t, "restore", "latest", "--to-uri", "nbd+unix:///copy?socket="+sock)
+	a, b := readAll(t, "nbd+unix:///vm?socket="+sock), readAll(t, "nbd+unix:///copy?socket="+sock)
+	if !bytes.Equal(a, b) || bytes.Equal(a, make([]byte, len(a))) {
+		t.Fatal("restore --to-uri: the copy differs from the disk")
+	}
+}
+
+func readAll(t *testing.T, uri string) []byte {
+	t.Helper()
+	c, err := nbd.Dial(context.Background(), uri, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := make([]byte, c.Size())
+	if err := c.ReadAt(context.Background(), p, 0); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

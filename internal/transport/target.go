@@ -81,3 +81,13 @@ func openUnixTarget(ctx context.Context, env Env, uris []string) (Target, string
 	}
 	return nil, "", skip("the host offers no unix-socket NBD URI")
 }
+
+// DialURI opens an NBD export given by URI as a restore target, outside
+// any mode selection (restore --to-uri).
+func DialURI(ctx context.Context, uri string, opts *nbd.ClientOptions) (Target, error) {
+	c, err := nbd.Dial(ctx, uri, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &netSource{pool: &pool{mode: "uri", cs: []*nbd.Client{c}}}, nil
+}
