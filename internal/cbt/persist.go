@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -127,17 +126,27 @@ func (t *Tracker) Encode(closeEpoch bool) []byte {
 	put(uint32(len(closed)))
 	for _, e := range closed {
 		put(e.seq)
-		writeBitmap(&w, e.bm)
+		AppendBitmap(&w, e.bm)
 	}
-	writeBitmap(&w, cur)
-	writeBitmap(&w, roaring.New())
+	AppendBitmap(&w, cur)
+	AppendBitmap(&w, roaring.New())
 	return metafile.Encode(ckptMagic, ckptVersion, w.Bytes())
 }
 
-func writeBitmap(w *bytes.Buffer, bm *roaring.Bitmap) {
+// AppendBitmap writes bm as a uint32 length and the portable bytes.
+func AppendBitmap(w *bytes.Buffer, bm *roaring.Bitmap) {
 	b := EncodeBitmap(bm)
 	binary.Write(w, binary.LittleEndian, uint32(len(b)))
 	w.Write(b)
+}
+
+// ReadBitmap reads what AppendBitmap wrote.
+func ReadBitmap(r *metafile.Reader) (*roaring.Bitmap, error) {
+	b := r.Prefixed()
+	if r.Short {
+		return nil, fmt.Errorf("%w: short bitmap", ErrCorrupt)
+	}
+	return DecodeBitmap(b)
 }
 
 // closedAfter is the epoch list after closing the open epoch. mu held.
@@ -171,20 +180,20 @@ func Decode(name string, data []byte, log IntentLog) (*Tracker, error) {
 		return nil, err
 	}
 	t := &Tracker{log: log}
-	r := &reader{b: body}
-	if u := r.bytes(16); u != nil {
+	r := metafile.NewReader(body)
+	if u := r.Bytes(16); u != nil {
 		t.mu.uuid = hex.EncodeToString(u)
 	}
-	t.cfg.Granularity = int64(r.u64())
-	t.cfg.RegionSize = int64(r.u64())
-	t.cfg.Retain = int(r.u32())
-	t.mu.size = int64(r.u64())
-	t.mu.base, t.mu.seq = r.u64(), r.u64()
+	t.cfg.Granularity = int64(r.U64())
+	t.cfg.RegionSize = int64(r.U64())
+	t.cfg.Retain = int(r.U32())
+	t.mu.size = int64(r.U64())
+	t.mu.base, t.mu.seq = r.U64(), r.U64()
 	intent, err := t.decodeEpochs(r)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if r.err != nil || len(r.b) != 0 {
+	if r.Short || r.Rest() != 0 {
 		return nil, fmt.Errorf("%s: %w: checkpoint body malformed", name, ErrCorrupt)
 	}
 	if err := t.cfg.Validate(); err != nil || t.mu.base > t.mu.seq || t.mu.size < 0 {
@@ -195,15 +204,15 @@ func Decode(name string, data []byte, log IntentLog) (*Tracker, error) {
 	return t, nil
 }
 
-func (t *Tracker) decodeEpochs(r *reader) (*roaring.Bitmap, error) {
-	n := r.u32()
-	if uint64(n) > uint64(len(r.b)) {
+func (t *Tracker) decodeEpochs(r *metafile.Reader) (*roaring.Bitmap, error) {
+	n := r.U32()
+	if uint64(n) > uint64(r.Rest()) {
 		return nil, fmt.Errorf("%w: %d epochs", ErrCorrupt, n)
 	}
 	prev := t.mu.base
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		seq := r.u64()
-		bm, err := DecodeBitmap(r.bytes(int(r.u32())))
+	for i := uint32(0); i < n && !r.Short; i++ {
+		seq := r.U64()
+		bm, err := ReadBitmap(r)
 		if err != nil {
 			return nil, err
 		}
@@ -214,38 +223,8 @@ func (t *Tracker) decodeEpochs(r *reader) (*roaring.Bitmap, error) {
 		t.mu.closed = append(t.mu.closed, epoch{seq, bm})
 	}
 	var err error
-	if t.mu.cur, err = DecodeBitmap(r.bytes(int(r.u32()))); err != nil {
+	if t.mu.cur, err = ReadBitmap(r); err != nil {
 		return nil, err
 	}
-	return DecodeBitmap(r.bytes(int(r.u32())))
-}
-
-// reader consumes a byte slice; the first short read sets err.
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) bytes(n int) []byte {
-	if r.err != nil || n < 0 || n > len(r.b) {
-		r.err = errors.New("short")
-		return nil
-	}
-	out := r.b[:n]
-	r.b = r.b[n:]
-	return out
-}
-
-func (r *reader) u64() uint64 {
-	if b := r.bytes(8); b != nil {
-		return binary.LittleEndian.Uint64(b)
-	}
-	return 0
-}
-
-func (r *reader) u32() uint32 {
-	if b := r.bytes(4); b != nil {
-		return binary.LittleEndian.Uint32(b)
-	}
-	return 0
+	return ReadBitmap(r)
 }

@@ -161,19 +161,19 @@ func (l *layer) takeRecord() ([]byte, bool) {
 	}
 	var w bytes.Buffer
 	binary.Write(&w, binary.LittleEndian, l.id)
-	writeBitmap(&w, l.mu.changed)
-	writeBitmap(&w, roaring.And(l.mu.present, l.mu.changed))
-	writeBitmap(&w, roaring.And(l.mu.zero, l.mu.changed))
+	cbt.AppendBitmap(&w, l.mu.changed)
+	cbt.AppendBitmap(&w, roaring.And(l.mu.present, l.mu.changed))
+	cbt.AppendBitmap(&w, roaring.And(l.mu.zero, l.mu.changed))
 	l.mu.changed = roaring.New()
 	return w.Bytes(), true
 }
 
 // applyRecord replays a layer record on layers (by id).
 func applyRecord(payload []byte, byID map[uint64]*layer) error {
-	r := &reader{b: payload}
-	id := r.u64()
-	bms, err := r.bitmaps(3)
-	if err != nil || len(r.b) != 0 {
+	r := metafile.NewReader(payload)
+	id := r.U64()
+	bms, err := readBitmaps(r, 3)
+	if err != nil || r.Rest() != 0 {
 		return fmt.Errorf("%w: layer record malformed", ErrCorrupt)
 	}
 	l, ok := byID[id]
@@ -200,8 +200,8 @@ func (l *layer) encodeMap(grain int64) []byte {
 	defer l.mu.RUnlock()
 	var w bytes.Buffer
 	binary.Write(&w, binary.LittleEndian, uint64(grain))
-	writeBitmap(&w, l.mu.present)
-	writeBitmap(&w, l.mu.zero)
+	cbt.AppendBitmap(&w, l.mu.present)
+	cbt.AppendBitmap(&w, l.mu.zero)
 	return metafile.Encode(mapMagic, mapVersion, w.Bytes())
 }
 
@@ -211,10 +211,10 @@ func (l *layer) decodeMap(name string, grain int64, data []byte) error {
 	if err != nil {
 		return err
 	}
-	r := &reader{b: body}
-	g := r.u64()
-	bms, err := r.bitmaps(2)
-	if err != nil || len(r.b) != 0 || int64(g) != grain {
+	r := metafile.NewReader(body)
+	g := r.U64()
+	bms, err := readBitmaps(r, 2)
+	if err != nil || r.Rest() != 0 || int64(g) != grain {
 		return fmt.Errorf("%s: %w: map body malformed", name, ErrCorrupt)
 	}
 	if bms[0].Intersects(bms[1]) {
@@ -226,56 +226,16 @@ func (l *layer) decodeMap(name string, grain int64, data []byte) error {
 	return nil
 }
 
-func writeBitmap(w *bytes.Buffer, bm *roaring.Bitmap) {
-	b := cbt.EncodeBitmap(bm)
-	binary.Write(w, binary.LittleEndian, uint32(len(b)))
-	w.Write(b)
-}
-
-// reader consumes untrusted bytes; a short read sets err.
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) take(n int) []byte {
-	if r.err != nil || n < 0 || n > len(r.b) {
-		r.err = fmt.Errorf("%w: short", ErrCorrupt)
-		return nil
-	}
-	out := r.b[:n]
-	r.b = r.b[n:]
-	return out
-}
-
-func (r *reader) u64() uint64 {
-	if b := r.take(8); b != nil {
-		return binary.LittleEndian.Uint64(b)
-	}
-	return 0
-}
-
-func (r *reader) bitmaps(n int) ([]*roaring.Bitmap, error) {
+func readBitmaps(r *metafile.Reader, n int) ([]*roaring.Bitmap, error) {
 	out := make([]*roaring.Bitmap, n)
 	for i := range out {
-		lb := r.take(4)
-		if lb == nil {
-			return nil, r.err
-		}
-		bm, err := decodeBitmap(r.take(int(binary.LittleEndian.Uint32(lb))))
+		bm, err := cbt.ReadBitmap(r)
 		if err != nil {
 			return nil, err
 		}
 		out[i] = bm
 	}
-	return out, r.err
-}
-
-func decodeBitmap(b []byte) (*roaring.Bitmap, error) {
-	if b == nil {
-		return nil, fmt.Errorf("%w: short bitmap", ErrCorrupt)
-	}
-	return cbt.DecodeBitmap(b)
+	return out, nil
 }
 
 func (l *layer) dirtyMap() bool {
