@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -52,6 +54,8 @@ type backupSummary struct {
 	Stored    uint64  `json:"storedBytes"`
 	Seconds   float64 `json:"seconds"`
 	Transport string  `json:"transport"`
+	// Phases: seconds per step (see backup.Result.Phases).
+	Phases map[string]float64 `json:"phases"`
 }
 
 // runBackups backs up each disk in turn; one failing does not stop the
@@ -94,6 +98,12 @@ func printBackup(g globalOptions, disk string, res *backup.Result, rep transport
 		s.Parent = res.Parent.ID.String()
 	}
 	s.Transport = rep.String()
+	s.Phases = map[string]float64{}
+	var steps []string
+	for _, p := range res.Phases {
+		s.Phases[p.Name] = p.Duration.Seconds()
+		steps = append(steps, fmt.Sprintf("%s %s", p.Name, p.Duration.Round(time.Millisecond)))
+	}
 	if g.JSON {
 		return json.NewEncoder(out).Encode(s)
 	}
@@ -102,6 +112,6 @@ func printBackup(g globalOptions, disk string, res *backup.Result, rep transport
 		fmt.Fprintf(out, " (%s)", s.Reason)
 	}
 	fmt.Fprintf(out, "\n  changed %d bytes, read %d, new %d, stored %d, %.2fs, change ID %s\n", s.Changed, s.Read, s.NewBytes, s.Stored, s.Seconds, s.ChangeID)
-	fmt.Fprintf(out, "  %s\n", rep)
+	fmt.Fprintf(out, "  %s\n  steps: %s\n", rep, strings.Join(steps, ", "))
 	return nil
 }

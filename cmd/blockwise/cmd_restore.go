@@ -122,7 +122,8 @@ type closingTarget interface {
 
 func openTarget(ctx context.Context, o restoreOptions, size int64) (closingTarget, bool, error) {
 	if o.ToFile != "" {
-		f, err := os.OpenFile(o.ToFile, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		// A restore writes the image once: around the page cache.
+		f, err := fsutil.OpenDirect(o.ToFile, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return nil, false, err
 		}
@@ -140,16 +141,16 @@ func openTarget(ctx context.Context, o restoreOptions, size int64) (closingTarge
 }
 
 // fileTarget restores into a raw image file.
-type fileTarget struct{ f *os.File }
+type fileTarget struct{ f *fsutil.DirectFile }
 
 func (t fileTarget) WriteAt(_ context.Context, p []byte, off int64) error {
 	_, err := t.f.WriteAt(p, off)
 	return err
 }
 func (t fileTarget) ReadAt(_ context.Context, p []byte, off int64) error {
-	return fsutil.ReadFull(t.f, p, off)
+	return fsutil.ReadFull(t.f.File, p, off)
 }
-func (t fileTarget) Zero(_ context.Context, off, n int64) error { return fsutil.PunchHole(t.f, off, n) }
+func (t fileTarget) Zero(_ context.Context, off, n int64) error { return fsutil.PunchHole(t.f.File, off, n) }
 func (t fileTarget) Flush(context.Context) error                { return t.f.Sync() }
 func (t fileTarget) Close() error                               { return t.f.Close() }
 func (t fileTarget) Size() int64 {

@@ -88,11 +88,35 @@ type Result struct {
 	AreasBytes int64 // bytes CBT reported changed (or allocated)
 	ReadBytes  int64 // bytes read through the source
 	Duration   time.Duration
+	// Phases is where Duration went, in order: "prepare" (parent lookup,
+	// stale snapshots), "snapshot", "changes" (QueryChangedAreas),
+	// "copy" (read, hash, compress, encrypt, store), "commit" and
+	// "release" (deleting the snapshot).
+	Phases []Phase
+}
+
+// Phase is one step of a backup and its wall time.
+type Phase struct {
+	Name     string
+	Duration time.Duration
+}
+
+// phaseClock records consecutive phases.
+type phaseClock struct {
+	last   time.Time
+	phases []Phase
+}
+
+func (c *phaseClock) mark(name string) {
+	now := time.Now()
+	c.phases = append(c.phases, Phase{name, now.Sub(c.last)})
+	c.last = now
 }
 
 // Run takes one backup.
 func Run(ctx context.Context, o Options) (res *Result, err error) {
 	start := time.Now()
+	clock := &phaseClock{last: start}
 	if o.Workers <= 0 {
 		o.Workers = 4
 	}
@@ -105,31 +129,35 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, err
 	}
 	removeStale(ctx, o)
+	clock.mark("prepare")
 	snap, err := createSnapshot(ctx, o)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: snapshot: %w", o.Disk, err)
 	}
-	defer func() {
-		// Always remove the snapshot: it costs the disk a delta layer.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
-		defer cancel()
-		if derr := deleteSnapshot(dctx, o, snap.ID); derr != nil && err == nil {
-			err = fmt.Errorf("backup %s: delete snapshot %s: %w", o.Disk, snap.ID, derr)
-		}
-	}()
+	clock.mark("snapshot")
 	res = &Result{Snapshot: snap, Parent: parent}
-	if err := run(ctx, o, info, res); err != nil {
+	err = run(ctx, o, info, res, clock)
+	// Always remove the snapshot, failed backup or not: it costs the disk
+	// a delta layer.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
+	if derr := deleteSnapshot(dctx, o, snap.ID); derr != nil && err == nil {
+		err = fmt.Errorf("delete snapshot %s: %w", snap.ID, derr)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", o.Disk, err)
 	}
-	res.Duration = time.Since(start)
+	clock.mark("release")
+	res.Duration, res.Phases = time.Since(start), clock.phases
 	return res, nil
 }
 
-func run(ctx context.Context, o Options, info DiskInfo, res *Result) error {
+func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phaseClock) error {
 	areas, err := changedAreas(ctx, o, res)
 	if err != nil {
 		return err
 	}
+	clock.mark("changes")
 	meta := repo.Meta{Disk: o.Disk, DiskUUID: info.UUID, ChangeID: res.Snapshot.ChangeID,
 		Size: uint64(res.Snapshot.Size), Time: res.Snapshot.Created}
 	parent := res.Parent
@@ -152,7 +180,9 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result) error {
 		w.Abort(context.WithoutCancel(ctx))
 		return err
 	}
+	clock.mark("copy")
 	res.Manifest, err = w.Commit(ctx)
+	clock.mark("commit")
 	return err
 }
 

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/repo"
 )
 
@@ -90,55 +92,83 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 const runSlots = 64
 
 // writeSlots copies every slot, a run of slots per worker so the
-// repository can fetch neighbouring chunks together; it returns the
-// CRC-32C of each chunk written (0 for zero slots) for the read-back check.
+// repository can fetch neighbouring chunks together; with ReadBack it
+// returns the CRC-32C of each chunk written (0 for zero slots).
 func writeSlots(ctx context.Context, o RestoreOptions, im *repo.Image, res *RestoreResult) ([]uint32, error) {
 	cs := int64(im.ChunkSize())
 	slots := (im.Size() + cs - 1) / cs
 	sums := make([]uint32, slots)
-	zero := make([]bool, slots)
-	err := im.Slots(ctx, func(slot uint64, z bool) error { zero[slot] = z; return nil })
-	if err != nil {
-		return nil, err
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
 	for first := int64(0); first < slots; first += runSlots {
 		n := min(runSlots, slots-first)
-		g.Go(func() error { return writeRun(gctx, o, im, first, n, zero, sums, res) })
+		g.Go(func() error { return writeRun(gctx, o, im, first, n, sums, res) })
 	}
 	return sums, g.Wait()
 }
 
-func writeRun(ctx context.Context, o RestoreOptions, im *repo.Image, first, n int64, zero []bool, sums []uint32, res *RestoreResult) error {
+// restoreBufs recycle the page-aligned buffers chunks are decoded into, so a
+// file target can write them around the page cache without a copy.
+var restoreBufs sync.Pool
+
+func getRestoreBuf(n int) *[]byte {
+	if b, ok := restoreBufs.Get().(*[]byte); ok && cap(*b) >= n {
+		*b = (*b)[:n]
+		return b
+	}
+	b := fsutil.AlignedBuffer(n)[:n]
+	return &b
+}
+
+// writeRun decodes a run of slots into one buffer and writes each stretch
+// of consecutive data slots with one call.
+func writeRun(ctx context.Context, o RestoreOptions, im *repo.Image, first, n int64, sums []uint32, res *RestoreResult) error {
 	cs := int64(im.ChunkSize())
-	chunks, err := im.ReadChunks(ctx, uint64(first), int(n))
+	off0 := first * cs
+	bp := getRestoreBuf(int(min(n*cs, im.Size()-off0)))
+	defer restoreBufs.Put(bp)
+	buf := *bp
+	zero, err := im.ReadChunks(ctx, uint64(first), int(n), buf)
 	if err != nil {
-		off := first * cs
+		off := off0
 		var se *repo.SlotError
 		if errors.As(err, &se) {
 			off = int64(se.Slot) * cs
 		}
 		return fmt.Errorf("restore point %s, chunk at offset %d: %w", im.Manifest().ID.Short(), off, err)
 	}
-	for i, c := range chunks {
-		slot, off := first+int64(i), (first+int64(i))*cs
-		if zero[slot] {
-			atomic.AddInt64(&res.ZeroSlots, 1)
-			if !o.TargetIsZero {
-				if err := o.Target.Zero(ctx, off, min(cs, im.Size()-off)); err != nil {
-					return err
-				}
-			}
-			continue
+	for i := int64(0); i < n; {
+		j := i + 1
+		for j < n && zero[j] == zero[i] {
+			j++
 		}
-		sums[slot] = crc32.Checksum(c, castagnoli)
-		atomic.AddInt64(&res.BytesWritten, int64(len(c)))
-		if err := o.Target.WriteAt(ctx, c, off); err != nil {
+		lo, hi := i*cs, min(j*cs, int64(len(buf)))
+		if err := writeStretch(ctx, o, im, buf[lo:hi], off0+lo, zero[i], res); err != nil {
 			return err
 		}
+		if o.ReadBack && !zero[i] {
+			for s := i; s < j; s++ {
+				sums[first+s] = crc32.Checksum(buf[s*cs:min((s+1)*cs, int64(len(buf)))], castagnoli)
+			}
+		}
+		i = j
 	}
 	return nil
+}
+
+// writeStretch writes data slots, or zeroes zero slots unless the target
+// is known to be zero.
+func writeStretch(ctx context.Context, o RestoreOptions, im *repo.Image, p []byte, off int64, zero bool, res *RestoreResult) error {
+	cs := int64(im.ChunkSize())
+	if zero {
+		atomic.AddInt64(&res.ZeroSlots, (int64(len(p))+cs-1)/cs)
+		if o.TargetIsZero {
+			return nil
+		}
+		return o.Target.Zero(ctx, off, int64(len(p)))
+	}
+	atomic.AddInt64(&res.BytesWritten, int64(len(p)))
+	return o.Target.WriteAt(ctx, p, off)
 }
 
 func verifySlots(ctx context.Context, o RestoreOptions, im *repo.Image, sums []uint32, res *RestoreResult) error {

@@ -5,16 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/blockwise/blockwise/internal/backend"
 )
 
-// encodeBlob compresses (when that shrinks it) and seals plaintext.
-func (r *Repository) encodeBlob(t BlobType, id ID, plain []byte) (stored []byte, flags uint8) {
+// blobScratch is encodeBlob's working space, recycled: a full backup
+// encodes every chunk it reads, and fresh buffers per chunk cost more in
+// zeroing, page faults and garbage collection than the copy into the pack.
+type blobScratch struct{ z, sealed []byte }
+
+var scratchPool = sync.Pool{New: func() any { return new(blobScratch) }}
+
+// encodeBlob compresses (when that shrinks it) and seals plaintext. The
+// result may be plain itself or live in s: it is valid until s is reused.
+func (r *Repository) encodeBlob(t BlobType, id ID, plain []byte, s *blobScratch) (stored []byte, flags uint8) {
 	data := plain
 	if r.zenc != nil && compressible(plain) {
-		if z := r.zenc.EncodeAll(plain, make([]byte, 0, len(plain))); len(z) < len(plain) {
-			data, flags = z, flagZstd
+		if s.z = r.zenc.EncodeAll(plain, s.z[:0]); len(s.z) < len(plain) {
+			data, flags = s.z, flagZstd
 		}
 	}
 	if !r.crypt.encrypted() {
@@ -22,7 +31,8 @@ func (r *Repository) encodeBlob(t BlobType, id ID, plain []byte) (stored []byte,
 		// and is verified on every read.
 		return data, flags
 	}
-	return r.crypt.seal(data, blobAD(t, id)), flags
+	s.sealed = r.crypt.sealTo(s.sealed[:0], data, blobAD(t, id))
+	return s.sealed, flags
 }
 
 // compressible estimates from a sample whether zstd can shrink p: random
@@ -51,23 +61,51 @@ func compressible(p []byte) bool {
 }
 
 // decodeBlob reverses encodeBlob and verifies the plaintext against id.
+// The result is fresh memory or, unencrypted and uncompressed, stored
+// itself.
 func (r *Repository) decodeBlob(e packEntry, pack ID, stored []byte) ([]byte, error) {
+	return r.decodeBlobTo(e, pack, stored, nil)
+}
+
+// decodeBlobTo is decodeBlob writing the plaintext into dst[:e.Raw] when
+// dst is not nil (a restore decodes straight into its write buffer,
+// without a fresh chunk-sized allocation or a copy). stored is not
+// modified.
+func (r *Repository) decodeBlobTo(e packEntry, pack ID, stored, dst []byte) ([]byte, error) {
+	if e.Raw > r.maxBlob() || (dst != nil && int(e.Raw) > len(dst)) {
+		return nil, blobErr(e, pack, fmt.Errorf("raw length %d too large: %w", e.Raw, ErrCorrupt))
+	}
+	if dst != nil {
+		dst = dst[:0]
+	}
+	compressed := e.Flags&flagZstd != 0
 	data := stored
 	if r.crypt.encrypted() {
+		into := dst // uncompressed: the plaintext's final place
+		if compressed {
+			s := scratchPool.Get().(*blobScratch)
+			defer scratchPool.Put(s)
+			into = s.z[:0]
+			defer func() { s.z = into }()
+		}
 		var err error
-		if data, err = r.crypt.open(stored, blobAD(e.Type, e.ID)); err != nil {
+		if data, err = r.crypt.openTo(into, stored, blobAD(e.Type, e.ID)); err != nil {
 			return nil, blobErr(e, pack, err)
 		}
+		into = data
 	}
-	if e.Flags&flagZstd != 0 {
-		if e.Raw > r.maxBlob() {
-			return nil, blobErr(e, pack, fmt.Errorf("raw length %d too large: %w", e.Raw, ErrCorrupt))
+	switch {
+	case compressed:
+		if dst == nil {
+			dst = make([]byte, 0, e.Raw)
 		}
-		plain, err := r.zdec.DecodeAll(data, make([]byte, 0, e.Raw))
+		plain, err := r.zdec.DecodeAll(data, dst)
 		if err != nil {
 			return nil, blobErr(e, pack, fmt.Errorf("decompress: %v: %w", err, ErrCorrupt))
 		}
 		data = plain
+	case dst != nil && !r.crypt.encrypted():
+		data = append(dst, data...)
 	}
 	if uint32(len(data)) != e.Raw || r.crypt.blobID(data) != e.ID {
 		return nil, blobErr(e, pack, fmt.Errorf("content does not match id: %w", ErrCorrupt))

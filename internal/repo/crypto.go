@@ -4,6 +4,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"fmt"
+	"slices"
 
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
@@ -91,15 +92,23 @@ func (c *crypter) blobID(data []byte) ID {
 
 // seal authenticates (and encrypts) plain, binding ad.
 func (c *crypter) seal(plain, ad []byte) []byte {
+	return c.sealTo(make([]byte, 0, len(plain)+c.overhead()), plain, ad)
+}
+
+// sealTo appends the sealed form of plain to dst; plain must not overlap
+// dst's spare capacity.
+func (c *crypter) sealTo(dst, plain, ad []byte) []byte {
 	if c.aead == nil {
 		sum := checksum(ad, plain)
-		return append(append(make([]byte, 0, len(plain)+sumSize), plain...), sum[:]...)
+		return append(append(dst, plain...), sum[:]...)
 	}
-	out := make([]byte, nonceSize, nonceSize+len(plain)+tagSize)
-	if _, err := rand.Read(out); err != nil {
+	dst = slices.Grow(dst, nonceSize+len(plain)+tagSize)
+	n := len(dst)
+	dst = dst[:n+nonceSize]
+	if _, err := rand.Read(dst[n:]); err != nil {
 		panic(fmt.Sprintf("repo: no randomness: %v", err)) // crypto/rand never fails on Linux
 	}
-	return c.aead.Seal(out, out[:nonceSize], plain, ad)
+	return c.aead.Seal(dst, dst[n:], plain, ad)
 }
 
 // open reverses seal. Any failure is ErrCorrupt: with AEAD a wrong key and
@@ -116,10 +125,16 @@ func (c *crypter) open(sealed, ad []byte) ([]byte, error) {
 		}
 		return plain, nil
 	}
+	return c.openTo(nil, sealed, ad)
+}
+
+// openTo appends the opened form of sealed to dst; with encryption only
+// (open handles the unencrypted checksum).
+func (c *crypter) openTo(dst, sealed, ad []byte) ([]byte, error) {
 	if len(sealed) < nonceSize+tagSize {
 		return nil, fmt.Errorf("short object: %w", ErrCorrupt)
 	}
-	plain, err := c.aead.Open(nil, sealed[:nonceSize], sealed[nonceSize:], ad)
+	plain, err := c.aead.Open(dst, sealed[:nonceSize], sealed[nonceSize:], ad)
 	if err != nil {
 		return nil, fmt.Errorf("authentication failed: %w", ErrCorrupt)
 	}

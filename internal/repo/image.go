@@ -7,7 +7,6 @@ import (
 	"io"
 	"sort"
 	"sync"
-	"unsafe"
 
 	"github.com/blockwise/blockwise/internal/backend"
 )
@@ -172,13 +171,17 @@ func (im *Image) SlotIDs(ctx context.Context, fn func(slot uint64, id ID) error)
 // an object store.
 const maxGap = 256 << 10
 
-// ReadChunks returns the contents of slots [first, first+n): a fresh
-// slice of the slot's length each, nil for a zero slot. Blobs stored near
-// each other in a pack are fetched with one ranged load, so a restore of
-// consecutive slots costs a few requests per pack rather than one per
-// chunk. Every chunk is verified against its ID.
-func (im *Image) ReadChunks(ctx context.Context, first uint64, n int) ([][]byte, error) {
-	out := make([][]byte, n)
+// ReadChunks decodes slots [first, first+n) into dst, slot first+i at
+// dst[i*ChunkSize:] with its slot's length (dst must hold them all), and
+// reports which slots are zero; a zero slot's bytes in dst are left as
+// they were. Blobs stored near each other in a pack are fetched with one
+// ranged load, so a restore of consecutive slots costs a few requests per
+// pack rather than one per chunk. Every chunk is verified against its ID.
+func (im *Image) ReadChunks(ctx context.Context, first uint64, n int, dst []byte) (zero []bool, err error) {
+	if need := im.runLen(first, n); int64(len(dst)) < need {
+		return nil, fmt.Errorf("repo: read chunks: buffer of %d bytes for %d: %w", len(dst), need, ErrInvalid)
+	}
+	zero = make([]bool, n)
 	byPack := map[ID][]slotLoc{}
 	for i := range n {
 		slot := first + uint64(i)
@@ -186,7 +189,7 @@ func (im *Image) ReadChunks(ctx context.Context, first uint64, n int) ([][]byte,
 		if err != nil {
 			return nil, err
 		}
-		if id.IsZero() {
+		if zero[i] = id.IsZero(); zero[i] {
 			continue
 		}
 		loc, ok := im.r.idx.lookup(BlobChunk, id)
@@ -196,7 +199,7 @@ func (im *Image) ReadChunks(ctx context.Context, first uint64, n int) ([][]byte,
 		byPack[loc.Pack] = append(byPack[loc.Pack], slotLoc{i, loc})
 	}
 	for pack, locs := range byPack {
-		if err := im.loadRanges(ctx, pack, first, locs, out); err != nil {
+		if err := im.loadRanges(ctx, pack, first, locs, dst); err != nil {
 			var se *SlotError
 			if errors.As(err, &se) {
 				se.Slot += first
@@ -206,28 +209,13 @@ func (im *Image) ReadChunks(ctx context.Context, first uint64, n int) ([][]byte,
 			return nil, fmt.Errorf("repo: image %v slots %d+%d: %w", im.m.ID.Short(), first, n, err)
 		}
 	}
-	return out, nil
+	return zero, nil
 }
 
-// fitChunk returns data as a slot's content of length n: as it is when it
-// has that length and owns its memory (decoding copied it out of the pack
-// buffer), else in a fresh zero-padded slice (a chunk of a smaller parent
-// image, or plaintext still aliasing the shared pack buffer).
-func fitChunk(data []byte, n int, packBuf []byte) []byte {
-	if len(data) == n && !aliases(data, packBuf) {
-		return data
-	}
-	out := make([]byte, n)
-	copy(out, data)
-	return out
-}
-
-func aliases(a, b []byte) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return false
-	}
-	a0, b0 := uintptr(unsafe.Pointer(&a[0])), uintptr(unsafe.Pointer(&b[0]))
-	return a0 >= b0 && a0 < b0+uintptr(cap(b))
+// runLen is the byte length of slots [first, first+n).
+func (im *Image) runLen(first uint64, n int) int64 {
+	cs := int64(im.m.ChunkSize)
+	return min(int64(n)*cs, im.Size()-int64(first)*cs)
 }
 
 // SlotError names the slot whose chunk could not be read.
@@ -249,8 +237,8 @@ type slotLoc struct {
 }
 
 // loadRanges fetches the blobs of one pack in as few ranged loads as the
-// gaps allow and decodes each into out.
-func (im *Image) loadRanges(ctx context.Context, pack ID, first uint64, locs []slotLoc, out [][]byte) error {
+// gaps allow and decodes each into its place in dst.
+func (im *Image) loadRanges(ctx context.Context, pack ID, first uint64, locs []slotLoc, dst []byte) error {
 	sort.Slice(locs, func(a, b int) bool { return locs[a].loc.Offset < locs[b].loc.Offset })
 	for start := 0; start < len(locs); {
 		end, lo := start+1, int64(locs[start].loc.Offset)
@@ -269,14 +257,15 @@ func (im *Image) loadRanges(ctx context.Context, pack ID, first uint64, locs []s
 		if int64(len(buf)) != hi-lo {
 			return fmt.Errorf("pack %v: short read of %d bytes at %d: %w", pack, len(buf), lo, ErrCorrupt)
 		}
+		cs := int64(im.m.ChunkSize)
 		for _, sl := range locs[start:end] {
 			off := int64(sl.loc.Offset) - lo
-			data, err := im.r.decodeBlob(sl.loc.packEntry, pack, buf[off:off+int64(sl.loc.Stored)])
+			into := dst[int64(sl.i)*cs:][:im.chunkLen(first+uint64(sl.i))]
+			data, err := im.r.decodeBlobTo(sl.loc.packEntry, pack, buf[off:off+int64(sl.loc.Stored)], into)
 			if err != nil {
 				return &SlotError{Slot: uint64(sl.i), Err: err}
 			}
-			out[sl.i] = fitChunk(data, im.chunkLen(first+uint64(sl.i)), buf)
-
+			clear(into[len(data):]) // a chunk of a smaller parent image
 		}
 		start = end
 	}

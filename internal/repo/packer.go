@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/fsutil"
 )
 
 // packer gathers sealed blobs into packs and uploads each pack when it
@@ -26,8 +27,22 @@ type packer struct {
 }
 
 func (p *packer) add(ctx context.Context, t BlobType, id ID, plain []byte) error {
-	stored, flags := p.r.encodeBlob(t, id, plain)
+	s := scratchPool.Get().(*blobScratch)
+	defer scratchPool.Put(s)
+	stored, flags := p.r.encodeBlob(t, id, plain, s)
 	return p.addSealed(ctx, packEntry{Type: t, Flags: flags, ID: id, Raw: uint32(len(plain))}, stored)
+}
+
+// packBufs recycles pack buffers (16 MiB by default): allocating one per
+// pack costs zeroing and faulting it in every time.
+var packBufs sync.Pool
+
+func (p *packer) newBuf() []byte {
+	n := int(p.r.cfg.PackSize) + int(p.r.maxBlob()) + p.r.crypt.overhead()
+	if b, ok := packBufs.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:0]
+	}
+	return fsutil.AlignedBuffer(n) // so the local backend writes it without a bounce copy
 }
 
 // addSealed appends an already encoded blob; e.Offset and e.Stored are
@@ -36,7 +51,7 @@ func (p *packer) addSealed(ctx context.Context, e packEntry, stored []byte) erro
 	p.mu.Lock()
 	if p.buf == nil {
 		// Room for the blob that crosses the target, so no pack regrows.
-		p.buf = make([]byte, 0, int(p.r.cfg.PackSize)+int(p.r.maxBlob())+p.r.crypt.overhead())
+		p.buf = p.newBuf()
 	}
 	e.Offset, e.Stored = uint32(len(p.buf)), uint32(len(stored))
 	p.entries = append(p.entries, e)
@@ -69,6 +84,7 @@ func (p *packer) upload(ctx context.Context, data []byte, entries []packEntry) e
 	hdr := p.r.crypt.seal(encodePackHeader(entries), []byte(packHeaderMagic))
 	data = append(data, hdr...)
 	data = append(data, encodePackTrailer(len(hdr))...)
+	defer packBufs.Put(&data) // Save keeps no reference
 	id := fileID(data)
 	p.mu.Lock()
 	p.attempted = append(p.attempted, id)

@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"testing"
 
@@ -28,16 +29,24 @@ func TestReadChunksMatchesReadChunk(t *testing.T) {
 	n := int(m2.Slots())
 	for first := 0; first < n; first += 37 {
 		k := min(37, n-first)
-		got, err := im.ReadChunks(context.Background(), uint64(first), k)
+		dst := bytes.Repeat([]byte{0xee}, k*cs) // zero slots must be left alone
+		zero, err := im.ReadChunks(context.Background(), uint64(first), k, dst)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, c := range got {
+		if _, err := im.ReadChunks(context.Background(), uint64(first), k, dst[:len(dst)-cs]); !errors.Is(err, ErrInvalid) && first+k < n {
+			t.Fatalf("short buffer: %v", err)
+		}
+		for i, z := range zero {
 			want := img[(first+i)*cs : min((first+i+1)*cs, len(img))]
-			if c == nil && !bytes.Equal(want, make([]byte, len(want))) {
-				t.Fatalf("slot %d: nil for a non-zero chunk", first+i)
+			got := dst[i*cs:][:len(want)]
+			if z && !bytes.Equal(want, make([]byte, len(want))) {
+				t.Fatalf("slot %d: zero for a non-zero chunk", first+i)
 			}
-			if c != nil && !bytes.Equal(c, want) {
+			if z && !bytes.Equal(got, bytes.Repeat([]byte{0xee}, len(got))) {
+				t.Fatalf("slot %d: zero slot's buffer was written", first+i)
+			}
+			if !z && !bytes.Equal(got, want) {
 				t.Fatalf("slot %d differs", first+i)
 			}
 		}

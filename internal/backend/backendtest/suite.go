@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/fsutil"
 )
 
 // RunTests runs the conformance suite. newBackend must return a fresh,
@@ -68,6 +69,25 @@ func testSaveLoad(t *testing.T, be backend.Backend) {
 		fi, err := be.Stat(ctx, h(typ, name))
 		if err != nil || fi.Size != int64(len(data)) || fi.Name != name {
 			t.Fatalf("stat %s: %+v %v", typ, fi, err)
+		}
+	}
+	// Pack-sized objects, page-aligned in memory or not, whole blocks or
+	// not (the local backend writes these around the page cache).
+	for i, n := range []int{3 * 4096, 1<<20 + 123} {
+		for skew := range 2 {
+			buf := fsutil.AlignedBuffer(n + 1)[skew : n+skew]
+			for j := range buf {
+				buf[j] = byte(j*7 + i + skew)
+			}
+			want := bytes.Clone(buf)
+			name := fmt.Sprintf("cc%02d%02d", i, skew)
+			if err := be.Save(ctx, h(backend.Data, name), buf); err != nil {
+				t.Fatal(err)
+			}
+			clear(buf)
+			if got := load(t, be, h(backend.Data, name), 0, 0); !bytes.Equal(got, want) {
+				t.Fatalf("large object %d bytes (skew %d) loaded differently", n, skew)
+			}
 		}
 	}
 	if err := be.Save(ctx, h(backend.Data, "empty"), nil); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/fsutil"
 )
 
 // Backend is a directory-backed backend.Backend.
@@ -103,11 +104,13 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 }
 
 func (b *Backend) writeTemp(data []byte) (string, error) {
-	f, err := os.CreateTemp(filepath.Join(b.root, "tmp"), "save-")
+	tf, err := os.CreateTemp(filepath.Join(b.root, "tmp"), "save-")
 	if err != nil {
 		return "", err
 	}
-	_, err = f.Write(data)
+	// Packs are written once and read rarely: around the page cache.
+	f := fsutil.NewDirect(tf)
+	_, err = f.WriteAt(data, 0)
 	if err == nil {
 		err = f.Sync()
 	}
