@@ -150,9 +150,11 @@ func (t fileTarget) WriteAt(_ context.Context, p []byte, off int64) error {
 func (t fileTarget) ReadAt(_ context.Context, p []byte, off int64) error {
 	return fsutil.ReadFull(t.f.File, p, off)
 }
-func (t fileTarget) Zero(_ context.Context, off, n int64) error { return fsutil.PunchHole(t.f.File, off, n) }
-func (t fileTarget) Flush(context.Context) error                { return t.f.Sync() }
-func (t fileTarget) Close() error                               { return t.f.Close() }
+func (t fileTarget) Zero(_ context.Context, off, n int64) error {
+	return fsutil.PunchHole(t.f.File, off, n)
+}
+func (t fileTarget) Flush(context.Context) error { return t.f.Sync() }
+func (t fileTarget) Close() error                { return t.f.Close() }
 func (t fileTarget) Size() int64 {
 	st, err := t.f.Stat()
 	if err != nil {

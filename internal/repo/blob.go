@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -67,6 +68,9 @@ func (r *Repository) decodeBlob(e packEntry, pack ID, stored []byte) ([]byte, er
 	return r.decodeBlobTo(e, pack, stored, nil)
 }
 
+// decodeSlack is spare capacity given to the zstd decoder beyond a blob.
+const decodeSlack = 4 << 10
+
 // decodeBlobTo is decodeBlob writing the plaintext into dst[:e.Raw] when
 // dst is not nil (a restore decodes straight into its write buffer,
 // without a fresh chunk-sized allocation or a copy). stored is not
@@ -80,31 +84,35 @@ func (r *Repository) decodeBlobTo(e packEntry, pack ID, stored, dst []byte) ([]b
 	}
 	compressed := e.Flags&flagZstd != 0
 	data := stored
+	var s *blobScratch
+	if compressed || r.crypt.encrypted() {
+		s = scratchPool.Get().(*blobScratch)
+		defer scratchPool.Put(s)
+	}
 	if r.crypt.encrypted() {
 		into := dst // uncompressed: the plaintext's final place
 		if compressed {
-			s := scratchPool.Get().(*blobScratch)
-			defer scratchPool.Put(s)
-			into = s.z[:0]
-			defer func() { s.z = into }()
+			into = s.sealed[:0]
 		}
 		var err error
 		if data, err = r.crypt.openTo(into, stored, blobAD(e.Type, e.ID)); err != nil {
 			return nil, blobErr(e, pack, err)
 		}
-		into = data
-	}
-	switch {
-	case compressed:
-		if dst == nil {
-			dst = make([]byte, 0, e.Raw)
+		if compressed {
+			s.sealed = data
 		}
-		plain, err := r.zdec.DecodeAll(data, dst)
+	}
+	if compressed {
+		// Into scratch with room to spare, then copied: the decoder's fast
+		// path needs slack past the output, and dst has none.
+		out := slices.Grow(s.z[:0], int(e.Raw)+decodeSlack)
+		plain, err := r.zdec.DecodeAll(data, out)
 		if err != nil {
 			return nil, blobErr(e, pack, fmt.Errorf("decompress: %v: %w", err, ErrCorrupt))
 		}
-		data = plain
-	case dst != nil && !r.crypt.encrypted():
+		s.z = plain
+		data = append(dst, plain...) // a fresh slice when dst is nil
+	} else if dst != nil && !r.crypt.encrypted() {
 		data = append(dst, data...)
 	}
 	if uint32(len(data)) != e.Raw || r.crypt.blobID(data) != e.ID {

@@ -260,7 +260,12 @@ func (im *Image) loadRanges(ctx context.Context, pack ID, first uint64, locs []s
 		cs := int64(im.m.ChunkSize)
 		for _, sl := range locs[start:end] {
 			off := int64(sl.loc.Offset) - lo
-			into := dst[int64(sl.i)*cs:][:im.chunkLen(first+uint64(sl.i))]
+			// Capacity ends with the slot: a decoder may write scratch
+			// bytes past its output when there is room, which would
+			// clobber a neighbour decoded earlier.
+			lo := int64(sl.i) * cs
+			hi := lo + int64(im.chunkLen(first+uint64(sl.i)))
+			into := dst[lo:hi:hi]
 			data, err := im.r.decodeBlobTo(sl.loc.packEntry, pack, buf[off:off+int64(sl.loc.Stored)], into)
 			if err != nil {
 				return &SlotError{Slot: uint64(sl.i), Err: err}
