@@ -48,6 +48,10 @@ timed() {
 	awk -F': ' '/Maximum resident set size/ {print $2}' "$W/$name.tv" >"$W/$name.rss"
 }
 val() { cat "$W/$1"; }
+# warm PATH...: read files into the page cache so every tool starts from the
+# same state (the cache here is reclaimed aggressively; blockwise writes its
+# packs around the cache, restic and borg through it).
+warm() { find "$@" -type f -exec cat {} + >/dev/null 2>&1 || true; }
 dusb() { du -sb "$1" | cut -f1; }
 
 echo "== image ($SIZE) in $W"
@@ -77,9 +81,9 @@ bwrun() { # name args...: blockwise, under perf when asked
 }
 
 echo "== full backups"
-timed restic-full restic backup -q "$W/disk.raw"
-timed borg-full borg create "::full" "$W/disk.raw"
-bwrun bw-full backup bench --json
+warm "$W/disk.raw"; timed restic-full restic backup -q "$W/disk.raw"
+warm "$W/disk.raw"; timed borg-full borg create "::full" "$W/disk.raw"
+warm "$BLOCKWISE_DATASTORE/bench"; bwrun bw-full backup bench --json
 for t in restic borg bw; do eval "${t//-/_}_size1=$(dusb "$W/$t-repo")"; done
 
 echo "== change 1% of the 64 KiB blocks (file and NBD)"
@@ -87,20 +91,20 @@ CHANGED=$("$W/imagegen" mutate -file "$W/disk.raw" -uri "$URI" -frac 0.01)
 sync
 
 echo "== incremental backups"
-timed restic-inc restic backup -q "$W/disk.raw"
-timed borg-inc borg create "::inc" "$W/disk.raw"
-bwrun bw-inc backup bench --json
+warm "$W/disk.raw"; timed restic-inc restic backup -q "$W/disk.raw"
+warm "$W/disk.raw"; timed borg-inc borg create "::inc" "$W/disk.raw"
+warm "$BLOCKWISE_DATASTORE/bench"; bwrun bw-inc backup bench --json
 for t in restic borg bw; do eval "${t}_size2=$(dusb "$W/$t-repo")"; done
 "$BW" snapshot list bench --json | grep -q '^\[\]$' || echo "WARNING: backup left a snapshot" >&2
 
 echo "== restores (each compared with the changed image)"
 SPARSE=; restic restore --help 2>/dev/null | grep -q -- --sparse && SPARSE=--sparse
-timed restic-restore restic restore latest --target "$W/r-restic" $SPARSE
+warm "$RESTIC_REPOSITORY"; timed restic-restore restic restore latest --target "$W/r-restic" $SPARSE
 cmp "$W/disk.raw" "$W/r-restic$W/disk.raw"; rm -rf "$W/r-restic"
 mkdir -p "$W/r-borg"
-timed borg-restore sh -c "cd '$W/r-borg' && borg extract --sparse '::inc'"
+warm "$BORG_REPO"; timed borg-restore sh -c "cd '$W/r-borg' && borg extract --sparse '::inc'"
 cmp "$W/disk.raw" "$W/r-borg$W/disk.raw"; rm -rf "$W/r-borg"
-bwrun bw-restore restore latest --disk bench --to "$W/r-bw.raw"
+warm "$BLOCKWISE_REPO"; bwrun bw-restore restore latest --disk bench --to "$W/r-bw.raw"
 cmp "$W/disk.raw" "$W/r-bw.raw"; rm -f "$W/r-bw.raw"
 SERVE_RSS=$(awk '/VmHWM/ {print $2}' "/proc/$SERVE_PID/status")
 

@@ -805,3 +805,62 @@ loop:
 	}
 	e.restoreEquals(t, s.ID, ref)
 }
+
+// TestE2EKeyFile: a key file made by `repo key add` backs up and restores
+// without the password; removing the password's slot revokes it; a
+// damaged or foreign key file fails clearly; the last slot stays.
+func TestE2EKeyFile(t *testing.T) {
+	e := newE2E(t, false)
+	dir := t.TempDir()
+	kf := filepath.Join(dir, "backup.key")
+	e.must(t, "repo", "key", "add", "--new-key-file", kf)
+	if fi, err := os.Stat(kf); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi, err)
+	}
+	if _, code := e.run(t, "repo", "key", "add", "--new-key-file", kf); code == 0 {
+		t.Fatal("key add overwrote an existing key file")
+	}
+	noPW := []string{"BLOCKWISE_PASSWORD=", "BLOCKWISE_KEY_FILE=" + kf}
+	e.must(t, "disk", "create", "vm", "--size", "8M")
+	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(7, 8)), 8<<20, 4, 256<<10))
+	ref := filepath.Join(dir, "ref.raw")
+	e.reference(t, "vm", ref)
+	if out, code := e.runEnv(t, noPW, "backup", "vm"); code != 0 {
+		t.Fatalf("backup with key file: exit %d: %s", code, out)
+	}
+	var keys []keyRow
+	e.jsonOut(t, &keys, "repo", "key", "list")
+	if len(keys) != 2 {
+		t.Fatalf("keys: %+v", keys)
+	}
+	for _, k := range keys {
+		if k.Kind == "password" {
+			if out, code := e.runEnv(t, noPW, "repo", "key", "remove", k.ID[:12]); code != 0 {
+				t.Fatalf("remove password slot: exit %d: %s", code, out)
+			}
+		}
+	}
+	if out, code := e.run(t, "snapshots"); code != exitUnauthorized {
+		t.Fatalf("revoked password: exit %d: %s", code, out)
+	}
+	out := filepath.Join(dir, "restored.raw")
+	if o, code := e.runEnv(t, noPW, "restore", "latest", "--to", out); code != 0 {
+		t.Fatalf("restore with key file: exit %d: %s", code, o)
+	}
+	if err := sameFile(out, ref); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other.key")
+	os.WriteFile(other, []byte("blockwise-key-v1 "+strings.Repeat("ab", 32)+"\n"), 0o600)
+	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); code != exitUnauthorized {
+		t.Fatalf("foreign key file: exit %d: %s", code, o)
+	}
+	os.WriteFile(other, []byte("not a key\n"), 0o600)
+	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); code != exitUsage || !strings.Contains(o, "not a blockwise key file") {
+		t.Fatalf("damaged key file: exit %d: %s", code, o)
+	}
+	e.jsonOut(t, &keys, "--key-file", kf, "repo", "key", "list")
+	if o, code := e.runEnv(t, noPW, "repo", "key", "remove", keys[0].ID); code != exitUsage || !strings.Contains(o, "only one left") {
+		t.Fatalf("removing the last key: exit %d: %s", code, o)
+	}
+}

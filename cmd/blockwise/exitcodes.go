@@ -44,7 +44,7 @@ func exitCode(err error) int {
 func classify(err error) int {
 	var ue *usageError
 	switch {
-	case errors.As(err, &ue), errors.Is(err, errUsage), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
+	case errors.As(err, &ue), errors.Is(err, errUsage), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
 		isCobraUsage(err):
 		return exitUsage
 	case errors.Is(err, client.ErrNotFound), errors.Is(err, disk.ErrNotFound), errors.Is(err, api.ErrTokenNotFound), errors.Is(err, repo.ErrNotFound):

@@ -21,12 +21,14 @@ import (
 type repoOptions struct {
 	Repo         string
 	PasswordFile string
+	KeyFile      string
 	LockWait     time.Duration
 }
 
 func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().StringVarP(&o.Repo, "repo", "r", os.Getenv("BLOCKWISE_REPO"), "repository: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] (env BLOCKWISE_REPO)")
 	cmd.Flags().StringVar(&o.PasswordFile, "password-file", os.Getenv("BLOCKWISE_PASSWORD_FILE"), "file holding the repository password (else env BLOCKWISE_PASSWORD)")
+	cmd.Flags().StringVar(&o.KeyFile, "key-file", os.Getenv("BLOCKWISE_KEY_FILE"), "key file made by 'repo key add --new-key-file', instead of a password (env BLOCKWISE_KEY_FILE)")
 	cmd.Flags().DurationVar(&o.LockWait, "lock-wait", 0, "wait up to this long for another process's repository lock (e.g. a prune) instead of failing")
 }
 
@@ -57,8 +59,26 @@ func (o repoOptions) backend(ctx context.Context) (backend.Backend, error) {
 	return location.Open(ctx, o.Repo)
 }
 
-func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
+// secret is what unlocks the repository: the key file when given, else
+// the password.
+func (o repoOptions) secret() (repo.Secret, error) {
+	if o.KeyFile != "" {
+		text, err := os.ReadFile(o.KeyFile)
+		if err != nil {
+			return repo.Secret{}, fmt.Errorf("%w: key file: %w", errUsage, err)
+		}
+		secret, err := repo.ParseKeyFile(text)
+		if err != nil {
+			return repo.Secret{}, fmt.Errorf("%w: %s: %w", errUsage, o.KeyFile, err)
+		}
+		return repo.Secret{KeyFile: secret}, nil
+	}
 	pw, err := o.password()
+	return repo.Secret{Password: pw}, err
+}
+
+func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
+	secret, err := o.secret()
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +95,7 @@ func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
 	if _, local := be.(*local.Backend); local {
 		be = backend.NewRetry(be, 5)
 	}
-	r, err := repo.Open(ctx, be, pw)
+	r, err := repo.OpenWith(ctx, be, secret)
 	if err != nil {
 		be.Close()
 		return nil, err

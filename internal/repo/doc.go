@@ -27,7 +27,7 @@
 //	(*Repository).Forget(ctx, ID) error
 //	(*Repository).Prune(ctx) (*PruneStats, error)
 //	(*Repository).Lock(ctx, exclusive bool) (*Lock, error)  // ErrLocked
-//	(*Repository).AddKey(ctx, password, KDFParams) error
+//	(*Repository).AddKey(ctx, Secret, KDFParams) error; Keys; RemoveKey; OpenWith(ctx, be, Secret)
 //	(*Repository).Config() Config / Close() error
 //
 // # Writing a backup

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bytes"
+	"errors"
 	"encoding/binary"
 	"testing"
 	"time"
@@ -111,7 +112,10 @@ func FuzzManifest(f *testing.F) {
 
 func FuzzKeyFile(f *testing.F) {
 	mk, _ := newMasterKey()
-	kf, _ := wrapKey("pw", mk, testKDF)
+	kf, _ := wrapKey(Secret{Password: "pw"}, mk, testKDF)
+	f.Add(kf.encode())
+	secret, _ := ParseKeyFile(NewKeyFile())
+	kf, _ = wrapKey(Secret{KeyFile: secret}, mk, KDFParams{})
 	f.Add(kf.encode())
 	f.Add(make([]byte, keyFileSize))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -138,6 +142,24 @@ func FuzzConfig(f *testing.F) {
 		data := append(hdr, c.seal(body, hdr)...)
 		if cfg, err := decodeConfig(c, data); err == nil && cfg.validate() != nil {
 			t.Fatal("accepted invalid config")
+		}
+	})
+}
+
+func FuzzParseKeyFile(f *testing.F) {
+	f.Add(NewKeyFile())
+	f.Add([]byte(keyFilePrefix + "00"))
+	f.Add([]byte("blockwise-key-v1 zz"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		secret, err := ParseKeyFile(b)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		if len(secret) != 32 {
+			t.Fatalf("accepted a %d-byte secret", len(secret))
 		}
 	})
 }

@@ -82,11 +82,22 @@ func (x *index) replace(o *index) {
 func (x *index) snapshot() (map[ID][]packEntry, []string) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	return maps.Clone(x.packs), x.fileNamesLocked()
+}
+
+// fileNames returns the names of the index files x was built from.
+func (x *index) fileNames() []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.fileNamesLocked()
+}
+
+func (x *index) fileNamesLocked() []string {
 	files := make([]string, 0, len(x.files))
 	for f := range x.files {
 		files = append(files, f)
 	}
-	return maps.Clone(x.packs), files
+	return files
 }
 
 // Index file body (inside an envelope with magic "BWIX"):

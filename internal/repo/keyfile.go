@@ -1,8 +1,13 @@
 package repo
 
 import (
+	"bytes"
 	"crypto/rand"
+	"encoding/hex"
+	"strings"
+
 	"fmt"
+	"github.com/zeebo/blake3"
 	"runtime"
 
 	"golang.org/x/crypto/argon2"
@@ -19,9 +24,16 @@ type KDFParams struct {
 // DefaultKDF follows RFC 9106's second recommended option (64 MiB, t=3).
 var DefaultKDF = KDFParams{Time: 3, Memory: 64 * 1024, Threads: 4}
 
+// none reports the parameters of a slot opened by a key file's random
+// secret, which needs no key stretching.
+func (p KDFParams) none() bool { return p == KDFParams{} }
+
 // validate bounds parameters read from disk, so a hostile key file cannot
 // make Open allocate gigabytes or spin for hours.
 func (p KDFParams) validate() error {
+	if p.none() {
+		return nil
+	}
 	if p.Time < 1 || p.Time > 64 || p.Threads < 1 || p.Memory < 8*uint32(p.Threads) || p.Memory > 4<<20 {
 		return fmt.Errorf("key file: kdf parameters %+v out of range: %w", p, ErrCorrupt)
 	}
@@ -33,8 +45,10 @@ func (p KDFParams) validate() error {
 //	"BWKY" | version u8 | time u32 | memory u32 | threads u8 | salt [16]
 //	| nonce [24] | XChaCha20-Poly1305(KEK, master key [64]) incl. tag [16]
 //
-// KEK = Argon2id(password, salt, time, memory, threads, 32). The header
-// before the nonce is the associated data.
+// KEK = Argon2id(password, salt, time, memory, threads, 32), or, when
+// time, memory and threads are all 0, BLAKE3-derive-key(keyFileContext,
+// secret | salt) for a slot opened by a key file's 256-bit random secret.
+// The header before the nonce is the associated data.
 const (
 	keyMagic      = "BWKY"
 	keyVersion    = 1
@@ -80,13 +94,40 @@ func decodeKeyFile(data []byte) (*keyFile, error) {
 	return k, k.KDF.validate()
 }
 
-func kek(password string, k *keyFile) []byte {
-	p := k.KDF
-	prefault(int(p.Memory) << 10)
-	return argon2.IDKey([]byte(password), k.Salt[:], p.Time, p.Memory, p.Threads, 32)
+// Secret unlocks key slots: a password (slots with Argon2id parameters)
+// or the 256-bit random secret of a key file (slots without a KDF). Each
+// kind only tries its own slots, so opening with a key file never pays
+// for Argon2id.
+type Secret struct {
+	Password string
+	KeyFile  []byte // 32 bytes from ParseKeyFile; used when not nil
 }
 
-func wrapKey(password string, mk *masterKey, p KDFParams) (*keyFile, error) {
+// keyFileContext separates key-file KEKs from every other BLAKE3 use.
+const keyFileContext = "blockwise 2026-11 repository key file KEK"
+
+// kek derives the key-encryption key of slot k, or reports that s is of
+// the other kind.
+func (s Secret) kek(k *keyFile) ([]byte, bool) {
+	if k.KDF.none() != (s.KeyFile != nil) {
+		return nil, false
+	}
+	if s.KeyFile != nil {
+		out := make([]byte, 32)
+		blake3.DeriveKey(keyFileContext, append(bytes.Clone(s.KeyFile), k.Salt[:]...), out)
+		return out, true
+	}
+	p := k.KDF
+	prefault(int(p.Memory) << 10)
+	return argon2.IDKey([]byte(s.Password), k.Salt[:], p.Time, p.Memory, p.Threads, 32), true
+}
+
+func wrapKey(s Secret, mk *masterKey, p KDFParams) (*keyFile, error) {
+	if s.KeyFile != nil {
+		p = KDFParams{}
+	} else if p.none() {
+		return nil, fmt.Errorf("repo: a password needs KDF parameters: %w", ErrInvalid)
+	}
 	k := &keyFile{KDF: p}
 	if err := p.validate(); err != nil {
 		return nil, fmt.Errorf("%w (%w)", ErrInvalid, err)
@@ -97,7 +138,8 @@ func wrapKey(password string, mk *masterKey, p KDFParams) (*keyFile, error) {
 	if _, err := rand.Read(k.Nonce[:]); err != nil {
 		return nil, err
 	}
-	aead, err := chacha20poly1305.NewX(kek(password, k))
+	kek, _ := s.kek(k)
+	aead, err := chacha20poly1305.NewX(kek)
 	if err != nil {
 		return nil, err
 	}
@@ -107,8 +149,12 @@ func wrapKey(password string, mk *masterKey, p KDFParams) (*keyFile, error) {
 
 // unwrap returns the master key, or ErrWrongPassword. A damaged key file
 // also reports a wrong password: AEAD cannot tell the two apart.
-func (k *keyFile) unwrap(password string) (*masterKey, error) {
-	aead, err := chacha20poly1305.NewX(kek(password, k))
+func (k *keyFile) unwrap(s Secret) (*masterKey, error) {
+	kek, ok := s.kek(k)
+	if !ok {
+		return nil, ErrWrongPassword
+	}
+	aead, err := chacha20poly1305.NewX(kek)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +163,28 @@ func (k *keyFile) unwrap(password string) (*masterKey, error) {
 		return nil, ErrWrongPassword
 	}
 	return masterKeyFrom(plain), nil
+}
+
+// NewKeyFile returns the text of a new key file: a 256-bit random secret
+// in hex. Add it to a repository with AddKey before relying on it.
+func NewKeyFile() []byte {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("repo: no randomness: %v", err))
+	}
+	return []byte(keyFilePrefix + hex.EncodeToString(b[:]) + "\n")
+}
+
+const keyFilePrefix = "blockwise-key-v1 "
+
+// ParseKeyFile returns the secret of a key file's text.
+func ParseKeyFile(text []byte) ([]byte, error) {
+	s, ok := strings.CutPrefix(strings.TrimSpace(string(text)), keyFilePrefix)
+	b, err := hex.DecodeString(s)
+	if !ok || err != nil || len(b) != 32 {
+		return nil, fmt.Errorf("repo: not a blockwise key file (want %q and 64 hex digits): %w", keyFilePrefix, ErrInvalid)
+	}
+	return b, nil
 }
 
 // prefault makes the next allocation of about n bytes cheap to touch.

@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,7 +72,7 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 		if mk, err = newMasterKey(); err != nil {
 			return nil, err
 		}
-		if err := addKey(ctx, be, password, mk, opts.KDF); err != nil {
+		if err := addKey(ctx, be, Secret{Password: password}, mk, opts.KDF); err != nil {
 			return nil, err
 		}
 	}
@@ -115,11 +116,11 @@ func randomName() string {
 	return hex.EncodeToString(b[:])
 }
 
-func addKey(ctx context.Context, be backend.Backend, password string, mk *masterKey, p KDFParams) error {
+func addKey(ctx context.Context, be backend.Backend, s Secret, mk *masterKey, p KDFParams) error {
 	if p == (KDFParams{}) {
 		p = DefaultKDF
 	}
-	kf, err := wrapKey(password, mk, p)
+	kf, err := wrapKey(s, mk, p)
 	if err != nil {
 		return err
 	}
@@ -168,8 +169,14 @@ func translate(err error) error {
 	return err
 }
 
-// Open opens an existing repository and loads its index.
+// Open opens an existing repository with a password and loads its index.
 func Open(ctx context.Context, be backend.Backend, password string) (*Repository, error) {
+	return OpenWith(ctx, be, Secret{Password: password})
+}
+
+// OpenWith opens an existing repository with a password or a key file's
+// secret and loads its index.
+func OpenWith(ctx context.Context, be backend.Backend, s Secret) (*Repository, error) {
 	data, err := backend.LoadAll(ctx, be, configHandle, 0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("repo: open: %w", translate(err))
@@ -180,7 +187,7 @@ func Open(ctx context.Context, be backend.Backend, password string) (*Repository
 	}
 	var mk *masterKey
 	if enc {
-		if mk, err = findKey(ctx, be, password); err != nil {
+		if mk, err = findKey(ctx, be, s); err != nil {
 			return nil, err
 		}
 	}
@@ -203,7 +210,7 @@ func Open(ctx context.Context, be backend.Backend, password string) (*Repository
 }
 
 // findKey tries the password on every key file.
-func findKey(ctx context.Context, be backend.Backend, password string) (*masterKey, error) {
+func findKey(ctx context.Context, be backend.Backend, s Secret) (*masterKey, error) {
 	var names []string
 	err := be.List(ctx, backend.Keys, func(fi backend.FileInfo) error {
 		names = append(names, fi.Name)
@@ -221,7 +228,7 @@ func findKey(ctx context.Context, be backend.Backend, password string) (*masterK
 		if err != nil {
 			continue // a damaged key file must not hide a good one
 		}
-		if mk, err := kf.unwrap(password); err == nil {
+		if mk, err := kf.unwrap(s); err == nil {
 			return mk, nil
 		}
 	}
@@ -246,7 +253,7 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, known := r.idx.snapshot()
+	known := r.idx.fileNames()
 	if len(known) > 0 && !containsAll(names, known) {
 		return r.loadIndex(ctx)
 	}
@@ -273,28 +280,41 @@ func containsAll(have, want []string) bool {
 // bounded number at a time, into a new index; with names it also merges
 // them into r.idx.
 func (r *Repository) readIndex(ctx context.Context, names []string) (*index, error) {
-	x, all := newIndex(), names == nil
+	x, all := r.idx, names == nil
 	if all {
+		x = newIndex()
 		var err error
 		if names, err = r.listNames(ctx, backend.Index); err != nil {
 			return nil, err
 		}
-	} else {
-		x = r.idx
 	}
+	files := make([][]packInfo, len(names))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
-	for _, n := range names {
-		g.Go(func() error {
-			packs, err := r.readIndexFile(gctx, n)
-			if err != nil {
-				return err
-			}
-			x.add(n, packs)
-			return nil
+	for i, n := range names {
+		g.Go(func() (err error) {
+			files[i], err = r.readIndexFile(gctx, n)
+			return err
 		})
 	}
-	return x, g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if all {
+		// Sized once: growing a map of a large repository's blobs
+		// rehashes it and faults in fresh memory several times over.
+		n := 0
+		for _, packs := range files {
+			for _, p := range packs {
+				n += len(p.Entries)
+			}
+		}
+		x.blobs = make(map[blobKey]blobLoc, n)
+	}
+	for i, packs := range files {
+		x.add(names[i], packs)
+	}
+	return x, nil
 }
 
 func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packInfo, error) {
@@ -351,14 +371,64 @@ func (r *Repository) Config() Config { return *r.cfg }
 // Backend returns the underlying backend.
 func (r *Repository) Backend() backend.Backend { return r.be }
 
-// AddKey adds a key file wrapping the master key with another password
-// (zero KDFParams: DefaultKDF). Existing passwords keep working; removing
-// a key file revokes its password.
-func (r *Repository) AddKey(ctx context.Context, password string, p KDFParams) error {
+// AddKey adds a key slot wrapping the master key for another password
+// (zero KDFParams: DefaultKDF) or key file secret. Existing slots keep
+// working; RemoveKey revokes one.
+func (r *Repository) AddKey(ctx context.Context, s Secret, p KDFParams) error {
 	if r.mk == nil {
 		return fmt.Errorf("repo: add key: repository is unencrypted: %w", ErrInvalid)
 	}
-	return addKey(ctx, r.be, password, r.mk, p)
+	return addKey(ctx, r.be, s, r.mk, p)
+}
+
+// KeyInfo describes a key slot.
+type KeyInfo struct {
+	ID      string // the slot's object name
+	KeyFile bool   // opened by a key file's secret, not a password
+	KDF     KDFParams
+}
+
+// Keys lists the key slots; damaged ones are skipped.
+func (r *Repository) Keys(ctx context.Context) ([]KeyInfo, error) {
+	names, err := r.listNames(ctx, backend.Keys)
+	if err != nil {
+		return nil, err
+	}
+	var out []KeyInfo
+	for _, n := range names {
+		data, err := backend.LoadAll(ctx, r.be, backend.Handle{Type: backend.Keys, Name: n}, 0, 0)
+		if err != nil {
+			return nil, fmt.Errorf("repo: load key %s: %w", n, err)
+		}
+		if kf, err := decodeKeyFile(data); err == nil {
+			out = append(out, KeyInfo{ID: n, KeyFile: kf.KDF.none(), KDF: kf.KDF})
+		}
+	}
+	return out, nil
+}
+
+// RemoveKey deletes the key slot whose ID starts with prefix. The last
+// slot is never removed: that would lock everyone out for good.
+func (r *Repository) RemoveKey(ctx context.Context, prefix string) error {
+	keys, err := r.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	var match []KeyInfo
+	for _, k := range keys {
+		if strings.HasPrefix(k.ID, prefix) {
+			match = append(match, k)
+		}
+	}
+	switch {
+	case len(match) == 0 || prefix == "":
+		return fmt.Errorf("repo: key %q: %w", prefix, ErrNotFound)
+	case len(match) > 1:
+		return fmt.Errorf("repo: key prefix %q is ambiguous: %w", prefix, ErrInvalid)
+	case len(keys) == 1:
+		return fmt.Errorf("repo: key %s is the only one left: %w", match[0].ID[:12], ErrInvalid)
+	}
+	return r.be.Remove(ctx, backend.Handle{Type: backend.Keys, Name: match[0].ID})
 }
 
 // Close releases decoder resources. It does not close the backend.

@@ -105,7 +105,7 @@ func TestWrongPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.AddKey(context.Background(), "second", testKDF); err != nil {
+	if err := r.AddKey(context.Background(), Secret{Password: "second"}, testKDF); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Open(context.Background(), be, "second"); err != nil {
@@ -543,5 +543,57 @@ func TestLockWait(t *testing.T) {
 	defer l.Unlock(ctx)
 	if _, err := r.NewWriter(ctx, nil, Meta{Size: 1 << 20}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("without a wait: %v", err)
+	}
+}
+
+// TestKeyFile: a key file opens the repository without the password, a
+// wrong one or a password does not open its slot, and removing the
+// password's slot revokes the password but never the last slot.
+func TestKeyFile(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := initRepo(t, be, testOptions())
+	text := NewKeyFile()
+	secret, err := ParseKeyFile(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddKey(ctx, Secret{KeyFile: secret}, KDFParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenWith(ctx, be, Secret{KeyFile: secret}); err != nil {
+		t.Fatalf("open with key file: %v", err)
+	}
+	other, _ := ParseKeyFile(NewKeyFile())
+	for name, s := range map[string]Secret{"wrong key file": {KeyFile: other}, "key file text as password": {Password: string(text)}} {
+		if _, err := OpenWith(ctx, be, s); !errors.Is(err, ErrWrongPassword) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	keys, err := r.Keys(ctx)
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("keys %+v %v", keys, err)
+	}
+	for _, k := range keys {
+		if !k.KeyFile {
+			if err := r.RemoveKey(ctx, k.ID[:8]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := Open(ctx, be, testPassword); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("removed password still opens: %v", err)
+	}
+	keys, _ = r.Keys(ctx)
+	if err := r.RemoveKey(ctx, keys[0].ID); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("removing the last key: %v", err)
+	}
+	if _, err := OpenWith(ctx, be, Secret{KeyFile: secret}); err != nil {
+		t.Fatalf("key file after removals: %v", err)
+	}
+	for _, bad := range []string{"", "blockwise-key-v1 abcd", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"} {
+		if _, err := ParseKeyFile([]byte(bad)); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("ParseKeyFile(%q): %v", bad, err)
+		}
 	}
 }
