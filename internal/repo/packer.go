@@ -34,7 +34,8 @@ func (p *packer) add(ctx context.Context, t BlobType, id ID, plain []byte) error
 }
 
 // packBufs recycles pack buffers (16 MiB by default): allocating one per
-// pack costs zeroing and faulting it in every time.
+// pack costs zeroing and faulting it in every time. Room for the blob that
+// crosses the target is included, so no pack regrows.
 var packBufs sync.Pool
 
 func (p *packer) newBuf() []byte {
@@ -42,16 +43,29 @@ func (p *packer) newBuf() []byte {
 	if b, ok := packBufs.Get().(*[]byte); ok && cap(*b) >= n {
 		return (*b)[:0]
 	}
-	return fsutil.AlignedBuffer(n) // so the local backend writes it without a bounce copy
+	b := fsutil.AlignedBuffer(n) // so the local backend writes it without a bounce copy
+	b = b[:n]
+	for i := 0; i < n; i += 4096 {
+		b[i] = 0 // fault in now, not while appending under the lock
+	}
+	return b[:0]
 }
 
 // addSealed appends an already encoded blob; e.Offset and e.Stored are
 // set here.
 func (p *packer) addSealed(ctx context.Context, e packEntry, stored []byte) error {
 	p.mu.Lock()
-	if p.buf == nil {
-		// Room for the blob that crosses the target, so no pack regrows.
-		p.buf = p.newBuf()
+	for p.buf == nil {
+		// Allocated and faulted in outside the lock: under it, every
+		// other writer would wait for a fresh 16 MiB.
+		p.mu.Unlock()
+		b := p.newBuf()
+		p.mu.Lock()
+		if p.buf == nil {
+			p.buf = b
+		} else {
+			packBufs.Put(&b)
+		}
 	}
 	e.Offset, e.Stored = uint32(len(p.buf)), uint32(len(stored))
 	p.entries = append(p.entries, e)
