@@ -2,8 +2,8 @@ package repo
 
 import (
 	"bytes"
-	"errors"
 	"encoding/binary"
+	"errors"
 	"testing"
 	"time"
 )

@@ -148,6 +148,7 @@ func newRepository(be backend.Backend, cfg *Config, mk *masterKey) (*Repository,
 		win := max(zstd.MinWindowSize, 1<<bits.Len32(r.maxBlob()-1))
 		r.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl),
 			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), // EncodeAll calls run in parallel up to this
+			zstd.WithEncoderCRC(false),                         // every chunk is verified against its keyed hash anyway
 			zstd.WithWindowSize(min(win, zstd.MaxWindowSize)))
 		if err != nil {
 			return nil, err
