@@ -96,10 +96,11 @@ func (p *packer) flush(ctx context.Context) error {
 
 func (p *packer) upload(ctx context.Context, data []byte, entries []packEntry) error {
 	hdr := p.r.crypt.seal(encodePackHeader(entries), []byte(packHeaderMagic))
+	body := len(data)
 	data = append(data, hdr...)
 	data = append(data, encodePackTrailer(len(hdr))...)
 	defer packBufs.Put(&data) // Save keeps no reference
-	id := fileID(data)
+	id := packID(data[body:])
 	p.mu.Lock()
 	p.attempted = append(p.attempted, id)
 	p.mu.Unlock()
