@@ -49,7 +49,7 @@ func (b *Backend) putParts(ctx context.Context, key, id string, data []byte) ([]
 			chunk := data[i*b.partSize : min((i+1)*b.partSize, int64(len(data)))]
 			p, err := b.core.PutObjectPart(gctx, b.bucket, key, id, int(i+1),
 				bytes.NewReader(chunk), int64(len(chunk)),
-				minio.PutObjectPartOptions{Sha256Hex: payloadHash(chunk), DisableContentSha256: true})
+				minio.PutObjectPartOptions{DisableContentSha256: true}) // see putSingle
 			parts[i] = minio.CompletePart{PartNumber: p.PartNumber, ETag: p.ETag}
 			return err
 		})
