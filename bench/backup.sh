@@ -48,10 +48,12 @@ timed() {
 	awk -F': ' '/Maximum resident set size/ {print $2}' "$W/$name.tv" >"$W/$name.rss"
 }
 val() { cat "$W/$1"; }
-# warm PATH...: read files into the page cache so every tool starts from the
-# same state (the cache here is reclaimed aggressively; blockwise writes its
-# packs around the cache, restic and borg through it).
-warm() { find "$@" -type f -exec cat {} + >/dev/null 2>&1 || true; }
+# warm PATH...: read files into the page cache and write back every dirty
+# page, so each tool starts from the same state: its input cached, and no
+# writeback of the previous tool's output competing for CPU and disk (the
+# cache here is reclaimed aggressively; blockwise writes its packs around
+# the cache, restic and borg through it).
+warm() { sync; find "$@" -type f -exec cat {} + >/dev/null 2>&1 || true; }
 dusb() { du -sb "$1" | cut -f1; }
 
 echo "== image ($SIZE) in $W"
