@@ -825,8 +825,15 @@ func TestE2EKeyFile(t *testing.T) {
 	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(7, 8)), 8<<20, 4, 256<<10))
 	ref := filepath.Join(dir, "ref.raw")
 	e.reference(t, "vm", ref)
-	if out, code := e.runEnv(t, noPW, "backup", "vm"); code != 0 {
+	out, code := e.runEnv(t, noPW, "backup", "vm", "--json")
+	var sum backupSummary
+	if code != 0 || json.Unmarshal([]byte(out), &sum) != nil {
 		t.Fatalf("backup with key file: exit %d: %s", code, out)
+	}
+	for _, p := range []string{"prepare", "snapshot", "changes", "copy", "commit", "release"} {
+		if _, ok := sum.Phases[p]; !ok {
+			t.Fatalf("backup --json has no %q phase: %s", p, out)
+		}
 	}
 	var keys []keyRow
 	e.jsonOut(t, &keys, "repo", "key", "list")
@@ -843,11 +850,11 @@ func TestE2EKeyFile(t *testing.T) {
 	if out, code := e.run(t, "snapshots"); code != exitUnauthorized {
 		t.Fatalf("revoked password: exit %d: %s", code, out)
 	}
-	out := filepath.Join(dir, "restored.raw")
-	if o, code := e.runEnv(t, noPW, "restore", "latest", "--to", out); code != 0 {
+	restored := filepath.Join(dir, "restored.raw")
+	if o, code := e.runEnv(t, noPW, "restore", "latest", "--to", restored); code != 0 {
 		t.Fatalf("restore with key file: exit %d: %s", code, o)
 	}
-	if err := sameFile(out, ref); err != nil {
+	if err := sameFile(restored, ref); err != nil {
 		t.Fatal(err)
 	}
 	other := filepath.Join(dir, "other.key")
