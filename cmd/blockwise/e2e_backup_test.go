@@ -862,6 +862,10 @@ func TestE2EKeyFile(t *testing.T) {
 	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); code != exitUnauthorized {
 		t.Fatalf("foreign key file: exit %d: %s", code, o)
 	}
+	os.Chmod(other, 0o644)
+	if o, _ := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); !strings.Contains(o, "accessible to other users") {
+		t.Fatalf("no warning for a world-readable key file: %s", o)
+	}
 	os.WriteFile(other, []byte("not a key\n"), 0o600)
 	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); code != exitUsage || !strings.Contains(o, "not a blockwise key file") {
 		t.Fatalf("damaged key file: exit %d: %s", code, o)

@@ -71,6 +71,9 @@ func (o repoOptions) secret() (repo.Secret, error) {
 		if err != nil {
 			return repo.Secret{}, fmt.Errorf("%w: %s: %w", errUsage, o.KeyFile, err)
 		}
+		if fi, err := os.Stat(o.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(os.Stderr, "blockwise: warning: key file %s is accessible to other users (mode %v): anyone who can read it can read the repository\n", o.KeyFile, fi.Mode().Perm())
+		}
 		return repo.Secret{KeyFile: secret}, nil
 	}
 	pw, err := o.password()
