@@ -128,8 +128,15 @@ func runRepoInfo(ctx context.Context, o repoOptions, out io.Writer) error {
 	c := info.Config
 	fmt.Fprintf(out, "backend %s\n", info.Backend)
 	fmt.Fprintf(out, "repository %s (version %d), created %s\n", c.ID, c.Version, c.Created.Format("2006-01-02 15:04:05"))
-	fmt.Fprintf(out, "chunk %d B, pack target %d B, %d slots per index page, compression %s, encrypted %v\n",
-		c.ChunkSize, c.PackSize, c.PageSlots, c.Compression, c.Encrypted)
+	enc := "no"
+	if c.Encrypted {
+		enc = c.Cipher
+		if enc == "" {
+			enc = repo.CipherXChaCha
+		}
+	}
+	fmt.Fprintf(out, "chunk %d B, pack target %d B, %d slots per index page, compression %s, encryption %s\n",
+		c.ChunkSize, c.PackSize, c.PageSlots, c.Compression, enc)
 	for _, t := range []string{"data", "index", "manifests", "keys", "locks"} {
 		fmt.Fprintf(out, "%-10s %6d objects %14d bytes\n", t, info.Objects[t], info.Bytes[t])
 	}

@@ -13,6 +13,13 @@ const (
 	CompressionDefault = "default" // zstd SpeedDefault
 )
 
+// Ciphers for blobs, packs' headers, index files and manifests (the config
+// object and key slots always use XChaCha20-Poly1305).
+const (
+	CipherXAES    = "xaes-256-gcm"       // the default: AES-NI speed, FIPS-approved parts
+	CipherXChaCha = "xchacha20-poly1305" // repositories made before the choice ("")
+)
+
 // Config is the repository's fixed parameters, chosen at Init and stored
 // (sealed) in the config object.
 type Config struct {
@@ -24,6 +31,7 @@ type Config struct {
 	PageSlots   uint32    `json:"page_slots"` // slots per index page, power of two
 	Compression string    `json:"compression"`
 	Encrypted   bool      `json:"encrypted"`
+	Cipher      string    `json:"cipher,omitempty"` // "" means CipherXChaCha
 }
 
 const repoVersion = 1
@@ -41,6 +49,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: page slots %d not a power of two in [8,65536]", c.PageSlots)
 	case c.Compression != CompressionNone && c.Compression != CompressionFastest && c.Compression != CompressionDefault:
 		return fmt.Errorf("config: compression %q unknown", c.Compression)
+	case c.Cipher != "" && c.Cipher != CipherXAES && c.Cipher != CipherXChaCha:
+		return fmt.Errorf("config: cipher %q unknown", c.Cipher)
 	}
 	return nil
 }

@@ -41,8 +41,9 @@ func masterKeyFrom(b []byte) *masterKey {
 }
 
 // crypter seals and opens repository objects. With encryption it uses
-// XChaCha20-Poly1305: the 24-byte random nonce makes nonce reuse
-// negligible without a counter shared between writers. Without it, a
+// XAES-256-GCM or XChaCha20-Poly1305 (Config.Cipher); both take 24-byte
+// random nonces, which make nonce reuse negligible without a counter
+// shared between writers, and add the same 40 bytes. Without it, a
 // BLAKE3 checksum still detects corruption.
 type crypter struct {
 	aead   cipher.AEAD // nil when unencrypted
@@ -55,11 +56,23 @@ const (
 	sumSize   = 32
 )
 
-func newCrypter(k *masterKey) (*crypter, error) {
+// newCrypter seals with the named cipher (Config.Cipher; "" is
+// CipherXChaCha, the cipher of repositories made before the choice, and
+// always of the config object itself).
+func newCrypter(k *masterKey, name string) (*crypter, error) {
 	if k == nil {
 		return &crypter{hasher: blake3.New()}, nil
 	}
-	aead, err := chacha20poly1305.NewX(k.Enc[:])
+	var aead cipher.AEAD
+	var err error
+	switch name {
+	case "", CipherXChaCha:
+		aead, err = chacha20poly1305.NewX(k.Enc[:])
+	case CipherXAES:
+		aead, err = newXAESGCM(k.Enc[:])
+	default:
+		err = fmt.Errorf("cipher %q unknown: %w", name, ErrCorrupt)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -93,7 +93,7 @@ func FuzzPage(f *testing.F) {
 
 func FuzzManifest(f *testing.F) {
 	cfg := Options{}.config()
-	c, _ := newCrypter(nil) // unencrypted: the fuzzer can forge checksums
+	c, _ := newCrypter(nil, "") // unencrypted: the fuzzer can forge checksums
 	m := &Manifest{Meta: Meta{Disk: "d", Size: 1 << 20, Time: time.Unix(1, 0)}, ChunkSize: cfg.ChunkSize, PageSlots: cfg.PageSlots, Pages: []ID{{7}}}
 	seed, _ := encodeManifest(c, m)
 	f.Add(seed[5 : len(seed)-sumSize])
@@ -133,7 +133,7 @@ func FuzzKeyFile(f *testing.F) {
 }
 
 func FuzzConfig(f *testing.F) {
-	c, _ := newCrypter(nil)
+	c, _ := newCrypter(nil, "")
 	cfg := Options{Unencrypted: true}.config()
 	seed, _ := encodeConfig(c, cfg)
 	f.Add(seed[6 : len(seed)-sumSize])

@@ -26,6 +26,7 @@ type Options struct {
 	PageSlots   uint32    // slots per index page, default 4096
 	Compression string    // CompressionFastest (default), CompressionDefault, CompressionNone
 	Unencrypted bool      // for tests only: no password, checksums instead of AEAD
+	Cipher      string    // CipherXAES (default) or CipherXChaCha
 	KDF         KDFParams // default DefaultKDF
 }
 
@@ -80,7 +81,11 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	if err != nil {
 		return nil, err
 	}
-	data, err := encodeConfig(r.crypt, cfg)
+	cc, err := newCrypter(mk, CipherXChaCha) // the config's own cipher, fixed
+	if err != nil {
+		return nil, err
+	}
+	data, err := encodeConfig(cc, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +110,10 @@ func (o Options) config() *Config {
 	}
 	if cfg.Compression == "" {
 		cfg.Compression = CompressionFastest
+	}
+	cfg.Cipher = o.Cipher
+	if cfg.Cipher == "" && cfg.Encrypted {
+		cfg.Cipher = CipherXAES
 	}
 	cfg.ID = randomName()
 	return cfg
@@ -133,7 +142,7 @@ func addKey(ctx context.Context, be backend.Backend, s Secret, mk *masterKey, p 
 }
 
 func newRepository(be backend.Backend, cfg *Config, mk *masterKey) (*Repository, error) {
-	c, err := newCrypter(mk)
+	c, err := newCrypter(mk, cfg.Cipher)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +201,7 @@ func OpenWith(ctx context.Context, be backend.Backend, s Secret) (*Repository, e
 			return nil, err
 		}
 	}
-	c, err := newCrypter(mk)
+	c, err := newCrypter(mk, CipherXChaCha) // the config's own cipher, fixed
 	if err != nil {
 		return nil, err
 	}
