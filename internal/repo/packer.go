@@ -24,6 +24,10 @@ type packer struct {
 	attempted []ID       // every pack we tried to save, for Abort
 	stored    uint64
 	onUpload  func(context.Context) error
+	// allocating: a goroutine is making the next pack buffer; others wait
+	// on cond (lazily made, on mu) rather than make one each.
+	allocating bool
+	cond       *sync.Cond
 }
 
 func (p *packer) add(ctx context.Context, t BlobType, id ID, plain []byte) error {
@@ -56,16 +60,22 @@ func (p *packer) newBuf() []byte {
 func (p *packer) addSealed(ctx context.Context, e packEntry, stored []byte) error {
 	p.mu.Lock()
 	for p.buf == nil {
-		// Allocated and faulted in outside the lock: under it, every
-		// other writer would wait for a fresh 16 MiB.
+		if p.cond == nil {
+			p.cond = sync.NewCond(&p.mu)
+		}
+		if p.allocating { // one new buffer at a time bounds memory
+			p.cond.Wait()
+			continue
+		}
+		// Allocated and faulted in outside the lock, so uploads that
+		// finish meanwhile can record themselves.
+		p.allocating = true
 		p.mu.Unlock()
 		b := p.newBuf()
 		p.mu.Lock()
-		if p.buf == nil {
-			p.buf = b
-		} else {
-			packBufs.Put(&b)
-		}
+		p.allocating = false
+		p.buf = b
+		p.cond.Broadcast()
 	}
 	e.Offset, e.Stored = uint32(len(p.buf)), uint32(len(stored))
 	p.entries = append(p.entries, e)
