@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -69,13 +68,9 @@ func init() {
 }
 
 func runKeyAdd(ctx context.Context, o keyOptions, out io.Writer) error {
-	newPW, hasPW := os.LookupEnv("BLOCKWISE_NEW_PASSWORD")
-	if o.NewPasswordFile != "" {
-		b, err := os.ReadFile(o.NewPasswordFile)
-		if err != nil {
-			return err
-		}
-		newPW, hasPW = strings.TrimRight(string(b), "\r\n"), true
+	newPW, hasPW, err := readPassword(o.NewPasswordFile, "BLOCKWISE_NEW_PASSWORD")
+	if err != nil {
+		return err
 	}
 	if hasPW == (o.NewKeyFile != "") {
 		return usageErrorf("give exactly one of --new-key-file and a new password (--new-password-file or BLOCKWISE_NEW_PASSWORD)")

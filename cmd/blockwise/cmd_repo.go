@@ -130,10 +130,7 @@ func runRepoInfo(ctx context.Context, o repoOptions, out io.Writer) error {
 	fmt.Fprintf(out, "repository %s (version %d), created %s\n", c.ID, c.Version, c.Created.Format("2006-01-02 15:04:05"))
 	enc := "no"
 	if c.Encrypted {
-		enc = c.Cipher
-		if enc == "" {
-			enc = repo.CipherXChaCha
-		}
+		enc = c.CipherName()
 	}
 	fmt.Fprintf(out, "chunk %d B, pack target %d B, %d slots per index page, compression %s, encryption %s\n",
 		c.ChunkSize, c.PackSize, c.PageSlots, c.Compression, enc)

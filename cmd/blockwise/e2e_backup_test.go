@@ -835,9 +835,15 @@ func TestE2EKeyFile(t *testing.T) {
 			t.Fatalf("backup --json has no %q phase: %s", p, out)
 		}
 	}
+	pwFile := filepath.Join(dir, "second.pw")
+	os.WriteFile(pwFile, []byte("second password\n"), 0o600)
+	e.must(t, "repo", "key", "add", "--new-password-file", pwFile)
+	if o, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD=second password"}, "snapshots"); code != 0 {
+		t.Fatalf("added password: exit %d: %s", code, o)
+	}
 	var keys []keyRow
 	e.jsonOut(t, &keys, "repo", "key", "list")
-	if len(keys) != 2 {
+	if len(keys) != 3 {
 		t.Fatalf("keys: %+v", keys)
 	}
 	for _, k := range keys {

@@ -36,17 +36,24 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 var errUsage = errors.New("usage")
 
 func (o repoOptions) password() (string, error) {
-	if o.PasswordFile != "" {
-		b, err := os.ReadFile(o.PasswordFile)
-		if err != nil {
-			return "", err
-		}
-		return strings.TrimRight(string(b), "\r\n"), nil
-	}
-	if p, ok := os.LookupEnv("BLOCKWISE_PASSWORD"); ok {
-		return p, nil
+	if p, ok, err := readPassword(o.PasswordFile, "BLOCKWISE_PASSWORD"); ok || err != nil {
+		return p, err
 	}
 	return "", fmt.Errorf("%w: no password: set BLOCKWISE_PASSWORD or --password-file", errUsage)
+}
+
+// readPassword reads a password from file when given, else from the
+// environment variable env; ok reports whether there was one.
+func readPassword(file, env string) (pw string, ok bool, err error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", false, err
+		}
+		return strings.TrimRight(string(b), "\r\n"), true, nil
+	}
+	pw, ok = os.LookupEnv(env)
+	return pw, ok, nil
 }
 
 // backend opens a directory or an s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/repo"
 )
 
@@ -364,16 +365,18 @@ func (c *copier) run(ctx context.Context, runs []slotRun, read *int64) error {
 	return err
 }
 
-// runBufs recycles the read buffers of runs: PutChunk copies what it
-// keeps, so a buffer is free again once its run is stored, and a full
-// backup need not allocate (and zero) every byte it reads.
+// runBufs recycles the buffers of runs of slots, backup's and restore's:
+// PutChunk copies what it keeps and a restore has written a run when it
+// is done with it, so neither allocates (and zeroes) every byte it moves.
+// They are page-aligned, so a file target writes them around the page
+// cache without a bounce copy.
 var runBufs sync.Pool
 
 func getRunBuf(n int64) []byte {
 	if b, ok := runBufs.Get().(*[]byte); ok && int64(cap(*b)) >= n {
 		return (*b)[:n]
 	}
-	return make([]byte, n)
+	return fsutil.AlignedBuffer(int(n))[:n]
 }
 
 func (c *copier) copyRun(ctx context.Context, r slotRun) error {

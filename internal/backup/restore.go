@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/repo"
 )
 
@@ -107,27 +105,13 @@ func writeSlots(ctx context.Context, o RestoreOptions, im *repo.Image, res *Rest
 	return sums, g.Wait()
 }
 
-// restoreBufs recycle the page-aligned buffers chunks are decoded into, so a
-// file target can write them around the page cache without a copy.
-var restoreBufs sync.Pool
-
-func getRestoreBuf(n int) *[]byte {
-	if b, ok := restoreBufs.Get().(*[]byte); ok && cap(*b) >= n {
-		*b = (*b)[:n]
-		return b
-	}
-	b := fsutil.AlignedBuffer(n)[:n]
-	return &b
-}
-
 // writeRun decodes a run of slots into one buffer and writes each stretch
 // of consecutive data slots with one call.
 func writeRun(ctx context.Context, o RestoreOptions, im *repo.Image, first, n int64, sums []uint32, res *RestoreResult) error {
 	cs := int64(im.ChunkSize())
 	off0 := first * cs
-	bp := getRestoreBuf(int(min(n*cs, im.Size()-off0)))
-	defer restoreBufs.Put(bp)
-	buf := *bp
+	buf := getRunBuf(min(n*cs, im.Size()-off0))
+	defer runBufs.Put(&buf)
 	zero, err := im.ReadChunks(ctx, uint64(first), int(n), buf)
 	if err != nil {
 		off := off0

@@ -72,9 +72,8 @@ func (r *Repository) decodeBlob(e packEntry, pack ID, stored []byte) ([]byte, er
 const decodeSlack = 4 << 10
 
 // decodeBlobTo is decodeBlob writing the plaintext into dst[:e.Raw] when
-// dst is not nil (a restore decodes straight into its write buffer,
-// without a fresh chunk-sized allocation or a copy). stored is not
-// modified.
+// dst is not nil (a restore decodes into its write buffer, without a
+// fresh chunk-sized allocation). stored is not modified.
 func (r *Repository) decodeBlobTo(e packEntry, pack ID, stored, dst []byte) ([]byte, error) {
 	if e.Raw > r.maxBlob() || (dst != nil && int(e.Raw) > len(dst)) {
 		return nil, blobErr(e, pack, fmt.Errorf("raw length %d too large: %w", e.Raw, ErrCorrupt))
@@ -103,15 +102,21 @@ func (r *Repository) decodeBlobTo(e packEntry, pack ID, stored, dst []byte) ([]b
 		}
 	}
 	if compressed {
-		// Into scratch with room to spare, then copied: the decoder's fast
-		// path needs slack past the output, and dst has none.
-		out := slices.Grow(s.z[:0], int(e.Raw)+decodeSlack)
+		// With room to spare past the output, which the decoder's fast
+		// path needs: a fresh slice, or scratch copied into dst (whose
+		// capacity ends with the slot).
+		out := make([]byte, 0, int(e.Raw)+decodeSlack)
+		if dst != nil {
+			out = slices.Grow(s.z[:0], int(e.Raw)+decodeSlack)
+		}
 		plain, err := r.zdec.DecodeAll(data, out)
 		if err != nil {
 			return nil, blobErr(e, pack, fmt.Errorf("decompress: %v: %w", err, ErrCorrupt))
 		}
-		s.z = plain
-		data = append(dst, plain...) // a fresh slice when dst is nil
+		data = plain
+		if dst != nil {
+			s.z, data = plain, append(dst, plain...)
+		}
 	} else if dst != nil && !r.crypt.encrypted() {
 		data = append(dst, data...)
 	}

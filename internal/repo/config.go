@@ -34,6 +34,15 @@ type Config struct {
 	Cipher      string    `json:"cipher,omitempty"` // "" means CipherXChaCha
 }
 
+// CipherName is the repository's cipher: Cipher, or CipherXChaCha for a
+// repository made before the choice.
+func (c *Config) CipherName() string {
+	if c.Cipher == "" {
+		return CipherXChaCha
+	}
+	return c.Cipher
+}
+
 const repoVersion = 1
 
 func (c *Config) validate() error {

@@ -56,9 +56,7 @@ const (
 	sumSize   = 32
 )
 
-// newCrypter seals with the named cipher (Config.Cipher; "" is
-// CipherXChaCha, the cipher of repositories made before the choice, and
-// always of the config object itself).
+// newCrypter seals with the named cipher (Config.CipherName).
 func newCrypter(k *masterKey, name string) (*crypter, error) {
 	if k == nil {
 		return &crypter{hasher: blake3.New()}, nil
@@ -66,7 +64,7 @@ func newCrypter(k *masterKey, name string) (*crypter, error) {
 	var aead cipher.AEAD
 	var err error
 	switch name {
-	case "", CipherXChaCha:
+	case CipherXChaCha:
 		aead, err = chacha20poly1305.NewX(k.Enc[:])
 	case CipherXAES:
 		aead, err = newXAESGCM(k.Enc[:])
@@ -82,6 +80,10 @@ func newCrypter(k *masterKey, name string) (*crypter, error) {
 	}
 	return &crypter{aead: aead, hasher: h}, nil
 }
+
+// configCrypter seals the config object, always with XChaCha20-Poly1305:
+// it must open before the repository's cipher is known.
+func configCrypter(k *masterKey) (*crypter, error) { return newCrypter(k, CipherXChaCha) }
 
 func (c *crypter) encrypted() bool { return c.aead != nil }
 

@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"runtime"
 	"strings"
 
-	"fmt"
 	"github.com/zeebo/blake3"
-	"runtime"
-
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -122,11 +121,14 @@ func (s Secret) kek(k *keyFile) ([]byte, bool) {
 	return argon2.IDKey([]byte(s.Password), k.Salt[:], p.Time, p.Memory, p.Threads, 32), true
 }
 
+// wrapKey makes a slot for s: a key file's slot has no KDF; a password's
+// uses p, or DefaultKDF when p is zero.
 func wrapKey(s Secret, mk *masterKey, p KDFParams) (*keyFile, error) {
-	if s.KeyFile != nil {
+	switch {
+	case s.KeyFile != nil:
 		p = KDFParams{}
-	} else if p.none() {
-		return nil, fmt.Errorf("repo: a password needs KDF parameters: %w", ErrInvalid)
+	case p.none():
+		p = DefaultKDF
 	}
 	k := &keyFile{KDF: p}
 	if err := p.validate(); err != nil {

@@ -81,7 +81,7 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	if err != nil {
 		return nil, err
 	}
-	cc, err := newCrypter(mk, CipherXChaCha) // the config's own cipher, fixed
+	cc, err := configCrypter(mk)
 	if err != nil {
 		return nil, err
 	}
@@ -126,9 +126,6 @@ func randomName() string {
 }
 
 func addKey(ctx context.Context, be backend.Backend, s Secret, mk *masterKey, p KDFParams) error {
-	if p == (KDFParams{}) {
-		p = DefaultKDF
-	}
 	kf, err := wrapKey(s, mk, p)
 	if err != nil {
 		return err
@@ -142,7 +139,7 @@ func addKey(ctx context.Context, be backend.Backend, s Secret, mk *masterKey, p 
 }
 
 func newRepository(be backend.Backend, cfg *Config, mk *masterKey) (*Repository, error) {
-	c, err := newCrypter(mk, cfg.Cipher)
+	c, err := newCrypter(mk, cfg.CipherName())
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +198,7 @@ func OpenWith(ctx context.Context, be backend.Backend, s Secret) (*Repository, e
 			return nil, err
 		}
 	}
-	c, err := newCrypter(mk, CipherXChaCha) // the config's own cipher, fixed
+	c, err := configCrypter(mk)
 	if err != nil {
 		return nil, err
 	}

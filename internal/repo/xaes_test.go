@@ -60,7 +60,7 @@ func TestCiphers(t *testing.T) {
 			if name == "legacy" {
 				// What Init wrote before ciphers were configurable.
 				r.cfg.Cipher = ""
-				r.crypt, _ = newCrypter(r.mk, "")
+				r.crypt, _ = newCrypter(r.mk, r.cfg.CipherName())
 				cc, _ := newCrypter(r.mk, CipherXChaCha)
 				data, err := encodeConfig(cc, r.cfg)
 				if err != nil {
