@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/argon2"
@@ -116,9 +117,7 @@ func (s Secret) kek(k *keyFile) ([]byte, bool) {
 		blake3.DeriveKey(keyFileContext, append(bytes.Clone(s.KeyFile), k.Salt[:]...), out)
 		return out, true
 	}
-	p := k.KDF
-	prefault(int(p.Memory) << 10)
-	return argon2.IDKey([]byte(s.Password), k.Salt[:], p.Time, p.Memory, p.Threads, 32), true
+	return deriveKEK(s.Password, k.Salt[:], k.KDF), true
 }
 
 // wrapKey makes a slot for s: a key file's slot has no KDF; a password's
@@ -194,13 +193,33 @@ func ParseKeyFile(text []byte) ([]byte, error) {
 // kind of virtual machine each 4 KiB page costs a fault that maps the zero
 // page and then a copy-on-write fault with a TLB shootdown across every
 // thread: 64 MiB cost ~250 ms of a cold command's ~350 ms key derivation.
-// Writing the pages once costs one plain fault each (~40 ms); once freed,
-// they stay in the Go heap, where argon2's allocation reuses them.
+// Writing the pages once costs one plain fault each (~25 ms, shared out
+// over the cores); once freed, they stay in the Go heap, where argon2's
+// allocation reuses them.
 func prefault(n int) {
 	b := make([]byte, n)
-	for i := 0; i < len(b); i += 4096 {
-		b[i] = 1
+	var wg sync.WaitGroup
+	parts := runtime.GOMAXPROCS(0)
+	step := (n/parts + 4095) &^ 4095
+	for lo := 0; lo < n; lo += step {
+		wg.Go(func() {
+			for i := lo; i < min(lo+step, n); i += 4096 {
+				b[i] = 1
+			}
+		})
 	}
+	wg.Wait()
 	runtime.KeepAlive(b)
 	runtime.GC()
+}
+
+// deriveKEK runs Argon2id, then frees its memory at once: left to the
+// next collection, the 64 MiB would look live until the heap doubled, and
+// every buffer the backup allocates would come on top of it (measured: an
+// incremental's peak RSS 155 -> 85 MiB).
+func deriveKEK(password string, salt []byte, p KDFParams) []byte {
+	prefault(int(p.Memory) << 10)
+	kek := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, 32)
+	runtime.GC()
+	return kek
 }
