@@ -2,7 +2,8 @@ package repo
 
 import (
 	"fmt"
-	"maps"
+	"hash/maphash"
+	"slices"
 	"sync"
 )
 
@@ -27,43 +28,139 @@ type packInfo struct {
 
 // index maps blobs to packs. It is the union of all index files, built at
 // Open and extended as writers commit.
+//
+// It is what a backup's memory grows with, so it is compact: every blob
+// is one 52-byte ientry in a flat slice, found through an open-addressing
+// table of 4-byte positions (~60 bytes a blob in all, against ~240 for a
+// map of keys to locations plus a map of packs to entries). Entries of
+// one pack are contiguous, so the pack table is a range per pack.
 type index struct {
-	mu    sync.RWMutex
-	blobs map[blobKey]blobLoc
-	packs map[ID][]packEntry
-	files map[string]bool // names of the index files it was built from
+	mu     sync.RWMutex
+	ents   []ientry
+	packs  []packRange
+	byPack map[ID]uint32   // pack ID -> position in packs
+	table  []uint32        // 0 = empty, else 1 + position in ents; len is a power of two
+	used   int             // occupied slots of table
+	seed   maphash.Seed    // per process: crafted IDs cannot pile into one probe chain
+	files  map[string]bool // names of the index files it was built from
+}
+
+// ientry is one blob of one pack.
+type ientry struct {
+	id                  ID
+	pack                uint32 // position in index.packs
+	offset, stored, raw uint32
+	typ                 BlobType
+	flags               uint8
+}
+
+type packRange struct {
+	id       ID
+	start, n uint32 // entries ents[start:start+n]
 }
 
 func newIndex() *index {
-	return &index{blobs: map[blobKey]blobLoc{}, packs: map[ID][]packEntry{}, files: map[string]bool{}}
+	return &index{byPack: map[ID]uint32{}, files: map[string]bool{}, seed: maphash.MakeSeed()}
 }
 
 func (x *index) lookup(t BlobType, id ID) (blobLoc, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	l, ok := x.blobs[blobKey{t, id}]
-	return l, ok
+	i, ok := x.find(t, id)
+	if !ok {
+		return blobLoc{}, false
+	}
+	e := &x.ents[i]
+	return blobLoc{packEntry: e.entry(), Pack: x.packs[e.pack].id}, true
 }
 
 func (x *index) has(t BlobType, id ID) bool {
-	_, ok := x.lookup(t, id)
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	_, ok := x.find(t, id)
 	return ok
 }
 
-// add merges packs; a blob stored twice keeps its first location.
+func (e *ientry) entry() packEntry {
+	return packEntry{Type: e.typ, Flags: e.flags, ID: e.id, Offset: e.offset, Stored: e.stored, Raw: e.raw}
+}
+
+// find returns the position in ents of the blob's first entry. x.mu held.
+func (x *index) find(t BlobType, id ID) (uint32, bool) {
+	if len(x.table) == 0 {
+		return 0, false
+	}
+	mask := uint64(len(x.table) - 1)
+	for h := maphash.Bytes(x.seed, id[:]) & mask; ; h = (h + 1) & mask {
+		v := x.table[h]
+		if v == 0 {
+			return 0, false
+		}
+		if e := &x.ents[v-1]; e.id == id && e.typ == t {
+			return v - 1, true
+		}
+	}
+}
+
+// insert makes ents[i] findable unless its blob already is (a blob stored
+// twice keeps its first location). x.mu held; the table has room.
+func (x *index) insert(i uint32) {
+	e := &x.ents[i]
+	mask := uint64(len(x.table) - 1)
+	for h := maphash.Bytes(x.seed, e.id[:]) & mask; ; h = (h + 1) & mask {
+		v := x.table[h]
+		if v == 0 {
+			x.table[h] = i + 1
+			x.used++
+			return
+		}
+		if o := &x.ents[v-1]; o.id == e.id && o.typ == e.typ {
+			return
+		}
+	}
+}
+
+// reserve makes room for n more blobs without rehashing on the way.
+func (x *index) reserve(n int) {
+	x.ents = slices.Grow(x.ents, n)
+	want := x.used + n
+	if want*4 <= len(x.table)*3 {
+		return
+	}
+	size := 1024
+	for want*4 > size*3 {
+		size *= 2
+	}
+	x.table = make([]uint32, size)
+	x.used = 0
+	for i := range x.ents {
+		x.insert(uint32(i))
+	}
+}
+
+// add merges packs; a pack already known is skipped (its ID is the hash
+// of its header, so its entries are the same).
 func (x *index) add(file string, packs []packInfo) {
+	n := 0
+	for _, p := range packs {
+		n += len(p.Entries)
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if file != "" {
 		x.files[file] = true
 	}
+	x.reserve(n)
 	for _, p := range packs {
-		x.packs[p.ID] = p.Entries
+		if _, ok := x.byPack[p.ID]; ok {
+			continue
+		}
+		ord := uint32(len(x.packs))
+		x.byPack[p.ID] = ord
+		x.packs = append(x.packs, packRange{id: p.ID, start: uint32(len(x.ents)), n: uint32(len(p.Entries))})
 		for _, e := range p.Entries {
-			k := blobKey{e.Type, e.ID}
-			if _, ok := x.blobs[k]; !ok {
-				x.blobs[k] = blobLoc{e, p.ID}
-			}
+			x.ents = append(x.ents, ientry{id: e.ID, pack: ord, offset: e.Offset, stored: e.Stored, raw: e.Raw, typ: e.Type, flags: e.Flags})
+			x.insert(uint32(len(x.ents) - 1))
 		}
 	}
 }
@@ -71,10 +168,10 @@ func (x *index) add(file string, packs []packInfo) {
 // replace swaps in o's contents, so holders of x see the new state.
 func (x *index) replace(o *index) {
 	o.mu.RLock()
-	blobs, packs, files := o.blobs, o.packs, o.files
+	ents, packs, byPack, table, used, seed, files := o.ents, o.packs, o.byPack, o.table, o.used, o.seed, o.files
 	o.mu.RUnlock()
 	x.mu.Lock()
-	x.blobs, x.packs, x.files = blobs, packs, files
+	x.ents, x.packs, x.byPack, x.table, x.used, x.seed, x.files = ents, packs, byPack, table, used, seed, files
 	x.mu.Unlock()
 }
 
@@ -82,7 +179,15 @@ func (x *index) replace(o *index) {
 func (x *index) snapshot() (map[ID][]packEntry, []string) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return maps.Clone(x.packs), x.fileNamesLocked()
+	packs := make(map[ID][]packEntry, len(x.packs))
+	for _, p := range x.packs {
+		es := make([]packEntry, p.n)
+		for i := range es {
+			es[i] = x.ents[p.start+uint32(i)].entry()
+		}
+		packs[p.id] = es
+	}
+	return packs, x.fileNamesLocked()
 }
 
 // fileNames returns the names of the index files x was built from.

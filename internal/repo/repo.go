@@ -316,7 +316,9 @@ func (r *Repository) readIndex(ctx context.Context, names []string) (*index, err
 				n += len(p.Entries)
 			}
 		}
-		x.blobs = make(map[blobKey]blobLoc, n)
+		x.mu.Lock()
+		x.reserve(n)
+		x.mu.Unlock()
 	}
 	for i, packs := range files {
 		x.add(names[i], packs)
