@@ -53,6 +53,10 @@ func NewDirect(f *os.File) *DirectFile {
 	return d
 }
 
+// Sync commits the file to stable storage, with a spare P while it waits
+// (see Blocking).
+func (d *DirectFile) Sync() error { return Blocking(d.File.Sync) }
+
 // Close closes both descriptors.
 func (d *DirectFile) Close() error {
 	if d.direct != nil {
@@ -78,7 +82,18 @@ func (d *DirectFile) WriteAt(p []byte, off int64) (int, error) {
 // aligned in memory. It returns how much it wrote; EINVAL (a file system
 // that opened with O_DIRECT but refuses the I/O) turns direct writes off
 // and leaves the rest to the caller.
-func (d *DirectFile) writeDirect(p []byte, off int64) (int, error) {
+func (d *DirectFile) writeDirect(p []byte, off int64) (done int, err error) {
+	if len(p) >= BlockingMin {
+		err = Blocking(func() error {
+			done, err = d.writeDirectLoop(p, off)
+			return err
+		})
+		return done, err
+	}
+	return d.writeDirectLoop(p, off)
+}
+
+func (d *DirectFile) writeDirectLoop(p []byte, off int64) (int, error) {
 	done := 0
 	for done < len(p) {
 		n, err := d.writeBlocks(p[done:], off+int64(done))
