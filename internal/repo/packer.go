@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -20,8 +21,8 @@ type packer struct {
 	mu        sync.Mutex
 	buf       []byte
 	entries   []packEntry
-	done      []packInfo // uploaded packs, for the index file
-	attempted []ID       // every pack we tried to save, for Abort
+	done      []packInfo // uploaded packs no index file names yet
+	attempted []ID       // packs we tried to save that no index file may name, for Abort
 	stored    uint64
 	onUpload  func(context.Context) error
 	// allocating: a goroutine is making the next pack buffer; others wait
@@ -130,8 +131,28 @@ func (p *packer) upload(ctx context.Context, data []byte, entries []packEntry) e
 	return nil
 }
 
-// removeAll deletes every pack this packer tried to save. Only valid while
-// no index file can name them.
+// takeDone hands over the uploaded packs for an index file, if there are
+// at least min. From here on an index file may name them, so removeAll
+// leaves them alone, even if writing that index fails: a pack that may be
+// named must stay.
+func (p *packer) takeDone(min int) []packInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.done) < min {
+		return nil
+	}
+	done := p.done
+	p.done = nil
+	named := make(map[ID]bool, len(done))
+	for _, d := range done {
+		named[d.ID] = true
+	}
+	p.attempted = slices.DeleteFunc(p.attempted, func(id ID) bool { return named[id] })
+	return done
+}
+
+// removeAll deletes every pack this packer tried to save that no index
+// file may name.
 func (p *packer) removeAll(ctx context.Context) error {
 	var errs []error
 	for _, id := range p.attempted {

@@ -25,17 +25,23 @@ type SnapshotWriter struct {
 	pk     *packer
 	start  time.Time
 
-	mu       sync.Mutex
-	pages    map[uint64][]ID // pages loaded or changed
-	dirty    map[uint64]bool
-	pending  map[blobKey]bool // blobs this writer added to packs
-	stats    Stats
-	err      error // sticky: once set only Abort is allowed
-	closed   bool
-	indexing bool
-	// tailWritten: the caller sent the last slot itself.
-	tailWritten atomic.Bool // an index file may name our packs: never remove them
+	mu      sync.Mutex
+	pages   map[uint64][]ID // pages loaded or changed
+	dirty   map[uint64]bool
+	pending map[blobKey]bool // blobs this writer added to packs no index file names yet
+	stats   Stats
+	err     error // sticky: once set only Abort is allowed
+	closed  bool
+	packs   uint64 // packs named by this writer's index files
+	idxSize uint64 // bytes of those index files
+
+	tailWritten atomic.Bool // the caller sent the last slot itself
 }
+
+// indexEvery is how many packs (~1 GiB stored) a writer gathers before it
+// writes an index file naming them, so what it keeps in memory about its
+// own packs stays bounded however large the backup.
+const indexEvery = 64
 
 // NewWriter starts a backup of a disk described by meta. With a parent,
 // every slot not written keeps the parent's content (an incremental);
@@ -60,7 +66,7 @@ func (r *Repository) NewWriter(ctx context.Context, parent *Manifest, meta Meta)
 	w := &SnapshotWriter{r: r, meta: meta, parent: parent, slots: m.Slots(), lock: lock, start: time.Now(),
 		pages: map[uint64][]ID{}, dirty: map[uint64]bool{}, pending: map[blobKey]bool{}}
 	w.npages = ceilDiv(w.slots, uint64(r.cfg.PageSlots))
-	w.pk = &packer{r: r, onUpload: w.refreshLock}
+	w.pk = &packer{r: r, onUpload: w.afterUpload}
 	return w, nil
 }
 
@@ -78,11 +84,15 @@ func (r *Repository) writerPreflight(ctx context.Context, parent *Manifest) erro
 	return r.refreshIndex(ctx)
 }
 
-func (w *SnapshotWriter) refreshLock(ctx context.Context) error {
+// afterUpload keeps the lock fresh and writes an index file once enough
+// packs are waiting for one.
+func (w *SnapshotWriter) afterUpload(ctx context.Context) error {
 	if w.lock.needsRefresh() {
-		return w.lock.Refresh(ctx)
+		if err := w.lock.Refresh(ctx); err != nil {
+			return err
+		}
 	}
-	return nil
+	return w.writeIndex(ctx, indexEvery)
 }
 
 // chunkLen is the length of slot's chunk: ChunkSize except for a short
@@ -284,13 +294,14 @@ func (w *SnapshotWriter) commit(ctx context.Context) (*Manifest, error) {
 	if err := w.pk.flush(ctx); err != nil {
 		return nil, err
 	}
-	idxBytes, err := w.writeIndex(ctx)
-	if err != nil {
+	if err := w.writeIndex(ctx, 1); err != nil {
 		return nil, err
 	}
+	w.mu.Lock()
 	m.Stats = w.stats
-	m.Stats.PacksWritten = uint64(len(w.pk.done))
-	m.Stats.StoredBytes = w.pk.stored + idxBytes
+	m.Stats.PacksWritten = w.packs
+	m.Stats.StoredBytes = w.pk.stored + w.idxSize
+	w.mu.Unlock()
 	m.Stats.Duration = time.Since(w.start)
 	data, err := encodeManifest(w.r.crypt, m)
 	if err != nil {
@@ -369,25 +380,36 @@ func (w *SnapshotWriter) storePage(ctx context.Context, pg []ID) (ID, error) {
 	return id, w.store(ctx, BlobPage, id, enc)
 }
 
-// writeIndex writes one index file naming this writer's packs.
-func (w *SnapshotWriter) writeIndex(ctx context.Context) (uint64, error) {
-	if len(w.pk.done) == 0 {
-		return 0, nil
+// writeIndex writes an index file naming the packs uploaded since the
+// last one, if there are at least min; from then on those packs are never removed by Abort (another
+// writer may already dedup against them; Prune removes them if no
+// restore point comes to use them), and their blobs are found through
+// the repository's index instead of pending.
+func (w *SnapshotWriter) writeIndex(ctx context.Context, min int) error {
+	packs := w.pk.takeDone(min)
+	if len(packs) == 0 {
+		return nil
 	}
-	w.mu.Lock()
-	w.indexing = true
-	w.mu.Unlock()
-	data := sealEnvelope(w.r.crypt, indexMagic, encodeIndex(w.pk.done))
+	data := sealEnvelope(w.r.crypt, indexMagic, encodeIndex(packs))
 	id, err := w.r.saveFile(ctx, backend.Index, data)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	w.r.idx.add(id.String(), w.pk.done)
-	return uint64(len(data)), nil
+	w.r.idx.add(id.String(), packs)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range packs {
+		for _, e := range p.Entries {
+			delete(w.pending, blobKey{e.Type, e.ID})
+		}
+	}
+	w.packs += uint64(len(packs))
+	w.idxSize += uint64(len(data))
+	return nil
 }
 
 // Abort ends the writer without a restore point and removes the packs it
-// wrote, unless an index file may already name them (then Prune will).
+// wrote that no index file may name (Prune removes the others).
 func (w *SnapshotWriter) Abort(ctx context.Context) error {
 	w.mu.Lock()
 	if w.closed {
@@ -400,9 +422,5 @@ func (w *SnapshotWriter) Abort(ctx context.Context) error {
 }
 
 func (w *SnapshotWriter) cleanup(ctx context.Context) error {
-	var err error
-	if !w.indexing {
-		err = w.pk.removeAll(ctx)
-	}
-	return errors.Join(err, w.lock.Unlock(ctx))
+	return errors.Join(w.pk.removeAll(ctx), w.lock.Unlock(ctx))
 }

@@ -1,0 +1,90 @@
+package repo
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/backend/mem"
+)
+
+// smallPacks makes every 64 KiB chunk a pack of its own, so a few MiB of
+// image is more than indexEvery packs.
+func smallPacks() Options { return Options{PackSize: 4 << 10, PageSlots: 256, KDF: testKDF} }
+
+// indexedPacks returns the packs the index files name, and how many files.
+func indexedPacks(t *testing.T, r *Repository) (map[ID]bool, int) {
+	t.Helper()
+	x, err := r.readIndex(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packs, files := x.snapshot()
+	named := map[ID]bool{}
+	for id := range packs {
+		named[id] = true
+	}
+	return named, len(files)
+}
+
+// A large backup writes an index file every indexEvery packs instead of
+// one at the end, and its restore point still restores whole.
+func TestWriterIndexesAsItGoes(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallPacks())
+	img := randomImage(rand.New(rand.NewPCG(21, 21)), 3*indexEvery<<16, 64<<10, 0.1)
+	m := backup(t, r, nil, img, nil)
+	verifyImage(t, r, m.ID, img)
+	named, files := indexedPacks(t, r)
+	stored := count(t, be, backend.Data)
+	if files < 3 || len(named) != stored || m.Stats.PacksWritten != uint64(stored) {
+		t.Fatalf("%d index files naming %d packs; %d packs stored, %d counted", files, len(named), stored, m.Stats.PacksWritten)
+	}
+	r2, err := Open(context.Background(), be, testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyImage(t, r2, m.ID, img)
+	checkClean(t, r2, true)
+}
+
+// Abort after index files were written keeps the packs they name (another
+// writer may already use them) and removes the others; Prune then
+// removes the rest, and check is clean at every step.
+func TestAbortAfterIndexFile(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallPacks())
+	ctx := context.Background()
+	n := uint64(indexEvery + indexEvery/2)
+	img := randomImage(rand.New(rand.NewPCG(22, 22)), int(n)<<16, 64<<10, 0)
+	w, err := r.NewWriter(ctx, nil, Meta{Disk: "d", Size: n << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := range n {
+		if err := w.PutChunk(ctx, s, img[s<<16:(s+1)<<16]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Abort(ctx); err != nil {
+		t.Fatal(err)
+	}
+	named, files := indexedPacks(t, r)
+	if files == 0 || len(named) < indexEvery {
+		t.Fatalf("test needs an index file written mid-backup: %d files, %d packs", files, len(named))
+	}
+	if stored := count(t, be, backend.Data); stored != len(named) {
+		t.Fatalf("after abort %d packs stored, %d named by index files: want exactly the named ones", stored, len(named))
+	}
+	checkClean(t, r, true)
+	if _, err := r.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []backend.FileType{backend.Data, backend.Index, backend.Locks} {
+		if c := count(t, be, typ); c != 0 {
+			t.Errorf("%d %s objects left after prune", c, typ)
+		}
+	}
+	checkClean(t, r, true)
+}
