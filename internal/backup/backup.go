@@ -137,12 +137,11 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	clock.mark("snapshot")
 	res = &Result{Snapshot: snap, Parent: parent}
-	err = run(ctx, o, info, res, clock)
 	// Always remove the snapshot, failed backup or not: it costs the disk
-	// a delta layer.
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
-	defer cancel()
-	if derr := deleteSnapshot(dctx, o, snap.ID); derr != nil && err == nil {
+	// a delta layer. run starts that as soon as it has read everything.
+	rel := newRelease(ctx, o, snap.ID)
+	err = run(ctx, o, info, res, clock, rel.start)
+	if derr := rel.wait(); derr != nil && err == nil {
 		err = fmt.Errorf("delete snapshot %s: %w", snap.ID, derr)
 	}
 	if err != nil {
@@ -153,7 +152,41 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	return res, nil
 }
 
-func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phaseClock) error {
+// release deletes a backup's snapshot once, in the background from start
+// on, so the host consolidates while the restore point is committed.
+type release struct {
+	once sync.Once
+	done chan struct{}
+	err  error
+	run  func() error
+}
+
+func newRelease(ctx context.Context, o Options, id string) *release {
+	return &release{done: make(chan struct{}), run: func() error {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+		defer cancel()
+		return deleteSnapshot(dctx, o, id)
+	}}
+}
+
+func (r *release) start() {
+	r.once.Do(func() {
+		go func() {
+			defer close(r.done)
+			r.err = r.run()
+		}()
+	})
+}
+
+func (r *release) wait() error {
+	r.start()
+	<-r.done
+	return r.err
+}
+
+// run reads the changed areas into a writer and commits it; release
+// deletes the snapshot, which run starts once the reads are done.
+func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phaseClock, release func()) error {
 	areas, err := changedAreas(ctx, o, res)
 	if err != nil {
 		return err
@@ -174,13 +207,15 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 		w.Abort(context.WithoutCancel(ctx))
 		return fmt.Errorf("open snapshot: %w", err)
 	}
-	defer src.Close()
 	cs := int64(o.Repo.Config().ChunkSize)
 	cp := copier{src: src, w: w, chunk: cs, size: res.Snapshot.Size, workers: o.Workers, progress: o.Progress}
-	if err := cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes); err != nil {
+	err = cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes)
+	src.Close() // the host deletes the snapshot sooner without a reader
+	if err != nil {
 		w.Abort(context.WithoutCancel(ctx))
 		return err
 	}
+	release()
 	clock.mark("copy")
 	res.Manifest, err = w.Commit(ctx)
 	clock.mark("commit")

@@ -16,6 +16,8 @@
 // last restore point in this repository ("*" for the first, or when the
 // host says the ID is invalid: a full read of allocated areas, and the
 // result says why) → read the planned slots through the Source with
-// bounded workers → PutChunk → Commit (the manifest is written last) →
-// delete the snapshot, whatever happened.
+// bounded workers → PutChunk → Commit (the manifest is written last).
+// The snapshot is deleted whatever happens: from the moment the last read
+// is done, in the background while Commit runs (it is not needed after
+// that), and Run waits for the deletion before it returns.
 package backup
