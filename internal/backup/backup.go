@@ -375,29 +375,62 @@ func plan(areas []Area, chunk, size int64) []slotRun {
 }
 
 // copier reads planned runs from a source and stores each chunk, with at
-// most workers runs (≤ 4 MiB each) in memory at once.
+// most workers runs (≤ 4 MiB each) in memory at once. As the runs below
+// some slot are all done it tells the writer (Done), which stores and
+// drops the index pages there.
 type copier struct {
 	src         Source
 	w           *repo.SnapshotWriter
 	chunk, size int64
 	workers     int
 	progress    func(done, total int64)
+	runs        []slotRun
+
 	mu          sync.Mutex
 	done, total int64
+	finished    []bool // by run
+	low         int    // runs[:low] are all finished
 }
 
 func (c *copier) run(ctx context.Context, runs []slotRun, read *int64) error {
+	c.runs, c.finished = runs, make([]bool, len(runs))
 	for _, r := range runs {
 		c.total += min(r.n*c.chunk, c.size-r.first*c.chunk)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.workers)
-	for _, r := range runs {
-		g.Go(func() error { return c.copyRun(gctx, r) })
+	for i, r := range runs {
+		g.Go(func() error {
+			if err := c.copyRun(gctx, r); err != nil {
+				return err
+			}
+			return c.finish(gctx, i)
+		})
 	}
 	err := g.Wait()
 	*read = c.done
 	return err
+}
+
+// finish records run i as done and, when that completes every run below
+// a higher slot than before, passes the slot to the writer's Done.
+func (c *copier) finish(ctx context.Context, i int) error {
+	c.mu.Lock()
+	c.finished[i] = true
+	old := c.low
+	for c.low < len(c.runs) && c.finished[c.low] {
+		c.low++
+	}
+	below := uint64((c.size + c.chunk - 1) / c.chunk)
+	if c.low < len(c.runs) {
+		below = uint64(c.runs[c.low].first)
+	}
+	advanced := c.low != old
+	c.mu.Unlock()
+	if !advanced {
+		return nil
+	}
+	return c.w.Done(ctx, below)
 }
 
 // runBufs recycles the buffers of runs of slots, backup's and restore's:

@@ -17,6 +17,7 @@
 //	Open(ctx, be, password) (*Repository, error)            // ErrWrongPassword
 //	(*Repository).NewWriter(ctx, parent *Manifest, Meta) (*SnapshotWriter, error)
 //	(*SnapshotWriter).PutChunk(ctx, slot uint64, data []byte) error   // concurrent-safe
+//	(*SnapshotWriter).Done(ctx, slot uint64) error   // no PutChunk below slot follows
 //	(*SnapshotWriter).Commit(ctx) (*Manifest, error)
 //	(*SnapshotWriter).Abort(ctx) error
 //	(*Repository).ListManifests(ctx) ([]*Manifest, error)
@@ -38,7 +39,9 @@
 // reports changed; all other slots keep the parent's content. Writing
 // all-zero data to a slot marks it zero (a discarded region). PutChunk
 // may be called from many goroutines; Commit and Abort must not race
-// with it.
+// with it. A caller that goes through the disk in order calls Done as it
+// passes slots: the index pages below are stored then, so the writer's
+// memory does not grow with the disk.
 //
 // # Errors
 //

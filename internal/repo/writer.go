@@ -34,6 +34,8 @@ type SnapshotWriter struct {
 	closed  bool
 	packs   uint64 // packs named by this writer's index files
 	idxSize uint64 // bytes of those index files
+	stored  map[uint64]ID // pages stored early by Done, by page number
+	doneTo  uint64        // pages below this one are final (Done)
 
 	tailWritten atomic.Bool // the caller sent the last slot itself
 }
@@ -64,7 +66,7 @@ func (r *Repository) NewWriter(ctx context.Context, parent *Manifest, meta Meta)
 	}
 	m := &Manifest{Meta: meta, ChunkSize: r.cfg.ChunkSize, PageSlots: r.cfg.PageSlots}
 	w := &SnapshotWriter{r: r, meta: meta, parent: parent, slots: m.Slots(), lock: lock, start: time.Now(),
-		pages: map[uint64][]ID{}, dirty: map[uint64]bool{}, pending: map[blobKey]bool{}}
+		pages: map[uint64][]ID{}, dirty: map[uint64]bool{}, pending: map[blobKey]bool{}, stored: map[uint64]ID{}}
 	w.npages = ceilDiv(w.slots, uint64(r.cfg.PageSlots))
 	w.pk = &packer{r: r, onUpload: w.afterUpload}
 	return w, nil
@@ -209,7 +211,11 @@ func (w *SnapshotWriter) setSlot(ctx context.Context, slot uint64, id ID) error 
 func (w *SnapshotWriter) page(ctx context.Context, pi uint64) ([]ID, error) {
 	w.mu.Lock()
 	pg, ok := w.pages[pi]
+	final := pi < w.doneTo
 	w.mu.Unlock()
+	if final {
+		return nil, fmt.Errorf("repo: page %d changed after Done: %w", pi, ErrInvalid)
+	}
 	if ok {
 		return pg, nil
 	}
@@ -224,6 +230,43 @@ func (w *SnapshotWriter) page(ctx context.Context, pi uint64) ([]ID, error) {
 	}
 	w.pages[pi] = pg
 	return pg, nil
+}
+
+// Done promises that no PutChunk for a slot below slot follows, so the
+// index pages entirely below it are stored now and dropped from memory:
+// a writer then holds the pages under its callers' work in progress, not
+// 32 bytes for every slot of the disk until Commit. The last page always
+// waits for Commit (which may trim it). A PutChunk that breaks the
+// promise fails with ErrInvalid.
+func (w *SnapshotWriter) Done(ctx context.Context, slot uint64) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	from, to := w.doneTo, min(slot/uint64(w.r.cfg.PageSlots), w.npages-1)
+	var todo []uint64
+	for pi := from; pi < to; pi++ {
+		if w.dirty[pi] {
+			todo = append(todo, pi)
+		}
+	}
+	w.doneTo = max(from, to)
+	w.mu.Unlock()
+	for _, pi := range todo {
+		w.mu.Lock()
+		pg := w.pages[pi]
+		w.mu.Unlock()
+		id, err := w.storePage(ctx, pg)
+		if err != nil {
+			return w.fail(err)
+		}
+		w.mu.Lock()
+		w.stored[pi] = id
+		delete(w.pages, pi)
+		delete(w.dirty, pi)
+		w.mu.Unlock()
+	}
+	return nil
 }
 
 // basePage is page pi as inherited from the parent, resized to this
@@ -352,16 +395,24 @@ func (w *SnapshotWriter) trimTail(ctx context.Context) error {
 func (w *SnapshotWriter) writePages(ctx context.Context) ([]ID, error) {
 	roots := make([]ID, w.npages)
 	for pi := range w.npages {
+		if id, ok := w.stored[pi]; ok {
+			roots[pi] = id
+			continue
+		}
 		p := w.parent
 		reuse := p != nil && pi < uint64(len(p.Pages)) && p.pageLen(pi) == w.pageLen(pi)
 		if !w.dirty[pi] && reuse {
 			roots[pi] = p.Pages[pi]
 			continue
 		}
-		pg, err := w.page(ctx, pi)
-		if err != nil {
-			return nil, err
+		pg, ok := w.pages[pi] // no PutChunk runs any more: no lock needed
+		if !ok {
+			var err error
+			if pg, err = w.basePage(ctx, pi); err != nil {
+				return nil, err
+			}
 		}
+		var err error
 		if roots[pi], err = w.storePage(ctx, pg); err != nil {
 			return nil, err
 		}

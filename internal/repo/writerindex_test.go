@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"testing"
 
@@ -87,4 +88,63 @@ func TestAbortAfterIndexFile(t *testing.T) {
 		}
 	}
 	checkClean(t, r, true)
+}
+
+// Done stores the pages below the promised slot and drops them, so a
+// writer going through the disk in order holds a couple of pages however
+// large the disk; the restore point is the same as without Done, for a
+// full backup and for an incremental; a PutChunk below Done is refused.
+func TestWriterDone(t *testing.T) {
+	ctx := context.Background()
+	r := initRepo(t, mem.New(), Options{ChunkSize: 4 << 10, PageSlots: 64, PackSize: 1 << 20, KDF: testKDF})
+	rng := rand.New(rand.NewPCG(23, 23))
+	img := randomImage(rng, 16<<20, 4<<10, 0.3) // 4096 slots, 64 pages
+	var parent *Manifest
+	var changed map[uint64]bool // nil: write every slot
+	for gen := range 2 {
+		w, err := r.NewWriter(ctx, parent, Meta{Disk: "d", Size: uint64(len(img))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		peak := 0
+		for s := range uint64(len(img) >> 12) {
+			if changed != nil && !changed[s] {
+				continue // the incremental writes the changed slots only
+			}
+			if err := w.PutChunk(ctx, s, img[s<<12:(s+1)<<12]); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Done(ctx, s+1); err != nil {
+				t.Fatal(err)
+			}
+			w.mu.Lock()
+			peak = max(peak, len(w.pages))
+			w.mu.Unlock()
+		}
+		if peak > 2 {
+			t.Errorf("generation %d: %d pages in memory at once, want <= 2 of 64", gen, peak)
+		}
+		m, err := w.Commit(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		verifyImage(t, r, m.ID, img)
+		parent, changed = m, map[uint64]bool{}
+		for _, b := range mutate(rng, img, 4<<10, 0.2) {
+			changed[uint64(b)] = true
+		}
+	}
+	checkClean(t, r, true)
+
+	w, err := r.NewWriter(ctx, parent, Meta{Disk: "d", Size: uint64(len(img))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort(ctx)
+	if err := w.Done(ctx, 200); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PutChunk(ctx, 70, img[70<<12:71<<12]); !errors.Is(err, ErrInvalid) {
+		t.Errorf("PutChunk below Done: %v, want ErrInvalid", err)
+	}
 }
