@@ -32,8 +32,8 @@ type SnapshotWriter struct {
 	stats   Stats
 	err     error // sticky: once set only Abort is allowed
 	closed  bool
-	packs   uint64 // packs named by this writer's index files
-	idxSize uint64 // bytes of those index files
+	packs   uint64        // packs named by this writer's index files
+	idxSize uint64        // bytes of those index files
 	stored  map[uint64]ID // pages stored early by Done, by page number
 	doneTo  uint64        // pages below this one are final (Done)
 
