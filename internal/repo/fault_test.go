@@ -26,22 +26,28 @@ func TestFaultInjection(t *testing.T) {
 		seeds = n // soak: BLOCKWISE_FAULT_SEEDS=500
 	}
 	for seed := range seeds {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { faultRun(t, seed) })
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { faultRun(t, seed, testOptions()) })
+		// A pack per chunk: each backup writes index files as it goes.
+		t.Run(fmt.Sprint("smallpacks", seed), func(t *testing.T) { faultRun(t, seed, smallPacks()) })
 	}
 }
 
-func faultRun(t *testing.T, seed uint64) {
+func faultRun(t *testing.T, seed uint64, opts Options) {
 	ctx := context.Background()
 	store := mem.New()
 	faulty := backend.NewFaulty(store, seed, 0.15)
 	retry := backend.NewRetry(faulty, 3)
 	retry.BaseDelay, retry.MaxDelay = time.Microsecond, time.Microsecond
 	faulty.SetEnabled(false)
-	r := initRepo(t, retry, testOptions())
+	r := initRepo(t, retry, opts)
 	faulty.SetEnabled(true)
 
 	rng := rand.New(rand.NewPCG(seed, 99))
-	img := randomImage(rng, 4<<20, 64<<10, 0.2)
+	size := 4 << 20
+	if opts.PackSize < 64<<10 {
+		size = 2 * indexEvery << 16 // enough packs for index files mid-backup
+	}
+	img := randomImage(rng, size, 64<<10, 0.2)
 	committed := map[ID][]byte{}
 	var failed [][]byte // images of backups whose Commit reported an error
 	var parent *Manifest
