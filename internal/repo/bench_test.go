@@ -3,12 +3,14 @@ package repo
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/mem"
 	"github.com/klauspost/compress/zstd"
 )
@@ -150,6 +152,41 @@ func BenchmarkCompression(b *testing.B) {
 				}
 				b.ReportMetric(float64(in)/float64(out), "ratio")
 			})
+		}
+	}
+}
+
+// slowLoads adds a round trip's latency to every load, as an object store
+// has: BenchmarkListManifests shows what loading manifests several at a
+// time saves a backup looking for its parent (sequentially, 64 manifests
+// cost 64 round trips).
+type slowLoads struct {
+	backend.Backend
+	delay time.Duration
+}
+
+func (s slowLoads) Load(ctx context.Context, h backend.Handle, off, n int64) (io.ReadCloser, error) {
+	time.Sleep(s.delay)
+	return s.Backend.Load(ctx, h, off, n)
+}
+
+func BenchmarkListManifests(b *testing.B) {
+	ctx := context.Background()
+	store := mem.New()
+	r := initRepo(b, store, testOptions())
+	img := randomImage(rand.New(rand.NewPCG(5, 5)), 1<<20, 64<<10, 0)
+	var parent *Manifest
+	for range 64 {
+		parent = backup(b, r, parent, img, []uint64{0})
+	}
+	r2, err := Open(ctx, slowLoads{store, 2 * time.Millisecond}, testPassword)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if ms, err := r2.ListManifests(ctx); err != nil || len(ms) != 64 {
+			b.Fatalf("%d manifests, %v", len(ms), err)
 		}
 	}
 }

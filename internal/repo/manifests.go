@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/blockwise/blockwise/internal/backend"
+	"golang.org/x/sync/errgroup"
 )
 
 // LoadManifest reads and verifies one manifest.
@@ -32,23 +33,34 @@ func (r *Repository) ListManifests(ctx context.Context) ([]*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ms []*Manifest
-	for _, n := range names {
-		id, err := ParseID(n)
-		if err != nil {
-			return nil, fmt.Errorf("repo: manifest file %q: %w", n, ErrCorrupt)
-		}
-		m, err := r.LoadManifest(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			continue // forgotten while we listed
-		} else if err != nil {
-			return nil, err
-		}
-		ms = append(ms, m)
+	// Loaded several at a time: on an object store each is a round trip,
+	// and a backup lists them all to find its parent.
+	loaded := make([]*Manifest, len(names))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(manifestLoaders)
+	for i, n := range names {
+		g.Go(func() error {
+			id, err := ParseID(n)
+			if err != nil {
+				return fmt.Errorf("repo: manifest file %q: %w", n, ErrCorrupt)
+			}
+			loaded[i], err = r.LoadManifest(gctx, id)
+			if errors.Is(err, ErrNotFound) {
+				return nil // forgotten while we listed
+			}
+			return err
+		})
 	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	ms := slices.DeleteFunc(loaded, func(m *Manifest) bool { return m == nil })
 	slices.SortFunc(ms, func(a, b *Manifest) int { return a.Time.Compare(b.Time) })
 	return ms, nil
 }
+
+// manifestLoaders bounds the manifests loaded at once.
+const manifestLoaders = 16
 
 // Forget removes a restore point. Its data stays until Prune. Forgetting
 // a parent does not harm its children: each manifest lists every page of
