@@ -8,3 +8,7 @@ scripts/versitygw.sh # the real S3 server of the S3 backend tests
 go vet ./...
 # BLOCKWISE_LONG=1 in the environment selects the long modes.
 go test -count=1 -timeout 30m ./...
+# Again with at most 5 blobs of the index in memory: the repository's and
+# the CLI's tests then also go through the index's spilled runs.
+BLOCKWISE_TEST_INDEX_BLOBS=5 BLOCKWISE_INDEX_BLOBS=5 go test -count=1 -timeout 30m \
+	./internal/repo/ ./internal/backup/ ./cmd/blockwise/

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,6 +93,9 @@ func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := configureIndex(); err != nil {
+		return nil, err
+	}
 	if o.Repo != "" && !strings.HasPrefix(o.Repo, "s3:") {
 		// Opening a local backend creates its directories: look first.
 		if _, err := os.Stat(filepath.Join(o.Repo, "config")); err != nil {
@@ -141,4 +145,25 @@ func findManifest(ctx context.Context, r *repo.Repository, ref, disk string) (*r
 		return found[0], nil
 	}
 	return nil, fmt.Errorf("%w: restore point prefix %q is ambiguous (%d matches)", errUsage, ref, len(found))
+}
+
+// configureIndex points the index's spill files at the user's cache
+// directory ($XDG_CACHE_HOME/blockwise or ~/.cache/blockwise: /tmp is
+// often memory-backed) and takes BLOCKWISE_INDEX_BLOBS, the most blobs the
+// index keeps in memory (default repo.IndexMemoryBlobs; 0 for no limit).
+func configureIndex() error {
+	if v := os.Getenv("BLOCKWISE_INDEX_BLOBS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return &usageError{fmt.Errorf("BLOCKWISE_INDEX_BLOBS=%q: want a number of blobs", v)}
+		}
+		repo.IndexMemoryBlobs = n
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		dir = filepath.Join(dir, "blockwise")
+		if os.MkdirAll(dir, 0o700) == nil {
+			repo.IndexSpillDir = dir
+		}
+	}
+	return nil
 }

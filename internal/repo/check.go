@@ -35,6 +35,7 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckResult, er
 	if err != nil {
 		return res, err
 	}
+	defer x.close()
 	if err := r.checkPacks(ctx, x, res, readData); err != nil {
 		return res, err
 	}
@@ -77,7 +78,10 @@ func (r *Repository) checkPacks(ctx context.Context, x *index, res *CheckResult,
 	if err != nil {
 		return fmt.Errorf("repo: check: list packs: %w", err)
 	}
-	packs, _ := x.snapshot()
+	packs, _, err := x.snapshot()
+	if err != nil {
+		return fmt.Errorf("repo: check: %w", err)
+	}
 	res.Packs = len(packs)
 	for id, entries := range packs {
 		size, ok := sizes[id]

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"cmp"
 	"fmt"
 	"hash/maphash"
 	"slices"
@@ -32,17 +33,20 @@ type packInfo struct {
 // It is what a backup's memory grows with, so it is compact: every blob
 // is one 52-byte ientry in a flat slice, found through an open-addressing
 // table of 4-byte positions (~60 bytes a blob in all, against ~240 for a
-// map of keys to locations plus a map of packs to entries). Entries of
-// one pack are contiguous, so the pack table is a range per pack.
+// map of keys to locations plus a map of packs to entries). Past
+// IndexMemoryBlobs entries, the table's entries go to a sorted run file
+// (spill.go) and it starts empty again.
 type index struct {
-	mu     sync.RWMutex
-	ents   []ientry
-	packs  []packRange
-	byPack map[ID]uint32   // pack ID -> position in packs
-	table  []uint32        // 0 = empty, else 1 + position in ents; len is a power of two
-	used   int             // occupied slots of table
-	seed   maphash.Seed    // per process: crafted IDs cannot pile into one probe chain
-	files  map[string]bool // names of the index files it was built from
+	mu      sync.RWMutex
+	ents    []ientry
+	packs   []ID            // pack IDs by ientry.pack
+	byPack  map[ID]uint32   // pack ID -> position in packs
+	table   []uint32        // 0 = empty, else 1 + position in ents; len is a power of two
+	used    int             // occupied slots of table
+	seed    maphash.Seed    // per process: crafted IDs cannot pile into one probe chain
+	files   map[string]bool // names of the index files it was built from
+	runs    []*spillRun     // spilled entries, oldest first
+	noSpill bool            // a spill failed: keep everything in memory
 }
 
 // ientry is one blob of one pack.
@@ -54,24 +58,21 @@ type ientry struct {
 	flags               uint8
 }
 
-type packRange struct {
-	id       ID
-	start, n uint32 // entries ents[start:start+n]
-}
-
 func newIndex() *index {
 	return &index{byPack: map[ID]uint32{}, files: map[string]bool{}, seed: maphash.MakeSeed()}
 }
 
+// lookup returns where a blob is. A run that cannot be read counts as not
+// having it: the caller then fails loudly (a restore) or stores the blob
+// again (a backup), never uses a wrong location.
 func (x *index) lookup(t BlobType, id ID) (blobLoc, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	i, ok := x.find(t, id)
+	e, ok := x.find(t, id)
 	if !ok {
 		return blobLoc{}, false
 	}
-	e := &x.ents[i]
-	return blobLoc{packEntry: e.entry(), Pack: x.packs[e.pack].id}, true
+	return blobLoc{packEntry: e.entry(), Pack: x.packs[e.pack]}, true
 }
 
 func (x *index) has(t BlobType, id ID) bool {
@@ -85,8 +86,22 @@ func (e *ientry) entry() packEntry {
 	return packEntry{Type: e.typ, Flags: e.flags, ID: e.id, Offset: e.offset, Stored: e.stored, Raw: e.raw}
 }
 
-// find returns the position in ents of the blob's first entry. x.mu held.
-func (x *index) find(t BlobType, id ID) (uint32, bool) {
+// find looks in the runs, oldest first, then in the table: the first
+// location added wins, spilled or not. x.mu held.
+func (x *index) find(t BlobType, id ID) (ientry, bool) {
+	for _, r := range x.runs {
+		if e, ok, err := r.find(t, id); err == nil && ok {
+			return e, true
+		}
+	}
+	if i, ok := x.findMem(t, id); ok {
+		return x.ents[i], true
+	}
+	return ientry{}, false
+}
+
+// findMem returns the position in ents of the blob's first entry.
+func (x *index) findMem(t BlobType, id ID) (uint32, bool) {
 	if len(x.table) == 0 {
 		return 0, false
 	}
@@ -120,8 +135,12 @@ func (x *index) insert(i uint32) {
 	}
 }
 
-// reserve makes room for n more blobs without rehashing on the way.
+// reserve makes room for n more blobs without rehashing on the way, up to
+// the spill limit.
 func (x *index) reserve(n int) {
+	if lim := x.limit(); lim > 0 {
+		n = min(n, max(0, lim-len(x.ents)))
+	}
 	x.ents = slices.Grow(x.ents, n)
 	want := x.used + n
 	if want*4 <= len(x.table)*3 {
@@ -132,9 +151,49 @@ func (x *index) reserve(n int) {
 		size *= 2
 	}
 	x.table = make([]uint32, size)
+	x.rehash()
+}
+
+func (x *index) rehash() {
+	clear(x.table)
 	x.used = 0
 	for i := range x.ents {
 		x.insert(uint32(i))
+	}
+}
+
+// limit is the table's most entries, 0 for no limit.
+func (x *index) limit() int {
+	if x.noSpill || IndexMemoryBlobs <= 0 {
+		return 0
+	}
+	return IndexMemoryBlobs
+}
+
+// spill moves the table's entries to a run. If that fails the entries
+// stay, and so does everything after: slower to run out of memory than
+// to lose track of a blob.
+func (x *index) spill() {
+	r, err := writeRun(x.ents, x.seed) // sorts ents
+	if err != nil {
+		x.noSpill = true
+		x.rehash()
+		return
+	}
+	x.runs = append(x.runs, r)
+	x.ents = x.ents[:0]
+	clear(x.table)
+	x.used = 0
+	// Merge like a binary counter: runs stay in decreasing size, at
+	// most log2(spilled/limit)+1 of them, each entry rewritten as often.
+	for k := len(x.runs); k >= 2 && x.runs[k-2].n <= 2*x.runs[k-1].n; k = len(x.runs) {
+		m, err := mergeRuns(x.runs[k-2:], x.seed)
+		if err != nil {
+			return // keep them: merged at the next spill
+		}
+		x.runs[k-2].close()
+		x.runs[k-1].close()
+		x.runs = append(x.runs[:k-2], m)
 	}
 }
 
@@ -157,8 +216,14 @@ func (x *index) add(file string, packs []packInfo) {
 		}
 		ord := uint32(len(x.packs))
 		x.byPack[p.ID] = ord
-		x.packs = append(x.packs, packRange{id: p.ID, start: uint32(len(x.ents)), n: uint32(len(p.Entries))})
+		x.packs = append(x.packs, p.ID)
 		for _, e := range p.Entries {
+			if lim := x.limit(); lim > 0 && len(x.ents) >= lim {
+				x.spill()
+			}
+			if (len(x.ents)+1)*4 > len(x.table)*3 {
+				x.reserve(max(1024, len(x.ents)))
+			}
 			x.ents = append(x.ents, ientry{id: e.ID, pack: ord, offset: e.Offset, stored: e.Stored, raw: e.Raw, typ: e.Type, flags: e.Flags})
 			x.insert(uint32(len(x.ents) - 1))
 		}
@@ -167,27 +232,55 @@ func (x *index) add(file string, packs []packInfo) {
 
 // replace swaps in o's contents, so holders of x see the new state.
 func (x *index) replace(o *index) {
-	o.mu.RLock()
-	ents, packs, byPack, table, used, seed, files := o.ents, o.packs, o.byPack, o.table, o.used, o.seed, o.files
-	o.mu.RUnlock()
+	o.mu.Lock()
+	ents, packs, byPack, table, used, seed, files, runs, noSpill := o.ents, o.packs, o.byPack, o.table, o.used, o.seed, o.files, o.runs, o.noSpill
+	o.runs = nil // x owns them now
+	o.mu.Unlock()
 	x.mu.Lock()
-	x.ents, x.packs, x.byPack, x.table, x.used, x.seed, x.files = ents, packs, byPack, table, used, seed, files
+	old := x.runs
+	x.ents, x.packs, x.byPack, x.table, x.used, x.seed, x.files, x.runs, x.noSpill = ents, packs, byPack, table, used, seed, files, runs, noSpill
 	x.mu.Unlock()
+	for _, r := range old {
+		r.close()
+	}
 }
 
-// snapshot returns a copy of the pack table and index file names.
-func (x *index) snapshot() (map[ID][]packEntry, []string) {
+// close releases the run files.
+func (x *index) close() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, r := range x.runs {
+		r.close()
+	}
+	x.runs = nil
+}
+
+// snapshot returns a copy of the pack table (each pack's entries in
+// offset order) and the index file names. It fails if a run cannot be
+// read: a pack table with holes would make Prune delete live packs.
+func (x *index) snapshot() (map[ID][]packEntry, []string, error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	packs := make(map[ID][]packEntry, len(x.packs))
-	for _, p := range x.packs {
-		es := make([]packEntry, p.n)
-		for i := range es {
-			es[i] = x.ents[p.start+uint32(i)].entry()
-		}
-		packs[p.id] = es
+	for _, id := range x.packs {
+		packs[id] = nil
 	}
-	return packs, x.fileNamesLocked()
+	put := func(e *ientry) {
+		id := x.packs[e.pack]
+		packs[id] = append(packs[id], e.entry())
+	}
+	for i := range x.ents {
+		put(&x.ents[i])
+	}
+	for _, r := range x.runs {
+		if err := r.each(put); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, es := range packs {
+		slices.SortFunc(es, func(a, b packEntry) int { return cmp.Compare(a.Offset, b.Offset) })
+	}
+	return packs, x.fileNamesLocked(), nil
 }
 
 // fileNames returns the names of the index files x was built from.

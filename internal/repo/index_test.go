@@ -1,8 +1,11 @@
 package repo
 
 import (
+	"cmp"
+	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"testing"
 )
 
@@ -10,6 +13,23 @@ import (
 // packs added twice, and compares every lookup and the pack table with a
 // plain map that keeps each blob's first location.
 func TestIndexModel(t *testing.T) {
+	for _, limit := range []int{0, 37} {
+		t.Run(fmt.Sprint("memory", limit), func(t *testing.T) {
+			defer setIndexMemory(limit)()
+			indexModel(t)
+		})
+	}
+}
+
+// setIndexMemory sets IndexMemoryBlobs (0: no limit) until the returned
+// func runs.
+func setIndexMemory(n int) func() {
+	old := IndexMemoryBlobs
+	IndexMemoryBlobs = n
+	return func() { IndexMemoryBlobs = old }
+}
+
+func indexModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	x := newIndex()
 	model := map[blobKey]blobLoc{}
@@ -54,6 +74,9 @@ func TestIndexModel(t *testing.T) {
 		if round%20 != 19 {
 			continue
 		}
+		if IndexMemoryBlobs > 0 && (len(x.runs) == 0 || len(x.ents) > IndexMemoryBlobs) {
+			t.Fatalf("%d runs, %d entries in memory: the limit %d is not kept", len(x.runs), len(x.ents), IndexMemoryBlobs)
+		}
 		for k, want := range model {
 			got, ok := x.lookup(k.Type, k.ID)
 			if !ok || got != want {
@@ -73,12 +96,16 @@ func TestIndexModel(t *testing.T) {
 				}
 			}
 		}
-		got, _ := x.snapshot()
+		got, _, err := x.snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if len(got) != len(packs) {
 			t.Fatalf("snapshot has %d packs, want %d", len(got), len(packs))
 		}
 		for id, es := range packs {
-			if g := got[id]; len(g) != len(es) || (len(es) > 0 && g[0] != es[0]) {
+			want := slices.SortedFunc(slices.Values(es), func(a, b packEntry) int { return cmp.Compare(a.Offset, b.Offset) })
+			if !slices.Equal(got[id], want) {
 				t.Fatalf("pack %v: snapshot entries differ", id.Short())
 			}
 		}
@@ -102,6 +129,7 @@ func TestIndexBytesPerBlob(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocates ~60 MiB")
 	}
+	defer setIndexMemory(0)() // the table alone
 	const blobs = 1 << 20
 	rng := rand.New(rand.NewPCG(3, 4))
 	packs := make([]packInfo, blobs/256)
@@ -126,4 +154,45 @@ func TestIndexBytesPerBlob(t *testing.T) {
 	}
 	runtime.KeepAlive(x)
 	runtime.KeepAlive(packs)
+}
+
+// TestIndexSpilledBytesPerBlob: past IndexMemoryBlobs, what stays in
+// memory per blob is a Bloom filter and a key per block of the runs, and
+// every blob is still found.
+func TestIndexSpilledBytesPerBlob(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes ~50 MiB of runs")
+	}
+	defer setIndexMemory(16 << 10)()
+	const blobs = 1 << 20
+	rng := rand.New(rand.NewPCG(5, 6))
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	x := newIndex()
+	defer x.close()
+	var sample []ID
+	for range blobs / 256 { // a pack at a time, as index files come
+		p := packInfo{ID: randomID(rng), Entries: make([]packEntry, 256)}
+		for j := range p.Entries {
+			p.Entries[j] = packEntry{Type: BlobChunk, ID: randomID(rng), Stored: 1, Offset: uint32(j)}
+		}
+		sample = append(sample, p.Entries[rng.IntN(256)].ID)
+		x.add("", []packInfo{p})
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc-uint64(len(sample)*32)) / blobs
+	t.Logf("%.1f bytes per blob, %d runs", per, len(x.runs))
+	if per > 8 {
+		t.Errorf("spilled index takes %.1f bytes per blob, want <= 8", per)
+	}
+	if len(x.runs) > 7 {
+		t.Errorf("%d runs, want <= log2(%d)+1", len(x.runs), blobs/(16<<10))
+	}
+	for _, id := range sample {
+		if !x.has(BlobChunk, id) {
+			t.Fatalf("blob %v lost in the runs", id.Short())
+		}
+	}
 }

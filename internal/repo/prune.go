@@ -71,7 +71,10 @@ func (r *Repository) mark(ctx context.Context) (map[blobKey]bool, error) {
 }
 
 func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool) (*PruneStats, error) {
-	packs, oldFiles := r.idx.snapshot()
+	packs, oldFiles, err := r.idx.snapshot()
+	if err != nil {
+		return nil, fmt.Errorf("repo: prune: %w", err)
+	}
 	keep, repack, drop := classifyPacks(packs, used)
 	orphans, err := r.orphanPacks(ctx, packs)
 	if err != nil {
@@ -209,7 +212,7 @@ func (r *Repository) rewriteIndex(ctx context.Context, keep []packInfo, old []st
 	if len(keep) > 0 {
 		id, err := r.saveFile(ctx, backend.Index, sealEnvelope(r.crypt, indexMagic, encodeIndex(keep)))
 		if err != nil {
-			return err
+			return err // x is still empty: nothing spilled to close
 		}
 		x.add(id.String(), keep)
 		old = removeString(old, id.String())
@@ -217,6 +220,7 @@ func (r *Repository) rewriteIndex(ctx context.Context, keep []packInfo, old []st
 	for _, n := range old {
 		err := r.be.Remove(ctx, backend.Handle{Type: backend.Index, Name: n})
 		if err != nil && !errors.Is(err, backend.ErrNotFound) {
+			x.close()
 			return fmt.Errorf("repo: prune: remove index %s: %w", n, err)
 		}
 	}

@@ -285,43 +285,43 @@ func containsAll(have, want []string) bool {
 
 // readIndex reads the named index files (all when names is nil), a
 // bounded number at a time, into a new index; with names it also merges
-// them into r.idx.
+// them into r.idx. Each file is merged as soon as it is read, so only a
+// few decoded files are in memory at once, whatever the repository size.
 func (r *Repository) readIndex(ctx context.Context, names []string) (*index, error) {
 	x, all := r.idx, names == nil
 	if all {
 		x = newIndex()
-		var err error
-		if names, err = r.listNames(ctx, backend.Index); err != nil {
-			return nil, err
+		var size int64
+		err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
+			names = append(names, fi.Name)
+			size += fi.Size
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("repo: list %s: %w", backend.Index, err)
 		}
+		// Sized once from the files' sizes: growing the table rehashes
+		// it and faults in fresh memory several times over.
+		x.mu.Lock()
+		x.reserve(int(size / indexEntrySize))
+		x.mu.Unlock()
 	}
-	files := make([][]packInfo, len(names))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
-	for i, n := range names {
-		g.Go(func() (err error) {
-			files[i], err = r.readIndexFile(gctx, n)
+	for _, n := range names {
+		g.Go(func() error {
+			packs, err := r.readIndexFile(gctx, n)
+			if err == nil {
+				x.add(n, packs)
+			}
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	if all {
-		// Sized once: growing a map of a large repository's blobs
-		// rehashes it and faults in fresh memory several times over.
-		n := 0
-		for _, packs := range files {
-			for _, p := range packs {
-				n += len(p.Entries)
-			}
+		if all {
+			x.close()
 		}
-		x.mu.Lock()
-		x.reserve(n)
-		x.mu.Unlock()
-	}
-	for i, packs := range files {
-		x.add(names[i], packs)
+		return nil, err
 	}
 	return x, nil
 }
@@ -442,6 +442,7 @@ func (r *Repository) RemoveKey(ctx context.Context, prefix string) error {
 
 // Close releases decoder resources. It does not close the backend.
 func (r *Repository) Close() error {
+	r.idx.close()
 	r.zdec.Close()
 	if r.zenc != nil {
 		r.zenc.Close()

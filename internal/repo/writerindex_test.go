@@ -21,7 +21,10 @@ func indexedPacks(t *testing.T, r *Repository) (map[ID]bool, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	packs, files := x.snapshot()
+	packs, files, err := x.snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
 	named := map[ID]bool{}
 	for id := range packs {
 		named[id] = true
