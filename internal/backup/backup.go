@@ -335,21 +335,30 @@ func DeleteSnapshot(ctx context.Context, h Host, disk, id string) error {
 // LatestFor is the newest restore point of the disk (same name and
 // identity) in the repository, or nil.
 func LatestFor(ctx context.Context, r *repo.Repository, disk, uuid string) (*repo.Manifest, error) {
-	ms, err := r.ListManifests(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var best *repo.Manifest
-	for _, m := range ms {
-		if m.Disk == disk && m.DiskUUID == uuid && (best == nil || m.Time.After(best.Time)) {
+	err := r.EachManifest(ctx, func(m *repo.Manifest) error {
+		if m.Disk == disk && m.DiskUUID == uuid && (best == nil || newer(m, best)) {
 			best = m
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return best, nil
 }
 
 // slotRun is a span of consecutive slots [first, first+n).
 type slotRun struct{ first, n int64 }
+
+// newer orders restore points by time, then ID, so equal times still
+// give one answer whatever order they are loaded in.
+func newer(a, b *repo.Manifest) bool {
+	if !a.Time.Equal(b.Time) {
+		return a.Time.After(b.Time)
+	}
+	return a.ID.String() > b.ID.String()
+}
 
 // plan turns changed areas (sorted, as the host returns them) into runs
 // of whole chunk slots, merged, each at most maxRun slots so one read stays

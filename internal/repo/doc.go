@@ -21,6 +21,7 @@
 //	(*SnapshotWriter).Commit(ctx) (*Manifest, error)
 //	(*SnapshotWriter).Abort(ctx) error
 //	(*Repository).ListManifests(ctx) ([]*Manifest, error)
+//	(*Repository).EachManifest(ctx, fn func(*Manifest) error) error  // holds only those in flight
 //	(*Repository).LoadManifest(ctx, ID) (*Manifest, error)
 //	(*Repository).OpenImage(ctx, ID) (*Image, error)
 //	(*Image).ReadAt(p, off) / Size() / ReadChunk(ctx, slot) / Slots(ctx, fn) / IsZero(ctx, slot)

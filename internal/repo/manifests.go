@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"golang.org/x/sync/errgroup"
@@ -29,34 +30,49 @@ func (r *Repository) LoadManifest(ctx context.Context, id ID) (*Manifest, error)
 
 // ListManifests returns every restore point, oldest first.
 func (r *Repository) ListManifests(ctx context.Context) ([]*Manifest, error) {
-	names, err := r.listNames(ctx, backend.Manifests)
+	var ms []*Manifest
+	err := r.EachManifest(ctx, func(m *Manifest) error {
+		ms = append(ms, m)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	// Loaded several at a time: on an object store each is a round trip,
-	// and a backup lists them all to find its parent.
-	loaded := make([]*Manifest, len(names))
+	slices.SortFunc(ms, func(a, b *Manifest) int { return a.Time.Compare(b.Time) })
+	return ms, nil
+}
+
+// EachManifest calls fn with every restore point, in no set order, one
+// call at a time. Manifests are loaded several at a time (on an object
+// store each is a round trip, and a backup looks at them all to find its
+// parent) and only those in flight are held: a manifest lists a page ID
+// per 128 MiB of disk, so all of a large repository's would not be small.
+func (r *Repository) EachManifest(ctx context.Context, fn func(*Manifest) error) error {
+	names, err := r.listNames(ctx, backend.Manifests)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(manifestLoaders)
-	for i, n := range names {
+	for _, n := range names {
 		g.Go(func() error {
 			id, err := ParseID(n)
 			if err != nil {
 				return fmt.Errorf("repo: manifest file %q: %w", n, ErrCorrupt)
 			}
-			loaded[i], err = r.LoadManifest(gctx, id)
+			m, err := r.LoadManifest(gctx, id)
 			if errors.Is(err, ErrNotFound) {
 				return nil // forgotten while we listed
+			} else if err != nil {
+				return err
 			}
-			return err
+			mu.Lock()
+			defer mu.Unlock()
+			return fn(m)
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	ms := slices.DeleteFunc(loaded, func(m *Manifest) bool { return m == nil })
-	slices.SortFunc(ms, func(a, b *Manifest) int { return a.Time.Compare(b.Time) })
-	return ms, nil
+	return g.Wait()
 }
 
 // manifestLoaders bounds the manifests loaded at once.
