@@ -95,7 +95,10 @@ const runSlots = 64
 func writeSlots(ctx context.Context, o RestoreOptions, im *repo.Image, res *RestoreResult) ([]uint32, error) {
 	cs := int64(im.ChunkSize())
 	slots := (im.Size() + cs - 1) / cs
-	sums := make([]uint32, slots)
+	var sums []uint32 // 4 bytes a slot, only to read back
+	if o.ReadBack {
+		sums = make([]uint32, slots)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
 	for first := int64(0); first < slots; first += runSlots {

@@ -20,6 +20,7 @@ type Image struct {
 
 	mu        sync.Mutex
 	pages     map[uint64][]ID
+	loaded    []uint64 // pages in load order, to evict the oldest
 	lastSlot  uint64
 	lastChunk []byte // one-chunk cache: sequential small reads hit it
 }
@@ -58,11 +59,27 @@ func (im *Image) slotID(ctx context.Context, slot uint64) (ID, error) {
 		if pg, err = im.r.loadPage(ctx, im.r.idx, im.m, pi); err != nil {
 			return zeroID, err
 		}
-		im.mu.Lock()
-		im.pages[pi] = pg
-		im.mu.Unlock()
+		im.keepPage(pi, pg)
 	}
 	return pg[slot%ps], nil
+}
+
+// imagePages bounds the pages an Image keeps (2048 slots, 64 KiB, each by
+// default): reads go mostly in order, and a 1 TiB image has 8192 pages.
+const imagePages = 64
+
+func (im *Image) keepPage(pi uint64, pg []ID) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if _, ok := im.pages[pi]; ok {
+		return
+	}
+	if len(im.loaded) >= imagePages {
+		delete(im.pages, im.loaded[0])
+		im.loaded = im.loaded[1:]
+	}
+	im.pages[pi] = pg
+	im.loaded = append(im.loaded, pi)
 }
 
 // IsZero reports whether slot reads as zeros without being stored.

@@ -151,3 +151,24 @@ func TestWriterDone(t *testing.T) {
 		t.Errorf("PutChunk below Done: %v, want ErrInvalid", err)
 	}
 }
+
+// An Image keeps at most imagePages index pages, however many it reads.
+func TestImagePagesBounded(t *testing.T) {
+	r := initRepo(t, mem.New(), Options{ChunkSize: 4 << 10, PageSlots: 8, PackSize: 1 << 20, KDF: testKDF})
+	img := randomImage(rand.New(rand.NewPCG(24, 24)), 8<<20, 4<<10, 0.2) // 256 pages
+	m := backup(t, r, nil, img, nil)
+	im, err := r.OpenImage(context.Background(), m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(img))
+	if _, err := im.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(img) {
+		t.Fatal("image differs")
+	}
+	if n := len(im.pages); n > imagePages || n == 0 {
+		t.Fatalf("%d pages kept, want 1..%d", n, imagePages)
+	}
+}
