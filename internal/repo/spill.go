@@ -12,12 +12,14 @@ import (
 	"sync"
 )
 
-// The index keeps at most IndexMemoryBlobs blobs in its in-memory table;
-// past that it sorts them into a run file in IndexSpillDir and starts
-// again, so a process's memory no longer grows with the repository: what
-// stays in memory per spilled blob is a Bloom filter (10 bits) and one
-// key per 4 KiB block of the run (~0.4 bytes), ~1.7 bytes in all against
-// ~60 in the table. A lookup the filter cannot rule out reads one block.
+// The index keeps at most IndexMemoryBlobs blobs (0: no limit) in its
+// in-memory table; past that it sorts them into a run file in
+// IndexSpillDir and starts again, so a process's memory no longer grows
+// with the repository: what stays in memory per spilled blob is a Bloom
+// filter (10 bits) and one key per 4 KiB block of the run (~0.4 bytes),
+// 3.3 bytes in all with the pack table (TestIndexSpilledBytesPerBlob)
+// against ~60 in the table. A lookup the filter cannot rule out reads one
+// block, or two when the blob's key starts a block.
 //
 // Run files are this process's own scratch: created, unlinked at once
 // (nothing is left behind, even after kill -9) and rebuilt from the index
