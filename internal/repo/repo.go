@@ -244,7 +244,7 @@ func findKey(ctx context.Context, be backend.Backend, s Secret) (*masterKey, err
 
 // loadIndex builds the in-memory index from every index file.
 func (r *Repository) loadIndex(ctx context.Context) error {
-	x, err := r.readIndex(ctx, nil)
+	x, err := r.readIndex(ctx)
 	if err != nil {
 		return err
 	}
@@ -270,8 +270,7 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 			fresh = append(fresh, n)
 		}
 	}
-	_, err = r.readIndex(ctx, fresh)
-	return err
+	return r.readIndexFiles(ctx, r.idx, fresh)
 }
 
 func containsAll(have, want []string) bool {
@@ -283,29 +282,35 @@ func containsAll(have, want []string) bool {
 	return true
 }
 
-// readIndex reads the named index files (all when names is nil), a
-// bounded number at a time, into a new index; with names it also merges
-// them into r.idx. Each file is merged as soon as it is read, so only a
-// few decoded files are in memory at once, whatever the repository size.
-func (r *Repository) readIndex(ctx context.Context, names []string) (*index, error) {
-	x, all := r.idx, names == nil
-	if all {
-		x = newIndex()
-		var size int64
-		err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
-			names = append(names, fi.Name)
-			size += fi.Size
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("repo: list %s: %w", backend.Index, err)
-		}
-		// Sized once from the files' sizes: growing the table rehashes
-		// it and faults in fresh memory several times over.
-		x.mu.Lock()
-		x.reserve(int(size / indexEntrySize))
-		x.mu.Unlock()
+// readIndex reads every index file into a new index, sized once from the
+// files' sizes: growing the table rehashes it and faults in fresh memory
+// several times over.
+func (r *Repository) readIndex(ctx context.Context) (*index, error) {
+	var names []string
+	var size int64
+	err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
+		names = append(names, fi.Name)
+		size += fi.Size
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("repo: list %s: %w", backend.Index, err)
 	}
+	x := newIndex()
+	x.mu.Lock()
+	x.reserve(int(size / indexEntrySize))
+	x.mu.Unlock()
+	if err := r.readIndexFiles(ctx, x, names); err != nil {
+		x.close()
+		return nil, err
+	}
+	return x, nil
+}
+
+// readIndexFiles merges the named index files into x, a bounded number
+// at a time, each as soon as it is read: only a few decoded files are in
+// memory at once, whatever the repository size.
+func (r *Repository) readIndexFiles(ctx context.Context, x *index, names []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
 	for _, n := range names {
@@ -317,13 +322,7 @@ func (r *Repository) readIndex(ctx context.Context, names []string) (*index, err
 			return err
 		})
 	}
-	if err := g.Wait(); err != nil {
-		if all {
-			x.close()
-		}
-		return nil, err
-	}
-	return x, nil
+	return g.Wait()
 }
 
 func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packInfo, error) {

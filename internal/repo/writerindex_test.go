@@ -3,6 +3,8 @@ package repo
 import (
 	"context"
 	"errors"
+	"io"
+	"sync/atomic"
 	"math/rand/v2"
 	"testing"
 
@@ -17,10 +19,11 @@ func smallPacks() Options { return Options{PackSize: 4 << 10, PageSlots: 256, KD
 // indexedPacks returns the packs the index files name, and how many files.
 func indexedPacks(t *testing.T, r *Repository) (map[ID]bool, int) {
 	t.Helper()
-	x, err := r.readIndex(context.Background(), nil)
+	x, err := r.readIndex(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer x.close()
 	packs, files, err := x.snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -170,5 +173,48 @@ func TestImagePagesBounded(t *testing.T) {
 	}
 	if n := len(im.pages); n > imagePages || n == 0 {
 		t.Fatalf("%d pages kept, want 1..%d", n, imagePages)
+	}
+}
+
+// countLoads counts the index files loaded through it.
+type countLoads struct {
+	backend.Backend
+	n *atomic.Int64
+}
+
+func (c countLoads) Load(ctx context.Context, h backend.Handle, off, n int64) (io.ReadCloser, error) {
+	if h.Type == backend.Index {
+		c.n.Add(1)
+	}
+	return c.Backend.Load(ctx, h, off, n)
+}
+
+// A new writer reads only the index files it has not seen: none when
+// nothing changed (it used to read them all again, building a second
+// index it threw away), the new one after another process's backup.
+func TestNewWriterReadsOnlyNewIndexFiles(t *testing.T) {
+	ctx := context.Background()
+	store := mem.New()
+	r := initRepo(t, store, testOptions())
+	img := randomImage(rand.New(rand.NewPCG(25, 25)), 4<<20, 64<<10, 0)
+	backup(t, r, nil, img, nil)
+	var loads atomic.Int64
+	r1, err := Open(ctx, countLoads{store, &loads}, testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []int64{0, 1} {
+		if want == 1 {
+			backup(t, r, nil, randomImage(rand.New(rand.NewPCG(26, 26)), 1<<20, 64<<10, 0), nil)
+		}
+		loads.Store(0)
+		w, err := r1.NewWriter(ctx, nil, Meta{Disk: "d", Size: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Abort(ctx)
+		if got := loads.Load(); got != want {
+			t.Errorf("NewWriter loaded %d index files, want %d", got, want)
+		}
 	}
 }
