@@ -176,17 +176,15 @@ func TestImagePagesBounded(t *testing.T) {
 	}
 }
 
-// countLoads counts the index files loaded through it.
-type countLoads struct {
+// onLoad calls fn before every Load.
+type onLoad struct {
 	backend.Backend
-	n *atomic.Int64
+	fn func(backend.Handle)
 }
 
-func (c countLoads) Load(ctx context.Context, h backend.Handle, off, n int64) (io.ReadCloser, error) {
-	if h.Type == backend.Index {
-		c.n.Add(1)
-	}
-	return c.Backend.Load(ctx, h, off, n)
+func (o onLoad) Load(ctx context.Context, h backend.Handle, off, n int64) (io.ReadCloser, error) {
+	o.fn(h)
+	return o.Backend.Load(ctx, h, off, n)
 }
 
 // A new writer reads only the index files it has not seen: none when
@@ -199,7 +197,12 @@ func TestNewWriterReadsOnlyNewIndexFiles(t *testing.T) {
 	img := randomImage(rand.New(rand.NewPCG(25, 25)), 4<<20, 64<<10, 0)
 	backup(t, r, nil, img, nil)
 	var loads atomic.Int64
-	r1, err := Open(ctx, countLoads{store, &loads}, testPassword)
+	count := onLoad{store, func(h backend.Handle) {
+		if h.Type == backend.Index {
+			loads.Add(1)
+		}
+	}}
+	r1, err := Open(ctx, count, testPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
