@@ -76,6 +76,9 @@ func writeRun(ents []ientry, seed maphash.Seed) (*spillRun, error) {
 	return w.finish()
 }
 
+// runPad fills each block's tail after its last whole record.
+var runPad [runBlockSize - runPerBlock*runRecSize]byte
+
 // runWriter writes entries, in key order, as a run.
 type runWriter struct {
 	s   *spillRun
@@ -96,7 +99,7 @@ func newRunWriter(n int, seed maphash.Seed) (*runWriter, error) {
 func (w *runWriter) add(e *ientry) {
 	if w.n%runPerBlock == 0 {
 		if w.n > 0 {
-			w.w.Write(make([]byte, runBlockSize-runPerBlock*runRecSize))
+			w.w.Write(runPad[:])
 		}
 		w.s.first = append(w.s.first, e.key())
 	}
@@ -150,12 +153,11 @@ func mergeRuns(runs []*spillRun, seed maphash.Seed) (*spillRun, error) {
 
 // runIter reads a run's entries in order.
 type runIter struct {
-	r     *spillRun
-	recs  []byte
-	next  int // entries read
-	cur   ientry
-	have  bool
-	block int
+	r    *spillRun
+	recs []byte
+	next int // entries read
+	cur  ientry
+	have bool
 }
 
 func (it *runIter) peek() (bool, error) {
