@@ -444,9 +444,11 @@ func ids(rows []backupRow) map[string]bool {
 // TestE2EKill SIGKILLs `blockwise backup` and `blockwise prune` at random
 // moments, alternately (20 times with CI set, 6 otherwise); after each kill
 // `check --read-data` must pass and committed points must restore
-// bit-identical to the qemu-img copy taken before their backup.
+// bit-identical to the qemu-img copy taken before their backup. Packs of
+// 16 KiB hold one chunk each, so every backup here writes index files as
+// it goes (one per 64 packs) and kills land between them too.
 func TestE2EKill(t *testing.T) {
-	e := newE2E(t, true)
+	e := newE2EOpts(t, &repo.Options{PackSize: 16 << 10})
 	rng := rand.New(rand.NewPCG(seed(t), 2))
 	const size = 32 << 20
 	e.must(t, "disk", "create", "vm", "--size", "32M")
