@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -213,6 +214,23 @@ func (e *e2e) reference(t *testing.T, disk, path string) {
 	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "raw", e.uri(disk), path).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img convert: %v: %s", err, out)
 	}
+}
+
+// count returns the number of files of a repository directory (index,
+// data, ...), through its fan-out subdirectories.
+func (e *e2e) count(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(e.repo, dir), func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func (e *e2e) points(t *testing.T) []backupRow {
@@ -470,8 +488,9 @@ func TestE2EKill(t *testing.T) {
 			break
 		}
 		before := ids(e.points(t))
-		if i%2 == 1 { // kill a backup
-			e.apply(t, "vm", randomWrites(rng, size, 10, 1<<20))
+		idxBefore := e.count(t, "index")
+		if i%2 == 1 { // kill a backup: enough changes for a few index files
+			e.apply(t, "vm", randomWrites(rng, size, 40, 1<<20))
 			ref := filepath.Join(refDir, fmt.Sprintf("ref-%d.raw", i))
 			e.reference(t, "vm", ref)
 			delay := time.Duration(rng.Int64N(int64(backupDur) * 3 / 2))
@@ -512,7 +531,8 @@ func TestE2EKill(t *testing.T) {
 			if n := e.staleLocks(t); n > 0 && !completed {
 				lockedAfterKill++
 			}
-			stats = append(stats, fmt.Sprintf("backup kill@%v completed=%v new=%d snaps=%d", delay.Round(time.Millisecond), completed, len(fresh), len(snaps)))
+			stats = append(stats, fmt.Sprintf("backup kill@%v completed=%v new=%d snaps=%d index files +%d",
+				delay.Round(time.Millisecond), completed, len(fresh), len(snaps), e.count(t, "index")-idxBefore))
 		} else { // forget the oldest point, then kill prune
 			if rows := e.points(t); len(rows) > 1 {
 				e.must(t, "forget", rows[0].ID)
