@@ -3,6 +3,7 @@ package repo
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -193,6 +194,29 @@ func TestIndexSpilledBytesPerBlob(t *testing.T) {
 	for _, id := range sample {
 		if !x.has(BlobChunk, id) {
 			t.Fatalf("blob %v lost in the runs", id.Short())
+		}
+	}
+}
+
+// sampleEntropy's table gives the textbook −Σ f·log2(f).
+func TestSampleEntropy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, spread := range []int{1, 2, 16, 64, 256} {
+		var hist [256]int
+		n := 0
+		for range 1 + rng.IntN(entropySamples) {
+			hist[rng.IntN(spread)]++
+			n++
+		}
+		want := 0.0
+		for _, c := range hist {
+			if c > 0 {
+				f := float64(c) / float64(n)
+				want -= f * math.Log2(f)
+			}
+		}
+		if got := sampleEntropy(&hist, n); math.Abs(got-want) > 1e-9 {
+			t.Errorf("spread %d: entropy %v, want %v", spread, got, want)
 		}
 	}
 }
