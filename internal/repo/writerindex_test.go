@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"sync/atomic"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/backend"
