@@ -270,7 +270,11 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 			fresh = append(fresh, n)
 		}
 	}
-	return r.readIndexFiles(ctx, r.idx, fresh)
+	err = r.readIndexFiles(ctx, r.idx, fresh)
+	if errors.Is(err, backend.ErrNotFound) { // replaced meanwhile: start over
+		return r.loadIndex(ctx)
+	}
+	return err
 }
 
 func containsAll(have, want []string) bool {
@@ -282,10 +286,22 @@ func containsAll(have, want []string) bool {
 	return true
 }
 
-// readIndex reads every index file into a new index, sized once from the
-// files' sizes: growing the table rehashes it and faults in fresh memory
-// several times over.
+// readIndex reads every index file into a new index. An index file that
+// vanishes between the listing and its load was replaced by a prune in
+// another process (opening takes no lock): the read starts over.
 func (r *Repository) readIndex(ctx context.Context) (*index, error) {
+	for attempt := 1; ; attempt++ {
+		x, err := r.readIndexOnce(ctx)
+		if err == nil || !errors.Is(err, backend.ErrNotFound) || attempt == 5 {
+			return x, err
+		}
+	}
+}
+
+// readIndexOnce reads the index files listed now into a new index, sized
+// once from their sizes: growing the table rehashes it and faults in
+// fresh memory several times over.
+func (r *Repository) readIndexOnce(ctx context.Context) (*index, error) {
 	var names []string
 	var size int64
 	err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {

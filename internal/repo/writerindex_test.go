@@ -221,3 +221,41 @@ func TestNewWriterReadsOnlyNewIndexFiles(t *testing.T) {
 		}
 	}
 }
+
+// phantomIndex lists one index file that is not there, the first
+// `times` listings: as if a prune in another process had replaced it
+// between the listing and the load.
+type phantomIndex struct {
+	backend.Backend
+	times *atomic.Int64
+}
+
+func (p phantomIndex) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if t == backend.Index && p.times.Add(-1) >= 0 {
+		if err := fn(backend.FileInfo{Name: ID{1}.String(), Size: 100}); err != nil {
+			return err
+		}
+	}
+	return p.Backend.List(ctx, t, fn)
+}
+
+// Opening reads the index again when an index file vanishes under it,
+// and gives up with ErrNotFound if that keeps happening.
+func TestOpenIndexFileVanished(t *testing.T) {
+	ctx := context.Background()
+	store := mem.New()
+	r := initRepo(t, store, testOptions())
+	img := randomImage(rand.New(rand.NewPCG(27, 27)), 1<<20, 64<<10, 0)
+	m := backup(t, r, nil, img, nil)
+	var times atomic.Int64
+	times.Store(2)
+	r2, err := Open(ctx, phantomIndex{store, &times}, testPassword)
+	if err != nil {
+		t.Fatalf("open with an index file vanishing twice: %v", err)
+	}
+	verifyImage(t, r2, m.ID, img)
+	times.Store(100)
+	if _, err := Open(ctx, phantomIndex{store, &times}, testPassword); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("open with an index file always vanishing: %v, want ErrNotFound", err)
+	}
+}
