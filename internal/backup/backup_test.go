@@ -388,3 +388,51 @@ func TestRestoreReadBack(t *testing.T) {
 		}
 	}
 }
+
+// gatedTarget blocks its first write until opened.
+type gatedTarget struct {
+	*memTarget
+	entered chan struct{}
+	gate    chan struct{}
+	once    sync.Once
+}
+
+func (g *gatedTarget) WriteAt(ctx context.Context, p []byte, off int64) error {
+	g.once.Do(func() { close(g.entered); <-g.gate })
+	return g.memTarget.WriteAt(ctx, p, off)
+}
+
+// TestRestoreHoldsLock: while a restore runs, a prune cannot take the
+// repository (it would remove packs the restore reads); afterwards it can.
+func TestRestoreHoldsLock(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	d, err := f.th.h.Create("vm", 4<<20, disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := make([]byte, 4<<20)
+	rand.New(rand.NewSource(3)).Read(img)
+	d.WriteAt(img, 0)
+	id := f.backup(t, "vm").Manifest.ID
+	tgt := &gatedTarget{memTarget: &memTarget{data: make([]byte, 4<<20), lossAt: -1}, entered: make(chan struct{}), gate: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Restore(ctx, RestoreOptions{Repo: f.repo, Manifest: id, Target: tgt})
+		done <- err
+	}()
+	<-tgt.entered
+	if _, err := f.repo.Prune(ctx); !errors.Is(err, repo.ErrLocked) {
+		t.Errorf("prune during a restore: %v, want ErrLocked", err)
+	}
+	close(tgt.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(tgt.data, img) {
+		t.Fatal("restored image differs")
+	}
+	if _, err := f.repo.Prune(ctx); err != nil {
+		t.Fatalf("prune after the restore: %v", err)
+	}
+}

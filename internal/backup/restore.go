@@ -56,12 +56,20 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Restore writes a restore point to a target. Each chunk is verified
 // against its keyed hash when it leaves the repository and, with ReadBack,
 // against what was written once it has landed. A target smaller than the
-// image is refused.
+// image is refused. It holds a shared lock, so a prune cannot remove the
+// packs it reads (the prune waits or fails with repo.ErrLocked).
 func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 	start := time.Now()
 	if o.Workers <= 0 {
 		o.Workers = 4
 	}
+	lock, err := o.Repo.Lock(ctx, false)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	// A lock file that cannot be removed only delays a prune until it
+	// expires; the image is restored all the same.
+	defer lock.KeepFresh(ctx)()
 	im, err := o.Repo.OpenImage(ctx, o.Manifest)
 	if err != nil {
 		return nil, err

@@ -158,6 +158,35 @@ func (l *Lock) needsRefresh() bool {
 	return time.Since(l.info.Time) > LockTTL/2
 }
 
+// KeepFresh refreshes the lock in the background, every LockTTL/4, until
+// release, which stops that and unlocks. It is for holders that write
+// nothing to the repository (a restore); a writer refreshes its lock as
+// its packs go out. A refresh that fails is tried again at the next tick.
+func (l *Lock) KeepFresh(ctx context.Context) (release func() error) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(LockTTL / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				l.Refresh(ctx)
+			}
+		}
+	}()
+	return func() error {
+		close(stop)
+		<-done
+		return l.Unlock(context.WithoutCancel(ctx))
+	}
+}
+
 // Unlock releases the lock.
 func (l *Lock) Unlock(ctx context.Context) error {
 	l.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/mem"
@@ -258,4 +259,36 @@ func TestOpenIndexFileVanished(t *testing.T) {
 	if _, err := Open(ctx, phantomIndex{store, &times}, testPassword); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("open with an index file always vanishing: %v, want ErrNotFound", err)
 	}
+}
+
+// KeepFresh keeps a lock alive past its TTL (an exclusive lock stays
+// refused), and its release unlocks.
+func TestLockKeepFresh(t *testing.T) {
+	ctx := context.Background()
+	r := initRepo(t, mem.New(), testOptions())
+	old := LockTTL
+	LockTTL = 400 * time.Millisecond // refreshed every 100 ms
+	defer func() { LockTTL = old }()
+	l, err := r.Lock(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := l.KeepFresh(ctx)
+	for range 10 { // 2.5 TTLs
+		time.Sleep(100 * time.Millisecond)
+		if x, err := r.Lock(ctx, true); !errors.Is(err, ErrLocked) {
+			if err == nil {
+				x.Unlock(ctx)
+			}
+			t.Fatalf("exclusive lock beside a kept-fresh shared one: %v, want ErrLocked", err)
+		}
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	x, err := r.Lock(ctx, true)
+	if err != nil {
+		t.Fatalf("exclusive lock after release: %v", err)
+	}
+	x.Unlock(ctx)
 }
