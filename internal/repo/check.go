@@ -29,8 +29,15 @@ func (c *CheckResult) errorf(format string, args ...any) {
 // references is indexed. With readData it also reads every pack whole,
 // checks its hash, header and each blob's content against its ID. It
 // returns the result and, if any error was found, an error joining them.
+// It holds a shared lock: a prune removing packs meanwhile would show as
+// damage.
 func (r *Repository) Check(ctx context.Context, readData bool) (*CheckResult, error) {
 	res := &CheckResult{}
+	lock, err := r.Lock(ctx, false)
+	if err != nil {
+		return res, fmt.Errorf("repo: check: %w", err)
+	}
+	defer lock.KeepFresh(ctx)()
 	x, err := r.checkIndex(ctx, res)
 	if err != nil {
 		return res, err

@@ -292,3 +292,23 @@ func TestLockKeepFresh(t *testing.T) {
 	}
 	x.Unlock(ctx)
 }
+
+// Check takes a shared lock: refused beside a prune's exclusive one, and
+// none left behind.
+func TestCheckLocks(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := initRepo(t, be, testOptions())
+	l, err := r.Lock(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Check(ctx, false); !errors.Is(err, ErrLocked) {
+		t.Errorf("check beside an exclusive lock: %v, want ErrLocked", err)
+	}
+	l.Unlock(ctx)
+	checkClean(t, r, true)
+	if n := count(t, be, backend.Locks); n != 0 {
+		t.Errorf("%d lock files left by check", n)
+	}
+}
