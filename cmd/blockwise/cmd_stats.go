@@ -61,6 +61,12 @@ func runStats(ctx context.Context, o repoOptions, out io.Writer) error {
 		return err
 	}
 	defer r.Close()
+	// Shared, like a restore: a prune meanwhile would remove pages we read.
+	lock, err := r.Lock(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer lock.KeepFresh(ctx)()
 	st, err := collectStats(ctx, r)
 	if err != nil {
 		return err
