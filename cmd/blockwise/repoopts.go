@@ -147,9 +147,10 @@ func findManifest(ctx context.Context, r *repo.Repository, ref, disk string) (*r
 	return nil, fmt.Errorf("%w: restore point prefix %q is ambiguous (%d matches)", errUsage, ref, len(found))
 }
 
-// configureIndex points the index's spill files at the user's cache
-// directory ($XDG_CACHE_HOME/blockwise or ~/.cache/blockwise: /tmp is
-// often memory-backed) and takes BLOCKWISE_INDEX_BLOBS, the most blobs the
+// configureIndex points the repository's cache (restore point heads) and
+// the index's spill files at the user's cache directory
+// ($XDG_CACHE_HOME/blockwise or ~/.cache/blockwise: /tmp is often
+// memory-backed) and takes BLOCKWISE_INDEX_BLOBS, the most blobs the
 // index keeps in memory (default repo.IndexMemoryBlobs; 0 for no limit).
 func configureIndex() error {
 	if v := os.Getenv("BLOCKWISE_INDEX_BLOBS"); v != "" {
@@ -162,7 +163,7 @@ func configureIndex() error {
 	if dir, err := os.UserCacheDir(); err == nil {
 		dir = filepath.Join(dir, "blockwise")
 		if os.MkdirAll(dir, 0o700) == nil {
-			repo.IndexSpillDir = dir
+			repo.IndexSpillDir, repo.CacheDir = dir, dir
 		}
 	}
 	return nil

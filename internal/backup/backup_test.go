@@ -3,6 +3,7 @@ package backup
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -434,5 +435,42 @@ func TestRestoreHoldsLock(t *testing.T) {
 	}
 	if _, err := f.repo.Prune(ctx); err != nil {
 		t.Fatalf("prune after the restore: %v", err)
+	}
+}
+
+// LatestFor takes the parent from the cached heads, and when a cached
+// head lies (here: an old point claims to be the newest) it notices on
+// loading that manifest and answers from the manifests themselves.
+func TestLatestForDamagedHeadCache(t *testing.T) {
+	old := repo.CacheDir
+	repo.CacheDir = t.TempDir()
+	defer func() { repo.CacheDir = old }()
+	f := newFixture(t)
+	ctx := context.Background()
+	d, err := f.th.h.Create("vm", 1<<20, disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.WriteAt(bytes.Repeat([]byte{1}, 4096), 0)
+	first := f.backup(t, "vm").Manifest
+	d.WriteAt(bytes.Repeat([]byte{2}, 4096), 0)
+	second := f.backup(t, "vm").Manifest
+	m, err := LatestFor(ctx, f.repo, "vm", first.DiskUUID)
+	if err != nil || m == nil || m.ID != second.ID {
+		t.Fatalf("latest: %v %v, want %v", m, err, second.ID.Short())
+	}
+	heads, err := filepath.Glob(filepath.Join(repo.CacheDir, "*", "heads", first.ID.String()))
+	if err != nil || len(heads) != 1 {
+		t.Fatalf("cached head of the first point: %v %v", heads, err)
+	}
+	lie := repo.Head{ID: first.ID, Meta: first.Meta}
+	lie.Time = second.Time.Add(time.Hour)
+	data, _ := json.Marshal(lie)
+	if err := os.WriteFile(heads[0], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err = LatestFor(ctx, f.repo, "vm", first.DiskUUID)
+	if err != nil || m == nil || m.ID != second.ID {
+		t.Fatalf("latest with a lying cache: %v %v, want %v", m, err, second.ID.Short())
 	}
 }

@@ -22,6 +22,7 @@
 //	(*SnapshotWriter).Abort(ctx) error
 //	(*Repository).ListManifests(ctx) ([]*Manifest, error)
 //	(*Repository).EachManifest(ctx, fn func(*Manifest) error) error  // holds only those in flight
+//	(*Repository).Heads(ctx) ([]Head, error)  // restore points' identities, cached under CacheDir
 //	(*Repository).LoadManifest(ctx, ID) (*Manifest, error)
 //	(*Repository).OpenImage(ctx, ID) (*Image, error)
 //	(*Image).ReadAt(p, off) / Size() / ReadChunk(ctx, slot) / Slots(ctx, fn) / IsZero(ctx, slot)

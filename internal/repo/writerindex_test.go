@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -310,5 +312,68 @@ func TestCheckLocks(t *testing.T) {
 	checkClean(t, r, true)
 	if n := count(t, be, backend.Locks); n != 0 {
 		t.Errorf("%d lock files left by check", n)
+	}
+}
+
+// Heads come from the cache once cached: no manifest is loaded again;
+// a forgotten point's head goes, and a damaged cache entry is reloaded.
+func TestHeadsCache(t *testing.T) {
+	ctx := context.Background()
+	old := CacheDir
+	CacheDir = t.TempDir()
+	defer func() { CacheDir = old }()
+	store := mem.New()
+	r := initRepo(t, store, testOptions())
+	rng := rand.New(rand.NewPCG(28, 28))
+	var ms []*Manifest
+	for range 3 {
+		ms = append(ms, backup(t, r, nil, randomImage(rng, 1<<20, 64<<10, 0), nil))
+	}
+	var loads atomic.Int64
+	count := onLoad{store, func(h backend.Handle) {
+		if h.Type == backend.Manifests {
+			loads.Add(1)
+		}
+	}}
+	r2, err := Open(ctx, count, testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heads := func(wantLoads int64) map[ID]Head {
+		t.Helper()
+		loads.Store(0)
+		hs, err := r2.Heads(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := loads.Load(); got != wantLoads {
+			t.Fatalf("Heads loaded %d manifests, want %d", got, wantLoads)
+		}
+		byID := map[ID]Head{}
+		for _, h := range hs {
+			byID[h.ID] = h
+		}
+		return byID
+	}
+	heads(3) // fills the cache
+	got := heads(0)
+	for _, m := range ms {
+		if h, ok := got[m.ID]; !ok || h.Disk != m.Disk || !h.Time.Equal(m.Time) || h.ChangeID != m.ChangeID {
+			t.Fatalf("head of %v: %+v, manifest %+v", m.ID.Short(), h, m.Meta)
+		}
+	}
+	if err := r.Forget(ctx, ms[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := heads(0); len(got) != 2 {
+		t.Fatalf("%d heads after forget, want 2", len(got))
+	}
+	dir := r2.headsDir()
+	if _, err := os.Stat(filepath.Join(dir, ms[0].ID.String())); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("forgotten point's head still cached: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, ms[1].ID.String()), []byte("garbage"), 0o600)
+	if got := heads(1); got[ms[1].ID].Disk != ms[1].Disk {
+		t.Fatalf("damaged head not reloaded: %+v", got[ms[1].ID])
 	}
 }

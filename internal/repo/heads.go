@@ -1,0 +1,143 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/blockwise/blockwise/internal/backend"
+	"golang.org/x/sync/errgroup"
+)
+
+// CacheDir is where a process keeps what it learnt about repositories
+// ("" for nowhere): today the heads of restore points, in
+// CacheDir/<repository ID>/heads/<manifest ID>. A manifest never changes
+// (its name is its hash), so a cached head is never stale; a head whose
+// manifest is gone is dropped. The CLI sets it to the user's cache
+// directory.
+var CacheDir = ""
+
+// Head is what identifies a restore point: enough to pick a backup's
+// parent without loading every manifest (each lists a page ID per
+// 128 MiB of disk, and on an object store each is a round trip).
+type Head struct {
+	ID ID `json:"id"`
+	Meta
+}
+
+// Heads returns the head of every restore point, in no set order. Heads
+// in the cache are not loaded again; the others are loaded 16 at a time
+// and cached. A cache that cannot be read or written is skipped: it only
+// saves loads.
+func (r *Repository) Heads(ctx context.Context) ([]Head, error) {
+	names, err := r.listNames(ctx, backend.Manifests)
+	if err != nil {
+		return nil, err
+	}
+	dir := r.headsDir()
+	heads := make([]Head, 0, len(names))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(manifestLoaders)
+	for _, n := range names {
+		id, err := ParseID(n)
+		if err != nil {
+			return nil, fmt.Errorf("repo: manifest file %q: %w", n, ErrCorrupt)
+		}
+		if h, ok := readHead(dir, id); ok {
+			mu.Lock()
+			heads = append(heads, h)
+			mu.Unlock()
+			continue
+		}
+		g.Go(func() error {
+			m, err := r.LoadManifest(gctx, id)
+			if errors.Is(err, ErrNotFound) {
+				return nil // forgotten while we listed
+			} else if err != nil {
+				return err
+			}
+			h := Head{ID: id, Meta: m.Meta}
+			writeHead(dir, h)
+			mu.Lock()
+			heads = append(heads, h)
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	pruneHeads(dir, names)
+	return heads, nil
+}
+
+func (r *Repository) headsDir() string {
+	if CacheDir == "" || r.cfg.ID == "" {
+		return ""
+	}
+	return filepath.Join(CacheDir, filepath.Base(r.cfg.ID), "heads")
+}
+
+func readHead(dir string, id ID) (Head, bool) {
+	if dir == "" {
+		return Head{}, false
+	}
+	data, err := os.ReadFile(filepath.Join(dir, id.String()))
+	if err != nil {
+		return Head{}, false
+	}
+	var h Head
+	if json.Unmarshal(data, &h) != nil || h.ID != id {
+		return Head{}, false
+	}
+	return h, true
+}
+
+// writeHead stores h by temp file and rename, so a reader never sees half
+// a head; it is a cache, so there is no fsync.
+func writeHead(dir string, h Head) {
+	if dir == "" || os.MkdirAll(dir, 0o700) != nil {
+		return
+	}
+	data, err := json.Marshal(h)
+	if err != nil {
+		return
+	}
+	f, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return
+	}
+	_, werr := f.Write(data)
+	if cerr := f.Close(); werr != nil || cerr != nil {
+		os.Remove(f.Name())
+		return
+	}
+	if os.Rename(f.Name(), filepath.Join(dir, h.ID.String())) != nil {
+		os.Remove(f.Name())
+	}
+}
+
+// pruneHeads removes cached heads whose manifests were not listed.
+func pruneHeads(dir string, names []string) {
+	if dir == "" {
+		return
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	live := make(map[string]bool, len(names))
+	for _, n := range names {
+		live[n] = true
+	}
+	for _, e := range entries {
+		if !live[e.Name()] {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
