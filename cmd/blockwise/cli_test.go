@@ -28,7 +28,8 @@ import (
 
 var binary string
 
-// TestMain builds the binary once; the tests run it as operators do.
+// TestMain builds the binary once; the tests run it as operators do. Their
+// cache directory is their own, not the user's.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "bwbin")
 	if err != nil {
@@ -39,6 +40,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// After the build: Go's build cache lives under XDG_CACHE_HOME too.
+	os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
