@@ -93,7 +93,7 @@ func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := configureIndex(); err != nil {
+	if err := configureCache(); err != nil {
 		return nil, err
 	}
 	if o.Repo != "" && !strings.HasPrefix(o.Repo, "s3:") {
@@ -147,12 +147,12 @@ func findManifest(ctx context.Context, r *repo.Repository, ref, disk string) (*r
 	return nil, fmt.Errorf("%w: restore point prefix %q is ambiguous (%d matches)", errUsage, ref, len(found))
 }
 
-// configureIndex points the repository's cache (restore point heads) and
+// configureCache points the repository's cache (restore point heads) and
 // the index's spill files at the user's cache directory
 // ($XDG_CACHE_HOME/blockwise or ~/.cache/blockwise: /tmp is often
 // memory-backed) and takes BLOCKWISE_INDEX_BLOBS, the most blobs the
 // index keeps in memory (default repo.IndexMemoryBlobs; 0 for no limit).
-func configureIndex() error {
+func configureCache() error {
 	if v := os.Getenv("BLOCKWISE_INDEX_BLOBS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {

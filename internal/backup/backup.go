@@ -139,9 +139,9 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	res = &Result{Snapshot: snap, Parent: parent}
 	// Always remove the snapshot, failed backup or not: it costs the disk
 	// a delta layer. run starts that as soon as it has read everything.
-	rel := newRelease(ctx, o, snap.ID)
-	err = run(ctx, o, info, res, clock, rel.start)
-	if derr := rel.wait(); derr != nil && err == nil {
+	release, waitRelease := releaser(ctx, o, snap.ID)
+	err = run(ctx, o, info, res, clock, release)
+	if derr := waitRelease(); derr != nil && err == nil {
 		err = fmt.Errorf("delete snapshot %s: %w", snap.ID, derr)
 	}
 	if err != nil {
@@ -152,36 +152,19 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	return res, nil
 }
 
-// release deletes a backup's snapshot once, in the background from start
-// on, so the host consolidates while the restore point is committed.
-type release struct {
-	once sync.Once
-	done chan struct{}
-	err  error
-	run  func() error
-}
-
-func newRelease(ctx context.Context, o Options, id string) *release {
-	return &release{done: make(chan struct{}), run: func() error {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
-		defer cancel()
-		return deleteSnapshot(dctx, o, id)
-	}}
-}
-
-func (r *release) start() {
-	r.once.Do(func() {
+// releaser deletes a backup's snapshot once, in the background from the
+// first call of start on, so the host consolidates while the restore
+// point is committed; wait starts it if need be and returns its error.
+func releaser(ctx context.Context, o Options, id string) (start func(), wait func() error) {
+	errc := make(chan error, 1)
+	start = sync.OnceFunc(func() {
 		go func() {
-			defer close(r.done)
-			r.err = r.run()
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+			defer cancel()
+			errc <- deleteSnapshot(dctx, o, id)
 		}()
 	})
-}
-
-func (r *release) wait() error {
-	r.start()
-	<-r.done
-	return r.err
+	return start, func() error { start(); return <-errc }
 }
 
 // run reads the changed areas into a writer and commits it; release
@@ -366,7 +349,7 @@ func sameMeta(a, b repo.Meta) bool {
 func latestLoaded(ctx context.Context, r *repo.Repository, disk, uuid string) (*repo.Manifest, error) {
 	var best *repo.Manifest
 	err := r.EachManifest(ctx, func(m *repo.Manifest) error {
-		if m.Disk == disk && m.DiskUUID == uuid && (best == nil || newer(repo.Head{ID: m.ID, Meta: m.Meta}, repo.Head{ID: best.ID, Meta: best.Meta})) {
+		if m.Disk == disk && m.DiskUUID == uuid && (best == nil || newer(m.Head(), best.Head())) {
 			best = m
 		}
 		return nil

@@ -3,14 +3,8 @@ package repo
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
-
-	"github.com/blockwise/blockwise/internal/backend"
-	"golang.org/x/sync/errgroup"
 )
 
 // CacheDir is where a process keeps what it learnt about repositories
@@ -29,47 +23,35 @@ type Head struct {
 	Meta
 }
 
+// Head returns m's head.
+func (m *Manifest) Head() Head { return Head{ID: m.ID, Meta: m.Meta} }
+
 // Heads returns the head of every restore point, in no set order. Heads
 // in the cache are not loaded again; the others are loaded 16 at a time
 // and cached. A cache that cannot be read or written is skipped: it only
 // saves loads.
 func (r *Repository) Heads(ctx context.Context) ([]Head, error) {
-	names, err := r.listNames(ctx, backend.Manifests)
+	ids, names, err := r.manifestIDs(ctx)
 	if err != nil {
 		return nil, err
 	}
 	dir := r.headsDir()
-	heads := make([]Head, 0, len(names))
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(manifestLoaders)
-	for _, n := range names {
-		id, err := ParseID(n)
-		if err != nil {
-			return nil, fmt.Errorf("repo: manifest file %q: %w", n, ErrCorrupt)
-		}
+	var heads []Head
+	var missing []ID
+	for _, id := range ids {
 		if h, ok := readHead(dir, id); ok {
-			mu.Lock()
 			heads = append(heads, h)
-			mu.Unlock()
-			continue
+		} else {
+			missing = append(missing, id)
 		}
-		g.Go(func() error {
-			m, err := r.LoadManifest(gctx, id)
-			if errors.Is(err, ErrNotFound) {
-				return nil // forgotten while we listed
-			} else if err != nil {
-				return err
-			}
-			h := Head{ID: id, Meta: m.Meta}
-			writeHead(dir, h)
-			mu.Lock()
-			heads = append(heads, h)
-			mu.Unlock()
-			return nil
-		})
 	}
-	if err := g.Wait(); err != nil {
+	err = r.loadManifests(ctx, missing, func(m *Manifest) error {
+		h := m.Head()
+		writeHead(dir, h)
+		heads = append(heads, h)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	pruneHeads(dir, names)

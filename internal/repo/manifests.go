@@ -48,22 +48,39 @@ func (r *Repository) ListManifests(ctx context.Context) ([]*Manifest, error) {
 // parent) and only those in flight are held: a manifest lists a page ID
 // per 128 MiB of disk, so all of a large repository's would not be small.
 func (r *Repository) EachManifest(ctx context.Context, fn func(*Manifest) error) error {
-	names, err := r.listNames(ctx, backend.Manifests)
+	ids, _, err := r.manifestIDs(ctx)
 	if err != nil {
 		return err
 	}
+	return r.loadManifests(ctx, ids, fn)
+}
+
+// manifestIDs lists the restore points: their IDs and file names.
+func (r *Repository) manifestIDs(ctx context.Context) ([]ID, []string, error) {
+	names, err := r.listNames(ctx, backend.Manifests)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := make([]ID, len(names))
+	for i, n := range names {
+		if ids[i], err = ParseID(n); err != nil {
+			return nil, nil, fmt.Errorf("repo: manifest file %q: %w", n, ErrCorrupt)
+		}
+	}
+	return ids, names, nil
+}
+
+// loadManifests loads manifests manifestLoaders at a time and hands each
+// to fn, one call at a time; one forgotten meanwhile is skipped.
+func (r *Repository) loadManifests(ctx context.Context, ids []ID, fn func(*Manifest) error) error {
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(manifestLoaders)
-	for _, n := range names {
+	for _, id := range ids {
 		g.Go(func() error {
-			id, err := ParseID(n)
-			if err != nil {
-				return fmt.Errorf("repo: manifest file %q: %w", n, ErrCorrupt)
-			}
 			m, err := r.LoadManifest(gctx, id)
 			if errors.Is(err, ErrNotFound) {
-				return nil // forgotten while we listed
+				return nil
 			} else if err != nil {
 				return err
 			}

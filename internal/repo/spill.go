@@ -260,18 +260,15 @@ func (s *spillRun) findIn(bi int, k runKey) (ientry, bool, error) {
 
 // each calls fn for every entry, in key order.
 func (s *spillRun) each(fn func(*ientry)) error {
-	for bi := range len(s.first) {
-		recs, bp, err := s.block(bi)
-		if err != nil {
+	it := &runIter{r: s}
+	for {
+		ok, err := it.peek()
+		if !ok || err != nil {
 			return err
 		}
-		for o := 0; o < len(recs); o += runRecSize {
-			e := decodeRec(recs[o:])
-			fn(&e)
-		}
-		s.bufs.Put(bp)
+		fn(&it.cur)
+		it.have = false
 	}
-	return nil
 }
 
 func (s *spillRun) close() { s.f.Close() }

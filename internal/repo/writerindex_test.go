@@ -179,6 +179,17 @@ func TestImagePagesBounded(t *testing.T) {
 	}
 }
 
+// countLoads counts the loads of files of type t through the returned
+// backend.
+func countLoads(be backend.Backend, t backend.FileType) (backend.Backend, *atomic.Int64) {
+	n := new(atomic.Int64)
+	return onLoad{be, func(h backend.Handle) {
+		if h.Type == t {
+			n.Add(1)
+		}
+	}}, n
+}
+
 // onLoad calls fn before every Load.
 type onLoad struct {
 	backend.Backend
@@ -199,12 +210,7 @@ func TestNewWriterReadsOnlyNewIndexFiles(t *testing.T) {
 	r := initRepo(t, store, testOptions())
 	img := randomImage(rand.New(rand.NewPCG(25, 25)), 4<<20, 64<<10, 0)
 	backup(t, r, nil, img, nil)
-	var loads atomic.Int64
-	count := onLoad{store, func(h backend.Handle) {
-		if h.Type == backend.Index {
-			loads.Add(1)
-		}
-	}}
+	count, loads := countLoads(store, backend.Index)
 	r1, err := Open(ctx, count, testPassword)
 	if err != nil {
 		t.Fatal(err)
@@ -329,12 +335,7 @@ func TestHeadsCache(t *testing.T) {
 	for range 3 {
 		ms = append(ms, backup(t, r, nil, randomImage(rng, 1<<20, 64<<10, 0), nil))
 	}
-	var loads atomic.Int64
-	count := onLoad{store, func(h backend.Handle) {
-		if h.Type == backend.Manifests {
-			loads.Add(1)
-		}
-	}}
+	count, loads := countLoads(store, backend.Manifests)
 	r2, err := Open(ctx, count, testPassword)
 	if err != nil {
 		t.Fatal(err)
