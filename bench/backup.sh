@@ -151,7 +151,10 @@ import json
 for n in ("bw-full", "bw-inc", "bw-inc-key"):
     j = json.loads(open(f"{w}/{n}.out").read())
     steps = ", ".join(f"{k} {v*1000:.0f}ms" for k, v in j.get("phases", {}).items())
-    print(f"{n}: {j['seconds']:.2f}s inside backup.Run of {get(n, 's'):.2f}s wall (the rest: process start, key derivation, index load); {steps}")
+    op = j.get("open", {})
+    opened = sum(op.values())
+    print(f"{n}: {get(n, 's'):.2f}s wall = backup.Run {j['seconds']:.2f}s + unlock {op.get('unlock', 0)*1000:.0f}ms + index {op.get('index', 0)*1000:.0f}ms"
+          f" + {(get(n, 's') - j['seconds'] - opened)*1000:.0f}ms else (process start, config, exit); {steps}")
 g = lambda n: get(n, "s")
 bwfull, bwinc, bwinckey, bwres = g("bw-full"), g("bw-inc"), g("bw-inc-key"), g("bw-restore")
 rss = max(get(f"bw-{o}", "rss") for o in ("full", "inc", "restore")) / 1024

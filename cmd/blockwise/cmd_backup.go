@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/blockwise/blockwise/internal/backup"
+	"github.com/blockwise/blockwise/internal/repo"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
@@ -56,6 +57,9 @@ type backupSummary struct {
 	Transport string  `json:"transport"`
 	// Phases: seconds per step (see backup.Result.Phases).
 	Phases map[string]float64 `json:"phases"`
+	// Open: seconds the command spent opening the repository before its
+	// first backup: "unlock" (key derivation) and "index".
+	Open map[string]float64 `json:"open"`
 }
 
 // runBackups backs up each disk in turn; one failing does not stop the
@@ -79,7 +83,7 @@ func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []s
 		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, Progress: bar.update})
 		bar.finish()
 		if err == nil {
-			err = printBackup(g, disk, res, rep, out)
+			err = printBackup(g, disk, res, rep, r.OpenTimes(), out)
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -91,13 +95,14 @@ func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []s
 	return errors.Join(errs...)
 }
 
-func printBackup(g globalOptions, disk string, res *backup.Result, rep transport.Report, out io.Writer) error {
+func printBackup(g globalOptions, disk string, res *backup.Result, rep transport.Report, ot repo.OpenTimes, out io.Writer) error {
 	s := backupSummary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
 		Changed: res.AreasBytes, Read: res.ReadBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds()}
 	if res.Parent != nil {
 		s.Parent = res.Parent.ID.String()
 	}
 	s.Transport = rep.String()
+	s.Open = map[string]float64{"unlock": ot.Unlock.Seconds(), "index": ot.Index.Seconds()}
 	s.Phases = map[string]float64{}
 	var steps []string
 	for _, p := range res.Phases {
@@ -112,6 +117,7 @@ func printBackup(g globalOptions, disk string, res *backup.Result, rep transport
 		fmt.Fprintf(out, " (%s)", s.Reason)
 	}
 	fmt.Fprintf(out, "\n  changed %d bytes, read %d, new %d, stored %d, %.2fs, change ID %s\n", s.Changed, s.Read, s.NewBytes, s.Stored, s.Seconds, s.ChangeID)
-	fmt.Fprintf(out, "  %s\n  steps: %s\n", rep, strings.Join(steps, ", "))
+	fmt.Fprintf(out, "  %s\n  steps: %s (opening the repository: unlock %s, index %s)\n", rep, strings.Join(steps, ", "),
+		ot.Unlock.Round(time.Millisecond), ot.Index.Round(time.Millisecond))
 	return nil
 }

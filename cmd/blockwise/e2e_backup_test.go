@@ -857,6 +857,9 @@ func TestE2EKeyFile(t *testing.T) {
 			t.Fatalf("backup --json has no %q phase: %s", p, out)
 		}
 	}
+	if sum.Open["unlock"] <= 0 || sum.Open["index"] <= 0 {
+		t.Fatalf("backup --json: open times %v, want unlock and index", sum.Open)
+	}
 	pwFile := filepath.Join(dir, "second.pw")
 	os.WriteFile(pwFile, []byte("second password\n"), 0o600)
 	e.must(t, "repo", "key", "add", "--new-password-file", pwFile)

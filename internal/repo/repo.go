@@ -52,7 +52,19 @@ type Repository struct {
 	zeroOnce sync.Once
 	zeroBuf  []byte
 	lockWait time.Duration // how long Lock waits out a conflicting lock
+	opened   OpenTimes
 }
+
+// OpenTimes is where opening a repository spent its time: Unlock is
+// loading the key files and deriving the key that opens one (Argon2id,
+// for a password), Index is reading the index files.
+type OpenTimes struct {
+	Unlock, Index time.Duration
+}
+
+// OpenTimes reports how long OpenWith took to unlock the repository and
+// to load its index.
+func (r *Repository) OpenTimes() OpenTimes { return r.opened }
 
 var configHandle = backend.Handle{Type: backend.Config, Name: "config"}
 
@@ -193,11 +205,13 @@ func OpenWith(ctx context.Context, be backend.Backend, s Secret) (*Repository, e
 		return nil, fmt.Errorf("repo: open: %w", err)
 	}
 	var mk *masterKey
+	start := time.Now()
 	if enc {
 		if mk, err = findKey(ctx, be, s); err != nil {
 			return nil, err
 		}
 	}
+	unlocked := time.Now()
 	c, err := configCrypter(mk)
 	if err != nil {
 		return nil, err
@@ -210,9 +224,11 @@ func OpenWith(ctx context.Context, be backend.Backend, s Secret) (*Repository, e
 	if err != nil {
 		return nil, err
 	}
+	indexStart := time.Now()
 	if err := r.loadIndex(ctx); err != nil {
 		return nil, err
 	}
+	r.opened = OpenTimes{Unlock: unlocked.Sub(start), Index: time.Since(indexStart)}
 	return r, nil
 }
 

@@ -105,6 +105,9 @@ func TestWrongPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if ot := r.OpenTimes(); ot.Unlock <= 0 || ot.Index <= 0 {
+		t.Errorf("OpenTimes %+v: want the unlock and the index load timed", ot)
+	}
 	if err := r.AddKey(context.Background(), Secret{Password: "second"}, testKDF); err != nil {
 		t.Fatal(err)
 	}
