@@ -34,6 +34,11 @@ type e2e struct {
 	d    *daemon
 	repo string
 	env  []string
+	// damaged skips the check at the end of the test, for tests that
+	// damage the repository on purpose; checkEnv is the environment that
+	// check runs with when the test changed how the repository opens.
+	damaged  bool
+	checkEnv []string
 }
 
 func needTools(t *testing.T, tools ...string) {
@@ -80,7 +85,19 @@ func newE2EOpts(t *testing.T, opts *repo.Options) *e2e {
 	} else {
 		e.must(t, "repo", "init")
 	}
+	t.Cleanup(func() { e.checkAfterTest(t) })
 	return e
+}
+
+// checkAfterTest runs `check --read-data` when the test ends: whatever a
+// test did, killed commands included, must leave the repository clean.
+func (e *e2e) checkAfterTest(t *testing.T) {
+	if e.damaged || t.Failed() {
+		return
+	}
+	if out, code := e.runEnv(t, e.checkEnv, "check", "--read-data"); code != 0 {
+		t.Errorf("after the test: check --read-data: exit %d: %s", code, out)
+	}
 }
 
 func (e *e2e) command(extraEnv []string, args ...string) *exec.Cmd {
@@ -666,6 +683,7 @@ func TestE2ECorruptPack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.damaged = true
 	b := make([]byte, 1)
 	f.ReadAt(b, 100)
 	b[0] ^= 0x40
@@ -843,6 +861,7 @@ func TestE2EKeyFile(t *testing.T) {
 		t.Fatal("key add overwrote an existing key file")
 	}
 	noPW := []string{"BLOCKWISE_PASSWORD=", "BLOCKWISE_KEY_FILE=" + kf}
+	e.checkEnv = noPW // the test revokes the password
 	e.must(t, "disk", "create", "vm", "--size", "8M")
 	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(7, 8)), 8<<20, 4, 256<<10))
 	ref := filepath.Join(dir, "ref.raw")

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/cbt"
 	"github.com/blockwise/blockwise/internal/disk"
@@ -149,7 +150,29 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { checkAfterTest(t, be) })
 	return &fixture{th: &testHost{h: h, sock: sock}, repo: r}
+}
+
+// checkAfterTest checks a fixture's repository, data and all, when its
+// test ends: nothing a backup or restore does, failed or not, may leave
+// it inconsistent.
+func checkAfterTest(t *testing.T, be backend.Backend) {
+	if t.Failed() {
+		return
+	}
+	ctx := context.Background()
+	r, err := repo.Open(ctx, be, "secret")
+	var res *repo.CheckResult
+	if err == nil {
+		res, err = r.Check(ctx, true)
+	}
+	if err == nil {
+		err = res.Err()
+	}
+	if err != nil {
+		t.Errorf("after the test: %v", err)
+	}
 }
 
 func (f *fixture) backup(t *testing.T, name string) *Result {

@@ -20,6 +20,9 @@ type CheckResult struct {
 	Manifests int
 }
 
+// Err joins the errors found (nil when there are none).
+func (c *CheckResult) Err() error { return errors.Join(c.Errors...) }
+
 func (c *CheckResult) errorf(format string, args ...any) {
 	c.Errors = append(c.Errors, fmt.Errorf(format, args...))
 }

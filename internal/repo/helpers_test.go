@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -20,13 +21,50 @@ func testOptions() Options {
 	return Options{PackSize: 1 << 20, PageSlots: 256, KDF: testKDF}
 }
 
+// initRepo creates a repository that is checked, data and all, when the
+// test ends: whatever a test did, it must leave the repository consistent
+// unless it says it damages it (allowDamage).
 func initRepo(t testing.TB, be backend.Backend, opts Options) *Repository {
 	t.Helper()
 	r, err := Init(context.Background(), be, testPassword, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { checkAfterTest(t, be) })
 	return r
+}
+
+var (
+	damaged     sync.Map // tests that damage their repository on purpose
+	checkSecret sync.Map // tests whose repository the password no longer opens
+)
+
+// allowDamage exempts t's repositories from the check at its end.
+func allowDamage(t testing.TB) { damaged.Store(t, true) }
+
+// checkWith makes the check at the end of t open its repository with s.
+func checkWith(t testing.TB, s Secret) { checkSecret.Store(t, s) }
+
+func checkAfterTest(t testing.TB, be backend.Backend) {
+	if _, ok := damaged.Load(t); ok || t.Failed() {
+		return
+	}
+	ctx := context.Background()
+	s := Secret{Password: testPassword}
+	if v, ok := checkSecret.Load(t); ok {
+		s = v.(Secret)
+	}
+	r, err := OpenWith(ctx, be, s)
+	var res *CheckResult
+	if err == nil {
+		res, err = r.Check(ctx, true)
+	}
+	if err == nil {
+		err = res.Err()
+	}
+	if err != nil {
+		t.Errorf("after the test: %v", err)
+	}
 }
 
 // randomImage makes an image of size bytes: random chunks, with about

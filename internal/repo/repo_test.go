@@ -149,6 +149,7 @@ func TestCorruptPack(t *testing.T) {
 			m := backup(t, r, nil, img, nil)
 			h := firstPack(t, be)
 			be.Corrupt(h, 100) // inside the first blob
+			allowDamage(t)
 			im, err := r.OpenImage(context.Background(), m.ID)
 			if err != nil {
 				t.Fatal(err)
@@ -564,6 +565,7 @@ func TestKeyFile(t *testing.T) {
 	if err := r.AddKey(ctx, Secret{KeyFile: secret}, KDFParams{}); err != nil {
 		t.Fatal(err)
 	}
+	checkWith(t, Secret{KeyFile: secret}) // the password's slot goes below
 	if _, err := OpenWith(ctx, be, Secret{KeyFile: secret}); err != nil {
 		t.Fatalf("open with key file: %v", err)
 	}
