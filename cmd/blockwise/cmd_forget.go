@@ -50,6 +50,7 @@ func init() {
 	f.IntVar(&forgetOpts.Weekly, "keep-weekly", 0, "... weeks")
 	f.IntVar(&forgetOpts.Monthly, "keep-monthly", 0, "... months")
 	f.IntVar(&forgetOpts.Yearly, "keep-yearly", 0, "... years")
+	f.Var(&forgetOpts.Within, "keep-within", "keep every point taken within this span before the disk's newest one (e.g. 7d, 1y6m, 2d12h)")
 	f.StringVar(&forgetOpts.Disk, "disk", "", "only this disk's restore points")
 	f.BoolVar(&forgetOpts.Prune, "prune", false, "prune afterwards")
 	f.BoolVarP(&forgetOpts.DryRun, "dry-run", "n", false, "only say what would be removed")

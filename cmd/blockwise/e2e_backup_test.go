@@ -384,6 +384,15 @@ func TestE2EBackupGenerations(t *testing.T) {
 		t.Fatal("restore over an existing file succeeded")
 	}
 
+	// A span covering every point keeps them all; a bad span is a usage
+	// error.
+	if o, code := e.run(t, "forget", "--keep-within", "1h", "--dry-run"); code != 0 ||
+		strings.Count(o, ": within 1h") != len(gens) || strings.Contains(o, "would forget") {
+		t.Fatalf("forget --keep-within 1h --dry-run: exit %d: %s", code, o)
+	}
+	if o, code := e.run(t, "forget", "--keep-within", "7x"); code != 2 {
+		t.Fatalf("forget --keep-within 7x: exit %d: %s", code, o)
+	}
 	e.must(t, "forget", "--keep-last", "2", "--prune")
 	rows := e.points(t)
 	if len(rows) != 2 || rows[0].ID != gens[3].id || rows[1].ID != gens[4].id {

@@ -1,17 +1,79 @@
 package backup
 
 import (
+	"errors"
+	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/repo"
 )
 
 // Policy says which restore points to keep, like restic's forget: the
-// newest Last points, and the newest point of each of the last N hours,
-// days, weeks, months and years that have one. A zero policy keeps all.
+// newest Last points, the newest point of each of the last N hours, days,
+// weeks, months and years that have one, and every point taken Within a
+// span before the disk's newest one. A zero policy keeps all.
 type Policy struct {
 	Last, Hourly, Daily, Weekly, Monthly, Yearly int
+	Within                                       Within
+}
+
+// Within is a span of calendar time written like restic's --keep-within:
+// "7d", "1y6m", "2d12h" (years, months, days, hours, each at most once,
+// in that order).
+type Within struct {
+	Years, Months, Days, Hours int
+}
+
+// ErrBadSpan is returned for a span that does not parse.
+var ErrBadSpan = errors.New(`want a span like "7d", "1y6m" or "2d12h" (y, m, d, h)`)
+
+// Set parses s (it makes *Within a flag value).
+func (w *Within) Set(s string) error {
+	var v Within
+	rest := s
+	for _, u := range []struct {
+		unit byte
+		dst  *int
+	}{{'y', &v.Years}, {'m', &v.Months}, {'d', &v.Days}, {'h', &v.Hours}} {
+		i := strings.IndexByte(rest, u.unit)
+		if i < 0 {
+			continue
+		}
+		n, err := strconv.Atoi(rest[:i])
+		if err != nil || n < 0 || rest[:i][0] == '+' {
+			return fmt.Errorf("%q: %w", s, ErrBadSpan)
+		}
+		*u.dst, rest = n, rest[i+1:]
+	}
+	if rest != "" || v == (Within{}) { // a zero span keeps nothing: leave the flag out
+		return fmt.Errorf("%q: %w", s, ErrBadSpan)
+	}
+	*w = v
+	return nil
+}
+
+func (w Within) String() string {
+	var b strings.Builder
+	for _, u := range []struct {
+		n    int
+		unit string
+	}{{w.Years, "y"}, {w.Months, "m"}, {w.Days, "d"}, {w.Hours, "h"}} {
+		if u.n != 0 {
+			fmt.Fprintf(&b, "%d%s", u.n, u.unit)
+		}
+	}
+	return b.String()
+}
+
+// Type names the flag's value in help.
+func (w *Within) Type() string { return "span" }
+
+// since is the start of the span that ends at t.
+func (w Within) since(t time.Time) time.Time {
+	return t.AddDate(-w.Years, -w.Months, -w.Days).Add(-time.Duration(w.Hours) * time.Hour)
 }
 
 // Empty reports whether the policy keeps everything.
@@ -76,6 +138,15 @@ func (p Policy) applyOne(ms []*repo.Manifest) []Decision {
 			seen[k] = true
 			out[i].Keep = true
 			out[i].Reasons = append(out[i].Reasons, b.name)
+		}
+	}
+	if p.Within != (Within{}) && len(ms) > 0 {
+		from := p.Within.since(ms[0].Time)
+		for i, m := range ms {
+			if m.Time.After(from) {
+				out[i].Keep = true
+				out[i].Reasons = append(out[i].Reasons, "within "+p.Within.String())
+			}
 		}
 	}
 	return out
