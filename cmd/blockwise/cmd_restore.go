@@ -53,15 +53,11 @@ func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref stri
 	if n := countSet(o.ToFile, o.ToDisk, o.ToURI); n != 1 {
 		return fmt.Errorf("%w: give exactly one of --to, --to-disk and --to-uri", errUsage)
 	}
-	r, err := o.open(ctx)
+	r, m, err := o.openPoint(ctx, ref, o.Disk)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	m, err := findManifest(ctx, r, ref, o.Disk)
-	if err != nil {
-		return err
-	}
 	target, isZero, err := openRestoreTarget(ctx, g, o, int64(m.Size), out)
 	if err != nil {
 		return err

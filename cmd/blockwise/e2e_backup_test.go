@@ -679,25 +679,7 @@ func TestE2ECorruptPack(t *testing.T) {
 	e.apply(t, "vm", []write{{off: 2 << 20, n: 1 << 20, srcBytes: data}})
 	s := e.backupJSON(t, "vm")
 	e.must(t, "check", "--read-data")
-	// The largest pack holds chunks only; its first blob starts at 0.
-	packs, _ := filepath.Glob(filepath.Join(e.repo, "data", "*", "*"))
-	var pack string
-	var best int64
-	for _, p := range packs {
-		if fi, err := os.Stat(p); err == nil && fi.Size() > best {
-			pack, best = p, fi.Size()
-		}
-	}
-	f, err := os.OpenFile(pack, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.damaged = true
-	b := make([]byte, 1)
-	f.ReadAt(b, 100)
-	b[0] ^= 0x40
-	f.WriteAt(b, 100)
-	f.Close()
+	pack := corruptLargestPack(t, e)
 
 	out, code := e.run(t, "check", "--read-data")
 	if code == 0 || !strings.Contains(out, filepath.Base(pack)[:8]) {

@@ -118,6 +118,21 @@ func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
 	return r, nil
 }
 
+// openPoint opens the repository and resolves the restore point ref in it
+// (see findManifest); the caller closes the repository.
+func (o repoOptions) openPoint(ctx context.Context, ref, disk string) (*repo.Repository, *repo.Manifest, error) {
+	r, err := o.open(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := findManifest(ctx, r, ref, disk)
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	return r, m, nil
+}
+
 // findManifest resolves a restore point by ID prefix, or "latest" (of
 // disk, when given).
 func findManifest(ctx context.Context, r *repo.Repository, ref, disk string) (*repo.Manifest, error) {

@@ -11,6 +11,9 @@
 //   - restore point: a repository manifest. Every backup writes a complete
 //     one (the parent's slots plus the changed ones), so each restores on
 //     its own: incremental on the wire, full in the catalogue.
+//   - point export: a restore point served read-only over NBD straight
+//     from the repository (PointExport), for instant recovery: chunks are
+//     loaded and verified per request, zero slots are holes.
 //
 // Flow of Run: snapshot → changed areas since the change ID of the disk's
 // last restore point in this repository ("*" for the first, or when the

@@ -1,0 +1,111 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand"
+	"testing"
+
+	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/nbd"
+)
+
+// TestPointExport reads a restore point through its NBD export at random
+// offsets and lengths (chunk-aligned or not, up to the short last chunk)
+// and checks block status and the refusals against the backed-up image.
+func TestPointExport(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	const size = 8<<20 + 12<<10 // a short last chunk
+	d, err := f.th.h.Create("vm", size, disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(3))
+	img := make([]byte, size)
+	for i := 0; i < size; i += 256 << 10 {
+		if rng.Intn(2) == 0 {
+			rng.Read(img[i:min(i+256<<10, size)])
+		}
+	}
+	d.WriteAt(img, 0)
+	res := f.backup(t, "vm")
+	im, err := f.repo.OpenImage(ctx, res.Manifest.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := NewPointExport(im)
+	if exp.Size() != size || !exp.ReadOnly() {
+		t.Fatalf("size %d, read-only %v", exp.Size(), exp.ReadOnly())
+	}
+	for i := range 300 {
+		off := rng.Int63n(size)
+		n := 1 + rng.Int63n(min(size-off, 1<<20))
+		if i%3 == 0 { // whole chunks
+			off &^= 64<<10 - 1
+			n = min((n+64<<10-1)&^(64<<10-1), size-off)
+		}
+		p := bytes.Repeat([]byte{0xAA}, int(n)) // zero slots must be cleared
+		if err := exp.ReadAt(ctx, p, off); err != nil {
+			t.Fatalf("read %d+%d: %v", off, n, err)
+		}
+		if !bytes.Equal(p, img[off:off+n]) {
+			t.Fatalf("read %d+%d differs from the image", off, n)
+		}
+	}
+	checkBlockStatus(t, exp, img, 0)
+	checkBlockStatus(t, exp, img, 64<<10+512)
+	for name, err := range map[string]error{
+		"write": exp.WriteAt(ctx, []byte{1}, 0, false),
+		"zero":  exp.Zero(ctx, 0, 512, true, false),
+		"trim":  exp.Trim(ctx, 0, 512),
+	} {
+		if !errors.Is(err, nbd.ErrReadOnly) {
+			t.Errorf("%s: %v, want ErrReadOnly", name, err)
+		}
+	}
+	x := PointExporter{Export: exp}
+	for _, name := range []string{"", res.Manifest.ID.String(), res.Manifest.ID.Short()} {
+		if _, err := x.Open(ctx, name); err != nil {
+			t.Errorf("open %q: %v", name, err)
+		}
+	}
+	if _, err := x.Open(ctx, "other"); !errors.Is(err, nbd.ErrUnknownExport) {
+		t.Errorf("open other: %v", err)
+	}
+}
+
+// checkBlockStatus walks base:allocation from off to the end and checks
+// every extent against the image: holes must be zero chunks, and data
+// extents must hold a chunk with data.
+func checkBlockStatus(t *testing.T, exp *PointExport, img []byte, off int64) {
+	t.Helper()
+	const cs = 64 << 10
+	for pos := off; pos < int64(len(img)); {
+		ext, err := exp.BlockStatus(context.Background(), nbd.ContextBaseAllocation, pos, int64(len(img))-pos)
+		if err != nil || len(ext) == 0 {
+			t.Fatalf("block status at %d: %v %v", pos, ext, err)
+		}
+		for _, e := range ext {
+			end := pos + int64(e.Length)
+			for c := pos / cs; c*cs < end; c++ {
+				chunk := img[c*cs : min((c+1)*cs, int64(len(img)))]
+				hole := e.Flags == nbd.StateHole|nbd.StateZero
+				if hole != allZero(chunk) {
+					t.Fatalf("extent %d+%d flags %d, chunk %d all zero: %v", pos, e.Length, e.Flags, c, allZero(chunk))
+				}
+			}
+			pos = end
+		}
+	}
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
