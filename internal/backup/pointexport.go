@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"sync"
@@ -20,12 +21,17 @@ type PointExport struct {
 	cs int64
 	// OnError, when set, hears of every failed read.
 	OnError func(off int64, err error)
-	bufs    sync.Pool
+	cache   *chunkCache
 }
+
+// pointCacheChunks bounds the decoded chunks a PointExport keeps for reads
+// smaller than a chunk (16 MiB at 64 KiB): a booting VM reads a few KiB at
+// a time, and without the cache each read decoded its whole chunk again.
+const pointCacheChunks = 256
 
 // NewPointExport serves the image im.
 func NewPointExport(im *repo.Image) *PointExport {
-	return &PointExport{im: im, cs: int64(im.ChunkSize())}
+	return &PointExport{im: im, cs: int64(im.ChunkSize()), cache: newChunkCache(pointCacheChunks)}
 }
 
 func (e *PointExport) Size() int64     { return e.im.Size() }
@@ -39,44 +45,46 @@ func (e *PointExport) BlockSizes() nbd.BlockSizes {
 	return nbd.BlockSizes{Minimum: 1, Preferred: uint32(e.cs), Maximum: 32 << 20}
 }
 
-// ReadAt reads the slots under [off, off+len(p)) with one ranged load
-// per pack, straight into p when the request covers whole chunks.
+// ReadAt reads requests of whole chunks with one ranged load per pack,
+// straight into p; other requests go chunk by chunk through the cache.
 func (e *PointExport) ReadAt(ctx context.Context, p []byte, off int64) error {
-	first := off / e.cs
-	end := min(off+int64(len(p)), e.Size())
-	n := int((end+e.cs-1)/e.cs - first)
-	whole := off%e.cs == 0 && (int64(len(p))%e.cs == 0 || end == e.Size())
-	dst := p
-	if !whole {
-		bp := e.buf(n * int(e.cs))
-		defer e.bufs.Put(bp)
-		dst = *bp
+	end := off + int64(len(p))
+	var err error
+	if off%e.cs == 0 && (int64(len(p))%e.cs == 0 || end == e.Size()) {
+		err = e.readWhole(ctx, p, off)
+	} else {
+		err = e.readCached(ctx, p, off)
 	}
-	zero, err := e.im.ReadChunks(ctx, uint64(first), n, dst)
 	if err != nil {
 		if e.OnError != nil {
 			e.OnError(off, err)
 		}
 		return fmt.Errorf("restore point %v at %d: %w", e.im.Manifest().ID.Short(), off, err)
 	}
-	for i, z := range zero {
-		if z {
-			clear(dst[i*int(e.cs) : min((i+1)*int(e.cs), len(dst))])
-		}
-	}
-	if !whole {
-		copy(p, dst[off-first*e.cs:])
-	}
 	return nil
 }
 
-func (e *PointExport) buf(n int) *[]byte {
-	if bp, _ := e.bufs.Get().(*[]byte); bp != nil && cap(*bp) >= n {
-		*bp = (*bp)[:n]
-		return bp
+func (e *PointExport) readWhole(ctx context.Context, p []byte, off int64) error {
+	zero, err := e.im.ReadChunks(ctx, uint64(off/e.cs), int((int64(len(p))+e.cs-1)/e.cs), p)
+	for i, z := range zero {
+		if z { // ReadChunks leaves zero slots as they were
+			clear(p[i*int(e.cs) : min((i+1)*int(e.cs), len(p))])
+		}
 	}
-	b := make([]byte, n)
-	return &b
+	return err
+}
+
+func (e *PointExport) readCached(ctx context.Context, p []byte, off int64) error {
+	for n := 0; n < len(p); {
+		pos := off + int64(n)
+		slot := uint64(pos / e.cs)
+		chunk, err := e.cache.get(slot, func() ([]byte, error) { return e.im.ReadChunk(ctx, slot) })
+		if err != nil {
+			return err
+		}
+		n += copy(p[n:], chunk[pos%e.cs:])
+	}
+	return nil
 }
 
 func (e *PointExport) WriteAt(context.Context, []byte, int64, bool) error { return nbd.ErrReadOnly }
@@ -143,4 +151,55 @@ func (x PointExporter) List(context.Context) ([]nbd.ExportInfo, error) {
 	m := x.Export.im.Manifest()
 	return []nbd.ExportInfo{{Name: m.ID.Short(), Description: fmt.Sprintf("restore point %s of %s, %s (read-only)",
 		m.ID.Short(), m.Disk, m.Time.Format("2006-01-02 15:04:05"))}}, nil
+}
+
+// chunkCache keeps the most recently used decoded chunks, and loads each
+// missing one once however many readers want it at the same time (a
+// client's parallel small reads of one chunk).
+type chunkCache struct {
+	max int
+	mu  sync.Mutex
+	m   map[uint64]*list.Element // of *cached
+	lru list.List                // front: most recent
+}
+
+type cached struct {
+	slot  uint64
+	ready chan struct{} // closed once data or err is set
+	data  []byte
+	err   error
+}
+
+func newChunkCache(max int) *chunkCache {
+	return &chunkCache{max: max, m: map[uint64]*list.Element{}}
+}
+
+func (c *chunkCache) get(slot uint64, load func() ([]byte, error)) ([]byte, error) {
+	c.mu.Lock()
+	if el, ok := c.m[slot]; ok {
+		c.lru.MoveToFront(el)
+		ent := el.Value.(*cached)
+		c.mu.Unlock()
+		<-ent.ready
+		return ent.data, ent.err
+	}
+	ent := &cached{slot: slot, ready: make(chan struct{})}
+	c.m[slot] = c.lru.PushFront(ent)
+	if c.lru.Len() > c.max {
+		old := c.lru.Back()
+		c.lru.Remove(old)
+		delete(c.m, old.Value.(*cached).slot)
+	}
+	c.mu.Unlock()
+	ent.data, ent.err = load()
+	close(ent.ready)
+	if ent.err != nil { // the next reader tries again
+		c.mu.Lock()
+		if el, ok := c.m[slot]; ok && el.Value == ent {
+			c.lru.Remove(el)
+			delete(c.m, slot)
+		}
+		c.mu.Unlock()
+	}
+	return ent.data, ent.err
 }
