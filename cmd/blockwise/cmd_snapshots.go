@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -21,7 +22,7 @@ var pointsOpts struct {
 var pointsCmd = &cobra.Command{
 	Use:     "snapshots",
 	Aliases: []string{"backups", "points"},
-	Short:   "List the restore points in a repository (per disk: time, size, bytes read, new bytes, duration)",
+	Short:   "List the restore points in a repository (per disk: time, size, bytes changed, read and new, duration)",
 	Args:    cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		return runPoints(cmd.Context(), pointsOpts.repoOptions, pointsOpts.Disk, cmd.OutOrStdout())
@@ -41,6 +42,7 @@ type backupRow struct {
 	Size     uint64  `json:"size"`
 	ChangeID string  `json:"changeId"`
 	Parent   string  `json:"parent,omitempty"`
+	Changed  uint64  `json:"changedBytes"`
 	Read     uint64  `json:"readBytes"`
 	NewBytes uint64  `json:"newBytes"`
 	Seconds  float64 `json:"seconds"`
@@ -67,21 +69,30 @@ func runPoints(ctx context.Context, o repoOptions, disk string, out io.Writer) e
 		return json.NewEncoder(out).Encode(rows)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tDISK\tTIME\tSIZE\tREAD\tNEW\tDURATION\tPARENT")
+	fmt.Fprintln(tw, "ID\tDISK\tTIME\tSIZE\tCHANGED\tREAD\tNEW\tDURATION\tPARENT")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.1fs\t%s\n", r.ID[:12], r.Disk, r.Time, human(int64(r.Size)), human(int64(r.Read)),
-			human(int64(r.NewBytes)), r.Seconds, short(r.Parent))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:12], r.Disk, r.Time, human(int64(r.Size)), human(int64(r.Changed)),
+			human(int64(r.Read)), human(int64(r.NewBytes)), roughDuration(r.Seconds), short(r.Parent))
 	}
 	return tw.Flush()
 }
 
 func rowOf(m *repo.Manifest) backupRow {
 	row := backupRow{ID: m.ID.String(), Disk: m.Disk, Time: m.Time.Format("2006-01-02 15:04:05"),
-		Size: m.Size, ChangeID: m.ChangeID, Read: m.Stats.BytesRead, NewBytes: m.Stats.NewBytes, Seconds: m.Stats.Duration.Seconds()}
+		Size: m.Size, ChangeID: m.ChangeID, Changed: m.Changed, Read: m.Stats.BytesRead, NewBytes: m.Stats.NewBytes, Seconds: m.Stats.Duration.Seconds()}
 	if m.Parent != nil {
 		row.Parent = m.Parent.String()
 	}
 	return row
+}
+
+// roughDuration prints seconds to a tenth, or milliseconds below one.
+func roughDuration(sec float64) string {
+	d := time.Duration(sec * float64(time.Second))
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
 }
 
 func short(id string) string {

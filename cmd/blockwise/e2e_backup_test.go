@@ -364,7 +364,8 @@ func TestE2EBackupGenerations(t *testing.T) {
 		gens = append(gens, gen{s.ID, ref})
 		// What the catalogue says must match what the backup said.
 		rows := e.points(t)
-		if len(rows) != g+1 || rows[g].ID != s.ID || int64(rows[g].Read) != s.Read || rows[g].NewBytes != s.NewBytes {
+		if len(rows) != g+1 || rows[g].ID != s.ID || int64(rows[g].Read) != s.Read || rows[g].NewBytes != s.NewBytes ||
+			int64(rows[g].Changed) != s.Changed || s.Changed == 0 {
 			t.Fatalf("gen %d: snapshots --json %+v, backup said %+v", g, rows, s)
 		}
 		if g > 0 && rows[g].Read > uint64(blocks*e2eBlock*3/2) {

@@ -176,7 +176,7 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 	}
 	clock.mark("changes")
 	meta := repo.Meta{Disk: o.Disk, DiskUUID: info.UUID, ChangeID: res.Snapshot.ChangeID,
-		Size: uint64(res.Snapshot.Size), Time: res.Snapshot.Created}
+		Size: uint64(res.Snapshot.Size), Time: res.Snapshot.Created, Changed: uint64(res.AreasBytes)}
 	parent := res.Parent
 	if res.Mode == "full" {
 		parent = nil

@@ -13,6 +13,10 @@ type Meta struct {
 	ChangeID string    `json:"change_id"` // CBT change ID the backup was read at
 	Size     uint64    `json:"size"`      // image size in bytes
 	Time     time.Time `json:"time"`      // snapshot time
+	// Changed is what the host reported changed since the parent's change
+	// ID (for a full backup: allocated), in bytes; absent before it was
+	// recorded.
+	Changed uint64 `json:"changed_bytes,omitempty"`
 }
 
 // Stats are counters of one backup.
