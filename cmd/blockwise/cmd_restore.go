@@ -63,7 +63,10 @@ func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref stri
 		return err
 	}
 	defer target.Close()
-	res, err := backup.Restore(ctx, backup.RestoreOptions{Repo: r, Manifest: m.ID, Target: target, TargetIsZero: isZero, Workers: o.Workers, ReadBack: o.Verify})
+	bar := newProgress(os.Stderr, "restore "+m.ID.Short())
+	res, err := backup.Restore(ctx, backup.RestoreOptions{Repo: r, Manifest: m.ID, Target: target, TargetIsZero: isZero,
+		Workers: o.Workers, ReadBack: o.Verify, Progress: bar.update})
+	bar.finish()
 	if err != nil {
 		if o.ToFile != "" {
 			// A partial image would look like a valid raw file.

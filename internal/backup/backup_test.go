@@ -196,9 +196,19 @@ func (f *fixture) restoreInto(t *testing.T, id repo.ID, name string, size int64)
 		t.Fatal(err)
 	}
 	defer c.Close()
-	res, err := Restore(ctx, RestoreOptions{Repo: f.repo, Manifest: id, Target: nbdTarget{c}, TargetIsZero: true, ReadBack: true})
+	var last int64
+	progress := func(done, total int64) {
+		if done <= last || done > total || total != size {
+			t.Errorf("progress %d/%d after %d of %d", done, total, last, size)
+		}
+		last = done
+	}
+	res, err := Restore(ctx, RestoreOptions{Repo: f.repo, Manifest: id, Target: nbdTarget{c}, TargetIsZero: true, ReadBack: true, Progress: progress})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if last != size {
+		t.Fatalf("progress ended at %d of %d", last, size)
 	}
 	if res.Verified == 0 {
 		t.Fatal("nothing verified")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,9 @@ type RestoreOptions struct {
 	// are always verified against their keyed hash as they leave the
 	// repository.
 	ReadBack bool
+	// Progress, when set, hears of the bytes of the image written (or
+	// skipped as zero) so far, out of its size; calls never overlap.
+	Progress func(done, total int64)
 }
 
 // RestoreResult describes a finished restore.
@@ -109,11 +113,32 @@ func writeSlots(ctx context.Context, o RestoreOptions, im *repo.Image, res *Rest
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
+	report := progressReporter(o.Progress, im.Size())
 	for first := int64(0); first < slots; first += runSlots {
 		n := min(runSlots, slots-first)
-		g.Go(func() error { return writeRun(gctx, o, im, first, n, sums, res) })
+		g.Go(func() error {
+			err := writeRun(gctx, o, im, first, n, sums, res)
+			report(min(n*cs, im.Size()-first*cs))
+			return err
+		})
 	}
 	return sums, g.Wait()
+}
+
+// progressReporter adds up what the workers report and passes the total
+// to fn, one call at a time.
+func progressReporter(fn func(done, total int64), total int64) func(n int64) {
+	if fn == nil {
+		return func(int64) {}
+	}
+	var mu sync.Mutex
+	var done int64
+	return func(n int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		done += n
+		fn(done, total)
+	}
 }
 
 // writeRun decodes a run of slots into one buffer and writes each stretch
