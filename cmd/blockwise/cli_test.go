@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/nbd"
+	"github.com/blockwise/blockwise/internal/repo"
 )
 
 var binary string
@@ -283,4 +285,55 @@ func writeCert(t *testing.T, dir string) (string, string) {
 	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
 	return cert, keyPath
+}
+
+// TestPackSubset: n/t groups split the packs between them, x% takes
+// about x% of them, and bad specs are usage errors.
+func TestPackSubset(t *testing.T) {
+	ids := make([]repo.ID, 3000)
+	for i := range ids {
+		ids[i] = repo.ID(sha256.Sum256([]byte{byte(i), byte(i >> 8)}))
+	}
+	const groups = 7
+	hits := make([]int, len(ids))
+	for n := 1; n <= groups; n++ {
+		sel, err := packSubset(fmt.Sprintf("%d/%d", n, groups))
+		if err != nil {
+			t.Fatal(err)
+		}
+		picked := 0
+		for i, id := range ids {
+			if sel(id) {
+				hits[i]++
+				picked++
+			}
+		}
+		if picked < len(ids)/groups/2 {
+			t.Errorf("group %d/%d picked %d of %d", n, groups, picked, len(ids))
+		}
+	}
+	for i, h := range hits {
+		if h != 1 {
+			t.Fatalf("pack %d is in %d of the %d groups, want 1", i, h, groups)
+		}
+	}
+	sel, err := packSubset("10%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	picked := 0
+	for _, id := range ids {
+		if sel(id) {
+			picked++
+		}
+	}
+	if picked < 200 || picked > 400 { // 300 expected; 7 sigma either way
+		t.Errorf("10%% picked %d of %d", picked, len(ids))
+	}
+	for _, bad := range []string{"", "0/3", "4/3", "1/0", "x/3", "0%", "101%", "-5%", "abc", "1/3/4"} {
+		var ue *usageError
+		if _, err := packSubset(bad); !errors.As(err, &ue) {
+			t.Errorf("packSubset(%q): %v, want a usage error", bad, err)
+		}
+	}
 }

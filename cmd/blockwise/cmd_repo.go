@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -26,14 +29,14 @@ var repoInitCmd = &cobra.Command{
 	},
 }
 
-var checkReadData bool
+var repoCheckOpts checkOptions
 
 var repoCheckCmd = &cobra.Command{
 	Use:   "check",
 	Short: "Verify indexes, packs and restore points (--read-data reads every pack)",
 	Args:  cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
-		return runRepoCheck(cmd.Context(), repoOpts, checkReadData, cmd.OutOrStdout())
+		return runRepoCheck(cmd.Context(), repoCheckOpts, cmd.OutOrStdout())
 	},
 }
 
@@ -47,11 +50,11 @@ var repoInfoCmd = &cobra.Command{
 }
 
 func init() {
-	for _, c := range []*cobra.Command{repoInitCmd, repoCheckCmd, repoInfoCmd} {
+	for _, c := range []*cobra.Command{repoInitCmd, repoInfoCmd} {
 		addRepoFlags(c, &repoOpts)
-		repoCmd.AddCommand(c)
 	}
-	repoCheckCmd.Flags().BoolVar(&checkReadData, "read-data", false, "read and verify every pack")
+	addCheckFlags(repoCheckCmd, &repoCheckOpts)
+	repoCmd.AddCommand(repoInitCmd, repoCheckCmd, repoInfoCmd)
 	rootCmd.AddCommand(repoCmd)
 }
 
@@ -75,13 +78,34 @@ func runRepoInit(ctx context.Context, o repoOptions, out io.Writer) error {
 
 var errCheckFailed = errors.New("repository check found errors")
 
-func runRepoCheck(ctx context.Context, o repoOptions, readData bool, out io.Writer) error {
+// checkOptions: how much data check reads.
+type checkOptions struct {
+	repoOptions
+	ReadData bool
+	Subset   string
+}
+
+func addCheckFlags(cmd *cobra.Command, o *checkOptions) {
+	addRepoFlags(cmd, &o.repoOptions)
+	cmd.Flags().BoolVar(&o.ReadData, "read-data", false, "read and verify every pack")
+	cmd.Flags().StringVar(&o.Subset, "read-data-subset", "", "read and verify only some packs: n/t (the n-th of t fixed groups: 1/7 ... 7/7 on seven days cover all) or x% (about x% at random)")
+}
+
+func runRepoCheck(ctx context.Context, o checkOptions, out io.Writer) error {
+	co := repo.CheckOptions{ReadData: o.ReadData}
+	if o.Subset != "" {
+		sel, err := packSubset(o.Subset)
+		if err != nil {
+			return err
+		}
+		co.ReadData, co.ReadPack = true, sel
+	}
 	r, err := o.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	res, err := r.Check(ctx, readData)
+	res, err := r.Check(ctx, co)
 	if res == nil || (err != nil && len(res.Errors) == 0) {
 		return err // the check itself could not run
 	}
@@ -91,11 +115,37 @@ func runRepoCheck(ctx context.Context, o repoOptions, readData bool, out io.Writ
 	for _, e := range res.Errors {
 		fmt.Fprintln(out, "error:", e)
 	}
-	fmt.Fprintf(out, "%d packs, %d restore points checked, %d errors, %d warnings\n", res.Packs, res.Manifests, len(res.Errors), len(res.Warnings))
+	fmt.Fprintf(out, "%d packs (%d read), %d restore points checked, %d errors, %d warnings\n",
+		res.Packs, res.PacksRead, res.Manifests, len(res.Errors), len(res.Warnings))
 	if len(res.Errors) > 0 {
 		return fmt.Errorf("%w: %d", errCheckFailed, len(res.Errors))
 	}
 	return nil
+}
+
+// packSubset parses --read-data-subset: "n/t" picks the packs whose ID,
+// read as a number, is n-1 modulo t (fixed groups, so t runs cover every
+// pack); "x%" picks about x% of them at random, differently each run.
+func packSubset(spec string) (func(repo.ID) bool, error) {
+	bad := &usageError{fmt.Errorf("--read-data-subset %q: want n/t (1 <= n <= t) or x%% (0 < x <= 100)", spec)}
+	if pct, ok := strings.CutSuffix(spec, "%"); ok {
+		x, err := strconv.ParseFloat(pct, 64)
+		if err != nil || !(x > 0 && x <= 100) {
+			return nil, bad
+		}
+		seed := maphash.MakeSeed()
+		return func(id repo.ID) bool { return float64(maphash.Bytes(seed, id[:])%1e6) < x*1e4 }, nil
+	}
+	ns, ts, ok := strings.Cut(spec, "/")
+	n, err1 := strconv.ParseUint(ns, 10, 32)
+	t, err2 := strconv.ParseUint(ts, 10, 32)
+	if !ok || err1 != nil || err2 != nil || n < 1 || n > t {
+		return nil, bad
+	}
+	return func(id repo.ID) bool {
+		v := uint64(id[0])<<24 | uint64(id[1])<<16 | uint64(id[2])<<8 | uint64(id[3])
+		return v%t == n-1
+	}, nil
 }
 
 type repoInfo struct {

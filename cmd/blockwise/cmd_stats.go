@@ -28,19 +28,15 @@ var checkCmd = &cobra.Command{
 	Short: "Verify the repository (alias of repo check)",
 	Args:  cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
-		return runRepoCheck(cmd.Context(), checkOpts, checkReadDataTop, cmd.OutOrStdout())
+		return runRepoCheck(cmd.Context(), checkOpts, cmd.OutOrStdout())
 	},
 }
 
-var (
-	checkOpts        repoOptions
-	checkReadDataTop bool
-)
+var checkOpts checkOptions
 
 func init() {
 	addRepoFlags(statsCmd, &statsOpts)
-	addRepoFlags(checkCmd, &checkOpts)
-	checkCmd.Flags().BoolVar(&checkReadDataTop, "read-data", false, "read and verify every pack")
+	addCheckFlags(checkCmd, &checkOpts)
 	rootCmd.AddCommand(statsCmd, checkCmd)
 }
 

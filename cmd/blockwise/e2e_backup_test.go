@@ -682,6 +682,20 @@ func TestE2ECorruptPack(t *testing.T) {
 	e.must(t, "check", "--read-data")
 	pack := corruptLargestPack(t, e)
 
+	// Of three fixed subsets, exactly the one holding the pack finds it.
+	failed := 0
+	for n := 1; n <= 3; n++ {
+		out, code := e.run(t, "check", "--read-data-subset", fmt.Sprintf("%d/3", n))
+		if code != 0 {
+			failed++
+			if code != exitCheckFailed || !strings.Contains(out, filepath.Base(pack)[:8]) {
+				t.Fatalf("check --read-data-subset %d/3: exit %d: %s", n, code, out)
+			}
+		}
+	}
+	if failed != 1 {
+		t.Fatalf("%d of the subsets 1/3, 2/3, 3/3 found the flipped byte, want 1", failed)
+	}
 	out, code := e.run(t, "check", "--read-data")
 	if code == 0 || !strings.Contains(out, filepath.Base(pack)[:8]) {
 		t.Fatalf("check --read-data on a flipped byte in %s: exit %d: %s", filepath.Base(pack), code, out)

@@ -165,7 +165,7 @@ func checkAfterTest(t *testing.T, be backend.Backend) {
 	r, err := repo.Open(ctx, be, "secret")
 	var res *repo.CheckResult
 	if err == nil {
-		res, err = r.Check(ctx, true)
+		res, err = r.Check(ctx, repo.CheckOptions{ReadData: true})
 	}
 	if err == nil {
 		err = res.Err()

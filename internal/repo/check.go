@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -16,7 +17,8 @@ import (
 type CheckResult struct {
 	Errors    []error
 	Warnings  []string
-	Packs     int
+	Packs     int // indexed packs
+	PacksRead int // of them, read whole (CheckOptions.ReadData)
 	Manifests int
 }
 
@@ -27,14 +29,25 @@ func (c *CheckResult) errorf(format string, args ...any) {
 	c.Errors = append(c.Errors, fmt.Errorf(format, args...))
 }
 
+// CheckOptions say how much of the data Check reads.
+type CheckOptions struct {
+	// ReadData reads packs whole: their hash, header and every blob
+	// against its ID.
+	ReadData bool
+	// ReadPack, when set, picks the packs ReadData reads (restic's
+	// --read-data-subset); the others are only checked to exist with the
+	// size their index entries need.
+	ReadPack func(pack ID) bool
+}
+
 // Check verifies the repository: every index file decodes and names
 // existing packs, every manifest decodes and every page and chunk it
-// references is indexed. With readData it also reads every pack whole,
-// checks its hash, header and each blob's content against its ID. It
+// references is indexed. With o.ReadData it also reads packs whole,
+// checks their hash, header and each blob's content against its ID. It
 // returns the result and, if any error was found, an error joining them.
 // It holds a shared lock: a prune removing packs meanwhile would show as
 // damage.
-func (r *Repository) Check(ctx context.Context, readData bool) (*CheckResult, error) {
+func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckResult, error) {
 	res := &CheckResult{}
 	lock, err := r.Lock(ctx, false)
 	if err != nil {
@@ -46,7 +59,7 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckResult, er
 		return res, err
 	}
 	defer x.close()
-	if err := r.checkPacks(ctx, x, res, readData); err != nil {
+	if err := r.checkPacks(ctx, x, res, o); err != nil {
 		return res, err
 	}
 	if err := r.checkManifests(ctx, x, res); err != nil {
@@ -74,7 +87,7 @@ func (r *Repository) checkIndex(ctx context.Context, res *CheckResult) (*index, 
 	return x, nil
 }
 
-func (r *Repository) checkPacks(ctx context.Context, x *index, res *CheckResult, readData bool) error {
+func (r *Repository) checkPacks(ctx context.Context, x *index, res *CheckResult, o CheckOptions) error {
 	sizes := map[ID]int64{}
 	err := r.be.List(ctx, backend.Data, func(fi backend.FileInfo) error {
 		id, err := ParseID(fi.Name)
@@ -108,9 +121,13 @@ func (r *Repository) checkPacks(ctx context.Context, x *index, res *CheckResult,
 			res.Warnings = append(res.Warnings, fmt.Sprintf("pack %v is not indexed (left by an interrupted backup)", id))
 		}
 	}
-	if !readData {
+	if !o.ReadData {
 		return nil
 	}
+	if o.ReadPack != nil {
+		maps.DeleteFunc(packs, func(id ID, _ []packEntry) bool { return !o.ReadPack(id) })
+	}
+	res.PacksRead = len(packs)
 	return r.readPacks(ctx, packs, res)
 }
 

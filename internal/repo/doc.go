@@ -26,7 +26,7 @@
 //	(*Repository).LoadManifest(ctx, ID) (*Manifest, error)
 //	(*Repository).OpenImage(ctx, ID) (*Image, error)
 //	(*Image).ReadAt(p, off) / Size() / ReadChunk(ctx, slot) / Slots(ctx, fn) / IsZero(ctx, slot)
-//	(*Repository).Check(ctx, readData bool) (*CheckResult, error)
+//	(*Repository).Check(ctx, CheckOptions) (*CheckResult, error)
 //	(*Repository).Forget(ctx, ID) error
 //	(*Repository).Prune(ctx) (*PruneStats, error)
 //	(*Repository).Lock(ctx, exclusive bool) (*Lock, error)  // ErrLocked

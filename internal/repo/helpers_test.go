@@ -57,7 +57,7 @@ func checkAfterTest(t testing.TB, be backend.Backend) {
 	r, err := OpenWith(ctx, be, s)
 	var res *CheckResult
 	if err == nil {
-		res, err = r.Check(ctx, true)
+		res, err = r.Check(ctx, CheckOptions{ReadData: true})
 	}
 	if err == nil {
 		err = res.Err()
@@ -162,7 +162,7 @@ func verifyImage(t testing.TB, r *Repository, id ID, want []byte) {
 
 func checkClean(t testing.TB, r *Repository, readData bool) *CheckResult {
 	t.Helper()
-	res, err := r.Check(context.Background(), readData)
+	res, err := r.Check(context.Background(), CheckOptions{ReadData: readData})
 	if err != nil {
 		t.Fatalf("check: %v", err)
 	}

@@ -162,11 +162,19 @@ func TestCorruptPack(t *testing.T) {
 			if !strings.Contains(err.Error(), h.Name) {
 				t.Errorf("error does not name pack %s: %v", h.Name, err)
 			}
-			if _, err := r.Check(context.Background(), false); err != nil {
+			if _, err := r.Check(context.Background(), CheckOptions{}); err != nil {
 				t.Errorf("metadata check should pass: %v", err)
 			}
-			if _, err := r.Check(context.Background(), true); !errors.Is(err, ErrCorrupt) {
+			if _, err := r.Check(context.Background(), CheckOptions{ReadData: true}); !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("check: want ErrCorrupt, got %v", err)
+			}
+			// A subset finds the damage only if it reads the damaged pack.
+			for _, bad := range []bool{false, true} {
+				sel := func(id ID) bool { return (id.String() == h.Name) == bad }
+				res, err := r.Check(context.Background(), CheckOptions{ReadData: true, ReadPack: sel})
+				if errors.Is(err, ErrCorrupt) != bad || res.PacksRead == 0 || res.PacksRead == res.Packs && !bad {
+					t.Fatalf("check of a subset (damaged pack in it: %v): %d of %d packs read: %v", bad, res.PacksRead, res.Packs, err)
+				}
 			}
 		})
 	}

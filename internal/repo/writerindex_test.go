@@ -311,7 +311,7 @@ func TestCheckLocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Check(ctx, false); !errors.Is(err, ErrLocked) {
+	if _, err := r.Check(ctx, CheckOptions{}); !errors.Is(err, ErrLocked) {
 		t.Errorf("check beside an exclusive lock: %v, want ErrLocked", err)
 	}
 	l.Unlock(ctx)

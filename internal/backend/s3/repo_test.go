@@ -95,7 +95,7 @@ func verifyImage(t *testing.T, r *repo.Repository, id repo.ID, want []byte) {
 
 func checkClean(t *testing.T, r *repo.Repository, allowWarnings bool) *repo.CheckResult {
 	t.Helper()
-	res, err := r.Check(t.Context(), true)
+	res, err := r.Check(t.Context(), repo.CheckOptions{ReadData: true})
 	if err != nil {
 		t.Fatalf("check: %v", err)
 	}
