@@ -19,8 +19,9 @@ import (
 type backupOptions struct {
 	repoOptions
 	transportOptions
-	Full    bool
-	Workers int
+	Full        bool
+	Workers     int
+	MetricsFile string
 }
 
 var backupOpts backupOptions
@@ -38,6 +39,7 @@ func init() {
 	addRepoFlags(backupCmd, &backupOpts.repoOptions)
 	backupCmd.Flags().BoolVar(&backupOpts.Full, "full", false, "read every allocated area, ignoring the last restore point's change ID")
 	backupCmd.Flags().IntVar(&backupOpts.Workers, "workers", 4, "concurrent reads")
+	backupCmd.Flags().StringVar(&backupOpts.MetricsFile, "metrics-file", "", "write each disk's outcome as Prometheus metrics to this file (for node_exporter's textfile collector), atomically")
 	addTransportFlags(backupCmd.Flags(), &backupOpts.transportOptions)
 	rootCmd.AddCommand(backupCmd)
 }
@@ -65,23 +67,40 @@ type backupSummary struct {
 // runBackups backs up each disk in turn; one failing does not stop the
 // others, and the command fails if any did.
 func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []string, out, errOut io.Writer) error {
+	outs, err := backupDisks(ctx, g, o, disks, out, errOut)
+	if o.MetricsFile != "" {
+		for _, d := range disks[len(outs):] { // never tried: the repository or host failed first
+			outs = append(outs, backupOutcome{disk: d, at: time.Now()})
+		}
+		if merr := writeBackupMetrics(o.MetricsFile, outs); merr != nil {
+			err = errors.Join(err, fmt.Errorf("--metrics-file: %w", merr))
+		}
+	}
+	return err
+}
+
+// backupDisks backs up each disk in turn; one failing does not stop the
+// others, and the command fails if any did.
+func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []string, out, errOut io.Writer) ([]backupOutcome, error) {
 	env, err := o.transportOptions.env(g)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r, err := o.open(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer r.Close()
 	h := backup.ClientHost{C: env.Client}
 	var errs []error
+	var outs []backupOutcome
 	for _, disk := range disks {
 		bar := newProgress(errOut, disk)
 		var rep transport.Report
 		open := transport.Opener(o.Order, env, func(r transport.Report) { rep = r })
 		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, Progress: bar.update})
 		bar.finish()
+		outs = append(outs, backupOutcome{disk: disk, res: res, at: time.Now()})
 		if err == nil {
 			err = printBackup(g, disk, res, rep, r.OpenTimes(), out)
 		}
@@ -92,7 +111,7 @@ func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []s
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return outs, errors.Join(errs...)
 }
 
 func printBackup(g globalOptions, disk string, res *backup.Result, rep transport.Report, ot repo.OpenTimes, out io.Writer) error {
