@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/blockwise/blockwise/internal/nbd"
@@ -15,7 +16,7 @@ import (
 // overlay, or qemu-img and nbdcopy read it, while nothing is restored).
 // Every chunk is verified against its ID as it is read; a damaged chunk
 // fails the read (EIO to the client) and is reported to OnError with its
-// slot. Zero slots are holes in base:allocation, so clients skip them.
+// offset. Zero slots are holes in base:allocation, so clients skip them.
 type PointExport struct {
 	im *repo.Image
 	cs int64
@@ -78,7 +79,10 @@ func (e *PointExport) readCached(ctx context.Context, p []byte, off int64) error
 	for n := 0; n < len(p); {
 		pos := off + int64(n)
 		slot := uint64(pos / e.cs)
-		chunk, err := e.cache.get(slot, func() ([]byte, error) { return e.im.ReadChunk(ctx, slot) })
+		// The load serves every reader waiting for the chunk, so one
+		// client going away must not fail it for the others.
+		load := func() ([]byte, error) { return e.im.ReadChunk(context.WithoutCancel(ctx), slot) }
+		chunk, err := e.cache.get(ctx, slot, load)
 		if err != nil {
 			return err
 		}
@@ -95,7 +99,7 @@ func (e *PointExport) Trim(context.Context, int64, int64) error { return nbd.Err
 func (e *PointExport) Flush(context.Context) error              { return nil }
 
 func (e *PointExport) MetaContexts(prefix string) []string {
-	if len(prefix) <= len(nbd.ContextBaseAllocation) && nbd.ContextBaseAllocation[:len(prefix)] == prefix {
+	if strings.HasPrefix(nbd.ContextBaseAllocation, prefix) {
 		return []string{nbd.ContextBaseAllocation}
 	}
 	return nil
@@ -174,14 +178,20 @@ func newChunkCache(max int) *chunkCache {
 	return &chunkCache{max: max, m: map[uint64]*list.Element{}}
 }
 
-func (c *chunkCache) get(slot uint64, load func() ([]byte, error)) ([]byte, error) {
+// get returns slot's chunk, loading it if no one is; a reader waiting for
+// another's load gives up when its ctx ends.
+func (c *chunkCache) get(ctx context.Context, slot uint64, load func() ([]byte, error)) ([]byte, error) {
 	c.mu.Lock()
 	if el, ok := c.m[slot]; ok {
 		c.lru.MoveToFront(el)
 		ent := el.Value.(*cached)
 		c.mu.Unlock()
-		<-ent.ready
-		return ent.data, ent.err
+		select {
+		case <-ent.ready:
+			return ent.data, ent.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	ent := &cached{slot: slot, ready: make(chan struct{})}
 	c.m[slot] = c.lru.PushFront(ent)
