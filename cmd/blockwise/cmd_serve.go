@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/blockwise/blockwise/internal/api"
@@ -22,16 +23,42 @@ import (
 )
 
 type serveOptions struct {
-	APIUnix     string
-	APITCP      string
-	APITLSCert  string
-	APITLSKey   string
-	NBDUnix     string
-	NBDTCP      []string
+	APIUnix    string
+	APITCP     string
+	APITLSCert string
+	APITLSKey  string
+	NBDUnix    string
+	NBDTCP     []string
+	nbdTLS
+	log *slog.Logger // nil: text logs on stderr
+}
+
+// nbdTLS: STARTTLS for an NBD server (serve, serve-point).
+type nbdTLS struct {
 	TLSCert     string
 	TLSKey      string
 	TLSRequired bool
-	log         *slog.Logger // nil: text logs on stderr
+}
+
+func addNBDTLSFlags(f *pflag.FlagSet, o *nbdTLS) {
+	f.StringVar(&o.TLSCert, "tls-cert", "", "TLS certificate (PEM) for NBD STARTTLS")
+	f.StringVar(&o.TLSKey, "tls-key", "", "TLS private key (PEM)")
+	f.BoolVar(&o.TLSRequired, "tls-required", false, "refuse NBD clients that do not start TLS")
+}
+
+// serverOptions loads the certificate, if any; TLS is 1.3 only.
+func (o nbdTLS) serverOptions(log *slog.Logger) (nbd.ServerOptions, error) {
+	opts := nbd.ServerOptions{Logger: log, RequireTLS: o.TLSRequired}
+	if o.TLSCert != "" || o.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+		if err != nil {
+			return opts, &usageError{fmt.Errorf("tls: %w", err)}
+		}
+		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	} else if o.TLSRequired {
+		return opts, &usageError{errors.New("--tls-required needs --tls-cert and --tls-key")}
+	}
+	return opts, nil
 }
 
 var serveOpts serveOptions
@@ -58,9 +85,7 @@ func init() {
 	f.StringVar(&serveOpts.APITLSKey, "api-tls-key", "", "TLS private key (PEM) for the API over TCP")
 	f.StringVar(&serveOpts.NBDUnix, "nbd-unix", "", "unix socket for NBD (default DATASTORE/nbd.sock; \"none\" disables)")
 	f.StringArrayVar(&serveOpts.NBDTCP, "nbd-tcp", []string{"127.0.0.1:10809"}, "TCP address for NBD, repeatable (\"\" disables)")
-	f.StringVar(&serveOpts.TLSCert, "tls-cert", "", "TLS certificate (PEM) for NBD STARTTLS")
-	f.StringVar(&serveOpts.TLSKey, "tls-key", "", "TLS private key (PEM)")
-	f.BoolVar(&serveOpts.TLSRequired, "tls-required", false, "refuse NBD clients that do not start TLS")
+	addNBDTLSFlags(f, &serveOpts.nbdTLS)
 	rootCmd.AddCommand(serveCmd)
 }
 
@@ -126,15 +151,9 @@ func shutdown(log *slog.Logger, apiSrv *api.Server, srv *nbd.Server, grp *errgro
 }
 
 func newNBDServer(h *host.Host, o serveOptions, log *slog.Logger) (*nbd.Server, error) {
-	opts := nbd.ServerOptions{Logger: log, RequireTLS: o.TLSRequired}
-	if o.TLSCert != "" || o.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
-		if err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
-		}
-		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
-	} else if o.TLSRequired {
-		return nil, errors.New("--tls-required needs --tls-cert and --tls-key")
+	opts, err := o.nbdTLS.serverOptions(log)
+	if err != nil {
+		return nil, err
 	}
 	return nbd.NewServer(h, opts), nil
 }

@@ -21,6 +21,7 @@ import (
 
 type servePointOptions struct {
 	repoOptions
+	nbdTLS
 	Disk   string
 	Socket string
 	Listen string
@@ -52,7 +53,8 @@ func init() {
 	f := servePointCmd.Flags()
 	f.StringVar(&servePointOpts.Disk, "disk", "", "with latest: the disk whose newest restore point to serve")
 	f.StringVar(&servePointOpts.Socket, "socket", "", "unix socket to serve on (default: blockwise-point-ID.sock in the temporary directory)")
-	f.StringVar(&servePointOpts.Listen, "listen", "", "also serve on this TCP address (HOST:PORT; plain NBD, no TLS: keep it on a trusted network)")
+	f.StringVar(&servePointOpts.Listen, "listen", "", "also serve on this TCP address (HOST:PORT; with --tls-cert/--tls-key clients can start TLS, and --tls-required makes them)")
+	addNBDTLSFlags(f, &servePointOpts.nbdTLS)
 	rootCmd.AddCommand(servePointCmd)
 }
 
@@ -72,21 +74,25 @@ func runServePoint(ctx context.Context, o servePointOptions, ref string, out, er
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(errOut, nil))
+	sopts, err := o.nbdTLS.serverOptions(log)
+	if err != nil {
+		return err
+	}
 	exp := backup.NewPointExport(im)
 	exp.OnError = func(off int64, err error) { log.Error("read failed", "point", m.ID.Short(), "offset", off, "err", err) }
-	lns, uris, err := pointListeners(o, m.ID.Short())
+	lns, uris, err := pointListeners(o, m.ID.Short(), sopts.TLSConfig != nil)
 	if err != nil {
 		return err
 	}
 	for _, u := range uris {
 		fmt.Fprintln(out, u)
 	}
-	return servePoint(ctx, nbd.NewServer(backup.PointExporter{Export: exp}, nbd.ServerOptions{Logger: log}), lns)
+	return servePoint(ctx, nbd.NewServer(backup.PointExporter{Export: exp}, sopts), lns)
 }
 
 // pointListeners opens the unix socket (and the TCP address, if any) and
 // returns the URIs a client uses.
-func pointListeners(o servePointOptions, id string) ([]net.Listener, []string, error) {
+func pointListeners(o servePointOptions, id string, tls bool) ([]net.Listener, []string, error) {
 	sock := o.Socket
 	if sock == "" {
 		sock = filepath.Join(os.TempDir(), "blockwise-point-"+id+".sock")
@@ -105,7 +111,11 @@ func pointListeners(o servePointOptions, id string) ([]net.Listener, []string, e
 			return nil, nil, &usageError{fmt.Errorf("--listen: %w", err)}
 		}
 		lns = append(lns, tl)
-		uris = append(uris, "nbd://"+tl.Addr().String()+"/")
+		scheme := "nbd"
+		if tls {
+			scheme = "nbds"
+		}
+		uris = append(uris, scheme+"://"+tl.Addr().String()+"/")
 	}
 	return lns, uris, nil
 }

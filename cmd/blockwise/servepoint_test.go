@@ -7,15 +7,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 )
 
-// servePoint starts `blockwise serve-point` and returns the unix URI it
-// prints and the running command, killed at cleanup if still running.
-func (e *e2e) servePoint(t *testing.T, args ...string) (string, *exec.Cmd, *bytes.Buffer) {
+// servePoint starts `blockwise serve-point` and returns the URIs it
+// prints (unix, then TCP with --listen) and the running command, killed at
+// cleanup if still running.
+func (e *e2e) servePoint(t *testing.T, args ...string) ([]string, *exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	cmd := e.command(nil, append([]string{"serve-point"}, args...)...)
 	var stderr bytes.Buffer
@@ -33,13 +35,22 @@ func (e *e2e) servePoint(t *testing.T, args ...string) (string, *exec.Cmd, *byte
 			cmd.Wait()
 		}
 	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "nbd+unix://") {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("serve-point printed %q (%v): %s", line, err, stderr.String())
+	want := 1
+	if slices.Contains(args, "--listen") {
+		want = 2
 	}
-	return strings.TrimSpace(line), cmd, &stderr
+	var uris []string
+	rd := bufio.NewReader(stdout)
+	for len(uris) < want {
+		line, err := rd.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "nbd") {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("serve-point printed %q (%v): %s", line, err, stderr.String())
+		}
+		uris = append(uris, strings.TrimSpace(line))
+	}
+	return uris, cmd, &stderr
 }
 
 // dataBytes sums the data extents of `nbdinfo --map`.
@@ -110,7 +121,8 @@ func TestE2EServePoint(t *testing.T) {
 		if i == 1 {
 			id = id[:12] // a prefix names it too
 		}
-		uri, cmd, stderr := e.servePoint(t, id, "--socket", sock)
+		uris, cmd, stderr := e.servePoint(t, id, "--socket", sock)
+		uri := uris[0]
 		if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", uri, p.ref).CombinedOutput(); err != nil {
 			t.Fatalf("point %d: qemu-img compare: %v: %s", i, err, out)
 		}
@@ -144,8 +156,8 @@ func TestE2EServePoint(t *testing.T) {
 	corruptLargestPack(t, e)
 	failed := 0
 	for _, p := range points {
-		uri, cmd, stderr := e.servePoint(t, p.id, "--socket", sock)
-		out, err := exec.Command("nbdcopy", uri, filepath.Join(dir, "bad.raw")).CombinedOutput()
+		uris, cmd, stderr := e.servePoint(t, p.id, "--socket", sock)
+		out, err := exec.Command("nbdcopy", uris[0], filepath.Join(dir, "bad.raw")).CombinedOutput()
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		if err == nil {
@@ -211,4 +223,44 @@ func corruptLargestPack(t *testing.T, e *e2e) string {
 	b[0] ^= 0x40
 	f.WriteAt(b, 100)
 	return pack
+}
+
+// TestE2EServePointTLS serves a point on TCP with TLS required: qemu-img
+// reads it through x509 credentials, a plain client is refused.
+func TestE2EServePointTLS(t *testing.T) {
+	needTools(t, "nbdinfo")
+	e := newE2E(t, true)
+	dir := t.TempDir()
+	e.must(t, "disk", "create", "vm", "--size", "4M")
+	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 12)), 4<<20, 4, 256<<10))
+	ref := filepath.Join(dir, "ref.raw")
+	e.reference(t, "vm", ref)
+	id := e.backupJSON(t, "vm").ID
+	pki := filepath.Join(dir, "pki")
+	os.Mkdir(pki, 0o700)
+	cert, key := writeCert(t, pki)
+	if err := os.Link(cert, filepath.Join(pki, "ca-cert.pem")); err != nil { // self-signed: its own CA
+		t.Fatal(err)
+	}
+	uris, cmd, stderr := e.servePoint(t, id, "--socket", filepath.Join(dir, "p.sock"), "--listen", "127.0.0.1:0",
+		"--tls-cert", cert, "--tls-key", key, "--tls-required")
+	if !strings.HasPrefix(uris[1], "nbds://127.0.0.1:") {
+		t.Fatalf("TCP URI %q", uris[1])
+	}
+	host, port, _ := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(uris[1], "nbds://"), "/"), ":")
+	out := filepath.Join(dir, "out.raw")
+	if b, err := exec.Command("qemu-img", "convert", "--object", "tls-creds-x509,id=tls0,dir="+pki+",endpoint=client",
+		"--image-opts", "driver=nbd,host="+host+",port="+port+",tls-creds=tls0", "-O", "raw", out).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert over TLS: %v: %s", err, b)
+	}
+	if err := sameFile(out, ref); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("nbdinfo", "nbd://"+host+":"+port+"/").CombinedOutput(); err == nil {
+		t.Fatalf("a plain client was served despite --tls-required: %s", b)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve-point after SIGTERM: %v: %s", err, stderr)
+	}
 }
