@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"sync"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -54,40 +53,23 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckResult, e
 		return res, fmt.Errorf("repo: check: %w", err)
 	}
 	defer lock.KeepFresh(ctx)()
-	x, err := r.checkIndex(ctx, res)
+	sizes, err := r.packSizes(ctx, res)
+	if err != nil {
+		return res, err
+	}
+	x, err := r.checkIndexAndPacks(ctx, sizes, res, o)
 	if err != nil {
 		return res, err
 	}
 	defer x.close()
-	if err := r.checkPacks(ctx, x, res, o); err != nil {
-		return res, err
-	}
 	if err := r.checkManifests(ctx, x, res); err != nil {
 		return res, err
 	}
 	return res, errors.Join(res.Errors...)
 }
 
-// checkIndex reads each index file on its own so one bad file is reported
-// without hiding the others.
-func (r *Repository) checkIndex(ctx context.Context, res *CheckResult) (*index, error) {
-	names, err := r.listNames(ctx, backend.Index)
-	if err != nil {
-		return nil, err
-	}
-	x := newIndex()
-	for _, n := range names {
-		packs, err := r.readIndexFile(ctx, n)
-		if err != nil {
-			res.Errors = append(res.Errors, err)
-			continue
-		}
-		x.add(n, packs)
-	}
-	return x, nil
-}
-
-func (r *Repository) checkPacks(ctx context.Context, x *index, res *CheckResult, o CheckOptions) error {
+// packSizes lists the pack files.
+func (r *Repository) packSizes(ctx context.Context, res *CheckResult) (map[ID]int64, error) {
 	sizes := map[ID]int64{}
 	err := r.be.List(ctx, backend.Data, func(fi backend.FileInfo) error {
 		id, err := ParseID(fi.Name)
@@ -99,36 +81,80 @@ func (r *Repository) checkPacks(ctx context.Context, x *index, res *CheckResult,
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("repo: check: list packs: %w", err)
+		return nil, fmt.Errorf("repo: check: list packs: %w", err)
 	}
-	packs, _, err := x.snapshot()
+	return sizes, nil
+}
+
+// checkIndexAndPacks reads the index files one at a time, so one bad file
+// is reported without hiding the others and no more than one file's
+// entries are held at once (memory stays bounded whatever the repository
+// size): each goes into the lookup index checkManifests uses, and each
+// pack it names first is checked against the pack files, and read whole
+// with o.ReadData, while the next files load.
+func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64, res *CheckResult, o CheckOptions) (*index, error) {
+	names, err := r.listNames(ctx, backend.Index)
 	if err != nil {
-		return fmt.Errorf("repo: check: %w", err)
+		return nil, err
 	}
-	res.Packs = len(packs)
-	for id, entries := range packs {
-		size, ok := sizes[id]
-		if !ok {
-			res.errorf("pack %v named by index is missing: %w", id, ErrCorrupt)
-			continue
+	x := newIndex()
+	indexed := map[ID]bool{}
+	var mu sync.Mutex // res, from the readers
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, n := range names {
+		packs, err := r.readIndexFile(gctx, n)
+		mu.Lock()
+		if err != nil {
+			res.Errors = append(res.Errors, err)
 		}
-		if end := packDataEnd(entries); end > size {
-			res.errorf("pack %v: %d bytes, index says blobs reach %d: %w", id, size, end, ErrCorrupt)
+		mu.Unlock()
+		x.add(n, packs)
+		for _, p := range packs {
+			if indexed[p.ID] {
+				continue // the lookup index keeps the first file's entries too
+			}
+			indexed[p.ID] = true
+			if !r.checkPackSize(p, sizes, res, &mu) || !o.ReadData || o.ReadPack != nil && !o.ReadPack(p.ID) {
+				continue
+			}
+			res.PacksRead++
+			g.Go(func() error {
+				errs, err := r.verifyPack(gctx, p.ID, p.Entries)
+				mu.Lock()
+				res.Errors = append(res.Errors, errs...)
+				mu.Unlock()
+				return err
+			})
 		}
+	}
+	if err := g.Wait(); err != nil {
+		x.close()
+		return nil, err
 	}
 	for id := range sizes {
-		if _, ok := packs[id]; !ok {
+		if !indexed[id] {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("pack %v is not indexed (left by an interrupted backup)", id))
 		}
 	}
-	if !o.ReadData {
-		return nil
+	res.Packs = len(indexed)
+	return x, nil
+}
+
+// checkPackSize reports an indexed pack that is missing or too short for
+// its entries; it returns whether the pack is there to be read.
+func (r *Repository) checkPackSize(p packInfo, sizes map[ID]int64, res *CheckResult, mu *sync.Mutex) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	size, ok := sizes[p.ID]
+	if !ok {
+		res.errorf("pack %v named by index is missing: %w", p.ID, ErrCorrupt)
+		return false
 	}
-	if o.ReadPack != nil {
-		maps.DeleteFunc(packs, func(id ID, _ []packEntry) bool { return !o.ReadPack(id) })
+	if end := packDataEnd(p.Entries); end > size {
+		res.errorf("pack %v: %d bytes, index says blobs reach %d: %w", p.ID, size, end, ErrCorrupt)
 	}
-	res.PacksRead = len(packs)
-	return r.readPacks(ctx, packs, res)
+	return true
 }
 
 func packDataEnd(entries []packEntry) int64 {
@@ -137,23 +163,6 @@ func packDataEnd(entries []packEntry) int64 {
 		end = max(end, int64(e.Offset)+int64(e.Stored))
 	}
 	return end
-}
-
-// readPacks verifies every indexed pack's bytes, a few at a time.
-func (r *Repository) readPacks(ctx context.Context, packs map[ID][]packEntry, res *CheckResult) error {
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(workers)
-	for id, want := range packs {
-		g.Go(func() error {
-			errs, err := r.verifyPack(gctx, id, want)
-			mu.Lock()
-			res.Errors = append(res.Errors, errs...)
-			mu.Unlock()
-			return err
-		})
-	}
-	return g.Wait()
 }
 
 // verifyPack returns the damage found in one pack; the error result is for
@@ -171,9 +180,10 @@ func (r *Repository) verifyPack(ctx context.Context, id ID, want []packEntry) ([
 	}
 	var errs []error
 	have := map[blobKey]packEntry{}
+	buf := make([]byte, r.maxBlob()) // one for the pack: less for the collector
 	for _, e := range entries {
 		have[blobKey{e.Type, e.ID}] = e
-		if _, err := r.decodeBlob(e, id, data[e.Offset:e.Offset+e.Stored]); err != nil {
+		if _, err := r.decodeBlobTo(e, id, data[e.Offset:e.Offset+e.Stored], buf); err != nil {
 			errs = append(errs, err)
 		}
 	}
