@@ -102,6 +102,11 @@ func pointListeners(o servePointOptions, id string, tls bool) ([]net.Listener, [
 	if err != nil {
 		return nil, nil, &usageError{fmt.Errorf("--socket: %w", err)}
 	}
+	// Whoever connects reads the decrypted disk: the owner only.
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ul.Close()
+		return nil, nil, err
+	}
 	lns := []net.Listener{ul}
 	uris := []string{(&url.URL{Scheme: "nbd+unix", Path: "/", RawQuery: "socket=" + sock}).String()}
 	if o.Listen != "" {

@@ -123,6 +123,9 @@ func TestE2EServePoint(t *testing.T) {
 		}
 		uris, cmd, stderr := e.servePoint(t, id, "--socket", sock)
 		uri := uris[0]
+		if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("point %d: socket %v, want mode 0600: %v", i, fi.Mode(), err)
+		}
 		if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", uri, p.ref).CombinedOutput(); err != nil {
 			t.Fatalf("point %d: qemu-img compare: %v: %s", i, err, out)
 		}
