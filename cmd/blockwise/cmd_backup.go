@@ -64,8 +64,8 @@ type backupSummary struct {
 	Open map[string]float64 `json:"open"`
 }
 
-// runBackups backs up each disk in turn; one failing does not stop the
-// others, and the command fails if any did.
+// runBackups backs up the disks and, with --metrics-file, records each
+// one's outcome, the disks it never got to as failed.
 func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []string, out, errOut io.Writer) error {
 	outs, err := backupDisks(ctx, g, o, disks, out, errOut)
 	if o.MetricsFile != "" {
