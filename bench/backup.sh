@@ -136,7 +136,7 @@ M = 1 << 20
 print(f"{'':28}{'restic':>12}{'borg':>12}{'blockwise':>12}{'vs restic':>11}{'vs borg':>9}")
 for label, op, k in rows:
     v = [get(f"{t}-{op}" if t == "bw" or op != "inc-key" else f"{t}-inc", k) for t in tools]
-    print(f"{label:28}{v[0]:12.2f}{v[1]:12.2f}{v[2]:12.2f}{v[0]/v[2]:10.1f}x{v[1]/v[2]:8.1f}x")
+    print(f"{label:28}{v[0]:12.2f}{v[1]:12.2f}{v[2]:12.2f}{v[0]/v[2]:10.2f}x{v[1]/v[2]:8.2f}x")
 for label, op in [("peak RSS full (MiB)", "full"), ("peak RSS incr. (MiB)", "inc"), ("peak RSS restore (MiB)", "restore")]:
     v = [get(f"{t}-{op}", "rss") / 1024 for t in tools]
     print(f"{label:28}{v[0]:12.0f}{v[1]:12.0f}{v[2]:12.0f}")
