@@ -11,29 +11,23 @@ import (
 	"github.com/blockwise/blockwise/internal/backend"
 )
 
-// blobScratch is encodeBlob's working space, recycled: a full backup
-// encodes every chunk it reads, and fresh buffers per chunk cost more in
-// zeroing, page faults and garbage collection than the copy into the pack.
+// blobScratch is the working space of compressBlob and decodeBlobTo,
+// recycled: a full backup compresses every chunk it reads, and fresh
+// buffers per chunk cost more in zeroing, page faults and garbage
+// collection than the work itself.
 type blobScratch struct{ z, sealed []byte }
 
 var scratchPool = sync.Pool{New: func() any { return new(blobScratch) }}
 
-// encodeBlob compresses (when that shrinks it) and seals plaintext. The
-// result may be plain itself or live in s: it is valid until s is reused.
-func (r *Repository) encodeBlob(t BlobType, id ID, plain []byte, s *blobScratch) (stored []byte, flags uint8) {
-	data := plain
+// compressBlob returns plain compressed into s (flagZstd) when that
+// shrinks it, else plain itself.
+func (r *Repository) compressBlob(plain []byte, s *blobScratch) ([]byte, uint8) {
 	if r.zenc != nil && compressible(plain) {
 		if s.z = r.zenc.EncodeAll(plain, s.z[:0]); len(s.z) < len(plain) {
-			data, flags = s.z, flagZstd
+			return s.z, flagZstd
 		}
 	}
-	if !r.crypt.encrypted() {
-		// Unencrypted blobs need no checksum: the ID is the plaintext hash
-		// and is verified on every read.
-		return data, flags
-	}
-	s.sealed = r.crypt.sealTo(s.sealed[:0], data, blobAD(t, id))
-	return s.sealed, flags
+	return plain, 0
 }
 
 // compressible estimates from a sample whether zstd can shrink p: random
@@ -77,7 +71,7 @@ func sampleEntropy(hist *[256]int, n int) float64 {
 	return math.Log2(float64(n)) - sum/float64(n)
 }
 
-// decodeBlob reverses encodeBlob and verifies the plaintext against id.
+// decodeBlob reverses compression and sealing (packer.add) and verifies the plaintext against id.
 // The result is fresh memory or, unencrypted and uncompressed, stored
 // itself.
 func (r *Repository) decodeBlob(e packEntry, pack ID, stored []byte) ([]byte, error) {

@@ -12,15 +12,15 @@ import (
 )
 
 // packer gathers sealed blobs into packs and uploads each pack when it
-// reaches the target size. Encoding happens outside the lock, so
-// concurrent PutChunk callers compress and encrypt in parallel; the
-// caller whose blob fills a pack uploads it, which bounds uploads in
-// flight by the number of callers.
+// reaches the target size. Compression and sealing happen outside the
+// lock, so concurrent PutChunk callers compress and encrypt in parallel
+// (sealing straight into the pack buffer); the caller that finishes a
+// full pack uploads it, which bounds uploads in flight by the number of
+// callers.
 type packer struct {
 	r         *Repository
 	mu        sync.Mutex
-	buf       []byte
-	entries   []packEntry
+	cur       *openPack  // the pack taking blobs; nil until the next blob
 	done      []packInfo // uploaded packs no index file names yet
 	attempted []ID       // packs we tried to save that no index file may name, for Abort
 	stored    uint64
@@ -31,11 +31,33 @@ type packer struct {
 	cond       *sync.Cond
 }
 
+// openPack is a pack being filled. Blobs reserve their place under the
+// packer's lock and are sealed into it outside the lock, straight into
+// the buffer that is uploaded (no copy); the writer of the last
+// reservation of a full pack uploads it.
+type openPack struct {
+	buf     []byte // len: bytes reserved
+	entries []packEntry
+	pending int  // reservations not yet written
+	full    bool // no more reservations
+}
+
 func (p *packer) add(ctx context.Context, t BlobType, id ID, plain []byte) error {
 	s := scratchPool.Get().(*blobScratch)
 	defer scratchPool.Put(s)
-	stored, flags := p.r.encodeBlob(t, id, plain, s)
-	return p.addSealed(ctx, packEntry{Type: t, Flags: flags, ID: id, Raw: uint32(len(plain))}, stored)
+	data, flags := p.r.compressBlob(plain, s)
+	e := packEntry{Type: t, Flags: flags, ID: id, Raw: uint32(len(plain))}
+	if !p.r.crypt.encrypted() {
+		// Unencrypted blobs need no checksum: the ID is the plaintext hash
+		// and is verified on every read.
+		return p.addSealed(ctx, e, data)
+	}
+	n := len(data) + p.r.crypt.overhead()
+	pk, place := p.reserve(e, n)
+	if out := p.r.crypt.sealTo(place[:0], data, blobAD(t, id)); len(out) != n {
+		panic(fmt.Sprintf("repo: sealed %d bytes into a %d-byte place", len(out), n))
+	}
+	return p.written(ctx, pk)
 }
 
 // packBufs recycles pack buffers (16 MiB by default): allocating one per
@@ -51,7 +73,7 @@ func (p *packer) newBuf() []byte {
 	b := fsutil.AlignedBuffer(n) // so the local backend writes it without a bounce copy
 	b = b[:n]
 	for i := 0; i < n; i += 4096 {
-		b[i] = 0 // fault in now, not while appending under the lock
+		b[i] = 0 // fault in now, not while blobs are sealed into it
 	}
 	return b[:0]
 }
@@ -59,8 +81,18 @@ func (p *packer) newBuf() []byte {
 // addSealed appends an already encoded blob; e.Offset and e.Stored are
 // set here.
 func (p *packer) addSealed(ctx context.Context, e packEntry, stored []byte) error {
+	pk, place := p.reserve(e, len(stored))
+	copy(place, stored)
+	return p.written(ctx, pk)
+}
+
+// reserve takes n bytes of the open pack for e, opening one if need be,
+// and returns them. The buffer never moves (it has room for the blob that
+// crosses the target size), so blobs are written into it concurrently.
+func (p *packer) reserve(e packEntry, n int) (*openPack, []byte) {
 	p.mu.Lock()
-	for p.buf == nil {
+	defer p.mu.Unlock()
+	for p.cur == nil {
 		if p.cond == nil {
 			p.cond = sync.NewCond(&p.mu)
 		}
@@ -75,34 +107,45 @@ func (p *packer) addSealed(ctx context.Context, e packEntry, stored []byte) erro
 		b := p.newBuf()
 		p.mu.Lock()
 		p.allocating = false
-		p.buf = b
+		p.cur = &openPack{buf: b}
 		p.cond.Broadcast()
 	}
-	e.Offset, e.Stored = uint32(len(p.buf)), uint32(len(stored))
-	p.entries = append(p.entries, e)
-	p.buf = append(p.buf, stored...)
-	var full []byte
-	var ents []packEntry
-	if len(p.buf) >= int(p.r.cfg.PackSize) {
-		full, ents, p.buf, p.entries = p.buf, p.entries, nil, nil
+	pk := p.cur
+	off := len(pk.buf)
+	e.Offset, e.Stored = uint32(off), uint32(n)
+	pk.entries = append(pk.entries, e)
+	pk.buf = pk.buf[:off+n]
+	pk.pending++
+	if len(pk.buf) >= int(p.r.cfg.PackSize) {
+		pk.full, p.cur = true, nil
 	}
+	return pk, pk.buf[off : off+n : off+n]
+}
+
+// written ends a reservation; the last one of a full pack uploads it.
+func (p *packer) written(ctx context.Context, pk *openPack) error {
+	p.mu.Lock()
+	pk.pending--
+	last := pk.full && pk.pending == 0
+	buf, ents := pk.buf, pk.entries
 	p.mu.Unlock()
-	if full == nil {
+	if !last {
 		return nil
 	}
-	return p.upload(ctx, full, ents)
+	return p.upload(ctx, buf, ents)
 }
 
 // flush uploads the partial pack, if any.
+// Every blob added has been written by then: add returns only after.
 func (p *packer) flush(ctx context.Context) error {
 	p.mu.Lock()
-	full, ents := p.buf, p.entries
-	p.buf, p.entries = nil, nil
+	pk := p.cur
+	p.cur = nil
 	p.mu.Unlock()
-	if len(ents) == 0 {
+	if pk == nil || len(pk.entries) == 0 {
 		return nil
 	}
-	return p.upload(ctx, full, ents)
+	return p.upload(ctx, pk.buf, pk.entries)
 }
 
 func (p *packer) upload(ctx context.Context, data []byte, entries []packEntry) error {
