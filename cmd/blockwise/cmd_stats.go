@@ -7,9 +7,6 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
-
-	"github.com/blockwise/blockwise/internal/backend"
-	"github.com/blockwise/blockwise/internal/repo"
 )
 
 var statsOpts repoOptions
@@ -57,15 +54,14 @@ func runStats(ctx context.Context, o repoOptions, out io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	// Shared, like a restore: a prune meanwhile would remove pages we read.
-	lock, err := r.Lock(ctx, false)
+	rs, err := r.Stats(ctx)
 	if err != nil {
 		return err
 	}
-	defer lock.KeepFresh(ctx)()
-	st, err := collectStats(ctx, r)
-	if err != nil {
-		return err
+	st := &repoStats{Points: rs.Points, LogicalBytes: rs.LogicalBytes, UniqueBytes: rs.UniqueBytes, StoredBytes: rs.StoredBytes}
+	if st.UniqueBytes > 0 && st.StoredBytes > 0 {
+		st.DedupRatio = float64(st.LogicalBytes) / float64(st.UniqueBytes)
+		st.CompressRatio = float64(st.UniqueBytes) / float64(st.StoredBytes)
 	}
 	if globals.JSON {
 		return json.NewEncoder(out).Encode(st)
@@ -73,40 +69,4 @@ func runStats(ctx context.Context, o repoOptions, out io.Writer) error {
 	fmt.Fprintf(out, "%d restore points\nlogical  %s (non-zero data of every point)\nunique   %s (distinct chunks)\nstored   %s (packs)\ndedup    %.2fx\ncompress %.2fx\n",
 		st.Points, human(st.LogicalBytes), human(st.UniqueBytes), human(st.StoredBytes), st.DedupRatio, st.CompressRatio)
 	return nil
-}
-
-func collectStats(ctx context.Context, r *repo.Repository) (*repoStats, error) {
-	ms, err := r.ListManifests(ctx)
-	if err != nil {
-		return nil, err
-	}
-	st := &repoStats{Points: len(ms)}
-	cs := int64(r.Config().ChunkSize)
-	unique := map[repo.ID]bool{}
-	for _, m := range ms {
-		im, err := r.OpenImage(ctx, m.ID)
-		if err != nil {
-			return nil, err
-		}
-		err = im.SlotIDs(ctx, func(slot uint64, id repo.ID) error {
-			if !id.IsZero() {
-				st.LogicalBytes += cs
-				unique[id] = true
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	st.UniqueBytes = int64(len(unique)) * cs
-	err = r.Backend().List(ctx, backend.Data, func(fi backend.FileInfo) error {
-		st.StoredBytes += fi.Size
-		return nil
-	})
-	if st.UniqueBytes > 0 && st.StoredBytes > 0 {
-		st.DedupRatio = float64(st.LogicalBytes) / float64(st.UniqueBytes)
-		st.CompressRatio = float64(st.UniqueBytes) / float64(st.StoredBytes)
-	}
-	return st, err
 }

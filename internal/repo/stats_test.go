@@ -1,0 +1,65 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/backend/mem"
+)
+
+// TestStats checks the totals against the images themselves, with a
+// duplicated chunk, zero chunks, a short last chunk and an incremental
+// sharing most pages with its parent, and that each distinct page is
+// loaded once.
+func TestStats(t *testing.T) {
+	ctx := context.Background()
+	be, loads := countLoads(mem.New(), backend.Data)
+	r := initRepo(t, be, testOptions())
+	cs := int(r.cfg.ChunkSize)
+	rng := rand.New(rand.NewPCG(5, 6))
+	img := randomImage(rng, 2*256*cs+3*cs+12<<10, cs, 0.3) // 3 pages, the last short
+	copy(img[5*cs:6*cs], img[0:cs])                        // a duplicate (or a second zero) chunk
+	m1 := backup(t, r, nil, img, nil)
+	img2 := bytes.Clone(img)
+	fill(rng, img2[7*cs:8*cs]) // page 0 changes; pages 1 and 2 are shared
+	m2 := backup(t, r, m1, img2, []uint64{7})
+
+	var want RepoStats
+	unique := map[string]bool{}
+	for _, im := range [][]byte{img, img2} {
+		want.Points++
+		for off := 0; off < len(im); off += cs {
+			c := im[off:min(off+cs, len(im))]
+			if bytes.Count(c, []byte{0}) == len(c) {
+				continue
+			}
+			want.LogicalBytes += int64(len(c))
+			if !unique[string(c)] {
+				unique[string(c)] = true
+				want.UniqueBytes += int64(len(c))
+			}
+		}
+	}
+	loads.Store(0)
+	got, err := r.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Points != want.Points || got.LogicalBytes != want.LogicalBytes || got.UniqueBytes != want.UniqueBytes || got.StoredBytes == 0 {
+		t.Fatalf("stats %+v, want %+v (and stored bytes)", *got, want)
+	}
+	pages := map[ID]bool{} // distinct pages holding a chunk
+	for _, m := range []*Manifest{m1, m2} {
+		for _, p := range m.Pages {
+			if !p.IsZero() {
+				pages[p] = true
+			}
+		}
+	}
+	if n := loads.Load(); n != int64(len(pages)) {
+		t.Fatalf("stats loaded %d pages, there are %d distinct ones", n, len(pages))
+	}
+}
