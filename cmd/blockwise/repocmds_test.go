@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestE2EStats: `stats --json` after a full and an incremental backup
@@ -84,4 +86,69 @@ func TestE2EUnlock(t *testing.T) {
 	e.must(t, "prune") // the holder refreshes its lock only every few minutes
 	cmd.Process.Kill()
 	cmd.Wait()
+}
+
+// TestE2ERestoreToDisk: restore --to-disk creates a disk on the host and
+// writes the point into it over NBD, --verify reads it back, and the new
+// disk reads as the point; an existing disk is never overwritten. backup
+// --full reads every allocated area again despite a usable parent.
+func TestE2ERestoreToDisk(t *testing.T) {
+	e := newE2E(t, true)
+	dir := t.TempDir()
+	e.must(t, "disk", "create", "vm", "--size", "8M")
+	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 15)), 8<<20, 6, 512<<10))
+	ref := filepath.Join(dir, "ref.raw")
+	e.reference(t, "vm", ref)
+	s := e.backupJSON(t, "vm")
+	out := e.must(t, "restore", s.ID, "--to-disk", "vm-restored", "--verify")
+	if !strings.Contains(out, "read back") {
+		t.Fatalf("restore --verify does not say it read the disk back: %s", out)
+	}
+	got := filepath.Join(dir, "got.raw")
+	e.reference(t, "vm-restored", got)
+	if err := sameFile(got, ref); err != nil {
+		t.Fatalf("restored disk: %v", err)
+	}
+	if out, code := e.run(t, "restore", s.ID, "--to-disk", "vm-restored"); code != exitBusy {
+		t.Fatalf("restore onto an existing disk: exit %d: %s", code, out)
+	}
+	var f backupSummary
+	e.jsonOut(t, &f, "backup", "vm", "--full")
+	if f.Mode != "full" || !strings.Contains(f.Reason, "requested") || f.Read < s.Read || f.NewBytes != 0 {
+		t.Fatalf("backup --full after %+v: %+v", s, f)
+	}
+}
+
+// TestE2ELockWait: prune --lock-wait waits out a shared lock (here a
+// serve-point's) instead of failing, and runs once it is released.
+func TestE2ELockWait(t *testing.T) {
+	e := newE2E(t, true)
+	e.must(t, "disk", "create", "vm", "--size", "4M")
+	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 16)), 4<<20, 3, 256<<10))
+	id := e.backupJSON(t, "vm").ID
+	_, holder, _ := e.servePoint(t, id, "--socket", filepath.Join(t.TempDir(), "p.sock"))
+	prune := e.command(nil, "prune", "--lock-wait", "30s")
+	var out bytes.Buffer
+	prune.Stdout, prune.Stderr = &out, &out
+	if err := prune.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- prune.Wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("prune did not wait for the shared lock: %v: %s", err, out.String())
+	case <-time.After(time.Second):
+	}
+	holder.Process.Signal(syscall.SIGTERM)
+	holder.Wait()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("prune after the lock was released: %v: %s", err, out.String())
+		}
+	case <-time.After(20 * time.Second):
+		prune.Process.Kill()
+		t.Fatalf("prune still waiting 20 s after the lock was released: %s", out.String())
+	}
 }
