@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,5 +68,19 @@ func TestCLIWithS3Repository(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatal("restore from S3 differs from the disk")
+	}
+	// Instant recovery straight from the bucket.
+	sp := exec.Command(binary, "--datastore", d.dir, "serve-point", "latest", "--socket", filepath.Join(t.TempDir(), "p.sock"))
+	stdout, _ := sp.StdoutPipe()
+	if err := sp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sp.Process.Kill(); sp.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("serve-point from S3: %v", err)
+	}
+	if b, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", strings.TrimSpace(line), file).CombinedOutput(); err != nil {
+		t.Fatalf("serve-point from S3 differs from the restore: %v: %s", err, b)
 	}
 }
