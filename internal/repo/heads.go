@@ -73,6 +73,14 @@ func readHead(dir string, id ID) (Head, bool) {
 	if err != nil {
 		return Head{}, false
 	}
+	return decodeHead(data, id)
+}
+
+// decodeHead parses a cached head, which must be manifest id's. The cache
+// lives outside the repository, so anything may be found there; a head
+// that does not parse is not used (and the chosen parent is checked
+// against its manifest anyway).
+func decodeHead(data []byte, id ID) (Head, bool) {
 	var h Head
 	if json.Unmarshal(data, &h) != nil || h.ID != id {
 		return Head{}, false
