@@ -95,3 +95,27 @@ func TestWithinCalendar(t *testing.T) {
 		t.Errorf("1y12h before %v: %v", newest, got)
 	}
 }
+
+// FuzzWithin: any --keep-within text parses to a non-zero span that
+// prints back to text parsing the same, or is refused with ErrBadSpan.
+func FuzzWithin(f *testing.F) {
+	for _, s := range []string{"7d", "1y6m", "2d12h", "", "0d", "+1d", "99999999999999999999d", "1y1y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var w Within
+		if err := w.Set(s); err != nil {
+			if !errors.Is(err, ErrBadSpan) {
+				t.Fatalf("Set(%q): untyped error %v", s, err)
+			}
+			return
+		}
+		if w == (Within{}) {
+			t.Fatalf("Set(%q) accepted a zero span", s)
+		}
+		var again Within
+		if err := again.Set(w.String()); err != nil || again != w {
+			t.Fatalf("Set(%q) = %+v, which prints %q and parses back to %+v, %v", s, w, w.String(), again, err)
+		}
+	})
+}
