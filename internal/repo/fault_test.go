@@ -79,6 +79,12 @@ func faultRun(t *testing.T, seed uint64, opts Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A lock whose removal failed stays until it expires or its process
+	// is gone, and this process is not: remove it as `repo unlock
+	// --remove-all` would, since nothing holds a lock any more.
+	if _, err := r2.Unlock(ctx, true); err != nil {
+		t.Fatal(err)
+	}
 	checkClean(t, r2, true)
 	ms, err := r2.ListManifests(ctx)
 	if err != nil {
