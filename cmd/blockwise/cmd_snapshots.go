@@ -71,7 +71,7 @@ func runPoints(ctx context.Context, o repoOptions, disk string, out io.Writer) e
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tDISK\tTIME\tSIZE\tCHANGED\tREAD\tNEW\tDURATION\tPARENT")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:12], r.Disk, r.Time, human(int64(r.Size)), human(int64(r.Changed)),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:12], r.Disk, r.Time, human(int64(r.Size)), changedCell(r),
 			human(int64(r.Read)), human(int64(r.NewBytes)), roughDuration(r.Seconds), short(r.Parent))
 	}
 	return tw.Flush()
@@ -84,6 +84,16 @@ func rowOf(m *repo.Manifest) backupRow {
 		row.Parent = m.Parent.String()
 	}
 	return row
+}
+
+// changedCell prints the bytes CBT reported changed; restore points
+// written before they were recorded show "-" (nothing is read that CBT
+// did not report, so bytes read without any changed mean an old point).
+func changedCell(r backupRow) string {
+	if r.Changed == 0 && r.Read > 0 {
+		return "-"
+	}
+	return human(int64(r.Changed))
 }
 
 // roughDuration prints seconds to a tenth, or milliseconds below one.

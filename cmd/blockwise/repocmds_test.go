@@ -177,3 +177,18 @@ func TestE2EDemo(t *testing.T) {
 		}
 	}
 }
+
+func TestChangedCell(t *testing.T) {
+	for _, tc := range []struct {
+		row  backupRow
+		want string
+	}{
+		{backupRow{Changed: 64 << 10, Read: 64 << 10}, human(64 << 10)},
+		{backupRow{}, human(0)},         // an incremental with nothing changed
+		{backupRow{Read: 1 << 20}, "-"}, // written before changed bytes were recorded
+	} {
+		if got := changedCell(tc.row); got != tc.want {
+			t.Errorf("changedCell(%+v) = %q, want %q", tc.row, got, tc.want)
+		}
+	}
+}
