@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -43,26 +44,29 @@ func (r *Repository) Prune(ctx context.Context) (*PruneStats, error) {
 }
 
 // mark collects every blob referenced by a manifest. Any failure aborts:
-// deleting with an incomplete picture would destroy live data.
-func (r *Repository) mark(ctx context.Context) (map[blobKey]bool, error) {
+// deleting with an incomplete picture would destroy live data. Pages
+// walked are remembered exactly: a page wrongly taken as walked would
+// leave its chunks unmarked.
+func (r *Repository) mark(ctx context.Context) (blobSet, error) {
 	ms, err := r.ListManifests(ctx)
 	if err != nil {
 		return nil, err
 	}
-	used := map[blobKey]bool{}
+	used, walked := blobSet{}, map[ID]bool{}
 	for _, m := range ms {
 		for pi, pid := range m.Pages {
-			if pid.IsZero() || used[blobKey{BlobPage, pid}] {
+			if pid.IsZero() || walked[pid] {
 				continue
 			}
-			used[blobKey{BlobPage, pid}] = true
+			walked[pid] = true
+			used.add(BlobPage, pid)
 			pg, err := r.loadPage(ctx, r.idx, m, uint64(pi))
 			if err != nil {
 				return nil, err
 			}
 			for _, cid := range pg {
 				if !cid.IsZero() {
-					used[blobKey{BlobChunk, cid}] = true
+					used.add(BlobChunk, cid)
 				}
 			}
 		}
@@ -70,7 +74,25 @@ func (r *Repository) mark(ctx context.Context) (map[blobKey]bool, error) {
 	return used, nil
 }
 
-func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool) (*PruneStats, error) {
+// blobSet holds blobs by 64 bits of their type and ID, about 10 bytes a
+// blob where a map of whole keys took ~50. It may say yes for a blob never
+// added (a collision, about n/2⁶⁴ likely per lookup among n blobs): prune
+// only keeps what it holds, so such an error keeps a dead blob, and never
+// drops a live one.
+type blobSet map[uint64]struct{}
+
+func blobSetKey(t BlobType, id ID) uint64 {
+	return binary.LittleEndian.Uint64(id[:8]) ^ uint64(t)*0x9e3779b97f4a7c15
+}
+
+func (s blobSet) add(t BlobType, id ID) { s[blobSetKey(t, id)] = struct{}{} }
+
+func (s blobSet) has(t BlobType, id ID) bool {
+	_, ok := s[blobSetKey(t, id)]
+	return ok
+}
+
+func (r *Repository) sweep(ctx context.Context, used blobSet) (*PruneStats, error) {
 	packs, oldFiles, err := r.idx.snapshot()
 	if err != nil {
 		return nil, fmt.Errorf("repo: prune: %w", err)
@@ -119,12 +141,12 @@ var RepackUnused = 0.3
 
 // classifyPacks splits packs into those kept as they are, those worth
 // repacking, and those with no live blob.
-func classifyPacks(packs map[ID][]packEntry, used map[blobKey]bool) (keep, repack, drop []packInfo) {
+func classifyPacks(packs map[ID][]packEntry, used blobSet) (keep, repack, drop []packInfo) {
 	for id, entries := range packs {
 		var live, total int64
 		for _, e := range entries {
 			total += int64(e.Stored)
-			if used[blobKey{e.Type, e.ID}] {
+			if used.has(e.Type, e.ID) {
 				live += int64(e.Stored)
 			}
 		}
@@ -153,7 +175,7 @@ func packBytes(entries []packEntry) int64 {
 // verified before it is copied, and any damage aborts the prune: its
 // source pack must then stay. Blobs are copied sealed; their associated
 // data binds type and ID, not position, so they stay valid.
-func (r *Repository) repack(ctx context.Context, packs []packInfo, used map[blobKey]bool) ([]packInfo, error) {
+func (r *Repository) repack(ctx context.Context, packs []packInfo, used blobSet) ([]packInfo, error) {
 	pk := &packer{r: r}
 	copied := map[blobKey]bool{}
 	for _, p := range packs {
@@ -163,7 +185,7 @@ func (r *Repository) repack(ctx context.Context, packs []packInfo, used map[blob
 		}
 		for _, e := range p.Entries {
 			k := blobKey{e.Type, e.ID}
-			if !used[k] || copied[k] {
+			if !used.has(k.Type, k.ID) || copied[k] {
 				continue
 			}
 			if uint64(e.Offset)+uint64(e.Stored) > uint64(len(data)) {
@@ -185,9 +207,9 @@ func (r *Repository) repack(ctx context.Context, packs []packInfo, used map[blob
 	return pk.done, nil
 }
 
-func packUsed(entries []packEntry, used map[blobKey]bool) bool {
+func packUsed(entries []packEntry, used blobSet) bool {
 	for _, e := range entries {
-		if used[blobKey{e.Type, e.ID}] {
+		if used.has(e.Type, e.ID) {
 			return true
 		}
 	}

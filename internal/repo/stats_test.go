@@ -63,3 +63,32 @@ func TestStats(t *testing.T) {
 		t.Fatalf("stats loaded %d pages, there are %d distinct ones", n, len(pages))
 	}
 }
+
+// TestBlobSet: what was added is always there (prune's safety rests on
+// it), type is part of the key, and random absent blobs are absent.
+func TestBlobSet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	s := blobSet{}
+	var added []ID
+	for range 10000 {
+		var id ID
+		fill(rng, id[:])
+		s.add(BlobChunk, id)
+		added = append(added, id)
+	}
+	for _, id := range added {
+		if !s.has(BlobChunk, id) {
+			t.Fatalf("chunk %v added but not held", id.Short())
+		}
+		if s.has(BlobPage, id) {
+			t.Fatalf("page %v held: only the chunk of that ID was added", id.Short())
+		}
+	}
+	for range 10000 {
+		var id ID
+		fill(rng, id[:])
+		if s.has(BlobChunk, id) {
+			t.Fatalf("chunk %v never added but held", id.Short())
+		}
+	}
+}
