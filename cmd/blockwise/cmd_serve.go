@@ -122,13 +122,8 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	grp, gctx := errgroup.WithContext(ctx)
 	for _, l := range lns {
 		log.Info("nbd listening", "addr", l.Addr().String())
-		grp.Go(func() error {
-			if err := srv.Serve(l); !errors.Is(err, nbd.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
 	}
+	serveNBD(grp, srv, lns)
 	for _, l := range apiLns {
 		log.Info("api listening", "addr", l.Addr().String())
 		grp.Go(func() error { return apiSrv.Serve(l) })
@@ -156,6 +151,19 @@ func newNBDServer(h *host.Host, o serveOptions, log *slog.Logger) (*nbd.Server, 
 		return nil, err
 	}
 	return nbd.NewServer(h, opts), nil
+}
+
+// serveNBD runs srv on every listener in grp; a server shut down ends
+// them cleanly.
+func serveNBD(grp *errgroup.Group, srv *nbd.Server, lns []net.Listener) {
+	for _, l := range lns {
+		grp.Go(func() error {
+			if err := srv.Serve(l); !errors.Is(err, nbd.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
 }
 
 // listenUnix listens on path (default: name in the datastore; "none": no

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -93,26 +92,19 @@ func runServePoint(ctx context.Context, o servePointOptions, ref string, out, er
 // pointListeners opens the unix socket (and the TCP address, if any) and
 // returns the URIs a client uses.
 func pointListeners(o servePointOptions, id string, tls bool) ([]net.Listener, []string, error) {
-	sock := o.Socket
-	if sock == "" {
-		sock = filepath.Join(os.TempDir(), "blockwise-point-"+id+".sock")
-	}
-	os.Remove(sock) // a socket left by a killed server
-	ul, err := net.Listen("unix", sock)
+	// Whoever connects reads the decrypted disk: the owner only.
+	lns, err := listenUnix(os.TempDir(), o.Socket, "blockwise-point-"+id+".sock", true)
 	if err != nil {
 		return nil, nil, &usageError{fmt.Errorf("--socket: %w", err)}
 	}
-	// Whoever connects reads the decrypted disk: the owner only.
-	if err := os.Chmod(sock, 0o600); err != nil {
-		ul.Close()
-		return nil, nil, err
+	var uris []string
+	for _, l := range lns {
+		uris = append(uris, (&url.URL{Scheme: "nbd+unix", Path: "/", RawQuery: "socket=" + l.Addr().String()}).String())
 	}
-	lns := []net.Listener{ul}
-	uris := []string{(&url.URL{Scheme: "nbd+unix", Path: "/", RawQuery: "socket=" + sock}).String()}
 	if o.Listen != "" {
 		tl, err := net.Listen("tcp", o.Listen)
 		if err != nil {
-			ul.Close()
+			closeAll(lns)
 			return nil, nil, &usageError{fmt.Errorf("--listen: %w", err)}
 		}
 		lns = append(lns, tl)
@@ -122,6 +114,9 @@ func pointListeners(o servePointOptions, id string, tls bool) ([]net.Listener, [
 		}
 		uris = append(uris, scheme+"://"+tl.Addr().String()+"/")
 	}
+	if len(lns) == 0 {
+		return nil, nil, &usageError{errors.New(`--socket none needs --listen`)}
+	}
 	return lns, uris, nil
 }
 
@@ -129,14 +124,7 @@ func pointListeners(o servePointOptions, id string, tls bool) ([]net.Listener, [
 // fails, then lets requests in flight finish for a few seconds.
 func servePoint(ctx context.Context, srv *nbd.Server, lns []net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
-	for _, l := range lns {
-		g.Go(func() error {
-			if err := srv.Serve(l); !errors.Is(err, nbd.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-	}
+	serveNBD(g, srv, lns)
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -1,11 +1,9 @@
 package backup
 
 import (
-	"container/list"
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/blockwise/blockwise/internal/nbd"
 	"github.com/blockwise/blockwise/internal/repo"
@@ -22,17 +20,11 @@ type PointExport struct {
 	cs int64
 	// OnError, when set, hears of every failed read.
 	OnError func(off int64, err error)
-	cache   *chunkCache
 }
-
-// pointCacheChunks bounds the decoded chunks a PointExport keeps for reads
-// smaller than a chunk (16 MiB at 64 KiB): a booting VM reads a few KiB at
-// a time, and without the cache each read decoded its whole chunk again.
-const pointCacheChunks = 256
 
 // NewPointExport serves the image im.
 func NewPointExport(im *repo.Image) *PointExport {
-	return &PointExport{im: im, cs: int64(im.ChunkSize()), cache: newChunkCache(pointCacheChunks)}
+	return &PointExport{im: im, cs: int64(im.ChunkSize())}
 }
 
 func (e *PointExport) Size() int64     { return e.im.Size() }
@@ -47,7 +39,8 @@ func (e *PointExport) BlockSizes() nbd.BlockSizes {
 }
 
 // ReadAt reads requests of whole chunks with one ranged load per pack,
-// straight into p; other requests go chunk by chunk through the cache.
+// straight into p; other requests go through the image's cache of decoded
+// chunks (a booting VM reads a few KiB at a time).
 func (e *PointExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	end := off + int64(len(p))
 	var err error
@@ -76,19 +69,8 @@ func (e *PointExport) readWhole(ctx context.Context, p []byte, off int64) error 
 }
 
 func (e *PointExport) readCached(ctx context.Context, p []byte, off int64) error {
-	for n := 0; n < len(p); {
-		pos := off + int64(n)
-		slot := uint64(pos / e.cs)
-		// The load serves every reader waiting for the chunk, so one
-		// client going away must not fail it for the others.
-		load := func() ([]byte, error) { return e.im.ReadChunk(context.WithoutCancel(ctx), slot) }
-		chunk, err := e.cache.get(ctx, slot, load)
-		if err != nil {
-			return err
-		}
-		n += copy(p[n:], chunk[pos%e.cs:])
-	}
-	return nil
+	_, err := e.im.ReadAtContext(ctx, p, off) // in range: the server checked
+	return err
 }
 
 func (e *PointExport) WriteAt(context.Context, []byte, int64, bool) error { return nbd.ErrReadOnly }
@@ -155,61 +137,4 @@ func (x PointExporter) List(context.Context) ([]nbd.ExportInfo, error) {
 	m := x.Export.im.Manifest()
 	return []nbd.ExportInfo{{Name: m.ID.Short(), Description: fmt.Sprintf("restore point %s of %s, %s (read-only)",
 		m.ID.Short(), m.Disk, m.Time.Format("2006-01-02 15:04:05"))}}, nil
-}
-
-// chunkCache keeps the most recently used decoded chunks, and loads each
-// missing one once however many readers want it at the same time (a
-// client's parallel small reads of one chunk).
-type chunkCache struct {
-	max int
-	mu  sync.Mutex
-	m   map[uint64]*list.Element // of *cached
-	lru list.List                // front: most recent
-}
-
-type cached struct {
-	slot  uint64
-	ready chan struct{} // closed once data or err is set
-	data  []byte
-	err   error
-}
-
-func newChunkCache(max int) *chunkCache {
-	return &chunkCache{max: max, m: map[uint64]*list.Element{}}
-}
-
-// get returns slot's chunk, loading it if no one is; a reader waiting for
-// another's load gives up when its ctx ends.
-func (c *chunkCache) get(ctx context.Context, slot uint64, load func() ([]byte, error)) ([]byte, error) {
-	c.mu.Lock()
-	if el, ok := c.m[slot]; ok {
-		c.lru.MoveToFront(el)
-		ent := el.Value.(*cached)
-		c.mu.Unlock()
-		select {
-		case <-ent.ready:
-			return ent.data, ent.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	ent := &cached{slot: slot, ready: make(chan struct{})}
-	c.m[slot] = c.lru.PushFront(ent)
-	if c.lru.Len() > c.max {
-		old := c.lru.Back()
-		c.lru.Remove(old)
-		delete(c.m, old.Value.(*cached).slot)
-	}
-	c.mu.Unlock()
-	ent.data, ent.err = load()
-	close(ent.ready)
-	if ent.err != nil { // the next reader tries again
-		c.mu.Lock()
-		if el, ok := c.m[slot]; ok && el.Value == ent {
-			c.lru.Remove(el)
-			delete(c.m, slot)
-		}
-		c.mu.Unlock()
-	}
-	return ent.data, ent.err
 }

@@ -5,10 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/nbd"
@@ -111,69 +108,4 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// TestChunkCache: parallel readers of one chunk share one load, the cache
-// holds at most its bound, and a failed load is tried again.
-func TestChunkCache(t *testing.T) {
-	c := newChunkCache(4)
-	var loads atomic.Int32
-	gate := make(chan struct{})
-	load := func() ([]byte, error) {
-		loads.Add(1)
-		<-gate
-		return []byte{7}, nil
-	}
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			if b, err := c.get(context.Background(), 1, load); err != nil || b[0] != 7 {
-				t.Errorf("get: %v %v", b, err)
-			}
-		})
-	}
-	time.Sleep(20 * time.Millisecond) // let them all wait on the one load
-	close(gate)
-	wg.Wait()
-	if n := loads.Load(); n != 1 {
-		t.Fatalf("16 parallel readers of one chunk: %d loads", n)
-	}
-	for s := range uint64(10) {
-		c.get(context.Background(), s, func() ([]byte, error) { return []byte{byte(s)}, nil })
-	}
-	if c.lru.Len() != 4 || len(c.m) != 4 {
-		t.Fatalf("cache of 4 holds %d (%d mapped)", c.lru.Len(), len(c.m))
-	}
-	// A waiter whose client went away stops waiting; the load goes on.
-	slow := make(chan struct{})
-	done := make(chan []byte)
-	go func() {
-		b, _ := c.get(context.Background(), 99, func() ([]byte, error) { <-slow; return []byte{99}, nil })
-		done <- b
-	}()
-	for { // until the load has started
-		c.mu.Lock()
-		_, started := c.m[99]
-		c.mu.Unlock()
-		if started {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	gone, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := c.get(gone, 99, load); !errors.Is(err, context.Canceled) {
-		t.Fatalf("waiter with a cancelled context: %v", err)
-	}
-	close(slow)
-	if b := <-done; b[0] != 99 {
-		t.Fatalf("the load after a waiter left: %v", b)
-	}
-	boom := errors.New("boom")
-	if _, err := c.get(context.Background(), 42, func() ([]byte, error) { return nil, boom }); !errors.Is(err, boom) {
-		t.Fatalf("failed load: %v", err)
-	}
-	if b, err := c.get(context.Background(), 42, func() ([]byte, error) { return []byte{42}, nil }); err != nil || b[0] != 42 {
-		t.Fatalf("after a failed load: %v %v", b, err)
-	}
 }

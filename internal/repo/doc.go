@@ -25,7 +25,7 @@
 //	(*Repository).Heads(ctx) ([]Head, error)  // restore points' identities, cached under CacheDir
 //	(*Repository).LoadManifest(ctx, ID) (*Manifest, error)
 //	(*Repository).OpenImage(ctx, ID) (*Image, error)
-//	(*Image).ReadAt(p, off) / Size() / ReadChunk(ctx, slot) / Slots(ctx, fn) / IsZero(ctx, slot)
+//	(*Image).ReadAt(p, off) / ReadAtContext(ctx, p, off) / Size() / ReadChunk(ctx, slot) / Slots(ctx, fn) / IsZero(ctx, slot)
 //	(*Repository).Check(ctx, CheckOptions) (*CheckResult, error)
 //	(*Repository).Forget(ctx, ID) error
 //	(*Repository).Prune(ctx) (*PruneStats, error)

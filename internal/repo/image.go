@@ -18,12 +18,17 @@ type Image struct {
 	m   *Manifest
 	ctx context.Context // for ReadAt, which has no context parameter
 
-	mu        sync.Mutex
-	pages     map[uint64][]ID
-	loaded    []uint64 // pages in load order, to evict the oldest
-	lastSlot  uint64
-	lastChunk []byte // one-chunk cache: sequential small reads hit it
+	mu     sync.Mutex
+	pages  map[uint64][]ID
+	loaded []uint64    // pages in load order, to evict the oldest
+	chunks *chunkCache // for reads smaller than a chunk
 }
+
+// imageCacheChunks bounds the decoded chunks an Image keeps for ReadAt
+// (16 MiB at 64 KiB): without them every read smaller than a chunk
+// decoded its whole chunk again (measured through serve-point: 32768
+// sequential 4 KiB reads at depth 16, 1.85 s without, 0.53 s with).
+const imageCacheChunks = 256
 
 // OpenImage opens the image of manifest id. ctx bounds all reads through
 // the returned Image, including ReadAt.
@@ -32,7 +37,7 @@ func (r *Repository) OpenImage(ctx context.Context, id ID) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Image{r: r, m: m, ctx: ctx, pages: map[uint64][]ID{}}, nil
+	return &Image{r: r, m: m, ctx: ctx, pages: map[uint64][]ID{}, chunks: newChunkCache(imageCacheChunks)}, nil
 }
 
 // Manifest returns the restore point being read.
@@ -129,8 +134,15 @@ func (im *Image) ReadChunk(ctx context.Context, slot uint64) ([]byte, error) {
 	return out, nil
 }
 
-// ReadAt implements io.ReaderAt.
+// ReadAt implements io.ReaderAt, bounded by OpenImage's context.
 func (im *Image) ReadAt(p []byte, off int64) (int, error) {
+	return im.ReadAtContext(im.ctx, p, off)
+}
+
+// ReadAtContext is ReadAt bounded by ctx. Chunks go through the Image's
+// cache; a chunk's load serves every reader waiting for it, so it runs
+// without ctx's cancellation, and a reader whose ctx ends stops waiting.
+func (im *Image) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("repo: negative offset: %w", ErrInvalid)
 	}
@@ -138,7 +150,9 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	cs := int64(im.m.ChunkSize)
 	for n < len(p) && off+int64(n) < im.Size() {
 		pos := off + int64(n)
-		chunk, err := im.cachedChunk(uint64(pos / cs))
+		slot := uint64(pos / cs)
+		load := func() ([]byte, error) { return im.ReadChunk(context.WithoutCancel(ctx), slot) }
+		chunk, err := im.chunks.get(ctx, slot, load)
 		if err != nil {
 			return n, err
 		}
@@ -148,24 +162,6 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
-}
-
-func (im *Image) cachedChunk(slot uint64) ([]byte, error) {
-	im.mu.Lock()
-	if im.lastChunk != nil && im.lastSlot == slot {
-		c := im.lastChunk
-		im.mu.Unlock()
-		return c, nil
-	}
-	im.mu.Unlock()
-	c, err := im.ReadChunk(im.ctx, slot)
-	if err != nil {
-		return nil, err
-	}
-	im.mu.Lock()
-	im.lastSlot, im.lastChunk = slot, c
-	im.mu.Unlock()
-	return c, nil
 }
 
 // SlotIDs calls fn with every slot's chunk ID (the zero ID for zero
