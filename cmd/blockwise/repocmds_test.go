@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,7 +39,7 @@ func TestE2EStats(t *testing.T) {
 		want.Points++
 		for off := 0; off < len(b); off += e2eBlock {
 			c := b[off:min(off+e2eBlock, len(b))]
-			if bytes.Count(c, []byte{0}) == len(c) {
+			if allZero(c) {
 				continue
 			}
 			want.LogicalBytes += int64(len(c))
@@ -56,14 +57,24 @@ func TestE2EStats(t *testing.T) {
 	}
 }
 
+// vmPoint creates disk "vm" of size bytes, writes n random extents into
+// it, copies it to ref (unless ""), and backs it up.
+func (e *e2e) vmPoint(t *testing.T, size int64, n int, stream uint64, ref string) backupSummary {
+	t.Helper()
+	e.must(t, "disk", "create", "vm", "--size", strconv.FormatInt(size, 10))
+	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), stream)), size, n, min(512<<10, size/8)))
+	if ref != "" {
+		e.reference(t, "vm", ref)
+	}
+	return e.backupJSON(t, "vm")
+}
+
 // TestE2EUnlock: a lock left by a killed process is stale and `repo
 // unlock` removes it; a live holder's lock stays (prune is refused, exit 5)
 // unless --remove-all.
 func TestE2EUnlock(t *testing.T) {
 	e := newE2E(t, true)
-	e.must(t, "disk", "create", "vm", "--size", "4M")
-	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 14)), 4<<20, 3, 256<<10))
-	id := e.backupJSON(t, "vm").ID
+	id := e.vmPoint(t, 4<<20, 3, 14, "").ID
 	sock := filepath.Join(t.TempDir(), "p.sock")
 	_, cmd, _ := e.servePoint(t, id, "--socket", sock) // holds a shared lock
 	cmd.Process.Kill()
@@ -96,11 +107,8 @@ func TestE2EUnlock(t *testing.T) {
 func TestE2ERestoreToDisk(t *testing.T) {
 	e := newE2E(t, true)
 	dir := t.TempDir()
-	e.must(t, "disk", "create", "vm", "--size", "8M")
-	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 15)), 8<<20, 6, 512<<10))
 	ref := filepath.Join(dir, "ref.raw")
-	e.reference(t, "vm", ref)
-	s := e.backupJSON(t, "vm")
+	s := e.vmPoint(t, 8<<20, 6, 15, ref)
 	out := e.must(t, "restore", s.ID, "--to-disk", "vm-restored", "--verify")
 	if !strings.Contains(out, "read back") {
 		t.Fatalf("restore --verify does not say it read the disk back: %s", out)
@@ -124,9 +132,7 @@ func TestE2ERestoreToDisk(t *testing.T) {
 // serve-point's) instead of failing, and runs once it is released.
 func TestE2ELockWait(t *testing.T) {
 	e := newE2E(t, true)
-	e.must(t, "disk", "create", "vm", "--size", "4M")
-	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 16)), 4<<20, 3, 256<<10))
-	id := e.backupJSON(t, "vm").ID
+	id := e.vmPoint(t, 4<<20, 3, 16, "").ID
 	_, holder, _ := e.servePoint(t, id, "--socket", filepath.Join(t.TempDir(), "p.sock"))
 	prune := e.command(nil, "prune", "--lock-wait", "30s")
 	var out bytes.Buffer

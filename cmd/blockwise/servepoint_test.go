@@ -234,11 +234,8 @@ func TestE2EServePointTLS(t *testing.T) {
 	needTools(t, "nbdinfo")
 	e := newE2E(t, true)
 	dir := t.TempDir()
-	e.must(t, "disk", "create", "vm", "--size", "4M")
-	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 12)), 4<<20, 4, 256<<10))
 	ref := filepath.Join(dir, "ref.raw")
-	e.reference(t, "vm", ref)
-	id := e.backupJSON(t, "vm").ID
+	id := e.vmPoint(t, 4<<20, 4, 12, ref).ID
 	pki := filepath.Join(dir, "pki")
 	os.Mkdir(pki, 0o700)
 	cert, key := writeCert(t, pki)
