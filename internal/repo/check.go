@@ -65,7 +65,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckResult, e
 	if err := r.checkManifests(ctx, x, res); err != nil {
 		return res, err
 	}
-	return res, errors.Join(res.Errors...)
+	return res, res.Err()
 }
 
 // packSizes lists the pack files.

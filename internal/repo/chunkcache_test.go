@@ -1,12 +1,16 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/blockwise/blockwise/internal/backend/mem"
 )
 
 // TestChunkCache: parallel readers of one chunk share one load, the cache
@@ -71,5 +75,26 @@ func TestChunkCache(t *testing.T) {
 	}
 	if b, err := c.get(context.Background(), 42, func() ([]byte, error) { return []byte{42}, nil }); err != nil || b[0] != 42 {
 		t.Fatalf("after a failed load: %v %v", b, err)
+	}
+}
+
+// TestReadAtContextCancelled: a cancelled read stops at once, although
+// chunk loads themselves run without the reader's cancellation.
+func TestReadAtContextCancelled(t *testing.T) {
+	r := initRepo(t, mem.New(), testOptions())
+	img := randomImage(rand.New(rand.NewPCG(1, 2)), 4<<20, 64<<10, 0)
+	m := backup(t, r, nil, img, nil)
+	im, err := r.OpenImage(context.Background(), m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if n, err := im.ReadAtContext(ctx, make([]byte, len(img)), 0); !errors.Is(err, context.Canceled) || n != 0 {
+		t.Fatalf("read with a cancelled context: %d bytes, %v", n, err)
+	}
+	got := make([]byte, 100<<10)
+	if _, err := im.ReadAtContext(context.Background(), got, 10); err != nil || !bytes.Equal(got, img[10:10+len(got)]) {
+		t.Fatalf("read after: %v", err)
 	}
 }

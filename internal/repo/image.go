@@ -149,6 +149,9 @@ func (im *Image) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	n := 0
 	cs := int64(im.m.ChunkSize)
 	for n < len(p) && off+int64(n) < im.Size() {
+		if err := ctx.Err(); err != nil { // the loads below do not see it
+			return n, err
+		}
 		pos := off + int64(n)
 		slot := uint64(pos / cs)
 		load := func() ([]byte, error) { return im.ReadChunk(context.WithoutCancel(ctx), slot) }
