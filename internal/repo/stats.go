@@ -2,7 +2,6 @@ package repo
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -23,9 +22,9 @@ type RepoStats struct {
 // Stats totals the repository under a shared lock. Each distinct index
 // page is loaded once: pages are content-addressed, and an incremental
 // writes only the pages it touched, so its others are its parent's. The
-// distinct chunks are told apart by 64 bits of their ID, in a set of about
-// 10 bytes a chunk (a map of whole IDs took ~50): a collision, under 10⁻⁵
-// likely among 16 M chunks, would leave one chunk out of UniqueBytes.
+// distinct chunks are told apart by a blobSet (64 bits of their ID, ~10
+// bytes a chunk): a collision, under 10⁻⁵ likely among 16 M chunks, would
+// leave one chunk out of UniqueBytes.
 func (r *Repository) Stats(ctx context.Context) (*RepoStats, error) {
 	lock, err := r.Lock(ctx, false) // a prune meanwhile would remove pages we read
 	if err != nil {
@@ -34,7 +33,7 @@ func (r *Repository) Stats(ctx context.Context) (*RepoStats, error) {
 	defer lock.KeepFresh(ctx)()
 	st := &RepoStats{}
 	pages := map[ID]int64{} // page → its chunk bytes
-	unique := map[uint64]struct{}{}
+	unique := blobSet{}
 	err = r.EachManifest(ctx, func(m *Manifest) error {
 		st.Points++
 		for pi, pid := range m.Pages {
@@ -65,7 +64,7 @@ func (r *Repository) Stats(ctx context.Context) (*RepoStats, error) {
 
 // pageStats returns the chunk bytes of page pi of m, and adds the chunks
 // not seen before to unique and st.UniqueBytes.
-func (r *Repository) pageStats(ctx context.Context, m *Manifest, pi uint64, unique map[uint64]struct{}, st *RepoStats) (int64, error) {
+func (r *Repository) pageStats(ctx context.Context, m *Manifest, pi uint64, unique blobSet, st *RepoStats) (int64, error) {
 	pg, err := r.loadPage(ctx, r.idx, m, pi)
 	if err != nil {
 		return 0, err
@@ -80,15 +79,10 @@ func (r *Repository) pageStats(ctx context.Context, m *Manifest, pi uint64, uniq
 			return 0, fmt.Errorf("repo: manifest %v slot %d: chunk %v not in index: %w", m.ID.Short(), pi*uint64(m.PageSlots)+uint64(s), id.Short(), ErrCorrupt)
 		}
 		n += int64(loc.Raw)
-		if k := binary.LittleEndian.Uint64(id[:8]); !has(unique, k) {
-			unique[k] = struct{}{}
+		if !unique.has(BlobChunk, id) {
+			unique.add(BlobChunk, id)
 			st.UniqueBytes += int64(loc.Raw)
 		}
 	}
 	return n, nil
-}
-
-func has(set map[uint64]struct{}, k uint64) bool {
-	_, ok := set[k]
-	return ok
 }
