@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -64,6 +65,23 @@ type Source interface {
 	ReadAt(ctx context.Context, p []byte, off int64) error
 	Close() error
 }
+
+// Lender is a Source that can also lend its bytes in place (the san
+// transport maps the datastore's files), which saves copying them out of
+// the page cache. Lend returns nil, nil for a range it cannot lend; the
+// copier then reads it. Lent bytes may change under the reader, so
+// Verify MUST fail if any byte lent so far may have differed from the
+// snapshot's while it was used. The copier verifies after each lent run
+// and before each index file (repo.SnapshotWriter.VerifyBeforeIndex).
+type Lender interface {
+	Source
+	Lend(off, n int64) (*fsutil.Mapping, error)
+	Verify() error
+}
+
+// ErrSourceFault: reading lent bytes faulted (the file behind them was
+// truncated): the source is unusable.
+var ErrSourceFault = errors.New("fault reading the snapshot's mapped file")
 
 // Options of a backup.
 type Options struct {
@@ -190,9 +208,15 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 		w.Abort(context.WithoutCancel(ctx))
 		return fmt.Errorf("open snapshot: %w", err)
 	}
+	if l, ok := src.(Lender); ok {
+		w.VerifyBeforeIndex(l.Verify)
+	}
 	cs := int64(o.Repo.Config().ChunkSize)
 	cp := copier{src: src, w: w, chunk: cs, size: res.Snapshot.Size, workers: o.Workers, progress: o.Progress}
 	err = cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes)
+	// Every lent run has been verified by now, and the snapshot is about
+	// to go: its check would fail from here on.
+	w.VerifyBeforeIndex(nil)
 	src.Close() // the host deletes the snapshot sooner without a reader
 	if err != nil {
 		w.Abort(context.WithoutCancel(ctx))
@@ -467,14 +491,52 @@ func getRunBuf(n int64) []byte {
 
 func (c *copier) copyRun(ctx context.Context, r slotRun) error {
 	off := r.first * c.chunk
-	buf := getRunBuf(min(r.n*c.chunk, c.size-off))
+	n := min(r.n*c.chunk, c.size-off)
+	if l, ok := c.src.(Lender); ok {
+		m, err := l.Lend(off, n)
+		if err != nil {
+			return fmt.Errorf("map %d+%d: %w", off, n, err)
+		}
+		if m != nil {
+			return c.putLent(ctx, l, m, r.first, off)
+		}
+	}
+	buf := getRunBuf(n)
 	defer runBufs.Put(&buf)
 	if err := c.src.ReadAt(ctx, buf, off); err != nil {
 		return fmt.Errorf("read %d+%d: %w", off, len(buf), err)
 	}
+	return c.putRun(ctx, r.first, buf)
+}
+
+// putLent stores a lent run, then verifies that its bytes were the
+// snapshot's all along. A fault on the mapping (its file truncated)
+// becomes an error instead of killing the process.
+func (c *copier) putLent(ctx context.Context, l Lender, m *fsutil.Mapping, first, off int64) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			if _, ok := p.(interface{ Addr() uintptr }); !ok {
+				panic(p)
+			}
+			err = fmt.Errorf("%w at %d+%d: %v", ErrSourceFault, off, len(m.Bytes), p)
+		}
+		err = errors.Join(err, m.Close())
+	}()
+	if err := c.putRun(ctx, first, m.Bytes); err != nil {
+		return err
+	}
+	if err := l.Verify(); err != nil {
+		return fmt.Errorf("read %d+%d: %w", off, len(m.Bytes), err)
+	}
+	return nil
+}
+
+// putRun stores the chunks of a run that starts at slot first.
+func (c *copier) putRun(ctx context.Context, first int64, buf []byte) error {
 	for s := int64(0); s*c.chunk < int64(len(buf)); s++ {
 		chunk := buf[s*c.chunk : min((s+1)*c.chunk, int64(len(buf)))]
-		if err := c.w.PutChunk(ctx, uint64(r.first+s), chunk); err != nil {
+		if err := c.w.PutChunk(ctx, uint64(first+s), chunk); err != nil {
 			return err
 		}
 	}

@@ -120,9 +120,11 @@ func (t nbdTarget) Zero(ctx context.Context, off, n int64) error {
 type fixture struct {
 	th   *testHost
 	repo *repo.Repository
+	ds   string // the datastore's directory
+	be   backend.Backend
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, opts ...func(*repo.Options)) *fixture {
 	dir := t.TempDir()
 	ds, err := disk.OpenDatastore(filepath.Join(dir, "ds"))
 	if err != nil {
@@ -146,12 +148,16 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := repo.Init(context.Background(), be, "secret", repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 8 << 10, Threads: 1}})
+	ro := repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 8 << 10, Threads: 1}}
+	for _, o := range opts {
+		o(&ro)
+	}
+	r, err := repo.Init(context.Background(), be, "secret", ro)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { checkAfterTest(t, be) })
-	return &fixture{th: &testHost{h: h, sock: sock}, repo: r}
+	return &fixture{th: &testHost{h: h, sock: sock}, repo: r, ds: ds.Dir(), be: be}
 }
 
 // checkAfterTest checks a fixture's repository, data and all, when its

@@ -5,7 +5,14 @@
 //   - Host: what a backup asks of the machine that runs the disk (through
 //     the client API): a snapshot, the changed areas since a change ID, the
 //     NBD address of the snapshot, and the snapshot's removal.
-//   - Source: where the snapshot's bytes are read (a transport: NBD today).
+//   - Source: where the snapshot's bytes are read (a transport: NBD, or
+//     the datastore's files for san).
+//   - lend: a Lender source hands out a run's bytes in place (a memory
+//     map of the datastore's file) instead of copying them. Lent bytes can
+//     change under the reader, so each lent run is verified after its
+//     chunks are stored, and the writer verifies again before each index
+//     file while runs are in flight (repo.SnapshotWriter.VerifyBeforeIndex):
+//     a blob made from changed bytes is never named by an index file.
 //   - plan: the chunk slots to read — those overlapping a changed area. A
 //     partly changed chunk is read whole from the snapshot.
 //   - restore point: a repository manifest. Every backup writes a complete

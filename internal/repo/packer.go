@@ -178,11 +178,17 @@ func (p *packer) upload(ctx context.Context, data []byte, entries []packEntry) e
 // at least min. From here on an index file may name them, so removeAll
 // leaves them alone, even if writing that index fails: a pack that may be
 // named must stay.
-func (p *packer) takeDone(min int) []packInfo {
+func (p *packer) takeDone(min int, verify func() error) ([]packInfo, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.done) < min {
-		return nil
+		return nil, nil
+	}
+	// Under mu, every pack in done was sealed before verify runs.
+	if verify != nil {
+		if err := verify(); err != nil {
+			return nil, err
+		}
 	}
 	done := p.done
 	p.done = nil
@@ -191,7 +197,7 @@ func (p *packer) takeDone(min int) []packInfo {
 		named[d.ID] = true
 	}
 	p.attempted = slices.DeleteFunc(p.attempted, func(id ID) bool { return named[id] })
-	return done
+	return done, nil
 }
 
 // removeAll deletes every pack this packer tried to save that no index

@@ -37,7 +37,8 @@ type SnapshotWriter struct {
 	stored  map[uint64]ID // pages stored early by Done, by page number
 	doneTo  uint64        // pages below this one are final (Done)
 
-	tailWritten atomic.Bool // the caller sent the last slot itself
+	tailWritten atomic.Bool  // the caller sent the last slot itself
+	verify      func() error // VerifyBeforeIndex's check; under mu
 }
 
 // indexEvery is how many packs (~1 GiB stored) a writer gathers before it
@@ -127,6 +128,18 @@ func (w *SnapshotWriter) fail(err error) error {
 	}
 	w.mu.Unlock()
 	return err
+}
+
+// VerifyBeforeIndex sets a check run before each index file the writer
+// writes, once the packs it will name are sealed. A caller whose chunk
+// bytes may change while PutChunk uses them (a memory-mapped snapshot)
+// makes it fail if they may have, so a blob whose ID does not match its
+// content never becomes visible to other writers: the writer fails, and
+// Abort removes every pack no index file names.
+func (w *SnapshotWriter) VerifyBeforeIndex(check func() error) {
+	w.mu.Lock()
+	w.verify = check
+	w.mu.Unlock()
 }
 
 // PutChunk records data as the content of slot. data must be exactly the
@@ -437,7 +450,13 @@ func (w *SnapshotWriter) storePage(ctx context.Context, pg []ID) (ID, error) {
 // restore point comes to use them), and their blobs are found through
 // the repository's index instead of pending.
 func (w *SnapshotWriter) writeIndex(ctx context.Context, min int) error {
-	packs := w.pk.takeDone(min)
+	w.mu.Lock()
+	verify := w.verify
+	w.mu.Unlock()
+	packs, err := w.pk.takeDone(min, verify)
+	if err != nil {
+		return fmt.Errorf("repo: before writing an index file: %w", err)
+	}
 	if len(packs) == 0 {
 		return nil
 	}

@@ -378,3 +378,36 @@ func TestHeadsCache(t *testing.T) {
 		t.Fatalf("damaged head not reloaded: %+v", got[ms[1].ID])
 	}
 }
+
+// A failing VerifyBeforeIndex check stops the index file that would
+// have named the packs sealed so far: the writer fails, and after Abort
+// the repository holds no pack and no index file.
+func TestVerifyBeforeIndex(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallPacks())
+	ctx := context.Background()
+	n := uint64(indexEvery + 1)
+	img := randomImage(rand.New(rand.NewPCG(23, 23)), int(n)<<16, 64<<10, 0)
+	w, err := r.NewWriter(ctx, nil, Meta{Disk: "d", Size: n << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := errors.New("source changed")
+	calls := 0
+	w.VerifyBeforeIndex(func() error { calls++; return changed })
+	var putErr error
+	for s := range n {
+		if putErr = w.PutChunk(ctx, s, img[s<<16:(s+1)<<16]); putErr != nil {
+			break
+		}
+	}
+	if !errors.Is(putErr, changed) || calls == 0 {
+		t.Fatalf("put with a failing check: %v after %d checks", putErr, calls)
+	}
+	if err := w.Abort(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if packs, idx := count(t, be, backend.Data), count(t, be, backend.Index); packs != 0 || idx != 0 {
+		t.Fatalf("after abort: %d packs, %d index files", packs, idx)
+	}
+}

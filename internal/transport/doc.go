@@ -3,9 +3,10 @@
 //
 //   - san: the proxy mounts the host's datastore and reads the snapshot's
 //     frozen layer files itself (disk.OpenSnapshotDirect); the host only
-//     snapshots and answers changed areas. Refused when the directory is
-//     not the host's datastore (datastore ID check) or a layer changes
-//     under the reader.
+//     snapshots and answers changed areas. A run held by one layer file is
+//     mapped rather than read (backup.Lender), which spares copying it out
+//     of the page cache. Refused when the directory is not the host's
+//     datastore (datastore ID check) or a layer changes under the reader.
 //   - hotadd: proxy and host share a machine; the host attaches the
 //     snapshot through a private unix-socket NBD export for this backup
 //     only, removed on Close.

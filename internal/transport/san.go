@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/fsutil"
 )
 
 // sanSource reads a snapshot from the datastore's files.
@@ -20,6 +21,11 @@ func (s sanSource) ReadAt(ctx context.Context, p []byte, off int64) error {
 	_, err := s.s.ReadAt(p, off)
 	return err
 }
+
+// Lend and Verify let a backup use the datastore's pages in place
+// (backup.Lender); Verify is the snapshot's check that nothing changed.
+func (s sanSource) Lend(off, n int64) (*fsutil.Mapping, error) { return s.s.Lend(off, n) }
+func (s sanSource) Verify() error                              { return s.s.Check() }
 
 func openSAN(ctx context.Context, env Env, diskName, snap string) (Source, string, error) {
 	if env.Datastore == "" {
