@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -100,7 +101,7 @@ func runRepoCheck(ctx context.Context, o checkOptions, out io.Writer) error {
 		}
 		co.ReadData, co.ReadPack = true, sel
 	}
-	r, err := o.open(ctx)
+	r, err := o.openNoIndex(ctx) // check reads the index files itself, damaged ones too
 	if err != nil {
 		return err
 	}
@@ -117,6 +118,9 @@ func runRepoCheck(ctx context.Context, o checkOptions, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "%d packs (%d read), %d restore points checked, %d errors, %d warnings\n",
 		res.Packs, res.PacksRead, res.Manifests, len(res.Errors), len(res.Warnings))
+	if slices.ContainsFunc(res.Errors, indexDamage) {
+		fmt.Fprintln(out, "The index is damaged or incomplete: 'blockwise repair index' rebuilds it from the packs.")
+	}
 	if len(res.Errors) > 0 {
 		return fmt.Errorf("%w: %d", errCheckFailed, len(res.Errors))
 	}
@@ -215,4 +219,10 @@ func init() {
 	addRepoFlags(repoUnlockCmd, &unlockOpts)
 	repoUnlockCmd.Flags().BoolVar(&unlockAll, "remove-all", false, "remove every lock, live ones too")
 	repoCmd.AddCommand(repoUnlockCmd)
+}
+
+// indexDamage: an error that repair index can fix (a damaged index file,
+// or blobs no index file names).
+func indexDamage(err error) bool {
+	return errors.Is(err, repo.ErrIncomplete)
 }

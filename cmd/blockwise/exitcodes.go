@@ -19,7 +19,7 @@ const (
 	exitNotFound     = 3 // disk, snapshot or export not found
 	exitInvalid      = 4 // change ID invalid: a full backup is needed
 	exitBusy         = 5 // disk locked by another process or operation in progress
-	exitCorrupt      = 6 // on-disk data failed validation
+	exitCorrupt      = 6 // on-disk data failed validation, or the repository's index is incomplete
 	exitUnauthorized = 7 // the host refused the token, or a wrong repository password
 	exitCheckFailed  = 8 // repo check found errors
 )
@@ -47,6 +47,8 @@ func classify(err error) int {
 	case errors.As(err, &ue), errors.Is(err, errUsage), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
 		isCobraUsage(err):
 		return exitUsage
+	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
+		return exitCorrupt
 	case errors.Is(err, client.ErrNotFound), errors.Is(err, disk.ErrNotFound), errors.Is(err, api.ErrTokenNotFound), errors.Is(err, repo.ErrNotFound):
 		return exitNotFound
 	case errors.Is(err, client.ErrChangeIDInvalid), errors.Is(err, disk.ErrChangeIDInvalid):

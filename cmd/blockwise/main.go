@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/blockwise/blockwise/internal/repo"
 )
 
 var rootCmd = &cobra.Command{
@@ -44,6 +47,9 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "blockwise:", err)
+		if errors.Is(err, repo.ErrIncomplete) && !errors.Is(err, errCheckFailed) {
+			fmt.Fprintln(os.Stderr, "blockwise: the repository's index is damaged or incomplete: 'blockwise repair index' rebuilds it from the packs")
+		}
 		pprof.StopCPUProfile()
 		os.Exit(exitCode(err))
 	}

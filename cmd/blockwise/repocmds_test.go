@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/blockwise/blockwise/internal/repo"
 )
 
 // TestE2EStats: `stats --json` after a full and an incremental backup
@@ -197,4 +200,62 @@ func TestChangedCell(t *testing.T) {
 			t.Errorf("changedCell(%+v) = %q, want %q", tc.row, got, tc.want)
 		}
 	}
+}
+
+// TestE2ERepairIndex: of two index files one is lost and one damaged.
+// Commands that need the index refuse the repository (exit 6), check
+// lists the damage and points at repair index (exit 8), prune refuses and
+// removes nothing; repair index rebuilds the index from the packs, after
+// which check --read-data is clean (checked after the test), both points
+// restore and prune runs.
+func TestE2ERepairIndex(t *testing.T) {
+	e := newE2E(t, true)
+	ref1, ref2 := filepath.Join(t.TempDir(), "ref1.raw"), filepath.Join(t.TempDir(), "ref2.raw")
+	id1 := e.vmPoint(t, 8<<20, 6, 21, ref1).ID
+	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 22)), 8<<20, 4, 256<<10))
+	e.reference(t, "vm", ref2)
+	id2 := e.backupJSON(t, "vm").ID
+	var files []string
+	filepath.WalkDir(filepath.Join(e.repo, "index"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return err
+	})
+	if len(files) < 2 {
+		t.Fatalf("%d index files, want two or more", len(files))
+	}
+	if err := os.Remove(files[0]); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(files[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 1
+	if err := os.WriteFile(files[1], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := e.run(t, "snapshots"); code != exitCorrupt {
+		t.Fatalf("snapshots with a damaged index file: exit %d: %s", code, out)
+	}
+	out, code := e.run(t, "check")
+	if code != exitCheckFailed || !strings.Contains(out, "repair index") {
+		t.Fatalf("check with index files lost and damaged: exit %d: %s", code, out)
+	}
+	t.Logf("check: %s", out)
+	packs := e.count(t, "data")
+	if out, code = e.run(t, "prune"); code != exitCorrupt || e.count(t, "data") != packs || !strings.Contains(out, "repair index") {
+		t.Fatalf("prune with index files lost and damaged: exit %d, %d of %d packs left: %s", code, e.count(t, "data"), packs, out)
+	}
+	t.Logf("prune: %s", out)
+	var rep repo.RepairIndexResult
+	e.jsonOut(t, &rep, "repair", "index")
+	if rep.Packs != packs || rep.PacksRead != packs || len(rep.BadIndexFiles) != 1 || len(rep.Damaged) != 0 {
+		t.Fatalf("repair index: %+v, %d packs", rep, packs)
+	}
+	e.restoreEquals(t, id1, ref1)
+	e.restoreEquals(t, id2, ref2)
+	e.must(t, "prune")
+	e.restoreEquals(t, id2, ref2)
 }

@@ -89,6 +89,16 @@ func (o repoOptions) secret() (repo.Secret, error) {
 }
 
 func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
+	return o.openWith(ctx, repo.OpenWith)
+}
+
+// openNoIndex opens the repository without reading its index files (for
+// check and repair index, which must work when one is damaged).
+func (o repoOptions) openNoIndex(ctx context.Context) (*repo.Repository, error) {
+	return o.openWith(ctx, repo.OpenNoIndex)
+}
+
+func (o repoOptions) openWith(ctx context.Context, open func(context.Context, backend.Backend, repo.Secret) (*repo.Repository, error)) (*repo.Repository, error) {
 	secret, err := o.secret()
 	if err != nil {
 		return nil, err
@@ -109,7 +119,7 @@ func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
 	if _, local := be.(*local.Backend); local {
 		be = backend.NewRetry(be, 5)
 	}
-	r, err := repo.OpenWith(ctx, be, secret)
+	r, err := open(ctx, be, secret)
 	if err != nil {
 		be.Close()
 		return nil, err

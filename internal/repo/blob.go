@@ -149,7 +149,7 @@ func (r *Repository) maxBlob() uint32 {
 func (r *Repository) loadBlobFrom(ctx context.Context, x *index, t BlobType, id ID) ([]byte, error) {
 	loc, ok := x.lookup(t, id)
 	if !ok {
-		return nil, fmt.Errorf("%v %v: not in index: %w", t, id.Short(), ErrNotFound)
+		return nil, fmt.Errorf("%v %v: in no index file: %w (%w)", t, id.Short(), ErrIncomplete, ErrNotFound)
 	}
 	h := backend.Handle{Type: backend.Data, Name: loc.Pack.String()}
 	stored, err := backend.LoadAll(ctx, r.be, h, int64(loc.Offset), int64(loc.Stored))

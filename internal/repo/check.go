@@ -134,7 +134,7 @@ func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64,
 	}
 	for id := range sizes {
 		if !indexed[id] {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("pack %v is not indexed (left by an interrupted backup)", id))
+			res.Warnings = append(res.Warnings, fmt.Sprintf("pack %v is in no index file (left by an interrupted backup, or its index file is lost)", id))
 		}
 	}
 	res.Packs = len(indexed)
@@ -233,7 +233,7 @@ func (r *Repository) checkManifest(ctx context.Context, x *index, m *Manifest, s
 		}
 		for s, cid := range pg {
 			if !cid.IsZero() && !x.has(BlobChunk, cid) {
-				res.errorf("manifest %v slot %d: chunk %v not in index: %w", m.ID.Short(), pi*int(m.PageSlots)+s, cid.Short(), ErrCorrupt)
+				res.errorf("manifest %v slot %d: chunk %v in no index file: %w (%w)", m.ID.Short(), pi*int(m.PageSlots)+s, cid.Short(), ErrIncomplete, ErrCorrupt)
 			}
 		}
 	}

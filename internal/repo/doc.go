@@ -18,6 +18,7 @@
 //	(*Repository).NewWriter(ctx, parent *Manifest, Meta) (*SnapshotWriter, error)
 //	(*SnapshotWriter).PutChunk(ctx, slot uint64, data []byte) error   // concurrent-safe
 //	(*SnapshotWriter).Done(ctx, slot uint64) error   // no PutChunk below slot follows
+//	(*SnapshotWriter).VerifyBeforeIndex(func() error) // the source's check, before each index file
 //	(*SnapshotWriter).Commit(ctx) (*Manifest, error)
 //	(*SnapshotWriter).Abort(ctx) error
 //	(*Repository).ListManifests(ctx) ([]*Manifest, error)
@@ -28,7 +29,9 @@
 //	(*Image).ReadAt(p, off) / ReadAtContext(ctx, p, off) / Size() / ReadChunk(ctx, slot) / Slots(ctx, fn) / IsZero(ctx, slot)
 //	(*Repository).Check(ctx, CheckOptions) (*CheckResult, error)
 //	(*Repository).Forget(ctx, ID) error
-//	(*Repository).Prune(ctx) (*PruneStats, error)
+//	(*Repository).Prune(ctx) (*PruneStats, error)            // ErrIncomplete: refuses, deletes nothing
+//	OpenNoIndex(ctx, be, Secret) (*Repository, error)        // for Check and RepairIndex on a damaged index
+//	(*Repository).RepairIndex(ctx, RepairIndexOptions) (*RepairIndexResult, error)
 //	(*Repository).Lock(ctx, exclusive bool) (*Lock, error)  // ErrLocked
 //	(*Repository).AddKey(ctx, Secret, KDFParams) error; Keys; RemoveKey; OpenWith(ctx, be, Secret)
 //	(*Repository).Config() Config / Close() error
@@ -48,6 +51,7 @@
 // # Errors
 //
 // All failures wrap one of the sentinels in errors.go (ErrWrongPassword,
-// ErrCorrupt, ErrNotFound, ErrLocked, ErrExists, ErrInvalid, ErrClosed)
+// ErrCorrupt, ErrIncomplete, ErrNotFound, ErrLocked, ErrExists, ErrInvalid,
+// ErrClosed)
 // or a backend error; test with errors.Is.
 package repo

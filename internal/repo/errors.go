@@ -20,6 +20,10 @@ var (
 	// ErrInvalid: a caller argument is out of range (slot, chunk length,
 	// option).
 	ErrInvalid = errors.New("repo: invalid argument")
+	// ErrIncomplete: restore points reference blobs that no index file
+	// names (an index file was lost or is damaged). Prune refuses to
+	// delete anything then; RepairIndex rebuilds the index from the packs.
+	ErrIncomplete = errors.New("repo: index incomplete")
 	// ErrClosed: the writer was already committed or aborted, or failed
 	// earlier and can only be aborted.
 	ErrClosed = errors.New("repo: writer closed")

@@ -210,7 +210,7 @@ func (im *Image) ReadChunks(ctx context.Context, first uint64, n int, dst []byte
 		}
 		loc, ok := im.r.idx.lookup(BlobChunk, id)
 		if !ok {
-			return nil, fmt.Errorf("repo: image %v slot %d: chunk %v not in index: %w", im.m.ID.Short(), slot, id.Short(), ErrNotFound)
+			return nil, fmt.Errorf("repo: image %v slot %d: chunk %v in no index file: %w (%w)", im.m.ID.Short(), slot, id.Short(), ErrIncomplete, ErrNotFound)
 		}
 		byPack[loc.Pack] = append(byPack[loc.Pack], slotLoc{i, loc})
 	}

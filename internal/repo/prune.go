@@ -79,17 +79,45 @@ func (r *Repository) mark(ctx context.Context) (blobSet, error) {
 // added (a collision, about n/2⁶⁴ likely per lookup among n blobs): prune
 // only keeps what it holds, so such an error keeps a dead blob, and never
 // drops a live one.
-type blobSet map[uint64]struct{}
+// Its values record whether prune's sweep found the blob in an index file.
+type blobSet map[uint64]bool
 
 func blobSetKey(t BlobType, id ID) uint64 {
 	return binary.LittleEndian.Uint64(id[:8]) ^ uint64(t)*0x9e3779b97f4a7c15
 }
 
-func (s blobSet) add(t BlobType, id ID) { s[blobSetKey(t, id)] = struct{}{} }
+func (s blobSet) add(t BlobType, id ID) {
+	k := blobSetKey(t, id)
+	if _, ok := s[k]; !ok {
+		s[k] = false
+	}
+}
 
 func (s blobSet) has(t BlobType, id ID) bool {
 	_, ok := s[blobSetKey(t, id)]
 	return ok
+}
+
+// indexed records that an index file names the blob and says whether it
+// is in the set.
+func (s blobSet) indexed(t BlobType, id ID) bool {
+	k := blobSetKey(t, id)
+	if _, ok := s[k]; !ok {
+		return false
+	}
+	s[k] = true
+	return true
+}
+
+// unindexed counts the blobs indexed was never called for.
+func (s blobSet) unindexed() int {
+	n := 0
+	for _, found := range s {
+		if !found {
+			n++
+		}
+	}
+	return n
 }
 
 func (r *Repository) sweep(ctx context.Context, used blobSet) (*PruneStats, error) {
@@ -98,6 +126,11 @@ func (r *Repository) sweep(ctx context.Context, used blobSet) (*PruneStats, erro
 		return nil, fmt.Errorf("repo: prune: %w", err)
 	}
 	keep, repack, drop := classifyPacks(packs, used)
+	// A live blob no index names sits in a pack that looks orphaned (an
+	// index file was lost): deleting now would destroy it for good.
+	if n := used.unindexed(); n > 0 {
+		return nil, fmt.Errorf("repo: prune: %d blob(s) in use are in no index file; nothing was removed (run repair index): %w", n, ErrIncomplete)
+	}
 	orphans, err := r.orphanPacks(ctx, packs)
 	if err != nil {
 		return nil, err
@@ -146,7 +179,7 @@ func classifyPacks(packs map[ID][]packEntry, used blobSet) (keep, repack, drop [
 		var live, total int64
 		for _, e := range entries {
 			total += int64(e.Stored)
-			if used.has(e.Type, e.ID) {
+			if used.indexed(e.Type, e.ID) {
 				live += int64(e.Stored)
 			}
 		}

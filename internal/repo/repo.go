@@ -196,6 +196,23 @@ func Open(ctx context.Context, be backend.Backend, password string) (*Repository
 // OpenWith opens an existing repository with a password or a key file's
 // secret and loads its index.
 func OpenWith(ctx context.Context, be backend.Backend, s Secret) (*Repository, error) {
+	r, err := OpenNoIndex(ctx, be, s)
+	if err != nil {
+		return nil, err
+	}
+	indexStart := time.Now()
+	if err := r.loadIndex(ctx); err != nil {
+		return nil, err
+	}
+	r.opened.Index = time.Since(indexStart)
+	return r, nil
+}
+
+// OpenNoIndex opens a repository without reading its index files, for
+// what must work when one of them is damaged (Open refuses then):
+// RepairIndex and Check, which read the index files themselves. Every
+// other method would find no blob.
+func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret) (*Repository, error) {
 	data, err := backend.LoadAll(ctx, be, configHandle, 0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("repo: open: %w", translate(err))
@@ -224,11 +241,7 @@ func OpenWith(ctx context.Context, be backend.Backend, s Secret) (*Repository, e
 	if err != nil {
 		return nil, err
 	}
-	indexStart := time.Now()
-	if err := r.loadIndex(ctx); err != nil {
-		return nil, err
-	}
-	r.opened = OpenTimes{Unlock: unlocked.Sub(start), Index: time.Since(indexStart)}
+	r.opened = OpenTimes{Unlock: unlocked.Sub(start)}
 	return r, nil
 }
 
@@ -365,11 +378,11 @@ func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packInfo
 	}
 	body, err := r.checkedEnvelope(indexMagic, name, data)
 	if err != nil {
-		return nil, fmt.Errorf("repo: index %s: %w", name, err)
+		return nil, fmt.Errorf("repo: index %s: %w (%w)", name, err, ErrIncomplete)
 	}
 	packs, err := decodeIndex(body)
 	if err != nil {
-		return nil, fmt.Errorf("repo: index %s: %w", name, err)
+		return nil, fmt.Errorf("repo: index %s: %w (%w)", name, err, ErrIncomplete)
 	}
 	return packs, nil
 }

@@ -76,7 +76,7 @@ func (r *Repository) pageStats(ctx context.Context, m *Manifest, pi uint64, uniq
 		}
 		loc, ok := r.idx.lookup(BlobChunk, id)
 		if !ok {
-			return 0, fmt.Errorf("repo: manifest %v slot %d: chunk %v not in index: %w", m.ID.Short(), pi*uint64(m.PageSlots)+uint64(s), id.Short(), ErrCorrupt)
+			return 0, fmt.Errorf("repo: manifest %v slot %d: chunk %v in no index file: %w", m.ID.Short(), pi*uint64(m.PageSlots)+uint64(s), id.Short(), ErrIncomplete)
 		}
 		n += int64(loc.Raw)
 		if !unique.has(BlobChunk, id) {

@@ -1,0 +1,233 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/blockwise/blockwise/internal/backend"
+)
+
+// RepairIndexOptions tunes RepairIndex.
+type RepairIndexOptions struct {
+	// ReadAllPacks reads every pack's header, trusting no index file.
+	// Otherwise the entries of readable index files are kept for the
+	// packs they name that exist, and only the other packs are read.
+	ReadAllPacks bool
+}
+
+// RepairIndexResult says what RepairIndex found and wrote.
+type RepairIndexResult struct {
+	Packs         int      `json:"packs"`         // packs the new index names
+	Blobs         int      `json:"blobs"`         // blobs the new index names
+	PacksRead     int      `json:"packsRead"`     // packs whose headers were read
+	Damaged       []string `json:"damagedPacks"`  // packs whose header could not be read: not indexed
+	Missing       int      `json:"missingPacks"`  // packs an old index file named that do not exist
+	BadIndexFiles []string `json:"badIndexFiles"` // old index files that could not be read
+	OldIndexFiles int      `json:"oldIndexFiles"` // index files removed
+	NewIndexFiles int      `json:"newIndexFiles"` // index files written
+}
+
+// repairBatch is how many entries go into one new index file (~1.7 MB).
+const repairBatch = 32 << 10
+
+// RepairIndex rebuilds the index from the packs themselves (restic's
+// `repair index`): each pack's header, sealed at its end, names its
+// blobs. It is the way back from a lost or damaged index file, which
+// otherwise leaves live blobs unindexed: unreadable by restores and
+// refused by Prune (ErrIncomplete).
+//
+// Under an exclusive lock: new index files naming every readable pack
+// are written first, then every old index file is removed, so a crash
+// leaves at worst duplicate entries, which readers tolerate. A pack whose
+// header cannot be read is reported and left alone (not indexed, so the
+// next Prune removes it unless its blobs are still referenced, in which
+// case Prune refuses). Open the repository with OpenNoIndex when an
+// index file is damaged: Open refuses such a repository.
+func (r *Repository) RepairIndex(ctx context.Context, o RepairIndexOptions) (*RepairIndexResult, error) {
+	l, err := r.Lock(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Unlock(context.WithoutCancel(ctx))
+	sizes, err := r.packSizes(ctx, &CheckResult{})
+	if err != nil {
+		return nil, err
+	}
+	oldFiles, err := r.listNames(ctx, backend.Index)
+	if err != nil {
+		return nil, err
+	}
+	res := &RepairIndexResult{}
+	known := map[ID][]packEntry{}
+	if !o.ReadAllPacks {
+		if err := r.trustIndexFiles(ctx, oldFiles, sizes, known, res); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.readPackHeaders(ctx, sizes, known, res); err != nil {
+		return nil, err
+	}
+	return res, r.replaceIndex(ctx, known, oldFiles, res)
+}
+
+// trustIndexFiles takes the entries of every readable index file for the
+// packs that exist with room for them; a damaged file is reported and
+// its packs are read instead.
+func (r *Repository) trustIndexFiles(ctx context.Context, names []string, sizes map[ID]int64, known map[ID][]packEntry, res *RepairIndexResult) error {
+	for _, n := range names {
+		packs, err := r.readIndexFile(ctx, n)
+		if errors.Is(err, ErrCorrupt) {
+			res.BadIndexFiles = append(res.BadIndexFiles, n)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, p := range packs {
+			size, ok := sizes[p.ID]
+			switch {
+			case !ok:
+				res.Missing++
+			case packDataEnd(p.Entries) <= size && known[p.ID] == nil:
+				known[p.ID] = p.Entries
+			}
+		}
+	}
+	return nil
+}
+
+// readPackHeaders reads the header of every pack not yet known, a few at
+// a time. A damaged header is reported; any other error aborts.
+func (r *Repository) readPackHeaders(ctx context.Context, sizes map[ID]int64, known map[ID][]packEntry, res *RepairIndexResult) error {
+	var todo []ID
+	for id := range sizes {
+		if known[id] == nil {
+			todo = append(todo, id)
+		}
+	}
+	slices.SortFunc(todo, func(a, b ID) int { return slices.Compare(a[:], b[:]) })
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, id := range todo {
+		g.Go(func() error {
+			entries, err := r.readPackHeader(gctx, id, sizes[id])
+			if err != nil && !errors.Is(err, ErrCorrupt) {
+				return fmt.Errorf("repo: repair index: pack %v: %w", id.Short(), err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			res.PacksRead++
+			if err != nil {
+				res.Damaged = append(res.Damaged, id.String())
+			} else {
+				known[id] = entries
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	slices.Sort(res.Damaged)
+	return err
+}
+
+// readPackHeader reads a pack's entries from its end: one ranged load
+// covers the header of most packs, a second the rest. A pack named by the
+// hash of its whole content (written before packs were named by their
+// header) is read whole.
+func (r *Repository) readPackHeader(ctx context.Context, id ID, size int64) ([]packEntry, error) {
+	if size < packTrailerSize {
+		return nil, fmt.Errorf("pack %v: too short: %w", id.Short(), ErrCorrupt)
+	}
+	h := backend.Handle{Type: backend.Data, Name: id.String()}
+	n := min(size, 64<<10)
+	tail, err := backend.LoadAll(ctx, r.be, h, size-n, n)
+	if err != nil {
+		return nil, err
+	}
+	hl, err := decodePackTrailer(tail[len(tail)-packTrailerSize:], size)
+	if err != nil {
+		return nil, fmt.Errorf("pack %v: %w", id.Short(), err)
+	}
+	if want := hl + packTrailerSize; want > n {
+		if tail, err = backend.LoadAll(ctx, r.be, h, size-want, want); err != nil {
+			return nil, err
+		}
+	} else {
+		tail = tail[n-want:]
+	}
+	if packID(tail) != id {
+		data, err := backend.LoadAll(ctx, r.be, h, 0, 0)
+		if err != nil {
+			return nil, err
+		}
+		return r.parsePack(id, data)
+	}
+	hdr, err := r.crypt.open(tail[:hl], []byte(packHeaderMagic))
+	if err != nil {
+		return nil, fmt.Errorf("pack %v: header: %w", id.Short(), err)
+	}
+	entries, err := decodePackHeader(hdr, uint64(size-packTrailerSize-hl))
+	if err != nil {
+		return nil, fmt.Errorf("pack %v: %w", id.Short(), err)
+	}
+	return entries, nil
+}
+
+// replaceIndex writes index files naming the known packs, in batches,
+// then removes the old files, and swaps the new index in.
+func (r *Repository) replaceIndex(ctx context.Context, known map[ID][]packEntry, oldFiles []string, res *RepairIndexResult) error {
+	ids := make([]ID, 0, len(known))
+	for id := range known {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b ID) int { return slices.Compare(a[:], b[:]) })
+	x := newIndex()
+	var batch []packInfo
+	entries := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		id, err := r.saveFile(ctx, backend.Index, sealEnvelope(r.crypt, indexMagic, encodeIndex(batch)))
+		if err != nil {
+			return err
+		}
+		x.add(id.String(), batch)
+		oldFiles = removeString(oldFiles, id.String())
+		res.NewIndexFiles++
+		batch, entries = nil, 0
+		return nil
+	}
+	for _, id := range ids {
+		batch = append(batch, packInfo{ID: id, Entries: known[id]})
+		entries += len(known[id])
+		res.Packs++
+		res.Blobs += len(known[id])
+		if entries >= repairBatch {
+			if err := flush(); err != nil {
+				x.close()
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		x.close()
+		return err
+	}
+	for _, n := range oldFiles {
+		err := r.be.Remove(ctx, backend.Handle{Type: backend.Index, Name: n})
+		if err != nil && !errors.Is(err, backend.ErrNotFound) {
+			x.close()
+			return fmt.Errorf("repo: repair index: remove %s: %w", n, err)
+		}
+		res.OldIndexFiles++
+	}
+	r.idx.replace(x)
+	return nil
+}
