@@ -72,8 +72,13 @@ func faultRun(t *testing.T, seed uint64, opts Options) {
 	if _, err := r.Prune(ctx); err != nil && !backend.IsTransient(err) && !errors.Is(err, ErrLocked) {
 		t.Fatalf("prune: %v", err)
 	}
+	// So may repair index, leaving new and old index files side by side.
+	_, repairErr := r.RepairIndex(ctx, RepairIndexOptions{ReadAllPacks: seed%2 == 1})
+	if repairErr != nil && !backend.IsTransient(repairErr) && !errors.Is(repairErr, ErrLocked) {
+		t.Fatalf("repair index: %v", repairErr)
+	}
 	faulty.SetEnabled(false)
-	t.Logf("seed %d: %d faults injected, %d backups committed", seed, faulty.Injected(), len(committed))
+	t.Logf("seed %d: %d faults injected, %d backups committed, repair index: %v", seed, faulty.Injected(), len(committed), repairErr)
 
 	r2, err := Open(ctx, store, testPassword)
 	if err != nil {

@@ -29,10 +29,11 @@ func newRepairFixture(t *testing.T) *repairFixture {
 	var parent *Manifest
 	for i := 0; i < 3; i++ {
 		slots := mutate(rng, img, 64<<10, 0.2)
-		if parent == nil {
-			slots = nil
+		var ss []uint64 // nil: all slots
+		if parent != nil {
+			ss = slotsOf(slots)
 		}
-		parent = backup(t, f.r, parent, img, toSlots(slots))
+		parent = backup(t, f.r, parent, img, ss)
 		f.points = append(f.points, parent)
 		f.images = append(f.images, slices.Clone(img))
 	}
@@ -40,17 +41,6 @@ func newRepairFixture(t *testing.T) *repairFixture {
 		t.Fatalf("fixture has %d index files, want several", n)
 	}
 	return f
-}
-
-func toSlots(s []int) []uint64 {
-	if s == nil {
-		return nil // all slots
-	}
-	out := make([]uint64, len(s))
-	for i, v := range s {
-		out[i] = uint64(v)
-	}
-	return out
 }
 
 func (f *repairFixture) names(t *testing.T, typ backend.FileType) []string {
