@@ -33,7 +33,7 @@ func (r *Repository) Prune(ctx context.Context) (*PruneStats, error) {
 		return nil, err
 	}
 	defer l.Unlock(context.WithoutCancel(ctx))
-	if err := r.loadIndex(ctx); err != nil {
+	if err := r.reloadIndex(ctx); err != nil {
 		return nil, err
 	}
 	used, err := r.mark(ctx)
@@ -120,44 +120,79 @@ func (s blobSet) unindexed() int {
 	return n
 }
 
+// packClass is what the sweep decided for a pack.
+type packClass uint8
+
+const (
+	packKeep packClass = iota
+	packRepack
+	packDrop
+)
+
+// packFate is a pack's class and whether the rewrite has passed it (a
+// pack named by two index files is handled at its first).
+type packFate struct {
+	class   packClass
+	visited bool
+}
+
+// sweep classifies the indexed packs, refuses if a live blob is in none
+// of them, rewrites the index without the dropped and repacked packs
+// (their live blobs copied into new packs first), then removes the packs.
+// It reads the index files twice, one at a time, instead of holding every
+// entry: memory is the mark set plus a few bytes a pack.
 func (r *Repository) sweep(ctx context.Context, used blobSet) (*PruneStats, error) {
-	packs, oldFiles, err := r.idx.snapshot()
+	oldFiles := r.idx.fileNames()
+	slices.Sort(oldFiles) // both passes must meet duplicates in the same order
+	fates, err := r.classifyPacks(ctx, oldFiles, used)
 	if err != nil {
-		return nil, fmt.Errorf("repo: prune: %w", err)
+		return nil, err
 	}
-	keep, repack, drop := classifyPacks(packs, used)
 	// A live blob no index names sits in a pack that looks orphaned (an
 	// index file was lost): deleting now would destroy it for good.
 	if n := used.unindexed(); n > 0 {
 		return nil, fmt.Errorf("repo: prune: %d blob(s) in use are in no index file; nothing was removed (run repair index): %w", n, ErrIncomplete)
 	}
-	orphans, err := r.orphanPacks(ctx, packs)
+	orphans, err := r.orphanPacks(ctx, fates)
 	if err != nil {
 		return nil, err
 	}
-	st := &PruneStats{PacksRepacked: len(repack)}
-	// New packs first: until the index names them they are mere orphans.
-	moved, err := r.repack(ctx, repack, used)
-	if err != nil {
-		return nil, err
+	st := &PruneStats{}
+	var gone []ID
+	for id, f := range fates {
+		switch f.class {
+		case packKeep:
+			st.PacksKept++
+		case packRepack:
+			st.PacksRepacked++
+			gone = append(gone, id)
+		case packDrop:
+			gone = append(gone, id)
+		}
 	}
-	keep = append(keep, moved...)
-	// Unencrypted packs are deterministic: a repacked pack can have the
-	// very name of an orphan. It is live now, so it must not be removed.
-	orphans = slices.DeleteFunc(orphans, func(o packInfo) bool {
-		return slices.ContainsFunc(moved, func(m packInfo) bool { return m.ID == o.ID })
-	})
-	st.PacksKept = len(keep)
-	if len(drop)+len(repack) > 0 {
-		if err := r.rewriteIndex(ctx, keep, oldFiles); err != nil {
+	var moved []packInfo
+	if len(gone) > 0 {
+		if moved, err = r.rewriteIndex(ctx, oldFiles, fates, used); err != nil {
 			return nil, err
 		}
 		st.IndexRewritten = true
+		st.PacksKept += len(moved)
 	}
-	for _, p := range append(append(drop, repack...), orphans...) {
-		n, err := r.removePack(ctx, p.ID)
+	return st, r.removePacks(ctx, st, append(gone, orphans...), moved)
+}
+
+// removePacks deletes packs and counts them; the bytes of moved packs
+// (the repacked blobs' new home) are not counted as removed.
+func (r *Repository) removePacks(ctx context.Context, st *PruneStats, ids []ID, moved []packInfo) error {
+	for _, id := range ids {
+		// Unencrypted packs are deterministic: a repacked pack can have
+		// the very name of an orphan. It is live now: keep it.
+		if slices.ContainsFunc(moved, func(m packInfo) bool { return m.ID == id }) {
+			continue
+		}
+		n, err := r.removePack(ctx, id)
 		if err != nil {
-			return st, err
+			return err
 		}
 		st.PacksRemoved++
 		st.BytesRemoved += n
@@ -165,35 +200,45 @@ func (r *Repository) sweep(ctx context.Context, used blobSet) (*PruneStats, erro
 	for _, p := range moved {
 		st.BytesRemoved -= packBytes(p.Entries)
 	}
-	return st, nil
+	return nil
 }
 
 // RepackUnused is the fraction of a pack's bytes that must be unused
 // before Prune rewrites the pack's live blobs into new packs.
 var RepackUnused = 0.3
 
-// classifyPacks splits packs into those kept as they are, those worth
-// repacking, and those with no live blob.
-func classifyPacks(packs map[ID][]packEntry, used blobSet) (keep, repack, drop []packInfo) {
-	for id, entries := range packs {
-		var live, total int64
-		for _, e := range entries {
-			total += int64(e.Stored)
-			if used.indexed(e.Type, e.ID) {
-				live += int64(e.Stored)
-			}
+// classifyPacks decides, index file by index file, which packs are kept
+// as they are, worth repacking, or without a live blob; it records in
+// used which live blobs an index file names.
+func (r *Repository) classifyPacks(ctx context.Context, files []string, used blobSet) (map[ID]*packFate, error) {
+	fates := map[ID]*packFate{}
+	for _, n := range files {
+		packs, err := r.readIndexFile(ctx, n)
+		if err != nil {
+			return nil, fmt.Errorf("repo: prune: %w", err)
 		}
-		p := packInfo{ID: id, Entries: entries}
-		switch {
-		case live == 0:
-			drop = append(drop, p)
-		case float64(total-live) >= RepackUnused*float64(total):
-			repack = append(repack, p)
-		default:
-			keep = append(keep, p)
+		for _, p := range packs {
+			if fates[p.ID] != nil {
+				continue
+			}
+			var live, total int64
+			for _, e := range p.Entries {
+				total += int64(e.Stored)
+				if used.indexed(e.Type, e.ID) {
+					live += int64(e.Stored)
+				}
+			}
+			f := &packFate{class: packKeep}
+			switch {
+			case live == 0:
+				f.class = packDrop
+			case float64(total-live) >= RepackUnused*float64(total):
+				f.class = packRepack
+			}
+			fates[p.ID] = f
 		}
 	}
-	return keep, repack, drop
+	return fates, nil
 }
 
 func packBytes(entries []packEntry) int64 {
@@ -204,93 +249,116 @@ func packBytes(entries []packEntry) int64 {
 	return n
 }
 
-// repack copies the live blobs of packs into new packs. Each blob is
-// verified before it is copied, and any damage aborts the prune: its
-// source pack must then stay. Blobs are copied sealed; their associated
-// data binds type and ID, not position, so they stay valid.
-func (r *Repository) repack(ctx context.Context, packs []packInfo, used blobSet) ([]packInfo, error) {
-	pk := &packer{r: r}
-	copied := map[blobKey]bool{}
-	for _, p := range packs {
-		data, err := backend.LoadAll(ctx, r.be, backend.Handle{Type: backend.Data, Name: p.ID.String()}, 0, 0)
+// rewriteIndex reads the index files again and writes new ones naming
+// the kept packs and, as it copies the live blobs of the repacked ones,
+// the new packs; then it removes the old files. New packs come first:
+// until an index names them they are mere orphans.
+func (r *Repository) rewriteIndex(ctx context.Context, oldFiles []string, fates map[ID]*packFate, used blobSet) ([]packInfo, error) {
+	iw := newIndexWriter(r)
+	rp := &repacker{pk: &packer{r: r}, used: used, copied: map[blobKey]bool{}}
+	for _, n := range oldFiles {
+		packs, err := r.readIndexFile(ctx, n)
 		if err != nil {
-			return nil, fmt.Errorf("repo: prune: repack %v: %w", p.ID.Short(), err)
+			return nil, fmt.Errorf("repo: prune: %w", err)
 		}
-		for _, e := range p.Entries {
-			k := blobKey{e.Type, e.ID}
-			if !used.has(k.Type, k.ID) || copied[k] {
-				continue
-			}
-			if uint64(e.Offset)+uint64(e.Stored) > uint64(len(data)) {
-				return nil, fmt.Errorf("repo: prune: pack %v shorter than index: %w", p.ID, ErrCorrupt)
-			}
-			sealed := data[e.Offset : e.Offset+e.Stored]
-			if _, err := r.decodeBlob(e, p.ID, sealed); err != nil {
-				return nil, fmt.Errorf("repo: prune: %w", err)
-			}
-			copied[k] = true
-			if err := pk.addSealed(ctx, e, sealed); err != nil {
-				return nil, err
-			}
+		if err := r.rewritePacks(ctx, packs, fates, iw, rp); err != nil {
+			return nil, err
 		}
 	}
-	if err := pk.flush(ctx); err != nil {
+	if err := rp.pk.flush(ctx); err != nil {
 		return nil, err
 	}
-	return pk.done, nil
+	if err := rp.takeNew(ctx, iw); err != nil {
+		return nil, err
+	}
+	return rp.moved, iw.replace(ctx, oldFiles)
 }
 
-func packUsed(entries []packEntry, used blobSet) bool {
-	for _, e := range entries {
-		if used.has(e.Type, e.ID) {
-			return true
+func (r *Repository) rewritePacks(ctx context.Context, packs []packInfo, fates map[ID]*packFate, iw *indexWriter, rp *repacker) error {
+	for _, p := range packs {
+		f := fates[p.ID]
+		if f == nil || f.visited {
+			continue
+		}
+		f.visited = true
+		var err error
+		switch f.class {
+		case packKeep:
+			err = iw.add(ctx, p)
+		case packRepack:
+			err = rp.repack(ctx, p)
+		}
+		if err == nil {
+			err = rp.takeNew(ctx, iw)
+		}
+		if err != nil {
+			return err
 		}
 	}
-	return false
+	return nil
 }
 
-func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID][]packEntry) ([]packInfo, error) {
-	var out []packInfo
+// repacker copies the live blobs of packs into new packs. Each blob is
+// verified before it is copied, and any damage aborts the prune: its
+// source pack must then stay. Blobs are copied sealed; their associated
+// data binds type and ID, not position, so they stay valid. copied is
+// exact (a 64-bit key could mistake one live blob for another and skip
+// it).
+type repacker struct {
+	pk     *packer
+	used   blobSet
+	copied map[blobKey]bool
+	moved  []packInfo
+}
+
+func (rp *repacker) repack(ctx context.Context, p packInfo) error {
+	r := rp.pk.r
+	data, err := backend.LoadAll(ctx, r.be, backend.Handle{Type: backend.Data, Name: p.ID.String()}, 0, 0)
+	if err != nil {
+		return fmt.Errorf("repo: prune: repack %v: %w", p.ID.Short(), err)
+	}
+	for _, e := range p.Entries {
+		k := blobKey{e.Type, e.ID}
+		if !rp.used.has(k.Type, k.ID) || rp.copied[k] {
+			continue
+		}
+		if uint64(e.Offset)+uint64(e.Stored) > uint64(len(data)) {
+			return fmt.Errorf("repo: prune: pack %v shorter than index: %w", p.ID, ErrCorrupt)
+		}
+		sealed := data[e.Offset : e.Offset+e.Stored]
+		if _, err := r.decodeBlob(e, p.ID, sealed); err != nil {
+			return fmt.Errorf("repo: prune: %w", err)
+		}
+		rp.copied[k] = true
+		if err := rp.pk.addSealed(ctx, e, sealed); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// takeNew hands the new packs uploaded so far to the index writer.
+func (rp *repacker) takeNew(ctx context.Context, iw *indexWriter) error {
+	done, _ := rp.pk.takeDone(1, nil)
+	for _, p := range done {
+		if err := iw.add(ctx, p); err != nil {
+			return err
+		}
+		rp.moved = append(rp.moved, p)
+	}
+	return nil
+}
+
+func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID]*packFate) ([]ID, error) {
+	var out []ID
 	err := r.be.List(ctx, backend.Data, func(fi backend.FileInfo) error {
 		id, err := ParseID(fi.Name)
 		if _, ok := indexed[id]; err == nil && !ok {
-			out = append(out, packInfo{ID: id})
+			out = append(out, id)
 		}
 		return nil
 	})
 	return out, err
-}
-
-// rewriteIndex replaces all index files by one naming only kept packs.
-func (r *Repository) rewriteIndex(ctx context.Context, keep []packInfo, old []string) error {
-	x := newIndex()
-	if len(keep) > 0 {
-		id, err := r.saveFile(ctx, backend.Index, sealEnvelope(r.crypt, indexMagic, encodeIndex(keep)))
-		if err != nil {
-			return err // x is still empty: nothing spilled to close
-		}
-		x.add(id.String(), keep)
-		old = removeString(old, id.String())
-	}
-	for _, n := range old {
-		err := r.be.Remove(ctx, backend.Handle{Type: backend.Index, Name: n})
-		if err != nil && !errors.Is(err, backend.ErrNotFound) {
-			x.close()
-			return fmt.Errorf("repo: prune: remove index %s: %w", n, err)
-		}
-	}
-	r.idx.replace(x)
-	return nil
-}
-
-func removeString(s []string, v string) []string {
-	out := s[:0]
-	for _, x := range s {
-		if x != v {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 func (r *Repository) removePack(ctx context.Context, id ID) (int64, error) {

@@ -32,9 +32,6 @@ type RepairIndexResult struct {
 	NewIndexFiles int      `json:"newIndexFiles"` // index files written
 }
 
-// repairBatch is how many entries go into one new index file (~1.7 MB).
-const repairBatch = 32 << 10
-
 // RepairIndex rebuilds the index from the packs themselves (restic's
 // `repair index`): each pack's header, sealed at its end, names its
 // blobs. It is the way back from a lost or damaged index file, which
@@ -179,55 +176,31 @@ func (r *Repository) readPackHeader(ctx context.Context, id ID, size int64) ([]p
 	return entries, nil
 }
 
-// replaceIndex writes index files naming the known packs, in batches,
-// then removes the old files, and swaps the new index in.
+// replaceIndex writes index files naming the known packs, then removes
+// the old files, and swaps the new index in.
 func (r *Repository) replaceIndex(ctx context.Context, known map[ID][]packEntry, oldFiles []string, res *RepairIndexResult) error {
 	ids := make([]ID, 0, len(known))
 	for id := range known {
 		ids = append(ids, id)
 	}
 	slices.SortFunc(ids, func(a, b ID) int { return slices.Compare(a[:], b[:]) })
-	x := newIndex()
-	var batch []packInfo
-	entries := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		id, err := r.saveFile(ctx, backend.Index, sealEnvelope(r.crypt, indexMagic, encodeIndex(batch)))
-		if err != nil {
-			return err
-		}
-		x.add(id.String(), batch)
-		oldFiles = removeString(oldFiles, id.String())
-		res.NewIndexFiles++
-		batch, entries = nil, 0
-		return nil
-	}
+	iw := newIndexWriter(r)
 	for _, id := range ids {
-		batch = append(batch, packInfo{ID: id, Entries: known[id]})
-		entries += len(known[id])
 		res.Packs++
 		res.Blobs += len(known[id])
-		if entries >= repairBatch {
-			if err := flush(); err != nil {
-				x.close()
-				return err
-			}
+		if err := iw.add(ctx, packInfo{ID: id, Entries: known[id]}); err != nil {
+			return err
 		}
 	}
-	if err := flush(); err != nil {
-		x.close()
+	if err := iw.replace(ctx, oldFiles); err != nil {
 		return err
 	}
+	res.NewIndexFiles = len(iw.written)
+	res.OldIndexFiles = len(oldFiles)
 	for _, n := range oldFiles {
-		err := r.be.Remove(ctx, backend.Handle{Type: backend.Index, Name: n})
-		if err != nil && !errors.Is(err, backend.ErrNotFound) {
-			x.close()
-			return fmt.Errorf("repo: repair index: remove %s: %w", n, err)
+		if slices.Contains(iw.written, n) {
+			res.OldIndexFiles--
 		}
-		res.OldIndexFiles++
 	}
-	r.idx.replace(x)
 	return nil
 }

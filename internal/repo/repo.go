@@ -281,6 +281,16 @@ func (r *Repository) loadIndex(ctx context.Context) error {
 	return nil
 }
 
+// reloadIndex rebuilds the index from the index files, dropping the old
+// one first so that the two are never in memory together (a twin index
+// was most of Prune's memory). Only under the exclusive lock, when
+// nothing else may read the index meanwhile; if it fails the repository
+// has an empty index and must be opened again.
+func (r *Repository) reloadIndex(ctx context.Context) error {
+	r.idx.replace(newIndex())
+	return r.loadIndex(ctx)
+}
+
 // refreshIndex brings the index up to date with the backend: new index
 // files are added; if one we know vanished (a prune elsewhere rewrote the
 // index) it is rebuilt from scratch.
