@@ -59,77 +59,105 @@ func (r *Repository) RepairIndex(ctx context.Context, o RepairIndexOptions) (*Re
 	if err != nil {
 		return nil, err
 	}
-	res := &RepairIndexResult{}
-	known := map[ID][]packEntry{}
+	rp := &indexRepair{r: r, iw: newIndexWriter(r), sizes: sizes, done: map[ID]bool{}, res: &RepairIndexResult{}}
 	if !o.ReadAllPacks {
-		if err := r.trustIndexFiles(ctx, oldFiles, sizes, known, res); err != nil {
+		if err := rp.trustIndexFiles(ctx, oldFiles); err != nil {
 			return nil, err
 		}
 	}
-	if err := r.readPackHeaders(ctx, sizes, known, res); err != nil {
+	if err := rp.readPackHeaders(ctx); err != nil {
 		return nil, err
 	}
-	return res, r.replaceIndex(ctx, known, oldFiles, res)
+	if err := rp.iw.replace(ctx, oldFiles); err != nil {
+		return nil, err
+	}
+	rp.res.NewIndexFiles = len(rp.iw.written)
+	for _, n := range oldFiles {
+		if !slices.Contains(rp.iw.written, n) {
+			rp.res.OldIndexFiles++
+		}
+	}
+	return rp.res, nil
+}
+
+// indexRepair streams every pack it settles into new index files, so it
+// holds a few bytes a pack, not every entry.
+type indexRepair struct {
+	r     *Repository
+	iw    *indexWriter
+	sizes map[ID]int64 // the pack files
+	done  map[ID]bool  // packs named in the new index
+	res   *RepairIndexResult
+}
+
+func (rp *indexRepair) add(ctx context.Context, p packInfo) error {
+	rp.done[p.ID] = true
+	rp.res.Packs++
+	rp.res.Blobs += len(p.Entries)
+	return rp.iw.add(ctx, p)
 }
 
 // trustIndexFiles takes the entries of every readable index file for the
 // packs that exist with room for them; a damaged file is reported and
 // its packs are read instead.
-func (r *Repository) trustIndexFiles(ctx context.Context, names []string, sizes map[ID]int64, known map[ID][]packEntry, res *RepairIndexResult) error {
+func (rp *indexRepair) trustIndexFiles(ctx context.Context, names []string) error {
+	missing := map[ID]bool{}
 	for _, n := range names {
-		packs, err := r.readIndexFile(ctx, n)
+		packs, err := rp.r.readIndexFile(ctx, n)
 		if errors.Is(err, ErrCorrupt) {
-			res.BadIndexFiles = append(res.BadIndexFiles, n)
+			rp.res.BadIndexFiles = append(rp.res.BadIndexFiles, n)
 			continue
 		}
 		if err != nil {
 			return err
 		}
 		for _, p := range packs {
-			size, ok := sizes[p.ID]
+			size, ok := rp.sizes[p.ID]
 			switch {
 			case !ok:
-				res.Missing++
-			case packDataEnd(p.Entries) <= size && known[p.ID] == nil:
-				known[p.ID] = p.Entries
+				missing[p.ID] = true
+			case packDataEnd(p.Entries) <= size && !rp.done[p.ID]:
+				if err := rp.add(ctx, p); err != nil {
+					return err
+				}
 			}
 		}
 	}
+	rp.res.Missing = len(missing)
 	return nil
 }
 
-// readPackHeaders reads the header of every pack not yet known, a few at
+// readPackHeaders reads the header of every pack not yet named, a few at
 // a time. A damaged header is reported; any other error aborts.
-func (r *Repository) readPackHeaders(ctx context.Context, sizes map[ID]int64, known map[ID][]packEntry, res *RepairIndexResult) error {
+func (rp *indexRepair) readPackHeaders(ctx context.Context) error {
 	var todo []ID
-	for id := range sizes {
-		if known[id] == nil {
+	for id := range rp.sizes {
+		if !rp.done[id] {
 			todo = append(todo, id)
 		}
 	}
 	slices.SortFunc(todo, func(a, b ID) int { return slices.Compare(a[:], b[:]) })
-	var mu sync.Mutex
+	var mu sync.Mutex // rp, from the readers
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
 	for _, id := range todo {
 		g.Go(func() error {
-			entries, err := r.readPackHeader(gctx, id, sizes[id])
+			entries, err := rp.r.readPackHeader(gctx, id, rp.sizes[id])
 			if err != nil && !errors.Is(err, ErrCorrupt) {
 				return fmt.Errorf("repo: repair index: pack %v: %w", id.Short(), err)
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			res.PacksRead++
+			rp.res.PacksRead++
 			if err != nil {
-				res.Damaged = append(res.Damaged, id.String())
-			} else {
-				known[id] = entries
+				rp.res.Damaged = append(rp.res.Damaged, id.String())
+				return nil
 			}
-			return nil
+			return rp.add(gctx, packInfo{ID: id, Entries: entries})
 		})
 	}
 	err := g.Wait()
-	slices.Sort(res.Damaged)
+	slices.Sort(rp.res.Damaged)
 	return err
 }
 
@@ -174,33 +202,4 @@ func (r *Repository) readPackHeader(ctx context.Context, id ID, size int64) ([]p
 		return nil, fmt.Errorf("pack %v: %w", id.Short(), err)
 	}
 	return entries, nil
-}
-
-// replaceIndex writes index files naming the known packs, then removes
-// the old files, and swaps the new index in.
-func (r *Repository) replaceIndex(ctx context.Context, known map[ID][]packEntry, oldFiles []string, res *RepairIndexResult) error {
-	ids := make([]ID, 0, len(known))
-	for id := range known {
-		ids = append(ids, id)
-	}
-	slices.SortFunc(ids, func(a, b ID) int { return slices.Compare(a[:], b[:]) })
-	iw := newIndexWriter(r)
-	for _, id := range ids {
-		res.Packs++
-		res.Blobs += len(known[id])
-		if err := iw.add(ctx, packInfo{ID: id, Entries: known[id]}); err != nil {
-			return err
-		}
-	}
-	if err := iw.replace(ctx, oldFiles); err != nil {
-		return err
-	}
-	res.NewIndexFiles = len(iw.written)
-	res.OldIndexFiles = len(oldFiles)
-	for _, n := range oldFiles {
-		if slices.Contains(iw.written, n) {
-			res.OldIndexFiles--
-		}
-	}
-	return nil
 }
