@@ -259,3 +259,40 @@ func TestE2ERepairIndex(t *testing.T) {
 	e.must(t, "prune")
 	e.restoreEquals(t, id2, ref2)
 }
+
+// TestE2EThrottle: --limit-upload holds a backup's packs to the rate and
+// --limit-download a restore's reads (only lower bounds on time are
+// asserted); a negative limit is a usage error.
+func TestE2EThrottle(t *testing.T) {
+	e := newE2E(t, true)
+	const kib = 4096 // KiB/s
+	e.must(t, "disk", "create", "vm", "--size", "8M")
+	data := make([]byte, 3<<20)
+	rng := rand.New(rand.NewPCG(seed(t), 23))
+	for i := range data { // incompressible
+		data[i] = byte(rng.Uint32())
+	}
+	e.apply(t, "vm", []write{{off: 1 << 20, n: int64(len(data)), srcBytes: data}})
+	ref := filepath.Join(t.TempDir(), "ref.raw")
+	e.reference(t, "vm", ref)
+	minFor := func(bytes uint64) time.Duration { // all but one 256 KiB burst at the rate
+		return time.Duration(float64(bytes-256<<10) / (kib << 10) * float64(time.Second))
+	}
+	var s backupSummary
+	e.jsonOut(t, &s, "backup", "vm", "--limit-upload", strconv.Itoa(kib))
+	if took := time.Duration(s.Seconds * float64(time.Second)); took < minFor(s.Stored) {
+		t.Fatalf("backup storing %d bytes at %d KiB/s took %v, want at least %v", s.Stored, kib, took, minFor(s.Stored))
+	}
+	out := filepath.Join(t.TempDir(), "out.raw")
+	start := time.Now()
+	e.must(t, "restore", s.ID, "--to", out, "--limit-download", strconv.Itoa(kib))
+	if took := time.Since(start); took < minFor(uint64(len(data))) {
+		t.Fatalf("restore reading %d bytes at %d KiB/s took %v", len(data), kib, took)
+	}
+	if err := sameFile(out, ref); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := e.run(t, "snapshots", "--limit-upload", "-1"); code != exitUsage {
+		t.Fatalf("--limit-upload -1: exit %d: %s", code, out)
+	}
+}

@@ -24,6 +24,8 @@ type repoOptions struct {
 	PasswordFile string
 	KeyFile      string
 	LockWait     time.Duration
+	// LimitUpload and LimitDownload are KiB/s, as in restic (0: none).
+	LimitUpload, LimitDownload int64
 }
 
 func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
@@ -31,6 +33,8 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().StringVar(&o.PasswordFile, "password-file", os.Getenv("BLOCKWISE_PASSWORD_FILE"), "file holding the repository password (else env BLOCKWISE_PASSWORD)")
 	cmd.Flags().StringVar(&o.KeyFile, "key-file", os.Getenv("BLOCKWISE_KEY_FILE"), "key file made by 'repo key add --new-key-file', instead of a password (env BLOCKWISE_KEY_FILE)")
 	cmd.Flags().DurationVar(&o.LockWait, "lock-wait", 0, "wait up to this long for another process's repository lock (e.g. a prune) instead of failing")
+	cmd.Flags().Int64Var(&o.LimitUpload, "limit-upload", 0, "send at most this many KiB/s to the repository (0: no limit)")
+	cmd.Flags().Int64Var(&o.LimitDownload, "limit-download", 0, "receive at most this many KiB/s from the repository (0: no limit)")
 }
 
 // errUsage marks errors in how a command was called (exit code 2).
@@ -64,7 +68,10 @@ func (o repoOptions) backend(ctx context.Context) (backend.Backend, error) {
 	if o.Repo == "" {
 		return nil, fmt.Errorf("%w: no repository: set --repo or BLOCKWISE_REPO", errUsage)
 	}
-	return location.Open(ctx, o.Repo)
+	if o.LimitUpload < 0 || o.LimitDownload < 0 {
+		return nil, usageErrorf("--limit-upload and --limit-download take KiB/s, 0 or more")
+	}
+	return location.Open(ctx, o.Repo, location.Options{LimitUpload: o.LimitUpload << 10, LimitDownload: o.LimitDownload << 10})
 }
 
 // secret is what unlocks the repository: the key file when given, else

@@ -1,8 +1,9 @@
 // Package backend defines the storage contract a blockwise repository is
 // written against, plus wrappers that add behaviour without touching the
 // implementations: Retry (bounded retries of transient errors), Limit
-// (bounded operations in flight) and Faulty (seeded error injection for
-// tests).
+// (bounded operations in flight), Throttle (bytes per second each way,
+// for --limit-upload/--limit-download) and Faulty (seeded error injection
+// for tests).
 //
 // A Backend is a flat store of immutable, named objects grouped by type,
 // modelled on restic's backend and kopia's blob storage. The repository

@@ -20,11 +20,23 @@ const (
 	S3Attempts    = 8
 )
 
+// Options tune the opened backend.
+type Options struct {
+	// LimitUpload and LimitDownload bound the bytes per second sent and
+	// received (0: unlimited), through backend.Throttle.
+	LimitUpload, LimitDownload int64
+}
+
 // Open opens "s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]" (see s3.ParseURL)
-// wrapped in Retry and Limit, or else a local directory.
-func Open(ctx context.Context, repo string) (backend.Backend, error) {
+// wrapped in Retry and Limit, or else a local directory; either is
+// throttled innermost when o asks for it.
+func Open(ctx context.Context, repo string, o Options) (backend.Backend, error) {
 	if !strings.HasPrefix(repo, "s3:") {
-		return local.Open(repo)
+		be, err := local.Open(repo)
+		if err != nil {
+			return nil, err
+		}
+		return throttle(be, o), nil
 	}
 	cfg, err := s3.ParseURL(repo)
 	if err != nil {
@@ -34,5 +46,12 @@ func Open(ctx context.Context, repo string) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return backend.NewRetry(backend.NewLimit(be, S3Connections), S3Attempts), nil
+	return backend.NewRetry(backend.NewLimit(throttle(be, o), S3Connections), S3Attempts), nil
+}
+
+func throttle(be backend.Backend, o Options) backend.Backend {
+	if o.LimitUpload <= 0 && o.LimitDownload <= 0 {
+		return be
+	}
+	return backend.NewThrottle(be, o.LimitUpload, o.LimitDownload)
 }

@@ -9,14 +9,14 @@ import (
 )
 
 func TestOpen(t *testing.T) {
-	be, err := location.Open(t.Context(), t.TempDir())
+	be, err := location.Open(t.Context(), t.TempDir(), location.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := be.Save(t.Context(), backend.Handle{Type: backend.Index, Name: "x1"}, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := location.Open(t.Context(), "s3:ftp://h/b"); !errors.Is(err, backend.ErrInvalid) {
+	if _, err := location.Open(t.Context(), "s3:ftp://h/b", location.Options{}); !errors.Is(err, backend.ErrInvalid) {
 		t.Fatalf("bad s3 URL: %v", err)
 	}
 }
