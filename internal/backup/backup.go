@@ -516,7 +516,9 @@ func (c *copier) putLent(ctx context.Context, l Lender, m *fsutil.Mapping, first
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
-			if _, ok := p.(interface{ Addr() uintptr }); !ok {
+			// Only a fault on the mapping is the source's; anything else
+			// (a nil dereference, say) is a bug and must not be hidden.
+			if f, ok := p.(interface{ Addr() uintptr }); !ok || !m.Contains(f.Addr()) {
 				panic(p)
 			}
 			err = fmt.Errorf("%w at %d+%d: %v", ErrSourceFault, off, len(m.Bytes), p)

@@ -258,3 +258,31 @@ func TestLentChangeFailsDedupedBackup(t *testing.T) {
 		t.Fatalf("manifests: %v, want the first backup's only", ms)
 	}
 }
+
+// TestLentBugStillPanics: only a fault on the mapping becomes
+// ErrSourceFault; a nil dereference while a run is lent (here: a copier
+// without a writer) is a bug and still panics.
+func TestLentBugStillPanics(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	m, err := fsutil.MapRead(file, 0, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &copier{chunk: 64 << 10, size: 64 << 10} // no writer
+	var perr any
+	func() {
+		defer func() { perr = recover() }()
+		err = c.putLent(context.Background(), &directSource{}, m, 0, 0)
+	}()
+	if perr == nil {
+		t.Fatalf("a nil writer under a lend returned %v instead of panicking", err)
+	}
+}

@@ -3,6 +3,7 @@ package fsutil
 import (
 	"fmt"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +37,16 @@ func MapRead(f *os.File, off, n int64) (*Mapping, error) {
 	}
 	_ = unix.Madvise(whole, unix.MADV_POPULATE_READ) // a hint: errors only mean lazier faults
 	return &Mapping{Bytes: whole[off-start:], whole: whole}, nil
+}
+
+// Contains reports whether addr lies in the mapping, so a fault there
+// (the file truncated) can be told from a bug elsewhere.
+func (m *Mapping) Contains(addr uintptr) bool {
+	if len(m.whole) == 0 {
+		return false
+	}
+	start := uintptr(unsafe.Pointer(&m.whole[0]))
+	return addr >= start && addr-start < uintptr(len(m.whole))
 }
 
 // Close unmaps the view; its Bytes must not be used after.

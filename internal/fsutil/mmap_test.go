@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"unsafe"
 )
 
 func TestMapRead(t *testing.T) {
@@ -28,7 +29,11 @@ func TestMapRead(t *testing.T) {
 		if !bytes.Equal(m.Bytes, data[c.off:c.off+c.n]) {
 			t.Errorf("map %d+%d differs from the file", c.off, c.n)
 		}
-		if err := m.Close(); err != nil || m.Bytes != nil {
+		first, last := uintptr(unsafe.Pointer(&m.Bytes[0])), uintptr(unsafe.Pointer(&m.Bytes[len(m.Bytes)-1]))
+		if !m.Contains(first) || !m.Contains(last) || m.Contains(last+uintptr(os.Getpagesize())) || m.Contains(0) {
+			t.Errorf("map %d+%d: Contains wrong at its edges", c.off, c.n)
+		}
+		if err := m.Close(); err != nil || m.Bytes != nil || m.Contains(first) {
 			t.Fatal(err)
 		}
 		if err := m.Close(); err != nil {
