@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -82,33 +83,50 @@ var errCheckFailed = errors.New("repository check found errors")
 // checkOptions: how much data check reads.
 type checkOptions struct {
 	repoOptions
-	ReadData bool
-	Subset   string
+	ReadData    bool
+	Subset      string
+	MetricsFile string
 }
 
 func addCheckFlags(cmd *cobra.Command, o *checkOptions) {
 	addRepoFlags(cmd, &o.repoOptions)
 	cmd.Flags().BoolVar(&o.ReadData, "read-data", false, "read and verify every pack")
 	cmd.Flags().StringVar(&o.Subset, "read-data-subset", "", "read and verify only some packs: n/t (the n-th of t fixed groups: 1/7 ... 7/7 on seven days cover all) or x% (about x% at random)")
+	cmd.Flags().StringVar(&o.MetricsFile, "metrics-file", "", "write the outcome as Prometheus metrics to this file (for node_exporter's textfile collector), atomically")
 }
 
 func runRepoCheck(ctx context.Context, o checkOptions, out io.Writer) error {
 	co := repo.CheckOptions{ReadData: o.ReadData}
+	mode := map[bool]string{false: "structure", true: "read-data"}[o.ReadData]
 	if o.Subset != "" {
 		sel, err := packSubset(o.Subset)
 		if err != nil {
 			return err
 		}
-		co.ReadData, co.ReadPack = true, sel
+		co.ReadData, co.ReadPack, mode = true, sel, "read-data-subset"
 	}
+	start := time.Now()
+	res, err := checkRepo(ctx, o, co, out)
+	if o.MetricsFile != "" {
+		oc := checkOutcome{mode: mode, res: res, took: time.Since(start), at: time.Now()}
+		if merr := writeCheckMetrics(o.MetricsFile, oc); merr != nil {
+			err = errors.Join(err, fmt.Errorf("metrics file: %w", merr))
+		}
+	}
+	return err
+}
+
+// checkRepo runs the check and prints its findings; res is nil when the
+// check could not run at all.
+func checkRepo(ctx context.Context, o checkOptions, co repo.CheckOptions, out io.Writer) (*repo.CheckResult, error) {
 	r, err := o.openNoIndex(ctx) // check reads the index files itself, damaged ones too
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer r.Close()
 	res, err := r.Check(ctx, co)
 	if res == nil || (err != nil && len(res.Errors) == 0) {
-		return err // the check itself could not run
+		return nil, err // the check itself could not run
 	}
 	for _, w := range res.Warnings {
 		fmt.Fprintln(out, "warning:", w)
@@ -122,9 +140,9 @@ func runRepoCheck(ctx context.Context, o checkOptions, out io.Writer) error {
 		fmt.Fprintln(out, "The index is damaged or incomplete: 'blockwise repair index' rebuilds it from the packs.")
 	}
 	if len(res.Errors) > 0 {
-		return fmt.Errorf("%w: %d", errCheckFailed, len(res.Errors))
+		return res, fmt.Errorf("%w: %d", errCheckFailed, len(res.Errors))
 	}
-	return nil
+	return res, nil
 }
 
 // packSubset parses --read-data-subset: "n/t" picks the packs whose ID,

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/blockwise/blockwise/internal/backup"
+	"github.com/blockwise/blockwise/internal/repo"
 )
 
 // backupOutcome is one disk's backup, for --metrics-file.
@@ -67,6 +68,12 @@ func writeBackupMetrics(path string, outs []backupOutcome) error {
 // previousSuccess reads the last-success times of a metrics file written
 // before; a missing or unreadable file has none.
 func previousSuccess(path string) map[string]float64 {
+	return previousGauge(path, lastSuccessMetric, "disk")
+}
+
+// previousGauge reads one gauge of a metrics file written before, by the
+// value of one label; a missing or unreadable file has none.
+func previousGauge(path, metric, label string) map[string]float64 {
 	out := map[string]float64{}
 	f, err := os.Open(path)
 	if err != nil {
@@ -75,17 +82,62 @@ func previousSuccess(path string) map[string]float64 {
 	defer f.Close()
 	p := expfmt.NewTextParser(model.LegacyValidation)
 	fams, err := p.TextToMetricFamilies(f)
-	if err != nil || fams[lastSuccessMetric] == nil {
+	if err != nil || fams[metric] == nil {
 		return out
 	}
-	for _, m := range fams[lastSuccessMetric].GetMetric() {
+	for _, m := range fams[metric].GetMetric() {
 		for _, l := range m.GetLabel() {
-			if l.GetName() == "disk" && m.GetGauge() != nil {
+			if l.GetName() == label && m.GetGauge() != nil {
 				out[l.GetValue()] = m.GetGauge().GetValue()
 			}
 		}
 	}
 	return out
+}
+
+// checkOutcome is one run of check, for --metrics-file.
+type checkOutcome struct {
+	mode string            // "structure", "read-data" or "read-data-subset"
+	res  *repo.CheckResult // nil: the check could not run
+	took time.Duration
+	at   time.Time
+}
+
+const checkLastSuccessMetric = "blockwise_check_last_success_timestamp_seconds"
+
+// writeCheckMetrics writes a check's outcome as a Prometheus text file,
+// atomically. The last success of each mode is carried over from the
+// file's previous contents, as for backups, so one alert catches failed
+// and missed checks alike.
+func writeCheckMetrics(path string, o checkOutcome) error {
+	reg := prometheus.NewRegistry()
+	gauge := func(name, help string) prometheus.Gauge {
+		v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"mode"})
+		reg.MustRegister(v)
+		return v.WithLabelValues(o.mode)
+	}
+	lastOK := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: checkLastSuccessMetric, Help: "When the last check of this mode that found no error ended."}, []string{"mode"})
+	reg.MustRegister(lastOK)
+	for mode, t := range previousGauge(path, checkLastSuccessMetric, "mode") {
+		lastOK.WithLabelValues(mode).Set(t)
+	}
+	success := gauge("blockwise_check_success", "1 if the last check ran and found no error, 0 otherwise.")
+	gauge("blockwise_check_last_run_timestamp_seconds", "When the last check ended, whatever its outcome.").Set(unixSeconds(o.at))
+	if o.res == nil || len(o.res.Errors) > 0 {
+		success.Set(0)
+	} else {
+		success.Set(1)
+		lastOK.WithLabelValues(o.mode).Set(unixSeconds(o.at))
+	}
+	if o.res != nil {
+		gauge("blockwise_check_errors", "Errors the last check found.").Set(float64(len(o.res.Errors)))
+		gauge("blockwise_check_warnings", "Warnings of the last check (e.g. packs left by interrupted backups).").Set(float64(len(o.res.Warnings)))
+		gauge("blockwise_check_packs", "Packs the index names.").Set(float64(o.res.Packs))
+		gauge("blockwise_check_packs_read", "Packs the last check read and verified.").Set(float64(o.res.PacksRead))
+		gauge("blockwise_check_restore_points", "Restore points the last check walked.").Set(float64(o.res.Manifests))
+		gauge("blockwise_check_duration_seconds", "Duration of the last check.").Set(o.took.Seconds())
+	}
+	return prometheus.WriteToTextfile(path, reg)
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

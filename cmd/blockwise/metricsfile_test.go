@@ -69,3 +69,40 @@ func promValues(t *testing.T, path string) map[string]float64 {
 	}
 	return out
 }
+
+// TestE2ECheckMetricsFile: check --metrics-file records each mode's
+// outcome; a check that finds damage sets success to 0 and keeps every
+// mode's last success time, and one that cannot run at all does too.
+func TestE2ECheckMetricsFile(t *testing.T) {
+	e := newE2E(t, true)
+	e.vmPoint(t, 4<<20, 4, 24, "")
+	mf := filepath.Join(t.TempDir(), "check.prom")
+	e.must(t, "check", "--metrics-file", mf)
+	e.must(t, "check", "--read-data", "--metrics-file", mf)
+	m := promValues(t, mf)
+	structOK := m[`blockwise_check_last_success_timestamp_seconds{mode="structure"}`]
+	readOK := m[`blockwise_check_last_success_timestamp_seconds{mode="read-data"}`]
+	if m[`blockwise_check_success{mode="read-data"}`] != 1 || m[`blockwise_check_errors{mode="read-data"}`] != 0 ||
+		m[`blockwise_check_packs_read{mode="read-data"}`] < 1 || m[`blockwise_check_restore_points{mode="read-data"}`] != 1 ||
+		structOK < float64(time.Now().Add(-time.Minute).Unix()) || readOK < structOK {
+		t.Fatalf("metrics after clean checks: %v", m)
+	}
+	corruptLargestPack(t, e)
+	if out, code := e.run(t, "check", "--read-data", "--metrics-file", mf); code != exitCheckFailed {
+		t.Fatalf("check --read-data of a damaged pack: exit %d: %s", code, out)
+	}
+	m = promValues(t, mf)
+	if m[`blockwise_check_success{mode="read-data"}`] != 0 || m[`blockwise_check_errors{mode="read-data"}`] < 1 ||
+		m[`blockwise_check_last_success_timestamp_seconds{mode="read-data"}`] != readOK ||
+		m[`blockwise_check_last_success_timestamp_seconds{mode="structure"}`] != structOK ||
+		m[`blockwise_check_last_run_timestamp_seconds{mode="read-data"}`] <= readOK {
+		t.Fatalf("metrics after a check that found damage: %v", m)
+	}
+	if out, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD=wrong"}, "check", "--metrics-file", mf); code != exitUnauthorized {
+		t.Fatalf("check with a wrong password: exit %d: %s", code, out)
+	}
+	if m = promValues(t, mf); m[`blockwise_check_success{mode="structure"}`] != 0 ||
+		m[`blockwise_check_last_success_timestamp_seconds{mode="structure"}`] != structOK {
+		t.Fatalf("metrics after a check that could not run: %v", m)
+	}
+}
