@@ -486,8 +486,9 @@ func ids(rows []backupRow) map[string]bool {
 	return m
 }
 
-// TestE2EKill SIGKILLs `blockwise backup` and `blockwise prune` at random
-// moments, alternately (20 times with CI set, 6 otherwise); after each kill
+// TestE2EKill SIGKILLs `blockwise backup`, and `blockwise prune` or
+// `blockwise repair index`, at random moments, alternately (20 times with
+// CI set, 6 otherwise); after each kill
 // `check --read-data` must pass and committed points must restore
 // bit-identical to the qemu-img copy taken before their backup. Packs of
 // 16 KiB hold one chunk each, so every backup here writes index files as
@@ -506,8 +507,11 @@ func TestE2EKill(t *testing.T) {
 	refs := map[string]string{} // restore point → reference image
 	e.apply(t, "vm", randomWrites(rng, size, 30, 1<<20))
 	refs[e.reference0(t, refDir, "vm")] = filepath.Join(refDir, "ref-0.raw")
-	var backupDur time.Duration = time.Second
-	var killedBackups, committedAfterKill, leftSnapshots, lockedAfterKill, killedPrunes int
+	// Prune and repair kill delays are drawn from a quarter to five
+	// quarters of the last completed run's duration, so that most kills
+	// land while the command works rather than while it starts.
+	backupDur, pruneDur, repairDur := time.Second, 200*time.Millisecond, 200*time.Millisecond
+	var killedBackups, committedAfterKill, leftSnapshots, lockedAfterKill, killedPrunes, killedRepairs int
 	var stats []string
 	for i := 1; i <= iters; i++ {
 		if time.Now().After(deadline) {
@@ -560,14 +564,33 @@ func TestE2EKill(t *testing.T) {
 			}
 			stats = append(stats, fmt.Sprintf("backup kill@%v completed=%v new=%d snaps=%d index files +%d",
 				delay.Round(time.Millisecond), completed, len(fresh), len(snaps), e.count(t, "index")-idxBefore))
+		} else if i%4 == 0 { // kill repair index: new and old index files side by side
+			args := []string{"repair", "index"}
+			if i%8 == 0 {
+				args = append(args, "--read-all-packs")
+			}
+			delay := repairDur/4 + time.Duration(rng.Int64N(int64(repairDur)))
+			start := time.Now()
+			completed, _ := e.killAfter(t, delay, args...)
+			if completed {
+				repairDur = time.Since(start)
+			} else {
+				killedRepairs++
+			}
+			e.staleLocks(t)
+			stats = append(stats, fmt.Sprintf("%s kill@%v completed=%v index files %d -> %d",
+				strings.Join(args, " "), delay.Round(time.Millisecond), completed, idxBefore, e.count(t, "index")))
 		} else { // forget the oldest point, then kill prune
 			if rows := e.points(t); len(rows) > 1 {
 				e.must(t, "forget", rows[0].ID)
 				delete(refs, rows[0].ID)
 			}
-			delay := time.Duration(rng.Int64N(int64(400 * time.Millisecond)))
+			delay := pruneDur/4 + time.Duration(rng.Int64N(int64(pruneDur)))
+			start := time.Now()
 			completed, _ := e.killAfter(t, delay, "prune")
-			if !completed {
+			if completed {
+				pruneDur = time.Since(start)
+			} else {
 				killedPrunes++
 			}
 			e.staleLocks(t)
@@ -589,8 +612,8 @@ func TestE2EKill(t *testing.T) {
 		}
 	}
 	t.Logf("%s", strings.Join(stats, "\n"))
-	t.Logf("killed %d backups (%d had committed, %d left their snapshot on the host, %d left a lock), %d prunes",
-		killedBackups, committedAfterKill, leftSnapshots, lockedAfterKill, killedPrunes)
+	t.Logf("killed %d backups (%d had committed, %d left their snapshot on the host, %d left a lock), %d prunes, %d index repairs",
+		killedBackups, committedAfterKill, leftSnapshots, lockedAfterKill, killedPrunes, killedRepairs)
 	// A clean prune removes every leftover; then check sees no warnings
 	// and every point still restores; the next backup is incremental.
 	e.must(t, "prune")
