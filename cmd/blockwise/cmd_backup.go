@@ -28,7 +28,7 @@ var backupOpts backupOptions
 
 var backupCmd = &cobra.Command{
 	Use:   "backup DISK...",
-	Short: "Back up disks: snapshot, read what CBT says changed over NBD, store, delete the snapshot",
+	Short: "Back up disks: snapshot, read what CBT says changed (san, hot-add or NBD), store, delete the snapshot",
 	Args:  cobra.MinimumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
 		return runBackups(cmd.Context(), globals, backupOpts, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
