@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/blockwise/blockwise/internal/backend"
-	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/backend/location"
 	"github.com/blockwise/blockwise/internal/repo"
 )
@@ -122,9 +121,6 @@ func (o repoOptions) openWith(ctx context.Context, open func(context.Context, ba
 	be, err := o.backend(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if _, local := be.(*local.Backend); local {
-		be = backend.NewRetry(be, 5)
 	}
 	r, err := open(ctx, be, secret)
 	if err != nil {

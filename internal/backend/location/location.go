@@ -18,6 +18,9 @@ import (
 const (
 	S3Connections = 16
 	S3Attempts    = 8
+	// LocalAttempts rides out a passing error of a local or network file
+	// system (NFS, a full disk freed meanwhile).
+	LocalAttempts = 5
 )
 
 // Options tune the opened backend.
@@ -28,15 +31,15 @@ type Options struct {
 }
 
 // Open opens "s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]" (see s3.ParseURL)
-// wrapped in Retry and Limit, or else a local directory; either is
-// throttled innermost when o asks for it.
+// wrapped in Retry and Limit, or else a local directory wrapped in Retry;
+// either is throttled innermost when o asks for it.
 func Open(ctx context.Context, repo string, o Options) (backend.Backend, error) {
 	if !strings.HasPrefix(repo, "s3:") {
 		be, err := local.Open(repo)
 		if err != nil {
 			return nil, err
 		}
-		return throttle(be, o), nil
+		return backend.NewRetry(throttle(be, o), LocalAttempts), nil
 	}
 	cfg, err := s3.ParseURL(repo)
 	if err != nil {
