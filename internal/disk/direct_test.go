@@ -23,6 +23,22 @@ func directFixture(t *testing.T) (*Datastore, *Disk, *rand.Rand) {
 	return ds, d, rand.New(rand.NewSource(1))
 }
 
+// snapshotStack takes n snapshots, each after scribbling, and returns
+// their IDs, oldest first: a chain of a flat layer and n-1 deltas.
+func snapshotStack(t *testing.T, d *Disk, rng *rand.Rand, n int) []string {
+	t.Helper()
+	var snaps []string
+	for range n {
+		scribble(t, d, rng, 60)
+		si, err := d.CreateSnapshot("", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, si.ID)
+	}
+	return snaps
+}
+
 func scribble(t *testing.T, d *Disk, rng *rand.Rand, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
@@ -46,15 +62,7 @@ func scribble(t *testing.T, d *Disk, rng *rand.Rand, n int) {
 // direct and through the engine, agree while the disk keeps writing.
 func TestDirectReadsEqualEngine(t *testing.T) {
 	ds, d, rng := directFixture(t)
-	var snaps []string
-	for i := 0; i < 3; i++ {
-		scribble(t, d, rng, 60)
-		si, err := d.CreateSnapshot("", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		snaps = append(snaps, si.ID)
-	}
+	snaps := snapshotStack(t, d, rng, 3)
 	scribble(t, d, rng, 60) // live writes above the snapshots
 	for _, id := range snaps {
 		ds2, err := OpenSnapshotDirect(ds.Dir(), "vm", id)

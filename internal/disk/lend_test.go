@@ -12,16 +12,7 @@ import (
 // zero grains are not lent, and some ranges of each kind occur.
 func TestLendEqualsRead(t *testing.T) {
 	ds, d, rng := directFixture(t)
-	var snaps []string
-	for i := 0; i < 3; i++ {
-		scribble(t, d, rng, 60)
-		si, err := d.CreateSnapshot("", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		snaps = append(snaps, si.ID)
-	}
-	for _, id := range snaps {
+	for _, id := range snapshotStack(t, d, rng, 3) {
 		s, err := OpenSnapshotDirect(ds.Dir(), "vm", id)
 		if err != nil {
 			t.Fatal(err)
