@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -30,7 +31,12 @@ var forgetCmd = &cobra.Command{
 	},
 }
 
-var pruneOpts repoOptions
+type pruneOptions struct {
+	repoOptions
+	DryRun bool
+}
+
+var pruneOpts pruneOptions
 
 var pruneCmd = &cobra.Command{
 	Use:   "prune",
@@ -54,7 +60,8 @@ func init() {
 	f.StringVar(&forgetOpts.Disk, "disk", "", "only this disk's restore points")
 	f.BoolVar(&forgetOpts.Prune, "prune", false, "prune afterwards")
 	f.BoolVarP(&forgetOpts.DryRun, "dry-run", "n", false, "only say what would be removed")
-	addRepoFlags(pruneCmd, &pruneOpts)
+	addRepoFlags(pruneCmd, &pruneOpts.repoOptions)
+	pruneCmd.Flags().BoolVarP(&pruneOpts.DryRun, "dry-run", "n", false, "only say what would be removed and repacked")
 	rootCmd.AddCommand(forgetCmd, pruneCmd)
 }
 
@@ -82,7 +89,7 @@ func runForget(ctx context.Context, o forgetOptions, ids []string, out io.Writer
 		fmt.Fprintf(out, "forgot %s (%s, %s)\n", m.ID.Short(), m.Disk, m.Time.Format("2006-01-02 15:04:05"))
 	}
 	if o.Prune && !o.DryRun {
-		return prune(ctx, r, out)
+		return prune(ctx, r, false, out)
 	}
 	return nil
 }
@@ -120,19 +127,26 @@ func forgetList(ctx context.Context, r *repo.Repository, o forgetOptions, ids []
 	return drop, nil
 }
 
-func runPrune(ctx context.Context, o repoOptions, out io.Writer) error {
+func runPrune(ctx context.Context, o pruneOptions, out io.Writer) error {
 	r, err := o.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	return prune(ctx, r, out)
+	return prune(ctx, r, o.DryRun, out)
 }
 
-func prune(ctx context.Context, r *repo.Repository, out io.Writer) error {
-	st, err := r.Prune(ctx)
+func prune(ctx context.Context, r *repo.Repository, dryRun bool, out io.Writer) error {
+	st, err := r.PruneWith(ctx, repo.PruneOptions{DryRun: dryRun})
 	if err != nil {
 		return err
+	}
+	if globals.JSON {
+		return json.NewEncoder(out).Encode(st)
+	}
+	if dryRun {
+		fmt.Fprintf(out, "would remove %d packs (about %s), repack %d, keep %d\n", st.PacksRemoved, human(st.BytesRemoved), st.PacksRepacked, st.PacksKept)
+		return nil
 	}
 	fmt.Fprintf(out, "removed %d packs (%s), repacked %d, kept %d\n", st.PacksRemoved, human(st.BytesRemoved), st.PacksRepacked, st.PacksKept)
 	return nil

@@ -296,3 +296,30 @@ func TestE2EThrottle(t *testing.T) {
 		t.Fatalf("--limit-upload -1: exit %d: %s", code, out)
 	}
 }
+
+// TestE2EPruneDryRun: prune -n says what prune then removes, to the pack,
+// and removes nothing itself.
+func TestE2EPruneDryRun(t *testing.T) {
+	e := newE2E(t, true)
+	first := e.vmPoint(t, 8<<20, 6, 25, "").ID
+	e.must(t, "disk", "create", "w", "--size", "4M")
+	e.apply(t, "w", randomWrites(rand.New(rand.NewPCG(seed(t), 26)), 4<<20, 4, 512<<10))
+	e.backupJSON(t, "w")
+	e.must(t, "forget", first) // all of its packs die
+	packs := e.count(t, "data")
+	var dry, st repo.PruneStats
+	e.jsonOut(t, &dry, "prune", "--dry-run")
+	if !dry.DryRun || dry.PacksRemoved == 0 || e.count(t, "data") != packs {
+		t.Fatalf("prune --dry-run: %+v, %d of %d packs left", dry, e.count(t, "data"), packs)
+	}
+	if out := e.must(t, "prune", "-n"); !strings.Contains(out, "would remove") {
+		t.Fatalf("prune -n: %s", out)
+	}
+	e.jsonOut(t, &st, "prune")
+	if st.DryRun || st.PacksRemoved != dry.PacksRemoved || st.PacksRepacked != dry.PacksRepacked {
+		t.Fatalf("prune after the dry run %+v: %+v", dry, st)
+	}
+	if left := e.count(t, "data"); st.PacksRepacked == 0 && left != packs-st.PacksRemoved {
+		t.Fatalf("%d packs left of %d after removing %d", left, packs, st.PacksRemoved)
+	}
+}

@@ -10,13 +10,23 @@ import (
 	"github.com/blockwise/blockwise/internal/backend"
 )
 
-// PruneStats reports what Prune removed.
+// PruneStats reports what Prune removed (with DryRun: would remove; the
+// bytes then leave out the headers of the packs repacking would write).
 type PruneStats struct {
-	PacksRemoved   int
-	PacksKept      int
-	PacksRepacked  int // partly used packs whose live blobs were moved
-	BytesRemoved   int64
-	IndexRewritten bool
+	PacksRemoved   int   `json:"packsRemoved"`
+	PacksKept      int   `json:"packsKept"`
+	PacksRepacked  int   `json:"packsRepacked"` // partly used packs whose live blobs were moved
+	BytesRemoved   int64 `json:"bytesRemoved"`
+	IndexRewritten bool  `json:"indexRewritten"`
+	DryRun         bool  `json:"dryRun"`
+}
+
+// PruneOptions tune PruneWith.
+type PruneOptions struct {
+	// DryRun decides as Prune would and reports it, writing and removing
+	// nothing. It takes the exclusive lock all the same: beside a running
+	// backup, that backup's packs would count as removable.
+	DryRun bool
 }
 
 // Prune deletes data no manifest references (mark and sweep) under an
@@ -28,6 +38,11 @@ type PruneStats struct {
 // removed → packs removed, so a crash at any step leaves an index that
 // names only existing packs (plus, at worst, unindexed packs).
 func (r *Repository) Prune(ctx context.Context) (*PruneStats, error) {
+	return r.PruneWith(ctx, PruneOptions{})
+}
+
+// PruneWith is Prune with options.
+func (r *Repository) PruneWith(ctx context.Context, o PruneOptions) (*PruneStats, error) {
 	l, err := r.Lock(ctx, true)
 	if err != nil {
 		return nil, err
@@ -40,7 +55,7 @@ func (r *Repository) Prune(ctx context.Context) (*PruneStats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("repo: prune: mark: %w", err)
 	}
-	return r.sweep(ctx, used)
+	return r.sweep(ctx, used, o.DryRun)
 }
 
 // mark collects every blob referenced by a manifest. Any failure aborts:
@@ -134,6 +149,7 @@ const (
 type packFate struct {
 	class   packClass
 	visited bool
+	live    int64 // bytes of live blobs
 }
 
 // sweep classifies the indexed packs, refuses if a live blob is in none
@@ -141,7 +157,7 @@ type packFate struct {
 // (their live blobs copied into new packs first), then removes the packs.
 // It reads the index files twice, one at a time, instead of holding every
 // entry: memory is the mark set plus a few bytes a pack.
-func (r *Repository) sweep(ctx context.Context, used blobSet) (*PruneStats, error) {
+func (r *Repository) sweep(ctx context.Context, used blobSet, dryRun bool) (*PruneStats, error) {
 	oldFiles := r.idx.fileNames()
 	slices.Sort(oldFiles) // both passes must meet duplicates in the same order
 	fates, err := r.classifyPacks(ctx, oldFiles, used)
@@ -153,11 +169,11 @@ func (r *Repository) sweep(ctx context.Context, used blobSet) (*PruneStats, erro
 	if n := used.unindexed(); n > 0 {
 		return nil, fmt.Errorf("repo: prune: %d blob(s) in use are in no index file; nothing was removed (run repair index): %w", n, ErrIncomplete)
 	}
-	orphans, err := r.orphanPacks(ctx, fates)
+	orphans, sizes, err := r.orphanPacks(ctx, fates)
 	if err != nil {
 		return nil, err
 	}
-	st := &PruneStats{}
+	st := &PruneStats{DryRun: dryRun}
 	var gone []ID
 	for id, f := range fates {
 		switch f.class {
@@ -170,6 +186,9 @@ func (r *Repository) sweep(ctx context.Context, used blobSet) (*PruneStats, erro
 			gone = append(gone, id)
 		}
 	}
+	if dryRun {
+		return dryRunStats(st, append(gone, orphans...), fates, sizes), nil
+	}
 	var moved []packInfo
 	if len(gone) > 0 {
 		if moved, err = r.rewriteIndex(ctx, oldFiles, fates, used); err != nil {
@@ -179,6 +198,20 @@ func (r *Repository) sweep(ctx context.Context, used blobSet) (*PruneStats, erro
 		st.PacksKept += len(moved)
 	}
 	return st, r.removePacks(ctx, st, append(gone, orphans...), moved)
+}
+
+// dryRunStats counts what removing ids would free: their bytes, less the
+// live bytes of repacked packs, which move into new packs.
+func dryRunStats(st *PruneStats, ids []ID, fates map[ID]*packFate, sizes map[ID]int64) *PruneStats {
+	st.IndexRewritten = st.PacksRepacked > 0 || len(ids) > 0
+	for _, id := range ids {
+		st.PacksRemoved++
+		st.BytesRemoved += sizes[id]
+		if f := fates[id]; f != nil && f.class == packRepack {
+			st.BytesRemoved -= f.live
+		}
+	}
+	return st
 }
 
 // removePacks deletes packs and counts them; the bytes of moved packs
@@ -228,7 +261,7 @@ func (r *Repository) classifyPacks(ctx context.Context, files []string, used blo
 					live += int64(e.Stored)
 				}
 			}
-			f := &packFate{class: packKeep}
+			f := &packFate{class: packKeep, live: live}
 			switch {
 			case live == 0:
 				f.class = packDrop
@@ -349,16 +382,22 @@ func (rp *repacker) takeNew(ctx context.Context, iw *indexWriter) error {
 	return nil
 }
 
-func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID]*packFate) ([]ID, error) {
+// orphanPacks lists the packs no index file names, and every pack's size.
+func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID]*packFate) ([]ID, map[ID]int64, error) {
 	var out []ID
+	sizes := map[ID]int64{}
 	err := r.be.List(ctx, backend.Data, func(fi backend.FileInfo) error {
 		id, err := ParseID(fi.Name)
-		if _, ok := indexed[id]; err == nil && !ok {
+		if err != nil {
+			return nil
+		}
+		sizes[id] = fi.Size
+		if _, ok := indexed[id]; !ok {
 			out = append(out, id)
 		}
 		return nil
 	})
-	return out, err
+	return out, sizes, err
 }
 
 func (r *Repository) removePack(ctx context.Context, id ID) (int64, error) {

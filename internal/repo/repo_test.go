@@ -610,3 +610,49 @@ func TestKeyFile(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneDryRun reports what Prune then does, to the pack, writing and
+// removing nothing itself; its bytes leave out the new packs' headers.
+func TestPruneDryRun(t *testing.T) {
+	old := RepackUnused
+	RepackUnused = 0.05 // so some packs are repacked too
+	defer func() { RepackUnused = old }()
+	be := mem.New()
+	r := initRepo(t, be, testOptions())
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(15, 15))
+	img := randomImage(rng, 8<<20, 64<<10, 0)
+	parent := backup(t, r, nil, img, nil)
+	child := backup(t, r, parent, img, slotsOf(mutate(rng, img, 64<<10, 0.2)))
+	other := backup(t, r, nil, randomImage(rng, 2<<20, 64<<10, 0), nil)
+	for _, id := range []ID{parent.ID, other.ID} {
+		if err := r.Forget(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func() string {
+		var out []string
+		for _, typ := range []backend.FileType{backend.Data, backend.Index} {
+			be.List(ctx, typ, func(fi backend.FileInfo) error { out = append(out, fi.Name); return nil })
+		}
+		slices.Sort(out)
+		return strings.Join(out, ",")
+	}
+	before := names()
+	dry, err := r.PruneWith(ctx, PruneOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names() != before {
+		t.Fatal("a dry run changed the repository")
+	}
+	st, err := r.Prune(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dry.DryRun || dry.PacksRemoved != st.PacksRemoved || dry.PacksRepacked != st.PacksRepacked || dry.PacksRepacked == 0 ||
+		dry.BytesRemoved < st.BytesRemoved || dry.BytesRemoved > st.BytesRemoved+int64(st.PacksRepacked)*4096 {
+		t.Fatalf("dry run %+v, prune %+v", dry, st)
+	}
+	verifyImage(t, r, child.ID, img)
+}
