@@ -11,18 +11,20 @@ import (
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/repo"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
 type restoreOptions struct {
 	repoOptions
 	transportOptions
-	Disk    string
-	ToFile  string
-	ToDisk  string
-	ToURI   string
-	Workers int
-	Verify  bool
+	Disk     string
+	ToFile   string
+	ToDisk   string
+	ToURI    string
+	Rollback string
+	Workers  int
+	Verify   bool
 }
 
 var restoreOpts restoreOptions
@@ -43,6 +45,7 @@ func init() {
 	f.StringVar(&restoreOpts.ToFile, "to", "", "write a sparse raw image file (must not exist): zero chunks become holes")
 	f.StringVar(&restoreOpts.ToDisk, "to-disk", "", "create this disk on the host and write it over NBD (WRITE_ZEROES for zero chunks)")
 	f.StringVar(&restoreOpts.ToURI, "to-uri", "", "write into an NBD export (nbd://, nbd+unix://, nbds://)")
+	f.StringVar(&restoreOpts.Rollback, "rollback", "", "roll this disk (the point's own, VM stopped) back in place, writing only what CBT says changed since the point")
 	f.IntVar(&restoreOpts.Workers, "workers", 4, "concurrent chunk writes")
 	f.BoolVar(&restoreOpts.Verify, "verify", false, "read every written chunk back from the target and compare (chunks are always checked against their hash when read from the repository)")
 	addTransportFlags(f, &restoreOpts.transportOptions)
@@ -50,14 +53,17 @@ func init() {
 }
 
 func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref string, out io.Writer) error {
-	if n := countSet(o.ToFile, o.ToDisk, o.ToURI); n != 1 {
-		return fmt.Errorf("%w: give exactly one of --to, --to-disk and --to-uri", errUsage)
+	if n := countSet(o.ToFile, o.ToDisk, o.ToURI, o.Rollback); n != 1 {
+		return fmt.Errorf("%w: give exactly one of --to, --to-disk, --to-uri and --rollback", errUsage)
 	}
 	r, m, err := o.openPoint(ctx, ref, o.Disk)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	if o.Rollback != "" {
+		return runRollback(ctx, g, o, r, m, out)
+	}
 	target, isZero, err := openRestoreTarget(ctx, g, o, int64(m.Size), out)
 	if err != nil {
 		return err
@@ -160,4 +166,33 @@ func (t fileTarget) Size() int64 {
 		return 0
 	}
 	return st.Size()
+}
+
+// runRollback writes back into the point's own disk only what changed
+// since the point.
+func runRollback(ctx context.Context, g globalOptions, o restoreOptions, r *repo.Repository, m *repo.Manifest, out io.Writer) error {
+	env, err := o.transportOptions.env(g)
+	if err != nil {
+		return err
+	}
+	target, rep, err := transport.OpenTarget(ctx, o.Order, env, o.Rollback)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	fmt.Fprintf(out, "%s\n", rep)
+	bar := newProgress(os.Stderr, "rollback "+o.Rollback)
+	res, err := backup.Rollback(ctx, backup.RollbackOptions{Host: backup.ClientHost{C: env.Client}, Disk: o.Rollback,
+		Repo: r, Manifest: m.ID, Target: target, Workers: o.Workers, ReadBack: o.Verify, Progress: bar.update})
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "rolled %s back to %s: CBT reported %d bytes changed since; %d bytes written, %d zero chunks, every chunk's hash checked",
+		o.Rollback, m.ID.Short(), res.ChangedBytes, res.BytesWritten, res.ZeroSlots)
+	if o.Verify {
+		fmt.Fprintf(out, ", %d chunks read back and compared", res.Verified)
+	}
+	fmt.Fprintf(out, ", %s\n", res.Duration.Round(1e6))
+	return nil
 }

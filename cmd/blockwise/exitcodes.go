@@ -7,6 +7,7 @@ import (
 
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/api"
+	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/repo"
 )
@@ -17,7 +18,7 @@ const (
 	exitFailure      = 1 // any other error
 	exitUsage        = 2 // bad flags or arguments
 	exitNotFound     = 3 // disk, snapshot or export not found
-	exitInvalid      = 4 // change ID invalid: a full backup is needed
+	exitInvalid      = 4 // change ID invalid: a full backup (or a whole restore instead of a rollback) is needed
 	exitBusy         = 5 // disk locked by another process or operation in progress
 	exitCorrupt      = 6 // on-disk data failed validation, or the repository's index is incomplete
 	exitUnauthorized = 7 // the host refused the token, or a wrong repository password
@@ -45,13 +46,14 @@ func classify(err error) int {
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue), errors.Is(err, errUsage), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
+		errors.Is(err, backup.ErrNotThisDisk),
 		isCobraUsage(err):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt
 	case errors.Is(err, client.ErrNotFound), errors.Is(err, disk.ErrNotFound), errors.Is(err, api.ErrTokenNotFound), errors.Is(err, repo.ErrNotFound):
 		return exitNotFound
-	case errors.Is(err, client.ErrChangeIDInvalid), errors.Is(err, disk.ErrChangeIDInvalid):
+	case errors.Is(err, client.ErrChangeIDInvalid), errors.Is(err, disk.ErrChangeIDInvalid), errors.Is(err, backup.ErrChangeIDInvalid):
 		return exitInvalid
 	case errors.Is(err, client.ErrBusy), errors.Is(err, client.ErrExists), errors.Is(err, disk.ErrBusy), errors.Is(err, repo.ErrLocked):
 		return exitBusy

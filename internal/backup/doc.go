@@ -18,6 +18,10 @@
 //   - restore point: a repository manifest. Every backup writes a complete
 //     one (the parent's slots plus the changed ones), so each restores on
 //     its own: incremental on the wire, full in the catalogue.
+//   - rollback: a restore point written back into its own disk, only
+//     where CBT says the disk changed since the point's change ID
+//     (VMware's quick rollback); refused for another disk or when CBT
+//     cannot answer.
 //   - point export: a restore point served read-only over NBD straight
 //     from the repository (PointExport), for instant recovery: chunks are
 //     loaded and verified per request, zero slots are holes.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,11 @@ type RestoreOptions struct {
 	// Progress, when set, hears of the bytes of the image written (or
 	// skipped as zero) so far, out of its size; calls never overlap.
 	Progress func(done, total int64)
+	// Partial restores only the chunk slots that Areas touch (sorted, as
+	// a host returns changed areas; none: nothing is written); the rest
+	// of the target keeps its bytes. Rollback uses it.
+	Partial bool
+	Areas   []Area
 }
 
 // RestoreResult describes a finished restore.
@@ -111,18 +117,42 @@ func writeSlots(ctx context.Context, o RestoreOptions, im *repo.Image, res *Rest
 	if o.ReadBack {
 		sums = make([]uint32, slots)
 	}
+	runs := restoreRuns(o, cs, im.Size())
+	var total int64
+	for _, r := range runs {
+		total += min(r.n*cs, im.Size()-r.first*cs)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
-	report := progressReporter(o.Progress, im.Size())
-	for first := int64(0); first < slots; first += runSlots {
-		n := min(runSlots, slots-first)
+	report := progressReporter(o.Progress, total)
+	for _, r := range runs {
 		g.Go(func() error {
-			err := writeRun(gctx, o, im, first, n, sums, res)
-			report(min(n*cs, im.Size()-first*cs))
+			err := writeRun(gctx, o, im, r.first, r.n, sums, res)
+			report(min(r.n*cs, im.Size()-r.first*cs))
 			return err
 		})
 	}
 	return sums, g.Wait()
+}
+
+// restoreRuns is every slot in runs of runSlots or, for a partial
+// restore, only the slots its areas touch (plan's runs, at most as long).
+func restoreRuns(o RestoreOptions, cs, size int64) []slotRun {
+	if o.Partial {
+		return plan(o.Areas, cs, size)
+	}
+	var runs []slotRun
+	slots := (size + cs - 1) / cs
+	for first := int64(0); first < slots; first += runSlots {
+		runs = append(runs, slotRun{first, min(runSlots, slots-first)})
+	}
+	return runs
+}
+
+// inRuns reports whether slot lies in one of the sorted runs.
+func inRuns(runs []slotRun, slot int64) bool {
+	i := sort.Search(len(runs), func(i int) bool { return runs[i].first+runs[i].n > slot })
+	return i < len(runs) && runs[i].first <= slot
 }
 
 // progressReporter adds up what the workers report and passes the total
@@ -193,12 +223,16 @@ func writeStretch(ctx context.Context, o RestoreOptions, im *repo.Image, p []byt
 
 func verifySlots(ctx context.Context, o RestoreOptions, im *repo.Image, sums []uint32, res *RestoreResult) error {
 	cs := int64(im.ChunkSize())
+	runs := restoreRuns(o, cs, im.Size())
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
 	zero := make([]byte, cs)
 	err := im.Slots(gctx, func(slot uint64, isZero bool) error {
 		if isZero && o.TargetIsZero {
 			return nil // never written: the target was zero to begin with
+		}
+		if o.Partial && !inRuns(runs, int64(slot)) {
+			return nil // not restored: the target keeps its own bytes there
 		}
 		g.Go(func() error {
 			off := int64(slot) * cs

@@ -1,0 +1,81 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand"
+	"testing"
+
+	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/nbd"
+)
+
+// TestRollback: a disk changed after its backup goes back to the point,
+// bit for bit, with only the changed chunks written (writes, a discard,
+// and a chunk changed back to zero); the next backup is an incremental.
+// A disk the point was not taken of is refused, and so is a rollback
+// that CBT cannot answer for.
+func TestRollback(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const size = 16 << 20
+	d, err := f.th.h.Create("vm", size, disk.Options{CBT: cbt.Config{Granularity: 64 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(3))
+	img := make([]byte, size)
+	rng.Read(img[:size/2])
+	d.WriteAt(img, 0)
+	point := f.backup(t, "vm")
+	p := make([]byte, 3<<16)
+	rng.Read(p)
+	d.WriteAt(p, 1<<20+512)                          // four chunks, unaligned
+	d.WriteAt(bytes.Repeat([]byte{5}, 4096), 12<<20) // a zero chunk of the point gets data
+	d.Zero(5<<20, 64<<10, true)                      // a data chunk of the point is discarded
+	c, err := nbd.Dial(ctx, "nbd+unix:///vm?socket="+f.th.sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := Rollback(ctx, RollbackOptions{Host: f.th, Disk: "vm", Repo: f.repo, Manifest: point.Manifest.ID,
+		Target: nbdTarget{c}, ReadBack: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, size)
+	if err := c.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, img) {
+		t.Fatal("the rolled-back disk differs from the restore point")
+	}
+	const changed = 6 << 16 // five 64 KiB blocks and the zero chunk
+	if res.ChangedBytes != changed || res.BytesWritten+res.ZeroSlots<<16 != changed || res.Verified != 6 {
+		t.Fatalf("rollback: %d bytes changed, %d written, %d zero chunks, %d verified; want %d changed", res.ChangedBytes, res.BytesWritten, res.ZeroSlots, res.Verified, changed)
+	}
+	if next := f.backup(t, "vm"); next.Mode != "incremental" || next.ReadBytes != changed {
+		t.Fatalf("backup after the rollback: %+v", next)
+	}
+
+	if _, err := f.th.h.Create("other", size, disk.Options{CBT: cbt.Config{Granularity: 64 << 10}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Rollback(ctx, RollbackOptions{Host: f.th, Disk: "other", Repo: f.repo, Manifest: point.Manifest.ID, Target: nbdTarget{c}})
+	if !errors.Is(err, ErrNotThisDisk) {
+		t.Fatalf("rollback of another disk: %v", err)
+	}
+	if err := d.ResetCBT(); err != nil {
+		t.Fatal(err)
+	}
+	d.WriteAt(p, 0)
+	_, err = Rollback(ctx, RollbackOptions{Host: f.th, Disk: "vm", Repo: f.repo, Manifest: point.Manifest.ID, Target: nbdTarget{c}})
+	if !errors.Is(err, ErrChangeIDInvalid) {
+		t.Fatalf("rollback after a CBT reset: %v", err)
+	}
+	if snaps := d.Snapshots(); len(snaps) != 0 {
+		t.Fatalf("rollbacks left snapshots %v", snaps)
+	}
+}
