@@ -7,6 +7,8 @@
 # blockwise backs up the same content as a disk under `blockwise serve`
 # (filled with qemu-img convert -n over NBD) and gets the same change
 # through NBD. Every restore is compared with the changed image (cmp).
+# Last, another 1% of the disk changes and `restore --rollback` writes
+# back only those blocks (qemu-img compare checks the disk after).
 # BENCH_DIR picks the scratch directory (default: under /var/tmp).
 # BLOCKWISE_BENCH_PERF=1 records `perf` profiles of blockwise's backup and
 # restore into the scratch directory and prints their top symbols.
@@ -115,6 +117,13 @@ warm "$BORG_REPO"; timed borg-restore sh -c "cd '$W/r-borg' && borg extract --sp
 cmp "$W/disk.raw" "$W/r-borg$W/disk.raw"; rm -rf "$W/r-borg"
 warm "$BLOCKWISE_REPO"; bwrun bw-restore restore latest --disk bench --to "$W/r-bw.raw"
 cmp "$W/disk.raw" "$W/r-bw.raw"; rm -f "$W/r-bw.raw"
+
+echo "== roll the disk back after another 1% change (restore --rollback; restic and borg can only restore whole)"
+truncate -s "$BYTES" "$W/scratch.raw" # mutate wants a file: this one takes the change instead of disk.raw
+"$W/imagegen" mutate -file "$W/scratch.raw" -uri "$URI" -frac 0.01 -seed 3 >/dev/null
+rm -f "$W/scratch.raw"
+warm "$BLOCKWISE_REPO"; bwrun bw-rollback restore latest --disk bench --rollback bench
+qemu-img compare -q -f raw -F raw "$W/disk.raw" "$URI"
 SERVE_RSS=$(awk '/VmHWM/ {print $2}' "/proc/$SERVE_PID/status")
 
 json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" "$W/$1.out"; }
@@ -137,6 +146,8 @@ print(f"{'':28}{'restic':>12}{'borg':>12}{'blockwise':>12}{'vs restic':>11}{'vs 
 for label, op, k in rows:
     v = [get(f"{t}-{op}" if t == "bw" or op != "inc-key" else f"{t}-inc", k) for t in tools]
     print(f"{label:28}{v[0]:12.2f}{v[1]:12.2f}{v[2]:12.2f}{v[0]/v[2]:10.2f}x{v[1]/v[2]:8.2f}x")
+v = [get("restic-restore", "s"), get("borg-restore", "s"), get("bw-rollback", "s")]
+print(f"{'rollback after 1% (s)':28}{v[0]:12.2f}{v[1]:12.2f}{v[2]:12.2f}{v[0]/v[2]:10.2f}x{v[1]/v[2]:8.2f}x   (restic, borg: whole restore)")
 for label, op in [("peak RSS full (MiB)", "full"), ("peak RSS incr. (MiB)", "inc"), ("peak RSS restore (MiB)", "restore")]:
     v = [get(f"{t}-{op}", "rss") / 1024 for t in tools]
     print(f"{label:28}{v[0]:12.0f}{v[1]:12.0f}{v[2]:12.0f}")
