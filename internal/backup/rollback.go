@@ -9,7 +9,8 @@ import (
 )
 
 // ErrNotThisDisk: a rollback names a disk that is not the one the
-// restore point was taken of (another identity or size).
+// restore point was taken of (another identity), or that one resized
+// since.
 var ErrNotThisDisk = errors.New("not the disk the restore point was taken of")
 
 // RollbackOptions roll a disk back to one of its own restore points.
@@ -51,9 +52,13 @@ func Rollback(ctx context.Context, o RollbackOptions) (*RollbackResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rollback %s: %w", o.Disk, err)
 	}
-	if info.UUID != m.DiskUUID || info.Size != int64(m.Size) {
-		return nil, fmt.Errorf("rollback %s (uuid %s, %d bytes) to %s (of uuid %s, %d bytes): %w",
-			o.Disk, info.UUID, info.Size, m.ID.Short(), m.DiskUUID, m.Size, ErrNotThisDisk)
+	switch {
+	case info.UUID != m.DiskUUID:
+		return nil, fmt.Errorf("rollback %s (uuid %s) to %s (of uuid %s): %w", o.Disk, info.UUID, m.ID.Short(), m.DiskUUID, ErrNotThisDisk)
+	case info.Size != int64(m.Size):
+		// CBT does not cover a resize; a whole restore does.
+		return nil, fmt.Errorf("rollback %s to %s: the disk has %d bytes, the point %d (resized since): %w; restore the point whole",
+			o.Disk, m.ID.Short(), info.Size, m.Size, ErrNotThisDisk)
 	}
 	areas, err := changedSince(ctx, Options{Host: o.Host, Disk: o.Disk}, m.ChangeID)
 	if err != nil {

@@ -15,8 +15,8 @@ import (
 // TestRollback: a disk changed after its backup goes back to the point,
 // bit for bit, with only the changed chunks written (writes, a discard,
 // and a chunk changed back to zero); the next backup is an incremental.
-// A disk the point was not taken of is refused, and so is a rollback
-// that CBT cannot answer for.
+// A disk the point was not taken of is refused, and so are a rollback
+// that CBT cannot answer for and one of the disk grown since.
 func TestRollback(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -74,6 +74,13 @@ func TestRollback(t *testing.T) {
 	_, err = Rollback(ctx, RollbackOptions{Host: f.th, Disk: "vm", Repo: f.repo, Manifest: point.Manifest.ID, Target: nbdTarget{c}})
 	if !errors.Is(err, ErrChangeIDInvalid) {
 		t.Fatalf("rollback after a CBT reset: %v", err)
+	}
+	if err := d.Grow(size + 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Rollback(ctx, RollbackOptions{Host: f.th, Disk: "vm", Repo: f.repo, Manifest: point.Manifest.ID, Target: nbdTarget{c}})
+	if !errors.Is(err, ErrNotThisDisk) {
+		t.Fatalf("rollback of the disk grown since: %v", err)
 	}
 	if snaps := d.Snapshots(); len(snaps) != 0 {
 		t.Fatalf("rollbacks left snapshots %v", snaps)
