@@ -60,7 +60,9 @@ func Rollback(ctx context.Context, o RollbackOptions) (*RollbackResult, error) {
 		return nil, fmt.Errorf("rollback %s to %s: the disk has %d bytes, the point %d (resized since): %w; restore the point whole",
 			o.Disk, m.ID.Short(), info.Size, m.Size, ErrNotThisDisk)
 	}
-	areas, err := changedSince(ctx, Options{Host: o.Host, Disk: o.Disk}, m.ChangeID)
+	ho := Options{Host: o.Host, Disk: o.Disk}
+	removeStale(ctx, ho) // snapshots of killed backups and rollbacks
+	areas, err := changedSince(ctx, ho, m.ChangeID)
 	if err != nil {
 		return nil, fmt.Errorf("rollback %s to %s: %w", o.Disk, m.ID.Short(), err)
 	}
