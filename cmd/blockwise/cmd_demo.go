@@ -19,6 +19,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/nbd"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/transport"
 )
 
 var demoCmd = &cobra.Command{
@@ -29,7 +30,9 @@ var demoCmd = &cobra.Command{
 disk "demo", writes 64 MiB through NBD, backs it up into DATASTORE/demo-repo
 (password "demo"), changes 1% of its 64 KiB blocks, backs it up again
 (incremental: CBT says what to read), restores the latest restore point to
-DATASTORE/demo-restore.raw and checks it byte for byte against the disk.`,
+DATASTORE/demo-restore.raw and checks it byte for byte against the disk,
+then changes another 1% and rolls the disk back to that point in place,
+writing only what CBT says changed.`,
 	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		return runDemo(cmd.Context(), globals, cmd.OutOrStdout())
@@ -83,7 +86,54 @@ func runDemo(ctx context.Context, g globalOptions, out io.Writer) error {
 	if err := demoBackup(ctx, opts, out, "second backup"); err != nil {
 		return err
 	}
-	return demoRestore(ctx, g, r, live, out)
+	if err := demoRestore(ctx, g, r, live, out); err != nil {
+		return err
+	}
+	step("changing another 1%% of the blocks, then rolling the disk back in place (quick rollback)")
+	if err := demoChange(ctx, live, rng); err != nil {
+		return err
+	}
+	return demoRollback(ctx, c, h, r, live, out)
+}
+
+// demoRollback returns the disk to the latest restore point, writing only
+// what CBT says changed since, and compares the disk with the point.
+func demoRollback(ctx context.Context, c *client.Client, h backup.Host, r *repo.Repository, live *nbd.Client, out io.Writer) error {
+	m, err := findManifest(ctx, r, "latest", "demo")
+	if err != nil {
+		return err
+	}
+	ex, err := c.Exports(ctx, "demo", "")
+	if err != nil || len(ex.URIs) == 0 {
+		return fmt.Errorf("no NBD URI for the disk: %v", err)
+	}
+	target, err := transport.DialURI(ctx, ex.URIs[0], nil)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	res, err := backup.Rollback(ctx, backup.RollbackOptions{Host: h, Disk: "demo", Repo: r, Manifest: m.ID, Target: target, ReadBack: true})
+	if err != nil {
+		return err
+	}
+	im, err := r.OpenImage(ctx, m.ID)
+	if err != nil {
+		return err
+	}
+	if err := demoCompare(ctx, live, imageTarget{im}); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "   rolled back to %s in %s: CBT reported %d bytes changed since it; %d bytes written, %d chunks zeroed (holes in the point); the disk is identical to the point\n",
+		m.ID.Short(), res.Duration.Round(time.Millisecond), res.ChangedBytes, res.BytesWritten, res.ZeroSlots)
+	return nil
+}
+
+// imageTarget reads a restore point where demoCompare reads a target.
+type imageTarget struct{ im *repo.Image }
+
+func (t imageTarget) ReadAt(ctx context.Context, p []byte, off int64) error {
+	_, err := t.im.ReadAtContext(ctx, p, off)
+	return err
 }
 
 // demoHost connects to a running host, or starts one in this process.
@@ -216,7 +266,9 @@ func demoRestore(ctx context.Context, g globalOptions, r *repo.Repository, live 
 	return nil
 }
 
-func demoCompare(ctx context.Context, live *nbd.Client, target closingTarget) error {
+func demoCompare(ctx context.Context, live *nbd.Client, target interface {
+	ReadAt(ctx context.Context, p []byte, off int64) error
+}) error {
 	a, b := make([]byte, 4<<20), make([]byte, 4<<20)
 	for off := int64(0); off < demoSize; off += int64(len(a)) {
 		if err := live.ReadAt(ctx, a, off); err != nil {

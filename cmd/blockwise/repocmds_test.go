@@ -181,7 +181,7 @@ func TestE2EDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo: %v: %s", err, out)
 	}
-	for _, want := range []string{"full (first backup", "incremental", "identical to the disk"} {
+	for _, want := range []string{"full (first backup", "incremental", "identical to the disk", "the disk is identical to the point"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out)
 		}
