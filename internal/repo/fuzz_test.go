@@ -42,9 +42,10 @@ func FuzzPackTrailer(f *testing.F) {
 	})
 }
 
-// FuzzPack feeds whole pack files through the real parser (unencrypted,
-// so the fuzzer can reach past the checksum by hashing its input).
-func FuzzPack(f *testing.F) {
+// unencryptedWithPackSeed is an unencrypted repository (the fuzzer can
+// reach past checksums by hashing its input) and adds one real pack of it
+// to f's corpus.
+func unencryptedWithPackSeed(f *testing.F) *Repository {
 	r, _ := newRepository(nil, Options{Unencrypted: true}.config(), nil)
 	p := &packer{r: r}
 	var seed []byte
@@ -52,6 +53,13 @@ func FuzzPack(f *testing.F) {
 	p.add(f.Context(), BlobChunk, r.crypt.blobID([]byte("hello")), []byte("hello"))
 	p.flush(f.Context())
 	f.Add(seed)
+	return r
+}
+
+// FuzzPack feeds whole pack files through the real parser (unencrypted,
+// so the fuzzer can reach past the checksum by hashing its input).
+func FuzzPack(f *testing.F) {
+	r := unencryptedWithPackSeed(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		entries, err := r.parsePack(fileID(b), b)
 		if err != nil {
@@ -203,13 +211,7 @@ func FuzzHead(f *testing.F) {
 // named by the hash of its tail when the trailer allows, so the fuzzer
 // reaches the header decoder (unencrypted: no authentication to pass).
 func FuzzReadPackHeader(f *testing.F) {
-	r, _ := newRepository(nil, Options{Unencrypted: true}.config(), nil)
-	p := &packer{r: r}
-	var seed []byte
-	p.r.be = captureBackend(&seed)
-	p.add(f.Context(), BlobChunk, r.crypt.blobID([]byte("hello")), []byte("hello"))
-	p.flush(f.Context())
-	f.Add(seed)
+	r := unencryptedWithPackSeed(f)
 	f.Add([]byte("BWPK"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		name := fileID(b)
