@@ -51,12 +51,12 @@ func (w *indexWriter) flush(ctx context.Context) error {
 }
 
 // replace writes the last file, removes every old index file that is not
-// also a new one, and reloads the lookup index from the new files. Until
-// the removals end, old and new files name the same packs, which readers
-// tolerate.
-func (w *indexWriter) replace(ctx context.Context, old []string) error {
+// also a new one, and reloads the lookup index from the new files; it
+// returns how many old files it removed. Until the removals end, old and
+// new files name the same packs, which readers tolerate.
+func (w *indexWriter) replace(ctx context.Context, old []string) (removed int, err error) {
 	if err := w.flush(ctx); err != nil {
-		return err
+		return 0, err
 	}
 	for _, n := range old {
 		if slices.Contains(w.written, n) {
@@ -64,11 +64,12 @@ func (w *indexWriter) replace(ctx context.Context, old []string) error {
 		}
 		err := w.r.be.Remove(ctx, backend.Handle{Type: backend.Index, Name: n})
 		if err != nil && !errors.Is(err, backend.ErrNotFound) {
-			return fmt.Errorf("repo: remove index %s: %w", n, err)
+			return removed, fmt.Errorf("repo: remove index %s: %w", n, err)
 		}
+		removed++
 	}
 	if err := w.r.reloadIndex(ctx); err != nil {
-		return fmt.Errorf("repo: index rewritten, but reading it back: %w", err)
+		return removed, fmt.Errorf("repo: index rewritten, but reading it back: %w", err)
 	}
-	return nil
+	return removed, nil
 }

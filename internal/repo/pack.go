@@ -142,7 +142,13 @@ func (r *Repository) parsePack(name ID, data []byte) ([]packEntry, error) {
 	if packID(data[dataLen:]) != name && fileID(data) != name {
 		return nil, fmt.Errorf("pack %v: content hash mismatch: %w", name.Short(), ErrCorrupt)
 	}
-	hdr, err := r.crypt.open(data[dataLen:dataLen+hl], []byte(packHeaderMagic))
+	return r.openPackHeader(name, data[dataLen:dataLen+hl], dataLen)
+}
+
+// openPackHeader authenticates a pack's sealed header and decodes its
+// entries, which must tile the dataLen bytes before it.
+func (r *Repository) openPackHeader(name ID, sealed []byte, dataLen int64) ([]packEntry, error) {
+	hdr, err := r.crypt.open(sealed, []byte(packHeaderMagic))
 	if err != nil {
 		return nil, fmt.Errorf("pack %v: header: %w", name.Short(), err)
 	}

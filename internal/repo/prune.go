@@ -304,7 +304,8 @@ func (r *Repository) rewriteIndex(ctx context.Context, oldFiles []string, fates 
 	if err := rp.takeNew(ctx, iw); err != nil {
 		return nil, err
 	}
-	return rp.moved, iw.replace(ctx, oldFiles)
+	_, err := iw.replace(ctx, oldFiles)
+	return rp.moved, err
 }
 
 func (r *Repository) rewritePacks(ctx context.Context, packs []packInfo, fates map[ID]*packFate, iw *indexWriter, rp *repacker) error {
@@ -384,20 +385,17 @@ func (rp *repacker) takeNew(ctx context.Context, iw *indexWriter) error {
 
 // orphanPacks lists the packs no index file names, and every pack's size.
 func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID]*packFate) ([]ID, map[ID]int64, error) {
+	sizes, err := r.packSizes(ctx, &CheckResult{})
+	if err != nil {
+		return nil, nil, err
+	}
 	var out []ID
-	sizes := map[ID]int64{}
-	err := r.be.List(ctx, backend.Data, func(fi backend.FileInfo) error {
-		id, err := ParseID(fi.Name)
-		if err != nil {
-			return nil
-		}
-		sizes[id] = fi.Size
+	for id := range sizes {
 		if _, ok := indexed[id]; !ok {
 			out = append(out, id)
 		}
-		return nil
-	})
-	return out, sizes, err
+	}
+	return out, sizes, nil
 }
 
 func (r *Repository) removePack(ctx context.Context, id ID) (int64, error) {

@@ -68,15 +68,10 @@ func (r *Repository) RepairIndex(ctx context.Context, o RepairIndexOptions) (*Re
 	if err := rp.readPackHeaders(ctx); err != nil {
 		return nil, err
 	}
-	if err := rp.iw.replace(ctx, oldFiles); err != nil {
+	if rp.res.OldIndexFiles, err = rp.iw.replace(ctx, oldFiles); err != nil {
 		return nil, err
 	}
 	rp.res.NewIndexFiles = len(rp.iw.written)
-	for _, n := range oldFiles {
-		if !slices.Contains(rp.iw.written, n) {
-			rp.res.OldIndexFiles++
-		}
-	}
 	return rp.res, nil
 }
 
@@ -193,13 +188,5 @@ func (r *Repository) readPackHeader(ctx context.Context, id ID, size int64) ([]p
 		}
 		return r.parsePack(id, data)
 	}
-	hdr, err := r.crypt.open(tail[:hl], []byte(packHeaderMagic))
-	if err != nil {
-		return nil, fmt.Errorf("pack %v: header: %w", id.Short(), err)
-	}
-	entries, err := decodePackHeader(hdr, uint64(size-packTrailerSize-hl))
-	if err != nil {
-		return nil, fmt.Errorf("pack %v: %w", id.Short(), err)
-	}
-	return entries, nil
+	return r.openPackHeader(id, tail[:hl], size-packTrailerSize-hl)
 }
