@@ -81,12 +81,18 @@ func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref stri
 		}
 		return err
 	}
-	fmt.Fprintf(out, "restored %s (%s, %d bytes): %d bytes written, %d zero chunks, every chunk's hash checked", m.ID.Short(), m.Disk, m.Size, res.BytesWritten, res.ZeroSlots)
-	if o.Verify {
+	fmt.Fprintf(out, "restored %s (%s, %d bytes): ", m.ID.Short(), m.Disk, m.Size)
+	printRestored(out, res, o.Verify)
+	return nil
+}
+
+// printRestored ends a restore's or a rollback's summary line.
+func printRestored(out io.Writer, res *backup.RestoreResult, verify bool) {
+	fmt.Fprintf(out, "%d bytes written, %d zero chunks, every chunk's hash checked", res.BytesWritten, res.ZeroSlots)
+	if verify {
 		fmt.Fprintf(out, ", %d chunks read back and compared", res.Verified)
 	}
 	fmt.Fprintf(out, ", %s\n", res.Duration.Round(1e6))
-	return nil
 }
 
 func countSet(s ...string) int {
@@ -188,11 +194,7 @@ func runRollback(ctx context.Context, g globalOptions, o restoreOptions, r *repo
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "rolled %s back to %s: CBT reported %d bytes changed since; %d bytes written, %d zero chunks, every chunk's hash checked",
-		o.Rollback, m.ID.Short(), res.ChangedBytes, res.BytesWritten, res.ZeroSlots)
-	if o.Verify {
-		fmt.Fprintf(out, ", %d chunks read back and compared", res.Verified)
-	}
-	fmt.Fprintf(out, ", %s\n", res.Duration.Round(1e6))
+	fmt.Fprintf(out, "rolled %s back to %s: CBT reported %d bytes changed since; ", o.Rollback, m.ID.Short(), res.ChangedBytes)
+	printRestored(out, res.RestoreResult, o.Verify)
 	return nil
 }

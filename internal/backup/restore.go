@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,10 +148,25 @@ func restoreRuns(o RestoreOptions, cs, size int64) []slotRun {
 	return runs
 }
 
-// inRuns reports whether slot lies in one of the sorted runs.
-func inRuns(runs []slotRun, slot int64) bool {
-	i := sort.Search(len(runs), func(i int) bool { return runs[i].first+runs[i].n > slot })
-	return i < len(runs) && runs[i].first <= slot
+// restoredSlots calls fn for every slot the restore wrote: all of them
+// or, for a partial restore, only those in its runs, so reading back a
+// rollback of a few chunks does not walk the whole image's index.
+func restoredSlots(ctx context.Context, o RestoreOptions, im *repo.Image, runs []slotRun, fn func(slot uint64, zero bool) error) error {
+	if !o.Partial {
+		return im.Slots(ctx, fn)
+	}
+	for _, r := range runs {
+		for s := uint64(r.first); s < uint64(r.first+r.n); s++ {
+			zero, err := im.IsZero(ctx, s)
+			if err != nil {
+				return err
+			}
+			if err := fn(s, zero); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // progressReporter adds up what the workers report and passes the total
@@ -227,12 +241,9 @@ func verifySlots(ctx context.Context, o RestoreOptions, im *repo.Image, sums []u
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
 	zero := make([]byte, cs)
-	err := im.Slots(gctx, func(slot uint64, isZero bool) error {
+	err := restoredSlots(gctx, o, im, runs, func(slot uint64, isZero bool) error {
 		if isZero && o.TargetIsZero {
 			return nil // never written: the target was zero to begin with
-		}
-		if o.Partial && !inRuns(runs, int64(slot)) {
-			return nil // not restored: the target keeps its own bytes there
 		}
 		g.Go(func() error {
 			off := int64(slot) * cs
