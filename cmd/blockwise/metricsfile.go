@@ -43,7 +43,7 @@ func writeBackupMetrics(path string, outs []backupOutcome) error {
 		"new":     gauge("blockwise_backup_new_bytes", "Bytes of chunks the repository did not have."),
 		"stored":  gauge("blockwise_backup_stored_bytes", "Bytes written to the repository (packs, index, manifest)."),
 	}
-	for disk, t := range previousSuccess(path) {
+	for disk, t := range previousGauge(path, lastSuccessMetric, "disk") {
 		lastOK.WithLabelValues(disk).Set(t)
 	}
 	for _, o := range outs {
@@ -63,12 +63,6 @@ func writeBackupMetrics(path string, outs []backupOutcome) error {
 		bytes["stored"].WithLabelValues(o.disk).Set(float64(r.Manifest.Stats.StoredBytes))
 	}
 	return prometheus.WriteToTextfile(path, reg)
-}
-
-// previousSuccess reads the last-success times of a metrics file written
-// before; a missing or unreadable file has none.
-func previousSuccess(path string) map[string]float64 {
-	return previousGauge(path, lastSuccessMetric, "disk")
 }
 
 // previousGauge reads one gauge of a metrics file written before, by the
