@@ -8,7 +8,8 @@
 //   - Source: where the snapshot's bytes are read (a transport: NBD, or
 //     the datastore's files for san).
 //   - lend: a Lender source hands out a run's bytes in place (a memory
-//     map of the datastore's file) instead of copying them. Lent bytes can
+//     map of the datastore's file) instead of copying them; only runs of
+//     at least 1 MiB, since unmapping costs more than copying less. Lent bytes can
 //     change under the reader, so each lent run is verified after its
 //     chunks are stored, and the writer verifies again before each index
 //     file while runs are in flight (repo.SnapshotWriter.VerifyBeforeIndex):
