@@ -311,6 +311,26 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// TestSlotSums: a partial restore's read-back keeps one sum per restored
+// slot, each slot of its runs with a place of its own.
+func TestSlotSums(t *testing.T) {
+	runs := plan([]Area{{0, 1}, {10 << 20, 3 * 64 << 10}, {1 << 40, 1}}, 64<<10, 2<<40)
+	s := newSlotSums(runs)
+	if len(s.v) != 5 {
+		t.Fatalf("%d sums for runs %v, want 5", len(s.v), runs)
+	}
+	seen := map[*uint32]bool{}
+	for _, r := range runs {
+		for slot := r.first; slot < r.first+r.n; slot++ {
+			p := s.at(uint64(slot))
+			if seen[p] {
+				t.Fatalf("slot %d shares its sum", slot)
+			}
+			seen[p] = true
+		}
+	}
+}
+
 // A snapshot left by a killed backup (its process is gone) is removed by
 // the next backup; one of a live process is kept.
 func TestStaleBackupSnapshotRemoved(t *testing.T) {

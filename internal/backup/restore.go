@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,14 +110,13 @@ const runSlots = 64
 // writeSlots copies every slot, a run of slots per worker so the
 // repository can fetch neighbouring chunks together; with ReadBack it
 // returns the CRC-32C of each chunk written (0 for zero slots).
-func writeSlots(ctx context.Context, o RestoreOptions, im *repo.Image, res *RestoreResult) ([]uint32, error) {
+func writeSlots(ctx context.Context, o RestoreOptions, im *repo.Image, res *RestoreResult) (*slotSums, error) {
 	cs := int64(im.ChunkSize())
-	slots := (im.Size() + cs - 1) / cs
-	var sums []uint32 // 4 bytes a slot, only to read back
-	if o.ReadBack {
-		sums = make([]uint32, slots)
-	}
 	runs := restoreRuns(o, cs, im.Size())
+	var sums *slotSums
+	if o.ReadBack {
+		sums = newSlotSums(runs)
+	}
 	var total int64
 	for _, r := range runs {
 		total += min(r.n*cs, im.Size()-r.first*cs)
@@ -169,6 +169,33 @@ func restoredSlots(ctx context.Context, o RestoreOptions, im *repo.Image, runs [
 	return nil
 }
 
+// slotSums holds a CRC-32C for each slot of a restore's runs (sorted and
+// disjoint, as restoreRuns makes them): 4 bytes a restored slot, so a
+// rollback of a few chunks of a large disk keeps a few entries, not one
+// per slot of the image.
+type slotSums struct {
+	runs []slotRun
+	base []int64 // base[i]: where runs[i]'s sums start in v
+	v    []uint32
+}
+
+func newSlotSums(runs []slotRun) *slotSums {
+	s := &slotSums{runs: runs, base: make([]int64, len(runs))}
+	var n int64
+	for i, r := range runs {
+		s.base[i] = n
+		n += r.n
+	}
+	s.v = make([]uint32, n)
+	return s
+}
+
+// at returns the place of slot's sum; slot must lie in one of the runs.
+func (s *slotSums) at(slot uint64) *uint32 {
+	i := sort.Search(len(s.runs), func(i int) bool { return uint64(s.runs[i].first+s.runs[i].n) > slot })
+	return &s.v[s.base[i]+int64(slot)-s.runs[i].first]
+}
+
 // progressReporter adds up what the workers report and passes the total
 // to fn, one call at a time.
 func progressReporter(fn func(done, total int64), total int64) func(n int64) {
@@ -187,7 +214,7 @@ func progressReporter(fn func(done, total int64), total int64) func(n int64) {
 
 // writeRun decodes a run of slots into one buffer and writes each stretch
 // of consecutive data slots with one call.
-func writeRun(ctx context.Context, o RestoreOptions, im *repo.Image, first, n int64, sums []uint32, res *RestoreResult) error {
+func writeRun(ctx context.Context, o RestoreOptions, im *repo.Image, first, n int64, sums *slotSums, res *RestoreResult) error {
 	cs := int64(im.ChunkSize())
 	off0 := first * cs
 	buf := getRunBuf(min(n*cs, im.Size()-off0))
@@ -212,7 +239,7 @@ func writeRun(ctx context.Context, o RestoreOptions, im *repo.Image, first, n in
 		}
 		if o.ReadBack && !zero[i] {
 			for s := i; s < j; s++ {
-				sums[first+s] = crc32.Checksum(buf[s*cs:min((s+1)*cs, int64(len(buf)))], castagnoli)
+				*sums.at(uint64(first + s)) = crc32.Checksum(buf[s*cs:min((s+1)*cs, int64(len(buf)))], castagnoli)
 			}
 		}
 		i = j
@@ -235,7 +262,7 @@ func writeStretch(ctx context.Context, o RestoreOptions, im *repo.Image, p []byt
 	return o.Target.WriteAt(ctx, p, off)
 }
 
-func verifySlots(ctx context.Context, o RestoreOptions, im *repo.Image, sums []uint32, res *RestoreResult) error {
+func verifySlots(ctx context.Context, o RestoreOptions, im *repo.Image, sums *slotSums, res *RestoreResult) error {
 	cs := int64(im.ChunkSize())
 	runs := restoreRuns(o, cs, im.Size())
 	g, gctx := errgroup.WithContext(ctx)
@@ -251,7 +278,7 @@ func verifySlots(ctx context.Context, o RestoreOptions, im *repo.Image, sums []u
 			if err := o.Target.ReadAt(gctx, buf, off); err != nil {
 				return err
 			}
-			ok := (isZero && bytes.Equal(buf, zero[:len(buf)])) || (!isZero && crc32.Checksum(buf, castagnoli) == sums[slot])
+			ok := (isZero && bytes.Equal(buf, zero[:len(buf)])) || (!isZero && crc32.Checksum(buf, castagnoli) == *sums.at(slot))
 			if !ok {
 				return fmt.Errorf("chunk at %d differs from the restore point after writing", off)
 			}
