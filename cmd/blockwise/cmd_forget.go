@@ -144,6 +144,7 @@ func prune(ctx context.Context, r *repo.Repository, dryRun bool, out io.Writer) 
 	if globals.JSON {
 		return json.NewEncoder(out).Encode(st)
 	}
+	printWarnings(out, st.Warnings)
 	if dryRun {
 		fmt.Fprintf(out, "would remove %d packs (about %s), repack %d, keep %d\n", st.PacksRemoved, human(st.BytesRemoved), st.PacksRepacked, st.PacksKept)
 		return nil

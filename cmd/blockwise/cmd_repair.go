@@ -60,6 +60,7 @@ func runRepairIndex(ctx context.Context, o repairIndexOptions, out io.Writer) er
 	if globals.JSON {
 		return json.NewEncoder(out).Encode(res)
 	}
+	printWarnings(out, res.Warnings)
 	for _, n := range res.BadIndexFiles {
 		fmt.Fprintf(out, "unreadable index file %s: replaced\n", n)
 	}

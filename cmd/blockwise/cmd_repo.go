@@ -128,9 +128,7 @@ func checkRepo(ctx context.Context, o checkOptions, co repo.CheckOptions, out io
 	if res == nil || (err != nil && len(res.Errors) == 0) {
 		return nil, err // the check itself could not run
 	}
-	for _, w := range res.Warnings {
-		fmt.Fprintln(out, "warning:", w)
-	}
+	printWarnings(out, res.Warnings)
 	for _, e := range res.Errors {
 		fmt.Fprintln(out, "error:", e)
 	}

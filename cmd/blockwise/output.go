@@ -72,3 +72,10 @@ func human(n int64) string {
 	}
 	return strconv.FormatFloat(f, 'f', 1, 64) + string(units[i]) + "iB"
 }
+
+// printWarnings prints a repository command's warnings, one a line.
+func printWarnings(out io.Writer, warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintln(out, "warning:", w)
+	}
+}

@@ -307,13 +307,18 @@ func TestE2EPruneDryRun(t *testing.T) {
 	e.apply(t, "w", randomWrites(rand.New(rand.NewPCG(seed(t), 26)), 4<<20, 4, 512<<10))
 	e.backupJSON(t, "w")
 	e.must(t, "forget", first) // all of its packs die
+	// A file that is no pack (someone's notes) is warned about, not removed.
+	stray := filepath.Join(e.repo, "data", "not-a-pack")
+	if err := os.WriteFile(stray, []byte("notes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	packs := e.count(t, "data")
 	var dry, st repo.PruneStats
 	e.jsonOut(t, &dry, "prune", "--dry-run")
 	if !dry.DryRun || dry.PacksRemoved == 0 || e.count(t, "data") != packs {
 		t.Fatalf("prune --dry-run: %+v, %d of %d packs left", dry, e.count(t, "data"), packs)
 	}
-	if out := e.must(t, "prune", "-n"); !strings.Contains(out, "would remove") {
+	if out := e.must(t, "prune", "-n"); !strings.Contains(out, "would remove") || !strings.Contains(out, `warning: stray data file "not-a-pack"`) {
 		t.Fatalf("prune -n: %s", out)
 	}
 	e.jsonOut(t, &st, "prune")
@@ -322,6 +327,12 @@ func TestE2EPruneDryRun(t *testing.T) {
 	}
 	if left := e.count(t, "data"); st.PacksRepacked == 0 && left != packs-st.PacksRemoved {
 		t.Fatalf("%d packs left of %d after removing %d", left, packs, st.PacksRemoved)
+	}
+	if len(st.Warnings) != 1 {
+		t.Errorf("prune --json warnings %q, want the stray file's", st.Warnings)
+	}
+	if _, err := os.Stat(stray); err != nil {
+		t.Fatalf("prune removed a file that is no pack: %v", err)
 	}
 }
 

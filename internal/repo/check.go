@@ -53,7 +53,8 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckResult, e
 		return res, fmt.Errorf("repo: check: %w", err)
 	}
 	defer lock.KeepFresh(ctx)()
-	sizes, err := r.packSizes(ctx, res)
+	sizes, stray, err := r.packSizes(ctx)
+	res.Warnings = append(res.Warnings, stray...)
 	if err != nil {
 		return res, err
 	}
@@ -68,22 +69,24 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckResult, e
 	return res, res.Err()
 }
 
-// packSizes lists the pack files.
-func (r *Repository) packSizes(ctx context.Context, res *CheckResult) (map[ID]int64, error) {
+// packSizes lists the pack files, and a warning for each file among them
+// not named as a pack is (which no command reads, writes or removes).
+func (r *Repository) packSizes(ctx context.Context) (map[ID]int64, []string, error) {
 	sizes := map[ID]int64{}
+	var stray []string
 	err := r.be.List(ctx, backend.Data, func(fi backend.FileInfo) error {
 		id, err := ParseID(fi.Name)
 		if err != nil {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("stray data file %q", fi.Name))
+			stray = append(stray, fmt.Sprintf("stray data file %q", fi.Name))
 			return nil
 		}
 		sizes[id] = fi.Size
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("repo: check: list packs: %w", err)
+		return nil, nil, fmt.Errorf("repo: list packs: %w", err)
 	}
-	return sizes, nil
+	return sizes, stray, nil
 }
 
 // checkIndexAndPacks reads the index files one at a time, so one bad file

@@ -19,6 +19,9 @@ type PruneStats struct {
 	BytesRemoved   int64 `json:"bytesRemoved"`
 	IndexRewritten bool  `json:"indexRewritten"`
 	DryRun         bool  `json:"dryRun"`
+	// Warnings name files in the data directory that are not packs:
+	// left alone, as check reports them.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // PruneOptions tune PruneWith.
@@ -169,11 +172,11 @@ func (r *Repository) sweep(ctx context.Context, used blobSet, dryRun bool) (*Pru
 	if n := used.unindexed(); n > 0 {
 		return nil, fmt.Errorf("repo: prune: %d blob(s) in use are in no index file; nothing was removed (run repair index): %w", n, ErrIncomplete)
 	}
-	orphans, sizes, err := r.orphanPacks(ctx, fates)
+	orphans, sizes, stray, err := r.orphanPacks(ctx, fates)
 	if err != nil {
 		return nil, err
 	}
-	st := &PruneStats{DryRun: dryRun}
+	st := &PruneStats{DryRun: dryRun, Warnings: stray}
 	var gone []ID
 	for id, f := range fates {
 		switch f.class {
@@ -383,11 +386,12 @@ func (rp *repacker) takeNew(ctx context.Context, iw *indexWriter) error {
 	return nil
 }
 
-// orphanPacks lists the packs no index file names, and every pack's size.
-func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID]*packFate) ([]ID, map[ID]int64, error) {
-	sizes, err := r.packSizes(ctx, &CheckResult{})
+// orphanPacks lists the packs no index file names, every pack's size,
+// and packSizes' warnings.
+func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID]*packFate) ([]ID, map[ID]int64, []string, error) {
+	sizes, stray, err := r.packSizes(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var out []ID
 	for id := range sizes {
@@ -395,7 +399,7 @@ func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID]*packFate) 
 			out = append(out, id)
 		}
 	}
-	return out, sizes, nil
+	return out, sizes, stray, nil
 }
 
 func (r *Repository) removePack(ctx context.Context, id ID) (int64, error) {

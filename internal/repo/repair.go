@@ -22,14 +22,15 @@ type RepairIndexOptions struct {
 
 // RepairIndexResult says what RepairIndex found and wrote.
 type RepairIndexResult struct {
-	Packs         int      `json:"packs"`         // packs the new index names
-	Blobs         int      `json:"blobs"`         // blobs the new index names
-	PacksRead     int      `json:"packsRead"`     // packs whose headers were read
-	Damaged       []string `json:"damagedPacks"`  // packs whose header could not be read: not indexed
-	Missing       int      `json:"missingPacks"`  // packs an old index file named that do not exist
-	BadIndexFiles []string `json:"badIndexFiles"` // old index files that could not be read
-	OldIndexFiles int      `json:"oldIndexFiles"` // index files removed
-	NewIndexFiles int      `json:"newIndexFiles"` // index files written
+	Packs         int      `json:"packs"`              // packs the new index names
+	Blobs         int      `json:"blobs"`              // blobs the new index names
+	PacksRead     int      `json:"packsRead"`          // packs whose headers were read
+	Damaged       []string `json:"damagedPacks"`       // packs whose header could not be read: not indexed
+	Missing       int      `json:"missingPacks"`       // packs an old index file named that do not exist
+	BadIndexFiles []string `json:"badIndexFiles"`      // old index files that could not be read
+	OldIndexFiles int      `json:"oldIndexFiles"`      // index files removed
+	NewIndexFiles int      `json:"newIndexFiles"`      // index files written
+	Warnings      []string `json:"warnings,omitempty"` // files in the data directory that are not packs: left alone
 }
 
 // RepairIndex rebuilds the index from the packs themselves (restic's
@@ -51,7 +52,7 @@ func (r *Repository) RepairIndex(ctx context.Context, o RepairIndexOptions) (*Re
 		return nil, err
 	}
 	defer l.Unlock(context.WithoutCancel(ctx))
-	sizes, err := r.packSizes(ctx, &CheckResult{})
+	sizes, stray, err := r.packSizes(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +60,7 @@ func (r *Repository) RepairIndex(ctx context.Context, o RepairIndexOptions) (*Re
 	if err != nil {
 		return nil, err
 	}
-	rp := &indexRepair{r: r, iw: newIndexWriter(r), sizes: sizes, done: map[ID]bool{}, res: &RepairIndexResult{}}
+	rp := &indexRepair{r: r, iw: newIndexWriter(r), sizes: sizes, done: map[ID]bool{}, res: &RepairIndexResult{Warnings: stray}}
 	if !o.ReadAllPacks {
 		if err := rp.trustIndexFiles(ctx, oldFiles); err != nil {
 			return nil, err

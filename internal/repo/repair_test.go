@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -243,4 +244,40 @@ func mustParseID(t *testing.T, s string) ID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// A file in the data directory that is not a pack is warned about by
+// check, prune and repair index alike, and left where it is.
+func TestStrayDataFileWarned(t *testing.T) {
+	f := newRepairFixture(t)
+	ctx := context.Background()
+	stray := backend.Handle{Type: backend.Data, Name: "not-a-pack"}
+	if err := f.be.Save(ctx, stray, []byte("not a pack")); err != nil {
+		t.Fatal(err)
+	}
+	warned := func(what string, ws []string) {
+		t.Helper()
+		if !slices.ContainsFunc(ws, func(w string) bool { return strings.Contains(w, `"not-a-pack"`) }) {
+			t.Errorf("%s warnings %q name no stray file", what, ws)
+		}
+	}
+	res, err := f.r.Check(ctx, CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warned("check", res.Warnings)
+	st, err := f.r.Prune(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	warned("prune", st.Warnings)
+	rep, err := f.r.RepairIndex(ctx, RepairIndexOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warned("repair index", rep.Warnings)
+	if _, err := f.be.Stat(ctx, stray); err != nil {
+		t.Fatalf("stray file after prune and repair: %v", err)
+	}
+	f.verifyAll(t)
 }
