@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -25,6 +27,11 @@ type repoOptions struct {
 	LockWait     time.Duration
 	// LimitUpload and LimitDownload are KiB/s, as in restic (0: none).
 	LimitUpload, LimitDownload int64
+	// CacheDir is where copies of a remote repository's index files and
+	// restore points are kept ("": the user's cache directory); NoCache
+	// keeps none.
+	CacheDir string
+	NoCache  bool
 }
 
 func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
@@ -34,6 +41,8 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().DurationVar(&o.LockWait, "lock-wait", 0, "wait up to this long for another process's repository lock (e.g. a prune) instead of failing")
 	cmd.Flags().Int64Var(&o.LimitUpload, "limit-upload", 0, "send at most this many KiB/s to the repository (0: no limit)")
 	cmd.Flags().Int64Var(&o.LimitDownload, "limit-download", 0, "receive at most this many KiB/s from the repository (0: no limit)")
+	cmd.Flags().StringVar(&o.CacheDir, "cache-dir", os.Getenv("BLOCKWISE_CACHE_DIR"), "keep the local cache here (default $XDG_CACHE_HOME/blockwise or ~/.cache/blockwise; env BLOCKWISE_CACHE_DIR)")
+	cmd.Flags().BoolVar(&o.NoCache, "no-cache", false, "keep no local copies of a remote repository's index files and restore points")
 }
 
 // errUsage marks errors in how a command was called (exit code 2).
@@ -95,21 +104,23 @@ func (o repoOptions) secret() (repo.Secret, error) {
 }
 
 func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
-	return o.openWith(ctx, repo.OpenWith)
+	return o.openWith(ctx, repo.OpenWith, true)
 }
 
 // openNoIndex opens the repository without reading its index files (for
-// check and repair index, which must work when one is damaged).
+// check and repair index, which must work when one is damaged). It reads
+// the repository itself, never the cache: check must see what is stored.
 func (o repoOptions) openNoIndex(ctx context.Context) (*repo.Repository, error) {
-	return o.openWith(ctx, repo.OpenNoIndex)
+	return o.openWith(ctx, repo.OpenNoIndex, false)
 }
 
-func (o repoOptions) openWith(ctx context.Context, open func(context.Context, backend.Backend, repo.Secret) (*repo.Repository, error)) (*repo.Repository, error) {
+func (o repoOptions) openWith(ctx context.Context, open func(context.Context, backend.Backend, repo.Secret) (*repo.Repository, error), cached bool) (*repo.Repository, error) {
 	secret, err := o.secret()
 	if err != nil {
 		return nil, err
 	}
-	if err := configureCache(); err != nil {
+	cacheDir, err := o.configureCache()
+	if err != nil {
 		return nil, err
 	}
 	if o.Repo != "" && !strings.HasPrefix(o.Repo, "s3:") {
@@ -121,6 +132,9 @@ func (o repoOptions) openWith(ctx context.Context, open func(context.Context, ba
 	be, err := o.backend(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if cached && cacheDir != "" && strings.HasPrefix(o.Repo, "s3:") {
+		be = backend.NewCache(be, objectCacheDir(cacheDir, o.Repo), repo.ContentNamed, backend.Index, backend.Manifests)
 	}
 	r, err := open(ctx, be, secret)
 	if err != nil {
@@ -176,23 +190,43 @@ func findManifest(ctx context.Context, r *repo.Repository, ref, disk string) (*r
 }
 
 // configureCache points the repository's cache (restore point heads) and
-// the index's spill files at the user's cache directory
+// the index's spill files at --cache-dir or the user's cache directory
 // ($XDG_CACHE_HOME/blockwise or ~/.cache/blockwise: /tmp is often
 // memory-backed) and takes BLOCKWISE_INDEX_BLOBS, the most blobs the
 // index keeps in memory (default repo.IndexMemoryBlobs; 0 for no limit).
-func configureCache() error {
+// It returns the cache directory, "" with --no-cache or when there is
+// none to be had.
+func (o repoOptions) configureCache() (string, error) {
 	if v := os.Getenv("BLOCKWISE_INDEX_BLOBS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return &usageError{fmt.Errorf("BLOCKWISE_INDEX_BLOBS=%q: want a number of blobs", v)}
+			return "", &usageError{fmt.Errorf("BLOCKWISE_INDEX_BLOBS=%q: want a number of blobs", v)}
 		}
 		repo.IndexMemoryBlobs = n
 	}
-	if dir, err := os.UserCacheDir(); err == nil {
-		dir = filepath.Join(dir, "blockwise")
-		if os.MkdirAll(dir, 0o700) == nil {
-			repo.IndexSpillDir, repo.CacheDir = dir, dir
+	dir := o.CacheDir
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return "", nil
 		}
+		dir = filepath.Join(base, "blockwise")
 	}
-	return nil
+	if os.MkdirAll(dir, 0o700) != nil {
+		return "", nil
+	}
+	repo.IndexSpillDir = dir // scratch space, not a cache: kept with --no-cache
+	if o.NoCache {
+		return "", nil
+	}
+	repo.CacheDir = dir
+	return dir, nil
+}
+
+// objectCacheDir is where the copies of one remote repository's files
+// live: named after its location, which is safe because the copies are
+// content-addressed and checked against their names on every read.
+func objectCacheDir(cacheDir, location string) string {
+	sum := sha256.Sum256([]byte(location))
+	return filepath.Join(cacheDir, "remote", hex.EncodeToString(sum[:8]))
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,9 +17,10 @@ import (
 	"github.com/blockwise/blockwise/internal/nbd"
 )
 
-// The CLI end to end against a real S3 server: backup, incremental,
-// restore bit-identical, check --read-data.
-func TestCLIWithS3Repository(t *testing.T) {
+// startS3CLI starts a real S3 server with a bucket "backups", points
+// BLOCKWISE_REPO at backups/cli in it, and starts a daemon.
+func startS3CLI(t *testing.T) (*s3test.Server, *daemon) {
+	t.Helper()
 	srv, err := s3test.Start("")
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -26,16 +28,22 @@ func TestCLIWithS3Repository(t *testing.T) {
 		}
 		t.Skip(err)
 	}
-	defer srv.Stop()
-	ctx := context.Background()
-	if err := srv.MakeBucket(ctx, "backups"); err != nil {
+	t.Cleanup(srv.Stop)
+	if err := srv.MakeBucket(context.Background(), "backups"); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
 	t.Setenv("BLOCKWISE_PASSWORD", "s3 cli test")
 	t.Setenv("BLOCKWISE_REPO", srv.URL("backups", "cli"))
-	d := startServe(t)
+	return srv, startServe(t)
+}
+
+// The CLI end to end against a real S3 server: backup, incremental,
+// restore bit-identical, check --read-data.
+func TestCLIWithS3Repository(t *testing.T) {
+	srv, d := startS3CLI(t)
+	ctx := context.Background()
 	d.must(t, "disk", "create", "vm", "--size", "32M")
 	uri := "nbd+unix:///vm?socket=" + filepath.Join(d.dir, "nbd.sock")
 	c, err := nbd.Dial(ctx, uri, nil)
@@ -113,5 +121,74 @@ func TestCLIWithS3Repository(t *testing.T) {
 	}
 	if b, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", strings.TrimSpace(line), file).CombinedOutput(); err != nil {
 		t.Fatalf("serve-point from S3 differs from the restore: %v: %s", err, b)
+	}
+}
+
+// The cache of a remote repository: commands keep copies of the index
+// files and restore points, named as the bucket's objects, and read them
+// instead of the bucket; check reads the bucket itself, so it reports an
+// index object damaged there while a cached command still works from its
+// good copy; --no-cache reads the bucket too.
+func TestCLIS3Cache(t *testing.T) {
+	srv, d := startS3CLI(t)
+	ctx := context.Background()
+	cache := t.TempDir()
+	t.Setenv("BLOCKWISE_CACHE_DIR", cache)
+	d.must(t, "disk", "create", "vm", "--size", "8M")
+	c, err := nbd.Dial(ctx, "nbd+unix:///vm?socket="+filepath.Join(d.dir, "nbd.sock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.WriteAt(ctx, bytes.Repeat([]byte{7}, 1<<20), 1<<20, false); err != nil {
+		t.Fatal(err)
+	}
+	d.must(t, "repo", "init")
+	d.must(t, "backup", "vm")
+	mc, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objects := func(typ string) []string {
+		var names []string
+		for o := range mc.ListObjects(ctx, "backups", minio.ListObjectsOptions{Prefix: "cli/" + typ + "/", Recursive: true}) {
+			if o.Err != nil {
+				t.Fatal(o.Err)
+			}
+			names = append(names, filepath.Base(o.Key))
+		}
+		slices.Sort(names)
+		return names
+	}
+	copies := func(typ string) []string {
+		paths, _ := filepath.Glob(filepath.Join(cache, "remote", "*", typ, "*"))
+		var names []string
+		for _, p := range paths {
+			names = append(names, filepath.Base(p))
+		}
+		slices.Sort(names)
+		return names
+	}
+	for _, typ := range []string{"index", "manifests"} {
+		if got, want := copies(typ), objects(typ); len(want) == 0 || !slices.Equal(got, want) {
+			t.Fatalf("cached %s %v, bucket %v", typ, got, want)
+		}
+	}
+	bad := objects("index")[0]
+	if _, err := mc.PutObject(ctx, "backups", "cli/index/"+bad, strings.NewReader("damaged"), 7, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d.must(t, "snapshots")
+	if out, code := d.run(t, "check"); code != exitCheckFailed || !strings.Contains(out, bad) {
+		t.Fatalf("check over a damaged index object: exit %d: %s", code, out)
+	}
+	if out, code := d.run(t, "snapshots", "--no-cache"); code != exitCorrupt {
+		t.Fatalf("snapshots --no-cache over a damaged index object: exit %d: %s", code, out)
+	}
+	d.must(t, "repair", "index")
+	d.must(t, "check")
+	d.must(t, "snapshots")
+	if got, want := copies("index"), objects("index"); !slices.Equal(got, want) {
+		t.Fatalf("after repair: cached index %v, bucket %v", got, want)
 	}
 }

@@ -2,8 +2,9 @@
 // written against, plus wrappers that add behaviour without touching the
 // implementations: Retry (bounded retries of transient errors), Limit
 // (bounded operations in flight), Throttle (bytes per second each way,
-// for --limit-upload/--limit-download) and Faulty (seeded error injection
-// for tests).
+// for --limit-upload/--limit-download), Cache (local copies of a remote
+// store's content-addressed objects, checked against their names on every
+// read) and Faulty (seeded error injection for tests).
 //
 // A Backend is a flat store of immutable, named objects grouped by type,
 // modelled on restic's backend and kopia's blob storage. The repository

@@ -4,6 +4,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"fmt"
+	"github.com/blockwise/blockwise/internal/backend"
 	"slices"
 
 	"github.com/zeebo/blake3"
@@ -168,3 +169,10 @@ func checksum(ad, plain []byte) [32]byte {
 // fileID names a stored file by the hash of its bytes, so Check can verify
 // every file without keys and a name can never point at other content.
 func fileID(data []byte) ID { return blake3.Sum256(data) }
+
+// ContentNamed reports whether data is the content a metadata file named
+// h holds: index files and restore points are named by fileID. A cache of
+// them (backend.NewCache) checks each copy with it before use.
+func ContentNamed(h backend.Handle, data []byte) bool {
+	return fileID(data).String() == h.Name
+}
