@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -32,6 +33,8 @@ type result struct {
 	objects             int
 	stored              int64
 	put, get, head, lst int64 // requests made by the incremental
+	open                time.Duration
+	openGets            int64 // GETs that reached the store while opening the repository again
 }
 
 func main() {
@@ -61,12 +64,18 @@ func run() error {
 		return err
 	}
 	var results []result
-	for _, name := range []string{"local", "s3"} {
+	for _, name := range []string{"local", "s3", "s3+cache"} {
 		be, err := openTarget(ctx, name, scratch, srv)
 		if err != nil {
 			return err
 		}
-		res, err := bench(ctx, name, be, img, next, slots)
+		wrap := func(be backend.Backend) backend.Backend { return be }
+		if name == "s3+cache" { // as the CLI opens an S3 repository
+			wrap = func(be backend.Backend) backend.Backend {
+				return backend.NewCache(be, filepath.Join(scratch, "cache"), repo.ContentNamed, backend.Index, backend.Manifests)
+			}
+		}
+		res, err := bench(ctx, name, be, wrap, img, next, slots)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -87,13 +96,14 @@ func openTarget(ctx context.Context, name, scratch string, srv *s3test.Server) (
 	if name == "local" {
 		return local.Open(filepath.Join(scratch, "local"))
 	}
-	return s3.Open(ctx, srv.Config("bench", "repo"))
+	return s3.Open(ctx, srv.Config("bench", strings.ReplaceAll(name, "+", "-")))
 }
 
-func bench(ctx context.Context, name string, be backend.Backend, img, next []byte, slots []uint64) (result, error) {
+func bench(ctx context.Context, name string, be backend.Backend, wrap func(backend.Backend) backend.Backend, img, next []byte, slots []uint64) (result, error) {
 	res := result{name: name}
 	c := &counting{Backend: be}
-	r, err := repo.Init(ctx, backend.NewRetry(backend.NewLimit(c, *conns), 5), "bench",
+	stack := wrap(backend.NewRetry(backend.NewLimit(c, *conns), 5))
+	r, err := repo.Init(ctx, stack, "bench",
 		repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 64, Threads: 1}})
 	if err != nil {
 		return res, err
@@ -117,6 +127,16 @@ func bench(ctx context.Context, name string, be backend.Backend, img, next []byt
 		return res, err
 	}
 	res.restore = time.Since(t0)
+	// What every later command pays first: opening the repository loads
+	// every index file.
+	c.reset()
+	t0 = time.Now()
+	r2, err := repo.Open(ctx, stack, "bench")
+	if err != nil {
+		return res, err
+	}
+	r2.Close()
+	res.open, res.openGets = time.Since(t0), c.get.Load()
 	res.objects, res.stored, err = countObjects(ctx, be)
 	return res, err
 }
@@ -198,15 +218,15 @@ func countObjects(ctx context.Context, be backend.Backend) (int, int64, error) {
 func report(rs []result, changed int) {
 	gib := float64(*sizeMiB) / 1024
 	fmt.Printf("image %d MiB (35%% holes, 25%% random, 25%% text, 15%% shifted copies), incremental: %d changed 64 KiB blocks\n", *sizeMiB, changed)
-	fmt.Printf("%-6s %9s %9s %9s %9s %11s %s\n", "target", "full", "incr", "restore", "objects", "objects/GiB", "incremental requests")
+	fmt.Printf("%-8s %9s %9s %9s %9s %9s %11s %s\n", "target", "full", "incr", "restore", "open", "objects", "objects/GiB", "incremental requests; open")
 	for _, r := range rs {
-		fmt.Printf("%-6s %8.2fs %8.2fs %8.2fs %9d %11.1f PUT %d GET %d HEAD %d LIST %d (stored %.1f MiB)\n",
-			r.name, r.full.Seconds(), r.incr.Seconds(), r.restore.Seconds(), r.objects, float64(r.objects)/gib,
-			r.put, r.get, r.head, r.lst, float64(r.stored)/(1<<20))
+		fmt.Printf("%-8s %8.2fs %8.2fs %8.2fs %8.3fs %9d %11.1f PUT %d GET %d HEAD %d LIST %d (stored %.1f MiB); open GET %d\n",
+			r.name, r.full.Seconds(), r.incr.Seconds(), r.restore.Seconds(), r.open.Seconds(), r.objects, float64(r.objects)/gib,
+			r.put, r.get, r.head, r.lst, float64(r.stored)/(1<<20), r.openGets)
 	}
-	if len(rs) == 2 {
-		a, b := rs[0], rs[1]
-		fmt.Printf("s3/local ratio: full %.2f, incremental %.2f, restore %.2f\n",
-			b.full.Seconds()/a.full.Seconds(), b.incr.Seconds()/a.incr.Seconds(), b.restore.Seconds()/a.restore.Seconds())
-	}
+	a, b, c := rs[0], rs[1], rs[2]
+	fmt.Printf("s3/local ratio: full %.2f, incremental %.2f, restore %.2f, open %.2f\n",
+		b.full.Seconds()/a.full.Seconds(), b.incr.Seconds()/a.incr.Seconds(), b.restore.Seconds()/a.restore.Seconds(), b.open.Seconds()/a.open.Seconds())
+	fmt.Printf("cache: opening the S3 repository again made %d GETs and took %.3fs without it, %d GETs and %.3fs with it\n",
+		b.openGets, b.open.Seconds(), c.openGets, c.open.Seconds())
 }
