@@ -212,7 +212,9 @@ func (o repoOptions) configureCache() (string, error) {
 		}
 		dir = filepath.Join(base, "blockwise")
 	}
-	if os.MkdirAll(dir, 0o700) != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		// As restic: a command runs without its cache rather than not at all.
+		fmt.Fprintf(os.Stderr, "blockwise: warning: no cache: %v\n", err)
 		return "", nil
 	}
 	repo.IndexSpillDir = dir // scratch space, not a cache: kept with --no-cache
