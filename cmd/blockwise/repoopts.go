@@ -123,7 +123,8 @@ func (o repoOptions) openWith(ctx context.Context, open func(context.Context, ba
 	if err != nil {
 		return nil, err
 	}
-	if o.Repo != "" && !strings.HasPrefix(o.Repo, "s3:") {
+	remote := strings.HasPrefix(o.Repo, "s3:")
+	if o.Repo != "" && !remote {
 		// Opening a local backend creates its directories: look first.
 		if _, err := os.Stat(filepath.Join(o.Repo, "config")); err != nil {
 			return nil, fmt.Errorf("no repository at %s (create one with blockwise repo init): %w", o.Repo, repo.ErrNotFound)
@@ -133,7 +134,7 @@ func (o repoOptions) openWith(ctx context.Context, open func(context.Context, ba
 	if err != nil {
 		return nil, err
 	}
-	if cached && cacheDir != "" && strings.HasPrefix(o.Repo, "s3:") {
+	if cached && cacheDir != "" && remote {
 		be = backend.NewCache(be, objectCacheDir(cacheDir, o.Repo), repo.ContentNamed, backend.Index, backend.Manifests)
 	}
 	r, err := open(ctx, be, secret)

@@ -172,10 +172,11 @@ func (r *Repository) sweep(ctx context.Context, used blobSet, dryRun bool) (*Pru
 	if n := used.unindexed(); n > 0 {
 		return nil, fmt.Errorf("repo: prune: %d blob(s) in use are in no index file; nothing was removed (run repair index): %w", n, ErrIncomplete)
 	}
-	orphans, sizes, stray, err := r.orphanPacks(ctx, fates)
+	sizes, stray, err := r.packSizes(ctx)
 	if err != nil {
 		return nil, err
 	}
+	orphans := orphanPacks(sizes, fates)
 	st := &PruneStats{DryRun: dryRun, Warnings: stray}
 	var gone []ID
 	for id, f := range fates {
@@ -386,20 +387,15 @@ func (rp *repacker) takeNew(ctx context.Context, iw *indexWriter) error {
 	return nil
 }
 
-// orphanPacks lists the packs no index file names, every pack's size,
-// and packSizes' warnings.
-func (r *Repository) orphanPacks(ctx context.Context, indexed map[ID]*packFate) ([]ID, map[ID]int64, []string, error) {
-	sizes, stray, err := r.packSizes(ctx)
-	if err != nil {
-		return nil, nil, nil, err
-	}
+// orphanPacks lists the packs (of sizes) no index file names.
+func orphanPacks(sizes map[ID]int64, indexed map[ID]*packFate) []ID {
 	var out []ID
 	for id := range sizes {
 		if _, ok := indexed[id]; !ok {
 			out = append(out, id)
 		}
 	}
-	return out, sizes, stray, nil
+	return out
 }
 
 func (r *Repository) removePack(ctx context.Context, id ID) (int64, error) {
