@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/versitygw.sh # the real S3 server of the S3 backend tests
-go vet ./...
+scripts/lint.sh   # go vet and staticcheck
 # BLOCKWISE_LONG=1 in the environment selects the long modes.
 go test -count=1 -timeout 30m ./...
 # Again with at most 5 blobs of the index in memory: the repository's and

@@ -197,13 +197,6 @@ func (t *memTarget) Zero(_ context.Context, off, n int64) error {
 func (t *memTarget) Flush(context.Context) error { return nil }
 func (t *memTarget) Size() int64                 { return int64(len(t.b)) }
 
-func errorsJoin(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
-}
-
 func countObjects(ctx context.Context, be backend.Backend) (int, int64, error) {
 	n, size := 0, int64(0)
 	for _, t := range backend.Types {
