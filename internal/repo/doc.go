@@ -11,30 +11,11 @@
 // rewrites only the pages it touched. docs/repository.md has the byte
 // layouts, key derivation, write ordering and the chunk-size measurements.
 //
-// # API
-//
-//	Init(ctx, be, password, Options) (*Repository, error)
-//	Open(ctx, be, password) (*Repository, error)            // ErrWrongPassword
-//	(*Repository).NewWriter(ctx, parent *Manifest, Meta) (*SnapshotWriter, error)
-//	(*SnapshotWriter).PutChunk(ctx, slot uint64, data []byte) error   // concurrent-safe
-//	(*SnapshotWriter).Done(ctx, slot uint64) error   // no PutChunk below slot follows
-//	(*SnapshotWriter).VerifyBeforeIndex(func() error) // the source's check, before each index file
-//	(*SnapshotWriter).Commit(ctx) (*Manifest, error)
-//	(*SnapshotWriter).Abort(ctx) error
-//	(*Repository).ListManifests(ctx) ([]*Manifest, error)
-//	(*Repository).EachManifest(ctx, fn func(*Manifest) error) error  // holds only those in flight
-//	(*Repository).Heads(ctx) ([]Head, error)  // restore points' identities, cached under CacheDir
-//	(*Repository).LoadManifest(ctx, ID) (*Manifest, error)
-//	(*Repository).OpenImage(ctx, ID) (*Image, error)
-//	(*Image).ReadAt(p, off) / ReadAtContext(ctx, p, off) / Size() / ReadChunk(ctx, slot) / Slots(ctx, fn) / IsZero(ctx, slot)
-//	(*Repository).Check(ctx, CheckOptions) (*CheckResult, error)
-//	(*Repository).Forget(ctx, ID) error
-//	(*Repository).Prune(ctx) (*PruneStats, error)            // ErrIncomplete: refuses, deletes nothing
-//	OpenNoIndex(ctx, be, Secret) (*Repository, error)        // for Check and RepairIndex on a damaged index
-//	(*Repository).RepairIndex(ctx, RepairIndexOptions) (*RepairIndexResult, error)
-//	(*Repository).Lock(ctx, exclusive bool) (*Lock, error)  // ErrLocked
-//	(*Repository).AddKey(ctx, Secret, KDFParams) error; Keys; RemoveKey; OpenWith(ctx, be, Secret)
-//	(*Repository).Config() Config / Close() error
+// The entry points are Init and Open (OpenWith for a key file,
+// OpenNoIndex for check and repair on a damaged index); a backup goes
+// through NewWriter, PutChunk, Done and Commit; a restore through
+// OpenImage. `go doc ./internal/repo` lists the rest: this page explains
+// the vocabulary and does not repeat signatures, which drift.
 //
 // # Writing a backup
 //
