@@ -2,11 +2,13 @@ package disk
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // smallTmpfs mounts a tmpfs of size bytes (tests run as root; skipped
@@ -218,6 +220,89 @@ func TestNoSpaceFlushDelta(t *testing.T) {
 		}
 		if !bytes.Equal(big, pattern(i+7, 1<<20)) {
 			t.Fatalf("fill chunk %d reads %#x…", i, big[0])
+		}
+	}
+}
+
+// TestNoSpaceConsolidation: a consolidation that finds no room to copy a
+// delta into its parent waits (the disk keeps serving, nothing fails) and
+// finishes by itself once space is freed.
+func TestNoSpaceConsolidation(t *testing.T) {
+	dir, _ := smallTmpfs(t, "16m")
+	ds, err := OpenDatastore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ds.Create("d", 64<<20, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { d.Close() }()
+	if _, err := d.CreateSnapshot("base", ""); err != nil {
+		t.Fatal(err)
+	}
+	const chunk = 1 << 20
+	for i := range 6 {
+		if _, err := d.WriteAt(pattern(i, chunk), int64(i)*chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the rest, then free a little: room for a checkpoint, not for
+	// the 6 MiB the consolidation copies into flat.raw.
+	filler, err := os.Create(dir + "/filler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for {
+		w, err := filler.Write(make([]byte, 64<<10))
+		n += int64(w)
+		if err != nil {
+			break
+		}
+	}
+	if err := filler.Truncate(n - 512<<10); err != nil {
+		t.Fatal(err)
+	}
+	filler.Close()
+	task, err := d.DeleteSnapshot("base")
+	if err != nil {
+		t.Fatalf("delete snapshot with room for its checkpoint: %v", err)
+	}
+	select {
+	case <-task.Done():
+		t.Fatalf("consolidation without room ended: %v", task.Err())
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := d.failed(); err != nil {
+		t.Fatalf("consolidation without room failed the disk: %v", err)
+	}
+	if _, err := d.WriteAt(pattern(50, chunk), 0); err != nil { // the disk still serves
+		t.Fatalf("overwrite during a stalled consolidation: %v", err)
+	}
+	os.Remove(dir + "/filler")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := task.Wait(ctx); err != nil {
+		t.Fatalf("consolidation after space was freed: %v", err)
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := d.Stat(); st.Layers != 1 {
+		t.Fatalf("%d layers after the consolidation", st.Layers)
+	}
+	buf := make([]byte, chunk)
+	for i := range 6 {
+		want := pattern(i, chunk)
+		if i == 0 {
+			want = pattern(50, chunk)
+		}
+		if _, err := d.ReadAt(buf, int64(i)*chunk); err != nil || !bytes.Equal(buf, want) {
+			t.Fatalf("chunk %d after the consolidation: %v", i, err)
 		}
 	}
 }
