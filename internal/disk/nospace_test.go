@@ -306,3 +306,35 @@ func TestNoSpaceConsolidation(t *testing.T) {
 		}
 	}
 }
+
+// TestNoSpaceCreate: creating a disk on a full datastore is ErrNoSpace
+// and leaves nothing behind; it works once there is room.
+func TestNoSpaceCreate(t *testing.T) {
+	dir, resize := smallTmpfs(t, "1m")
+	ds, err := OpenDatastore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler, err := os.Create(dir + "/filler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := filler.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	if _, err := ds.Create("d", 1<<20, Options{}); !errors.Is(err, ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("create on a full datastore: %v, want ErrNoSpace", err)
+	}
+	if _, err := os.Stat(dir + "/d"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a failed create left its directory: %v", err)
+	}
+	resize("8m")
+	d, err := ds.Create("d", 1<<20, Options{})
+	if err != nil {
+		t.Fatalf("create once there is room: %v", err)
+	}
+	d.Close()
+}
