@@ -140,6 +140,7 @@ const (
 	ProblemOutOfRange       = "out-of-range"
 	ProblemUnauthorized     = "unauthorized"
 	ProblemCorrupt          = "disk-corrupt"
+	ProblemNoSpace          = "no-space" // 507: the datastore is full; retry once space is freed
 	ProblemUnavailable      = "unavailable"
 	ProblemInternal         = "internal"
 )

@@ -19,6 +19,7 @@ var (
 	ErrOutOfRange       = errors.New("out of range")
 	ErrUnauthorized     = errors.New("unauthorized")
 	ErrCorrupt          = errors.New("disk data failed validation")
+	ErrNoSpace          = errors.New("no space left in the datastore") // 507; retry once space is freed
 	ErrUnavailable      = errors.New("host unavailable")
 	ErrInternal         = errors.New("internal host error")
 )
@@ -38,6 +39,7 @@ var sentinels = map[string][]error{
 	wire.ProblemOutOfRange:       {ErrOutOfRange},
 	wire.ProblemUnauthorized:     {ErrUnauthorized},
 	wire.ProblemCorrupt:          {ErrCorrupt},
+	wire.ProblemNoSpace:          {ErrNoSpace},
 	wire.ProblemUnavailable:      {ErrUnavailable},
 	wire.ProblemInternal:         {ErrInternal},
 }
@@ -74,6 +76,8 @@ func fromStatus(status int, body string) *Error {
 		typ = wire.ProblemDiskBusy
 	case status == 503:
 		typ = wire.ProblemUnavailable
+	case status == 507:
+		typ = wire.ProblemNoSpace
 	case status >= 400 && status < 500:
 		typ = wire.ProblemInvalidRequest
 	}

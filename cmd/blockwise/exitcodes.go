@@ -23,6 +23,7 @@ const (
 	exitCorrupt      = 6 // on-disk data failed validation, or the repository's index is incomplete
 	exitUnauthorized = 7 // the host refused the token, or a wrong repository password
 	exitCheckFailed  = 8 // repo check found errors
+	exitNoSpace      = 9 // the datastore is full: free space and retry (nothing was changed)
 )
 
 // usageError marks bad flags or arguments.
@@ -63,6 +64,8 @@ func classify(err error) int {
 		return exitUnauthorized
 	case errors.Is(err, errCheckFailed):
 		return exitCheckFailed
+	case errors.Is(err, client.ErrNoSpace), errors.Is(err, disk.ErrNoSpace):
+		return exitNoSpace
 	}
 	return exitFailure
 }

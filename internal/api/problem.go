@@ -35,6 +35,7 @@ var titles = map[string]string{
 	wire.ProblemOutOfRange:       "out of range",
 	wire.ProblemUnauthorized:     "unauthorized",
 	wire.ProblemCorrupt:          "disk data failed validation",
+	wire.ProblemNoSpace:          "no space left in the datastore",
 	wire.ProblemUnavailable:      "host shutting down",
 	wire.ProblemInternal:         "internal error",
 }
@@ -76,6 +77,8 @@ func classify(err error, w what) (int, string) {
 	case errors.Is(err, disk.ErrInvalidName), errors.Is(err, disk.ErrMisaligned),
 		errors.Is(err, disk.ErrShrink), errors.Is(err, disk.ErrCBTDisabled):
 		return http.StatusBadRequest, wire.ProblemInvalidRequest
+	case errors.Is(err, disk.ErrNoSpace):
+		return http.StatusInsufficientStorage, wire.ProblemNoSpace
 	case errors.Is(err, disk.ErrCorrupt):
 		return http.StatusInternalServerError, wire.ProblemCorrupt
 	case errors.Is(err, host.ErrClosed), errors.Is(err, disk.ErrClosed):

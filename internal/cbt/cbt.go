@@ -95,7 +95,10 @@ func ParseID(s string) (ID, error) {
 }
 
 // IntentLog makes a record durable (append and sync) before returning.
-// Calls are serialised by the tracker.
+// Calls are serialised by the tracker. An error matching syscall.ENOSPC or
+// EDQUOT must mean that nothing was logged (the log is as it was): the
+// writers waiting get it and the tracker stays usable; any other error
+// fails the tracker for good (ErrFailed).
 type IntentLog interface {
 	LogIntent(payload []byte) error
 }

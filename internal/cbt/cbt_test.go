@@ -2,8 +2,10 @@ package cbt
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -148,6 +150,27 @@ func TestIntentFailureIsSticky(t *testing.T) {
 	log.fail = nil
 	if err := tr.Mark(5<<20, 1); !errors.Is(err, ErrFailed) {
 		t.Fatalf("after failure: %v", err)
+	}
+}
+
+// A log that is full logged nothing: the writers waiting fail with the
+// file system's error, the tracker stays usable, and the next write to
+// the region logs its intent once there is room.
+func TestIntentNoSpaceIsNotSticky(t *testing.T) {
+	log := &memLog{fail: fmt.Errorf("write journal: %w", syscall.ENOSPC)}
+	tr := newTracker(t, log)
+	if err := tr.Mark(0, 1); !errors.Is(err, syscall.ENOSPC) || errors.Is(err, ErrFailed) {
+		t.Fatalf("intent on a full log: %v, want ENOSPC and not ErrFailed", err)
+	}
+	if n := tr.Stats().IntentRegions; n != 0 {
+		t.Fatalf("%d intent regions after a failed log", n)
+	}
+	log.fail = nil
+	if err := tr.Mark(0, 1); err != nil {
+		t.Fatalf("after space was freed: %v", err)
+	}
+	if n := tr.Stats().IntentRegions; n != 1 {
+		t.Fatalf("%d intent regions after the retry, want 1", n)
 	}
 }
 

@@ -1,7 +1,9 @@
 package cbt
 
 import (
+	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/RoaringBitmap/roaring/v2"
 )
@@ -79,13 +81,16 @@ func (t *Tracker) commitLoop() {
 		err := t.log.LogIntent(EncodeBitmap(regions))
 
 		t.mu.Lock()
-		if err != nil && t.mu.err == nil {
+		if err != nil && t.mu.err == nil && !noSpace(err) {
 			t.mu.err = fmt.Errorf("%w: %v", ErrFailed, err)
 		}
 		if err == nil {
 			t.mu.intent.Or(regions)
 		}
 		b.err = t.mu.err
+		if b.err == nil {
+			b.err = err // no space: these writers fail, later ones retry
+		}
 		t.mu.inflight = roaring.New()
 		t.mu.Unlock()
 		close(b.done)
@@ -97,3 +102,10 @@ type LogFunc func(payload []byte) error
 
 // LogIntent calls f.
 func (f LogFunc) LogIntent(p []byte) error { return f(p) }
+
+// noSpace reports a log that was full: by IntentLog's contract nothing was
+// logged, so the tracker stays usable and a later Mark logs the regions
+// again (once space is freed) instead of failing every write for good.
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}

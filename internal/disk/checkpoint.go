@@ -3,8 +3,10 @@ package disk
 import (
 	"errors"
 	"fmt"
-	"golang.org/x/sync/errgroup"
+	"os"
 	"path/filepath"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/journal"
@@ -15,6 +17,13 @@ import (
 // CBT checkpoint and empty journal of generation gen+1 (each synced) →
 // disk.meta replaced atomically (the commit) → old files removed. A crash
 // anywhere before the rename leaves generation gen intact.
+//
+// A failure before the rename (a full file system, typically) changes
+// nothing either: the new files are removed, the in-memory state is still
+// generation gen's and its journal keeps taking flushes, so the error is
+// returned for this request only and a later checkpoint retries. Only a
+// failed data sync (the kernel may have dropped dirty pages) or a failure
+// after the rename (disk.meta may name either generation) fail the disk.
 func (d *Disk) checkpoint(m *diskMeta, chain []*layer, closeEpoch bool) error {
 	if err := d.failed(); err != nil {
 		return err
@@ -24,42 +33,77 @@ func (d *Disk) checkpoint(m *diskMeta, chain []*layer, closeEpoch bool) error {
 	if err := d.syncData(chain); err != nil {
 		return d.fail(err)
 	}
-	// The new files have names of their own: a crash leaves them as
-	// garbage for gc, so they need no rename, and their syncs can overlap.
-	var g errgroup.Group
-	for i, l := range chain {
-		if l.flat || (!l.dirtyMap() && m.Layers[i].Map != "") {
-			continue
-		}
-		m.Layers[i].Map = mapName(l.id, gen)
-		p, data := filepath.Join(d.dir, m.Layers[i].Map), l.encodeMap(d.grain)
-		g.Go(func() error { return fsutil.WriteNew(p, data) })
-	}
-	if d.tracker != nil {
-		m.CBT = &cbtMeta{Checkpoint: cbtName(gen)}
-		p, data := filepath.Join(d.dir, m.CBT.Checkpoint), d.tracker.Encode(closeEpoch)
-		g.Go(func() error { return fsutil.WriteNew(p, data) })
-	}
-	var log *journal.Log
-	g.Go(func() (err error) {
-		log, err = journal.Create(filepath.Join(d.dir, journalName(gen)), gen)
-		return err
-	})
-	err := g.Wait()
+	log, files, err := d.writeGeneration(m, chain, closeEpoch)
 	if err == nil {
 		err = fsutil.SyncDir(d.dir)
 	}
+	var tmp string
 	if err == nil {
-		err = fsutil.WriteAtomic(filepath.Join(d.dir, metaName), m.encode())
+		tmp, err = d.writeMetaTemp(m)
+	}
+	if err == nil {
+		if err = os.Rename(tmp, filepath.Join(d.dir, metaName)); err != nil {
+			files = append(files, tmp)
+		}
 	}
 	if err != nil {
 		if log != nil {
 			log.Close()
 		}
+		for _, f := range files {
+			os.Remove(f)
+		}
+		return noSpace(fmt.Errorf("checkpoint %d: %w", gen, err))
+	}
+	if err := fsutil.SyncDir(d.dir); err != nil { // the commit
+		log.Close()
 		return d.fail(err)
 	}
 	d.committed(m, chain, log, closeEpoch)
 	return nil
+}
+
+// writeGeneration writes generation m.Gen's new maps, CBT checkpoint and
+// empty journal, and returns the journal and the paths it created. The
+// files have names of their own: a crash leaves them as garbage for gc,
+// so they need no rename, and their syncs can overlap.
+func (d *Disk) writeGeneration(m *diskMeta, chain []*layer, closeEpoch bool) (*journal.Log, []string, error) {
+	var g errgroup.Group
+	var files []string
+	for i, l := range chain {
+		if l.flat || (!l.dirtyMap() && m.Layers[i].Map != "") {
+			continue
+		}
+		m.Layers[i].Map = mapName(l.id, m.Gen)
+		p, data := filepath.Join(d.dir, m.Layers[i].Map), l.encodeMap(d.grain)
+		files = append(files, p)
+		g.Go(func() error { return fsutil.WriteNew(p, data) })
+	}
+	if d.tracker != nil {
+		m.CBT = &cbtMeta{Checkpoint: cbtName(m.Gen)}
+		p, data := filepath.Join(d.dir, m.CBT.Checkpoint), d.tracker.Encode(closeEpoch)
+		files = append(files, p)
+		g.Go(func() error { return fsutil.WriteNew(p, data) })
+	}
+	var log *journal.Log
+	jp := filepath.Join(d.dir, journalName(m.Gen))
+	files = append(files, jp)
+	g.Go(func() (err error) {
+		log, err = journal.Create(jp, m.Gen)
+		return err
+	})
+	return log, files, g.Wait()
+}
+
+// writeMetaTemp writes disk.meta's next content to a synced temporary
+// file beside it (a dot name, so gc removes a leftover).
+func (d *Disk) writeMetaTemp(m *diskMeta) (string, error) {
+	tmp := filepath.Join(d.dir, "."+metaName+".tmp")
+	if err := fsutil.WriteNew(tmp, m.encode()); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return tmp, nil
 }
 
 // committed switches the in-memory state to a durable checkpoint.
@@ -128,7 +172,11 @@ func (d *Disk) Flush() error {
 	big := d.log != nil && d.log.Size() > journalLimit
 	d.barrier.RUnlock()
 	if err == nil && big {
-		err = d.Checkpoint()
+		// The flush is durable already; a checkpoint that finds no space
+		// is retried at the next flush.
+		if err = d.Checkpoint(); errors.Is(err, ErrNoSpace) {
+			err = nil
+		}
 	}
 	return err
 }
@@ -145,9 +193,11 @@ func (d *Disk) flushLocked() error {
 	// Take the records before syncing data: every bit in them was set after
 	// its data write completed, so the data sync below covers it.
 	var recs []journal.Record
+	var taken []takenRecord
 	for _, l := range d.chain {
-		if p, ok := l.takeRecord(); ok {
+		if p, changed, ok := l.takeRecord(); ok {
 			recs = append(recs, journal.Record{Type: recLayer, Payload: p})
+			taken = append(taken, takenRecord{l, changed})
 		}
 	}
 	// CBT adds nothing here: its intents, durable before the writes they
@@ -159,7 +209,15 @@ func (d *Disk) flushLocked() error {
 		return nil
 	}
 	if err := d.log.Append(recs...); err != nil {
-		return d.fail(err)
+		if err = noSpace(err); !errors.Is(err, ErrNoSpace) {
+			return d.fail(err)
+		}
+		// Nothing was appended (journal.Append is all or nothing): give
+		// the changes back so the next flush records them.
+		for _, t := range taken {
+			t.l.untake(t.changed)
+		}
+		return err
 	}
 	if err := d.log.Sync(); err != nil {
 		return d.fail(err)
@@ -190,8 +248,13 @@ func (d *Disk) Close() error {
 		return nil
 	}
 	err := d.checkpoint(d.meta.clone(), d.chain, false)
-	if errors.Is(err, ErrFailed) {
+	switch {
+	case errors.Is(err, ErrFailed):
 		err = nil // already reported; the journal state is what is durable
+	case errors.Is(err, ErrNoSpace):
+		// No room for a new generation: record the map changes in the
+		// current journal instead (a few bytes), replayed at the next open.
+		err = d.flushLocked()
 	}
 	d.closed = true
 	d.closeFiles()

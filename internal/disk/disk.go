@@ -86,11 +86,11 @@ func (ds *Datastore) Create(name string, size int64, opt Options) (*Disk, error)
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("disk %s: %w", name, ErrExists)
 		}
-		return nil, err
+		return nil, noSpace(err)
 	}
 	if err := initDisk(dir, name, size, opt); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("disk %s: create: %w", name, err)
+		return nil, noSpace(fmt.Errorf("disk %s: create: %w", name, err))
 	}
 	return ds.Open(name)
 }

@@ -2,6 +2,8 @@ package disk
 
 import (
 	"errors"
+	"fmt"
+	"syscall"
 
 	"github.com/blockwise/blockwise/internal/cbt"
 	"github.com/blockwise/blockwise/internal/metafile"
@@ -22,7 +24,25 @@ var (
 	ErrChangeIDInvalid = cbt.ErrChangeIDInvalid // a full backup is needed
 	ErrCBTDisabled     = errors.New("changed block tracking is disabled on this disk")
 	ErrFailed          = errors.New("disk failed: an earlier write to its metadata failed; reopen it")
+	// ErrNoSpace: the datastore's file system is full (ENOSPC, or EDQUOT
+	// for a quota). The request changed nothing the disk depends on: it
+	// may be retried once space is freed, and the disk keeps serving
+	// reads and overwrites of allocated blocks meanwhile. The file
+	// system's errno stays in the chain (errors.Is(err, syscall.ENOSPC)).
+	ErrNoSpace = errors.New("no space left in the datastore")
 )
+
+// noSpace marks a file-system "full" error with ErrNoSpace (keeping the
+// original in the chain); other errors pass unchanged.
+func noSpace(err error) error {
+	if err == nil || errors.Is(err, ErrNoSpace) {
+		return err
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
+}
 
 // Sector is the alignment of every offset and length.
 const Sector = 512

@@ -40,7 +40,7 @@ func FuzzApplyRecord(f *testing.F) {
 	l := newLayer(7, nil, false)
 	l.set(1, 5, present)
 	l.set(9, 12, zeroed)
-	rec, _ := l.takeRecord()
+	rec, _, _ := l.takeRecord()
 	f.Add(rec)
 	f.Add([]byte{7, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -130,20 +130,22 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	d.barrier.RLock()
 	defer d.barrier.RUnlock()
 	if err := d.beginWrite(off, int64(len(p))); err != nil {
-		return 0, err
+		return 0, noSpace(err)
 	}
 	if len(d.chain) == 1 {
+		// A write the file system has no room for fails here, before
+		// anything describes it: the request fails, the disk stays whole.
 		top := d.chain[0]
+		top.written.Store(true) // a short write may have reached the file
 		if _, err := top.f.WriteAt(p, off); err != nil {
-			return 0, err
+			return 0, noSpace(err)
 		}
-		top.written.Store(true)
 		return len(p), nil
 	}
 	unlock := d.lockGrains(d.grains(off, int64(len(p))))
 	defer unlock()
 	if err := d.writeGrains(p, off); err != nil {
-		return 0, err
+		return 0, noSpace(err)
 	}
 	return len(p), nil
 }

@@ -149,23 +149,38 @@ func (l *layer) held() uint64 {
 }
 
 // takeRecord returns the journal record for grains changed since the last
-// one; ok is false when nothing changed.
-func (l *layer) takeRecord() ([]byte, bool) {
+// one, and those grains; ok is false when nothing changed.
+func (l *layer) takeRecord() ([]byte, *roaring.Bitmap, bool) {
 	if l.flat {
-		return nil, false
+		return nil, nil, false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.changed.IsEmpty() {
-		return nil, false
+		return nil, nil, false
 	}
+	changed := l.mu.changed
 	var w bytes.Buffer
 	binary.Write(&w, binary.LittleEndian, l.id)
 	cbt.AppendBitmap(&w, l.mu.changed)
 	cbt.AppendBitmap(&w, roaring.And(l.mu.present, l.mu.changed))
 	cbt.AppendBitmap(&w, roaring.And(l.mu.zero, l.mu.changed))
 	l.mu.changed = roaring.New()
-	return w.Bytes(), true
+	return w.Bytes(), changed, true
+}
+
+// untake gives back grains of a record that could not be written: the
+// next record covers them again, with their states as they are then.
+func (l *layer) untake(changed *roaring.Bitmap) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.mu.changed.Or(changed)
+}
+
+// takenRecord is a record taken for a flush, kept until it is written.
+type takenRecord struct {
+	l       *layer
+	changed *roaring.Bitmap
 }
 
 // applyRecord replays a layer record on layers (by id).

@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -53,8 +54,14 @@ func (d *Disk) load() error {
 	d.gc()
 	if replayed {
 		// Fold the replayed journal (and recovered intents) into a
-		// checkpoint so a second crash starts from a settled state.
-		return d.checkpoint(d.meta.clone(), d.chain, false)
+		// checkpoint so a second crash starts from a settled state. On a
+		// full datastore the disk opens on the replayed journal instead;
+		// a later checkpoint folds it.
+		err := d.checkpoint(d.meta.clone(), d.chain, false)
+		if errors.Is(err, ErrNoSpace) {
+			return nil
+		}
+		return err
 	}
 	return nil
 }
@@ -109,12 +116,19 @@ func (d *Disk) replay(byID map[uint64]*layer) (bool, error) {
 }
 
 // logIntent makes a CBT intent record durable. It runs under the shared
-// barrier (inside a write), so d.log is stable.
+// barrier (inside a write), so d.log is stable. A failed append (a full
+// file system) leaves the journal as it was, so its error goes back as is
+// and the write can be retried; a failed sync may have lost records the
+// journal already holds, so it fails the disk (and, not matching ENOSPC,
+// the tracker).
 func (d *Disk) logIntent(payload []byte) error {
 	if err := d.log.Append(journal.Record{Type: cbt.RecordIntent, Payload: payload}); err != nil {
 		return err
 	}
-	return d.log.Sync()
+	if err := d.log.Sync(); err != nil {
+		return d.fail(err)
+	}
+	return nil
 }
 
 // gc removes files of this disk that disk.meta does not name: leftovers of

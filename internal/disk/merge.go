@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/blockwise/blockwise/internal/fsutil"
 )
@@ -19,6 +20,23 @@ type mergeState struct {
 // maxMergeRun bounds the grains copied under one set of grain locks, and
 // so the longest a guest write can wait on consolidation.
 const maxMergeRun = 64
+
+// A consolidation that finds the datastore full retries after these
+// pauses (doubling), so it resumes by itself once space is freed.
+const (
+	noSpaceBackoff    = 100 * time.Millisecond
+	maxNoSpaceBackoff = 5 * time.Second
+)
+
+// sleepCtx waits for d or ctx.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
 
 // syncEvery grains merged, the merge syncs the data written so far.
 const syncEvery = 16384
@@ -112,21 +130,34 @@ func (d *Disk) Consolidation() *Task {
 }
 
 func (d *Disk) runMerge(ctx context.Context, t *Task) error {
+	wait := noSpaceBackoff
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("consolidation paused, resumes at next open: %w", err)
 		}
 		n, err := d.mergeStep()
-		if err != nil {
-			return d.fail(fmt.Errorf("consolidation: %w", err))
-		}
-		if n == 0 {
-			d.presync()
-			return d.finishMerge()
-		}
 		// Sync as we go, so the final switch has little dirty data left.
 		if after := t.merged.Add(n); after/syncEvery != (after-n)/syncEvery {
 			d.presync()
+		}
+		if err == nil && n == 0 {
+			d.presync()
+			if err = d.finishMerge(); !errors.Is(err, ErrNoSpace) {
+				return err
+			}
+		}
+		switch err = noSpace(err); {
+		case errors.Is(err, ErrNoSpace):
+			// A step that found no room changed nothing (a grain is
+			// marked in the parent only once its copy is written, and a
+			// failed checkpoint leaves the old generation): try again
+			// once space may have been freed.
+			sleepCtx(ctx, wait)
+			wait = min(2*wait, maxNoSpaceBackoff)
+		case err != nil:
+			return d.fail(fmt.Errorf("consolidation: %w", err))
+		default:
+			wait = noSpaceBackoff
 		}
 	}
 }

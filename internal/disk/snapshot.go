@@ -49,7 +49,7 @@ func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 	}
 	nl, err := d.newDelta(m.NextID)
 	if err != nil {
-		return SnapshotInfo{}, err
+		return SnapshotInfo{}, noSpace(err)
 	}
 	top := d.chain[len(d.chain)-1]
 	s := snapMeta{ID: id, Description: description, Created: time.Now().UTC(), Layer: top.id, Size: d.size}
@@ -63,6 +63,7 @@ func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 	chain := append(append([]*layer(nil), d.chain...), nl)
 	if err := d.checkpoint(m, chain, d.tracker != nil); err != nil {
 		nl.f.Close()
+		os.Remove(nl.f.Name()) // not committed: the disk is as it was
 		return SnapshotInfo{}, err
 	}
 	return d.snapInfo(s), nil

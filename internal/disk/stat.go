@@ -27,7 +27,7 @@ func (d *Disk) Grow(size int64) error {
 	}
 	top := d.chain[len(d.chain)-1]
 	if err := top.f.Truncate(size); err != nil {
-		return err
+		return noSpace(err)
 	}
 	top.written.Store(true)
 	if d.tracker != nil {

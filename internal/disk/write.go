@@ -99,6 +99,10 @@ func (d *Disk) copyUp(li int, g uint64, seg []byte, off int64) error {
 func (d *Disk) Zero(off, n int64, punch bool) error {
 	d.barrier.RLock()
 	defer d.barrier.RUnlock()
+	return noSpace(d.zero(off, n, punch))
+}
+
+func (d *Disk) zero(off, n int64, punch bool) error {
 	if err := d.beginWrite(off, n); err != nil || n == 0 {
 		return err
 	}

@@ -16,6 +16,8 @@ func nbdErr(err error, write bool) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, disk.ErrNoSpace): // QEMU's werror=enospc pauses the guest
+		return fmt.Errorf("%w: %w", nbd.ErrNoSpace, err)
 	case errors.Is(err, disk.ErrMisaligned):
 		return fmt.Errorf("%w: %w", nbd.ErrMisaligned, err)
 	case errors.Is(err, disk.ErrOutOfRange) && write:

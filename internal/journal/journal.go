@@ -143,7 +143,8 @@ func Encode(typ byte, payload []byte) []byte {
 	return out
 }
 
-// Append writes records without syncing them.
+// Append writes records without syncing them: all of them, or on error
+// none (the log is as it was before the call).
 func (l *Log) Append(recs ...Record) error {
 	var buf []byte
 	for _, r := range recs {
@@ -158,6 +159,11 @@ func (l *Log) Append(recs ...Record) error {
 		return os.ErrClosed
 	}
 	if _, err := l.mu.f.WriteAt(buf, l.mu.size); err != nil {
+		// A short write (ENOSPC, say) is cut off again, so the log stays
+		// whole records and a later Append, once there is space, retries.
+		if terr := l.mu.f.Truncate(l.mu.size); terr != nil {
+			return fmt.Errorf("journal %s: append failed (%v) and could not be cut off: %w", l.path, err, terr)
+		}
 		return err
 	}
 	l.mu.size += int64(len(buf))

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -64,4 +66,57 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("re-encoding differs")
 		}
 	})
+}
+
+// TestAppendNoSpace: an append the file system has no room for leaves the
+// log as it was (no torn record on disk), and the same append succeeds
+// once there is room; replay then finds exactly the appended records.
+func TestAppendNoSpace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v: %s", err, out)
+	}
+	defer exec.Command("umount", "-l", dir).Run()
+	p := filepath.Join(dir, "j.log")
+	l, err := Create(p, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	first := Record{1, []byte("first")}
+	if err := l.Append(first); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	f.Close()
+	big := Record{2, bytes.Repeat([]byte{7}, 64<<10)}
+	if err := l.Append(big); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("append on a full file system: %v, want ENOSPC", err)
+	}
+	if st, err := os.Stat(p); err != nil || st.Size() != l.Size() {
+		t.Fatalf("after a failed append the file holds %d bytes, the log %d (%v)", st.Size(), l.Size(), err)
+	}
+	os.Remove(filler)
+	if err := l.Append(big); err != nil {
+		t.Fatalf("append once there is room: %v", err)
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadAll(p, 3)
+	if err != nil || len(recs) != 2 || recs[0].Type != 1 || !bytes.Equal(recs[1].Payload, big.Payload) {
+		t.Fatalf("replayed %d records (%v), want first and big", len(recs), err)
+	}
 }

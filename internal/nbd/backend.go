@@ -34,7 +34,7 @@ var (
 	ErrOutOfRange    = errors.New("nbd: request beyond end of export") // EINVAL / ENOSPC for writes
 	ErrMisaligned    = errors.New("nbd: request not aligned")          // EINVAL
 	ErrNotSupported  = errors.New("nbd: operation not supported")      // ENOTSUP (e.g. FAST_ZERO that would be slow)
-	ErrNoSpace       = errors.New("nbd: no space left")                // ENOSPC
+	ErrNoSpace       = errors.New("nbd: no space left")                // ENOSPC (so is a wrapped syscall.ENOSPC or EDQUOT)
 	ErrUnknownExport = errors.New("nbd: unknown export")               // NBD_REP_ERR_UNKNOWN
 )
 

@@ -3,6 +3,7 @@ package nbd
 import (
 	"errors"
 	"fmt"
+	"syscall"
 )
 
 // Handshake magics and flags.
@@ -177,7 +178,9 @@ func ErrorCode(err error) uint32 {
 		return EINVAL
 	case errors.Is(err, ErrNotSupported):
 		return ENOTSUP
-	case errors.Is(err, ErrNoSpace):
+	case errors.Is(err, ErrNoSpace), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// A full file system under the export: ENOSPC lets the client
+		// tell it from an I/O error (QEMU's werror=enospc pauses the VM).
 		return ENOSPC
 	}
 	return EIO

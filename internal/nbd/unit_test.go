@@ -3,7 +3,9 @@ package nbd
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"syscall"
 	"testing"
 )
 
@@ -108,6 +110,9 @@ func TestErrorCodes(t *testing.T) {
 		{ErrMisaligned, EINVAL, ErrMisaligned},
 		{ErrNotSupported, ENOTSUP, ErrNotSupported},
 		{fmt.Errorf("y: %w", ErrNoSpace), ENOSPC, ErrNoSpace},
+		// A backend's full file system: ENOSPC on the wire, not EIO.
+		{&os.PathError{Op: "write", Path: "flat.raw", Err: syscall.ENOSPC}, ENOSPC, ErrNoSpace},
+		{fmt.Errorf("quota: %w", syscall.EDQUOT), ENOSPC, ErrNoSpace},
 		{errors.New("other"), EIO, nil},
 		{&Error{Code: ESHUTDOWN}, ESHUTDOWN, nil},
 	}
