@@ -45,14 +45,17 @@ func init() {
 }
 
 type backupSummary struct {
-	ID        string  `json:"id"`
-	Disk      string  `json:"disk"`
-	Mode      string  `json:"mode"`
-	Reason    string  `json:"reason,omitempty"`
-	Parent    string  `json:"parent,omitempty"`
-	ChangeID  string  `json:"changeId"`
-	Changed   int64   `json:"changedBytes"`
-	Read      int64   `json:"readBytes"`
+	ID       string `json:"id"`
+	Disk     string `json:"disk"`
+	Mode     string `json:"mode"`
+	Reason   string `json:"reason,omitempty"`
+	Parent   string `json:"parent,omitempty"`
+	ChangeID string `json:"changeId"`
+	Changed  int64  `json:"changedBytes"`
+	Read     int64  `json:"readBytes"`
+	// Lost: bytes read again although unchanged, because the parent's
+	// chunks there are in no index file (a lost pack).
+	Lost      int64   `json:"lostBytes,omitempty"`
 	NewBytes  uint64  `json:"newBytes"`
 	Stored    uint64  `json:"storedBytes"`
 	Seconds   float64 `json:"seconds"`
@@ -116,7 +119,7 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 
 func printBackup(g globalOptions, disk string, res *backup.Result, rep transport.Report, ot repo.OpenTimes, out io.Writer) error {
 	s := backupSummary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
-		Changed: res.AreasBytes, Read: res.ReadBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds()}
+		Changed: res.AreasBytes, Read: res.ReadBytes, Lost: res.LostBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds()}
 	if res.Parent != nil {
 		s.Parent = res.Parent.ID.String()
 	}
@@ -134,6 +137,9 @@ func printBackup(g globalOptions, disk string, res *backup.Result, rep transport
 	fmt.Fprintf(out, "backup %s of %s: %s", short(s.ID), disk, s.Mode)
 	if s.Reason != "" {
 		fmt.Fprintf(out, " (%s)", s.Reason)
+	}
+	if s.Lost > 0 {
+		fmt.Fprintf(out, "\n  re-read %.1f MiB the repository had lost (the parent's packs there are gone)", float64(s.Lost)/(1<<20))
 	}
 	fmt.Fprintf(out, "\n  changed %d bytes, read %d, new %d, stored %d, %.2fs, change ID %s\n", s.Changed, s.Read, s.NewBytes, s.Stored, s.Seconds, s.ChangeID)
 	fmt.Fprintf(out, "  %s\n  steps: %s (opening the repository: unlock %s, index %s)\n", rep, strings.Join(steps, ", "),
