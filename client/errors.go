@@ -21,6 +21,11 @@ var (
 	ErrCorrupt          = errors.New("disk data failed validation")
 	ErrUnavailable      = errors.New("host unavailable")
 	ErrInternal         = errors.New("internal host error")
+	// ErrLeaseHeld: the disk is leased to another backup (the error's
+	// detail names the holder). Not ErrBusy: retrying will not help
+	// before that backup ends.
+	ErrLeaseHeld     = errors.New("disk leased to another backup")
+	ErrLeaseNotFound = errors.New("lease not found")
 )
 
 // ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound and ErrTaskNotFound.
@@ -40,6 +45,8 @@ var sentinels = map[string][]error{
 	wire.ProblemCorrupt:          {ErrCorrupt},
 	wire.ProblemUnavailable:      {ErrUnavailable},
 	wire.ProblemInternal:         {ErrInternal},
+	wire.ProblemLeaseHeld:        {ErrLeaseHeld},
+	wire.ProblemLeaseNotFound:    {ErrLeaseNotFound, ErrNotFound},
 }
 
 // Error is a problem document returned by the host.

@@ -20,6 +20,7 @@ type backupOptions struct {
 	repoOptions
 	transportOptions
 	Full        bool
+	LeaseTTL    time.Duration
 	Workers     int
 	MetricsFile string
 }
@@ -38,6 +39,8 @@ var backupCmd = &cobra.Command{
 func init() {
 	addRepoFlags(backupCmd, &backupOpts.repoOptions)
 	backupCmd.Flags().BoolVar(&backupOpts.Full, "full", false, "read every allocated area, ignoring the last restore point's change ID")
+	backupCmd.Flags().DurationVar(&backupOpts.LeaseTTL, "lease-ttl", backup.DefaultLeaseTTL,
+		"how long the disk's backup lease on the host outlives this process if it dies without releasing it (one backup of a disk at a time; a holder killed on this machine is taken over at once)")
 	backupCmd.Flags().IntVar(&backupOpts.Workers, "workers", 4, "concurrent reads")
 	backupCmd.Flags().StringVar(&backupOpts.MetricsFile, "metrics-file", "", "write each disk's outcome as Prometheus metrics to this file (for node_exporter's textfile collector), atomically")
 	addTransportFlags(backupCmd.Flags(), &backupOpts.transportOptions)
@@ -101,7 +104,7 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 		bar := newProgress(errOut, disk)
 		var rep transport.Report
 		open := transport.Opener(o.Order, env, func(r transport.Report) { rep = r })
-		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, Progress: bar.update})
+		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, LeaseTTL: o.LeaseTTL, Progress: bar.update})
 		bar.finish()
 		outs = append(outs, backupOutcome{disk: disk, res: res, at: time.Now()})
 		if err == nil {

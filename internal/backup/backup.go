@@ -94,6 +94,9 @@ type Options struct {
 	Workers int // concurrent reads, default 4
 	// Full ignores the previous restore point's change ID.
 	Full bool
+	// LeaseTTL is how long the disk's backup lease (a Leaser host's)
+	// outlives its last renewal; DefaultLeaseTTL if zero.
+	LeaseTTL time.Duration
 	// Progress, if set, is called as bytes are read (from one goroutine
 	// at a time).
 	Progress func(done, total int64)
@@ -149,6 +152,11 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", o.Disk, err)
 	}
+	ctx, unlease, err := holdLease(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", o.Disk, err)
+	}
+	defer unlease() // after the snapshot is deleted: that is the conflict
 	parent, err := LatestFor(ctx, o.Repo, o.Disk, info.UUID)
 	if err != nil {
 		return nil, err
@@ -167,6 +175,9 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	err = run(ctx, o, info, res, clock, release)
 	if derr := waitRelease(); derr != nil && err == nil {
 		err = fmt.Errorf("delete snapshot %s: %w", snap.ID, derr)
+	}
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrLeaseLost) {
+		err = fmt.Errorf("%w (%w)", cause, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", o.Disk, err)
