@@ -264,3 +264,86 @@ func TestE2EBackupLeaseAfterKill(t *testing.T) {
 	time.Sleep(2100 * time.Millisecond)
 	e.must(t, "backup", "vm")
 }
+
+// mountTmpfs mounts a tmpfs of size at a new directory, unmounted when
+// the test ends.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// TestE2ERepositoryFull (issue 15, "also try"): a repository on a 32 MiB
+// filesystem holding a point of 8 MiB, and 88 MiB more random data on the
+// disk: the incremental fails cleanly (exit 1 naming the full filesystem;
+// no new point, pack, temporary file, lock or snapshot left; check clean;
+// the first point restores); once the filesystem has room again the next
+// backup succeeds and restores.
+func TestE2ERepositoryFull(t *testing.T) {
+	mnt := mountTmpfs(t, "32m")
+	e := newE2E(t, true)
+	dir := filepath.Join(mnt, "repo")
+	be, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(context.Background(), be, "correct horse", repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	e.repo = dir
+	e.env = append(e.env, "BLOCKWISE_REPO="+dir)
+	rng := rand.New(rand.NewPCG(seed(t), 9))
+	e.must(t, "disk", "create", "vm", "--size", "96M")
+	data := make([]byte, 96<<20)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	// A first point that fits, then more than the room left.
+	e.apply(t, "vm", []write{{off: 0, n: 8 << 20, srcBytes: data[:8<<20]}})
+	ref0 := filepath.Join(t.TempDir(), "ref0.raw")
+	e.reference(t, "vm", ref0)
+	first := e.backupJSON(t, "vm")
+	packs := e.count(t, "data")
+	e.apply(t, "vm", []write{{off: 8 << 20, n: int64(len(data)) - 8<<20, srcBytes: data[8<<20:]}})
+	ref := filepath.Join(t.TempDir(), "ref.raw")
+	e.reference(t, "vm", ref)
+
+	out, code := e.run(t, "backup", "vm")
+	t.Logf("backup into a full repository: exit %d: %s", code, out)
+	if code == 0 || !strings.Contains(out, "no space left on device") {
+		t.Fatalf("backup into a full repository: exit %d: %s", code, out)
+	}
+	if rows := e.points(t); len(rows) != 1 {
+		t.Fatalf("a failed backup committed: %d points", len(rows))
+	}
+	if n := e.count(t, "data"); n != packs || e.count(t, "tmp") != 0 {
+		t.Fatalf("the failed backup left packs or temporary files: %d packs (%d before), %d in tmp", n, packs, e.count(t, "tmp"))
+	}
+	if n := e.staleLocks(t); n != 0 {
+		t.Fatalf("the failed backup left %d locks", n)
+	}
+	if snaps := e.hostSnapshots(t, "vm"); len(snaps) != 0 {
+		t.Fatalf("the failed backup left snapshots %+v", snaps)
+	}
+	if out, code := e.run(t, "check", "--read-data"); code != 0 {
+		t.Fatalf("check after the full filesystem: exit %d: %s", code, out)
+	}
+	e.restoreEquals(t, first.ID, ref0)
+	if out, err := exec.Command("mount", "-o", "remount,size=256m", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v: %s", err, out)
+	}
+	s := e.backupJSON(t, "vm")
+	if s.Mode != "incremental" || s.Parent != first.ID {
+		t.Fatalf("backup after freeing space: %+v", s)
+	}
+	e.restoreEquals(t, s.ID, ref)
+}
