@@ -143,6 +143,8 @@ const (
 	ProblemNoSpace          = "no-space" // 507: the datastore is full; retry once space is freed
 	ProblemUnavailable      = "unavailable"
 	ProblemInternal         = "internal"
+	ProblemLeaseHeld        = "lease-held"
+	ProblemLeaseNotFound    = "lease-not-found"
 )
 
 // ProblemContentType is the media type of problem documents.
@@ -163,4 +165,25 @@ type Attachment struct {
 	Socket string `json:"socket"`
 	Export string `json:"export"`
 	URI    string `json:"uri"`
+}
+
+// Lease lends a disk to one holder (a backup) until it is released or
+// expires: POST /v1/disks/{disk}/lease takes it (409 lease-held, naming
+// the holder, while another holds it), PUT .../lease/{id} renews it,
+// DELETE .../lease/{id} releases it.
+type Lease struct {
+	ID       string    `json:"id"`
+	Disk     string    `json:"disk"`
+	Holder   string    `json:"holder"`
+	Acquired time.Time `json:"acquired"`
+	Expires  time.Time `json:"expires"`
+}
+
+// LeaseRequest takes or renews a lease for TTLMillis (bounded to
+// [100 ms, 1 h]). Replace names a lease whose holder the caller knows to
+// be gone (a killed process of its own host): it is taken over.
+type LeaseRequest struct {
+	Holder    string `json:"holder,omitempty"`
+	TTLMillis int64  `json:"ttlMillis"`
+	Replace   string `json:"replace,omitempty"`
 }

@@ -22,6 +22,11 @@ var (
 	ErrNoSpace          = errors.New("no space left in the datastore") // 507; retry once space is freed
 	ErrUnavailable      = errors.New("host unavailable")
 	ErrInternal         = errors.New("internal host error")
+	// ErrLeaseHeld: the disk is leased to another backup (the error's
+	// detail names the holder). Not ErrBusy: retrying will not help
+	// before that backup ends.
+	ErrLeaseHeld     = errors.New("disk leased to another backup")
+	ErrLeaseNotFound = errors.New("lease not found")
 )
 
 // ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound and ErrTaskNotFound.
@@ -42,6 +47,8 @@ var sentinels = map[string][]error{
 	wire.ProblemNoSpace:          {ErrNoSpace},
 	wire.ProblemUnavailable:      {ErrUnavailable},
 	wire.ProblemInternal:         {ErrInternal},
+	wire.ProblemLeaseHeld:        {ErrLeaseHeld},
+	wire.ProblemLeaseNotFound:    {ErrLeaseNotFound, ErrNotFound},
 }
 
 // Error is a problem document returned by the host.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"time"
 
 	wire "github.com/blockwise/blockwise/api"
 )
@@ -144,4 +145,31 @@ func (c *Client) WaitTask(ctx context.Context, id string) (*Task, error) {
 func (c *Client) OpenAPI(ctx context.Context) ([]byte, error) {
 	var out json.RawMessage
 	return out, c.do(ctx, "GET", "/v1/openapi.json", nil, &out)
+}
+
+// CurrentLease is the disk's unexpired lease (ErrLeaseNotFound if none).
+func (c *Client) CurrentLease(ctx context.Context, diskName string) (*Lease, error) {
+	var out Lease
+	return &out, c.do(ctx, "GET", "/v1/disks/"+esc(diskName)+"/lease", nil, &out)
+}
+
+// AcquireLease leases the disk to holder for ttl; ErrLeaseHeld while
+// another holds it, unless replace is that lease's ID.
+func (c *Client) AcquireLease(ctx context.Context, diskName, holder string, ttl time.Duration, replace string) (*Lease, error) {
+	var out Lease
+	req := wire.LeaseRequest{Holder: holder, TTLMillis: ttl.Milliseconds(), Replace: replace}
+	return &out, c.do(ctx, "POST", "/v1/disks/"+esc(diskName)+"/lease", req, &out)
+}
+
+// RenewLease extends a lease to ttl from now; ErrLeaseNotFound once it
+// expired and was taken, or was released.
+func (c *Client) RenewLease(ctx context.Context, diskName, id string, ttl time.Duration) (*Lease, error) {
+	var out Lease
+	req := wire.LeaseRequest{TTLMillis: ttl.Milliseconds()}
+	return &out, c.do(ctx, "PUT", "/v1/disks/"+esc(diskName)+"/lease/"+esc(id), req, &out)
+}
+
+// ReleaseLease ends a lease.
+func (c *Client) ReleaseLease(ctx context.Context, diskName, id string) error {
+	return c.do(ctx, "DELETE", "/v1/disks/"+esc(diskName)+"/lease/"+esc(id), nil, nil)
 }

@@ -8,6 +8,7 @@ type (
 	CBT               = wire.CBT
 	Consolidation     = wire.Consolidation
 	Snapshot          = wire.Snapshot
+	Lease             = wire.Lease
 	Area              = wire.Area
 	ChangedAreas      = wire.ChangedAreas
 	Exports           = wire.Exports

@@ -20,6 +20,7 @@ type backupOptions struct {
 	repoOptions
 	transportOptions
 	Full        bool
+	LeaseTTL    time.Duration
 	Workers     int
 	MetricsFile string
 }
@@ -38,6 +39,8 @@ var backupCmd = &cobra.Command{
 func init() {
 	addRepoFlags(backupCmd, &backupOpts.repoOptions)
 	backupCmd.Flags().BoolVar(&backupOpts.Full, "full", false, "read every allocated area, ignoring the last restore point's change ID")
+	backupCmd.Flags().DurationVar(&backupOpts.LeaseTTL, "lease-ttl", backup.DefaultLeaseTTL,
+		"how long the disk's backup lease on the host outlives this process if it dies without releasing it (one backup of a disk at a time; a holder killed on this machine is taken over at once)")
 	backupCmd.Flags().IntVar(&backupOpts.Workers, "workers", 4, "concurrent reads")
 	backupCmd.Flags().StringVar(&backupOpts.MetricsFile, "metrics-file", "", "write each disk's outcome as Prometheus metrics to this file (for node_exporter's textfile collector), atomically")
 	addTransportFlags(backupCmd.Flags(), &backupOpts.transportOptions)
@@ -45,14 +48,17 @@ func init() {
 }
 
 type backupSummary struct {
-	ID        string  `json:"id"`
-	Disk      string  `json:"disk"`
-	Mode      string  `json:"mode"`
-	Reason    string  `json:"reason,omitempty"`
-	Parent    string  `json:"parent,omitempty"`
-	ChangeID  string  `json:"changeId"`
-	Changed   int64   `json:"changedBytes"`
-	Read      int64   `json:"readBytes"`
+	ID       string `json:"id"`
+	Disk     string `json:"disk"`
+	Mode     string `json:"mode"`
+	Reason   string `json:"reason,omitempty"`
+	Parent   string `json:"parent,omitempty"`
+	ChangeID string `json:"changeId"`
+	Changed  int64  `json:"changedBytes"`
+	Read     int64  `json:"readBytes"`
+	// Lost: bytes read again although unchanged, because the parent's
+	// chunks there are in no index file (a lost pack).
+	Lost      int64   `json:"lostBytes,omitempty"`
 	NewBytes  uint64  `json:"newBytes"`
 	Stored    uint64  `json:"storedBytes"`
 	Seconds   float64 `json:"seconds"`
@@ -98,7 +104,7 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 		bar := newProgress(errOut, disk)
 		var rep transport.Report
 		open := transport.Opener(o.Order, env, func(r transport.Report) { rep = r })
-		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, Progress: bar.update})
+		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, LeaseTTL: o.LeaseTTL, Progress: bar.update})
 		bar.finish()
 		outs = append(outs, backupOutcome{disk: disk, res: res, at: time.Now()})
 		if err == nil {
@@ -116,7 +122,7 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 
 func printBackup(g globalOptions, disk string, res *backup.Result, rep transport.Report, ot repo.OpenTimes, out io.Writer) error {
 	s := backupSummary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
-		Changed: res.AreasBytes, Read: res.ReadBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds()}
+		Changed: res.AreasBytes, Read: res.ReadBytes, Lost: res.LostBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds()}
 	if res.Parent != nil {
 		s.Parent = res.Parent.ID.String()
 	}
@@ -134,6 +140,9 @@ func printBackup(g globalOptions, disk string, res *backup.Result, rep transport
 	fmt.Fprintf(out, "backup %s of %s: %s", short(s.ID), disk, s.Mode)
 	if s.Reason != "" {
 		fmt.Fprintf(out, " (%s)", s.Reason)
+	}
+	if s.Lost > 0 {
+		fmt.Fprintf(out, "\n  re-read %.1f MiB the repository had lost (the parent's packs there are gone)", float64(s.Lost)/(1<<20))
 	}
 	fmt.Fprintf(out, "\n  changed %d bytes, read %d, new %d, stored %d, %.2fs, change ID %s\n", s.Changed, s.Read, s.NewBytes, s.Stored, s.Seconds, s.ChangeID)
 	fmt.Fprintf(out, "  %s\n  steps: %s (opening the repository: unlock %s, index %s)\n", rep, strings.Join(steps, ", "),

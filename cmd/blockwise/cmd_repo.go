@@ -135,7 +135,7 @@ func checkRepo(ctx context.Context, o checkOptions, co repo.CheckOptions, out io
 	fmt.Fprintf(out, "%d packs (%d read), %d restore points checked, %d errors, %d warnings\n",
 		res.Packs, res.PacksRead, res.Manifests, len(res.Errors), len(res.Warnings))
 	if slices.ContainsFunc(res.Errors, indexDamage) {
-		fmt.Fprintln(out, "The index is damaged or incomplete: 'blockwise repair index' rebuilds it from the packs.")
+		fmt.Fprintln(out, incompleteHint)
 	}
 	if len(res.Errors) > 0 {
 		return res, fmt.Errorf("%w: %d", errCheckFailed, len(res.Errors))
@@ -236,6 +236,16 @@ func init() {
 	repoUnlockCmd.Flags().BoolVar(&unlockAll, "remove-all", false, "remove every lock, live ones too")
 	repoCmd.AddCommand(repoUnlockCmd)
 }
+
+// incompleteHint is the way out of an incomplete index, both halves: a
+// lost index file is rebuilt by repair index, but what a lost pack held
+// is gone, so after repair index reported missing or damaged packs only a
+// new backup (which reads such areas again) and forgetting the damaged
+// points end the errors.
+const incompleteHint = "the repository's index is damaged or incomplete: 'blockwise repair index' rebuilds it from the packs. " +
+	"If repair index already ran and reported missing or damaged packs, their data is gone: " +
+	"'blockwise backup DISK' reads it again from the disk into a new point (or 'blockwise backup --full DISK' reads everything), " +
+	"then 'blockwise forget' the points check still reports, and 'blockwise prune' runs again"
 
 // indexDamage: an error that repair index can fix (a damaged index file,
 // or blobs no index file names).

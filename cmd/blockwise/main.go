@@ -48,7 +48,7 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "blockwise:", err)
 		if errors.Is(err, repo.ErrIncomplete) && !errors.Is(err, errCheckFailed) {
-			fmt.Fprintln(os.Stderr, "blockwise: the repository's index is damaged or incomplete: 'blockwise repair index' rebuilds it from the packs")
+			fmt.Fprintln(os.Stderr, "blockwise: "+incompleteHint)
 		}
 		pprof.StopCPUProfile()
 		os.Exit(exitCode(err))

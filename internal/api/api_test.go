@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/client"
@@ -273,5 +274,45 @@ func TestConcurrentSnapshots(t *testing.T) {
 	}
 	if err != nil || len(snaps) != n || len(seen) != n {
 		t.Fatalf("snapshots %+v %v", snaps, err)
+	}
+}
+
+// TestLeaseAPI: the disk lease through the client: a second holder gets
+// 409 lease-held naming the first; renew, release, and a lease gone is
+// lease-not-found.
+func TestLeaseAPI(t *testing.T) {
+	e := apitest.Start(t)
+	c, ctx := e.Client, context.Background()
+	if _, err := c.CreateDisk(ctx, client.CreateDiskRequest{Name: "vm", Size: mib}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.AcquireLease(ctx, "vm", "blockwise backup host=h1 pid=7", time.Minute, "")
+	if err != nil || a.ID == "" || a.Holder != "blockwise backup host=h1 pid=7" || !a.Expires.After(a.Acquired) {
+		t.Fatalf("acquire: %+v, %v", a, err)
+	}
+	_, err = c.AcquireLease(ctx, "vm", "other", time.Minute, "")
+	var pe *client.Error
+	if !errors.Is(err, client.ErrLeaseHeld) || errors.Is(err, client.ErrBusy) || !errors.As(err, &pe) || pe.Status != 409 || !strings.Contains(pe.Detail, "host=h1 pid=7") {
+		t.Fatalf("second holder: %v", err)
+	}
+	if cur, err := c.CurrentLease(ctx, "vm"); err != nil || cur.ID != a.ID {
+		t.Fatalf("current: %+v, %v", cur, err)
+	}
+	if _, err := c.RenewLease(ctx, "vm", a.ID, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{`{"holder":"x","ttlMillis":1}`, `{"ttlMillis":1000}`, `{"holder":"x","ttlMillis":1000,"extra":1}`} {
+		if code := raw(t, e, "POST", "/v1/disks/vm/lease", bad, nil); code != 400 {
+			t.Fatalf("POST lease %s: %d", bad, code)
+		}
+	}
+	if err := c.ReleaseLease(ctx, "vm", a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RenewLease(ctx, "vm", a.ID, time.Minute); !errors.Is(err, client.ErrLeaseNotFound) {
+		t.Fatalf("renew after release: %v", err)
+	}
+	if _, err := c.CurrentLease(ctx, "vm"); !errors.Is(err, client.ErrLeaseNotFound) {
+		t.Fatalf("current after release: %v", err)
 	}
 }

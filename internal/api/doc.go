@@ -10,4 +10,8 @@
 // Long operations (snapshot consolidation) are tasks kept in a registry
 // so a client can poll or long-poll them by ID; the engine's disk.Task
 // gives progress and the result.
+//
+// Disk leases (/v1/disks/{disk}/lease) are kept by internal/host in
+// memory: one holder per disk, expiring unless renewed, so a backup killed
+// without releasing its lease blocks the disk at most for its TTL.
 package api

@@ -38,6 +38,8 @@ var titles = map[string]string{
 	wire.ProblemNoSpace:          "no space left in the datastore",
 	wire.ProblemUnavailable:      "host shutting down",
 	wire.ProblemInternal:         "internal error",
+	wire.ProblemLeaseHeld:        "disk leased to another backup",
+	wire.ProblemLeaseNotFound:    "lease not found",
 }
 
 // what says which object an engine ErrNotFound or ErrExists is about.
@@ -60,6 +62,10 @@ func toProblem(err error, w what) wire.Problem {
 
 func classify(err error, w what) (int, string) {
 	switch {
+	case errors.Is(err, host.ErrLeaseHeld):
+		return http.StatusConflict, wire.ProblemLeaseHeld
+	case errors.Is(err, host.ErrLeaseNotFound):
+		return http.StatusNotFound, wire.ProblemLeaseNotFound
 	case errors.Is(err, disk.ErrNotFound) && w == aboutSnapshot:
 		return http.StatusNotFound, wire.ProblemSnapshotNotFound
 	case errors.Is(err, disk.ErrNotFound):

@@ -1,11 +1,13 @@
 package backup
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -92,6 +94,9 @@ type Options struct {
 	Workers int // concurrent reads, default 4
 	// Full ignores the previous restore point's change ID.
 	Full bool
+	// LeaseTTL is how long the disk's backup lease (a Leaser host's)
+	// outlives its last renewal; DefaultLeaseTTL if zero.
+	LeaseTTL time.Duration
 	// Progress, if set, is called as bytes are read (from one goroutine
 	// at a time).
 	Progress func(done, total int64)
@@ -105,8 +110,12 @@ type Result struct {
 	Reason     string         // why a backup is full
 	Snapshot   Snapshot
 	AreasBytes int64 // bytes CBT reported changed (or allocated)
-	ReadBytes  int64 // bytes read through the source
-	Duration   time.Duration
+	// LostBytes were unchanged since the parent but read again: the
+	// parent's chunks there are in no index file (their pack was lost,
+	// and repair index dropped them).
+	LostBytes int64
+	ReadBytes int64 // bytes read through the source
+	Duration  time.Duration
 	// Phases is where Duration went, in order: "prepare" (parent lookup,
 	// stale snapshots), "snapshot", "changes" (QueryChangedAreas),
 	// "copy" (read, hash, compress, encrypt, store), "commit" and
@@ -143,6 +152,11 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", o.Disk, err)
 	}
+	ctx, unlease, err := holdLease(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", o.Disk, err)
+	}
+	defer unlease() // after the snapshot is deleted: that is the conflict
 	parent, err := LatestFor(ctx, o.Repo, o.Disk, info.UUID)
 	if err != nil {
 		return nil, err
@@ -161,6 +175,9 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	err = run(ctx, o, info, res, clock, release)
 	if derr := waitRelease(); derr != nil && err == nil {
 		err = fmt.Errorf("delete snapshot %s: %w", snap.ID, derr)
+	}
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrLeaseLost) {
+		err = fmt.Errorf("%w (%w)", cause, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", o.Disk, err)
@@ -212,6 +229,11 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 		w.VerifyBeforeIndex(l.Verify)
 	}
 	cs := int64(o.Repo.Config().ChunkSize)
+	if areas, err = addLost(ctx, w, areas, cs, res); err != nil {
+		src.Close()
+		w.Abort(context.WithoutCancel(ctx))
+		return err
+	}
 	cp := copier{src: src, w: w, chunk: cs, size: res.Snapshot.Size, workers: o.Workers, progress: o.Progress}
 	err = cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes)
 	// Every lent run has been verified by now, and the snapshot is about
@@ -227,6 +249,32 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 	res.Manifest, err = w.Commit(ctx)
 	clock.mark("commit")
 	return err
+}
+
+// addLost adds to the areas to read those of the parent's slots whose
+// blobs no index file holds (a lost pack): re-read from the disk, they
+// are stored anew, and the new point restores whole. The writer refuses
+// to commit a slot left unread (repo.ErrIncomplete).
+func addLost(ctx context.Context, w *repo.SnapshotWriter, areas []Area, chunk int64, res *Result) ([]Area, error) {
+	lost, err := w.ParentLost(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("look for blobs the repository lost: %w", err)
+	}
+	if len(lost) == 0 {
+		return areas, nil
+	}
+	size := res.Snapshot.Size
+	for _, r := range lost {
+		start := int64(r.First) * chunk
+		if start >= size {
+			break
+		}
+		a := Area{start, min(int64(r.N)*chunk, size-start)}
+		res.LostBytes += a.Length
+		areas = append(areas, a)
+	}
+	slices.SortFunc(areas, func(a, b Area) int { return cmp.Compare(a.Start, b.Start) })
+	return areas, nil
 }
 
 // changedAreas asks the host what to read, falling back to a full read of

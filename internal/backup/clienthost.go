@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/nbd"
@@ -23,6 +24,10 @@ func hostErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrChangeIDInvalid, err)
 	case errors.Is(err, client.ErrBusy):
 		return fmt.Errorf("%w: %w", ErrBusy, err)
+	case errors.Is(err, client.ErrLeaseHeld):
+		return fmt.Errorf("%w: %w", ErrLeaseHeld, err)
+	case errors.Is(err, client.ErrLeaseNotFound):
+		return fmt.Errorf("%w: %w", ErrLeaseLost, err)
 	}
 	return err
 }
@@ -103,4 +108,33 @@ func (h ClientHost) OpenNBD(ctx context.Context, name, snap string) (Source, err
 		errs = append(errs, fmt.Errorf("%s: %w", uri, err))
 	}
 	return nil, fmt.Errorf("no export of %s@%s reachable: %w", name, snap, errors.Join(errs...))
+}
+
+// AcquireLease implements Leaser.
+func (h ClientHost) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration, replace string) (Lease, error) {
+	l, err := h.C.AcquireLease(ctx, name, holder, ttl, replace)
+	if err != nil {
+		return Lease{}, hostErr(err)
+	}
+	return Lease{ID: l.ID, Holder: l.Holder, Acquired: l.Acquired, Expires: l.Expires}, nil
+}
+
+// CurrentLease implements Leaser.
+func (h ClientHost) CurrentLease(ctx context.Context, name string) (Lease, error) {
+	l, err := h.C.CurrentLease(ctx, name)
+	if err != nil {
+		return Lease{}, hostErr(err)
+	}
+	return Lease{ID: l.ID, Holder: l.Holder, Acquired: l.Acquired, Expires: l.Expires}, nil
+}
+
+// RenewLease implements Leaser.
+func (h ClientHost) RenewLease(ctx context.Context, name, id string, ttl time.Duration) error {
+	_, err := h.C.RenewLease(ctx, name, id, ttl)
+	return hostErr(err)
+}
+
+// ReleaseLease implements Leaser.
+func (h ClientHost) ReleaseLease(ctx context.Context, name, id string) error {
+	return hostErr(h.C.ReleaseLease(ctx, name, id))
 }

@@ -23,15 +23,23 @@
 //     where CBT says the disk changed since the point's change ID
 //     (VMware's quick rollback); refused for another disk or when CBT
 //     cannot answer.
+//   - lease: a Leaser host lends a disk to one backup at a time (two would
+//     consolidate their snapshots under each other's readers); the second
+//     fails with ErrLeaseHeld naming the holder. Renewed every third of its
+//     TTL, released at the end; a holder of this machine whose process is
+//     gone is taken over at once.
+//   - lost slots: the parent's slots whose blobs no index file holds (a
+//     pack lost, then repair index): read again like changed ones
+//     (repo.SnapshotWriter.ParentLost), never carried over.
 //   - point export: a restore point served read-only over NBD straight
 //     from the repository (PointExport), for instant recovery: chunks are
 //     loaded and verified per request, zero slots are holes.
 //
-// Flow of Run: snapshot → changed areas since the change ID of the disk's
+// Flow of Run: lease → snapshot → changed areas since the change ID of the disk's
 // last restore point in this repository ("*" for the first, or when the
 // host says the ID is invalid: a full read of allocated areas, and the
 // result says why) → read the planned slots through the Source with
-// bounded workers → PutChunk → Commit (the manifest is written last).
+// bounded workers, with the parent's lost slots → PutChunk → Commit (the manifest is written last).
 // The snapshot is deleted whatever happens: from the moment the last read
 // is done, in the background while Commit runs (it is not needed after
 // that), and Run waits for the deletion before it returns.

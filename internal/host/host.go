@@ -19,6 +19,7 @@ type Host struct {
 		disks  map[string]*disk.Disk
 		refs   map[string]int // open NBD exports by disk
 		io     map[string]*ioCounters
+		leases map[string]Lease // by disk (lease.go)
 		closed bool
 	}
 }
@@ -32,6 +33,7 @@ func New(ds *disk.Datastore) *Host {
 	h.mu.disks = map[string]*disk.Disk{}
 	h.mu.refs = map[string]int{}
 	h.mu.io = map[string]*ioCounters{}
+	h.mu.leases = map[string]Lease{}
 	return h
 }
 

@@ -170,7 +170,7 @@ func (r *Repository) sweep(ctx context.Context, used blobSet, dryRun bool) (*Pru
 	// A live blob no index names sits in a pack that looks orphaned (an
 	// index file was lost): deleting now would destroy it for good.
 	if n := used.unindexed(); n > 0 {
-		return nil, fmt.Errorf("repo: prune: %d blob(s) in use are in no index file; nothing was removed (run repair index): %w", n, ErrIncomplete)
+		return nil, fmt.Errorf("repo: prune: %d blob(s) in use are in no index file; nothing was removed (run repair index; if it reports missing packs, back up again and forget the points check reports): %w", n, ErrIncomplete)
 	}
 	sizes, stray, err := r.packSizes(ctx)
 	if err != nil {

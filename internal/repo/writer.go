@@ -37,8 +37,11 @@ type SnapshotWriter struct {
 	stored  map[uint64]ID // pages stored early by Done, by page number
 	doneTo  uint64        // pages below this one are final (Done)
 
-	tailWritten atomic.Bool  // the caller sent the last slot itself
-	verify      func() error // VerifyBeforeIndex's check; under mu
+	tailWritten atomic.Bool // the caller sent the last slot itself
+	// parentOK is set once ParentLost walked the parent: the pages with
+	// lost slots; others are reused by ID unchecked (checkInherited).
+	parentOK map[uint64]bool
+	verify   func() error // VerifyBeforeIndex's check; under mu
 }
 
 // indexEvery is how many packs (~1 GiB stored) a writer gathers before it
@@ -269,7 +272,7 @@ func (w *SnapshotWriter) Done(ctx context.Context, slot uint64) error {
 		w.mu.Lock()
 		pg := w.pages[pi]
 		w.mu.Unlock()
-		id, err := w.storePage(ctx, pg)
+		id, err := w.storePage(ctx, pi, pg)
 		if err != nil {
 			return w.fail(err)
 		}
@@ -290,11 +293,18 @@ func (w *SnapshotWriter) basePage(ctx context.Context, pi uint64) ([]ID, error) 
 	if p == nil || pi >= uint64(len(p.Pages)) || p.Pages[pi].IsZero() {
 		return pg, nil
 	}
+	if !w.r.idx.has(BlobPage, p.Pages[pi]) { // lost with its pack: every slot
+		for s := range min(len(pg), p.pageLen(pi)) {
+			pg[s] = lostID
+		}
+		return pg, nil
+	}
 	old, err := w.r.loadPage(ctx, w.r.idx, p, pi)
 	if err != nil {
 		return nil, err
 	}
 	copy(pg, old)
+	w.markLost(pg)
 	return pg, nil
 }
 
@@ -393,7 +403,7 @@ func (w *SnapshotWriter) trimTail(ctx context.Context) error {
 	}
 	ps := uint64(w.r.cfg.PageSlots)
 	pg, err := w.page(ctx, last/ps)
-	if err != nil || pg[last%ps].IsZero() {
+	if err != nil || pg[last%ps].IsZero() || pg[last%ps] == lostID { // lost: storePage reports it
 		return err
 	}
 	data, err := w.r.loadBlobFrom(ctx, w.r.idx, BlobChunk, pg[last%ps])
@@ -413,8 +423,12 @@ func (w *SnapshotWriter) writePages(ctx context.Context) ([]ID, error) {
 			continue
 		}
 		p := w.parent
-		reuse := p != nil && pi < uint64(len(p.Pages)) && p.pageLen(pi) == w.pageLen(pi)
+		reuse := p != nil && pi < uint64(len(p.Pages)) && p.pageLen(pi) == w.pageLen(pi) &&
+			(p.Pages[pi].IsZero() || w.r.idx.has(BlobPage, p.Pages[pi]))
 		if !w.dirty[pi] && reuse {
+			if err := w.checkInherited(ctx, pi); err != nil {
+				return nil, err
+			}
 			roots[pi] = p.Pages[pi]
 			continue
 		}
@@ -426,7 +440,7 @@ func (w *SnapshotWriter) writePages(ctx context.Context) ([]ID, error) {
 			}
 		}
 		var err error
-		if roots[pi], err = w.storePage(ctx, pg); err != nil {
+		if roots[pi], err = w.storePage(ctx, pi, pg); err != nil {
 			return nil, err
 		}
 	}
@@ -435,7 +449,10 @@ func (w *SnapshotWriter) writePages(ctx context.Context) ([]ID, error) {
 
 // storePage stores a page; an all-zero page gets the zero ID and no blob,
 // so a large empty disk costs almost nothing.
-func (w *SnapshotWriter) storePage(ctx context.Context, pg []ID) (ID, error) {
+func (w *SnapshotWriter) storePage(ctx context.Context, pi uint64, pg []ID) (ID, error) {
+	if err := checkPage(pi, w.r.cfg.PageSlots, pg); err != nil {
+		return zeroID, err
+	}
 	if !slices.ContainsFunc(pg, func(id ID) bool { return !id.IsZero() }) {
 		return zeroID, nil
 	}

@@ -1,0 +1,76 @@
+package host
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blockwise/blockwise/internal/disk"
+)
+
+// TestLease: one holder at a time, naming the holder to the refused;
+// renewals, release, expiry and takeover by ID.
+func TestLease(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.h.Create("vm", 1<<20, disk.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.h.AcquireLease("nope", "x", time.Second, ""); !errors.Is(err, disk.ErrNotFound) {
+		t.Fatalf("lease of a missing disk: %v", err)
+	}
+	a, err := e.h.AcquireLease("vm", "backup A", 300*time.Millisecond, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		do   func() error
+		want error
+	}{
+		{"second holder refused", func() error {
+			_, err := e.h.AcquireLease("vm", "backup B", time.Second, "")
+			if err != nil && !strings.Contains(err.Error(), `"backup A" since`) {
+				t.Errorf("refusal does not name the holder: %v", err)
+			}
+			return err
+		}, ErrLeaseHeld},
+		{"wrong replace refused", func() error { _, err := e.h.AcquireLease("vm", "B", time.Second, "other"); return err }, ErrLeaseHeld},
+		{"renew", func() error { _, err := e.h.RenewLease("vm", a.ID, 300*time.Millisecond); return err }, nil},
+		{"current", func() error {
+			l, err := e.h.CurrentLease("vm")
+			if err == nil && l.Holder != "backup A" {
+				t.Errorf("current lease %+v", l)
+			}
+			return err
+		}, nil},
+		{"renew a stranger's", func() error { _, err := e.h.RenewLease("vm", "other", time.Second); return err }, ErrLeaseNotFound},
+		{"expired: free", func() error {
+			time.Sleep(400 * time.Millisecond)
+			if _, err := e.h.CurrentLease("vm"); !errors.Is(err, ErrLeaseNotFound) {
+				t.Errorf("expired lease still current: %v", err)
+			}
+			b, err := e.h.AcquireLease("vm", "backup B", time.Minute, "")
+			if err == nil {
+				a = b
+			}
+			return err
+		}, nil},
+		{"renew after losing it", func() error { _, err := e.h.RenewLease("vm", "x", time.Second); return err }, ErrLeaseNotFound},
+		{"take over by ID", func() error {
+			c, err := e.h.AcquireLease("vm", "backup C", time.Minute, a.ID)
+			if err == nil {
+				a = c
+			}
+			return err
+		}, nil},
+		{"release", func() error { return e.h.ReleaseLease("vm", a.ID) }, nil},
+		{"release twice", func() error { return e.h.ReleaseLease("vm", a.ID) }, ErrLeaseNotFound},
+		{"free again", func() error { _, err := e.h.AcquireLease("vm", "D", time.Second, ""); return err }, nil},
+	}
+	for _, s := range steps {
+		if err := s.do(); !errors.Is(err, s.want) || (s.want == nil && err != nil) {
+			t.Fatalf("%s: %v, want %v", s.name, err, s.want)
+		}
+	}
+}
