@@ -63,7 +63,7 @@ func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 	chain := append(append([]*layer(nil), d.chain...), nl)
 	if err := d.checkpoint(m, chain, d.tracker != nil); err != nil {
 		nl.f.Close()
-		os.Remove(nl.f.Name()) // not committed: the disk is as it was
+		d.fs.Remove(nl.f.Name()) // not committed: the disk is as it was
 		return SnapshotInfo{}, err
 	}
 	return d.snapInfo(s), nil
@@ -72,7 +72,7 @@ func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 // newDelta creates an empty delta file of the disk's size.
 func (d *Disk) newDelta(id uint64) (*layer, error) {
 	p := filepath.Join(d.dir, deltaName(id))
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := d.fs.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,7 @@
 package disk
 
 import (
-	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // pendingWrite coalesces consecutive direct writes to one layer.
@@ -133,9 +133,9 @@ func (d *Disk) Trim(off, n int64) error { return d.Zero(off, n, true) }
 func (d *Disk) zeroFlat(l *layer, off, n int64, punch bool) error {
 	var err error
 	if punch {
-		err = fsutil.PunchHole(l.f, off, n)
+		err = vfs.PunchHole(l.f, off, n)
 	} else {
-		err = fsutil.ZeroRange(l.f, off, n)
+		err = vfs.ZeroRange(l.f, off, n)
 	}
 	l.written.Store(true)
 	return err
@@ -166,7 +166,7 @@ func (d *Disk) zeroGrains(g0, g1 uint64, punch bool) error {
 			}
 			continue
 		}
-		if err := fsutil.PunchHole(l.f, a, b-a); err != nil {
+		if err := vfs.PunchHole(l.f, a, b-a); err != nil {
 			return err
 		}
 		l.written.Store(true)
