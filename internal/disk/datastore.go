@@ -64,7 +64,9 @@ type dsMeta struct {
 // OpenDatastore opens dir, creating it and its identity on first use.
 func OpenDatastore(dir string, opts ...DatastoreOption) (*Datastore, error) {
 	fsys := fsOf(opts)
-	if err := fsys.MkdirAll(dir, 0o700); err != nil {
+	// Synced into its parent: else a power loss could take the datastore
+	// (and its identity) away though its files were synced.
+	if err := vfs.MkdirAllSync(fsys, dir, 0o700); err != nil {
 		return nil, err
 	}
 	p := filepath.Join(dir, dsMetaName)

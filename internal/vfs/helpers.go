@@ -168,3 +168,26 @@ func MapRead(f File, off, n int64) (*fsutil.Mapping, error) {
 	}
 	return nil, nil
 }
+
+// MkdirAllSync is MkdirAll that also makes each directory it creates
+// durable, by syncing the directory that holds it: a directory created by
+// MkdirAll alone may vanish in a power loss with everything in it, though
+// its files were synced.
+func MkdirAllSync(fsys FS, dir string, perm fs.FileMode) error {
+	var made []string
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		if _, err := fsys.Stat(p); err == nil || !errors.Is(err, fs.ErrNotExist) || p == filepath.Dir(p) {
+			break
+		}
+		made = append(made, p)
+	}
+	if err := fsys.MkdirAll(dir, perm); err != nil {
+		return err
+	}
+	for _, p := range made { // deepest first; each parent exists now
+		if err := SyncDir(fsys, filepath.Dir(p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
