@@ -22,6 +22,11 @@ type PointExport struct {
 	OnError func(off int64, err error)
 }
 
+var (
+	_ nbd.Export = (*PointExport)(nil)
+	_ Source     = (*PointExport)(nil)
+)
+
 // NewPointExport serves the image im.
 func NewPointExport(im *repo.Image) *PointExport {
 	return &PointExport{im: im, cs: int64(im.ChunkSize())}
@@ -125,6 +130,8 @@ func (e *PointExport) BlockStatus(ctx context.Context, name string, off, length 
 type PointExporter struct {
 	Export *PointExport
 }
+
+var _ nbd.Exporter = (*PointExporter)(nil)
 
 func (x PointExporter) Open(_ context.Context, name string) (nbd.Export, error) {
 	if name != "" && name != x.Export.im.Manifest().ID.String() && name != x.Export.im.Manifest().ID.Short() {

@@ -3,6 +3,7 @@ package disk
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -42,6 +43,8 @@ type DirectSnapshot struct {
 	mu   sync.Mutex
 	meta os.FileInfo // disk.meta as last verified
 }
+
+var _ io.ReaderAt = (*DirectSnapshot)(nil)
 
 // DatastoreID reads the identity of the datastore in dir without creating
 // anything (OpenDatastore would initialise an empty directory).

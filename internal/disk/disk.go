@@ -66,6 +66,11 @@ type Disk struct {
 	}
 }
 
+var (
+	_ io.ReaderAt = (*Disk)(nil)
+	_ io.WriterAt = (*Disk)(nil)
+)
+
 // Create makes a new, empty, thin disk of size bytes and opens it.
 func (ds *Datastore) Create(name string, size int64, opt Options) (*Disk, error) {
 	dir, err := ds.diskDir(name)

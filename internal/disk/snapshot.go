@@ -2,6 +2,7 @@ package disk
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -100,6 +101,8 @@ type Snapshot struct {
 	info SnapshotInfo
 	done bool
 }
+
+var _ io.ReaderAt = (*Snapshot)(nil)
 
 // OpenSnapshot opens a view; the snapshot cannot be deleted while open.
 func (d *Disk) OpenSnapshot(id string) (*Snapshot, error) {

@@ -36,6 +36,8 @@ var blockSizes = nbd.BlockSizes{Minimum: disk.Sector, Preferred: 4096, Maximum: 
 
 type liveExport struct{ d *disk.Disk }
 
+var _ nbd.Export = (*liveExport)(nil)
+
 func (e *liveExport) Size() int64                { return e.d.Size() }
 func (e *liveExport) ReadOnly() bool             { return false }
 func (e *liveExport) MultiConn() bool            { return true } // one engine behind every connection
@@ -106,6 +108,8 @@ type snapExport struct {
 	d *disk.Disk
 	s *disk.Snapshot
 }
+
+var _ nbd.Export = (*snapExport)(nil)
 
 func (e *snapExport) Size() int64                     { return e.s.Size() }
 func (e *snapExport) ReadOnly() bool                  { return true }

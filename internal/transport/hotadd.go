@@ -18,6 +18,8 @@ type hotAddSource struct {
 	id         string
 }
 
+var _ Source = (*hotAddSource)(nil)
+
 func (s *hotAddSource) Mode() string { return ModeHotAdd }
 
 func (s *hotAddSource) Close() error {

@@ -23,6 +23,11 @@ type pool struct {
 	next atomic.Uint64
 }
 
+var (
+	_ Source = (*pool)(nil)
+	_ Target = (*pool)(nil)
+)
+
 func (p *pool) Mode() string { return p.mode }
 func (p *pool) Size() int64  { return p.cs[0].Size() }
 func (p *pool) c() *nbd.Client {
@@ -60,6 +65,11 @@ type multi struct {
 	*nbd.Multipath
 	mode string
 }
+
+var (
+	_ Source = (*multi)(nil)
+	_ Target = (*multi)(nil)
+)
 
 func (m multi) Mode() string { return m.mode }
 func (m multi) WriteAt(ctx context.Context, b []byte, off int64) error {
@@ -177,6 +187,11 @@ type netSource struct {
 	pool  *pool
 	multi *multi
 }
+
+var (
+	_ Source = (*netSource)(nil)
+	_ Target = (*netSource)(nil)
+)
 
 func (s *netSource) io() interface {
 	Mode() string

@@ -4,12 +4,18 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/fsutil"
 )
 
 // sanSource reads a snapshot from the datastore's files.
 type sanSource struct{ s *disk.DirectSnapshot }
+
+var (
+	_ Source        = (*sanSource)(nil)
+	_ backup.Lender = (*sanSource)(nil)
+)
 
 func (s sanSource) Mode() string { return ModeSAN }
 func (s sanSource) Size() int64  { return s.s.Size() }
