@@ -23,6 +23,9 @@ import (
 // returned for this request only and a later checkpoint retries. Only a
 // failed data sync (the kernel may have dropped dirty pages) or a failure
 // after the rename (disk.meta may name either generation) fail the disk.
+//
+// Invariants 4 and 8 (docs/format.md): the commit is the rename of
+// disk.meta; a full file system before it changes nothing.
 func (d *Disk) checkpoint(m *diskMeta, chain []*layer, closeEpoch bool) error {
 	if err := d.failed(); err != nil {
 		return err
@@ -180,6 +183,7 @@ func (d *Disk) Flush() error {
 	return err
 }
 
+// Invariant 3 (docs/format.md): data synced before the records naming it.
 func (d *Disk) flushLocked() error {
 	if d.closed {
 		return ErrClosed

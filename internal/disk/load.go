@@ -122,6 +122,8 @@ func (d *Disk) replay(byID map[uint64]*layer) (bool, error) {
 // and the write can be retried; a failed sync may have lost records the
 // journal already holds, so it fails the disk (and, not matching ENOSPC,
 // the tracker).
+//
+// Invariant 1 (docs/format.md): the intent is durable before the write.
 func (d *Disk) logIntent(payload []byte) error {
 	if err := d.log.Append(journal.Record{Type: cbt.RecordIntent, Payload: payload}); err != nil {
 		return err

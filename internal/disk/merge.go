@@ -74,6 +74,8 @@ func (t *Task) Err() error { return t.err }
 // that layer online. It returns at once with the consolidation task; the
 // snapshot is gone as soon as it returns. If the disk is closed before the
 // task ends, the consolidation resumes at the next Open.
+//
+// Invariant 6 (docs/format.md).
 func (d *Disk) DeleteSnapshot(id string) (*Task, error) {
 	d.presync()
 	d.barrier.Lock()

@@ -28,6 +28,8 @@ func (d *Disk) snapInfo(s snapMeta) SnapshotInfo {
 // CreateSnapshot freezes the disk's current state as snapshot id (a name;
 // "" picks one) and starts a new delta for live writes. Writes in flight
 // finish before it and belong to the snapshot; later ones do not.
+//
+// Invariant 5 (docs/format.md).
 func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 	d.presync()
 	d.barrier.Lock()

@@ -9,6 +9,8 @@ import (
 
 // Grow extends the disk to size bytes. The new area reads as zeroes and
 // counts as changed for every earlier change ID.
+//
+// Invariant 7 (docs/format.md).
 func (d *Disk) Grow(size int64) error {
 	d.barrier.Lock()
 	defer d.barrier.Unlock()

@@ -74,6 +74,8 @@ func (d *Disk) writeGrains(p []byte, off int64) error {
 
 // copyUp writes a whole grain to layer li: what the layers below it (or
 // zeroes, for a zeroed grain) hold, overlaid with seg at off.
+//
+// Invariant 2 (docs/format.md): the grain is whole before it is marked present.
 func (d *Disk) copyUp(li int, g uint64, seg []byte, off int64) error {
 	l := d.chain[li]
 	gs := int64(g) * d.grain

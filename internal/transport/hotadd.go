@@ -20,8 +20,10 @@ type hotAddSource struct {
 
 var _ Source = (*hotAddSource)(nil)
 
+// Mode is ModeHotAdd.
 func (s *hotAddSource) Mode() string { return ModeHotAdd }
 
+// Close closes the connection and detaches the private attachment.
 func (s *hotAddSource) Close() error {
 	s.Client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
