@@ -83,7 +83,7 @@ func TestAppendNoSpace(t *testing.T) {
 	}
 	defer exec.Command("umount", "-l", dir).Run()
 	p := filepath.Join(dir, "j.log")
-	l, err := Create(p, 3)
+	l, err := Create(vfs.Default, p, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestAppendNoSpace(t *testing.T) {
 	if err := l.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := ReadAll(p, 3)
+	recs, err := ReadAll(vfs.Default, p, 3)
 	if err != nil || len(recs) != 2 || recs[0].Type != 1 || !bytes.Equal(recs[1].Payload, big.Payload) {
 		t.Fatalf("replayed %d records (%v), want first and big", len(recs), err)
 	}
