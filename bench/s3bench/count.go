@@ -16,6 +16,8 @@ type counting struct {
 	put, get, head, list, del atomic.Int64
 }
 
+var _ backend.Backend = (*counting)(nil)
+
 func (c *counting) Save(ctx context.Context, h backend.Handle, d []byte) error {
 	c.put.Add(1)
 	return c.Backend.Save(ctx, h, d)

@@ -182,6 +182,8 @@ func restore(ctx context.Context, r *repo.Repository, id repo.ID, want []byte) e
 // repository and its backend, not a disk.
 type memTarget struct{ b []byte }
 
+var _ bwbackup.Target = (*memTarget)(nil)
+
 func (t *memTarget) WriteAt(_ context.Context, p []byte, off int64) error {
 	copy(t.b[off:], p)
 	return nil

@@ -154,6 +154,8 @@ func openTarget(ctx context.Context, o restoreOptions, size int64) (closingTarge
 // fileTarget restores into a raw image file.
 type fileTarget struct{ f *fsutil.DirectFile }
 
+var _ backup.Target = (*fileTarget)(nil)
+
 func (t fileTarget) WriteAt(_ context.Context, p []byte, off int64) error {
 	_, err := t.f.WriteAt(p, off)
 	return err

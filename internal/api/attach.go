@@ -42,6 +42,8 @@ type oneExport struct {
 	name string
 }
 
+var _ nbd.Exporter = (*oneExport)(nil)
+
 func (e oneExport) Open(ctx context.Context, name string) (nbd.Export, error) {
 	if name != e.name && name != "" {
 		return nil, fmt.Errorf("%w: %s (this socket serves %s only)", nbd.ErrUnknownExport, name, e.name)

@@ -35,6 +35,8 @@ type Cache struct {
 	types []FileType
 }
 
+var _ Backend = (*Cache)(nil)
+
 // NewCache caches the objects of types under dir/<type>/<name>.
 func NewCache(be Backend, dir string, valid func(Handle, []byte) bool, types ...FileType) *Cache {
 	return &Cache{Backend: be, dir: dir, valid: valid, types: types}

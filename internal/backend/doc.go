@@ -4,7 +4,7 @@
 // (bounded operations in flight), Throttle (bytes per second each way,
 // for --limit-upload/--limit-download), Cache (local copies of a remote
 // store's content-addressed objects, checked against their names on every
-// read) and Faulty (seeded error injection for tests).
+// read). Seeded error injection for tests (Faulty) lives in backendtest.
 //
 // A Backend is a flat store of immutable, named objects grouped by type,
 // modelled on restic's backend and kopia's blob storage. The repository

@@ -22,6 +22,8 @@ type Limit struct {
 	sem chan struct{}
 }
 
+var _ Backend = (*Limit)(nil)
+
 // NewLimit allows at most n (at least 1) operations in flight.
 func NewLimit(be Backend, n int) *Limit {
 	return &Limit{Backend: be, sem: make(chan struct{}, max(n, 1))}

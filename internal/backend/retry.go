@@ -26,6 +26,8 @@ type Retry struct {
 	MaxDelay  time.Duration // cap on a single delay
 }
 
+var _ Backend = (*Retry)(nil)
+
 // NewRetry returns a Retry with the given bound and sensible delays.
 func NewRetry(be Backend, attempts int) *Retry {
 	return &Retry{Backend: be, Attempts: attempts, BaseDelay: 50 * time.Millisecond, MaxDelay: 5 * time.Second}

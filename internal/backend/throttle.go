@@ -25,6 +25,8 @@ type Throttle struct {
 	up, down *rate.Limiter // nil: unlimited
 }
 
+var _ Backend = (*Throttle)(nil)
+
 // throttleBurst bounds the bucket: a 16 MiB pack at 1 MiB/s is sent in
 // 256 KiB steps, not all at once after 16 s.
 const throttleBurst = 256 << 10

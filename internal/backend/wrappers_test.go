@@ -24,7 +24,7 @@ func TestConformanceRetryOverFaulty(t *testing.T) {
 	for seed := range uint64(4) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			backendtest.RunTests(t, func(*testing.T) backend.Backend {
-				return newRetry(backend.NewFaulty(mem.New(), seed, 0.3), 30)
+				return newRetry(backendtest.NewFaulty(mem.New(), seed, 0.3), 30)
 			})
 		})
 	}
@@ -40,7 +40,7 @@ func TestRetryGivesUpAndSkipsPermanent(t *testing.T) {
 	if a.n != 3 {
 		t.Fatalf("attempts = %d, want 3", a.n)
 	}
-	f := backend.NewFaulty(mem.New(), 1, 1.0)
+	f := backendtest.NewFaulty(mem.New(), 1, 1.0)
 	r := newRetry(f, 3)
 	f.SetEnabled(false)
 	before := f.Injected()
@@ -82,7 +82,7 @@ func (f *failFirst) Save(ctx context.Context, h backend.Handle, d []byte) error 
 func TestRetryHonoursContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	r := backend.NewRetry(backend.NewFaulty(mem.New(), 1, 1.0), 100)
+	r := backend.NewRetry(backendtest.NewFaulty(mem.New(), 1, 1.0), 100)
 	r.BaseDelay = time.Hour
 	err := r.Save(ctx, backend.Handle{Type: backend.Index, Name: "x1"}, nil)
 	if !errors.Is(err, context.Canceled) {

@@ -17,6 +17,8 @@ type ClientHost struct {
 	NBD *nbd.ClientOptions
 }
 
+var _ Host = (*ClientHost)(nil)
+
 // hostErr maps the client's sentinels to the ones Run reacts to.
 func hostErr(err error) error {
 	switch {

@@ -22,15 +22,26 @@ type PointExport struct {
 	OnError func(off int64, err error)
 }
 
+var (
+	_ nbd.Export = (*PointExport)(nil)
+	_ Source     = (*PointExport)(nil)
+)
+
 // NewPointExport serves the image im.
 func NewPointExport(im *repo.Image) *PointExport {
 	return &PointExport{im: im, cs: int64(im.ChunkSize())}
 }
 
-func (e *PointExport) Size() int64     { return e.im.Size() }
-func (e *PointExport) ReadOnly() bool  { return true }
+// Size is the backed-up disk's size.
+func (e *PointExport) Size() int64 { return e.im.Size() }
+
+// ReadOnly is true: a restore point never changes.
+func (e *PointExport) ReadOnly() bool { return true }
+
+// MultiConn is true: nothing changes, so connections agree.
 func (e *PointExport) MultiConn() bool { return true } // nothing changes
-func (e *PointExport) Close() error    { return nil }  // shared by all connections
+// Close does nothing: one PointExport serves every connection.
+func (e *PointExport) Close() error { return nil } // shared by all connections
 
 // BlockSizes prefers whole chunks: a read inside one is a full chunk's
 // load and verification.
@@ -58,6 +69,7 @@ func (e *PointExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return nil
 }
 
+// readWhole loads whole chunks straight into p.
 func (e *PointExport) readWhole(ctx context.Context, p []byte, off int64) error {
 	zero, err := e.im.ReadChunks(ctx, uint64(off/e.cs), int((int64(len(p))+e.cs-1)/e.cs), p)
 	for i, z := range zero {
@@ -68,18 +80,27 @@ func (e *PointExport) readWhole(ctx context.Context, p []byte, off int64) error 
 	return err
 }
 
+// readCached reads through the image's cache of decoded chunks.
 func (e *PointExport) readCached(ctx context.Context, p []byte, off int64) error {
 	_, err := e.im.ReadAtContext(ctx, p, off) // in range: the server checked
 	return err
 }
 
+// WriteAt refuses: a restore point is read-only.
 func (e *PointExport) WriteAt(context.Context, []byte, int64, bool) error { return nbd.ErrReadOnly }
+
+// Zero refuses: a restore point is read-only.
 func (e *PointExport) Zero(context.Context, int64, int64, bool, bool) error {
 	return nbd.ErrReadOnly
 }
-func (e *PointExport) Trim(context.Context, int64, int64) error { return nbd.ErrReadOnly }
-func (e *PointExport) Flush(context.Context) error              { return nil }
 
+// Trim refuses: a restore point is read-only.
+func (e *PointExport) Trim(context.Context, int64, int64) error { return nbd.ErrReadOnly }
+
+// Flush has nothing to make durable.
+func (e *PointExport) Flush(context.Context) error { return nil }
+
+// MetaContexts offers base:allocation only (a point has no CBT).
 func (e *PointExport) MetaContexts(prefix string) []string {
 	if strings.HasPrefix(nbd.ContextBaseAllocation, prefix) {
 		return []string{nbd.ContextBaseAllocation}
@@ -126,6 +147,9 @@ type PointExporter struct {
 	Export *PointExport
 }
 
+var _ nbd.Exporter = (*PointExporter)(nil)
+
+// Open returns the export for "", the point's full ID or its short ID.
 func (x PointExporter) Open(_ context.Context, name string) (nbd.Export, error) {
 	if name != "" && name != x.Export.im.Manifest().ID.String() && name != x.Export.im.Manifest().ID.Short() {
 		return nil, fmt.Errorf("export %q: %w", name, nbd.ErrUnknownExport)
@@ -133,6 +157,7 @@ func (x PointExporter) Open(_ context.Context, name string) (nbd.Export, error) 
 	return x.Export, nil
 }
 
+// List names the one export, by the point's short ID.
 func (x PointExporter) List(context.Context) ([]nbd.ExportInfo, error) {
 	m := x.Export.im.Manifest()
 	return []nbd.ExportInfo{{Name: m.ID.Short(), Description: fmt.Sprintf("restore point %s of %s, %s (read-only)",

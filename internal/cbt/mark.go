@@ -100,6 +100,8 @@ func (t *Tracker) commitLoop() {
 // LogIntent adapts a function to IntentLog.
 type LogFunc func(payload []byte) error
 
+var _ IntentLog = LogFunc(nil)
+
 // LogIntent calls f.
 func (f LogFunc) LogIntent(p []byte) error { return f(p) }
 

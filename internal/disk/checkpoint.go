@@ -3,13 +3,12 @@ package disk
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/journal"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // checkpoint commits m (the next structure of the disk) with chain as its
@@ -24,6 +23,9 @@ import (
 // returned for this request only and a later checkpoint retries. Only a
 // failed data sync (the kernel may have dropped dirty pages) or a failure
 // after the rename (disk.meta may name either generation) fail the disk.
+//
+// Invariants 4 and 8 (docs/format.md): the commit is the rename of
+// disk.meta; a full file system before it changes nothing.
 func (d *Disk) checkpoint(m *diskMeta, chain []*layer, closeEpoch bool) error {
 	if err := d.failed(); err != nil {
 		return err
@@ -35,14 +37,14 @@ func (d *Disk) checkpoint(m *diskMeta, chain []*layer, closeEpoch bool) error {
 	}
 	log, files, err := d.writeGeneration(m, chain, closeEpoch)
 	if err == nil {
-		err = fsutil.SyncDir(d.dir)
+		err = vfs.SyncDir(d.fs, d.dir)
 	}
 	var tmp string
 	if err == nil {
 		tmp, err = d.writeMetaTemp(m)
 	}
 	if err == nil {
-		if err = os.Rename(tmp, filepath.Join(d.dir, metaName)); err != nil {
+		if err = d.fs.Rename(tmp, filepath.Join(d.dir, metaName)); err != nil {
 			files = append(files, tmp)
 		}
 	}
@@ -51,11 +53,11 @@ func (d *Disk) checkpoint(m *diskMeta, chain []*layer, closeEpoch bool) error {
 			log.Close()
 		}
 		for _, f := range files {
-			os.Remove(f)
+			d.fs.Remove(f)
 		}
 		return noSpace(fmt.Errorf("checkpoint %d: %w", gen, err))
 	}
-	if err := fsutil.SyncDir(d.dir); err != nil { // the commit
+	if err := vfs.SyncDir(d.fs, d.dir); err != nil { // the commit
 		log.Close()
 		return d.fail(err)
 	}
@@ -77,19 +79,19 @@ func (d *Disk) writeGeneration(m *diskMeta, chain []*layer, closeEpoch bool) (*j
 		m.Layers[i].Map = mapName(l.id, m.Gen)
 		p, data := filepath.Join(d.dir, m.Layers[i].Map), l.encodeMap(d.grain)
 		files = append(files, p)
-		g.Go(func() error { return fsutil.WriteNew(p, data) })
+		g.Go(func() error { return vfs.WriteNew(d.fs, p, data) })
 	}
 	if d.tracker != nil {
 		m.CBT = &cbtMeta{Checkpoint: cbtName(m.Gen)}
 		p, data := filepath.Join(d.dir, m.CBT.Checkpoint), d.tracker.Encode(closeEpoch)
 		files = append(files, p)
-		g.Go(func() error { return fsutil.WriteNew(p, data) })
+		g.Go(func() error { return vfs.WriteNew(d.fs, p, data) })
 	}
 	var log *journal.Log
 	jp := filepath.Join(d.dir, journalName(m.Gen))
 	files = append(files, jp)
 	g.Go(func() (err error) {
-		log, err = journal.Create(jp, m.Gen)
+		log, err = journal.Create(d.fs, jp, m.Gen)
 		return err
 	})
 	return log, files, g.Wait()
@@ -99,8 +101,8 @@ func (d *Disk) writeGeneration(m *diskMeta, chain []*layer, closeEpoch bool) (*j
 // file beside it (a dot name, so gc removes a leftover).
 func (d *Disk) writeMetaTemp(m *diskMeta) (string, error) {
 	tmp := filepath.Join(d.dir, "."+metaName+".tmp")
-	if err := fsutil.WriteNew(tmp, m.encode()); err != nil {
-		os.Remove(tmp)
+	if err := vfs.WriteNew(d.fs, tmp, m.encode()); err != nil {
+		d.fs.Remove(tmp)
 		return "", err
 	}
 	return tmp, nil
@@ -122,7 +124,7 @@ func (d *Disk) committed(m *diskMeta, chain []*layer, log *journal.Log, closeEpo
 func (d *Disk) syncData(chain []*layer) error {
 	for _, l := range chain {
 		if l.written.Swap(false) {
-			if err := fsutil.Datasync(l.f); err != nil {
+			if err := vfs.Datasync(l.f); err != nil {
 				l.written.Store(true)
 				return err
 			}
@@ -142,7 +144,7 @@ func (d *Disk) presync() {
 	}
 	for _, l := range d.chain {
 		if l.written.Load() {
-			fsutil.Datasync(l.f) // best effort: the checkpoint syncs again
+			vfs.Datasync(l.f) // best effort: the checkpoint syncs again
 		}
 	}
 }
@@ -181,6 +183,7 @@ func (d *Disk) Flush() error {
 	return err
 }
 
+// Invariant 3 (docs/format.md): data synced before the records naming it.
 func (d *Disk) flushLocked() error {
 	if d.closed {
 		return ErrClosed

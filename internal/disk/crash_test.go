@@ -55,6 +55,11 @@ func crashChild(dir string, seed int64, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return crashLoop(d, seed, out)
+}
+
+// crashLoop is the child's work on d, until an operation fails.
+func crashLoop(d *Disk, seed int64, out io.Writer) (err error) {
 	rng := rand.New(rand.NewSource(seed))
 	w := bufio.NewWriter(out)
 	say := func(f string, a ...any) { fmt.Fprintf(w, f+"\n", a...); w.Flush() }
@@ -77,6 +82,8 @@ func crashChild(dir string, seed int64, out io.Writer) error {
 			if info, err = d.CreateSnapshot("", ""); errors.Is(err, ErrBusy) {
 				say("A BUSY")
 				continue
+			} else if err != nil {
+				return err // not taken: announce nothing
 			}
 			say("I %s %s", info.ID, info.ChangeID)
 		default:

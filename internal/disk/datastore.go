@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/cbt"
-	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/metafile"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -34,6 +34,26 @@ const (
 type Datastore struct {
 	dir string
 	id  string
+	fs  vfs.FS // every file operation of the datastore and its disks
+}
+
+// DatastoreOption configures OpenDatastore (and the direct readers).
+type DatastoreOption func(*Datastore)
+
+// WithFS puts the datastore and the disks opened from it on fsys instead
+// of the operating system's file system (vfs.Default): the seam a test
+// uses to simulate a power loss or a failing device.
+func WithFS(fsys vfs.FS) DatastoreOption {
+	return func(ds *Datastore) { ds.fs = fsys }
+}
+
+// fsOf is the file system opts choose.
+func fsOf(opts []DatastoreOption) vfs.FS {
+	ds := &Datastore{fs: vfs.Default}
+	for _, o := range opts {
+		o(ds)
+	}
+	return ds.fs
 }
 
 type dsMeta struct {
@@ -42,19 +62,22 @@ type dsMeta struct {
 }
 
 // OpenDatastore opens dir, creating it and its identity on first use.
-func OpenDatastore(dir string) (*Datastore, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+func OpenDatastore(dir string, opts ...DatastoreOption) (*Datastore, error) {
+	fsys := fsOf(opts)
+	// Synced into its parent: else a power loss could take the datastore
+	// (and its identity) away though its files were synced.
+	if err := vfs.MkdirAllSync(fsys, dir, 0o700); err != nil {
 		return nil, err
 	}
 	p := filepath.Join(dir, dsMetaName)
-	data, err := os.ReadFile(p)
+	data, err := vfs.ReadFile(fsys, p)
 	if errors.Is(err, os.ErrNotExist) {
 		m := dsMeta{ID: cbt.NewUUID(), Created: time.Now().UTC()}
 		body, _ := json.Marshal(m)
-		if err := fsutil.WriteAtomic(p, metafile.Encode(dsMagic, 1, body)); err != nil {
+		if err := vfs.WriteAtomic(fsys, p, metafile.Encode(dsMagic, 1, body)); err != nil {
 			return nil, err
 		}
-		return &Datastore{dir: dir, id: m.ID}, nil
+		return &Datastore{dir: dir, id: m.ID, fs: fsys}, nil
 	}
 	if err != nil {
 		return nil, err
@@ -67,7 +90,7 @@ func OpenDatastore(dir string) (*Datastore, error) {
 	if err := json.Unmarshal(body, &m); err != nil || m.ID == "" {
 		return nil, fmt.Errorf("%s: %w: bad body", p, ErrCorrupt)
 	}
-	return &Datastore{dir: dir, id: m.ID}, nil
+	return &Datastore{dir: dir, id: m.ID, fs: fsys}, nil
 }
 
 // Dir is the datastore's directory.
@@ -85,7 +108,7 @@ func (ds *Datastore) diskDir(name string) (string, error) {
 
 // List names the disks in the datastore, sorted.
 func (ds *Datastore) List() ([]string, error) {
-	ents, err := os.ReadDir(ds.dir)
+	ents, err := ds.fs.ReadDir(ds.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +117,7 @@ func (ds *Datastore) List() ([]string, error) {
 		if !e.IsDir() || ValidName(e.Name()) != nil {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(ds.dir, e.Name(), metaName)); err == nil {
+		if _, err := ds.fs.Stat(filepath.Join(ds.dir, e.Name(), metaName)); err == nil {
 			out = append(out, e.Name())
 		}
 	}
@@ -108,20 +131,20 @@ func (ds *Datastore) Delete(name string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(dir, metaName)); err != nil {
+	if _, err := ds.fs.Stat(filepath.Join(dir, metaName)); err != nil {
 		return fmt.Errorf("disk %s: %w", name, ErrNotFound)
 	}
-	lock, err := fsutil.Lock(filepath.Join(dir, lockName))
+	lock, err := ds.fs.Lock(filepath.Join(dir, lockName))
 	if err != nil {
 		return fmt.Errorf("disk %s: %w: %v", name, ErrBusy, err)
 	}
 	defer lock.Close()
 	// Remove disk.meta first: from then on the directory is no disk.
-	if err := os.Remove(filepath.Join(dir, metaName)); err != nil {
+	if err := ds.fs.Remove(filepath.Join(dir, metaName)); err != nil {
 		return err
 	}
-	if err := fsutil.SyncDir(dir); err != nil {
+	if err := vfs.SyncDir(ds.fs, dir); err != nil {
 		return err
 	}
-	return os.RemoveAll(dir)
+	return ds.fs.RemoveAll(dir)
 }

@@ -3,12 +3,14 @@ package disk
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 
 	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // ErrLayerChanged: a file a direct reader relies on changed under it (a
@@ -29,6 +31,7 @@ var ErrForeignDatastore = errors.New("datastore is not the host's")
 // change them; that case is refused at open and detected afterwards by
 // re-reading disk.meta whenever its identity changes.
 type DirectSnapshot struct {
+	fs    vfs.FS
 	dir   string
 	id    string
 	size  int64
@@ -41,14 +44,16 @@ type DirectSnapshot struct {
 	meta os.FileInfo // disk.meta as last verified
 }
 
+var _ io.ReaderAt = (*DirectSnapshot)(nil)
+
 // DatastoreID reads the identity of the datastore in dir without creating
 // anything (OpenDatastore would initialise an empty directory).
-func DatastoreID(dir string) (string, error) {
+func DatastoreID(dir string, opts ...DatastoreOption) (string, error) {
 	p := filepath.Join(dir, dsMetaName)
-	if _, err := os.Stat(p); err != nil {
+	if _, err := fsOf(opts).Stat(p); err != nil {
 		return "", fmt.Errorf("%s: %w", p, err)
 	}
-	ds, err := OpenDatastore(dir)
+	ds, err := OpenDatastore(dir, opts...)
 	if err != nil {
 		return "", err
 	}
@@ -57,11 +62,11 @@ func DatastoreID(dir string) (string, error) {
 
 // OpenSnapshotDirect opens snapshot snapID of disk diskName in the
 // datastore directory dir, read-only.
-func OpenSnapshotDirect(dir, diskName, snapID string) (*DirectSnapshot, error) {
+func OpenSnapshotDirect(dir, diskName, snapID string, opts ...DatastoreOption) (*DirectSnapshot, error) {
 	if err := ValidName(diskName); err != nil {
 		return nil, err
 	}
-	s := &DirectSnapshot{dir: filepath.Join(dir, diskName), id: snapID}
+	s := &DirectSnapshot{fs: fsOf(opts), dir: filepath.Join(dir, diskName), id: snapID}
 	m, fi, err := s.readMeta()
 	if err != nil {
 		return nil, err
@@ -72,7 +77,7 @@ func OpenSnapshotDirect(dir, diskName, snapID string) (*DirectSnapshot, error) {
 	}
 	s.size, s.grain, s.names, s.meta = sm.Size, m.Grain, names, fi
 	for i, lm := range names {
-		l, err := openLayerRO(s.dir, lm, i == 0, m.Grain)
+		l, err := openLayerRO(s.fs, s.dir, lm, i == 0, m.Grain)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("disk %s snapshot %s: %w", diskName, snapID, err)
@@ -91,7 +96,7 @@ func OpenSnapshotDirect(dir, diskName, snapID string) (*DirectSnapshot, error) {
 // readMeta decodes disk.meta and returns its identity for later checks.
 func (s *DirectSnapshot) readMeta() (*diskMeta, os.FileInfo, error) {
 	p := filepath.Join(s.dir, metaName)
-	f, err := os.Open(p)
+	f, err := vfs.Open(s.fs, p)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -125,8 +130,8 @@ func snapshotChain(m *diskMeta, id string) ([]layerMeta, *snapMeta, error) {
 	return slices.Clone(m.Layers[:top+1]), sm, nil
 }
 
-func openLayerRO(dir string, lm layerMeta, flat bool, grain int64) (*layer, error) {
-	f, err := os.Open(filepath.Join(dir, lm.Data))
+func openLayerRO(fsys vfs.FS, dir string, lm layerMeta, flat bool, grain int64) (*layer, error) {
+	f, err := vfs.Open(fsys, filepath.Join(dir, lm.Data))
 	if err != nil {
 		return nil, fmt.Errorf("layer %d: %w: %w", lm.ID, ErrLayerChanged, err)
 	}
@@ -135,7 +140,7 @@ func openLayerRO(dir string, lm layerMeta, flat bool, grain int64) (*layer, erro
 		return l, nil
 	}
 	p := filepath.Join(dir, lm.Map)
-	data, err := os.ReadFile(p)
+	data, err := vfs.ReadFile(fsys, p)
 	if err == nil {
 		err = l.decodeMap(p, grain, data)
 	}
@@ -151,7 +156,7 @@ func openLayerRO(dir string, lm layerMeta, flat bool, grain int64) (*layer, erro
 func (s *DirectSnapshot) Check() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fi, err := os.Stat(filepath.Join(s.dir, metaName))
+	fi, err := s.fs.Stat(filepath.Join(s.dir, metaName))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrLayerChanged, err)
 	}
@@ -174,6 +179,7 @@ func (s *DirectSnapshot) Check() error {
 }
 
 // sameFile: disk.meta is replaced by rename, so a new commit is a new inode.
+// (Off the OS file system os.SameFile is false: every check re-reads.)
 func sameFile(a, b os.FileInfo) bool {
 	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }

@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/cbt"
-	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/journal"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // Options for Create.
@@ -35,7 +36,8 @@ const journalLimit = 64 << 20
 // Disk is an open virtual disk. All methods are safe for concurrent use.
 type Disk struct {
 	dir   string
-	lock  *os.File
+	fs    vfs.FS // every file operation goes through it (the datastore's)
+	lock  io.Closer
 	grain int64
 
 	// barrier: I/O holds it shared; structural changes (snapshot, grow,
@@ -64,6 +66,11 @@ type Disk struct {
 	}
 }
 
+var (
+	_ io.ReaderAt = (*Disk)(nil)
+	_ io.WriterAt = (*Disk)(nil)
+)
+
 // Create makes a new, empty, thin disk of size bytes and opens it.
 func (ds *Datastore) Create(name string, size int64, opt Options) (*Disk, error) {
 	dir, err := ds.diskDir(name)
@@ -82,22 +89,27 @@ func (ds *Datastore) Create(name string, size int64, opt Options) (*Disk, error)
 	if err := opt.CBT.Validate(); err != nil && !opt.DisableCBT {
 		return nil, err
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	if err := ds.fs.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("disk %s: %w", name, ErrExists)
 		}
 		return nil, noSpace(err)
 	}
-	if err := initDisk(dir, name, size, opt); err != nil {
-		os.RemoveAll(dir)
+	if err := initDisk(ds.fs, dir, name, size, opt); err != nil {
+		ds.fs.RemoveAll(dir)
+		return nil, noSpace(fmt.Errorf("disk %s: create: %w", name, err))
+	}
+	// The disk's directory entry: without this sync a power loss could
+	// take the whole disk away after Create returned (TestCrashPowerLoss).
+	if err := vfs.SyncDir(ds.fs, ds.dir); err != nil {
 		return nil, noSpace(fmt.Errorf("disk %s: create: %w", name, err))
 	}
 	return ds.Open(name)
 }
 
 // initDisk writes generation 1 of a new disk; disk.meta goes last.
-func initDisk(dir, name string, size int64, opt Options) error {
-	f, err := os.OpenFile(filepath.Join(dir, flatName), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+func initDisk(fsys vfs.FS, dir, name string, size int64, opt Options) error {
+	f, err := fsys.OpenFile(filepath.Join(dir, flatName), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -105,7 +117,7 @@ func initDisk(dir, name string, size int64, opt Options) error {
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
-	if err := fsutil.Datasync(f); err != nil {
+	if err := vfs.Datasync(f); err != nil {
 		return err
 	}
 	m := &diskMeta{
@@ -119,16 +131,16 @@ func initDisk(dir, name string, size int64, opt Options) error {
 			return err
 		}
 		m.CBT = &cbtMeta{Checkpoint: cbtName(1)}
-		if err := fsutil.WriteAtomic(filepath.Join(dir, cbtName(1)), tr.Encode(false)); err != nil {
+		if err := vfs.WriteAtomic(fsys, filepath.Join(dir, cbtName(1)), tr.Encode(false)); err != nil {
 			return err
 		}
 	}
-	l, err := journal.Create(filepath.Join(dir, journalName(1)), 1)
+	l, err := journal.Create(fsys, filepath.Join(dir, journalName(1)), 1)
 	if err != nil {
 		return err
 	}
 	l.Close()
-	return fsutil.WriteAtomic(filepath.Join(dir, metaName), m.encode())
+	return vfs.WriteAtomic(fsys, filepath.Join(dir, metaName), m.encode())
 }
 
 // Open opens an existing disk read-write. Only one process may have a disk
@@ -138,14 +150,14 @@ func (ds *Datastore) Open(name string) (*Disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(filepath.Join(dir, metaName)); err != nil {
+	if _, err := ds.fs.Stat(filepath.Join(dir, metaName)); err != nil {
 		return nil, fmt.Errorf("disk %s: %w", name, ErrNotFound)
 	}
-	lock, err := fsutil.Lock(filepath.Join(dir, lockName))
+	lock, err := ds.fs.Lock(filepath.Join(dir, lockName))
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w: %v", name, ErrBusy, err)
 	}
-	d := &Disk{dir: dir, lock: lock}
+	d := &Disk{dir: dir, fs: ds.fs, lock: lock}
 	d.mu.views = map[string]int{}
 	if err := d.load(); err != nil {
 		d.closeFiles()

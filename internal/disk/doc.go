@@ -23,4 +23,10 @@
 //     journal named by the next generation, then commits them by replacing
 //     disk.meta. Between checkpoints, flushes append map and CBT changes
 //     to the journal. docs/format.md has the byte layouts and ordering.
+//   - file system: every file operation of a datastore and its disks goes
+//     through a vfs.FS, the operating system's unless WithFS gives another.
+//     Tests put vfstest.CrashFS there to cut the power: it keeps only what
+//     was synced (a file's data after its sync, a directory entry after its
+//     directory's sync), which is the only durability the engine assumes
+//     (docs/format.md, "The file-system contract").
 package disk

@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/blockwise/blockwise/internal/cbt"
-	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // Extent is a run of a view: data, or zero (unallocated, reads as zeroes).
@@ -32,7 +32,7 @@ func (d *Disk) extents(chain []*layer, off, n int64) ([]Extent, error) {
 			add(a, b, r.st == zeroed)
 			continue
 		}
-		fe, err := fsutil.Extents(chain[0].f, a, b-a)
+		fe, err := vfs.Extents(chain[0].f, a, b-a)
 		if err != nil {
 			return nil, err
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/cbt"
 	"github.com/blockwise/blockwise/internal/metafile"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // Grain states in a delta layer.
@@ -31,7 +31,7 @@ const (
 // layer is one file of a chain. The bottom layer has no maps.
 type layer struct {
 	id      uint64
-	f       *os.File
+	f       vfs.File
 	flat    bool
 	written atomic.Bool // data written since the last fsync
 
@@ -43,7 +43,7 @@ type layer struct {
 	}
 }
 
-func newLayer(id uint64, f *os.File, flat bool) *layer {
+func newLayer(id uint64, f vfs.File, flat bool) *layer {
 	l := &layer{id: id, f: f, flat: flat}
 	l.mu.present, l.mu.zero, l.mu.changed = roaring.New(), roaring.New(), roaring.New()
 	return l

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // Lend maps [off, off+n) of the snapshot read-only when a single layer
@@ -39,5 +40,5 @@ func (s *DirectSnapshot) Lend(off, n int64) (*fsutil.Mapping, error) {
 	if fi.Size() < off+n {
 		return nil, nil
 	}
-	return fsutil.MapRead(f, off, n)
+	return vfs.MapRead(f, off, n) // nil, nil off the OS file system: the caller reads
 }

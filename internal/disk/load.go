@@ -9,13 +9,14 @@ import (
 
 	"github.com/blockwise/blockwise/internal/cbt"
 	"github.com/blockwise/blockwise/internal/journal"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // load reads disk.meta, the layers and their maps, the CBT checkpoint,
 // and replays the journal of the current generation.
 func (d *Disk) load() error {
 	p := filepath.Join(d.dir, metaName)
-	data, err := os.ReadFile(p)
+	data, err := vfs.ReadFile(d.fs, p)
 	if err != nil {
 		return err
 	}
@@ -35,7 +36,7 @@ func (d *Disk) load() error {
 	}
 	if m.CBT != nil {
 		p := filepath.Join(d.dir, m.CBT.Checkpoint)
-		data, err := os.ReadFile(p)
+		data, err := vfs.ReadFile(d.fs, p)
 		if err != nil {
 			return err
 		}
@@ -67,7 +68,7 @@ func (d *Disk) load() error {
 }
 
 func (d *Disk) openLayer(lm layerMeta, flat bool) (*layer, error) {
-	f, err := os.OpenFile(filepath.Join(d.dir, lm.Data), os.O_RDWR, 0)
+	f, err := d.fs.OpenFile(filepath.Join(d.dir, lm.Data), os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("layer %d: %w", lm.ID, err)
 	}
@@ -76,7 +77,7 @@ func (d *Disk) openLayer(lm layerMeta, flat bool) (*layer, error) {
 		return l, nil
 	}
 	p := filepath.Join(d.dir, lm.Map)
-	data, err := os.ReadFile(p)
+	data, err := vfs.ReadFile(d.fs, p)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("layer %d map: %w", lm.ID, err)
@@ -91,7 +92,7 @@ func (d *Disk) openLayer(lm layerMeta, flat bool) (*layer, error) {
 // replay applies the journal; it reports whether there was anything in it.
 func (d *Disk) replay(byID map[uint64]*layer) (bool, error) {
 	p := filepath.Join(d.dir, journalName(d.meta.Gen))
-	log, recs, err := journal.Open(p, d.meta.Gen)
+	log, recs, err := journal.Open(d.fs, p, d.meta.Gen)
 	if err != nil {
 		return false, err
 	}
@@ -121,6 +122,8 @@ func (d *Disk) replay(byID map[uint64]*layer) (bool, error) {
 // and the write can be retried; a failed sync may have lost records the
 // journal already holds, so it fails the disk (and, not matching ENOSPC,
 // the tracker).
+//
+// Invariant 1 (docs/format.md): the intent is durable before the write.
 func (d *Disk) logIntent(payload []byte) error {
 	if err := d.log.Append(journal.Record{Type: cbt.RecordIntent, Payload: payload}); err != nil {
 		return err
@@ -141,14 +144,14 @@ func (d *Disk) gc() {
 	if d.meta.CBT != nil {
 		keep[d.meta.CBT.Checkpoint] = true
 	}
-	ents, err := os.ReadDir(d.dir)
+	ents, err := d.fs.ReadDir(d.dir)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
 		n := e.Name()
 		if !keep[n] && (validFile(n) || strings.HasPrefix(n, ".")) {
-			os.Remove(filepath.Join(d.dir, n))
+			d.fs.Remove(filepath.Join(d.dir, n))
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // mergeState is a consolidation in progress: child merges into parent.
@@ -73,6 +74,8 @@ func (t *Task) Err() error { return t.err }
 // that layer online. It returns at once with the consolidation task; the
 // snapshot is gone as soon as it returns. If the disk is closed before the
 // task ends, the consolidation resumes at the next Open.
+//
+// Invariant 6 (docs/format.md).
 func (d *Disk) DeleteSnapshot(id string) (*Task, error) {
 	d.presync()
 	d.barrier.Lock()
@@ -211,7 +214,7 @@ func (d *Disk) mergeRun(ms *mergeState, r run) error {
 	a := int64(r.g0) * d.grain
 	b := min(int64(r.g1)*d.grain, d.size)
 	if r.st == zeroed {
-		if err := fsutil.PunchHole(ms.parent.f, a, b-a); err != nil {
+		if err := vfs.PunchHole(ms.parent.f, a, b-a); err != nil {
 			return err
 		}
 		ms.parent.set(r.g0, r.g1, zeroed)

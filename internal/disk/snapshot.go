@@ -2,6 +2,7 @@ package disk
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -27,6 +28,8 @@ func (d *Disk) snapInfo(s snapMeta) SnapshotInfo {
 // CreateSnapshot freezes the disk's current state as snapshot id (a name;
 // "" picks one) and starts a new delta for live writes. Writes in flight
 // finish before it and belong to the snapshot; later ones do not.
+//
+// Invariant 5 (docs/format.md).
 func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 	d.presync()
 	d.barrier.Lock()
@@ -63,7 +66,7 @@ func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 	chain := append(append([]*layer(nil), d.chain...), nl)
 	if err := d.checkpoint(m, chain, d.tracker != nil); err != nil {
 		nl.f.Close()
-		os.Remove(nl.f.Name()) // not committed: the disk is as it was
+		d.fs.Remove(nl.f.Name()) // not committed: the disk is as it was
 		return SnapshotInfo{}, err
 	}
 	return d.snapInfo(s), nil
@@ -72,7 +75,7 @@ func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 // newDelta creates an empty delta file of the disk's size.
 func (d *Disk) newDelta(id uint64) (*layer, error) {
 	p := filepath.Join(d.dir, deltaName(id))
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := d.fs.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -100,6 +103,8 @@ type Snapshot struct {
 	info SnapshotInfo
 	done bool
 }
+
+var _ io.ReaderAt = (*Snapshot)(nil)
 
 // OpenSnapshot opens a view; the snapshot cannot be deleted while open.
 func (d *Disk) OpenSnapshot(id string) (*Snapshot, error) {

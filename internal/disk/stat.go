@@ -2,13 +2,15 @@ package disk
 
 import (
 	"fmt"
-	"syscall"
 
 	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // Grow extends the disk to size bytes. The new area reads as zeroes and
 // counts as changed for every earlier change ID.
+//
+// Invariant 7 (docs/format.md).
 func (d *Disk) Grow(size int64) error {
 	d.barrier.Lock()
 	defer d.barrier.Unlock()
@@ -78,11 +80,11 @@ func (d *Disk) Stat() (Stat, error) {
 	}
 	s := Stat{Name: d.meta.Name, UUID: d.meta.UUID, Size: d.size, Grain: d.grain, Layers: len(d.chain)}
 	for _, l := range d.chain {
-		var st syscall.Stat_t
-		if err := syscall.Fstat(int(l.f.Fd()), &st); err != nil {
+		n, err := vfs.Allocated(l.f)
+		if err != nil {
 			return Stat{}, err
 		}
-		s.Allocated += st.Blocks * 512
+		s.Allocated += n
 	}
 	for _, sm := range d.meta.Snapshots {
 		s.Snapshots = append(s.Snapshots, d.snapInfo(sm))

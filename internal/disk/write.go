@@ -1,7 +1,7 @@
 package disk
 
 import (
-	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // pendingWrite coalesces consecutive direct writes to one layer.
@@ -74,6 +74,8 @@ func (d *Disk) writeGrains(p []byte, off int64) error {
 
 // copyUp writes a whole grain to layer li: what the layers below it (or
 // zeroes, for a zeroed grain) hold, overlaid with seg at off.
+//
+// Invariant 2 (docs/format.md): the grain is whole before it is marked present.
 func (d *Disk) copyUp(li int, g uint64, seg []byte, off int64) error {
 	l := d.chain[li]
 	gs := int64(g) * d.grain
@@ -133,9 +135,9 @@ func (d *Disk) Trim(off, n int64) error { return d.Zero(off, n, true) }
 func (d *Disk) zeroFlat(l *layer, off, n int64, punch bool) error {
 	var err error
 	if punch {
-		err = fsutil.PunchHole(l.f, off, n)
+		err = vfs.PunchHole(l.f, off, n)
 	} else {
-		err = fsutil.ZeroRange(l.f, off, n)
+		err = vfs.ZeroRange(l.f, off, n)
 	}
 	l.written.Store(true)
 	return err
@@ -166,7 +168,7 @@ func (d *Disk) zeroGrains(g0, g1 uint64, punch bool) error {
 			}
 			continue
 		}
-		if err := fsutil.PunchHole(l.f, a, b-a); err != nil {
+		if err := vfs.PunchHole(l.f, a, b-a); err != nil {
 			return err
 		}
 		l.written.Store(true)

@@ -86,7 +86,7 @@ func ZeroRange(f *os.File, off, length int64) error {
 var zeroBuf = make([]byte, 1<<20)
 
 // WriteZeroes writes literal zeroes.
-func WriteZeroes(f *os.File, off, length int64) error {
+func WriteZeroes(f io.WriterAt, off, length int64) error {
 	for length > 0 {
 		n := min(length, int64(len(zeroBuf)))
 		if _, err := f.WriteAt(zeroBuf[:n], off); err != nil {
@@ -139,7 +139,7 @@ func Extents(f *os.File, off, length int64) ([]Extent, error) {
 }
 
 // ReadFull reads len(p) bytes at off; bytes beyond the end of f read as zero.
-func ReadFull(f *os.File, p []byte, off int64) error {
+func ReadFull(f io.ReaderAt, p []byte, off int64) error {
 	n, err := f.ReadAt(p, off)
 	if err == io.EOF {
 		clear(p[n:])

@@ -34,19 +34,32 @@ func nbdErr(err error, write bool) error {
 // what avoids read-modify-write); 32 MiB, QEMU's own maximum.
 var blockSizes = nbd.BlockSizes{Minimum: disk.Sector, Preferred: 4096, Maximum: 32 << 20}
 
+// liveExport serves a disk's live data read-write over NBD.
 type liveExport struct{ d *disk.Disk }
 
-func (e *liveExport) Size() int64                { return e.d.Size() }
-func (e *liveExport) ReadOnly() bool             { return false }
-func (e *liveExport) MultiConn() bool            { return true } // one engine behind every connection
-func (e *liveExport) BlockSizes() nbd.BlockSizes { return blockSizes }
-func (e *liveExport) Close() error               { return nil } // the host owns the disk
+var _ nbd.Export = (*liveExport)(nil)
 
+// Size is the disk's current size.
+func (e *liveExport) Size() int64 { return e.d.Size() }
+
+// ReadOnly is false: the live disk takes the guest's writes.
+func (e *liveExport) ReadOnly() bool { return false }
+
+// MultiConn is true: every connection reaches the same engine.
+func (e *liveExport) MultiConn() bool { return true } // one engine behind every connection
+// BlockSizes advertises sector minimum, grain preferred.
+func (e *liveExport) BlockSizes() nbd.BlockSizes { return blockSizes }
+
+// Close does nothing: the host, not the connection, owns the disk.
+func (e *liveExport) Close() error { return nil } // the host owns the disk
+
+// ReadAt reads the disk, mapping engine errors to NBD errors.
 func (e *liveExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	_, err := e.d.ReadAt(p, off)
 	return nbdErr(err, false)
 }
 
+// WriteAt writes the disk; with fua it flushes before returning.
 func (e *liveExport) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
 	if _, err := e.d.WriteAt(p, off); err != nil {
 		return nbdErr(err, true)
@@ -62,16 +75,20 @@ func (e *liveExport) Zero(ctx context.Context, off, length int64, punch, fast bo
 	return nbdErr(e.d.Zero(off, length, punch), true)
 }
 
+// Trim deallocates a range (it then reads as zeroes).
 func (e *liveExport) Trim(ctx context.Context, off, length int64) error {
 	return nbdErr(e.d.Trim(off, length), true)
 }
 
+// Flush makes every completed write durable.
 func (e *liveExport) Flush(ctx context.Context) error { return e.d.Flush() }
 
+// MetaContexts offers base:allocation only: CBT is asked of snapshots.
 func (e *liveExport) MetaContexts(prefix string) []string {
 	return filterPrefix([]string{nbd.ContextBaseAllocation}, prefix)
 }
 
+// BlockStatus reports holes and zero grains for base:allocation.
 func (e *liveExport) BlockStatus(ctx context.Context, name string, off, length int64) ([]nbd.Extent, error) {
 	if name != nbd.ContextBaseAllocation {
 		return nil, fmt.Errorf("%w: context %s", nbd.ErrNotSupported, name)
@@ -80,6 +97,7 @@ func (e *liveExport) BlockStatus(ctx context.Context, name string, off, length i
 	return allocation(ext), nbdErr(err, false)
 }
 
+// allocation turns engine extents into base:allocation extents.
 func allocation(ext []disk.Extent) []nbd.Extent {
 	out := make([]nbd.Extent, 0, len(ext))
 	for _, x := range ext {
@@ -92,6 +110,7 @@ func allocation(ext []disk.Extent) []nbd.Extent {
 	return out
 }
 
+// filterPrefix keeps the names starting with prefix.
 func filterPrefix(names []string, prefix string) []string {
 	var out []string
 	for _, n := range names {
@@ -102,29 +121,51 @@ func filterPrefix(names []string, prefix string) []string {
 	return out
 }
 
+// snapExport serves a snapshot read-only, with its CBT as dirty bitmaps.
 type snapExport struct {
 	d *disk.Disk
 	s *disk.Snapshot
 }
 
-func (e *snapExport) Size() int64                     { return e.s.Size() }
-func (e *snapExport) ReadOnly() bool                  { return true }
-func (e *snapExport) MultiConn() bool                 { return true }
-func (e *snapExport) BlockSizes() nbd.BlockSizes      { return blockSizes }
-func (e *snapExport) Close() error                    { return e.s.Close() }
+var _ nbd.Export = (*snapExport)(nil)
+
+// Size is the disk's size when the snapshot was taken.
+func (e *snapExport) Size() int64 { return e.s.Size() }
+
+// ReadOnly is true: a snapshot is frozen.
+func (e *snapExport) ReadOnly() bool { return true }
+
+// MultiConn is true: nothing changes, so every connection agrees.
+func (e *snapExport) MultiConn() bool { return true }
+
+// BlockSizes are the live disk's.
+func (e *snapExport) BlockSizes() nbd.BlockSizes { return blockSizes }
+
+// Close releases the snapshot view, so the snapshot can be deleted.
+func (e *snapExport) Close() error { return e.s.Close() }
+
+// Flush has nothing to do on a read-only export.
 func (e *snapExport) Flush(ctx context.Context) error { return nil }
 
+// ReadAt reads the snapshot's data.
 func (e *snapExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	_, err := e.s.ReadAt(p, off)
 	return nbdErr(err, false)
 }
 
+// WriteAt refuses: a snapshot is read-only.
 func (e *snapExport) WriteAt(context.Context, []byte, int64, bool) error { return nbd.ErrReadOnly }
+
+// Zero refuses: a snapshot is read-only.
 func (e *snapExport) Zero(context.Context, int64, int64, bool, bool) error {
 	return nbd.ErrReadOnly
 }
+
+// Trim refuses: a snapshot is read-only.
 func (e *snapExport) Trim(context.Context, int64, int64) error { return nbd.ErrReadOnly }
 
+// MetaContexts offers base:allocation and a qemu:dirty-bitmap:ID per
+// change ID the snapshot can answer.
 func (e *snapExport) MetaContexts(prefix string) []string {
 	names := []string{nbd.ContextBaseAllocation}
 	for _, id := range e.s.ChangeIDs() {
@@ -133,6 +174,8 @@ func (e *snapExport) MetaContexts(prefix string) []string {
 	return filterPrefix(names, prefix)
 }
 
+// BlockStatus answers base:allocation from the layers and a dirty bitmap
+// from CBT.
 func (e *snapExport) BlockStatus(ctx context.Context, name string, off, length int64) ([]nbd.Extent, error) {
 	if name == nbd.ContextBaseAllocation {
 		ext, err := e.s.Extents(off, length)

@@ -24,6 +24,8 @@ type Host struct {
 	}
 }
 
+var _ nbd.Exporter = (*Host)(nil)
+
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("host closed")
 

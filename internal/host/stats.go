@@ -32,6 +32,8 @@ type counted struct {
 	c    *ioCounters
 }
 
+var _ nbd.Export = (*counted)(nil)
+
 func (e *counted) ReadAt(ctx context.Context, p []byte, off int64) error {
 	err := e.Export.ReadAt(ctx, p, off)
 	if err == nil {

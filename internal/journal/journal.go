@@ -24,8 +24,8 @@ import (
 	"os"
 	"sync"
 
-	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/metafile"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 const (
@@ -52,14 +52,15 @@ type Log struct {
 	path string
 	mu   struct {
 		sync.Mutex
-		f    *os.File
+		f    vfs.File
 		size int64
 	}
 }
 
-// Create makes a new, empty journal for generation gen and syncs it.
-func Create(path string, gen uint64) (*Log, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+// Create makes a new, empty journal for generation gen in fsys and syncs
+// it.
+func Create(fsys vfs.FS, path string, gen uint64) (*Log, error) {
+	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +71,7 @@ func Create(path string, gen uint64) (*Log, error) {
 		f.Close()
 		return nil, err
 	}
-	if err := fsutil.Datasync(f); err != nil {
+	if err := vfs.Datasync(f); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -79,10 +80,10 @@ func Create(path string, gen uint64) (*Log, error) {
 	return l, nil
 }
 
-// Open replays the journal at path, which must belong to generation gen,
+// Open replays the journal at path in fsys, which must belong to generation gen,
 // truncates a torn tail and returns the log positioned for appending.
-func Open(path string, gen uint64) (*Log, []Record, error) {
-	data, err := os.ReadFile(path)
+func Open(fsys vfs.FS, path string, gen uint64) (*Log, []Record, error) {
+	data, err := vfs.ReadFile(fsys, path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -97,7 +98,7 @@ func Open(path string, gen uint64) (*Log, []Record, error) {
 		return nil, nil, fmt.Errorf("%s: %w: generation %d, want %d", path, ErrCorrupt, g, gen)
 	}
 	recs, end := Parse(data[headerSize:])
-	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
+	f, err := fsys.OpenFile(path, os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -178,7 +179,7 @@ func (l *Log) Sync() error {
 	if f == nil {
 		return os.ErrClosed
 	}
-	return fsutil.Datasync(f)
+	return vfs.Datasync(f)
 }
 
 // Size is the journal's length in bytes.
@@ -201,8 +202,8 @@ func (l *Log) Close() error {
 }
 
 // ReadAll is Open without keeping the file: replay only.
-func ReadAll(path string, gen uint64) ([]Record, error) {
-	l, recs, err := Open(path, gen)
+func ReadAll(fsys vfs.FS, path string, gen uint64) ([]Record, error) {
+	l, recs, err := Open(fsys, path, gen)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, nil

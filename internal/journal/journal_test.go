@@ -8,11 +8,13 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 func TestAppendReplayTornTail(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "j.log")
-	l, err := Create(p, 7)
+	l, err := Create(vfs.Default, p, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +31,7 @@ func TestAppendReplayTornTail(t *testing.T) {
 	f.Write(Encode(4, []byte("torn"))[:6])
 	f.Close()
 
-	l, recs, err := Open(p, 7)
+	l, recs, err := Open(vfs.Default, p, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,11 +43,11 @@ func TestAppendReplayTornTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
-	recs, err = ReadAll(p, 7)
+	recs, err = ReadAll(vfs.Default, p, 7)
 	if err != nil || len(recs) != 4 || recs[3].Type != 5 {
 		t.Fatalf("after torn tail: %d records, %v", len(recs), err)
 	}
-	if _, err := ReadAll(p, 8); !errors.Is(err, ErrCorrupt) {
+	if _, err := ReadAll(vfs.Default, p, 8); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("wrong generation: %v", err)
 	}
 }
@@ -81,7 +83,7 @@ func TestAppendNoSpace(t *testing.T) {
 	}
 	defer exec.Command("umount", "-l", dir).Run()
 	p := filepath.Join(dir, "j.log")
-	l, err := Create(p, 3)
+	l, err := Create(vfs.Default, p, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +117,7 @@ func TestAppendNoSpace(t *testing.T) {
 	if err := l.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := ReadAll(p, 3)
+	recs, err := ReadAll(vfs.Default, p, 3)
 	if err != nil || len(recs) != 2 || recs[0].Type != 1 || !bytes.Equal(recs[1].Payload, big.Payload) {
 		t.Fatalf("replayed %d records (%v), want first and big", len(recs), err)
 	}

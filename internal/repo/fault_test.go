@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/backend/backendtest"
 	"github.com/blockwise/blockwise/internal/backend/mem"
 )
 
@@ -35,7 +36,7 @@ func TestFaultInjection(t *testing.T) {
 func faultRun(t *testing.T, seed uint64, opts Options) {
 	ctx := context.Background()
 	store := mem.New()
-	faulty := backend.NewFaulty(store, seed, 0.15)
+	faulty := backendtest.NewFaulty(store, seed, 0.15)
 	retry := backend.NewRetry(faulty, 3)
 	retry.BaseDelay, retry.MaxDelay = time.Microsecond, time.Microsecond
 	faulty.SetEnabled(false)

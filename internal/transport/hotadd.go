@@ -18,8 +18,12 @@ type hotAddSource struct {
 	id         string
 }
 
+var _ Source = (*hotAddSource)(nil)
+
+// Mode is ModeHotAdd.
 func (s *hotAddSource) Mode() string { return ModeHotAdd }
 
+// Close closes the connection and detaches the private attachment.
 func (s *hotAddSource) Close() error {
 	s.Client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

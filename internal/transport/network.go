@@ -23,18 +23,33 @@ type pool struct {
 	next atomic.Uint64
 }
 
+var (
+	_ Source = (*pool)(nil)
+	_ Target = (*pool)(nil)
+)
+
+// Mode names the transport mode that opened the pool (nbd, nbdssl).
 func (p *pool) Mode() string { return p.mode }
-func (p *pool) Size() int64  { return p.cs[0].Size() }
+
+// Size is the export's size (every connection sees the same).
+func (p *pool) Size() int64 { return p.cs[0].Size() }
+
+// c picks the next connection, round-robin.
 func (p *pool) c() *nbd.Client {
 	return p.cs[p.next.Add(1)%uint64(len(p.cs))]
 }
 
+// ReadAt reads through the next connection.
 func (p *pool) ReadAt(ctx context.Context, b []byte, off int64) error {
 	return p.c().ReadAt(ctx, b, off)
 }
+
+// WriteAt writes through the next connection; Flush makes it durable.
 func (p *pool) WriteAt(ctx context.Context, b []byte, off int64) error {
 	return p.c().WriteAt(ctx, b, off, false)
 }
+
+// Zero zeroes a range through the next connection.
 func (p *pool) Zero(ctx context.Context, off, n int64) error { return zero(ctx, p.c(), off, n) }
 
 // Flush on every connection: only with multi-conn does one flush cover
@@ -48,6 +63,7 @@ func (p *pool) Flush(ctx context.Context) error {
 	return nil
 }
 
+// Close closes every connection.
 func (p *pool) Close() error {
 	for _, c := range p.cs {
 		c.Close()
@@ -61,10 +77,20 @@ type multi struct {
 	mode string
 }
 
+var (
+	_ Source = (*multi)(nil)
+	_ Target = (*multi)(nil)
+)
+
+// Mode names the transport mode that opened the paths.
 func (m multi) Mode() string { return m.mode }
+
+// WriteAt writes over the current path, without FUA (Flush follows).
 func (m multi) WriteAt(ctx context.Context, b []byte, off int64) error {
 	return m.Multipath.WriteAt(ctx, b, off, false)
 }
+
+// Zero zeroes a range over the current path.
 func (m multi) Zero(ctx context.Context, off, n int64) error { return zero(ctx, m.Multipath, off, n) }
 
 type zeroer interface {
@@ -178,6 +204,12 @@ type netSource struct {
 	multi *multi
 }
 
+var (
+	_ Source = (*netSource)(nil)
+	_ Target = (*netSource)(nil)
+)
+
+// io is whichever of pool and multi is set.
 func (s *netSource) io() interface {
 	Mode() string
 	Size() int64
@@ -193,17 +225,30 @@ func (s *netSource) io() interface {
 	return s.pool
 }
 
+// Mode names the transport mode in use.
 func (s *netSource) Mode() string { return s.io().Mode() }
-func (s *netSource) Size() int64  { return s.io().Size() }
+
+// Size is the export's size.
+func (s *netSource) Size() int64 { return s.io().Size() }
+
+// Close closes the connections.
 func (s *netSource) Close() error { return s.io().Close() }
+
+// ReadAt reads the snapshot's (or the disk's) bytes.
 func (s *netSource) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return s.io().ReadAt(ctx, p, off)
 }
+
+// WriteAt writes a restored run; durable after Flush.
 func (s *netSource) WriteAt(ctx context.Context, p []byte, off int64) error {
 	return s.io().WriteAt(ctx, p, off)
 }
+
+// Zero makes a range of the target read as zeroes.
 func (s *netSource) Zero(ctx context.Context, off, n int64) error { return s.io().Zero(ctx, off, n) }
-func (s *netSource) Flush(ctx context.Context) error              { return s.io().Flush(ctx) }
+
+// Flush makes every write so far durable on the host.
+func (s *netSource) Flush(ctx context.Context) error { return s.io().Flush(ctx) }
 
 // Paths reports the multipath state, nil for a single address.
 func (s *netSource) Paths() []nbd.PathStats {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/fsutil"
 )
@@ -11,9 +12,21 @@ import (
 // sanSource reads a snapshot from the datastore's files.
 type sanSource struct{ s *disk.DirectSnapshot }
 
+var (
+	_ Source        = (*sanSource)(nil)
+	_ backup.Lender = (*sanSource)(nil)
+)
+
+// Mode is ModeSAN.
 func (s sanSource) Mode() string { return ModeSAN }
-func (s sanSource) Size() int64  { return s.s.Size() }
+
+// Size is the snapshot's size.
+func (s sanSource) Size() int64 { return s.s.Size() }
+
+// Close closes the layer files.
 func (s sanSource) Close() error { return s.s.Close() }
+
+// ReadAt reads the layer files; the direct reader checks disk.meta after.
 func (s sanSource) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := ctx.Err(); err != nil {
 		return err

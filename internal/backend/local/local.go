@@ -20,6 +20,8 @@ type Backend struct {
 	root string
 }
 
+var _ backend.Backend = (*Backend)(nil)
+
 // Open creates (if needed) and opens a repository directory.
 func Open(dir string) (*Backend, error) {
 	b := &Backend{root: dir}

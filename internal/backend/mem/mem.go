@@ -17,6 +17,8 @@ type Backend struct {
 	objs map[backend.Handle][]byte
 }
 
+var _ backend.Backend = (*Backend)(nil)
+
 // New returns an empty in-memory backend.
 func New() *Backend { return &Backend{objs: map[backend.Handle][]byte{}} }
 

@@ -26,6 +26,8 @@ type Backend struct {
 	partSize int64
 }
 
+var _ backend.Backend = (*Backend)(nil)
+
 // Open connects to cfg's endpoint, checks that the bucket exists and, for
 // CreateAuto, probes whether the server honours If-None-Match.
 func Open(ctx context.Context, cfg Config) (*Backend, error) {

@@ -60,7 +60,7 @@ func TestConformanceRetryOverFaulty(t *testing.T) {
 	for seed := range uint64(3) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			backendtest.RunTests(t, func(t *testing.T) backend.Backend {
-				return newRetry(backend.NewFaulty(open(t), seed, 0.3), 30)
+				return newRetry(backendtest.NewFaulty(open(t), seed, 0.3), 30)
 			})
 		})
 	}

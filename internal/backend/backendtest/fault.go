@@ -1,4 +1,4 @@
-package backend
+package backendtest
 
 import (
 	"context"
@@ -7,14 +7,16 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+
+	"github.com/blockwise/blockwise/internal/backend"
 )
 
-// Faulty wraps a Backend and injects transient errors on a seeded random
+// Faulty wraps a backend.Backend and injects transient errors on a seeded random
 // schedule, for tests. Half of the injected faults happen before the
 // operation reaches the wrapped backend; the other half after it took
 // effect (a lost acknowledgement), which is the harder case for callers.
 type Faulty struct {
-	Backend
+	backend.Backend
 	rate     float64
 	mu       sync.Mutex
 	rng      *rand.Rand
@@ -22,8 +24,10 @@ type Faulty struct {
 	injected atomic.Int64
 }
 
+var _ backend.Backend = (*Faulty)(nil)
+
 // NewFaulty injects a fault into roughly rate (0..1) of all operations.
-func NewFaulty(be Backend, seed uint64, rate float64) *Faulty {
+func NewFaulty(be backend.Backend, seed uint64, rate float64) *Faulty {
 	return &Faulty{Backend: be, rate: rate, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
 }
 
@@ -60,11 +64,11 @@ func (f *Faulty) draw() faultWhen {
 }
 
 func injected(op string, h any) error {
-	return fmt.Errorf("backend: injected fault in %s %v: %w", op, h, ErrTransient)
+	return fmt.Errorf("backend: injected fault in %s %v: %w", op, h, backend.ErrTransient)
 }
 
-// Save implements Backend.
-func (f *Faulty) Save(ctx context.Context, h Handle, data []byte) error {
+// Save implements backend.Backend.
+func (f *Faulty) Save(ctx context.Context, h backend.Handle, data []byte) error {
 	w := f.draw()
 	if w == faultBefore {
 		return injected("save", h)
@@ -76,8 +80,8 @@ func (f *Faulty) Save(ctx context.Context, h Handle, data []byte) error {
 	return err
 }
 
-// Load implements Backend.
-func (f *Faulty) Load(ctx context.Context, h Handle, offset, length int64) (io.ReadCloser, error) {
+// Load implements backend.Backend.
+func (f *Faulty) Load(ctx context.Context, h backend.Handle, offset, length int64) (io.ReadCloser, error) {
 	w := f.draw()
 	if w == faultBefore {
 		return nil, injected("load", h)
@@ -90,23 +94,23 @@ func (f *Faulty) Load(ctx context.Context, h Handle, offset, length int64) (io.R
 	return rd, err
 }
 
-// Stat implements Backend.
-func (f *Faulty) Stat(ctx context.Context, h Handle) (FileInfo, error) {
+// Stat implements backend.Backend.
+func (f *Faulty) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
 	if f.draw() != faultNone {
-		return FileInfo{}, injected("stat", h)
+		return backend.FileInfo{}, injected("stat", h)
 	}
 	return f.Backend.Stat(ctx, h)
 }
 
-// List implements Backend. An "after" fault stops the listing part-way,
+// List implements backend.Backend. An "after" fault stops the listing part-way,
 // as a dropped connection would.
-func (f *Faulty) List(ctx context.Context, t FileType, fn func(FileInfo) error) error {
+func (f *Faulty) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
 	w := f.draw()
 	if w == faultBefore {
 		return injected("list", t)
 	}
 	n := 0
-	err := f.Backend.List(ctx, t, func(fi FileInfo) error {
+	err := f.Backend.List(ctx, t, func(fi backend.FileInfo) error {
 		if w == faultAfter && n > 0 {
 			return injected("list", t)
 		}
@@ -119,8 +123,8 @@ func (f *Faulty) List(ctx context.Context, t FileType, fn func(FileInfo) error) 
 	return err
 }
 
-// Remove implements Backend.
-func (f *Faulty) Remove(ctx context.Context, h Handle) error {
+// Remove implements backend.Backend.
+func (f *Faulty) Remove(ctx context.Context, h backend.Handle) error {
 	w := f.draw()
 	if w == faultBefore {
 		return injected("remove", h)

@@ -1,0 +1,50 @@
+package vfs
+
+import (
+	"io"
+	"io/fs"
+	"os"
+
+	"github.com/blockwise/blockwise/internal/fsutil"
+)
+
+// Default is the operating system's file system; its Files are *os.File.
+var Default FS = osFS{}
+
+// osFS passes every call to the os package.
+type osFS struct{}
+
+var _ FS = osFS{}
+
+func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return f, nil
+}
+
+func (osFS) OpenDir(name string) (File, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (osFS) Rename(oldname, newname string) error         { return os.Rename(oldname, newname) }
+func (osFS) Remove(name string) error                     { return os.Remove(name) }
+func (osFS) RemoveAll(name string) error                  { return os.RemoveAll(name) }
+func (osFS) Mkdir(name string, perm fs.FileMode) error    { return os.Mkdir(name, perm) }
+func (osFS) MkdirAll(name string, perm fs.FileMode) error { return os.MkdirAll(name, perm) }
+func (osFS) ReadDir(name string) ([]fs.DirEntry, error)   { return os.ReadDir(name) }
+func (osFS) Stat(name string) (fs.FileInfo, error)        { return os.Stat(name) }
+func (osFS) ReadFile(name string) ([]byte, error)         { return os.ReadFile(name) }
+
+func (osFS) Lock(name string) (io.Closer, error) {
+	f, err := fsutil.Lock(name)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
