@@ -114,15 +114,16 @@ func (o repoOptions) openNoIndex(ctx context.Context) (*repo.Repository, error) 
 	return o.openWith(ctx, repo.OpenNoIndex, false)
 }
 
-func (o repoOptions) openWith(ctx context.Context, open func(context.Context, backend.Backend, repo.Secret) (*repo.Repository, error), cached bool) (*repo.Repository, error) {
+func (o repoOptions) openWith(ctx context.Context, open func(context.Context, backend.Backend, repo.Secret, repo.Options) (*repo.Repository, error), cached bool) (*repo.Repository, error) {
 	secret, err := o.secret()
 	if err != nil {
 		return nil, err
 	}
-	cacheDir, err := o.configureCache()
+	settings, err := o.settings()
 	if err != nil {
 		return nil, err
 	}
+	cacheDir := settings.CacheDir
 	remote := strings.HasPrefix(o.Repo, "s3:")
 	if o.Repo != "" && !remote {
 		// Opening a local backend creates its directories: look first.
@@ -137,7 +138,7 @@ func (o repoOptions) openWith(ctx context.Context, open func(context.Context, ba
 	if cached && cacheDir != "" && remote {
 		be = backend.NewCache(be, objectCacheDir(cacheDir, o.Repo), repo.ContentNamed, backend.Index, backend.Manifests)
 	}
-	r, err := open(ctx, be, secret)
+	r, err := open(ctx, be, secret, settings)
 	if err != nil {
 		be.Close()
 		return nil, err
@@ -190,40 +191,43 @@ func findManifest(ctx context.Context, r *repo.Repository, ref, disk string) (*r
 	return nil, fmt.Errorf("%w: restore point prefix %q is ambiguous (%d matches)", errUsage, ref, len(found))
 }
 
-// configureCache points the repository's cache (restore point heads) and
-// the index's spill files at --cache-dir or the user's cache directory
+// settings are the repository's settings for this command: its cache
+// (restore point heads; CacheDir) and the index's spill files
+// (IndexSpillDir) go to --cache-dir or the user's cache directory
 // ($XDG_CACHE_HOME/blockwise or ~/.cache/blockwise: /tmp is often
-// memory-backed) and takes BLOCKWISE_INDEX_BLOBS, the most blobs the
-// index keeps in memory (default repo.IndexMemoryBlobs; 0 for no limit).
-// It returns the cache directory, "" with --no-cache or when there is
-// none to be had.
-func (o repoOptions) configureCache() (string, error) {
+// memory-backed), and BLOCKWISE_INDEX_BLOBS is the most blobs the index
+// keeps in memory (default repo.DefaultIndexMemoryBlobs; 0 for no
+// limit). CacheDir is "" with --no-cache or when there is none to be had.
+func (o repoOptions) settings() (repo.Options, error) {
+	var s repo.Options
 	if v := os.Getenv("BLOCKWISE_INDEX_BLOBS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return "", &usageError{fmt.Errorf("BLOCKWISE_INDEX_BLOBS=%q: want a number of blobs", v)}
+			return s, &usageError{fmt.Errorf("BLOCKWISE_INDEX_BLOBS=%q: want a number of blobs", v)}
 		}
-		repo.IndexMemoryBlobs = n
+		s.IndexMemoryBlobs = n
+		if n == 0 {
+			s.IndexMemoryBlobs = -1 // repo.Options: negative is no limit
+		}
 	}
 	dir := o.CacheDir
 	if dir == "" {
 		base, err := os.UserCacheDir()
 		if err != nil {
-			return "", nil
+			return s, nil
 		}
 		dir = filepath.Join(base, "blockwise")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		// As restic: a command runs without its cache rather than not at all.
 		fmt.Fprintf(os.Stderr, "blockwise: warning: no cache: %v\n", err)
-		return "", nil
+		return s, nil
 	}
-	repo.IndexSpillDir = dir // scratch space, not a cache: kept with --no-cache
-	if o.NoCache {
-		return "", nil
+	s.IndexSpillDir = dir // scratch space, not a cache: kept with --no-cache
+	if !o.NoCache {
+		s.CacheDir = dir
 	}
-	repo.CacheDir = dir
-	return dir, nil
+	return s, nil
 }
 
 // objectCacheDir is where the copies of one remote repository's files

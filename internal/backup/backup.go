@@ -100,7 +100,14 @@ type Options struct {
 	// Progress, if set, is called as bytes are read (from one goroutine
 	// at a time).
 	Progress func(done, total int64)
+	// SnapshotWait bounds how long the backup waits for a busy disk (a
+	// consolidation of an earlier snapshot still running) before taking
+	// its snapshot; 0: DefaultSnapshotWait.
+	SnapshotWait time.Duration
 }
+
+// DefaultSnapshotWait is Options.SnapshotWait's default.
+const DefaultSnapshotWait = 10 * time.Minute
 
 // Result describes a finished backup.
 type Result struct {
@@ -345,9 +352,13 @@ func removeStale(ctx context.Context, o Options) {
 }
 
 // createSnapshot waits out a busy disk (a consolidation of an earlier
-// snapshot still running) for up to snapshotWait.
+// snapshot still running) for up to o.SnapshotWait.
 func createSnapshot(ctx context.Context, o Options) (Snapshot, error) {
-	ctx, cancel := context.WithTimeout(ctx, snapshotWait)
+	wait := o.SnapshotWait
+	if wait == 0 {
+		wait = DefaultSnapshotWait
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var snap Snapshot
 	err := retryBusy(ctx, func() (err error) {
@@ -356,9 +367,6 @@ func createSnapshot(ctx context.Context, o Options) (Snapshot, error) {
 	})
 	return snap, err
 }
-
-// snapshotWait bounds how long a backup waits for a busy disk.
-var snapshotWait = 10 * time.Minute
 
 // retryBusy calls f until it returns anything but ErrBusy, backing off.
 func retryBusy(ctx context.Context, f func() error) error {
