@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,14 +44,11 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().BoolVar(&o.NoCache, "no-cache", false, "keep no local copies of a remote repository's index files and restore points")
 }
 
-// errUsage marks errors in how a command was called (exit code 2).
-var errUsage = errors.New("usage")
-
 func (o repoOptions) password() (string, error) {
 	if p, ok, err := readPassword(o.PasswordFile, "BLOCKWISE_PASSWORD"); ok || err != nil {
 		return p, err
 	}
-	return "", fmt.Errorf("%w: no password: set BLOCKWISE_PASSWORD or --password-file", errUsage)
+	return "", usageErrorf("no password: set BLOCKWISE_PASSWORD or --password-file")
 }
 
 // readPassword reads a password from file when given, else from the
@@ -74,7 +70,7 @@ func readPassword(file, env string) (pw string, ok bool, err error) {
 // the AWS config files).
 func (o repoOptions) backend(ctx context.Context) (backend.Backend, error) {
 	if o.Repo == "" {
-		return nil, fmt.Errorf("%w: no repository: set --repo or BLOCKWISE_REPO", errUsage)
+		return nil, usageErrorf("no repository: set --repo or BLOCKWISE_REPO")
 	}
 	if o.LimitUpload < 0 || o.LimitDownload < 0 {
 		return nil, usageErrorf("--limit-upload and --limit-download take KiB/s, 0 or more")
@@ -88,11 +84,11 @@ func (o repoOptions) secret() (repo.Secret, error) {
 	if o.KeyFile != "" {
 		text, err := os.ReadFile(o.KeyFile)
 		if err != nil {
-			return repo.Secret{}, fmt.Errorf("%w: key file: %w", errUsage, err)
+			return repo.Secret{}, usageErrorf("key file: %w", err)
 		}
 		secret, err := repo.ParseKeyFile(text)
 		if err != nil {
-			return repo.Secret{}, fmt.Errorf("%w: %s: %w", errUsage, o.KeyFile, err)
+			return repo.Secret{}, usageErrorf("%s: %w", o.KeyFile, err)
 		}
 		if fi, err := os.Stat(o.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			fmt.Fprintf(os.Stderr, "blockwise: warning: key file %s is accessible to other users (mode %v): anyone who can read it can read the repository\n", o.KeyFile, fi.Mode().Perm())
@@ -188,7 +184,7 @@ func findManifest(ctx context.Context, r *repo.Repository, ref, disk string) (*r
 	case 1:
 		return found[0], nil
 	}
-	return nil, fmt.Errorf("%w: restore point prefix %q is ambiguous (%d matches)", errUsage, ref, len(found))
+	return nil, usageErrorf("restore point prefix %q is ambiguous (%d matches)", ref, len(found))
 }
 
 // settings are the repository's settings for this command: its cache
@@ -203,7 +199,7 @@ func (o repoOptions) settings() (repo.Options, error) {
 	if v := os.Getenv("BLOCKWISE_INDEX_BLOBS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return s, &usageError{fmt.Errorf("BLOCKWISE_INDEX_BLOBS=%q: want a number of blobs", v)}
+			return s, usageErrorf("BLOCKWISE_INDEX_BLOBS=%q: want a number of blobs", v)
 		}
 		s.IndexMemoryBlobs = n
 		if n == 0 {
