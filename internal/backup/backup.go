@@ -16,6 +16,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/retry"
 )
 
 // Errors a Host MUST wrap so backup can react.
@@ -368,21 +369,13 @@ func createSnapshot(ctx context.Context, o Options) (Snapshot, error) {
 	return snap, err
 }
 
-// retryBusy calls f until it returns anything but ErrBusy, backing off.
+// retryBusy calls f until it returns anything but ErrBusy, backing off
+// (10 ms, doubling up to a second, less jitter); when ctx ends first it
+// returns f's last error (ErrBusy).
 func retryBusy(ctx context.Context, f func() error) error {
-	wait := 10 * time.Millisecond
-	for {
-		err := f()
-		if !errors.Is(err, ErrBusy) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, time.Second)
-	}
+	p := retry.Policy{Base: 10 * time.Millisecond, Max: time.Second}
+	_, err := retry.Do(ctx, p, func(err error) bool { return errors.Is(err, ErrBusy) }, func(int) error { return f() })
+	return err
 }
 
 func deleteSnapshot(ctx context.Context, o Options, id string) error {
