@@ -110,6 +110,9 @@ func TestExitCodes(t *testing.T) {
 		{"repo wrong password", fmt.Errorf("open: %w", repo.ErrWrongPassword), exitUnauthorized},
 
 		{"check failed", fmt.Errorf("%w: 2 errors", errCheckFailed), exitCheckFailed},
+
+		{"client no space", problem(wire.ProblemNoSpace), exitNoSpace},
+		{"disk no space", fmt.Errorf("snapshot: %w: %w", disk.ErrNoSpace, syscall.ENOSPC), exitNoSpace},
 	}
 	covered := map[int]bool{}
 	for _, c := range cases {
