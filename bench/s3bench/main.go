@@ -131,7 +131,7 @@ func bench(ctx context.Context, name string, be backend.Backend, wrap func(backe
 	// every index file.
 	c.reset()
 	t0 = time.Now()
-	r2, err := repo.Open(ctx, stack, "bench")
+	r2, err := repo.Open(ctx, stack, "bench", repo.Options{})
 	if err != nil {
 		return res, err
 	}

@@ -219,7 +219,7 @@ func demoRepo(ctx context.Context, g globalOptions, out io.Writer) (*repo.Reposi
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, "demo")
+	r, err := repo.Open(ctx, be, "demo", repo.Options{})
 	if errors.Is(err, repo.ErrNotFound) || errors.Is(err, repo.ErrInvalid) {
 		fmt.Fprintf(out, "\n== creating an encrypted repository at %s (password \"demo\")\n", dir)
 		r, err = repo.Init(ctx, be, "demo", repo.Options{})

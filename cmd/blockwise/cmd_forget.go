@@ -67,7 +67,7 @@ func init() {
 
 func runForget(ctx context.Context, o forgetOptions, ids []string, out io.Writer) error {
 	if (len(ids) == 0) == o.Policy.Empty() {
-		return fmt.Errorf("%w: give restore point IDs or a --keep-* policy, not both", errUsage)
+		return usageErrorf("give restore point IDs or a --keep-* policy, not both")
 	}
 	r, err := o.open(ctx)
 	if err != nil {

@@ -54,7 +54,7 @@ func init() {
 
 func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref string, out io.Writer) error {
 	if n := countSet(o.ToFile, o.ToDisk, o.ToURI, o.Rollback); n != 1 {
-		return fmt.Errorf("%w: give exactly one of --to, --to-disk, --to-uri and --rollback", errUsage)
+		return usageErrorf("give exactly one of --to, --to-disk, --to-uri and --rollback")
 	}
 	r, m, err := o.openPoint(ctx, ref, o.Disk)
 	if err != nil {

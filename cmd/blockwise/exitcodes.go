@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/api"
@@ -26,7 +25,10 @@ const (
 	exitNoSpace      = 9 // the datastore is full: free space and retry (nothing was changed)
 )
 
-// usageError marks bad flags or arguments.
+// usageError marks bad flags or arguments (exit 2). It is the one usage
+// error: commands return it (usageErrorf), and cobra's own flag,
+// argument and subcommand errors are turned into it where cobra makes
+// them (cobraerrors.go), so nothing is classified by its text.
 type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
@@ -46,9 +48,8 @@ func exitCode(err error) int {
 func classify(err error) int {
 	var ue *usageError
 	switch {
-	case errors.As(err, &ue), errors.Is(err, errUsage), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
-		errors.Is(err, backup.ErrNotThisDisk),
-		isCobraUsage(err):
+	case errors.As(err, &ue), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
+		errors.Is(err, backup.ErrNotThisDisk):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt
@@ -69,15 +70,4 @@ func classify(err error) int {
 		return exitNoSpace
 	}
 	return exitFailure
-}
-
-// isCobraUsage recognizes cobra's own argument errors, which carry no type.
-func isCobraUsage(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
 }

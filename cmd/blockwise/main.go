@@ -23,10 +23,6 @@ var rootCmd = &cobra.Command{
 	SilenceErrors: true,
 }
 
-func init() {
-	rootCmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-}
-
 func main() {
 	// BLOCKWISE_CPUPROFILE=FILE profiles one command (benchmarks use it).
 	if p := os.Getenv("BLOCKWISE_CPUPROFILE"); p != "" {
@@ -42,6 +38,7 @@ func main() {
 			defer trace.Stop()
 		}
 	}
+	typeCobraErrors(rootCmd)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := rootCmd.ExecuteContext(ctx)
 	stop()

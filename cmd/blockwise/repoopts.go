@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,14 +44,11 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().BoolVar(&o.NoCache, "no-cache", false, "keep no local copies of a remote repository's index files and restore points")
 }
 
-// errUsage marks errors in how a command was called (exit code 2).
-var errUsage = errors.New("usage")
-
 func (o repoOptions) password() (string, error) {
 	if p, ok, err := readPassword(o.PasswordFile, "BLOCKWISE_PASSWORD"); ok || err != nil {
 		return p, err
 	}
-	return "", fmt.Errorf("%w: no password: set BLOCKWISE_PASSWORD or --password-file", errUsage)
+	return "", usageErrorf("no password: set BLOCKWISE_PASSWORD or --password-file")
 }
 
 // readPassword reads a password from file when given, else from the
@@ -74,7 +70,7 @@ func readPassword(file, env string) (pw string, ok bool, err error) {
 // the AWS config files).
 func (o repoOptions) backend(ctx context.Context) (backend.Backend, error) {
 	if o.Repo == "" {
-		return nil, fmt.Errorf("%w: no repository: set --repo or BLOCKWISE_REPO", errUsage)
+		return nil, usageErrorf("no repository: set --repo or BLOCKWISE_REPO")
 	}
 	if o.LimitUpload < 0 || o.LimitDownload < 0 {
 		return nil, usageErrorf("--limit-upload and --limit-download take KiB/s, 0 or more")
@@ -88,11 +84,11 @@ func (o repoOptions) secret() (repo.Secret, error) {
 	if o.KeyFile != "" {
 		text, err := os.ReadFile(o.KeyFile)
 		if err != nil {
-			return repo.Secret{}, fmt.Errorf("%w: key file: %w", errUsage, err)
+			return repo.Secret{}, usageErrorf("key file: %w", err)
 		}
 		secret, err := repo.ParseKeyFile(text)
 		if err != nil {
-			return repo.Secret{}, fmt.Errorf("%w: %s: %w", errUsage, o.KeyFile, err)
+			return repo.Secret{}, usageErrorf("%s: %w", o.KeyFile, err)
 		}
 		if fi, err := os.Stat(o.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			fmt.Fprintf(os.Stderr, "blockwise: warning: key file %s is accessible to other users (mode %v): anyone who can read it can read the repository\n", o.KeyFile, fi.Mode().Perm())
@@ -114,15 +110,16 @@ func (o repoOptions) openNoIndex(ctx context.Context) (*repo.Repository, error) 
 	return o.openWith(ctx, repo.OpenNoIndex, false)
 }
 
-func (o repoOptions) openWith(ctx context.Context, open func(context.Context, backend.Backend, repo.Secret) (*repo.Repository, error), cached bool) (*repo.Repository, error) {
+func (o repoOptions) openWith(ctx context.Context, open func(context.Context, backend.Backend, repo.Secret, repo.Options) (*repo.Repository, error), cached bool) (*repo.Repository, error) {
 	secret, err := o.secret()
 	if err != nil {
 		return nil, err
 	}
-	cacheDir, err := o.configureCache()
+	settings, err := o.settings()
 	if err != nil {
 		return nil, err
 	}
+	cacheDir := settings.CacheDir
 	remote := strings.HasPrefix(o.Repo, "s3:")
 	if o.Repo != "" && !remote {
 		// Opening a local backend creates its directories: look first.
@@ -137,7 +134,7 @@ func (o repoOptions) openWith(ctx context.Context, open func(context.Context, ba
 	if cached && cacheDir != "" && remote {
 		be = backend.NewCache(be, objectCacheDir(cacheDir, o.Repo), repo.ContentNamed, backend.Index, backend.Manifests)
 	}
-	r, err := open(ctx, be, secret)
+	r, err := open(ctx, be, secret, settings)
 	if err != nil {
 		be.Close()
 		return nil, err
@@ -187,43 +184,46 @@ func findManifest(ctx context.Context, r *repo.Repository, ref, disk string) (*r
 	case 1:
 		return found[0], nil
 	}
-	return nil, fmt.Errorf("%w: restore point prefix %q is ambiguous (%d matches)", errUsage, ref, len(found))
+	return nil, usageErrorf("restore point prefix %q is ambiguous (%d matches)", ref, len(found))
 }
 
-// configureCache points the repository's cache (restore point heads) and
-// the index's spill files at --cache-dir or the user's cache directory
+// settings are the repository's settings for this command: its cache
+// (restore point heads; CacheDir) and the index's spill files
+// (IndexSpillDir) go to --cache-dir or the user's cache directory
 // ($XDG_CACHE_HOME/blockwise or ~/.cache/blockwise: /tmp is often
-// memory-backed) and takes BLOCKWISE_INDEX_BLOBS, the most blobs the
-// index keeps in memory (default repo.IndexMemoryBlobs; 0 for no limit).
-// It returns the cache directory, "" with --no-cache or when there is
-// none to be had.
-func (o repoOptions) configureCache() (string, error) {
+// memory-backed), and BLOCKWISE_INDEX_BLOBS is the most blobs the index
+// keeps in memory (default repo.DefaultIndexMemoryBlobs; 0 for no
+// limit). CacheDir is "" with --no-cache or when there is none to be had.
+func (o repoOptions) settings() (repo.Options, error) {
+	var s repo.Options
 	if v := os.Getenv("BLOCKWISE_INDEX_BLOBS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return "", &usageError{fmt.Errorf("BLOCKWISE_INDEX_BLOBS=%q: want a number of blobs", v)}
+			return s, usageErrorf("BLOCKWISE_INDEX_BLOBS=%q: want a number of blobs", v)
 		}
-		repo.IndexMemoryBlobs = n
+		s.IndexMemoryBlobs = n
+		if n == 0 {
+			s.IndexMemoryBlobs = -1 // repo.Options: negative is no limit
+		}
 	}
 	dir := o.CacheDir
 	if dir == "" {
 		base, err := os.UserCacheDir()
 		if err != nil {
-			return "", nil
+			return s, nil
 		}
 		dir = filepath.Join(base, "blockwise")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		// As restic: a command runs without its cache rather than not at all.
 		fmt.Fprintf(os.Stderr, "blockwise: warning: no cache: %v\n", err)
-		return "", nil
+		return s, nil
 	}
-	repo.IndexSpillDir = dir // scratch space, not a cache: kept with --no-cache
-	if o.NoCache {
-		return "", nil
+	s.IndexSpillDir = dir // scratch space, not a cache: kept with --no-cache
+	if !o.NoCache {
+		s.CacheDir = dir
 	}
-	repo.CacheDir = dir
-	return dir, nil
+	return s, nil
 }
 
 // objectCacheDir is where the copies of one remote repository's files

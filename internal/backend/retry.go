@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/blockwise/blockwise/internal/retry"
 )
 
 // Retry wraps a Backend and retries operations that fail with a transient
-// error (see IsTransient), with exponential backoff and a bounded number
-// of attempts. Permanent errors (ErrNotFound, ErrExists, ErrInvalid,
+// error (see IsTransient), with exponential backoff, jitter and a bounded
+// number of attempts (package retry). Permanent errors (ErrNotFound, ErrExists, ErrInvalid,
 // context errors, anything not marked transient) are returned at once.
 //
 // A retried operation may have taken effect even though its first attempt
@@ -22,7 +24,7 @@ import (
 type Retry struct {
 	Backend
 	Attempts  int           // total attempts, at least 1
-	BaseDelay time.Duration // delay before the second attempt; doubles each time
+	BaseDelay time.Duration // delay before the second attempt; doubles each time (less jitter)
 	MaxDelay  time.Duration // cap on a single delay
 }
 
@@ -36,22 +38,15 @@ func NewRetry(be Backend, attempts int) *Retry {
 // do runs op until it succeeds, fails permanently, or attempts run out.
 // op receives the 1-based attempt number.
 func (r *Retry) do(ctx context.Context, op func(attempt int) error) error {
-	delay := r.BaseDelay
-	var err error
-	for attempt := 1; ; attempt++ {
-		if err = op(attempt); err == nil || !IsTransient(err) {
-			return err
-		}
-		if attempt >= r.Attempts {
-			return fmt.Errorf("backend: giving up after %d attempts: %w", attempt, err)
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(ctx.Err(), err)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, r.MaxDelay)
+	p := retry.Policy{Attempts: max(r.Attempts, 1), Base: r.BaseDelay, Max: r.MaxDelay}
+	attempts, err := retry.Do(ctx, p, IsTransient, op)
+	switch {
+	case err == nil || !IsTransient(err):
+		return err
+	case attempts >= p.Attempts:
+		return fmt.Errorf("backend: giving up after %d attempts: %w", attempts, err)
 	}
+	return errors.Join(ctx.Err(), err) // the context ended during a wait
 }
 
 // Save implements Backend.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/retry"
 )
 
 // Errors a Host MUST wrap so backup can react.
@@ -100,7 +101,14 @@ type Options struct {
 	// Progress, if set, is called as bytes are read (from one goroutine
 	// at a time).
 	Progress func(done, total int64)
+	// SnapshotWait bounds how long the backup waits for a busy disk (a
+	// consolidation of an earlier snapshot still running) before taking
+	// its snapshot; 0: DefaultSnapshotWait.
+	SnapshotWait time.Duration
 }
+
+// DefaultSnapshotWait is Options.SnapshotWait's default.
+const DefaultSnapshotWait = 10 * time.Minute
 
 // Result describes a finished backup.
 type Result struct {
@@ -345,9 +353,13 @@ func removeStale(ctx context.Context, o Options) {
 }
 
 // createSnapshot waits out a busy disk (a consolidation of an earlier
-// snapshot still running) for up to snapshotWait.
+// snapshot still running) for up to o.SnapshotWait.
 func createSnapshot(ctx context.Context, o Options) (Snapshot, error) {
-	ctx, cancel := context.WithTimeout(ctx, snapshotWait)
+	wait := o.SnapshotWait
+	if wait == 0 {
+		wait = DefaultSnapshotWait
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var snap Snapshot
 	err := retryBusy(ctx, func() (err error) {
@@ -357,24 +369,13 @@ func createSnapshot(ctx context.Context, o Options) (Snapshot, error) {
 	return snap, err
 }
 
-// snapshotWait bounds how long a backup waits for a busy disk.
-var snapshotWait = 10 * time.Minute
-
-// retryBusy calls f until it returns anything but ErrBusy, backing off.
+// retryBusy calls f until it returns anything but ErrBusy, backing off
+// (10 ms, doubling up to a second, less jitter); when ctx ends first it
+// returns f's last error (ErrBusy).
 func retryBusy(ctx context.Context, f func() error) error {
-	wait := 10 * time.Millisecond
-	for {
-		err := f()
-		if !errors.Is(err, ErrBusy) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, time.Second)
-	}
+	p := retry.Policy{Base: 10 * time.Millisecond, Max: time.Second}
+	_, err := retry.Do(ctx, p, func(err error) bool { return errors.Is(err, ErrBusy) }, func(int) error { return f() })
+	return err
 }
 
 func deleteSnapshot(ctx context.Context, o Options, id string) error {

@@ -168,7 +168,7 @@ func checkAfterTest(t *testing.T, be backend.Backend) {
 		return
 	}
 	ctx := context.Background()
-	r, err := repo.Open(ctx, be, "secret")
+	r, err := repo.Open(ctx, be, "secret", repo.Options{})
 	var res *repo.CheckResult
 	if err == nil {
 		res, err = r.Check(ctx, repo.CheckOptions{ReadData: true})
@@ -501,10 +501,8 @@ func TestRestoreHoldsLock(t *testing.T) {
 // head lies (here: an old point claims to be the newest) it notices on
 // loading that manifest and answers from the manifests themselves.
 func TestLatestForDamagedHeadCache(t *testing.T) {
-	old := repo.CacheDir
-	repo.CacheDir = t.TempDir()
-	defer func() { repo.CacheDir = old }()
-	f := newFixture(t)
+	cache := t.TempDir()
+	f := newFixture(t, func(o *repo.Options) { o.CacheDir = cache })
 	ctx := context.Background()
 	d, err := f.th.h.Create("vm", 1<<20, disk.Options{})
 	if err != nil {
@@ -518,7 +516,7 @@ func TestLatestForDamagedHeadCache(t *testing.T) {
 	if err != nil || m == nil || m.ID != second.ID {
 		t.Fatalf("latest: %v %v, want %v", m, err, second.ID.Short())
 	}
-	heads, err := filepath.Glob(filepath.Join(repo.CacheDir, "*", "heads", first.ID.String()))
+	heads, err := filepath.Glob(filepath.Join(cache, "*", "heads", first.ID.String()))
 	if err != nil || len(heads) != 1 {
 		t.Fatalf("cached head of the first point: %v %v", heads, err)
 	}

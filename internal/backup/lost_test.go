@@ -39,7 +39,7 @@ func TestBackupAfterLostPack(t *testing.T) {
 			if rep, err := f.repo.RepairIndex(ctx, repo.RepairIndexOptions{}); err != nil || rep.Missing == 0 {
 				t.Fatalf("repair index: %+v, %v", rep, err)
 			}
-			r, err := repo.Open(ctx, f.be, "secret")
+			r, err := repo.Open(ctx, f.be, "secret", repo.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -169,7 +169,7 @@ func BenchmarkListManifests(b *testing.B) {
 		parent = backup(b, r, parent, img, []uint64{0})
 	}
 	slow := onLoad{store, func(backend.Handle) { time.Sleep(2 * time.Millisecond) }}
-	r2, err := Open(ctx, slow, testPassword)
+	r2, err := Open(ctx, slow, testPassword, testSettings())
 	if err != nil {
 		b.Fatal(err)
 	}

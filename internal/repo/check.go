@@ -100,7 +100,7 @@ func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64,
 	if err != nil {
 		return nil, err
 	}
-	x := newIndex()
+	x := r.newIndex()
 	indexed := map[ID]bool{}
 	var mu sync.Mutex // res, from the readers
 	g, gctx := errgroup.WithContext(ctx)

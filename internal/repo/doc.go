@@ -29,6 +29,16 @@
 // passes slots: the index pages below are stored then, so the writer's
 // memory does not grow with the disk.
 //
+// # Configuration
+//
+// Configuration is per Repository: Init and Open take Options, whose
+// format fields (chunk and pack size, cipher, ...) are fixed at Init and
+// whose settings (KDF cost, cache and spill directories, index memory,
+// repack threshold, lock TTL) belong to the Repository value they return.
+// There are no package variables to set, so two repositories in one
+// process (a daemon running many policies) can differ; the zero Options
+// give the documented defaults.
+//
 // # Errors
 //
 // All failures wrap one of the sentinels in errors.go (ErrWrongPassword,

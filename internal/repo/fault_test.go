@@ -81,7 +81,7 @@ func faultRun(t *testing.T, seed uint64, opts Options) {
 	faulty.SetEnabled(false)
 	t.Logf("seed %d: %d faults injected, %d backups committed, repair index: %v", seed, faulty.Injected(), len(committed), repairErr)
 
-	r2, err := Open(ctx, store, testPassword)
+	r2, err := Open(ctx, store, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func FuzzPackTrailer(f *testing.F) {
 // reach past checksums by hashing its input) and adds one real pack of it
 // to f's corpus.
 func unencryptedWithPackSeed(f *testing.F) *Repository {
-	r, _ := newRepository(nil, Options{Unencrypted: true}.config(), nil)
+	r, _ := newRepository(nil, Options{Unencrypted: true}.config(), nil, Options{})
 	p := &packer{r: r}
 	var seed []byte
 	p.r.be = captureBackend(&seed)

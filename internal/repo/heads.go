@@ -7,13 +7,10 @@ import (
 	"path/filepath"
 )
 
-// CacheDir is where a process keeps what it learnt about repositories
-// ("" for nowhere): today the heads of restore points, in
-// CacheDir/<repository ID>/heads/<manifest ID>. A manifest never changes
-// (its name is its hash), so a cached head is never stale; a head whose
-// manifest is gone is dropped. The CLI sets it to the user's cache
-// directory.
-var CacheDir = ""
+// Heads are cached in Options.CacheDir/<repository ID>/heads/<manifest
+// ID> (no cache when CacheDir is ""). A manifest never changes (its name
+// is its hash), so a cached head is never stale; a head whose manifest is
+// gone is dropped.
 
 // Head is what identifies a restore point: enough to pick a backup's
 // parent without loading every manifest (each lists a page ID per
@@ -59,10 +56,10 @@ func (r *Repository) Heads(ctx context.Context) ([]Head, error) {
 }
 
 func (r *Repository) headsDir() string {
-	if CacheDir == "" || r.cfg.ID == "" {
+	if r.opts.CacheDir == "" || r.cfg.ID == "" {
 		return ""
 	}
-	return filepath.Join(CacheDir, filepath.Base(r.cfg.ID), "heads")
+	return filepath.Join(r.opts.CacheDir, filepath.Base(r.cfg.ID), "heads")
 }
 
 func readHead(dir string, id ID) (Head, bool) {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -18,7 +20,37 @@ var testKDF = KDFParams{Time: 1, Memory: 64, Threads: 1}
 const testPassword = "correct horse battery staple"
 
 func testOptions() Options {
-	return Options{PackSize: 1 << 20, PageSlots: 256, KDF: testKDF}
+	return withTestSettings(Options{PackSize: 1 << 20, PageSlots: 256, KDF: testKDF})
+}
+
+// testSettings are the settings tests open repositories with: the
+// defaults, but for BLOCKWISE_TEST_INDEX_BLOBS=N, which keeps at most N
+// blobs in the index's memory, so every test also goes through spilled
+// runs (scripts/test.sh does, with a handful).
+func testSettings() Options { return withTestSettings(Options{}) }
+
+// withTestSettings applies BLOCKWISE_TEST_INDEX_BLOBS to o unless o sets
+// IndexMemoryBlobs itself.
+func withTestSettings(o Options) Options {
+	if n, err := strconv.Atoi(os.Getenv("BLOCKWISE_TEST_INDEX_BLOBS")); err == nil && o.IndexMemoryBlobs == 0 {
+		o.IndexMemoryBlobs = n
+		if n == 0 {
+			o.IndexMemoryBlobs = -1 // 0 meant no limit
+		}
+	}
+	return o
+}
+
+// reopen opens r's repository again, as another process would, with
+// settings s (its own Repository: r's settings do not carry over).
+func reopen(t testing.TB, r *Repository, s Options) *Repository {
+	t.Helper()
+	r2, err := Open(context.Background(), r.Backend(), testPassword, withTestSettings(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r2.Close() })
+	return r2
 }
 
 // initRepo creates a repository that is checked, data and all, when the
@@ -26,7 +58,7 @@ func testOptions() Options {
 // unless it says it damages it (allowDamage).
 func initRepo(t testing.TB, be backend.Backend, opts Options) *Repository {
 	t.Helper()
-	r, err := Init(context.Background(), be, testPassword, opts)
+	r, err := Init(context.Background(), be, testPassword, withTestSettings(opts))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +86,7 @@ func checkAfterTest(t testing.TB, be backend.Backend) {
 	if v, ok := checkSecret.Load(t); ok {
 		s = v.(Secret)
 	}
-	r, err := OpenWith(ctx, be, s)
+	r, err := OpenWith(ctx, be, s, testSettings())
 	var res *CheckResult
 	if err == nil {
 		res, err = r.Check(ctx, CheckOptions{ReadData: true})

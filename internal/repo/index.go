@@ -34,7 +34,7 @@ type packInfo struct {
 // is one 52-byte ientry in a flat slice, found through an open-addressing
 // table of 4-byte positions (~60 bytes a blob in all, against ~240 for a
 // map of keys to locations plus a map of packs to entries). Past
-// IndexMemoryBlobs entries, the table's entries go to a sorted run file
+// Options.IndexMemoryBlobs entries, the table's entries go to a sorted run file
 // (spill.go) and it starts empty again.
 type index struct {
 	mu      sync.RWMutex
@@ -47,6 +47,8 @@ type index struct {
 	files   map[string]bool // names of the index files it was built from
 	runs    []*spillRun     // spilled entries, oldest first
 	noSpill bool            // a spill failed: keep everything in memory
+	max     int             // most entries in the table before a spill, 0 for no limit
+	dir     string          // where runs go ("": os.TempDir())
 }
 
 // ientry is one blob of one pack.
@@ -58,8 +60,15 @@ type ientry struct {
 	flags               uint8
 }
 
-func newIndex() *index {
-	return &index{byPack: map[ID]uint32{}, files: map[string]bool{}, seed: maphash.MakeSeed()}
+// newIndex returns an empty index that spills past max entries (0: never)
+// into run files in dir.
+func newIndex(max int, dir string) *index {
+	return &index{byPack: map[ID]uint32{}, files: map[string]bool{}, seed: maphash.MakeSeed(), max: max, dir: dir}
+}
+
+// newIndex returns an empty index with r's spill settings.
+func (r *Repository) newIndex() *index {
+	return newIndex(r.opts.IndexMemoryBlobs, r.opts.IndexSpillDir)
 }
 
 // lookup returns where a blob is. A run that cannot be read counts as not
@@ -164,17 +173,17 @@ func (x *index) rehash() {
 
 // limit is the table's most entries, 0 for no limit.
 func (x *index) limit() int {
-	if x.noSpill || IndexMemoryBlobs <= 0 {
+	if x.noSpill || x.max <= 0 {
 		return 0
 	}
-	return IndexMemoryBlobs
+	return x.max
 }
 
 // spill moves the table's entries to a run. If that fails the entries
 // stay, and so does everything after: slower to run out of memory than
 // to lose track of a blob.
 func (x *index) spill() {
-	r, err := writeRun(x.ents, x.seed) // sorts ents
+	r, err := writeRun(x.ents, x.seed, x.dir) // sorts ents
 	if err != nil {
 		x.noSpill = true
 		x.rehash()
@@ -187,7 +196,7 @@ func (x *index) spill() {
 	// Merge like a binary counter: runs stay in decreasing size, at
 	// most log2(spilled/limit)+1 of them, each entry rewritten as often.
 	for k := len(x.runs); k >= 2 && x.runs[k-2].n <= 2*x.runs[k-1].n; k = len(x.runs) {
-		m, err := mergeRuns(x.runs[k-2:], x.seed)
+		m, err := mergeRuns(x.runs[k-2:], x.seed, x.dir)
 		if err != nil {
 			return // keep them: merged at the next spill
 		}

@@ -16,23 +16,16 @@ import (
 func TestIndexModel(t *testing.T) {
 	for _, limit := range []int{0, 37} {
 		t.Run(fmt.Sprint("memory", limit), func(t *testing.T) {
-			defer setIndexMemory(limit)()
-			indexModel(t)
+			indexModel(t, limit)
 		})
 	}
 }
 
-// setIndexMemory sets IndexMemoryBlobs (0: no limit) until the returned
-// func runs.
-func setIndexMemory(n int) func() {
-	old := IndexMemoryBlobs
-	IndexMemoryBlobs = n
-	return func() { IndexMemoryBlobs = old }
-}
-
-func indexModel(t *testing.T) {
+// indexModel runs the model with at most limit blobs in memory (0: no
+// limit).
+func indexModel(t *testing.T, limit int) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	x := newIndex()
+	x := newIndex(limit, "")
 	model := map[blobKey]blobLoc{}
 	packs := map[ID][]packEntry{}
 	var ids []ID // a pool, so blobs recur
@@ -75,8 +68,8 @@ func indexModel(t *testing.T) {
 		if round%20 != 19 {
 			continue
 		}
-		if IndexMemoryBlobs > 0 && (len(x.runs) == 0 || len(x.ents) > IndexMemoryBlobs) {
-			t.Fatalf("%d runs, %d entries in memory: the limit %d is not kept", len(x.runs), len(x.ents), IndexMemoryBlobs)
+		if limit > 0 && (len(x.runs) == 0 || len(x.ents) > limit) {
+			t.Fatalf("%d runs, %d entries in memory: the limit %d is not kept", len(x.runs), len(x.ents), limit)
 		}
 		for k, want := range model {
 			got, ok := x.lookup(k.Type, k.ID)
@@ -130,7 +123,6 @@ func TestIndexBytesPerBlob(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocates ~60 MiB")
 	}
-	defer setIndexMemory(0)() // the table alone
 	const blobs = 1 << 20
 	rng := rand.New(rand.NewPCG(3, 4))
 	packs := make([]packInfo, blobs/256)
@@ -144,8 +136,8 @@ func TestIndexBytesPerBlob(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	x := newIndex()
-	x.add("f", packs) // sized once, as readIndex does
+	x := newIndex(0, "") // the table alone
+	x.add("f", packs)    // sized once, as readIndex does
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	per := float64(after.HeapAlloc-before.HeapAlloc) / blobs
@@ -157,20 +149,19 @@ func TestIndexBytesPerBlob(t *testing.T) {
 	runtime.KeepAlive(packs)
 }
 
-// TestIndexSpilledBytesPerBlob: past IndexMemoryBlobs, what stays in
+// TestIndexSpilledBytesPerBlob: past Options.IndexMemoryBlobs, what stays in
 // memory per blob is a Bloom filter and a key per block of the runs, and
 // every blob is still found.
 func TestIndexSpilledBytesPerBlob(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes ~50 MiB of runs")
 	}
-	defer setIndexMemory(16 << 10)()
 	const blobs = 1 << 20
 	rng := rand.New(rand.NewPCG(5, 6))
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	x := newIndex()
+	x := newIndex(16<<10, "")
 	defer x.close()
 	var sample []ID
 	for range blobs / 256 { // a pack at a time, as index files come

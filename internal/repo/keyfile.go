@@ -22,7 +22,7 @@ type KDFParams struct {
 }
 
 // DefaultKDF follows RFC 9106's second recommended option (64 MiB, t=3).
-var DefaultKDF = KDFParams{Time: 3, Memory: 64 * 1024, Threads: 4}
+func DefaultKDF() KDFParams { return KDFParams{Time: 3, Memory: 64 * 1024, Threads: 4} }
 
 // none reports the parameters of a slot opened by a key file's random
 // secret, which needs no key stretching.
@@ -121,13 +121,13 @@ func (s Secret) kek(k *keyFile) ([]byte, bool) {
 }
 
 // wrapKey makes a slot for s: a key file's slot has no KDF; a password's
-// uses p, or DefaultKDF when p is zero.
+// uses p, or DefaultKDF() when p is zero.
 func wrapKey(s Secret, mk *masterKey, p KDFParams) (*keyFile, error) {
 	switch {
 	case s.KeyFile != nil:
 		p = KDFParams{}
 	case p.none():
-		p = DefaultKDF
+		p = DefaultKDF()
 	}
 	k := &keyFile{KDF: p}
 	if err := p.validate(); err != nil {

@@ -13,10 +13,10 @@ import (
 	"github.com/blockwise/blockwise/internal/backend"
 )
 
-// LockTTL is how long a lock stays valid without a refresh. A holder that
-// runs longer refreshes it (writers do so as they upload packs); a lock
-// past its expiry is treated as left by a crashed process and ignored.
-var LockTTL = 30 * time.Minute
+// A lock stays valid for the Repository's Options.LockTTL without a
+// refresh. A holder that runs longer refreshes it (writers do so as they
+// upload packs); a lock past its expiry is treated as left by a crashed
+// process and ignored.
 
 // lockInfo is the sealed body of a lock file (envelope magic "BWLK").
 type lockInfo struct {
@@ -82,7 +82,7 @@ func (r *Repository) tryLock(ctx context.Context, exclusive bool) (*Lock, error)
 
 func (l *Lock) write(ctx context.Context) error {
 	l.info.Time = time.Now().UTC()
-	l.info.Expires = l.info.Time.Add(LockTTL)
+	l.info.Expires = l.info.Time.Add(l.r.opts.LockTTL)
 	body, err := json.Marshal(l.info)
 	if err != nil {
 		return err
@@ -155,7 +155,7 @@ func (l *Lock) Refresh(ctx context.Context) error {
 func (l *Lock) needsRefresh() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return time.Since(l.info.Time) > LockTTL/2
+	return time.Since(l.info.Time) > l.r.opts.LockTTL/2
 }
 
 // KeepFresh refreshes the lock in the background, every LockTTL/4, until
@@ -167,7 +167,7 @@ func (l *Lock) KeepFresh(ctx context.Context) (release func() error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(LockTTL / 4)
+		t := time.NewTicker(l.r.opts.LockTTL / 4)
 		defer t.Stop()
 		for {
 			select {

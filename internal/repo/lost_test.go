@@ -34,7 +34,7 @@ func lostFixture(t *testing.T, lose func(packs []string) []string) (*Repository,
 	if err != nil || rep.Missing == 0 {
 		t.Fatalf("repair index: %+v, %v", rep, err)
 	}
-	r2, err := Open(context.Background(), be, testPassword)
+	r2, err := Open(context.Background(), be, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ type PruneOptions struct {
 
 // Prune deletes data no manifest references (mark and sweep) under an
 // exclusive lock. A pack with no used blob is deleted; a pack with at least
-// RepackUnused of its bytes unused has its live blobs copied into new
+// Options.RepackUnused of its bytes unused has its live blobs copied into new
 // packs first, then is deleted. Packs no index
 // names (from interrupted backups) are deleted too: the exclusive lock
 // guarantees no backup is running. Order: new index → old index files
@@ -240,10 +240,6 @@ func (r *Repository) removePacks(ctx context.Context, st *PruneStats, ids []ID, 
 	return nil
 }
 
-// RepackUnused is the fraction of a pack's bytes that must be unused
-// before Prune rewrites the pack's live blobs into new packs.
-var RepackUnused = 0.3
-
 // classifyPacks decides, index file by index file, which packs are kept
 // as they are, worth repacking, or without a live blob; it records in
 // used which live blobs an index file names.
@@ -269,7 +265,7 @@ func (r *Repository) classifyPacks(ctx context.Context, files []string, used blo
 			switch {
 			case live == 0:
 				f.class = packDrop
-			case float64(total-live) >= RepackUnused*float64(total):
+			case float64(total-live) >= r.opts.RepackUnused*float64(total):
 				f.class = packRepack
 			}
 			fates[p.ID] = f

@@ -41,7 +41,7 @@ func TestPruneMemory(t *testing.T) {
 	if err := r.Forget(ctx, first.ID); err != nil {
 		t.Fatal(err)
 	}
-	r2, err := Open(ctx, be, testPassword)
+	r2, err := Open(ctx, be, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}

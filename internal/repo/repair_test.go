@@ -88,7 +88,7 @@ func (f *repairFixture) chunksOnlyIndexFile(t *testing.T) string {
 // verifyAll opens the repository afresh and restores every point.
 func (f *repairFixture) verifyAll(t *testing.T) *Repository {
 	t.Helper()
-	r, err := Open(context.Background(), f.be, testPassword)
+	r, err := Open(context.Background(), f.be, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestRepairIndexLostFile(t *testing.T) {
 	ctx := context.Background()
 	f.remove(t, backend.Index, f.chunksOnlyIndexFile(t))
 	packs, idx := f.names(t, backend.Data), f.names(t, backend.Index)
-	r, err := Open(ctx, f.be, testPassword)
+	r, err := Open(ctx, f.be, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,10 +151,10 @@ func TestRepairIndexDamagedFile(t *testing.T) {
 	if err := f.be.Save(ctx, h, data); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(ctx, f.be, testPassword); !errors.Is(err, ErrCorrupt) {
+	if _, err := Open(ctx, f.be, testPassword, testSettings()); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("open with a damaged index file: %v", err)
 	}
-	r, err := OpenNoIndex(ctx, f.be, Secret{Password: testPassword})
+	r, err := OpenNoIndex(ctx, f.be, Secret{Password: testPassword}, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestRepairIndexReadAllPacks(t *testing.T) {
 			t.Fatalf("pack %v not indexed after repair", id)
 		}
 	}
-	r, err := Open(ctx, f.be, testPassword)
+	r, err := Open(ctx, f.be, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,24 +18,75 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Options are the parameters fixed at Init. The zero value gives the
-// defaults.
+// Options configure a Repository; the zero value gives the defaults.
+//
+// The first group is the repository's format, fixed at Init and stored
+// in its config: Open ignores it. The second group are settings of one
+// Repository value (this process's handle), for Init and Open alike, so
+// two repositories open in one process can differ; nothing in the
+// package is configured any other way.
 type Options struct {
-	ChunkSize   uint32    // default 64 KiB (see docs/repository.md)
-	PackSize    uint32    // target pack size, default 16 MiB
-	PageSlots   uint32    // slots per index page, default 4096
-	Compression string    // CompressionFastest (default), CompressionDefault, CompressionNone
-	Unencrypted bool      // for tests only: no password, checksums instead of AEAD
-	Cipher      string    // CipherXAES (default) or CipherXChaCha
-	KDF         KDFParams // default DefaultKDF
+	ChunkSize   uint32 // default 64 KiB (see docs/repository.md)
+	PackSize    uint32 // target pack size, default 16 MiB
+	PageSlots   uint32 // slots per index page, default 4096
+	Compression string // CompressionFastest (default), CompressionDefault, CompressionNone
+	Unencrypted bool   // for tests only: no password, checksums instead of AEAD
+	Cipher      string // CipherXAES (default) or CipherXChaCha
+
+	// KDF is the Argon2id cost of the password slots Init and AddKey (with
+	// zero KDFParams) make; zero: DefaultKDF().
+	KDF KDFParams
+	// CacheDir is where this Repository keeps what it learnt about
+	// repositories ("": nowhere): today the heads of restore points (see
+	// Heads). The CLI points it at the user's cache directory.
+	CacheDir string
+	// IndexMemoryBlobs is the most blobs the index keeps in its in-memory
+	// table before spilling them to a run file (spill.go); 0:
+	// DefaultIndexMemoryBlobs, negative: no limit.
+	IndexMemoryBlobs int
+	// IndexSpillDir is where the index's run files go ("": os.TempDir();
+	// the CLI uses the user's cache directory, /tmp is often in memory).
+	IndexSpillDir string
+	// RepackUnused is the fraction of a pack's bytes that must be unused
+	// before Prune rewrites its live blobs into new packs; 0:
+	// DefaultRepackUnused.
+	RepackUnused float64
+	// LockTTL is how long a lock stays valid without a refresh (see Lock);
+	// 0: DefaultLockTTL. Negative makes every lock stale at once (tests
+	// of crashed holders).
+	LockTTL time.Duration
 }
 
 // Defaults.
 const (
-	DefaultChunkSize = 64 << 10
-	DefaultPackSize  = 16 << 20
-	DefaultPageSlots = 4096
+	DefaultChunkSize        = 64 << 10
+	DefaultPackSize         = 16 << 20
+	DefaultPageSlots        = 4096
+	DefaultIndexMemoryBlobs = 1 << 20 // ~60 MiB of table
+	DefaultRepackUnused     = 0.3
+	DefaultLockTTL          = 30 * time.Minute
 )
+
+// settings returns o with the zero-valued settings (not the format)
+// replaced by their defaults; IndexMemoryBlobs becomes 0 for no limit.
+func (o Options) settings() Options {
+	if o.KDF.none() {
+		o.KDF = DefaultKDF()
+	}
+	switch {
+	case o.IndexMemoryBlobs == 0:
+		o.IndexMemoryBlobs = DefaultIndexMemoryBlobs
+	case o.IndexMemoryBlobs < 0:
+		o.IndexMemoryBlobs = 0
+	}
+	if o.RepackUnused == 0 {
+		o.RepackUnused = DefaultRepackUnused
+	}
+	if o.LockTTL == 0 {
+		o.LockTTL = DefaultLockTTL
+	}
+	return o
+}
 
 // workers bounds concurrent backend operations of one call.
 const workers = 4
@@ -53,6 +104,7 @@ type Repository struct {
 	zeroBuf  []byte
 	lockWait time.Duration // how long Lock waits out a conflicting lock
 	opened   OpenTimes
+	opts     Options // settings(): no zero values left
 }
 
 // OpenTimes is where opening a repository spent its time: Unlock is
@@ -85,11 +137,11 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 		if mk, err = newMasterKey(); err != nil {
 			return nil, err
 		}
-		if err := addKey(ctx, be, Secret{Password: password}, mk, opts.KDF); err != nil {
+		if err := addKey(ctx, be, Secret{Password: password}, mk, opts.settings().KDF); err != nil {
 			return nil, err
 		}
 	}
-	r, err := newRepository(be, cfg, mk)
+	r, err := newRepository(be, cfg, mk, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -150,12 +202,13 @@ func addKey(ctx context.Context, be backend.Backend, s Secret, mk *masterKey, p 
 	return nil
 }
 
-func newRepository(be backend.Backend, cfg *Config, mk *masterKey) (*Repository, error) {
+func newRepository(be backend.Backend, cfg *Config, mk *masterKey, opts Options) (*Repository, error) {
 	c, err := newCrypter(mk, cfg.CipherName())
 	if err != nil {
 		return nil, err
 	}
-	r := &Repository{be: be, cfg: cfg, crypt: c, idx: newIndex(), mk: mk}
+	r := &Repository{be: be, cfg: cfg, crypt: c, mk: mk, opts: opts.settings()}
+	r.idx = r.newIndex()
 	if cfg.Compression != CompressionNone {
 		lvl := zstd.SpeedFastest
 		if cfg.Compression == CompressionDefault {
@@ -188,15 +241,16 @@ func translate(err error) error {
 	return err
 }
 
-// Open opens an existing repository with a password and loads its index.
-func Open(ctx context.Context, be backend.Backend, password string) (*Repository, error) {
-	return OpenWith(ctx, be, Secret{Password: password})
+// Open opens an existing repository with a password and loads its index;
+// opts' settings apply (its format fields are ignored).
+func Open(ctx context.Context, be backend.Backend, password string, opts Options) (*Repository, error) {
+	return OpenWith(ctx, be, Secret{Password: password}, opts)
 }
 
 // OpenWith opens an existing repository with a password or a key file's
 // secret and loads its index.
-func OpenWith(ctx context.Context, be backend.Backend, s Secret) (*Repository, error) {
-	r, err := OpenNoIndex(ctx, be, s)
+func OpenWith(ctx context.Context, be backend.Backend, s Secret, opts Options) (*Repository, error) {
+	r, err := OpenNoIndex(ctx, be, s, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +266,7 @@ func OpenWith(ctx context.Context, be backend.Backend, s Secret) (*Repository, e
 // what must work when one of them is damaged (Open refuses then):
 // RepairIndex and Check, which read the index files themselves. Every
 // other method would find no blob.
-func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret) (*Repository, error) {
+func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret, opts Options) (*Repository, error) {
 	data, err := backend.LoadAll(ctx, be, configHandle, 0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("repo: open: %w", translate(err))
@@ -237,7 +291,7 @@ func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret) (*Repository
 	if err != nil {
 		return nil, fmt.Errorf("repo: open: %w", err)
 	}
-	r, err := newRepository(be, cfg, mk)
+	r, err := newRepository(be, cfg, mk, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +341,7 @@ func (r *Repository) loadIndex(ctx context.Context) error {
 // nothing else may read the index meanwhile; if it fails the repository
 // has an empty index and must be opened again.
 func (r *Repository) reloadIndex(ctx context.Context) error {
-	r.idx.replace(newIndex())
+	r.idx.replace(r.newIndex())
 	return r.loadIndex(ctx)
 }
 
@@ -351,7 +405,7 @@ func (r *Repository) readIndexOnce(ctx context.Context) (*index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("repo: list %s: %w", backend.Index, err)
 	}
-	x := newIndex()
+	x := r.newIndex()
 	x.mu.Lock()
 	x.reserve(int(size / indexEntrySize))
 	x.mu.Unlock()
@@ -435,11 +489,14 @@ func (r *Repository) Config() Config { return *r.cfg }
 func (r *Repository) Backend() backend.Backend { return r.be }
 
 // AddKey adds a key slot wrapping the master key for another password
-// (zero KDFParams: DefaultKDF) or key file secret. Existing slots keep
+// (zero KDFParams: Options.KDF) or key file secret. Existing slots keep
 // working; RemoveKey revokes one.
 func (r *Repository) AddKey(ctx context.Context, s Secret, p KDFParams) error {
 	if r.mk == nil {
 		return fmt.Errorf("repo: add key: repository is unencrypted: %w", ErrInvalid)
+	}
+	if p.none() {
+		p = r.opts.KDF
 	}
 	return addKey(ctx, r.be, s, r.mk, p)
 }

@@ -76,7 +76,7 @@ func TestReopen(t *testing.T) {
 	r := initRepo(t, be, testOptions())
 	img := randomImage(rand.New(rand.NewPCG(7, 7)), 4<<20, 64<<10, 0.2)
 	m := backup(t, r, nil, img, nil)
-	r2, err := Open(context.Background(), be, testPassword)
+	r2, err := Open(context.Background(), be, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,13 +95,13 @@ func TestReopen(t *testing.T) {
 func TestWrongPassword(t *testing.T) {
 	be := mem.New()
 	initRepo(t, be, testOptions())
-	if _, err := Open(context.Background(), be, "wrong"); !errors.Is(err, ErrWrongPassword) {
+	if _, err := Open(context.Background(), be, "wrong", testSettings()); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("want ErrWrongPassword, got %v", err)
 	}
-	if _, err := Open(context.Background(), be, testPassword); err != nil {
+	if _, err := Open(context.Background(), be, testPassword, testSettings()); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(context.Background(), be, testPassword)
+	r, err := Open(context.Background(), be, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,13 +111,13 @@ func TestWrongPassword(t *testing.T) {
 	if err := r.AddKey(context.Background(), Secret{Password: "second"}, testKDF); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(context.Background(), be, "second"); err != nil {
+	if _, err := Open(context.Background(), be, "second", testSettings()); err != nil {
 		t.Fatalf("added password: %v", err)
 	}
 	if _, err := Init(context.Background(), be, testPassword, testOptions()); !errors.Is(err, ErrExists) {
 		t.Fatalf("second init: %v", err)
 	}
-	if _, err := Open(context.Background(), mem.New(), testPassword); !errors.Is(err, ErrNotFound) {
+	if _, err := Open(context.Background(), mem.New(), testPassword, testSettings()); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("open empty: %v", err)
 	}
 }
@@ -279,7 +279,7 @@ func TestPrune(t *testing.T) {
 	if _, err := r.Prune(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r2, err := Open(ctx, be, testPassword)
+	r2, err := Open(ctx, be, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,10 +314,8 @@ func TestLocks(t *testing.T) {
 	}
 	l.Unlock(ctx)
 	// An expired lock is ignored: a crashed holder must not block forever.
-	old := LockTTL
-	LockTTL = -1
-	l2, err := r.Lock(ctx, true)
-	LockTTL = old
+	crashed := reopen(t, r, Options{LockTTL: -1}) // its locks are stale at once
+	l2, err := crashed.Lock(ctx, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +383,7 @@ func TestLocalBackend(t *testing.T) {
 	img := randomImage(rng, 8<<20, 64<<10, 0.2)
 	m := backup(t, r, nil, img, nil)
 	be2, _ := local.Open(dir)
-	r2, err := Open(context.Background(), be2, testPassword)
+	r2, err := Open(context.Background(), be2, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,10 +401,8 @@ func TestCrashedBackup(t *testing.T) {
 	keep := randomImage(rand.New(rand.NewPCG(10, 10)), 2<<20, 64<<10, 0)
 	m := backup(t, r, nil, keep, nil)
 
-	old := LockTTL
-	LockTTL = -1 // the dead writer's lock is already stale
-	w, err := r.NewWriter(ctx, nil, Meta{Size: 4 << 20})
-	LockTTL = old
+	dead := reopen(t, r, Options{LockTTL: -1}) // the dead writer's lock is already stale
+	w, err := dead.NewWriter(ctx, nil, Meta{Size: 4 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,14 +467,12 @@ func dataBytes(t *testing.T, be backend.Backend) int64 {
 // by its child: the parent's packs are partly dead, so Prune must move
 // their live blobs and free the rest, keeping the child intact.
 func TestPruneRepack(t *testing.T) {
-	old := RepackUnused
-	RepackUnused = 0.05
-	defer func() { RepackUnused = old }()
 	for _, unenc := range []bool{false, true} {
 		t.Run(fmt.Sprint("unencrypted=", unenc), func(t *testing.T) {
 			be := mem.New()
 			opts := testOptions()
 			opts.Unencrypted = unenc
+			opts.RepackUnused = 0.05
 			r := initRepo(t, be, opts)
 			ctx := context.Background()
 			rng := rand.New(rand.NewPCG(13, 13))
@@ -496,7 +490,7 @@ func TestPruneRepack(t *testing.T) {
 			if st.PacksRepacked == 0 || dataBytes(t, be) >= before {
 				t.Fatalf("nothing repacked: %+v, %d -> %d bytes", st, before, dataBytes(t, be))
 			}
-			r2, err := Open(ctx, be, testPassword)
+			r2, err := Open(ctx, be, testPassword, testSettings())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -512,10 +506,8 @@ func TestPruneRepack(t *testing.T) {
 // PutChunk callers: the lock must stay held (one live file) throughout.
 func TestLockRefresh(t *testing.T) {
 	be := mem.New()
-	r := initRepo(t, be, Options{PackSize: 64 << 10, PageSlots: 256, KDF: testKDF})
-	old := LockTTL
-	LockTTL = time.Nanosecond // every upload refreshes
-	defer func() { LockTTL = old }()
+	r := initRepo(t, be, Options{PackSize: 64 << 10, PageSlots: 256, KDF: testKDF,
+		LockTTL: time.Nanosecond}) // every upload refreshes
 	img := randomImage(rand.New(rand.NewPCG(14, 14)), 2<<20, 64<<10, 0)
 	m := backup(t, r, nil, img, nil)
 	verifyImage(t, r, m.ID, img)
@@ -574,12 +566,12 @@ func TestKeyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkWith(t, Secret{KeyFile: secret}) // the password's slot goes below
-	if _, err := OpenWith(ctx, be, Secret{KeyFile: secret}); err != nil {
+	if _, err := OpenWith(ctx, be, Secret{KeyFile: secret}, testSettings()); err != nil {
 		t.Fatalf("open with key file: %v", err)
 	}
 	other, _ := ParseKeyFile(NewKeyFile())
 	for name, s := range map[string]Secret{"wrong key file": {KeyFile: other}, "key file text as password": {Password: string(text)}} {
-		if _, err := OpenWith(ctx, be, s); !errors.Is(err, ErrWrongPassword) {
+		if _, err := OpenWith(ctx, be, s, testSettings()); !errors.Is(err, ErrWrongPassword) {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
@@ -594,14 +586,14 @@ func TestKeyFile(t *testing.T) {
 			}
 		}
 	}
-	if _, err := Open(ctx, be, testPassword); !errors.Is(err, ErrWrongPassword) {
+	if _, err := Open(ctx, be, testPassword, testSettings()); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("removed password still opens: %v", err)
 	}
 	keys, _ = r.Keys(ctx)
 	if err := r.RemoveKey(ctx, keys[0].ID); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("removing the last key: %v", err)
 	}
-	if _, err := OpenWith(ctx, be, Secret{KeyFile: secret}); err != nil {
+	if _, err := OpenWith(ctx, be, Secret{KeyFile: secret}, testSettings()); err != nil {
 		t.Fatalf("key file after removals: %v", err)
 	}
 	for _, bad := range []string{"", "blockwise-key-v1 abcd", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"} {
@@ -614,11 +606,10 @@ func TestKeyFile(t *testing.T) {
 // TestPruneDryRun reports what Prune then does, to the pack, writing and
 // removing nothing itself; its bytes leave out the new packs' headers.
 func TestPruneDryRun(t *testing.T) {
-	old := RepackUnused
-	RepackUnused = 0.05 // so some packs are repacked too
-	defer func() { RepackUnused = old }()
 	be := mem.New()
-	r := initRepo(t, be, testOptions())
+	opts := testOptions()
+	opts.RepackUnused = 0.05 // so some packs are repacked too
+	r := initRepo(t, be, opts)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(15, 15))
 	img := randomImage(rng, 8<<20, 64<<10, 0)

@@ -12,9 +12,9 @@ import (
 	"sync"
 )
 
-// The index keeps at most IndexMemoryBlobs blobs (0: no limit) in its
+// The index keeps at most Options.IndexMemoryBlobs blobs in its
 // in-memory table; past that it sorts them into a run file in
-// IndexSpillDir and starts again, so a process's memory no longer grows
+// Options.IndexSpillDir and starts again, so a process's memory no longer grows
 // with the repository: what stays in memory per spilled blob is a Bloom
 // filter (10 bits) and one key per 4 KiB block of the run (~0.4 bytes),
 // 3.3 bytes in all with the pack table (TestIndexSpilledBytesPerBlob)
@@ -26,10 +26,6 @@ import (
 // files by every process that needs them. IndexSpillDir "" means
 // os.TempDir(); the CLI points it at the user's cache directory, since
 // /tmp is often memory-backed.
-var (
-	IndexMemoryBlobs = 1 << 20 // ~60 MiB of table
-	IndexSpillDir    = ""
-)
 
 // A run record is an ientry: id[32] | pack u32 | offset u32 | stored u32 |
 // raw u32 | type u8 | flags u8 | 2 bytes of padding.
@@ -64,9 +60,9 @@ func (e *ientry) key() runKey { return runKey{e.id, e.typ} }
 
 // writeRun sorts ents (stably: of equal keys the first added stays
 // first) and writes them as a run.
-func writeRun(ents []ientry, seed maphash.Seed) (*spillRun, error) {
+func writeRun(ents []ientry, seed maphash.Seed, dir string) (*spillRun, error) {
 	slices.SortStableFunc(ents, func(a, b ientry) int { return a.key().compare(b.key()) })
-	w, err := newRunWriter(len(ents), seed)
+	w, err := newRunWriter(len(ents), seed, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +83,8 @@ type runWriter struct {
 	rec [runRecSize]byte
 }
 
-func newRunWriter(n int, seed maphash.Seed) (*runWriter, error) {
-	f, err := os.CreateTemp(IndexSpillDir, "blockwise-index-*.run")
+func newRunWriter(n int, seed maphash.Seed, dir string) (*runWriter, error) {
+	f, err := os.CreateTemp(dir, "blockwise-index-*.run")
 	if err != nil {
 		return nil, fmt.Errorf("repo: index spill: %w", err)
 	}
@@ -120,14 +116,14 @@ func (w *runWriter) finish() (*spillRun, error) {
 
 // mergeRuns merges runs, oldest first, into one; of equal keys the older
 // run's entry comes first, as if never spilled.
-func mergeRuns(runs []*spillRun, seed maphash.Seed) (*spillRun, error) {
+func mergeRuns(runs []*spillRun, seed maphash.Seed, dir string) (*spillRun, error) {
 	total := 0
 	its := make([]*runIter, len(runs))
 	for i, r := range runs {
 		total += r.n
 		its[i] = &runIter{r: r}
 	}
-	w, err := newRunWriter(total, seed)
+	w, err := newRunWriter(total, seed, dir)
 	if err != nil {
 		return nil, err
 	}

@@ -51,7 +51,7 @@ func TestWriterIndexesAsItGoes(t *testing.T) {
 	if files < 3 || len(named) != stored || m.Stats.PacksWritten != uint64(stored) {
 		t.Fatalf("%d index files naming %d packs; %d packs stored, %d counted", files, len(named), stored, m.Stats.PacksWritten)
 	}
-	r2, err := Open(context.Background(), be, testPassword)
+	r2, err := Open(context.Background(), be, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestNewWriterReadsOnlyNewIndexFiles(t *testing.T) {
 	img := randomImage(rand.New(rand.NewPCG(25, 25)), 4<<20, 64<<10, 0)
 	backup(t, r, nil, img, nil)
 	count, loads := countLoads(store, backend.Index)
-	r1, err := Open(ctx, count, testPassword)
+	r1, err := Open(ctx, count, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,13 +258,13 @@ func TestOpenIndexFileVanished(t *testing.T) {
 	m := backup(t, r, nil, img, nil)
 	var times atomic.Int64
 	times.Store(2)
-	r2, err := Open(ctx, phantomIndex{store, &times}, testPassword)
+	r2, err := Open(ctx, phantomIndex{store, &times}, testPassword, testSettings())
 	if err != nil {
 		t.Fatalf("open with an index file vanishing twice: %v", err)
 	}
 	verifyImage(t, r2, m.ID, img)
 	times.Store(100)
-	if _, err := Open(ctx, phantomIndex{store, &times}, testPassword); !errors.Is(err, backend.ErrNotFound) {
+	if _, err := Open(ctx, phantomIndex{store, &times}, testPassword, testSettings()); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("open with an index file always vanishing: %v, want ErrNotFound", err)
 	}
 }
@@ -273,10 +273,9 @@ func TestOpenIndexFileVanished(t *testing.T) {
 // refused), and its release unlocks.
 func TestLockKeepFresh(t *testing.T) {
 	ctx := context.Background()
-	r := initRepo(t, mem.New(), testOptions())
-	old := LockTTL
-	LockTTL = 400 * time.Millisecond // refreshed every 100 ms
-	defer func() { LockTTL = old }()
+	opts := testOptions()
+	opts.LockTTL = 400 * time.Millisecond // refreshed every 100 ms
+	r := initRepo(t, mem.New(), opts)
 	l, err := r.Lock(ctx, false)
 	if err != nil {
 		t.Fatal(err)
@@ -325,18 +324,19 @@ func TestCheckLocks(t *testing.T) {
 // a forgotten point's head goes, and a damaged cache entry is reloaded.
 func TestHeadsCache(t *testing.T) {
 	ctx := context.Background()
-	old := CacheDir
-	CacheDir = t.TempDir()
-	defer func() { CacheDir = old }()
+	cache := testSettings()
+	cache.CacheDir = t.TempDir()
 	store := mem.New()
-	r := initRepo(t, store, testOptions())
+	opts := testOptions()
+	opts.CacheDir = cache.CacheDir
+	r := initRepo(t, store, opts)
 	rng := rand.New(rand.NewPCG(28, 28))
 	var ms []*Manifest
 	for range 3 {
 		ms = append(ms, backup(t, r, nil, randomImage(rng, 1<<20, 64<<10, 0), nil))
 	}
 	count, loads := countLoads(store, backend.Manifests)
-	r2, err := Open(ctx, count, testPassword)
+	r2, err := Open(ctx, count, testPassword, cache)
 	if err != nil {
 		t.Fatal(err)
 	}

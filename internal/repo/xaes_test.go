@@ -79,7 +79,7 @@ func TestCiphers(t *testing.T) {
 			cs := int(r.Config().ChunkSize)
 			img := randomImage(rng, 40*cs, cs, 0.2)
 			m := backup(t, r, nil, img, nil)
-			r2, err := Open(ctx, be, testPassword)
+			r2, err := Open(ctx, be, testPassword, testSettings())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -40,7 +40,7 @@ func runChild() int {
 	if err != nil {
 		return fail(err)
 	}
-	r, err := repo.Open(ctx, stack(be), password)
+	r, err := repo.Open(ctx, stack(be), password, repo.Options{})
 	if err != nil {
 		return fail(err)
 	}
@@ -127,7 +127,7 @@ func waitCommits(t *testing.T, cmd *exec.Cmd, sc *bufio.Scanner, n int) int {
 }
 
 func verifyAfterKill(t *testing.T, prefix string, committed int) {
-	r, err := repo.Open(t.Context(), stack(openPrefix(t, prefix)), password)
+	r, err := repo.Open(t.Context(), stack(openPrefix(t, prefix)), password, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

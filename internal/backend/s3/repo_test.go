@@ -125,7 +125,7 @@ func TestRepoFullAndIncremental(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := repo.Open(ctx, stack(be), password)
+	r2, err := repo.Open(ctx, stack(be), password, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestRepoConcurrentBackups(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Garbage for prune to find while the backups run.
-	r0, err := repo.Open(ctx, stack(be), password)
+	r0, err := repo.Open(ctx, stack(be), password, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestRepoConcurrentBackups(t *testing.T) {
 	done := make(chan struct{})
 	for i := range 2 {
 		g.Go(func() error {
-			r, err := repo.Open(ctx, stack(openPrefix(t, prefix)), password)
+			r, err := repo.Open(ctx, stack(openPrefix(t, prefix)), password, repo.Options{})
 			if err != nil {
 				return err
 			}
@@ -179,7 +179,7 @@ func TestRepoConcurrentBackups(t *testing.T) {
 	var prunes, locked int
 	pruneErr := make(chan error, 1)
 	go func() {
-		r, err := repo.Open(ctx, stack(openPrefix(t, prefix)), password)
+		r, err := repo.Open(ctx, stack(openPrefix(t, prefix)), password, repo.Options{})
 		for err == nil {
 			select {
 			case <-done:
@@ -208,7 +208,7 @@ func TestRepoConcurrentBackups(t *testing.T) {
 	if _, err := r0.Prune(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r, err := repo.Open(ctx, stack(be), password)
+	r, err := repo.Open(ctx, stack(be), password, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
