@@ -3,17 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +19,7 @@ import (
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/nbd"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/testcert"
 )
 
 var binary string
@@ -237,20 +231,19 @@ func sigterm(t *testing.T, d *daemon) {
 
 // TestCLIOverTLS: tokens from `blockwise token`, the API over TCP+TLS.
 func TestCLIOverTLS(t *testing.T) {
-	certDir := t.TempDir()
-	cert, key := writeCert(t, certDir)
+	pki := testcert.New(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close()
-	d := startServe(t, "--api-tcp", addr, "--api-tls-cert", cert, "--api-tls-key", key)
+	d := startServe(t, "--api-tcp", addr, "--api-tls-cert", pki.ServerCert, "--api-tls-key", pki.ServerKey)
 	secret := strings.TrimSpace(d.must(t, "token", "create", "ci"))
 	if out := d.must(t, "token", "list"); !strings.Contains(out, "ci") || strings.Contains(out, secret) {
 		t.Fatalf("token list: %s", out)
 	}
-	remote := []string{"--host", "https://" + addr, "--ca", cert}
+	remote := []string{"--host", "https://" + addr, "--ca", pki.CACert}
 	if out, code := d.run(t, append(remote, "disk", "list")...); code != exitUnauthorized {
 		t.Fatalf("no token: exit %d: %s", code, out)
 	}
@@ -266,27 +259,6 @@ func TestCLIOverTLS(t *testing.T) {
 		t.Fatalf("revoked token: exit %d", code)
 	}
 	sigterm(t, d)
-}
-
-func writeCert(t *testing.T, dir string) (string, string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		// Its own CA, as GnuTLS (qemu's tls-creds-x509) wants of a trust anchor.
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	cert, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return cert, keyPath
 }
 
 // TestPackSubset: n/t groups split the packs between them, x% takes

@@ -2,12 +2,9 @@ package transport
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"math/big"
 	"net"
 	"os"
@@ -20,6 +17,7 @@ import (
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/nbd"
+	"github.com/blockwise/blockwise/internal/testcert"
 )
 
 // testHost is a real host: API on a unix socket, NBD on a unix socket
@@ -47,7 +45,8 @@ func startHost(t *testing.T) *testHost {
 	if th.sockDir, err = os.MkdirTemp("", "bwtr"); err != nil {
 		t.Fatal(err)
 	}
-	th.ca, th.tlsSrv = testCerts(t)
+	pki := testcert.New(t)
+	th.ca, th.tlsSrv = pki.Pool, &tls.Config{Certificates: []tls.Certificate{pki.Server}, MinVersion: tls.VersionTLS13}
 	nbdSock := filepath.Join(th.sockDir, "nbd.sock")
 	th.serveNBD(t, "unix", nbdSock)
 	th.serveNBD(t, "tcp", "127.0.0.1:0")
@@ -96,33 +95,6 @@ func (th *testHost) serveNBD(t *testing.T, network, addr string) *nbd.Server {
 		th.nbd = append(th.nbd, s)
 	}
 	return s
-}
-
-// testCerts makes a CA and a server certificate for 127.0.0.1.
-func testCerts(t *testing.T) (*x509.CertPool, *tls.Config) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	return pool, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 }
 
 // makeDisk creates a disk with scattered random data and returns it.

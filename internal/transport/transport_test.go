@@ -14,6 +14,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/testcert"
 )
 
 func newRepo(t *testing.T) *repo.Repository {
@@ -108,7 +109,7 @@ func TestNBDSSLWrongCAFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherCA, _ := testCerts(t)
+	otherCA := testcert.New(t).Pool
 	env := th.env
 	env.TLS = &tls.Config{RootCAs: otherCA, MinVersion: tls.VersionTLS13}
 	src, rep, err := Open(context.Background(), "nbdssl:nbd", env, "vm", si.ID)
