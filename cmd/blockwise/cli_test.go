@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -22,29 +21,8 @@ import (
 	"github.com/blockwise/blockwise/internal/testcert"
 )
 
-var binary string
-
-// TestMain builds the binary once; the tests run it as operators do. Their
-// cache directory is their own, not the user's.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "bwbin")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "blockwise")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	// After the build: Go's build cache lives under XDG_CACHE_HOME too.
-	os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
 type daemon struct {
-	dir    string
+	cli
 	cmd    *exec.Cmd
 	stderr bytes.Buffer
 }
@@ -64,8 +42,8 @@ func startServe(t *testing.T, extra ...string) *daemon {
 // a stop) and waits for its API.
 func startServeIn(t *testing.T, dir string, extra ...string) *daemon {
 	t.Helper()
-	d := &daemon{dir: dir}
-	d.cmd = exec.Command(binary, append([]string{"serve", "--datastore", dir, "--nbd-tcp", ""}, extra...)...)
+	d := &daemon{cli: cli{dir: dir}}
+	d.cmd = cliCommand(dir, nil, append([]string{"serve", "--nbd-tcp", ""}, extra...)...)
 	d.cmd.Stderr = &d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -85,40 +63,6 @@ func startServeIn(t *testing.T, dir string, extra ...string) *daemon {
 			t.Fatalf("serve did not start:\n%s", d.stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// run executes the CLI against the daemon; it returns stdout and the exit code.
-func (d *daemon) run(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(binary, append([]string{"--datastore", d.dir}, args...)...)
-	cmd.Env = append(os.Environ(), "BLOCKWISE_HOST=", "BLOCKWISE_TOKEN=")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return out.String() + errb.String(), ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), 0
-}
-
-func (d *daemon) must(t *testing.T, args ...string) string {
-	t.Helper()
-	out, code := d.run(t, args...)
-	if code != 0 {
-		t.Fatalf("blockwise %s: exit %d: %s", strings.Join(args, " "), code, out)
-	}
-	return out
-}
-
-func (d *daemon) jsonOut(t *testing.T, v any, args ...string) {
-	t.Helper()
-	out := d.must(t, append(args, "--json")...)
-	if err := json.Unmarshal([]byte(out), v); err != nil {
-		t.Fatalf("blockwise %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 }
 
