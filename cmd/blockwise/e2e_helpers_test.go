@@ -21,6 +21,7 @@ import (
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 const e2eBlock = 64 << 10 // CBT granularity and repository chunk size
@@ -82,19 +83,19 @@ func newE2EOpts(t *testing.T, opts *repo.Options) *e2e {
 	} else {
 		e.must(t, "repo", "init")
 	}
-	t.Cleanup(func() { e.checkAfterTest(t) })
+	e.checkAfterTest(t)
 	return e
 }
 
 // checkAfterTest runs `check --read-data` when the test ends: whatever a
 // test did, killed commands included, must leave the repository clean.
 func (e *e2e) checkAfterTest(t *testing.T) {
-	if e.damaged || t.Failed() {
-		return
-	}
-	if out, code := e.runEnv(t, e.checkEnv, "check", "--read-data"); code != 0 {
-		t.Errorf("after the test: check --read-data: exit %d: %s", code, out)
-	}
+	repotest.CheckAtEnd(t, func() bool { return e.damaged }, func(context.Context) error {
+		if out, code := e.runEnv(t, e.checkEnv, "check", "--read-data"); code != 0 {
+			return fmt.Errorf("check --read-data: exit %d: %s", code, out)
+		}
+		return nil
+	})
 }
 
 func (e *e2e) uri(disk string) string {
