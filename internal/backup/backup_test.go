@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockwise/blockwise/internal/api/apitest"
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/cbt"
@@ -126,26 +126,8 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T, opts ...func(*repo.Options)) *fixture {
-	dir := t.TempDir()
-	ds, err := disk.OpenDatastore(filepath.Join(dir, "ds"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := host.New(ds)
-	sock := filepath.Join(dir, "nbd.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := nbd.NewServer(h, nbd.ServerOptions{})
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		h.Close()
-	})
-	be, err := local.Open(filepath.Join(dir, "repo"))
+	e := apitest.Start(t, apitest.Options{NBD: true})
+	be, err := local.Open(filepath.Join(t.TempDir(), "repo"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +140,7 @@ func newFixture(t *testing.T, opts ...func(*repo.Options)) *fixture {
 		t.Fatal(err)
 	}
 	checkAfterTest(t, be)
-	return &fixture{th: &testHost{h: h, sock: sock}, repo: r, ds: ds.Dir(), be: be}
+	return &fixture{th: &testHost{h: e.Host, sock: e.NBDSock}, repo: r, ds: e.Dir, be: be}
 }
 
 // checkAfterTest checks a fixture's repository, data and all, when its

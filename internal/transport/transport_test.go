@@ -57,7 +57,7 @@ func TestSameManifestEveryMode(t *testing.T) {
 			t.Fatalf("%s: pages %v, san gave %v", mode, res.Manifest.Pages, first)
 		}
 	}
-	if socks, _ := filepath.Glob(filepath.Join(th.dir, "attach-*.sock")); len(socks) != 0 {
+	if socks, _ := filepath.Glob(filepath.Join(th.Dir, "attach-*.sock")); len(socks) != 0 {
 		t.Fatalf("hotadd left sockets behind: %v", socks)
 	}
 }
