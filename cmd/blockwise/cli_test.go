@@ -3,17 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -26,31 +18,11 @@ import (
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/nbd"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/testcert"
 )
 
-var binary string
-
-// TestMain builds the binary once; the tests run it as operators do. Their
-// cache directory is their own, not the user's.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "bwbin")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "blockwise")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	// After the build: Go's build cache lives under XDG_CACHE_HOME too.
-	os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
 type daemon struct {
-	dir    string
+	cli
 	cmd    *exec.Cmd
 	stderr bytes.Buffer
 }
@@ -70,8 +42,8 @@ func startServe(t *testing.T, extra ...string) *daemon {
 // a stop) and waits for its API.
 func startServeIn(t *testing.T, dir string, extra ...string) *daemon {
 	t.Helper()
-	d := &daemon{dir: dir}
-	d.cmd = exec.Command(binary, append([]string{"serve", "--datastore", dir, "--nbd-tcp", ""}, extra...)...)
+	d := &daemon{cli: cli{dir: dir}}
+	d.cmd = cliCommand(dir, nil, append([]string{"serve", "--nbd-tcp", ""}, extra...)...)
 	d.cmd.Stderr = &d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -91,40 +63,6 @@ func startServeIn(t *testing.T, dir string, extra ...string) *daemon {
 			t.Fatalf("serve did not start:\n%s", d.stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// run executes the CLI against the daemon; it returns stdout and the exit code.
-func (d *daemon) run(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(binary, append([]string{"--datastore", d.dir}, args...)...)
-	cmd.Env = append(os.Environ(), "BLOCKWISE_HOST=", "BLOCKWISE_TOKEN=")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return out.String() + errb.String(), ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), 0
-}
-
-func (d *daemon) must(t *testing.T, args ...string) string {
-	t.Helper()
-	out, code := d.run(t, args...)
-	if code != 0 {
-		t.Fatalf("blockwise %s: exit %d: %s", strings.Join(args, " "), code, out)
-	}
-	return out
-}
-
-func (d *daemon) jsonOut(t *testing.T, v any, args ...string) {
-	t.Helper()
-	out := d.must(t, append(args, "--json")...)
-	if err := json.Unmarshal([]byte(out), v); err != nil {
-		t.Fatalf("blockwise %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 }
 
@@ -237,20 +175,19 @@ func sigterm(t *testing.T, d *daemon) {
 
 // TestCLIOverTLS: tokens from `blockwise token`, the API over TCP+TLS.
 func TestCLIOverTLS(t *testing.T) {
-	certDir := t.TempDir()
-	cert, key := writeCert(t, certDir)
+	pki := testcert.New(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close()
-	d := startServe(t, "--api-tcp", addr, "--api-tls-cert", cert, "--api-tls-key", key)
+	d := startServe(t, "--api-tcp", addr, "--api-tls-cert", pki.ServerCert, "--api-tls-key", pki.ServerKey)
 	secret := strings.TrimSpace(d.must(t, "token", "create", "ci"))
 	if out := d.must(t, "token", "list"); !strings.Contains(out, "ci") || strings.Contains(out, secret) {
 		t.Fatalf("token list: %s", out)
 	}
-	remote := []string{"--host", "https://" + addr, "--ca", cert}
+	remote := []string{"--host", "https://" + addr, "--ca", pki.CACert}
 	if out, code := d.run(t, append(remote, "disk", "list")...); code != exitUnauthorized {
 		t.Fatalf("no token: exit %d: %s", code, out)
 	}
@@ -266,27 +203,6 @@ func TestCLIOverTLS(t *testing.T) {
 		t.Fatalf("revoked token: exit %d", code)
 	}
 	sigterm(t, d)
-}
-
-func writeCert(t *testing.T, dir string) (string, string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		// Its own CA, as GnuTLS (qemu's tls-creds-x509) wants of a trust anchor.
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	cert, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return cert, keyPath
 }
 
 // TestPackSubset: n/t groups split the packs between them, x% takes

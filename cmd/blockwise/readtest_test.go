@@ -4,10 +4,11 @@ import (
 	"bytes"
 
 	"context"
-	"github.com/blockwise/blockwise/internal/nbd"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/blockwise/blockwise/internal/nbd"
 )
 
 // read-test reads every allocated byte through the chosen transport and

@@ -5,7 +5,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -174,8 +173,7 @@ func TestE2EDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	cmd := exec.Command(binary, "--datastore", dir, "demo")
-	cmd.Env = append(os.Environ(), "BLOCKWISE_HOST=", "BLOCKWISE_TOKEN=")
+	cmd := cliCommand(dir, nil, "demo")
 	b, err := cmd.CombinedOutput()
 	out := string(b)
 	if err != nil {

@@ -109,7 +109,7 @@ func TestCLIWithS3Repository(t *testing.T) {
 		t.Fatal("restore from S3 after repair index differs from the disk")
 	}
 	// Instant recovery straight from the bucket.
-	sp := exec.Command(binary, "--datastore", d.dir, "serve-point", "latest", "--socket", filepath.Join(t.TempDir(), "p.sock"))
+	sp := cliCommand(d.dir, nil, "serve-point", "latest", "--socket", filepath.Join(t.TempDir(), "p.sock"))
 	stdout, _ := sp.StdoutPipe()
 	if err := sp.Start(); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/blockwise/blockwise/internal/testcert"
 )
 
 // servePoint starts `blockwise serve-point` and returns the URIs it
@@ -236,20 +238,15 @@ func TestE2EServePointTLS(t *testing.T) {
 	dir := t.TempDir()
 	ref := filepath.Join(dir, "ref.raw")
 	id := e.vmPoint(t, 4<<20, 4, 12, ref).ID
-	pki := filepath.Join(dir, "pki")
-	os.Mkdir(pki, 0o700)
-	cert, key := writeCert(t, pki)
-	if err := os.Link(cert, filepath.Join(pki, "ca-cert.pem")); err != nil { // self-signed: its own CA
-		t.Fatal(err)
-	}
+	pki := testcert.New(t)
 	uris, cmd, stderr := e.servePoint(t, id, "--socket", filepath.Join(dir, "p.sock"), "--listen", "127.0.0.1:0",
-		"--tls-cert", cert, "--tls-key", key, "--tls-required")
+		"--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-required")
 	if !strings.HasPrefix(uris[1], "nbds://127.0.0.1:") {
 		t.Fatalf("TCP URI %q", uris[1])
 	}
 	host, port, _ := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(uris[1], "nbds://"), "/"), ":")
 	out := filepath.Join(dir, "out.raw")
-	if b, err := exec.Command("qemu-img", "convert", "--object", "tls-creds-x509,id=tls0,dir="+pki+",endpoint=client",
+	if b, err := exec.Command("qemu-img", "convert", "--object", "tls-creds-x509,id=tls0,dir="+pki.Dir+",endpoint=client",
 		"--image-opts", "driver=nbd,host="+host+",port="+port+",tls-creds=tls0", "-O", "raw", out).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img convert over TLS: %v: %s", err, b)
 	}

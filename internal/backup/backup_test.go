@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockwise/blockwise/internal/api/apitest"
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/cbt"
@@ -22,6 +22,7 @@ import (
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/nbd"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // testHost adapts an in-process host to Host; reads go through a real NBD
@@ -125,26 +126,8 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T, opts ...func(*repo.Options)) *fixture {
-	dir := t.TempDir()
-	ds, err := disk.OpenDatastore(filepath.Join(dir, "ds"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := host.New(ds)
-	sock := filepath.Join(dir, "nbd.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := nbd.NewServer(h, nbd.ServerOptions{})
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		h.Close()
-	})
-	be, err := local.Open(filepath.Join(dir, "repo"))
+	e := apitest.Start(t, apitest.Options{NBD: true})
+	be, err := local.Open(filepath.Join(t.TempDir(), "repo"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,29 +139,25 @@ func newFixture(t *testing.T, opts ...func(*repo.Options)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { checkAfterTest(t, be) })
-	return &fixture{th: &testHost{h: h, sock: sock}, repo: r, ds: ds.Dir(), be: be}
+	checkAfterTest(t, be)
+	return &fixture{th: &testHost{h: e.Host, sock: e.NBDSock}, repo: r, ds: e.Dir, be: be}
 }
 
 // checkAfterTest checks a fixture's repository, data and all, when its
 // test ends: nothing a backup or restore does, failed or not, may leave
 // it inconsistent.
 func checkAfterTest(t *testing.T, be backend.Backend) {
-	if t.Failed() {
-		return
-	}
-	ctx := context.Background()
-	r, err := repo.Open(ctx, be, "secret", repo.Options{})
-	var res *repo.CheckResult
-	if err == nil {
-		res, err = r.Check(ctx, repo.CheckOptions{ReadData: true})
-	}
-	if err == nil {
-		err = res.Err()
-	}
-	if err != nil {
-		t.Errorf("after the test: %v", err)
-	}
+	repotest.CheckAtEnd(t, nil, func(ctx context.Context) error {
+		r, err := repo.Open(ctx, be, "secret", repo.Options{})
+		if err != nil {
+			return err
+		}
+		res, err := r.Check(ctx, repo.CheckOptions{ReadData: true})
+		if err != nil {
+			return err
+		}
+		return res.Err()
+	})
 }
 
 func (f *fixture) backup(t *testing.T, name string) *Result {
@@ -233,13 +212,8 @@ func TestFullIncrementalRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewSource(1))
-	img := make([]byte, size)
-	for i := 0; i < size; i += 1 << 20 { // half the MiBs hold data
-		if rng.Intn(2) == 0 {
-			rng.Read(img[i : i+1<<20])
-		}
-	}
+	rng := repotest.Rand(1)
+	img := repotest.Image(rng, size, 1<<20, 0.5) // half the MiBs hold data
 	d.WriteAt(img, 0)
 	first := f.backup(t, "vm")
 	if first.Mode != "full" || first.Parent != nil {
@@ -249,16 +223,11 @@ func TestFullIncrementalRestore(t *testing.T) {
 		t.Fatal("backup left its snapshot behind")
 	}
 	v1 := bytes.Clone(img)
-	changed := 0
-	for b := 0; b < size/(64<<10); b++ { // ~1% of 64 KiB blocks
-		if rng.Intn(100) == 0 {
-			p := make([]byte, 64<<10)
-			rng.Read(p)
-			d.WriteAt(p, int64(b)*64<<10)
-			copy(img[b*64<<10:], p)
-			changed += len(p)
-		}
+	blocks := repotest.Mutate(rng, img, 64<<10, 0.01) // 1% of 64 KiB blocks
+	for _, b := range blocks {
+		d.WriteAt(img[b*64<<10:(b+1)*64<<10], int64(b)*64<<10)
 	}
+	changed := len(blocks) * 64 << 10
 	second := f.backup(t, "vm")
 	if second.Mode != "incremental" || second.ReadBytes != int64(changed) {
 		t.Fatalf("incremental read %d bytes, %d changed: %+v", second.ReadBytes, changed, second)

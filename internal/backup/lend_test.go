@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // directSource reads a snapshot from the datastore's files and lends
@@ -75,7 +75,7 @@ func randomDisk(t *testing.T, f *fixture, size int) (*disk.Disk, []byte) {
 		t.Fatal(err)
 	}
 	img := make([]byte, size)
-	rand.New(rand.NewSource(7)).Read(img)
+	repotest.Fill(repotest.Rand(7), img)
 	if _, err := d.WriteAt(img, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package host
+package host_test
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,53 +15,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockwise/blockwise/internal/api/apitest"
 	"github.com/blockwise/blockwise/internal/cbt"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/nbd"
 )
 
-// env is a host serving a fresh datastore over a unix socket and TCP.
-type env struct {
-	h        *Host
-	sock     string
-	tcp      string
-	shutdown func()
-}
-
-func newEnv(t *testing.T) *env {
+// newEnv is a host serving a fresh datastore over NBD on a unix socket
+// and one TCP path (apitest).
+func newEnv(t *testing.T) *apitest.Env {
 	t.Helper()
-	dir := t.TempDir()
-	ds, err := disk.OpenDatastore(filepath.Join(dir, "ds"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := New(ds)
-	srv := nbd.NewServer(h, nbd.ServerOptions{})
-	sock := filepath.Join(dir, "nbd.sock")
-	ul, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ul)
-	go srv.Serve(tl)
-	e := &env{h: h, sock: sock, tcp: tl.Addr().String()}
-	e.shutdown = func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		h.Close()
-	}
-	t.Cleanup(e.shutdown)
-	return e
-}
-
-func (e *env) unix(export string) string { return "nbd+unix:///" + export + "?socket=" + e.sock }
-func (e *env) nbdTCP(export string) string {
-	return "nbd://" + e.tcp + "/" + export
+	return apitest.Start(t, apitest.Options{NBD: true, TCPPaths: 1})
 }
 
 func need(t *testing.T, bin string) {
@@ -106,7 +69,7 @@ func TestQemuImgAndNbdcopyRoundTrip(t *testing.T) {
 	need(t, "qemu-img")
 	need(t, "nbdcopy")
 	e := newEnv(t)
-	d, err := e.h.Create("vm", 8<<20, disk.Options{})
+	d, err := e.Host.Create("vm", 8<<20, disk.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,14 +77,14 @@ func TestQemuImgAndNbdcopyRoundTrip(t *testing.T) {
 	in := filepath.Join(dir, "in.raw")
 	want := image()
 	os.WriteFile(in, want, 0o600)
-	run(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", in, e.unix("vm"))
+	run(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", in, e.UnixURI("vm"))
 	if _, err := d.CreateSnapshot("s1", ""); err != nil {
 		t.Fatal(err)
 	}
 	after := bytes.Clone(want)
 	copy(after[2<<20:], randomBytes(64<<10, 3))
 	os.WriteFile(in, after, 0o600)
-	run(t, "nbdcopy", in, e.nbdTCP("vm")) // the whole image again: the live disk changes
+	run(t, "nbdcopy", in, e.TCPURI(0, "vm")) // the whole image again: the live disk changes
 
 	for _, c := range []struct {
 		export string
@@ -129,12 +92,12 @@ func TestQemuImgAndNbdcopyRoundTrip(t *testing.T) {
 	}{{"vm@s1", want}, {"vm", after}} {
 		out := filepath.Join(dir, "out.raw")
 		os.Remove(out)
-		run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", e.unix(c.export), out)
+		run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", e.UnixURI(c.export), out)
 		got, _ := os.ReadFile(out)
 		if !bytes.Equal(got, c.want) {
 			t.Fatalf("qemu-img convert from %s differs", c.export)
 		}
-		run(t, "nbdcopy", e.nbdTCP(c.export), out)
+		run(t, "nbdcopy", e.TCPURI(0, c.export), out)
 		got, _ = os.ReadFile(out)
 		if !bytes.Equal(got, c.want) {
 			t.Fatalf("nbdcopy from %s differs", c.export)
@@ -145,14 +108,14 @@ func TestQemuImgAndNbdcopyRoundTrip(t *testing.T) {
 func TestSnapshotExportIsReadOnly(t *testing.T) {
 	need(t, "qemu-io")
 	e := newEnv(t)
-	d, _ := e.h.Create("vm", 1<<20, disk.Options{})
+	d, _ := e.Host.Create("vm", 1<<20, disk.Options{})
 	d.CreateSnapshot("s1", "")
-	cmd := exec.Command("qemu-io", "-f", "raw", "-c", "write 0 4k", e.unix("vm@s1"))
+	cmd := exec.Command("qemu-io", "-f", "raw", "-c", "write 0 4k", e.UnixURI("vm@s1"))
 	out, _ := cmd.CombinedOutput()
 	if !strings.Contains(string(out), "Permission denied") && !strings.Contains(string(out), "Operation not permitted") {
 		t.Fatalf("write to snapshot export: %s", out)
 	}
-	c, err := nbd.Dial(context.Background(), e.unix("vm@s1"), nil)
+	c, err := nbd.Dial(context.Background(), e.UnixURI("vm@s1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,8 +123,8 @@ func TestSnapshotExportIsReadOnly(t *testing.T) {
 	if err := c.WriteAt(context.Background(), make([]byte, 4096), 0, false); !errors.Is(err, nbd.ErrReadOnly) {
 		t.Fatalf("write to snapshot over NBD: %v, want EPERM", err)
 	}
-	run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x5a 4k 4k", e.unix("vm"))
-	out2 := run(t, "qemu-io", "-f", "raw", "-c", "read -P 0x5a 4k 4k", e.unix("vm"))
+	run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x5a 4k 4k", e.UnixURI("vm"))
+	out2 := run(t, "qemu-io", "-f", "raw", "-c", "read -P 0x5a 4k 4k", e.UnixURI("vm"))
 	if strings.Contains(out2, "Pattern verification failed") {
 		t.Fatal(out2)
 	}
@@ -188,7 +151,7 @@ func nbdinfoMap(t *testing.T, context, uri string) []mapEntry {
 func TestNbdinfoMaps(t *testing.T) {
 	need(t, "nbdinfo")
 	e := newEnv(t)
-	d, _ := e.h.Create("vm", 16<<20, disk.Options{CBT: cbt.Config{Granularity: 64 << 10}})
+	d, _ := e.Host.Create("vm", 16<<20, disk.Options{CBT: cbt.Config{Granularity: 64 << 10}})
 	d.WriteAt(randomBytes(1<<20, 1), 0)
 	s1, _ := d.CreateSnapshot("s1", "")
 	d.WriteAt(randomBytes(4096, 2), 3<<20)    // dirty block at 3 MiB
@@ -196,17 +159,17 @@ func TestNbdinfoMaps(t *testing.T) {
 	d.Zero(0, 64<<10, true)                   // zeroing counts as a change
 	d.CreateSnapshot("s2", "")
 
-	alloc := nbdinfoMap(t, "base:allocation", e.unix("vm@s2"))
+	alloc := nbdinfoMap(t, "base:allocation", e.UnixURI("vm@s2"))
 	wantAlloc := []mapEntry{{0, 64 << 10, 3, ""}, {64 << 10, 1<<20 - 64<<10, 0, ""}, {1 << 20, 2 << 20, 3, ""},
 		{3 << 20, 4096, 0, ""}, {3<<20 + 4096, 5<<20 - 4096, 3, ""}, {8 << 20, 128 << 10, 0, ""}, {8<<20 + 128<<10, 8<<20 - 128<<10, 3, ""}}
 	compareMap(t, "base:allocation", alloc, wantAlloc)
 
-	dirty := nbdinfoMap(t, nbd.DirtyBitmapPrefix+s1.ChangeID, e.unix("vm@s2"))
+	dirty := nbdinfoMap(t, nbd.DirtyBitmapPrefix+s1.ChangeID, e.UnixURI("vm@s2"))
 	wantDirty := []mapEntry{{0, 64 << 10, 1, ""}, {64 << 10, 3<<20 - 64<<10, 0, ""}, {3 << 20, 64 << 10, 1, ""},
 		{3<<20 + 64<<10, 5<<20 - 64<<10, 0, ""}, {8 << 20, 128 << 10, 1, ""}, {8<<20 + 128<<10, 8<<20 - 128<<10, 0, ""}}
 	compareMap(t, "dirty", dirty, wantDirty)
 
-	list := run(t, "nbdinfo", "--list", "--content", e.unix(""))
+	list := run(t, "nbdinfo", "--list", "--content", e.UnixURI(""))
 	for _, want := range []string{"vm@s1", "vm@s2", nbd.DirtyBitmapPrefix + s1.ChangeID} {
 		if !strings.Contains(list, want) {
 			t.Errorf("nbdinfo --list lacks %s:\n%s", want, list)
@@ -230,11 +193,11 @@ func compareMap(t *testing.T, name string, got, want []mapEntry) {
 func TestQemuImgMapDirtyBitmap(t *testing.T) {
 	need(t, "qemu-img")
 	e := newEnv(t)
-	d, _ := e.h.Create("vm", 4<<20, disk.Options{CBT: cbt.Config{Granularity: 64 << 10}})
+	d, _ := e.Host.Create("vm", 4<<20, disk.Options{CBT: cbt.Config{Granularity: 64 << 10}})
 	s1, _ := d.CreateSnapshot("s1", "")
 	d.WriteAt(randomBytes(4096, 1), 1<<20)
 	d.CreateSnapshot("s2", "")
-	opts := fmt.Sprintf("driver=nbd,server.type=unix,server.path=%s,export=vm@s2,x-dirty-bitmap=%s%s", e.sock, nbd.DirtyBitmapPrefix, s1.ChangeID)
+	opts := fmt.Sprintf("driver=nbd,server.type=unix,server.path=%s,export=vm@s2,x-dirty-bitmap=%s%s", e.NBDSock, nbd.DirtyBitmapPrefix, s1.ChangeID)
 	out := run(t, "qemu-img", "map", "--output=json", "--image-opts", opts)
 	var m []struct {
 		Start  int64 `json:"start"`
@@ -259,7 +222,7 @@ func TestQemuImgMapDirtyBitmap(t *testing.T) {
 // Several writer connections, then a flush, then a read-back.
 func TestConcurrentWriterConnections(t *testing.T) {
 	e := newEnv(t)
-	e.h.Create("vm", 16<<20, disk.Options{})
+	e.Host.Create("vm", 16<<20, disk.Options{})
 	ctx := context.Background()
 	want := make([]byte, 16<<20)
 	var wg sync.WaitGroup
@@ -267,7 +230,7 @@ func TestConcurrentWriterConnections(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl, err := nbd.Dial(ctx, e.unix("vm"), nil)
+			cl, err := nbd.Dial(ctx, e.UnixURI("vm"), nil)
 			if err != nil {
 				t.Error(err)
 				return
@@ -288,7 +251,7 @@ func TestConcurrentWriterConnections(t *testing.T) {
 		copy(want[i*64<<10:], randomBytes(64<<10, int64(i)))
 	}
 	wg.Wait()
-	cl, err := nbd.Dial(ctx, e.nbdTCP("vm"), nil)
+	cl, err := nbd.Dial(ctx, e.TCPURI(0, "vm"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,16 +267,16 @@ func TestConcurrentWriterConnections(t *testing.T) {
 
 func TestUnknownExportsAndContexts(t *testing.T) {
 	e := newEnv(t)
-	d, _ := e.h.Create("vm", 1<<20, disk.Options{})
+	d, _ := e.Host.Create("vm", 1<<20, disk.Options{})
 	d.CreateSnapshot("s1", "")
 	ctx := context.Background()
 	for _, name := range []string{"nope", "vm@nope", "../x", "vm@"} {
-		if c, err := nbd.Dial(ctx, e.unix(name), nil); err == nil {
+		if c, err := nbd.Dial(ctx, e.UnixURI(name), nil); err == nil {
 			c.Close()
 			t.Errorf("export %q opened", name)
 		}
 	}
-	c, err := nbd.Dial(ctx, e.unix("vm@s1"), &nbd.ClientOptions{MetaContexts: []string{nbd.DirtyBitmapPrefix + "bogus/1"}})
+	c, err := nbd.Dial(ctx, e.UnixURI("vm@s1"), &nbd.ClientOptions{MetaContexts: []string{nbd.DirtyBitmapPrefix + "bogus/1"}})
 	if err == nil {
 		defer c.Close()
 		if _, err := c.BlockStatus(ctx, nbd.DirtyBitmapPrefix+"bogus/1", 0, 4096, false); err == nil {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/blockwise/blockwise/internal/testcert"
 )
 
 var bothContexts = []string{ContextBaseAllocation, dirtyContext}
@@ -24,7 +26,7 @@ func pattern(n int, seed byte) []byte {
 }
 
 // transports returns URIs for every way a client can reach ts.
-func transports(ts *testServer, pki *testPKI) map[string]struct {
+func transports(ts *testServer, pki *testcert.PKI) map[string]struct {
 	uri  string
 	opts *ClientOptions
 } {
@@ -38,8 +40,8 @@ func transports(ts *testServer, pki *testPKI) map[string]struct {
 	}
 	if pki != nil {
 		m["tls-tcp"] = tr{strings.Replace(ts.tcpURI("disk"), "nbd:", "nbds:", 1),
-			&ClientOptions{MetaContexts: bothContexts, TLSConfig: pki.client}}
-		tc := pki.client.Clone()
+			&ClientOptions{MetaContexts: bothContexts, TLSConfig: pki.ClientTLS()}}
+		tc := pki.ClientTLS().Clone()
 		tc.ServerName = "localhost"
 		m["tls-unix"] = tr{strings.Replace(ts.unixURI("disk"), "nbd+unix:", "nbds+unix:", 1),
 			&ClientOptions{MetaContexts: bothContexts, TLSConfig: tc}}
@@ -49,9 +51,9 @@ func transports(ts *testServer, pki *testPKI) map[string]struct {
 
 func TestClientServerIO(t *testing.T) {
 	checkGoroutines(t)
-	pki := newTestPKI(t)
+	pki := testcert.New(t)
 	exp := newMemExport(4 << 20)
-	ts := startServer(t, map[string]*memExport{"disk": exp}, ServerOptions{TLSConfig: pki.server})
+	ts := startServer(t, map[string]*memExport{"disk": exp}, ServerOptions{TLSConfig: pki.ServerTLS()})
 	for name, tr := range transports(ts, pki) {
 		t.Run(name, func(t *testing.T) {
 			c := dial(t, tr.uri, tr.opts)
@@ -233,16 +235,16 @@ func TestServerErrors(t *testing.T) {
 
 func TestDialErrors(t *testing.T) {
 	checkGoroutines(t)
-	pki := newTestPKI(t)
+	pki := testcert.New(t)
 	ts := startServer(t, map[string]*memExport{"disk": newMemExport(1 << 20)},
-		ServerOptions{TLSConfig: pki.server, RequireTLS: true})
+		ServerOptions{TLSConfig: pki.ServerTLS(), RequireTLS: true})
 	ctx := context.Background()
 	_, err := Dial(ctx, ts.unixURI("disk"), nil)
 	if !errors.Is(err, ErrTLSRequired) {
 		t.Errorf("plain dial to TLS-only server: %v", err)
 	}
 	tlsURI := strings.Replace(ts.tcpURI("nope"), "nbd:", "nbds:", 1)
-	_, err = Dial(ctx, tlsURI, &ClientOptions{TLSConfig: pki.client})
+	_, err = Dial(ctx, tlsURI, &ClientOptions{TLSConfig: pki.ClientTLS()})
 	if !errors.Is(err, ErrUnknownExport) {
 		t.Errorf("unknown export: %v", err)
 	}
@@ -250,7 +252,7 @@ func TestDialErrors(t *testing.T) {
 	if err == nil {
 		t.Errorf("TLS without our CA succeeded")
 	}
-	c := dial(t, strings.Replace(ts.tcpURI("disk"), "nbd:", "nbds:", 1), &ClientOptions{TLSConfig: pki.client})
+	c := dial(t, strings.Replace(ts.tcpURI("disk"), "nbd:", "nbds:", 1), &ClientOptions{TLSConfig: pki.ClientTLS()})
 	must(t, c.ReadAt(ctx, make([]byte, 512), 0))
 	if _, err := c.BlockStatus(ctx, ContextBaseAllocation, 0, 512, false); !errors.Is(err, ErrNotSupported) {
 		t.Errorf("block status without context: %v", err)

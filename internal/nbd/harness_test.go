@@ -2,18 +2,9 @@ package nbd
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -82,86 +73,6 @@ func dial(t testing.TB, uri string, opts *ClientOptions) *Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// testPKI is a CA with a server certificate for 127.0.0.1/localhost and
-// a client certificate, also written as PEM files in qemu's layout.
-type testPKI struct {
-	dir    string // ca-cert.pem, client-cert.pem, client-key.pem, server-*.pem
-	server *tls.Config
-	client *tls.Config
-}
-
-func newTestPKI(t testing.TB) *testPKI {
-	t.Helper()
-	p := &testPKI{dir: shortTempDir(t)}
-	caKey, caCert, caDER := makeCert(t, nil, nil, &x509.Certificate{
-		Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	})
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	srvKey, _, srvDER := makeCert(t, caKey, caCert, &x509.Certificate{
-		Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	cliKey, _, cliDER := makeCert(t, caKey, caCert, &x509.Certificate{
-		Subject:  pkix.Name{CommonName: "client"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
-	p.writePEM(t, "ca-cert.pem", "CERTIFICATE", caDER)
-	p.writePEM(t, "client-cert.pem", "CERTIFICATE", cliDER)
-	p.writePEM(t, "client-key.pem", "PRIVATE KEY", marshalKey(t, cliKey))
-	p.server = &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}},
-		ClientCAs:    pool, ClientAuth: tls.VerifyClientCertIfGiven,
-	}
-	p.client = &tls.Config{
-		RootCAs:      pool,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}},
-	}
-	return p
-}
-
-var serial int64
-
-func makeCert(t testing.TB, parentKey *ecdsa.PrivateKey, parent, tmpl *x509.Certificate) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl.SerialNumber = big.NewInt(serial)
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert, der
-}
-
-func marshalKey(t testing.TB, k *ecdsa.PrivateKey) []byte {
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
-func (p *testPKI) writePEM(t testing.TB, name, typ string, der []byte) {
-	b := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
-	if err := os.WriteFile(filepath.Join(p.dir, name), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func netListenUnix(path string) (net.Listener, error) { return net.Listen("unix", path) }

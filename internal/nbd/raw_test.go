@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/blockwise/blockwise/internal/testcert"
 )
 
 // rawConn is a hand-driven NBD client for feeding servers bad input.
@@ -249,8 +251,8 @@ func TestRawHandshake(t *testing.T) {
 
 func TestRawRequireTLS(t *testing.T) {
 	checkGoroutines(t)
-	pki := newTestPKI(t)
-	ts, _ := rawServer(t, ServerOptions{TLSConfig: pki.server, RequireTLS: true})
+	pki := testcert.New(t)
+	ts, _ := rawServer(t, ServerOptions{TLSConfig: pki.ServerTLS(), RequireTLS: true})
 	r := rawDial(t, ts, clientFixedNew|clientNoZeroes)
 	for _, o := range []uint32{optList, optInfo, optGo, optStructuredRepl, optListMetaCtx, 42} {
 		r.expectReply(o, nil, repErrTLSReqd)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/blockwise/blockwise/internal/testcert"
 )
 
 // need skips the test when a real client is not installed.
@@ -212,13 +214,13 @@ func TestNbdinfo(t *testing.T) {
 func TestQemuImgTLS(t *testing.T) {
 	qemuImg := need(t, "qemu-img")
 	checkGoroutines(t)
-	pki := newTestPKI(t)
+	pki := testcert.New(t)
 	content := sparseImage(2 << 20)
 	src, dst := filledExport(content), newMemExport(2<<20)
 	ts := startServer(t, map[string]*memExport{"src": src, "dst": dst},
-		ServerOptions{TLSConfig: pki.server, RequireTLS: true})
+		ServerOptions{TLSConfig: pki.ServerTLS(), RequireTLS: true})
 	host, port, _ := strings.Cut(ts.tcp, ":")
-	obj := "tls-creds-x509,id=tls0,dir=" + pki.dir + ",endpoint=client"
+	obj := "tls-creds-x509,id=tls0,dir=" + pki.Dir + ",endpoint=client"
 	opts := func(export string) string {
 		return fmt.Sprintf("driver=nbd,host=%s,port=%s,export=%s,tls-creds=tls0", host, port, export)
 	}

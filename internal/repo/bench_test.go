@@ -11,6 +11,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -36,7 +37,7 @@ func BenchmarkPutChunk(b *testing.B) {
 			for i := range pool {
 				if kind == "random" {
 					pool[i] = make([]byte, 64<<10)
-					fill(rng, pool[i])
+					repotest.Fill(rng, pool[i])
 				} else {
 					pool[i] = textLike(rng, 64<<10)
 				}
@@ -64,7 +65,7 @@ func BenchmarkPutChunk(b *testing.B) {
 
 func BenchmarkRestore(b *testing.B) {
 	r := initRepo(b, mem.New(), Options{KDF: testKDF})
-	img := randomImage(rand.New(rand.NewPCG(3, 4)), 64<<20, 64<<10, 0.1)
+	img := repotest.Image(rand.New(rand.NewPCG(3, 4)), 64<<20, 64<<10, 0.1)
 	m := backup(b, r, nil, img, nil)
 	buf := make([]byte, 1<<20)
 	b.SetBytes(int64(len(img)))
@@ -92,7 +93,7 @@ func BenchmarkChunkSize(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("BLOCKWISE_BENCH_IMAGE_MIB")); err == nil {
 		mib = v
 	}
-	base := randomImage(rand.New(rand.NewPCG(5, 6)), mib<<20, 64<<10, 0)
+	base := repotest.Image(rand.New(rand.NewPCG(5, 6)), mib<<20, 64<<10, 0)
 	for _, cs := range []uint32{16 << 10, 64 << 10, 256 << 10, 1 << 20} {
 		b.Run(fmt.Sprintf("%dKiB", cs>>10), func(b *testing.B) {
 			for range b.N {
@@ -107,7 +108,7 @@ func chunkSizeRun(b *testing.B, cs uint32, base []byte) {
 	img := append([]byte(nil), base...)
 	full := backup(b, r, nil, img, nil)
 	rng := rand.New(rand.NewPCG(7, 8))
-	changed := mutate(rng, img, 64<<10, 0.01)
+	changed := repotest.Mutate(rng, img, 64<<10, 0.01)
 	dirty := map[uint64]bool{}
 	for _, blk := range changed {
 		// Every chunk overlapping the changed 64 KiB block is re-sent.
@@ -136,7 +137,7 @@ func BenchmarkCompression(b *testing.B) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	text := textLike(rng, 16<<20)
 	random := make([]byte, 16<<20)
-	fill(rng, random)
+	repotest.Fill(rng, random)
 	for _, lvl := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {
 		for name, data := range map[string][]byte{"text": text, "random": random} {
 			b.Run(fmt.Sprintf("%s/%s", lvl, name), func(b *testing.B) {
@@ -163,7 +164,7 @@ func BenchmarkListManifests(b *testing.B) {
 	ctx := context.Background()
 	store := mem.New()
 	r := initRepo(b, store, testOptions())
-	img := randomImage(rand.New(rand.NewPCG(5, 5)), 1<<20, 64<<10, 0)
+	img := repotest.Image(rand.New(rand.NewPCG(5, 5)), 1<<20, 64<<10, 0)
 	var parent *Manifest
 	for range 64 {
 		parent = backup(b, r, parent, img, []uint64{0})

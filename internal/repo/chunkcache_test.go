@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // TestChunkCache: parallel readers of one chunk share one load, the cache
@@ -82,7 +83,7 @@ func TestChunkCache(t *testing.T) {
 // chunk loads themselves run without the reader's cancellation.
 func TestReadAtContextCancelled(t *testing.T) {
 	r := initRepo(t, mem.New(), testOptions())
-	img := randomImage(rand.New(rand.NewPCG(1, 2)), 4<<20, 64<<10, 0)
+	img := repotest.Image(rand.New(rand.NewPCG(1, 2)), 4<<20, 64<<10, 0)
 	m := backup(t, r, nil, img, nil)
 	im, err := r.OpenImage(context.Background(), m.ID)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/backendtest"
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // TestFaultInjection runs backups over a backend that fails about one
@@ -48,14 +49,14 @@ func faultRun(t *testing.T, seed uint64, opts Options) {
 	if opts.PackSize < 64<<10 {
 		size = 2 * indexEvery << 16 // enough packs for index files mid-backup
 	}
-	img := randomImage(rng, size, 64<<10, 0.2)
+	img := repotest.Image(rng, size, 64<<10, 0.2)
 	committed := map[ID][]byte{}
 	var failed [][]byte // images of backups whose Commit reported an error
 	var parent *Manifest
 	for range 4 {
 		var slots []uint64
 		if parent != nil {
-			slots = slotsOf(mutate(rng, img, 64<<10, 0.05))
+			slots = slotsOf(repotest.Mutate(rng, img, 64<<10, 0.05))
 		}
 		m, err := tryBackup(ctx, r, parent, img, slots)
 		if err != nil {
@@ -91,14 +92,14 @@ func faultRun(t *testing.T, seed uint64, opts Options) {
 	if _, err := r2.Unlock(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	checkClean(t, r2, true)
+	repotest.CheckClean(t, r2.Check, CheckOptions{ReadData: true})
 	ms, err := r2.ListManifests(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
 		if want, ok := committed[m.ID]; ok {
-			verifyImage(t, r2, m.ID, want)
+			repotest.Verify(t, r2.OpenImage, m.ID, want)
 			delete(committed, m.ID)
 			continue
 		}

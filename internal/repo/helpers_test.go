@@ -1,17 +1,14 @@
 package repo
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"math/rand/v2"
 	"os"
 	"strconv"
 	"sync"
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/backend"
-	"golang.org/x/sync/errgroup"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // testKDF keeps Argon2id cheap in tests; production uses DefaultKDF.
@@ -62,7 +59,7 @@ func initRepo(t testing.TB, be backend.Backend, opts Options) *Repository {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { checkAfterTest(t, be) })
+	checkAfterTest(t, be)
 	return r
 }
 
@@ -77,64 +74,24 @@ func allowDamage(t testing.TB) { damaged.Store(t, true) }
 // checkWith makes the check at the end of t open its repository with s.
 func checkWith(t testing.TB, s Secret) { checkSecret.Store(t, s) }
 
+// checkAfterTest checks be, data and all, when t ends.
 func checkAfterTest(t testing.TB, be backend.Backend) {
-	if _, ok := damaged.Load(t); ok || t.Failed() {
-		return
-	}
-	ctx := context.Background()
-	s := Secret{Password: testPassword}
-	if v, ok := checkSecret.Load(t); ok {
-		s = v.(Secret)
-	}
-	r, err := OpenWith(ctx, be, s, testSettings())
-	var res *CheckResult
-	if err == nil {
-		res, err = r.Check(ctx, CheckOptions{ReadData: true})
-	}
-	if err == nil {
-		err = res.Err()
-	}
-	if err != nil {
-		t.Errorf("after the test: %v", err)
-	}
-}
-
-// randomImage makes an image of size bytes: random chunks, with about
-// zeroFrac of the chunks all zero (thin-provisioned regions).
-func randomImage(rng *rand.Rand, size int, chunk int, zeroFrac float64) []byte {
-	img := make([]byte, size)
-	for off := 0; off < size; off += chunk {
-		end := min(off+chunk, size)
-		if rng.Float64() < zeroFrac {
-			continue
+	skip := func() bool { _, ok := damaged.Load(t); return ok }
+	repotest.CheckAtEnd(t, skip, func(ctx context.Context) error {
+		s := Secret{Password: testPassword}
+		if v, ok := checkSecret.Load(t); ok {
+			s = v.(Secret)
 		}
-		fill(rng, img[off:end])
-	}
-	return img
-}
-
-func fill(rng *rand.Rand, b []byte) {
-	for i := 0; i+8 <= len(b); i += 8 {
-		v := rng.Uint64()
-		for j := range 8 {
-			b[i+j] = byte(v >> (8 * j))
+		r, err := OpenWith(ctx, be, s, testSettings())
+		if err != nil {
+			return err
 		}
-	}
-	for i := len(b) &^ 7; i < len(b); i++ {
-		b[i] = byte(rng.Uint32())
-	}
-}
-
-// mutate rewrites fraction of the blk-sized blocks of img at scattered,
-// distinct positions and returns the changed block numbers.
-func mutate(rng *rand.Rand, img []byte, blk int, fraction float64) []int {
-	nblk := (len(img) + blk - 1) / blk
-	n := max(1, int(float64(nblk)*fraction))
-	perm := rng.Perm(nblk)[:n]
-	for _, b := range perm {
-		fill(rng, img[b*blk:min((b+1)*blk, len(img))])
-	}
-	return perm
+		res, err := r.Check(ctx, CheckOptions{ReadData: true})
+		if err != nil {
+			return err
+		}
+		return res.Err()
+	})
 }
 
 // backup writes the given slots of img (all when slots is nil) with four
@@ -149,54 +106,6 @@ func backup(t testing.TB, r *Repository, parent *Manifest, img []byte, slots []u
 }
 
 func tryBackup(ctx context.Context, r *Repository, parent *Manifest, img []byte, slots []uint64) (*Manifest, error) {
-	w, err := r.NewWriter(ctx, parent, Meta{Disk: "disk0", DiskUUID: "uuid-1", Size: uint64(len(img))})
-	if err != nil {
-		return nil, err
-	}
-	cs := uint64(r.cfg.ChunkSize)
-	if slots == nil {
-		for s := range ceilDiv(uint64(len(img)), cs) {
-			slots = append(slots, s)
-		}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
-	for _, s := range slots {
-		g.Go(func() error {
-			return w.PutChunk(gctx, s, img[s*cs:min((s+1)*cs, uint64(len(img)))])
-		})
-	}
-	if err := g.Wait(); err != nil {
-		w.Abort(context.Background())
-		return nil, err
-	}
-	return w.Commit(ctx)
-}
-
-// verifyImage reads the image back through ReadAt in odd-sized pieces.
-func verifyImage(t testing.TB, r *Repository, id ID, want []byte) {
-	t.Helper()
-	im, err := r.OpenImage(context.Background(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if im.Size() != int64(len(want)) {
-		t.Fatalf("size %d, want %d", im.Size(), len(want))
-	}
-	got, err := io.ReadAll(io.NewSectionReader(im, 0, im.Size()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("image %v differs from what was written", id.Short())
-	}
-}
-
-func checkClean(t testing.TB, r *Repository, readData bool) *CheckResult {
-	t.Helper()
-	res, err := r.Check(context.Background(), CheckOptions{ReadData: readData})
-	if err != nil {
-		t.Fatalf("check: %v", err)
-	}
-	return res
+	return repotest.Backup(ctx, r.NewWriter, parent, Meta{Disk: "disk0", DiskUUID: "uuid-1", Size: uint64(len(img))},
+		img, int(r.cfg.ChunkSize), slots)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // TestRandomHistory drives a random sequence of incrementals (changed,
@@ -27,7 +28,7 @@ func randomHistory(t *testing.T, seed uint64) {
 	opts.PageSlots, opts.PackSize, opts.ChunkSize = 8, 64<<10, 4<<10
 	r := initRepo(t, mem.New(), opts)
 	rng := rand.New(rand.NewPCG(seed, 42))
-	img := randomImage(rng, 200<<10, 4<<10, 0.5)
+	img := repotest.Image(rng, 200<<10, 4<<10, 0.5)
 	live := map[ID][]byte{}
 	var last *Manifest
 	for step := range 12 {
@@ -71,9 +72,9 @@ func randomHistory(t *testing.T, seed uint64) {
 		}
 		t.Logf("step %d: live=%d last=%v", step, len(live), last != nil)
 		for id, want := range live {
-			verifyImage(t, r, id, want)
+			repotest.Verify(t, r.OpenImage, id, want)
 		}
-		checkClean(t, r, step%4 == 3)
+		repotest.CheckClean(t, r.Check, CheckOptions{ReadData: step%4 == 3})
 	}
 }
 
@@ -95,7 +96,7 @@ func evolve(rng *rand.Rand, img []byte, cs int) ([]byte, []uint64) {
 			dirty[uint64(s)] = true
 		}
 	}
-	for _, b := range mutate(rng, img, cs, 0.05) {
+	for _, b := range repotest.Mutate(rng, img, cs, 0.05) {
 		dirty[uint64(b)] = true
 	}
 	var slots []uint64

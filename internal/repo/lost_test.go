@@ -9,6 +9,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // lostFixture: one restore point, then packs deleted and the index
@@ -17,7 +18,7 @@ func lostFixture(t *testing.T, lose func(packs []string) []string) (*Repository,
 	t.Helper()
 	be := mem.New()
 	r := initRepo(t, be, smallPacks())
-	img := randomImage(rand.New(rand.NewPCG(5, 5)), 40<<16, 64<<10, 0.1)
+	img := repotest.Image(rand.New(rand.NewPCG(5, 5)), 40<<16, 64<<10, 0.1)
 	m := backup(t, r, nil, img, nil)
 	var packs []string
 	be.List(context.Background(), backend.Data, func(fi backend.FileInfo) error {
@@ -93,11 +94,11 @@ func TestWriterRefusesLostBlobs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			verifyImage(t, r, m.ID, img)
+			repotest.Verify(t, r.OpenImage, m.ID, img)
 			if err := r.Forget(ctx, parent.ID); err != nil {
 				t.Fatal(err)
 			}
-			checkClean(t, r, true)
+			repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true})
 		})
 	}
 }

@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"errors"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -21,7 +22,7 @@ func TestOptionsPerRepository(t *testing.T) {
 	opts.IndexMemoryBlobs = -1 // no limit
 	opts.CacheDir = cacheA
 	a := initRepo(t, be, opts)
-	img := randomImage(rand.New(rand.NewPCG(40, 40)), 2<<20, 64<<10, 0)
+	img := repotest.Image(rand.New(rand.NewPCG(40, 40)), 2<<20, 64<<10, 0)
 	m := backup(t, a, nil, img, nil)
 	b, err := Open(ctx, be, testPassword, Options{LockTTL: -1, IndexMemoryBlobs: 4, CacheDir: cacheB, IndexSpillDir: t.TempDir()})
 	if err != nil {
@@ -37,8 +38,8 @@ func TestOptionsPerRepository(t *testing.T) {
 	if len(b.idx.runs) == 0 || len(a2.idx.runs) != 0 {
 		t.Errorf("spilled runs: %d with a limit of 4 blobs, %d with none; want some and none", len(b.idx.runs), len(a2.idx.runs))
 	}
-	verifyImage(t, b, m.ID, img)
-	verifyImage(t, a2, m.ID, img)
+	repotest.Verify(t, b.OpenImage, m.ID, img)
+	repotest.Verify(t, a2.OpenImage, m.ID, img)
 
 	// b's locks are stale at once, a's last DefaultLockTTL.
 	lb, err := b.Lock(ctx, true)

@@ -8,15 +8,16 @@ import (
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 func TestReadChunksMatchesReadChunk(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	r := initRepo(t, mem.New(), testOptions())
 	cs := int(r.Config().ChunkSize)
-	img := randomImage(rng, 300*cs+cs/2, cs, 0.3)
+	img := repotest.Image(rng, 300*cs+cs/2, cs, 0.3)
 	m := backup(t, r, nil, img, nil)
-	changed := mutate(rng, img, cs, 0.1)
+	changed := repotest.Mutate(rng, img, cs, 0.1)
 	var slots []uint64
 	for _, s := range changed {
 		slots = append(slots, uint64(s))
@@ -97,7 +98,7 @@ func TestReadChunksPackOrder(t *testing.T) {
 		for off := 0; off < len(img); {
 			off += copy(img[off:], words[rng.IntN(len(words))])
 		}
-		fill(rng, img[3*cs:4*cs]) // one incompressible chunk among them
+		repotest.Fill(rng, img[3*cs:4*cs]) // one incompressible chunk among them
 		w, err := r.NewWriter(ctx, nil, Meta{Disk: "d", DiskUUID: "u", Size: uint64(len(img))})
 		if err != nil {
 			t.Fatal(err)

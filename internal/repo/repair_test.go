@@ -10,6 +10,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // repairFixture is a repository with three restore points spread over
@@ -26,10 +27,10 @@ func newRepairFixture(t *testing.T) *repairFixture {
 	f := &repairFixture{be: mem.New()}
 	f.r = initRepo(t, f.be, smallPacks())
 	rng := rand.New(rand.NewPCG(31, 31))
-	img := randomImage(rng, 2*indexEvery<<16, 64<<10, 0.1)
+	img := repotest.Image(rng, 2*indexEvery<<16, 64<<10, 0.1)
 	var parent *Manifest
 	for i := 0; i < 3; i++ {
-		slots := mutate(rng, img, 64<<10, 0.2)
+		slots := repotest.Mutate(rng, img, 64<<10, 0.2)
 		var ss []uint64 // nil: all slots
 		if parent != nil {
 			ss = slotsOf(slots)
@@ -93,7 +94,7 @@ func (f *repairFixture) verifyAll(t *testing.T) *Repository {
 		t.Fatal(err)
 	}
 	for i, m := range f.points {
-		verifyImage(t, r, m.ID, f.images[i])
+		repotest.Verify(t, r.OpenImage, m.ID, f.images[i])
 	}
 	return r
 }
@@ -127,7 +128,7 @@ func TestRepairIndexLostFile(t *testing.T) {
 		t.Fatalf("repair: %+v, %d packs, %d old index files", rep, len(packs), len(idx))
 	}
 	r2 := f.verifyAll(t)
-	checkClean(t, r2, true)
+	repotest.CheckClean(t, r2.Check, CheckOptions{ReadData: true})
 	if _, err := r2.Prune(ctx); err != nil {
 		t.Fatalf("prune after repair: %v", err)
 	}

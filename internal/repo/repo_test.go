@@ -13,6 +13,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 func slotsOf(blocks []int) []uint64 {
@@ -46,11 +47,11 @@ func TestFullAndIncremental(t *testing.T) {
 			tc.opts(&opts)
 			r := initRepo(t, mem.New(), opts)
 			rng := rand.New(rand.NewPCG(uint64(i), 1))
-			img := randomImage(rng, tc.size, 64<<10, 0.3)
+			img := repotest.Image(rng, tc.size, 64<<10, 0.3)
 			full := backup(t, r, nil, img, nil)
 			old := slices.Clone(img)
 
-			changed := mutate(rng, img, 64<<10, 0.01)
+			changed := repotest.Mutate(rng, img, 64<<10, 0.01)
 			inc := backup(t, r, full, img, slotsOf(changed))
 			changedBytes := uint64(len(changed)) * 64 << 10
 			if inc.Stats.StoredBytes > changedBytes*3/2 {
@@ -59,9 +60,9 @@ func TestFullAndIncremental(t *testing.T) {
 			if inc.Parent == nil || *inc.Parent != full.ID {
 				t.Errorf("parent not recorded")
 			}
-			verifyImage(t, r, full.ID, old)
-			verifyImage(t, r, inc.ID, img)
-			checkClean(t, r, true)
+			repotest.Verify(t, r.OpenImage, full.ID, old)
+			repotest.Verify(t, r.OpenImage, inc.ID, img)
+			repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true})
 			if full.Stats.ZeroChunks == 0 {
 				t.Errorf("no zero chunks detected")
 			}
@@ -74,13 +75,13 @@ func TestFullAndIncremental(t *testing.T) {
 func TestReopen(t *testing.T) {
 	be := mem.New()
 	r := initRepo(t, be, testOptions())
-	img := randomImage(rand.New(rand.NewPCG(7, 7)), 4<<20, 64<<10, 0.2)
+	img := repotest.Image(rand.New(rand.NewPCG(7, 7)), 4<<20, 64<<10, 0.2)
 	m := backup(t, r, nil, img, nil)
 	r2, err := Open(context.Background(), be, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifyImage(t, r2, m.ID, img)
+	repotest.Verify(t, r2.OpenImage, m.ID, img)
 	ms, err := r2.ListManifests(context.Background())
 	if err != nil || len(ms) != 1 || ms[0].ID != m.ID || ms[0].Disk != "disk0" {
 		t.Fatalf("list: %v %v", ms, err)
@@ -145,7 +146,7 @@ func TestCorruptPack(t *testing.T) {
 			opts := testOptions()
 			opts.Unencrypted = unenc
 			r := initRepo(t, be, opts)
-			img := randomImage(rand.New(rand.NewPCG(3, 3)), 4<<20, 64<<10, 0)
+			img := repotest.Image(rand.New(rand.NewPCG(3, 3)), 4<<20, 64<<10, 0)
 			m := backup(t, r, nil, img, nil)
 			h := firstPack(t, be)
 			be.Corrupt(h, 100) // inside the first blob
@@ -196,7 +197,7 @@ func TestAbort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := randomImage(rand.New(rand.NewPCG(4, 4)), 8<<20, 64<<10, 0)
+	img := repotest.Image(rand.New(rand.NewPCG(4, 4)), 8<<20, 64<<10, 0)
 	for s := range uint64(100) { // > 1 MiB pack size: packs get uploaded
 		if err := w.PutChunk(ctx, s, img[s<<16:(s+1)<<16]); err != nil {
 			t.Fatal(err)
@@ -216,7 +217,7 @@ func TestAbort(t *testing.T) {
 			t.Errorf("%d %s objects left after abort", n, typ)
 		}
 	}
-	if res := checkClean(t, r, true); len(res.Warnings) != 0 {
+	if res := repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true}); len(res.Warnings) != 0 {
 		t.Errorf("warnings: %v", res.Warnings)
 	}
 }
@@ -247,12 +248,12 @@ func TestPrune(t *testing.T) {
 	r := initRepo(t, be, testOptions())
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(5, 5))
-	imgA := randomImage(rng, 4<<20, 64<<10, 0)
-	imgB := randomImage(rng, 4<<20, 64<<10, 0.1)
+	imgA := repotest.Image(rng, 4<<20, 64<<10, 0)
+	imgB := repotest.Image(rng, 4<<20, 64<<10, 0.1)
 	a := backup(t, r, nil, imgA, nil)
 	b := backup(t, r, nil, imgB, nil)
 	oldB := slices.Clone(imgB)
-	changed := mutate(rng, imgB, 64<<10, 0.1)
+	changed := repotest.Mutate(rng, imgB, 64<<10, 0.1)
 	c := backup(t, r, b, imgB, slotsOf(changed))
 
 	if err := r.Forget(ctx, a.ID); err != nil {
@@ -268,9 +269,9 @@ func TestPrune(t *testing.T) {
 	if _, err := r.OpenImage(ctx, a.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("forgotten image opens: %v", err)
 	}
-	verifyImage(t, r, b.ID, oldB)
-	verifyImage(t, r, c.ID, imgB)
-	checkClean(t, r, true)
+	repotest.Verify(t, r.OpenImage, b.ID, oldB)
+	repotest.Verify(t, r.OpenImage, c.ID, imgB)
+	repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true})
 
 	// Forgetting the parent must leave the child whole.
 	if err := r.Forget(ctx, b.ID); err != nil {
@@ -283,8 +284,8 @@ func TestPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifyImage(t, r2, c.ID, imgB)
-	if res := checkClean(t, r2, true); len(res.Warnings) != 0 {
+	repotest.Verify(t, r2.OpenImage, c.ID, imgB)
+	if res := repotest.CheckClean(t, r2.Check, CheckOptions{ReadData: true}); len(res.Warnings) != 0 {
 		t.Errorf("warnings after prune: %v", res.Warnings)
 	}
 }
@@ -330,28 +331,28 @@ func TestLocks(t *testing.T) {
 func TestSizeChange(t *testing.T) {
 	r := initRepo(t, mem.New(), testOptions())
 	rng := rand.New(rand.NewPCG(6, 6))
-	img := randomImage(rng, 20<<20+5000, 64<<10, 0)
+	img := repotest.Image(rng, 20<<20+5000, 64<<10, 0)
 	m := backup(t, r, nil, img, nil)
 	// Grow: the old short last chunk is inherited and the rest reads zero.
 	grown := append(slices.Clone(img), make([]byte, 3<<20)...)
 	g := backup(t, r, m, grown, []uint64{0})
-	verifyImage(t, r, g.ID, grown)
+	repotest.Verify(t, r.OpenImage, g.ID, grown)
 	// Shrink across a page boundary.
 	shrunk := slices.Clone(img[:5<<20+17])
 	s := backup(t, r, m, shrunk, []uint64{1})
-	verifyImage(t, r, s.ID, shrunk)
+	repotest.Verify(t, r.OpenImage, s.ID, shrunk)
 	// Grow again without sending anything: the old bytes past the shrink
 	// point must not come back; the grown region reads as zeros.
 	regrown := append(slices.Clone(shrunk), make([]byte, 2<<20)...)
 	g2 := backup(t, r, s, regrown, []uint64{})
-	verifyImage(t, r, g2.ID, regrown)
-	checkClean(t, r, true)
+	repotest.Verify(t, r.OpenImage, g2.ID, regrown)
+	repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true})
 }
 
 func TestSlotsIterator(t *testing.T) {
 	r := initRepo(t, mem.New(), testOptions())
 	img := make([]byte, 1<<20)
-	fill(rand.New(rand.NewPCG(8, 8)), img[3<<16:4<<16])
+	repotest.Fill(rand.New(rand.NewPCG(8, 8)), img[3<<16:4<<16])
 	m := backup(t, r, nil, img, nil)
 	im, err := r.OpenImage(context.Background(), m.ID)
 	if err != nil {
@@ -380,15 +381,15 @@ func TestLocalBackend(t *testing.T) {
 	}
 	r := initRepo(t, be, testOptions())
 	rng := rand.New(rand.NewPCG(9, 9))
-	img := randomImage(rng, 8<<20, 64<<10, 0.2)
+	img := repotest.Image(rng, 8<<20, 64<<10, 0.2)
 	m := backup(t, r, nil, img, nil)
 	be2, _ := local.Open(dir)
 	r2, err := Open(context.Background(), be2, testPassword, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifyImage(t, r2, m.ID, img)
-	checkClean(t, r2, true)
+	repotest.Verify(t, r2.OpenImage, m.ID, img)
+	repotest.CheckClean(t, r2.Check, CheckOptions{ReadData: true})
 }
 
 // TestCrashedBackup leaves packs of a backup that never committed or
@@ -398,7 +399,7 @@ func TestCrashedBackup(t *testing.T) {
 	be := mem.New()
 	r := initRepo(t, be, testOptions())
 	ctx := context.Background()
-	keep := randomImage(rand.New(rand.NewPCG(10, 10)), 2<<20, 64<<10, 0)
+	keep := repotest.Image(rand.New(rand.NewPCG(10, 10)), 2<<20, 64<<10, 0)
 	m := backup(t, r, nil, keep, nil)
 
 	dead := reopen(t, r, Options{LockTTL: -1}) // the dead writer's lock is already stale
@@ -406,14 +407,14 @@ func TestCrashedBackup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := randomImage(rand.New(rand.NewPCG(11, 11)), 4<<20, 64<<10, 0)
+	img := repotest.Image(rand.New(rand.NewPCG(11, 11)), 4<<20, 64<<10, 0)
 	for s := range uint64(40) {
 		if err := w.PutChunk(ctx, s, img[s<<16:(s+1)<<16]); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The process dies here: no Commit, no Abort.
-	res := checkClean(t, r, true)
+	res := repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true})
 	if len(res.Warnings) == 0 {
 		t.Fatal("unindexed packs not reported")
 	}
@@ -424,10 +425,10 @@ func TestCrashedBackup(t *testing.T) {
 	if st.PacksRemoved == 0 {
 		t.Fatal("orphan packs not pruned")
 	}
-	if res := checkClean(t, r, true); len(res.Warnings) != 0 {
+	if res := repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true}); len(res.Warnings) != 0 {
 		t.Fatalf("warnings after prune: %v", res.Warnings)
 	}
-	verifyImage(t, r, m.ID, keep)
+	repotest.Verify(t, r.OpenImage, m.ID, keep)
 }
 
 // TestConcurrentWriters runs two backups of the same data at once in one
@@ -436,7 +437,7 @@ func TestCrashedBackup(t *testing.T) {
 // location and Check must accept the duplicate.
 func TestConcurrentWriters(t *testing.T) {
 	r := initRepo(t, mem.New(), testOptions())
-	img := randomImage(rand.New(rand.NewPCG(12, 12)), 4<<20, 64<<10, 0.1)
+	img := repotest.Image(rand.New(rand.NewPCG(12, 12)), 4<<20, 64<<10, 0.1)
 	ms := make([]*Manifest, 2)
 	errs := make(chan error, 2)
 	for i := range ms {
@@ -452,9 +453,9 @@ func TestConcurrentWriters(t *testing.T) {
 		}
 	}
 	for _, m := range ms {
-		verifyImage(t, r, m.ID, img)
+		repotest.Verify(t, r.OpenImage, m.ID, img)
 	}
-	checkClean(t, r, true)
+	repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true})
 }
 
 func dataBytes(t *testing.T, be backend.Backend) int64 {
@@ -476,9 +477,9 @@ func TestPruneRepack(t *testing.T) {
 			r := initRepo(t, be, opts)
 			ctx := context.Background()
 			rng := rand.New(rand.NewPCG(13, 13))
-			img := randomImage(rng, 8<<20, 64<<10, 0)
+			img := repotest.Image(rng, 8<<20, 64<<10, 0)
 			parent := backup(t, r, nil, img, nil)
-			child := backup(t, r, parent, img, slotsOf(mutate(rng, img, 64<<10, 0.2)))
+			child := backup(t, r, parent, img, slotsOf(repotest.Mutate(rng, img, 64<<10, 0.2)))
 			before := dataBytes(t, be)
 			if err := r.Forget(ctx, parent.ID); err != nil {
 				t.Fatal(err)
@@ -494,8 +495,8 @@ func TestPruneRepack(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			verifyImage(t, r2, child.ID, img)
-			if res := checkClean(t, r2, true); len(res.Warnings) != 0 {
+			repotest.Verify(t, r2.OpenImage, child.ID, img)
+			if res := repotest.CheckClean(t, r2.Check, CheckOptions{ReadData: true}); len(res.Warnings) != 0 {
 				t.Fatalf("warnings: %v", res.Warnings)
 			}
 		})
@@ -508,9 +509,9 @@ func TestLockRefresh(t *testing.T) {
 	be := mem.New()
 	r := initRepo(t, be, Options{PackSize: 64 << 10, PageSlots: 256, KDF: testKDF,
 		LockTTL: time.Nanosecond}) // every upload refreshes
-	img := randomImage(rand.New(rand.NewPCG(14, 14)), 2<<20, 64<<10, 0)
+	img := repotest.Image(rand.New(rand.NewPCG(14, 14)), 2<<20, 64<<10, 0)
 	m := backup(t, r, nil, img, nil)
-	verifyImage(t, r, m.ID, img)
+	repotest.Verify(t, r.OpenImage, m.ID, img)
 	if n := count(t, be, backend.Locks); n != 0 {
 		t.Fatalf("%d lock files left", n)
 	}
@@ -612,10 +613,10 @@ func TestPruneDryRun(t *testing.T) {
 	r := initRepo(t, be, opts)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(15, 15))
-	img := randomImage(rng, 8<<20, 64<<10, 0)
+	img := repotest.Image(rng, 8<<20, 64<<10, 0)
 	parent := backup(t, r, nil, img, nil)
-	child := backup(t, r, parent, img, slotsOf(mutate(rng, img, 64<<10, 0.2)))
-	other := backup(t, r, nil, randomImage(rng, 2<<20, 64<<10, 0), nil)
+	child := backup(t, r, parent, img, slotsOf(repotest.Mutate(rng, img, 64<<10, 0.2)))
+	other := backup(t, r, nil, repotest.Image(rng, 2<<20, 64<<10, 0), nil)
 	for _, id := range []ID{parent.ID, other.ID} {
 		if err := r.Forget(ctx, id); err != nil {
 			t.Fatal(err)
@@ -645,5 +646,5 @@ func TestPruneDryRun(t *testing.T) {
 		dry.BytesRemoved < st.BytesRemoved || dry.BytesRemoved > st.BytesRemoved+int64(st.PacksRepacked)*4096 {
 		t.Fatalf("dry run %+v, prune %+v", dry, st)
 	}
-	verifyImage(t, r, child.ID, img)
+	repotest.Verify(t, r.OpenImage, child.ID, img)
 }

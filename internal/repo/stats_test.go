@@ -8,6 +8,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // TestStats checks the totals against the images themselves, with a
@@ -20,11 +21,11 @@ func TestStats(t *testing.T) {
 	r := initRepo(t, be, testOptions())
 	cs := int(r.cfg.ChunkSize)
 	rng := rand.New(rand.NewPCG(5, 6))
-	img := randomImage(rng, 2*256*cs+3*cs+12<<10, cs, 0.3) // 3 pages, the last short
-	copy(img[5*cs:6*cs], img[0:cs])                        // a duplicate (or a second zero) chunk
+	img := repotest.Image(rng, 2*256*cs+3*cs+12<<10, cs, 0.3) // 3 pages, the last short
+	copy(img[5*cs:6*cs], img[0:cs])                           // a duplicate (or a second zero) chunk
 	m1 := backup(t, r, nil, img, nil)
 	img2 := bytes.Clone(img)
-	fill(rng, img2[7*cs:8*cs]) // page 0 changes; pages 1 and 2 are shared
+	repotest.Fill(rng, img2[7*cs:8*cs]) // page 0 changes; pages 1 and 2 are shared
 	m2 := backup(t, r, m1, img2, []uint64{7})
 
 	var want RepoStats
@@ -72,7 +73,7 @@ func TestBlobSet(t *testing.T) {
 	var added []ID
 	for range 10000 {
 		var id ID
-		fill(rng, id[:])
+		repotest.Fill(rng, id[:])
 		s.add(BlobChunk, id)
 		added = append(added, id)
 	}
@@ -86,7 +87,7 @@ func TestBlobSet(t *testing.T) {
 	}
 	for range 10000 {
 		var id ID
-		fill(rng, id[:])
+		repotest.Fill(rng, id[:])
 		if s.has(BlobChunk, id) {
 			t.Fatalf("chunk %v never added but held", id.Short())
 		}

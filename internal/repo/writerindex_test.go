@@ -13,6 +13,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // smallPacks makes every 64 KiB chunk a pack of its own, so a few MiB of
@@ -43,9 +44,9 @@ func indexedPacks(t *testing.T, r *Repository) (map[ID]bool, int) {
 func TestWriterIndexesAsItGoes(t *testing.T) {
 	be := mem.New()
 	r := initRepo(t, be, smallPacks())
-	img := randomImage(rand.New(rand.NewPCG(21, 21)), 3*indexEvery<<16, 64<<10, 0.1)
+	img := repotest.Image(rand.New(rand.NewPCG(21, 21)), 3*indexEvery<<16, 64<<10, 0.1)
 	m := backup(t, r, nil, img, nil)
-	verifyImage(t, r, m.ID, img)
+	repotest.Verify(t, r.OpenImage, m.ID, img)
 	named, files := indexedPacks(t, r)
 	stored := count(t, be, backend.Data)
 	if files < 3 || len(named) != stored || m.Stats.PacksWritten != uint64(stored) {
@@ -55,8 +56,8 @@ func TestWriterIndexesAsItGoes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifyImage(t, r2, m.ID, img)
-	checkClean(t, r2, true)
+	repotest.Verify(t, r2.OpenImage, m.ID, img)
+	repotest.CheckClean(t, r2.Check, CheckOptions{ReadData: true})
 }
 
 // Abort after index files were written keeps the packs they name (another
@@ -67,7 +68,7 @@ func TestAbortAfterIndexFile(t *testing.T) {
 	r := initRepo(t, be, smallPacks())
 	ctx := context.Background()
 	n := uint64(indexEvery + indexEvery/2)
-	img := randomImage(rand.New(rand.NewPCG(22, 22)), int(n)<<16, 64<<10, 0)
+	img := repotest.Image(rand.New(rand.NewPCG(22, 22)), int(n)<<16, 64<<10, 0)
 	w, err := r.NewWriter(ctx, nil, Meta{Disk: "d", Size: n << 16})
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +88,7 @@ func TestAbortAfterIndexFile(t *testing.T) {
 	if stored := count(t, be, backend.Data); stored != len(named) {
 		t.Fatalf("after abort %d packs stored, %d named by index files: want exactly the named ones", stored, len(named))
 	}
-	checkClean(t, r, true)
+	repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true})
 	if _, err := r.Prune(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func TestAbortAfterIndexFile(t *testing.T) {
 			t.Errorf("%d %s objects left after prune", c, typ)
 		}
 	}
-	checkClean(t, r, true)
+	repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true})
 }
 
 // Done stores the pages below the promised slot and drops them, so a
@@ -107,7 +108,7 @@ func TestWriterDone(t *testing.T) {
 	ctx := context.Background()
 	r := initRepo(t, mem.New(), Options{ChunkSize: 4 << 10, PageSlots: 64, PackSize: 1 << 20, KDF: testKDF})
 	rng := rand.New(rand.NewPCG(23, 23))
-	img := randomImage(rng, 16<<20, 4<<10, 0.3) // 4096 slots, 64 pages
+	img := repotest.Image(rng, 16<<20, 4<<10, 0.3) // 4096 slots, 64 pages
 	var parent *Manifest
 	var changed map[uint64]bool // nil: write every slot
 	for gen := range 2 {
@@ -137,13 +138,13 @@ func TestWriterDone(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		verifyImage(t, r, m.ID, img)
+		repotest.Verify(t, r.OpenImage, m.ID, img)
 		parent, changed = m, map[uint64]bool{}
-		for _, b := range mutate(rng, img, 4<<10, 0.2) {
+		for _, b := range repotest.Mutate(rng, img, 4<<10, 0.2) {
 			changed[uint64(b)] = true
 		}
 	}
-	checkClean(t, r, true)
+	repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true})
 
 	w, err := r.NewWriter(ctx, parent, Meta{Disk: "d", Size: uint64(len(img))})
 	if err != nil {
@@ -161,7 +162,7 @@ func TestWriterDone(t *testing.T) {
 // An Image keeps at most imagePages index pages, however many it reads.
 func TestImagePagesBounded(t *testing.T) {
 	r := initRepo(t, mem.New(), Options{ChunkSize: 4 << 10, PageSlots: 8, PackSize: 1 << 20, KDF: testKDF})
-	img := randomImage(rand.New(rand.NewPCG(24, 24)), 8<<20, 4<<10, 0.2) // 256 pages
+	img := repotest.Image(rand.New(rand.NewPCG(24, 24)), 8<<20, 4<<10, 0.2) // 256 pages
 	m := backup(t, r, nil, img, nil)
 	im, err := r.OpenImage(context.Background(), m.ID)
 	if err != nil {
@@ -208,7 +209,7 @@ func TestNewWriterReadsOnlyNewIndexFiles(t *testing.T) {
 	ctx := context.Background()
 	store := mem.New()
 	r := initRepo(t, store, testOptions())
-	img := randomImage(rand.New(rand.NewPCG(25, 25)), 4<<20, 64<<10, 0)
+	img := repotest.Image(rand.New(rand.NewPCG(25, 25)), 4<<20, 64<<10, 0)
 	backup(t, r, nil, img, nil)
 	count, loads := countLoads(store, backend.Index)
 	r1, err := Open(ctx, count, testPassword, testSettings())
@@ -217,7 +218,7 @@ func TestNewWriterReadsOnlyNewIndexFiles(t *testing.T) {
 	}
 	for _, want := range []int64{0, 1} {
 		if want == 1 {
-			backup(t, r, nil, randomImage(rand.New(rand.NewPCG(26, 26)), 1<<20, 64<<10, 0), nil)
+			backup(t, r, nil, repotest.Image(rand.New(rand.NewPCG(26, 26)), 1<<20, 64<<10, 0), nil)
 		}
 		loads.Store(0)
 		w, err := r1.NewWriter(ctx, nil, Meta{Disk: "d", Size: 1 << 20})
@@ -254,7 +255,7 @@ func TestOpenIndexFileVanished(t *testing.T) {
 	ctx := context.Background()
 	store := mem.New()
 	r := initRepo(t, store, testOptions())
-	img := randomImage(rand.New(rand.NewPCG(27, 27)), 1<<20, 64<<10, 0)
+	img := repotest.Image(rand.New(rand.NewPCG(27, 27)), 1<<20, 64<<10, 0)
 	m := backup(t, r, nil, img, nil)
 	var times atomic.Int64
 	times.Store(2)
@@ -262,7 +263,7 @@ func TestOpenIndexFileVanished(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open with an index file vanishing twice: %v", err)
 	}
-	verifyImage(t, r2, m.ID, img)
+	repotest.Verify(t, r2.OpenImage, m.ID, img)
 	times.Store(100)
 	if _, err := Open(ctx, phantomIndex{store, &times}, testPassword, testSettings()); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("open with an index file always vanishing: %v, want ErrNotFound", err)
@@ -314,7 +315,7 @@ func TestCheckLocks(t *testing.T) {
 		t.Errorf("check beside an exclusive lock: %v, want ErrLocked", err)
 	}
 	l.Unlock(ctx)
-	checkClean(t, r, true)
+	repotest.CheckClean(t, r.Check, CheckOptions{ReadData: true})
 	if n := count(t, be, backend.Locks); n != 0 {
 		t.Errorf("%d lock files left by check", n)
 	}
@@ -333,7 +334,7 @@ func TestHeadsCache(t *testing.T) {
 	rng := rand.New(rand.NewPCG(28, 28))
 	var ms []*Manifest
 	for range 3 {
-		ms = append(ms, backup(t, r, nil, randomImage(rng, 1<<20, 64<<10, 0), nil))
+		ms = append(ms, backup(t, r, nil, repotest.Image(rng, 1<<20, 64<<10, 0), nil))
 	}
 	count, loads := countLoads(store, backend.Manifests)
 	r2, err := Open(ctx, count, testPassword, cache)
@@ -387,7 +388,7 @@ func TestVerifyBeforeIndex(t *testing.T) {
 	r := initRepo(t, be, smallPacks())
 	ctx := context.Background()
 	n := uint64(indexEvery + 1)
-	img := randomImage(rand.New(rand.NewPCG(23, 23)), int(n)<<16, 64<<10, 0)
+	img := repotest.Image(rand.New(rand.NewPCG(23, 23)), int(n)<<16, 64<<10, 0)
 	w, err := r.NewWriter(ctx, nil, Meta{Disk: "d", Size: n << 16})
 	if err != nil {
 		t.Fatal(err)

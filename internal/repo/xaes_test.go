@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/backend/mem"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // TestXAESGCMVectors: the C2SP XAES-256-GCM test vectors.
@@ -77,7 +78,7 @@ func TestCiphers(t *testing.T) {
 			}
 			rng := rand.New(rand.NewPCG(9, 10))
 			cs := int(r.Config().ChunkSize)
-			img := randomImage(rng, 40*cs, cs, 0.2)
+			img := repotest.Image(rng, 40*cs, cs, 0.2)
 			m := backup(t, r, nil, img, nil)
 			r2, err := Open(ctx, be, testPassword, testSettings())
 			if err != nil {
@@ -86,8 +87,8 @@ func TestCiphers(t *testing.T) {
 			if r2.Config().Cipher != want {
 				t.Fatalf("reopened cipher %q, want %q", r2.Config().Cipher, want)
 			}
-			verifyImage(t, r2, m.ID, img)
-			checkClean(t, r2, true)
+			repotest.Verify(t, r2.OpenImage, m.ID, img)
+			repotest.CheckClean(t, r2.Check, CheckOptions{ReadData: true})
 		})
 	}
 	opts := testOptions()

@@ -1,134 +1,38 @@
 package transport
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/blockwise/blockwise/client"
-	"github.com/blockwise/blockwise/internal/api"
+	"github.com/blockwise/blockwise/internal/api/apitest"
 	"github.com/blockwise/blockwise/internal/disk"
-	"github.com/blockwise/blockwise/internal/host"
-	"github.com/blockwise/blockwise/internal/nbd"
+	"github.com/blockwise/blockwise/internal/testcert"
 )
 
-// testHost is a real host: API on a unix socket, NBD on a unix socket
-// and on two TCP addresses (STARTTLS offered), as `blockwise serve
-// --nbd-tcp A --nbd-tcp B` runs it.
+// testHost is a real host (apitest): API on a unix socket, NBD on a
+// unix socket and on two TCP addresses (STARTTLS offered), as `blockwise
+// serve --nbd-tcp A --nbd-tcp B` runs it; env is transport's view of it.
 type testHost struct {
-	dir, sockDir string
-	h            *host.Host
-	nbd          []*nbd.Server // [0] unix, [1], [2] TCP paths
-	tcp          []string
-	tlsSrv       *tls.Config
-	ca           *x509.CertPool
-	env          Env
+	*apitest.Env
+	env Env
 }
 
 func startHost(t *testing.T) *testHost {
 	t.Helper()
-	th := &testHost{dir: t.TempDir()}
-	ds, err := disk.OpenDatastore(th.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	th.h = host.New(ds)
-	// Short socket paths: t.TempDir names can pass the 108-byte limit.
-	if th.sockDir, err = os.MkdirTemp("", "bwtr"); err != nil {
-		t.Fatal(err)
-	}
-	th.ca, th.tlsSrv = testCerts(t)
-	nbdSock := filepath.Join(th.sockDir, "nbd.sock")
-	th.serveNBD(t, "unix", nbdSock)
-	th.serveNBD(t, "tcp", "127.0.0.1:0")
-	th.serveNBD(t, "tcp", "127.0.0.1:0")
-	srv := api.New(th.h, api.Options{Exports: api.ExportConfig{UnixSocket: nbdSock, TCP: th.tcp, TLS: true}})
-	apiSock := filepath.Join(th.sockDir, "api.sock")
-	l, err := net.Listen("unix", apiSock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		for _, s := range th.nbd {
-			s.Shutdown(ctx)
-		}
-		th.h.Close()
-		os.RemoveAll(th.sockDir)
-	})
-	c, err := client.New("unix://"+apiSock, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	th.env = Env{Client: c, HostURL: "unix://" + apiSock, Datastore: th.dir,
-		TLS: &tls.Config{RootCAs: th.ca, MinVersion: tls.VersionTLS13}, Conns: 2}
+	pki := testcert.New(t)
+	srvTLS := &tls.Config{Certificates: []tls.Certificate{pki.Server}, MinVersion: tls.VersionTLS13}
+	th := &testHost{Env: apitest.Start(t, apitest.Options{NBD: true, TCPPaths: 2, TLS: srvTLS})}
+	th.env = Env{Client: th.Client, HostURL: "unix://" + th.Sock, Datastore: th.Dir,
+		TLS: &tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS13}, Conns: 2}
 	return th
-}
-
-// serveNBD starts one NBD server per path so a test can kill a path.
-func (th *testHost) serveNBD(t *testing.T, network, addr string) *nbd.Server {
-	t.Helper()
-	l, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := nbd.NewServer(th.h, nbd.ServerOptions{TLSConfig: th.tlsSrv})
-	go s.Serve(l)
-	if network == "tcp" {
-		if len(th.tcp) < 2 {
-			th.tcp = append(th.tcp, l.Addr().String())
-			th.nbd = append(th.nbd, s)
-		}
-	} else {
-		th.nbd = append(th.nbd, s)
-	}
-	return s
-}
-
-// testCerts makes a CA and a server certificate for 127.0.0.1.
-func testCerts(t *testing.T) (*x509.CertPool, *tls.Config) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	return pool, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 }
 
 // makeDisk creates a disk with scattered random data and returns it.
 func (th *testHost) makeDisk(t *testing.T, name string, size int64) *disk.Disk {
 	t.Helper()
-	d, err := th.h.Create(name, size, disk.Options{})
+	d, err := th.Host.Create(name, size, disk.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

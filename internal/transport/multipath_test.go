@@ -3,33 +3,15 @@ package transport
 import (
 	"bytes"
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/nbd"
 )
 
-// killPath stops TCP path i (its connections die) and returns a function
-// restarting a server on the same address.
-func (th *testHost) killPath(t *testing.T, i int) func() {
-	t.Helper()
-	s := th.nbd[1+i]
-	s.Close()
-	return func() {
-		l, err := net.Listen("tcp", th.tcp[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := nbd.NewServer(th.h, nbd.ServerOptions{TLSConfig: th.tlsSrv})
-		th.nbd[1+i] = s
-		go s.Serve(l)
-	}
-}
-
 func dialBoth(t *testing.T, th *testHost, export string, every int) *nbd.Multipath {
 	t.Helper()
-	uris := []string{"nbd://" + th.tcp[0] + "/" + export, "nbd://" + th.tcp[1] + "/" + export}
+	uris := []string{"nbd://" + th.TCP[0] + "/" + export, "nbd://" + th.TCP[1] + "/" + export}
 	m, err := nbd.DialMultipath(context.Background(), uris, nbd.MultipathOptions{
 		Policy: nbd.PolicyRoundRobin, SwitchEvery: every, ProbeInterval: 20 * time.Millisecond})
 	if err != nil {
@@ -62,7 +44,7 @@ func TestMultipathSurvivesPathLoss(t *testing.T) {
 	}
 	checkCounters(t, m)
 
-	dst, err := th.h.Create("dst", size, diskOptions())
+	dst, err := th.Host.Create("dst", size, diskOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +69,7 @@ func transfer(t *testing.T, th *testHost, n int, step func(int) error) {
 	for i := 0; i < n; i++ {
 		switch i {
 		case n / 3:
-			restart = th.killPath(t, 1)
+			restart = th.KillPath(t, 1)
 		case 2 * n / 3:
 			restart()
 			time.Sleep(100 * time.Millisecond) // a few probe intervals
@@ -141,7 +123,7 @@ func TestFixedFallsBackAndReturns(t *testing.T) {
 	if _, err := d.CreateSnapshot("s", ""); err != nil {
 		t.Fatal(err)
 	}
-	uris := []string{"nbd://" + th.tcp[0] + "/vm@s", "nbd://" + th.tcp[1] + "/vm@s"}
+	uris := []string{"nbd://" + th.TCP[0] + "/vm@s", "nbd://" + th.TCP[1] + "/vm@s"}
 	m, err := nbd.DialMultipath(context.Background(), uris, nbd.MultipathOptions{Policy: nbd.PolicyFixed, Preferred: 1, ProbeInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +136,7 @@ func TestFixedFallsBackAndReturns(t *testing.T) {
 		}
 	}
 	read()
-	restart := th.killPath(t, 1)
+	restart := th.KillPath(t, 1)
 	read()
 	if ps := m.Paths(); ps[1].State != nbd.PathDead || ps[0].State != nbd.PathActive {
 		t.Fatalf("after loss: %+v", ps)

@@ -14,6 +14,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/testcert"
 )
 
 func newRepo(t *testing.T) *repo.Repository {
@@ -56,7 +57,7 @@ func TestSameManifestEveryMode(t *testing.T) {
 			t.Fatalf("%s: pages %v, san gave %v", mode, res.Manifest.Pages, first)
 		}
 	}
-	if socks, _ := filepath.Glob(filepath.Join(th.dir, "attach-*.sock")); len(socks) != 0 {
+	if socks, _ := filepath.Glob(filepath.Join(th.Dir, "attach-*.sock")); len(socks) != 0 {
 		t.Fatalf("hotadd left sockets behind: %v", socks)
 	}
 }
@@ -108,7 +109,7 @@ func TestNBDSSLWrongCAFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherCA, _ := testCerts(t)
+	otherCA := testcert.New(t).Pool
 	env := th.env
 	env.TLS = &tls.Config{RootCAs: otherCA, MinVersion: tls.VersionTLS13}
 	src, rep, err := Open(context.Background(), "nbdssl:nbd", env, "vm", si.ID)

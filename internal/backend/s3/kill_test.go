@@ -18,6 +18,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backend/s3"
 	"github.com/blockwise/blockwise/internal/backend/s3/s3test"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 // The killed child is this test binary run again with these variables.
@@ -143,7 +144,7 @@ func verifyAfterKill(t *testing.T, prefix string, committed int) {
 		if err != nil {
 			t.Fatalf("manifest for %q", m.Disk)
 		}
-		verifyImage(t, r, m.ID, randomImage(uint64(100+i), childSize, 0.2))
+		repotest.Verify(t, r.OpenImage, m.ID, randomImage(uint64(100+i), childSize, 0.2))
 	}
 	res := checkClean(t, r, true)
 	t.Logf("after kill: %d manifests (%d reported), %d packs, warnings: %d", len(ms), committed, res.Packs, len(res.Warnings))

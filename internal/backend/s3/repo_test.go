@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/s3/s3test"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 )
 
 const password = "s3 test password"
@@ -28,79 +27,24 @@ func stack(be backend.Backend) backend.Backend {
 	return newRetry(backend.NewLimit(be, 8), 5)
 }
 
+const chunk = 64 << 10 // the repository's chunk size
+
 // randomImage: random 64 KiB chunks, about zeroFrac of them all zero.
 func randomImage(seed uint64, size int, zeroFrac float64) []byte {
-	rng := rand.New(rand.NewPCG(seed, seed))
-	img := make([]byte, size)
-	for off := 0; off < size; off += 64 << 10 {
-		if rng.Float64() >= zeroFrac {
-			fill(rng, img[off:min(off+64<<10, size)])
-		}
-	}
-	return img
-}
-
-func fill(rng *rand.Rand, b []byte) {
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-}
-
-// mutate rewrites fraction of the 64 KiB blocks and returns their slots.
-func mutate(seed uint64, img []byte, fraction float64) []uint64 {
-	rng := rand.New(rand.NewPCG(seed, ^seed))
-	nblk := (len(img) + 64<<10 - 1) / (64 << 10)
-	var slots []uint64
-	for _, b := range rng.Perm(nblk)[:max(1, int(float64(nblk)*fraction))] {
-		fill(rng, img[b<<16:min((b+1)<<16, len(img))])
-		slots = append(slots, uint64(b))
-	}
-	return slots
+	return repotest.Image(repotest.Rand(seed), size, chunk, zeroFrac)
 }
 
 // backup writes slots of img (all when nil) with four writers, commits.
 func backup(ctx context.Context, r *repo.Repository, parent *repo.Manifest, disk string, img []byte, slots []uint64) (*repo.Manifest, error) {
-	w, err := r.NewWriter(ctx, parent, repo.Meta{Disk: disk, DiskUUID: disk, Size: uint64(len(img))})
-	if err != nil {
-		return nil, err
-	}
-	if slots == nil {
-		for s := range uint64(len(img)+64<<10-1) >> 16 {
-			slots = append(slots, s)
-		}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
-	for _, s := range slots {
-		g.Go(func() error { return w.PutChunk(gctx, s, img[s<<16:min((s+1)<<16, uint64(len(img)))]) })
-	}
-	if err := g.Wait(); err != nil {
-		w.Abort(context.WithoutCancel(ctx))
-		return nil, err
-	}
-	return w.Commit(ctx)
+	return repotest.Backup(ctx, r.NewWriter, parent, repo.Meta{Disk: disk, DiskUUID: disk, Size: uint64(len(img))}, img, chunk, slots)
 }
 
-func verifyImage(t *testing.T, r *repo.Repository, id repo.ID, want []byte) {
-	t.Helper()
-	im, err := r.OpenImage(t.Context(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(io.NewSectionReader(im, 0, im.Size()))
-	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("image %s differs from what was backed up (%v)", id.Short(), err)
-	}
-}
-
+// checkClean checks the data too; warnings fail the test unless allowed.
 func checkClean(t *testing.T, r *repo.Repository, allowWarnings bool) *repo.CheckResult {
 	t.Helper()
-	res, err := r.Check(t.Context(), repo.CheckOptions{ReadData: true})
-	if err != nil {
-		t.Fatalf("check: %v", err)
-	}
-	if len(res.Errors) > 0 || (!allowWarnings && len(res.Warnings) > 0) {
-		t.Fatalf("check: errors %v warnings %v", res.Errors, res.Warnings)
+	res := repotest.CheckClean(t, r.Check, repo.CheckOptions{ReadData: true})
+	if !allowWarnings && len(res.Warnings) > 0 {
+		t.Fatalf("check: warnings %v", res.Warnings)
 	}
 	return res
 }
@@ -120,7 +64,7 @@ func TestRepoFullAndIncremental(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := bytes.Clone(img)
-	slots := mutate(2, img, 0.01)
+	slots := repotest.Slots(repotest.Mutate(repotest.Rand(2), img, chunk, 0.01))
 	incr, err := backup(ctx, r, full, "disk0", img, slots)
 	if err != nil {
 		t.Fatal(err)
@@ -129,8 +73,8 @@ func TestRepoFullAndIncremental(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifyImage(t, r2, full.ID, first)
-	verifyImage(t, r2, incr.ID, img)
+	repotest.Verify(t, r2.OpenImage, full.ID, first)
+	repotest.Verify(t, r2.OpenImage, incr.ID, img)
 	checkClean(t, r2, false)
 	if incr.Stats.NewBytes > 4*uint64(len(slots))<<16 {
 		t.Errorf("incremental stored %d bytes for %d changed chunks", incr.Stats.NewBytes, len(slots))
@@ -213,7 +157,7 @@ func TestRepoConcurrentBackups(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, m := range ms {
-		verifyImage(t, r, m.ID, imgs[i])
+		repotest.Verify(t, r.OpenImage, m.ID, imgs[i])
 	}
 	checkClean(t, r, true)
 }
