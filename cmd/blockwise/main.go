@@ -42,6 +42,7 @@ func main() {
 			defer trace.Stop()
 		}
 	}
+	refuseUnknownSubcommands(rootCmd)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := rootCmd.ExecuteContext(ctx)
 	stop()
