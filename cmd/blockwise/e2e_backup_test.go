@@ -759,8 +759,8 @@ func TestE2EOperatorErrors(t *testing.T) {
 	if out, code := e.run(t, "snapshots", "--password-file", pwFile); code != exitUnauthorized {
 		t.Fatalf("wrong password file: exit %d: %s", code, out)
 	}
-	if out, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD="}, "repo", "info"); code != 0 {
-		_ = out // an empty password is a password; only the right one opens
+	if out, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD="}, "repo", "info"); code != exitUsage || !strings.Contains(out, "empty password") {
+		t.Fatalf("empty password: exit %d: %s", code, out) // TestEmptyPasswordCLI has the rest
 	}
 	missing := filepath.Join(t.TempDir(), "nope")
 	out, code = e.run(t, "snapshots", "--repo", missing)

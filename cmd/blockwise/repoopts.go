@@ -24,7 +24,10 @@ type repoOptions struct {
 	Repo         string
 	PasswordFile string
 	KeyFile      string
-	LockWait     time.Duration
+	// InsecureNoPassword: the repository's password is empty, and meant
+	// to be (restic's flag); without it an empty password is refused.
+	InsecureNoPassword bool
+	LockWait           time.Duration
 	// LimitUpload and LimitDownload are KiB/s, as in restic (0: none).
 	LimitUpload, LimitDownload int64
 	// CacheDir is where copies of a remote repository's index files and
@@ -38,6 +41,7 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().StringVarP(&o.Repo, "repo", "r", os.Getenv("BLOCKWISE_REPO"), "repository: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] (env BLOCKWISE_REPO)")
 	cmd.Flags().StringVar(&o.PasswordFile, "password-file", os.Getenv("BLOCKWISE_PASSWORD_FILE"), "file holding the repository password (else env BLOCKWISE_PASSWORD)")
 	cmd.Flags().StringVar(&o.KeyFile, "key-file", os.Getenv("BLOCKWISE_KEY_FILE"), "key file made by 'repo key add --new-key-file', instead of a password (env BLOCKWISE_KEY_FILE)")
+	cmd.Flags().BoolVar(&o.InsecureNoPassword, "insecure-no-password", false, "use an empty password (INSECURE: anyone who can read the repository can read its data); a repository made so needs this flag on every command")
 	cmd.Flags().DurationVar(&o.LockWait, "lock-wait", 0, "wait up to this long for another process's repository lock (e.g. a prune) instead of failing")
 	cmd.Flags().Int64Var(&o.LimitUpload, "limit-upload", 0, "send at most this many KiB/s to the repository (0: no limit)")
 	cmd.Flags().Int64Var(&o.LimitDownload, "limit-download", 0, "receive at most this many KiB/s from the repository (0: no limit)")
@@ -49,10 +53,28 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 var errUsage = errors.New("usage")
 
 func (o repoOptions) password() (string, error) {
-	if p, ok, err := readPassword(o.PasswordFile, "BLOCKWISE_PASSWORD"); ok || err != nil {
-		return p, err
+	pw, ok, err := readPassword(o.PasswordFile, "BLOCKWISE_PASSWORD")
+	switch {
+	case err != nil:
+		return "", err
+	case o.InsecureNoPassword && pw != "":
+		return "", usageErrorf("--insecure-no-password, and a password is given (--password-file or BLOCKWISE_PASSWORD): give one or the other")
+	case o.InsecureNoPassword:
+		return "", nil
+	case !ok:
+		return "", fmt.Errorf("%w: no password: set BLOCKWISE_PASSWORD or --password-file", errUsage)
+	case pw == "":
+		return "", usageErrorf("%s: an empty password is not allowed (anyone could read the repository); pass --insecure-no-password if that is meant", passwordSource(o.PasswordFile, "BLOCKWISE_PASSWORD"))
 	}
-	return "", fmt.Errorf("%w: no password: set BLOCKWISE_PASSWORD or --password-file", errUsage)
+	return pw, nil
+}
+
+// passwordSource names where readPassword found a password.
+func passwordSource(file, env string) string {
+	if file != "" {
+		return "password file " + file
+	}
+	return env
 }
 
 // readPassword reads a password from file when given, else from the
@@ -85,6 +107,9 @@ func (o repoOptions) backend(ctx context.Context) (backend.Backend, error) {
 // secret is what unlocks the repository: the key file when given, else
 // the password.
 func (o repoOptions) secret() (repo.Secret, error) {
+	if o.KeyFile != "" && o.InsecureNoPassword {
+		return repo.Secret{}, usageErrorf("--key-file and --insecure-no-password exclude each other")
+	}
 	if o.KeyFile != "" {
 		text, err := os.ReadFile(o.KeyFile)
 		if err != nil {
@@ -100,7 +125,7 @@ func (o repoOptions) secret() (repo.Secret, error) {
 		return repo.Secret{KeyFile: secret}, nil
 	}
 	pw, err := o.password()
-	return repo.Secret{Password: pw}, err
+	return repo.Secret{Password: pw, InsecureNoPassword: o.InsecureNoPassword}, err
 }
 
 func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {

@@ -13,8 +13,8 @@
 //
 // # API
 //
-//	Init(ctx, be, password, Options) (*Repository, error)
-//	Open(ctx, be, password) (*Repository, error)            // ErrWrongPassword
+//	Init(ctx, be, password, Options) (*Repository, error)   // ErrEmptyPassword unless Options.InsecureNoPassword
+//	Open(ctx, be, password) (*Repository, error)            // ErrWrongPassword; ErrEmptyPassword
 //	(*Repository).NewWriter(ctx, parent *Manifest, Meta) (*SnapshotWriter, error)
 //	(*SnapshotWriter).PutChunk(ctx, slot uint64, data []byte) error   // concurrent-safe
 //	(*SnapshotWriter).Done(ctx, slot uint64) error   // no PutChunk below slot follows

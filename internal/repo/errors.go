@@ -1,6 +1,9 @@
 package repo
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors. Every error the package returns for one of these
 // conditions wraps the sentinel with %w, so test with errors.Is.
@@ -28,3 +31,9 @@ var (
 	// earlier and can only be aborted.
 	ErrClosed = errors.New("repo: writer closed")
 )
+
+// ErrEmptyPassword: an encrypted repository was to be created, opened or
+// given a key slot with an empty password, and the caller did not say
+// that it means one (Options.InsecureNoPassword, Secret.InsecureNoPassword;
+// restic's --insecure-no-password). It wraps ErrInvalid.
+var ErrEmptyPassword = fmt.Errorf("repo: empty password: %w", ErrInvalid)

@@ -101,6 +101,23 @@ func decodeKeyFile(data []byte) (*keyFile, error) {
 type Secret struct {
 	Password string
 	KeyFile  []byte // 32 bytes from ParseKeyFile; used when not nil
+	// InsecureNoPassword says that an empty Password is meant: without it
+	// an empty password is refused (ErrEmptyPassword), so a password lost
+	// on its way (an empty file, an unset variable) never creates or opens
+	// a repository that anyone can read.
+	InsecureNoPassword bool
+}
+
+// check refuses an empty password unless InsecureNoPassword says it is
+// meant, and InsecureNoPassword beside a password or key file.
+func (s Secret) check() error {
+	switch {
+	case s.InsecureNoPassword && (s.Password != "" || s.KeyFile != nil):
+		return fmt.Errorf("repo: no password asked for, and a password or key file given: %w", ErrInvalid)
+	case s.KeyFile == nil && s.Password == "" && !s.InsecureNoPassword:
+		return ErrEmptyPassword
+	}
+	return nil
 }
 
 // keyFileContext separates key-file KEKs from every other BLAKE3 use.

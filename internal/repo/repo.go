@@ -28,6 +28,9 @@ type Options struct {
 	Unencrypted bool      // for tests only: no password, checksums instead of AEAD
 	Cipher      string    // CipherXAES (default) or CipherXChaCha
 	KDF         KDFParams // default DefaultKDF
+	// InsecureNoPassword allows an encrypted repository with an empty
+	// password (see Secret.InsecureNoPassword); Init refuses one without.
+	InsecureNoPassword bool
 }
 
 // Defaults.
@@ -79,13 +82,17 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	} else if !errors.Is(err, backend.ErrNotFound) {
 		return nil, fmt.Errorf("repo: init: %w", err)
 	}
+	secret := Secret{Password: password, InsecureNoPassword: opts.InsecureNoPassword}
 	var mk *masterKey
 	if cfg.Encrypted {
+		if err := secret.check(); err != nil {
+			return nil, fmt.Errorf("repo: init: %w", err)
+		}
 		var err error
 		if mk, err = newMasterKey(); err != nil {
 			return nil, err
 		}
-		if err := addKey(ctx, be, Secret{Password: password}, mk, opts.KDF); err != nil {
+		if err := addKey(ctx, be, secret, mk, opts.KDF); err != nil {
 			return nil, err
 		}
 	}
@@ -224,6 +231,9 @@ func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret) (*Repository
 	var mk *masterKey
 	start := time.Now()
 	if enc {
+		if err := s.check(); err != nil {
+			return nil, fmt.Errorf("repo: open: %w", err)
+		}
 		if mk, err = findKey(ctx, be, s); err != nil {
 			return nil, err
 		}
@@ -440,6 +450,9 @@ func (r *Repository) Backend() backend.Backend { return r.be }
 func (r *Repository) AddKey(ctx context.Context, s Secret, p KDFParams) error {
 	if r.mk == nil {
 		return fmt.Errorf("repo: add key: repository is unencrypted: %w", ErrInvalid)
+	}
+	if err := s.check(); err != nil {
+		return fmt.Errorf("repo: add key: %w", err)
 	}
 	return addKey(ctx, r.be, s, r.mk, p)
 }
