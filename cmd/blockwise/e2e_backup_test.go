@@ -946,7 +946,7 @@ func TestE2EKeyFile(t *testing.T) {
 		t.Fatalf("no warning for a world-readable key file: %s", o)
 	}
 	os.WriteFile(other, []byte("not a key\n"), 0o600)
-	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); code != exitUsage || !strings.Contains(o, "not a blockwise key file") {
+	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); code != exitCorrupt || !strings.Contains(o, "key file damaged or not a blockwise key file") {
 		t.Fatalf("damaged key file: exit %d: %s", code, o)
 	}
 	e.jsonOut(t, &keys, "--key-file", kf, "repo", "key", "list")

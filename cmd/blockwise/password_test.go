@@ -109,3 +109,76 @@ func TestEmptyPasswordCLI(t *testing.T) {
 		t.Fatalf("the added empty password: exit %d: %s", code, out)
 	}
 }
+
+// TestDamagedKeyFileCLI: a --key-file with one byte changed, cut short or
+// emptied, and a damaged key slot in the repository's keys/, are "key
+// file damaged" (exit 6) naming the file, not a wrong password (exit 7),
+// which stays the answer for an intact key that does not open.
+func TestDamagedKeyFileCLI(t *testing.T) {
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	pw := []string{"BLOCKWISE_PASSWORD=correct horse"}
+	if out, code := runRepoCLI(t, repoDir, pw, "repo", "init"); code != 0 {
+		t.Fatalf("init: exit %d: %s", code, out)
+	}
+	kf := filepath.Join(dir, "backup.key")
+	if out, code := runRepoCLI(t, repoDir, pw, "repo", "key", "add", "--new-key-file", kf); code != 0 {
+		t.Fatalf("key add: exit %d: %s", code, out)
+	}
+	good, err := os.ReadFile(kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runRepoCLI(t, repoDir, nil, "snapshots", "--key-file", kf); code != 0 {
+		t.Fatalf("intact key file: exit %d: %s", code, out)
+	}
+	i := len("blockwise-key-v2 ") + 10 // a hex digit of the secret
+	flipped := bytes.Clone(good)
+	flipped[i] = map[bool]byte{true: 'b', false: 'a'}[flipped[i] == 'a'] // still a hex digit
+	for _, tc := range []struct {
+		name string
+		text []byte
+	}{
+		{"one hex digit changed", flipped},
+		{"empty", nil},
+		{"cut short", good[:40]},
+	} {
+		bad := filepath.Join(dir, "bad.key")
+		os.WriteFile(bad, tc.text, 0o600)
+		out, code := runRepoCLI(t, repoDir, nil, "snapshots", "--key-file", bad)
+		if code != exitCorrupt || !strings.Contains(out, "key file "+bad) || !strings.Contains(out, "damaged") {
+			t.Errorf("key file %s: exit %d, want %d naming it damaged: %s", tc.name, code, exitCorrupt, out)
+		}
+	}
+	other := filepath.Join(dir, "other.key")
+	if out, code := runRepoCLI(t, filepath.Join(dir, "repo2"), pw, "repo", "init"); code != 0 {
+		t.Fatalf("init: exit %d: %s", code, out)
+	}
+	if out, code := runRepoCLI(t, filepath.Join(dir, "repo2"), pw, "repo", "key", "add", "--new-key-file", other); code != 0 {
+		t.Fatalf("key add: exit %d: %s", code, out)
+	}
+	if out, code := runRepoCLI(t, repoDir, nil, "snapshots", "--key-file", other); code != exitUnauthorized || !strings.Contains(out, "wrong password") {
+		t.Errorf("another repository's intact key file: exit %d, want %d: %s", code, exitUnauthorized, out)
+	}
+
+	// Both slots in keys/ damaged: the password opens neither, and the
+	// error names both.
+	slots, _ := filepath.Glob(filepath.Join(repoDir, "keys", "*"))
+	if len(slots) != 2 {
+		t.Fatalf("key slots %v", slots)
+	}
+	for _, slot := range slots {
+		b, err := os.ReadFile(slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)-30] ^= 0x10
+		if err := os.WriteFile(slot, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, code := runRepoCLI(t, repoDir, pw, "snapshots")
+	if code != exitCorrupt || !strings.Contains(out, "damaged") || !strings.Contains(out, "keys/"+filepath.Base(slots[0])) || !strings.Contains(out, filepath.Base(slots[1])) {
+		t.Errorf("damaged key slots: exit %d, want %d naming both: %s", code, exitCorrupt, out)
+	}
+}

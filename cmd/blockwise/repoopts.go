@@ -116,8 +116,8 @@ func (o repoOptions) secret() (repo.Secret, error) {
 			return repo.Secret{}, fmt.Errorf("%w: key file: %w", errUsage, err)
 		}
 		secret, err := repo.ParseKeyFile(text)
-		if err != nil {
-			return repo.Secret{}, fmt.Errorf("%w: %s: %w", errUsage, o.KeyFile, err)
+		if err != nil { // repo.ErrCorrupt: exit 6, not a wrong key
+			return repo.Secret{}, fmt.Errorf("key file %s: %w", o.KeyFile, err)
 		}
 		if fi, err := os.Stat(o.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			fmt.Fprintf(os.Stderr, "blockwise: warning: key file %s is accessible to other users (mode %v): anyone who can read it can read the repository\n", o.KeyFile, fi.Mode().Perm())

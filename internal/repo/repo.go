@@ -255,7 +255,11 @@ func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret) (*Repository
 	return r, nil
 }
 
-// findKey tries the password on every key file.
+// findKey tries the password on every key file. A slot whose bytes no
+// longer hash to its name, or do not decode, is damaged: it is skipped (a
+// damaged slot must not hide a good one), but if no other slot opens,
+// the damage is the error (ErrCorrupt, naming the slots), not a wrong
+// password, which could only be claimed of slots that were intact.
 func findKey(ctx context.Context, be backend.Backend, s Secret) (*masterKey, error) {
 	var names []string
 	err := be.List(ctx, backend.Keys, func(fi backend.FileInfo) error {
@@ -265,20 +269,36 @@ func findKey(ctx context.Context, be backend.Backend, s Secret) (*masterKey, err
 	if err != nil {
 		return nil, fmt.Errorf("repo: list keys: %w", err)
 	}
+	var damaged []string
 	for _, n := range names {
 		data, err := backend.LoadAll(ctx, be, backend.Handle{Type: backend.Keys, Name: n}, 0, 0)
 		if err != nil {
 			return nil, fmt.Errorf("repo: load key %s: %w", n, err)
 		}
-		kf, err := decodeKeyFile(data)
+		kf, err := decodeKeySlot(n, data)
 		if err != nil {
-			continue // a damaged key file must not hide a good one
+			damaged = append(damaged, n)
+			continue
 		}
 		if mk, err := kf.unwrap(s); err == nil {
 			return mk, nil
 		}
 	}
+	if len(damaged) > 0 {
+		return nil, fmt.Errorf("repo: open: key slot(s) %s/%s damaged (content does not match the name, or does not decode), and none of the other %d slot(s) opens with this password or key file: %w",
+			backend.Keys, strings.Join(damaged, ", "+string(backend.Keys)+"/"), len(names)-len(damaged), ErrCorrupt)
+	}
 	return nil, fmt.Errorf("repo: open: %d key(s) tried: %w", len(names), ErrWrongPassword)
+}
+
+// decodeKeySlot decodes the key slot stored as name, which must be the
+// hash of its bytes (addKey names it so): AEAD alone could not tell a
+// damaged slot from a wrong password.
+func decodeKeySlot(name string, data []byte) (*keyFile, error) {
+	if fileID(data).String() != name {
+		return nil, fmt.Errorf("key slot %s: content hash does not match name: %w", name, ErrCorrupt)
+	}
+	return decodeKeyFile(data)
 }
 
 // loadIndex builds the in-memory index from every index file.
