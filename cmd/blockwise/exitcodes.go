@@ -15,7 +15,7 @@ import (
 // Exit codes, documented in README.md.
 const (
 	exitOK           = 0
-	exitFailure      = 1 // any other error
+	exitFailure      = 1 // any other error (a read-only repository that needs --no-lock too)
 	exitUsage        = 2 // bad flags or arguments
 	exitNotFound     = 3 // disk, snapshot or export not found
 	exitInvalid      = 4 // change ID invalid: a full backup (or a whole restore instead of a rollback) is needed

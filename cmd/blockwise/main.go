@@ -51,6 +51,9 @@ func main() {
 		if errors.Is(err, repo.ErrIncomplete) && !errors.Is(err, errCheckFailed) {
 			fmt.Fprintln(os.Stderr, "blockwise: the repository's index is damaged or incomplete: 'blockwise repair index' rebuilds it from the packs")
 		}
+		if errors.Is(err, repo.ErrReadOnly) {
+			fmt.Fprintln(os.Stderr, "blockwise: the repository cannot be written: commands that only read it (restore, check, snapshots, stats, serve-point) run there with --no-lock, at a risk --help describes")
+		}
 		pprof.StopCPUProfile()
 		os.Exit(exitCode(err))
 	}

@@ -28,6 +28,8 @@ type repoOptions struct {
 	// to be (restic's flag); without it an empty password is refused.
 	InsecureNoPassword bool
 	LockWait           time.Duration
+	// NoLock: take no lock (readOnly commands only; see noLockHelp).
+	NoLock bool
 	// LimitUpload and LimitDownload are KiB/s, as in restic (0: none).
 	LimitUpload, LimitDownload int64
 	// CacheDir is where copies of a remote repository's index files and
@@ -42,11 +44,37 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().StringVar(&o.PasswordFile, "password-file", os.Getenv("BLOCKWISE_PASSWORD_FILE"), "file holding the repository password (else env BLOCKWISE_PASSWORD)")
 	cmd.Flags().StringVar(&o.KeyFile, "key-file", os.Getenv("BLOCKWISE_KEY_FILE"), "key file made by 'repo key add --new-key-file', instead of a password (env BLOCKWISE_KEY_FILE)")
 	cmd.Flags().BoolVar(&o.InsecureNoPassword, "insecure-no-password", false, "use an empty password (INSECURE: anyone who can read the repository can read its data); a repository made so needs this flag on every command")
+	cmd.Flags().BoolVar(&o.NoLock, "no-lock", false, noLockHelp)
 	cmd.Flags().DurationVar(&o.LockWait, "lock-wait", 0, "wait up to this long for another process's repository lock (e.g. a prune) instead of failing")
 	cmd.Flags().Int64Var(&o.LimitUpload, "limit-upload", 0, "send at most this many KiB/s to the repository (0: no limit)")
 	cmd.Flags().Int64Var(&o.LimitDownload, "limit-download", 0, "receive at most this many KiB/s from the repository (0: no limit)")
 	cmd.Flags().StringVar(&o.CacheDir, "cache-dir", os.Getenv("BLOCKWISE_CACHE_DIR"), "keep the local cache here (default $XDG_CACHE_HOME/blockwise or ~/.cache/blockwise; env BLOCKWISE_CACHE_DIR)")
 	cmd.Flags().BoolVar(&o.NoCache, "no-cache", false, "keep no local copies of a remote repository's index files and restore points")
+}
+
+const noLockHelp = "take no lock, so that a read-only repository (a read-only mount, snapshot or medium) can be read; only for commands that only read (restore, check, snapshots, stats, serve-point, repo info, repo key list). RISK: nothing then stops a prune in another process from deleting data being read: the command may fail, or check report damage that is not there"
+
+// annReadOnly marks the commands that only read the repository: they
+// accept --no-lock; every other command refuses it (refuseNoLock).
+const annReadOnly = "blockwise/read-only"
+
+func init() {
+	for _, c := range []*cobra.Command{restoreCmd, repoCheckCmd, checkCmd, pointsCmd, statsCmd, servePointCmd, repoInfoCmd, keyListCmd} {
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[annReadOnly] = "true"
+	}
+	rootCmd.PersistentPreRunE = refuseNoLock
+}
+
+// refuseNoLock refuses --no-lock on a command that writes to the
+// repository: it would write without the lock that keeps a prune away.
+func refuseNoLock(cmd *cobra.Command, _ []string) error {
+	if f := cmd.Flags().Lookup("no-lock"); f != nil && f.Changed && cmd.Annotations[annReadOnly] != "true" {
+		return usageErrorf("--no-lock is only for commands that only read the repository (restore, check, snapshots, stats, serve-point, repo info, repo key list); %q writes to it", cmd.CommandPath())
+	}
+	return nil
 }
 
 // errUsage marks errors in how a command was called (exit code 2).
@@ -168,6 +196,7 @@ func (o repoOptions) openWith(ctx context.Context, open func(context.Context, ba
 		return nil, err
 	}
 	r.SetLockWait(o.LockWait)
+	r.SetNoLock(o.NoLock)
 	return r, nil
 }
 

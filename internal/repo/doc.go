@@ -32,7 +32,8 @@
 //	(*Repository).Prune(ctx) (*PruneStats, error)            // ErrIncomplete: refuses, deletes nothing
 //	OpenNoIndex(ctx, be, Secret) (*Repository, error)        // for Check and RepairIndex on a damaged index
 //	(*Repository).RepairIndex(ctx, RepairIndexOptions) (*RepairIndexResult, error)
-//	(*Repository).Lock(ctx, exclusive bool) (*Lock, error)  // ErrLocked
+//	(*Repository).Lock(ctx, exclusive bool) (*Lock, error)  // ErrLocked; ErrReadOnly
+//	(*Repository).LockRead(ctx) (*Lock, error) / SetNoLock(bool)  // readers; no lock on a read-only repository
 //	(*Repository).AddKey(ctx, Secret, KDFParams) error; Keys; RemoveKey; OpenWith(ctx, be, Secret)
 //	(*Repository).Config() Config / Close() error
 //

@@ -27,6 +27,10 @@ var (
 	// names (an index file was lost or is damaged). Prune refuses to
 	// delete anything then; RepairIndex rebuilds the index from the packs.
 	ErrIncomplete = errors.New("repo: index incomplete")
+	// ErrReadOnly: a lock (or other file) could not be written because
+	// the repository is read-only (a read-only mount, no permission).
+	// Readers can run there without a lock (SetNoLock).
+	ErrReadOnly = errors.New("repo: repository is read-only")
 	// ErrClosed: the writer was already committed or aborted, or failed
 	// earlier and can only be aborted.
 	ErrClosed = errors.New("repo: writer closed")

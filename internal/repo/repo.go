@@ -55,6 +55,7 @@ type Repository struct {
 	zeroOnce sync.Once
 	zeroBuf  []byte
 	lockWait time.Duration // how long Lock waits out a conflicting lock
+	noLock   bool          // SetNoLock: readers take no lock, writers are refused
 	opened   OpenTimes
 }
 
