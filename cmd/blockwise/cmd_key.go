@@ -17,6 +17,9 @@ type keyOptions struct {
 	repoOptions
 	NewPasswordFile string
 	NewKeyFile      string
+	// NewInsecureNoPassword: the new slot's password is empty, and meant
+	// to be (restic's --new-insecure-no-password).
+	NewInsecureNoPassword bool
 }
 
 var keyOpts keyOptions
@@ -63,12 +66,13 @@ func init() {
 		keyCmd.AddCommand(c)
 	}
 	keyAddCmd.Flags().StringVar(&keyOpts.NewPasswordFile, "new-password-file", "", "file holding the new password")
+	keyAddCmd.Flags().BoolVar(&keyOpts.NewInsecureNoPassword, "new-insecure-no-password", false, "add an empty password (INSECURE: anyone who can read the repository can then read its data)")
 	keyAddCmd.Flags().StringVar(&keyOpts.NewKeyFile, "new-key-file", "", "create this key file (mode 0600; it must not exist)")
 	repoCmd.AddCommand(keyCmd)
 }
 
 func runKeyAdd(ctx context.Context, o keyOptions, out io.Writer) error {
-	newPW, hasPW, err := readPassword(o.NewPasswordFile, "BLOCKWISE_NEW_PASSWORD")
+	newPW, hasPW, err := newPassword(o)
 	if err != nil {
 		return err
 	}
@@ -81,13 +85,30 @@ func runKeyAdd(ctx context.Context, o keyOptions, out io.Writer) error {
 	}
 	defer r.Close()
 	if hasPW {
-		if err := r.AddKey(ctx, repo.Secret{Password: newPW}, repo.KDFParams{}); err != nil {
+		if err := r.AddKey(ctx, repo.Secret{Password: newPW, InsecureNoPassword: o.NewInsecureNoPassword}, repo.KDFParams{}); err != nil {
 			return err
 		}
 		fmt.Fprintln(out, "added a password")
 		return nil
 	}
 	return addKeyFile(ctx, r, o.NewKeyFile, out)
+}
+
+// newPassword reads the new password of key add: refused when empty
+// unless --new-insecure-no-password says so, which gives an empty one.
+func newPassword(o keyOptions) (pw string, ok bool, err error) {
+	pw, ok, err = readPassword(o.NewPasswordFile, "BLOCKWISE_NEW_PASSWORD")
+	switch {
+	case err != nil:
+		return "", false, err
+	case o.NewInsecureNoPassword && pw != "":
+		return "", false, usageErrorf("--new-insecure-no-password, and a new password is given (--new-password-file or BLOCKWISE_NEW_PASSWORD): give one or the other")
+	case o.NewInsecureNoPassword:
+		return "", true, nil
+	case ok && pw == "":
+		return "", false, usageErrorf("%s: an empty new password is not allowed (anyone could read the repository); pass --new-insecure-no-password if that is meant", passwordSource(o.NewPasswordFile, "BLOCKWISE_NEW_PASSWORD"))
+	}
+	return pw, ok, nil
 }
 
 // addKeyFile writes the key file first (exclusively, 0600) and removes it

@@ -24,7 +24,7 @@ var repoCmd = &cobra.Command{Use: "repo", Short: "Manage a backup repository"}
 
 var repoInitCmd = &cobra.Command{
 	Use:   "init",
-	Short: "Create an encrypted repository",
+	Short: "Create an encrypted repository (an empty password only with --insecure-no-password)",
 	Args:  cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		return runRepoInit(cmd.Context(), repoOpts, cmd.OutOrStdout())
@@ -69,12 +69,15 @@ func runRepoInit(ctx context.Context, o repoOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r, err := repo.Init(ctx, be, pw, repo.Options{})
+	r, err := repo.Init(ctx, be, pw, repo.Options{InsecureNoPassword: o.InsecureNoPassword})
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	fmt.Fprintf(out, "created repository %s at %s\n", r.Config().ID, o.Repo)
+	if o.InsecureNoPassword {
+		fmt.Fprintln(out, "warning: the repository has an empty password: anyone who can read it can read its data ('repo key add' adds a password, 'repo key remove' then the empty one)")
+	}
 	return nil
 }
 

@@ -63,7 +63,7 @@ func runServePoint(ctx context.Context, o servePointOptions, ref string, out, er
 		return err
 	}
 	defer r.Close()
-	lock, err := r.Lock(ctx, false)
+	lock, err := r.LockRead(ctx)
 	if err != nil {
 		return err
 	}

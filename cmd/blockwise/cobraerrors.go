@@ -2,8 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -28,10 +26,7 @@ func typeCobraErrors(root *cobra.Command) {
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	if root.Args == nil && !root.Runnable() {
-		root.Args = knownSubcommand
-		root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
-	}
+	refuseUnknownSubcommands(root)
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		c.Args = typedArgs(c.Args)
@@ -69,16 +64,3 @@ func asUsage(err error) error {
 	return &usageError{err}
 }
 
-// knownSubcommand is the Args check of a command that only holds
-// subcommands: no argument (its help is printed) or else an error naming
-// the unknown command, with cobra's suggestions.
-func knownSubcommand(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
-		return nil
-	}
-	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
-	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-		msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
-	}
-	return &usageError{errors.New(msg)}
-}

@@ -29,8 +29,8 @@ func TestE2EOperatorErrors(t *testing.T) {
 	if out, code := e.run(t, "snapshots", "--password-file", pwFile); code != exitUnauthorized {
 		t.Fatalf("wrong password file: exit %d: %s", code, out)
 	}
-	if out, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD="}, "repo", "info"); code != 0 {
-		_ = out // an empty password is a password; only the right one opens
+	if out, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD="}, "repo", "info"); code != exitUsage || !strings.Contains(out, "empty password") {
+		t.Fatalf("empty password: exit %d: %s", code, out) // TestEmptyPasswordCLI has the rest
 	}
 	missing := filepath.Join(t.TempDir(), "nope")
 	out, code = e.run(t, "snapshots", "--repo", missing)
@@ -215,7 +215,7 @@ func TestE2EKeyFile(t *testing.T) {
 		t.Fatalf("no warning for a world-readable key file: %s", o)
 	}
 	os.WriteFile(other, []byte("not a key\n"), 0o600)
-	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); code != exitUsage || !strings.Contains(o, "not a blockwise key file") {
+	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); code != exitCorrupt || !strings.Contains(o, "key file damaged or not a blockwise key file") {
 		t.Fatalf("damaged key file: exit %d: %s", code, o)
 	}
 	e.jsonOut(t, &keys, "--key-file", kf, "repo", "key", "list")

@@ -38,7 +38,7 @@ func main() {
 			defer trace.Stop()
 		}
 	}
-	typeCobraErrors(rootCmd)
+	typeCobraErrors(rootCmd) // also refuseUnknownSubcommands
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := rootCmd.ExecuteContext(ctx)
 	stop()
@@ -46,6 +46,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "blockwise:", err)
 		if errors.Is(err, repo.ErrIncomplete) && !errors.Is(err, errCheckFailed) {
 			fmt.Fprintln(os.Stderr, "blockwise: "+incompleteHint)
+		}
+		if errors.Is(err, repo.ErrReadOnly) {
+			fmt.Fprintln(os.Stderr, "blockwise: the repository cannot be written: commands that only read it (restore, check, snapshots, stats, serve-point) run there with --no-lock, at a risk --help describes")
 		}
 		pprof.StopCPUProfile()
 		os.Exit(exitCode(err))

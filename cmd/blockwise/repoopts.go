@@ -23,7 +23,12 @@ type repoOptions struct {
 	Repo         string
 	PasswordFile string
 	KeyFile      string
-	LockWait     time.Duration
+	// InsecureNoPassword: the repository's password is empty, and meant
+	// to be (restic's flag); without it an empty password is refused.
+	InsecureNoPassword bool
+	LockWait           time.Duration
+	// NoLock: take no lock (readOnly commands only; see noLockHelp).
+	NoLock bool
 	// LimitUpload and LimitDownload are KiB/s, as in restic (0: none).
 	LimitUpload, LimitDownload int64
 	// CacheDir is where copies of a remote repository's index files and
@@ -37,6 +42,8 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().StringVarP(&o.Repo, "repo", "r", os.Getenv("BLOCKWISE_REPO"), "repository: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] (env BLOCKWISE_REPO)")
 	cmd.Flags().StringVar(&o.PasswordFile, "password-file", os.Getenv("BLOCKWISE_PASSWORD_FILE"), "file holding the repository password (else env BLOCKWISE_PASSWORD)")
 	cmd.Flags().StringVar(&o.KeyFile, "key-file", os.Getenv("BLOCKWISE_KEY_FILE"), "key file made by 'repo key add --new-key-file', instead of a password (env BLOCKWISE_KEY_FILE)")
+	cmd.Flags().BoolVar(&o.InsecureNoPassword, "insecure-no-password", false, "use an empty password (INSECURE: anyone who can read the repository can read its data); a repository made so needs this flag on every command")
+	cmd.Flags().BoolVar(&o.NoLock, "no-lock", false, noLockHelp)
 	cmd.Flags().DurationVar(&o.LockWait, "lock-wait", 0, "wait up to this long for another process's repository lock (e.g. a prune) instead of failing")
 	cmd.Flags().Int64Var(&o.LimitUpload, "limit-upload", 0, "send at most this many KiB/s to the repository (0: no limit)")
 	cmd.Flags().Int64Var(&o.LimitDownload, "limit-download", 0, "receive at most this many KiB/s from the repository (0: no limit)")
@@ -44,11 +51,54 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().BoolVar(&o.NoCache, "no-cache", false, "keep no local copies of a remote repository's index files and restore points")
 }
 
-func (o repoOptions) password() (string, error) {
-	if p, ok, err := readPassword(o.PasswordFile, "BLOCKWISE_PASSWORD"); ok || err != nil {
-		return p, err
+const noLockHelp = "take no lock, so that a read-only repository (a read-only mount, snapshot or medium) can be read; only for commands that only read (restore, check, snapshots, stats, serve-point, repo info, repo key list). RISK: nothing then stops a prune in another process from deleting data being read: the command may fail, or check report damage that is not there"
+
+// annReadOnly marks the commands that only read the repository: they
+// accept --no-lock; every other command refuses it (refuseNoLock).
+const annReadOnly = "blockwise/read-only"
+
+func init() {
+	for _, c := range []*cobra.Command{restoreCmd, repoCheckCmd, checkCmd, pointsCmd, statsCmd, servePointCmd, repoInfoCmd, keyListCmd} {
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[annReadOnly] = "true"
 	}
-	return "", usageErrorf("no password: set BLOCKWISE_PASSWORD or --password-file")
+	rootCmd.PersistentPreRunE = refuseNoLock
+}
+
+// refuseNoLock refuses --no-lock on a command that writes to the
+// repository: it would write without the lock that keeps a prune away.
+func refuseNoLock(cmd *cobra.Command, _ []string) error {
+	if f := cmd.Flags().Lookup("no-lock"); f != nil && f.Changed && cmd.Annotations[annReadOnly] != "true" {
+		return usageErrorf("--no-lock is only for commands that only read the repository (restore, check, snapshots, stats, serve-point, repo info, repo key list); %q writes to it", cmd.CommandPath())
+	}
+	return nil
+}
+
+func (o repoOptions) password() (string, error) {
+	pw, ok, err := readPassword(o.PasswordFile, "BLOCKWISE_PASSWORD")
+	switch {
+	case err != nil:
+		return "", err
+	case o.InsecureNoPassword && pw != "":
+		return "", usageErrorf("--insecure-no-password, and a password is given (--password-file or BLOCKWISE_PASSWORD): give one or the other")
+	case o.InsecureNoPassword:
+		return "", nil
+	case !ok:
+		return "", usageErrorf("no password: set BLOCKWISE_PASSWORD or --password-file")
+	case pw == "":
+		return "", usageErrorf("%s: an empty password is not allowed (anyone could read the repository); pass --insecure-no-password if that is meant", passwordSource(o.PasswordFile, "BLOCKWISE_PASSWORD"))
+	}
+	return pw, nil
+}
+
+// passwordSource names where readPassword found a password.
+func passwordSource(file, env string) string {
+	if file != "" {
+		return "password file " + file
+	}
+	return env
 }
 
 // readPassword reads a password from file when given, else from the
@@ -81,14 +131,17 @@ func (o repoOptions) backend(ctx context.Context) (backend.Backend, error) {
 // secret is what unlocks the repository: the key file when given, else
 // the password.
 func (o repoOptions) secret() (repo.Secret, error) {
+	if o.KeyFile != "" && o.InsecureNoPassword {
+		return repo.Secret{}, usageErrorf("--key-file and --insecure-no-password exclude each other")
+	}
 	if o.KeyFile != "" {
 		text, err := os.ReadFile(o.KeyFile)
 		if err != nil {
 			return repo.Secret{}, usageErrorf("key file: %w", err)
 		}
 		secret, err := repo.ParseKeyFile(text)
-		if err != nil {
-			return repo.Secret{}, usageErrorf("%s: %w", o.KeyFile, err)
+		if err != nil { // repo.ErrCorrupt: exit 6, not a wrong key
+			return repo.Secret{}, fmt.Errorf("key file %s: %w", o.KeyFile, err)
 		}
 		if fi, err := os.Stat(o.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			fmt.Fprintf(os.Stderr, "blockwise: warning: key file %s is accessible to other users (mode %v): anyone who can read it can read the repository\n", o.KeyFile, fi.Mode().Perm())
@@ -96,7 +149,7 @@ func (o repoOptions) secret() (repo.Secret, error) {
 		return repo.Secret{KeyFile: secret}, nil
 	}
 	pw, err := o.password()
-	return repo.Secret{Password: pw}, err
+	return repo.Secret{Password: pw, InsecureNoPassword: o.InsecureNoPassword}, err
 }
 
 func (o repoOptions) open(ctx context.Context) (*repo.Repository, error) {
@@ -140,6 +193,7 @@ func (o repoOptions) openWith(ctx context.Context, open func(context.Context, ba
 		return nil, err
 	}
 	r.SetLockWait(o.LockWait)
+	r.SetNoLock(o.NoLock)
 	return r, nil
 }
 

@@ -73,7 +73,7 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 	if o.Workers <= 0 {
 		o.Workers = 4
 	}
-	lock, err := o.Repo.Lock(ctx, false)
+	lock, err := o.Repo.LockRead(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}

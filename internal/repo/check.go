@@ -48,7 +48,7 @@ type CheckOptions struct {
 // damage.
 func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckResult, error) {
 	res := &CheckResult{}
-	lock, err := r.Lock(ctx, false)
+	lock, err := r.LockRead(ctx)
 	if err != nil {
 		return res, fmt.Errorf("repo: check: %w", err)
 	}

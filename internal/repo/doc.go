@@ -17,6 +17,11 @@
 // OpenImage. `go doc ./internal/repo` lists the rest: this page explains
 // the vocabulary and does not repeat signatures, which drift.
 //
+// Encrypted repositories refuse an empty password (ErrEmptyPassword)
+// unless Options.InsecureNoPassword says otherwise, as restic does;
+// SetNoLock lets read-only commands use a repository that cannot be
+// written (LockRead takes no lock then, Lock refuses with ErrReadOnly).
+//
 // # Writing a backup
 //
 // A full backup: NewWriter(ctx, nil, meta), PutChunk for every non-zero

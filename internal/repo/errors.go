@@ -1,6 +1,9 @@
 package repo
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors. Every error the package returns for one of these
 // conditions wraps the sentinel with %w, so test with errors.Is.
@@ -24,7 +27,17 @@ var (
 	// names (an index file was lost or is damaged). Prune refuses to
 	// delete anything then; RepairIndex rebuilds the index from the packs.
 	ErrIncomplete = errors.New("repo: index incomplete")
+	// ErrReadOnly: a lock (or other file) could not be written because
+	// the repository is read-only (a read-only mount, no permission).
+	// Readers can run there without a lock (SetNoLock).
+	ErrReadOnly = errors.New("repo: repository is read-only")
 	// ErrClosed: the writer was already committed or aborted, or failed
 	// earlier and can only be aborted.
 	ErrClosed = errors.New("repo: writer closed")
 )
+
+// ErrEmptyPassword: an encrypted repository was to be created, opened or
+// given a key slot with an empty password, and the caller did not say
+// that it means one (Options.InsecureNoPassword, Secret.InsecureNoPassword;
+// restic's --insecure-no-password). It wraps ErrInvalid.
+var ErrEmptyPassword = fmt.Errorf("repo: empty password: %w", ErrInvalid)

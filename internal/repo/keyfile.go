@@ -101,6 +101,23 @@ func decodeKeyFile(data []byte) (*keyFile, error) {
 type Secret struct {
 	Password string
 	KeyFile  []byte // 32 bytes from ParseKeyFile; used when not nil
+	// InsecureNoPassword says that an empty Password is meant: without it
+	// an empty password is refused (ErrEmptyPassword), so a password lost
+	// on its way (an empty file, an unset variable) never creates or opens
+	// a repository that anyone can read.
+	InsecureNoPassword bool
+}
+
+// check refuses an empty password unless InsecureNoPassword says it is
+// meant, and InsecureNoPassword beside a password or key file.
+func (s Secret) check() error {
+	switch {
+	case s.InsecureNoPassword && (s.Password != "" || s.KeyFile != nil):
+		return fmt.Errorf("repo: no password asked for, and a password or key file given: %w", ErrInvalid)
+	case s.KeyFile == nil && s.Password == "" && !s.InsecureNoPassword:
+		return ErrEmptyPassword
+	}
+	return nil
 }
 
 // keyFileContext separates key-file KEKs from every other BLAKE3 use.
@@ -148,8 +165,9 @@ func wrapKey(s Secret, mk *masterKey, p KDFParams) (*keyFile, error) {
 	return k, nil
 }
 
-// unwrap returns the master key, or ErrWrongPassword. A damaged key file
-// also reports a wrong password: AEAD cannot tell the two apart.
+// unwrap returns the master key, or ErrWrongPassword. AEAD cannot tell a
+// damaged slot from a wrong password: findKey catches damage before, by
+// the slot's content hash (decodeKeySlot).
 func (k *keyFile) unwrap(s Secret) (*masterKey, error) {
 	kek, ok := s.kek(k)
 	if !ok {
@@ -166,26 +184,65 @@ func (k *keyFile) unwrap(s Secret) (*masterKey, error) {
 	return masterKeyFrom(plain), nil
 }
 
-// NewKeyFile returns the text of a new key file: a 256-bit random secret
-// in hex. Add it to a repository with AddKey before relying on it.
+// NewKeyFile returns the text of a new key file: "blockwise-key-v2 ",
+// then in hex a 256-bit random secret and a 32-bit check of it, so that
+// a damaged file reads as damaged, never as another secret (which would
+// be reported as a wrong key). Add it to a repository with AddKey before
+// relying on it.
 func NewKeyFile() []byte {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic(fmt.Sprintf("repo: no randomness: %v", err))
 	}
-	return []byte(keyFilePrefix + hex.EncodeToString(b[:]) + "\n")
+	return []byte(keyFilePrefix2 + hex.EncodeToString(append(b[:], keyFileCheck(b[:])...)) + "\n")
 }
 
-const keyFilePrefix = "blockwise-key-v1 "
+// Key file texts: v1 is the prefix and 64 hex digits (no check: a digit
+// changed into another still parses, and then fails as a wrong key); v2,
+// written since, adds 8 hex digits of keyFileCheck.
+const (
+	keyFilePrefix  = "blockwise-key-v1 "
+	keyFilePrefix2 = "blockwise-key-v2 "
+	keyCheckSize   = 4
+)
 
-// ParseKeyFile returns the secret of a key file's text.
+// keyCheckContext separates the key file check from every other BLAKE3 use.
+const keyCheckContext = "blockwise 2026-12 key file check"
+
+func keyFileCheck(secret []byte) []byte {
+	out := make([]byte, keyCheckSize)
+	blake3.DeriveKey(keyCheckContext, secret, out)
+	return out
+}
+
+// ParseKeyFile returns the secret of a key file's text. Text that is not
+// a whole key file (empty, cut short, a byte changed) is ErrCorrupt: the
+// file is damaged, which a wrong key is not.
 func ParseKeyFile(text []byte) ([]byte, error) {
-	s, ok := strings.CutPrefix(strings.TrimSpace(string(text)), keyFilePrefix)
-	b, err := hex.DecodeString(s)
-	if !ok || err != nil || len(b) != 32 {
-		return nil, fmt.Errorf("repo: not a blockwise key file (want %q and 64 hex digits): %w", keyFilePrefix, ErrInvalid)
+	t := strings.TrimSpace(string(text))
+	damaged := func(why string) error {
+		return fmt.Errorf("repo: key file damaged or not a blockwise key file: %s (want %q or %q and hex digits): %w", why, keyFilePrefix2, keyFilePrefix, ErrCorrupt)
 	}
-	return b, nil
+	if t == "" {
+		return nil, damaged("empty")
+	}
+	want, check := 32, false
+	s, ok := strings.CutPrefix(t, keyFilePrefix2)
+	if ok {
+		want, check = 32+keyCheckSize, true
+	} else if s, ok = strings.CutPrefix(t, keyFilePrefix); !ok {
+		return nil, damaged("no known prefix")
+	}
+	b, err := hex.DecodeString(s)
+	switch {
+	case err != nil:
+		return nil, damaged("not hex digits")
+	case len(b) != want:
+		return nil, damaged(fmt.Sprintf("%d bytes, want %d", len(b), want))
+	case check && !bytes.Equal(keyFileCheck(b[:32]), b[32:]):
+		return nil, damaged("check digits do not match")
+	}
+	return b[:32], nil
 }
 
 // prefault makes the next allocation of about n bytes cheap to touch.

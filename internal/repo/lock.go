@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync"
 	"syscall"
@@ -30,13 +31,32 @@ type lockInfo struct {
 
 const lockMagic = "BWLK"
 
-// Lock is a held repository lock. Shared locks (backup, forget) coexist;
+// Lock is a held repository lock, or, from LockRead on a repository
+// opened with SetNoLock, none at all (nothing to refresh or release). Shared locks (backup, forget) coexist;
 // an exclusive lock (prune) excludes every other lock.
 type Lock struct {
 	r    *Repository
 	mu   sync.Mutex // Refresh may be called from concurrent uploads
 	info lockInfo
 	name string
+	none bool // LockRead under SetNoLock: no lock file
+}
+
+// SetNoLock makes LockRead take no lock and Lock refuse (ErrInvalid), for
+// reading a repository that cannot be written (restic's --no-lock). The
+// risk: nothing keeps a prune in another process from deleting packs
+// being read meanwhile (a restore then fails, a check reports damage that
+// is not there).
+func (r *Repository) SetNoLock(on bool) { r.noLock = on }
+
+// LockRead takes the shared lock of a reader (check, stats, restore,
+// serving a point), which keeps a prune from deleting what it reads; with
+// SetNoLock, no lock.
+func (r *Repository) LockRead(ctx context.Context) (*Lock, error) {
+	if r.noLock {
+		return &Lock{r: r, none: true}, nil
+	}
+	return r.Lock(ctx, false)
 }
 
 // Lock acquires a lock, or fails with ErrLocked. Protocol: refuse if a
@@ -44,6 +64,9 @@ type Lock struct {
 // conflicting lock appeared meanwhile. Two racing lockers may both back
 // off, but never both proceed.
 func (r *Repository) Lock(ctx context.Context, exclusive bool) (*Lock, error) {
+	if r.noLock {
+		return nil, fmt.Errorf("repo: this writes to the repository, which needs a lock, and the repository was opened without locking (for reading only): %w", ErrInvalid)
+	}
 	deadline, pause := time.Now().Add(r.lockWait), 50*time.Millisecond
 	for {
 		l, err := r.tryLock(ctx, exclusive)
@@ -88,7 +111,9 @@ func (l *Lock) write(ctx context.Context) error {
 		return err
 	}
 	id, err := l.r.saveFile(ctx, backend.Locks, sealEnvelope(l.r.crypt, lockMagic, body))
-	if err != nil {
+	if errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("repo: cannot write a lock: %w (%w)", ErrReadOnly, err)
+	} else if err != nil {
 		return err
 	}
 	l.name = id.String()
@@ -142,6 +167,9 @@ func (r *Repository) readLock(ctx context.Context, name string) (*lockInfo, erro
 // Refresh extends the lock by writing a new lock file before removing the
 // old one, so the lock is never absent.
 func (l *Lock) Refresh(ctx context.Context) error {
+	if l.none {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	old := l.name
@@ -163,6 +191,9 @@ func (l *Lock) needsRefresh() bool {
 // nothing to the repository (a restore); a writer refreshes its lock as
 // its packs go out. A refresh that fails is tried again at the next tick.
 func (l *Lock) KeepFresh(ctx context.Context) (release func() error) {
+	if l.none {
+		return func() error { return nil }
+	}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -189,6 +220,9 @@ func (l *Lock) KeepFresh(ctx context.Context) (release func() error) {
 
 // Unlock releases the lock.
 func (l *Lock) Unlock(ctx context.Context) error {
+	if l.none {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	err := l.r.be.Remove(ctx, backend.Handle{Type: backend.Locks, Name: l.name})

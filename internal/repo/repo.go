@@ -32,6 +32,9 @@ type Options struct {
 	Compression string // CompressionFastest (default), CompressionDefault, CompressionNone
 	Unencrypted bool   // for tests only: no password, checksums instead of AEAD
 	Cipher      string // CipherXAES (default) or CipherXChaCha
+	// InsecureNoPassword allows an encrypted repository with an empty
+	// password (see Secret.InsecureNoPassword); Init refuses one without.
+	InsecureNoPassword bool
 
 	// KDF is the Argon2id cost of the password slots Init and AddKey (with
 	// zero KDFParams) make; zero: DefaultKDF().
@@ -103,6 +106,7 @@ type Repository struct {
 	zeroOnce sync.Once
 	zeroBuf  []byte
 	lockWait time.Duration // how long Lock waits out a conflicting lock
+	noLock   bool          // SetNoLock: readers take no lock, writers are refused
 	opened   OpenTimes
 	opts     Options // settings(): no zero values left
 }
@@ -131,13 +135,17 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	} else if !errors.Is(err, backend.ErrNotFound) {
 		return nil, fmt.Errorf("repo: init: %w", err)
 	}
+	secret := Secret{Password: password, InsecureNoPassword: opts.InsecureNoPassword}
 	var mk *masterKey
 	if cfg.Encrypted {
+		if err := secret.check(); err != nil {
+			return nil, fmt.Errorf("repo: init: %w", err)
+		}
 		var err error
 		if mk, err = newMasterKey(); err != nil {
 			return nil, err
 		}
-		if err := addKey(ctx, be, Secret{Password: password}, mk, opts.settings().KDF); err != nil {
+		if err := addKey(ctx, be, secret, mk, opts.settings().KDF); err != nil {
 			return nil, err
 		}
 	}
@@ -278,6 +286,9 @@ func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret, opts Options
 	var mk *masterKey
 	start := time.Now()
 	if enc {
+		if err := s.check(); err != nil {
+			return nil, fmt.Errorf("repo: open: %w", err)
+		}
 		if mk, err = findKey(ctx, be, s); err != nil {
 			return nil, err
 		}
@@ -299,7 +310,11 @@ func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret, opts Options
 	return r, nil
 }
 
-// findKey tries the password on every key file.
+// findKey tries the password on every key file. A slot whose bytes no
+// longer hash to its name, or do not decode, is damaged: it is skipped (a
+// damaged slot must not hide a good one), but if no other slot opens,
+// the damage is the error (ErrCorrupt, naming the slots), not a wrong
+// password, which could only be claimed of slots that were intact.
 func findKey(ctx context.Context, be backend.Backend, s Secret) (*masterKey, error) {
 	var names []string
 	err := be.List(ctx, backend.Keys, func(fi backend.FileInfo) error {
@@ -309,20 +324,36 @@ func findKey(ctx context.Context, be backend.Backend, s Secret) (*masterKey, err
 	if err != nil {
 		return nil, fmt.Errorf("repo: list keys: %w", err)
 	}
+	var damaged []string
 	for _, n := range names {
 		data, err := backend.LoadAll(ctx, be, backend.Handle{Type: backend.Keys, Name: n}, 0, 0)
 		if err != nil {
 			return nil, fmt.Errorf("repo: load key %s: %w", n, err)
 		}
-		kf, err := decodeKeyFile(data)
+		kf, err := decodeKeySlot(n, data)
 		if err != nil {
-			continue // a damaged key file must not hide a good one
+			damaged = append(damaged, n)
+			continue
 		}
 		if mk, err := kf.unwrap(s); err == nil {
 			return mk, nil
 		}
 	}
+	if len(damaged) > 0 {
+		return nil, fmt.Errorf("repo: open: key slot(s) %s/%s damaged (content does not match the name, or does not decode), and none of the other %d slot(s) opens with this password or key file: %w",
+			backend.Keys, strings.Join(damaged, ", "+string(backend.Keys)+"/"), len(names)-len(damaged), ErrCorrupt)
+	}
 	return nil, fmt.Errorf("repo: open: %d key(s) tried: %w", len(names), ErrWrongPassword)
+}
+
+// decodeKeySlot decodes the key slot stored as name, which must be the
+// hash of its bytes (addKey names it so): AEAD alone could not tell a
+// damaged slot from a wrong password.
+func decodeKeySlot(name string, data []byte) (*keyFile, error) {
+	if fileID(data).String() != name {
+		return nil, fmt.Errorf("key slot %s: content hash does not match name: %w", name, ErrCorrupt)
+	}
+	return decodeKeyFile(data)
 }
 
 // loadIndex builds the in-memory index from every index file.
@@ -494,6 +525,9 @@ func (r *Repository) Backend() backend.Backend { return r.be }
 func (r *Repository) AddKey(ctx context.Context, s Secret, p KDFParams) error {
 	if r.mk == nil {
 		return fmt.Errorf("repo: add key: repository is unencrypted: %w", ErrInvalid)
+	}
+	if err := s.check(); err != nil {
+		return fmt.Errorf("repo: add key: %w", err)
 	}
 	if p.none() {
 		p = r.opts.KDF

@@ -598,7 +598,7 @@ func TestKeyFile(t *testing.T) {
 		t.Fatalf("key file after removals: %v", err)
 	}
 	for _, bad := range []string{"", "blockwise-key-v1 abcd", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"} {
-		if _, err := ParseKeyFile([]byte(bad)); !errors.Is(err, ErrInvalid) {
+		if _, err := ParseKeyFile([]byte(bad)); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("ParseKeyFile(%q): %v", bad, err)
 		}
 	}

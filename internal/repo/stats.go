@@ -26,7 +26,7 @@ type RepoStats struct {
 // bytes a chunk): a collision, under 10⁻⁵ likely among 16 M chunks, would
 // leave one chunk out of UniqueBytes.
 func (r *Repository) Stats(ctx context.Context) (*RepoStats, error) {
-	lock, err := r.Lock(ctx, false) // a prune meanwhile would remove pages we read
+	lock, err := r.LockRead(ctx) // a prune meanwhile would remove pages we read
 	if err != nil {
 		return nil, fmt.Errorf("repo: stats: %w", err)
 	}

@@ -1,0 +1,97 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/blockwise/blockwise/internal/backend/local"
+)
+
+// readOnlyView mounts dir again, read-only, and returns where: a
+// read-only bind mount, which binds root too (permissions and chattr do
+// not). The test is skipped where mounting is not allowed.
+func readOnlyView(t *testing.T, dir string) string {
+	t.Helper()
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "--bind", dir, mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount --bind: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	if out, err := exec.Command("mount", "-o", "remount,bind,ro", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("remount read-only: %v: %s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "probe"), nil, 0o600); err == nil {
+		t.Fatal("the read-only bind mount can be written")
+	}
+	return mnt
+}
+
+// TestNoLockReadOnly: on a repository that cannot be written, Check
+// fails for want of a lock (ErrReadOnly); with SetNoLock, Check (reading
+// every pack) and reading an image work, and whatever writes is refused
+// (ErrInvalid) rather than run without a lock.
+func TestNoLockReadOnly(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	be, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := initRepo(t, be, testOptions())
+	img := repotest.Image(rand.New(rand.NewPCG(9, 9)), 2<<20, 64<<10, 0.2)
+	m := backup(t, r, nil, img, nil)
+	r.Close()
+
+	robe, err := local.Open(readOnlyView(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(ctx, robe, testPassword, testSettings())
+	if err != nil {
+		t.Fatalf("open read-only: %v", err)
+	}
+	defer ro.Close()
+	if _, err := ro.Check(ctx, CheckOptions{ReadData: true}); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("check of a read-only repository with a lock: %v, want ErrReadOnly", err)
+	}
+	ro.SetNoLock(true)
+	res, err := ro.Check(ctx, CheckOptions{ReadData: true})
+	if err != nil || res.Err() != nil || res.PacksRead == 0 {
+		t.Fatalf("check --read-data without a lock: %v %+v", err, res)
+	}
+	lock, err := ro.LockRead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := ro.OpenImage(ctx, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(img))
+	if _, err := im.ReadAt(got, 0); err != nil || !bytes.Equal(got, img) {
+		t.Fatalf("read the image without a lock: %v, equal %v", err, bytes.Equal(got, img))
+	}
+	if err := lock.KeepFresh(ctx)(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ro.Lock(ctx, false); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Lock under SetNoLock: %v", err)
+	}
+	if _, err := ro.NewWriter(ctx, nil, Meta{Disk: "d", Size: 1 << 20, Time: time.Now()}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("NewWriter under SetNoLock: %v", err)
+	}
+	if err := ro.Forget(ctx, m.ID); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Forget under SetNoLock: %v", err)
+	}
+	if _, err := ro.Prune(ctx); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Prune under SetNoLock: %v", err)
+	}
+}
