@@ -63,4 +63,3 @@ func asUsage(err error) error {
 	}
 	return &usageError{err}
 }
-
