@@ -16,11 +16,12 @@ import (
 
 // Env is a running API over a unix socket.
 type Env struct {
-	Dir    string // the datastore
-	Sock   string // the API socket
-	Host   *host.Host
-	Server *api.Server
-	Client *client.Client
+	Dir     string // the datastore
+	Sock    string // the API socket
+	Host    *host.Host
+	Server  *api.Server
+	Tickets *api.Tickets
+	Client  *client.Client
 }
 
 // Start serves a fresh datastore; everything stops at the test's end.
@@ -37,8 +38,12 @@ func Start(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	e := &Env{Dir: dir, Sock: filepath.Join(sockDir, "api.sock"), Host: host.New(ds)}
-	e.Server = api.New(e.Host, api.Options{Tokens: api.OpenTokens(dir),
-		Exports: api.ExportConfig{UnixSocket: filepath.Join(dir, "nbd.sock"), TCP: []string{"127.0.0.1:10809"}}})
+	// As `blockwise serve --nbd-tcp 127.0.0.1:10809` advertises it (TCP is
+	// TLS with a ticket); nothing listens there.
+	tokens := api.OpenTokens(dir)
+	exports := api.ExportConfig{UnixSocket: filepath.Join(dir, "nbd.sock"), TCP: []string{"127.0.0.1:10809"}, TLS: true}
+	e.Tickets = api.NewHostTickets(e.Host, tokens, exports)
+	e.Server = api.New(e.Host, api.Options{Tokens: tokens, Exports: exports, Tickets: e.Tickets})
 	l, err := net.Listen("unix", e.Sock)
 	if err != nil {
 		t.Fatal(err)
