@@ -71,7 +71,7 @@ func startServe(t *testing.T, extra ...string) *daemon {
 func startServeIn(t *testing.T, dir string, extra ...string) *daemon {
 	t.Helper()
 	d := &daemon{dir: dir}
-	d.cmd = exec.Command(binary, append([]string{"serve", "--datastore", dir, "--nbd-tcp", ""}, extra...)...)
+	d.cmd = exec.Command(binary, append([]string{"serve", "--datastore", dir}, extra...)...)
 	d.cmd.Stderr = &d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

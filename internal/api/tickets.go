@@ -237,6 +237,9 @@ func (ts *Tickets) Authorize(_ context.Context, peer *tls.ConnectionState, expor
 	return nil
 }
 
+// CA is the store's certificate authority (loaded or created now).
+func (ts *Tickets) CA() (*CA, error) { return ts.o.CA() }
+
 // ServerTLS is the TLS configuration of a ticket-only NBD listener:
 // server certificate cert, client certificates from the CA required and
 // checked against the store.
