@@ -23,19 +23,24 @@ import (
 )
 
 // testHost is a real host: API on a unix socket, NBD on a unix socket
-// and on two TCP addresses (STARTTLS offered), as `blockwise serve
-// --nbd-tcp A --nbd-tcp B` runs it.
+// and on two TCP addresses, as `blockwise serve --nbd-tcp A --nbd-tcp B`
+// runs it: TLS with a ticket (a client certificate from the datastore's
+// CA, which also signs the server's), or, insecure, as with
+// --nbd-tcp-insecure-no-auth and --tls-cert: anyone, TLS optional.
 type testHost struct {
 	dir, sockDir string
 	h            *host.Host
 	nbd          []*nbd.Server // [0] unix, [1], [2] TCP paths
 	tcp          []string
-	tlsSrv       *tls.Config
-	ca           *x509.CertPool
+	tcpOpts      nbd.ServerOptions
+	tickets      *api.Tickets
 	env          Env
 }
 
-func startHost(t *testing.T) *testHost {
+// startHost starts a host with the secure default: TCP needs tickets.
+func startHost(t *testing.T) *testHost { return startHostWith(t, false) }
+
+func startHostWith(t *testing.T, insecure bool) *testHost {
 	t.Helper()
 	th := &testHost{dir: t.TempDir()}
 	ds, err := disk.OpenDatastore(th.dir)
@@ -47,12 +52,42 @@ func startHost(t *testing.T) *testHost {
 	if th.sockDir, err = os.MkdirTemp("", "bwtr"); err != nil {
 		t.Fatal(err)
 	}
-	th.ca, th.tlsSrv = testCerts(t)
-	nbdSock := filepath.Join(th.sockDir, "nbd.sock")
-	th.serveNBD(t, "unix", nbdSock)
-	th.serveNBD(t, "tcp", "127.0.0.1:0")
-	th.serveNBD(t, "tcp", "127.0.0.1:0")
-	srv := api.New(th.h, api.Options{Exports: api.ExportConfig{UnixSocket: nbdSock, TCP: th.tcp, TLS: true}})
+	exports := api.ExportConfig{UnixSocket: filepath.Join(th.sockDir, "nbd.sock"), TLS: true, Insecure: insecure}
+	var tcp []net.Listener
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tcp = append(tcp, l)
+		exports.TCP = append(exports.TCP, l.Addr().String())
+	}
+	th.tickets = api.NewHostTickets(th.h, nil, exports)
+	ca, err := th.tickets.CA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.ServerCert(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	th.tcpOpts = nbd.ServerOptions{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	if !insecure {
+		cfg, err := th.tickets.ServerTLS(cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		th.tcpOpts = nbd.ServerOptions{TLSConfig: cfg, RequireTLS: true, Authorize: th.tickets.Authorize}
+	}
+	ul, err := net.Listen("unix", exports.UnixSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	th.serveNBD(ul)
+	for _, l := range tcp {
+		th.serveNBD(l)
+	}
+	srv := api.New(th.h, api.Options{Exports: exports, Tickets: th.tickets})
 	apiSock := filepath.Join(th.sockDir, "api.sock")
 	l, err := net.Listen("unix", apiSock)
 	if err != nil {
@@ -73,29 +108,20 @@ func startHost(t *testing.T) *testHost {
 	if err != nil {
 		t.Fatal(err)
 	}
-	th.env = Env{Client: c, HostURL: "unix://" + apiSock, Datastore: th.dir,
-		TLS: &tls.Config{RootCAs: th.ca, MinVersion: tls.VersionTLS13}, Conns: 2}
+	th.env = Env{Client: c, HostURL: "unix://" + apiSock, Datastore: th.dir, Conns: 2}
 	return th
 }
 
 // serveNBD starts one NBD server per path so a test can kill a path.
-func (th *testHost) serveNBD(t *testing.T, network, addr string) *nbd.Server {
-	t.Helper()
-	l, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
+func (th *testHost) serveNBD(l net.Listener) {
+	opts := nbd.ServerOptions{} // the unix socket: its mode is its protection
+	if l.Addr().Network() == "tcp" {
+		opts = th.tcpOpts
+		th.tcp = append(th.tcp, l.Addr().String())
 	}
-	s := nbd.NewServer(th.h, nbd.ServerOptions{TLSConfig: th.tlsSrv})
+	s := nbd.NewServer(th.h, opts)
+	th.nbd = append(th.nbd, s)
 	go s.Serve(l)
-	if network == "tcp" {
-		if len(th.tcp) < 2 {
-			th.tcp = append(th.tcp, l.Addr().String())
-			th.nbd = append(th.nbd, s)
-		}
-	} else {
-		th.nbd = append(th.nbd, s)
-	}
-	return s
 }
 
 // testCerts makes a CA and a server certificate for 127.0.0.1.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,17 +22,31 @@ func (th *testHost) killPath(t *testing.T, i int) func() {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := nbd.NewServer(th.h, nbd.ServerOptions{TLSConfig: th.tlsSrv})
+		s := nbd.NewServer(th.h, th.tcpOpts)
 		th.nbd[1+i] = s
 		go s.Serve(l)
 	}
 }
 
+// ticketClient is the client options of a ticket for export, which both
+// paths accept (and the probe's reconnections too).
+func ticketClient(t *testing.T, th *testHost, export string) *nbd.ClientOptions {
+	t.Helper()
+	dn, sn, _ := strings.Cut(export, "@")
+	tc, release, err := TicketTLS(context.Background(), th.env, dn, sn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	return &nbd.ClientOptions{TLSConfig: tc}
+}
+
 func dialBoth(t *testing.T, th *testHost, export string, every int) *nbd.Multipath {
 	t.Helper()
-	uris := []string{"nbd://" + th.tcp[0] + "/" + export, "nbd://" + th.tcp[1] + "/" + export}
+	uris := []string{"nbds://" + th.tcp[0] + "/" + export, "nbds://" + th.tcp[1] + "/" + export}
 	m, err := nbd.DialMultipath(context.Background(), uris, nbd.MultipathOptions{
-		Policy: nbd.PolicyRoundRobin, SwitchEvery: every, ProbeInterval: 20 * time.Millisecond})
+		Policy: nbd.PolicyRoundRobin, SwitchEvery: every, ProbeInterval: 20 * time.Millisecond,
+		Client: ticketClient(t, th, export)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,8 +156,9 @@ func TestFixedFallsBackAndReturns(t *testing.T) {
 	if _, err := d.CreateSnapshot("s", ""); err != nil {
 		t.Fatal(err)
 	}
-	uris := []string{"nbd://" + th.tcp[0] + "/vm@s", "nbd://" + th.tcp[1] + "/vm@s"}
-	m, err := nbd.DialMultipath(context.Background(), uris, nbd.MultipathOptions{Policy: nbd.PolicyFixed, Preferred: 1, ProbeInterval: 20 * time.Millisecond})
+	uris := []string{"nbds://" + th.tcp[0] + "/vm@s", "nbds://" + th.tcp[1] + "/vm@s"}
+	m, err := nbd.DialMultipath(context.Background(), uris, nbd.MultipathOptions{Policy: nbd.PolicyFixed, Preferred: 1,
+		ProbeInterval: 20 * time.Millisecond, Client: ticketClient(t, th, "vm@s")})
 	if err != nil {
 		t.Fatal(err)
 	}
