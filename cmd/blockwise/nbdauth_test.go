@@ -279,3 +279,35 @@ func TestBackupNBDSSLTicketsOnly(t *testing.T) {
 		t.Fatalf("tickets left behind: %s", out)
 	}
 }
+
+// TestInsecureTCPNeedsTheFlag: plain NBD over TCP only with
+// --nbd-tcp-insecure-no-auth, which warns; the flag alone is a usage
+// error; the export URIs say nbd:// only then.
+func TestInsecureTCPNeedsTheFlag(t *testing.T) {
+	needTools(t, "nbdinfo")
+	d, addr := startTicketServe(t)
+	d.must(t, "disk", "create", "vm", "--size", "1M")
+	if out := d.must(t, "export", "vm", "--all"); strings.Contains(out, "nbd://") || !strings.Contains(out, "nbds://"+addr+"/vm") {
+		t.Fatalf("URIs of a tickets-only host: %s", out)
+	}
+	if out, err := exec.Command("nbdinfo", "--size", "nbd://"+addr+"/vm").CombinedOutput(); err == nil {
+		t.Fatalf("plain NBD on a tickets-only host: %s", out)
+	}
+	if out, code := d.run(t, "serve", "--nbd-tcp-insecure-no-auth"); code != exitUsage {
+		t.Fatalf("insecure flag without --nbd-tcp: exit %d: %s", code, out)
+	}
+	iaddr := freePort(t)
+	di := startServe(t, "--nbd-tcp", iaddr, "--nbd-tcp-insecure-no-auth")
+	di.must(t, "disk", "create", "vm", "--size", "1M")
+	if out, err := exec.Command("nbdinfo", "--size", "nbd://"+iaddr+"/vm").CombinedOutput(); err != nil {
+		t.Fatalf("insecure TCP: %v %s", err, out)
+	}
+	if out := di.must(t, "export", "vm", "--all"); !strings.Contains(out, "nbd://"+iaddr+"/vm") {
+		t.Fatalf("URIs of an insecure host: %s", out)
+	}
+	di.cmd.Process.Signal(syscall.SIGTERM) // stderr is read once the process is done with it
+	di.cmd.Wait()
+	if !strings.Contains(di.stderr.String(), "WITHOUT AUTHENTICATION") {
+		t.Fatalf("no warning in the log:\n%s", di.stderr.String())
+	}
+}
