@@ -132,6 +132,7 @@ const (
 	ProblemDiskNotFound     = "disk-not-found"
 	ProblemSnapshotNotFound = "snapshot-not-found"
 	ProblemTaskNotFound     = "task-not-found"
+	ProblemTicketNotFound   = "ticket-not-found"
 	ProblemDiskExists       = "disk-exists"
 	ProblemSnapshotExists   = "snapshot-exists"
 	ProblemChangeIDInvalid  = "change-id-invalid"
@@ -186,4 +187,31 @@ type LeaseRequest struct {
 	Holder    string `json:"holder,omitempty"`
 	TTLMillis int64  `json:"ttlMillis"`
 	Replace   string `json:"replace,omitempty"`
+}
+
+// CreateTicketRequest is the (optional) body of POST .../tickets.
+// TTLSeconds 0 takes the host's default (24 hours).
+type CreateTicketRequest struct {
+	TTLSeconds int64 `json:"ttlSeconds,omitempty"`
+}
+
+// Ticket lets one NBD client open one export over TCP, as VMware's
+// per-session NBD tickets do: a client certificate signed by the host's
+// CA, valid until Expires, until DELETE /v1/tickets/{id}, until the API
+// token that created it is revoked, or until the export is gone. The
+// PEM fields are in the answer to POST only (the host keeps no client
+// key); CACert vouches for the host's NBD certificate when the host
+// issued that itself. Written as ca-cert.pem, client-cert.pem and
+// client-key.pem they are the directory qemu's tls-creds-x509 and
+// libnbd's tls-certificates read.
+type Ticket struct {
+	ID         string    `json:"id"`
+	Export     string    `json:"export"`
+	URIs       []string  `json:"uris"`
+	Created    time.Time `json:"created"`
+	Expires    time.Time `json:"expires"`
+	Token      string    `json:"token,omitempty"` // ID of the API token that created it
+	CACert     string    `json:"caCert,omitempty"`
+	ClientCert string    `json:"clientCert,omitempty"`
+	ClientKey  string    `json:"clientKey,omitempty"`
 }

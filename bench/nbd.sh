@@ -74,7 +74,7 @@ start_servers() {
 	if [ "${PROFILE:-0}" = 1 ]; then
 		"$W/bin/profserve" -datastore "$W/ds-$c" -nbd-unix "$W/b.sock" -nbd-tcp "127.0.0.1:$BP" -cpuprofile "$W/cpu-$c.pprof" & PIDS+=($!)
 	else
-		"$W/bin/blockwise" serve --datastore "$W/ds-$c" --nbd-unix "$W/b.sock" --nbd-tcp "127.0.0.1:$BP" 2>"$W/serve-$c.log" & PIDS+=($!)
+		"$W/bin/blockwise" serve --datastore "$W/ds-$c" --nbd-unix "$W/b.sock" --nbd-tcp "127.0.0.1:$BP" --nbd-tcp-insecure-no-auth 2>"$W/serve-$c.log" & PIDS+=($!)
 	fi
 	for s in $SERVERS; do for tr in unix tcp; do waitsrv "$(uri $s $tr)"; done; done
 }

@@ -35,7 +35,9 @@ openssl x509 -req -in "$W/host.csr" -CA "$W/ca.pem" -CAkey "$W/ca.key" -CAcreate
 
 P1=$((20000 + RANDOM % 20000)); P2=$((P1 + 1))
 mkdir -p "$BLOCKWISE_DATASTORE"
-"$BW" serve --nbd-tcp 127.0.0.1:$P1 --nbd-tcp 127.0.0.1:$P2 --tls-cert "$W/host.pem" --tls-key "$W/host.key" 2>"$W/serve.log" &
+# --nbd-tcp-insecure-no-auth: the plain nbd modes are measured too (nbdssl
+# presents a ticket all the same; without the flag it would need one).
+"$BW" serve --nbd-tcp 127.0.0.1:$P1 --nbd-tcp 127.0.0.1:$P2 --nbd-tcp-insecure-no-auth --tls-cert "$W/host.pem" --tls-key "$W/host.key" 2>"$W/serve.log" &
 SERVE_PID=$!
 for _ in $(seq 100); do [ -S "$BLOCKWISE_DATASTORE/api.sock" ] && break; sleep 0.1; done
 

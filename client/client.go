@@ -153,3 +153,21 @@ const pollSlice = 30 * time.Second
 
 // ErrTaskFailed is returned by WaitTask when the task ended in failure.
 var ErrTaskFailed = errors.New("task failed")
+
+// TicketTLS is the TLS configuration an NBD client presents with ticket
+// t: its client certificate, and t's CA as the roots that vouch for the
+// host (roots, when not nil, replaces them: a host serving an operator's
+// certificate).
+func TicketTLS(t *Ticket, roots *x509.CertPool) (*tls.Config, error) {
+	cert, err := tls.X509KeyPair([]byte(t.ClientCert), []byte(t.ClientKey))
+	if err != nil {
+		return nil, fmt.Errorf("ticket %s: %w", t.ID, err)
+	}
+	if roots == nil {
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(t.CACert)) {
+			return nil, fmt.Errorf("ticket %s: no CA certificate", t.ID)
+		}
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS13}, nil
+}

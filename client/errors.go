@@ -12,6 +12,7 @@ var (
 	ErrDiskNotFound     = errors.New("disk not found")
 	ErrSnapshotNotFound = errors.New("snapshot not found")
 	ErrTaskNotFound     = errors.New("task not found")
+	ErrTicketNotFound   = errors.New("ticket not found")
 	ErrExists           = errors.New("already exists")
 	ErrChangeIDInvalid  = errors.New("change ID invalid: a full backup is needed")
 	ErrBusy             = errors.New("busy")
@@ -29,13 +30,15 @@ var (
 	ErrLeaseNotFound = errors.New("lease not found")
 )
 
-// ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound and ErrTaskNotFound.
+// ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound
+// and ErrTicketNotFound.
 var ErrNotFound = errors.New("not found")
 
 var sentinels = map[string][]error{
 	wire.ProblemDiskNotFound:     {ErrDiskNotFound, ErrNotFound},
 	wire.ProblemSnapshotNotFound: {ErrSnapshotNotFound, ErrNotFound},
 	wire.ProblemTaskNotFound:     {ErrTaskNotFound, ErrNotFound},
+	wire.ProblemTicketNotFound:   {ErrTicketNotFound, ErrNotFound},
 	wire.ProblemDiskExists:       {ErrExists},
 	wire.ProblemSnapshotExists:   {ErrExists},
 	wire.ProblemChangeIDInvalid:  {ErrChangeIDInvalid},

@@ -173,3 +173,27 @@ func (c *Client) RenewLease(ctx context.Context, diskName, id string, ttl time.D
 func (c *Client) ReleaseLease(ctx context.Context, diskName, id string) error {
 	return c.do(ctx, "DELETE", "/v1/disks/"+esc(diskName)+"/lease/"+esc(id), nil, nil)
 }
+
+// CreateTicket issues an NBD ticket for the live disk (snapshot "") or a
+// snapshot: a TLS client certificate that opens that export, and only
+// it, over the host's TCP listeners until ttl (0: the host's default, 24
+// hours), DeleteTicket, or the export or the API token is gone.
+func (c *Client) CreateTicket(ctx context.Context, diskName, snapshot string, ttl time.Duration) (*Ticket, error) {
+	p := "/v1/disks/" + esc(diskName) + "/tickets"
+	if snapshot != "" {
+		p = "/v1/disks/" + esc(diskName) + "/snapshots/" + esc(snapshot) + "/tickets"
+	}
+	var out Ticket
+	return &out, c.do(ctx, "POST", p, wire.CreateTicketRequest{TTLSeconds: int64(ttl / time.Second)}, &out)
+}
+
+// ListTickets lists the host's live tickets (without keys).
+func (c *Client) ListTickets(ctx context.Context) ([]Ticket, error) {
+	var out []Ticket
+	return out, c.do(ctx, "GET", "/v1/tickets", nil, &out)
+}
+
+// DeleteTicket revokes a ticket; an unknown one is ErrTicketNotFound.
+func (c *Client) DeleteTicket(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/tickets/"+esc(id), nil, nil)
+}

@@ -32,4 +32,5 @@ const AllChanges = "*"
 type (
 	HostInfo   = wire.HostInfo
 	Attachment = wire.Attachment
+	Ticket     = wire.Ticket
 )

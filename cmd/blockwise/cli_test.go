@@ -43,7 +43,7 @@ func startServe(t *testing.T, extra ...string) *daemon {
 func startServeIn(t *testing.T, dir string, extra ...string) *daemon {
 	t.Helper()
 	d := &daemon{cli: cli{dir: dir}}
-	d.cmd = cliCommand(dir, nil, append([]string{"serve", "--nbd-tcp", ""}, extra...)...)
+	d.cmd = cliCommand(dir, nil, append([]string{"serve"}, extra...)...)
 	d.cmd.Stderr = &d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

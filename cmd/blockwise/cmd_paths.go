@@ -11,6 +11,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/nbd"
+	"github.com/blockwise/blockwise/internal/transport"
 )
 
 var pathsOpts transportOptions
@@ -39,16 +40,11 @@ func runPaths(ctx context.Context, g globalOptions, o transportOptions, export s
 	if err != nil {
 		return err
 	}
-	scheme, opts := "nbd://", &nbd.ClientOptions{}
-	if env.TLS != nil {
-		scheme, opts.TLSConfig = "nbds://", env.TLS
+	uris, opts, release, err := pathURIs(ctx, env, ex.URIs, diskName, snap)
+	if err != nil {
+		return err
 	}
-	var uris []string
-	for _, u := range ex.URIs {
-		if strings.HasPrefix(u, scheme) {
-			uris = append(uris, u)
-		}
-	}
+	defer release()
 	m, err := nbd.DialMultipath(ctx, uris, nbd.MultipathOptions{Policy: o.Policy, SwitchEvery: 1, Client: opts})
 	if err != nil {
 		return err
@@ -56,6 +52,27 @@ func runPaths(ctx context.Context, g globalOptions, o transportOptions, export s
 	defer m.Close()
 	probePaths(ctx, m, len(uris))
 	return printPaths(g, m.Paths(), out)
+}
+
+// pathURIs picks the TCP URIs: nbds:// with a ticket from the host
+// (revoked by release), else plain nbd:// from an insecure host.
+func pathURIs(ctx context.Context, env transport.Env, all []string, diskName, snap string) ([]string, *nbd.ClientOptions, func(), error) {
+	pick := func(scheme string) (out []string) {
+		for _, u := range all {
+			if strings.HasPrefix(u, scheme) {
+				out = append(out, u)
+			}
+		}
+		return out
+	}
+	if uris := pick("nbds://"); len(uris) > 0 {
+		tc, release, err := transport.TicketTLS(ctx, env, diskName, snap)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return uris, &nbd.ClientOptions{TLSConfig: tc}, release, nil
+	}
+	return pick("nbd://"), &nbd.ClientOptions{}, func() {}, nil
 }
 
 // probePaths sends one small read per path (round-robin switching every

@@ -93,7 +93,7 @@ func runServePoint(ctx context.Context, o servePointOptions, ref string, out, er
 // returns the URIs a client uses.
 func pointListeners(o servePointOptions, id string, tls bool) ([]net.Listener, []string, error) {
 	// Whoever connects reads the decrypted disk: the owner only.
-	lns, err := listenUnix(os.TempDir(), o.Socket, "blockwise-point-"+id+".sock", true)
+	lns, err := listenUnix(os.TempDir(), o.Socket, "blockwise-point-"+id+".sock", 0o600, -1)
 	if err != nil {
 		return nil, nil, &usageError{fmt.Errorf("--socket: %w", err)}
 	}
@@ -124,7 +124,7 @@ func pointListeners(o servePointOptions, id string, tls bool) ([]net.Listener, [
 // fails, then lets requests in flight finish for a few seconds.
 func servePoint(ctx context.Context, srv *nbd.Server, lns []net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
-	serveNBD(g, srv, lns)
+	serveNBD(g, slog.New(slog.DiscardHandler), []nbdServer{{srv: srv, lns: lns}})
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -162,7 +162,7 @@ func TestSnapshotsChangesExports(t *testing.T) {
 	}
 	ex, err := c.Exports(ctx, "vm1", "s2")
 	if err != nil || ex.Export != "vm1@s2" || len(ex.URIs) != 2 ||
-		ex.URIs[0] != "nbd+unix:///vm1@s2?socket="+e.Dir+"/nbd.sock" || ex.URIs[1] != "nbd://127.0.0.1:10809/vm1@s2" {
+		ex.URIs[0] != "nbd+unix:///vm1@s2?socket="+e.Dir+"/nbd.sock" || ex.URIs[1] != "nbds://127.0.0.1:10809/vm1@s2" {
 		t.Fatalf("exports %+v %v", ex, err)
 	}
 	if ex, err = c.Exports(ctx, "vm1", ""); err != nil || ex.Export != "vm1" {

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	wire "github.com/blockwise/blockwise/api"
+	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/nbd"
 )
@@ -87,7 +87,7 @@ func (s *Server) newAttachment(export string) (*attachment, error) {
 		}
 		a.tmpDir, sock = dir, filepath.Join(dir, "nbd.sock")
 	}
-	l, err := listenPrivate(sock)
+	l, err := fsutil.ListenUnix(sock, 0o600, -1)
 	if err != nil {
 		a.cleanup()
 		return nil, err
@@ -100,20 +100,6 @@ func (s *Server) newAttachment(export string) (*attachment, error) {
 	s.attach.m[id] = a
 	s.attach.mu.Unlock()
 	return a, nil
-}
-
-// listenPrivate creates a 0600 socket: the umask is process-wide, so the
-// mode is fixed after listening, before anyone is told the path.
-func listenPrivate(path string) (net.Listener, error) {
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
 }
 
 // close stops the private server (draining its connections, which

@@ -11,6 +11,10 @@ import (
 
 type trustedKey struct{}
 
+// tokenKey carries the ID of the API token a TCP request came with, so
+// what it creates (NBD tickets) dies with the token.
+type tokenKey struct{}
+
 // markTrusted flags connections over a unix socket: only the socket's
 // owner can connect, so they need no token.
 func markTrusted(ctx context.Context, c net.Conn) context.Context {
@@ -30,7 +34,7 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 		if ok && s.tokens != nil {
 			if t, valid := s.tokens.Check(strings.TrimSpace(secret)); valid {
 				s.log.Debug("api token accepted", "token", t.ID)
-				next.ServeHTTP(w, r)
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, t.ID)))
 				return
 			}
 		}

@@ -155,6 +155,9 @@ func (s *Server) deleteDisk(r *http.Request) (int, any, error) {
 	if err := s.h.Delete(name); err != nil {
 		return 0, nil, err
 	}
+	if s.tickets != nil {
+		s.tickets.RevokeExport(name, "")
+	}
 	s.log.Info("disk deleted", "disk", name)
 	return http.StatusNoContent, nil, nil
 }

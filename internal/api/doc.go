@@ -7,6 +7,13 @@
 // TCP must carry a bearer token whose SHA-256 is listed in the datastore's
 // tokens.json (TLS is enforced by the caller, cmd/blockwise serve).
 //
+// NBD over TCP admits ticket holders only: Tickets issues, per export, a
+// TLS client certificate signed by the datastore's CA (pki.go, DATASTORE/pki)
+// and checks it for every new connection, at the handshake
+// (VerifyConnection) and for each export the client names (the
+// nbd.ServerOptions.Authorize hook): alive, not expired, its API token
+// still listed, its export still there, and the export its own.
+//
 // Long operations (snapshot consolidation) are tasks kept in a registry
 // so a client can poll or long-poll them by ID; the engine's disk.Task
 // gives progress and the result.

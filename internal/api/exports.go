@@ -16,11 +16,25 @@ type ExportConfig struct {
 	UnixSocket  string   // "" when NBD does not listen on a unix socket
 	TCP         []string // listener addresses, host:port
 	TLS         bool     // STARTTLS offered
-	TLSRequired bool     // plain NBD refused
+	TLSRequired bool     // plain NBD refused on the unix socket
+	// Insecure: TCP serves plain NBD to anyone (--nbd-tcp-insecure-no-auth).
+	// Otherwise TCP is TLS with a ticket only, and no nbd:// URI is given.
+	Insecure bool
+}
+
+// TLSURIs lists the nbds:// URIs of export name, one per TCP listener:
+// those a ticket opens.
+func (c ExportConfig) TLSURIs(name string) []string {
+	var out []string
+	for _, a := range c.TCP {
+		out = append(out, "nbds://"+advertised(a)+"/"+url.PathEscape(name))
+	}
+	return out
 }
 
 // URIs lists the NBD URIs of export name, preferred first: the unix
-// socket (local clients), then TCP with TLS, then plain TCP.
+// socket (local clients), then TCP with TLS (which needs a ticket unless
+// Insecure), then plain TCP (Insecure only).
 func (c ExportConfig) URIs(name string) []string {
 	path := "/" + url.PathEscape(name)
 	var out []string
@@ -36,7 +50,7 @@ func (c ExportConfig) URIs(name string) []string {
 		if c.TLS {
 			out = append(out, "nbds://"+hp+path)
 		}
-		if !c.TLSRequired {
+		if c.Insecure && !c.TLSRequired {
 			out = append(out, "nbd://"+hp+path)
 		}
 	}

@@ -27,6 +27,7 @@ var titles = map[string]string{
 	wire.ProblemDiskNotFound:     "disk not found",
 	wire.ProblemSnapshotNotFound: "snapshot not found",
 	wire.ProblemTaskNotFound:     "task not found",
+	wire.ProblemTicketNotFound:   "ticket not found",
 	wire.ProblemDiskExists:       "disk already exists",
 	wire.ProblemSnapshotExists:   "snapshot already exists",
 	wire.ProblemChangeIDInvalid:  "change ID invalid: a full backup is needed",

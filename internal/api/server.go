@@ -26,6 +26,8 @@ type Options struct {
 	Exports ExportConfig
 	// Tokens authenticate TCP requests; nil refuses every TCP request.
 	Tokens *Tokens
+	// Tickets issues NBD tickets (POST .../tickets); nil issues none.
+	Tickets *Tickets
 }
 
 // Server is the HTTP control API of one host.
@@ -34,6 +36,7 @@ type Server struct {
 	log     *slog.Logger
 	exports ExportConfig
 	tokens  *Tokens
+	tickets *Tickets
 	tasks   *tasks
 	reg     *prometheus.Registry
 	mux     *http.ServeMux
@@ -55,7 +58,7 @@ func New(h *host.Host, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, mux: http.NewServeMux()}
+	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, tickets: o.Tickets, mux: http.NewServeMux()}
 	s.reg = prometheus.NewRegistry()
 	s.tasks = newTasks(s.reg)
 	s.ctx, s.stop = context.WithCancel(context.Background())
@@ -93,6 +96,10 @@ func (s *Server) registerRoutes() {
 	s.route("POST /v1/disks/{disk}/lease", s.acquireLease)
 	s.route("PUT /v1/disks/{disk}/lease/{id}", s.renewLease)
 	s.route("DELETE /v1/disks/{disk}/lease/{id}", s.releaseLease)
+	s.route("POST /v1/disks/{disk}/tickets", s.diskTicket)
+	s.route("POST /v1/disks/{disk}/snapshots/{snap}/tickets", s.snapshotTicket)
+	s.route("GET /v1/tickets", s.listTickets)
+	s.route("DELETE /v1/tickets/{id}", s.deleteTicket)
 	s.route("GET /v1/host", s.hostInfo)
 	s.route("GET /v1/tasks", s.listTasks)
 	s.route("GET /v1/tasks/{id}", s.getTask)

@@ -84,6 +84,9 @@ func (s *Server) deleteSnapshot(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, snapErr(fmt.Errorf("disk %s: %w", name, err))
 	}
+	if s.tickets != nil {
+		s.tickets.RevokeExport(name, id)
+	}
 	e := s.tasks.add("consolidate", name, id, t)
 	s.log.Info("snapshot deleted, consolidating", "disk", name, "snapshot", id, "task", e.id)
 	return http.StatusAccepted, e.view(), nil

@@ -159,6 +159,23 @@ func (ts *Tokens) Check(secret string) (Token, bool) {
 	return found, ok
 }
 
+// Has reports whether the token with that ID is still listed (the file
+// is reread when it changed, so `blockwise token revoke` counts at once).
+// An unreadable file counts as revoked.
+func (ts *Tokens) Has(id string) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.load() != nil {
+		return false
+	}
+	for _, t := range ts.list {
+		if t.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 func hashSecret(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -95,7 +96,8 @@ func (h ClientHost) DeleteSnapshot(ctx context.Context, name, snap string) error
 }
 
 // OpenNBD opens the snapshot's export through the first URI the host
-// offers that connects (the network transport).
+// offers that connects (the network transport). An nbds:// URI over TCP
+// needs a ticket: one is asked for and revoked when the source closes.
 func (h ClientHost) OpenNBD(ctx context.Context, name, snap string) (Source, error) {
 	ex, err := h.C.Exports(ctx, name, snap)
 	if err != nil {
@@ -103,9 +105,9 @@ func (h ClientHost) OpenNBD(ctx context.Context, name, snap string) (Source, err
 	}
 	var errs []error
 	for _, uri := range ex.URIs {
-		c, err := nbd.Dial(ctx, uri, h.NBD)
+		src, err := h.dial(ctx, uri, name, snap)
 		if err == nil {
-			return c, nil
+			return src, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", uri, err))
 	}
@@ -139,4 +141,49 @@ func (h ClientHost) RenewLease(ctx context.Context, name, id string, ttl time.Du
 // ReleaseLease implements Leaser.
 func (h ClientHost) ReleaseLease(ctx context.Context, name, id string) error {
 	return hostErr(h.C.ReleaseLease(ctx, name, id))
+}
+
+// dial connects to uri; a TLS TCP address gets a ticket from the host
+// first, revoked when the connection closes.
+func (h ClientHost) dial(ctx context.Context, uri, name, snap string) (Source, error) {
+	u, err := nbd.ParseURI(uri)
+	if err != nil || u.Network != "tcp" || !u.TLS {
+		return nbd.Dial(ctx, uri, h.NBD)
+	}
+	tk, err := h.C.CreateTicket(ctx, name, snap, 0)
+	if err != nil {
+		return nil, err
+	}
+	release := func() { h.C.DeleteTicket(context.WithoutCancel(ctx), tk.ID) }
+	var opts nbd.ClientOptions
+	if h.NBD != nil {
+		opts = *h.NBD
+	}
+	var roots *x509.CertPool
+	if opts.TLSConfig != nil {
+		roots = opts.TLSConfig.RootCAs
+	}
+	if opts.TLSConfig, err = client.TicketTLS(tk, roots); err != nil {
+		release()
+		return nil, err
+	}
+	c, err := nbd.Dial(ctx, uri, &opts)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return ticketed{Client: c, release: release}, nil
+}
+
+// ticketed is a connection whose ticket is revoked when it closes.
+type ticketed struct {
+	*nbd.Client
+	release func()
+}
+
+// Close closes the connection, then revokes its ticket.
+func (t ticketed) Close() error {
+	err := t.Client.Close()
+	t.release()
+	return err
 }

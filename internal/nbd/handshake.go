@@ -30,6 +30,7 @@ type serverConn struct {
 	cancel       context.CancelFunc
 
 	tlsUp      bool
+	tlsState   *tls.ConnectionState // set once STARTTLS succeeded
 	structured bool
 	noZeroes   bool
 	metaExport string
@@ -233,6 +234,9 @@ func (c *serverConn) optList(data []byte) optResult {
 		return c.replyErr(optList, repErrPolicy, err.Error())
 	}
 	for _, e := range list {
+		if c.authorize(e.Name) != nil {
+			continue // a client sees only what it may open
+		}
 		b := binary.BigEndian.AppendUint32(nil, uint32(len(e.Name)))
 		b = append(append(b, e.Name...), e.Description...)
 		if c.reply(optList, repServer, b) == optClose {
@@ -264,13 +268,28 @@ func (c *serverConn) optStartTLS(data []byte) optResult {
 	c.br.Reset(tc)
 	c.bw.Reset(tc)
 	c.w = tc
+	st := tc.ConnectionState()
+	c.tlsState = &st
 	// Negotiated state does not survive the switch to TLS (spec).
 	c.tlsUp, c.structured, c.meta, c.metaExport = true, false, nil, ""
 	return optContinue
 }
 
+// authorize asks ServerOptions.Authorize whether this connection may
+// open or see export name.
+func (c *serverConn) authorize(name string) error {
+	if c.s.opts.Authorize == nil {
+		return nil
+	}
+	return c.s.opts.Authorize(c.ctx, c.tlsState, name)
+}
+
 // openExport maps Exporter.Open failures to option error replies.
 func (c *serverConn) openExport(opt uint32, name string) (Export, optResult) {
+	if err := c.authorize(name); err != nil {
+		c.log.Info("nbd: export refused", "export", name, "err", err)
+		return nil, c.replyErr(opt, repErrPolicy, "not authorized for this export")
+	}
 	exp, err := c.s.exp.Open(c.ctx, name)
 	if err == nil {
 		return exp, optContinue
@@ -285,6 +304,10 @@ func (c *serverConn) openExport(opt uint32, name string) (Export, optResult) {
 }
 
 func (c *serverConn) optExportName(data []byte) optResult {
+	if err := c.authorize(string(data)); err != nil {
+		c.log.Info("nbd: export refused", "export", string(data), "err", err)
+		return optClose // EXPORT_NAME cannot carry an error
+	}
 	exp, err := c.s.exp.Open(c.ctx, string(data))
 	if err != nil {
 		c.log.Debug("nbd: EXPORT_NAME failed", "err", err)

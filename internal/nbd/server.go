@@ -28,6 +28,13 @@ type ServerOptions struct {
 	Logger *slog.Logger
 	// Workers bounds the requests of one connection executed at once.
 	Workers int
+	// Authorize, when set, is asked before an export is opened or listed
+	// (NBD_OPT_EXPORT_NAME, INFO, GO, LIST, the meta-context options):
+	// an error refuses that export with NBD_REP_ERR_POLICY and hides it
+	// from LIST. peer is the TLS state, nil before or without STARTTLS.
+	// The caller decides what a peer may open (blockwise: tickets bound
+	// to client certificates); the server only asks.
+	Authorize func(ctx context.Context, peer *tls.ConnectionState, export string) error
 	// HandshakeTimeout bounds the whole option haggling of a connection,
 	// so a silent client cannot hold a goroutine forever (default 30 s).
 	HandshakeTimeout time.Duration

@@ -2,30 +2,31 @@ package transport
 
 import (
 	"crypto/rand"
-	"crypto/tls"
 	"math/big"
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/api/apitest"
 	"github.com/blockwise/blockwise/internal/disk"
-	"github.com/blockwise/blockwise/internal/testcert"
 )
 
 // testHost is a real host (apitest): API on a unix socket, NBD on a
-// unix socket and on two TCP addresses (STARTTLS offered), as `blockwise
-// serve --nbd-tcp A --nbd-tcp B` runs it; env is transport's view of it.
+// unix socket and on two TCP addresses, as `blockwise serve --nbd-tcp A
+// --nbd-tcp B` runs it: TLS with a ticket (a client certificate from the
+// datastore's CA, which also signs the server's), or, insecure, as with
+// --nbd-tcp-insecure-no-auth: anyone, TLS optional. env is transport's
+// view of it.
 type testHost struct {
 	*apitest.Env
 	env Env
 }
 
-func startHost(t *testing.T) *testHost {
+// startHost starts a host with the secure default: TCP needs tickets.
+func startHost(t *testing.T) *testHost { return startHostWith(t, false) }
+
+func startHostWith(t *testing.T, insecure bool) *testHost {
 	t.Helper()
-	pki := testcert.New(t)
-	srvTLS := &tls.Config{Certificates: []tls.Certificate{pki.Server}, MinVersion: tls.VersionTLS13}
-	th := &testHost{Env: apitest.Start(t, apitest.Options{NBD: true, TCPPaths: 2, TLS: srvTLS})}
-	th.env = Env{Client: th.Client, HostURL: "unix://" + th.Sock, Datastore: th.Dir,
-		TLS: &tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS13}, Conns: 2}
+	th := &testHost{Env: apitest.Start(t, apitest.Options{NBD: true, TCPPaths: 2, Tickets: !insecure, Insecure: insecure})}
+	th.env = Env{Client: th.Client, HostURL: "unix://" + th.Sock, Datastore: th.Dir, Conns: 2}
 	return th
 }
 

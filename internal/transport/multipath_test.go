@@ -3,17 +3,32 @@ package transport
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/nbd"
 )
 
+// ticketClient is the client options of a ticket for export, which both
+// paths accept (and the probe's reconnections too).
+func ticketClient(t *testing.T, th *testHost, export string) *nbd.ClientOptions {
+	t.Helper()
+	dn, sn, _ := strings.Cut(export, "@")
+	tc, release, err := TicketTLS(context.Background(), th.env, dn, sn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	return &nbd.ClientOptions{TLSConfig: tc}
+}
+
 func dialBoth(t *testing.T, th *testHost, export string, every int) *nbd.Multipath {
 	t.Helper()
-	uris := []string{"nbd://" + th.TCP[0] + "/" + export, "nbd://" + th.TCP[1] + "/" + export}
+	uris := []string{"nbds://" + th.TCP[0] + "/" + export, "nbds://" + th.TCP[1] + "/" + export}
 	m, err := nbd.DialMultipath(context.Background(), uris, nbd.MultipathOptions{
-		Policy: nbd.PolicyRoundRobin, SwitchEvery: every, ProbeInterval: 20 * time.Millisecond})
+		Policy: nbd.PolicyRoundRobin, SwitchEvery: every, ProbeInterval: 20 * time.Millisecond,
+		Client: ticketClient(t, th, export)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +138,9 @@ func TestFixedFallsBackAndReturns(t *testing.T) {
 	if _, err := d.CreateSnapshot("s", ""); err != nil {
 		t.Fatal(err)
 	}
-	uris := []string{"nbd://" + th.TCP[0] + "/vm@s", "nbd://" + th.TCP[1] + "/vm@s"}
-	m, err := nbd.DialMultipath(context.Background(), uris, nbd.MultipathOptions{Policy: nbd.PolicyFixed, Preferred: 1, ProbeInterval: 20 * time.Millisecond})
+	uris := []string{"nbds://" + th.TCP[0] + "/vm@s", "nbds://" + th.TCP[1] + "/vm@s"}
+	m, err := nbd.DialMultipath(context.Background(), uris, nbd.MultipathOptions{Policy: nbd.PolicyFixed, Preferred: 1,
+		ProbeInterval: 20 * time.Millisecond, Client: ticketClient(t, th, "vm@s")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,7 +119,7 @@ func openNetwork(ctx context.Context, env Env, diskName, snap, mode string) (Sou
 	if err != nil {
 		return nil, "", fmt.Errorf("exports of %s@%s: %w", diskName, snap, err)
 	}
-	src, detail, err := dialTCP(ctx, env, ex.URIs, mode)
+	src, detail, err := dialTCP(ctx, env, ex.URIs, mode, diskName, snap)
 	if err != nil {
 		return nil, "", err // not a typed nil in the interface
 	}
@@ -127,8 +127,9 @@ func openNetwork(ctx context.Context, env Env, diskName, snap, mode string) (Sou
 }
 
 // dialTCP opens the TCP URIs of mode's scheme: multipath over several
-// addresses, else a pool when the export allows multi-conn.
-func dialTCP(ctx context.Context, env Env, all []string, mode string) (*netSource, string, error) {
+// addresses, else a pool when the export allows multi-conn. nbdssl
+// presents a ticket for diskName@snap, revoked when the source closes.
+func dialTCP(ctx context.Context, env Env, all []string, mode, diskName, snap string) (*netSource, string, error) {
 	scheme := map[string]string{ModeNBD: "nbd://", ModeNBDSSL: "nbds://"}[mode]
 	var uris []string
 	for _, u := range all {
@@ -140,16 +141,28 @@ func dialTCP(ctx context.Context, env Env, all []string, mode string) (*netSourc
 		return nil, "", skip("the host offers no %s URI", strings.TrimSuffix(scheme, "://"))
 	}
 	opts := &nbd.ClientOptions{}
+	release := func() {}
 	if mode == ModeNBDSSL {
-		opts.TLSConfig = env.TLS
-		if opts.TLSConfig == nil {
-			opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS13}
+		tc, rel, err := TicketTLS(ctx, env, diskName, snap)
+		if err != nil {
+			return nil, "", skip("%w", err)
 		}
+		opts.TLSConfig, release = tc, rel
 	}
+	var src *netSource
+	var detail string
+	var err error
 	if len(uris) > 1 {
-		return dialMulti(ctx, env, uris, opts, mode)
+		src, detail, err = dialMulti(ctx, env, uris, opts, mode)
+	} else {
+		src, detail, err = dialPool(ctx, env, uris[0], opts, mode)
 	}
-	return dialPool(ctx, env, uris[0], opts, mode)
+	if err != nil {
+		release()
+		return nil, "", err
+	}
+	src.release = release
+	return src, detail, nil
 }
 
 func dialMulti(ctx context.Context, env Env, uris []string, opts *nbd.ClientOptions, mode string) (*netSource, string, error) {
@@ -199,9 +212,11 @@ func dialErr(err error) error {
 }
 
 // netSource is a pool or a multipath export; one of them is set.
+// release, if set, revokes its ticket after Close.
 type netSource struct {
-	pool  *pool
-	multi *multi
+	pool    *pool
+	multi   *multi
+	release func()
 }
 
 var (
@@ -231,8 +246,15 @@ func (s *netSource) Mode() string { return s.io().Mode() }
 // Size is the export's size.
 func (s *netSource) Size() int64 { return s.io().Size() }
 
-// Close closes the connections.
-func (s *netSource) Close() error { return s.io().Close() }
+// Close closes the connections, then revokes the ticket if there is one.
+func (s *netSource) Close() error {
+	err := s.io().Close()
+	if s.release != nil {
+		s.release()
+		s.release = nil
+	}
+	return err
+}
 
 // ReadAt reads the snapshot's (or the disk's) bytes.
 func (s *netSource) ReadAt(ctx context.Context, p []byte, off int64) error {

@@ -54,7 +54,7 @@ func openTargetMode(ctx context.Context, env Env, diskName, mode string) (Target
 	if mode == ModeHotAdd {
 		return openUnixTarget(ctx, env, ex.URIs)
 	}
-	t, detail, err := dialTCP(ctx, env, ex.URIs, mode)
+	t, detail, err := dialTCP(ctx, env, ex.URIs, mode, diskName, "")
 	if err != nil {
 		return nil, "", err
 	}

@@ -50,7 +50,8 @@ type Env struct {
 	// is not configured).
 	Datastore string
 	// TLS verifies the host for nbdssl (RootCAs from the user's CA);
-	// nil uses the system roots.
+	// nil trusts the CA of the ticket nbdssl gets from the host (the
+	// host's own) and the system roots.
 	TLS *tls.Config
 	// Conns is the connections per export with multi-conn (default 4).
 	Conns int

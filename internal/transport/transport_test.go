@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -27,9 +28,11 @@ func newRepo(t *testing.T) *repo.Repository {
 }
 
 // TestSameManifestEveryMode: one disk backed up through each mode gives
-// the same index pages, hence the same chunk references.
+// the same index pages, hence the same chunk references. nbdssl gets its
+// ticket from the host and revokes it after; plain nbd needs a host that
+// serves TCP without authentication (--nbd-tcp-insecure-no-auth).
 func TestSameManifestEveryMode(t *testing.T) {
-	th := startHost(t)
+	th := startHostWith(t, true)
 	const size = 8 << 20
 	d := th.makeDisk(t, "vm", size)
 	if _, err := d.CreateSnapshot("old", ""); err != nil { // a delta under the backup's snapshot
@@ -59,6 +62,58 @@ func TestSameManifestEveryMode(t *testing.T) {
 	}
 	if socks, _ := filepath.Glob(filepath.Join(th.Dir, "attach-*.sock")); len(socks) != 0 {
 		t.Fatalf("hotadd left sockets behind: %v", socks)
+	}
+	if tks, err := th.env.Client.ListTickets(context.Background()); err != nil || len(tks) != 0 {
+		t.Fatalf("nbdssl left tickets behind: %+v %v", tks, err)
+	}
+}
+
+// TestTicketsOnlyHost: on a host whose TCP listeners need tickets (the
+// default), nbdssl backs up and restores, over two paths, with tickets
+// it gets and revokes itself; plain nbd is not offered.
+func TestTicketsOnlyHost(t *testing.T) {
+	th := startHost(t)
+	ctx := context.Background()
+	const size = 8 << 20
+	d := th.makeDisk(t, "vm", size)
+	r := newRepo(t)
+	var rep Report
+	res, err := backup.Run(ctx, backup.Options{Disk: "vm", Host: backup.ClientHost{C: th.env.Client},
+		Repo: r, Full: true, Open: Opener(ModeNBDSSL, th.env, func(r Report) { rep = r })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mode != ModeNBDSSL || !strings.Contains(rep.Detail, "2 paths") {
+		t.Fatalf("report %s", rep)
+	}
+	if _, err := th.Host.Create("dst", size, diskOptions()); err != nil {
+		t.Fatal(err)
+	}
+	tgt, rep, err := OpenTarget(ctx, ModeNBDSSL, th.env, "dst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.Restore(ctx, backup.RestoreOptions{Repo: r, Manifest: res.Manifest.ID, Target: tgt}); err != nil {
+		t.Fatal(err)
+	}
+	tgt.Close()
+	want, got := make([]byte, size), make([]byte, size)
+	dst, _ := th.Host.Disk("dst")
+	d.ReadAt(want, 0)
+	dst.ReadAt(got, 0)
+	if !bytes.Equal(want, got) {
+		t.Fatal("restored disk differs")
+	}
+	if tks, err := th.env.Client.ListTickets(ctx); err != nil || len(tks) != 0 {
+		t.Fatalf("tickets left behind: %+v %v", tks, err)
+	}
+	si, err := d.CreateSnapshot("s", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rep, err = Open(ctx, ModeNBD, th.env, "vm", si.ID)
+	if !errors.Is(err, ErrNoMode) || !strings.Contains(rep.String(), "no nbd URI") {
+		t.Fatalf("plain nbd on a tickets-only host: %s %v", rep, err)
 	}
 }
 
@@ -93,10 +148,9 @@ func TestSANForeignDatastoreFallsThrough(t *testing.T) {
 	if !strings.Contains(rep.Skipped[0].Reason, "not the host's") || !strings.Contains(rep.Skipped[1].Reason, "unix socket") {
 		t.Fatalf("reasons: %s", rep)
 	}
-	env.TLS = nil
-	_, rep, _ = Open(context.Background(), "san:hotadd:nbd", env, "vm", si.ID)
-	if rep.Mode != ModeNBD {
-		t.Fatalf("report: %s", rep)
+	_, rep, err = Open(context.Background(), "san:hotadd:nbd", env, "vm", si.ID)
+	if !errors.Is(err, ErrNoMode) || len(rep.Skipped) != 3 || !strings.Contains(rep.Skipped[2].Reason, "no nbd URI") {
+		t.Fatalf("plain nbd from a tickets-only host: %s %v", rep, err)
 	}
 }
 

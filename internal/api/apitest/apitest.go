@@ -28,6 +28,15 @@ type Options struct {
 	// TLS, when set, is offered by the NBD servers (STARTTLS), and the
 	// API advertises the TCP exports as TLS.
 	TLS *tls.Config
+	// Tickets makes the TCP paths what `blockwise serve --nbd-tcp` runs by
+	// default: TLS 1.3 with a server certificate from the datastore's CA,
+	// and a client certificate (a ticket from Env.Tickets) for every
+	// connection, which opens its export only. TLS is then ignored.
+	Tickets bool
+	// Insecure serves TCP to anyone, as --nbd-tcp-insecure-no-auth does:
+	// TLS offered with a certificate from the datastore's CA but not
+	// required, and plain nbd:// URIs advertised beside nbds:// ones.
+	Insecure bool
 }
 
 // Env is a running host: a fresh datastore, the API over a unix socket
@@ -39,11 +48,13 @@ type Env struct {
 	TCP     []string // the NBD TCP addresses (Options.TCPPaths)
 	Host    *host.Host
 	Server  *api.Server
+	Tickets *api.Tickets // the host's NBD tickets (issued through the API)
 	Client  *client.Client
 
-	opts Options
-	mu   sync.Mutex
-	nbd  []*nbd.Server // [0] unix, then one per TCP path
+	opts    Options
+	tcpOpts nbd.ServerOptions // the TCP paths' server options
+	mu      sync.Mutex
+	nbd     []*nbd.Server // [0] unix, then one per TCP path
 }
 
 // Start serves a fresh datastore; everything stops at the test's end.
@@ -66,16 +77,33 @@ func Start(t testing.TB, opts ...Options) *Env {
 	}
 	e.Sock = filepath.Join(sockDir, "api.sock")
 	t.Cleanup(func() { e.stop(); os.RemoveAll(sockDir) })
-	exports := api.ExportConfig{UnixSocket: filepath.Join(e.Dir, "nbd.sock"), TCP: []string{"127.0.0.1:10809"}}
+	// Without NBD: as `blockwise serve --nbd-tcp 127.0.0.1:10809` advertises
+	// it (TCP is TLS with a ticket); nothing listens there.
+	exports := api.ExportConfig{UnixSocket: filepath.Join(e.Dir, "nbd.sock"), TCP: []string{"127.0.0.1:10809"}, TLS: true}
+	var tcp []net.Listener
 	if e.opts.NBD {
 		e.NBDSock = filepath.Join(sockDir, "nbd.sock")
-		e.serveNBD(t, "unix", e.NBDSock)
 		for range e.opts.TCPPaths {
-			e.TCP = append(e.TCP, e.serveNBD(t, "tcp", "127.0.0.1:0"))
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tcp = append(tcp, l)
+			e.TCP = append(e.TCP, l.Addr().String())
 		}
-		exports = api.ExportConfig{UnixSocket: e.NBDSock, TCP: e.TCP, TLS: e.opts.TLS != nil}
+		exports = api.ExportConfig{UnixSocket: e.NBDSock, TCP: e.TCP,
+			TLS: e.opts.TLS != nil || e.opts.Tickets || e.opts.Insecure, Insecure: e.opts.Insecure}
 	}
-	e.Server = api.New(e.Host, api.Options{Tokens: api.OpenTokens(e.Dir), Exports: exports})
+	tokens := api.OpenTokens(e.Dir)
+	e.Tickets = api.NewHostTickets(e.Host, tokens, exports)
+	if e.opts.NBD {
+		e.tcpOpts = e.tcpServerOptions(t)
+		e.serve(e.listen(t, "unix", e.NBDSock), nbd.ServerOptions{}) // its mode is its protection
+		for _, l := range tcp {
+			e.serve(l, e.tcpOpts)
+		}
+	}
+	e.Server = api.New(e.Host, api.Options{Tokens: tokens, Exports: exports, Tickets: e.Tickets})
 	l, err := net.Listen("unix", e.Sock)
 	if err != nil {
 		t.Fatal(err)
@@ -102,20 +130,49 @@ func (e *Env) stop() {
 	e.Host.Close()
 }
 
-// serveNBD starts an NBD server of its own on a new listener and returns
-// the listener's address.
-func (e *Env) serveNBD(t testing.TB, network, addr string) string {
+// tcpServerOptions are the TCP paths' options: tickets (the datastore's
+// CA signs the server certificate and vouches for the clients), or the
+// given TLS offered to anyone.
+func (e *Env) tcpServerOptions(t testing.TB) nbd.ServerOptions {
+	t.Helper()
+	if !e.opts.Tickets && !e.opts.Insecure {
+		return nbd.ServerOptions{TLSConfig: e.opts.TLS}
+	}
+	ca, err := e.Tickets.CA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.ServerCert(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.opts.Insecure { // TLS offered, with the CA's certificate, to anyone
+		return nbd.ServerOptions{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}}
+	}
+	cfg, err := e.Tickets.ServerTLS(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nbd.ServerOptions{TLSConfig: cfg, RequireTLS: true, Authorize: e.Tickets.Authorize}
+}
+
+func (e *Env) listen(t testing.TB, network, addr string) net.Listener {
 	t.Helper()
 	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := nbd.NewServer(e.Host, nbd.ServerOptions{TLSConfig: e.opts.TLS})
+	return l
+}
+
+// serve starts an NBD server of its own on l (one per path, so that a
+// test can stop one).
+func (e *Env) serve(l net.Listener, opts nbd.ServerOptions) {
+	s := nbd.NewServer(e.Host, opts)
 	go s.Serve(l)
 	e.mu.Lock()
 	e.nbd = append(e.nbd, s)
 	e.mu.Unlock()
-	return l.Addr().String()
 }
 
 // UnixURI is the NBD URI of export on the unix socket.
@@ -123,8 +180,15 @@ func (e *Env) UnixURI(export string) string {
 	return "nbd+unix:///" + export + "?socket=" + e.NBDSock
 }
 
-// TCPURI is the NBD URI of export on TCP path i.
-func (e *Env) TCPURI(i int, export string) string { return "nbd://" + e.TCP[i] + "/" + export }
+// TCPURI is the NBD URI of export on TCP path i (nbds:// when the
+// paths speak TLS).
+func (e *Env) TCPURI(i int, export string) string {
+	scheme := "nbd"
+	if e.opts.Tickets || e.opts.TLS != nil {
+		scheme = "nbds"
+	}
+	return scheme + "://" + e.TCP[i] + "/" + export
+}
 
 // KillPath stops the server of TCP path i (its connections die) and
 // returns a function that serves the path's address again.
@@ -136,11 +200,8 @@ func (e *Env) KillPath(t testing.TB, i int) (restart func()) {
 	s.Close()
 	return func() {
 		t.Helper()
-		l, err := net.Listen("tcp", e.TCP[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := nbd.NewServer(e.Host, nbd.ServerOptions{TLSConfig: e.opts.TLS})
+		l := e.listen(t, "tcp", e.TCP[i])
+		s := nbd.NewServer(e.Host, e.tcpOpts)
 		e.mu.Lock()
 		e.nbd[1+i] = s
 		e.mu.Unlock()
