@@ -247,6 +247,7 @@ func TestBackupNBDSSLTicketsOnly(t *testing.T) {
 	needTools(t, "qemu-io", "qemu-img")
 	d, addr := startTicketServe(t, "--nbd-tcp", freePort(t))
 	e := &e2e{d: d, repo: filepath.Join(t.TempDir(), "repo")}
+	e.cli = cli{dir: d.dir, combined: true}
 	e.env = []string{"BLOCKWISE_REPO=" + e.repo, "BLOCKWISE_PASSWORD=correct horse", "BLOCKWISE_PASSWORD_FILE="}
 	be, err := local.Open(e.repo)
 	if err != nil {
