@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +26,10 @@ type servePointOptions struct {
 	Disk   string
 	Socket string
 	Listen string
+	// ClientCA verifies the client certificates a TCP listener requires;
+	// ListenInsecure serves TCP to anyone instead (loudly).
+	ClientCA       string
+	ListenInsecure bool
 }
 
 var servePointOpts servePointOptions
@@ -52,7 +58,9 @@ func init() {
 	f := servePointCmd.Flags()
 	f.StringVar(&servePointOpts.Disk, "disk", "", "with latest: the disk whose newest restore point to serve")
 	f.StringVar(&servePointOpts.Socket, "socket", "", "unix socket to serve on (default: blockwise-point-ID.sock in the temporary directory)")
-	f.StringVar(&servePointOpts.Listen, "listen", "", "also serve on this TCP address (HOST:PORT; with --tls-cert/--tls-key clients can start TLS, and --tls-required makes them)")
+	f.StringVar(&servePointOpts.Listen, "listen", "", "also serve on this TCP address (HOST:PORT): needs --tls-cert, --tls-key and --tls-client-ca, since whoever connects reads the decrypted disk")
+	f.StringVar(&servePointOpts.ClientCA, "tls-client-ca", "", "CA (PEM) whose client certificates may connect over --listen (TLS 1.3 required; qemu's tls-creds-x509 and libnbd's tls-certificates send client-cert.pem)")
+	f.BoolVar(&servePointOpts.ListenInsecure, "listen-insecure-no-auth", false, "INSECURE: serve --listen to anyone who can reach it, TLS optional, no client certificate")
 	addNBDTLSFlags(f, &servePointOpts.nbdTLS)
 	rootCmd.AddCommand(servePointCmd)
 }
@@ -73,20 +81,68 @@ func runServePoint(ctx context.Context, o servePointOptions, ref string, out, er
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(errOut, nil))
-	sopts, err := o.nbdTLS.serverOptions(log)
+	unixOpts, err := o.nbdTLS.serverOptions(log)
+	if err != nil {
+		return err
+	}
+	tcpOpts, err := o.pointServerOptions(log)
 	if err != nil {
 		return err
 	}
 	exp := backup.NewPointExport(im)
 	exp.OnError = func(off int64, err error) { log.Error("read failed", "point", m.ID.Short(), "offset", off, "err", err) }
-	lns, uris, err := pointListeners(o, m.ID.Short(), sopts.TLSConfig != nil)
+	lns, uris, err := pointListeners(o, m.ID.Short(), tcpOpts.TLSConfig != nil)
 	if err != nil {
 		return err
 	}
 	for _, u := range uris {
 		fmt.Fprintln(out, u)
 	}
-	return servePoint(ctx, nbd.NewServer(backup.PointExporter{Export: exp}, sopts), lns)
+	exporter := backup.PointExporter{Export: exp}
+	unix, tcp := nbdServer{srv: nbd.NewServer(exporter, unixOpts)}, nbdServer{srv: nbd.NewServer(exporter, tcpOpts)}
+	for _, l := range lns {
+		if l.Addr().Network() == "unix" {
+			unix.lns = append(unix.lns, l)
+		} else {
+			tcp.lns = append(tcp.lns, l)
+		}
+	}
+	return servePoint(ctx, []nbdServer{unix, tcp})
+}
+
+// pointServerOptions: the unix socket is protected by its mode; a TCP
+// listener is not, so it requires TLS and a client certificate from
+// --tls-client-ca (as the host's NBD TCP listeners require tickets),
+// unless --listen-insecure-no-auth says otherwise.
+func (o servePointOptions) pointServerOptions(log *slog.Logger) (nbd.ServerOptions, error) {
+	switch {
+	case o.Listen == "" && (o.ClientCA != "" || o.ListenInsecure):
+		return nbd.ServerOptions{}, usageErrorf("--tls-client-ca and --listen-insecure-no-auth go with --listen")
+	case o.Listen != "" && o.ListenInsecure && o.ClientCA != "":
+		return nbd.ServerOptions{}, usageErrorf("--listen-insecure-no-auth and --tls-client-ca: give one or the other")
+	case o.Listen != "" && o.ListenInsecure:
+		log.Warn("serve-point --listen-insecure-no-auth: anyone who reaches " + o.Listen + " reads the decrypted disk")
+		return o.nbdTLS.serverOptions(log)
+	case o.Listen == "":
+		return o.nbdTLS.serverOptions(log)
+	case o.ClientCA == "" || o.TLSCert == "" || o.TLSKey == "":
+		return nbd.ServerOptions{}, usageErrorf("--listen needs --tls-cert, --tls-key and --tls-client-ca (client certificates), or --listen-insecure-no-auth")
+	}
+	opts, err := o.nbdTLS.serverOptions(log)
+	if err != nil {
+		return opts, err
+	}
+	pem, err := os.ReadFile(o.ClientCA)
+	if err != nil {
+		return opts, usageErrorf("--tls-client-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return opts, usageErrorf("--tls-client-ca %s: no PEM certificate", o.ClientCA)
+	}
+	opts.TLSConfig.ClientCAs, opts.TLSConfig.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	opts.RequireTLS = true
+	return opts, nil
 }
 
 // pointListeners opens the unix socket (and the TCP address, if any) and
@@ -122,14 +178,18 @@ func pointListeners(o servePointOptions, id string, tls bool) ([]net.Listener, [
 
 // servePoint serves until ctx ends (SIGINT, SIGTERM) or a listener
 // fails, then lets requests in flight finish for a few seconds.
-func servePoint(ctx context.Context, srv *nbd.Server, lns []net.Listener) error {
+func servePoint(ctx context.Context, srvs []nbdServer) error {
 	g, gctx := errgroup.WithContext(ctx)
-	serveNBD(g, slog.New(slog.DiscardHandler), []nbdServer{{srv: srv, lns: lns}})
+	serveNBD(g, slog.New(slog.DiscardHandler), srvs)
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		var errs []error
+		for _, s := range srvs {
+			errs = append(errs, s.srv.Shutdown(sctx))
+		}
+		return errors.Join(errs...)
 	})
 	return g.Wait()
 }

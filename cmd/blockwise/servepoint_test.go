@@ -55,6 +55,39 @@ func (e *e2e) servePoint(t *testing.T, args ...string) ([]string, *exec.Cmd, *by
 	return uris, cmd, &stderr
 }
 
+// TestE2EServePointListenNeedsAuth: --listen without client certificates
+// is refused (exit 2) unless --listen-insecure-no-auth says so, and then
+// a plain client reads the point.
+func TestE2EServePointListenNeedsAuth(t *testing.T) {
+	needTools(t, "nbdinfo")
+	e := newE2E(t, true)
+	dir := t.TempDir()
+	id := e.vmPoint(t, 4<<20, 4, 12, filepath.Join(dir, "ref.raw")).ID
+	pki := testcert.New(t)
+	for _, args := range [][]string{
+		{"--listen", "127.0.0.1:0"},
+		{"--listen", "127.0.0.1:0", "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-required"},
+		{"--listen", "127.0.0.1:0", "--tls-client-ca", pki.CACert},
+		{"--tls-client-ca", pki.CACert},
+		{"--listen", "127.0.0.1:0", "--listen-insecure-no-auth", "--tls-client-ca", pki.CACert},
+	} {
+		if out, code := e.run(t, append([]string{"serve-point", id, "--socket", filepath.Join(dir, "p.sock")}, args...)...); code != exitUsage {
+			t.Fatalf("serve-point %v: exit %d, want %d: %s", args, code, exitUsage, out)
+		}
+	}
+	uris, cmd, stderr := e.servePoint(t, id, "--socket", filepath.Join(dir, "p.sock"), "--listen", "127.0.0.1:0", "--listen-insecure-no-auth")
+	if b, err := exec.Command("nbdinfo", "--size", uris[1]).CombinedOutput(); err != nil || strings.TrimSpace(string(b)) != "4194304" {
+		t.Fatalf("plain TCP with --listen-insecure-no-auth: %v: %s", err, b)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve-point after SIGTERM: %v: %s", err, stderr)
+	}
+	if !strings.Contains(stderr.String(), "listen-insecure-no-auth") {
+		t.Fatalf("no warning logged: %s", stderr)
+	}
+}
+
 // dataBytes sums the data extents of `nbdinfo --map`.
 func dataBytes(t *testing.T, uri string) int64 {
 	t.Helper()
@@ -230,8 +263,10 @@ func corruptLargestPack(t *testing.T, e *e2e) string {
 	return pack
 }
 
-// TestE2EServePointTLS serves a point on TCP with TLS required: qemu-img
-// reads it through x509 credentials, a plain client is refused.
+// TestE2EServePointTLS serves a point on TCP, which requires TLS and a
+// client certificate from --tls-client-ca: qemu-img reads it through x509
+// credentials that hold one; a plain client, a TLS client without a
+// certificate and one whose certificate another CA signed are refused.
 func TestE2EServePointTLS(t *testing.T) {
 	needTools(t, "nbdinfo")
 	e := newE2E(t, true)
@@ -240,7 +275,7 @@ func TestE2EServePointTLS(t *testing.T) {
 	id := e.vmPoint(t, 4<<20, 4, 12, ref).ID
 	pki := testcert.New(t)
 	uris, cmd, stderr := e.servePoint(t, id, "--socket", filepath.Join(dir, "p.sock"), "--listen", "127.0.0.1:0",
-		"--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-required")
+		"--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-client-ca", pki.CACert)
 	if !strings.HasPrefix(uris[1], "nbds://127.0.0.1:") {
 		t.Fatalf("TCP URI %q", uris[1])
 	}
@@ -254,7 +289,26 @@ func TestE2EServePointTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	if b, err := exec.Command("nbdinfo", "nbd://"+host+":"+port+"/").CombinedOutput(); err == nil {
-		t.Fatalf("a plain client was served despite --tls-required: %s", b)
+		t.Fatalf("a plain client was served on TCP: %s", b)
+	}
+	noCert := t.TempDir() // the CA only: TLS, but no client certificate
+	if err := os.Link(pki.CACert, filepath.Join(noCert, "ca-cert.pem")); err != nil {
+		t.Fatal(err)
+	}
+	other := testcert.New(t) // a client certificate from another CA
+	otherDir := t.TempDir()
+	for _, f := range []struct{ from, to string }{{pki.CACert, "ca-cert.pem"}, {other.ClientCert, "client-cert.pem"}, {other.ClientKey, "client-key.pem"}} {
+		if err := os.Link(f.from, filepath.Join(otherDir, f.to)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, d := range map[string]string{"no client certificate": noCert, "another CA's certificate": otherDir} {
+		if b, err := exec.Command("nbdinfo", "nbds://"+host+":"+port+"/?tls-certificates="+d).CombinedOutput(); err == nil {
+			t.Fatalf("%s was served: %s", name, b)
+		}
+	}
+	if b, err := exec.Command("nbdinfo", "--size", uris[0]).CombinedOutput(); err != nil {
+		t.Fatalf("the unix socket needs no certificate: %v: %s", err, b)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
