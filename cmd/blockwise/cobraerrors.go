@@ -23,6 +23,7 @@ import (
 // package's init functions added, cobra's own help and completion
 // commands included; commands added later would escape it.
 func typeCobraErrors(root *cobra.Command) {
+	root.SetHelpCommand(helpCommand()) // before InitDefaultHelpCmd adds cobra's
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })

@@ -44,3 +44,21 @@ func knownSubcommand(cmd *cobra.Command, args []string) error {
 	}
 	return &usageError{errors.New(msg)}
 }
+
+// helpCommand replaces cobra's help command, which prints "Unknown help
+// topic" for a command this version lacks and exits 0: a script asking
+// for help on it must see exit 2, as running it does.
+func helpCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil || len(rest) > 0 {
+				return usageErrorf("unknown help topic %q: %s", strings.Join(args, " "), "run 'blockwise --help' for the commands")
+			}
+			cmd.InitDefaultHelpFlag()
+			return cmd.Help()
+		},
+	}
+}

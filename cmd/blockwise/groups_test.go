@@ -35,6 +35,16 @@ func TestUnknownSubcommand(t *testing.T) {
 			if code := exitOf(err); code != exitUsage || !strings.Contains(string(out), `unknown command "frobnicate"`) {
 				t.Errorf("%s frobnicate: exit %d: %s", name, code, out)
 			}
+			// Help on a command this version lacks fails the same way;
+			// help on one it has succeeds.
+			out, err = exec.Command(binary, append(append([]string{"help"}, g...), "frobnicate")...).CombinedOutput()
+			if code := exitOf(err); code != exitUsage || !strings.Contains(string(out), "unknown help topic") {
+				t.Errorf("blockwise help %s frobnicate: exit %d: %s", strings.Join(g, " "), code, out)
+			}
+			out, err = exec.Command(binary, append([]string{"help"}, g...)...).CombinedOutput()
+			if code := exitOf(err); code != exitOK || !strings.Contains(string(out), "Usage:") {
+				t.Errorf("blockwise help %s: exit %d: %s", strings.Join(g, " "), code, out)
+			}
 			if len(g) == 0 {
 				return
 			}
