@@ -34,7 +34,9 @@ var lostID = func() (id ID) {
 // SlotRun is the slots [First, First+N).
 type SlotRun struct{ First, N uint64 }
 
-// ParentLost returns, in order, the slots of the parent whose chunk, or
+// ParentLost (invariant 3 of docs/repository.md's write ordering: a
+// manifest never inherits a blob no index file holds) returns, in order,
+// the slots of the parent whose chunk, or
 // whose whole page, no index file holds: the slots the caller must put
 // again (read from the disk) for the commit to succeed. It loads every
 // page of the parent once (a 1 TiB disk's pages are 512 MiB at most;

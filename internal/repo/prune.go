@@ -168,7 +168,8 @@ func (r *Repository) sweep(ctx context.Context, used blobSet, dryRun bool) (*Pru
 		return nil, err
 	}
 	// A live blob no index names sits in a pack that looks orphaned (an
-	// index file was lost): deleting now would destroy it for good.
+	// index file was lost): deleting now would destroy it for good
+	// (docs/repository.md, Prune: refuse before deleting anything).
 	if n := used.unindexed(); n > 0 {
 		return nil, fmt.Errorf("repo: prune: %d blob(s) in use are in no index file; nothing was removed (run repair index; if it reports missing packs, back up again and forget the points check reports): %w", n, ErrIncomplete)
 	}

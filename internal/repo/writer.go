@@ -325,7 +325,8 @@ func (r *Repository) loadPage(ctx context.Context, x *index, m *Manifest, pi uin
 }
 
 // Commit writes the restore point. Order: remaining packs (chunks and
-// pages) → index file → manifest. A crash at any point before the
+// pages) → index file → manifest (docs/repository.md, write ordering,
+// invariants 1–3: the manifest's existence is the commit). A crash at any point before the
 // manifest leaves no restore point, only data that Prune removes.
 func (w *SnapshotWriter) Commit(ctx context.Context) (*Manifest, error) {
 	if err := w.usable(); err != nil {
@@ -462,7 +463,8 @@ func (w *SnapshotWriter) storePage(ctx context.Context, pi uint64, pg []ID) (ID,
 }
 
 // writeIndex writes an index file naming the packs uploaded since the
-// last one, if there are at least min; from then on those packs are never removed by Abort (another
+// last one, if there are at least min (invariant 2 of docs/repository.md's
+// write ordering: only sealed, durable, verified packs are named); from then on those packs are never removed by Abort (another
 // writer may already dedup against them; Prune removes them if no
 // restore point comes to use them), and their blobs are found through
 // the repository's index instead of pending.
