@@ -59,6 +59,7 @@ type Error struct {
 	Problem
 }
 
+// Error implements error.
 func (e *Error) Error() string {
 	if e.Detail != "" {
 		return fmt.Sprintf("%s (%d %s): %s", e.Title, e.Status, e.Type, e.Detail)

@@ -12,3 +12,13 @@ if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$VERSION" ]; the
 fi
 go vet ./...
 "$bin" ./...
+# Every exported function and method has a doc comment (issue 16: a
+# newcomer reads the why next to the name). Test files are exempt.
+missing=$(for f in $(git ls-files '*.go' | grep -v '_test\.go$'); do
+  awk -v F="$f" 'prev !~ /^\/\// && /^func (\([^)]*\) )?[A-Z]/ {print F":"NR": "$0} {prev=$0}' "$f"
+done)
+if [ -n "$missing" ]; then
+  echo "exported functions without a doc comment:" >&2
+  echo "$missing" >&2
+  exit 1
+fi

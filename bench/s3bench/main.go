@@ -184,20 +184,29 @@ type memTarget struct{ b []byte }
 
 var _ bwbackup.Target = (*memTarget)(nil)
 
+// WriteAt implements backup.Target.
 func (t *memTarget) WriteAt(_ context.Context, p []byte, off int64) error {
 	copy(t.b[off:], p)
 	return nil
 }
+
+// ReadAt reads back what was written.
 func (t *memTarget) ReadAt(_ context.Context, p []byte, off int64) error {
 	copy(p, t.b[off:])
 	return nil
 }
+
+// Zero implements backup.Target: the range reads as zeros.
 func (t *memTarget) Zero(_ context.Context, off, n int64) error {
 	clear(t.b[off : off+n])
 	return nil
 }
+
+// Flush implements backup.Target; memory needs no flush.
 func (t *memTarget) Flush(context.Context) error { return nil }
-func (t *memTarget) Size() int64                 { return int64(len(t.b)) }
+
+// Size is the image size.
+func (t *memTarget) Size() int64 { return int64(len(t.b)) }
 
 func countObjects(ctx context.Context, be backend.Backend) (int, int64, error) {
 	n, size := 0, int64(0)

@@ -131,6 +131,7 @@ func demoRollback(ctx context.Context, c *client.Client, h backup.Host, r *repo.
 // imageTarget reads a restore point where demoCompare reads a target.
 type imageTarget struct{ im *repo.Image }
 
+// ReadAt reads the demo's reference image, for the restore's check.
 func (t imageTarget) ReadAt(ctx context.Context, p []byte, off int64) error {
 	_, err := t.im.ReadAtContext(ctx, p, off)
 	return err

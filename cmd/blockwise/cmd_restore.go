@@ -156,18 +156,29 @@ type fileTarget struct{ f *fsutil.DirectFile }
 
 var _ backup.Target = (*fileTarget)(nil)
 
+// WriteAt implements backup.Target on the sparse output file.
 func (t fileTarget) WriteAt(_ context.Context, p []byte, off int64) error {
 	_, err := t.f.WriteAt(p, off)
 	return err
 }
+
+// ReadAt reads the restored file back (--verify).
 func (t fileTarget) ReadAt(_ context.Context, p []byte, off int64) error {
 	return fsutil.ReadFull(t.f.File, p, off)
 }
+
+// Zero punches a hole: the range reads as zeros and takes no space.
 func (t fileTarget) Zero(_ context.Context, off, n int64) error {
 	return fsutil.PunchHole(t.f.File, off, n)
 }
+
+// Flush fsyncs the file.
 func (t fileTarget) Flush(context.Context) error { return t.f.Sync() }
-func (t fileTarget) Close() error                { return t.f.Close() }
+
+// Close closes the file.
+func (t fileTarget) Close() error { return t.f.Close() }
+
+// Size is the file's length.
 func (t fileTarget) Size() int64 {
 	st, err := t.f.Stat()
 	if err != nil {

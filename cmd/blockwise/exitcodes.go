@@ -31,7 +31,10 @@ const (
 // them (cobraerrors.go), so nothing is classified by its text.
 type usageError struct{ err error }
 
+// Error implements error.
 func (e *usageError) Error() string { return e.err.Error() }
+
+// Unwrap returns the wrapped error, for errors.Is and errors.As.
 func (e *usageError) Unwrap() error { return e.err }
 
 func usageErrorf(format string, a ...any) error {

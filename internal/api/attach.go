@@ -44,6 +44,7 @@ type oneExport struct {
 
 var _ nbd.Exporter = (*oneExport)(nil)
 
+// Open opens the one export this socket serves ("" names it too).
 func (e oneExport) Open(ctx context.Context, name string) (nbd.Export, error) {
 	if name != e.name && name != "" {
 		return nil, fmt.Errorf("%w: %s (this socket serves %s only)", nbd.ErrUnknownExport, name, e.name)
@@ -51,6 +52,7 @@ func (e oneExport) Open(ctx context.Context, name string) (nbd.Export, error) {
 	return e.h.Open(ctx, e.name)
 }
 
+// List lists the one export.
 func (e oneExport) List(context.Context) ([]nbd.ExportInfo, error) {
 	return []nbd.ExportInfo{{Name: e.name, Description: "hot-added snapshot"}}, nil
 }

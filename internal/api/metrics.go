@@ -39,12 +39,14 @@ func newDiskCollector(h *host.Host) *diskCollector {
 	}
 }
 
+// Describe implements prometheus.Collector.
 func (c *diskCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.readBytes, c.writeBytes, c.reads, c.write, c.dirty, c.snaps, c.oldest, c.size, c.alloc, c.exports} {
 		ch <- d
 	}
 }
 
+// Collect implements prometheus.Collector: one sample per disk and counter.
 func (c *diskCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, name string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), name)
@@ -86,4 +88,5 @@ func (s *Server) metricsHandler() http.Handler {
 
 type slogAdapter struct{ s *Server }
 
+// Println lets promhttp log its errors through the server's logger.
 func (a slogAdapter) Println(v ...any) { a.s.log.Warn("metrics", "err", v) }

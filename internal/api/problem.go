@@ -13,6 +13,7 @@ import (
 // problemError carries a problem document through handler code.
 type problemError struct{ p wire.Problem }
 
+// Error implements error.
 func (e *problemError) Error() string { return e.p.Type + ": " + e.p.Detail }
 
 func problem(status int, typ, detail string) error {

@@ -159,15 +159,21 @@ type codeRecorder struct {
 	code int
 }
 
-func (c *codeRecorder) Header() http.Header         { return c.h }
+// Header implements http.ResponseWriter.
+func (c *codeRecorder) Header() http.Header { return c.h }
+
+// Write implements http.ResponseWriter, discarding the body.
 func (c *codeRecorder) Write(p []byte) (int, error) { return len(p), nil }
-func (c *codeRecorder) WriteHeader(code int)        { c.code = code }
+
+// WriteHeader implements http.ResponseWriter, recording the status code.
+func (c *codeRecorder) WriteHeader(code int) { c.code = code }
 
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 }
 
+// WriteHeader implements http.ResponseWriter, recording the status code.
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)

@@ -30,6 +30,7 @@ type Handle struct {
 	Name string
 }
 
+// String implements fmt.Stringer.
 func (h Handle) String() string { return string(h.Type) + "/" + h.Name }
 
 // Valid reports whether h can be stored. Names are restricted to a

@@ -67,6 +67,7 @@ type limitReader struct {
 	release func()
 }
 
+// Read implements io.Reader.
 func (r *limitReader) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
 	if err == io.EOF {
@@ -75,6 +76,7 @@ func (r *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close implements io.Closer.
 func (r *limitReader) Close() error {
 	r.release()
 	return r.ReadCloser.Close()

@@ -98,6 +98,7 @@ func (r *Retry) Stat(ctx context.Context, h Handle) (FileInfo, error) {
 // never mistaken for a backend failure and retried.
 type fnError struct{ err error }
 
+// Error implements error.
 func (e fnError) Error() string { return e.err.Error() }
 
 // List implements Backend. A retried listing skips names already passed

@@ -55,6 +55,7 @@ func (w *Within) Set(s string) error {
 	return nil
 }
 
+// String implements fmt.Stringer.
 func (w Within) String() string {
 	var b strings.Builder
 	for _, u := range []struct {

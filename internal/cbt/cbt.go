@@ -76,6 +76,7 @@ type ID struct {
 	Seq  uint64
 }
 
+// String implements fmt.Stringer.
 func (id ID) String() string { return id.UUID + "/" + strconv.FormatUint(id.Seq, 10) }
 
 // Any is the change ID meaning "everything allocated" (a first backup).

@@ -55,6 +55,7 @@ type unixListener struct {
 	path string
 }
 
+// Close implements io.Closer.
 func (l *unixListener) Close() error {
 	err := l.UnixListener.Close()
 	os.Remove(l.path)

@@ -34,6 +34,7 @@ type counted struct {
 
 var _ nbd.Export = (*counted)(nil)
 
+// ReadAt reads from the export and counts the bytes for /metrics.
 func (e *counted) ReadAt(ctx context.Context, p []byte, off int64) error {
 	err := e.Export.ReadAt(ctx, p, off)
 	if err == nil {
@@ -43,6 +44,7 @@ func (e *counted) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return err
 }
 
+// WriteAt writes to the export and counts the bytes for /metrics.
 func (e *counted) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
 	err := e.Export.WriteAt(ctx, p, off, fua)
 	if err == nil {
@@ -52,6 +54,7 @@ func (e *counted) WriteAt(ctx context.Context, p []byte, off int64, fua bool) er
 	return err
 }
 
+// Close closes the export and drops the disk reference it held.
 func (e *counted) Close() error {
 	err := e.Export.Close()
 	e.h.release(e.name)

@@ -132,6 +132,7 @@ type Error struct {
 	Message string
 }
 
+// Error implements error.
 func (e *Error) Error() string {
 	if e.Message != "" {
 		return fmt.Sprintf("nbd: server error %s: %s", errnoName(e.Code), e.Message)

@@ -241,10 +241,12 @@ type SlotError struct {
 	Err   error
 }
 
+// Error implements error.
 func (e *SlotError) Error() string {
 	return fmt.Sprintf("repo: image %v slot %d: %v", e.Image.Short(), e.Slot, e.Err)
 }
 
+// Unwrap returns the wrapped error, for errors.Is and errors.As.
 func (e *SlotError) Unwrap() error { return e.Err }
 
 type slotLoc struct {

@@ -16,6 +16,7 @@ const (
 
 func (t BlobType) valid() bool { return t == BlobChunk || t == BlobPage }
 
+// String implements fmt.Stringer.
 func (t BlobType) String() string {
 	switch t {
 	case BlobChunk:

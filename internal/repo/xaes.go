@@ -59,9 +59,13 @@ func (x *xaesGCM) derive(nonce []byte) cipher.AEAD {
 	return g
 }
 
+// NonceSize implements cipher.AEAD: 24-byte nonces (XAES-256-GCM).
 func (x *xaesGCM) NonceSize() int { return 24 }
-func (x *xaesGCM) Overhead() int  { return 16 }
 
+// Overhead implements cipher.AEAD: the 16-byte GCM tag.
+func (x *xaesGCM) Overhead() int { return 16 }
+
+// Seal implements cipher.AEAD: derives the per-nonce key, then AES-GCM seals.
 func (x *xaesGCM) Seal(dst, nonce, plaintext, ad []byte) []byte {
 	if len(nonce) != 24 {
 		panic("xaes-256-gcm: bad nonce length")
@@ -69,6 +73,7 @@ func (x *xaesGCM) Seal(dst, nonce, plaintext, ad []byte) []byte {
 	return x.derive(nonce).Seal(dst, nonce[12:], plaintext, ad)
 }
 
+// Open implements cipher.AEAD: derives the per-nonce key, then AES-GCM opens.
 func (x *xaesGCM) Open(dst, nonce, ciphertext, ad []byte) ([]byte, error) {
 	if len(nonce) != 24 {
 		return nil, errors.New("xaes-256-gcm: bad nonce length")

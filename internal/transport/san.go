@@ -38,7 +38,9 @@ func (s sanSource) ReadAt(ctx context.Context, p []byte, off int64) error {
 // Lend and Verify let a backup use the datastore's pages in place
 // (backup.Lender); Verify is the snapshot's check that nothing changed.
 func (s sanSource) Lend(off, n int64) (*fsutil.Mapping, error) { return s.s.Lend(off, n) }
-func (s sanSource) Verify() error                              { return s.s.Check() }
+
+// Verify reports whether the snapshot's layer files changed under the reader.
+func (s sanSource) Verify() error { return s.s.Check() }
 
 func openSAN(ctx context.Context, env Env, diskName, snap string) (Source, string, error) {
 	if env.Datastore == "" {

@@ -73,6 +73,7 @@ type Report struct {
 	Skipped []Skip
 }
 
+// String implements fmt.Stringer.
 func (r Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "transport %s", r.Mode)

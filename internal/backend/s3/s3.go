@@ -226,6 +226,7 @@ type exactReader struct {
 	h    backend.Handle
 }
 
+// Read implements io.Reader.
 func (r *exactReader) Read(p []byte) (int, error) {
 	if r.left <= 0 {
 		return 0, io.EOF
@@ -246,6 +247,7 @@ func (r *exactReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Close implements io.Closer.
 func (r *exactReader) Close() error { return r.rd.Close() }
 
 // Stat implements backend.Backend.

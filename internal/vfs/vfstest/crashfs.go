@@ -338,6 +338,7 @@ func (c *CrashFS) Lock(name string) (io.Closer, error) {
 
 type closerFunc func() error
 
+// Close implements io.Closer.
 func (f closerFunc) Close() error { return f() }
 
 // syncDir makes the entries of directory p durable as they are now.
@@ -366,11 +367,22 @@ func info(p string, n *node) fileInfo {
 	return fileInfo{name: path.Base(p), size: int64(len(n.data)), dir: n.dir, mod: n.mod}
 }
 
-func (i fileInfo) Name() string       { return i.name }
-func (i fileInfo) Size() int64        { return i.size }
+// Name implements fs.FileInfo.
+func (i fileInfo) Name() string { return i.name }
+
+// Size implements fs.FileInfo.
+func (i fileInfo) Size() int64 { return i.size }
+
+// ModTime implements fs.FileInfo.
 func (i fileInfo) ModTime() time.Time { return i.mod }
-func (i fileInfo) IsDir() bool        { return i.dir }
-func (i fileInfo) Sys() any           { return nil }
+
+// IsDir implements fs.FileInfo.
+func (i fileInfo) IsDir() bool { return i.dir }
+
+// Sys implements fs.FileInfo.
+func (i fileInfo) Sys() any { return nil }
+
+// Mode implements fs.FileInfo.
 func (i fileInfo) Mode() fs.FileMode {
 	if i.dir {
 		return fs.ModeDir | 0o700
