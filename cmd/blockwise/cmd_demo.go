@@ -99,7 +99,7 @@ func runDemo(ctx context.Context, g globalOptions, out io.Writer) error {
 // demoRollback returns the disk to the latest restore point, writing only
 // what CBT says changed since, and compares the disk with the point.
 func demoRollback(ctx context.Context, c *client.Client, h backup.Host, r *repo.Repository, live *nbd.Client, out io.Writer) error {
-	m, err := findManifest(ctx, r, "latest", "demo")
+	m, err := backup.FindPoint(ctx, r, "latest", "demo")
 	if err != nil {
 		return err
 	}
@@ -243,7 +243,7 @@ func demoBackup(ctx context.Context, o backup.Options, out io.Writer, title stri
 }
 
 func demoRestore(ctx context.Context, g globalOptions, r *repo.Repository, live *nbd.Client, out io.Writer) error {
-	m, err := findManifest(ctx, r, "latest", "demo")
+	m, err := backup.FindPoint(ctx, r, "latest", "demo")
 	if err != nil {
 		return err
 	}

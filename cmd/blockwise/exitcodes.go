@@ -52,7 +52,7 @@ func classify(err error) int {
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
-		errors.Is(err, backup.ErrNotThisDisk):
+		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt

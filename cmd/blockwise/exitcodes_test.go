@@ -83,6 +83,7 @@ func TestExitCodes(t *testing.T) {
 		{"client invalid request", problem(wire.ProblemInvalidRequest), exitUsage},
 		{"client out of range", problem(wire.ProblemOutOfRange), exitUsage},
 		{"backup not this disk", fmt.Errorf("rollback: %w", backup.ErrNotThisDisk), exitUsage},
+		{"backup ambiguous point", fmt.Errorf("restore: %w", backup.ErrAmbiguousPoint), exitUsage},
 
 		{"client disk not found", problem(wire.ProblemDiskNotFound), exitNotFound},
 		{"client snapshot not found", problem(wire.ProblemSnapshotNotFound), exitNotFound},
