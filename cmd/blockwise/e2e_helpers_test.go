@@ -201,7 +201,7 @@ func (e *e2e) count(t *testing.T, dir string) int {
 func (e *e2e) points(t *testing.T) []backupRow {
 	t.Helper()
 	var rows []backupRow
-	e.jsonOut(t, &rows, "snapshots")
+	e.jsonOut(t, &rows, "points")
 	return rows
 }
 

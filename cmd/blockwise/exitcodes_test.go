@@ -177,11 +177,11 @@ func TestExitCodesBinary(t *testing.T) {
 		{nil, []string{"disk", "info"}, exitUsage},
 		{nil, []string{"disk", "info", "a", "b"}, exitUsage},
 		{nil, []string{"completion", "bash", "extra"}, exitUsage},
-		{nil, []string{"snapshots", "--lock-wait", "soon"}, exitUsage},
-		{nil, []string{"snapshots"}, exitUsage}, // no repository given
-		{[]string{"BLOCKWISE_REPO=" + filepath.Join(dir, "none"), "BLOCKWISE_PASSWORD=right"}, []string{"snapshots"}, exitNotFound},
-		{[]string{"BLOCKWISE_REPO=" + good, "BLOCKWISE_PASSWORD=wrong"}, []string{"snapshots"}, exitUnauthorized},
-		{[]string{"BLOCKWISE_REPO=" + good, "BLOCKWISE_PASSWORD=right"}, []string{"snapshots"}, exitOK},
+		{nil, []string{"points", "--lock-wait", "soon"}, exitUsage},
+		{nil, []string{"points"}, exitUsage}, // no repository given
+		{[]string{"BLOCKWISE_REPO=" + filepath.Join(dir, "none"), "BLOCKWISE_PASSWORD=right"}, []string{"points"}, exitNotFound},
+		{[]string{"BLOCKWISE_REPO=" + good, "BLOCKWISE_PASSWORD=wrong"}, []string{"points"}, exitUnauthorized},
+		{[]string{"BLOCKWISE_REPO=" + good, "BLOCKWISE_PASSWORD=right"}, []string{"points"}, exitOK},
 		{nil, []string{"help"}, exitOK},
 		{nil, nil, exitOK},
 	} {

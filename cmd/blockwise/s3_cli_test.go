@@ -178,16 +178,16 @@ func TestCLIS3Cache(t *testing.T) {
 	if _, err := mc.PutObject(ctx, "backups", "cli/index/"+bad, strings.NewReader("damaged"), 7, minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d.must(t, "snapshots")
+	d.must(t, "points")
 	if out, code := d.run(t, "check"); code != exitCheckFailed || !strings.Contains(out, bad) {
 		t.Fatalf("check over a damaged index object: exit %d: %s", code, out)
 	}
-	if out, code := d.run(t, "snapshots", "--no-cache"); code != exitCorrupt {
+	if out, code := d.run(t, "points", "--no-cache"); code != exitCorrupt {
 		t.Fatalf("snapshots --no-cache over a damaged index object: exit %d: %s", code, out)
 	}
 	d.must(t, "repair", "index")
 	d.must(t, "check")
-	d.must(t, "snapshots")
+	d.must(t, "points")
 	if got, want := copies("index"), objects("index"); !slices.Equal(got, want) {
 		t.Fatalf("after repair: cached index %v, bucket %v", got, want)
 	}
