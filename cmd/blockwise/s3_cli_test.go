@@ -19,7 +19,7 @@ import (
 
 // startS3CLI starts a real S3 server with a bucket "backups", points
 // BLOCKWISE_REPO at backups/cli in it, and starts a daemon.
-func startS3CLI(t *testing.T) (*s3test.Server, *daemon) {
+func startS3CLI(t *testing.T) (*s3test.Server, *serveProc) {
 	t.Helper()
 	srv, err := s3test.Start("")
 	if err != nil {
