@@ -21,14 +21,14 @@ import (
 	"github.com/blockwise/blockwise/internal/testcert"
 )
 
-type daemon struct {
+type serveProc struct {
 	cli
 	cmd    *exec.Cmd
 	stderr bytes.Buffer
 }
 
 // startServe runs `blockwise serve` on a fresh datastore and waits for its API.
-func startServe(t *testing.T, extra ...string) *daemon {
+func startServe(t *testing.T, extra ...string) *serveProc {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "bwcli") // short: unix socket paths are limited
 	if err != nil {
@@ -40,9 +40,9 @@ func startServe(t *testing.T, extra ...string) *daemon {
 
 // startServeIn runs `blockwise serve` on the datastore dir (again, after
 // a stop) and waits for its API.
-func startServeIn(t *testing.T, dir string, extra ...string) *daemon {
+func startServeIn(t *testing.T, dir string, extra ...string) *serveProc {
 	t.Helper()
-	d := &daemon{cli: cli{dir: dir}}
+	d := &serveProc{cli: cli{dir: dir}}
 	d.cmd = cliCommand(dir, nil, append([]string{"serve"}, extra...)...)
 	d.cmd.Stderr = &d.stderr
 	if err := d.cmd.Start(); err != nil {
@@ -113,7 +113,7 @@ func TestCLI(t *testing.T) {
 	sigterm(t, d)
 }
 
-func exitCodes(t *testing.T, d *daemon, ctx context.Context) {
+func exitCodes(t *testing.T, d *serveProc, ctx context.Context) {
 	// An open NBD connection makes the disk busy.
 	c, err := nbd.Dial(ctx, strings.TrimSpace(d.must(t, "export", "vm1@s2")), nil)
 	if err != nil {
@@ -158,7 +158,7 @@ func writeNBD(t *testing.T, ctx context.Context, uri string, off int64) {
 	}
 }
 
-func sigterm(t *testing.T, d *daemon) {
+func sigterm(t *testing.T, d *serveProc) {
 	t.Helper()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)

@@ -74,16 +74,22 @@ func runDemo(ctx context.Context, g globalOptions, out io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	h := backup.ClientHost{C: c}
-	opts := backup.Options{Disk: "demo", Host: h, Repo: r, Open: h.OpenNBD}
-	if err := demoBackup(ctx, opts, out, "first backup"); err != nil {
+	// The demo reaches the host as blockwise backup and restore do: through
+	// client/, the backup package and the transport modes, with their flags'
+	// defaults.
+	to := defaultTransportOptions()
+	env, err := to.env(g)
+	if err != nil {
+		return err
+	}
+	if err := demoBackup(ctx, to, env, r, out, "first backup"); err != nil {
 		return err
 	}
 	step("changing 1%% of the disk's 64 KiB blocks")
 	if err := demoChange(ctx, live, rng); err != nil {
 		return err
 	}
-	if err := demoBackup(ctx, opts, out, "second backup"); err != nil {
+	if err := demoBackup(ctx, to, env, r, out, "second backup"); err != nil {
 		return err
 	}
 	if err := demoRestore(ctx, g, r, live, out); err != nil {
@@ -93,25 +99,24 @@ func runDemo(ctx context.Context, g globalOptions, out io.Writer) error {
 	if err := demoChange(ctx, live, rng); err != nil {
 		return err
 	}
-	return demoRollback(ctx, c, h, r, live, out)
+	return demoRollback(ctx, to, env, r, live, out)
 }
 
 // demoRollback returns the disk to the latest restore point, writing only
-// what CBT says changed since, and compares the disk with the point.
-func demoRollback(ctx context.Context, c *client.Client, h backup.Host, r *repo.Repository, live *nbd.Client, out io.Writer) error {
-	m, err := findManifest(ctx, r, "latest", "demo")
+// what CBT says changed since (as restore --rollback), and compares the
+// disk with the point.
+func demoRollback(ctx context.Context, to transportOptions, env transport.Env, r *repo.Repository, live *nbd.Client, out io.Writer) error {
+	m, err := backup.FindPoint(ctx, r, "latest", "demo")
 	if err != nil {
 		return err
 	}
-	ex, err := c.Exports(ctx, "demo", "")
-	if err != nil || len(ex.URIs) == 0 {
-		return fmt.Errorf("no NBD URI for the disk: %v", err)
-	}
-	target, err := transport.DialURI(ctx, ex.URIs[0], nil)
+	target, rep, err := transport.OpenTarget(ctx, to.Order, env, "demo")
 	if err != nil {
 		return err
 	}
 	defer target.Close()
+	fmt.Fprintf(out, "   %s\n", rep)
+	h := backup.ClientHost{C: env.Client}
 	res, err := backup.Rollback(ctx, backup.RollbackOptions{Host: h, Disk: "demo", Repo: r, Manifest: m.ID, Target: target, ReadBack: true})
 	if err != nil {
 		return err
@@ -228,8 +233,11 @@ func demoRepo(ctx context.Context, g globalOptions, out io.Writer) (*repo.Reposi
 	return r, err
 }
 
-func demoBackup(ctx context.Context, o backup.Options, out io.Writer, title string) error {
-	res, err := backup.Run(ctx, o)
+// demoBackup backs the demo disk up as blockwise backup does.
+func demoBackup(ctx context.Context, to transportOptions, env transport.Env, r *repo.Repository, out io.Writer, title string) error {
+	var rep transport.Report
+	open := transport.Opener(to.Order, env, func(r transport.Report) { rep = r })
+	res, err := backup.Run(ctx, backup.Options{Disk: "demo", Host: backup.ClientHost{C: env.Client}, Repo: r, Open: open})
 	if err != nil {
 		return err
 	}
@@ -237,13 +245,13 @@ func demoBackup(ctx context.Context, o backup.Options, out io.Writer, title stri
 	if res.Reason != "" {
 		fmt.Fprintf(out, " (%s)", res.Reason)
 	}
-	fmt.Fprintf(out, "\n   CBT reported %d bytes, read %d over NBD, stored %d new bytes, in %s\n",
-		res.AreasBytes, res.ReadBytes, res.Manifest.Stats.NewBytes, res.Duration.Round(time.Millisecond))
+	fmt.Fprintf(out, "\n   CBT reported %d bytes, read %d (%s), stored %d new bytes, in %s\n",
+		res.AreasBytes, res.ReadBytes, rep, res.Manifest.Stats.NewBytes, res.Duration.Round(time.Millisecond))
 	return nil
 }
 
 func demoRestore(ctx context.Context, g globalOptions, r *repo.Repository, live *nbd.Client, out io.Writer) error {
-	m, err := findManifest(ctx, r, "latest", "demo")
+	m, err := backup.FindPoint(ctx, r, "latest", "demo")
 	if err != nil {
 		return err
 	}

@@ -98,7 +98,7 @@ func runForget(ctx context.Context, o forgetOptions, ids []string, out io.Writer
 func forgetList(ctx context.Context, r *repo.Repository, o forgetOptions, ids []string, out io.Writer) ([]*repo.Manifest, error) {
 	var drop []*repo.Manifest
 	for _, ref := range ids {
-		m, err := findManifest(ctx, r, ref, o.Disk)
+		m, err := backup.FindPoint(ctx, r, ref, o.Disk)
 		if err != nil {
 			return nil, err
 		}

@@ -5,13 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sync/atomic"
-	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
-	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
@@ -37,56 +33,15 @@ func init() {
 	rootCmd.AddCommand(readTestCmd)
 }
 
-type readTestResult struct {
-	Transport string  `json:"transport"`
-	Bytes     int64   `json:"bytes"`
-	Seconds   float64 `json:"seconds"`
-	MBps      float64 `json:"mbPerSecond"`
-}
-
-func runReadTest(ctx context.Context, g globalOptions, o readTestOptions, disk string, out io.Writer) (err error) {
+func runReadTest(ctx context.Context, g globalOptions, o readTestOptions, disk string, out io.Writer) error {
 	env, err := o.transportOptions.env(g)
 	if err != nil {
 		return err
 	}
-	h := backup.ClientHost{C: env.Client}
-	snap, err := h.CreateSnapshot(ctx, disk, "blockwise read-test")
+	res, err := transport.ReadTest(ctx, o.Order, env, disk, o.Workers)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if derr := backup.DeleteSnapshot(context.WithoutCancel(ctx), h, disk, snap.ID); err == nil {
-			err = derr
-		}
-	}()
-	areas, err := env.Client.AllChangedAreas(ctx, disk, snap.ID, "*")
-	if err != nil {
-		return err
-	}
-	src, rep, err := transport.Open(ctx, o.Order, env, disk, snap.ID)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	start := time.Now()
-	var n atomic.Int64
-	grp, gctx := errgroup.WithContext(ctx)
-	grp.SetLimit(o.Workers)
-	for _, a := range areas {
-		for off := a.Start; off < a.Start+a.Length; off += 4 << 20 {
-			size := min(4<<20, a.Start+a.Length-off)
-			grp.Go(func() error {
-				buf := make([]byte, size)
-				n.Add(size)
-				return src.ReadAt(gctx, buf, off)
-			})
-		}
-	}
-	if err := grp.Wait(); err != nil {
-		return err
-	}
-	el := time.Since(start).Seconds()
-	res := readTestResult{Transport: rep.String(), Bytes: n.Load(), Seconds: el, MBps: float64(n.Load()) / el / 1e6}
 	if g.JSON {
 		return json.NewEncoder(out).Encode(res)
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backup"
-	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/repo"
 	"github.com/blockwise/blockwise/internal/transport"
 )
@@ -107,7 +106,7 @@ func countSet(s ...string) int {
 
 // openRestoreTarget: --to-disk creates the disk on the host and writes it
 // through the first transport that works; otherwise a file or a URI.
-func openRestoreTarget(ctx context.Context, g globalOptions, o restoreOptions, size int64, out io.Writer) (closingTarget, bool, error) {
+func openRestoreTarget(ctx context.Context, g globalOptions, o restoreOptions, size int64, out io.Writer) (transport.Target, bool, error) {
 	if o.ToDisk == "" {
 		return openTarget(ctx, o, size)
 	}
@@ -126,65 +125,19 @@ func openRestoreTarget(ctx context.Context, g globalOptions, o restoreOptions, s
 	return t, false, nil
 }
 
-type closingTarget interface {
-	backup.Target
-	Close() error
-}
-
-func openTarget(ctx context.Context, o restoreOptions, size int64) (closingTarget, bool, error) {
+func openTarget(ctx context.Context, o restoreOptions, size int64) (transport.Target, bool, error) {
 	if o.ToFile != "" {
-		// A restore writes the image once: around the page cache.
-		f, err := fsutil.OpenDirect(o.ToFile, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		t, err := transport.CreateFile(o.ToFile, size)
 		if err != nil {
 			return nil, false, err
 		}
-		if err := f.Truncate(size); err != nil {
-			f.Close()
-			return nil, false, err
-		}
-		return fileTarget{f}, true, nil
+		return t, true, nil
 	}
 	t, err := transport.DialURI(ctx, o.ToURI, nil)
 	if err != nil {
 		return nil, false, err
 	}
 	return t, false, nil
-}
-
-// fileTarget restores into a raw image file.
-type fileTarget struct{ f *fsutil.DirectFile }
-
-var _ backup.Target = (*fileTarget)(nil)
-
-// WriteAt implements backup.Target on the sparse output file.
-func (t fileTarget) WriteAt(_ context.Context, p []byte, off int64) error {
-	_, err := t.f.WriteAt(p, off)
-	return err
-}
-
-// ReadAt reads the restored file back (--verify).
-func (t fileTarget) ReadAt(_ context.Context, p []byte, off int64) error {
-	return fsutil.ReadFull(t.f.File, p, off)
-}
-
-// Zero punches a hole: the range reads as zeros and takes no space.
-func (t fileTarget) Zero(_ context.Context, off, n int64) error {
-	return fsutil.PunchHole(t.f.File, off, n)
-}
-
-// Flush fsyncs the file.
-func (t fileTarget) Flush(context.Context) error { return t.f.Sync() }
-
-// Close closes the file.
-func (t fileTarget) Close() error { return t.f.Close() }
-
-// Size is the file's length.
-func (t fileTarget) Size() int64 {
-	st, err := t.f.Stat()
-	if err != nil {
-		return 0
-	}
-	return st.Size()
 }
 
 // runRollback writes back into the point's own disk only what changed

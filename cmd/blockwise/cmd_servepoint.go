@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/blockwise/blockwise/internal/backup"
+	"github.com/blockwise/blockwise/internal/daemon"
 	"github.com/blockwise/blockwise/internal/nbd"
 )
 
@@ -81,7 +82,7 @@ func runServePoint(ctx context.Context, o servePointOptions, ref string, out, er
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(errOut, nil))
-	unixOpts, err := o.nbdTLS.serverOptions(log)
+	unixOpts, err := o.nbdTLS.ServerOptions(log)
 	if err != nil {
 		return err
 	}
@@ -99,15 +100,15 @@ func runServePoint(ctx context.Context, o servePointOptions, ref string, out, er
 		fmt.Fprintln(out, u)
 	}
 	exporter := backup.PointExporter{Export: exp}
-	unix, tcp := nbdServer{srv: nbd.NewServer(exporter, unixOpts)}, nbdServer{srv: nbd.NewServer(exporter, tcpOpts)}
+	unix, tcp := daemon.NBDServer{Server: nbd.NewServer(exporter, unixOpts)}, daemon.NBDServer{Server: nbd.NewServer(exporter, tcpOpts)}
 	for _, l := range lns {
 		if l.Addr().Network() == "unix" {
-			unix.lns = append(unix.lns, l)
+			unix.Listeners = append(unix.Listeners, l)
 		} else {
-			tcp.lns = append(tcp.lns, l)
+			tcp.Listeners = append(tcp.Listeners, l)
 		}
 	}
-	return servePoint(ctx, []nbdServer{unix, tcp})
+	return servePoint(ctx, []daemon.NBDServer{unix, tcp})
 }
 
 // pointServerOptions: the unix socket is protected by its mode; a TCP
@@ -122,13 +123,13 @@ func (o servePointOptions) pointServerOptions(log *slog.Logger) (nbd.ServerOptio
 		return nbd.ServerOptions{}, usageErrorf("--listen-insecure-no-auth and --tls-client-ca: give one or the other")
 	case o.Listen != "" && o.ListenInsecure:
 		log.Warn("serve-point --listen-insecure-no-auth: anyone who reaches " + o.Listen + " reads the decrypted disk")
-		return o.nbdTLS.serverOptions(log)
+		return o.nbdTLS.ServerOptions(log)
 	case o.Listen == "":
-		return o.nbdTLS.serverOptions(log)
+		return o.nbdTLS.ServerOptions(log)
 	case o.ClientCA == "" || o.TLSCert == "" || o.TLSKey == "":
 		return nbd.ServerOptions{}, usageErrorf("--listen needs --tls-cert, --tls-key and --tls-client-ca (client certificates), or --listen-insecure-no-auth")
 	}
-	opts, err := o.nbdTLS.serverOptions(log)
+	opts, err := o.nbdTLS.ServerOptions(log)
 	if err != nil {
 		return opts, err
 	}
@@ -149,7 +150,7 @@ func (o servePointOptions) pointServerOptions(log *slog.Logger) (nbd.ServerOptio
 // returns the URIs a client uses.
 func pointListeners(o servePointOptions, id string, tls bool) ([]net.Listener, []string, error) {
 	// Whoever connects reads the decrypted disk: the owner only.
-	lns, err := listenUnix(os.TempDir(), o.Socket, "blockwise-point-"+id+".sock", 0o600, -1)
+	lns, err := daemon.ListenUnix(os.TempDir(), o.Socket, "blockwise-point-"+id+".sock", 0o600, -1)
 	if err != nil {
 		return nil, nil, &usageError{fmt.Errorf("--socket: %w", err)}
 	}
@@ -178,16 +179,16 @@ func pointListeners(o servePointOptions, id string, tls bool) ([]net.Listener, [
 
 // servePoint serves until ctx ends (SIGINT, SIGTERM) or a listener
 // fails, then lets requests in flight finish for a few seconds.
-func servePoint(ctx context.Context, srvs []nbdServer) error {
+func servePoint(ctx context.Context, srvs []daemon.NBDServer) error {
 	g, gctx := errgroup.WithContext(ctx)
-	serveNBD(g, slog.New(slog.DiscardHandler), srvs)
+	daemon.ServeNBD(g, slog.New(slog.DiscardHandler), srvs)
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		var errs []error
 		for _, s := range srvs {
-			errs = append(errs, s.srv.Shutdown(sctx))
+			errs = append(errs, s.Server.Shutdown(sctx))
 		}
 		return errors.Join(errs...)
 	})

@@ -20,20 +20,20 @@ import (
 // password, and a restore target that runs out of space.
 func TestE2EOperatorErrors(t *testing.T) {
 	e := newE2E(t, false) // `repo init`, production key derivation
-	out, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD=wrong"}, "snapshots")
+	out, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD=wrong"}, "points")
 	if code != exitUnauthorized || !strings.Contains(out, "wrong password") {
 		t.Fatalf("wrong password: exit %d: %s", code, out)
 	}
 	pwFile := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pwFile, []byte("also wrong\n"), 0o600)
-	if out, code := e.run(t, "snapshots", "--password-file", pwFile); code != exitUnauthorized {
+	if out, code := e.run(t, "points", "--password-file", pwFile); code != exitUnauthorized {
 		t.Fatalf("wrong password file: exit %d: %s", code, out)
 	}
 	if out, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD="}, "repo", "info"); code != exitUsage || !strings.Contains(out, "empty password") {
 		t.Fatalf("empty password: exit %d: %s", code, out) // TestEmptyPasswordCLI has the rest
 	}
 	missing := filepath.Join(t.TempDir(), "nope")
-	out, code = e.run(t, "snapshots", "--repo", missing)
+	out, code = e.run(t, "points", "--repo", missing)
 	if code == 0 || !strings.Contains(out, "not found") {
 		t.Fatalf("missing repository: exit %d: %s", code, out)
 	}
@@ -41,7 +41,7 @@ func TestE2EOperatorErrors(t *testing.T) {
 	if _, err := os.Stat(missing); err == nil {
 		knownProblem(t, "opening a missing repository creates its directories (%s) and says %q instead of 'no repository at …; run blockwise repo init'", missing, strings.TrimSpace(out))
 	}
-	cmd := cliCommand("", []string{"BLOCKWISE_REPO=" + e.repo, "BLOCKWISE_PASSWORD_FILE="}, "snapshots")
+	cmd := cliCommand("", []string{"BLOCKWISE_REPO=" + e.repo, "BLOCKWISE_PASSWORD_FILE="}, "points")
 	cmd.Env = slicesWithout(cmd.Env, "BLOCKWISE_PASSWORD=")
 	if out, err := cmd.CombinedOutput(); exitOf(err) != exitUsage {
 		t.Fatalf("no password: %v: %s", err, out)
@@ -129,7 +129,7 @@ loop:
 			break loop
 		default:
 		}
-		e.run(t, "snapshots") // opens the repository; may fail while busy
+		e.run(t, "points") // opens the repository; may fail while busy
 		opens++
 	}
 	t.Logf("%d concurrent opens during the backup", opens)
@@ -180,7 +180,7 @@ func TestE2EKeyFile(t *testing.T) {
 	pwFile := filepath.Join(dir, "second.pw")
 	os.WriteFile(pwFile, []byte("second password\n"), 0o600)
 	e.must(t, "repo", "key", "add", "--new-password-file", pwFile)
-	if o, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD=second password"}, "snapshots"); code != 0 {
+	if o, code := e.runEnv(t, []string{"BLOCKWISE_PASSWORD=second password"}, "points"); code != 0 {
 		t.Fatalf("added password: exit %d: %s", code, o)
 	}
 	var keys []keyRow
@@ -195,7 +195,7 @@ func TestE2EKeyFile(t *testing.T) {
 			}
 		}
 	}
-	if out, code := e.run(t, "snapshots"); code != exitUnauthorized {
+	if out, code := e.run(t, "points"); code != exitUnauthorized {
 		t.Fatalf("revoked password: exit %d: %s", code, out)
 	}
 	restored := filepath.Join(dir, "restored.raw")
@@ -207,15 +207,15 @@ func TestE2EKeyFile(t *testing.T) {
 	}
 	other := filepath.Join(dir, "other.key")
 	os.WriteFile(other, []byte("blockwise-key-v1 "+strings.Repeat("ab", 32)+"\n"), 0o600)
-	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); code != exitUnauthorized {
+	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "points"); code != exitUnauthorized {
 		t.Fatalf("foreign key file: exit %d: %s", code, o)
 	}
 	os.Chmod(other, 0o644)
-	if o, _ := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); !strings.Contains(o, "accessible to other users") {
+	if o, _ := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "points"); !strings.Contains(o, "accessible to other users") {
 		t.Fatalf("no warning for a world-readable key file: %s", o)
 	}
 	os.WriteFile(other, []byte("not a key\n"), 0o600)
-	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "snapshots"); code != exitCorrupt || !strings.Contains(o, "key file damaged or not a blockwise key file") {
+	if o, code := e.runEnv(t, []string{"BLOCKWISE_KEY_FILE=" + other}, "points"); code != exitCorrupt || !strings.Contains(o, "key file damaged or not a blockwise key file") {
 		t.Fatalf("damaged key file: exit %d: %s", code, o)
 	}
 	e.jsonOut(t, &keys, "--key-file", kf, "repo", "key", "list")

@@ -62,10 +62,10 @@ func TestE2EBackupGenerations(t *testing.T) {
 		rows := e.points(t)
 		if len(rows) != g+1 || rows[g].ID != s.ID || int64(rows[g].Read) != s.Read || rows[g].NewBytes != s.NewBytes ||
 			int64(rows[g].Changed) != s.Changed || s.Changed == 0 {
-			t.Fatalf("gen %d: snapshots --json %+v, backup said %+v", g, rows, s)
+			t.Fatalf("gen %d: points --json %+v, backup said %+v", g, rows, s)
 		}
 		if g > 0 && rows[g].Read > uint64(blocks*e2eBlock*3/2) {
-			t.Fatalf("gen %d: snapshots reports %d bytes read for an incremental touching %d blocks", g, rows[g].Read, blocks)
+			t.Fatalf("gen %d: points reports %d bytes read for an incremental touching %d blocks", g, rows[g].Read, blocks)
 		}
 	}
 	for _, g := range gens {

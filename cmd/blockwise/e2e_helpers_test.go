@@ -29,7 +29,7 @@ const e2eBlock = 64 << 10 // CBT granularity and repository chunk size
 // e2e is a running `blockwise serve` plus a repository.
 type e2e struct {
 	cli
-	d    *daemon
+	d    *serveProc
 	repo string
 	// damaged skips the check at the end of the test, for tests that
 	// damage the repository on purpose; checkEnv is the environment that
@@ -201,7 +201,7 @@ func (e *e2e) count(t *testing.T, dir string) int {
 func (e *e2e) points(t *testing.T) []backupRow {
 	t.Helper()
 	var rows []backupRow
-	e.jsonOut(t, &rows, "snapshots")
+	e.jsonOut(t, &rows, "points")
 	return rows
 }
 

@@ -209,7 +209,7 @@ func TestE2EConcurrentBackups(t *testing.T) {
 	}
 	for _, env := range [][]string{nil, repo2} {
 		var rows []backupRow
-		cmd := e.command(env, "snapshots", "--json")
+		cmd := e.command(env, "points", "--json")
 		b, err := cmd.Output()
 		if err != nil || json.Unmarshal(b, &rows) != nil || len(rows) == 0 {
 			t.Fatalf("snapshots: %v: %s", err, b)

@@ -7,6 +7,7 @@ import (
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/backup"
+	"github.com/blockwise/blockwise/internal/daemon"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/repo"
 )
@@ -52,7 +53,7 @@ func classify(err error) int {
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
-		errors.Is(err, backup.ErrNotThisDisk):
+		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt

@@ -83,6 +83,7 @@ func TestExitCodes(t *testing.T) {
 		{"client invalid request", problem(wire.ProblemInvalidRequest), exitUsage},
 		{"client out of range", problem(wire.ProblemOutOfRange), exitUsage},
 		{"backup not this disk", fmt.Errorf("rollback: %w", backup.ErrNotThisDisk), exitUsage},
+		{"backup ambiguous point", fmt.Errorf("restore: %w", backup.ErrAmbiguousPoint), exitUsage},
 
 		{"client disk not found", problem(wire.ProblemDiskNotFound), exitNotFound},
 		{"client snapshot not found", problem(wire.ProblemSnapshotNotFound), exitNotFound},
@@ -176,11 +177,11 @@ func TestExitCodesBinary(t *testing.T) {
 		{nil, []string{"disk", "info"}, exitUsage},
 		{nil, []string{"disk", "info", "a", "b"}, exitUsage},
 		{nil, []string{"completion", "bash", "extra"}, exitUsage},
-		{nil, []string{"snapshots", "--lock-wait", "soon"}, exitUsage},
-		{nil, []string{"snapshots"}, exitUsage}, // no repository given
-		{[]string{"BLOCKWISE_REPO=" + filepath.Join(dir, "none"), "BLOCKWISE_PASSWORD=right"}, []string{"snapshots"}, exitNotFound},
-		{[]string{"BLOCKWISE_REPO=" + good, "BLOCKWISE_PASSWORD=wrong"}, []string{"snapshots"}, exitUnauthorized},
-		{[]string{"BLOCKWISE_REPO=" + good, "BLOCKWISE_PASSWORD=right"}, []string{"snapshots"}, exitOK},
+		{nil, []string{"points", "--lock-wait", "soon"}, exitUsage},
+		{nil, []string{"points"}, exitUsage}, // no repository given
+		{[]string{"BLOCKWISE_REPO=" + filepath.Join(dir, "none"), "BLOCKWISE_PASSWORD=right"}, []string{"points"}, exitNotFound},
+		{[]string{"BLOCKWISE_REPO=" + good, "BLOCKWISE_PASSWORD=wrong"}, []string{"points"}, exitUnauthorized},
+		{[]string{"BLOCKWISE_REPO=" + good, "BLOCKWISE_PASSWORD=right"}, []string{"points"}, exitOK},
 		{nil, []string{"help"}, exitOK},
 		{nil, nil, exitOK},
 	} {

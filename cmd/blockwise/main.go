@@ -38,6 +38,7 @@ func main() {
 			defer trace.Stop()
 		}
 	}
+	groupCommands(rootCmd)
 	typeCobraErrors(rootCmd) // also refuseUnknownSubcommands
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := rootCmd.ExecuteContext(ctx)

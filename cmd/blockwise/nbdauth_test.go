@@ -31,7 +31,7 @@ func freePort(t *testing.T) string {
 
 // startTicketServe runs serve with NBD on a loopback TCP port (tickets
 // only, the default) and returns it with host:port.
-func startTicketServe(t *testing.T, extra ...string) (*daemon, string) {
+func startTicketServe(t *testing.T, extra ...string) (*serveProc, string) {
 	t.Helper()
 	addr := freePort(t)
 	d := startServe(t, append([]string{"--nbd-tcp", addr}, extra...)...)
@@ -140,7 +140,7 @@ func TestNBDRefusesOtherUsers(t *testing.T) {
 }
 
 // ticketDir creates a ticket with the CLI and returns its directory.
-func ticketDir(t *testing.T, d *daemon, export string, extra ...string) (dir, id string) {
+func ticketDir(t *testing.T, d *serveProc, export string, extra ...string) (dir, id string) {
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "tk")
 	out := d.must(t, append([]string{"ticket", "create", export, "--dir", dir}, extra...)...)

@@ -88,7 +88,7 @@ func TestNoLockCLI(t *testing.T) {
 		}
 	}
 	os.Remove(out)
-	for _, args := range [][]string{{"restore", id, "--to", out}, {"check", "--read-data"}, {"repo", "check", "--read-data"}, {"stats"}, {"snapshots"}, {"repo", "info"}, {"repo", "key", "list"}} {
+	for _, args := range [][]string{{"restore", id, "--to", out}, {"check", "--read-data"}, {"repo", "check", "--read-data"}, {"stats"}, {"points"}, {"repo", "info"}, {"repo", "key", "list"}} {
 		if got, code := runRepoCLI(t, ro, pw, append(args, "--no-lock")...); code != 0 {
 			t.Errorf("%v --no-lock: exit %d: %s", args, code, got)
 		}

@@ -65,12 +65,12 @@ func TestEmptyPasswordCLI(t *testing.T) {
 		args []string
 		code int
 	}{
-		{noPW, []string{"snapshots"}, exitUsage},
-		{nil, []string{"snapshots", "--password-file", emptyFile}, exitUsage},
-		{noPW, []string{"snapshots", "--insecure-no-password"}, exitOK},
-		{nil, []string{"snapshots", "--insecure-no-password"}, exitOK},
-		{[]string{"BLOCKWISE_PASSWORD=x"}, []string{"snapshots", "--insecure-no-password"}, exitUsage},
-		{[]string{"BLOCKWISE_PASSWORD=x"}, []string{"snapshots"}, exitUnauthorized},
+		{noPW, []string{"points"}, exitUsage},
+		{nil, []string{"points", "--password-file", emptyFile}, exitUsage},
+		{noPW, []string{"points", "--insecure-no-password"}, exitOK},
+		{nil, []string{"points", "--insecure-no-password"}, exitOK},
+		{[]string{"BLOCKWISE_PASSWORD=x"}, []string{"points", "--insecure-no-password"}, exitUsage},
+		{[]string{"BLOCKWISE_PASSWORD=x"}, []string{"points"}, exitUnauthorized},
 	} {
 		if out, code := runRepoCLI(t, repoDir, tc.env, tc.args...); code != tc.code {
 			t.Errorf("%v %v: exit %d, want %d: %s", tc.env, tc.args, code, tc.code, out)
@@ -96,7 +96,7 @@ func TestEmptyPasswordCLI(t *testing.T) {
 			t.Fatalf("key add %v: exit %d: %s", args, code, out)
 		}
 	}
-	if out, code := runRepoCLI(t, pwRepo, noPW, "snapshots", "--insecure-no-password"); code != exitUnauthorized {
+	if out, code := runRepoCLI(t, pwRepo, noPW, "points", "--insecure-no-password"); code != exitUnauthorized {
 		t.Fatalf("a refused empty password opens: exit %d: %s", code, out)
 	}
 	if out, code := runRepoCLI(t, pwRepo, append([]string{"BLOCKWISE_NEW_PASSWORD=y"}, pw...), "repo", "key", "add", "--new-insecure-no-password"); code != exitUsage {
@@ -105,7 +105,7 @@ func TestEmptyPasswordCLI(t *testing.T) {
 	if out, code := runRepoCLI(t, pwRepo, pw, "repo", "key", "add", "--new-insecure-no-password"); code != 0 {
 		t.Fatalf("key add --new-insecure-no-password: exit %d: %s", code, out)
 	}
-	if out, code := runRepoCLI(t, pwRepo, noPW, "snapshots", "--insecure-no-password"); code != 0 {
+	if out, code := runRepoCLI(t, pwRepo, noPW, "points", "--insecure-no-password"); code != 0 {
 		t.Fatalf("the added empty password: exit %d: %s", code, out)
 	}
 }
@@ -129,7 +129,7 @@ func TestDamagedKeyFileCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, code := runRepoCLI(t, repoDir, nil, "snapshots", "--key-file", kf); code != 0 {
+	if out, code := runRepoCLI(t, repoDir, nil, "points", "--key-file", kf); code != 0 {
 		t.Fatalf("intact key file: exit %d: %s", code, out)
 	}
 	i := len("blockwise-key-v2 ") + 10 // a hex digit of the secret
@@ -145,7 +145,7 @@ func TestDamagedKeyFileCLI(t *testing.T) {
 	} {
 		bad := filepath.Join(dir, "bad.key")
 		os.WriteFile(bad, tc.text, 0o600)
-		out, code := runRepoCLI(t, repoDir, nil, "snapshots", "--key-file", bad)
+		out, code := runRepoCLI(t, repoDir, nil, "points", "--key-file", bad)
 		if code != exitCorrupt || !strings.Contains(out, "key file "+bad) || !strings.Contains(out, "damaged") {
 			t.Errorf("key file %s: exit %d, want %d naming it damaged: %s", tc.name, code, exitCorrupt, out)
 		}
@@ -157,7 +157,7 @@ func TestDamagedKeyFileCLI(t *testing.T) {
 	if out, code := runRepoCLI(t, filepath.Join(dir, "repo2"), pw, "repo", "key", "add", "--new-key-file", other); code != 0 {
 		t.Fatalf("key add: exit %d: %s", code, out)
 	}
-	if out, code := runRepoCLI(t, repoDir, nil, "snapshots", "--key-file", other); code != exitUnauthorized || !strings.Contains(out, "wrong password") {
+	if out, code := runRepoCLI(t, repoDir, nil, "points", "--key-file", other); code != exitUnauthorized || !strings.Contains(out, "wrong password") {
 		t.Errorf("another repository's intact key file: exit %d, want %d: %s", code, exitUnauthorized, out)
 	}
 
@@ -177,7 +177,7 @@ func TestDamagedKeyFileCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, code := runRepoCLI(t, repoDir, pw, "snapshots")
+	out, code := runRepoCLI(t, repoDir, pw, "points")
 	if code != exitCorrupt || !strings.Contains(out, "damaged") || !strings.Contains(out, "keys/"+filepath.Base(slots[0])) || !strings.Contains(out, filepath.Base(slots[1])) {
 		t.Errorf("damaged key slots: exit %d, want %d naming both: %s", code, exitCorrupt, out)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/nbd"
+	"github.com/blockwise/blockwise/internal/transport"
 )
 
 // read-test reads every allocated byte through the chosen transport and
@@ -20,7 +21,7 @@ func TestReadTest(t *testing.T) {
 	writeNBD(t, context.Background(), uri, 4096)
 	writeNBD(t, context.Background(), uri, 8<<20)
 	for _, mode := range []string{"hotadd", "san"} {
-		var res readTestResult
+		var res transport.ReadTestResult
 		d.jsonOut(t, &res, "read-test", "vm", "--transport", mode, "--san-datastore", d.dir)
 		if !strings.HasPrefix(res.Transport, "transport "+mode) || res.Bytes < 8192 {
 			t.Fatalf("%s: %+v", mode, res)

@@ -235,7 +235,7 @@ func TestE2ERepairIndex(t *testing.T) {
 	if err := os.WriteFile(files[1], data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, code := e.run(t, "snapshots"); code != exitCorrupt {
+	if out, code := e.run(t, "points"); code != exitCorrupt {
 		t.Fatalf("snapshots with a damaged index file: exit %d: %s", code, out)
 	}
 	out, code := e.run(t, "check")
@@ -291,7 +291,7 @@ func TestE2EThrottle(t *testing.T) {
 	if err := sameFile(out, ref); err != nil {
 		t.Fatal(err)
 	}
-	if out, code := e.run(t, "snapshots", "--limit-upload", "-1"); code != exitUsage {
+	if out, code := e.run(t, "points", "--limit-upload", "-1"); code != exitUsage {
 		t.Fatalf("--limit-upload -1: exit %d: %s", code, out)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/location"
+	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/repo"
 )
 
@@ -198,47 +199,18 @@ func (o repoOptions) openWith(ctx context.Context, open func(context.Context, ba
 }
 
 // openPoint opens the repository and resolves the restore point ref in it
-// (see findManifest); the caller closes the repository.
+// (see backup.FindPoint); the caller closes the repository.
 func (o repoOptions) openPoint(ctx context.Context, ref, disk string) (*repo.Repository, *repo.Manifest, error) {
 	r, err := o.open(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	m, err := findManifest(ctx, r, ref, disk)
+	m, err := backup.FindPoint(ctx, r, ref, disk)
 	if err != nil {
 		r.Close()
 		return nil, nil, err
 	}
 	return r, m, nil
-}
-
-// findManifest resolves a restore point by ID prefix, or "latest" (of
-// disk, when given).
-func findManifest(ctx context.Context, r *repo.Repository, ref, disk string) (*repo.Manifest, error) {
-	ms, err := r.ListManifests(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var found []*repo.Manifest
-	for _, m := range ms {
-		if disk != "" && m.Disk != disk {
-			continue
-		}
-		if ref == "latest" {
-			if len(found) == 0 || m.Time.After(found[0].Time) {
-				found = []*repo.Manifest{m}
-			}
-		} else if strings.HasPrefix(m.ID.String(), ref) {
-			found = append(found, m)
-		}
-	}
-	switch len(found) {
-	case 0:
-		return nil, fmt.Errorf("restore point %q: %w", ref, repo.ErrNotFound)
-	case 1:
-		return found[0], nil
-	}
-	return nil, usageErrorf("restore point prefix %q is ambiguous (%d matches)", ref, len(found))
 }
 
 // settings are the repository's settings for this command: its cache

@@ -19,7 +19,7 @@ import (
 
 // startS3CLI starts a real S3 server with a bucket "backups", points
 // BLOCKWISE_REPO at backups/cli in it, and starts a daemon.
-func startS3CLI(t *testing.T) (*s3test.Server, *daemon) {
+func startS3CLI(t *testing.T) (*s3test.Server, *serveProc) {
 	t.Helper()
 	srv, err := s3test.Start("")
 	if err != nil {
@@ -178,16 +178,16 @@ func TestCLIS3Cache(t *testing.T) {
 	if _, err := mc.PutObject(ctx, "backups", "cli/index/"+bad, strings.NewReader("damaged"), 7, minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d.must(t, "snapshots")
+	d.must(t, "points")
 	if out, code := d.run(t, "check"); code != exitCheckFailed || !strings.Contains(out, bad) {
 		t.Fatalf("check over a damaged index object: exit %d: %s", code, out)
 	}
-	if out, code := d.run(t, "snapshots", "--no-cache"); code != exitCorrupt {
+	if out, code := d.run(t, "points", "--no-cache"); code != exitCorrupt {
 		t.Fatalf("snapshots --no-cache over a damaged index object: exit %d: %s", code, out)
 	}
 	d.must(t, "repair", "index")
 	d.must(t, "check")
-	d.must(t, "snapshots")
+	d.must(t, "points")
 	if got, want := copies("index"), objects("index"); !slices.Equal(got, want) {
 		t.Fatalf("after repair: cached index %v, bucket %v", got, want)
 	}

@@ -31,6 +31,14 @@ func addTransportFlags(f *pflag.FlagSet, o *transportOptions) {
 	f.StringVar(&o.SANDir, "san-datastore", "", "the host's datastore as mounted here, for san (default: --datastore)")
 }
 
+// defaultTransportOptions are the transport flags' defaults, for callers
+// that take no flags (the demo).
+func defaultTransportOptions() transportOptions {
+	var o transportOptions
+	addTransportFlags(pflag.NewFlagSet("defaults", pflag.ContinueOnError), &o)
+	return o
+}
+
 // env builds the transport environment from the global and transport flags.
 func (o transportOptions) env(g globalOptions) (transport.Env, error) {
 	if !nbd.ValidPolicy(o.Policy) {

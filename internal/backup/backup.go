@@ -388,60 +388,11 @@ func DeleteSnapshot(ctx context.Context, h Host, disk, id string) error {
 	return retryBusy(ctx, func() error { return h.DeleteSnapshot(ctx, disk, id) })
 }
 
-// LatestFor is the newest restore point of the disk (same name and
-// identity) in the repository, or nil.
-func LatestFor(ctx context.Context, r *repo.Repository, disk, uuid string) (*repo.Manifest, error) {
-	heads, err := r.Heads(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var best *repo.Head
-	for i, h := range heads {
-		if h.Disk == disk && h.DiskUUID == uuid && (best == nil || newer(h, *best)) {
-			best = &heads[i]
-		}
-	}
-	if best == nil {
-		return nil, nil
-	}
-	m, err := r.LoadManifest(ctx, best.ID)
-	if err != nil {
-		return nil, err
-	}
-	if !sameMeta(m.Meta, best.Meta) { // a damaged cache: ask the manifests
-		return latestLoaded(ctx, r, disk, uuid)
-	}
-	return m, nil
-}
-
-func sameMeta(a, b repo.Meta) bool {
-	return a.Disk == b.Disk && a.DiskUUID == b.DiskUUID && a.ChangeID == b.ChangeID && a.Size == b.Size && a.Time.Equal(b.Time)
-}
-
-// latestLoaded is LatestFor from the manifests themselves.
-func latestLoaded(ctx context.Context, r *repo.Repository, disk, uuid string) (*repo.Manifest, error) {
-	var best *repo.Manifest
-	err := r.EachManifest(ctx, func(m *repo.Manifest) error {
-		if m.Disk == disk && m.DiskUUID == uuid && (best == nil || newer(m.Head(), best.Head())) {
-			best = m
-		}
-		return nil
-	})
-	return best, err
-}
-
 // slotRun is a span of consecutive slots [first, first+n).
 type slotRun struct{ first, n int64 }
 
 // newer orders restore points by time, then ID, so equal times still
 // give one answer whatever order they are loaded in.
-func newer(a, b repo.Head) bool {
-	if !a.Time.Equal(b.Time) {
-		return a.Time.After(b.Time)
-	}
-	return a.ID.String() > b.ID.String()
-}
-
 // plan turns changed areas (sorted, as the host returns them) into runs
 // of whole chunk slots, merged, each at most maxRun slots so one read stays
 // a reasonable NBD request.

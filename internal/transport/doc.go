@@ -20,4 +20,9 @@
 // Report names the mode and why each earlier one was skipped. A TLS
 // verification failure in nbdssl is final: falling through to plain nbd
 // would let whoever broke TLS choose cleartext.
+//
+// Restores write to a Target: a live disk through OpenTarget (the same
+// modes, san excepted), an NBD export by URI (DialURI) or a new sparse
+// raw file (CreateFile). ReadTest measures a mode by reading a fresh
+// snapshot of a disk end to end (blockwise read-test).
 package transport

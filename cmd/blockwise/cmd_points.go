@@ -19,15 +19,24 @@ var pointsOpts struct {
 	Disk string
 }
 
+// pointsCmd was called "snapshots", which is easily taken for "snapshot"
+// (the host's snapshots of a disk); the old name still works, with a
+// deprecation note on stderr.
 var pointsCmd = &cobra.Command{
-	Use:     "snapshots",
-	Aliases: []string{"backups", "points"},
+	Use:     "points",
+	Aliases: []string{"backups", deprecatedPointsName},
 	Short:   "List the restore points in a repository (per disk: time, size, bytes changed, read and new, duration)",
 	Args:    cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
+		if cmd.CalledAs() == deprecatedPointsName {
+			fmt.Fprintf(cmd.ErrOrStderr(), "Command %q is deprecated, use \"blockwise points\" (it lists restore points; \"blockwise snapshot\" manages a disk's snapshots)\n", deprecatedPointsName)
+		}
 		return runPoints(cmd.Context(), pointsOpts.repoOptions, pointsOpts.Disk, cmd.OutOrStdout())
 	},
 }
+
+// deprecatedPointsName is the old name of "points".
+const deprecatedPointsName = "snapshots"
 
 func init() {
 	addRepoFlags(pointsCmd, &pointsOpts.repoOptions)
