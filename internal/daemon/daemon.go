@@ -25,8 +25,13 @@ var ErrConfig = errors.New("invalid host configuration")
 // configError is an error of invalid Options.
 type configError struct{ err error }
 
-func (e *configError) Error() string        { return e.err.Error() }
-func (e *configError) Unwrap() error        { return e.err }
+// Error implements error.
+func (e *configError) Error() string { return e.err.Error() }
+
+// Unwrap returns the underlying error, for errors.As.
+func (e *configError) Unwrap() error { return e.err }
+
+// Is makes every configError match ErrConfig.
 func (e *configError) Is(target error) bool { return target == ErrConfig }
 
 func configErrorf(format string, a ...any) error {
