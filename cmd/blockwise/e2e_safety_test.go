@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockwise/blockwise/internal/testfs"
+
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/repo"
@@ -265,21 +267,6 @@ func TestE2EBackupLeaseAfterKill(t *testing.T) {
 	e.must(t, "backup", "vm")
 }
 
-// mountTmpfs mounts a tmpfs of size at a new directory, unmounted when
-// the test ends.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("mount tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
-
 // TestE2ERepositoryFull (issue 15, "also try"): a repository on a 32 MiB
 // filesystem holding a point of 8 MiB, and 88 MiB more random data on the
 // disk: the incremental fails cleanly (exit 1 naming the full filesystem;
@@ -287,7 +274,8 @@ func mountTmpfs(t *testing.T, size string) string {
 // the first point restores); once the filesystem has room again the next
 // backup succeeds and restores.
 func TestE2ERepositoryFull(t *testing.T) {
-	mnt := mountTmpfs(t, "32m")
+	fs := testfs.NewTmpfs(t, "32m")
+	mnt := fs.Dir
 	e := newE2E(t, true)
 	dir := filepath.Join(mnt, "repo")
 	be, err := local.Open(dir)
@@ -338,9 +326,7 @@ func TestE2ERepositoryFull(t *testing.T) {
 		t.Fatalf("check after the full filesystem: exit %d: %s", code, out)
 	}
 	e.restoreEquals(t, first.ID, ref0)
-	if out, err := exec.Command("mount", "-o", "remount,size=256m", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("remount: %v: %s", err, out)
-	}
+	fs.Resize("256m")
 	s := e.backupJSON(t, "vm")
 	if s.Mode != "incremental" || s.Parent != first.ID {
 		t.Fatalf("backup after freeing space: %+v", s)

@@ -5,34 +5,16 @@ import (
 	"context"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/blockwise/blockwise/internal/testfs"
+
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/repo"
 )
-
-// readOnlyMount mounts dir again, read-only, and returns where (a
-// read-only bind mount binds root too, which permissions and chattr do
-// not). The test is skipped where mounting is not allowed.
-func readOnlyMount(t *testing.T, dir string) string {
-	t.Helper()
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "--bind", dir, mnt).CombinedOutput(); err != nil {
-		t.Skipf("mount --bind: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
-	if out, err := exec.Command("mount", "-o", "remount,bind,ro", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("remount read-only: %v: %s", err, out)
-	}
-	if err := os.WriteFile(filepath.Join(mnt, "probe"), nil, 0o600); err == nil {
-		t.Fatal("the read-only bind mount can be written")
-	}
-	return mnt
-}
 
 // pointRepo makes a repository at dir with cheap key derivation and one
 // restore point of img, returning the point's ID.
@@ -78,7 +60,7 @@ func TestNoLockCLI(t *testing.T) {
 		img[i] = byte(rng.Uint32())
 	}
 	id := pointRepo(t, repoDir, "ro pw", img)
-	ro := readOnlyMount(t, repoDir)
+	ro := testfs.ReadOnly(t, repoDir)
 	pw := []string{"BLOCKWISE_PASSWORD=ro pw"}
 	out := filepath.Join(dir, "out.raw")
 	for _, args := range [][]string{{"restore", id, "--to", out}, {"check", "--read-data"}, {"repo", "check", "--read-data"}, {"stats"}} {

@@ -5,10 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/blockwise/blockwise/internal/testfs"
 
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/nbd"
@@ -23,18 +24,8 @@ import (
 // engine's check passes, and the host starts again cleanly.
 func TestFullDatastore(t *testing.T) {
 	needTools(t, "qemu-io")
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir, err := os.MkdirTemp("", "bwfull") // short: unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("mount tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	fs := testfs.NewTmpfs(t, "64m")
+	dir := fs.Dir
 
 	d := startServeIn(t, dir)
 	d.must(t, "disk", "create", "vm", "--size", "256M")
@@ -90,9 +81,7 @@ func TestFullDatastore(t *testing.T) {
 	}
 
 	// Space freed: the same writes and the snapshot work, no restart.
-	if out, err := exec.Command("mount", "-o", "remount,size=512m", dir).CombinedOutput(); err != nil {
-		t.Fatalf("remount: %v: %s", err, out)
-	}
+	fs.Resize("512m")
 	for i := full; i < full+4; i++ {
 		if out := write(i, byte(i+1)); out != "" {
 			t.Fatalf("chunk %d after space was freed: %s", i, out)

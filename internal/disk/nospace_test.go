@@ -5,30 +5,18 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/blockwise/blockwise/internal/testfs"
 )
 
-// smallTmpfs mounts a tmpfs of size bytes (tests run as root; skipped
-// otherwise) and returns its directory and a function that resizes it.
+// smallTmpfs mounts a tmpfs of size (skipped unless root) and returns
+// its directory and a function that resizes it.
 func smallTmpfs(t *testing.T, size string) (string, func(string)) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("mount tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir, func(size string) {
-		t.Helper()
-		if out, err := exec.Command("mount", "-o", "remount,size="+size, dir).CombinedOutput(); err != nil {
-			t.Fatalf("remount tmpfs: %v: %s", err, out)
-		}
-	}
+	fs := testfs.NewTmpfs(t, size)
+	return fs.Dir, fs.Resize
 }
 
 func pattern(i int, n int) []byte { return bytes.Repeat([]byte{byte(i%251 + 1)}, n) }

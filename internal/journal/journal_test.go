@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/blockwise/blockwise/internal/testfs"
 
 	"github.com/blockwise/blockwise/internal/vfs"
 )
@@ -74,14 +75,8 @@ func FuzzParse(f *testing.F) {
 // log as it was (no torn record on disk), and the same append succeeds
 // once there is room; replay then finds exactly the appended records.
 func TestAppendNoSpace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("mount tmpfs: %v: %s", err, out)
-	}
-	defer exec.Command("umount", "-l", dir).Run()
+	fs := testfs.NewTmpfs(t, "256k")
+	dir := fs.Dir
 	p := filepath.Join(dir, "j.log")
 	l, err := Create(vfs.Default, p, 3)
 	if err != nil {

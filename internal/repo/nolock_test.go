@@ -4,35 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/blockwise/blockwise/internal/repo/repotest"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend/local"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
+	"github.com/blockwise/blockwise/internal/testfs"
 )
-
-// readOnlyView mounts dir again, read-only, and returns where: a
-// read-only bind mount, which binds root too (permissions and chattr do
-// not). The test is skipped where mounting is not allowed.
-func readOnlyView(t *testing.T, dir string) string {
-	t.Helper()
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "--bind", dir, mnt).CombinedOutput(); err != nil {
-		t.Skipf("mount --bind: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
-	if out, err := exec.Command("mount", "-o", "remount,bind,ro", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("remount read-only: %v: %s", err, out)
-	}
-	if err := os.WriteFile(filepath.Join(mnt, "probe"), nil, 0o600); err == nil {
-		t.Fatal("the read-only bind mount can be written")
-	}
-	return mnt
-}
 
 // TestNoLockReadOnly: on a repository that cannot be written, Check
 // fails for want of a lock (ErrReadOnly); with SetNoLock, Check (reading
@@ -50,7 +29,7 @@ func TestNoLockReadOnly(t *testing.T) {
 	m := backup(t, r, nil, img, nil)
 	r.Close()
 
-	robe, err := local.Open(readOnlyView(t, dir))
+	robe, err := local.Open(testfs.ReadOnly(t, dir))
 	if err != nil {
 		t.Fatal(err)
 	}

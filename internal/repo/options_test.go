@@ -3,10 +3,11 @@ package repo
 import (
 	"context"
 	"errors"
-	"github.com/blockwise/blockwise/internal/repo/repotest"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
+
+	"github.com/blockwise/blockwise/internal/repo/repotest"
 
 	"github.com/blockwise/blockwise/internal/backend/mem"
 )
