@@ -62,7 +62,7 @@ func TestReadTest(t *testing.T) {
 	th := startHost(t)
 	th.makeDisk(t, "vm", 8<<20)
 	ctx := context.Background()
-	for _, mode := range []string{ModeSAN, ModeHotAdd, ModeNBD} {
+	for _, mode := range []string{ModeSAN, ModeHotAdd, ModeNBDSSL} { // nbdssl: the secure default (tickets)
 		res, err := ReadTest(ctx, mode, th.env, "vm", 2)
 		if err != nil {
 			t.Fatalf("%s: %v", mode, err)
