@@ -21,11 +21,27 @@ var (
 	ErrFailed = errors.New("cbt: intent log failed")
 )
 
-// Journal record types used by the disk package for tracker state.
+// Journal record types used by the disk package for tracker state
+// (docs/format.md, "CBT journal records").
 const (
-	RecordFine   byte = 0x10
+	// RecordFine: blocks changed, applied unconditionally (read on replay;
+	// this version does not write it).
+	RecordFine byte = 0x10
+	// RecordIntent: whole intent regions, made durable before the first
+	// write to each (invariant 1). Counted whole unless the fine records
+	// of its session can be trusted.
 	RecordIntent byte = 0x11
+	// RecordSession: the machine's boot ID, written when a process starts
+	// appending to a journal. The RecordBlocks after it are trusted only
+	// when recovery runs under the same boot ID.
+	RecordSession byte = 0x13
+	// RecordBlocks: blocks about to be written, appended (not synced)
+	// before the data write (invariant 1a).
+	RecordBlocks byte = 0x14
 )
+
+// MaxBootID bounds a RecordSession payload.
+const MaxBootID = 64
 
 // Defaults.
 const (
@@ -95,13 +111,20 @@ func ParseID(s string) (ID, error) {
 	return ID{u, n}, nil
 }
 
-// IntentLog makes a record durable (append and sync) before returning.
-// Calls are serialised by the tracker. An error matching syscall.ENOSPC or
-// EDQUOT must mean that nothing was logged (the log is as it was): the
-// writers waiting get it and the tracker stays usable; any other error
-// fails the tracker for good (ErrFailed).
+// Record is one journal record the tracker asks to log.
+type Record struct {
+	Type    byte
+	Payload []byte
+}
+
+// IntentLog appends records to the journal in order, all of them or none,
+// before returning; with sync it also makes them (and everything appended
+// before) durable. Calls are serialised by the tracker. An error matching
+// syscall.ENOSPC or EDQUOT must mean that nothing was logged (the log is
+// as it was): the writers waiting get it and the tracker stays usable; any
+// other error fails the tracker for good (ErrFailed).
 type IntentLog interface {
-	LogIntent(payload []byte) error
+	LogIntent(recs []Record, sync bool) error
 }
 
 type epoch struct {
@@ -126,9 +149,11 @@ type Tracker struct {
 		base, seq  uint64
 		closed     []epoch
 		cur        *roaring.Bitmap // open epoch
+		saved      *roaring.Bitmap // blocks of cur durable in the checkpoint
+		logged     *roaring.Bitmap // blocks in a RecordBlocks of this journal
 		intent     *roaring.Bitmap // durable regions
-		inflight   *roaring.Bitmap // regions being committed
-		pending    *roaring.Bitmap // regions waiting for the next commit
+		inflight   intents         // being committed
+		pending    intents         // waiting for the next commit
 		current    *batch          // commit under way
 		next       *batch          // commit that will take pending
 		committing bool
@@ -149,15 +174,25 @@ func New(cfg Config, uuid string, size int64, log IntentLog) (*Tracker, error) {
 	t := &Tracker{cfg: cfg, log: log}
 	t.mu.uuid, t.mu.size = uuid, size
 	t.mu.cur = roaring.New()
-	t.resetVolatile()
+	t.resetVolatile(roaring.New())
 	return t, nil
 }
 
-func (t *Tracker) resetVolatile() {
+// resetVolatile forgets what the journal holds: a new journal starts.
+// saved is what the checkpoint just written (or read) holds.
+func (t *Tracker) resetVolatile(saved *roaring.Bitmap) {
+	t.mu.saved = saved
+	t.mu.logged = roaring.New()
 	t.mu.intent = roaring.New()
-	t.mu.inflight = roaring.New()
-	t.mu.pending = roaring.New()
+	t.mu.inflight = newIntents()
+	t.mu.pending = newIntents()
 }
+
+// intents are blocks needing a RecordBlocks and regions needing a
+// RecordIntent.
+type intents struct{ blocks, regions *roaring.Bitmap }
+
+func newIntents() intents { return intents{roaring.New(), roaring.New()} }
 
 // Config returns the geometry.
 func (t *Tracker) Config() Config { return t.cfg }
@@ -175,6 +210,11 @@ func (t *Tracker) Current() ID {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return ID{t.mu.uuid, t.mu.seq}
+}
+
+// blocks is the disk's size in blocks. mu held.
+func (t *Tracker) blocks() uint64 {
+	return uint64((t.mu.size + t.cfg.Granularity - 1) / t.cfg.Granularity)
 }
 
 // Block range covering [off, off+length).

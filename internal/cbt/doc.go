@@ -11,15 +11,26 @@
 //   - region: the coarse unit of write intents (default 256 MiB). Before the
 //     first write to a region is acknowledged, the fact that the region may
 //     have changed is made durable (group-committed through IntentLog), so
-//     a crash at any instant never loses a change: on recovery every block of
-//     every intent region counts as changed. Rewrites of a region already
-//     marked cost nothing. Intents are cleared at each checkpoint, when the
-//     fine map itself is durable.
+//     even a power loss never loses a change: on recovery every block of
+//     every such region counts as changed. Intents are cleared at each
+//     checkpoint, when the fine map itself is durable.
+//   - block record: before the first write into a block since the last
+//     checkpoint, the block is appended to the journal, not synced
+//     (RecordBlocks, group-committed with any region record). A process
+//     crash keeps it: it is in the page cache.
+//   - session: the records a process appended to a journal, after its
+//     RecordSession (the machine's boot ID). Recovery trusts a session's
+//     block records only under the same boot ID (the machine did not
+//     restart, so none was lost) and then reports just those blocks; any
+//     other session is recovered from its regions. Rewrites of recorded
+//     blocks cost nothing.
 //   - base: the oldest change ID still answerable; older epochs are
 //     dropped beyond Retain, which expires their IDs.
 //
 // The tracker knows no files: the disk package persists its checkpoint
-// (Encode/Decode) and its intent records (through IntentLog). Between
-// checkpoints the fine map lives in memory only: after a crash, the intent
-// regions (durable before any write they cover) stand in for it.
+// (Encode/Decode), its intent and block records (through IntentLog) and
+// the session records (SessionRecord), and hands a journal's records back
+// to Replay with the boot ID. Between checkpoints the fine map lives in
+// memory and in block records; after a crash, the block records of this
+// boot, or else the regions, stand in for it.
 package cbt

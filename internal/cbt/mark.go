@@ -9,22 +9,25 @@ import (
 )
 
 // Mark records that [off, off+length) is being written. It returns only
-// when the change is durable as an intent, so the caller may then issue
-// the data write: a crash after the data reaches the disk always finds the
-// change. Writers that need the same commit share one log sync.
+// when the caller may issue the data write: every block of it not already
+// in the checkpoint is named by a RecordBlocks appended to the journal
+// (not synced: a process crash keeps it, the page cache holds it), and its
+// region by a RecordIntent made durable (a power loss keeps it). A crash
+// after the data reaches the disk thus always finds the change
+// (docs/format.md invariants 1 and 1a). Writers that need the same commit
+// share one append, and one sync when a region is new.
 func (t *Tracker) Mark(off, length int64) error {
 	if length <= 0 {
 		return nil
 	}
 	f0, f1 := span(off, length, t.cfg.Granularity)
-	r0, r1 := span(off, length, t.cfg.RegionSize)
 	t.mu.Lock()
 	if t.mu.err != nil {
 		t.mu.Unlock()
 		return t.mu.err
 	}
 	t.mu.cur.AddRange(f0, f1)
-	wait, lead := t.needIntents(r0, r1)
+	wait, lead := t.needIntents(f0, f1)
 	t.mu.Unlock()
 	if wait == nil {
 		return nil
@@ -36,23 +39,33 @@ func (t *Tracker) Mark(off, length int64) error {
 	return wait.err
 }
 
-// needIntents queues regions [r0, r1) that are not durable and returns the
-// batch to wait for (nil: all durable) and whether the caller must run
+// needIntents queues the records blocks [f0, f1) lack and returns the
+// batch to wait for (nil: nothing lacking) and whether the caller must run
 // the commit loop. Called with mu held.
-func (t *Tracker) needIntents(r0, r1 uint64) (*batch, bool) {
+func (t *Tracker) needIntents(f0, f1 uint64) (*batch, bool) {
+	per := uint64(t.cfg.RegionSize / t.cfg.Granularity)
 	var wait *batch
-	for r := r0; r < r1; r++ {
+	need := func(done, inflight, pending *roaring.Bitmap, x uint32) {
 		switch {
-		case t.mu.intent.Contains(uint32(r)):
-		case t.mu.inflight.Contains(uint32(r)) && wait == nil:
-			wait = t.mu.current
+		case done.Contains(x):
+		case inflight.Contains(x):
+			if wait == nil {
+				wait = t.mu.current
+			}
 		default:
-			t.mu.pending.Add(uint32(r))
+			pending.Add(x)
 			if t.mu.next == nil {
 				t.mu.next = &batch{done: make(chan struct{})}
 			}
 			wait = t.mu.next // commits after current: waiting on it covers both
 		}
+	}
+	for f := f0; f < f1; f++ {
+		if t.mu.saved.Contains(uint32(f)) {
+			continue
+		}
+		need(t.mu.logged, t.mu.inflight.blocks, t.mu.pending.blocks, uint32(f))
+		need(t.mu.intent, t.mu.inflight.regions, t.mu.pending.regions, uint32(f/per))
 	}
 	if wait == nil || t.mu.committing {
 		return wait, false
@@ -73,40 +86,55 @@ func (t *Tracker) commitLoop() {
 			t.mu.Unlock()
 			return
 		}
-		regions := t.mu.pending
-		t.mu.pending, t.mu.next, t.mu.current = roaring.New(), nil, b
-		t.mu.inflight = regions
+		p := t.mu.pending
+		t.mu.pending, t.mu.next, t.mu.current = newIntents(), nil, b
+		t.mu.inflight = p
 		t.mu.Unlock()
 
-		err := t.log.LogIntent(EncodeBitmap(regions))
+		recs, sync := p.records()
+		err := t.log.LogIntent(recs, sync)
 
 		t.mu.Lock()
 		if err != nil && t.mu.err == nil && !noSpace(err) {
 			t.mu.err = fmt.Errorf("%w: %v", ErrFailed, err)
 		}
 		if err == nil {
-			t.mu.intent.Or(regions)
+			t.mu.logged.Or(p.blocks)
+			t.mu.intent.Or(p.regions)
 		}
 		b.err = t.mu.err
 		if b.err == nil {
 			b.err = err // no space: these writers fail, later ones retry
 		}
-		t.mu.inflight = roaring.New()
+		t.mu.inflight = newIntents()
 		t.mu.Unlock()
 		close(b.done)
 	}
 }
 
-// LogIntent adapts a function to IntentLog.
-type LogFunc func(payload []byte) error
+// records are the journal records of a commit, and whether they must be
+// synced: only a new region needs to survive a power loss.
+func (in intents) records() ([]Record, bool) {
+	var recs []Record
+	if !in.blocks.IsEmpty() {
+		recs = append(recs, Record{RecordBlocks, EncodeBitmap(in.blocks)})
+	}
+	if !in.regions.IsEmpty() {
+		recs = append(recs, Record{RecordIntent, EncodeBitmap(in.regions)})
+	}
+	return recs, !in.regions.IsEmpty()
+}
+
+// LogFunc adapts a function to IntentLog.
+type LogFunc func(recs []Record, sync bool) error
 
 var _ IntentLog = LogFunc(nil)
 
 // LogIntent calls f.
-func (f LogFunc) LogIntent(p []byte) error { return f(p) }
+func (f LogFunc) LogIntent(recs []Record, sync bool) error { return f(recs, sync) }
 
 // noSpace reports a log that was full: by IntentLog's contract nothing was
-// logged, so the tracker stays usable and a later Mark logs the regions
+// logged, so the tracker stays usable and a later Mark logs the records
 // again (once space is freed) instead of failing every write for good.
 func noSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)

@@ -66,39 +66,74 @@ func DecodeBitmap(b []byte) (bm *roaring.Bitmap, err error) {
 	return bm, nil
 }
 
-// Apply replays one journal record. Call Recover after the last one.
-func (t *Tracker) Apply(typ byte, payload []byte) error {
-	bm, err := DecodeBitmap(payload)
-	if err != nil {
-		return err
+// Replay applies the tracker's records of the journal generation that
+// follows its checkpoint, in journal order, and recovers: the open epoch
+// gains every block that may have been written since the checkpoint. boot
+// is the machine's boot ID now ("" if unknown). It returns how many blocks
+// that added, the crash's over-report at most. Call it once, after Decode.
+//
+// Each RecordSession starts a segment. Under the boot ID that wrote it,
+// the machine has not restarted since, so the page cache kept every
+// RecordBlocks appended before a data write (invariant 1a): the segment's
+// blocks are exact and its regions are not needed. Any other segment (a
+// reboot or power loss since, an unknown boot ID, a journal of an older
+// version) counts its durable regions whole (invariant 1), as do regions
+// a version-1 checkpoint carried.
+func (t *Tracker) Replay(boot string, recs []Record) (uint64, error) {
+	fine, regions := roaring.New(), roaring.New()
+	trusted := false // records before any session: an older version's
+	for _, r := range recs {
+		if r.Type == RecordSession {
+			if len(r.Payload) > MaxBootID {
+				return 0, fmt.Errorf("%w: cbt session record of %d bytes", ErrCorrupt, len(r.Payload))
+			}
+			trusted = boot != "" && string(r.Payload) == boot
+			continue
+		}
+		bm, err := DecodeBitmap(r.Payload)
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case r.Type == RecordFine, r.Type == RecordBlocks && trusted:
+			fine.Or(bm)
+		case r.Type == RecordIntent && !trusted:
+			regions.Or(bm)
+		case r.Type != RecordBlocks && r.Type != RecordIntent:
+			return 0, fmt.Errorf("%w: unknown cbt record type %#x", ErrCorrupt, r.Type)
+		}
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch typ {
-	case RecordFine:
-		t.mu.cur.Or(bm)
-	case RecordIntent:
-		t.mu.intent.Or(bm)
-	default:
-		return fmt.Errorf("%w: unknown cbt record type %#x", ErrCorrupt, typ)
-	}
-	return nil
+	return t.recover(fine, regions), nil
 }
 
-// Recover counts every block of every replayed intent region as changed
-// in the open epoch: those regions may hold acknowledged writes whose fine
-// bits never reached the journal. It reports how many regions it applied.
-func (t *Tracker) Recover() int {
+// recover adds fine and every block of regions (and of the checkpoint's
+// regions) to the open epoch, within the disk.
+func (t *Tracker) recover(fine, regions *roaring.Bitmap) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	per := uint64(t.cfg.RegionSize / t.cfg.Granularity)
-	last := uint64((t.mu.size + t.cfg.Granularity - 1) / t.cfg.Granularity)
-	n := 0
-	for it := t.mu.intent.Iterator(); it.HasNext(); n++ {
+	last := t.blocks()
+	before := t.mu.cur.GetCardinality()
+	regions.Or(t.mu.intent) // durable in the checkpoint, so they stay
+	for it := regions.Iterator(); it.HasNext(); {
 		r := uint64(it.Next())
-		t.mu.cur.AddRange(r*per, min((r+1)*per, last))
+		if r*per >= last {
+			break
+		}
+		fine.AddRange(r*per, min((r+1)*per, last))
 	}
-	return n
+	fine.RemoveRange(last, 1<<32)
+	t.mu.cur.Or(fine)
+	return t.mu.cur.GetCardinality() - before
+}
+
+// SessionRecord is the RecordSession payload for boot ID boot: the disk
+// appends it before any other record of a process to a journal.
+func SessionRecord(boot string) Record {
+	if len(boot) > MaxBootID {
+		boot = "" // not a boot ID: never trusted
+	}
+	return Record{RecordSession, []byte(boot)}
 }
 
 // Encode serialises the tracker for a checkpoint; with closeEpoch the
@@ -170,7 +205,7 @@ func (t *Tracker) Committed(closeEpoch bool) {
 		t.mu.base, t.mu.seq, t.mu.closed = t.closedAfter()
 		t.mu.cur = roaring.New()
 	}
-	t.resetVolatile()
+	t.resetVolatile(t.mu.cur.Clone())
 }
 
 // Decode restores a tracker from a checkpoint. name is for errors.
@@ -199,7 +234,7 @@ func Decode(name string, data []byte, log IntentLog) (*Tracker, error) {
 	if err := t.cfg.Validate(); err != nil || t.mu.base > t.mu.seq || t.mu.size < 0 {
 		return nil, fmt.Errorf("%s: %w: bad geometry", name, ErrCorrupt)
 	}
-	t.resetVolatile()
+	t.resetVolatile(t.mu.cur.Clone())
 	t.mu.intent = intent
 	return t, nil
 }

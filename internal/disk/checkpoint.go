@@ -91,8 +91,10 @@ func (d *Disk) writeGeneration(m *diskMeta, chain []*layer, closeEpoch bool) (*j
 	jp := filepath.Join(d.dir, journalName(m.Gen))
 	files = append(files, jp)
 	g.Go(func() (err error) {
-		log, err = journal.Create(d.fs, jp, m.Gen)
-		return err
+		if log, err = journal.Create(d.fs, jp, m.Gen); err != nil {
+			return err
+		}
+		return d.startSession(log)
 	})
 	return log, files, g.Wait()
 }

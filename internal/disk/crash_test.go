@@ -28,7 +28,11 @@ var crashCBT = cbt.Config{Granularity: 64 << 10, RegionSize: 1 << 20}
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashEnv); dir != "" {
 		seed, _ := strconv.ParseInt(os.Getenv(crashEnv+"_SEED"), 10, 64)
-		if err := crashChild(dir, seed, os.Stdout); err != nil {
+		child := crashChild
+		if os.Getenv(crashEnv+"_MODE") == "scatter" {
+			child = scatterChild
+		}
+		if err := child(dir, seed, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(1)
 		}
@@ -116,6 +120,14 @@ type crashModel struct {
 	pending string            // last begun op, not acknowledged
 	atBegin []byte            // the image when the pending op began
 	iter    int
+	// inflight are the blocks of the writes in flight at each crash since
+	// the snapshot of sinceID: a crash may report them though they were
+	// never acknowledged.
+	inflight map[int64]bool
+	// coarse: crashes are power losses (another boot ID), after which CBT
+	// may report whole intent regions; else (kill -9) only the blocks
+	// written and those in flight.
+	coarse bool
 }
 
 type crashWrite struct {
@@ -140,7 +152,7 @@ func (c *crashModel) apply(line string, cur *[]byte) {
 		copy((*cur)[off:], data)
 	case f[0] == "I": // snapshot taken: its image is everything so far
 		c.snaps[f[1]] = bytes.Clone(*cur)
-		c.sinceID, c.cbtW = f[2], nil
+		c.sinceID, c.cbtW, c.inflight = f[2], nil, nil
 		c.flushed, c.post = bytes.Clone(*cur), nil
 	case line == "A" && c.pending == "B F":
 		c.flushed, c.post = bytes.Clone(*cur), nil
@@ -327,10 +339,58 @@ func (c *crashModel) checkCBT(t *testing.T, d *Disk, iter int, disk []byte) {
 			}
 		}
 	}
+	c.noteInflight()
+	c.checkOverReport(t, iter, ca)
 	c.snaps[info.ID] = nil
 	if _, err := d.DeleteSnapshot(info.ID); err != nil {
 		t.Fatal(err)
 	}
 	<-d.Consolidation().Done()
 	c.gone[info.ID] = true
+}
+
+// checkOverReport: after a kill -9 CBT reports no block but those written
+// since the change ID and those in flight at each crash since (format.md
+// invariant 1a); after a power loss, no block outside their intent
+// regions (invariant 1).
+func (c *crashModel) checkOverReport(t *testing.T, iter int, ca *ChangedAreas) {
+	unit := crashCBT.Granularity
+	if c.coarse {
+		unit = crashCBT.RegionSize
+	}
+	allowed := map[int64]bool{}
+	for o := range c.inflight {
+		allowed[o/unit] = true
+	}
+	for _, w := range c.cbtW {
+		for o := w.off / unit * unit; o < w.off+int64(len(w.data)); o += unit {
+			allowed[o/unit] = true
+		}
+	}
+	for _, a := range ca.ChangedArea {
+		for o := a.Start; o < a.Start+a.Length; o += crashCBT.Granularity {
+			if !allowed[o/unit] {
+				t.Fatalf("iteration %d: block at %d reported changed since %s, neither written (%d writes) nor in flight at a crash (%d blocks)", iter, o, c.sinceID, len(c.cbtW), len(c.inflight))
+			}
+		}
+	}
+}
+
+// noteInflight adds the blocks of the operation in flight at the crash to
+// those a later check may find reported.
+func (c *crashModel) noteInflight() {
+	p := c.pending
+	if !strings.HasPrefix(p, "B W") && !strings.HasPrefix(p, "B Z") {
+		return
+	}
+	f := strings.Fields(p)
+	off, _ := strconv.ParseInt(f[2], 10, 64)
+	n, _ := strconv.ParseInt(f[3], 10, 64)
+	if c.inflight == nil {
+		c.inflight = map[int64]bool{}
+	}
+	g := crashCBT.Granularity
+	for o := off / g * g; o < off+n; o += g {
+		c.inflight[o] = true
+	}
 }

@@ -29,7 +29,10 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 // followed by a sync of its directory is lost, which a SIGKILL (the page
 // cache survives it) cannot show. After each crash the disk must open,
 // pass Check, hold every flushed write, its snapshots' images, and report
-// every write since the last snapshot as changed (crashModel).
+// every write since the last snapshot as changed (crashModel). The
+// machine reboots with the power: the datastore is reopened under the
+// CrashFS's new boot ID, so CBT must fall back to its durable regions
+// (the block records after the last sync are gone).
 func TestCrashPowerLoss(t *testing.T) {
 	iters := 40
 	if long {
@@ -40,7 +43,7 @@ func TestCrashPowerLoss(t *testing.T) {
 	rng := rand.New(rand.NewSource(seed))
 	const dir = "/ds"
 	fsys := vfstest.NewCrashFS()
-	ds, err := OpenDatastore(dir, WithFS(fsys))
+	ds, err := OpenDatastore(dir, WithFS(fsys), WithBootID(fsys.BootID()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +56,7 @@ func TestCrashPowerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &crashModel{flushed: make([]byte, crashSize), sinceID: first.ChangeID,
-		snaps: map[string][]byte{"base": make([]byte, crashSize)}, gone: map[string]bool{}}
+		snaps: map[string][]byte{"base": make([]byte, crashSize)}, gone: map[string]bool{}, coarse: true}
 	cur := make([]byte, crashSize)
 	for i := range iters {
 		if i > 0 { // the first round continues from Create
@@ -68,7 +71,7 @@ func TestCrashPowerLoss(t *testing.T) {
 		fsys = fsys.Crash()
 		<-done    // its next file operation failed
 		d.Close() // stops a consolidation; fails like the rest
-		if ds, err = OpenDatastore(dir, WithFS(fsys)); err != nil {
+		if ds, err = OpenDatastore(dir, WithFS(fsys), WithBootID(fsys.BootID())); err != nil {
 			t.Fatalf("iteration %d: datastore after the crash: %v", i, err)
 		}
 		c.iter = i

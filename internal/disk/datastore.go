@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/cbt"
@@ -35,6 +36,11 @@ type Datastore struct {
 	dir string
 	id  string
 	fs  vfs.FS // every file operation of the datastore and its disks
+	// boot is the machine's boot ID ("" unknown): CBT recovery trusts the
+	// unsynced block records of a journal only under the boot ID that
+	// wrote them (docs/format.md invariant 1a).
+	boot    string
+	bootSet bool
 }
 
 // DatastoreOption configures OpenDatastore (and the direct readers).
@@ -47,6 +53,26 @@ func WithFS(fsys vfs.FS) DatastoreOption {
 	return func(ds *Datastore) { ds.fs = fsys }
 }
 
+// WithBootID sets the boot ID the datastore's disks run under instead of
+// the kernel's (/proc/sys/kernel/random/boot_id): a test simulating a power
+// loss gives the "rebooted" machine another one. "" means unknown, so CBT
+// recovers from its coarse regions only.
+func WithBootID(id string) DatastoreOption {
+	return func(ds *Datastore) { ds.boot, ds.bootSet = id, true }
+}
+
+// options is a datastore as opts configure it.
+func options(opts []DatastoreOption) *Datastore {
+	ds := &Datastore{fs: vfs.Default}
+	for _, o := range opts {
+		o(ds)
+	}
+	if !ds.bootSet {
+		ds.boot = machineBootID()
+	}
+	return ds
+}
+
 // fsOf is the file system opts choose.
 func fsOf(opts []DatastoreOption) vfs.FS {
 	ds := &Datastore{fs: vfs.Default}
@@ -56,6 +82,16 @@ func fsOf(opts []DatastoreOption) vfs.FS {
 	return ds.fs
 }
 
+// machineBootID is the kernel's boot ID, random at every boot; "" where
+// there is none (not Linux), which makes CBT recovery coarse, never wrong.
+func machineBootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
 type dsMeta struct {
 	ID      string    `json:"id"`
 	Created time.Time `json:"created"`
@@ -63,7 +99,8 @@ type dsMeta struct {
 
 // OpenDatastore opens dir, creating it and its identity on first use.
 func OpenDatastore(dir string, opts ...DatastoreOption) (*Datastore, error) {
-	fsys := fsOf(opts)
+	ds := options(opts)
+	fsys := ds.fs
 	// Synced into its parent: else a power loss could take the datastore
 	// (and its identity) away though its files were synced.
 	if err := vfs.MkdirAllSync(fsys, dir, 0o700); err != nil {
@@ -77,7 +114,8 @@ func OpenDatastore(dir string, opts ...DatastoreOption) (*Datastore, error) {
 		if err := vfs.WriteAtomic(fsys, p, metafile.Encode(dsMagic, 1, body)); err != nil {
 			return nil, err
 		}
-		return &Datastore{dir: dir, id: m.ID, fs: fsys}, nil
+		ds.dir, ds.id = dir, m.ID
+		return ds, nil
 	}
 	if err != nil {
 		return nil, err
@@ -90,7 +128,8 @@ func OpenDatastore(dir string, opts ...DatastoreOption) (*Datastore, error) {
 	if err := json.Unmarshal(body, &m); err != nil || m.ID == "" {
 		return nil, fmt.Errorf("%s: %w: bad body", p, ErrCorrupt)
 	}
-	return &Datastore{dir: dir, id: m.ID, fs: fsys}, nil
+	ds.dir, ds.id = dir, m.ID
+	return ds, nil
 }
 
 // Dir is the datastore's directory.

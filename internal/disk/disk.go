@@ -37,6 +37,7 @@ const journalLimit = 64 << 20
 type Disk struct {
 	dir   string
 	fs    vfs.FS // every file operation goes through it (the datastore's)
+	boot  string // the datastore's boot ID, see Datastore.boot
 	lock  io.Closer
 	grain int64
 
@@ -157,7 +158,7 @@ func (ds *Datastore) Open(name string) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w: %v", name, ErrBusy, err)
 	}
-	d := &Disk{dir: dir, fs: ds.fs, lock: lock}
+	d := &Disk{dir: dir, fs: ds.fs, boot: ds.boot, lock: lock}
 	d.mu.views = map[string]int{}
 	if err := d.load(); err != nil {
 		d.closeFiles()

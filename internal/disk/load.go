@@ -59,12 +59,11 @@ func (d *Disk) load() error {
 		// full datastore the disk opens on the replayed journal instead;
 		// a later checkpoint folds it.
 		err := d.checkpoint(d.meta.clone(), d.chain, false)
-		if errors.Is(err, ErrNoSpace) {
-			return nil
+		if !errors.Is(err, ErrNoSpace) {
+			return err // the new journal has its session record
 		}
-		return err
 	}
-	return nil
+	return d.startSession(d.log)
 }
 
 func (d *Disk) openLayer(lm layerMeta, flat bool) (*layer, error) {
@@ -89,7 +88,8 @@ func (d *Disk) openLayer(lm layerMeta, flat bool) (*layer, error) {
 	return l, nil
 }
 
-// replay applies the journal; it reports whether there was anything in it.
+// replay applies the journal; it reports whether there was anything in it
+// besides session records.
 func (d *Disk) replay(byID map[uint64]*layer) (bool, error) {
 	p := filepath.Join(d.dir, journalName(d.meta.Gen))
 	log, recs, err := journal.Open(d.fs, p, d.meta.Gen)
@@ -97,36 +97,78 @@ func (d *Disk) replay(byID map[uint64]*layer) (bool, error) {
 		return false, err
 	}
 	d.log = log
+	var cbtRecs []cbt.Record
+	replayed := false
 	for _, r := range recs {
 		switch {
 		case r.Type == recLayer:
 			err = applyRecord(r.Payload, byID)
-		case d.tracker != nil && (r.Type == cbt.RecordFine || r.Type == cbt.RecordIntent):
-			err = d.tracker.Apply(r.Type, r.Payload)
+		case r.Type == cbt.RecordSession && d.tracker == nil:
+		case d.tracker != nil && isCBTRecord(r.Type):
+			cbtRecs = append(cbtRecs, cbt.Record{Type: r.Type, Payload: r.Payload})
 		default:
 			err = fmt.Errorf("%w: unknown record type %#x", ErrCorrupt, r.Type)
 		}
 		if err != nil {
 			return false, fmt.Errorf("%s: %w", p, err)
 		}
+		replayed = replayed || r.Type != cbt.RecordSession
 	}
 	if d.tracker != nil {
-		d.tracker.Recover()
+		if _, err := d.tracker.Replay(d.boot, cbtRecs); err != nil {
+			return false, fmt.Errorf("%s: %w", p, err)
+		}
 	}
-	return len(recs) > 0, nil
+	return replayed, nil
 }
 
-// logIntent makes a CBT intent record durable. It runs under the shared
-// barrier (inside a write), so d.log is stable. A failed append (a full
-// file system) leaves the journal as it was, so its error goes back as is
-// and the write can be retried; a failed sync may have lost records the
-// journal already holds, so it fails the disk (and, not matching ENOSPC,
-// the tracker).
+func isCBTRecord(typ byte) bool {
+	switch typ {
+	case cbt.RecordFine, cbt.RecordIntent, cbt.RecordSession, cbt.RecordBlocks:
+		return true
+	}
+	return false
+}
+
+// startSession appends the CBT session record (this machine's boot ID) to
+// log, which this process is about to write to: the block records after
+// it are trusted only under the same boot ID (invariant 1a). It needs no
+// sync: a block record is only trusted while the page cache that holds
+// both survives. If the file system is full the session is not marked,
+// and the records that follow count for the session before them (or for
+// none): that can only make recovery coarser, never miss a change, since
+// boot IDs never repeat.
+func (d *Disk) startSession(log *journal.Log) error {
+	if d.tracker == nil {
+		return nil
+	}
+	r := cbt.SessionRecord(d.boot)
+	err := log.Append(journal.Record{Type: r.Type, Payload: r.Payload})
+	if errors.Is(noSpace(err), ErrNoSpace) {
+		return nil
+	}
+	return err
+}
+
+// logIntent appends CBT intent records, and syncs them when the tracker
+// asks (a new region). It runs under the shared barrier (inside a write),
+// so d.log is stable. A failed append (a full file system) leaves the
+// journal as it was, so its error goes back as is and the write can be
+// retried; a failed sync may have lost records the journal already holds,
+// so it fails the disk (and, not matching ENOSPC, the tracker).
 //
-// Invariant 1 (docs/format.md): the intent is durable before the write.
-func (d *Disk) logIntent(payload []byte) error {
-	if err := d.log.Append(journal.Record{Type: cbt.RecordIntent, Payload: payload}); err != nil {
+// Invariants 1 and 1a (docs/format.md): a region record is durable, a
+// block record written, before the data write.
+func (d *Disk) logIntent(recs []cbt.Record, sync bool) error {
+	jr := make([]journal.Record, len(recs))
+	for i, r := range recs {
+		jr[i] = journal.Record{Type: r.Type, Payload: r.Payload}
+	}
+	if err := d.log.Append(jr...); err != nil {
 		return err
+	}
+	if !sync {
+		return nil
 	}
 	if err := d.log.Sync(); err != nil {
 		return d.fail(err)

@@ -3,7 +3,7 @@
 // that checkpoint (layer maps, CBT bits, CBT write intents) so a restart
 // can rebuild the state without rewriting whole maps at every flush.
 //
-// Layout: a 20-byte metafile header (magic "BWJRNL01", version 1, body =
+// Layout: a 20-byte metafile header (magic "BWJRNL01", version 2, body =
 // the 8-byte generation), then records:
 //
 //	0 length uint32  payload length
@@ -14,6 +14,11 @@
 // Replay stops at the first record that is short or fails its checksum: a
 // crash can tear only the tail written after the last sync, and nothing
 // after a torn record was ever synced, so it is dropped and truncated.
+//
+// Version 2 differs from 1 only in the record types a journal may hold
+// (docs/format.md): version 1 journals are still replayed, and a binary
+// that knows only version 1 refuses a version 2 journal instead of
+// misreading it.
 package journal
 
 import (
@@ -30,7 +35,7 @@ import (
 
 const (
 	magic      = "BWJRNL01"
-	version    = 1
+	version    = 2
 	headerSize = metafile.HeaderSize + 8
 	recHeader  = 9
 	// MaxPayload bounds one record so a damaged length cannot make replay

@@ -5,6 +5,7 @@
 package vfstest
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,7 @@ type CrashFS struct {
 	cur     map[string]*node // path -> node as processes see it
 	durable map[string]*node // path -> node after a power loss
 	locks   map[string]bool
+	boot    string // the simulated machine's boot ID, new after each Crash
 }
 
 // node is a file or directory; its data as read and as last synced.
@@ -57,7 +59,19 @@ func NewCrashFS() *CrashFS {
 		cur:     map[string]*node{"/": root},
 		durable: map[string]*node{"/": root},
 		locks:   map[string]bool{},
+		boot:    newBootID(),
 	}
+}
+
+// BootID is the boot ID of the machine this file system belongs to (what
+// /proc/sys/kernel/random/boot_id would read): a Crash reboots it, so the
+// CrashFS it returns has another one.
+func (c *CrashFS) BootID() string { return c.boot }
+
+func newBootID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
 // Crash simulates a power loss: this CrashFS and its open files fail from
@@ -69,7 +83,7 @@ func (c *CrashFS) Crash() *CrashFS {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.dead = true
-	after := &CrashFS{cur: map[string]*node{}, durable: map[string]*node{}, locks: map[string]bool{}}
+	after := &CrashFS{cur: map[string]*node{}, durable: map[string]*node{}, locks: map[string]bool{}, boot: newBootID()}
 	copies := map[*node]*node{}
 	for _, p := range sortedKeys(c.durable) { // parents before children
 		if p != "/" && after.cur[path.Dir(p)] == nil {
