@@ -391,8 +391,6 @@ func DeleteSnapshot(ctx context.Context, h Host, disk, id string) error {
 // slotRun is a span of consecutive slots [first, first+n).
 type slotRun struct{ first, n int64 }
 
-// newer orders restore points by time, then ID, so equal times still
-// give one answer whatever order they are loaded in.
 // plan turns changed areas (sorted, as the host returns them) into runs
 // of whole chunk slots, merged, each at most maxRun slots so one read stays
 // a reasonable NBD request.

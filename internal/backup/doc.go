@@ -25,9 +25,10 @@
 //     cannot answer.
 //   - lease: a Leaser host lends a disk to one backup at a time (two would
 //     consolidate their snapshots under each other's readers); the second
-//     fails with ErrLeaseHeld naming the holder. Renewed every third of its
-//     TTL, released at the end; a holder of this machine whose process is
-//     gone is taken over at once.
+//     fails with ErrLeaseHeld naming the holder. Renewed every quarter of
+//     its TTL, released at the end; lost (the backup stops, ErrLeaseLost)
+//     when a renewal says so or none succeeded for a TTL; a holder of this
+//     machine whose process is gone is taken over at once.
 //   - lost slots: the parent's slots whose blobs no index file holds (a
 //     pack lost, then repair index): read again like changed ones
 //     (repo.SnapshotWriter.ParentLost), never carried over.

@@ -37,15 +37,16 @@ var (
 )
 
 // DefaultLeaseTTL is how long a backup's lease outlives its last renewal
-// (every third of it): how long a backup killed on another machine can
+// (every quarter of it): how long a backup killed on another machine can
 // keep the next one out. One killed on this machine is taken over at
 // once (its holder's process is gone).
 const DefaultLeaseTTL = time.Minute
 
 // holdLease takes the disk's lease for the backup and renews it until
 // release; a lease whose holder is a dead process of this machine is
-// taken over. The returned context ends if a renewal finds the lease
-// lost. Hosts that are no Leaser lend nothing.
+// taken over. The returned context ends (cause ErrLeaseLost) if a renewal
+// finds the lease lost, or if none succeeds for a whole TTL. Hosts that
+// are no Leaser lend nothing.
 func holdLease(ctx context.Context, o Options) (context.Context, func(), error) {
 	l, ok := o.Host.(Leaser)
 	if !ok {
@@ -55,6 +56,7 @@ func holdLease(ctx context.Context, o Options) (context.Context, func(), error) 
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
 	}
+	sent := time.Now() // the host starts the TTL later, on receipt
 	lease, err := acquireLease(ctx, l, o.Disk, ttl)
 	if err != nil {
 		return nil, nil, err
@@ -64,7 +66,7 @@ func holdLease(ctx context.Context, o Options) (context.Context, func(), error) 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		renewLease(ctx, l, o.Disk, lease.ID, ttl, stop, cancel)
+		renewLease(ctx, l, o.Disk, lease.ID, ttl, sent.Add(ttl), stop, cancel)
 	}()
 	release := func() {
 		close(stop)
@@ -101,27 +103,41 @@ func holderGone(holder string) bool {
 	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }
 
-// renewLease renews every third of the TTL until stop; a lost lease
-// cancels the backup, which must not go on beside another.
-func renewLease(ctx context.Context, l Leaser, disk, id string, ttl time.Duration, stop <-chan struct{}, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(ttl / 3)
+// renewLease renews every quarter of the TTL until stop, so the lease
+// outlives two failed renewals. A lost lease cancels the backup, which
+// must not go on beside another: lost when a renewal says so, and also
+// at valid, when no renewal has succeeded for a TTL (counted from when the
+// last good one was sent, before the host received it), since the host
+// may then have lent the disk to another backup while renewals failed.
+func renewLease(ctx context.Context, l Leaser, disk, id string, ttl time.Duration, valid time.Time, stop <-chan struct{}, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(ttl / 4)
 	defer t.Stop()
+	expiry := time.NewTimer(time.Until(valid))
+	defer expiry.Stop()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-ctx.Done():
 			return
+		case <-expiry.C:
+			cancel(fmt.Errorf("disk %s: no renewal succeeded for %s: %w", disk, ttl, ErrLeaseLost))
+			return
 		case <-t.C:
 		}
-		rctx, c := context.WithTimeout(ctx, ttl/3)
+		sent := time.Now()
+		rctx, c := context.WithDeadline(ctx, valid) // never renews past the lease
 		err := l.RenewLease(rctx, disk, id, ttl)
 		c()
-		if errors.Is(err, ErrLeaseLost) {
+		switch {
+		case errors.Is(err, ErrLeaseLost):
 			cancel(fmt.Errorf("disk %s: %w", disk, err))
 			return
+		case err == nil:
+			valid = sent.Add(ttl)
+			expiry.Reset(time.Until(valid))
 		}
 		// Other errors (the host restarting, say) are retried at the
-		// next tick; the lease outlives two missed renewals.
+		// next tick, until valid.
 	}
 }

@@ -42,12 +42,21 @@ type Lock struct {
 	none bool // LockRead under SetNoLock: no lock file
 }
 
-// SetNoLock makes LockRead take no lock and Lock refuse (ErrInvalid), for
-// reading a repository that cannot be written (restic's --no-lock). The
-// risk: nothing keeps a prune in another process from deleting packs
+// SetNoLock makes LockRead take no lock and Lock, AddKey, RemoveKey and
+// Unlock refuse (ErrInvalid), for reading a repository that cannot be
+// written (restic's --no-lock). The risk: nothing keeps a prune in another process from deleting packs
 // being read meanwhile (a restore then fails, a check reports damage that
 // is not there).
 func (r *Repository) SetNoLock(on bool) { r.noLock = on }
+
+// writable refuses to write under SetNoLock: every write needs a lock
+// (or, for key slots and stale locks, a repository opened for writing).
+func (r *Repository) writable() error {
+	if r.noLock {
+		return fmt.Errorf("repo: this writes to the repository, which needs a lock, and the repository was opened without locking (for reading only): %w", ErrInvalid)
+	}
+	return nil
+}
 
 // LockRead takes the shared lock of a reader (check, stats, restore,
 // serving a point), which keeps a prune from deleting what it reads; with
@@ -64,8 +73,8 @@ func (r *Repository) LockRead(ctx context.Context) (*Lock, error) {
 // conflicting lock appeared meanwhile. Two racing lockers may both back
 // off, but never both proceed.
 func (r *Repository) Lock(ctx context.Context, exclusive bool) (*Lock, error) {
-	if r.noLock {
-		return nil, fmt.Errorf("repo: this writes to the repository, which needs a lock, and the repository was opened without locking (for reading only): %w", ErrInvalid)
+	if err := r.writable(); err != nil {
+		return nil, err
 	}
 	deadline, pause := time.Now().Add(r.lockWait), 50*time.Millisecond
 	for {
@@ -247,6 +256,9 @@ func (li *lockInfo) deadHolder() bool {
 // host), or every lock with all, and reports how many it removed. Use all
 // only when no other process uses the repository.
 func (r *Repository) Unlock(ctx context.Context, all bool) (int, error) {
+	if err := r.writable(); err != nil {
+		return 0, err
+	}
 	names, err := r.listNames(ctx, backend.Locks)
 	if err != nil {
 		return 0, err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend/local"
+	"github.com/blockwise/blockwise/internal/backend/mem"
 	"github.com/blockwise/blockwise/internal/repo/repotest"
 	"github.com/blockwise/blockwise/internal/testfs"
 )
@@ -72,5 +73,43 @@ func TestNoLockReadOnly(t *testing.T) {
 	}
 	if _, err := ro.Prune(ctx); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Prune under SetNoLock: %v", err)
+	}
+}
+
+// TestNoLockRefusesEveryWrite: under SetNoLock, the writes that take no
+// lock of their own (adding or removing a key slot, removing locks) are
+// refused too, and change nothing: the handle is for reading.
+func TestNoLockRefusesEveryWrite(t *testing.T) {
+	ctx := context.Background()
+	r := initRepo(t, mem.New(), testOptions())
+	if err := r.AddKey(ctx, Secret{Password: "second"}, testKDF); err != nil {
+		t.Fatal(err)
+	}
+	other, err := r.Lock(ctx, false) // a live lock Unlock(all) would remove
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Unlock(ctx)
+	keys, _ := r.Keys(ctx)
+	r.SetNoLock(true)
+	writes := []struct {
+		name string
+		do   func() error
+	}{
+		{"AddKey", func() error { return r.AddKey(ctx, Secret{Password: "third"}, testKDF) }},
+		{"RemoveKey", func() error { return r.RemoveKey(ctx, keys[0].ID) }},
+		{"Unlock", func() error { _, err := r.Unlock(ctx, true); return err }},
+	}
+	for _, w := range writes {
+		if err := w.do(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s under SetNoLock: %v, want ErrInvalid", w.name, err)
+		}
+	}
+	r.SetNoLock(false)
+	if got, _ := r.Keys(ctx); len(got) != len(keys) {
+		t.Errorf("key slots %d, want %d unchanged", len(got), len(keys))
+	}
+	if _, err := r.Lock(ctx, true); !errors.Is(err, ErrLocked) {
+		t.Errorf("exclusive lock beside the other: %v, want ErrLocked (its lock was removed)", err)
 	}
 }

@@ -526,6 +526,9 @@ func (r *Repository) AddKey(ctx context.Context, s Secret, p KDFParams) error {
 	if r.mk == nil {
 		return fmt.Errorf("repo: add key: repository is unencrypted: %w", ErrInvalid)
 	}
+	if err := r.writable(); err != nil {
+		return err
+	}
 	if err := s.check(); err != nil {
 		return fmt.Errorf("repo: add key: %w", err)
 	}
@@ -564,6 +567,9 @@ func (r *Repository) Keys(ctx context.Context) ([]KeyInfo, error) {
 // RemoveKey deletes the key slot whose ID starts with prefix. The last
 // slot is never removed: that would lock everyone out for good.
 func (r *Repository) RemoveKey(ctx context.Context, prefix string) error {
+	if err := r.writable(); err != nil {
+		return err
+	}
 	keys, err := r.Keys(ctx)
 	if err != nil {
 		return err

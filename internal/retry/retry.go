@@ -24,7 +24,7 @@ func Do(ctx context.Context, p Policy, retryable func(error) bool, op func(attem
 		if err = op(attempt); err == nil || !retryable(err) {
 			return attempt, err
 		}
-		if p.Attempts > 0 && attempt >= p.Attempts {
+		if p.Attempts > 0 && attempt >= p.Attempts || ctx.Err() != nil {
 			return attempt, err
 		}
 		t := time.NewTimer(p.Delay(attempt))
@@ -33,6 +33,9 @@ func Do(ctx context.Context, p Policy, retryable func(error) bool, op func(attem
 			t.Stop()
 			return attempt, err
 		case <-t.C:
+		}
+		if ctx.Err() != nil { // both were ready: select may pick the timer
+			return attempt, err
 		}
 	}
 }

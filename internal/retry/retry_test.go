@@ -100,3 +100,22 @@ func TestDelay(t *testing.T) {
 		t.Errorf("zero policy: %v, want 0", d)
 	}
 }
+
+// TestDoStopsWhenContextEnds: once ctx has ended no further attempt is
+// made, even when the wait before it is over at once (a zero delay: the
+// timer and the context are then both ready, and a select between them
+// picks either).
+func TestDoStopsWhenContextEnds(t *testing.T) {
+	for i := range 200 {
+		ctx, cancel := context.WithCancel(context.Background())
+		calls := 0
+		n, err := Do(ctx, Policy{Attempts: 5}, passing, func(int) error {
+			calls++
+			cancel()
+			return errPassing
+		})
+		if calls != 1 || n != 1 || !errors.Is(err, errPassing) {
+			t.Fatalf("run %d: %d call(s), %d attempt(s), %v; want 1 attempt after the context ended, errPassing", i, calls, n, err)
+		}
+	}
+}
