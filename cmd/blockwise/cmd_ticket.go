@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/blockwise/blockwise/client"
+	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/host"
 )
@@ -60,6 +61,11 @@ func init() {
 }
 
 func runTicketCreate(ctx context.Context, g globalOptions, export string, out io.Writer) error {
+	// The API counts whole seconds and reads 0 as the default (24h):
+	// --ttl 500ms must not become a day.
+	if ttl := ticketOpts.TTL; ttl != 0 && (ttl < time.Second || ttl > api.MaxTicketTTL) {
+		return usageErrorf("--ttl %s: want 1s to %s", ttl, api.MaxTicketTTL)
+	}
 	c, err := g.client()
 	if err != nil {
 		return err

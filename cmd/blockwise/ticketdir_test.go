@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/blockwise/blockwise/client"
@@ -38,6 +39,18 @@ func TestWriteTicketDirReplacesPlantedFiles(t *testing.T) {
 		}
 		if data, _ := os.ReadFile(p); string(data) != want {
 			t.Fatalf("%s: %q, want %q", name, data, want)
+		}
+	}
+}
+
+// ticket create --ttl outside 1s..720h is a usage error, refused before
+// the host is asked: the API counts whole seconds and reads 0 as its
+// default, so --ttl 500ms (or -500ms) used to give a 24-hour ticket.
+func TestTicketCreateTTL(t *testing.T) {
+	c := &cli{dir: t.TempDir()}
+	for _, ttl := range []string{"500ms", "-500ms", "-1h", "721h"} {
+		if out, code := c.run(t, "ticket", "create", "vm", "--ttl", ttl); code != exitUsage || !strings.Contains(out, "--ttl") {
+			t.Fatalf("--ttl %s: exit %d: %s", ttl, code, out)
 		}
 	}
 }
