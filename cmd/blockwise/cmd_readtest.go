@@ -34,6 +34,9 @@ func init() {
 }
 
 func runReadTest(ctx context.Context, g globalOptions, o readTestOptions, disk string, out io.Writer) error {
+	if o.Workers < 1 {
+		return usageErrorf("--workers %d: want at least 1", o.Workers)
+	}
 	env, err := o.transportOptions.env(g)
 	if err != nil {
 		return err

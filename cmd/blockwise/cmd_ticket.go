@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/blockwise/blockwise/client"
+	"github.com/blockwise/blockwise/internal/api"
+	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/host"
 )
 
@@ -59,6 +61,11 @@ func init() {
 }
 
 func runTicketCreate(ctx context.Context, g globalOptions, export string, out io.Writer) error {
+	// The API counts whole seconds and reads 0 as the default (24h):
+	// --ttl 500ms must not become a day.
+	if ttl := ticketOpts.TTL; ttl != 0 && (ttl < time.Second || ttl > api.MaxTicketTTL) {
+		return usageErrorf("--ttl %s: want 1s to %s", ttl, api.MaxTicketTTL)
+	}
 	c, err := g.client()
 	if err != nil {
 		return err
@@ -89,26 +96,18 @@ func runTicketCreate(ctx context.Context, g globalOptions, export string, out io
 }
 
 // writeTicketDir writes the credentials in the layout of qemu's
-// tls-creds-x509 (endpoint=client) and libnbd's tls-certificates.
+// tls-creds-x509 (endpoint=client) and libnbd's tls-certificates. Each
+// file is a fresh 0600 file renamed into place, so a file or symbolic
+// link already at that name (planted by whoever can write the
+// directory) is replaced, never written through.
 func writeTicketDir(dir string, tk *client.Ticket) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	for name, data := range map[string]string{"ca-cert.pem": tk.CACert, "client-cert.pem": tk.ClientCert, "client-key.pem": tk.ClientKey} {
 		p := filepath.Join(dir, name)
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return err
-		}
-		_, err = f.WriteString(data)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		if err := fsutil.WriteAtomic(p, []byte(data)); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
-		}
-		if err := os.Chmod(p, 0o600); err != nil { // an older file kept its mode
-			return err
 		}
 	}
 	return nil

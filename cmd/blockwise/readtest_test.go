@@ -66,3 +66,14 @@ func readAll(t *testing.T, uri string) []byte {
 	}
 	return p
 }
+
+// read-test --workers below 1 is a usage error (0 used to hang: no read
+// could ever start), refused before the host is asked for a snapshot.
+func TestReadTestWorkers(t *testing.T) {
+	c := &cli{dir: t.TempDir()}
+	for _, w := range []string{"0", "-1"} {
+		if out, code := c.run(t, "read-test", "vm", "--workers", w); code != exitUsage || !strings.Contains(out, "--workers") {
+			t.Fatalf("--workers %s: exit %d: %s", w, code, out)
+		}
+	}
+}

@@ -117,6 +117,14 @@ func (ts *Tickets) Create(export, tokenID string, ttl time.Duration) (wire.Ticke
 	if err := ts.add(t); err != nil {
 		return wire.Ticket{}, err
 	}
+	// Checked after add: a delete of the export that raced this create
+	// either ran RevokeExport after add (taking the ticket with it) or
+	// finished before this check. Otherwise a ticket for a disk deleted
+	// meanwhile would open a new disk given the same name.
+	if err := ts.o.Exists(export); err != nil {
+		ts.Revoke(t.view.ID)
+		return wire.Ticket{}, fmt.Errorf("ticket for %s: %w", export, err)
+	}
 	out := t.view
 	out.CACert, out.ClientCert, out.ClientKey = string(ca.CertPEM()), string(certPEM), string(keyPEM)
 	return out, nil

@@ -357,6 +357,15 @@ func TestTicketStore(t *testing.T) {
 	if _, err := ts.Create("vm", "", time.Minute); !errors.Is(err, api.ErrTooManyTickets) {
 		t.Fatalf("third ticket of 2: %v", err)
 	}
+	// A create that races the export's deletion leaves no ticket behind.
+	ts.Revoke(ts.List()[0].ID)
+	gone["vm"] = true
+	if _, err := ts.Create("vm", "", time.Minute); !errors.Is(err, disk.ErrNotFound) {
+		t.Fatalf("ticket for a deleted export: %v", err)
+	}
+	if l := ts.List(); len(l) != 1 {
+		t.Fatalf("ticket for a deleted export stored: %+v", l)
+	}
 	if !strings.Contains(t1.ClientCert, "BEGIN CERTIFICATE") || !strings.Contains(t1.ClientKey, "PRIVATE KEY") {
 		t.Fatal("PEM fields")
 	}

@@ -91,6 +91,7 @@ func (h *Host) Delete(name string) error {
 		delete(h.mu.disks, name)
 	}
 	delete(h.mu.io, name)
+	delete(h.mu.leases, name) // a new disk of the name is not leased (lease.go)
 	return h.ds.Delete(name)
 }
 

@@ -75,3 +75,28 @@ func TestLease(t *testing.T) {
 		}
 	}
 }
+
+// A disk's lease goes with the disk: a new disk of the same name is not
+// leased to the old one's backup (and the host keeps no lease of a gone
+// disk in memory).
+func TestLeaseDiesWithDisk(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.Host.Create("vm", 1<<20, disk.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Host.AcquireLease("vm", "backup of the old vm", time.Hour, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Host.Delete("vm"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Host.Create("vm", 1<<20, disk.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := e.Host.CurrentLease("vm"); !errors.Is(err, host.ErrLeaseNotFound) {
+		t.Fatalf("new vm inherited the deleted vm's lease: %+v %v", l, err)
+	}
+	if _, err := e.Host.AcquireLease("vm", "backup of the new vm", time.Second, ""); err != nil {
+		t.Fatal(err)
+	}
+}

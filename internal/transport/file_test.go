@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/blockwise/blockwise/internal/backup"
 )
@@ -73,6 +74,18 @@ func TestReadTest(t *testing.T) {
 	}
 	if _, err := ReadTest(ctx, "warp", th.env, "vm", 2); !errors.Is(err, ErrUnknownMode) {
 		t.Fatalf("unknown mode: %v", err)
+	}
+	for _, workers := range []int{0, -1} { // 0 used to block forever, -1 to read unbounded
+		done := make(chan error, 1)
+		go func() { _, err := ReadTest(ctx, ModeHotAdd, th.env, "vm", workers); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatalf("%d workers: no error", workers)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d workers: ReadTest hangs", workers)
+		}
 	}
 	snaps, err := th.env.Client.ListSnapshots(ctx, "vm")
 	if err != nil || len(snaps) != 0 {

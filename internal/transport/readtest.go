@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -23,9 +24,12 @@ type ReadTestResult struct {
 
 // ReadTest measures a transport: it snapshots diskName on the host, reads
 // every allocated byte of the snapshot through the first usable mode of
-// order in reads of 4 MiB, workers at a time, discards the data and
+// order in reads of 4 MiB, workers (at least 1) at a time, discards the data and
 // deletes the snapshot again (even when the reads fail).
 func ReadTest(ctx context.Context, order string, env Env, diskName string, workers int) (res ReadTestResult, err error) {
+	if workers < 1 { // errgroup's limit 0 would block forever, <0 is no bound
+		return res, fmt.Errorf("read-test with %d workers: want at least 1", workers)
+	}
 	h := backup.ClientHost{C: env.Client}
 	snap, err := h.CreateSnapshot(ctx, diskName, "blockwise read-test")
 	if err != nil {
