@@ -89,9 +89,11 @@ func (t *Tracker) commitLoop() {
 		p := t.mu.pending
 		t.mu.pending, t.mu.next, t.mu.current = newIntents(), nil, b
 		t.mu.inflight = p
+		// Encoded under mu: encoding run-optimizes the bitmaps in place,
+		// and needIntents reads the in-flight ones under mu.
+		recs, sync := p.records()
 		t.mu.Unlock()
 
-		recs, sync := p.records()
 		err := t.log.LogIntent(recs, sync)
 
 		t.mu.Lock()
