@@ -8,6 +8,12 @@ scripts/versitygw.sh # the real S3 server of the S3 backend tests
 scripts/lint.sh   # go vet and staticcheck
 # BLOCKWISE_LONG=1 in the environment selects the long modes.
 go test -count=1 -timeout 30m ./...
+# The concurrent layers again under the race detector (~1 min here): the
+# engine's disk package and the repository are left out for time; their
+# long model and crash modes cover them.
+go test -race -count=1 -timeout 20m ./internal/cbt ./internal/journal ./internal/host \
+	./internal/api ./internal/daemon ./internal/nbd ./internal/transport \
+	./internal/backup ./internal/retry ./internal/backend/ ./client
 # Again with at most 5 blobs of the index in memory: the repository's and
 # the CLI's tests then also go through the index's spilled runs.
 BLOCKWISE_TEST_INDEX_BLOBS=5 BLOCKWISE_INDEX_BLOBS=5 go test -count=1 -timeout 30m \

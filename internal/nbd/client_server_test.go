@@ -216,8 +216,8 @@ func TestServerErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			bad.fail = tt.fail
-			defer func() { bad.fail = nil }()
+			bad.setFail(tt.fail)
+			defer bad.setFail(nil)
 			err := tt.do(cl)
 			var we *Error
 			if !errors.As(err, &we) || we.Code != tt.code {
@@ -346,8 +346,8 @@ func TestZeroFlags(t *testing.T) {
 	must(t, c.Zero(ctx, 0, 4096, true, true))
 	must(t, c.Trim(ctx, 0, 4096))
 	want := []string{"punch=true fast=false", "punch=false fast=false", "punch=true fast=true", "punch=true fast=false"}
-	if !slices.Equal(exp.zeroes, want) {
-		t.Fatalf("Zero calls %q, want %q", exp.zeroes, want)
+	if got := exp.zeroCalls(); !slices.Equal(got, want) {
+		t.Fatalf("Zero calls %q, want %q", got, want)
 	}
 }
 

@@ -1,10 +1,12 @@
 package nbd
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,8 +31,8 @@ type memExport struct {
 	dirty   []bool
 	ro      bool
 	sizes   BlockSizes
-	fail    error    // returned by every data operation when set
-	zeroes  []string // "punch=B fast=B" of each Zero call
+	fail    atomic.Pointer[error] // returned by every data operation when set (setFail)
+	zeroes  []string              // "punch=B fast=B" of each Zero call
 	flushes atomic.Int64
 	closes  atomic.Int64
 }
@@ -50,8 +52,8 @@ func (m *memExport) BlockSizes() BlockSizes { return m.sizes }
 func (m *memExport) Close() error           { m.closes.Add(1); return nil }
 
 func (m *memExport) ReadAt(_ context.Context, p []byte, off int64) error {
-	if m.fail != nil {
-		return m.fail
+	if err := m.failure(); err != nil {
+		return err
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -59,9 +61,36 @@ func (m *memExport) ReadAt(_ context.Context, p []byte, off int64) error {
 	return nil
 }
 
+// setFail makes every data operation return err (nil: succeed again);
+// the server's goroutines read it concurrently.
+func (m *memExport) setFail(err error) { m.fail.Store(&err) }
+
+func (m *memExport) failure() error {
+	if p := m.fail.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// zeroCalls is a copy of the Zero calls recorded so far.
+func (m *memExport) zeroCalls() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return slices.Clone(m.zeroes)
+}
+
+// bytes is a copy of the export's contents, taken under its lock: the
+// server's goroutines wrote them, and the test reads them after a client
+// process (which the race detector cannot see) has finished.
+func (m *memExport) bytes() []byte {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return bytes.Clone(m.data)
+}
+
 func (m *memExport) WriteAt(_ context.Context, p []byte, off int64, _ bool) error {
-	if m.fail != nil {
-		return m.fail
+	if err := m.failure(); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -81,8 +110,8 @@ func (m *memExport) mark(off, n int64, alloc bool) {
 }
 
 func (m *memExport) Zero(_ context.Context, off, n int64, punch, fast bool) error {
-	if m.fail != nil {
-		return m.fail
+	if err := m.failure(); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -98,7 +127,7 @@ func (m *memExport) Trim(ctx context.Context, off, n int64) error {
 
 func (m *memExport) Flush(context.Context) error {
 	m.flushes.Add(1)
-	return m.fail
+	return m.failure()
 }
 
 func (m *memExport) MetaContexts(prefix string) []string {
@@ -112,8 +141,8 @@ func (m *memExport) MetaContexts(prefix string) []string {
 }
 
 func (m *memExport) BlockStatus(_ context.Context, name string, off, length int64) ([]Extent, error) {
-	if m.fail != nil {
-		return nil, m.fail
+	if err := m.failure(); err != nil {
+		return nil, err
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()

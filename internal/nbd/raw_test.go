@@ -320,7 +320,7 @@ func TestRawTransmissionSimple(t *testing.T) {
 	}
 	r.t = t
 	r.req(0, cmdRead, 7, 0, 4096, nil)
-	if r.simple(7) != 0 || string(r.read(4096)) != string(exp.data[:4096]) {
+	if r.simple(7) != 0 || string(r.read(4096)) != string(exp.bytes()[:4096]) {
 		t.Fatal("simple read after errors")
 	}
 	r.req(0, cmdWrite, 8, 0, 2*max+1, nil) // unskippable: server hangs up
@@ -350,7 +350,7 @@ func TestRawTransmissionStructured(t *testing.T) {
 		binary.BigEndian.Uint32(cs[1].data[8:]) != 1<<20-64<<10 || cs[2].typ != chunkOffsetData {
 		t.Fatalf("sparse read chunks %v", types)
 	}
-	if string(cs[2].data[8:]) != string(exp.data[1<<20:1<<20+4096]) {
+	if string(cs[2].data[8:]) != string(exp.bytes()[1<<20:1<<20+4096]) {
 		t.Fatal("data chunk content")
 	}
 	r.req(cmdFlagDF, cmdRead, 4, 0, 1<<20, nil)

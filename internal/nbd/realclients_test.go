@@ -72,7 +72,7 @@ func TestQemuImgConvert(t *testing.T) {
 	in := filepath.Join(dir, "in.raw")
 	must(t, os.WriteFile(in, content, 0o600))
 	runCmd(t, qemuImg, "convert", "-n", "-f", "raw", "-O", "raw", in, ts.tcpURI("dst"))
-	if !bytes.Equal(dst.data, content) {
+	if !bytes.Equal(dst.bytes(), content) {
 		t.Fatal("qemu-img convert into export: content differs")
 	}
 }
@@ -94,7 +94,7 @@ func TestQemuIO(t *testing.T) {
 	if !strings.Contains(string(bad), "fail") {
 		t.Fatalf("qemu-io did not notice a wrong pattern:\n%s", bad)
 	}
-	if exp.data[0] != 0xab || exp.data[1<<20+64<<10] != 0xcd || exp.flushes.Load() == 0 {
+	if d := exp.bytes(); d[0] != 0xab || d[1<<20+64<<10] != 0xcd || exp.flushes.Load() == 0 {
 		t.Fatal("writes not at the export")
 	}
 }
@@ -152,7 +152,7 @@ func TestNbdcopy(t *testing.T) {
 				t.Fatal("nbdcopy from export: differs")
 			}
 			runCmd(t, nbdcopy, in, uri("dst-"+name))
-			if !bytes.Equal(dsts[name].data, content) {
+			if !bytes.Equal(dsts[name].bytes(), content) {
 				t.Fatal("nbdcopy into export: differs")
 			}
 		})
@@ -232,7 +232,7 @@ func TestQemuImgTLS(t *testing.T) {
 		t.Fatal("TLS convert from export: differs")
 	}
 	runCmd(t, qemuImg, "convert", "-n", "--object", obj, "-f", "raw", out, "--target-image-opts", opts("dst"))
-	if !bytes.Equal(dst.data, content) {
+	if !bytes.Equal(dst.bytes(), content) {
 		t.Fatal("TLS convert into export: differs")
 	}
 	// Without TLS the server refuses.
