@@ -19,6 +19,11 @@ var (
 	// ErrFailed: an intent could not be made durable; the tracker refuses
 	// further writes rather than risk a missed change.
 	ErrFailed = errors.New("cbt: intent log failed")
+	// ErrRegionsOnly is what an IntentLog returns, having logged nothing,
+	// when it keeps too little room for block records: the tracker then
+	// logs a RecordRegionsOnly and no more block records until the next
+	// checkpoint.
+	ErrRegionsOnly = errors.New("cbt: no room for block records")
 )
 
 // Journal record types used by the disk package for tracker state
@@ -38,6 +43,10 @@ const (
 	// RecordBlocks: blocks about to be written, appended (not synced)
 	// before the data write (invariant 1a).
 	RecordBlocks byte = 0x14
+	// RecordRegionsOnly (empty payload): the journal had no room left for
+	// block records, so this session writes none after it; recovery counts
+	// the regions of its segment whole, as for another boot.
+	RecordRegionsOnly byte = 0x15
 )
 
 // MaxBootID bounds a RecordSession payload.
@@ -121,8 +130,10 @@ type Record struct {
 // before returning; with sync it also makes them (and everything appended
 // before) durable. Calls are serialised by the tracker. An error matching
 // syscall.ENOSPC or EDQUOT must mean that nothing was logged (the log is
-// as it was): the writers waiting get it and the tracker stays usable; any
-// other error fails the tracker for good (ErrFailed).
+// as it was): the writers waiting get it and the tracker stays usable;
+// so does ErrRegionsOnly, for records that hold a RecordBlocks (the log
+// is short of room: see Tracker.Mark); any other error fails the tracker
+// for good (ErrFailed).
 type IntentLog interface {
 	LogIntent(recs []Record, sync bool) error
 }
@@ -151,6 +162,7 @@ type Tracker struct {
 		cur        *roaring.Bitmap // open epoch
 		saved      *roaring.Bitmap // blocks of cur durable in the checkpoint
 		logged     *roaring.Bitmap // blocks in a RecordBlocks of this journal
+		coarse     bool            // a RecordRegionsOnly is logged: no more block records
 		intent     *roaring.Bitmap // durable regions
 		inflight   intents         // being committed
 		pending    intents         // waiting for the next commit
@@ -183,6 +195,7 @@ func New(cfg Config, uuid string, size int64, log IntentLog) (*Tracker, error) {
 func (t *Tracker) resetVolatile(saved *roaring.Bitmap) {
 	t.mu.saved = saved
 	t.mu.logged = roaring.New()
+	t.mu.coarse = false
 	t.mu.intent = roaring.New()
 	t.mu.inflight = newIntents()
 	t.mu.pending = newIntents()

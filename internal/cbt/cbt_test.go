@@ -20,6 +20,9 @@ type memLog struct {
 	syncs  atomic.Int64
 	delay  time.Duration
 	fail   error
+	// blocksFail, if set, is returned (nothing logged) for records that
+	// hold a RecordBlocks: a journal whose reserve ran short.
+	blocksFail error
 }
 
 func (l *memLog) LogIntent(recs []Record, sync bool) error {
@@ -30,6 +33,11 @@ func (l *memLog) LogIntent(recs []Record, sync bool) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for _, r := range recs {
+		if r.Type == RecordBlocks && l.blocksFail != nil {
+			return l.blocksFail
+		}
+	}
 	l.recs = append(l.recs, recs...)
 	if sync {
 		l.syncs.Add(1)

@@ -24,6 +24,13 @@
 //     restart, so none was lost) and then reports just those blocks; any
 //     other session is recovered from its regions. Rewrites of recorded
 //     blocks cost nothing.
+//   - regions only: when the journal has no room left for block records
+//     (its preallocated reserve ran short on a full file system, or an
+//     append found no space: IntentLog returns ErrRegionsOnly or ENOSPC),
+//     the tracker appends a RecordRegionsOnly and, until the next
+//     checkpoint, region records only: overwrites in recorded regions
+//     then need no journal space at all. Recovery counts the regions of
+//     such a session whole, under the same boot ID too.
 //   - base: the oldest change ID still answerable; older epochs are
 //     dropped beyond Retain, which expires their IDs.
 //

@@ -16,6 +16,13 @@ import (
 // after the data reaches the disk thus always finds the change
 // (docs/format.md invariants 1 and 1a). Writers that need the same commit
 // share one append, and one sync when a region is new.
+//
+// When the journal has no room for a block record (it returns ENOSPC or
+// ErrRegionsOnly), the commit logs a RecordRegionsOnly with its regions
+// instead, and until the next checkpoint Mark logs regions only, as
+// before block records existed: overwrites in recorded regions of a full
+// file system then need no journal space. Recovery counts the regions of
+// that session whole. If even that does not fit, the writers get ENOSPC.
 func (t *Tracker) Mark(off, length int64) error {
 	if length <= 0 {
 		return nil
@@ -64,7 +71,9 @@ func (t *Tracker) needIntents(f0, f1 uint64) (*batch, bool) {
 		if t.mu.saved.Contains(uint32(f)) {
 			continue
 		}
-		need(t.mu.logged, t.mu.inflight.blocks, t.mu.pending.blocks, uint32(f))
+		if !t.mu.coarse {
+			need(t.mu.logged, t.mu.inflight.blocks, t.mu.pending.blocks, uint32(f))
+		}
 		need(t.mu.intent, t.mu.inflight.regions, t.mu.pending.regions, uint32(f/per))
 	}
 	if wait == nil || t.mu.committing {
@@ -89,19 +98,23 @@ func (t *Tracker) commitLoop() {
 		p := t.mu.pending
 		t.mu.pending, t.mu.next, t.mu.current = newIntents(), nil, b
 		t.mu.inflight = p
+		coarse := t.mu.coarse
 		// Encoded under mu: encoding run-optimizes the bitmaps in place,
 		// and needIntents reads the in-flight ones under mu.
-		recs, sync := p.records()
+		recs, sync := p.records(coarse)
 		t.mu.Unlock()
 
-		err := t.log.LogIntent(recs, sync)
+		coarse, err := t.commit(p, recs, sync, coarse)
 
 		t.mu.Lock()
 		if err != nil && t.mu.err == nil && !noSpace(err) {
 			t.mu.err = fmt.Errorf("%w: %v", ErrFailed, err)
 		}
 		if err == nil {
-			t.mu.logged.Or(p.blocks)
+			if !coarse {
+				t.mu.logged.Or(p.blocks)
+			}
+			t.mu.coarse = coarse
 			t.mu.intent.Or(p.regions)
 		}
 		b.err = t.mu.err
@@ -114,11 +127,34 @@ func (t *Tracker) commitLoop() {
 	}
 }
 
-// records are the journal records of a commit, and whether they must be
-// synced: only a new region needs to survive a power loss.
-func (in intents) records() ([]Record, bool) {
+// commit logs recs, the records of p (block records too unless coarse).
+// If the log has no room for block records, it logs a RecordRegionsOnly
+// and the regions instead, and reports that the session is coarse from
+// now on.
+func (t *Tracker) commit(p intents, recs []Record, sync, coarse bool) (bool, error) {
+	if len(recs) == 0 { // blocks queued before the session turned coarse
+		return coarse, nil
+	}
+	err := t.log.LogIntent(recs, sync)
+	if coarse || p.blocks.IsEmpty() || !(noSpace(err) || errors.Is(err, ErrRegionsOnly)) {
+		return coarse, err
+	}
+	t.mu.Lock() // see commitLoop
+	recs, sync = p.records(true)
+	t.mu.Unlock()
+	recs = append([]Record{{RecordRegionsOnly, nil}}, recs...)
+	if err := t.log.LogIntent(recs, sync); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// records are the journal records of a commit, block records unless
+// coarse, and whether they must be synced: only a new region needs to
+// survive a power loss.
+func (in intents) records(coarse bool) ([]Record, bool) {
 	var recs []Record
-	if !in.blocks.IsEmpty() {
+	if !coarse && !in.blocks.IsEmpty() {
 		recs = append(recs, Record{RecordBlocks, EncodeBitmap(in.blocks)})
 	}
 	if !in.regions.IsEmpty() {

@@ -78,32 +78,68 @@ func DecodeBitmap(b []byte) (bm *roaring.Bitmap, err error) {
 // blocks are exact and its regions are not needed. Any other segment (a
 // reboot or power loss since, an unknown boot ID, a journal of an older
 // version) counts its durable regions whole (invariant 1), as do regions
-// a version-1 checkpoint carried.
+// a version-1 checkpoint carried. So does a segment holding a
+// RecordRegionsOnly: its writes after that record have no block records
+// (its block records before it still count).
 func (t *Tracker) Replay(boot string, recs []Record) (uint64, error) {
 	fine, regions := roaring.New(), roaring.New()
-	trusted := false // records before any session: an older version's
+	seg := newSegment(false) // records before any session: an older version's
 	for _, r := range recs {
-		if r.Type == RecordSession {
+		switch r.Type {
+		case RecordSession:
 			if len(r.Payload) > MaxBootID {
 				return 0, fmt.Errorf("%w: cbt session record of %d bytes", ErrCorrupt, len(r.Payload))
 			}
-			trusted = boot != "" && string(r.Payload) == boot
+			seg.end(fine, regions)
+			seg = newSegment(boot != "" && string(r.Payload) == boot)
+			continue
+		case RecordRegionsOnly:
+			if len(r.Payload) != 0 {
+				return 0, fmt.Errorf("%w: cbt regions-only record of %d bytes", ErrCorrupt, len(r.Payload))
+			}
+			seg.coarse = true
 			continue
 		}
 		bm, err := DecodeBitmap(r.Payload)
 		if err != nil {
 			return 0, err
 		}
-		switch {
-		case r.Type == RecordFine, r.Type == RecordBlocks && trusted:
+		switch r.Type {
+		case RecordFine:
 			fine.Or(bm)
-		case r.Type == RecordIntent && !trusted:
-			regions.Or(bm)
-		case r.Type != RecordBlocks && r.Type != RecordIntent:
+		case RecordBlocks:
+			if !seg.coarse {
+				seg.blocks.Or(bm)
+			}
+		case RecordIntent:
+			seg.regions.Or(bm)
+		default:
 			return 0, fmt.Errorf("%w: unknown cbt record type %#x", ErrCorrupt, r.Type)
 		}
 	}
+	seg.end(fine, regions)
 	return t.recover(fine, regions), nil
+}
+
+// segment is what Replay gathers of one session's records.
+type segment struct {
+	trusted, coarse bool // same boot; a RecordRegionsOnly seen
+	blocks, regions *roaring.Bitmap
+}
+
+func newSegment(trusted bool) *segment {
+	return &segment{trusted: trusted, blocks: roaring.New(), regions: roaring.New()}
+}
+
+// end adds what the segment recovers: its blocks if trusted, its regions
+// whole unless its blocks say everything.
+func (s *segment) end(fine, regions *roaring.Bitmap) {
+	if s.trusted {
+		fine.Or(s.blocks)
+	}
+	if !s.trusted || s.coarse {
+		regions.Or(s.regions)
+	}
 }
 
 // recover adds fine and every block of regions (and of the checkpoint's

@@ -260,6 +260,7 @@ func TestReplayRejects(t *testing.T) {
 		{"unknown type", []Record{{0x1f, good}}},
 		{"bad bitmap", []Record{SessionRecord(bootA), {RecordBlocks, good[:3]}}},
 		{"bad untrusted bitmap", []Record{{RecordBlocks, []byte{1, 2}}}},
+		{"regions-only with a payload", []Record{SessionRecord(bootA), {RecordRegionsOnly, []byte{0}}}},
 	}
 	for _, tc := range tests {
 		tr := newTracker(t, &memLog{})
@@ -273,6 +274,8 @@ func FuzzReplay(f *testing.F) {
 	f.Add(byte(RecordBlocks), EncodeBitmap(roaring.BitmapOf(1, 1<<32-1)), true)
 	f.Add(byte(RecordIntent), EncodeBitmap(roaring.BitmapOf(7, 1<<32-1)), false)
 	f.Add(byte(RecordFine), []byte{0x3b, 0x30, 0, 0, 1, 0}, true)
+	f.Add(byte(RecordRegionsOnly), []byte{}, true)
+	f.Add(byte(RecordRegionsOnly), []byte{1}, false)
 	f.Fuzz(func(t *testing.T, typ byte, b []byte, trusted bool) {
 		tr, _ := New(Config{}, "a", 1<<30, nil)
 		recs := []Record{{typ, b}}

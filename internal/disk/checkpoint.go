@@ -121,6 +121,7 @@ func (d *Disk) committed(m *diskMeta, chain []*layer, log *journal.Log, closeEpo
 	d.log.Close()
 	d.log, d.meta, d.chain = log, m, chain
 	d.gc()
+	d.log.Reserve(d.reserve) // after the commit and gc: the checkpoint's files come first
 }
 
 func (d *Disk) syncData(chain []*layer) error {

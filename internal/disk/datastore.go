@@ -41,6 +41,7 @@ type Datastore struct {
 	// wrote them (docs/format.md invariant 1a).
 	boot    string
 	bootSet bool
+	reserve int64 // journalReserve; tests set a smaller one
 }
 
 // DatastoreOption configures OpenDatastore (and the direct readers).
@@ -63,7 +64,7 @@ func WithBootID(id string) DatastoreOption {
 
 // options is a datastore as opts configure it.
 func options(opts []DatastoreOption) *Datastore {
-	ds := &Datastore{fs: vfs.Default}
+	ds := &Datastore{fs: vfs.Default, reserve: journalReserve}
 	for _, o := range opts {
 		o(ds)
 	}

@@ -33,13 +33,21 @@ const stripes = 1024
 // journalLimit triggers a checkpoint when the journal grows past it.
 const journalLimit = 64 << 20
 
+// journalReserve is the space a disk's journal keeps preallocated past its
+// end (journal.Log.Reserve): on a full file system, CBT block records keep
+// fitting in it, and when it runs short CBT records regions only
+// (docs/format.md, "Journal", Reserve).
+const journalReserve = 1 << 20
+
 // Disk is an open virtual disk. All methods are safe for concurrent use.
 type Disk struct {
-	dir   string
-	fs    vfs.FS // every file operation goes through it (the datastore's)
-	boot  string // the datastore's boot ID, see Datastore.boot
-	lock  io.Closer
-	grain int64
+	dir  string
+	fs   vfs.FS // every file operation goes through it (the datastore's)
+	boot string // the datastore's boot ID, see Datastore.boot
+	// reserve is the journal's preallocated reserve (journalReserve).
+	reserve int64
+	lock    io.Closer
+	grain   int64
 
 	// barrier: I/O holds it shared; structural changes (snapshot, grow,
 	// checkpoint, close) hold it exclusively, so they see no I/O in flight.
@@ -158,7 +166,7 @@ func (ds *Datastore) Open(name string) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w: %v", name, ErrBusy, err)
 	}
-	d := &Disk{dir: dir, fs: ds.fs, boot: ds.boot, lock: lock}
+	d := &Disk{dir: dir, fs: ds.fs, boot: ds.boot, reserve: ds.reserve, lock: lock}
 	d.mu.views = map[string]int{}
 	if err := d.load(); err != nil {
 		d.closeFiles()

@@ -63,7 +63,11 @@ func (d *Disk) load() error {
 			return err // the new journal has its session record
 		}
 	}
-	return d.startSession(d.log)
+	if err := d.startSession(d.log); err != nil {
+		return err
+	}
+	d.log.Reserve(d.reserve)
+	return nil
 }
 
 func (d *Disk) openLayer(lm layerMeta, flat bool) (*layer, error) {
@@ -124,7 +128,7 @@ func (d *Disk) replay(byID map[uint64]*layer) (bool, error) {
 
 func isCBTRecord(typ byte) bool {
 	switch typ {
-	case cbt.RecordFine, cbt.RecordIntent, cbt.RecordSession, cbt.RecordBlocks:
+	case cbt.RecordFine, cbt.RecordIntent, cbt.RecordSession, cbt.RecordBlocks, cbt.RecordRegionsOnly:
 		return true
 	}
 	return false
@@ -158,10 +162,16 @@ func (d *Disk) startSession(log *journal.Log) error {
 // so it fails the disk (and, not matching ENOSPC, the tracker).
 //
 // Invariants 1 and 1a (docs/format.md): a region record is durable, a
-// block record written, before the data write.
+// block record written, before the data write. When the journal's reserve
+// runs short on a full file system, block records are refused
+// (cbt.ErrRegionsOnly) so that what is left holds the tracker's
+// RecordRegionsOnly and region records.
 func (d *Disk) logIntent(recs []cbt.Record, sync bool) error {
 	jr := make([]journal.Record, len(recs))
 	for i, r := range recs {
+		if r.Type == cbt.RecordBlocks && d.log.Short() {
+			return cbt.ErrRegionsOnly
+		}
 		jr[i] = journal.Record{Type: r.Type, Payload: r.Payload}
 	}
 	if err := d.log.Append(jr...); err != nil {

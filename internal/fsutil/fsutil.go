@@ -70,6 +70,23 @@ func PunchHole(f *os.File, off, length int64) error {
 	return nil
 }
 
+// Preallocate allocates [off, off+length) of f without changing its size
+// (fallocate with FALLOC_FL_KEEP_SIZE), so later writes there need no new
+// blocks. A file system that cannot fails with errors.ErrUnsupported.
+func Preallocate(f *os.File, off, length int64) error {
+	if length <= 0 {
+		return nil
+	}
+	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, length)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("preallocate: %w (%w)", errors.ErrUnsupported, err)
+	}
+	if err != nil {
+		return fmt.Errorf("preallocate: %w", err)
+	}
+	return nil
+}
+
 // ZeroRange makes [off, off+length) read as zeroes while keeping it
 // allocated, falling back to writing zeroes where the file system cannot.
 func ZeroRange(f *os.File, off, length int64) error {

@@ -15,6 +15,11 @@
 // crash can tear only the tail written after the last sync, and nothing
 // after a torn record was ever synced, so it is dropped and truncated.
 //
+// A journal may keep a reserve (Reserve): space preallocated past its end
+// (fallocate with FALLOC_FL_KEEP_SIZE, invisible to replay, which reads up
+// to the file's size), so appends keep fitting for a while after the file
+// system fills. Short tells the CBT tracker when it is nearly used up.
+//
 // Version 2 differs from 1 only in the record types a journal may hold
 // (docs/format.md): version 1 journals are still replayed, and a binary
 // that knows only version 1 refuses a version 2 journal instead of
@@ -59,6 +64,9 @@ type Log struct {
 		sync.Mutex
 		f    vfs.File
 		size int64
+		// reserve is how much to keep preallocated past size (0: none);
+		// reserved is where the preallocated space is known to end.
+		reserve, reserved int64
 	}
 }
 
@@ -170,10 +178,52 @@ func (l *Log) Append(recs ...Record) error {
 		if terr := l.mu.f.Truncate(l.mu.size); terr != nil {
 			return fmt.Errorf("journal %s: append failed (%v) and could not be cut off: %w", l.path, err, terr)
 		}
+		l.mu.reserved = l.mu.size // the truncation may have freed it
 		return err
 	}
 	l.mu.size += int64(len(buf))
+	l.extend()
 	return nil
+}
+
+// Reserve keeps n bytes preallocated past the journal's end from now on,
+// renewed whenever appends have used half of it; best effort: where the
+// file system is full the reserve stays as it is, and Short tells. A file
+// (or file system) that cannot preallocate keeps none, and Short is then
+// always false.
+func (l *Log) Reserve(n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.mu.reserve = n
+	l.extend()
+}
+
+// extend renews the reserve when less than half of it is left. mu held.
+func (l *Log) extend() {
+	if l.mu.reserve <= 0 || l.mu.f == nil || l.mu.reserved-l.mu.size >= l.mu.reserve/2 {
+		return
+	}
+	err := vfs.Preallocate(l.mu.f, l.mu.size, l.mu.reserve)
+	switch {
+	case err == nil:
+		l.mu.reserved = l.mu.size + l.mu.reserve
+	case errors.Is(err, errors.ErrUnsupported):
+		l.mu.reserve = 0
+	}
+}
+
+// Short reports that the journal keeps a reserve, could not renew it (the
+// file system is full) and has less than an eighth of it left: enough for
+// a few small records, which the CBT tracker keeps for its region records
+// (cbt.ErrRegionsOnly).
+func (l *Log) Short() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	low := func() bool { return l.mu.reserve > 0 && l.mu.reserved-l.mu.size < l.mu.reserve/8 }
+	if low() {
+		l.extend() // space may have been freed since the last try
+	}
+	return low()
 }
 
 // Sync makes every appended record durable.

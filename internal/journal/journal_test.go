@@ -11,6 +11,7 @@ import (
 	"github.com/blockwise/blockwise/internal/metafile"
 	"github.com/blockwise/blockwise/internal/testfs"
 	"github.com/blockwise/blockwise/internal/vfs"
+	"github.com/blockwise/blockwise/internal/vfs/vfstest"
 )
 
 func TestAppendReplayTornTail(t *testing.T) {
@@ -137,6 +138,73 @@ func TestOpenVersions(t *testing.T) {
 		}
 		if !tc.ok && !errors.Is(err, ErrCorrupt) {
 			t.Errorf("version %d: %v", tc.version, err)
+		}
+	}
+}
+
+// A reserve keeps appends fitting after the file system fills, up to its
+// size; Short says when less than an eighth of it is left, and replay
+// sees nothing of the preallocated space. Files that cannot preallocate
+// keep no reserve and are never Short.
+func TestReserve(t *testing.T) {
+	fs := testfs.NewTmpfs(t, "1m")
+	p := filepath.Join(fs.Dir, "j.log")
+	l, err := Create(vfs.Default, p, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const reserve = 64 << 10
+	l.Reserve(reserve)
+	fillFS(t, fs.Dir)
+	rec := Record{1, bytes.Repeat([]byte{5}, 1000)} // 1009 bytes framed
+	var n int
+	for ; !l.Short(); n++ {
+		if err := l.Append(rec); err != nil {
+			t.Fatalf("append %d into the reserve: %v", n, err)
+		}
+	}
+	if left := reserve - (l.Size() - headerSize); n < 50 || left > reserve/8 || left < 0 {
+		t.Fatalf("short after %d appends, %d bytes of the reserve left", n, left)
+	}
+	for l.Size()+1009 <= headerSize+reserve { // what is left still fits
+		if err := l.Append(rec); err != nil {
+			t.Fatalf("append into the rest of the reserve: %v", err)
+		}
+		n++
+	}
+	for err = nil; err == nil; n++ { // until the reserve's last page is used
+		err = l.Append(rec)
+	}
+	n--
+	if !errors.Is(err, syscall.ENOSPC) || l.Size() > headerSize+reserve+4096 {
+		t.Fatalf("append past the reserve on a full file system: %v at %d bytes", err, l.Size())
+	}
+	if recs, err := ReadAll(vfs.Default, p, 3); err != nil || len(recs) != n {
+		t.Fatalf("replay: %d records (%v), want %d", len(recs), err, n)
+	}
+
+	mem, err := Create(vfstest.NewCrashFS(), "/j.log", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem.Reserve(reserve)
+	if mem.Short() {
+		t.Fatal("a file that cannot preallocate is short")
+	}
+}
+
+// fillFS fills the file system of dir to its last page.
+func fillFS(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			return
 		}
 	}
 }

@@ -101,6 +101,16 @@ func PunchHole(f File, off, length int64) error {
 	return zeroBelowEnd(f, off, length)
 }
 
+// Preallocate allocates [off, off+length) of f without changing its size
+// (fsutil.Preallocate) on an operating-system file; any other File fails
+// with errors.ErrUnsupported.
+func Preallocate(f File, off, length int64) error {
+	if of, ok := f.(*os.File); ok {
+		return fsutil.Preallocate(of, off, length)
+	}
+	return errors.ErrUnsupported
+}
+
 // ZeroRange makes [off, off+length) of f read as zeroes, keeping it
 // allocated on an operating-system file (fsutil.ZeroRange).
 func ZeroRange(f File, off, length int64) error {
