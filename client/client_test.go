@@ -2,10 +2,13 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/api/apitest"
@@ -106,5 +109,38 @@ func TestWaitTask(t *testing.T) {
 	}
 	if d, err := c.Disk(ctx, "vm1"); err != nil || len(d.Snapshots) != 0 || d.Consolidation != nil {
 		t.Fatalf("after consolidation %+v %v", d, err)
+	}
+}
+
+// TestCreateTicketTTL: a ticket's TTL goes to the host in whole seconds,
+// rounded up (a sub-second TTL must not become 0, the host's 24-hour
+// default); a negative one is refused before any request.
+func TestCreateTicketTTL(t *testing.T) {
+	var got []int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			TTLSeconds int64 `json:"ttlSeconds"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		got = append(got, req.TTLSeconds)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		w.Write([]byte(`{"id":"t1","export":"vm"}`))
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ttl := range []time.Duration{0, 500 * time.Millisecond, time.Second, 1500 * time.Millisecond, time.Hour} {
+		if _, err := c.CreateTicket(context.Background(), "vm", "", ttl); err != nil {
+			t.Fatalf("ttl %v: %v", ttl, err)
+		}
+	}
+	if want := []int64{0, 1, 1, 2, 3600}; !slices.Equal(got, want) {
+		t.Fatalf("ttlSeconds sent %v, want %v", got, want)
+	}
+	if _, err := c.CreateTicket(context.Background(), "vm", "", -time.Second); !errors.Is(err, client.ErrInvalidRequest) || len(got) != 5 {
+		t.Fatalf("negative ttl: %v (%d requests)", err, len(got))
 	}
 }

@@ -183,8 +183,14 @@ func (c *Client) CreateTicket(ctx context.Context, diskName, snapshot string, tt
 	if snapshot != "" {
 		p = "/v1/disks/" + esc(diskName) + "/snapshots/" + esc(snapshot) + "/tickets"
 	}
+	if ttl < 0 {
+		return nil, fmt.Errorf("%w: negative ticket ttl %v", ErrInvalidRequest, ttl)
+	}
+	// Whole seconds, rounded up: truncating 500ms to 0 would ask for the
+	// host's default (24 hours) instead of the shortest ticket.
+	secs := int64((ttl + time.Second - 1) / time.Second)
 	var out Ticket
-	return &out, c.do(ctx, "POST", p, wire.CreateTicketRequest{TTLSeconds: int64(ttl / time.Second)}, &out)
+	return &out, c.do(ctx, "POST", p, wire.CreateTicketRequest{TTLSeconds: secs}, &out)
 }
 
 // ListTickets lists the host's live tickets (without keys).
