@@ -146,6 +146,7 @@ const (
 	ProblemInternal         = "internal"
 	ProblemLeaseHeld        = "lease-held"
 	ProblemLeaseNotFound    = "lease-not-found"
+	ProblemTooManyTickets   = "too-many-tickets" // 429: the host holds its maximum of live tickets
 )
 
 // ProblemContentType is the media type of problem documents.

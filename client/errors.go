@@ -28,6 +28,9 @@ var (
 	// before that backup ends.
 	ErrLeaseHeld     = errors.New("disk leased to another backup")
 	ErrLeaseNotFound = errors.New("lease not found")
+	// ErrTooManyTickets: the host holds its maximum of live tickets;
+	// revoke some (or let them expire) and ask again.
+	ErrTooManyTickets = errors.New("too many live tickets on the host")
 )
 
 // ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound
@@ -52,6 +55,7 @@ var sentinels = map[string][]error{
 	wire.ProblemInternal:         {ErrInternal},
 	wire.ProblemLeaseHeld:        {ErrLeaseHeld},
 	wire.ProblemLeaseNotFound:    {ErrLeaseNotFound, ErrNotFound},
+	wire.ProblemTooManyTickets:   {ErrTooManyTickets},
 }
 
 // Error is a problem document returned by the host.

@@ -97,6 +97,7 @@ func TestExitCodes(t *testing.T) {
 		{"backup change ID invalid", fmt.Errorf("rollback: %w", backup.ErrChangeIDInvalid), exitInvalid},
 
 		{"client busy", problem(wire.ProblemDiskBusy), exitBusy},
+		{"client too many tickets", problem(wire.ProblemTooManyTickets), exitBusy},
 		{"client disk exists", problem(wire.ProblemDiskExists), exitBusy},
 		{"client snapshot exists", problem(wire.ProblemSnapshotExists), exitBusy},
 		{"disk busy", fmt.Errorf("open: %w", disk.ErrBusy), exitBusy},

@@ -42,6 +42,7 @@ var titles = map[string]string{
 	wire.ProblemInternal:         "internal error",
 	wire.ProblemLeaseHeld:        "disk leased to another backup",
 	wire.ProblemLeaseNotFound:    "lease not found",
+	wire.ProblemTooManyTickets:   "too many live tickets",
 }
 
 // what says which object an engine ErrNotFound or ErrExists is about.

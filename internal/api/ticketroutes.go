@@ -66,7 +66,7 @@ func (s *Server) createTicket(r *http.Request, export string) (int, any, error) 
 	tokenID, _ := r.Context().Value(tokenKey{}).(string)
 	t, err := s.tickets.Create(export, tokenID, time.Duration(req.TTLSeconds)*time.Second)
 	if errors.Is(err, ErrTooManyTickets) {
-		return 0, nil, problem(http.StatusTooManyRequests, wire.ProblemInvalidRequest, err.Error())
+		return 0, nil, problem(http.StatusTooManyRequests, wire.ProblemTooManyTickets, err.Error())
 	}
 	if err != nil {
 		return 0, nil, err
