@@ -196,16 +196,7 @@ func (d *Disk) flushLocked() error {
 	}
 	d.flushMu.Lock()
 	defer d.flushMu.Unlock()
-	// Take the records before syncing data: every bit in them was set after
-	// its data write completed, so the data sync below covers it.
-	var recs []journal.Record
-	var taken []takenRecord
-	for _, l := range d.chain {
-		if p, changed, ok := l.takeRecord(); ok {
-			recs = append(recs, journal.Record{Type: recLayer, Payload: p})
-			taken = append(taken, takenRecord{l, changed})
-		}
-	}
+	recs, taken := d.takeRecords()
 	// CBT adds nothing here: its intents, durable before the writes they
 	// cover, already stand for every block changed since the checkpoint.
 	if err := d.syncData(d.chain); err != nil {
@@ -229,6 +220,33 @@ func (d *Disk) flushLocked() error {
 		return d.fail(err)
 	}
 	return nil
+}
+
+// takeRecords takes the layer records of a flush, before it syncs data:
+// every bit in them was set after its data write completed (and its
+// layer marked written), so the data sync that follows covers it.
+//
+// They are taken as one cut, under cutMu: a consolidation step marks a
+// grain in the parent and drops it from the child under the same lock.
+// Taken layer by layer, a step falling between the parent's take and the
+// child's would make the child's drop durable without the parent's gain,
+// and a power loss would then uncover the older data below the parent:
+// a flushed write lost.
+func (d *Disk) takeRecords() ([]journal.Record, []takenRecord) {
+	d.cutMu.Lock()
+	defer d.cutMu.Unlock()
+	var recs []journal.Record
+	var taken []takenRecord
+	for _, l := range d.chain {
+		if p, changed, ok := l.takeRecord(); ok {
+			recs = append(recs, journal.Record{Type: recLayer, Payload: p})
+			taken = append(taken, takenRecord{l, changed})
+		}
+		if d.afterTake != nil {
+			d.afterTake(l)
+		}
+	}
+	return recs, taken
 }
 
 // Checkpoint folds the journal into new maps and CBT state.

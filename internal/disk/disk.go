@@ -62,10 +62,18 @@ type Disk struct {
 	closed  bool
 
 	flushMu sync.Mutex // orders flushes' journal records
-	stripe  [stripes]sync.Mutex
-	bg      sync.WaitGroup
-	cancel  context.CancelFunc
-	ctx     context.Context
+	// cutMu makes the layer records a flush takes one consistent cut of
+	// the maps: a consolidation moves a grain from the child's map to the
+	// parent's under it, so no flush records the child's drop without the
+	// parent's gain (invariants 3 and 6, docs/format.md).
+	cutMu sync.Mutex
+	// afterTake, when set (by tests only), is called by a flush after it
+	// has taken each layer's record, with cutMu held.
+	afterTake func(*layer)
+	stripe    [stripes]sync.Mutex
+	bg        sync.WaitGroup
+	cancel    context.CancelFunc
+	ctx       context.Context
 
 	mu struct {
 		sync.Mutex

@@ -210,14 +210,21 @@ func (d *Disk) mergeStep() (int64, error) {
 // mergeRun copies one run of the child into the parent and drops it from
 // the child. The child's file keeps the data: until the next flush records
 // the drop, a crash leaves the child's (identical) copy in force.
+//
+// The parent is marked written before its map changes (a flush that takes
+// the change syncs the data), and the change of both maps is one step for
+// flushes (cutMu): a flush that recorded the child's drop but not the
+// parent's gain would, after a power loss, uncover what lies below the
+// parent.
 func (d *Disk) mergeRun(ms *mergeState, r run) error {
 	a := int64(r.g0) * d.grain
 	b := min(int64(r.g1)*d.grain, d.size)
+	st := present
 	if r.st == zeroed {
+		st = zeroed
 		if err := vfs.PunchHole(ms.parent.f, a, b-a); err != nil {
 			return err
 		}
-		ms.parent.set(r.g0, r.g1, zeroed)
 	} else {
 		buf := make([]byte, b-a)
 		if err := fsutil.ReadFull(ms.child.f, buf, a); err != nil {
@@ -226,9 +233,11 @@ func (d *Disk) mergeRun(ms *mergeState, r run) error {
 		if _, err := ms.parent.f.WriteAt(buf, a); err != nil {
 			return err
 		}
-		ms.parent.set(r.g0, r.g1, present)
 	}
 	ms.parent.written.Store(true)
+	d.cutMu.Lock()
+	defer d.cutMu.Unlock()
+	ms.parent.set(r.g0, r.g1, st)
 	ms.child.set(r.g0, r.g1, absent)
 	return nil
 }
