@@ -48,14 +48,20 @@ func payload(seed int64, n int64) []byte {
 	return p
 }
 
+// openCrashDisk opens disk "c" of the datastore at dir, as the crash
+// children do after their parent made it.
+func openCrashDisk(dir string) (*Disk, error) {
+	ds, err := OpenDatastore(dir)
+	if err != nil {
+		return nil, err
+	}
+	return ds.Open("c")
+}
+
 // crashChild runs random operations until killed, announcing each before
 // it starts ("B") and acknowledging it once it returned ("A").
 func crashChild(dir string, seed int64, out io.Writer) error {
-	ds, err := OpenDatastore(dir)
-	if err != nil {
-		return err
-	}
-	d, err := ds.Open("c")
+	d, err := openCrashDisk(dir)
 	if err != nil {
 		return err
 	}

@@ -33,11 +33,7 @@ func scatterWrites(seed int64) [][2]int64 {
 // scatterChild writes scatterWrites, acknowledging each, then waits to be
 // killed without flushing or closing.
 func scatterChild(dir string, seed int64, out io.Writer) error {
-	ds, err := OpenDatastore(dir)
-	if err != nil {
-		return err
-	}
-	d, err := ds.Open("c")
+	d, err := openCrashDisk(dir)
 	if err != nil {
 		return err
 	}
