@@ -126,3 +126,27 @@ func uncompressLZ4(data, out []byte, raw int) ([]byte, error) {
 	}
 	return out[:n], nil
 }
+
+// Codec is one compression setting on its own, outside any repository:
+// what `bench/backup.sh` measures as the codec's limit ("the codec
+// alone") beside the backup that uses it. Safe for concurrent use.
+type Codec struct{ c *codec }
+
+// NewCodec returns the codec of a compression setting for chunks of at
+// most maxChunk bytes.
+func NewCodec(setting string, maxChunk uint32) (*Codec, error) {
+	c, err := newCodec(setting, maxChunk)
+	return &Codec{c}, err
+}
+
+// CompressedLen compresses chunk exactly as a backup would and returns
+// the stored length (len(chunk) when it is stored as read).
+func (c *Codec) CompressedLen(chunk []byte) int {
+	s := scratchPool.Get().(*blobScratch)
+	defer scratchPool.Put(s)
+	out, _ := c.c.compress(chunk, s)
+	return len(out)
+}
+
+// Close releases the codec's encoders.
+func (c *Codec) Close() { c.c.close() }
