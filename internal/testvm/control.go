@@ -220,6 +220,7 @@ type tail struct {
 
 func newTail() *tail { return &tail{} }
 
+// Write implements io.Writer, keeping the last bytes written.
 func (t *tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -230,6 +231,7 @@ func (t *tail) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// String returns the bytes kept.
 func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
