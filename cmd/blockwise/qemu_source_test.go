@@ -13,6 +13,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/qmp"
+	"github.com/blockwise/blockwise/internal/quiesce"
 	"github.com/blockwise/blockwise/internal/repo"
 	"github.com/blockwise/blockwise/internal/testvm"
 )
@@ -25,7 +26,7 @@ type qemuRig struct {
 	cli
 	vm     *testvm.VM
 	root   *testing.T // guests belong to the whole test, not a subtest
-	dir    string // images and blockwise's QMP socket
+	dir    string     // images and blockwise's QMP socket
 	bwSock string
 	drives []testvm.Drive
 }
@@ -241,6 +242,36 @@ sync`)
 		r.restoreMatches(t, s.ID, "data")
 	})
 
+	t.Run("backup killed after its views: the next run cleans up and misses nothing", func(t *testing.T) {
+		scratch := t.TempDir()
+		before := len(r.pointsOf(t, "vm1/data"))
+		r.guest(t, "dd if=/dev/urandom of=/dev/vda bs=64k count=1 seek=10 conv=fsync 2>/dev/null")
+		out, code := r.run(t, "backup", src, "--scratch-dir", scratch, "--post-thaw", "kill -9 $PPID")
+		if code == 0 {
+			t.Fatalf("the backup was not killed: %s", out)
+		}
+		if n := len(r.pointsOf(t, "vm1/data")); n != before {
+			t.Fatalf("a killed backup committed a point: %d points, was %d", n, before)
+		}
+		if left, _ := filepath.Glob(filepath.Join(scratch, "blockwise-fleece-*")); len(left) == 0 {
+			t.Fatalf("the killed run left no view behind: the test proves nothing")
+		}
+		r.guest(t, "dd if=/dev/urandom of=/dev/vda bs=64k count=1 seek=20 conv=fsync 2>/dev/null")
+		s := r.backup(t, src, "--scratch-dir", scratch)["data"]
+		if s.Mode != "incremental" || s.Changed != 2*64<<10 {
+			t.Fatalf("after a killed run: %+v", s)
+		}
+		if left, _ := filepath.Glob(filepath.Join(scratch, "blockwise-*")); len(left) != 0 {
+			t.Fatalf("left behind: %v", left)
+		}
+		for _, n := range r.nodeNames(t) {
+			if strings.HasPrefix(n, "bwfl-") {
+				t.Fatalf("fleecing node %s left in QEMU", n)
+			}
+		}
+		r.restoreMatches(t, s.ID, "data")
+	})
+
 	t.Run("quiescing", func(t *testing.T) { testQuiescing(t, r) })
 
 	t.Run("VM restarted", func(t *testing.T) {
@@ -275,6 +306,24 @@ sync`)
 			t.Fatalf("chain after the restart: %+v", s)
 		}
 	})
+}
+
+func (r *qemuRig) pointsOf(t *testing.T, disk string) []backupRow {
+	var rows []backupRow
+	r.jsonOut(t, &rows, "points", "--disk", disk)
+	return rows
+}
+
+func (r *qemuRig) nodeNames(t *testing.T) []string {
+	var nodes []struct {
+		NodeName string `json:"node-name"`
+	}
+	r.qmp(t, "query-named-block-nodes", map[string]any{"flat": true}, &nodes)
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.NodeName)
+	}
+	return out
 }
 
 func (r *qemuRig) ownedBitmaps(t *testing.T, node string) []string {
@@ -354,6 +403,49 @@ func testQuiescing(t *testing.T, r *qemuRig) {
 		}
 		if st := r.frozenState(t); st != "thawed" {
 			t.Fatalf("guest %s", st)
+		}
+	})
+	t.Run("SIGKILL inside the window: the next run thaws", func(t *testing.T) {
+		out := runQuiesceChild(t, "kill", r.vm.AgentSocket())
+		if !strings.Contains(out, "frozen") || strings.Contains(out, "returned") {
+			t.Fatalf("child: %s", out)
+		}
+		if st := r.frozenState(t); st != "frozen" {
+			t.Fatalf("the killed child left the guest %s (it never froze?)", st)
+		}
+		s := r.backup(t, r.source("drive=fs&"+r.agentParam()))["fs"]
+		if s.Consistency != "application" || !strings.Contains(s.ConsistencyReason, "left by an earlier run") {
+			t.Fatalf("%+v", s)
+		}
+		if st := r.frozenState(t); st != "thawed" {
+			t.Fatalf("guest %s", st)
+		}
+	})
+	t.Run("SIGTERM inside the window thaws", func(t *testing.T) {
+		out := runQuiesceChild(t, "term", r.vm.AgentSocket())
+		if !strings.Contains(out, "frozen") || !strings.Contains(out, "returned: context canceled") {
+			t.Fatalf("child: %s", out)
+		}
+		if st := r.frozenState(t); st != "thawed" {
+			t.Fatalf("guest %s after SIGTERM inside the window", st)
+		}
+	})
+	t.Run("window timeout thaws and says crash", func(t *testing.T) {
+		ctx := context.Background()
+		o := quiesce.Options{Policy: quiesce.Try, Timeout: time.Second, Connect: func(ctx context.Context) (quiesce.Freezer, error) {
+			return quiesce.DialAgent(ctx, r.vm.AgentSocket())
+		}}
+		var write time.Duration
+		res, err := quiesce.Run(ctx, o, func(ctx context.Context) error {
+			time.Sleep(2 * time.Second)
+			// A write to a frozen file system blocks until the thaw.
+			start := time.Now()
+			r.guest(t, "echo probe > /mnt/fs/probe")
+			write = time.Since(start)
+			return nil
+		})
+		if err != nil || res.Consistency != "crash" || !strings.Contains(res.Reason, "freeze window") || write > time.Second {
+			t.Fatalf("result %+v, %v; a write after the window took %v", res, err, write)
 		}
 	})
 	t.Run("points shows consistency", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -81,15 +82,23 @@ func (s *Source) removeStaleNodes(ctx context.Context) error {
 			}
 		}
 	}
+	files := map[string]string{} // overlay suffix -> its file
 	for _, n := range ns {
-		if _, dead := deadOwner(n.NodeName, "bwfl-"); dead {
-			if err := s.c.Execute(ctx, "blockdev-del", map[string]any{"node-name": n.NodeName}, nil); err != nil && !notFound(err) {
-				errs = append(errs, err)
-				continue
-			}
-			if strings.Contains(n.Image.Filename, "blockwise-fleece-") {
-				os.Remove(n.Image.Filename)
-			}
+		if suffix, dead := deadOwner(n.NodeName, "bwff-"); dead {
+			files[suffix] = n.Image.Filename
+		}
+	}
+	for _, n := range ns {
+		suffix, dead := deadOwner(n.NodeName, "bwfl-")
+		if !dead {
+			continue
+		}
+		if err := s.c.Execute(ctx, "blockdev-del", map[string]any{"node-name": n.NodeName}, nil); err != nil && !notFound(err) {
+			errs = append(errs, err)
+			continue
+		}
+		if f := files[suffix]; strings.Contains(filepath.Base(f), "blockwise-fleece-") {
+			os.Remove(f)
 		}
 	}
 	return errors.Join(errs...)

@@ -159,7 +159,7 @@ func (s *Source) prepareView(ctx context.Context, d *drive, seq string) (*view, 
 		return nil, fmt.Errorf("create fleecing overlay: %v: %s", err, out)
 	}
 	add := map[string]any{"driver": "qcow2", "node-name": "bwfl-" + v.id[3:], "backing": d.node,
-		"file": map[string]any{"driver": "file", "filename": v.path}}
+		"file": map[string]any{"driver": "file", "filename": v.path, "node-name": "bwff-" + v.id[3:]}}
 	if err := s.c.Execute(ctx, "blockdev-add", add, nil); err != nil {
 		os.Remove(v.path)
 		return nil, fmt.Errorf("add fleecing overlay of %s: %w", d.node, err)
