@@ -29,7 +29,7 @@ type backupOptions struct {
 var backupOpts backupOptions
 
 var backupCmd = &cobra.Command{
-	Use:   "backup DISK|qemu+unix:///PATH/qmp.sock[?drive=A,B&agent=PATH&name=VM]...",
+	Use:   "backup DISK|qemu+unix:///PATH/qmp.sock[?drive=A,B&agent=PATH&name=VM]|libvirt:///system?domain=NAME[&disk=vda&socket=PATH]...",
 	Short: "Back up disks: snapshot, read what CBT says changed (san, hot-add or NBD), store, delete the snapshot",
 	Args:  cobra.MinimumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {

@@ -48,6 +48,14 @@ func newQEMURig(t *testing.T) *qemuRig {
 	}
 	r.drives = []testvm.Drive{{ID: "data", Path: filepath.Join(dir, "data.qcow2")},
 		{ID: "fs", Path: filepath.Join(dir, "fs.qcow2")}, {ID: "scratch", Path: filepath.Join(dir, "scratch.raw")}}
+	r.cli = newRepoCLI(t)
+	r.boot()
+	return r
+}
+
+// newRepoCLI creates a repository (cheap key derivation) and returns a
+// CLI runner for it, without a host daemon.
+func newRepoCLI(t *testing.T) cli {
 	repoDir := filepath.Join(t.TempDir(), "repo")
 	be, err := local.Open(repoDir)
 	if err != nil {
@@ -58,9 +66,28 @@ func newQEMURig(t *testing.T) *qemuRig {
 		t.Fatal(err)
 	}
 	rp.Close()
-	r.cli = cli{env: []string{"BLOCKWISE_REPO=" + repoDir, "BLOCKWISE_PASSWORD=pw", "BLOCKWISE_PASSWORD_FILE="}}
-	r.boot()
-	return r
+	return cli{env: []string{"BLOCKWISE_REPO=" + repoDir, "BLOCKWISE_PASSWORD=pw", "BLOCKWISE_PASSWORD_FILE="}}
+}
+
+// backupSummaries runs `backup SOURCE --json` and returns the summaries
+// by disk (the part after the VM's name).
+func backupSummaries(t *testing.T, c *cli, src string, flags ...string) map[string]backupSummary {
+	t.Helper()
+	res := runCLI(t, c.command(nil, append([]string{"backup", src, "--json"}, flags...)...))
+	if res.code != 0 {
+		t.Fatalf("backup %s: exit %d: %s%s", src, res.code, res.stdout, res.stderr)
+	}
+	out := map[string]backupSummary{}
+	dec := json.NewDecoder(strings.NewReader(res.stdout))
+	for dec.More() {
+		var s backupSummary
+		if err := dec.Decode(&s); err != nil {
+			t.Fatalf("backup output: %v: %s", err, res.stdout)
+		}
+		_, d, _ := strings.Cut(s.Disk, "/")
+		out[d] = s
+	}
+	return out
 }
 
 func (r *qemuRig) boot() {
@@ -103,23 +130,10 @@ func (r *qemuRig) source(params string) string {
 
 func (r *qemuRig) agentParam() string { return "agent=" + r.vm.AgentSocket() }
 
-// backup runs `backup SOURCE --json` and returns the summaries by disk.
+// backup runs `backup SOURCE --json` and returns the summaries by drive.
 func (r *qemuRig) backup(t *testing.T, src string, flags ...string) map[string]backupSummary {
 	t.Helper()
-	res := runCLI(t, r.command(nil, append([]string{"backup", src, "--json"}, flags...)...))
-	if res.code != 0 {
-		t.Fatalf("backup %s: exit %d: %s%s", src, res.code, res.stdout, res.stderr)
-	}
-	out := map[string]backupSummary{}
-	dec := json.NewDecoder(strings.NewReader(res.stdout))
-	for dec.More() {
-		var s backupSummary
-		if err := dec.Decode(&s); err != nil {
-			t.Fatalf("backup output: %v: %s", err, res.stdout)
-		}
-		out[strings.TrimPrefix(s.Disk, "vm1/")] = s
-	}
-	return out
+	return backupSummaries(t, &r.cli, src, flags...)
 }
 
 // frozenState asks the guest agent whether the guest is frozen.
@@ -294,6 +308,9 @@ sync`)
 	})
 
 	t.Run("QEMU killed", func(t *testing.T) {
+		if os.Getenv("BLOCKWISE_LONG") == "" {
+			t.Skip("a third guest boot: BLOCKWISE_LONG=1")
+		}
 		r.guest(t, "dd if=/dev/urandom of=/dev/vda bs=64k count=2 seek=77 conv=fsync 2>/dev/null")
 		r.vm.Kill()
 		r.boot()

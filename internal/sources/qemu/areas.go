@@ -19,9 +19,17 @@ const (
 // dirty ones of a bitmap, or all but those reading as zeros for
 // base:allocation.
 func (s *Source) readAreas(ctx context.Context, v *view, metaCtx string) ([]backup.Area, error) {
-	c, err := nbd.Dial(ctx, v.uri(s.nbdSock), &nbd.ClientOptions{MetaContexts: []string{metaCtx}})
+	return Areas(ctx, v.uri(s.nbdSock), metaCtx, v.size)
+}
+
+// Areas reads the areas to back up of the NBD export at uri, of size
+// bytes, from a meta context: "qemu:dirty-bitmap:NAME" (dirty extents)
+// or "base:allocation" (all but extents that read as zeros). The libvirt
+// source uses it on libvirt's exports too.
+func Areas(ctx context.Context, uri, metaCtx string, size int64) ([]backup.Area, error) {
+	c, err := nbd.Dial(ctx, uri, &nbd.ClientOptions{MetaContexts: []string{metaCtx}})
 	if err != nil {
-		return nil, fmt.Errorf("open view %s: %w", v.id, err)
+		return nil, fmt.Errorf("open %s: %w", uri, err)
 	}
 	defer c.Close()
 	want := func(f uint32) bool { return f&stateZero == 0 }
@@ -29,8 +37,8 @@ func (s *Source) readAreas(ctx context.Context, v *view, metaCtx string) ([]back
 		want = func(f uint32) bool { return f&stateDirty != 0 }
 	}
 	var out []backup.Area
-	for off := int64(0); off < v.size; {
-		exts, err := c.BlockStatus(ctx, metaCtx, off, v.size-off, false)
+	for off := int64(0); off < size; {
+		exts, err := c.BlockStatus(ctx, metaCtx, off, size-off, false)
 		if err != nil {
 			return nil, fmt.Errorf("block status %s at %d: %w", metaCtx, off, err)
 		}
@@ -38,7 +46,7 @@ func (s *Source) readAreas(ctx context.Context, v *view, metaCtx string) ([]back
 			return nil, fmt.Errorf("block status %s at %d: no extents", metaCtx, off)
 		}
 		for _, e := range exts {
-			n := min(int64(e.Length), v.size-off)
+			n := min(int64(e.Length), size-off)
 			if n <= 0 {
 				break
 			}
