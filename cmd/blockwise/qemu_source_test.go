@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -46,8 +47,20 @@ func newQEMURig(t *testing.T) *qemuRig {
 			t.Fatalf("qemu-img create: %v: %s", err, out)
 		}
 	}
+	// Two clones of one base image: what they share is stored once.
+	base := make([]byte, 4<<20)
+	rand.Read(base)
+	if err := os.WriteFile(filepath.Join(dir, "base.raw"), base, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"clone1.qcow2", "clone2.qcow2"} {
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", filepath.Join(dir, "base.raw"), "-F", "raw", filepath.Join(dir, c)).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img create: %v: %s", err, out)
+		}
+	}
 	r.drives = []testvm.Drive{{ID: "data", Path: filepath.Join(dir, "data.qcow2")},
-		{ID: "fs", Path: filepath.Join(dir, "fs.qcow2")}, {ID: "scratch", Path: filepath.Join(dir, "scratch.raw")}}
+		{ID: "fs", Path: filepath.Join(dir, "fs.qcow2")}, {ID: "scratch", Path: filepath.Join(dir, "scratch.raw")},
+		{ID: "clone1", Path: filepath.Join(dir, "clone1.qcow2")}, {ID: "clone2", Path: filepath.Join(dir, "clone2.qcow2")}}
 	r.cli = newRepoCLI(t)
 	r.boot()
 	return r
@@ -207,7 +220,12 @@ sync`)
 	if st := r.frozenState(t); st != "thawed" {
 		t.Fatalf("guest %s after the backup", st)
 	}
+	c1, c2 := first["clone1"], first["clone2"]
+	if c1.NewBytes < 4<<20 || c2.Read < 4<<20 || c2.NewBytes != 0 {
+		t.Fatalf("two clones of one base: clone1 new %d, clone2 read %d new %d (want the shared 4 MiB stored once)", c1.NewBytes, c2.Read, c2.NewBytes)
+	}
 	r.restoreMatches(t, first["data"].ID, "data")
+	r.restoreMatches(t, c2.ID, "clone2")
 	fsImg := filepath.Join(t.TempDir(), "fs.raw")
 	r.must(t, "restore", first["fs"].ID, "--to", fsImg)
 	if got, err := exec.Command("debugfs", "-R", "cat /app.txt", fsImg).Output(); err != nil || string(got) != "written just before the backup\n" {
@@ -388,8 +406,8 @@ func testQuiescing(t *testing.T, r *qemuRig) {
 	t.Run("agent hung", func(t *testing.T) {
 		r.guest(t, "kill -STOP $(cat /run/qga.pid)")
 		src := r.source("drive=fs&" + r.agentParam())
-		s := r.backup(t, src, "--quiesce-timeout", "2s")["fs"]
-		out, code := r.run(t, "backup", src, "--quiesce", "require", "--quiesce-timeout", "2s")
+		s := r.backup(t, src, "--quiesce-timeout", "1s")["fs"]
+		out, code := r.run(t, "backup", src, "--quiesce", "require", "--quiesce-timeout", "1s")
 		r.guest(t, "kill -CONT $(cat /run/qga.pid)")
 		if s.Consistency != "crash" || !strings.Contains(s.ConsistencyReason, "guest agent") {
 			t.Fatalf("try with a hung agent: %+v", s)
