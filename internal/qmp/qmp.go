@@ -29,6 +29,7 @@ type Error struct {
 	Desc    string `json:"desc"`
 }
 
+// Error implements error.
 func (e *Error) Error() string { return fmt.Sprintf("qmp %s: %s: %s", e.Command, e.Class, e.Desc) }
 
 // Unwrap makes errors.Is(err, ErrCommand) hold.

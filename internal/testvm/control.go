@@ -270,6 +270,7 @@ type tail struct {
 
 func newTail() *tail { return &tail{} }
 
+// Write implements io.Writer.
 func (t *tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -280,6 +281,7 @@ func (t *tail) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// String returns what it holds.
 func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -37,6 +37,7 @@ type ExitError struct {
 	Output string
 }
 
+// Error implements error.
 func (e *ExitError) Error() string {
 	return fmt.Sprintf("testvm: %q exited %d: %s", e.Cmd, e.Status, e.Output)
 }

@@ -445,16 +445,19 @@ func (s *Source) Close() error {
 // guest agent itself; the status comes from the agent through libvirt.
 type freezer struct{ s *Source }
 
+// Freeze implements quiesce.Freezer.
 func (f freezer) Freeze(ctx context.Context) (int, error) {
 	n, err := f.s.l.DomainFsfreeze(f.s.dom, nil, 0)
 	return int(n), err
 }
 
+// Thaw implements quiesce.Freezer.
 func (f freezer) Thaw(ctx context.Context) (int, error) {
 	n, err := f.s.l.DomainFsthaw(f.s.dom, nil, 0)
 	return int(n), err
 }
 
+// Status implements quiesce.Freezer.
 func (f freezer) Status(ctx context.Context) (string, error) {
 	out, err := f.s.l.QEMUDomainAgentCommand(f.s.dom, `{"execute":"guest-fsfreeze-status"}`, 5, 0)
 	if err != nil {
@@ -472,4 +475,5 @@ func (f freezer) Status(ctx context.Context) (string, error) {
 	return r.Return, nil
 }
 
+// Close implements quiesce.Freezer.
 func (f freezer) Close() error { return nil }
