@@ -87,10 +87,7 @@ everything under it) as a PAX tar stream, read straight from the repository:
 func init() {
 	addFilesFlags(lsCmd, &lsOpts)
 	addFilesFlags(dumpCmd, &dumpOpts)
-	for _, c := range []*cobra.Command{lsCmd, dumpCmd} {
-		c.Annotations = map[string]string{annReadOnly: "true"}
-		rootCmd.AddCommand(c)
-	}
+	rootCmd.AddCommand(lsCmd, dumpCmd)
 }
 
 // lsRow is one line of ls (and its --json form).

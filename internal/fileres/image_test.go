@@ -15,52 +15,24 @@ import (
 // testDisk is a GPT disk built once per test binary: part1 ext4 (the
 // guest-like tree), part2 FAT32, part3 an LVM2 PV whose logical volume
 // holds ext2 (block maps), part4 xfs (refused by name).
-type testDisk struct {
-	img, tree, fatTree string
-	err                error
-}
-
 var (
 	diskOnce sync.Once
-	disk     testDisk
+	disk     imagetest.GuestDisk
 )
 
-func buildDisk(t *testing.T) testDisk {
+func buildDisk(t *testing.T) imagetest.GuestDisk {
 	t.Helper()
-	imagetest.NeedTools(t, "mkfs.ext4", "mkfs.ext2", "mkfs.vfat", "mcopy", "sfdisk", "mkfs.xfs", "dd")
 	diskOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "fileres")
 		if err != nil {
-			disk.err = err
-			return
+			t.Fatal(err)
 		}
-		disk = BuildTestDisk(t, dir, 300)
+		disk = imagetest.BuildGuestDisk(t, dir, 300)
 	})
-	if disk.img == "" {
+	if disk.Img == "" {
 		t.Fatal("test disk not built")
 	}
 	return disk
-}
-
-// BuildTestDisk makes the test disk in dir.
-func BuildTestDisk(t testing.TB, dir string, many int) testDisk {
-	d := testDisk{tree: filepath.Join(dir, "tree"), fatTree: filepath.Join(dir, "fat"), img: filepath.Join(dir, "disk.img")}
-	imagetest.Tree(t, d.tree, many)
-	imagetest.FATTree(t, d.fatTree)
-	ext4, fat, ext2, xfs := filepath.Join(dir, "p1.img"), filepath.Join(dir, "p2.img"), filepath.Join(dir, "lv.img"), filepath.Join(dir, "p4.img")
-	imagetest.Ext(t, "ext4", d.tree, ext4, 64)
-	imagetest.FAT(t, 32, d.fatTree, fat, 40)
-	imagetest.Ext(t, "ext2", d.tree, ext2, 32, "-b", "1024")
-	os.WriteFile(xfs, nil, 0o644)
-	os.Truncate(xfs, 300<<20)
-	imagetest.Run(t, nil, "mkfs.xfs", "-q", "-f", xfs)
-	offs := imagetest.Disk(t, d.img, "gpt", 480, []imagetest.Part{{Image: ext4, SizeMiB: 64, Type: "L"}, {Image: fat, SizeMiB: 40, Type: "U"},
-		{SizeMiB: 48, Type: "V"}, {Image: xfs, SizeMiB: 300, Type: "L"}})
-	imagetest.LVM(t, d.img, offs[2], 48, "bwtest", ext2)
-	for _, p := range []string{ext4, fat, ext2, xfs} {
-		os.Remove(p)
-	}
-	return d
 }
 
 func openTestPoint(t *testing.T, img string) *Point {
@@ -80,7 +52,7 @@ func openTestPoint(t *testing.T, img string) *Point {
 
 func TestVolumes(t *testing.T) {
 	d := buildDisk(t)
-	p := openTestPoint(t, d.img)
+	p := openTestPoint(t, d.Img)
 	if p.Table != "gpt" || len(p.Volumes) != 4 {
 		t.Fatalf("table %q, %d volumes", p.Table, len(p.Volumes))
 	}
@@ -106,15 +78,15 @@ func TestVolumes(t *testing.T) {
 
 func TestRestoreTree(t *testing.T) {
 	d := buildDisk(t)
-	p := openTestPoint(t, d.img)
+	p := openTestPoint(t, d.Img)
 	ctx := context.Background()
 	for _, c := range []struct {
 		path, src string
 		o         imagetest.CompareOptions
 	}{
-		{"/part1", d.tree, imagetest.CompareOptions{Sparse: true, TimeStep: 1e9}}, // mkfs -d keeps seconds,
-		{"/part3/bwtest-root", d.tree, imagetest.CompareOptions{Sparse: true, TimeStep: 1e9}}, // mkfs -d keeps seconds,
-		{"/part2", d.fatTree, imagetest.CompareOptions{NoOwners: true, TimeStep: 2e9}},
+		{"/part1", d.Tree, imagetest.CompareOptions{Sparse: true, TimeStep: 1e9}},             // mkfs -d keeps seconds,
+		{"/part3/bwtest-root", d.Tree, imagetest.CompareOptions{Sparse: true, TimeStep: 1e9}}, // mkfs -d keeps seconds,
+		{"/part2", d.FATTree, imagetest.CompareOptions{NoOwners: true, TimeStep: 2e9}},
 	} {
 		t.Run(c.path, func(t *testing.T) {
 			out := t.TempDir()
@@ -130,7 +102,7 @@ func TestRestoreTree(t *testing.T) {
 
 func TestLookup(t *testing.T) {
 	d := buildDisk(t)
-	p := openTestPoint(t, d.img)
+	p := openTestPoint(t, d.Img)
 	ctx := context.Background()
 	for _, c := range []struct {
 		path string
