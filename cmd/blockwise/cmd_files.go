@@ -164,7 +164,11 @@ func lsRows(ctx context.Context, p *fileres.Point, path string) ([]lsRow, error)
 }
 
 func lsRowOf(ctx context.Context, p *fileres.Point, e fileres.Named) (lsRow, error) {
-	n, err := p.Stat(ctx, e.Ref)
+	ref := e.Ref
+	if e.Volume != nil {
+		ref = fileres.Ref{} // a volume is listed as what it is, whatever its filesystem says
+	}
+	n, err := p.Stat(ctx, ref)
 	if err != nil {
 		return lsRow{}, fmt.Errorf("%s: %w", e.Name, err)
 	}

@@ -100,6 +100,13 @@ func openExt(r io.ReaderAt, size int64) (*extFS, error) {
 	}
 	f.gdt = (first + 1) * f.bs
 	f.kind = extKind(le.Uint32(sb[0x5C:]), f.incompat)
+	root, err := f.inode(2)
+	if err != nil {
+		return nil, err
+	}
+	if n := f.node(2, root); !n.IsDir() {
+		return nil, damaged("ext: root inode has mode %o, not a directory's (inode table damaged?)", n.Mode)
+	}
 	return f, nil
 }
 
