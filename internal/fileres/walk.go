@@ -68,7 +68,7 @@ func CopyData(ctx context.Context, f File, w io.WriterAt) (int64, error) {
 	buf := make([]byte, copyBuf)
 	var total int64
 	for _, e := range exts {
-		n, err := io.CopyBuffer(io.NewOffsetWriter(w, e.Off), io.NewSectionReader(f, e.Off, e.Len), buf)
+		n, err := io.CopyBuffer(io.NewOffsetWriter(w, e.Off), ctxReader{ctx, io.NewSectionReader(f, e.Off, e.Len)}, buf)
 		total += n
 		if err != nil {
 			return total, err
@@ -78,4 +78,17 @@ func CopyData(ctx context.Context, f File, w io.WriterAt) (int64, error) {
 		}
 	}
 	return total, nil
+}
+
+// ctxReader ends a copy when ctx ends (a dump or restore interrupted).
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }

@@ -76,3 +76,9 @@ const lvText = `
 		}
 	}
 `
+
+// LVMText is a volume group's metadata with the logical volume LVM
+// writes, for seeding the metadata parser's fuzzer.
+func LVMText() string {
+	return "bwtest {\n\tid = \"x\"\n\tseqno = 2\n\textent_size = 8192\n\tphysical_volumes {\n\t\tpv0 {\n\t\t\tid = \"2ApJd2-Fl83-mWui-G07z-OyTu-sK3e-Peacak\"\n\t\t\tpe_start = 2048\n\t\t\tpe_count = 11\n\t\t}\n\t}\n" + lvText + "}\n"
+}
