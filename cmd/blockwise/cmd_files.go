@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/fileres"
 	"github.com/blockwise/blockwise/internal/repo"
 )
@@ -30,7 +32,11 @@ func addFilesFlags(cmd *cobra.Command, o *filesOptions) {
 
 // openFiles opens a point for browsing; the caller closes both.
 func (o filesOptions) openFiles(ctx context.Context, ref string) (*repo.Repository, *fileres.Session, error) {
-	r, m, err := o.openPoint(ctx, ref, o.Disk)
+	return o.openFilesDisk(ctx, ref, o.Disk)
+}
+
+func (o filesOptions) openFilesDisk(ctx context.Context, ref, disk string) (*repo.Repository, *fileres.Session, error) {
+	r, m, err := o.openPoint(ctx, ref, disk)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -228,4 +234,38 @@ func mustLink(ctx context.Context, p *fileres.Point, r fileres.Ref) string {
 		return "?"
 	}
 	return t
+}
+
+// repoPoints serves a repository's restore points to the API's file
+// routes. It opens the repository for each request, so a request sees
+// the backups committed since the last one.
+type repoPoints struct{ o repoOptions }
+
+// points is the --points-repo repository, nil without one.
+func (o serveOptions) points() api.Points {
+	if o.PointsRepo == "" {
+		return nil
+	}
+	return repoPoints{repoOptions{Repo: o.PointsRepo, PasswordFile: o.PointsPasswordFile, KeyFile: o.PointsKeyFile}}
+}
+
+// List implements api.Points.
+func (p repoPoints) List(ctx context.Context) ([]*repo.Manifest, error) {
+	r, err := p.o.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	ms, err := r.ListManifests(ctx)
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Time.Before(ms[j].Time) })
+	return ms, err
+}
+
+// Open implements api.Points.
+func (p repoPoints) Open(ctx context.Context, point, disk string) (*fileres.Session, func(), error) {
+	r, s, err := filesOptions{repoOptions: p.o, CacheMiB: 64}.openFilesDisk(ctx, point, disk)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, func() { r.Close() }, nil
 }

@@ -23,6 +23,9 @@ type serveOptions struct {
 	NBDInsecure bool
 	nbdTLS
 	log *slog.Logger // nil: text logs on stderr
+	// Points* name the repository whose restore points the API serves
+	// files of (GET /v1/points...).
+	PointsRepo, PointsPasswordFile, PointsKeyFile string
 }
 
 // nbdTLS: STARTTLS for an NBD server (serve, serve-point).
@@ -72,6 +75,9 @@ func init() {
 	f.StringArrayVar(&serveOpts.NBDTCP, "nbd-tcp", nil, "TCP address for NBD (TLS with a ticket from `blockwise ticket create`), repeatable; default none")
 	f.BoolVar(&serveOpts.NBDInsecure, "nbd-tcp-insecure-no-auth", false, "DANGER: serve --nbd-tcp without tickets, to anyone who connects (plain NBD unless --tls-cert)")
 	addNBDTLSFlags(f, &serveOpts.nbdTLS)
+	f.StringVar(&serveOpts.PointsRepo, "points-repo", "", "serve the files of this repository's restore points over the API (GET /v1/points/{point}/files); opened for each request")
+	f.StringVar(&serveOpts.PointsPasswordFile, "points-password-file", "", "with --points-repo: the file holding its password (else env BLOCKWISE_PASSWORD)")
+	f.StringVar(&serveOpts.PointsKeyFile, "points-key-file", "", "with --points-repo: a key file instead of a password")
 	rootCmd.AddCommand(serveCmd)
 }
 
@@ -80,7 +86,7 @@ func init() {
 func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	d, err := daemon.New(daemon.Options{Datastore: g.Datastore, APIUnix: o.APIUnix, APITCP: o.APITCP,
 		APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey, NBDUnix: o.NBDUnix, NBDGroup: o.NBDGroup,
-		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log})
+		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log, Points: o.points()})
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,13 @@ import (
 // putImage writes a raw image into a host disk over NBD.
 func (e *e2e) putImage(t *testing.T, img, disk string) {
 	t.Helper()
-	if out, err := exec.Command("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, e.uri(disk)).CombinedOutput(); err != nil {
+	putImage(t, img, e.uri(disk))
+}
+
+func putImage(t *testing.T, img, uri string) {
+	t.Helper()
+	needTools(t, "qemu-img")
+	if out, err := exec.Command("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img convert: %v: %s", err, out)
 	}
 }
