@@ -24,7 +24,7 @@ var (
 	ErrMountBusy = errors.New("fileres: mount point in use")
 )
 
-// VolumeError names the volume (partition, logical volume) whose
+// VolumeError (F4) names the volume (partition, logical volume) whose
 // filesystem could not be read, and what was found there.
 type VolumeError struct {
 	Volume string // e.g. "part2", "part3/vg0-root"

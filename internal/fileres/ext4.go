@@ -136,7 +136,7 @@ func (f *extFS) Type() string {
 
 func (f *extFS) Root() uint64 { return 2 }
 
-// readAt reads n bytes at off, refusing ranges outside the volume.
+// readAt reads n bytes at off, refusing ranges outside the volume (F1).
 func (f *extFS) readAt(off, n int64) ([]byte, error) {
 	if off < 0 || n < 0 || off > f.size || n > f.size-off {
 		return nil, damaged("ext: read of %d bytes at %d beyond the %d-byte volume", n, off, f.size)
@@ -336,7 +336,7 @@ func (f *extFS) file(ino uint64, b []byte) (*extFile, error) {
 }
 
 // walkExtents appends the leaf extents of the extent tree node b; depth
-// must fall per level and the blocks read are counted against budget, so
+// must fall per level and the blocks read are counted against budget (F3), so
 // a damaged tree (a node listed many times) cannot make the walk endless.
 func (f *extFS) walkExtents(ino uint64, b []byte, parentDepth int, budget *int, out *[]extExtent) error {
 	le := binary.LittleEndian

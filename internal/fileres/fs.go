@@ -72,6 +72,6 @@ type FS interface {
 // maxSymlink bounds a symlink target read from an image.
 const maxSymlink = 4096
 
-// maxDirBytes bounds the directory contents read at once (ext4 large
+// maxDirBytes bounds the directory contents read at once (F2) (ext4 large
 // directories reach a few hundred MiB only with millions of names).
 const maxDirBytes = 256 << 20

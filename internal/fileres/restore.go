@@ -24,7 +24,7 @@ type RestoreStats struct {
 // to/part1/etc), with modes, owners (when run as root), times, symlinks,
 // hard links, device nodes and holes. Nothing is written outside to: the
 // writes go through an os.Root, and names from the image are checked.
-// An existing file is not overwritten (fs.ErrExist).
+// An existing file is not overwritten (fs.ErrExist). Invariant F5.
 func (p *Point) Restore(ctx context.Context, paths []string, to string) (RestoreStats, error) {
 	var st RestoreStats
 	if err := os.MkdirAll(to, 0o755); err != nil {

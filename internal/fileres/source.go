@@ -162,7 +162,7 @@ func (s *Source) claim(slot uint64) []*srcChunk {
 	return run
 }
 
-// load reads run's chunks with one ReadChunks call (every chunk verified
+// load reads run's chunks with one ReadChunks call (every chunk verified, F6
 // against its ID) and publishes them; a failed load is forgotten, so the
 // next reader tries again.
 func (s *Source) load(first uint64, run []*srcChunk) {

@@ -14,7 +14,7 @@ const maxDepth = 1024
 type WalkFunc func(rel string, r Ref, n Node) error
 
 // Walk visits ref and everything under it, rel being ref's name in the
-// output. A directory that contains itself (a damaged filesystem) is
+// output. A directory that contains itself (a damaged filesystem) is (F3)
 // refused with ErrDamaged rather than walked forever.
 func (p *Point) Walk(ctx context.Context, rel string, r Ref, pre, post WalkFunc) error {
 	return p.walk(ctx, rel, r, pre, post, map[Ref]bool{}, 0)

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# bench/recovery.sh [SIZE]   (default 4G)
+#
+# File-level restore against the user's alternative (restore the whole
+# image, loop-mount it, copy): time to first byte and total time for one
+# large file (BIG, default 100M) and for a tree of FILES small files
+# (default 10000, 1-8 KiB each) from an ext4 point of SIZE on a GPT disk,
+# FILL (default 512M) of other data beside them. Routes measured:
+#   dump    blockwise dump POINT PATH (the file; the tree as tar)
+#   restore blockwise restore POINT --include PATH --to DIR
+#   mount   blockwise mount POINT DIR, then cp / cp -a
+#   image   blockwise restore POINT --to disk.raw, mount -o loop, cp
+# The repository is local (REPO unset) or the S3 URL in REPO (with
+# AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY). BENCH_DIR picks the scratch
+# directory (default: under /var/tmp). Needs root (loop mounts, FUSE).
+set -euo pipefail
+SIZE=${1:-4G}
+BIG=${BIG:-100M} FILES=${FILES:-10000} FILL=${FILL:-512M}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bwrecovery.XXXXXX")
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	umount "$W/loop" "$W/fuse" 2>/dev/null || true
+	rm -rf "$W"
+}
+trap cleanup EXIT INT TERM
+export BLOCKWISE_DATASTORE=$W/ds BLOCKWISE_REPO=${REPO:-$W/repo} BLOCKWISE_PASSWORD=bench
+BW=$W/blockwise
+(cd "$ROOT" && go build -o "$BW" ./cmd/blockwise)
+
+# The guest's filesystem: the big file, the tree, filler.
+python3 - "$W/src" "$BIG" "$FILES" "$FILL" <<'PY'
+import os, sys, random
+root, big, files, fill = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def size(s):
+    return int(s[:-1]) << {"K": 10, "M": 20, "G": 30}[s[-1]] if s[-1] in "KMG" else int(s)
+os.makedirs(root + "/tree")
+with open(root + "/big.bin", "wb") as f:
+    f.write(os.urandom(size(big)))
+rng = random.Random(1)
+for i in range(files):
+    d = "%s/tree/d%03d" % (root, i // 100)
+    os.makedirs(d, exist_ok=True)
+    with open("%s/f%05d" % (d, i), "wb") as f:
+        f.write(os.urandom(rng.randint(1024, 8192)))
+left, i = size(fill), 0
+os.makedirs(root + "/filler")
+while left > 0:
+    n = min(left, 64 << 20)
+    with open("%s/filler/%d" % (root, i), "wb") as f:
+        f.write(os.urandom(n))
+    left, i = left - n, i + 1
+PY
+truncate -s "$SIZE" "$W/disk.raw"
+printf 'label: gpt\nstart=1MiB, type=L\n' | sfdisk -q "$W/disk.raw"
+BYTES=$(stat -c %s "$W/disk.raw")
+mkfs.ext4 -q -F -E offset=1048576 -d "$W/src" "$W/disk.raw" $(( (BYTES - (2 << 20)) / 1024 ))k
+
+mkdir -p "$BLOCKWISE_DATASTORE" "$W/loop" "$W/fuse"
+"$BW" serve 2>"$W/serve.log" & PIDS+=($!)
+for _ in $(seq 100); do [ -S "$BLOCKWISE_DATASTORE/api.sock" ] && break; sleep 0.1; done
+"$BW" disk create bench --size "$BYTES" >/dev/null
+qemu-img convert -n --target-is-zero -f raw -O raw "$W/disk.raw" "nbd+unix:///bench?socket=$BLOCKWISE_DATASTORE/nbd.sock"
+"$BW" repo init >/dev/null
+"$BW" backup bench >/dev/null
+rm -f "$W/disk.raw"
+
+# ttfb CMD... : seconds to the first byte on stdout, and to the end.
+ttfb() {
+	python3 - "$@" <<'PY'
+import subprocess, sys, time
+t0 = time.monotonic()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+first = p.stdout.read(1)
+t1 = time.monotonic()
+n = len(first)
+while True:
+    b = p.stdout.read(1 << 20)
+    if not b:
+        break
+    n += len(b)
+if p.wait() != 0:
+    sys.exit("failed: " + " ".join(sys.argv[1:]))
+print("%.3f %.3f %d" % (t1 - t0, time.monotonic() - t0, n))
+PY
+}
+now() { date +%s.%N; }
+since() { awk "BEGIN {printf \"%.3f\", $(now) - $1}"; }
+mib() { awk "BEGIN {printf \"%.1f\", $1 / 1048576 / $2}"; }
+
+printf "point: %s ext4 on GPT, %s file + %s files of 1-8 KiB + %s filler; %s cores; repository %s\n" \
+	"$SIZE" "$BIG" "$FILES" "$FILL" "$(nproc)" "${REPO:-local}"
+printf "%-44s %10s %10s %10s\n" "" "first byte" "total (s)" "MiB/s"
+
+# dump: the file, and the tree as a tar stream.
+read -r f t n < <(ttfb "$BW" dump latest /part1/big.bin)
+printf "%-44s %10s %10s %10s\n" "dump big file" "$f" "$t" "$(mib "$n" "$t")"
+DUMP_BIG=$t DUMP_BIG_FB=$f
+read -r f t n < <(ttfb "$BW" dump latest /part1/tree)
+printf "%-44s %10s %10s %10s\n" "dump tree (tar)" "$f" "$t" "$(mib "$n" "$t")"
+DUMP_TREE=$t DUMP_TREE_FB=$f
+
+# restore --include
+s=$(now); "$BW" restore latest --include /part1/big.bin --to "$W/r1" >/dev/null; t=$(since "$s")
+printf "%-44s %10s %10s\n" "restore --include big file" "-" "$t"
+s=$(now); "$BW" restore latest --include /part1/tree --to "$W/r2" >/dev/null; t=$(since "$s")
+printf "%-44s %10s %10s\n" "restore --include tree" "-" "$t"
+REST_TREE=$t
+rm -rf "$W/r1" "$W/r2"
+
+# mount (FUSE)
+s=$(now)
+"$BW" mount latest "$W/fuse" > "$W/mount.out" & MPID=$!
+for _ in $(seq 300); do grep -q mounted "$W/mount.out" 2>/dev/null && break; sleep 0.05; done
+read -r f t n < <(ttfb cat "$W/fuse/part1/big.bin")
+printf "%-44s %10s %10s\n" "mount + cat big file" "$(awk "BEGIN {printf \"%.3f\", $(since "$s") - $t + $f}")" "$(since "$s")"
+s2=$(now); cp -a "$W/fuse/part1/tree" "$W/m2"; t=$(since "$s2")
+printf "%-44s %10s %10s\n" "cp -a tree from the mount" "-" "$t"
+kill -TERM $MPID; wait $MPID || true
+rm -rf "$W/m2"
+
+# The whole image: restore, loop-mount, copy.
+s=$(now); "$BW" restore latest --to "$W/img.raw" >/dev/null
+mount -o ro,loop,offset=1048576 "$W/img.raw" "$W/loop"
+IMG_READY=$(since "$s")
+read -r f t n < <(ttfb cat "$W/loop/big.bin")
+IMG_BIG=$(awk "BEGIN {printf \"%.3f\", $IMG_READY + $t}")
+printf "%-44s %10s %10s\n" "image: restore + loop mount + cat big file" "$(awk "BEGIN {printf \"%.3f\", $IMG_READY + $f}")" "$IMG_BIG"
+s2=$(now); cp -a "$W/loop/tree" "$W/i2"; t=$(since "$s2")
+IMG_TREE=$(awk "BEGIN {printf \"%.3f\", $IMG_READY + $t}")
+printf "%-44s %10s %10s\n" "image: restore + loop mount + cp -a tree" "-" "$IMG_TREE"
+umount "$W/loop"
+echo
+printf "big file: whole-image route / dump = %.1fx; first byte %.3f s vs %.3f s\n" \
+	"$(awk "BEGIN {print $IMG_BIG / $DUMP_BIG}")" "$DUMP_BIG_FB" "$(awk "BEGIN {print $IMG_READY + 0}")"
+printf "tree: whole-image route / restore --include = %.1fx, / dump as tar = %.1fx\n" \
+	"$(awk "BEGIN {print $IMG_TREE / $REST_TREE}")" "$(awk "BEGIN {print $IMG_TREE / $DUMP_TREE}")"
