@@ -40,5 +40,8 @@ func OpenRepoPoint(ctx context.Context, r *repo.Repository, id repo.ID, o Source
 	return &Session{Point: p, Source: src, Manifest: im.Manifest(), release: release}, nil
 }
 
-// Close releases the repository lock.
-func (s *Session) Close() error { return s.release() }
+// Close waits for the background loads and releases the repository lock.
+func (s *Session) Close() error {
+	s.Source.Wait()
+	return s.release()
+}

@@ -48,14 +48,18 @@ type Source struct {
 	max int // chunks in the cache
 	ra  int
 
-	mu      sync.Mutex
-	m       map[uint64]*list.Element // of *srcChunk
-	lru     list.List
-	next    uint64 // slot after the last miss's run: a miss there is sequential
-	run     int    // current read-ahead
-	zero    []byte
-	loads   int64 // ReadChunks calls, for tests and stats
-	fetched int64 // chunks loaded
+	wg       sync.WaitGroup // background loads
+	mu       sync.Mutex
+	m        map[uint64]*list.Element // of *srcChunk
+	lru      list.List
+	next     uint64 // slot after the last run claimed: a miss there is sequential
+	run      int    // current read-ahead
+	lastRun  uint64 // first slot of the last miss's run
+	lastPre  uint64 // first slot of the last prefetched run
+	inflight int    // background loads running
+	zero     []byte
+	loads    int64 // ReadChunks calls, for tests and stats
+	fetched  int64 // chunks loaded
 }
 
 type srcChunk struct {
@@ -75,7 +79,7 @@ func NewSource(ctx context.Context, im chunkReader, o SourceOptions) *Source {
 	}
 	cs := int64(im.ChunkSize())
 	s := &Source{im: im, ctx: ctx, cs: cs, ra: o.ReadAhead, m: map[uint64]*list.Element{}, zero: make([]byte, cs)}
-	s.max = int(max(o.CacheBytes/cs, int64(2*o.ReadAhead)))
+	s.max = int(max(o.CacheBytes/cs, int64(4*o.ReadAhead))) // room for the run read, the prefetched ones and more
 	s.run = minReadAhead
 	return s
 }
@@ -110,19 +114,51 @@ func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// chunk returns slot's bytes, loading a run from slot on a miss.
+// chunk returns slot's bytes, loading a run from slot on a miss. While
+// reads go in order, the run after the one being read is loaded in the
+// background too (at most maxPrefetch at a time), so decoding the next
+// chunks overlaps the copying of these.
 func (s *Source) chunk(slot uint64) ([]byte, error) {
 	s.mu.Lock()
 	if el, ok := s.m[slot]; ok {
 		s.lru.MoveToFront(el)
 		c := el.Value.(*srcChunk)
+		s.prefetch(slot)
 		s.mu.Unlock()
 		return s.wait(c)
 	}
 	run := s.claim(slot)
+	s.prefetch(slot)
 	s.mu.Unlock()
 	s.load(slot, run)
 	return s.wait(run[0])
+}
+
+// maxPrefetch bounds the background loads of one Source.
+const maxPrefetch = 2
+
+// prefetch (under mu) starts loading the run after the current one when
+// reads are sequential at full read-ahead and slot starts the run before
+// it (the last miss or the last prefetch).
+func (s *Source) prefetch(slot uint64) {
+	if s.run < s.ra || s.inflight >= maxPrefetch || (slot != s.lastRun && slot != s.lastPre) {
+		return
+	}
+	first := s.next
+	run := s.claimRun(first, s.ra)
+	if len(run) == 0 {
+		return
+	}
+	s.lastPre = first
+	s.inflight++
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.loadCtx(s.ctx, first, run) // ends with the Source's context
+		s.mu.Lock()
+		s.inflight--
+		s.mu.Unlock()
+	}()
 }
 
 func (s *Source) wait(c *srcChunk) ([]byte, error) {
@@ -143,9 +179,16 @@ func (s *Source) claim(slot uint64) []*srcChunk {
 	} else {
 		s.run = minReadAhead
 	}
+	s.lastRun = slot
+	return s.claimRun(slot, s.run)
+}
+
+// claimRun (under mu) enters pending entries for up to n slots from
+// first, stopping at one already cached or past the image.
+func (s *Source) claimRun(first uint64, n int) []*srcChunk {
 	slots := uint64((s.Size() + s.cs - 1) / s.cs)
 	var run []*srcChunk
-	for sl := slot; sl < slots && len(run) < s.run; sl++ {
+	for sl := first; sl < slots && len(run) < n; sl++ {
 		if _, ok := s.m[sl]; ok {
 			break
 		}
@@ -153,7 +196,7 @@ func (s *Source) claim(slot uint64) []*srcChunk {
 		s.m[sl] = s.lru.PushFront(c)
 		run = append(run, c)
 	}
-	s.next = slot + uint64(len(run))
+	s.next = first + uint64(len(run))
 	for s.lru.Len() > s.max {
 		old := s.lru.Back()
 		s.lru.Remove(old)
@@ -166,9 +209,18 @@ func (s *Source) claim(slot uint64) []*srcChunk {
 // against its ID) and publishes them; a failed load is forgotten, so the
 // next reader tries again.
 func (s *Source) load(first uint64, run []*srcChunk) {
+	// A load serves every reader waiting for its chunks, so it runs to
+	// its end even when the reader that started it gives up.
+	s.loadCtx(context.WithoutCancel(s.ctx), first, run)
+}
+
+// Wait waits for the background loads to end.
+func (s *Source) Wait() { s.wg.Wait() }
+
+func (s *Source) loadCtx(ctx context.Context, first uint64, run []*srcChunk) {
 	n := len(run)
 	buf := make([]byte, min(int64(n)*s.cs, s.Size()-int64(first)*s.cs))
-	zero, err := s.im.ReadChunks(context.WithoutCancel(s.ctx), first, n, buf)
+	zero, err := s.im.ReadChunks(ctx, first, n, buf)
 	s.mu.Lock()
 	s.loads++
 	s.fetched += int64(n)
