@@ -127,6 +127,7 @@ func extKind(compat, incompat uint32) string {
 	return "ext2"
 }
 
+// Type implements FS: ext2, ext3 or ext4, and whether the journal needed replay.
 func (f *extFS) Type() string {
 	if f.incompat&extIncompatRecover != 0 {
 		return f.kind + " (journal not replayed: as after a crash)"
@@ -134,6 +135,7 @@ func (f *extFS) Type() string {
 	return f.kind
 }
 
+// Root implements FS: ext keeps its root directory in inode 2.
 func (f *extFS) Root() uint64 { return 2 }
 
 // readAt reads n bytes at off, refusing ranges outside the volume (F1).
@@ -177,6 +179,7 @@ func extTime(sec uint32, extra uint32, has bool) time.Time {
 	return time.Unix(s, int64(extra>>2)%1e9)
 }
 
+// Stat implements FS.
 func (f *extFS) Stat(_ context.Context, ino uint64) (Node, error) {
 	b, err := f.inode(ino)
 	if err != nil {
@@ -190,7 +193,7 @@ func (f *extFS) node(ino uint64, b []byte) Node {
 	n := Node{Ino: ino, Mode: uint32(le.Uint16(b[0:])), Nlink: uint32(le.Uint16(b[0x1A:]))}
 	n.Uid = uint32(le.Uint16(b[2:])) | uint32(le.Uint16(b[0x78:]))<<16
 	n.Gid = uint32(le.Uint16(b[0x18:])) | uint32(le.Uint16(b[0x7A:]))<<16
-	n.Size = int64(le.Uint32(b[4:]) | 0)
+	n.Size = int64(le.Uint32(b[4:]))
 	n.Size |= int64(le.Uint32(b[0x6C:])) << 32
 	if n.Size < 0 {
 		n.Size = 0 // a damaged size: the reader refuses its blocks
@@ -217,6 +220,7 @@ func (f *extFS) node(ino uint64, b []byte) Node {
 	return n
 }
 
+// ReadDir implements FS: the directory file read whole (bounded, F2) and parsed.
 func (f *extFS) ReadDir(ctx context.Context, ino uint64) ([]DirEntry, error) {
 	b, err := f.inode(ino)
 	if err != nil {
@@ -265,6 +269,7 @@ func (f *extFS) parseDir(ino uint64, data []byte) ([]DirEntry, error) {
 	return out, nil
 }
 
+// Open implements FS.
 func (f *extFS) Open(_ context.Context, ino uint64) (File, error) {
 	b, err := f.inode(ino)
 	if err != nil {
@@ -273,6 +278,7 @@ func (f *extFS) Open(_ context.Context, ino uint64) (File, error) {
 	return f.file(ino, b)
 }
 
+// Readlink implements FS: a fast symlink's target is in the inode, a slow one's in its blocks.
 func (f *extFS) Readlink(ctx context.Context, ino uint64) (string, error) {
 	b, err := f.inode(ino)
 	if err != nil {
@@ -452,8 +458,10 @@ func (f *extFS) walkBlockMap(ino uint64, iblock []byte, file *extFile) error {
 	return nil
 }
 
+// Size implements File.
 func (x *extFile) Size() int64 { return x.size }
 
+// Extents implements File: mapped blocks, merged where they touch.
 func (x *extFile) Extents(context.Context) ([]Extent, error) {
 	var out []Extent
 	bs := x.f.bs

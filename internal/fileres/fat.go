@@ -69,7 +69,9 @@ func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 	return f, nil
 }
 
+// Type implements FS.
 func (f *fatFS) Type() string { return fmt.Sprintf("vfat (FAT%d)", f.bits) }
+// Root implements FS.
 func (f *fatFS) Root() uint64 { return fatRoot }
 
 // next returns the FAT entry of cluster c.
@@ -136,8 +138,10 @@ type fatFile struct {
 	clus []uint32
 }
 
+// Size implements File.
 func (x *fatFile) Size() int64 { return x.size }
 
+// Extents implements File: FAT has no holes.
 func (x *fatFile) Extents(context.Context) ([]Extent, error) {
 	if x.size == 0 {
 		return nil, nil
@@ -145,6 +149,7 @@ func (x *fatFile) Extents(context.Context) ([]Extent, error) {
 	return []Extent{{0, x.size}}, nil
 }
 
+// ReadAt implements io.ReaderAt through the cluster chain.
 func (x *fatFile) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("fat: negative offset: %w", ErrDamaged)
@@ -194,6 +199,7 @@ func fatTime(d, t uint16) time.Time {
 	return time.Date(1980+int(d>>9), time.Month(d>>5&15), int(d&31), int(t>>11), int(t>>5&63), int(t&31)*2, 0, time.UTC)
 }
 
+// Stat implements FS: FAT has no owners, and times in two-second steps.
 func (f *fatFS) Stat(_ context.Context, ino uint64) (Node, error) {
 	if ino == fatRoot {
 		return Node{Ino: fatRoot, Mode: ModeDir | 0o755, Nlink: 2, Mtime: time.Unix(0, 0).UTC(), Atime: time.Unix(0, 0).UTC(), Ctime: time.Unix(0, 0).UTC()}, nil
@@ -215,6 +221,7 @@ func (f *fatFS) Stat(_ context.Context, ino uint64) (Node, error) {
 	return n, nil
 }
 
+// Open implements FS.
 func (f *fatFS) Open(ctx context.Context, ino uint64) (File, error) {
 	if ino == fatRoot {
 		return f.rootFile()
@@ -253,10 +260,12 @@ func (f *fatFS) rootFile() (File, error) {
 	return &fatFile{f: f, size: int64(len(clus)) * f.cluster, clus: clus}, nil
 }
 
+// Readlink implements FS: FAT has no symlinks.
 func (f *fatFS) Readlink(context.Context, uint64) (string, error) {
 	return "", unsupported("fat: no symlinks")
 }
 
+// ReadDir implements FS.
 func (f *fatFS) ReadDir(ctx context.Context, ino uint64) ([]DirEntry, error) {
 	n, err := f.Stat(ctx, ino)
 	if err != nil {

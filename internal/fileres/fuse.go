@@ -144,6 +144,7 @@ func (n *fuseNode) fill(nd Node, ino uint64, a *fuse.Attr) {
 	a.SetTimes(&nd.Atime, &nd.Mtime, &nd.Ctime)
 }
 
+// Getattr implements fs.NodeGetattrer.
 func (n *fuseNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	nd, err := n.m.p.Stat(ctx, n.ref)
 	if err != nil {
@@ -153,6 +154,7 @@ func (n *fuseNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrO
 	return 0
 }
 
+// Lookup implements fs.NodeLookuper.
 func (n *fuseNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ref, err := n.m.p.child(ctx, n.ref, name)
 	if err != nil {
@@ -168,6 +170,7 @@ func (n *fuseNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	return n.NewInode(ctx, child, fs.StableAttr{Mode: nd.Mode & ModeType, Ino: ino}), 0
 }
 
+// Readdir implements fs.NodeReaddirer.
 func (n *fuseNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	ents, err := n.m.p.ReadDir(ctx, n.ref)
 	if err != nil {
@@ -187,6 +190,7 @@ func (n *fuseNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 // fuseFile is an open regular file.
 type fuseFile struct{ f File }
 
+// Open implements fs.NodeOpener: read-only, kept in the page cache (the point never changes).
 func (n *fuseNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
@@ -198,6 +202,7 @@ func (n *fuseNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	return &fuseFile{f}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
+// Read implements fs.NodeReader.
 func (n *fuseNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	ff, ok := fh.(*fuseFile)
 	if !ok {
@@ -210,6 +215,7 @@ func (n *fuseNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	return fuse.ReadResultData(dest[:k]), 0
 }
 
+// Readlink implements fs.NodeReadlinker.
 func (n *fuseNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	t, err := n.m.p.Readlink(ctx, n.ref)
 	if err != nil {

@@ -342,6 +342,7 @@ type lvReader struct {
 	size int64
 }
 
+// ReadAt implements io.ReaderAt through the segments.
 func (l *lvReader) ReadAt(p []byte, off int64) (int, error) {
 	n := 0
 	for n < len(p) {

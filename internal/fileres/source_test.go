@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -112,4 +113,35 @@ func TestSourceVerifies(t *testing.T) {
 	if calls, _ := src.Loads(); calls != 2 {
 		t.Fatalf("a failed load was cached: %d loads", calls)
 	}
+}
+
+// Concurrent readers in order and at random share loads and all read the
+// image's bytes (run under -race by scripts/test.sh's race pass too).
+func TestSourceConcurrent(t *testing.T) {
+	img := repotest.Image(repotest.Rand(9), 8<<20, testChunk, 0.1)
+	_, im, _ := testImage(t, img)
+	src := NewSource(context.Background(), im, SourceOptions{CacheBytes: 2 << 20, ReadAhead: 16})
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			buf := make([]byte, 40000)
+			for i := 0; i < 200; i++ {
+				off := int64((i*40000 + g*7777) % (len(img) - len(buf)))
+				if g%2 == 1 {
+					off = int64(repotest.Rand(uint64(i)).IntN(len(img) - len(buf)))
+				}
+				if _, err := src.ReadAt(buf, off); err != nil || !bytes.Equal(buf, img[off:off+int64(len(buf))]) {
+					errs <- fmt.Errorf("reader %d at %d: %v", g, off, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	src.Wait()
 }
