@@ -18,7 +18,16 @@ import (
 var (
 	diskOnce sync.Once
 	disk     imagetest.GuestDisk
+	diskDir  string // removed by TestMain
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if diskDir != "" {
+		os.RemoveAll(diskDir)
+	}
+	os.Exit(code)
+}
 
 func buildDisk(t *testing.T) imagetest.GuestDisk {
 	t.Helper()
@@ -27,6 +36,7 @@ func buildDisk(t *testing.T) imagetest.GuestDisk {
 		if err != nil {
 			t.Fatal(err)
 		}
+		diskDir = dir
 		disk = imagetest.BuildGuestDisk(t, dir, 300)
 	})
 	if disk.Img == "" {

@@ -36,6 +36,7 @@ func (p *Point) Restore(ctx context.Context, paths []string, to string) (Restore
 	}
 	defer root.Close()
 	rs := &restorer{p: p, root: root, links: map[Ref]string{}, st: &st}
+	defer rs.close()
 	for _, pth := range paths {
 		names, err := SplitPath(pth)
 		if err != nil {
@@ -66,6 +67,10 @@ type restorer struct {
 	root  *os.Root
 	links map[Ref]string // first restored path of each multiply linked file
 	st    *RestoreStats
+	// dir is the last parent directory opened for the *at calls, kept
+	// open while its entries are restored one after another.
+	dir     *os.File
+	dirPath string
 }
 
 func (rs *restorer) pre(rel string, r Ref, n Node) error {
@@ -150,12 +155,23 @@ func (rs *restorer) special(rel string, n Node) error {
 // inParent calls fn with an open descriptor of rel's parent (inside the
 // root) and rel's last name, for the *at calls os.Root does not offer.
 func (rs *restorer) inParent(rel string, fn func(fd int, name string) error) error {
-	d, err := rs.root.Open(filepath.Dir(rel))
-	if err != nil {
-		return err
+	dir := filepath.Dir(rel)
+	if rs.dir == nil || rs.dirPath != dir {
+		rs.close()
+		d, err := rs.root.Open(dir)
+		if err != nil {
+			return err
+		}
+		rs.dir, rs.dirPath = d, dir
 	}
-	defer d.Close()
-	return fn(int(d.Fd()), filepath.Base(rel))
+	return fn(int(rs.dir.Fd()), filepath.Base(rel))
+}
+
+func (rs *restorer) close() {
+	if rs.dir != nil {
+		rs.dir.Close()
+		rs.dir = nil
+	}
 }
 
 // meta sets owner (as root), mode and times without following a
