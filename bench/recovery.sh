@@ -10,8 +10,8 @@
 #   restore blockwise restore POINT --include PATH --to DIR
 #   mount   blockwise mount POINT DIR, then cp / cp -a
 #   image   blockwise restore POINT --to disk.raw, mount -o loop, cp
-# The repository is local (REPO unset) or the S3 URL in REPO (with
-# AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY). BENCH_DIR picks the scratch
+# The repository is local, or with S3=1 on versitygw on 127.0.0.1
+# (scripts/versitygw.sh installs it). BENCH_DIR picks the scratch
 # directory (default: under /var/tmp). Needs root (loop mounts, FUSE).
 set -euo pipefail
 SIZE=${1:-4G}
@@ -26,9 +26,19 @@ cleanup() {
 	rm -rf "$W"
 }
 trap cleanup EXIT INT TERM
-export BLOCKWISE_DATASTORE=$W/ds BLOCKWISE_REPO=${REPO:-$W/repo} BLOCKWISE_PASSWORD=bench
+export BLOCKWISE_DATASTORE=$W/ds BLOCKWISE_REPO=$W/repo BLOCKWISE_PASSWORD=bench BLOCKWISE_CACHE_DIR=$W/cache
 BW=$W/blockwise
 (cd "$ROOT" && go build -o "$BW" ./cmd/blockwise)
+if [ "${S3:-}" = 1 ]; then
+	"$ROOT/scripts/versitygw.sh" >/dev/null
+	GW=$(command -v versitygw || echo "$(go env GOPATH)/bin/versitygw")
+	PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	mkdir -p "$W/s3/bench"
+	export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key
+	"$GW" --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" --port "127.0.0.1:$PORT" --quiet --keep-alive posix "$W/s3" & PIDS+=($!)
+	for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+	BLOCKWISE_REPO=s3:http://127.0.0.1:$PORT/bench/repo
+fi
 
 # The guest's filesystem: the big file, the tree, filler.
 python3 - "$W/src" "$BIG" "$FILES" "$FILL" <<'PY'
@@ -91,7 +101,7 @@ since() { awk "BEGIN {printf \"%.3f\", $(now) - $1}"; }
 mib() { awk "BEGIN {printf \"%.1f\", $1 / 1048576 / $2}"; }
 
 printf "point: %s ext4 on GPT, %s file + %s files of 1-8 KiB + %s filler; %s cores; repository %s\n" \
-	"$SIZE" "$BIG" "$FILES" "$FILL" "$(nproc)" "${REPO:-local}"
+	"$SIZE" "$BIG" "$FILES" "$FILL" "$(nproc)" "$( [ "${S3:-}" = 1 ] && echo "S3 (versitygw, 127.0.0.1)" || echo local)"
 printf "%-44s %10s %10s %10s\n" "" "first byte" "total (s)" "MiB/s"
 
 # dump: the file, and the tree as a tar stream.
