@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/blockwise/blockwise/internal/fileres"
 )
 
 var mountOpts filesOptions
@@ -41,7 +45,10 @@ func runMount(ctx context.Context, o filesOptions, ref, dir string, out io.Write
 	}
 	defer r.Close()
 	defer s.Close()
-	return s.Mount(ctx, dir, func() {
-		fmt.Fprintf(out, "mounted %s (%s) read-only at %s; interrupt or umount to end\n", s.Manifest.ID.Short(), s.Manifest.Disk, dir)
+	return s.Mount(ctx, dir, fileres.MountOptions{
+		Ready: func() {
+			fmt.Fprintf(out, "mounted %s (%s) read-only at %s; interrupt or umount to end\n", s.Manifest.ID.Short(), s.Manifest.Disk, dir)
+		},
+		Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 }

@@ -71,6 +71,7 @@ func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 
 // Type implements FS.
 func (f *fatFS) Type() string { return fmt.Sprintf("vfat (FAT%d)", f.bits) }
+
 // Root implements FS.
 func (f *fatFS) Root() uint64 { return fatRoot }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -14,15 +15,23 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
+// MountOptions tune a mount.
+type MountOptions struct {
+	Ready func()       // called once the mount is live
+	Log   *slog.Logger // hears of reads that failed (a damaged chunk or filesystem); nil: none
+}
+
 // Mount serves p read-only over FUSE at dir (an empty directory that is
 // no mount point, else ErrMountBusy) until ctx ends or the filesystem is
-// unmounted from outside; it unmounts before returning. ready, when set,
-// is called once the mount is live.
-func (p *Point) Mount(ctx context.Context, dir string, ready func()) error {
+// unmounted from outside; it unmounts before returning.
+func (p *Point) Mount(ctx context.Context, dir string, o MountOptions) error {
 	if err := checkMountPoint(dir); err != nil {
 		return err
 	}
-	m := &mounted{p: p, vols: map[*Volume]uint64{}}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	m := &mounted{p: p, vols: map[*Volume]uint64{}, log: o.Log}
 	m.number(p.Volumes)
 	root := &fuseNode{m: m}
 	timeout := time.Hour // the tree never changes
@@ -34,8 +43,8 @@ func (p *Point) Mount(ctx context.Context, dir string, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", dir, err)
 	}
-	if ready != nil {
-		ready()
+	if o.Ready != nil {
+		o.Ready()
 	}
 	done := make(chan struct{})
 	go func() {
@@ -90,6 +99,21 @@ func checkMountPoint(dir string) error {
 type mounted struct {
 	p    *Point
 	vols map[*Volume]uint64
+	log  *slog.Logger
+}
+
+// errno maps err for the reader and logs what it hides: the reader sees
+// EIO, the log says which chunk or structure was bad.
+func (m *mounted) errno(op string, r Ref, err error) syscall.Errno {
+	e := errno(err)
+	if e == syscall.EIO {
+		vol := ""
+		if r.Vol != nil {
+			vol = r.Vol.Path
+		}
+		m.log.Error("mount: read failed", "op", op, "volume", vol, "inode", r.Ino, "err", err)
+	}
+	return e
 }
 
 func (m *mounted) number(vs []*Volume) {
@@ -148,7 +172,7 @@ func (n *fuseNode) fill(nd Node, ino uint64, a *fuse.Attr) {
 func (n *fuseNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	nd, err := n.m.p.Stat(ctx, n.ref)
 	if err != nil {
-		return errno(err)
+		return n.m.errno("getattr", n.ref, err)
 	}
 	n.fill(nd, n.m.ino(n.ref), &out.Attr)
 	return 0
@@ -158,11 +182,11 @@ func (n *fuseNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrO
 func (n *fuseNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ref, err := n.m.p.child(ctx, n.ref, name)
 	if err != nil {
-		return nil, errno(err)
+		return nil, n.m.errno("lookup", n.ref, err)
 	}
 	nd, err := n.m.p.Stat(ctx, ref)
 	if err != nil {
-		return nil, errno(err)
+		return nil, n.m.errno("lookup", n.ref, err)
 	}
 	ino := n.m.ino(ref)
 	n.fill(nd, ino, &out.Attr)
@@ -174,13 +198,13 @@ func (n *fuseNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 func (n *fuseNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	ents, err := n.m.p.ReadDir(ctx, n.ref)
 	if err != nil {
-		return nil, errno(err)
+		return nil, n.m.errno("readdir", n.ref, err)
 	}
 	out := make([]fuse.DirEntry, 0, len(ents))
 	for _, e := range ents {
 		nd, err := n.m.p.Stat(ctx, e.Ref)
 		if err != nil {
-			return nil, errno(err)
+			return nil, n.m.errno("readdir", n.ref, err)
 		}
 		out = append(out, fuse.DirEntry{Name: e.Name, Ino: n.m.ino(e.Ref), Mode: nd.Mode & ModeType})
 	}
@@ -197,7 +221,7 @@ func (n *fuseNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	f, err := n.m.p.Open(ctx, n.ref)
 	if err != nil {
-		return nil, 0, errno(err)
+		return nil, 0, n.m.errno("open", n.ref, err)
 	}
 	return &fuseFile{f}, fuse.FOPEN_KEEP_CACHE, 0
 }
@@ -210,7 +234,7 @@ func (n *fuseNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	}
 	k, err := ff.f.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, errno(err)
+		return nil, n.m.errno("read", n.ref, err)
 	}
 	return fuse.ReadResultData(dest[:k]), 0
 }
@@ -219,7 +243,7 @@ func (n *fuseNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 func (n *fuseNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	t, err := n.m.p.Readlink(ctx, n.ref)
 	if err != nil {
-		return nil, errno(err)
+		return nil, n.m.errno("readlink", n.ref, err)
 	}
 	return []byte(t), 0
 }

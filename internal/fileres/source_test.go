@@ -88,21 +88,7 @@ func TestSourceReadAhead(t *testing.T) {
 func TestSourceVerifies(t *testing.T) {
 	img := repotest.Image(repotest.Rand(8), 2<<20, testChunk, 0)
 	_, im, dir := testImage(t, img)
-	var packs []string
-	filepath.Walk(filepath.Join(dir, "data"), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			packs = append(packs, p)
-		}
-		return err
-	})
-	if len(packs) == 0 {
-		t.Fatal("no packs")
-	}
-	for _, p := range packs {
-		b, _ := os.ReadFile(p)
-		b[100] ^= 0xFF
-		os.WriteFile(p, b, 0o644)
-	}
+	damagePacks(t, dir)
 	src := NewSource(context.Background(), im, SourceOptions{})
 	if _, err := src.ReadAt(make([]byte, 10), 0); !errors.Is(err, repo.ErrCorrupt) {
 		t.Fatalf("read of a damaged chunk: %v, want ErrCorrupt", err)
@@ -144,4 +130,26 @@ func TestSourceConcurrent(t *testing.T) {
 		}
 	}
 	src.Wait()
+}
+
+// damagePacks flips bytes in every stored blob of the repository at dir.
+func damagePacks(t *testing.T, dir string) {
+	t.Helper()
+	var packs []string
+	filepath.Walk(filepath.Join(dir, "data"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			packs = append(packs, p)
+		}
+		return err
+	})
+	if len(packs) == 0 {
+		t.Fatal("no packs")
+	}
+	for _, p := range packs {
+		b, _ := os.ReadFile(p)
+		for i := 100; i < len(b); i += 4096 {
+			b[i] ^= 0xFF
+		}
+		os.WriteFile(p, b, 0o644)
+	}
 }
