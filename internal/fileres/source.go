@@ -135,7 +135,7 @@ func (s *Source) chunk(slot uint64) ([]byte, error) {
 }
 
 // maxPrefetch bounds the background loads of one Source.
-const maxPrefetch = 2
+const maxPrefetch = 4
 
 // prefetch (under mu) starts loading the run after the current one when
 // reads are sequential at full read-ahead and slot starts the run before
