@@ -196,5 +196,8 @@ func runRestoreFiles(ctx context.Context, g globalOptions, o restoreOptions, ref
 	}
 	fmt.Fprintf(out, "restored %d files, %d directories, %d symlinks, %d hard links, %d special files (%d bytes of data) from %s into %s, every chunk's hash checked, %s\n",
 		st.Files, st.Dirs, st.Symlinks, st.HardLinks, st.Special, st.Bytes, s.Manifest.ID.Short(), o.ToFile, time.Since(start).Round(time.Millisecond))
+	if st.SkippedDevices > 0 {
+		fmt.Fprintf(out, "%d device nodes not made: making them needs root\n", st.SkippedDevices)
+	}
 	return nil
 }
