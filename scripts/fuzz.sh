@@ -7,6 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 time=${1:-2m}
-for f in FuzzPoint FuzzPartitions FuzzLVMText; do
+for f in FuzzPoint FuzzJournal FuzzPartitions FuzzLVMText; do
 	go test -run '^$' -fuzz "^$f\$" -fuzztime "$time" ./internal/fileres/
 done

@@ -3,6 +3,7 @@ package fileres
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -51,6 +52,7 @@ type extFS struct {
 	groups   int64
 	incompat uint32
 	kind     string
+	journal  string // what became of a journal that needed recovery
 }
 
 // openExt reads an ext2/3/4 superblock at 1024 bytes into r.
@@ -104,6 +106,14 @@ func openExt(r io.ReaderAt, size int64) (*extFS, error) {
 	if err != nil {
 		return nil, err
 	}
+	if f.incompat&extIncompatRecover != 0 {
+		if err := f.recover(uint64(le.Uint32(sb[0xE0:]))); err != nil {
+			return nil, err
+		}
+		if root, err = f.inode(2); err != nil {
+			return nil, err
+		}
+	}
 	if n := f.node(2, root); !n.IsDir() {
 		return nil, damaged("ext: root inode has mode %o, not a directory's (inode table damaged?)", n.Mode)
 	}
@@ -129,10 +139,40 @@ func extKind(compat, incompat uint32) string {
 
 // Type implements FS: ext2, ext3 or ext4, and whether the journal needed replay.
 func (f *extFS) Type() string {
-	if f.incompat&extIncompatRecover != 0 {
-		return f.kind + " (journal not replayed: as after a crash)"
+	if f.journal != "" {
+		return f.kind + " (" + f.journal + ")"
 	}
 	return f.kind
+}
+
+// recover replays the committed transactions of the journal in inode
+// jino over the volume (jbd2.go). A journal on another device, or with
+// fast commits, cannot be replayed: the volume is read as it is and its
+// type says so.
+func (f *extFS) recover(jino uint64) error {
+	if jino == 0 {
+		f.journal = "journal on another device not replayed: as after a crash"
+		return nil
+	}
+	m, txns, err := f.replayJournal(jino)
+	switch {
+	case errors.Is(err, ErrUnsupported):
+		f.journal = "journal not replayed: " + err.Error()
+		return nil
+	case err != nil:
+		return err
+	}
+	ib, err := f.inode(jino)
+	if err != nil {
+		return err
+	}
+	j, err := f.file(jino, ib)
+	if err != nil {
+		return err
+	}
+	f.r = &journalOverlay{r: f.r, j: j, bs: f.bs, m: m}
+	f.journal = fmt.Sprintf("journal replayed: %d transactions, %d blocks", txns, len(m))
+	return nil
 }
 
 // Root implements FS: ext keeps its root directory in inode 2.
