@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,5 +133,26 @@ func TestLookup(t *testing.T) {
 		if (c.err == nil) != (err == nil) || c.err != nil && !errors.Is(err, c.err) {
 			t.Errorf("%s: %v, want %v", c.path, err, c.err)
 		}
+	}
+}
+
+// A damaged primary GPT header: the partitions come from the backup
+// header at the disk's end, and the table says so.
+func TestGPTBackupHeader(t *testing.T) {
+	d := buildDisk(t)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	imagetest.Run(t, nil, "cp", "--sparse=always", d.Img, img)
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("damaged!"), 512+56) // the disk GUID: the header CRC fails
+	f.Close()
+	p := openTestPoint(t, img)
+	if !strings.HasPrefix(p.Table, "gpt (backup header") || len(p.Volumes) != 4 || !strings.Contains(p.Table, "CRC") {
+		t.Fatalf("table %q, %d volumes", p.Table, len(p.Volumes))
+	}
+	if _, err := p.Lookup(context.Background(), "/part1/etc/hosts"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -41,8 +41,16 @@ func ReadPartitions(r io.ReaderAt, size int64) (parts []Partition, kind string, 
 		return nil, "", false, nil
 	}
 	if mbr[446+4] == 0xEE { // a protective MBR: the disk is GPT
-		parts, err := readGPT(r, size)
-		return parts, "gpt", err == nil, err
+		parts, err := readGPT(r, size, 1)
+		if err == nil {
+			return parts, "gpt", true, nil
+		}
+		// The backup header in the disk's last sector, as gdisk and
+		// the kernel fall back to it.
+		if bparts, berr := readGPT(r, size, size/sector-1); berr == nil {
+			return bparts, "gpt (backup header; the primary: " + err.Error() + ")", true, nil
+		}
+		return nil, "gpt", false, err
 	}
 	if looksLikeBootSector(mbr) {
 		return nil, "", false, nil // a FAT boot sector also ends in 55 AA
@@ -129,15 +137,18 @@ func checkExtent(p Partition, size int64) error {
 	return nil
 }
 
-// readGPT reads the primary GPT header at LBA 1 and its entries, checking
-// both CRCs.
-func readGPT(r io.ReaderAt, size int64) ([]Partition, error) {
+// readGPT reads the GPT header at lba (1, or the backup at the disk's
+// end) and its entries, checking both CRCs.
+func readGPT(r io.ReaderAt, size, lba int64) ([]Partition, error) {
 	h := make([]byte, sector)
-	if _, err := r.ReadAt(h, sector); err != nil {
+	if lba < 1 || lba*sector+sector > size {
+		return nil, damaged("gpt: header LBA %d outside the disk", lba)
+	}
+	if _, err := r.ReadAt(h, lba*sector); err != nil {
 		return nil, err
 	}
 	if string(h[:8]) != "EFI PART" {
-		return nil, damaged("gpt: protective MBR but no GPT header at LBA 1")
+		return nil, damaged("gpt: protective MBR but no GPT header at LBA %d", lba)
 	}
 	hsize := binary.LittleEndian.Uint32(h[12:])
 	if hsize < 92 || hsize > sector {
@@ -149,17 +160,17 @@ func readGPT(r io.ReaderAt, size int64) ([]Partition, error) {
 	if crc32.ChecksumIEEE(hc) != want {
 		return nil, damaged("gpt: header CRC mismatch")
 	}
-	lba := int64(binary.LittleEndian.Uint64(h[72:]))
+	ents := int64(binary.LittleEndian.Uint64(h[72:]))
 	n := binary.LittleEndian.Uint32(h[80:])
 	esz := binary.LittleEndian.Uint32(h[84:])
 	if n > maxGPTEntries || esz < 128 || esz > 1024 || esz%8 != 0 {
 		return nil, unsupported("gpt: %d entries of %d bytes", n, esz)
 	}
 	tbl := make([]byte, int(n)*int(esz))
-	if lba <= 0 || lba*sector > size-int64(len(tbl)) {
-		return nil, damaged("gpt: entry array at LBA %d beyond the disk", lba)
+	if ents <= 0 || ents > (size-int64(len(tbl)))/sector {
+		return nil, damaged("gpt: entry array at LBA %d beyond the disk", ents)
 	}
-	if _, err := r.ReadAt(tbl, lba*sector); err != nil {
+	if _, err := r.ReadAt(tbl, ents*sector); err != nil {
 		return nil, err
 	}
 	if crc32.ChecksumIEEE(tbl) != binary.LittleEndian.Uint32(h[88:]) {

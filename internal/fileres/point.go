@@ -29,7 +29,7 @@ type Volume struct {
 // the top, their filesystems under them.
 type Point struct {
 	Time    time.Time
-	Table   string // "gpt", "mbr" or "" (no partition table)
+	Table   string // "gpt", "mbr" or "" (no partition table); a GPT read from its backup header says so
 	Volumes []*Volume
 	dirs    dirCache
 }
