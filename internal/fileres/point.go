@@ -220,6 +220,11 @@ func (p *Point) readDir(ctx context.Context, r Ref) ([]Named, error) {
 		out = append(out, Named{Name: e.Name, Ref: Ref{Vol: r.Vol, Ino: e.Ino}})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	for i := 1; i < len(out); i++ {
+		if out[i].Name == out[i-1].Name { // a lookup, a restore would pick one of them
+			return nil, fmt.Errorf("%s: directory holds two entries named %q: %w", r.Vol.Path, out[i].Name, ErrDamaged)
+		}
+	}
 	return out, nil
 }
 
