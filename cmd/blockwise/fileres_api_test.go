@@ -88,6 +88,10 @@ func TestFileRestoreS3AndAPI(t *testing.T) {
 	if code != 200 || !bytes.Equal(body, tool) || !strings.Contains(h.Get("Content-Disposition"), "tool") {
 		t.Fatalf("GET a file: %d, %d bytes, %v", code, len(body), h)
 	}
+	rng := httpGetRange(t, d.dir, filesURL(id, url.Values{"path": {"/part1/bin/tool"}}), "bytes=1000-1999")
+	if !bytes.Equal(rng, tool[1000:2000]) {
+		t.Errorf("a Range request: %d bytes, differ", len(rng))
+	}
 	code, _, body = apiGet(t, d.dir, filesURL(id, url.Values{"path": {"/part1/etc"}, "archive": {"tar"}}))
 	if code != 200 {
 		t.Fatalf("GET tar: %d %s", code, body)
@@ -162,4 +166,24 @@ func checkZip(t *testing.T, b []byte, want map[string][]byte) {
 	if len(want) > 0 {
 		t.Errorf("not in the zip: %v", want)
 	}
+}
+
+// httpGetRange GETs a byte range and expects 206.
+func httpGetRange(t *testing.T, dir, path, rng string) []byte {
+	t.Helper()
+	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(dir, "api.sock"))
+	}}}
+	req, _ := http.NewRequest(http.MethodGet, "http://host"+path, nil)
+	req.Header.Set("Range", rng)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("GET %s with Range %s: %d %s", path, rng, resp.StatusCode, b)
+	}
+	return b
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"strconv"
 
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/internal/fileres"
@@ -139,20 +138,18 @@ func fileType(m uint32) string {
 	return "special"
 }
 
-// sendFile streams a file; a read error after the headers went out cuts
-// the response short, which the client sees as a short body.
+// sendFile serves a file with http.ServeContent: Range requests (a
+// resumed download), HEAD and If-Modified-Since work. A read error after
+// the headers went out cuts the response short.
 func sendFile(w http.ResponseWriter, r *http.Request, p *fileres.Point, ref fileres.Ref, n fileres.Node) error {
 	f, err := p.Open(r.Context(), ref)
 	if err != nil {
 		return err
 	}
-	name := r.URL.Query().Get("path")
+	name := fileres.ArchiveName(r.URL.Query().Get("path"))
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(n.Size, 10))
-	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": fileres.ArchiveName(name)}))
-	w.Header().Set("Last-Modified", n.Mtime.UTC().Format(http.TimeFormat))
-	w.WriteHeader(http.StatusOK)
-	io.CopyBuffer(w, io.NewSectionReader(f, 0, n.Size), make([]byte, 1<<20))
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
+	http.ServeContent(w, r, name, n.Mtime, io.NewSectionReader(f, 0, n.Size))
 	return nil
 }
 
