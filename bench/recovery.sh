@@ -170,6 +170,19 @@ for _ in $(seq "$REPS"); do
 done
 printf "%-44s %10s %10s\n" "image: restore + loop mount + cat big file" "$IMG_FB" "$IMG_BIG"
 printf "%-44s %10s %10s\n" "image: restore + loop mount + cp -a tree" "-" "$IMG_TREE"
+# CPU seconds (user+sys) per route, which a shared machine's load does
+# not inflate as it does wall time.
+cpu() { /usr/bin/time -f "%U %S" -o "$W/cpu" "$@" >/dev/null; awk '{printf "%.2f", $1 + $2}' "$W/cpu"; }
+rm -rf "$W/c1" "$W/img.raw" "$W/i3"
+C_DUMP=$(cpu "$BW" dump latest /part1/big.bin)
+C_TREE=$(cpu "$BW" restore latest --include /part1/tree --to "$W/c1")
+C_IMG=$(cpu "$BW" restore latest --to "$W/img.raw")
+mount -o ro,loop,offset=1048576 "$W/img.raw" "$W/loop"
+C_CAT=$(cpu cat "$W/loop/big.bin")
+C_CP=$(cpu cp -a "$W/loop/tree" "$W/i3")
+umount "$W/loop"
+printf "CPU seconds: dump big file %s, restore --include tree %s; image restore %s (+ cat %s, + cp -a tree %s)\n" \
+	"$C_DUMP" "$C_TREE" "$C_IMG" "$C_CAT" "$C_CP"
 echo
 printf "big file: whole-image route / dump = %.1fx; first byte %.3f s vs %.3f s\n" \
 	"$(awk "BEGIN {print $IMG_BIG / $DUMP_BIG}")" "$DUMP_BIG_FB" "$(awk "BEGIN {print $IMG_READY + 0}")"
