@@ -48,7 +48,7 @@ func (p *Point) WriteTar(ctx context.Context, w io.Writer, base string, ref Ref)
 			return err
 		}
 		if body != nil {
-			if _, err := io.CopyBuffer(tw, ctxReader{ctx, io.NewSectionReader(body, 0, n.Size)}, make([]byte, copyBuf)); err != nil {
+			if _, err := io.CopyBuffer(tw, ctxReader{ctx, io.NewSectionReader(body, 0, n.Size)}, copyBuffer(n.Size)); err != nil {
 				return fmt.Errorf("%s: %w", rel, err)
 			}
 		}
@@ -105,7 +105,7 @@ func (p *Point) WriteZip(ctx context.Context, w io.Writer, base string, ref Ref)
 			return err
 		}
 		if body != nil {
-			if _, err := io.CopyBuffer(fw, ctxReader{ctx, body}, make([]byte, copyBuf)); err != nil {
+			if _, err := io.CopyBuffer(fw, ctxReader{ctx, body}, copyBuffer(n.Size)); err != nil {
 				return fmt.Errorf("%s: %w", rel, err)
 			}
 		}

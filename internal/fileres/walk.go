@@ -65,7 +65,7 @@ func CopyData(ctx context.Context, f File, w io.WriterAt) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	buf := make([]byte, copyBuf)
+	buf := copyBuffer(f.Size())
 	var total int64
 	for _, e := range exts {
 		n, err := io.CopyBuffer(io.NewOffsetWriter(w, e.Off), ctxReader{ctx, io.NewSectionReader(f, e.Off, e.Len)}, buf)
@@ -92,4 +92,11 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// copyBuffer is a buffer for copying a file of size bytes: at most
+// copyBuf, and no larger than the file (a tree of small files would
+// otherwise allocate a megabyte each).
+func copyBuffer(size int64) []byte {
+	return make([]byte, max(512, min(int64(copyBuf), size)))
 }
