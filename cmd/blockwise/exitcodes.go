@@ -62,7 +62,8 @@ func classify(err error) int {
 	case errors.Is(err, client.ErrChangeIDInvalid), errors.Is(err, disk.ErrChangeIDInvalid), errors.Is(err, backup.ErrChangeIDInvalid):
 		return exitInvalid
 	case errors.Is(err, client.ErrBusy), errors.Is(err, client.ErrExists), errors.Is(err, disk.ErrBusy), errors.Is(err, repo.ErrLocked),
-		errors.Is(err, client.ErrLeaseHeld), errors.Is(err, client.ErrTooManyTickets), errors.Is(err, backup.ErrLeaseHeld), errors.Is(err, backup.ErrLeaseLost):
+		errors.Is(err, client.ErrLeaseHeld), errors.Is(err, client.ErrTooManyTickets),
+		errors.Is(err, client.ErrReplicationState), errors.Is(err, client.ErrSplitBrain), errors.Is(err, backup.ErrLeaseHeld), errors.Is(err, backup.ErrLeaseLost):
 		return exitBusy
 	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt):
 		return exitCorrupt
