@@ -32,11 +32,7 @@ func (g *group) planned(ctx context.Context) (err error) {
 	g.mu.Lock()
 	point := g.st.Acked.Seq
 	g.mu.Unlock()
-	t, err := g.peer.ReplicaAction(ctx, g.st.Config.Name, "failover", wire.FailoverRequest{Mode: "planned", Point: point})
-	if err != nil {
-		return err
-	}
-	if _, err := g.peer.WaitTask(ctx, t.ID); err != nil {
+	if _, err := g.peer.ReplicaAction(ctx, g.st.Config.Name, "promote", wire.FailoverRequest{Point: point}); err != nil {
 		return fmt.Errorf("target failover: %w", err)
 	}
 	g.mu.Lock()

@@ -307,13 +307,23 @@ func (s *Service) replicaAction(r *http.Request) (int, any, error) {
 			return s.reprotect(ctx, grp, req)
 		})
 		return http.StatusAccepted, t, nil
+	case "promote": // a planned migration's last step, answered when done
+		var req wire.FailoverRequest
+		if err := decodeBody(r, &req); err != nil {
+			return 0, nil, err
+		}
+		req.Mode = "planned"
+		if err := s.target.promote(r.Context(), grp, req); err != nil {
+			return 0, nil, err
+		}
+		return http.StatusOK, map[string]string{"state": targetFailedOver}, nil
 	case "demote":
 		if err := s.target.demote(r.Context(), grp); err != nil {
 			return 0, nil, err
 		}
 		return http.StatusOK, map[string]string{"state": targetReceiving}, nil
 	default:
-		return 0, nil, api.NewProblem(http.StatusNotFound, wire.ProblemInvalidRequest, "no action "+act+" (failover, reprotect, demote)")
+		return 0, nil, api.NewProblem(http.StatusNotFound, wire.ProblemInvalidRequest, "no action "+act+" (failover, reprotect, promote, demote)")
 	}
 }
 

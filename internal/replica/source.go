@@ -304,7 +304,7 @@ func (g *group) localWrites(ctx context.Context) (bool, error) {
 
 // batchBytes is the data of one batch: the unit of acknowledgment, so
 // an interruption resends at most this much per disk (R3).
-const batchBytes = 1 << 20
+const batchBytes = 512 << 10
 
 // sendAll sends every disk's delta from the target's progress.
 func (g *group) sendAll(ctx context.Context, in *inflight, rep *wire.Replica, stats *wire.CycleStats) error {
@@ -434,7 +434,7 @@ const frameMax = 256 << 10
 
 func (b *batcher) add(ctx context.Context, a wire.Area) error {
 	for off := a.Start; off < a.Start+a.Length; {
-		n := min(frameMax, a.Start+a.Length-off)
+		n := min(frameMax, a.Start+a.Length-off, batchBytes-b.data)
 		data := make([]byte, n)
 		if _, err := b.s.ReadAt(data, off); err != nil {
 			return err
