@@ -243,7 +243,7 @@ func TestReplication(t *testing.T) {
 	tok := b.replToken(t)
 	a.must(t, "replication", "create", "g1", "--disk", "vm1", "--target", "https://"+px.l.Addr().String(),
 		"--target-token", tok, "--target-ca", b.pki.CACert, "--rpo", "15s", "--compression", "none")
-	r := waitPoint(t, a, "g1") // the initial sync starts at once
+	r := waitPoint(t, a, "g1")              // the initial sync starts at once
 	a.must(t, "replication", "pause", "g1") // then the test drives the cycles
 	if r.LastPoint == nil || r.LastCycle == nil || !r.LastCycle.Full || r.LastCycle.Bytes > 14<<20 {
 		t.Fatalf("initial sync sends allocated areas only: %+v %+v", r.LastPoint, r.LastCycle)
@@ -478,4 +478,75 @@ func readCounter(t *testing.T, uri string) uint64 {
 		t.Fatal(err)
 	}
 	return encbin.BigEndian.Uint64(buf)
+}
+
+// TestReplicationBadInput: each refusal is a clear error with its exit
+// code, and neither host changed (no group on the source, no replica or
+// disk on the target). Seeding from an existing target disk sends only
+// the blocks that differ.
+func TestReplicationBadInput(t *testing.T) {
+	needTools(t, "qemu-img")
+	a, b := startSite(t), startSite(t)
+	rng := rand.New(rand.NewPCG(seed(t), 2))
+	a.must(t, "disk", "create", "vm1", "--size", "16M", "--granularity", "64K")
+	writeRandom(t, a.uri("vm1"), rng, 16<<20, 100)
+	tok := b.replToken(t)
+	full := strings.TrimSpace(b.must(t, "token", "create", "admin"))
+	otherCA := testcert.New(t)
+	tgt := "https://" + b.addr
+	base := []string{"replication", "create", "g", "--disk", "vm1", "--rpo", "1m"}
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown target", []string{"--target", "https://" + freeAddr(t), "--target-token", tok, "--target-ca", b.pki.CACert}, exitFailure, "connection refused"},
+		{"wrong token", []string{"--target", tgt, "--target-token", "bw_wrong", "--target-ca", b.pki.CACert}, exitUnauthorized, "token"},
+		{"unscoped token", []string{"--target", tgt, "--target-token", full, "--target-ca", b.pki.CACert}, exitUnauthorized, "scope"},
+		{"wrong CA", []string{"--target", tgt, "--target-token", tok, "--target-ca", otherCA.CACert}, exitFailure, "certificate"},
+		{"rpo too short", []string{"--target", tgt, "--target-token", tok, "--target-ca", b.pki.CACert, "--rpo", "5s"}, exitUsage, "out of range"},
+		{"rpo too long", []string{"--target", tgt, "--target-token", tok, "--target-ca", b.pki.CACert, "--rpo", "25h"}, exitUsage, "out of range"},
+		{"no such source disk", []string{"--target", tgt, "--target-token", tok, "--target-ca", b.pki.CACert, "--disk", "nope"}, exitNotFound, "nope"},
+		{"bad target URL", []string{"--target", "ftp://x", "--target-token", tok}, exitUsage, "https://HOST:PORT"},
+	}
+	for _, c := range cases {
+		out, code := a.run(t, append(append([]string(nil), base...), c.args...)...)
+		if code != c.code || !strings.Contains(out, c.want) {
+			t.Errorf("%s: exit %d (want %d): %s", c.name, code, c.code, out)
+		}
+	}
+	// A target disk of another size, and one that exists without --seed.
+	b.must(t, "disk", "create", "vm1", "--size", "8M")
+	ok := append(append([]string(nil), base...), "--target", tgt, "--target-token", tok, "--target-ca", b.pki.CACert)
+	if out, code := a.run(t, append(ok, "--seed")...); code != exitUsage || !strings.Contains(out, "8388608") {
+		t.Errorf("target disk of another size: exit %d: %s", code, out)
+	}
+	if out, code := a.run(t, ok...); code != exitBusy || !strings.Contains(out, "--seed") {
+		t.Errorf("existing target disk without --seed: exit %d: %s", code, out)
+	}
+	var groups []client.Replication
+	a.jsonOut(t, &groups, "replication", "list")
+	var replicas []client.Replica
+	b.jsonOut(t, &replicas, "replication", "replicas")
+	if len(groups) != 0 || len(replicas) != 0 {
+		t.Fatalf("a refused create changed something: %+v %+v", groups, replicas)
+	}
+	if snaps := b.must(t, "snapshot", "list", "vm1"); strings.Contains(snaps, "rp-") {
+		t.Fatalf("a refused create snapshotted the target disk: %s", snaps)
+	}
+
+	// Seeding: the target disk holds the source's data but 3 blocks.
+	b.must(t, "disk", "rm", "vm1")
+	b.must(t, "disk", "create", "vm1", "--size", "16M")
+	if out, err := exec.Command("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", a.uri("vm1"), b.uri("vm1")).CombinedOutput(); err != nil {
+		t.Fatalf("copy the seed: %v %s", err, out)
+	}
+	blocks := writeRandom(t, a.uri("vm1"), rng, 16<<20, 3)
+	a.must(t, append(ok, "--seed")...)
+	r := waitPoint(t, a, "g")
+	if r.LastCycle == nil || r.LastCycle.Bytes != int64(blocks)<<16 {
+		t.Fatalf("seeded sync sent %+v for %d changed blocks", r.LastCycle, blocks)
+	}
+	checkPoint(t, a, b, "g", "vm1", "vm1", r.LastPoint.Seq)
 }

@@ -10,7 +10,7 @@ type collector struct{ s *Service }
 var (
 	mAge = prometheus.NewDesc("blockwise_replication_last_point_age_seconds",
 		"Age of the group's last complete point on its target.", []string{"group"}, nil)
-	mRPO = prometheus.NewDesc("blockwise_replication_rpo_seconds", "The group's RPO.", []string{"group"}, nil)
+	mRPO        = prometheus.NewDesc("blockwise_replication_rpo_seconds", "The group's RPO.", []string{"group"}, nil)
 	mViolations = prometheus.NewDesc("blockwise_replication_rpo_violations_total",
 		"Times the group's last point grew older than its RPO.", []string{"group"}, nil)
 	mBytes = prometheus.NewDesc("blockwise_replication_cycle_bytes",

@@ -73,8 +73,8 @@ type group struct {
 	limiter *rate.Limiter
 	// wasViolated: the RPO was violated at the last check.
 	wasViolated bool
-	stop    context.CancelFunc // ends the runner
-	done    chan struct{}
+	stop        context.CancelFunc // ends the runner
+	done        chan struct{}
 }
 
 // peerClient is the target's API client: TLS verified against the

@@ -15,6 +15,7 @@ import (
 	"github.com/zeebo/blake3"
 
 	wire "github.com/blockwise/blockwise/api"
+	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/host"
@@ -366,6 +367,14 @@ func readerChecksums(r io.ReaderAt, size int64, req wire.ChecksumsRequest) ([]st
 
 // status maps package errors to problem documents.
 func problemFor(err error) error {
+	var peer *client.Error // the other host's refusal, passed on by type
+	if errors.As(err, &peer) {
+		status := peer.Status
+		if status == http.StatusUnauthorized {
+			status = http.StatusForbidden // the peer refused us, not the caller
+		}
+		return api.NewProblem(status, peer.Type, err.Error())
+	}
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return api.NewProblem(http.StatusNotFound, wire.ProblemReplicationNotFound, err.Error())
