@@ -447,13 +447,30 @@ func TestReplicationGroupConsistency(t *testing.T) {
 			}
 		}
 	}()
-	for range 5 {
+	wg.Add(1)
+	go func() { // bulk writes keep c2's snapshot (its flush) slow, widening any gap
+		defer wg.Done()
+		c, err := nbd.Dial(ctx, a.uri("c2"), nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1<<20)
+		for i := 0; ctx.Err() == nil; i++ {
+			buf[0] = byte(i)
+			if c.WriteAt(ctx, buf, int64(1+i%3)<<20, false) != nil {
+				return
+			}
+		}
+	}()
+	for range 8 { // without the host's group gate, about half the runs see c2 ahead
 		a.must(t, "replication", "sync", "cg")
 	}
 	cancel()
 	wg.Wait()
 	rep := b.replica(t, "cg")
-	if len(rep.Points) < 5 {
+	if len(rep.Points) < 8 {
 		t.Fatalf("points: %+v", rep.Points)
 	}
 	for _, p := range rep.Points {
