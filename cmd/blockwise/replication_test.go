@@ -510,6 +510,13 @@ func TestReplicationBadInput(t *testing.T) {
 	tok := b.replToken(t)
 	full := strings.TrimSpace(b.must(t, "token", "create", "admin"))
 	otherCA := testcert.New(t)
+	// A replication token reaches the replica routes only.
+	if out, code := a.run(t, "--host", "https://"+b.addr, "--ca", b.pki.CACert, "--token", tok, "disk", "list"); code != exitUnauthorized || !strings.Contains(out, "scope") {
+		t.Errorf("replication token on /v1/disks: exit %d: %s", code, out)
+	}
+	if out, code := a.run(t, "token", "create", "x", "--scope", "root"); code != exitUsage {
+		t.Errorf("unknown scope: exit %d: %s", code, out)
+	}
 	tgt := "https://" + b.addr
 	base := []string{"replication", "create", "g", "--disk", "vm1", "--rpo", "1m"}
 	cases := []struct {
