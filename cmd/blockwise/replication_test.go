@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -573,4 +574,64 @@ func TestReplicationBadInput(t *testing.T) {
 		t.Fatalf("seeded sync sent %+v for %d changed blocks", r.LastCycle, blocks)
 	}
 	checkPoint(t, a, b, "g", "vm1", "vm1", r.LastPoint.Seq)
+}
+
+// TestReplicationRPOAndRetention: the bandwidth limit slows a cycle, the
+// target keeps --keep points (their snapshots deleted), a paused group
+// turns rpo-violated once its last point is older than the RPO (state,
+// event, /metrics), and a replica disk cannot be deleted on the target.
+func TestReplicationRPOAndRetention(t *testing.T) {
+	needTools(t, "qemu-img")
+	a, b := startSite(t), startSite(t)
+	rng := rand.New(rand.NewPCG(seed(t), 3))
+	a.must(t, "disk", "create", "vm1", "--size", "16M", "--granularity", "64K")
+	writeRandom(t, a.uri("vm1"), rng, 16<<20, 48) // ~3 MiB
+	tok := b.replToken(t)
+	a.must(t, "replication", "create", "g", "--disk", "vm1", "--target", "https://"+b.addr, "--target-token", tok,
+		"--target-ca", b.pki.CACert, "--rpo", "15s", "--keep", "2", "--bwlimit", "1000000", "--compression", "none")
+	r := waitPoint(t, a, "g")
+	a.must(t, "replication", "pause", "g")
+	if min := 0.9 * float64(r.LastCycle.WireBytes-1<<20) / 1e6; r.LastCycle.Seconds < min { // a 1 MiB burst, then 1 MB/s
+		t.Fatalf("a %d-byte cycle at 1 MB/s took %.2fs", r.LastCycle.WireBytes, r.LastCycle.Seconds)
+	}
+	for range 3 {
+		writeRandom(t, a.uri("vm1"), rng, 16<<20, 2)
+		a.must(t, "replication", "sync", "g")
+	}
+	rep := b.replica(t, "g")
+	snaps := b.must(t, "snapshot", "list", "vm1")
+	if len(rep.Points) != 2 || strings.Count(snaps, "rp-") != 3 { // two points and the base
+		t.Fatalf("keep 2: %d points, snapshots:\n%s", len(rep.Points), snaps)
+	}
+	if out, code := b.run(t, "disk", "rm", "vm1"); code != exitBusy {
+		t.Fatalf("deleting a replica disk: exit %d: %s", code, out)
+	}
+	for i := 0; ; i++ {
+		r = a.group(t, "g")
+		if r.State == "rpo-violated" && strings.Contains(strings.Join(r.Events, "\n"), "RPO 15s violated") {
+			break // the event comes from the scheduler's next tick
+		}
+		if i == 250 {
+			t.Fatalf("no RPO violation after %.0fs: %+v", r.LastPointAge, r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(strings.Join(r.Events, "\n"), "RPO 15s violated") {
+		t.Fatalf("no RPO event: %v", r.Events)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return net.Dial("unix", filepath.Join(a.dir, "api.sock"))
+	}}}
+	resp, err := hc.Get("http://blockwise/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{`blockwise_replication_rpo_violations_total{group="g"} 1`, `blockwise_replication_state{group="g",state="rpo-violated"} 1`,
+		`blockwise_replication_last_point_age_seconds{group="g"}`, `blockwise_replication_cycle_bytes{group="g"}`} {
+		if !strings.Contains(string(body), m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
 }

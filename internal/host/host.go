@@ -88,6 +88,14 @@ func (h *Host) Delete(name string) error {
 	if n := h.mu.refs[name]; n > 0 {
 		return fmt.Errorf("disk %s: %w: %d open exports", name, disk.ErrBusy, n)
 	}
+	if g := h.mu.gates[name]; g != nil {
+		g.RLock()
+		why := g.protected
+		g.RUnlock()
+		if why != "" {
+			return fmt.Errorf("disk %s: %w: %s", name, disk.ErrBusy, why)
+		}
+	}
 	if d, ok := h.mu.disks[name]; ok {
 		if err := d.Close(); err != nil {
 			return err

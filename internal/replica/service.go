@@ -228,10 +228,10 @@ func (g *group) view() wire.Replication {
 	switch {
 	case g.st.Halt != "":
 		v.State = g.st.Halt
+	case g.violated(): // before paused: a paused group's protection lapses too
+		v.State = wire.ReplicationRPOViolated
 	case g.st.Paused:
 		v.State = wire.ReplicationPaused
-	case g.violated():
-		v.State = wire.ReplicationRPOViolated
 	case g.syncing || g.st.Acked == nil:
 		v.State = wire.ReplicationSyncing
 	case g.lastErr != nil:
