@@ -308,9 +308,11 @@ type Replication struct {
 	LastPointAge float64     `json:"lastPointAge,omitempty"`
 	NextCycle    *time.Time  `json:"nextCycle,omitempty"`
 	LastCycle    *CycleStats `json:"lastCycle,omitempty"`
-	Error        string      `json:"error,omitempty"`
-	Warnings     []string    `json:"warnings,omitempty"`
-	Events       []string    `json:"events,omitempty"` // recent, newest last
+	// Cycles are the recent cycles, oldest first.
+	Cycles   []CycleStats `json:"cycles,omitempty"`
+	Error    string       `json:"error,omitempty"`
+	Warnings []string     `json:"warnings,omitempty"`
+	Events   []string     `json:"events,omitempty"` // recent, newest last
 }
 
 // Replica is a replication group as its target host sees it.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	wire "github.com/blockwise/blockwise/api"
@@ -162,4 +163,18 @@ func revertLive(ctx context.Context, d *disk.Disk, base string) error {
 		}
 	}
 	return d.Flush()
+}
+
+// sweep starts deleting the snapshots of d whose ID has prefix and that
+// drop says go, without waiting: one consolidation runs at a time, so
+// the others wait for a later sweep (the next snapshot waits for the
+// one running anyway).
+func sweep(d *disk.Disk, prefix string, drop func(id string) bool) {
+	for _, s := range d.Snapshots() {
+		if strings.HasPrefix(s.ID, prefix) && drop(s.ID) {
+			if _, err := d.DeleteSnapshot(s.ID); err != nil {
+				return // busy: a later sweep
+			}
+		}
+	}
 }

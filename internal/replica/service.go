@@ -119,7 +119,11 @@ func (s *Service) startGroup(g *group) {
 	go func() {
 		defer s.wg.Done()
 		defer close(g.done)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); g.watch(ctx) }()
 		g.run(ctx)
+		wg.Wait()
 	}()
 }
 
@@ -184,16 +188,37 @@ func (g *group) due() time.Duration {
 	if g.st.Paused || g.st.Halt != "" {
 		return time.Second
 	}
-	var est float64
-	k := 0
-	for i := len(g.st.Cycles) - 1; i >= 0 && k < 3; i, k = i-1, k+1 {
-		est += g.st.Cycles[i].Seconds
-	}
-	if k > 0 {
-		est /= float64(k)
-	}
-	at := g.st.Acked.Time.Add(g.st.Config.RPO - 2*time.Duration(est*float64(time.Second)))
+	at := g.st.Acked.Time.Add(g.st.Config.RPO - g.estimate())
 	return max(0, time.Until(at))
+}
+
+// estimate is the transfer time to plan for: 1.5 times the longest of
+// the last three incremental cycles (a full sync says nothing of them).
+func (g *group) estimate() time.Duration {
+	var longest float64
+	k := 0
+	for i := len(g.st.Cycles) - 1; i >= 0 && k < 3; i-- {
+		if !g.st.Cycles[i].Full {
+			longest = max(longest, g.st.Cycles[i].Seconds)
+			k++
+		}
+	}
+	return time.Duration(1.5 * longest * float64(time.Second))
+}
+
+// watch checks the RPO every second while the group exists, so a
+// violation during a long cycle is counted and reported too.
+func (g *group) watch(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.checkRPO()
+		}
+	}
 }
 
 // checkRPO records a transition into violation (event and counter).
@@ -250,6 +275,7 @@ func (g *group) view() wire.Replication {
 	if k := len(g.st.Cycles); k > 0 {
 		c := g.st.Cycles[k-1]
 		v.LastCycle = &c
+		v.Cycles = append([]wire.CycleStats(nil), g.st.Cycles...)
 	}
 	return v
 }

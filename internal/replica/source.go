@@ -236,13 +236,9 @@ func (g *group) finish(ctx context.Context, in *inflight, stats wire.CycleStats)
 	if err != nil || old == nil {
 		return err
 	}
-	for n, s := range old.Snapshots {
-		d, err := g.svc.h.Disk(n)
-		if err != nil {
-			return err
-		}
-		if err := deleteSnap(ctx, d, s); err != nil {
-			return err
+	for n := range old.Snapshots {
+		if d, err := g.svc.h.Disk(n); err == nil {
+			sweep(d, "rep-"+g.st.Config.Name+"-", func(id string) bool { return id != p.Snapshots[n] })
 		}
 	}
 	return nil
@@ -303,8 +299,20 @@ func (g *group) localWrites(ctx context.Context) (bool, error) {
 }
 
 // batchBytes is the data of one batch: the unit of acknowledgment, so
-// an interruption resends at most this much per disk (R3).
-const batchBytes = 512 << 10
+// an interruption resends at most this much per disk (R3). A cycle's
+// batches hold about a 64th of its data, within these bounds.
+const (
+	minBatch = 512 << 10
+	maxBatch = 8 << 20
+)
+
+func batchSize(areas []wire.Area) int64 {
+	var total int64
+	for _, a := range areas {
+		total += a.Length
+	}
+	return min(maxBatch, max(minBatch, total/64))
+}
 
 // sendAll sends every disk's delta from the target's progress.
 func (g *group) sendAll(ctx context.Context, in *inflight, rep *wire.Replica, stats *wire.CycleStats) error {
@@ -339,7 +347,7 @@ func (g *group) sendDisk(ctx context.Context, in *inflight, rd wire.ReplicationD
 		return err
 	}
 	areas = clip(union(areas, dirty), from)
-	b := &batcher{g: g, in: in, rd: rd, s: s, from: from, stats: stats}
+	b := &batcher{g: g, in: in, rd: rd, s: s, from: from, stats: stats, limit: batchSize(areas)}
 	for _, a := range areas {
 		if err := b.add(ctx, a); err != nil {
 			return err
@@ -427,6 +435,7 @@ type batcher struct {
 	from  int64 // the batch's start (the target's progress)
 	buf   []byte
 	data  int64
+	limit int64 // batch size
 	stats *wire.CycleStats
 }
 
@@ -434,7 +443,7 @@ const frameMax = 256 << 10
 
 func (b *batcher) add(ctx context.Context, a wire.Area) error {
 	for off := a.Start; off < a.Start+a.Length; {
-		n := min(frameMax, a.Start+a.Length-off, batchBytes-b.data)
+		n := min(frameMax, a.Start+a.Length-off, b.limit-b.data)
 		data := make([]byte, n)
 		if _, err := b.s.ReadAt(data, off); err != nil {
 			return err
@@ -446,7 +455,7 @@ func (b *batcher) add(ctx context.Context, a wire.Area) error {
 		}
 		b.data += n
 		off += n
-		if b.data >= batchBytes {
+		if b.data >= b.limit {
 			if err := b.send(ctx, off); err != nil {
 				return err
 			}

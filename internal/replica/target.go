@@ -289,6 +289,8 @@ func (t *target) commit(ctx context.Context, group, cycle string, when time.Time
 
 // retain deletes the snapshots of points the retention drops, after the
 // group file stopped listing them (R5); points a test failover uses stay.
+// The consolidations run in the background (the next commit's snapshot
+// waits for them); snapshots a busy disk kept are swept next time.
 func (t *target) retain(ctx context.Context, st *replicaState) error {
 	keep := thin(st.Points, st.Keep, st.KeepWithin, time.Now())
 	var kept, dropped []wire.ReplicationPoint
@@ -299,22 +301,21 @@ func (t *target) retain(ctx context.Context, st *replicaState) error {
 			dropped = append(dropped, p)
 		}
 	}
-	if len(dropped) == 0 {
-		return nil
-	}
 	st.Points = kept
-	if err := t.save(st); err != nil {
-		return err
+	if len(dropped) > 0 {
+		if err := t.save(st); err != nil {
+			return err
+		}
 	}
-	for _, p := range dropped {
-		for name, snap := range p.Snapshots {
-			d, err := t.h.Disk(name)
-			if err != nil {
-				return err
-			}
-			if err := deleteSnap(ctx, d, snap); err != nil {
-				return err
-			}
+	listed := map[string]bool{}
+	for _, p := range append([]wire.ReplicationPoint{st.Base}, st.Points...) {
+		for _, s := range p.Snapshots {
+			listed[s] = true
+		}
+	}
+	for _, rd := range st.Disks {
+		if d, err := t.h.Disk(rd.Name); err == nil {
+			sweep(d, "rp-", func(id string) bool { return !listed[id] })
 		}
 	}
 	return nil
