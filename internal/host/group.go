@@ -84,6 +84,11 @@ func (h *Host) SnapshotGroup(ctx context.Context, names []string, id, descriptio
 				return nil, err
 			}
 		}
+		// Flushed before the gates close, the snapshot's own flush has
+		// little left to do while writes wait.
+		if err := d.Flush(); err != nil {
+			return nil, err
+		}
 		disks[i] = d
 	}
 	for _, n := range sorted { // one order: two groups never deadlock

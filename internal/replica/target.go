@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -55,6 +56,16 @@ type target struct {
 	store store
 	mu    sync.Mutex // serializes every target operation (and batch)
 	tests map[string]*testCopy
+	// progress is, by group, the staged cycle's per-disk progress. It is
+	// kept in memory only: a restart of this host rolls the staged cycle
+	// back (R4), so no batch needs its own fsync; the commit flushes.
+	progress map[string]*cycleProgress
+}
+
+// cycleProgress is a staged cycle's acknowledged offsets by disk.
+type cycleProgress struct {
+	cycle string
+	done  map[string]int64
 }
 
 func (t *target) get(group string) (*replicaState, error) {
@@ -164,14 +175,19 @@ func (t *target) begin(group string, req wire.BeginCycleRequest) (*replicaState,
 	if req.Base != last || req.Seq != last+1 {
 		return st, fmt.Errorf("%w: cycle %d from point %d, but the target's last point is %d", ErrState, req.Seq, req.Base, last)
 	}
-	if st.Staging != nil && st.Staging.Cycle == req.Cycle {
+	if p := t.progress[group]; p != nil && p.cycle == req.Cycle && st.Staging != nil && st.Staging.Cycle == req.Cycle {
+		st.Staging.Progress = maps.Clone(p.done)
 		return st, nil
 	}
 	st.Staging = &wire.ReplicaStaging{Cycle: req.Cycle, Seq: req.Seq, Base: req.Base, Progress: map[string]int64{}}
 	for _, rd := range st.Disks {
 		st.Staging.Progress[rd.Name] = 0
 	}
-	return st, t.save(st)
+	if err := t.save(st); err != nil { // before any data: a restart rolls back (R4)
+		return nil, err
+	}
+	t.progress[group] = &cycleProgress{cycle: req.Cycle, done: maps.Clone(st.Staging.Progress)}
+	return st, nil
 }
 
 // maxBatchBody bounds one batch's request body as sent.
@@ -187,10 +203,11 @@ func (t *target) apply(ctx context.Context, group, cycle, name string, from, to 
 	if err != nil {
 		return 0, err
 	}
-	if st.Staging == nil || st.Staging.Cycle != cycle || st.State != targetReceiving {
+	prog := t.progress[group]
+	if st.Staging == nil || st.Staging.Cycle != cycle || st.State != targetReceiving || prog == nil || prog.cycle != cycle {
 		return 0, fmt.Errorf("%w: cycle %s is not the one staged", ErrState, cycle)
 	}
-	done, ok := st.Staging.Progress[name]
+	done, ok := prog.done[name]
 	if !ok {
 		return 0, fmt.Errorf("%w: disk %s is not in replica %s", ErrInvalid, name, group)
 	}
@@ -207,11 +224,8 @@ func (t *target) apply(ctx context.Context, group, cycle, name string, from, to 
 	if err := writeFrames(d, body, zstdBody, from, to); err != nil {
 		return done, err
 	}
-	if err := d.Flush(); err != nil {
-		return done, err
-	}
-	st.Staging.Progress[name] = max(done, to)
-	return st.Staging.Progress[name], t.save(st)
+	prog.done[name] = max(done, to)
+	return prog.done[name], nil
 }
 
 func writeFrames(d *disk.Disk, body io.Reader, zstdBody bool, from, to int64) error {
@@ -260,14 +274,18 @@ func (t *target) commit(ctx context.Context, group, cycle string, when time.Time
 		return nil, fmt.Errorf("%w: cycle %s is not staged", ErrState, cycle)
 	}
 	p := wire.ReplicationPoint{Seq: st.Staging.Seq, Time: when.UTC(), Snapshots: map[string]string{}}
+	prog := t.progress[group]
 	for _, rd := range st.Disks {
-		if st.Staging.Progress[rd.Name] < rd.Size {
-			return nil, fmt.Errorf("%w: disk %s landed %d of %d bytes", ErrState, rd.Name, st.Staging.Progress[rd.Name], rd.Size)
+		if prog == nil || prog.cycle != cycle || prog.done[rd.Name] < rd.Size {
+			return nil, fmt.Errorf("%w: disk %s has not landed whole", ErrState, rd.Name)
 		}
 	}
 	for _, rd := range st.Disks {
 		d, err := t.h.Disk(rd.Name)
 		if err != nil {
+			return nil, err
+		}
+		if err := d.Flush(); err != nil { // the whole delta durable before the point (R1)
 			return nil, err
 		}
 		id := pointSnap(p.Seq)
@@ -281,6 +299,7 @@ func (t *target) commit(ctx context.Context, group, cycle string, when time.Time
 	}
 	st.Points = append(st.Points, p)
 	st.Staging, st.Dirty = nil, nil
+	delete(t.progress, group)
 	if err := t.save(st); err != nil {
 		return nil, err
 	}
