@@ -136,7 +136,8 @@ func (g *group) run(ctx context.Context) {
 		g.mu.Lock()
 		g.next = time.Now().Add(wait)
 		g.mu.Unlock()
-		t := time.NewTimer(wait)
+		// Re-planned every second: the changes pile up meanwhile.
+		t := time.NewTimer(min(wait, time.Second))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -145,8 +146,7 @@ func (g *group) run(ctx context.Context) {
 		case <-t.C:
 		}
 		t.Stop()
-		g.checkRPO()
-		if g.idle() {
+		if g.idle() || g.due() > 0 {
 			continue
 		}
 		err := g.cycle(ctx)
@@ -178,7 +178,7 @@ func (g *group) idle() bool {
 }
 
 // due is how long until the next cycle: the last point's instant plus
-// the RPO, less twice the mean duration of recent cycles.
+// the RPO, less the transfer time expected (estimate).
 func (g *group) due() time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -188,12 +188,13 @@ func (g *group) due() time.Duration {
 	if g.st.Paused || g.st.Halt != "" {
 		return time.Second
 	}
-	at := g.st.Acked.Time.Add(g.st.Config.RPO - g.estimate())
+	at := g.st.Acked.Time.Add(g.st.Config.RPO - max(g.estimate(), g.transferTime()))
 	return max(0, time.Until(at))
 }
 
-// estimate is the transfer time to plan for: 1.5 times the longest of
-// the last three incremental cycles (a full sync says nothing of them).
+// estimate is the least transfer time to plan for: 1.5 times the
+// longest of the last three incremental cycles (a full sync says
+// nothing of them).
 func (g *group) estimate() time.Duration {
 	var longest float64
 	k := 0
@@ -204,6 +205,33 @@ func (g *group) estimate() time.Duration {
 		}
 	}
 	return time.Duration(1.5 * longest * float64(time.Second))
+}
+
+// transferTime is 1.5 times what sending the changes made so far would
+// take at the recent cycles' rate (50 MB/s before any): the changes grow
+// while the next cycle waits, so due is asked again every second.
+func (g *group) transferTime() time.Duration {
+	var dirty int64
+	for _, n := range g.sourceNames() {
+		d, err := g.svc.h.Disk(n)
+		if err != nil {
+			continue
+		}
+		if st, err := d.Stat(); err == nil && st.CBT != nil {
+			dirty += int64(st.CBT.DirtyBlocks) * st.CBT.Granularity
+		}
+	}
+	rate, k := 0.0, 0
+	for i := len(g.st.Cycles) - 1; i >= 0 && k < 3; i-- {
+		if c := g.st.Cycles[i]; c.Bytes >= 1<<20 && c.Rate > 0 {
+			rate += c.Rate
+			k++
+		}
+	}
+	if k == 0 {
+		rate, k = 50e6, 1
+	}
+	return time.Duration(1.5 * float64(dirty) / (rate / float64(k)) * float64(time.Second))
 }
 
 // watch checks the RPO every second while the group exists, so a
