@@ -206,7 +206,7 @@ func runReplAction(ctx context.Context, g globalOptions, name, act string, body 
 		return err
 	}
 	if t != nil {
-		if t, err = c.WaitTask(ctx, t.ID); err != nil {
+		if _, err := c.WaitTask(ctx, t.ID); err != nil {
 			return err
 		}
 	}
