@@ -10,6 +10,7 @@ var helpGroups = []*cobra.Group{
 	{ID: "backup", Title: "Backup and restore:"},
 	{ID: "repo", Title: "Repository:"},
 	{ID: "host", Title: "Host:"},
+	{ID: "site", Title: "Site recovery:"},
 	{ID: "diag", Title: "Diagnostics and trying out:"},
 }
 
@@ -19,6 +20,7 @@ var commandGroup = map[string]string{
 	"backup": "backup", "restore": "backup", "points": "backup", "forget": "backup", "serve-point": "backup",
 	"repo": "repo", "check": "repo", "stats": "repo", "prune": "repo", "repair": "repo",
 	"serve": "host", "token": "host", "ticket": "host",
+	"replication": "site",
 	"demo": "diag", "read-test": "diag", "paths": "diag",
 }
 
