@@ -21,7 +21,7 @@ var commandGroup = map[string]string{
 	"repo": "repo", "check": "repo", "stats": "repo", "prune": "repo", "repair": "repo",
 	"serve": "host", "token": "host", "ticket": "host",
 	"replication": "site",
-	"demo": "diag", "read-test": "diag", "paths": "diag",
+	"demo":        "diag", "read-test": "diag", "paths": "diag",
 }
 
 // groupCommands sorts root's commands into helpGroups (cobra's own help

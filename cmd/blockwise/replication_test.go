@@ -224,7 +224,7 @@ func rounds() int {
 	if os.Getenv("BLOCKWISE_LONG") == "1" {
 		return 10
 	}
-	return 1
+	return 2
 }
 
 // TestReplication: two real hosts over TLS (the target behind a TCP
@@ -276,6 +276,18 @@ func TestReplication(t *testing.T) {
 			}
 			seq++
 			checkPoint(t, a, b, "g1", "vm1", "vm1", seq)
+		}
+		ac, err := client.New("unix://"+filepath.Join(a.dir, "api.sock"), client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tasks, err := ac.ListTasks(context.Background())
+		if err != nil || len(tasks) == 0 {
+			t.Fatal(tasks, err)
+		}
+		last := tasks[len(tasks)-1]
+		if last.Kind != "replication-sync" || last.State != client.TaskDone || last.Done == 0 || last.Done != last.Total {
+			t.Fatalf("sync task progress: %+v", last)
 		}
 	})
 

@@ -108,10 +108,14 @@ func (s *Service) groupAction(r *http.Request) (int, any, error) {
 	case "pause", "resume":
 		return g.setPaused(act == "pause")
 	case "sync":
-		t := s.api.StartTask("replication-sync", name, func(ctx context.Context, _ *api.FuncTask) error { return g.cycle(ctx) })
+		t := s.api.StartTask("replication-sync", name, func(ctx context.Context, f *api.FuncTask) error {
+			return g.cycle(withProgress(ctx, f.SetProgress))
+		})
 		return http.StatusAccepted, t, nil
 	case "failover":
-		t := s.api.StartTask("replication-planned-failover", name, func(ctx context.Context, _ *api.FuncTask) error { return g.planned(ctx) })
+		t := s.api.StartTask("replication-planned-failover", name, func(ctx context.Context, f *api.FuncTask) error {
+			return g.planned(withProgress(ctx, f.SetProgress))
+		})
 		return http.StatusAccepted, t, nil
 	case "resync":
 		var req wire.ResyncRequest

@@ -307,11 +307,33 @@ const (
 )
 
 func batchSize(areas []wire.Area) int64 {
+	return min(maxBatch, max(minBatch, sumAreas(areas)/64))
+}
+
+func sumAreas(areas []wire.Area) int64 {
 	var total int64
 	for _, a := range areas {
 		total += a.Length
 	}
-	return min(maxBatch, max(minBatch, total/64))
+	return total
+}
+
+// progress reports a cycle's bytes to the task that runs it.
+type progress struct {
+	set         func(done, total int64)
+	done, total int64
+}
+
+type progressKey struct{}
+
+// withProgress makes the cycles run with ctx report to set.
+func withProgress(ctx context.Context, set func(done, total int64)) context.Context {
+	return context.WithValue(ctx, progressKey{}, &progress{set: set})
+}
+
+func progressOf(ctx context.Context) *progress {
+	p, _ := ctx.Value(progressKey{}).(*progress)
+	return p
 }
 
 // sendAll sends every disk's delta from the target's progress.
@@ -347,7 +369,10 @@ func (g *group) sendDisk(ctx context.Context, in *inflight, rd wire.ReplicationD
 		return err
 	}
 	areas = clip(union(areas, dirty), from)
-	b := &batcher{g: g, in: in, rd: rd, s: s, from: from, stats: stats, limit: batchSize(areas)}
+	if p := progressOf(ctx); p != nil {
+		p.total += sumAreas(areas)
+	}
+	b := &batcher{g: g, in: in, rd: rd, s: s, from: from, stats: stats, limit: batchSize(areas), prog: progressOf(ctx)}
 	for _, a := range areas {
 		if err := b.add(ctx, a); err != nil {
 			return err
@@ -436,6 +461,7 @@ type batcher struct {
 	buf   []byte
 	data  int64
 	limit int64 // batch size
+	prog  *progress
 	stats *wire.CycleStats
 }
 
@@ -491,6 +517,10 @@ func (b *batcher) send(ctx context.Context, to int64) error {
 	b.g.svc.wireBytes.Add(int64(len(body)))
 	b.stats.WireBytes += int64(len(body))
 	b.stats.Bytes += b.data
+	if b.prog != nil {
+		b.prog.done += b.data
+		b.prog.set(b.prog.done, b.prog.total)
+	}
 	b.from, b.buf, b.data = ack, b.buf[:0], 0
 	return nil
 }
