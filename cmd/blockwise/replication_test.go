@@ -586,6 +586,20 @@ func TestReplicationBadInput(t *testing.T) {
 		t.Fatalf("seeded sync sent %+v for %d changed blocks", r.LastCycle, blocks)
 	}
 	checkPoint(t, a, b, "g", "vm1", "vm1", r.LastPoint.Seq)
+
+	// A group removed and made again meets its old replica: refused
+	// without --seed, continued from its last point with it.
+	a.must(t, "replication", "rm", "g")
+	if out, code := a.run(t, ok...); code != exitBusy || !strings.Contains(out, "--seed") {
+		t.Fatalf("re-create over an old replica: exit %d: %s", code, out)
+	}
+	blocks = writeRandom(t, a.uri("vm1"), rng, 16<<20, 2)
+	a.must(t, append(ok, "--seed")...)
+	r2 := waitPoint(t, a, "g")
+	if r2.LastPoint.Seq != r.LastPoint.Seq+1 || r2.LastCycle.Bytes != int64(blocks)<<16 {
+		t.Fatalf("re-seeded group: point %d after %d, %d bytes for %d blocks", r2.LastPoint.Seq, r.LastPoint.Seq, r2.LastCycle.Bytes, blocks)
+	}
+	checkPoint(t, a, b, "g", "vm1", "vm1", r2.LastPoint.Seq)
 }
 
 // TestReplicationRPOAndRetention: the bandwidth limit slows a cycle, the

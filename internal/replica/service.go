@@ -337,10 +337,11 @@ func (s *Service) create(ctx context.Context, req wire.CreateReplicationRequest)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := peer.PutReplica(ctx, c.Name, put); err != nil {
+	rep, err := peer.PutReplica(ctx, c.Name, put)
+	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", c.Target, err)
 	}
-	g := &group{svc: s, peer: peer, st: sourceState{Config: c}}
+	g := &group{svc: s, peer: peer, st: sourceState{Config: c, BaseSeq: lastSeq(rep)}}
 	g.event("created: %d disks to %s, rpo %s", len(c.Disks), c.Target, c.RPO)
 	if err := g.save(); err != nil {
 		return nil, err

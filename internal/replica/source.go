@@ -26,10 +26,12 @@ type sourceState struct {
 	// Acked is the target's last complete point as the source knows it,
 	// with the source snapshots it came from (never deleted while it is
 	// the last one: invariant R6) and their change IDs.
-	Acked    *wire.ReplicationPoint `json:"acked,omitempty"`
-	Changes  map[string]string      `json:"changes,omitempty"`
-	Inflight *inflight              `json:"inflight,omitempty"`
-	Paused   bool                   `json:"paused,omitempty"`
+	Acked   *wire.ReplicationPoint `json:"acked,omitempty"`
+	Changes map[string]string      `json:"changes,omitempty"`
+	// BaseSeq is the target's last point at create (an older replica).
+	BaseSeq  uint64    `json:"baseSeq,omitempty"`
+	Inflight *inflight `json:"inflight,omitempty"`
+	Paused   bool      `json:"paused,omitempty"`
 	// Halt is why cycles stopped: failed-over, split-brain, demoted.
 	Halt   string            `json:"halt,omitempty"`
 	Cycles []wire.CycleStats `json:"cycles,omitempty"`
@@ -163,8 +165,9 @@ func (g *group) ackedSeq() uint64 {
 	return g.st.Acked.Seq
 }
 
-// baseSeq is 0: a group starts at the target's base point.
-func (g *group) baseSeq() uint64 { return 0 }
+// baseSeq is the target's last point when the group was created: 0, or
+// an older replica's point that a seeded group continues from.
+func (g *group) baseSeq() uint64 { return g.st.BaseSeq }
 
 // prepare returns the cycle in flight, taking the group's snapshots at
 // one instant if it has none yet (intent recorded first).

@@ -91,6 +91,13 @@ func (t *target) put(ctx context.Context, group string, req wire.PutReplicaReque
 		if !sameDisks(st.Disks, req.Disks) {
 			return nil, fmt.Errorf("%w: replica %s exists with other disks", ErrInvalid, group)
 		}
+		if st.State != targetReceiving {
+			return nil, fmt.Errorf("%w: replica %s is %s", ErrState, group, st.State)
+		}
+		if len(st.Points) > 0 && !req.Seed { // a new source group meets an old replica
+			return nil, fmt.Errorf("replica %s: %w on the target at point %d: --seed compares and sends only the differences",
+				group, disk.ErrExists, st.last().Seq)
+		}
 		st.Keep, st.KeepWithin = req.Keep, parseDur(req.KeepWithin)
 		return st, t.save(st)
 	}
