@@ -416,6 +416,7 @@ func TestReplication(t *testing.T) {
 		// Failback: a planned migration of the reversed group.
 		b.must(t, "replication", "failover", "g1", "--planned")
 		writeRandom(t, a.uri("vm1"), rng, size, 1) // the old source is writable again
+		b.restart(t, false)                        // and the demoted side stays read-only
 		if c, err := nbd.Dial(context.Background(), b.uri("vm1"), nil); err == nil {
 			if err := c.WriteAt(context.Background(), make([]byte, 4096), 0, false); err == nil {
 				t.Fatal("the demoted side took a write after the planned migration")

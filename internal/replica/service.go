@@ -60,8 +60,32 @@ func Register(d *daemon.Daemon, log *slog.Logger) *Service {
 		encoder: enc, groups: map[string]*group{}}
 	s.routes()
 	s.api.Registry().MustRegister(&collector{s: s})
+	s.protect()
 	d.Register(s)
 	return s
+}
+
+// protect makes read-only, before the host serves anything, the disks of
+// every replica that receives and of every source a planned migration
+// demoted: no NBD client writes them in the instant before Start.
+func (s *Service) protect() {
+	names, _ := s.target.store.names()
+	for _, n := range names {
+		if st, err := s.target.get(n); err == nil && st.State == targetReceiving {
+			for _, rd := range st.Disks {
+				s.h.Protect(rd.Name, "replica of "+n)
+			}
+		}
+	}
+	names, _ = s.sources.names()
+	for _, n := range names {
+		var st sourceState
+		if s.sources.load(n, &st) == nil && st.Halt == wire.ReplicationDemoted {
+			for _, d := range st.Config.Disks {
+				s.h.Protect(d.Source, "demoted by the planned migration of "+n)
+			}
+		}
+	}
 }
 
 // Start rolls back half-applied cycles on the replicas (R4), then starts
