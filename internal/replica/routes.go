@@ -42,6 +42,9 @@ func (s *Service) replicaOnly(h api.Handler) api.Handler {
 			return 0, nil, api.NewProblem(http.StatusForbidden, wire.ProblemUnauthorized,
 				"replica routes need a token of scope replication (blockwise token create --scope replication)")
 		}
+		if !s.target.ready.Load() { // the start's rollback (R4) comes first
+			return 0, nil, api.NewProblem(http.StatusServiceUnavailable, wire.ProblemUnavailable, "replicas are being recovered; retry")
+		}
 		st, body, err := h(r)
 		return st, body, problemFor(err)
 	}

@@ -94,6 +94,7 @@ func (s *Service) Start(ctx context.Context, d *daemon.Daemon) error {
 	if err := s.target.recoverAll(ctx); err != nil {
 		s.log.Error("replica recovery", "err", err)
 	}
+	s.target.ready.Store(true)
 	names, err := s.sources.names()
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -60,6 +61,9 @@ type target struct {
 	// kept in memory only: a restart of this host rolls the staged cycle
 	// back (R4), so no batch needs its own fsync; the commit flushes.
 	progress map[string]*cycleProgress
+	// ready is set once the start's recovery ran (R4): replica routes
+	// answer 503 before.
+	ready atomic.Bool
 }
 
 // cycleProgress is a staged cycle's acknowledged offsets by disk.
