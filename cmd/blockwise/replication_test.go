@@ -402,16 +402,30 @@ func TestReplication(t *testing.T) {
 	t.Run("reprotect and failback", func(t *testing.T) {
 		b.must(t, "replication", "failover", "g1")
 		writeRandom(t, b.uri("vm1"), rng, size, 8) // 512 KiB at the recovery site
+		writeRandom(t, a.uri("vm1"), rng, size, 2) // and 128 KiB at the old one: split again
+		if _, code := a.run(t, "replication", "sync", "g1"); code == 0 {
+			t.Fatal("split-brain not refused")
+		}
+		a.must(t, "replication", "resync", "g1", "--winner", "target") // this time the recovery site wins
+		if c, err := nbd.Dial(context.Background(), a.uri("vm1"), nil); err == nil {
+			if err := c.WriteAt(context.Background(), make([]byte, 4096), 0, false); err == nil {
+				t.Fatal("the losing side took a write after resync --winner target")
+			}
+			c.Close()
+		}
 		tokA := a.replToken(t)
 		b.must(t, "replication", "reprotect", "g1", "--target", "https://"+a.addr, "--target-token", tokA,
 			"--target-ca", a.pki.CACert, "--rpo", "15s")
 		b.must(t, "replication", "pause", "g1")
 		b.must(t, "replication", "sync", "g1")
 		r := b.group(t, "g1")
-		if r.LastCycle == nil || r.LastCycle.Full || r.LastCycle.Bytes > 8<<16 {
-			t.Fatalf("reprotect sends only what changed: %+v", r.LastCycle)
+		if r.LastCycle == nil || r.LastCycle.Full || r.LastCycle.Bytes > 10<<16 {
+			t.Fatalf("reprotect sends only what changed on either side: %+v", r.LastCycle)
 		}
-		t.Logf("reprotect cycle: %d bytes for 8 changed blocks", r.LastCycle.Bytes)
+		t.Logf("reprotect cycle: %d bytes for 8+2 changed blocks", r.LastCycle.Bytes)
+		if !strings.Contains(a.must(t, "snapshot", "list", "vm1"), "kept-") {
+			t.Fatal("the old source's own writes were not kept in a snapshot")
+		}
 		compareNBD(t, b.uri("vm1@rep-g1-"+itoa(r.LastPoint.Seq)), a.uri("vm1@rp-"+itoa(r.LastPoint.Seq)))
 		// Failback: a planned migration of the reversed group.
 		b.must(t, "replication", "failover", "g1", "--planned")

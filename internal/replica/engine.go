@@ -178,3 +178,9 @@ func sweep(d *disk.Disk, prefix string, drop func(id string) bool) {
 		}
 	}
 }
+
+// keptName names a snapshot that keeps a losing side's writes (R7):
+// its time, and a random suffix so two in one second differ.
+func keptName() string {
+	return "kept-" + time.Now().UTC().Format("20060102T150405") + "-" + newID()[:4]
+}

@@ -2,8 +2,8 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"time"
 
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/internal/disk"
@@ -44,8 +44,8 @@ func (g *group) planned(ctx context.Context) (err error) {
 
 // resync ends a split-brain (or a failover the source wants undone):
 // winner "source" demotes the target, which keeps its own writes in a
-// snapshot and returns to the common point (R7); winner "target" is the
-// target's reprotect.
+// snapshot and returns to the common point (R7); winner "target" demotes
+// this side (yield) for the target's reprotect.
 func (g *group) resync(ctx context.Context, winner string) error {
 	g.mu.Lock()
 	halt := g.st.Halt
@@ -56,7 +56,7 @@ func (g *group) resync(ctx context.Context, winner string) error {
 	switch winner {
 	case "source":
 	case "target":
-		return fmt.Errorf("%w: the target wins by reprotect: run `blockwise replication reprotect %s` on the target host", ErrInvalid, g.st.Config.Name)
+		return g.yield(ctx)
 	default:
 		return fmt.Errorf("%w: winner %q: want source or target", ErrInvalid, winner)
 	}
@@ -75,6 +75,29 @@ func (g *group) resync(ctx context.Context, winner string) error {
 	default:
 	}
 	return nil
+}
+
+// yield is resync --winner target on the source: its writes since the
+// last point are kept in a snapshot (R7), its disks stop taking writes,
+// the group is demoted; `reprotect` on the target then reverses the
+// group, sending back what either side changed since the point.
+func (g *group) yield(ctx context.Context) error {
+	keep := keptName()
+	for _, n := range g.sourceNames() {
+		g.svc.h.Protect(n, "lost the resync of "+g.st.Config.Name)
+		d, err := g.svc.h.Disk(n)
+		if err != nil {
+			return err
+		}
+		if _, err := snapshotIdle(ctx, d, keep, "writes of the losing side, kept by resync"); err != nil && !errors.Is(err, disk.ErrExists) {
+			return err
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.st.Halt = wire.ReplicationDemoted
+	g.event("resync: the target won; this side's writes are kept in %s; run `blockwise replication reprotect %s` on the target", keep, g.st.Config.Name)
+	return g.save()
 }
 
 // reprotect runs on the host that failed over: its replica group becomes
@@ -160,7 +183,7 @@ func (s *Service) becomeReplica(ctx context.Context, grp string, req wire.PutRep
 	defer g.cycleMu.Unlock()
 	st := &replicaState{Replica: wire.Replica{Group: grp, State: targetReceiving, Disks: req.Disks, Dirty: map[string][]wire.Area{}},
 		Base: wire.ReplicationPoint{Seq: acked.Seq, Time: acked.Time, Snapshots: acked.Snapshots}, Keep: req.Keep}
-	keep := "kept-" + time.Now().UTC().Format("20060102T150405")
+	keep := keptName()
 	for _, rd := range req.Disks {
 		s.h.Protect(rd.Name, "replica of "+grp)
 		d, err := s.h.Disk(rd.Name)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"time"
 
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/internal/disk"
@@ -259,7 +258,7 @@ func (t *target) demote(ctx context.Context, group string) error {
 		return fmt.Errorf("%w: replica %s is %s, not failed over", ErrState, group, st.State)
 	}
 	last := st.last()
-	keep := "kept-" + time.Now().UTC().Format("20060102T150405")
+	keep := keptName()
 	for _, rd := range st.Disks {
 		t.h.Protect(rd.Name, "replica of "+group)
 		d, err := t.h.Disk(rd.Name)
