@@ -294,3 +294,46 @@ func (im *Image) loadRanges(ctx context.Context, pack ID, first uint64, locs []s
 	}
 	return nil
 }
+
+// SetCacheChunks sizes the Image's cache of decoded chunks (default
+// imageCacheChunks): a VM booting from a point rereads its working set,
+// and on an object store every miss is a request.
+func (im *Image) SetCacheChunks(n int) { im.chunks.resize(n) }
+
+// Prefetch loads the slots of [first, first+n) that the cache lacks, in
+// one ReadChunks, and caches them (read-ahead for small sequential
+// reads). Slots past the image's end are ignored.
+func (im *Image) Prefetch(ctx context.Context, first uint64, n int) error {
+	if first >= im.m.Slots() {
+		return nil
+	}
+	n = int(min(uint64(n), im.m.Slots()-first))
+	miss := im.chunks.missing(first, n)
+	lo, hi := 0, n
+	for lo < hi && !miss[lo] {
+		lo++
+	}
+	for hi > lo && !miss[hi-1] {
+		hi--
+	}
+	if lo == hi {
+		return nil
+	}
+	start := first + uint64(lo)
+	buf := make([]byte, im.runLen(start, hi-lo))
+	zero, err := im.ReadChunks(ctx, start, hi-lo, buf)
+	if err != nil {
+		return err
+	}
+	cs := int64(im.m.ChunkSize)
+	for i := range hi - lo {
+		if miss[lo+i] {
+			q := buf[int64(i)*cs : min(int64(i+1)*cs, int64(len(buf))) : min(int64(i+1)*cs, int64(len(buf)))]
+			if zero[i] {
+				clear(q)
+			}
+			im.chunks.put(start+uint64(i), q)
+		}
+	}
+	return nil
+}
