@@ -157,7 +157,9 @@ func openServedPoint(ctx context.Context, o servePointOptions, ref string, errOu
 	sp.exp = backup.NewPointExport(im)
 	sp.exp.SetReadAhead(ctx, o.ReadAhead)
 	sp.done = append(sp.done, sp.exp.Wait)
-	sp.exp.OnError = func(off int64, err error) { sp.log.Error("read failed", "point", m.ID.Short(), "offset", off, "err", err) }
+	sp.exp.OnError = func(off int64, err error) {
+		sp.log.Error("read failed", "point", m.ID.Short(), "offset", off, "err", err)
+	}
 	return sp, nil
 }
 
