@@ -22,6 +22,8 @@ type recoverOptions struct {
 	Resume  bool
 	Workers int
 	RateMB  float64
+	// Checkpoint is how often the copied chunks are recorded for --resume.
+	Checkpoint time.Duration
 }
 
 var recoverOpts recoverOptions
@@ -59,6 +61,7 @@ func init() {
 	f.StringVar(&recoverOpts.Overlay, "overlay", "", "directory of the overlay that keeps the guest's writes until the switch")
 	f.BoolVar(&recoverOpts.Resume, "resume", false, "continue the recovery recorded in --overlay (after a failure or a kill)")
 	f.IntVar(&recoverOpts.Workers, "workers", 4, "concurrent chunk copies")
+	f.DurationVar(&recoverOpts.Checkpoint, "checkpoint", 2*time.Second, "how often the chunks copied so far are recorded (after a flush of the disk), so --resume skips them")
 	f.Float64Var(&recoverOpts.RateMB, "rate-mb", 0, "bound the copy to this many MiB/s, leaving bandwidth to the running VM (0: no bound)")
 	addPointServeFlags(f, &recoverOpts.servePointOptions)
 	addTransportFlags(f, &recoverOpts.transportOptions)
@@ -167,7 +170,7 @@ func recoverInBackground(ctx context.Context, o recoverOptions, sp *servedPoint,
 		sp.log.Info("recover progress", "done", done, "total", total, "percent", 100*done/max(total, 1), "rate_mib_s", int(rate/(1<<20)), "eta", eta)
 	}
 	res, err := backup.Recover(ctx, backup.RecoverOptions{Export: w, Target: target, Workers: o.Workers, Progress: progress,
-		Rate: int64(o.RateMB * (1 << 20))})
+		Rate: int64(o.RateMB * (1 << 20)), Checkpoint: o.Checkpoint})
 	if err != nil && !w.Switched() {
 		if ctx.Err() != nil {
 			return nil // interrupted: --resume continues

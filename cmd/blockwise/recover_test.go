@@ -62,7 +62,15 @@ func (e *e2e) startPoint(t *testing.T, args ...string) *pointProc {
 		}
 		close(p.lines)
 	}()
-	p.uri = p.waitLine(t, "nbd+unix://", 30*time.Second)
+	for p.uri == "" {
+		if l := p.waitLine(t, "nbd+unix://", 30*time.Second); strings.HasPrefix(l, "nbd+unix://") {
+			p.uri = l
+		} else {
+			p.mu.Lock()
+			p.seen = nil // the next line
+			p.mu.Unlock()
+		}
+	}
 	return p
 }
 
@@ -311,4 +319,189 @@ func TestE2EServePointWritableBadInput(t *testing.T) {
 	if out, code := e.run(t, "serve-point", id, "--socket", sock, "--writable", "--overlay", filepath.Join(fs.Dir, "ov2")); code != exitNoSpace {
 		t.Errorf("serve-point with its overlay on a full file system: exit %d, want %d: %s", code, exitNoSpace, out)
 	}
+}
+
+// guestWriter writes like a guest through uri until stopped: each batch
+// of ops is flushed; a batch that fails (the export went away) is tried
+// again, since what it wrote is not known to be durable, so the model
+// holds every write the guest saw flushed and nothing else.
+type guestWriter struct {
+	t     *testing.T
+	rng   *rand.Rand
+	size  int64
+	model []byte
+
+	mu      sync.Mutex
+	stop    chan struct{}
+	done    chan struct{}
+	errs    int
+	pending []guestOp // the batch to write next (retried until it succeeds)
+}
+
+func newGuestWriter(t *testing.T, seed uint64, size int64, model []byte) *guestWriter {
+	return &guestWriter{t: t, rng: rand.New(rand.NewPCG(seed, 31)), size: size, model: model}
+}
+
+// start writes through uri until pause.
+func (g *guestWriter) start(uri string) {
+	g.stop, g.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(g.done)
+		for {
+			select {
+			case <-g.stop:
+				return
+			default:
+			}
+			if !g.once(uri) {
+				time.Sleep(50 * time.Millisecond) // again, here or on the next export
+			}
+		}
+	}()
+}
+
+// once writes the pending batch (a new one if none) and reports whether
+// it was flushed.
+func (g *guestWriter) once(uri string) bool {
+	if g.pending == nil {
+		g.pending = randomGuestOps(g.rng, g.size, 3)
+	}
+	if err := guestIO(uri, g.pending...); err != nil {
+		g.mu.Lock()
+		g.errs++
+		g.mu.Unlock()
+		return false
+	}
+	for _, op := range g.pending {
+		op.apply(g.model)
+	}
+	g.pending = nil
+	return true
+}
+
+// pause stops writing; a batch that failed is retried by the next start
+// or settle.
+func (g *guestWriter) pause() {
+	close(g.stop)
+	<-g.done
+}
+
+// settle writes the batch a kill interrupted, if any, through uri: what
+// it wrote was not known to be durable, so only now does the model know
+// the disk's content.
+func (g *guestWriter) settle(t *testing.T, uri string) {
+	t.Helper()
+	if g.pending != nil && !g.once(uri) {
+		t.Fatalf("the interrupted batch fails on the restarted export")
+	}
+}
+
+// TestE2ERecover recovers a point into a new disk while a guest writes to
+// the export the whole time: after the switch (no reconnect: the same
+// socket serves on) the export and the new disk, read from the host,
+// both equal the model of the guest's writes; the overlay is deleted;
+// recover --resume after the switch serves the disk.
+func TestE2ERecover(t *testing.T) {
+	needTools(t, "qemu-io", "nbdcopy", "qemu-img")
+	e := newE2E(t, true)
+	dir := t.TempDir()
+	ref := filepath.Join(dir, "ref.raw")
+	const size = 24 << 20
+	id := e.vmPoint(t, size, 12, 25, ref).ID
+	model := readModel(t, ref)
+	ov, sock := filepath.Join(dir, "ov"), filepath.Join(dir, "r.sock")
+	args := []string{"recover", id, "--to-disk", "new", "--overlay", ov, "--socket", sock, "--rate-mb", "8"}
+	p := e.startPoint(t, args...)
+	g := newGuestWriter(t, seed(t), size, model)
+	g.start(p.uri)
+	line := p.waitLine(t, "switched to disk new", 90*time.Second)
+	time.Sleep(300 * time.Millisecond) // writes after the switch, on the same connections' export
+	g.pause()
+	g.settle(t, p.uri)
+	if g.errs > 0 {
+		t.Fatalf("%d guest write batches failed during recover: %s", g.errs, p.stderr)
+	}
+	var copied, resumed, again int
+	if _, err := fmt.Sscanf(line, "switched to disk new: %d chunks copied, %d resumed as copied, %d copied again", &copied, &resumed, &again); err != nil || again == 0 || copied == 0 {
+		t.Fatalf("switch line %q (%v): the guest's writes did not race the copy", line, err)
+	}
+	equalsModel(t, p.uri, model)
+	equalsModel(t, e.uri("new"), model)
+	if overlayLeft(ov) {
+		t.Fatal("the overlay is left after the switch")
+	}
+	if err := p.stop(); err != nil {
+		t.Fatalf("recover after SIGTERM: %v: %s", err, p.stderr)
+	}
+	p = e.startPoint(t, append(args, "--resume")...)
+	p.waitLine(t, "switched to disk new already", 10*time.Second)
+	equalsModel(t, p.uri, model)
+	p.stop()
+	e.restoreEquals(t, id, ref) // the backup is never modified
+}
+
+func overlayLeft(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "overlay.data"))
+	return err == nil
+}
+
+// TestE2ERecoverKill: kill -9 of recover at random moments while a guest
+// writes, each time restarted with --resume; then the host dies during
+// the copy (the copy stops, the export keeps taking writes from the
+// overlay, which is kept) and comes back; recover --resume then finishes.
+// The new disk equals the model of every write the guest saw flushed.
+func TestE2ERecoverKill(t *testing.T) {
+	needTools(t, "qemu-io", "nbdcopy", "qemu-img")
+	e := newE2E(t, true)
+	dir := t.TempDir()
+	ref := filepath.Join(dir, "ref.raw")
+	const size = 16 << 20
+	id := e.vmPoint(t, size, 10, 27, ref).ID
+	model := readModel(t, ref)
+	ov, sock := filepath.Join(dir, "ov"), filepath.Join(dir, "r.sock")
+	args := []string{"recover", id, "--to-disk", "new", "--overlay", ov, "--socket", sock, "--rate-mb", "3", "--checkpoint", "200ms"}
+	g := newGuestWriter(t, seed(t), size, model)
+	rng := rand.New(rand.NewPCG(seed(t), 28))
+	for i := range 4 {
+		a := args
+		if i > 0 {
+			a = append(a, "--resume")
+		}
+		p := e.startPoint(t, a...)
+		g.settle(t, p.uri)
+		equalsModel(t, p.uri, model) // nothing flushed was lost
+		g.start(p.uri)
+		time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond)
+		p.kill9()
+		g.pause()
+		if !overlayLeft(ov) {
+			t.Fatalf("round %d: recovery finished before the kill (make it slower)", i)
+		}
+	}
+	// The host fails mid-copy: the copy stops, serving goes on.
+	p := e.startPoint(t, append(args, "--resume")...)
+	g.start(p.uri)
+	time.Sleep(500 * time.Millisecond)
+	e.d.cmd.Process.Kill()
+	e.d.cmd.Wait()
+	p.waitLine(t, "recover stopped", 30*time.Second)
+	time.Sleep(300 * time.Millisecond) // the guest goes on writing to the overlay
+	g.pause()
+	g.settle(t, p.uri)
+	equalsModel(t, p.uri, model)
+	if !overlayLeft(ov) {
+		t.Fatal("the overlay is gone after a failed recovery")
+	}
+	if err := p.stop(); err == nil {
+		t.Fatal("recover whose copy failed exited 0")
+	}
+	e.d = startServeIn(t, e.d.dir)
+	p = e.startPoint(t, append(args, "--resume")...)
+	g.start(p.uri)
+	p.waitLine(t, "switched to disk new", 90*time.Second)
+	g.pause()
+	g.settle(t, p.uri)
+	equalsModel(t, p.uri, model)
+	equalsModel(t, e.uri("new"), model)
+	p.stop()
 }

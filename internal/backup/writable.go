@@ -91,16 +91,25 @@ func (e *WritableExport) fail(op string, off int64, err error) error {
 func (e *WritableExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	e.sw.RLock()
 	defer e.sw.RUnlock()
-	if e.target != nil {
-		return e.fail("read", off, e.target.ReadAt(ctx, p, off))
-	}
 	return e.fail("read", off, e.view(ctx, p, off))
 }
 
-// view reads the merged view: runs of present blocks from the overlay,
-// the rest from the point.
+// view reads what the guest sees: after the switch the new disk (whole
+// blocks: it may want aligned requests), before it runs of present
+// blocks from the overlay and the rest from the point.
 func (e *WritableExport) view(ctx context.Context, p []byte, off int64) error {
 	end := off + int64(len(p))
+	a0, a1 := e.aligned(off, end)
+	if e.target != nil && (a0 != off || a1 != end) {
+		buf := make([]byte, a1-a0)
+		if err := e.target.ReadAt(ctx, buf, a0); err != nil {
+			return err
+		}
+		copy(p, buf[off-a0:])
+		return nil
+	} else if e.target != nil {
+		return e.target.ReadAt(ctx, p, off)
+	}
 	b0, b1 := uint64(off/overlay.BlockSize), uint64((end-1)/overlay.BlockSize)
 	if !e.ov.AnyPresent(b0, b1-b0+1) {
 		return e.base.ReadAt(ctx, p, off)
@@ -126,6 +135,13 @@ func (e *WritableExport) view(ctx context.Context, p []byte, off int64) error {
 		pos = next
 	}
 	return nil
+}
+
+// aligned widens [off, end) to whole blocks (the last one may end at
+// the disk's end).
+func (e *WritableExport) aligned(off, end int64) (int64, int64) {
+	return off / overlay.BlockSize * overlay.BlockSize,
+		min((end+overlay.BlockSize-1)/overlay.BlockSize*overlay.BlockSize, e.Size())
 }
 
 // lockChunks locks the stripes of the chunks [off, off+n) touches, in
@@ -162,32 +178,40 @@ func (e *WritableExport) lockChunks(off, n int64) func() {
 func (e *WritableExport) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
 	e.sw.RLock()
 	defer e.sw.RUnlock()
-	if e.target != nil {
-		err := e.target.WriteAt(ctx, p, off)
-		if err == nil && fua {
-			err = e.target.Flush(ctx)
-		}
-		return e.fail("write", off, err)
-	}
 	unlock := e.lockChunks(off, int64(len(p)))
 	err := e.write(ctx, p, off)
 	unlock()
 	if err == nil && fua {
-		err = e.ov.Sync()
+		err = e.sync(ctx)
 	}
 	return e.fail("write", off, err)
 }
 
-// write stores p at off in the overlay: partial blocks at either edge
-// are first filled from the current view (copy-up). The caller holds the
-// chunks' stripes.
+// sync makes completed writes durable where they went.
+func (e *WritableExport) sync(ctx context.Context) error {
+	if e.target != nil {
+		return e.target.Flush(ctx)
+	}
+	return e.ov.Sync()
+}
+
+// putBlocks stores whole blocks in the overlay, or the new disk.
+func (e *WritableExport) putBlocks(ctx context.Context, p []byte, off int64) error {
+	if e.target != nil {
+		return e.target.WriteAt(ctx, p, off)
+	}
+	return e.ov.WriteBlocks(p, off)
+}
+
+// write stores p at off as whole blocks: partial blocks at either edge
+// are first filled from the current view (copy-up, or read-modify-write
+// on the new disk). The caller holds the chunks' stripes.
 func (e *WritableExport) write(ctx context.Context, p []byte, off int64) error {
 	end := off + int64(len(p))
-	a0 := off / overlay.BlockSize * overlay.BlockSize
-	a1 := min((end+overlay.BlockSize-1)/overlay.BlockSize*overlay.BlockSize, e.Size())
+	a0, a1 := e.aligned(off, end)
 	defer e.markDirty(off, int64(len(p)))
 	if a0 == off && a1 == end {
-		return e.ov.WriteBlocks(p, off)
+		return e.putBlocks(ctx, p, off)
 	}
 	buf := make([]byte, a1-a0)
 	if a0 < off {
@@ -201,17 +225,15 @@ func (e *WritableExport) write(ctx context.Context, p []byte, off int64) error {
 		}
 	}
 	copy(buf[off-a0:], p)
-	return e.ov.WriteBlocks(buf, a0)
+	return e.putBlocks(ctx, buf, a0)
 }
 
 // Zero makes a range read as zeroes: whole blocks become holes in the
-// overlay, partial ones are written. It is always fast.
+// overlay (or zeroes on the new disk), partial ones are written. It is
+// always fast.
 func (e *WritableExport) Zero(ctx context.Context, off, n int64, _, _ bool) error {
 	e.sw.RLock()
 	defer e.sw.RUnlock()
-	if e.target != nil {
-		return e.fail("zero", off, e.target.Zero(ctx, off, n))
-	}
 	unlock := e.lockChunks(off, n)
 	defer unlock()
 	return e.fail("zero", off, e.zero(ctx, off, n))
@@ -238,6 +260,9 @@ func (e *WritableExport) zero(ctx context.Context, off, n int64) error {
 		}
 	}
 	defer e.markDirty(i0, i1-i0)
+	if e.target != nil {
+		return e.target.Zero(ctx, i0, i1-i0)
+	}
 	return e.ov.ZeroBlocks(i0, i1-i0)
 }
 
@@ -251,10 +276,7 @@ func (e *WritableExport) Trim(ctx context.Context, off, n int64) error {
 func (e *WritableExport) Flush(ctx context.Context) error {
 	e.sw.RLock()
 	defer e.sw.RUnlock()
-	if e.target != nil {
-		return e.fail("flush", 0, e.target.Flush(ctx))
-	}
-	return e.fail("flush", 0, e.ov.Sync())
+	return e.fail("flush", 0, e.sync(ctx))
 }
 
 // MetaContexts offers base:allocation.
