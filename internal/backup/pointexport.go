@@ -80,13 +80,23 @@ func (e *PointExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return nil
 }
 
-// readWhole loads whole chunks straight into p.
+// readWhole loads whole chunks straight into p. When the cache can hold
+// the whole image (--cache-mb sized for it), whole-chunk reads go
+// through it too, so a second pass is served from memory; otherwise they
+// stay out of it, so a copy does not evict a booting VM's working set.
 func (e *PointExport) readWhole(ctx context.Context, p []byte, off int64) error {
+	whole := e.im.CacheHoldsImage()
+	if whole && e.im.ReadCached(p, off) {
+		return nil
+	}
 	zero, err := e.im.ReadChunks(ctx, uint64(off/e.cs), int((int64(len(p))+e.cs-1)/e.cs), p)
 	for i, z := range zero {
 		if z { // ReadChunks leaves zero slots as they were
 			clear(p[i*int(e.cs) : min((i+1)*int(e.cs), len(p))])
 		}
+	}
+	if err == nil && whole {
+		e.im.CacheChunks(uint64(off/e.cs), p)
 	}
 	return err
 }

@@ -106,3 +106,30 @@ func (c *chunkCache) put(slot uint64, data []byte) {
 	c.m[slot] = c.lru.PushFront(ent)
 	c.evict()
 }
+
+// peek returns slot's chunk if it is cached and loaded, without waiting.
+func (c *chunkCache) peek(slot uint64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[slot]
+	if !ok {
+		return nil, false
+	}
+	ent := el.Value.(*cached)
+	select {
+	case <-ent.ready:
+		if ent.err != nil {
+			return nil, false
+		}
+		c.lru.MoveToFront(el)
+		return ent.data, true
+	default:
+		return nil, false
+	}
+}
+
+func (c *chunkCache) capacity() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.max
+}
