@@ -44,7 +44,7 @@ waitsock() { for _ in $(seq 200); do [ -S "$1" ] && return; sleep 0.05; done; ec
 fio4k() {
 	fio --name=r --ioengine=nbd --uri="$1" --rw=randread --bs=4k --iodepth=1 --number_ios="$2" \
 		--size="$BYTES" --randseed=7 --output-format=terse --terse-version=3 2>/dev/null |
-		awk -F';' 'NR==1 {print $40}' # read latency mean, µs
+		awk -F';' '/^3;/ {print $40}' # read latency mean, µs
 }
 qb() { qemu-img bench -f raw -c 32768 -s 4096 -d "$1" "$2"; }
 nc() { nbdcopy "$1" null:; }

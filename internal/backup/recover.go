@@ -265,7 +265,8 @@ func (r *recovery) switchOver(ctx context.Context) error {
 // that hold no overlay block.
 func (r *recovery) copyRun(ctx context.Context, first uint64, n int, skipCopied bool) error {
 	e, cs := r.e, r.e.cs
-	buf := make([]byte, r.runLen(first, n))
+	buf := getRunBuf(r.runLen(first, n)) // every slot is decoded or cleared below
+	defer runBufs.Put(&buf)
 	zero, err := e.base.im.ReadChunks(ctx, first, n, buf)
 	if err != nil {
 		return fmt.Errorf("read the point at %d: %w", int64(first)*cs, err)
