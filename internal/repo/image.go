@@ -265,7 +265,17 @@ func (im *Image) loadRanges(ctx context.Context, pack ID, first uint64, locs []s
 			hi = max(hi, int64(locs[end].loc.Offset)+int64(locs[end].loc.Stored))
 			end++
 		}
-		if err := im.loadRange(ctx, pack, first, locs[start:end], lo, hi, dst); err != nil {
+		h := backend.Handle{Type: backend.Data, Name: pack.String()}
+		pb := rangeBufs.Get().(*[]byte)
+		buf, err := backend.LoadInto(ctx, im.r.be, h, lo, hi-lo, *pb)
+		if cap(buf) > cap(*pb) && cap(buf) <= maxPooledRange {
+			*pb = buf[:0] // keep the larger buffer for the next load
+		}
+		// The plaintext goes to dst (decodeBlobTo copies even a blob
+		// stored as read), so buf is free again once this returns.
+		err = im.decodeRange(pack, first, locs[start:end], lo, hi-lo, buf, err, dst)
+		rangeBufs.Put(pb)
+		if err != nil {
 			return err
 		}
 		start = end
@@ -273,19 +283,23 @@ func (im *Image) loadRanges(ctx context.Context, pack ID, first uint64, locs []s
 	return nil
 }
 
-// loadRange fetches [lo, hi) of pack with one ranged load and decodes
-// the blobs of locs, which lie inside it, into their places in dst.
-func (im *Image) loadRange(ctx context.Context, pack ID, first uint64, locs []slotLoc, lo, hi int64, dst []byte) error {
-	h := backend.Handle{Type: backend.Data, Name: pack.String()}
-	bp, err := loadPooled(ctx, im.r.be, h, lo, hi-lo)
-	defer rangeBufs.Put(bp)
-	if errors.Is(err, backend.ErrNotFound) {
-		return fmt.Errorf("pack %v missing: %w (%w)", pack, ErrCorrupt, err)
-	} else if err != nil {
-		return fmt.Errorf("load pack %v: %w", pack, err)
-	}
-	buf := *bp
-	if int64(len(buf)) != hi-lo {
+// rangeBufs recycles the buffers ranged pack loads read into: a restore
+// loads its whole image through them, and a fresh buffer per load cost
+// 12% of its CPU in zeroing alone. Buffers above maxPooledRange are not
+// kept (a pack's blobs at most maxGap apart are loaded as one range).
+var rangeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledRange = 32 << 20
+
+// decodeRange decodes the blobs locs of one ranged load of want bytes
+// from lo, which returned buf and loadErr, into their places in dst.
+func (im *Image) decodeRange(pack ID, first uint64, locs []slotLoc, lo, want int64, buf []byte, loadErr error, dst []byte) error {
+	switch {
+	case errors.Is(loadErr, backend.ErrNotFound):
+		return fmt.Errorf("pack %v missing: %w (%w)", pack, ErrCorrupt, loadErr)
+	case loadErr != nil:
+		return fmt.Errorf("load pack %v: %w", pack, loadErr)
+	case int64(len(buf)) != want:
 		return fmt.Errorf("pack %v: short read of %d bytes at %d: %w", pack, len(buf), lo, ErrCorrupt)
 	}
 	cs := int64(im.m.ChunkSize)
@@ -294,9 +308,9 @@ func (im *Image) loadRange(ctx context.Context, pack ID, first uint64, locs []sl
 		// Capacity ends with the slot: a decoder may write scratch
 		// bytes past its output when there is room, which would
 		// clobber a neighbour decoded earlier.
-		lo := int64(sl.i) * cs
-		hi := lo + int64(im.chunkLen(first+uint64(sl.i)))
-		into := dst[lo:hi:hi]
+		at := int64(sl.i) * cs
+		end := at + int64(im.chunkLen(first+uint64(sl.i)))
+		into := dst[at:end:end]
 		data, err := im.r.decodeBlobTo(sl.loc.packEntry, pack, buf[off:off+int64(sl.loc.Stored)], into)
 		if err != nil {
 			return &SlotError{Slot: uint64(sl.i), Err: err}
@@ -383,35 +397,4 @@ func (im *Image) CacheChunks(first uint64, p []byte) {
 		q := p[i*cs : min((i+1)*cs, int64(len(p)))]
 		im.chunks.put(first+uint64(i), append([]byte(nil), q...))
 	}
-}
-
-// rangeBufs recycles the buffers of ranged pack loads (a few MiB each):
-// allocating and clearing a fresh one per load was a tenth of a
-// whole-image read's CPU (pprof of serve-point under nbdcopy).
-var rangeBufs = sync.Pool{New: func() any { return new([]byte) }}
-
-// loadPooled reads length bytes at offset of h into a pooled buffer,
-// which the caller returns to rangeBufs (also on error).
-func loadPooled(ctx context.Context, be backend.Backend, h backend.Handle, offset, length int64) (*[]byte, error) {
-	bp := rangeBufs.Get().(*[]byte)
-	if int64(cap(*bp)) < length {
-		*bp = make([]byte, length)
-	}
-	*bp = (*bp)[:length]
-	rd, err := be.Load(ctx, h, offset, length)
-	if err != nil {
-		return bp, err
-	}
-	n, err := io.ReadFull(rd, *bp)
-	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		err = nil // short: the caller sees the length and decides
-	}
-	*bp = (*bp)[:n]
-	if cerr := rd.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return bp, fmt.Errorf("backend: read %v: %w", h, err)
-	}
-	return bp, nil
 }
