@@ -34,7 +34,8 @@ var recoverCmd = &cobra.Command{
 	Long: `Instant recovery. The restore point is served read-write over NBD at once
 (as serve-point --writable: the guest's writes go to the overlay in DIR,
 synced on every FLUSH), so a VM boots from it straight away (attach it with
-the printed -drive or virsh line). Meanwhile every chunk is copied into a
+the printed -drive or virsh line); DIR may hold the overlay of an earlier
+serve-point --writable of the same point, whose writes carry on. Meanwhile every chunk is copied into a
 new disk NAME created on the host (--host), with the overlay's blocks
 merged in; chunks the guest writes after their copy are copied again.
 Once the disk holds everything, I/O pauses for a moment, the last chunks
@@ -116,10 +117,7 @@ func (o recoverOptions) recoverState() (*backup.RecoverState, error) {
 	case errors.Is(err, backup.ErrNoRecovery) && o.Resume:
 		return nil, err
 	case errors.Is(err, backup.ErrNoRecovery):
-		if overlay.Exists(o.Overlay) {
-			return nil, usageErrorf("--overlay %s holds the writes of a serve-point --writable: recover starts with an empty overlay directory", o.Overlay)
-		}
-		return nil, nil
+		return nil, nil // a new overlay, or a serve-point --writable's to carry on from
 	case err != nil:
 		return nil, err
 	case !o.Resume:

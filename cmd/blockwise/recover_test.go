@@ -283,8 +283,8 @@ func TestE2EServePointWritableBadInput(t *testing.T) {
 	if out, code := e.run(t, "serve-point", id, "--socket", filepath.Join(dir, "2.sock"), "--writable", "--overlay", ov); code != exitBusy || !strings.Contains(out, "in use") {
 		t.Errorf("a second serve-point on the overlay in use: exit %d, want %d: %s", code, exitBusy, out)
 	}
-	if out, code := e.run(t, "recover", id, "--to-disk", "new", "--socket", filepath.Join(dir, "2.sock"), "--overlay", ov); code != exitUsage {
-		t.Errorf("recover into serve-point's overlay: exit %d, want %d: %s", code, exitUsage, out)
+	if out, code := e.run(t, "recover", id, "--to-disk", "new", "--socket", filepath.Join(dir, "2.sock"), "--overlay", ov); code != exitBusy {
+		t.Errorf("recover on the overlay serve-point is using: exit %d, want %d: %s", code, exitBusy, out)
 	}
 	p.stop()
 	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 24)), 8<<20, 2, 64<<10))
@@ -541,7 +541,7 @@ func TestE2ERecoverS3(t *testing.T) {
 	id := e.vmPoint(t, size, 10, 29, ref).ID
 	model := readModel(t, ref)
 	ov, sock := filepath.Join(dir, "ov"), filepath.Join(dir, "r.sock")
-	args := []string{"recover", id, "--to-disk", "new", "--overlay", ov, "--socket", sock, "--rate-mb", "4"}
+	args := []string{"recover", id, "--to-disk", "new", "--overlay", ov, "--socket", sock, "--rate-mb", "8"}
 	p := e.startPoint(t, args...)
 	g := newGuestWriter(t, seed(t), size, model)
 	g.start(p.uri)

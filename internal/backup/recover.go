@@ -342,7 +342,9 @@ func (r *recovery) write(ctx context.Context, first uint64, buf []byte, todo []b
 		if err := r.o.Target.WriteAt(ctx, buf[int64(i)*cs:min(int64(j)*cs, int64(len(buf)))], off); err != nil {
 			return fmt.Errorf("write the new disk at %d: %w", off, err)
 		}
-		r.count(&r.res.Copied)
+		r.mu.Lock()
+		r.res.Copied += int64(j - i)
+		r.mu.Unlock()
 		i = j
 	}
 	return nil
