@@ -398,6 +398,24 @@ func (g *guestWriter) settle(t *testing.T, uri string) {
 	}
 }
 
+// recoveryRig is a point of a disk "vm" filled with random writes, the
+// model of its bytes, and the recover command line for it.
+type recoveryRig struct {
+	id, ov, ref string
+	model       []byte
+	args        []string
+}
+
+func (e *e2e) recoveryRig(t *testing.T, size int64, stream uint64, rate string, extra ...string) *recoveryRig {
+	t.Helper()
+	dir := t.TempDir()
+	ref := filepath.Join(dir, "ref.raw")
+	r := &recoveryRig{id: e.vmPoint(t, size, 10, stream, ref).ID, ov: filepath.Join(dir, "ov"), ref: ref}
+	r.model = readModel(t, ref)
+	r.args = append([]string{"recover", r.id, "--to-disk", "new", "--overlay", r.ov, "--socket", filepath.Join(dir, "r.sock"), "--rate-mb", rate}, extra...)
+	return r
+}
+
 // TestE2ERecover recovers a point into a new disk while a guest writes to
 // the export the whole time: after the switch (no reconnect: the same
 // socket serves on) the export and the new disk, read from the host,
@@ -406,13 +424,9 @@ func (g *guestWriter) settle(t *testing.T, uri string) {
 func TestE2ERecover(t *testing.T) {
 	needTools(t, "qemu-io", "nbdcopy", "qemu-img")
 	e := newE2E(t, true)
-	dir := t.TempDir()
-	ref := filepath.Join(dir, "ref.raw")
 	const size = 24 << 20
-	id := e.vmPoint(t, size, 12, 25, ref).ID
-	model := readModel(t, ref)
-	ov, sock := filepath.Join(dir, "ov"), filepath.Join(dir, "r.sock")
-	args := []string{"recover", id, "--to-disk", "new", "--overlay", ov, "--socket", sock, "--rate-mb", "8"}
+	r := e.recoveryRig(t, size, 25, "8")
+	id, model, ov, args := r.id, r.model, r.ov, r.args
 	p := e.startPoint(t, args...)
 	g := newGuestWriter(t, seed(t), size, model)
 	g.start(p.uri)
@@ -439,7 +453,7 @@ func TestE2ERecover(t *testing.T) {
 	p.waitLine(t, "switched to disk new already", 10*time.Second)
 	equalsModel(t, p.uri, model)
 	p.stop()
-	e.restoreEquals(t, id, ref) // the backup is never modified
+	e.restoreEquals(t, id, r.ref) // the backup is never modified
 }
 
 func overlayLeft(dir string) bool {
@@ -455,13 +469,9 @@ func overlayLeft(dir string) bool {
 func TestE2ERecoverKill(t *testing.T) {
 	needTools(t, "qemu-io", "nbdcopy", "qemu-img")
 	e := newE2E(t, true)
-	dir := t.TempDir()
-	ref := filepath.Join(dir, "ref.raw")
 	const size = 16 << 20
-	id := e.vmPoint(t, size, 10, 27, ref).ID
-	model := readModel(t, ref)
-	ov, sock := filepath.Join(dir, "ov"), filepath.Join(dir, "r.sock")
-	args := []string{"recover", id, "--to-disk", "new", "--overlay", ov, "--socket", sock, "--rate-mb", "3", "--checkpoint", "200ms"}
+	r := e.recoveryRig(t, size, 27, "3", "--checkpoint", "200ms")
+	model, ov, args := r.model, r.ov, r.args
 	g := newGuestWriter(t, seed(t), size, model)
 	rng := rand.New(rand.NewPCG(seed(t), 28))
 	for i := range 4 {
@@ -535,13 +545,9 @@ func TestE2ERecoverS3(t *testing.T) {
 	}
 	repoEnv()
 	e.must(t, "repo", "init")
-	dir := t.TempDir()
-	ref := filepath.Join(dir, "ref.raw")
 	const size = 16 << 20
-	id := e.vmPoint(t, size, 10, 29, ref).ID
-	model := readModel(t, ref)
-	ov, sock := filepath.Join(dir, "ov"), filepath.Join(dir, "r.sock")
-	args := []string{"recover", id, "--to-disk", "new", "--overlay", ov, "--socket", sock, "--rate-mb", "8"}
+	r := e.recoveryRig(t, size, 29, "8")
+	model, ov, args := r.model, r.ov, r.args
 	p := e.startPoint(t, args...)
 	g := newGuestWriter(t, seed(t), size, model)
 	g.start(p.uri)
