@@ -323,9 +323,56 @@ func (o *Overlay) replay() error {
 		o.mark(r.first, r.n)
 	}
 	o.jsize = int64(good)
+	if present := o.presentRuns(); len(runs) > 2*len(present)+compactMin {
+		return o.compact(present)
+	}
 	// A torn tail (a crash inside Sync) is cut, so appends follow the
 	// last whole record.
 	return o.journal.Truncate(o.jsize)
+}
+
+// compactMin: a journal is rewritten at Open once it holds this many
+// records more than twice the runs it describes (a VM flushing often
+// appends a record per run per flush).
+const compactMin = 4096
+
+// presentRuns lists the runs of present blocks.
+func (o *Overlay) presentRuns() []run {
+	var out []run
+	for b := uint64(0); b < o.Blocks(); b++ {
+		if !o.Present(b) {
+			continue
+		}
+		if k := len(out) - 1; k >= 0 && out[k].first+out[k].n == b {
+			out[k].n++
+		} else {
+			out = append(out, run{b, 1})
+		}
+	}
+	return out
+}
+
+// compact replaces the journal with one record per present run: a new
+// file, synced, renamed over the old one, the directory synced (a crash
+// leaves one or the other, both whole).
+func (o *Overlay) compact(present []run) error {
+	b := make([]byte, headerSize, headerSize+len(present)*recordSize)
+	copy(b, journalMagic)
+	binary.LittleEndian.PutUint32(b[8:], BlockSize)
+	for _, r := range present {
+		b = appendRecord(b, r)
+	}
+	path := filepath.Join(o.dir, journalName)
+	if err := fsutil.WriteAtomic(path, b); err != nil {
+		return spaceErr(err)
+	}
+	o.journal.Close()
+	var err error
+	if o.journal, err = os.OpenFile(path, os.O_RDWR, 0o600); err != nil {
+		return err
+	}
+	o.jsize = int64(len(b))
+	return nil
 }
 
 // parseJournal returns the runs of a journal's whole records and where

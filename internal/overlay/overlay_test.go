@@ -93,6 +93,42 @@ func TestOverlayRefuses(t *testing.T) {
 	o.Close()
 }
 
+// TestOverlayCompacts: a journal of many small records is rewritten at
+// Open as one record per run, with the same blocks present.
+func TestOverlayCompacts(t *testing.T) {
+	dir := t.TempDir()
+	const size, runs = 128 << 20, compactMin + 1
+	o, err := Open(dir, "p1", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk := make([]byte, BlockSize)
+	for _, k := range []int64{0, 2, 1} { // runs of 3 blocks, each written as 3 records
+		for i := range int64(runs) {
+			must(t, o.WriteBlocks(blk, (4*i+k)*BlockSize))
+		}
+		if k != 2 {
+			must(t, o.Sync())
+		}
+	}
+	o.Close()
+	before, _ := os.Stat(filepath.Join(dir, journalName))
+	if o, err = Open(dir, "p1", size); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(filepath.Join(dir, journalName))
+	if o.PresentBlocks() != 3*runs || after.Size() != headerSize+runs*recordSize || before.Size() != headerSize+3*runs*recordSize {
+		t.Fatalf("%d present, journal %d -> %d bytes", o.PresentBlocks(), before.Size(), after.Size())
+	}
+	must(t, o.WriteBlocks(blk, 3*BlockSize)) // appends after the rewrite
+	must(t, o.Sync())
+	o.Close()
+	if o, err = Open(dir, "p1", size); err != nil || o.PresentBlocks() != 3*runs+1 {
+		t.Fatalf("after a write on the compacted journal: %v", err)
+	}
+	o.Close()
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
