@@ -11,6 +11,7 @@
 # into a new disk and switch) against `restore --to-disk`.
 # S3=1 runs it all again with the repository on versitygw (127.0.0.1).
 # BENCH_DIR picks the scratch directory (default: under /var/tmp).
+# REV=<git revision> measures the blockwise of that revision (before/after).
 # PROFILE=1 also serves the point with bench/profpoint and writes
 # $BENCH_DIR/point.pprof (go tool pprof -top).
 set -euo pipefail
@@ -25,7 +26,17 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT INT TERM
 export BLOCKWISE_DATASTORE=$W/ds BLOCKWISE_REPO=$W/repo BLOCKWISE_PASSWORD=bench
 BW=$W/blockwise
-(cd "$ROOT" && go build -o "$BW" ./cmd/blockwise && go build -o "$W/imagegen" ./bench/imagegen && go build -o "$W/profpoint" ./bench/profpoint)
+(cd "$ROOT" && go build -o "$W/imagegen" ./bench/imagegen && go build -o "$W/profpoint" ./bench/profpoint)
+if [ -n "${REV:-}" ]; then # the blockwise of another revision, for before/after
+	git -C "$ROOT" worktree add -q --detach "$W/rev" "$REV"
+	(cd "$W/rev" && go build -o "$BW" ./cmd/blockwise)
+	git -C "$ROOT" worktree remove --force "$W/rev"
+else
+	(cd "$ROOT" && go build -o "$BW" ./cmd/blockwise)
+fi
+# Flags a revision before serve-point --cache-mb / recover lacks are left out.
+CACHEFLAG=1; "$BW" serve-point --help | grep -q -- --cache-mb || CACHEFLAG=
+RECOVER=1; "$BW" recover --help >/dev/null 2>&1 || RECOVER=
 "$W/imagegen" gen -size "$SIZE" -out "$W/disk.raw" >/dev/null
 BYTES=$(stat -c %s "$W/disk.raw")
 CACHE=$((BYTES / 1048576 + 64)) # MiB: the whole image fits (warm)
@@ -54,6 +65,10 @@ row() { printf "%-44s %10.2f %12.2f %8.2fx\n" "$1" "$2" "$3" "$(awk "BEGIN {prin
 start_point() {
 	local name=$1; shift
 	rm -f "$W/$name.sock"
+	if [ -z "$CACHEFLAG" ]; then
+		case "${1:-}" in --cache-mb) shift 2 ;; esac
+		[ "${1:-}" = --writable ] && return 1
+	fi
 	"$BW" serve-point latest --socket "$W/$name.sock" "$@" >/dev/null 2>>"$W/point.log" & PIDS+=($!)
 	waitsock "$W/$name.sock"
 	echo "nbd+unix:///?socket=$W/$name.sock"
@@ -73,16 +88,19 @@ run_suite() { # label
 	q=$(fio4k "$QNBD" 20000); p=$(fio4k "$point" 20000)
 	row "4 KiB random read, depth 1, warm (µs)" "$q" "$p"
 	rm -rf "$W/ov"
-	wr=$(start_point wr --cache-mb "$CACHE" --writable --overlay "$W/ov")
-	nbdcopy "$wr" null:
-	p=$(fio4k "$wr" 20000)
-	row "  same, serve-point --writable (µs)" "$q" "$p"
+	if wr=$(start_point wr --cache-mb "$CACHE" --writable --overlay "$W/ov"); then
+		nbdcopy "$wr" null:
+		p=$(fio4k "$wr" 20000)
+		row "  same, serve-point --writable (µs)" "$q" "$p"
+	else
+		wr=$point
+	fi
 	row "4 KiB seq reads x32768, depth 1 (s)" "$(secs qb 1 "$QNBD")" "$(secs qb 1 "$point")"
 	row "4 KiB seq reads x32768, depth 16 (s)" "$(secs qb 16 "$QNBD")" "$(secs qb 16 "$point")"
 	point=$(start_point copy)
 	row "nbdcopy of the whole image, cold (s)" "$(secs nc "$QNBD")" "$(secs nc "$point")"
 	row "nbdcopy of the whole image, warm (s)" "$(secs nc "$QNBD")" "$(secs nc "$wr")"
-	recover_row
+	if [ -n "$RECOVER" ]; then recover_row; fi
 }
 
 # recover_row: restore --to-disk against recover (start to switch), no

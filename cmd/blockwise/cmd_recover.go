@@ -99,6 +99,9 @@ func runRecover(ctx context.Context, g globalOptions, o recoverOptions, ref stri
 	}
 	target, err := o.openRecoverTarget(ctx, g, int64(sp.m.Size), out)
 	if err != nil {
+		if st == nil { // nothing was copied: no recovery to resume
+			err = errors.Join(err, backup.RemoveRecoverState(o.Overlay))
+		}
 		return err
 	}
 	defer target.Close()

@@ -287,6 +287,12 @@ func TestE2EServePointWritableBadInput(t *testing.T) {
 		t.Errorf("recover on the overlay serve-point is using: exit %d, want %d: %s", code, exitBusy, out)
 	}
 	p.stop()
+	if out, code := e.run(t, "recover", id, "--to-disk", "vm", "--socket", sock, "--overlay", ov); code != exitBusy {
+		t.Errorf("recover into a disk that exists: exit %d, want %d: %s", code, exitBusy, out)
+	}
+	if _, err := os.Stat(filepath.Join(ov, "recover.json")); !os.IsNotExist(err) {
+		t.Errorf("a recovery that never started left its state: %v", err)
+	}
 	e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 24)), 8<<20, 2, 64<<10))
 	other := e.backupJSON(t, "vm").ID
 	if out, code := e.run(t, "serve-point", other, "--socket", sock, "--writable", "--overlay", ov); code != exitUsage || !strings.Contains(out, "another restore point") {
