@@ -21,7 +21,7 @@ for t in qemu-img:qemu-utils qemu-nbd:qemu-utils nbdcopy:libnbd-bin fio:fio; do
 	command -v "${t%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${t#*:}" >/dev/null
 done
 W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bwpoint.XXXXXX")
-PIDS=()
+PIDS=() SPS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT INT TERM
 export BLOCKWISE_DATASTORE=$W/ds BLOCKWISE_REPO=$W/repo BLOCKWISE_PASSWORD=bench
@@ -61,7 +61,8 @@ qb() { qemu-img bench -f raw -c 32768 -s 4096 -d "$1" "$2"; }
 nc() { nbdcopy "$1" null:; }
 row() { printf "%-44s %10.2f %12.2f %8.2fx\n" "$1" "$2" "$3" "$(awk "BEGIN {print $2 / $3}")"; }
 
-# start_point NAME ARGS...: serve-point on $W/NAME.sock.
+# start_point NAME ARGS...: serve-point on $W/NAME.sock; its URI in $URI.
+# (Not in a $(...) subshell: PIDS must hear of it, or cleanup misses it.)
 start_point() {
 	local name=$1; shift
 	rm -f "$W/$name.sock"
@@ -69,9 +70,9 @@ start_point() {
 		case "${1:-}" in --cache-mb) shift 2 ;; esac
 		[ "${1:-}" = --writable ] && return 1
 	fi
-	"$BW" serve-point latest --socket "$W/$name.sock" "$@" >/dev/null 2>>"$W/point.log" & PIDS+=($!)
+	"$BW" serve-point latest --socket "$W/$name.sock" "$@" >/dev/null 2>>"$W/point.log" & PIDS+=($!) SPS+=($!)
 	waitsock "$W/$name.sock"
-	echo "nbd+unix:///?socket=$W/$name.sock"
+	URI="nbd+unix:///?socket=$W/$name.sock"
 }
 
 run_suite() { # label
@@ -80,15 +81,16 @@ run_suite() { # label
 	"$BW" backup bench >/dev/null
 	echo "== $label: image $BYTES bytes ($SIZE); $(nproc) cores; $(qemu-nbd --version | head -1)"
 	printf "%-44s %10s %12s %9s\n" "" "qemu-nbd" "serve-point" "speed (qemu-nbd time / ours)"
-	point=$(start_point cold --cache-mb 64)
+	start_point cold --cache-mb 64; point=$URI
 	q=$(fio4k "$QNBD" 4000); p=$(fio4k "$point" 2000)
 	row "4 KiB random read, depth 1, cold (µs)" "$q" "$p"
-	point=$(start_point warm --cache-mb "$CACHE")
+	start_point warm --cache-mb "$CACHE"; point=$URI
 	nbdcopy "$point" null: # warms its chunk cache
 	q=$(fio4k "$QNBD" 20000); p=$(fio4k "$point" 20000)
 	row "4 KiB random read, depth 1, warm (µs)" "$q" "$p"
 	rm -rf "$W/ov"
-	if wr=$(start_point wr --cache-mb "$CACHE" --writable --overlay "$W/ov"); then
+	if start_point wr --cache-mb "$CACHE" --writable --overlay "$W/ov"; then
+		wr=$URI
 		nbdcopy "$wr" null:
 		p=$(fio4k "$wr" 20000)
 		row "  same, serve-point --writable (µs)" "$q" "$p"
@@ -97,10 +99,11 @@ run_suite() { # label
 	fi
 	row "4 KiB seq reads x32768, depth 1 (s)" "$(secs qb 1 "$QNBD")" "$(secs qb 1 "$point")"
 	row "4 KiB seq reads x32768, depth 16 (s)" "$(secs qb 16 "$QNBD")" "$(secs qb 16 "$point")"
-	point=$(start_point copy)
+	start_point copy; point=$URI
 	row "nbdcopy of the whole image, cold (s)" "$(secs nc "$QNBD")" "$(secs nc "$point")"
 	row "nbdcopy of the whole image, warm (s)" "$(secs nc "$QNBD")" "$(secs nc "$wr")"
 	if [ -n "$RECOVER" ]; then recover_row; fi
+	kill "${SPS[@]}"; wait "${SPS[@]}" 2>/dev/null || true; SPS=()
 }
 
 # recover_row: restore --to-disk against recover (start to switch), no
@@ -113,7 +116,7 @@ recover_row() {
 	"$BW" recover latest --to-disk "recovered$RANDOM" --overlay "$W/rov" --socket "$W/rec.sock" >"$W/rec.out" 2>>"$W/point.log" & PIDS+=($!)
 	until grep -q "switched to disk" "$W/rec.out" 2>/dev/null; do sleep 0.05; done
 	e=$(awk "BEGIN {print $(date +%s.%N) - $s}")
-	kill "${PIDS[-1]}"
+	kill "${PIDS[-1]}"; wait "${PIDS[-1]}" || true
 	printf "%-44s %10.2f %12.2f %8.2fx\n" "restore --to-disk vs recover to switch (s)" "$r" "$e" "$(awk "BEGIN {print $r / $e}")"
 }
 
