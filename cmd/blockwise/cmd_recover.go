@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,7 @@ type recoverOptions struct {
 	transportOptions
 	ToDisk  string
 	Resume  bool
+	Status  bool
 	Workers int
 	RateMB  float64
 	// Checkpoint is how often the copied chunks are recorded for --resume.
@@ -48,8 +50,14 @@ serving from the overlay, and the overlay is kept. Stop blockwise and run
 the same command with --resume to continue (chunks recorded as copied are
 skipped); a kill -9 loses nothing the guest had flushed. With
 file.reconnect-delay QEMU waits for the restarted export.`,
-	Args: cobra.ExactArgs(1),
+	Args: cobra.MaximumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
+		if recoverOpts.Status {
+			return runRecoverStatus(globals, recoverOpts, cmd.OutOrStdout())
+		}
+		if len(args) != 1 {
+			return usageErrorf("recover needs the restore point (ID or latest)")
+		}
 		return runRecover(cmd.Context(), globals, recoverOpts, args[0], cmd.OutOrStdout(), cmd.ErrOrStderr())
 	},
 }
@@ -61,6 +69,7 @@ func init() {
 	f.StringVar(&recoverOpts.ToDisk, "to-disk", "", "the disk to create on the host and recover into")
 	f.StringVar(&recoverOpts.Overlay, "overlay", "", "directory of the overlay that keeps the guest's writes until the switch")
 	f.BoolVar(&recoverOpts.Resume, "resume", false, "continue the recovery recorded in --overlay (after a failure or a kill)")
+	f.BoolVar(&recoverOpts.Status, "status", false, "print the progress and ETA of the recovery in --overlay (no ID needed) and exit")
 	f.IntVar(&recoverOpts.Workers, "workers", 4, "concurrent chunk copies")
 	f.DurationVar(&recoverOpts.Checkpoint, "checkpoint", 2*time.Second, "how often the chunks copied so far are recorded (after a flush of the disk), so --resume skips them")
 	f.Float64Var(&recoverOpts.RateMB, "rate-mb", 0, "bound the copy to this many MiB/s, leaving bandwidth to the running VM (0: no bound)")
@@ -161,6 +170,14 @@ func (o recoverOptions) openRecoverTarget(ctx context.Context, g globalOptions, 
 // and printed, and the export keeps serving from the overlay.
 func recoverInBackground(ctx context.Context, o recoverOptions, sp *servedPoint, w *backup.WritableExport, target transport.Target, out io.Writer) error {
 	start, last := time.Now(), time.Time{}
+	rep := backup.RecoverProgress{Point: sp.m.ID.String(), Disk: o.ToDisk, Phase: backup.PhaseCopying, Total: int64(sp.m.Size), PID: os.Getpid()}
+	report := func() {
+		rep.Updated = time.Now().UTC()
+		if err := backup.SaveRecoverProgress(o.Overlay, rep); err != nil {
+			sp.log.Warn("recover progress report", "err", err)
+		}
+	}
+	report()
 	progress := func(done, total int64) {
 		if time.Since(last) < 2*time.Second && done < total {
 			return
@@ -168,6 +185,8 @@ func recoverInBackground(ctx context.Context, o recoverOptions, sp *servedPoint,
 		last = time.Now()
 		rate := float64(done) / max(time.Since(start).Seconds(), 1e-3)
 		eta := time.Duration(float64(total-done) / max(rate, 1) * float64(time.Second)).Round(time.Second)
+		rep.Done, rep.RateBps, rep.ETA = done, int64(rate), eta.Seconds()
+		report()
 		sp.log.Info("recover progress", "done", done, "total", total, "percent", 100*done/max(total, 1), "rate_mib_s", int(rate/(1<<20)), "eta", eta)
 	}
 	res, err := backup.Recover(ctx, backup.RecoverOptions{Export: w, Target: target, Workers: o.Workers, Progress: progress,
@@ -176,10 +195,14 @@ func recoverInBackground(ctx context.Context, o recoverOptions, sp *servedPoint,
 		if ctx.Err() != nil {
 			return nil // interrupted: --resume continues
 		}
+		rep.Phase, rep.Error = backup.PhaseStopped, err.Error()
+		report()
 		sp.log.Error("recover stopped; still serving from the overlay, which is kept: stop and run recover --resume to continue", "err", err)
 		fmt.Fprintf(out, "recover stopped: %v\n", err)
 		return err
 	}
+	rep.Phase, rep.Done, rep.ETA, rep.Finished = backup.PhaseSwitched, rep.Total, 0, true
+	report()
 	sp.ov = nil // Recover deleted it
 	if err != nil {
 		sp.log.Error("switched to the new disk, but the overlay's files are left", "err", err)
@@ -208,4 +231,27 @@ func resumeSwitched(ctx context.Context, g globalOptions, o recoverOptions, sp *
 	fmt.Fprintf(out, "switched to disk %s already: serving it\n", o.ToDisk)
 	w := backup.NewSwitchedExport(sp.exp, target)
 	return sp.serve(ctx, o.servePointOptions, backup.WritableExporter{Export: w}, out, nil)
+}
+
+// runRecoverStatus prints the last progress report of the recovery in
+// --overlay: phase, bytes, rate and ETA (the job's state, for scripts
+// with --json).
+func runRecoverStatus(g globalOptions, o recoverOptions, out io.Writer) error {
+	if o.Overlay == "" {
+		return usageErrorf("--status needs --overlay DIR")
+	}
+	p, err := backup.LoadRecoverProgress(o.Overlay)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, p)
+	}
+	fmt.Fprintf(out, "recovery of %s to disk %s: %s, %s of %s (%d%%), %s/s, ETA %s, updated %s by pid %d\n",
+		p.Point[:min(12, len(p.Point))], p.Disk, p.Phase, human(p.Done), human(p.Total), 100*p.Done/max(p.Total, 1),
+		human(p.RateBps), time.Duration(p.ETA*float64(time.Second)), p.Updated.Format(time.RFC3339), p.PID)
+	if p.Error != "" {
+		fmt.Fprintf(out, "error: %s\n", p.Error)
+	}
+	return nil
 }

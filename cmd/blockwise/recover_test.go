@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend/s3/s3test"
+	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/testfs"
 )
 
@@ -274,6 +275,9 @@ func TestE2EServePointWritableBadInput(t *testing.T) {
 		{[]string{"recover", "0123456789ab", "--to-disk", "new", "--overlay", ov}, exitNotFound},
 		{[]string{"recover", id, "--to-disk", "new", "--overlay", ov, "--resume"}, exitNotFound},
 		{[]string{"recover", id, "--overlay", ov}, exitUsage},
+		{[]string{"recover", "--to-disk", "new", "--overlay", ov}, exitUsage},
+		{[]string{"recover", "--status", "--overlay", ov}, exitNotFound},
+		{[]string{"recover", "--status"}, exitUsage},
 	} {
 		if out, code := e.run(t, append(c.args, "--socket", sock)...); code != c.code {
 			t.Errorf("%v: exit %d, want %d: %s", c.args, code, c.code, out)
@@ -436,7 +440,13 @@ func TestE2ERecover(t *testing.T) {
 	p := e.startPoint(t, args...)
 	g := newGuestWriter(t, seed(t), size, model)
 	g.start(p.uri)
+	if st := e.recoverStatus(t, ov); st.Phase != "copying" || st.Total != size || st.Disk != "new" || st.Finished {
+		t.Errorf("recover --status while copying: %+v", st)
+	}
 	line := p.waitLine(t, "switched to disk new", 90*time.Second)
+	if st := e.recoverStatus(t, ov); st.Phase != "switched" || st.Done != size || !st.Finished {
+		t.Errorf("recover --status after the switch: %+v", st)
+	}
 	time.Sleep(300 * time.Millisecond) // writes after the switch, on the same connections' export
 	g.pause()
 	g.settle(t, p.uri)
@@ -460,6 +470,14 @@ func TestE2ERecover(t *testing.T) {
 	equalsModel(t, p.uri, model)
 	p.stop()
 	e.restoreEquals(t, id, r.ref) // the backup is never modified
+}
+
+// recoverStatus is `recover --status --json` of the overlay dir.
+func (e *e2e) recoverStatus(t *testing.T, dir string) backup.RecoverProgress {
+	t.Helper()
+	var st backup.RecoverProgress
+	e.jsonOut(t, &st, "recover", "--status", "--overlay", dir)
+	return st
 }
 
 func overlayLeft(dir string) bool {
@@ -503,6 +521,9 @@ func TestE2ERecoverKill(t *testing.T) {
 	e.d.cmd.Process.Kill()
 	e.d.cmd.Wait()
 	p.waitLine(t, "recover stopped", 30*time.Second)
+	if st := e.recoverStatus(t, ov); st.Phase != "stopped" || st.Error == "" {
+		t.Errorf("recover --status after the host failed: %+v", st)
+	}
 	time.Sleep(300 * time.Millisecond) // the guest goes on writing to the overlay
 	g.pause()
 	g.settle(t, p.uri)

@@ -402,3 +402,50 @@ func loadCopied(dir string, slots uint64) []byte {
 	}
 	return b[:n]
 }
+
+// RecoverProgress is what a running recovery last reported, kept in the
+// overlay directory's recover.progress (replaced by rename, not synced:
+// it is a report, not state) for `recover --status`.
+type RecoverProgress struct {
+	Point    string    `json:"point"`
+	Disk     string    `json:"disk"`
+	Phase    string    `json:"phase"` // copying, switched, stopped
+	Done     int64     `json:"done"`
+	Total    int64     `json:"total"`
+	RateBps  int64     `json:"rate_bytes_per_second"`
+	ETA      float64   `json:"eta_seconds"`
+	Error    string    `json:"error,omitempty"`
+	PID      int       `json:"pid"`
+	Updated  time.Time `json:"updated"`
+	Finished bool      `json:"finished"`
+}
+
+// PhaseStopped: the copy failed; the export serves from the overlay.
+const PhaseStopped = "stopped"
+
+const recoverProgressName = "recover.progress"
+
+// SaveRecoverProgress replaces dir's progress report.
+func SaveRecoverProgress(dir string, p RecoverProgress) error {
+	b, _ := json.Marshal(p)
+	tmp := filepath.Join(dir, "."+recoverProgressName+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, recoverProgressName))
+}
+
+// LoadRecoverProgress reads dir's progress report (ErrNoRecovery: none).
+func LoadRecoverProgress(dir string) (*RecoverProgress, error) {
+	b, err := os.ReadFile(filepath.Join(dir, recoverProgressName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", dir, ErrNoRecovery)
+	} else if err != nil {
+		return nil, err
+	}
+	var p RecoverProgress
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", recoverProgressName, overlay.ErrCorrupt, err)
+	}
+	return &p, nil
+}
