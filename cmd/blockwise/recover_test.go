@@ -237,6 +237,16 @@ func TestE2EServePointWritable(t *testing.T) {
 	if out, err := exec.Command("qemu-io", "--image-opts", opts, "-c", "read -P 0 0 0").CombinedOutput(); err != nil {
 		t.Fatalf("the printed -drive %s does not open in qemu: %v: %s", drive, err, out)
 	}
+	// The printed virsh line makes a valid network disk (libvirt's test
+	// driver prints the XML it would attach).
+	if _, err := exec.LookPath("virsh"); err == nil || os.Getenv("CI") != "" {
+		f := strings.Fields(p.waitLine(t, "virsh attach-disk", time.Second))
+		f[2] = "test" // DOMAIN
+		out, err := exec.Command("virsh", append([]string{"-c", "test:///default"}, append(f[1:], "--print-xml")...)...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "protocol='nbd'") || !strings.Contains(string(out), "socket='"+sock+"'") {
+			t.Errorf("the printed virsh line: %v: %s", err, out)
+		}
+	}
 	// Flushed writes survive a kill -9; the restart continues the overlay.
 	p.kill9()
 	p = e.startPoint(t, args...)
