@@ -508,7 +508,7 @@ func TestE2ERecoverKill(t *testing.T) {
 	model, ov, args := r.model, r.ov, r.args
 	g := newGuestWriter(t, seed(t), size, model)
 	rng := rand.New(rand.NewPCG(seed(t), 28))
-	for i := range 4 {
+	for i := range 3 {
 		a := args
 		if i > 0 {
 			a = append(a, "--resume")
@@ -582,8 +582,8 @@ func TestE2ERecoverS3(t *testing.T) {
 	}
 	repoEnv()
 	e.must(t, "repo", "init")
-	const size = 16 << 20
-	r := e.recoveryRig(t, size, 29, "8")
+	const size = 12 << 20
+	r := e.recoveryRig(t, size, 29, "6")
 	model, ov, args := r.model, r.ov, r.args
 	p := e.startPoint(t, args...)
 	g := newGuestWriter(t, seed(t), size, model)
