@@ -27,6 +27,9 @@ type serveOptions struct {
 	MemoryLimitMiB int64
 	nbdTLS
 	log *slog.Logger // nil: text logs on stderr
+	// Points* name the repository whose restore points the API serves
+	// files of (GET /v1/points...).
+	PointsRepo, PointsPasswordFile, PointsKeyFile string
 }
 
 // nbdTLS: STARTTLS for an NBD server (serve, serve-point).
@@ -77,6 +80,9 @@ func init() {
 	f.BoolVar(&serveOpts.NBDInsecure, "nbd-tcp-insecure-no-auth", false, "DANGER: serve --nbd-tcp without tickets, to anyone who connects (plain NBD unless --tls-cert)")
 	f.Int64Var(&serveOpts.MemoryLimitMiB, "memory-limit", 384, "soft limit of the host's Go memory in MiB: the garbage collector works harder near it (GOMEMLIMIT overrides; 0: none). NBD requests in flight are bounded apart from it (8 MiB a connection, 192 MiB in all)")
 	addNBDTLSFlags(f, &serveOpts.nbdTLS)
+	f.StringVar(&serveOpts.PointsRepo, "points-repo", "", "serve the files of this repository's restore points over the API (GET /v1/points/{point}/files); opened for each request")
+	f.StringVar(&serveOpts.PointsPasswordFile, "points-password-file", "", "with --points-repo: the file holding its password (else env BLOCKWISE_PASSWORD)")
+	f.StringVar(&serveOpts.PointsKeyFile, "points-key-file", "", "with --points-repo: a key file instead of a password")
 	rootCmd.AddCommand(serveCmd)
 }
 
@@ -86,7 +92,7 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	setMemoryLimit(o.MemoryLimitMiB)
 	d, err := daemon.New(daemon.Options{Datastore: g.Datastore, APIUnix: o.APIUnix, APITCP: o.APITCP,
 		APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey, NBDUnix: o.NBDUnix, NBDGroup: o.NBDGroup,
-		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log})
+		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log, Points: o.points()})
 	if err != nil {
 		return err
 	}
