@@ -31,6 +31,15 @@ var (
 	// ErrTooManyTickets: the host holds its maximum of live tickets;
 	// revoke some (or let them expire) and ask again.
 	ErrTooManyTickets = errors.New("too many live tickets on the host")
+	// ErrNotSupported: the host cannot offload the request (a copy from
+	// another datastore, a fast zero it would have to write). Nothing was
+	// changed: fall back to moving the data yourself (CopyOrFallback).
+	ErrNotSupported = errors.New("operation cannot be offloaded by the host")
+	// ErrTooLarge: a copy longer than the host's maximum segment
+	// (HostInfo.Offload.MaxCopySegment).
+	ErrTooLarge = errors.New("request larger than the host's maximum segment")
+	// ErrReadOnly: a write aimed at a snapshot.
+	ErrReadOnly = errors.New("read-only")
 )
 
 // ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound
@@ -56,6 +65,9 @@ var sentinels = map[string][]error{
 	wire.ProblemLeaseHeld:        {ErrLeaseHeld},
 	wire.ProblemLeaseNotFound:    {ErrLeaseNotFound, ErrNotFound},
 	wire.ProblemTooManyTickets:   {ErrTooManyTickets},
+	wire.ProblemNotSupported:     {ErrNotSupported},
+	wire.ProblemTooLarge:         {ErrTooLarge, ErrInvalidRequest},
+	wire.ProblemReadOnly:         {ErrReadOnly, ErrInvalidRequest},
 }
 
 // Error is a problem document returned by the host.

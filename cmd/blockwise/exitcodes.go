@@ -24,6 +24,7 @@ const (
 	exitUnauthorized = 7 // the host refused the token, or a wrong repository password
 	exitCheckFailed  = 8 // repo check found errors
 	exitNoSpace      = 9 // the datastore is full: free space and retry (nothing was changed)
+	exitNotSupported = 10 // the host cannot offload the request: fall back to moving the data (nothing was changed)
 )
 
 // usageError marks bad flags or arguments (exit 2). It is the one usage
@@ -53,7 +54,8 @@ func classify(err error) int {
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
-		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig):
+		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig),
+		errors.Is(err, disk.ErrInvalid), errors.Is(err, disk.ErrTooLarge):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt
@@ -72,6 +74,8 @@ func classify(err error) int {
 		return exitCheckFailed
 	case errors.Is(err, client.ErrNoSpace), errors.Is(err, disk.ErrNoSpace):
 		return exitNoSpace
+	case errors.Is(err, client.ErrNotSupported), errors.Is(err, disk.ErrNotSupported):
+		return exitNotSupported
 	}
 	return exitFailure
 }

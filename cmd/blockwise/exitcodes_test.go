@@ -115,6 +115,12 @@ func TestExitCodes(t *testing.T) {
 
 		{"client no space", problem(wire.ProblemNoSpace), exitNoSpace},
 		{"disk no space", fmt.Errorf("snapshot: %w: %w", disk.ErrNoSpace, syscall.ENOSPC), exitNoSpace},
+
+		{"client not supported", problem(wire.ProblemNotSupported), exitNotSupported},
+		{"disk not supported", fmt.Errorf("copy: %w", disk.ErrNotSupported), exitNotSupported},
+		{"client too large", problem(wire.ProblemTooLarge), exitUsage},
+		{"client read-only", problem(wire.ProblemReadOnly), exitUsage},
+		{"disk invalid", fmt.Errorf("reclaim: %w", disk.ErrInvalid), exitUsage},
 	}
 	covered := map[int]bool{}
 	for _, c := range cases {
