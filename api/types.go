@@ -29,10 +29,10 @@ type GrowDiskRequest struct {
 
 // Disk describes a disk.
 type Disk struct {
-	Name          string         `json:"name"`
-	UUID          string         `json:"uuid"`
-	Size          int64          `json:"size"`
-	Allocated     int64          `json:"allocated"`
+	Name      string `json:"name"`
+	UUID      string `json:"uuid"`
+	Size      int64  `json:"size"`
+	Allocated int64  `json:"allocated"`
 	// Unique is allocated space no snapshot and no other disk shares;
 	// Shared is allocated space in layers a linked clone shares.
 	Unique        int64          `json:"unique"`

@@ -15,15 +15,15 @@ import (
 // Exit codes, documented in README.md.
 const (
 	exitOK           = 0
-	exitFailure      = 1 // any other error (a read-only repository that needs --no-lock too)
-	exitUsage        = 2 // bad flags or arguments
-	exitNotFound     = 3 // disk, snapshot or export not found
-	exitInvalid      = 4 // change ID invalid: a full backup (or a whole restore instead of a rollback) is needed
-	exitBusy         = 5 // disk locked by another process or operation in progress
-	exitCorrupt      = 6 // on-disk data failed validation (a damaged key file or key slot too), or the repository's index is incomplete
-	exitUnauthorized = 7 // the host refused the token, or a wrong repository password
-	exitCheckFailed  = 8 // repo check found errors
-	exitNoSpace      = 9 // the datastore is full: free space and retry (nothing was changed)
+	exitFailure      = 1  // any other error (a read-only repository that needs --no-lock too)
+	exitUsage        = 2  // bad flags or arguments
+	exitNotFound     = 3  // disk, snapshot or export not found
+	exitInvalid      = 4  // change ID invalid: a full backup (or a whole restore instead of a rollback) is needed
+	exitBusy         = 5  // disk locked by another process or operation in progress
+	exitCorrupt      = 6  // on-disk data failed validation (a damaged key file or key slot too), or the repository's index is incomplete
+	exitUnauthorized = 7  // the host refused the token, or a wrong repository password
+	exitCheckFailed  = 8  // repo check found errors
+	exitNoSpace      = 9  // the datastore is full: free space and retry (nothing was changed)
 	exitNotSupported = 10 // the host cannot offload the request: fall back to moving the data (nothing was changed)
 )
 
