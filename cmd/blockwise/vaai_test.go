@@ -383,3 +383,42 @@ func TestVAAIProvisionAndReclaimCLI(t *testing.T) {
 		t.Fatalf("--rate 0: exit %d: %s", code, out)
 	}
 }
+
+// TestVAAIRestoreToDiskByClone: restore --to-disk on the host that still
+// holds the point's disk clones it there and writes only what changed
+// since the point (the restored disk reads as the point); once that disk
+// is gone, or with --no-clone, every chunk comes from the repository.
+func TestVAAIRestoreToDiskByClone(t *testing.T) {
+	e := newE2E(t, true)
+	dir := t.TempDir()
+	ref := filepath.Join(dir, "ref.raw")
+	s := e.vmPoint(t, 16<<20, 8, 21, ref)
+	qemuIO(t, e.uri("vm"), "write -q -P 0x77 2M 256k", "flush") // the disk moves on
+	out := e.must(t, "restore", s.ID, "--to-disk", "r1", "--verify")
+	if !strings.Contains(out, "by cloning vm") {
+		t.Fatalf("restore --to-disk beside its disk did not clone: %s", out)
+	}
+	var changed int64
+	fmt.Sscanf(out[strings.Index(out, "then ")+5:], "%d bytes changed", &changed)
+	if changed == 0 || changed > 1<<20 {
+		t.Fatalf("restore by clone wrote %d changed bytes: %s", changed, out)
+	}
+	got := filepath.Join(dir, "got.raw")
+	for _, name := range []string{"r1", "r2", "r3"} {
+		switch name {
+		case "r2":
+			if out = e.must(t, "restore", s.ID, "--to-disk", name, "--no-clone"); strings.Contains(out, "cloning") {
+				t.Fatalf("--no-clone cloned: %s", out)
+			}
+		case "r3":
+			e.must(t, "disk", "rm", "vm")
+			if out = e.must(t, "restore", s.ID, "--to-disk", name); strings.Contains(out, "cloning") {
+				t.Fatalf("restore without its disk cloned: %s", out)
+			}
+		}
+		e.reference(t, name, got)
+		if err := sameFile(got, ref); err != nil {
+			t.Fatalf("disk %s restored: %v", name, err)
+		}
+	}
+}
