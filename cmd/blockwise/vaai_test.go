@@ -375,7 +375,7 @@ func TestVAAIProvisionAndReclaimCLI(t *testing.T) {
 		t.Fatalf("reclaim: allocated %d → %d", before, after)
 	}
 	// 9 MiB allocated examined at 16 MiB/s: about 0.56 s.
-	if el < 450*time.Millisecond || el > 3*time.Second {
+	if el < 450*time.Millisecond || el > 15*time.Second { // loose above: a loaded machine
 		t.Fatalf("reclaim of 9 MiB at 16 MB/s took %v", el)
 	}
 	qemuIO(t, uri, "read -q -P 0 0 8M", "read -q -P 7 8M 1M")

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/blockwise/blockwise/internal/cbt"
 	"github.com/blockwise/blockwise/internal/journal"
 	"github.com/blockwise/blockwise/internal/vfs"
@@ -102,6 +104,9 @@ func (ds *Datastore) linkedClone(src *Disk, snap, tmp, name string) error {
 	}
 	m := &diskMeta{UUID: cbt.NewUUID(), Name: name, Size: size, Grain: src.grain,
 		Created: time.Now().UTC(), Gen: 1, NextID: src.meta.NextID + 1}
+	// The files are synced in parallel: nothing names the directory
+	// until commitClone renames it, so their order does not matter.
+	var g errgroup.Group
 	for i, l := range chain {
 		lm := layerMeta{ID: l.id, Data: src.meta.Layers[i].Data}
 		if err := vfs.Link(ds.fs, filepath.Join(src.dir, lm.Data), filepath.Join(tmp, lm.Data)); err != nil {
@@ -112,14 +117,23 @@ func (ds *Datastore) linkedClone(src *Disk, snap, tmp, name string) error {
 		}
 		if !l.flat {
 			lm.Map = mapName(l.id, 1)
-			if err := vfs.WriteNew(ds.fs, filepath.Join(tmp, lm.Map), l.encodeMap(src.grain)); err != nil {
-				return err
-			}
+			p, data := filepath.Join(tmp, lm.Map), l.encodeMap(src.grain)
+			g.Go(func() error { return vfs.WriteNew(ds.fs, p, data) })
 		}
 		m.Layers = append(m.Layers, lm)
 	}
 	own := src.meta.NextID
-	f, err := ds.fs.OpenFile(filepath.Join(tmp, deltaName(own)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	g.Go(func() error { return newFile(ds.fs, filepath.Join(tmp, deltaName(own)), size) })
+	m.Layers = append(m.Layers, layerMeta{ID: own, Data: deltaName(own), Map: mapName(own, 1)})
+	p, data := filepath.Join(tmp, mapName(own, 1)), newLayer(own, nil, false).encodeMap(src.grain)
+	g.Go(func() error { return vfs.WriteNew(ds.fs, p, data) })
+	writeFirstGeneration(&g, ds.fs, tmp, m, cbtConfig(src))
+	return g.Wait()
+}
+
+// newFile creates an empty sparse file of size bytes, synced.
+func newFile(fsys vfs.FS, path string, size int64) error {
+	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -127,16 +141,10 @@ func (ds *Datastore) linkedClone(src *Disk, snap, tmp, name string) error {
 	if err == nil {
 		err = vfs.Datasync(f)
 	}
-	f.Close()
-	if err != nil {
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	nl := newLayer(own, nil, false)
-	m.Layers = append(m.Layers, layerMeta{ID: own, Data: deltaName(own), Map: mapName(own, 1)})
-	if err := vfs.WriteNew(ds.fs, filepath.Join(tmp, mapName(own, 1)), nl.encodeMap(src.grain)); err != nil {
-		return err
-	}
-	return writeFirstGeneration(ds.fs, tmp, m, cbtConfig(src))
+	return err
 }
 
 // cbtConfig is src's tracking geometry, or nil when it tracks nothing.
@@ -148,25 +156,29 @@ func cbtConfig(d *Disk) *cbt.Config {
 	return &c
 }
 
-// writeFirstGeneration writes generation 1's CBT checkpoint (a new
-// tracking identity), empty journal and, last, disk.meta.
-func writeFirstGeneration(fsys vfs.FS, dir string, m *diskMeta, cfg *cbt.Config) error {
+// writeFirstGeneration writes, on g, generation 1's CBT checkpoint (a
+// new tracking identity), empty journal and disk.meta of a directory
+// nothing names yet (commitClone syncs it, then renames it).
+func writeFirstGeneration(g *errgroup.Group, fsys vfs.FS, dir string, m *diskMeta, cfg *cbt.Config) {
 	if cfg != nil {
-		tr, err := cbt.New(*cfg, cbt.NewUUID(), m.Size, nil)
+		m.CBT = &cbtMeta{Checkpoint: cbtName(1)}
+		g.Go(func() error {
+			tr, err := cbt.New(*cfg, cbt.NewUUID(), m.Size, nil)
+			if err != nil {
+				return err
+			}
+			return vfs.WriteNew(fsys, filepath.Join(dir, cbtName(1)), tr.Encode(false))
+		})
+	}
+	g.Go(func() error {
+		l, err := journal.Create(fsys, filepath.Join(dir, journalName(1)), 1)
 		if err != nil {
 			return err
 		}
-		m.CBT = &cbtMeta{Checkpoint: cbtName(1)}
-		if err := vfs.WriteAtomic(fsys, filepath.Join(dir, cbtName(1)), tr.Encode(false)); err != nil {
-			return err
-		}
-	}
-	l, err := journal.Create(fsys, filepath.Join(dir, journalName(1)), 1)
-	if err != nil {
-		return err
-	}
-	l.Close()
-	return vfs.WriteAtomic(fsys, filepath.Join(dir, metaName), m.encode())
+		return l.Close()
+	})
+	body := m.encode()
+	g.Go(func() error { return vfs.WriteNew(fsys, filepath.Join(dir, metaName), body) })
 }
 
 // fullClone builds a full clone of src@snap in tmp: a flat disk filled by

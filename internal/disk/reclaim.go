@@ -114,22 +114,44 @@ func (d *Disk) reclaimStep(off int64) (int64, int64, bool, error) {
 			return read, freed, true, err
 		}
 		read += int64(len(buf))
-		for a := r[0]; a < r[1]; a += d.grain {
-			b := min(a+d.grain, r[1])
-			if !allZero(buf[a-r[0] : b-r[0]]) {
+		// Consecutive zero grains are punched as one range: a punch is a
+		// file-system transaction (XFS), not a per-grain cost to pay.
+		z0 := int64(-1)
+		for a := r[0]; ; a += d.grain {
+			end := a >= r[1]
+			if !end && allZero(buf[a-r[0]:min(a+d.grain, r[1])-r[0]]) {
+				if z0 < 0 {
+					z0 = a
+				}
 				continue
 			}
-			if err := vfs.PunchHole(top.f, a, b-a); err != nil {
-				return read, freed, true, err
+			if z0 >= 0 {
+				b := min(a, r[1])
+				if err := d.reclaimRange(top, z0, b); err != nil {
+					return read, freed, true, err
+				}
+				freed += b - z0
+				z0 = -1
 			}
-			top.written.Store(true)
-			if !top.flat {
-				top.set(uint64(a/d.grain), uint64(a/d.grain)+1, zeroed)
+			if end {
+				break
 			}
-			freed += b - a
 		}
 	}
 	return read, freed, true, nil
+}
+
+// reclaimRange gives back [a, b) of the live layer, which reads zeroes.
+func (d *Disk) reclaimRange(top *layer, a, b int64) error {
+	b = min(b, d.size)
+	if err := vfs.PunchHole(top.f, a, b-a); err != nil {
+		return err
+	}
+	top.written.Store(true)
+	if !top.flat {
+		top.set(uint64(a/d.grain), uint64((b+d.grain-1)/d.grain), zeroed)
+	}
+	return nil
 }
 
 // reclaimCandidates lists the allocated runs of the live layer in

@@ -343,7 +343,7 @@ func TestReclaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 8 MiB allocated examined at 16 MiB/s: 0.5 s (minus the first step).
-	if el := time.Since(start); el < 400*time.Millisecond || el > 2*time.Second {
+	if el := time.Since(start); el < 400*time.Millisecond || el > 10*time.Second { // loose above: a loaded machine
 		t.Errorf("reclaim of 8 MiB at 16 MiB/s took %v", el)
 	}
 	if got := allocated(t, d); got > before-size/2+64<<10 || task.Reclaimed() < size/2 {
