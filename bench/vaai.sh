@@ -45,6 +45,7 @@ trap 'exit 130' INT TERM
 go build -o "$W/blockwise" ./cmd/blockwise
 head -c "$DATAB" /dev/urandom >"$W/data.raw"
 truncate -s "$ZSIZEB" "$W/zero.raw"
+truncate -s "$RECLAIMB" "$W/reclaim.raw"
 secs() { date +%s.%N; }
 ratio() { echo "scale=1; $1 / $2" | bc; }
 OUT="$W/out.txt"
@@ -93,13 +94,12 @@ bench_fs() { # FSTYPE MKFS-ARGS...
 
 	local rec rrate
 	"${bw[@]}" disk create rec --size "$RECLAIMB" >/dev/null
-	nbdcopy -S 0 --no-extents --flush "$W/zero.raw" "nbd+unix:///rec?socket=$sock" 2>/dev/null || \
-		head -c "$RECLAIMB" "$W/zero.raw" | nbdcopy -S 0 --flush - "nbd+unix:///rec?socket=$sock"
-	local before after
+	nbdcopy -S 0 --no-extents --flush "$W/reclaim.raw" "nbd+unix:///rec?socket=$sock"
+	local before after task
 	before=$("${bw[@]}" disk show rec --json | jq .allocated)
-	t0=$(secs)
-	"${bw[@]}" disk reclaim rec --rate "$RATE" --wait >/dev/null
-	t1=$(secs); rec=$(echo "$t1 - $t0" | bc)
+	task=$("${bw[@]}" disk reclaim rec --rate "$RATE" --wait --json)
+	# The task's own start and end, as the host recorded them.
+	rec=$(python3 -c 'import json,sys,datetime as d; t=json.load(sys.stdin); p=lambda s: d.datetime.fromisoformat(s.replace("Z","+00:00")); print((p(t["finished"])-p(t["created"])).total_seconds())' <<<"$task")
 	after=$("${bw[@]}" disk show rec --json | jq .allocated)
 	rrate=$(echo "scale=1; $before / 1048576 / $rec" | bc)
 
