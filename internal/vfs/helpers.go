@@ -206,20 +206,25 @@ func MkdirAllSync(fsys FS, dir string, perm fs.FileMode) error {
 // (fsutil.Reflink) between operating-system files; anything else is
 // fsutil.ErrNoReflink.
 func Reflink(dst, src File, srcOff, dstOff, n int64) error {
-	d, ok1 := dst.(*os.File)
-	s, ok2 := src.(*os.File)
-	if !ok1 || !ok2 {
+	d, s, ok := osFiles(dst, src)
+	if !ok {
 		return fsutil.ErrNoReflink
 	}
 	return fsutil.Reflink(d, s, srcOff, dstOff, n)
 }
 
+// osFiles is dst and src as operating-system files, if both are.
+func osFiles(dst, src File) (*os.File, *os.File, bool) {
+	d, ok1 := dst.(*os.File)
+	s, ok2 := src.(*os.File)
+	return d, s, ok1 && ok2
+}
+
 // CopyRange copies in the kernel (fsutil.CopyRange) between
 // operating-system files; anything else is errors.ErrUnsupported.
 func CopyRange(dst, src File, srcOff, dstOff, n int64) error {
-	d, ok1 := dst.(*os.File)
-	s, ok2 := src.(*os.File)
-	if !ok1 || !ok2 {
+	d, s, ok := osFiles(dst, src)
+	if !ok {
 		return errors.ErrUnsupported
 	}
 	return fsutil.CopyRange(d, s, srcOff, dstOff, n)
