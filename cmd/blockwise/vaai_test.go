@@ -6,6 +6,7 @@ package main
 // XFS and copy_file_range on ext4.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/testfs"
+	"github.com/blockwise/blockwise/internal/testvm"
 )
 
 // qemuIO runs qemu-io commands on uri (read-only for a snapshot's) and
@@ -420,5 +422,58 @@ func TestVAAIRestoreToDiskByClone(t *testing.T) {
 		if err := sameFile(got, ref); err != nil {
 			t.Fatalf("disk %s restored: %v", name, err)
 		}
+	}
+}
+
+// TestVAAIGuestFstrim: a real Linux guest on a blockwise disk over NBD
+// (discard=unmap) writes a file, deletes it and runs fstrim: the space
+// comes back on the host. With a snapshot below, fstrim hides the data
+// in the delta without touching the snapshot, and the space comes back
+// when the snapshot is deleted (consolidation).
+func TestVAAIGuestFstrim(t *testing.T) {
+	testvm.Require(t)
+	d := startServe(t)
+	d.must(t, "disk", "create", "vm", "--size", "256M")
+	uri := strings.TrimSpace(d.must(t, "export", "vm"))
+	vm := testvm.Start(t, testvm.Options{Drives: []testvm.Drive{{NBD: uri, Discard: true}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	run := func(script string) {
+		t.Helper()
+		if out, err := vm.Run(ctx, "set -e\n"+script); err != nil {
+			t.Fatalf("guest: %v: %s\n%s", err, out, vm.Diagnostics())
+		}
+	}
+	alloc := func() int64 { t.Helper(); return diskJSON(t, d, "vm").Allocated }
+	run("mkfs.ext4 -q -F /dev/vda\nmount -t ext4 /dev/vda /mnt\ndd if=/dev/urandom of=/mnt/a bs=1M count=48 2>/dev/null\nsync")
+	full := alloc()
+	if full < 48<<20 {
+		t.Fatalf("48 MiB written by the guest, %d allocated", full)
+	}
+	run("rm /mnt/a\nsync\nfstrim /mnt")
+	trimmed := alloc()
+	if trimmed > full-40<<20 {
+		t.Fatalf("fstrim in the guest freed %d of %d bytes on the host", full-trimmed, full)
+	}
+	t.Logf("guest fstrim: allocated %d -> %d", full, trimmed)
+
+	run("dd if=/dev/urandom of=/mnt/b bs=1M count=32 2>/dev/null\nsync")
+	d.must(t, "snapshot", "create", "vm", "s1")
+	withSnap := alloc()
+	run("rm /mnt/b\nsync\nfstrim /mnt")
+	if got := alloc(); got < withSnap-4<<20 {
+		t.Fatalf("fstrim over a snapshot freed the snapshot's space: %d -> %d", withSnap, got)
+	}
+	snapURI := strings.TrimSpace(d.must(t, "export", "vm@s1"))
+	if out, err := exec.Command("qemu-img", "info", "-f", "raw", snapURI).CombinedOutput(); err != nil {
+		t.Fatalf("snapshot after fstrim: %v: %s", err, out)
+	}
+	d.must(t, "snapshot", "rm", "vm", "s1") // waits for the consolidation
+	if got := alloc(); got > withSnap-24<<20 {
+		t.Fatalf("consolidation after fstrim gave back %d of 32 MiB", withSnap-got)
+	}
+	run("umount /mnt")
+	if err := vm.Shutdown(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
