@@ -60,27 +60,37 @@ func (d *Disk) sourceRuns(chain []*layer, off, n int64) ([]srcRun, error) {
 		if err != nil {
 			return nil, err
 		}
-		if fsz := fi.Size(); b > fsz { // past the layer file's end reads as zeroes
-			add(max(a, fsz), b, nil)
-			b = min(b, max(a, fsz))
+		tail := b // past the layer file's end reads as zeroes
+		if fsz := fi.Size(); b > fsz {
+			tail = max(a, fsz)
 		}
-		if r.src > 0 {
-			add(a, b, f)
-			continue
-		}
-		fe, err := vfs.Extents(f, a, b-a)
-		if err != nil {
+		if err := addFileRuns(add, f, r.src == 0, a, tail); err != nil {
 			return nil, err
 		}
-		for _, e := range fe {
-			if e.Data {
-				add(e.Off, e.Off+e.Len, f)
-			} else {
-				add(e.Off, e.Off+e.Len, nil)
-			}
-		}
+		add(tail, b, nil)
 	}
 	return out, nil
+}
+
+// addFileRuns adds [a, b) of f: as data, or for a flat layer split into
+// its data extents and holes.
+func addFileRuns(add func(a, b int64, f vfs.File), f vfs.File, flat bool, a, b int64) error {
+	if !flat || b <= a {
+		add(a, b, f)
+		return nil
+	}
+	fe, err := vfs.Extents(f, a, b-a)
+	if err != nil {
+		return err
+	}
+	for _, e := range fe {
+		if e.Data {
+			add(e.Off, e.Off+e.Len, f)
+		} else {
+			add(e.Off, e.Off+e.Len, nil)
+		}
+	}
+	return nil
 }
 
 // moveBytes copies [srcOff, srcOff+n) of src to dstOff of dst by the

@@ -411,3 +411,41 @@ func TestTrimSpaceBackAtConsolidation(t *testing.T) {
 		t.Fatalf("flat layer after consolidation: %v %v", fi, err)
 	}
 }
+
+// TestCopyFromPastLayerEnd: a source view longer than its bottom layer
+// file (grown after a snapshot) copies the part past the file's end as
+// zeroes into a delta target, and the grains copied are marked (a run
+// order bug once left them unmarked, so the target read its older data).
+func TestCopyFromPastLayerEnd(t *testing.T) {
+	ds, err := OpenDatastore(fastTempDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := vaaiDisk(t, ds, "src", 1<<20, Options{})
+	if _, err := src.WriteAt(bytes.Repeat([]byte{3}, 512<<10), 512<<10); err != nil {
+		t.Fatal(err)
+	}
+	srcData := readAll(t, src, 1<<20)
+	if _, err := src.CreateSnapshot("s", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Grow(2 << 20); err != nil {
+		t.Fatal(err)
+	}
+	dst, _ := vaaiDisk(t, ds, "dst", 2<<20, Options{})
+	if _, err := dst.WriteAt(bytes.Repeat([]byte{9}, 2<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.CreateSnapshot("s", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.CopyFrom(src, "", 512<<10, 0, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte{9}, 2<<20)
+	copy(want, srcData[512<<10:])
+	clear(want[512<<10 : 1<<20])
+	if i := firstDiff(readAll(t, dst, 2<<20), want); i >= 0 {
+		t.Fatalf("copy across the source layer's end differs at %d", i)
+	}
+}
