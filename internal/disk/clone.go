@@ -33,6 +33,8 @@ const cloneTmpPrefix = ".clone-"
 // A full clone is an independent flat disk, copied with CopyFrom
 // (reflinks where the file system has them, copy_file_range elsewhere).
 // Either way dst has a new UUID and its own CBT (same geometry as src's).
+//
+// Invariant 10 (docs/format.md).
 func (ds *Datastore) Clone(src *Disk, snap, dst string, linked bool) (*Disk, CopyStats, error) {
 	var st CopyStats
 	if filepath.Dir(src.dir) != ds.dir {

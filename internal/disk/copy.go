@@ -155,6 +155,8 @@ func sameDatastore(a, b *Disk) bool { return filepath.Dir(a.dir) == filepath.Dir
 // must be sector-aligned and inside both disks; an overlapping copy
 // within one live disk is ErrInvalid. On error the target range may hold
 // part of the copy, as after an interrupted write.
+//
+// Invariant 12 (docs/format.md).
 func (d *Disk) CopyFrom(src *Disk, snap string, srcOff, dstOff, n int64) (CopyStats, error) {
 	if !sameDatastore(d, src) {
 		return CopyStats{}, fmt.Errorf("%w: source disk %s is in another datastore", ErrNotSupported, filepath.Base(src.dir))

@@ -295,6 +295,8 @@ func (d *Disk) finishMerge() error {
 // disk keeps the original. Both hold the same bytes until then, since a
 // shared layer is frozen, so the rename needs no checkpoint. Exclusive
 // barrier held.
+//
+// Invariant 10 (docs/format.md).
 func (d *Disk) unshare(l *layer) error {
 	if vfs.Links(l.f) < 2 {
 		return nil

@@ -51,6 +51,8 @@ func (d *Disk) thick() bool { return d.meta.Provision != "" }
 
 // reserve allocates [off, off+n) of a thick flat layer f; it reports
 // whether the range was zeroed as written extents.
+//
+// Invariant 11 (docs/format.md).
 func reserve(f vfs.File, p Provision, off, n int64) (bool, error) {
 	if p.stored() == "" || n <= 0 {
 		return false, nil

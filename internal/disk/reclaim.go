@@ -27,6 +27,8 @@ const reclaimUnit = 1 << 20
 // unbounded). A thick disk is ErrInvalid (its space stays reserved); a
 // reclaim already running is ErrBusy. The task stops when the disk
 // closes.
+//
+// Invariant 9 (docs/format.md).
 func (d *Disk) Reclaim(rate int64) (*Task, error) {
 	d.barrier.RLock()
 	defer d.barrier.RUnlock()

@@ -114,6 +114,8 @@ func (d *Disk) Zero(off, n int64, punch bool) error { return d.WriteZeroes(off, 
 //     data (CBT may over-report the range, never miss it).
 //
 // Partial grains of a delta are written as zeroes (copied up first).
+//
+// Invariant 9 (docs/format.md).
 func (d *Disk) WriteZeroes(off, n int64, noHole, fast bool) error {
 	d.barrier.RLock()
 	defer d.barrier.RUnlock()
