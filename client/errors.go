@@ -33,7 +33,7 @@ var (
 	ErrTooManyTickets = errors.New("too many live tickets on the host")
 	// ErrNotSupported: the host cannot offload the request (a copy from
 	// another datastore, a fast zero it would have to write). Nothing was
-	// changed: fall back to moving the data yourself (CopyOrFallback).
+	// changed: fall back to moving the data yourself (over NBD).
 	ErrNotSupported = errors.New("operation cannot be offloaded by the host")
 	// ErrTooLarge: a copy longer than the host's maximum segment
 	// (HostInfo.Offload.MaxCopySegment).
