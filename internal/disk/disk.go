@@ -72,6 +72,9 @@ type Disk struct {
 	// afterTake, when set (by tests only), is called by a flush after it
 	// has taken each layer's record, with cutMu held.
 	afterTake func(*layer)
+	// afterReclaimRead, when set (by tests only), is called by a reclaim
+	// step between reading a run and punching its zero grains.
+	afterReclaimRead func()
 	stripe    [stripes]sync.Mutex
 	bg        sync.WaitGroup
 	cancel    context.CancelFunc

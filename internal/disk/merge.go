@@ -301,7 +301,7 @@ func (d *Disk) unshare(l *layer) error {
 	if vfs.Links(l.f) < 2 {
 		return nil
 	}
-	name := l.f.Name()
+	name := filepath.Join(d.dir, d.meta.Layers[d.meta.layerIndex(l.id)].Data)
 	tmp := filepath.Join(d.dir, "."+filepath.Base(name)+".unshare")
 	f, err := d.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -322,8 +322,15 @@ func (d *Disk) unshare(l *layer) error {
 		d.fs.Remove(tmp)
 		return fmt.Errorf("unshare layer %d: %w", l.id, err)
 	}
+	f.Close()
+	// Reopened by its name: the layer's file is named by disk.meta (and
+	// a later unshare or clone finds it there), not by the temporary name.
+	nf, err := d.fs.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return d.fail(fmt.Errorf("unshare layer %d: reopen: %w", l.id, err))
+	}
 	l.f.Close()
-	l.f = f
+	l.f = nf
 	return nil
 }
 

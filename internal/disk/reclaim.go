@@ -92,9 +92,25 @@ func (d *Disk) runReclaim(ctx context.Context, t *Task, rate int64) error {
 // reclaimStep examines [off, off+reclaimUnit) of the live layer: it
 // returns the bytes read, the bytes given back and whether the disk goes
 // on past it.
+//
+// A flat layer's writes take no grain locks (they need none), so a step
+// over a disk without snapshots holds the barrier exclusively instead:
+// else a write landing between the step's read and its punch would be
+// punched away. A delta's writes take the grain locks the step holds.
 func (d *Disk) reclaimStep(off int64) (int64, int64, bool, error) {
 	d.barrier.RLock()
-	defer d.barrier.RUnlock()
+	flat := len(d.chain) == 1
+	d.barrier.RUnlock()
+	if flat {
+		d.barrier.Lock()
+		defer d.barrier.Unlock()
+	} else {
+		d.barrier.RLock()
+		defer d.barrier.RUnlock()
+		if len(d.chain) == 1 { // consolidated meanwhile: this unit is skipped
+			return 0, 0, true, nil
+		}
+	}
 	if d.closed {
 		return 0, 0, false, ErrClosed
 	}
@@ -116,6 +132,9 @@ func (d *Disk) reclaimStep(off int64) (int64, int64, bool, error) {
 			return read, freed, true, err
 		}
 		read += int64(len(buf))
+		if d.afterReclaimRead != nil {
+			d.afterReclaimRead()
+		}
 		// Consecutive zero grains are punched as one range: a punch is a
 		// file-system transaction (XFS), not a per-grain cost to pay.
 		z0 := int64(-1)
