@@ -75,10 +75,10 @@ type Disk struct {
 	// afterReclaimRead, when set (by tests only), is called by a reclaim
 	// step between reading a run and punching its zero grains.
 	afterReclaimRead func()
-	stripe    [stripes]sync.Mutex
-	bg        sync.WaitGroup
-	cancel    context.CancelFunc
-	ctx       context.Context
+	stripe           [stripes]sync.Mutex
+	bg               sync.WaitGroup
+	cancel           context.CancelFunc
+	ctx              context.Context
 
 	mu struct {
 		sync.Mutex
