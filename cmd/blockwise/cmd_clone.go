@@ -15,6 +15,13 @@ type cloneOptions struct{ Linked bool }
 
 var cloneOpts cloneOptions
 
+type copyOptions struct {
+	SourceOffset, Offset, Length string
+	Datastore                    string
+}
+
+var copyOpts copyOptions
+
 type reclaimOptions struct {
 	Rate string
 	Wait bool
@@ -49,7 +56,20 @@ keeps the layers the other still uses.`,
 	}
 	reclaim.Flags().StringVar(&reclaimOpts.Rate, "rate", "", "MB examined per second, e.g. 50 (or 512K); default unbounded")
 	reclaim.Flags().BoolVar(&reclaimOpts.Wait, "wait", false, "wait for the reclaim to end")
-	diskCmd.AddCommand(clone, reclaim)
+	cp := &cobra.Command{
+		Use:   "copy SRC[@SNAP] DST --length N [--source-offset N] [--offset N]",
+		Short: "Copy an extent inside the datastore (data mover, XCOPY); exit 10 when the host cannot offload it",
+		Args:  args(2, 2),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskCopy(cmd.Context(), globals, copyOpts, a, cmd.OutOrStdout())
+		},
+	}
+	cf := cp.Flags()
+	cf.StringVar(&copyOpts.Length, "length", "", "bytes to copy, e.g. 4M (required; at most the host's maximum segment, 16M)")
+	cf.StringVar(&copyOpts.SourceOffset, "source-offset", "0", "offset in SRC")
+	cf.StringVar(&copyOpts.Offset, "offset", "0", "offset in DST")
+	cf.StringVar(&copyOpts.Datastore, "source-datastore", "", "datastore ID of SRC (GET /v1/host); another than the host's cannot be offloaded")
+	diskCmd.AddCommand(clone, reclaim, cp)
 }
 
 func runDiskClone(ctx context.Context, g globalOptions, o cloneOptions, a []string, out io.Writer) error {
@@ -113,5 +133,35 @@ func runDiskReclaim(ctx context.Context, g globalOptions, o reclaimOptions, a []
 		return printJSON(out, t)
 	}
 	fmt.Fprintf(out, "reclaim of %s: task %s %s\n", a[0], t.ID, t.State)
+	return nil
+}
+
+func runDiskCopy(ctx context.Context, g globalOptions, o copyOptions, a []string, out io.Writer) error {
+	if o.Length == "" {
+		return usageErrorf("disk copy: --length is required")
+	}
+	var n [3]int64
+	for i, v := range []string{o.Length, o.SourceOffset, o.Offset} {
+		var err error
+		if n[i], err = parseSize(v); err != nil {
+			return err
+		}
+	}
+	src, snap, _ := strings.Cut(a[0], "@")
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	req := client.CopyRequest{Source: client.CopySource{Datastore: o.Datastore, Disk: src, Snapshot: snap, Offset: n[1]}, Offset: n[2], Length: n[0]}
+	res, err := c.CopyExtent(ctx, a[1], req)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, res)
+	}
+	s := res.Stats
+	fmt.Fprintf(out, "copied %d bytes from %s to %s at %d: %s reflinked, %s copy_file_range, %s written, %s holes\n",
+		res.Length, a[0], a[1], n[2], human(s.Reflinked), human(s.Copied), human(s.Written), human(s.Zeroed))
 	return nil
 }
