@@ -592,3 +592,54 @@ func TestReclaimRacesWrites(t *testing.T) {
 		t.Fatal("a write racing a reclaim step was punched away")
 	}
 }
+
+// TestCloneLeftoversAndMetaVersion: a clone interrupted by a crash leaves
+// only its build directory, which the next OpenDatastore removes (one
+// another process still builds, its lock held, stays); a thin disk's
+// disk.meta stays version 1 (older binaries open it), a thick one's is 2.
+func TestCloneLeftoversAndMetaVersion(t *testing.T) {
+	dir := fastTempDir(t)
+	ds, err := OpenDatastore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]uint16{"thin": 1, "lazy": 2} {
+		p := map[string]Provision{"thin": ProvisionThin, "lazy": ProvisionLazy}[name]
+		d, err := ds.Create(name, 1<<20, Options{Provision: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Close()
+		b, err := os.ReadFile(filepath.Join(dir, name, metaName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := uint16(b[8]) | uint16(b[9])<<8; v != want {
+			t.Fatalf("%s disk.meta version %d, want %d", name, v, want)
+		}
+	}
+	dead, live := filepath.Join(dir, cloneTmpPrefix+"dead"), filepath.Join(dir, cloneTmpPrefix+"live")
+	for _, p := range []string{dead, live} {
+		if err := os.Mkdir(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(p, flatName), []byte("x"), 0o600)
+	}
+	lock, err := vfs.Default.Lock(filepath.Join(live, lockName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := OpenDatastore(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Fatalf("interrupted clone's directory left behind: %v", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Fatalf("a clone being built was removed: %v", err)
+	}
+	if names, _ := ds.List(); len(names) != 2 {
+		t.Fatalf("datastore lists %v", names)
+	}
+}
