@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,6 +24,9 @@ type backupOptions struct {
 	LeaseTTL    time.Duration
 	Workers     int
 	MetricsFile string
+	// Parallel is how many disks are backed up at once (Veeam's
+	// "parallel processing"), into the one repository this command opened.
+	Parallel int
 }
 
 var backupOpts backupOptions
@@ -43,6 +47,7 @@ func init() {
 	backupCmd.Flags().DurationVar(&backupOpts.LeaseTTL, "lease-ttl", backup.DefaultLeaseTTL,
 		"how long the disk's backup lease on the host outlives this process if it dies without releasing it (one backup of a disk at a time; a holder killed on this machine is taken over at once)")
 	backupCmd.Flags().IntVar(&backupOpts.Workers, "workers", 4, "concurrent reads")
+	backupCmd.Flags().IntVar(&backupOpts.Parallel, "parallel", 1, "back up this many of the disks at once (progress bars off when more than one)")
 	backupCmd.Flags().StringVar(&backupOpts.MetricsFile, "metrics-file", "", "write each disk's outcome as Prometheus metrics to this file (for node_exporter's textfile collector), atomically")
 	addTransportFlags(backupCmd.Flags(), &backupOpts.transportOptions)
 	rootCmd.AddCommand(backupCmd)
@@ -99,26 +104,41 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 	}
 	defer r.Close()
 	h := backup.ClientHost{C: env.Client}
-	var errs []error
-	var outs []backupOutcome
-	for _, disk := range disks {
+	outs := make([]backupOutcome, len(disks))
+	errs := make([]error, len(disks))
+	var mu sync.Mutex // printing
+	one := func(i int) {
+		disk := disks[i]
 		bar := newProgress(errOut, disk)
+		if o.Parallel > 1 {
+			bar.on = false // interleaved bars are noise
+		}
 		var rep transport.Report
 		open := transport.Opener(o.Order, env, func(r transport.Report) { rep = r })
 		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, LeaseTTL: o.LeaseTTL, Progress: bar.update})
 		bar.finish()
-		outs = append(outs, backupOutcome{disk: disk, res: res, at: time.Now()})
+		outs[i] = backupOutcome{disk: disk, res: res, at: time.Now()}
 		if err == nil {
+			mu.Lock()
 			err = printBackup(g, disk, res, rep, r.OpenTimes(), out)
+			mu.Unlock()
 		}
-		if err != nil {
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				break
-			}
-		}
+		errs[i] = err
 	}
-	return outs, errors.Join(errs...)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(1, o.Parallel))
+	tried := 0
+	for i := range disks {
+		if ctx.Err() != nil {
+			break // interrupted: the rest are never tried
+		}
+		sem <- struct{}{}
+		tried++
+		wg.Add(1)
+		go func() { defer func() { <-sem; wg.Done() }(); one(i) }()
+	}
+	wg.Wait()
+	return outs[:tried], errors.Join(errs...)
 }
 
 func printBackup(g globalOptions, disk string, res *backup.Result, rep transport.Report, ot repo.OpenTimes, out io.Writer) error {

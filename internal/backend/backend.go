@@ -143,6 +143,9 @@ func LoadInto(ctx context.Context, be Backend, h Handle, offset, length int64, b
 	if err != nil {
 		return nil, err
 	}
+	if sr, ok := rd.(interface{ Size() int64 }); ok && length <= 0 {
+		length = sr.Size() // a whole object of known size (a local file)
+	}
 	if length > 0 {
 		// A known length reads into one buffer: io.ReadAll would grow it
 		// by doubling, copying a multi-MiB range several times.
