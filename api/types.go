@@ -18,6 +18,8 @@ type CreateDiskRequest struct {
 	CBTGranularity int64  `json:"cbtGranularity,omitempty"`
 	Grain          int64  `json:"grain,omitempty"`
 	DisableCBT     bool   `json:"disableCbt,omitempty"`
+	// Provision is thin (the default, also ""), lazy-zeroed or eager-zeroed.
+	Provision string `json:"provision,omitempty"`
 }
 
 // GrowDiskRequest is the body of POST /v1/disks/{disk}/grow.
@@ -27,10 +29,15 @@ type GrowDiskRequest struct {
 
 // Disk describes a disk.
 type Disk struct {
-	Name          string         `json:"name"`
-	UUID          string         `json:"uuid"`
-	Size          int64          `json:"size"`
-	Allocated     int64          `json:"allocated"`
+	Name      string `json:"name"`
+	UUID      string `json:"uuid"`
+	Size      int64  `json:"size"`
+	Allocated int64  `json:"allocated"`
+	// Unique is allocated space no snapshot and no other disk shares;
+	// Shared is allocated space in layers a linked clone shares.
+	Unique        int64          `json:"unique"`
+	Shared        int64          `json:"shared"`
+	Provision     string         `json:"provision"`
 	Grain         int64          `json:"grain"`
 	Layers        int            `json:"layers"`
 	Snapshots     []Snapshot     `json:"snapshots"`
@@ -158,7 +165,72 @@ const (
 	ProblemSplitBrain = "split-brain"
 	// ProblemReplicationNotFound: 404, no such replication group.
 	ProblemReplicationNotFound = "replication-not-found"
+	ProblemNotSupported        = "offload-not-supported"
+	ProblemTooLarge            = "too-large"
+	ProblemReadOnly            = "read-only"
 )
+
+// CloneRequest is the body of POST /v1/disks/{disk}/clone: make disk Name
+// from the source disk's snapshot (required for a linked clone; a full
+// clone without one copies a temporary snapshot of the live disk).
+type CloneRequest struct {
+	Name     string `json:"name"`
+	Snapshot string `json:"snapshot,omitempty"`
+	Linked   bool   `json:"linked,omitempty"`
+}
+
+// CopyStats counts the bytes an offloaded copy moved, by how.
+type CopyStats struct {
+	Reflinked int64 `json:"reflinked"` // extents shared, no data moved
+	Copied    int64 `json:"copied"`    // copy_file_range inside the kernel
+	Written   int64 `json:"written"`   // read and written by the host
+	Zeroed    int64 `json:"zeroed"`    // holes of the source
+}
+
+// CloneResult answers a clone: the new disk and how its data was copied.
+type CloneResult struct {
+	Disk  Disk      `json:"disk"`
+	Stats CopyStats `json:"stats"`
+}
+
+// CopySource names the extent a copy reads: a disk, optionally one of
+// its snapshots, optionally in a datastore (its datastoreId, GET /v1/host):
+// one that is not the host's cannot be offloaded (offload-not-supported).
+type CopySource struct {
+	Datastore string `json:"datastore,omitempty"`
+	Disk      string `json:"disk"`
+	Snapshot  string `json:"snapshot,omitempty"`
+	Offset    int64  `json:"offset"`
+}
+
+// CopyRequest is the body of POST /v1/disks/{disk}/copy (the data mover,
+// XCOPY): Length bytes from Source to Offset of the disk, at most
+// MaxCopySegment (GET /v1/host, offload.maxCopySegment), sector-aligned.
+type CopyRequest struct {
+	Source CopySource `json:"source"`
+	Offset int64      `json:"offset"`
+	Length int64      `json:"length"`
+}
+
+// CopyResult answers a copy.
+type CopyResult struct {
+	Length int64     `json:"length"`
+	Stats  CopyStats `json:"stats"`
+}
+
+// ReclaimRequest is the body of POST /v1/disks/{disk}/reclaim: give back
+// the space of all-zero grains in the background (a task of kind
+// "reclaim"), examining at most Rate bytes per second (0: unbounded).
+type ReclaimRequest struct {
+	Rate int64 `json:"rate,omitempty"`
+}
+
+// Offload is what the host can offload (VAAI), part of GET /v1/host.
+type Offload struct {
+	Reflink          bool  `json:"reflink"`          // full clones and copies share extents
+	MaxCopySegment   int64 `json:"maxCopySegment"`   // bytes per copy request
+	UnmapGranularity int64 `json:"unmapGranularity"` // TRIM frees whole grains of this size
+}
 
 // ProblemContentType is the media type of problem documents.
 const ProblemContentType = "application/problem+json"
@@ -169,6 +241,8 @@ const ProblemContentType = "application/problem+json"
 type HostInfo struct {
 	DatastoreID   string `json:"datastoreId"`
 	DatastorePath string `json:"datastorePath"`
+	// Offload: clone, copy and unmap capabilities (issue 17).
+	Offload *Offload `json:"offload,omitempty"`
 }
 
 // Attachment is a snapshot attached through a private unix-socket NBD

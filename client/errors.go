@@ -39,6 +39,15 @@ var (
 	ErrSplitBrain = errors.New("split-brain")
 	// ErrReplicationNotFound is an unknown replication group.
 	ErrReplicationNotFound = errors.New("replication group not found")
+	// ErrNotSupported: the host cannot offload the request (a copy from
+	// another datastore, a fast zero it would have to write). Nothing was
+	// changed: fall back to moving the data yourself (over NBD).
+	ErrNotSupported = errors.New("operation cannot be offloaded by the host")
+	// ErrTooLarge: a copy longer than the host's maximum segment
+	// (HostInfo.Offload.MaxCopySegment).
+	ErrTooLarge = errors.New("request larger than the host's maximum segment")
+	// ErrReadOnly: a write aimed at a snapshot.
+	ErrReadOnly = errors.New("read-only")
 )
 
 // ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound
@@ -70,6 +79,9 @@ var sentinels = map[string][]error{
 	wire.ProblemReplicationState:    {ErrReplicationState},
 	wire.ProblemSplitBrain:          {ErrSplitBrain},
 	wire.ProblemReplicationNotFound: {ErrReplicationNotFound, ErrNotFound},
+	wire.ProblemNotSupported:        {ErrNotSupported},
+	wire.ProblemTooLarge:            {ErrTooLarge, ErrInvalidRequest},
+	wire.ProblemReadOnly:            {ErrReadOnly, ErrInvalidRequest},
 }
 
 // Error is a problem document returned by the host.

@@ -20,15 +20,16 @@ import (
 // Exit codes, documented in README.md.
 const (
 	exitOK           = 0
-	exitFailure      = 1 // any other error (a read-only repository that needs --no-lock too)
-	exitUsage        = 2 // bad flags or arguments
-	exitNotFound     = 3 // disk, snapshot or export not found
-	exitInvalid      = 4 // change ID invalid: a full backup (or a whole restore instead of a rollback) is needed
-	exitBusy         = 5 // disk locked by another process or operation in progress
-	exitCorrupt      = 6 // on-disk data failed validation (a damaged key file or key slot too), or the repository's index is incomplete
-	exitUnauthorized = 7 // the host refused the token, or a wrong repository password
-	exitCheckFailed  = 8 // repo check found errors
-	exitNoSpace      = 9 // the datastore is full: free space and retry (nothing was changed)
+	exitFailure      = 1  // any other error (a read-only repository that needs --no-lock too)
+	exitUsage        = 2  // bad flags or arguments
+	exitNotFound     = 3  // disk, snapshot or export not found
+	exitInvalid      = 4  // change ID invalid: a full backup (or a whole restore instead of a rollback) is needed
+	exitBusy         = 5  // disk locked by another process or operation in progress
+	exitCorrupt      = 6  // on-disk data failed validation (a damaged key file or key slot too), or the repository's index is incomplete
+	exitUnauthorized = 7  // the host refused the token, or a wrong repository password
+	exitCheckFailed  = 8  // repo check found errors
+	exitNoSpace      = 9  // the datastore is full: free space and retry (nothing was changed)
+	exitNotSupported = 10 // the host cannot offload the request: fall back to moving the data (nothing was changed)
 )
 
 // usageError marks bad flags or arguments (exit 2). It is the one usage
@@ -61,7 +62,7 @@ func classify(err error) int {
 		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig),
 		errors.Is(err, qemu.ErrURI), errors.Is(err, quiesce.ErrPolicy), errors.Is(err, libvirt.ErrURI),
 		errors.Is(err, fileres.ErrEscape), errors.Is(err, fileres.ErrNotDir),
-		errors.Is(err, overlay.ErrMismatch):
+		errors.Is(err, overlay.ErrMismatch), errors.Is(err, disk.ErrInvalid), errors.Is(err, disk.ErrTooLarge):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt
@@ -85,6 +86,8 @@ func classify(err error) int {
 		return exitCheckFailed
 	case errors.Is(err, client.ErrNoSpace), errors.Is(err, disk.ErrNoSpace), errors.Is(err, overlay.ErrNoSpace):
 		return exitNoSpace
+	case errors.Is(err, client.ErrNotSupported), errors.Is(err, disk.ErrNotSupported):
+		return exitNotSupported
 	}
 	return exitFailure
 }

@@ -129,6 +129,11 @@ func TestExitCodes(t *testing.T) {
 		{"overlay damaged", fmt.Errorf("overlay /x: %w", overlay.ErrCorrupt), exitCorrupt},
 		{"overlay full", fmt.Errorf("overlay /x: %w: %w", overlay.ErrNoSpace, syscall.ENOSPC), exitNoSpace},
 		{"no recovery to resume", fmt.Errorf("/x: %w", backup.ErrNoRecovery), exitNotFound},
+		{"client not supported", problem(wire.ProblemNotSupported), exitNotSupported},
+		{"disk not supported", fmt.Errorf("copy: %w", disk.ErrNotSupported), exitNotSupported},
+		{"client too large", problem(wire.ProblemTooLarge), exitUsage},
+		{"client read-only", problem(wire.ProblemReadOnly), exitUsage},
+		{"disk invalid", fmt.Errorf("reclaim: %w", disk.ErrInvalid), exitUsage},
 	}
 	covered := map[int]bool{}
 	for _, c := range cases {

@@ -8,5 +8,5 @@ import (
 
 func (s *Server) hostInfo(r *http.Request) (int, any, error) {
 	ds := s.h.Datastore()
-	return http.StatusOK, wire.HostInfo{DatastoreID: ds.ID(), DatastorePath: ds.Dir()}, nil
+	return http.StatusOK, wire.HostInfo{DatastoreID: ds.ID(), DatastorePath: ds.Dir(), Offload: s.offload()}, nil
 }

@@ -57,6 +57,9 @@ var titles = map[string]string{
 	wire.ProblemReplicationState:    "replication state forbids it",
 	wire.ProblemSplitBrain:          "split-brain: both sides took writes",
 	wire.ProblemReplicationNotFound: "replication group not found",
+	wire.ProblemNotSupported:        "operation cannot be offloaded here",
+	wire.ProblemTooLarge:            "request larger than the maximum segment",
+	wire.ProblemReadOnly:            "read-only",
 }
 
 // what says which object an engine ErrNotFound or ErrExists is about.
@@ -102,6 +105,14 @@ func classify(err error, w what) (int, string) {
 		return http.StatusBadRequest, wire.ProblemInvalidRequest
 	case errors.Is(err, disk.ErrNoSpace):
 		return http.StatusInsufficientStorage, wire.ProblemNoSpace
+	case errors.Is(err, disk.ErrNotSupported):
+		return http.StatusNotImplemented, wire.ProblemNotSupported
+	case errors.Is(err, disk.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, wire.ProblemTooLarge
+	case errors.Is(err, disk.ErrReadOnly):
+		return http.StatusConflict, wire.ProblemReadOnly
+	case errors.Is(err, disk.ErrInvalid):
+		return http.StatusBadRequest, wire.ProblemInvalidRequest
 	case errors.Is(err, disk.ErrCorrupt):
 		return http.StatusInternalServerError, wire.ProblemCorrupt
 	case errors.Is(err, host.ErrClosed), errors.Is(err, disk.ErrClosed):

@@ -26,6 +26,8 @@ func nbdErr(err error, write bool) error {
 		return fmt.Errorf("%w: %w", nbd.ErrOutOfRange, err)
 	case errors.Is(err, disk.ErrReadOnly):
 		return fmt.Errorf("%w: %w", nbd.ErrReadOnly, err)
+	case errors.Is(err, disk.ErrNotSupported): // FAST_ZERO that would be slow
+		return fmt.Errorf("%w: %w", nbd.ErrNotSupported, err)
 	}
 	return err
 }
@@ -91,9 +93,11 @@ func (e *liveExport) WriteAt(ctx context.Context, p []byte, off int64, fua bool)
 	})
 }
 
-// Zero is always fast: punching, fallocate or a zero mark in a delta.
+// Zero is NBD_CMD_WRITE_ZEROES: without punch (NO_HOLE) the range stays
+// allocated; with fast (FAST_ZERO) a zeroing the engine could only do by
+// writing zeroes fails with ENOTSUP before anything changes.
 func (e *liveExport) Zero(ctx context.Context, off, length int64, punch, fast bool) error {
-	return e.write(func() error { return nbdErr(e.d.Zero(off, length, punch), true) })
+	return e.write(func() error { return nbdErr(e.d.WriteZeroes(off, length, !punch, fast), true) })
 }
 
 // Trim deallocates a range (it then reads as zeroes).
