@@ -132,6 +132,10 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if err := d.beginWrite(off, int64(len(p))); err != nil {
 		return 0, noSpace(err)
 	}
+	// Flat disks too take the grain locks: a compare-and-write must see
+	// no write between its compare and its write (caw.go, invariant C1).
+	unlock := d.lockGrains(d.grains(off, int64(len(p))))
+	defer unlock()
 	if len(d.chain) == 1 {
 		// A write the file system has no room for fails here, before
 		// anything describes it: the request fails, the disk stays whole.
@@ -142,8 +146,6 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		}
 		return len(p), nil
 	}
-	unlock := d.lockGrains(d.grains(off, int64(len(p))))
-	defer unlock()
 	if err := d.writeGrains(p, off); err != nil {
 		return 0, noSpace(err)
 	}

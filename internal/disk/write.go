@@ -109,6 +109,8 @@ func (d *Disk) zero(off, n int64, punch bool) error {
 		return err
 	}
 	if len(d.chain) == 1 {
+		unlock := d.lockGrains(d.grains(off, n)) // against a compare-and-write (caw.go)
+		defer unlock()
 		return d.zeroFlat(d.chain[0], off, n, punch)
 	}
 	end := off + n
