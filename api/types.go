@@ -125,6 +125,8 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
+	// Current is the bytes a compare-and-write found (type miscompare).
+	Current []byte `json:"current,omitempty"`
 }
 
 // Problem type codes.
@@ -156,8 +158,10 @@ const ProblemContentType = "application/problem+json"
 // choose a transport. DatastoreID is datastore.meta's id: a proxy reading
 // the datastore directly (san) compares it with the directory it mounted.
 type HostInfo struct {
-	DatastoreID   string `json:"datastoreId"`
-	DatastorePath string `json:"datastorePath"`
+	DatastoreID   string          `json:"datastoreId"`
+	DatastorePath string          `json:"datastorePath"`
+	Space         *DatastoreSpace `json:"space,omitempty"`
+	Offload       *Offload        `json:"offload,omitempty"`
 }
 
 // Attachment is a snapshot attached through a private unix-socket NBD

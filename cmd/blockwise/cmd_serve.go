@@ -4,11 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/blockwise/blockwise/internal/daemon"
+	"github.com/blockwise/blockwise/internal/host"
 )
 
 type serveOptions struct {
@@ -22,7 +24,10 @@ type serveOptions struct {
 	// NBDInsecure serves plain NBD on TCP to anyone who connects.
 	NBDInsecure bool
 	nbdTLS
-	log *slog.Logger // nil: text logs on stderr
+	// SpaceWarn is the soft threshold of datastore use, in percent.
+	SpaceWarn  float64
+	SpaceCheck time.Duration
+	log        *slog.Logger // nil: text logs on stderr
 }
 
 // nbdTLS: STARTTLS for an NBD server (serve, serve-point).
@@ -72,15 +77,25 @@ func init() {
 	f.StringArrayVar(&serveOpts.NBDTCP, "nbd-tcp", nil, "TCP address for NBD (TLS with a ticket from `blockwise ticket create`), repeatable; default none")
 	f.BoolVar(&serveOpts.NBDInsecure, "nbd-tcp-insecure-no-auth", false, "DANGER: serve --nbd-tcp without tickets, to anyone who connects (plain NBD unless --tls-cert)")
 	addNBDTLSFlags(f, &serveOpts.nbdTLS)
+	f.Float64Var(&serveOpts.SpaceWarn, "space-warn", 100*host.DefaultSpaceWarn,
+		"warn (API, /metrics, log) when the datastore's file system is this many percent full")
+	f.DurationVar(&serveOpts.SpaceCheck, "space-check", daemon.DefaultSpaceCheck, "how often the log is told about datastore space")
 	rootCmd.AddCommand(serveCmd)
 }
 
 // runServe runs the host (internal/daemon) on the datastore until ctx
 // ends, then stops it gracefully.
 func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
+	if o.SpaceWarn == 0 {
+		o.SpaceWarn = 100 * host.DefaultSpaceWarn
+	}
+	if !(o.SpaceWarn > 0 && o.SpaceWarn <= 100) {
+		return usageErrorf("serve: --space-warn %v: want a percentage in (0, 100]", o.SpaceWarn)
+	}
 	d, err := daemon.New(daemon.Options{Datastore: g.Datastore, APIUnix: o.APIUnix, APITCP: o.APITCP,
 		APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey, NBDUnix: o.NBDUnix, NBDGroup: o.NBDGroup,
-		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log})
+		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log,
+		SpaceWarn: o.SpaceWarn / 100, SpaceCheck: o.SpaceCheck})
 	if err != nil {
 		return err
 	}

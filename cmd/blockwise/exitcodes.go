@@ -53,7 +53,8 @@ func classify(err error) int {
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
-		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig):
+		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig),
+		errors.Is(err, client.ErrNotALease):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt
@@ -62,7 +63,8 @@ func classify(err error) int {
 	case errors.Is(err, client.ErrChangeIDInvalid), errors.Is(err, disk.ErrChangeIDInvalid), errors.Is(err, backup.ErrChangeIDInvalid):
 		return exitInvalid
 	case errors.Is(err, client.ErrBusy), errors.Is(err, client.ErrExists), errors.Is(err, disk.ErrBusy), errors.Is(err, repo.ErrLocked),
-		errors.Is(err, client.ErrLeaseHeld), errors.Is(err, client.ErrTooManyTickets), errors.Is(err, backup.ErrLeaseHeld), errors.Is(err, backup.ErrLeaseLost):
+		errors.Is(err, client.ErrLeaseHeld), errors.Is(err, client.ErrTooManyTickets), errors.Is(err, backup.ErrLeaseHeld), errors.Is(err, backup.ErrLeaseLost),
+		errors.Is(err, client.ErrMiscompare), errors.Is(err, client.ErrSectorLeaseHeld), errors.Is(err, client.ErrSectorLeaseLost):
 		return exitBusy
 	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt):
 		return exitCorrupt

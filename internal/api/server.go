@@ -101,6 +101,8 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/tickets", s.listTickets)
 	s.route("DELETE /v1/tickets/{id}", s.deleteTicket)
 	s.route("GET /v1/host", s.hostInfo)
+	s.route("GET /v1/datastore", s.datastoreSpace)
+	s.route("POST /v1/disks/{disk}/compare-and-write", s.compareAndWrite)
 	s.route("GET /v1/tasks", s.listTasks)
 	s.route("GET /v1/tasks/{id}", s.getTask)
 	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))

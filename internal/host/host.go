@@ -22,6 +22,7 @@ type Host struct {
 		leases map[string]Lease // by disk (lease.go)
 		closed bool
 	}
+	warn spaceWarn // soft threshold of datastore use (space.go)
 }
 
 var _ nbd.Exporter = (*Host)(nil)
