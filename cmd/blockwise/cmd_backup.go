@@ -38,6 +38,7 @@ var backupCmd = &cobra.Command{
 
 func init() {
 	addRepoFlags(backupCmd, &backupOpts.repoOptions)
+	addCompressionFlag(backupCmd, &backupOpts.repoOptions)
 	backupCmd.Flags().BoolVar(&backupOpts.Full, "full", false, "read every allocated area, ignoring the last restore point's change ID")
 	backupCmd.Flags().DurationVar(&backupOpts.LeaseTTL, "lease-ttl", backup.DefaultLeaseTTL,
 		"how long the disk's backup lease on the host outlives this process if it dies without releasing it (one backup of a disk at a time; a holder killed on this machine is taken over at once)")

@@ -37,6 +37,16 @@ type repoOptions struct {
 	// keeps none.
 	CacheDir string
 	NoCache  bool
+	// Compression is how this command compresses what it writes ("": the
+	// repository's default); see addCompressionFlag.
+	Compression string
+}
+
+// addCompressionFlag adds --compression to a command that writes data
+// (backup, prune's repacking, repo init's default), as restic's.
+func addCompressionFlag(cmd *cobra.Command, o *repoOptions) {
+	cmd.Flags().StringVar(&o.Compression, "compression", os.Getenv("BLOCKWISE_COMPRESSION"),
+		"auto (zstd, skipping incompressible chunks), max (zstd, smaller and ~3x slower), lz4 (faster, for fast links and slow CPUs) or off; each chunk records its own, so a repository mixes them (default: the repository's, set by 'repo init'; env BLOCKWISE_COMPRESSION)")
 }
 
 func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
@@ -222,6 +232,13 @@ func (o repoOptions) openPoint(ctx context.Context, ref, disk string) (*repo.Rep
 // limit). CacheDir is "" with --no-cache or when there is none to be had.
 func (o repoOptions) settings() (repo.Options, error) {
 	var s repo.Options
+	if o.Compression != "" {
+		c, err := repo.CanonicalCompression(o.Compression)
+		if err != nil {
+			return s, usageErrorf("--compression %q: want auto, max, lz4 or off", o.Compression)
+		}
+		s.Compression = c
+	}
 	if v := os.Getenv("BLOCKWISE_INDEX_BLOBS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {

@@ -4,8 +4,9 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"fmt"
-	"github.com/blockwise/blockwise/internal/backend"
 	"slices"
+
+	"github.com/blockwise/blockwise/internal/backend"
 
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"

@@ -1,13 +1,12 @@
 package repo
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/bits"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -26,10 +25,13 @@ import (
 // two repositories open in one process can differ; nothing in the
 // package is configured any other way.
 type Options struct {
-	ChunkSize   uint32 // default 64 KiB (see docs/repository.md)
-	PackSize    uint32 // target pack size, default 16 MiB
-	PageSlots   uint32 // slots per index page, default 4096
-	Compression string // CompressionFastest (default), CompressionDefault, CompressionNone
+	ChunkSize uint32 // default 64 KiB (see docs/repository.md)
+	PackSize  uint32 // target pack size, default 16 MiB
+	PageSlots uint32 // slots per index page, default 4096
+	// Compression is the repository's default setting at Init
+	// (CompressionAuto if empty), and at Open this process's setting for
+	// what it writes ("": the repository's default); see codec.go.
+	Compression string
 	Unencrypted bool   // for tests only: no password, checksums instead of AEAD
 	Cipher      string // CipherXAES (default) or CipherXChaCha
 	// InsecureNoPassword allows an encrypted repository with an empty
@@ -99,7 +101,7 @@ type Repository struct {
 	be       backend.Backend
 	cfg      *Config
 	crypt    *crypter
-	zenc     *zstd.Encoder // nil when compression is off
+	codec    *codec // how this process compresses what it writes
 	zdec     *zstd.Decoder
 	idx      *index
 	mk       *masterKey // nil when unencrypted; kept for AddKey
@@ -181,7 +183,7 @@ func (o Options) config() *Config {
 		cfg.PageSlots = DefaultPageSlots
 	}
 	if cfg.Compression == "" {
-		cfg.Compression = CompressionFastest
+		cfg.Compression = CompressionAuto
 	}
 	cfg.Cipher = o.Cipher
 	if cfg.Cipher == "" && cfg.Encrypted {
@@ -217,21 +219,10 @@ func newRepository(be backend.Backend, cfg *Config, mk *masterKey, opts Options)
 	}
 	r := &Repository{be: be, cfg: cfg, crypt: c, mk: mk, opts: opts.settings()}
 	r.idx = r.newIndex()
-	if cfg.Compression != CompressionNone {
-		lvl := zstd.SpeedFastest
-		if cfg.Compression == CompressionDefault {
-			lvl = zstd.SpeedDefault
-		}
-		// A window no larger than a blob: chunks are compressed one by
-		// one, and a large default window costs a big copy per call.
-		win := max(zstd.MinWindowSize, 1<<bits.Len32(r.maxBlob()-1))
-		r.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl),
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), // EncodeAll calls run in parallel up to this
-			zstd.WithEncoderCRC(false),                         // every chunk is verified against its keyed hash anyway
-			zstd.WithWindowSize(min(win, zstd.MaxWindowSize)))
-		if err != nil {
-			return nil, err
-		}
+	// The writer's setting: this process's choice, else the repository's.
+	mode := cmp.Or(opts.Compression, cfg.Compression)
+	if r.codec, err = newCodec(mode, r.maxBlob()); err != nil {
+		return nil, err
 	}
 	// Decoding is always possible so a reader never depends on settings.
 	r.zdec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(r.maxBlob())+1))
@@ -595,8 +586,6 @@ func (r *Repository) RemoveKey(ctx context.Context, prefix string) error {
 func (r *Repository) Close() error {
 	r.idx.close()
 	r.zdec.Close()
-	if r.zenc != nil {
-		r.zenc.Close()
-	}
+	r.codec.close()
 	return nil
 }

@@ -285,12 +285,19 @@ func (w *SnapshotWriter) Done(ctx context.Context, slot uint64) error {
 	return nil
 }
 
+// baseZero reports whether page pi as inherited from the parent reads as
+// zeros throughout: no parent, past the parent's end, or its zero page.
+func (w *SnapshotWriter) baseZero(pi uint64) bool {
+	p := w.parent
+	return p == nil || pi >= uint64(len(p.Pages)) || p.Pages[pi].IsZero()
+}
+
 // basePage is page pi as inherited from the parent, resized to this
 // image's geometry: slots past the parent's end read as zeros.
 func (w *SnapshotWriter) basePage(ctx context.Context, pi uint64) ([]ID, error) {
 	pg := make([]ID, w.pageLen(pi))
 	p := w.parent
-	if p == nil || pi >= uint64(len(p.Pages)) || p.Pages[pi].IsZero() {
+	if w.baseZero(pi) {
 		return pg, nil
 	}
 	if !w.r.idx.has(BlobPage, p.Pages[pi]) { // lost with its pack: every slot
@@ -434,6 +441,13 @@ func (w *SnapshotWriter) writePages(ctx context.Context) ([]ID, error) {
 			continue
 		}
 		pg, ok := w.pages[pi] // no PutChunk runs any more: no lock needed
+		if !ok && w.baseZero(pi) {
+			// Untouched and empty in the parent (or no parent): the zero
+			// page, without building and scanning PageSlots IDs for it. A
+			// 2 TiB thin disk has 8192 such pages (1 GiB of IDs to zero
+			// and scan), which made its full backup cost 2x a small disk's.
+			continue // roots[pi] is already zeroID
+		}
 		if !ok {
 			var err error
 			if pg, err = w.basePage(ctx, pi); err != nil {
