@@ -379,7 +379,7 @@ func TestCompareAndWriteBadInput(t *testing.T) {
 func TestSectorLeaseTakeover(t *testing.T) {
 	e, ctx := cawEnv(t)
 	const off = 1 << 20
-	const ttl = 300 * time.Millisecond
+	const ttl = time.Second // the heartbeat (every ttl/10) must beat a loaded machine's pauses
 	a := e.Client.SectorLease("vm", off, "host-a", ttl)
 	b := e.Client.SectorLease("vm", off, "host-b", ttl)
 	recA, err := a.TryAcquire(ctx)
@@ -392,8 +392,8 @@ func TestSectorLeaseTakeover(t *testing.T) {
 	}
 	kctx, stopBeat := context.WithCancel(ctx)
 	beat := make(chan error, 1)
-	go func() { beat <- a.KeepAlive(kctx, ttl/4) }()
-	wctx, cancel := context.WithTimeout(ctx, 4*ttl)
+	go func() { beat <- a.KeepAlive(kctx, ttl/10) }()
+	wctx, cancel := context.WithTimeout(ctx, 2*ttl)
 	if _, err := b.Acquire(wctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("acquire against a beating heartbeat: %v, want to wait it out", err)
 	}
