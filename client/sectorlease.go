@@ -54,6 +54,8 @@ type LeaseRecord struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+func crc(p []byte) uint32 { return crc32.Checksum(p, castagnoli) }
+
 // Encode lays the record out in one sector.
 func (r LeaseRecord) Encode() []byte {
 	p := make([]byte, LeaseRecordSize)
@@ -70,7 +72,7 @@ func (r LeaseRecord) Encode() []byte {
 	owner := r.Owner[:min(len(r.Owner), maxLeaseOwner)]
 	le.PutUint16(p[48:], uint16(len(owner)))
 	copy(p[50:], owner)
-	le.PutUint32(p[508:], crc32.Checksum(p[:508], castagnoli))
+	le.PutUint32(p[508:], crc(p[:508]))
 	return p
 }
 
@@ -87,7 +89,7 @@ func DecodeLeaseRecord(p []byte) (LeaseRecord, error) {
 	switch {
 	case string(p[:8]) != leaseMagic:
 		return LeaseRecord{}, fmt.Errorf("%w: bad magic % x", ErrNotALease, p[:8])
-	case le.Uint32(p[508:]) != crc32.Checksum(p[:508], castagnoli):
+	case le.Uint32(p[508:]) != crc(p[:508]):
 		return LeaseRecord{}, fmt.Errorf("%w: checksum mismatch", ErrNotALease)
 	case le.Uint32(p[8:]) != 1 || le.Uint32(p[12:]) > 1 || n > maxLeaseOwner:
 		return LeaseRecord{}, fmt.Errorf("%w: version %d, state %d, owner length %d", ErrNotALease, le.Uint32(p[8:]), le.Uint32(p[12:]), n)
