@@ -62,6 +62,9 @@ TCP to anyone who can connect instead: every disk readable and writable
 by every local user, or the whole network.`,
 	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
+		if serveOpts.SpaceWarn <= 0 { // 0 means the default only to callers other than the flag
+			return usageErrorf("serve: --space-warn %v: want a percentage in (0, 100]", serveOpts.SpaceWarn)
+		}
 		return runServe(cmd.Context(), globals, serveOpts)
 	},
 }

@@ -58,8 +58,10 @@ func TestLeaseCLI(t *testing.T) {
 // above --space-warn the warning is in its answer and in the host's log;
 // a threshold outside (0, 100] is a usage error.
 func TestDatastoreCLI(t *testing.T) {
-	if out, code := (&cli{dir: t.TempDir()}).run(t, "serve", "--space-warn", "150"); code != exitUsage {
-		t.Fatalf("serve --space-warn 150: exit %d: %s", code, out)
+	for _, bad := range []string{"150", "0", "-5"} {
+		if out, code := (&cli{dir: t.TempDir()}).run(t, "serve", "--space-warn", bad); code != exitUsage {
+			t.Fatalf("serve --space-warn %s: exit %d: %s", bad, code, out)
+		}
 	}
 	d := startServe(t, "--space-warn", "0.0001", "--space-check", "50ms")
 	d.must(t, "disk", "create", "vm", "--size", "1T")
