@@ -11,6 +11,7 @@ import (
 
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/api/apitest"
+	"github.com/blockwise/blockwise/internal/disk"
 )
 
 // TestDatastoreSpace: GET /v1/datastore and /v1/host report capacity,
@@ -25,11 +26,22 @@ func TestDatastoreSpace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A disk the host has not opened counts too, and stays closed.
+	closed, err := e.Host.Datastore().Create("closed", 1<<20, disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
 	sp, err := c.Datastore(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sp.Capacity <= 0 || sp.Used <= 0 || sp.Free <= 0 || sp.Free > sp.Capacity || sp.Provisioned != 64<<20+1<<40 || sp.Disks != 2 {
+	for _, ds := range e.Host.OpenDisks() {
+		if ds.Name == "closed" {
+			t.Fatal("measuring the datastore opened a disk")
+		}
+	}
+	if sp.Capacity <= 0 || sp.Used <= 0 || sp.Free <= 0 || sp.Free > sp.Capacity || sp.Provisioned != 64<<20+1<<40+1<<20 || sp.Disks != 3 {
 		t.Fatalf("space %+v", sp)
 	}
 	if want := float64(sp.Provisioned) / float64(sp.Capacity); sp.Overcommit != want || sp.WarnRatio != 0.8 {

@@ -46,8 +46,8 @@ func (h *Host) SpaceWarn() float64 {
 	return DefaultSpaceWarn
 }
 
-// Space measures the datastore now. A disk another process holds is
-// not counted in Provisioned (Disks counts the ones that are).
+// Space measures the datastore now. It opens no disk: a disk's size is
+// its open handle's, or else its disk.meta's.
 func (h *Host) Space() (Space, error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(h.ds.Dir(), &st); err != nil {
@@ -61,11 +61,11 @@ func (h *Host) Space() (Space, error) {
 		return Space{}, err
 	}
 	for _, n := range names {
-		d, err := h.Disk(n)
+		size, err := h.diskSize(n)
 		if err != nil {
-			continue
+			continue // removed meanwhile, or unreadable: not a promise
 		}
-		s.Provisioned += d.Size()
+		s.Provisioned += size
 		s.Disks++
 	}
 	if s.Capacity > 0 {
@@ -98,4 +98,14 @@ func (h *Host) Offloads() Offload {
 		CompareAndWriteMax:   disk.DefaultGrain,
 		CompareAndWriteAlign: disk.Sector,
 	}
+}
+
+func (h *Host) diskSize(name string) (int64, error) {
+	h.mu.Lock()
+	d, ok := h.mu.disks[name]
+	h.mu.Unlock()
+	if ok {
+		return d.Size(), nil
+	}
+	return h.ds.DiskSize(name)
 }
