@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+
+	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // ErrMiscompare: a compare-and-write found other bytes than expected and
@@ -45,7 +48,7 @@ func (d *Disk) MaxCompareAndWrite() int64 { return d.grain }
 //
 // Its latency is bounded by the writes holding its one or two grain
 // locks, never by a queue: it takes no lock but the shared barrier and
-// those stripes (invariant C3).
+// those stripes, and on a flat disk not even the file's (invariant C3).
 func (d *Disk) CompareAndWrite(off int64, expected, data []byte) error {
 	n := int64(len(expected))
 	if n == 0 || n != int64(len(data)) || n > d.grain {
@@ -76,17 +79,54 @@ func (d *Disk) CompareAndWrite(off int64, expected, data []byte) error {
 			return noSpace(err)
 		}
 	}
-	return noSpace(d.writeLocked(data, off))
+	return noSpace(d.writeLocked(data, cur, off))
 }
 
-// writeLocked writes p at off under the grains' stripe locks (held by the
-// caller) and the shared barrier.
-func (d *Disk) writeLocked(p []byte, off int64) error {
-	if len(d.chain) == 1 {
-		top := d.chain[0]
-		top.written.Store(true)
-		_, err := top.f.WriteAt(p, off)
+// writeLocked writes p (which replaces cur) at off under the grains'
+// stripe locks (held by the caller) and the shared barrier. On a flat
+// disk it stores through a shared mapping (vfs.WriteMapped): write(2)
+// would wait for the file's inode lock behind every large write in
+// flight (invariant C3; p50 5-7 ms -> 20-30 us, p99 110-200 -> 3-22 ms
+// under 1 MiB writers in TestCompareAndWriteLatency). Where the mapping
+// faults (no space for a hole) it writes instead, and if that fails too
+// it puts cur back, so a failed CAW changes nothing.
+func (d *Disk) writeLocked(p, cur []byte, off int64) error {
+	if len(d.chain) > 1 {
+		return d.writeGrains(p, off)
+	}
+	top := d.chain[0]
+	top.written.Store(true)
+	err := vfs.WriteMapped(top.f, p, off)
+	if err == nil {
+		return nil
+	}
+	if _, err = top.f.WriteAt(p, off); err == nil {
+		return nil
+	}
+	return d.putBack(top, cur, off, err)
+}
+
+// putBack undoes what a failed CAW write stored: the pages the mapping
+// or the write filled before failing hold new bytes (those pages are
+// allocated now, so writing the old bytes there needs no space). err is
+// the write's error, returned unless putting back fails too (the disk
+// then fails: its bytes are neither old nor new).
+func (d *Disk) putBack(top *layer, cur []byte, off int64, err error) error {
+	now := make([]byte, len(cur))
+	a, b := 0, len(cur)
+	if fsutil.ReadFull(top.f, now, off) == nil {
+		for a < b && now[a] == cur[a] {
+			a++
+		}
+		for b > a && now[b-1] == cur[b-1] {
+			b--
+		}
+	}
+	if a == b {
 		return err
 	}
-	return d.writeGrains(p, off)
+	if _, rerr := top.f.WriteAt(cur[a:b], off+int64(a)); rerr != nil {
+		return d.fail(fmt.Errorf("compare-and-write failed (%w) and its old bytes could not be put back: %v", err, rerr))
+	}
+	return err
 }

@@ -72,3 +72,60 @@ func TestNoSpaceDeleteSnapshotWhenFull(t *testing.T) {
 		}
 	}
 }
+
+// TestCompareAndWriteNoSpace: on a full datastore a compare-and-write
+// over allocated bytes works, and one over a hole (its store through the
+// mapping faults, its write finds no space) fails with ErrNoSpace and
+// leaves the bytes as they were; the disk has not failed.
+func TestCompareAndWriteNoSpace(t *testing.T) {
+	dir, _ := smallTmpfs(t, "8m")
+	ds, err := OpenDatastore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Disk e: one allocated page, then holes. Allocated before the fill.
+	e, err := ds.Create("e", 1<<20, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if _, err := e.WriteAt(bytes.Repeat([]byte{0xee}, 4096), 8192); err != nil {
+		t.Fatal(err)
+	}
+	d, err := ds.Create("d", 32<<20, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const chunk = 1 << 20
+	n := 0
+	for ; n < 32; n++ {
+		if _, err = d.WriteAt(pattern(n, chunk), int64(n)*chunk); err != nil {
+			break
+		}
+	}
+	wantNoSpace(t, d, "write", err)
+	sector := func(b byte) []byte { return bytes.Repeat([]byte{b}, Sector) }
+	if err := d.CompareAndWrite(0, pattern(0, Sector), sector(0xca)); err != nil {
+		t.Fatalf("CAW over allocated bytes on a full datastore: %v", err)
+	}
+	hole := int64(31 * chunk)
+	err = d.CompareAndWrite(hole, make([]byte, Sector), sector(0xcb))
+	wantNoSpace(t, d, "CAW over a hole", err)
+	got := make([]byte, Sector)
+	if _, err := d.ReadAt(got, hole); err != nil || !bytes.Equal(got, make([]byte, Sector)) {
+		t.Fatalf("a failed CAW changed the bytes: %v % x", err, got[:8])
+	}
+	if _, err := d.ReadAt(got, 0); err != nil || !bytes.Equal(got, sector(0xca)) {
+		t.Fatalf("the CAW over allocated bytes: %v % x", err, got[:8])
+	}
+	// Straddling an allocated page and a hole: the first part may be
+	// stored before the second faults; it is put back.
+	exp := append(sector(0xee), make([]byte, Sector)...)
+	err = e.CompareAndWrite(12288-Sector, exp, bytes.Repeat([]byte{0xcc}, 2*Sector))
+	wantNoSpace(t, e, "CAW over a page and a hole", err)
+	two := make([]byte, 2*Sector)
+	if _, err := e.ReadAt(two, 12288-Sector); err != nil || !bytes.Equal(two, exp) {
+		t.Fatalf("a failed CAW across a hole changed the bytes: %v % x", err, two[Sector-4:Sector+4])
+	}
+}
