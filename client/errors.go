@@ -56,6 +56,9 @@ var sentinels = map[string][]error{
 	wire.ProblemLeaseHeld:        {ErrLeaseHeld},
 	wire.ProblemLeaseNotFound:    {ErrLeaseNotFound, ErrNotFound},
 	wire.ProblemTooManyTickets:   {ErrTooManyTickets},
+	wire.ProblemPointNotFound:    {ErrNotFound},
+	wire.ProblemFileNotFound:     {ErrNotFound},
+	wire.ProblemFilesystem:       {ErrCorrupt},
 }
 
 // Error is a problem document returned by the host.

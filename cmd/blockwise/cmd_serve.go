@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,11 +25,16 @@ type serveOptions struct {
 	NBDTCP     []string
 	// NBDInsecure serves plain NBD on TCP to anyone who connects.
 	NBDInsecure bool
+	// MemoryLimitMiB is the runtime's soft memory limit (setMemoryLimit).
+	MemoryLimitMiB int64
 	nbdTLS
 	// SpaceWarn is the soft threshold of datastore use, in percent.
 	SpaceWarn  float64
 	SpaceCheck time.Duration
 	log        *slog.Logger // nil: text logs on stderr
+	// Points* name the repository whose restore points the API serves
+	// files of (GET /v1/points...).
+	PointsRepo, PointsPasswordFile, PointsKeyFile string
 }
 
 // nbdTLS: STARTTLS for an NBD server (serve, serve-point).
@@ -79,10 +86,14 @@ func init() {
 	f.StringVar(&serveOpts.NBDGroup, "nbd-socket-group", "", "make the NBD unix socket 0660 and owned by this group (name or GID)")
 	f.StringArrayVar(&serveOpts.NBDTCP, "nbd-tcp", nil, "TCP address for NBD (TLS with a ticket from `blockwise ticket create`), repeatable; default none")
 	f.BoolVar(&serveOpts.NBDInsecure, "nbd-tcp-insecure-no-auth", false, "DANGER: serve --nbd-tcp without tickets, to anyone who connects (plain NBD unless --tls-cert)")
+	f.Int64Var(&serveOpts.MemoryLimitMiB, "memory-limit", 384, "soft limit of the host's Go memory in MiB: the garbage collector works harder near it (GOMEMLIMIT overrides; 0: none). NBD requests in flight are bounded apart from it (8 MiB a connection, 192 MiB in all)")
 	addNBDTLSFlags(f, &serveOpts.nbdTLS)
 	f.Float64Var(&serveOpts.SpaceWarn, "space-warn", 100*host.DefaultSpaceWarn,
 		"warn (API, /metrics, log) when the datastore's file system is this many percent full")
 	f.DurationVar(&serveOpts.SpaceCheck, "space-check", daemon.DefaultSpaceCheck, "how often the log is told about datastore space")
+	f.StringVar(&serveOpts.PointsRepo, "points-repo", "", "serve the files of this repository's restore points over the API (GET /v1/points/{point}/files); opened for each request")
+	f.StringVar(&serveOpts.PointsPasswordFile, "points-password-file", "", "with --points-repo: the file holding its password (else env BLOCKWISE_PASSWORD)")
+	f.StringVar(&serveOpts.PointsKeyFile, "points-key-file", "", "with --points-repo: a key file instead of a password")
 	rootCmd.AddCommand(serveCmd)
 }
 
@@ -95,9 +106,10 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	if !(o.SpaceWarn > 0 && o.SpaceWarn <= 100) {
 		return usageErrorf("serve: --space-warn %v: want a percentage in (0, 100]", o.SpaceWarn)
 	}
+	setMemoryLimit(o.MemoryLimitMiB)
 	d, err := daemon.New(daemon.Options{Datastore: g.Datastore, APIUnix: o.APIUnix, APITCP: o.APITCP,
 		APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey, NBDUnix: o.NBDUnix, NBDGroup: o.NBDGroup,
-		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log,
+		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log, Points: o.points(),
 		SpaceWarn: o.SpaceWarn / 100, SpaceCheck: o.SpaceCheck})
 	if err != nil {
 		return err
@@ -108,5 +120,15 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 func closeAll(lns []net.Listener) {
 	for _, l := range lns {
 		l.Close()
+	}
+}
+
+// setMemoryLimit sets the runtime's soft memory limit, unless GOMEMLIMIT
+// (which the runtime reads itself) is set: without it the heap may grow
+// to twice what is live before a collection, and pooled request buffers
+// are only given back by one.
+func setMemoryLimit(mib int64) {
+	if os.Getenv("GOMEMLIMIT") == "" && mib > 0 {
+		debug.SetMemoryLimit(mib << 20)
 	}
 }

@@ -44,6 +44,9 @@ var titles = map[string]string{
 	wire.ProblemLeaseNotFound:    "lease not found",
 	wire.ProblemTooManyTickets:   "too many live tickets",
 	wire.ProblemMiscompare:       "compare-and-write miscompare: nothing written",
+	wire.ProblemPointNotFound:    "restore point not found",
+	wire.ProblemFileNotFound:     "no such file in the restore point",
+	wire.ProblemFilesystem:       "filesystem unsupported or damaged",
 }
 
 // what says which object an engine ErrNotFound or ErrExists is about.

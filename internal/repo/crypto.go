@@ -158,6 +158,16 @@ func (c *crypter) openTo(dst, sealed, ad []byte) ([]byte, error) {
 	return plain, nil
 }
 
+// openInPlace is open decrypting over sealed's own memory (the caller
+// gives sealed up): loading a large index file then holds one copy of it,
+// not two. sealed is clobbered even when authentication fails.
+func (c *crypter) openInPlace(sealed, ad []byte) ([]byte, error) {
+	if c.aead == nil || len(sealed) < nonceSize+tagSize {
+		return c.open(sealed, ad)
+	}
+	return c.openTo(sealed[nonceSize:nonceSize], sealed, ad)
+}
+
 func checksum(ad, plain []byte) [32]byte {
 	h := blake3.New()
 	h.Write(ad)

@@ -15,6 +15,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 )
 
 // Options configure a Repository; the zero value gives the defaults.
@@ -379,10 +380,10 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 	if len(known) > 0 && !containsAll(names, known) {
 		return r.loadIndex(ctx)
 	}
-	var fresh []string
+	var fresh []backend.FileInfo // sizes unknown: read whole
 	for _, n := range names {
 		if !slices.Contains(known, n) {
-			fresh = append(fresh, n)
+			fresh = append(fresh, backend.FileInfo{Name: n})
 		}
 	}
 	err = r.readIndexFiles(ctx, r.idx, fresh)
@@ -417,10 +418,10 @@ func (r *Repository) readIndex(ctx context.Context) (*index, error) {
 // once from their sizes: growing the table rehashes it and faults in
 // fresh memory several times over.
 func (r *Repository) readIndexOnce(ctx context.Context) (*index, error) {
-	var names []string
+	var files []backend.FileInfo
 	var size int64
 	err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
-		names = append(names, fi.Name)
+		files = append(files, fi)
 		size += fi.Size
 		return nil
 	})
@@ -431,24 +432,36 @@ func (r *Repository) readIndexOnce(ctx context.Context) (*index, error) {
 	x.mu.Lock()
 	x.reserve(int(size / indexEntrySize))
 	x.mu.Unlock()
-	if err := r.readIndexFiles(ctx, x, names); err != nil {
+	if err := r.readIndexFiles(ctx, x, files); err != nil {
 		x.close()
 		return nil, err
 	}
 	return x, nil
 }
 
+// indexLoadBytes bounds the index file bytes being loaded and decoded at
+// once (each costs about three times its size until merged: the file,
+// its decoded packs, their table entries); one file larger than it loads
+// alone.
+const indexLoadBytes = 32 << 20
+
 // readIndexFiles merges the named index files into x, a bounded number
 // at a time, each as soon as it is read: only a few decoded files are in
 // memory at once, whatever the repository size.
-func (r *Repository) readIndexFiles(ctx context.Context, x *index, names []string) error {
+func (r *Repository) readIndexFiles(ctx context.Context, x *index, files []backend.FileInfo) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
-	for _, n := range names {
+	budget := semaphore.NewWeighted(indexLoadBytes)
+	for _, f := range files {
+		n := min(max(f.Size, 1), indexLoadBytes)
+		if err := budget.Acquire(gctx, n); err != nil {
+			break // a load failed: g.Wait reports it
+		}
 		g.Go(func() error {
-			packs, err := r.readIndexFile(gctx, n)
+			defer budget.Release(n)
+			packs, err := r.readIndexFile(gctx, f.Name, f.Size)
 			if err == nil {
-				x.add(n, packs)
+				x.add(f.Name, packs)
 			}
 			return err
 		})
@@ -456,13 +469,21 @@ func (r *Repository) readIndexFiles(ctx context.Context, x *index, names []strin
 	return g.Wait()
 }
 
-func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packInfo, error) {
+// readIndexFile loads and decodes one index file of the listed size
+// (0: unknown), decrypting it in place.
+func (r *Repository) readIndexFile(ctx context.Context, name string, size int64) ([]packInfo, error) {
 	h := backend.Handle{Type: backend.Index, Name: name}
-	data, err := backend.LoadAll(ctx, r.be, h, 0, 0)
+	data, err := backend.LoadAll(ctx, r.be, h, 0, size)
+	if err == nil && size > 0 && int64(len(data)) != size {
+		err = fmt.Errorf("%d bytes, listed as %d: %w", len(data), size, ErrCorrupt)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("repo: load index %s: %w", name, err)
 	}
-	body, err := r.checkedEnvelope(indexMagic, name, data)
+	if fileID(data).String() != name {
+		return nil, fmt.Errorf("repo: index %s: content hash does not match name: %w (%w)", name, ErrCorrupt, ErrIncomplete)
+	}
+	body, err := openEnvelopeInPlace(r.crypt, indexMagic, data)
 	if err != nil {
 		return nil, fmt.Errorf("repo: index %s: %w (%w)", name, err, ErrIncomplete)
 	}

@@ -41,7 +41,10 @@ type SnapshotWriter struct {
 	// parentOK is set once ParentLost walked the parent: the pages with
 	// lost slots; others are reused by ID unchecked (checkInherited).
 	parentOK map[uint64]bool
-	verify   func() error // VerifyBeforeIndex's check; under mu
+	// pageCache holds parent pages (plaintext) ParentLost loaded, until
+	// the writer first changes them (pageload.go); under mu.
+	pageCache map[uint64][]byte
+	verify    func() error // VerifyBeforeIndex's check; under mu
 }
 
 // indexEvery is how many packs (~1 GiB stored) a writer gathers before it
@@ -306,29 +309,53 @@ func (w *SnapshotWriter) basePage(ctx context.Context, pi uint64) ([]ID, error) 
 		}
 		return pg, nil
 	}
-	old, err := w.r.loadPage(ctx, w.r.idx, p, pi)
-	if err != nil {
-		return nil, err
+	if b, ok := w.cachedPage(pi); ok && p.pageLen(pi) <= len(pg) {
+		if err := decodePageInto(b, pg[:p.pageLen(pi)]); err != nil {
+			return nil, fmt.Errorf("repo: manifest %v page %d: %w", p.ID.Short(), pi, err)
+		}
+	} else if n := p.pageLen(pi); n <= len(pg) {
+		// The common case: decode straight into the page (slots past the
+		// parent's end stay zero).
+		if err := w.r.loadPageInto(ctx, w.r.idx, p, pi, pg[:n]); err != nil {
+			return nil, err
+		}
+	} else {
+		old, err := w.r.loadPage(ctx, w.r.idx, p, pi)
+		if err != nil {
+			return nil, err
+		}
+		copy(pg, old)
 	}
-	copy(pg, old)
 	w.markLost(pg)
 	return pg, nil
 }
 
 // loadPage reads page pi of m.
 func (r *Repository) loadPage(ctx context.Context, x *index, m *Manifest, pi uint64) ([]ID, error) {
+	pg := make([]ID, m.pageLen(pi))
+	return pg, r.loadPageInto(ctx, x, m, pi, pg)
+}
+
+// loadPageInto reads page pi of m into dst, which holds exactly its slots.
+func (r *Repository) loadPageInto(ctx context.Context, x *index, m *Manifest, pi uint64, dst []ID) error {
 	if m.Pages[pi].IsZero() {
-		return make([]ID, m.pageLen(pi)), nil
+		clear(dst)
+		return nil
 	}
+	return r.eachPageSlot(ctx, x, m, pi, func(b []byte) error { return decodePageInto(b, dst) })
+}
+
+// eachPageSlot loads page pi of m (not the zero page) and hands its
+// encoded form to decode, wrapping errors with the manifest and page.
+func (r *Repository) eachPageSlot(ctx context.Context, x *index, m *Manifest, pi uint64, decode func([]byte) error) error {
 	data, err := r.loadBlobFrom(ctx, x, BlobPage, m.Pages[pi])
-	if err != nil {
-		return nil, fmt.Errorf("repo: manifest %v page %d: %w", m.ID.Short(), pi, err)
+	if err == nil {
+		err = decode(data)
 	}
-	pg, err := decodePage(data, m.pageLen(pi))
 	if err != nil {
-		return nil, fmt.Errorf("repo: manifest %v page %d: %w", m.ID.Short(), pi, err)
+		return fmt.Errorf("repo: manifest %v page %d: %w", m.ID.Short(), pi, err)
 	}
-	return pg, nil
+	return nil
 }
 
 // Commit writes the restore point. Order: remaining packs (chunks and

@@ -1,12 +1,10 @@
 package testvm
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +37,7 @@ type ExitError struct {
 	Output string
 }
 
+// Error implements error.
 func (e *ExitError) Error() string {
 	return fmt.Sprintf("testvm: %q exited %d: %s", e.Cmd, e.Status, e.Output)
 }
@@ -114,10 +113,7 @@ type VM struct {
 	qmpc    *qmp.Client
 	qmpErr  error
 
-	shMu   sync.Mutex
-	sh     net.Conn
-	shR    *bufio.Reader
-	nextID int
+	sh *Shell
 }
 
 // Start boots a guest and returns once its shell answers. Everything
@@ -159,6 +155,15 @@ func Require(t testing.TB) {
 	}
 }
 
+// KernelCmdline is the guest kernel's command line.
+const KernelCmdline = "console=ttyS0 quiet panic=-1 rdinit=/init"
+
+// Kernel returns the path of the guest kernel.
+func Kernel() (string, error) {
+	k, err := kernel()
+	return k[0], err
+}
+
 // kernel returns the vmlinuz path and the kernel version.
 func kernel() ([2]string, error) {
 	m, _ := filepath.Glob(filepath.Join(KernelDir, "boot", "vmlinuz-*"))
@@ -193,7 +198,7 @@ func start(t testing.TB, opt Options) (*VM, error) {
 		return nil, err
 	}
 	initrd := filepath.Join(dir, "initramfs.cpio")
-	if err := buildInitramfs(initrd, k[1], opt); err != nil {
+	if err := BuildInitramfs(initrd, opt); err != nil {
 		return nil, err
 	}
 	args, err := vm.qemuArgs(k[0], initrd)
@@ -219,7 +224,15 @@ func start(t testing.TB, opt Options) (*VM, error) {
 	return vm, nil
 }
 
-func buildInitramfs(path, kver string, opt Options) error {
+// BuildInitramfs writes the guest's initramfs (for a guest started by
+// someone else, such as libvirt: boot Kernel() with it and the command
+// line KernelCmdline).
+func BuildInitramfs(path string, opt Options) error {
+	k, err := kernel()
+	if err != nil {
+		return err
+	}
+	kver := k[1]
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -277,7 +290,7 @@ func (vm *VM) qemuArgs(kernel, initrd string) ([]string, error) {
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-machine", "q35", "-cpu", "max", "-m", strconv.Itoa(vm.opt.MemoryMB), "-smp", "1",
 		"-kernel", kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1 rdinit=/init",
+		"-append", KernelCmdline,
 		"-serial", "file:"+vm.logPath,
 		"-qmp", "unix:"+vm.qmpPath+",server=on,wait=off",
 		"-device", "virtio-serial-pci,id=vser",
