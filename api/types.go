@@ -132,6 +132,8 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
+	// Current is the bytes a compare-and-write found (type miscompare).
+	Current []byte `json:"current,omitempty"`
 }
 
 // Problem type codes.
@@ -225,13 +227,6 @@ type ReclaimRequest struct {
 	Rate int64 `json:"rate,omitempty"`
 }
 
-// Offload is what the host can offload (VAAI), part of GET /v1/host.
-type Offload struct {
-	Reflink          bool  `json:"reflink"`          // full clones and copies share extents
-	MaxCopySegment   int64 `json:"maxCopySegment"`   // bytes per copy request
-	UnmapGranularity int64 `json:"unmapGranularity"` // TRIM frees whole grains of this size
-}
-
 // ProblemContentType is the media type of problem documents.
 const ProblemContentType = "application/problem+json"
 
@@ -239,10 +234,10 @@ const ProblemContentType = "application/problem+json"
 // choose a transport. DatastoreID is datastore.meta's id: a proxy reading
 // the datastore directly (san) compares it with the directory it mounted.
 type HostInfo struct {
-	DatastoreID   string `json:"datastoreId"`
-	DatastorePath string `json:"datastorePath"`
-	// Offload: clone, copy and unmap capabilities (issue 17).
-	Offload *Offload `json:"offload,omitempty"`
+	DatastoreID   string          `json:"datastoreId"`
+	DatastorePath string          `json:"datastorePath"`
+	Space         *DatastoreSpace `json:"space,omitempty"`
+	Offload       *Offload        `json:"offload,omitempty"`
 }
 
 // Attachment is a snapshot attached through a private unix-socket NBD

@@ -21,7 +21,6 @@ type (
 	CopySource        = wire.CopySource
 	CopyResult        = wire.CopyResult
 	CopyStats         = wire.CopyStats
-	Offload           = wire.Offload
 )
 
 // Task states.

@@ -62,7 +62,8 @@ func classify(err error) int {
 		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig),
 		errors.Is(err, qemu.ErrURI), errors.Is(err, quiesce.ErrPolicy), errors.Is(err, libvirt.ErrURI),
 		errors.Is(err, fileres.ErrEscape), errors.Is(err, fileres.ErrNotDir),
-		errors.Is(err, overlay.ErrMismatch), errors.Is(err, disk.ErrInvalid), errors.Is(err, disk.ErrTooLarge):
+		errors.Is(err, overlay.ErrMismatch), errors.Is(err, disk.ErrInvalid), errors.Is(err, disk.ErrTooLarge),
+		errors.Is(err, client.ErrNotALease):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt
@@ -75,7 +76,8 @@ func classify(err error) int {
 	case errors.Is(err, client.ErrBusy), errors.Is(err, client.ErrExists), errors.Is(err, disk.ErrBusy), errors.Is(err, repo.ErrLocked),
 		errors.Is(err, client.ErrLeaseHeld), errors.Is(err, client.ErrTooManyTickets), errors.Is(err, backup.ErrLeaseHeld), errors.Is(err, backup.ErrLeaseLost),
 		errors.Is(err, qemu.ErrNBDServer), errors.Is(err, fileres.ErrMountBusy), errors.Is(err, overlay.ErrInUse),
-		errors.Is(err, client.ErrReplicationState), errors.Is(err, client.ErrSplitBrain):
+		errors.Is(err, client.ErrReplicationState), errors.Is(err, client.ErrSplitBrain),
+		errors.Is(err, client.ErrMiscompare), errors.Is(err, client.ErrSectorLeaseHeld), errors.Is(err, client.ErrSectorLeaseLost):
 		return exitBusy
 	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt), errors.Is(err, fileres.ErrDamaged),
 		errors.Is(err, overlay.ErrCorrupt):

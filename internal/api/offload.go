@@ -90,6 +90,5 @@ func (s *Server) reclaimDisk(r *http.Request) (int, any, error) {
 
 // offload is the host's offload capabilities for GET /v1/host.
 func (s *Server) offload() *wire.Offload {
-	o := host.Offloads(s.h.Datastore())
-	return &wire.Offload{Reflink: o.Reflink, MaxCopySegment: o.MaxCopySegment, UnmapGranularity: o.UnmapGranularity}
+	return wireOffload(s.h.Offloads())
 }

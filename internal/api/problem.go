@@ -60,6 +60,7 @@ var titles = map[string]string{
 	wire.ProblemNotSupported:        "operation cannot be offloaded here",
 	wire.ProblemTooLarge:            "request larger than the maximum segment",
 	wire.ProblemReadOnly:            "read-only",
+	wire.ProblemMiscompare:          "compare-and-write miscompare: nothing written",
 }
 
 // what says which object an engine ErrNotFound or ErrExists is about.
@@ -101,7 +102,8 @@ func classify(err error, w what) (int, string) {
 	case errors.Is(err, disk.ErrOutOfRange):
 		return http.StatusBadRequest, wire.ProblemOutOfRange
 	case errors.Is(err, disk.ErrInvalidName), errors.Is(err, disk.ErrMisaligned),
-		errors.Is(err, disk.ErrShrink), errors.Is(err, disk.ErrCBTDisabled):
+		errors.Is(err, disk.ErrShrink), errors.Is(err, disk.ErrCBTDisabled),
+		errors.Is(err, disk.ErrCAWLength), errors.Is(err, disk.ErrReadOnly):
 		return http.StatusBadRequest, wire.ProblemInvalidRequest
 	case errors.Is(err, disk.ErrNoSpace):
 		return http.StatusInsufficientStorage, wire.ProblemNoSpace

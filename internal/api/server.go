@@ -108,6 +108,8 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/tickets", s.listTickets)
 	s.route("DELETE /v1/tickets/{id}", s.deleteTicket)
 	s.route("GET /v1/host", s.hostInfo)
+	s.route("GET /v1/datastore", s.datastoreSpace)
+	s.route("POST /v1/disks/{disk}/compare-and-write", s.compareAndWrite)
 	s.route("GET /v1/tasks", s.listTasks)
 	s.route("GET /v1/tasks/{id}", s.getTask)
 	s.registerFileRoutes()

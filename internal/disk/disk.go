@@ -29,8 +29,12 @@ type Options struct {
 // copies nothing up (bench/engine.sh compares grains).
 const DefaultGrain = 4096
 
-// stripes is the number of grain locks; a grain uses stripe g % stripes.
+// stripes is the number of grain locks; grain g uses stripe
+// (g*grain/stripeBytes) % stripes (lockGrains).
 const stripes = 1024
+
+// stripeBytes is the span of disk one stripe lock covers.
+const stripeBytes = 1 << 20
 
 // journalLimit triggers a checkpoint when the journal grows past it.
 const journalLimit = 64 << 20

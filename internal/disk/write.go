@@ -130,6 +130,8 @@ func (d *Disk) zero(off, n int64, noHole, fast bool) error {
 		return err
 	}
 	if len(d.chain) == 1 {
+		unlock := d.lockGrains(d.grains(off, n)) // against a compare-and-write (caw.go)
+		defer unlock()
 		return d.zeroFlat(d.chain[0], off, n, noHole, fast)
 	}
 	end := off + n

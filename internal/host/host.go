@@ -24,6 +24,7 @@ type Host struct {
 		virtual map[string]VirtualExport // by export name (group.go)
 		closed  bool
 	}
+	warn spaceWarn // soft threshold of datastore use (space.go)
 }
 
 var _ nbd.Exporter = (*Host)(nil)

@@ -16,9 +16,11 @@ import (
 // full clones and copies share extents (reflink), the most one copy
 // request moves, and the unit TRIM frees.
 type Offload struct {
-	Reflink          bool
-	MaxCopySegment   int64
-	UnmapGranularity int64
+	Reflink              bool
+	MaxCopySegment       int64
+	UnmapGranularity     int64
+	CompareAndWriteMax   int64 // bytes of one compare-and-write (a grain)
+	CompareAndWriteAlign int64 // its offset's and length's alignment
 }
 
 var reflinkProbe struct {
@@ -29,7 +31,8 @@ var reflinkProbe struct {
 // Offloads reports the datastore's offload capabilities; whether it can
 // reflink is probed once per directory with two small files.
 func Offloads(ds *disk.Datastore) Offload {
-	return Offload{Reflink: canReflink(ds.Dir()), MaxCopySegment: disk.MaxCopySegment, UnmapGranularity: disk.DefaultGrain}
+	return Offload{Reflink: canReflink(ds.Dir()), MaxCopySegment: disk.MaxCopySegment, UnmapGranularity: disk.DefaultGrain,
+		CompareAndWriteMax: disk.DefaultGrain, CompareAndWriteAlign: disk.Sector}
 }
 
 func canReflink(dir string) bool {
