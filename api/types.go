@@ -2,6 +2,7 @@ package api
 
 import (
 	_ "embed"
+	"encoding/json"
 	"time"
 )
 
@@ -215,4 +216,103 @@ type Ticket struct {
 	CACert     string    `json:"caCert,omitempty"`
 	ClientCert string    `json:"clientCert,omitempty"`
 	ClientKey  string    `json:"clientKey,omitempty"`
+}
+
+// Job states. A job is queued, then running, then ends in one of
+// succeeded, failed, canceled or interrupted (the host stopped while it
+// ran: a crash, a kill, a power loss).
+const (
+	JobQueued      = "queued"
+	JobRunning     = "running"
+	JobSucceeded   = "succeeded"
+	JobFailed      = "failed"
+	JobCanceled    = "canceled"
+	JobInterrupted = "interrupted"
+)
+
+// Job kinds.
+const (
+	JobBackup      = "backup"
+	JobRestore     = "restore"
+	JobPrune       = "prune"
+	JobCheck       = "check"
+	JobForget      = "forget"
+	JobServePoint  = "serve-point"
+	JobConsolidate = "consolidate"
+)
+
+// Job is one thing the host ran or runs, kept in its history.
+type Job struct {
+	ID     string `json:"id"`
+	Kind   string `json:"kind"`
+	Policy string `json:"policy,omitempty"`
+	Source string `json:"source,omitempty"` // the disk
+	State  string `json:"state"`
+	// Attempt counts from 1; a retry of a failed run is a new job with
+	// the next attempt number.
+	Attempt  int         `json:"attempt,omitempty"`
+	Created  time.Time   `json:"created"`
+	Started  *time.Time  `json:"started,omitempty"`
+	Ended    *time.Time  `json:"ended,omitempty"`
+	Progress JobProgress `json:"progress"`
+	// Summary is what the CLI prints for the same operation (a backup's
+	// summary: its point, changed/read/new/stored bytes, phases).
+	Summary json.RawMessage `json:"summary,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	// LogLines is how many log lines the job has.
+	LogLines int `json:"logLines"`
+}
+
+// Done reports whether the job has ended.
+func (j Job) Done() bool {
+	switch j.State {
+	case JobQueued, JobRunning:
+		return false
+	}
+	return true
+}
+
+// JobProgress is where a job is: its stage, bytes done of total, the
+// rate (bytes per second) and the estimated seconds left.
+type JobProgress struct {
+	Stage      string  `json:"stage,omitempty"`
+	Done       int64   `json:"done"`
+	Total      int64   `json:"total"`
+	Rate       float64 `json:"rate"`
+	ETASeconds float64 `json:"etaSeconds"`
+	// Stages: seconds spent per finished stage, in order.
+	Stages []JobStage `json:"stages,omitempty"`
+}
+
+// JobStage is a finished stage and its wall time.
+type JobStage struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+}
+
+// JobLogLine is one line of a job's log; N counts from 1.
+type JobLogLine struct {
+	N     int       `json:"n"`
+	Time  time.Time `json:"time"`
+	Level string    `json:"level"`
+	Msg   string    `json:"msg"`
+}
+
+// Problems of jobs and policies.
+const (
+	// ProblemJobNotFound: no job of that ID (never run, or past retention).
+	ProblemJobNotFound = "job-not-found"
+	// ProblemJobEnded: the job has already ended (cancel).
+	ProblemJobEnded = "job-ended"
+	// ProblemPolicyNotFound: no policy of that name.
+	ProblemPolicyNotFound = "policy-not-found"
+	// ProblemPolicyExists: a policy of that name exists (create).
+	ProblemPolicyExists = "policy-exists"
+)
+
+// JobLog is the answer of GET /v1/jobs/{id}/log: the job as it stands
+// and its lines after the one asked for.
+type JobLog struct {
+	Job   Job          `json:"job"`
+	Lines []JobLogLine `json:"lines"`
 }

@@ -31,10 +31,16 @@ var (
 	// ErrTooManyTickets: the host holds its maximum of live tickets;
 	// revoke some (or let them expire) and ask again.
 	ErrTooManyTickets = errors.New("too many live tickets on the host")
+	ErrJobNotFound    = errors.New("job not found")
+	// ErrJobEnded: the job has already ended (cancel).
+	ErrJobEnded       = errors.New("job already ended")
+	ErrPolicyNotFound = errors.New("policy not found")
+	// ErrPolicyExists: a policy of that name exists; it matches ErrExists.
+	ErrPolicyExists = errors.New("policy already exists")
 )
 
-// ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound
-// and ErrTicketNotFound.
+// ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound,
+// ErrTicketNotFound, ErrJobNotFound and ErrPolicyNotFound.
 var ErrNotFound = errors.New("not found")
 
 var sentinels = map[string][]error{
@@ -56,6 +62,10 @@ var sentinels = map[string][]error{
 	wire.ProblemLeaseHeld:        {ErrLeaseHeld},
 	wire.ProblemLeaseNotFound:    {ErrLeaseNotFound, ErrNotFound},
 	wire.ProblemTooManyTickets:   {ErrTooManyTickets},
+	wire.ProblemJobNotFound:      {ErrJobNotFound, ErrNotFound},
+	wire.ProblemJobEnded:         {ErrJobEnded},
+	wire.ProblemPolicyNotFound:   {ErrPolicyNotFound, ErrNotFound},
+	wire.ProblemPolicyExists:     {ErrPolicyExists, ErrExists},
 }
 
 // Error is a problem document returned by the host.

@@ -15,6 +15,7 @@ import (
 
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/internal/jobs"
 )
 
 // maxBody bounds request bodies: every request document is tiny.
@@ -28,6 +29,8 @@ type Options struct {
 	Tokens *Tokens
 	// Tickets issues NBD tickets (POST .../tickets); nil issues none.
 	Tickets *Tickets
+	// Jobs is the host's job history (/v1/jobs); nil keeps none.
+	Jobs *jobs.Store
 }
 
 // Server is the HTTP control API of one host.
@@ -38,6 +41,7 @@ type Server struct {
 	tokens  *Tokens
 	tickets *Tickets
 	tasks   *tasks
+	jobs    *jobs.Store
 	reg     *prometheus.Registry
 	mux     *http.ServeMux
 	routes  []string
@@ -58,9 +62,9 @@ func New(h *host.Host, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, tickets: o.Tickets, mux: http.NewServeMux()}
+	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, tickets: o.Tickets, jobs: o.Jobs, mux: http.NewServeMux()}
 	s.reg = prometheus.NewRegistry()
-	s.tasks = newTasks(s.reg)
+	s.tasks = newTasks(s.reg, o.Jobs)
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.attach.m = map[string]*attachment{}
 	s.registerMetrics()
@@ -103,6 +107,10 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/host", s.hostInfo)
 	s.route("GET /v1/tasks", s.listTasks)
 	s.route("GET /v1/tasks/{id}", s.getTask)
+	s.route("GET /v1/jobs", s.listJobs)
+	s.route("GET /v1/jobs/{id}", s.getJob)
+	s.route("POST /v1/jobs/{id}/cancel", s.cancelJob)
+	s.route("GET /v1/jobs/{id}/log", s.jobLog)
 	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))
 	s.raw("GET /metrics", s.metricsHandler())
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/internal/jobs"
 )
 
 // ErrConfig marks invalid Options (the CLI's usage error): errors.Is
@@ -85,6 +86,7 @@ type Daemon struct {
 	lock     *os.File
 	host     *host.Host
 	api      *api.Server
+	jobs     *jobs.Store
 	apiLns   []net.Listener
 	nbd      []NBDServer
 	services []Service
@@ -120,9 +122,15 @@ func New(o Options) (_ *Daemon, err error) {
 			d.lock.Close()
 		}
 	}()
+	// The job history: a job a dead host left running is marked
+	// interrupted here, before anything can run a new one.
+	if d.jobs, err = jobs.Open(filepath.Join(o.Datastore, "jobs.db"), jobs.Options{}); err != nil {
+		return nil, err
+	}
 	d.host = host.New(ds)
 	if err := d.wire(); err != nil {
 		d.host.Close()
+		d.jobs.Close()
 		return nil, err
 	}
 	return d, nil
@@ -141,7 +149,7 @@ func (d *Daemon) wire() error {
 		closeAll(lns.all())
 		return err
 	}
-	d.api = api.New(d.host, api.Options{Logger: d.log, Tokens: tokens, Exports: exports, Tickets: tickets})
+	d.api = api.New(d.host, api.Options{Logger: d.log, Tokens: tokens, Exports: exports, Tickets: tickets, Jobs: d.jobs})
 	d.apiLns, err = apiListen(d.opts)
 	return err
 }
@@ -152,6 +160,19 @@ func (d *Daemon) Register(s Service) { d.services = append(d.services, s) }
 
 // Host is the daemon's engine (for services and tests).
 func (d *Daemon) Host() *host.Host { return d.host }
+
+// Jobs is the host's job history, where services record what they run.
+func (d *Daemon) Jobs() *jobs.Store { return d.jobs }
+
+// API is the daemon's control API (services add their routes' backends
+// to it before Serve).
+func (d *Daemon) API() *api.Server { return d.api }
+
+// Datastore is the datastore's directory.
+func (d *Daemon) Datastore() string { return d.opts.Datastore }
+
+// Logger is the host's logger.
+func (d *Daemon) Logger() *slog.Logger { return d.log }
 
 // APIAddrs are the API's listening addresses (a unix socket's path).
 func (d *Daemon) APIAddrs() []string { return addrs(d.apiLns) }
@@ -202,7 +223,7 @@ func (d *Daemon) stop(grp *errgroup.Group, services []Service) error {
 	for i := len(services) - 1; i >= 0; i-- {
 		errs = append(errs, services[i].Stop(sctx))
 	}
-	err := errors.Join(append(errs, grp.Wait(), d.host.Close(), d.lock.Close())...)
+	err := errors.Join(append(errs, grp.Wait(), d.jobs.Close(), d.host.Close(), d.lock.Close())...)
 	if err == nil {
 		d.log.Info("stopped cleanly")
 	}
@@ -212,7 +233,7 @@ func (d *Daemon) stop(grp *errgroup.Group, services []Service) error {
 // Close releases a daemon that was never served.
 func (d *Daemon) Close() error {
 	d.closeListeners()
-	return errors.Join(d.host.Close(), d.lock.Close())
+	return errors.Join(d.jobs.Close(), d.host.Close(), d.lock.Close())
 }
 
 func (d *Daemon) closeListeners() {

@@ -1,0 +1,362 @@
+package jobs
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	wire "github.com/blockwise/blockwise/api"
+)
+
+// Errors of the store.
+var (
+	// ErrNotFound: no job of that ID (never run, or past retention).
+	ErrNotFound = errors.New("job not found")
+	// ErrEnded: the job has already ended (cancel).
+	ErrEnded = errors.New("job already ended")
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxJobs     = 10000
+	DefaultMaxAge      = 90 * 24 * time.Hour
+	DefaultMaxLogLines = 5000
+)
+
+var (
+	bucketJobs = []byte("jobs")
+	bucketLogs = []byte("logs")
+)
+
+// Options configure a Store; zero values take the defaults.
+type Options struct {
+	MaxJobs     int           // ended jobs kept
+	MaxAge      time.Duration // ended jobs older than this are dropped
+	MaxLogLines int           // per job; later lines are counted, not kept
+	Now         func() time.Time
+}
+
+// Store is the job history. It is safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	opts Options
+
+	mu      sync.Mutex
+	active  map[string]*Run
+	changed chan struct{} // closed and replaced on every change
+}
+
+// Open opens (creating) the history at path and marks every job a dead
+// host left queued or running as interrupted.
+func Open(path string, o Options) (*Store, error) {
+	if o.MaxJobs <= 0 {
+		o.MaxJobs = DefaultMaxJobs
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = DefaultMaxAge
+	}
+	if o.MaxLogLines <= 0 {
+		o.MaxLogLines = DefaultMaxLogLines
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("jobs: open %s: %w", path, err)
+	}
+	s := &Store{db: db, opts: o, active: map[string]*Run{}, changed: make(chan struct{})}
+	if err := s.recover(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the database. Runs still active are marked interrupted
+// first (the host is stopping under them).
+func (s *Store) Close() error {
+	s.mu.Lock()
+	runs := make([]*Run, 0, len(s.active))
+	for _, r := range s.active {
+		runs = append(runs, r)
+	}
+	s.mu.Unlock()
+	for _, r := range runs {
+		r.end(wire.JobInterrupted, nil, errors.New("the host stopped while the job ran"))
+	}
+	return s.db.Close()
+}
+
+// recover ends the jobs a dead host left unended.
+func (s *Store) recover() error {
+	now := s.opts.Now().UTC()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketJobs)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketLogs); err != nil {
+			return err
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var j wire.Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("jobs: record %x: %w", k, err)
+			}
+			if j.Done() {
+				return nil
+			}
+			j.State, j.Ended = wire.JobInterrupted, &now
+			j.Error = "the host stopped while the job ran (crash, kill or power loss)"
+			return putJob(b, k, j)
+		})
+	})
+}
+
+// key orders jobs by creation: the big-endian sequence number.
+func key(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// parseID turns "job-N" into its key.
+func parseID(id string) ([]byte, bool) {
+	n, err := strconv.ParseUint(strings.TrimPrefix(id, "job-"), 10, 64)
+	if err != nil || !strings.HasPrefix(id, "job-") || n == 0 {
+		return nil, false
+	}
+	return key(n), true
+}
+
+func putJob(b *bolt.Bucket, k []byte, j wire.Job) error {
+	v, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, v)
+}
+
+// Spec names a new job.
+type Spec struct {
+	Kind, Policy, Source string
+	Attempt              int
+	// Cancel, if set, is called by Store.Cancel; the runner then ends the
+	// job with an error wrapping context.Canceled.
+	Cancel context.CancelFunc
+}
+
+// Begin records a new running job and returns its handle; the caller
+// MUST end it (Finish).
+func (s *Store) Begin(sp Spec) (*Run, error) {
+	now := s.opts.Now().UTC()
+	r := &Run{s: s, cancel: sp.Cancel, stageStart: now}
+	r.job = wire.Job{Kind: sp.Kind, Policy: sp.Policy, Source: sp.Source, State: wire.JobRunning,
+		Attempt: max(sp.Attempt, 1), Created: now, Started: &now}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		r.key = key(seq)
+		r.job.ID = "job-" + strconv.FormatUint(seq, 10)
+		return putJob(b, r.key, r.job)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobs: begin %s: %w", sp.Kind, err)
+	}
+	s.mu.Lock()
+	s.active[r.job.ID] = r
+	s.mu.Unlock()
+	s.notify()
+	return r, nil
+}
+
+// notify wakes every Wait.
+func (s *Store) notify() {
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// Changed returns a channel closed at the next change of any job (a new
+// job, progress, a log line, an end).
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// Get returns a job: the live view of a running one.
+func (s *Store) Get(id string) (wire.Job, error) {
+	s.mu.Lock()
+	r := s.active[id]
+	s.mu.Unlock()
+	if r != nil {
+		return r.View(), nil
+	}
+	k, ok := parseID(id)
+	if !ok {
+		return wire.Job{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	var j wire.Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketJobs).Get(k)
+		if v == nil {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return json.Unmarshal(v, &j)
+	})
+	return j, err
+}
+
+// Filter selects jobs in List; zero fields match all.
+type Filter struct {
+	State, Kind, Policy, Source string
+	// Since keeps jobs created at or after it.
+	Since time.Time
+	Limit int // newest first; 0: all
+}
+
+func (f Filter) match(j wire.Job) bool {
+	return (f.State == "" || f.State == j.State) && (f.Kind == "" || f.Kind == j.Kind) &&
+		(f.Policy == "" || f.Policy == j.Policy) && (f.Source == "" || f.Source == j.Source) &&
+		(f.Since.IsZero() || !j.Created.Before(f.Since))
+}
+
+// List returns the jobs f selects, newest first, running ones live.
+func (s *Store) List(f Filter) ([]wire.Job, error) {
+	var out []wire.Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketJobs).Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			var j wire.Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return err
+			}
+			if !j.Created.IsZero() && !f.Since.IsZero() && j.Created.Before(f.Since) {
+				break // older from here on
+			}
+			if f.match(j) {
+				out = append(out, j)
+			}
+			if f.Limit > 0 && len(out) >= f.Limit {
+				break
+			}
+		}
+		return nil
+	})
+	s.mu.Lock()
+	for i, j := range out {
+		if r := s.active[j.ID]; r != nil {
+			out[i] = r.View()
+		}
+	}
+	s.mu.Unlock()
+	return out, err
+}
+
+// Cancel asks a running job to stop; it ends as canceled once its runner
+// returns.
+func (s *Store) Cancel(id string) (wire.Job, error) {
+	s.mu.Lock()
+	r := s.active[id]
+	s.mu.Unlock()
+	if r == nil {
+		j, err := s.Get(id)
+		if err != nil {
+			return j, err
+		}
+		return j, fmt.Errorf("%w: %s is %s", ErrEnded, id, j.State)
+	}
+	r.mu.Lock()
+	r.canceled = true
+	cancel := r.cancel
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	r.Logf("info", "cancel requested")
+	return r.View(), nil
+}
+
+// Log returns the log lines of a job after line number after.
+func (s *Store) Log(id string, after int) ([]wire.JobLogLine, error) {
+	k, ok := parseID(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	out := []wire.JobLogLine{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketJobs).Get(k) == nil {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		lb := tx.Bucket(bucketLogs).Bucket(k)
+		if lb == nil {
+			return nil
+		}
+		c := lb.Cursor()
+		for lk, v := c.Seek(binary.BigEndian.AppendUint32(nil, uint32(after+1))); lk != nil; lk, v = c.Next() {
+			var l wire.JobLogLine
+			if err := json.Unmarshal(v, &l); err != nil {
+				return err
+			}
+			out = append(out, l)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Running is the number of jobs running now.
+func (s *Store) Running() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for _, r := range s.active {
+		out[r.job.Kind]++
+	}
+	return out
+}
+
+// retain drops ended jobs, oldest first, while more than MaxJobs are
+// kept or they are older than MaxAge; running jobs are never dropped.
+func (s *Store) retain(tx *bolt.Tx) error {
+	b, logs := tx.Bucket(bucketJobs), tx.Bucket(bucketLogs)
+	cutoff := s.opts.Now().Add(-s.opts.MaxAge)
+	excess := b.Stats().KeyN - s.opts.MaxJobs
+	var drop [][]byte
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		var j wire.Job
+		if err := json.Unmarshal(v, &j); err != nil {
+			return err
+		}
+		old := j.Ended != nil && j.Ended.Before(cutoff)
+		if excess <= 0 && !old {
+			break
+		}
+		if j.Done() {
+			drop = append(drop, append([]byte(nil), k...))
+			excess--
+		}
+	}
+	for _, k := range drop {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+		if logs.Bucket(k) != nil {
+			if err := logs.DeleteBucket(k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
