@@ -316,3 +316,110 @@ type JobLog struct {
 	Job   Job          `json:"job"`
 	Lines []JobLogLine `json:"lines"`
 }
+
+// Policy is a protection policy the host runs: which disks, when, to
+// which repository, how long points are kept, and how failures are
+// retried. Secrets (the repository password, S3 keys) are write-only:
+// they are kept by the host in a root-only 0600 file and never returned.
+type Policy struct {
+	Name    string        `json:"name"`
+	Sources PolicySources `json:"sources"`
+	// Schedule: a cron expression ("0 2 * * *", or "@daily") read in
+	// TimeZone (an IANA name, default UTC), or "@every 15m".
+	Schedule   string           `json:"schedule"`
+	TimeZone   string           `json:"timeZone,omitempty"`
+	Repository PolicyRepository `json:"repository"`
+	// Transport is the transport order ("san,hotadd,nbdssl,nbd" if empty).
+	Transport string `json:"transport,omitempty"`
+	// Retention: forget's keep rules, applied to each source after each
+	// successful backup (a zero Retention keeps every point).
+	Retention PolicyRetention `json:"retention"`
+	// PruneSchedule: when to prune (same syntax as Schedule; "" never).
+	PruneSchedule string `json:"pruneSchedule,omitempty"`
+	// CheckSchedule: when to check; each check reads the next of
+	// CheckGroups groups of packs (check --read-data-subset n/t), so
+	// CheckGroups checks read every pack once. 0 groups: no data read.
+	CheckSchedule string `json:"checkSchedule,omitempty"`
+	CheckGroups   int    `json:"checkGroups,omitempty"`
+	// MaxConcurrent bounds this policy's backups running at once
+	// (default 1); the host bounds all policies' together too.
+	MaxConcurrent int `json:"maxConcurrent,omitempty"`
+	// Retries: how many times a failed backup of a source is retried,
+	// RetryBackoff apart at first, doubling each time (Go duration).
+	Retries      int    `json:"retries,omitempty"`
+	RetryBackoff string `json:"retryBackoff,omitempty"`
+	// StaleAfter: a source whose last successful backup is older is
+	// stale (Go duration; "" is twice the schedule's period).
+	StaleAfter string `json:"staleAfter,omitempty"`
+	// LimitUploadKiB bounds what a backup sends to the repository (KiB/s).
+	LimitUploadKiB int64 `json:"limitUploadKiB,omitempty"`
+	Paused         bool  `json:"paused,omitempty"`
+
+	Created time.Time     `json:"created"`
+	Status  *PolicyStatus `json:"status,omitempty"` // answers only
+}
+
+// PolicySources selects disks by name or by shell glob (path.Match), as
+// they exist when a run starts.
+type PolicySources struct {
+	Disks []string `json:"disks,omitempty"`
+	Globs []string `json:"globs,omitempty"`
+}
+
+// PolicyRepository is where a policy's points go. Password, AccessKey and
+// SecretKey are accepted on create and edit and never returned.
+type PolicyRepository struct {
+	// Location: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX].
+	Location  string `json:"location"`
+	Password  string `json:"password,omitempty"`
+	AccessKey string `json:"accessKey,omitempty"`
+	SecretKey string `json:"secretKey,omitempty"`
+	// HasPassword, HasS3Keys report (in answers) that the host keeps them.
+	HasPassword bool `json:"hasPassword,omitempty"`
+	HasS3Keys   bool `json:"hasS3Keys,omitempty"`
+}
+
+// PolicyRetention is forget's keep rules; Within is a span like "7d".
+type PolicyRetention struct {
+	Last    int    `json:"last,omitempty"`
+	Hourly  int    `json:"hourly,omitempty"`
+	Daily   int    `json:"daily,omitempty"`
+	Weekly  int    `json:"weekly,omitempty"`
+	Monthly int    `json:"monthly,omitempty"`
+	Yearly  int    `json:"yearly,omitempty"`
+	Within  string `json:"within,omitempty"`
+}
+
+// PolicyStatus is how a policy stands.
+type PolicyStatus struct {
+	NextRun   *time.Time `json:"nextRun,omitempty"`
+	NextPrune *time.Time `json:"nextPrune,omitempty"`
+	NextCheck *time.Time `json:"nextCheck,omitempty"`
+	// KeyReady: the repository's key is derived and held in memory.
+	KeyReady bool `json:"keyReady"`
+	// KeyError: why the repository could not be opened.
+	KeyError string         `json:"keyError,omitempty"`
+	Sources  []SourceStatus `json:"sources"`
+}
+
+// SourceStatus is one source of a policy.
+type SourceStatus struct {
+	Disk        string     `json:"disk"`
+	LastSuccess *time.Time `json:"lastSuccess,omitempty"`
+	LastJob     string     `json:"lastJob,omitempty"`
+	LastState   string     `json:"lastState,omitempty"`
+	// FailuresSince: failed runs since the last success.
+	FailuresSince int  `json:"failuresSince"`
+	Stale         bool `json:"stale"`
+}
+
+// PolicyRunRequest is the body of POST /v1/policies/{name}/run.
+type PolicyRunRequest struct {
+	// What: "backup" (default), "prune" or "check".
+	What string `json:"what,omitempty"`
+}
+
+// PolicyRun answers a run: the jobs it started.
+type PolicyRun struct {
+	Jobs []string `json:"jobs"`
+}

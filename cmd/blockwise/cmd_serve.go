@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/blockwise/blockwise/internal/daemon"
+	"github.com/blockwise/blockwise/internal/scheduler"
 )
 
 type serveOptions struct {
@@ -21,6 +22,8 @@ type serveOptions struct {
 	NBDTCP     []string
 	// NBDInsecure serves plain NBD on TCP to anyone who connects.
 	NBDInsecure bool
+	// MaxBackups bounds the policies' backups running at once.
+	MaxBackups int
 	nbdTLS
 	log *slog.Logger // nil: text logs on stderr
 }
@@ -71,6 +74,7 @@ func init() {
 	f.StringVar(&serveOpts.NBDGroup, "nbd-socket-group", "", "make the NBD unix socket 0660 and owned by this group (name or GID)")
 	f.StringArrayVar(&serveOpts.NBDTCP, "nbd-tcp", nil, "TCP address for NBD (TLS with a ticket from `blockwise ticket create`), repeatable; default none")
 	f.BoolVar(&serveOpts.NBDInsecure, "nbd-tcp-insecure-no-auth", false, "DANGER: serve --nbd-tcp without tickets, to anyone who connects (plain NBD unless --tls-cert)")
+	f.IntVar(&serveOpts.MaxBackups, "max-concurrent-backups", scheduler.DefaultMaxConcurrent, "at most this many backups of protection policies run at once on the host")
 	addNBDTLSFlags(f, &serveOpts.nbdTLS)
 	rootCmd.AddCommand(serveCmd)
 }
@@ -84,6 +88,18 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.MaxBackups < 1 {
+		d.Close()
+		return usageErrorf("--max-concurrent-backups %d: want 1 or more", o.MaxBackups)
+	}
+	sch, err := scheduler.New(scheduler.Options{Datastore: g.Datastore, Jobs: d.Jobs(), Logger: d.Logger(),
+		Disks: d.Host().Datastore().List, MaxConcurrent: o.MaxBackups})
+	if err != nil {
+		d.Close()
+		return err
+	}
+	d.Register(sch)
+	d.API().SetPolicies(sch)
 	return d.Serve(ctx)
 }
 

@@ -35,17 +35,18 @@ type Options struct {
 
 // Server is the HTTP control API of one host.
 type Server struct {
-	h       *host.Host
-	log     *slog.Logger
-	exports ExportConfig
-	tokens  *Tokens
-	tickets *Tickets
-	tasks   *tasks
-	jobs    *jobs.Store
-	reg     *prometheus.Registry
-	mux     *http.ServeMux
-	routes  []string
-	attach  attachments
+	h        *host.Host
+	log      *slog.Logger
+	exports  ExportConfig
+	tokens   *Tokens
+	tickets  *Tickets
+	tasks    *tasks
+	jobs     *jobs.Store
+	policies policiesHolder
+	reg      *prometheus.Registry
+	mux      *http.ServeMux
+	routes   []string
+	attach   attachments
 
 	srv      *http.Server
 	stop     context.CancelFunc
@@ -111,6 +112,12 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/jobs/{id}", s.getJob)
 	s.route("POST /v1/jobs/{id}/cancel", s.cancelJob)
 	s.route("GET /v1/jobs/{id}/log", s.jobLog)
+	s.route("GET /v1/policies", s.listPolicies)
+	s.route("POST /v1/policies", s.createPolicy)
+	s.route("GET /v1/policies/{name}", s.getPolicy)
+	s.route("PUT /v1/policies/{name}", s.updatePolicy)
+	s.route("DELETE /v1/policies/{name}", s.deletePolicy)
+	s.route("POST /v1/policies/{name}/run", s.runPolicy)
 	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))
 	s.raw("GET /metrics", s.metricsHandler())
 }

@@ -66,9 +66,9 @@ func (e *task) view() wire.Task {
 type tasks struct {
 	jobs *jobs.Store // nil: none kept
 	dur  *prometheus.HistogramVec
-	mu  sync.Mutex
-	seq uint64
-	m   map[string]*task
+	mu   sync.Mutex
+	seq  uint64
+	m    map[string]*task
 }
 
 func newTasks(reg prometheus.Registerer, js *jobs.Store) *tasks {

@@ -146,18 +146,24 @@ func putJob(b *bolt.Bucket, k []byte, j wire.Job) error {
 type Spec struct {
 	Kind, Policy, Source string
 	Attempt              int
+	// Queued begins the job queued (waiting for a slot); Run.Start
+	// makes it running.
+	Queued bool
 	// Cancel, if set, is called by Store.Cancel; the runner then ends the
 	// job with an error wrapping context.Canceled.
 	Cancel context.CancelFunc
 }
 
-// Begin records a new running job and returns its handle; the caller
+// Begin records a new running (or queued) job and returns its handle; the caller
 // MUST end it (Finish).
 func (s *Store) Begin(sp Spec) (*Run, error) {
 	now := s.opts.Now().UTC()
 	r := &Run{s: s, cancel: sp.Cancel, stageStart: now}
 	r.job = wire.Job{Kind: sp.Kind, Policy: sp.Policy, Source: sp.Source, State: wire.JobRunning,
 		Attempt: max(sp.Attempt, 1), Created: now, Started: &now}
+	if sp.Queued {
+		r.job.State, r.job.Started = wire.JobQueued, nil
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketJobs)
 		seq, err := b.NextSequence()

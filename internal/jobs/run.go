@@ -43,6 +43,21 @@ func (r *Run) View() wire.Job {
 	return j
 }
 
+// Start makes a queued job running.
+func (r *Run) Start() {
+	now := r.s.opts.Now()
+	r.mu.Lock()
+	if r.ended || r.job.State != wire.JobQueued {
+		r.mu.Unlock()
+		return
+	}
+	utc := now.UTC()
+	r.job.State, r.job.Started, r.stageStart = wire.JobRunning, &utc, now
+	j := r.job
+	r.mu.Unlock()
+	r.save(j, nil)
+}
+
 // Stage starts a new stage: the previous one's time is recorded, the
 // byte counters restart, and the job is written to the database.
 func (r *Run) Stage(name string) {
@@ -135,6 +150,9 @@ func (r *Run) Finish(summary any, err error) {
 	}
 	r.end(state, summary, err)
 }
+
+// Interrupt ends the job as interrupted: the host is stopping under it.
+func (r *Run) Interrupt(err error) { r.end(wire.JobInterrupted, nil, err) }
 
 func (r *Run) end(state string, summary any, err error) {
 	now := r.s.opts.Now()
