@@ -363,3 +363,179 @@ func TestScheduledBackups(t *testing.T) {
 		}
 	}
 }
+
+// TestRetriesWithBackoff: a policy whose repository refuses its password
+// fails, is retried Retries times with a doubling backoff (each attempt
+// a job of its own), says why in its status, and no secret shows.
+func TestRetriesWithBackoff(t *testing.T) {
+	h := startHost(t, tempDir(t), Options{})
+	h.disk(t, "vm1", mib, 1)
+	h.create(t, wire.Policy{Name: "wrongpw", Sources: wire.PolicySources{Disks: []string{"vm1"}}, Schedule: "@every 1h",
+		Repository: wire.PolicyRepository{Location: initRepo(t), Password: "not the password"}, Retries: 2, RetryBackoff: "200ms"})
+	run, err := h.c.RunPolicy(context.Background(), "wrongpw", "")
+	if err != nil || len(run.Jobs) != 1 {
+		t.Fatalf("run: %+v %v", run, err)
+	}
+	list := waitJobs(t, h, client.JobFilter{Policy: "wrongpw"}, 30*time.Second, func(l []client.Job) bool {
+		return count(l, wire.JobFailed) == 3
+	})
+	time.Sleep(600 * time.Millisecond) // no fourth attempt
+	list, _ = h.c.ListJobs(context.Background(), client.JobFilter{Policy: "wrongpw"})
+	if len(list) != 3 {
+		t.Fatalf("%d jobs, want 3 attempts", len(list))
+	}
+	for i, j := range list { // newest first
+		if j.Attempt != 3-i || !strings.Contains(j.Error, "password") {
+			t.Fatalf("job %d: attempt %d, error %q", i, j.Attempt, j.Error)
+		}
+	}
+	// Backoff: 200ms before the second attempt, 400ms before the third.
+	gap1 := list[1].Created.Sub(*list[2].Ended)
+	gap2 := list[0].Created.Sub(*list[1].Ended)
+	if gap1 < 200*time.Millisecond || gap2 < 400*time.Millisecond {
+		t.Fatalf("backoff gaps %s, %s", gap1, gap2)
+	}
+	p, err := h.c.Policy(context.Background(), "wrongpw")
+	if err != nil || p.Status.KeyReady || p.Status.KeyError == "" || p.Status.Sources[0].FailuresSince != 3 {
+		t.Fatalf("status %+v %v", p.Status, err)
+	}
+}
+
+// TestConcurrencyLimits: a policy with MaxConcurrent 1 runs its sources
+// one at a time (the others queued), and a host limit of 2 holds across
+// two policies; uploads are throttled so the runs overlap.
+func TestConcurrencyLimits(t *testing.T) {
+	h := startHost(t, tempDir(t), Options{MaxConcurrent: 2})
+	for i, n := range []string{"a1", "a2", "a3", "b1", "b2"} {
+		h.disk(t, n, mib, uint64(i+10))
+	}
+	loc := initRepo(t)
+	for _, p := range []wire.Policy{
+		{Name: "a", Sources: wire.PolicySources{Globs: []string{"a*"}}, MaxConcurrent: 1},
+		{Name: "b", Sources: wire.PolicySources{Globs: []string{"b*"}}, MaxConcurrent: 2},
+	} {
+		p.Schedule = "@every 1h"
+		p.Repository = wire.PolicyRepository{Location: loc, Password: password}
+		p.LimitUploadKiB = 2048
+		h.create(t, p)
+	}
+	for _, n := range []string{"a", "b"} {
+		if _, err := h.c.RunPolicy(context.Background(), n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Running it again while queued or running starts nothing new.
+	if again, err := h.c.RunPolicy(context.Background(), "a", ""); err != nil || len(again.Jobs) != 0 {
+		t.Fatalf("second run now: %+v %v", again, err)
+	}
+	maxA, maxAll, sawQueued := 0, 0, false
+	waitJobs(t, h, client.JobFilter{Kind: wire.JobBackup}, 60*time.Second, func(l []client.Job) bool {
+		runA, runAll := 0, 0
+		for _, j := range l {
+			if j.State == wire.JobRunning {
+				runAll++
+				if j.Policy == "a" {
+					runA++
+				}
+			}
+			sawQueued = sawQueued || j.State == wire.JobQueued
+		}
+		maxA, maxAll = max(maxA, runA), max(maxAll, runAll)
+		return count(l, wire.JobSucceeded) == 5
+	})
+	if maxA != 1 || maxAll > 2 || maxAll < 2 || !sawQueued {
+		t.Fatalf("at most %d of policy a and %d in all ran at once (queued seen: %v)", maxA, maxAll, sawQueued)
+	}
+}
+
+// TestMissedRunOnceAtStart: a host down for three periods of an hourly
+// schedule runs it once when it starts, not three times; the run
+// remembered then is not repeated by the next start.
+func TestMissedRunOnceAtStart(t *testing.T) {
+	dir := tempDir(t)
+	h := startHost(t, dir, Options{})
+	h.disk(t, "vm1", mib, 1)
+	h.create(t, wire.Policy{Name: "hourly", Sources: wire.PolicySources{Disks: []string{"vm1"}}, Schedule: "0 * * * *",
+		Repository: wire.PolicyRepository{Location: initRepo(t), Password: password}})
+	h.stop()
+	// The host was down: its last run is three and a half hours old.
+	f := newFiles(dir)
+	recs, secs, err := f.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs["hourly"].Policy.Created = time.Now().Add(-5 * time.Hour)
+	recs["hourly"].LastRun = time.Now().Add(-210 * time.Minute)
+	if err := f.save(recs, secs); err != nil {
+		t.Fatal(err)
+	}
+	h = startHost(t, dir, Options{})
+	waitJobs(t, h, client.JobFilter{Policy: "hourly"}, 30*time.Second, func(l []client.Job) bool {
+		return count(l, wire.JobSucceeded) >= 1
+	})
+	time.Sleep(500 * time.Millisecond) // ten ticks: nothing more fires
+	list, _ := h.c.ListJobs(context.Background(), client.JobFilter{Policy: "hourly"})
+	if len(list) != 1 {
+		t.Fatalf("%d runs at start, want 1", len(list))
+	}
+	h.stop()
+	h = startHost(t, dir, Options{})
+	time.Sleep(500 * time.Millisecond)
+	if list, _ = h.c.ListJobs(context.Background(), client.JobFilter{Policy: "hourly"}); len(list) != 1 {
+		t.Fatalf("%d runs after a second start, want still 1", len(list))
+	}
+}
+
+// TestPruneCheckCancel: prune and check run on demand as jobs; checks
+// rotate through the read-data groups; a throttled backup is canceled
+// through the API and ends canceled; a stale source shows stale.
+func TestPruneCheckCancel(t *testing.T) {
+	h := startHost(t, tempDir(t), Options{})
+	h.disk(t, "vm1", 4*mib, 1)
+	h.create(t, wire.Policy{Name: "p", Sources: wire.PolicySources{Disks: []string{"vm1"}}, Schedule: "@every 1h",
+		Repository: wire.PolicyRepository{Location: initRepo(t), Password: password}, CheckGroups: 3, StaleAfter: "1ms",
+		LimitUploadKiB: 512})
+	ctx := context.Background()
+	run, err := h.c.RunPolicy(ctx, "p", "backup")
+	if err != nil || len(run.Jobs) != 1 {
+		t.Fatalf("run %+v %v", run, err)
+	}
+	waitJobs(t, h, client.JobFilter{Policy: "p", State: wire.JobRunning}, 30*time.Second, func(l []client.Job) bool {
+		return len(l) == 1 && l[0].Progress.Stage == "copy" && l[0].Progress.Done > 0
+	})
+	if _, err := h.c.CancelJob(ctx, run.Jobs[0]); err != nil {
+		t.Fatal(err)
+	}
+	j, err := h.c.WaitJob(ctx, run.Jobs[0])
+	if err != nil || j.State != wire.JobCanceled {
+		t.Fatalf("canceled job %+v %v", j, err)
+	}
+	for i, want := range []string{"1/3", "2/3"} {
+		run, err := h.c.RunPolicy(ctx, "p", "check")
+		if err != nil || len(run.Jobs) != 1 {
+			t.Fatalf("check %d: %+v %v", i, run, err)
+		}
+		j, _ := h.c.WaitJob(ctx, run.Jobs[0])
+		var sum struct {
+			Subset string `json:"readDataSubset"`
+		}
+		json.Unmarshal(j.Summary, &sum)
+		if j.State != wire.JobSucceeded || sum.Subset != want {
+			t.Fatalf("check %d: %s %s %s", i, j.State, j.Summary, j.Error)
+		}
+	}
+	run, err = h.c.RunPolicy(ctx, "p", "prune")
+	if err != nil || len(run.Jobs) != 1 {
+		t.Fatalf("prune %+v %v", run, err)
+	}
+	if j, _ := h.c.WaitJob(ctx, run.Jobs[0]); j.State != wire.JobSucceeded {
+		t.Fatalf("prune %+v", j)
+	}
+	if _, err := h.c.RunPolicy(ctx, "p", "defrag"); !errors.Is(err, client.ErrInvalidRequest) {
+		t.Fatalf("unknown run: %v", err)
+	}
+	p, _ := h.c.Policy(ctx, "p")
+	if len(p.Status.Sources) != 1 || !p.Status.Sources[0].Stale || p.Status.Sources[0].LastSuccess != nil {
+		t.Fatalf("status %+v", p.Status.Sources)
+	}
+}
