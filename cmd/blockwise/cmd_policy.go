@@ -86,7 +86,9 @@ func init() {
 	addPolicyFlags(edit.Flags(), &editOpts)
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List policies: sources, schedule, next run, stale and failing disks", Args: args(0, 0),
-		RunE: func(cmd *cobra.Command, a []string) error { return runPolicyList(cmd.Context(), globals, cmd.OutOrStdout()) },
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runPolicyList(cmd.Context(), globals, cmd.OutOrStdout())
+		},
 	}
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show a policy and each of its disks' last success, failures since and staleness", Args: args(1, 1),

@@ -13,10 +13,10 @@ import (
 // the key is derived then (Argon2id at the repository's own parameters,
 // never weakened) and kept in memory with the open repository.
 type repoHandle struct {
-	done chan struct{}
-	r    *repo.Repository
-	err  error
-	at   time.Duration // how long opening (unlock + index) took
+	done  chan struct{}
+	r     *repo.Repository
+	err   error
+	at    time.Duration // how long opening (unlock + index) took
 	close func() error
 }
 
