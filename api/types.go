@@ -141,6 +141,9 @@ const (
 	ProblemInvalidRequest   = "invalid-request"
 	ProblemOutOfRange       = "out-of-range"
 	ProblemUnauthorized     = "unauthorized"
+	// ProblemForbidden: a console request without its CSRF token, or
+	// from another site.
+	ProblemForbidden = "forbidden"
 	ProblemCorrupt          = "disk-corrupt"
 	ProblemNoSpace          = "no-space" // 507: the datastore is full; retry once space is freed
 	ProblemUnavailable      = "unavailable"
@@ -400,6 +403,8 @@ type PolicyStatus struct {
 	// KeyError: why the repository could not be opened.
 	KeyError string         `json:"keyError,omitempty"`
 	Sources  []SourceStatus `json:"sources"`
+	// Repository: its size as last measured (after a backup run).
+	Repository *RepoSize `json:"repository,omitempty"`
 }
 
 // SourceStatus is one source of a policy.
@@ -422,4 +427,36 @@ type PolicyRunRequest struct {
 // PolicyRun answers a run: the jobs it started.
 type PolicyRun struct {
 	Jobs []string `json:"jobs"`
+}
+
+// RestoreRequest is the body of POST /v1/policies/{name}/restore: the
+// host restores a point of the policy's repository, as a job, to a new
+// sparse file on the host (an absolute path that must not exist) or to a
+// new disk of the host.
+type RestoreRequest struct {
+	Point  string `json:"point"` // an ID or unique prefix
+	ToFile string `json:"toFile,omitempty"`
+	ToDisk string `json:"toDisk,omitempty"`
+}
+
+// RepoSize is a repository's size, logical against stored: Logical
+// counts every point's data in full (what the points would take as
+// separate full copies), Unique the distinct chunks after dedup, Stored
+// the pack files (after compression and encryption, with headers).
+type RepoSize struct {
+	Points  int       `json:"points"`
+	Logical int64     `json:"logical"`
+	Unique  int64     `json:"unique"`
+	Stored  int64     `json:"stored"`
+	At      time.Time `json:"at"`
+}
+
+// ConsoleLink is a one-time login link to the web console (POST
+// /v1/console/links): Path exchanges Code for a session once, within
+// Expires; URLs are Path on each TCP listener of the API.
+type ConsoleLink struct {
+	Code    string    `json:"code"`
+	Path    string    `json:"path"`
+	URLs    []string  `json:"urls"`
+	Expires time.Time `json:"expires"`
 }

@@ -55,6 +55,7 @@ var sentinels = map[string][]error{
 	wire.ProblemInvalidRequest:   {ErrInvalidRequest},
 	wire.ProblemOutOfRange:       {ErrOutOfRange},
 	wire.ProblemUnauthorized:     {ErrUnauthorized},
+	wire.ProblemForbidden:        {ErrUnauthorized},
 	wire.ProblemCorrupt:          {ErrCorrupt},
 	wire.ProblemNoSpace:          {ErrNoSpace},
 	wire.ProblemUnavailable:      {ErrUnavailable},

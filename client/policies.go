@@ -51,3 +51,16 @@ func (c *Client) RunPolicy(ctx context.Context, name, what string) (*PolicyRun, 
 	var out PolicyRun
 	return &out, c.do(ctx, "POST", "/v1/policies/"+esc(name)+"/run", wire.PolicyRunRequest{What: what}, &out)
 }
+
+// RestorePoint restores a point of a policy's repository on the host, as
+// a job (see api.RestoreRequest).
+func (c *Client) RestorePoint(ctx context.Context, policy string, req wire.RestoreRequest) (*PolicyRun, error) {
+	var out PolicyRun
+	return &out, c.do(ctx, "POST", "/v1/policies/"+esc(policy)+"/restore", req, &out)
+}
+
+// ConsoleLink makes a one-time login link to the host's web console.
+func (c *Client) ConsoleLink(ctx context.Context) (*wire.ConsoleLink, error) {
+	var out wire.ConsoleLink
+	return &out, c.do(ctx, "POST", "/v1/console/links", nil, &out)
+}

@@ -18,7 +18,7 @@ var commandGroup = map[string]string{
 	"disk": "disks", "snapshot": "disks", "changes": "disks", "export": "disks",
 	"backup": "backup", "restore": "backup", "points": "backup", "forget": "backup", "serve-point": "backup",
 	"repo": "repo", "check": "repo", "stats": "repo", "prune": "repo", "repair": "repo",
-	"serve": "host", "token": "host", "ticket": "host", "job": "host", "policy": "backup",
+	"serve": "host", "token": "host", "ticket": "host", "job": "host", "policy": "backup", "console": "host",
 	"demo": "diag", "read-test": "diag", "paths": "diag",
 }
 

@@ -29,13 +29,18 @@ type Policies interface {
 	Update(ctx context.Context, name string, p wire.Policy) (wire.Policy, error)
 	Delete(ctx context.Context, name string) error
 	Run(ctx context.Context, name string, req wire.PolicyRunRequest) (wire.PolicyRun, error)
+	// Restore restores a point of the policy's repository as a job.
+	Restore(ctx context.Context, name string, req wire.RestoreRequest) (wire.PolicyRun, error)
 }
 
 type policiesHolder struct{ p atomic.Pointer[Policies] }
 
 // SetPolicies serves p at /v1/policies (before it, those routes answer
 // 404: the host runs no policies).
-func (s *Server) SetPolicies(p Policies) { s.policies.p.Store(&p) }
+func (s *Server) SetPolicies(p Policies) {
+	s.policies.p.Store(&p)
+	s.console.SetPolicies(p)
+}
 
 func (s *Server) policiesOf() (Policies, error) {
 	p := s.policies.p.Load()
@@ -124,5 +129,18 @@ func (s *Server) runPolicy(r *http.Request) (int, any, error) {
 		}
 	}
 	run, err := p.Run(r.Context(), r.PathValue("name"), req)
+	return http.StatusAccepted, run, policyProblem(err)
+}
+
+func (s *Server) restorePoint(r *http.Request) (int, any, error) {
+	p, err := s.policiesOf()
+	if err != nil {
+		return 0, nil, err
+	}
+	var req wire.RestoreRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	run, err := p.Restore(r.Context(), r.PathValue("name"), req)
 	return http.StatusAccepted, run, policyProblem(err)
 }

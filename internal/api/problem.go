@@ -40,6 +40,7 @@ var titles = map[string]string{
 	wire.ProblemInvalidRequest:   "invalid request",
 	wire.ProblemOutOfRange:       "out of range",
 	wire.ProblemUnauthorized:     "unauthorized",
+	wire.ProblemForbidden:        "forbidden",
 	wire.ProblemCorrupt:          "disk data failed validation",
 	wire.ProblemNoSpace:          "no space left in the datastore",
 	wire.ProblemUnavailable:      "host shutting down",

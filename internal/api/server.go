@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	wire "github.com/blockwise/blockwise/api"
+	"github.com/blockwise/blockwise/internal/console"
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/jobs"
 )
@@ -31,6 +32,12 @@ type Options struct {
 	Tickets *Tickets
 	// Jobs is the host's job history (/v1/jobs); nil keeps none.
 	Jobs *jobs.Store
+	// ConsoleURLs are the bases (https://HOST:PORT) of the TCP listeners,
+	// for the console's one-time login links.
+	ConsoleURLs []string
+	// Datastore is the datastore's directory (the console shows its
+	// capacity); "" shows none.
+	Datastore string
 }
 
 // Server is the HTTP control API of one host.
@@ -43,6 +50,9 @@ type Server struct {
 	tasks    *tasks
 	jobs     *jobs.Store
 	policies policiesHolder
+	sessions    sessions
+	console     *console.Console
+	consoleURLs []string
 	reg      *prometheus.Registry
 	mux      *http.ServeMux
 	routes   []string
@@ -63,7 +73,8 @@ func New(h *host.Host, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, tickets: o.Tickets, jobs: o.Jobs, mux: http.NewServeMux()}
+	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, tickets: o.Tickets, jobs: o.Jobs, consoleURLs: o.ConsoleURLs, mux: http.NewServeMux()}
+	s.console = console.New(console.Options{Host: h, Jobs: o.Jobs, Datastore: o.Datastore, Logger: o.Logger})
 	s.reg = prometheus.NewRegistry()
 	s.tasks = newTasks(s.reg, o.Jobs)
 	s.ctx, s.stop = context.WithCancel(context.Background())
@@ -118,7 +129,16 @@ func (s *Server) registerRoutes() {
 	s.route("PUT /v1/policies/{name}", s.updatePolicy)
 	s.route("DELETE /v1/policies/{name}", s.deletePolicy)
 	s.route("POST /v1/policies/{name}/run", s.runPolicy)
+	s.route("POST /v1/policies/{name}/restore", s.restorePoint)
+	s.route("POST /v1/console/links", s.createLink)
 	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))
+	// The web console: pages and their data, outside /v1 and openapi.json.
+	s.mux.Handle("GET /{$}", s.console)
+	s.mux.Handle("GET /console/", s.console)
+	s.mux.HandleFunc("GET /console/login", s.login)
+	s.mux.HandleFunc("POST /console/login", s.login)
+	s.mux.HandleFunc("POST /console/logout", s.logout)
+	s.mux.HandleFunc("GET /console/session", s.sessionInfo)
 	s.raw("GET /metrics", s.metricsHandler())
 }
 

@@ -10,6 +10,7 @@ type Summary struct {
 	ID       string `json:"id"`
 	Disk     string `json:"disk"`
 	Mode     string `json:"mode"`
+	Size     uint64 `json:"size"` // the point's image size
 	Reason   string `json:"reason,omitempty"`
 	Parent   string `json:"parent,omitempty"`
 	ChangeID string `json:"changeId"`
@@ -32,7 +33,7 @@ type Summary struct {
 
 // Summarize describes a finished backup of disk, read through transport.
 func Summarize(disk string, res *Result, transport string, ot repo.OpenTimes) Summary {
-	s := Summary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
+	s := Summary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Size: res.Manifest.Size, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
 		Changed: res.AreasBytes, Read: res.ReadBytes, Lost: res.LostBytes, NewBytes: res.Manifest.Stats.NewBytes,
 		Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds(), Transport: transport}
 	if res.Parent != nil {

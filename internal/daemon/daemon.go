@@ -149,9 +149,18 @@ func (d *Daemon) wire() error {
 		closeAll(lns.all())
 		return err
 	}
-	d.api = api.New(d.host, api.Options{Logger: d.log, Tokens: tokens, Exports: exports, Tickets: tickets, Jobs: d.jobs})
-	d.apiLns, err = apiListen(d.opts)
-	return err
+	if d.apiLns, err = apiListen(d.opts); err != nil {
+		return err
+	}
+	var urls []string
+	for _, l := range d.apiLns {
+		if _, unix := l.Addr().(*net.UnixAddr); !unix {
+			urls = append(urls, "https://"+l.Addr().String())
+		}
+	}
+	d.api = api.New(d.host, api.Options{Logger: d.log, Tokens: tokens, Exports: exports, Tickets: tickets, Jobs: d.jobs,
+		ConsoleURLs: urls, Datastore: d.opts.Datastore})
+	return nil
 }
 
 // Register adds a service, started by Serve after the listeners and

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,7 +27,7 @@ var (
 
 // Defaults of Options.
 const (
-	DefaultMaxJobs     = 10000
+	DefaultMaxJobs     = 200000 // 1,000 disks × 100 points with room for retries
 	DefaultMaxAge      = 90 * 24 * time.Hour
 	DefaultMaxLogLines = 5000
 )
@@ -52,6 +53,17 @@ type Store struct {
 	mu      sync.Mutex
 	active  map[string]*Run
 	changed chan struct{} // closed and replaced on every change
+	onEnd   []func(wire.Job)
+	count   int // records in the database (retention counts them here, not by a scan)
+}
+
+// OnEnd registers f to be called with every job that ends from now on
+// (in the ending goroutine: f must be quick and must not call back into
+// the Store's Run methods).
+func (s *Store) OnEnd(f func(wire.Job)) {
+	s.mu.Lock()
+	s.onEnd = append(s.onEnd, f)
+	s.mu.Unlock()
 }
 
 // Open opens (creating) the history at path and marks every job a dead
@@ -107,6 +119,7 @@ func (s *Store) recover() error {
 		if _, err := tx.CreateBucketIfNotExists(bucketLogs); err != nil {
 			return err
 		}
+		s.count = b.Stats().KeyN
 		return b.ForEach(func(k, v []byte) error {
 			var j wire.Job
 			if err := json.Unmarshal(v, &j); err != nil {
@@ -174,6 +187,11 @@ func (s *Store) Begin(sp Spec) (*Run, error) {
 		r.job.ID = "job-" + strconv.FormatUint(seq, 10)
 		return putJob(b, r.key, r.job)
 	})
+	if err == nil {
+		s.mu.Lock()
+		s.count++
+		s.mu.Unlock()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("jobs: begin %s: %w", sp.Kind, err)
 	}
@@ -321,6 +339,25 @@ func (s *Store) Log(id string, after int) ([]wire.JobLogLine, error) {
 	return out, err
 }
 
+// Active returns the jobs queued or running now, oldest first, from
+// memory.
+func (s *Store) Active() []wire.Job {
+	s.mu.Lock()
+	runs := make([]*Run, 0, len(s.active))
+	for _, r := range s.active {
+		runs = append(runs, r)
+	}
+	s.mu.Unlock()
+	out := make([]wire.Job, 0, len(runs))
+	for _, r := range runs {
+		out = append(out, r.View())
+	}
+	sort.Slice(out, func(i, j int) bool { return string(parseKey(out[i].ID)) < string(parseKey(out[j].ID)) })
+	return out
+}
+
+func parseKey(id string) []byte { k, _ := parseID(id); return k }
+
 // Running is the number of jobs running now.
 func (s *Store) Running() map[string]int {
 	s.mu.Lock()
@@ -337,7 +374,9 @@ func (s *Store) Running() map[string]int {
 func (s *Store) retain(tx *bolt.Tx) error {
 	b, logs := tx.Bucket(bucketJobs), tx.Bucket(bucketLogs)
 	cutoff := s.opts.Now().Add(-s.opts.MaxAge)
-	excess := b.Stats().KeyN - s.opts.MaxJobs
+	s.mu.Lock()
+	excess := s.count - s.opts.MaxJobs
+	s.mu.Unlock()
 	var drop [][]byte
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -358,6 +397,9 @@ func (s *Store) retain(tx *bolt.Tx) error {
 		if err := b.Delete(k); err != nil {
 			return err
 		}
+		s.mu.Lock()
+		s.count--
+		s.mu.Unlock()
 		if logs.Bucket(k) != nil {
 			if err := logs.DeleteBucket(k); err != nil {
 				return err

@@ -179,7 +179,11 @@ func (r *Run) end(state string, summary any, err error) {
 	r.save(j, nil)
 	r.s.mu.Lock()
 	delete(r.s.active, j.ID)
+	hooks := r.s.onEnd
 	r.s.mu.Unlock()
+	for _, f := range hooks {
+		f(j)
+	}
 	r.s.notify()
 }
 

@@ -237,6 +237,7 @@ func (s *Scheduler) view(name string, disks []string) (wire.Policy, bool) {
 	p.Repository.HasS3Keys = sec.AccessKey != ""
 	st := &wire.PolicyStatus{Sources: []wire.SourceStatus{}}
 	st.KeyReady, st.KeyError = s.readyLocked(name)
+	st.Repository = s.sizes[name]
 	stale := time.Duration(0)
 	if sch, err := parseSchedule(p.Schedule, p.TimeZone); err == nil {
 		next := sch.Next(lastOr(rec.LastRun, p.Created))

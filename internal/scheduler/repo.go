@@ -50,6 +50,7 @@ func (s *Scheduler) openRepoLocked(name string) *repoHandle {
 		}
 		r := h.r
 		h.close = r.Close
+		s.remeasure(name)
 		s.log.Info("scheduler: repository open, key held in memory", "policy", name, "took", h.at.Round(time.Millisecond))
 	}()
 	return h

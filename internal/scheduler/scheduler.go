@@ -55,6 +55,12 @@ type Scheduler struct {
 	sources map[string]map[string]*srcState
 	polSem  map[string]chan struct{}
 	hostSem chan struct{}
+	// sizes: each repository's size as last measured; measuring and
+	// dirty keep one measurement per policy running, redone once if a
+	// run ended meanwhile.
+	sizes     map[string]*wire.RepoSize
+	measuring map[string]bool
+	dirty     map[string]bool
 
 	env    transport.Env // the local API, set by Start
 	ctx    context.Context
@@ -93,7 +99,7 @@ func New(o Options) (*Scheduler, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Scheduler{o: o, f: newFiles(o.Datastore), log: o.Logger, repos: map[string]*repoHandle{},
-		busy: map[string]bool{}, sources: map[string]map[string]*srcState{}, polSem: map[string]chan struct{}{},
+		busy: map[string]bool{}, sizes: map[string]*wire.RepoSize{}, measuring: map[string]bool{}, dirty: map[string]bool{}, sources: map[string]map[string]*srcState{}, polSem: map[string]chan struct{}{},
 		hostSem: make(chan struct{}, o.MaxConcurrent), wake: make(chan struct{}, 1)}
 	var err error
 	if s.recs, s.secs, err = s.f.load(); err != nil {
@@ -429,7 +435,52 @@ func (s *Scheduler) backupOnce(run *jobRun, p wire.Policy, disk string) wire.Job
 	defer release()
 	run.Start()
 	sum, err := s.backup(run, p, disk)
+	if err == nil {
+		s.remeasure(p.Name)
+	}
 	return s.end(run, sum, err)
+}
+
+// remeasure measures the policy's repository in the background.
+func (s *Scheduler) remeasure(name string) {
+	s.mu.Lock()
+	if s.measuring[name] {
+		s.dirty[name] = true
+		s.mu.Unlock()
+		return
+	}
+	s.measuring[name] = true
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			s.measure(name)
+			s.mu.Lock()
+			if !s.dirty[name] || s.ctx.Err() != nil {
+				delete(s.measuring, name)
+				s.mu.Unlock()
+				return
+			}
+			s.dirty[name] = false
+			s.mu.Unlock()
+		}
+	}()
+}
+
+func (s *Scheduler) measure(name string) {
+	r, err := s.repoFor(s.ctx, name)
+	if err != nil {
+		return
+	}
+	st, err := r.Stats(s.ctx)
+	if err != nil {
+		s.log.Warn("scheduler: measuring the repository", "policy", name, "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.sizes[name] = &wire.RepoSize{Points: st.Points, Logical: st.LogicalBytes, Unique: st.UniqueBytes, Stored: st.StoredBytes, At: s.o.Now().UTC()}
+	s.mu.Unlock()
 }
 
 // startMaintenance starts a prune or check job of the policy's repository.
