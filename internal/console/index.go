@@ -31,7 +31,7 @@ type Point struct {
 type index struct {
 	mu      sync.RWMutex
 	by      map[string][]Point
-	version uint64 // bumped on every addition
+	version uint64 // bumped on every job's end
 }
 
 // summary is the part of backup.Summary the console reads.
@@ -76,12 +76,13 @@ func newIndex(st *jobs.Store) *index {
 }
 
 func (x *index) add(j wire.Job) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.version++ // any end: pages showing jobs reload
 	p, ok := pointOf(j)
 	if !ok {
 		return
 	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
 	ps := x.by[j.Source]
 	for i := range ps { // seen already (a job that ended while the index was built)
 		if ps[i].Job == p.Job {
@@ -93,7 +94,6 @@ func (x *index) add(j wire.Job) {
 		sort.Slice(ps, func(a, b int) bool { return ps[a].Time.Before(ps[b].Time) })
 	}
 	x.by[j.Source] = ps
-	x.version++
 }
 
 // points returns a copy of a source's points, oldest first.
