@@ -143,14 +143,14 @@ const (
 	ProblemUnauthorized     = "unauthorized"
 	// ProblemForbidden: a console request without its CSRF token, or
 	// from another site.
-	ProblemForbidden = "forbidden"
-	ProblemCorrupt          = "disk-corrupt"
-	ProblemNoSpace          = "no-space" // 507: the datastore is full; retry once space is freed
-	ProblemUnavailable      = "unavailable"
-	ProblemInternal         = "internal"
-	ProblemLeaseHeld        = "lease-held"
-	ProblemLeaseNotFound    = "lease-not-found"
-	ProblemTooManyTickets   = "too-many-tickets" // 429: the host holds its maximum of live tickets
+	ProblemForbidden      = "forbidden"
+	ProblemCorrupt        = "disk-corrupt"
+	ProblemNoSpace        = "no-space" // 507: the datastore is full; retry once space is freed
+	ProblemUnavailable    = "unavailable"
+	ProblemInternal       = "internal"
+	ProblemLeaseHeld      = "lease-held"
+	ProblemLeaseNotFound  = "lease-not-found"
+	ProblemTooManyTickets = "too-many-tickets" // 429: the host holds its maximum of live tickets
 )
 
 // ProblemContentType is the media type of problem documents.

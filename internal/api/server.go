@@ -42,21 +42,21 @@ type Options struct {
 
 // Server is the HTTP control API of one host.
 type Server struct {
-	h        *host.Host
-	log      *slog.Logger
-	exports  ExportConfig
-	tokens   *Tokens
-	tickets  *Tickets
-	tasks    *tasks
-	jobs     *jobs.Store
-	policies policiesHolder
+	h           *host.Host
+	log         *slog.Logger
+	exports     ExportConfig
+	tokens      *Tokens
+	tickets     *Tickets
+	tasks       *tasks
+	jobs        *jobs.Store
+	policies    policiesHolder
 	sessions    sessions
 	console     *console.Console
 	consoleURLs []string
-	reg      *prometheus.Registry
-	mux      *http.ServeMux
-	routes   []string
-	attach   attachments
+	reg         *prometheus.Registry
+	mux         *http.ServeMux
+	routes      []string
+	attach      attachments
 
 	srv      *http.Server
 	stop     context.CancelFunc
