@@ -100,6 +100,10 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	}
 	d.Register(sch)
 	d.API().SetPolicies(sch)
+	if err := d.API().Registry().Register(sch.Collector()); err != nil {
+		d.Close()
+		return err
+	}
 	return d.Serve(ctx)
 }
 

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/api"
@@ -67,6 +69,7 @@ type Scheduler struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	wake   chan struct{}
+	bytes *prometheus.CounterVec // blockwise_backup_bytes_total
 	// opens counts repository opens (key derivations), for tests.
 	opens atomic.Int32
 }
@@ -100,7 +103,7 @@ func New(o Options) (*Scheduler, error) {
 	}
 	s := &Scheduler{o: o, f: newFiles(o.Datastore), log: o.Logger, repos: map[string]*repoHandle{},
 		busy: map[string]bool{}, sizes: map[string]*wire.RepoSize{}, measuring: map[string]bool{}, dirty: map[string]bool{}, sources: map[string]map[string]*srcState{}, polSem: map[string]chan struct{}{},
-		hostSem: make(chan struct{}, o.MaxConcurrent), wake: make(chan struct{}, 1)}
+		hostSem: make(chan struct{}, o.MaxConcurrent), wake: make(chan struct{}, 1), bytes: newBytesCounter()}
 	var err error
 	if s.recs, s.secs, err = s.f.load(); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
@@ -437,6 +440,10 @@ func (s *Scheduler) backupOnce(run *jobRun, p wire.Policy, disk string) wire.Job
 	sum, err := s.backup(run, p, disk)
 	if err == nil {
 		s.remeasure(p.Name)
+		s.bytes.WithLabelValues(p.Name, "changed").Add(float64(sum.Changed))
+		s.bytes.WithLabelValues(p.Name, "read").Add(float64(sum.Read))
+		s.bytes.WithLabelValues(p.Name, "new").Add(float64(sum.NewBytes))
+		s.bytes.WithLabelValues(p.Name, "stored").Add(float64(sum.Stored))
 	}
 	return s.end(run, sum, err)
 }

@@ -82,6 +82,7 @@ func startHost(t *testing.T, dir string, o Options) *host {
 	}
 	d.Register(h.s)
 	d.API().SetPolicies(h.s)
+	d.API().Registry().MustRegister(h.s.Collector())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Serve(ctx) }()
@@ -342,6 +343,15 @@ func TestScheduledBackups(t *testing.T) {
 				t.Fatalf("summary %s: %v", j.Summary, err)
 			}
 			break
+		}
+	}
+	_, metrics := h.raw(t, "GET", "/metrics", "")
+	for _, want := range []string{`blockwise_policy_last_success_timestamp_seconds{disk="vm1",policy="often"}`,
+		`blockwise_policy_source_stale{disk="vm2",policy="often"} 0`, `blockwise_policy_next_run_timestamp_seconds{policy="often"}`,
+		`blockwise_jobs_ended_total{kind="backup",state="succeeded"}`, `blockwise_job_stage_seconds_total{kind="backup",stage="copy"}`,
+		`blockwise_backup_bytes_total{kind="read",policy="often"}`, `blockwise_jobs_running{kind="backup"}`} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 	h.stop()
