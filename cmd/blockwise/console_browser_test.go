@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -276,4 +278,33 @@ func sessionCookie(t *testing.T, ctx context.Context, base string) *network.Cook
 		}
 	}
 	return nil
+}
+
+// TestConsoleLinkCLI: `blockwise console` prints a one-time login URL on
+// the API's TCP listener; it opens a session once.
+func TestConsoleLinkCLI(t *testing.T) {
+	pki := testcert.New(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	d := startServe(t, "--api-tcp", addr, "--api-tls-cert", pki.ServerCert, "--api-tls-key", pki.ServerKey)
+	out := strings.Fields(d.must(t, "console"))
+	if len(out) == 0 || !strings.HasPrefix(out[0], "https://"+addr+"/console/login?code=") {
+		t.Fatalf("console printed %q", out)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for i, want := range []int{http.StatusSeeOther, http.StatusUnauthorized} {
+		resp, err := hc.Get(out[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want || (i == 0) != (len(resp.Cookies()) == 1) {
+			t.Fatalf("use %d of the link: %d, cookies %v", i+1, resp.StatusCode, resp.Cookies())
+		}
+	}
 }
