@@ -228,3 +228,23 @@ func TestChangedWakes(t *testing.T) {
 	}
 	r.Finish(nil, nil)
 }
+
+func TestImport(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "jobs.db"), Options{MaxJobs: 3})
+	now := time.Now().UTC()
+	in := []wire.Job{{Kind: wire.JobBackup, State: wire.JobSucceeded, Created: now, Ended: &now}, {Kind: wire.JobBackup, State: wire.JobFailed, Created: now, Ended: &now}}
+	ids, err := s.Import(in)
+	if err != nil || len(ids) != 2 || ids[0] != "job-1" {
+		t.Fatalf("import %v %v", ids, err)
+	}
+	if _, err := s.Import([]wire.Job{{Kind: wire.JobBackup, State: wire.JobRunning}}); err == nil {
+		t.Fatal("imported a running job")
+	}
+	for range 3 { // retention counts imported jobs
+		r, _ := s.Begin(Spec{Kind: wire.JobCheck})
+		r.Finish(nil, nil)
+	}
+	if all, _ := s.List(Filter{}); len(all) != 3 {
+		t.Fatalf("%d jobs kept, want 3", len(all))
+	}
+}
