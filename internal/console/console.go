@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -286,19 +287,16 @@ type Grid struct {
 	Rows []GridRow `json:"rows"`
 }
 
-// GridRow is a source's days; a cell is "" when nothing ran.
+// GridRow is a source's days. Each cell is "" when nothing ran, else
+// the state's letter (s succeeded, f failed, i interrupted, c canceled)
+// of the day's last backup, its job number, and "xN" when N ran: short
+// strings keep 1,000 × 30 cells small and fast to encode.
 type GridRow struct {
-	Source string     `json:"source"`
-	Cells  []GridCell `json:"cells"`
+	Source string   `json:"source"`
+	Cells  []string `json:"cells"`
 }
 
-// GridCell is a day's outcome: S the state of its last backup (failed
-// if one failed and none succeeded after), J that job, N the runs.
-type GridCell struct {
-	S string `json:"s,omitempty"`
-	J string `json:"j,omitempty"`
-	N int    `json:"n,omitempty"`
-}
+var stateLetter = map[string]string{wire.JobSucceeded: "s", wire.JobFailed: "f", wire.JobInterrupted: "i", wire.JobCanceled: "c"}
 
 func (c *Console) grid(r *http.Request) (any, error) {
 	days := 30
@@ -316,15 +314,22 @@ func (c *Console) grid(r *http.Request) (any, error) {
 		g.Days = append(g.Days, first.AddDate(0, 0, i).Format(time.DateOnly))
 	}
 	for _, n := range names {
-		row := GridRow{Source: n, Cells: make([]GridCell, days)}
+		row := GridRow{Source: n, Cells: make([]string, days)}
+		last := make([]string, days)
+		runs := make([]int, days)
 		for _, p := range c.idx.points(n) {
 			d := int(p.Time.UTC().Sub(first) / (24 * time.Hour))
 			if p.Time.Before(first) || d >= days {
 				continue
 			}
-			cell := &row.Cells[d]
-			cell.N++
-			cell.S, cell.J = p.State, p.Job // oldest first: the last one wins
+			runs[d]++
+			last[d] = stateLetter[p.State] + strings.TrimPrefix(p.Job, "job-") // oldest first: the last one wins
+		}
+		for d, l := range last {
+			if runs[d] > 1 {
+				l += "x" + strconv.Itoa(runs[d])
+			}
+			row.Cells[d] = l
 		}
 		g.Rows = append(g.Rows, row)
 	}

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -257,12 +258,31 @@ func (f Filter) match(j wire.Job) bool {
 		(f.Since.IsZero() || !j.Created.Before(f.Since))
 }
 
+// needle is a byte string every record f can match contains (records
+// are json.Marshal's encoding of wire.Job, whose fields it writes the
+// same way each time), or nil: a cheap first filter over a large history.
+func (f Filter) needle() []byte {
+	field, v := "source", f.Source
+	if v == "" {
+		field, v = "policy", f.Policy
+	}
+	if v == "" {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	return append([]byte(`"`+field+`":`), b...)
+}
+
 // List returns the jobs f selects, newest first, running ones live.
 func (s *Store) List(f Filter) ([]wire.Job, error) {
 	var out []wire.Job
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketJobs).Cursor()
+		needle := f.needle()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			if needle != nil && !bytes.Contains(v, needle) {
+				continue // cannot match: skip decoding it
+			}
 			var j wire.Job
 			if err := json.Unmarshal(v, &j); err != nil {
 				return err

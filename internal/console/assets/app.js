@@ -80,9 +80,12 @@ async function grid() {
   const g = await api("GET", "/console/api/grid?days=30");
   const head = el("tr", {}, el("th", {}, "disk"), g.days.map((d, i) => el("th", {title: d}, i % 7 === 0 ? d.slice(5) : "")));
   const rows = g.rows.map(r => el("tr", {"data-source": r.source}, el("td", {}, link("#/source/" + enc(r.source), r.source)),
-    r.cells.map((c, i) => el("td", {}, c.j
-      ? el("a", {href: "#/job/" + enc(c.j), class: "cell s-" + c.s, title: g.days[i] + ": " + c.s + " (" + c.n + " runs)"})
-      : el("span", {class: "cell s-"})))));
+    r.cells.map((c, i) => {
+      if (!c) return el("td", {}, el("span", {class: "cell s-"}));
+      const m = /^([sfic])(\d+)(?:x(\d+))?$/.exec(c) || [];
+      const state = {s: "succeeded", f: "failed", i: "interrupted", c: "canceled"}[m[1]] || "";
+      return el("td", {}, el("a", {href: "#/job/job-" + m[2], class: "cell s-" + state, title: g.days[i] + ": " + state + " (" + (m[3] || 1) + " runs)"}));
+    })));
   return [el("h2", {}, "Backups per disk and day (UTC, last 30 days)"), el("table", {class: "grid", id: "grid"}, head, rows)];
 }
 
