@@ -37,4 +37,4 @@ for path in / /console/static/app.js /console/api/overview "/console/api/grid?da
 	p50=$(echo "$times" | sed -n '25p'); p95=$(echo "$times" | sed -n '48p')
 	printf '%-34s %8.1f %8.1f %10d\n' "$path" "$(echo "$p50 * 1000" | bc)" "$(echo "$p95 * 1000" | bc)" "$size"
 done
-grep -E 'VmRSS|VmHWM' /proc/$PID/status
+grep -E 'VmRSS|VmHWM|RssAnon|RssFile' /proc/$PID/status  # RssFile: the mapped jobs.db pages (bbolt)

@@ -19,7 +19,6 @@ type policyFlags struct {
 	p            client.Policy
 	passwordFile string
 	s3FromEnv    bool
-	within       string
 }
 
 var policyOpts policyFlags

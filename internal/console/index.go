@@ -103,24 +103,6 @@ func (x *index) points(src string) []Point {
 	return append([]Point(nil), x.by[src]...)
 }
 
-// last returns the newest point of src and the newest succeeded one.
-func (x *index) last(src string) (last, ok *Point) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	ps := x.by[src]
-	for i := len(ps) - 1; i >= 0; i-- {
-		if last == nil {
-			p := ps[i]
-			last = &p
-		}
-		if ps[i].State == wire.JobSucceeded {
-			p := ps[i]
-			return last, &p
-		}
-	}
-	return last, nil
-}
-
 func (x *index) ver() uint64 {
 	x.mu.RLock()
 	defer x.mu.RUnlock()

@@ -69,7 +69,7 @@ type Scheduler struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	wake   chan struct{}
-	bytes *prometheus.CounterVec // blockwise_backup_bytes_total
+	bytes  *prometheus.CounterVec // blockwise_backup_bytes_total
 	// opens counts repository opens (key derivations), for tests.
 	opens atomic.Int32
 }

@@ -32,14 +32,13 @@ const (
 // host is a real blockwise host (daemon) with the scheduler registered,
 // on a short temporary datastore.
 type host struct {
-	dir   string
-	d     *daemon.Daemon
-	s     *Scheduler
-	c     *client.Client
-	logs  *syncBuffer
-	stop  func()
-	sock  string
-	clock func() time.Time
+	dir  string
+	d    *daemon.Daemon
+	s    *Scheduler
+	c    *client.Client
+	logs *syncBuffer
+	stop func()
+	sock string
 }
 
 type syncBuffer struct {
@@ -390,11 +389,11 @@ func TestRetriesWithBackoff(t *testing.T) {
 	if err != nil || len(run.Jobs) != 1 {
 		t.Fatalf("run: %+v %v", run, err)
 	}
-	list := waitJobs(t, h, client.JobFilter{Policy: "wrongpw"}, 30*time.Second, func(l []client.Job) bool {
+	waitJobs(t, h, client.JobFilter{Policy: "wrongpw"}, 30*time.Second, func(l []client.Job) bool {
 		return count(l, wire.JobFailed) == 3
 	})
 	time.Sleep(600 * time.Millisecond) // no fourth attempt
-	list, _ = h.c.ListJobs(context.Background(), client.JobFilter{Policy: "wrongpw"})
+	list, _ := h.c.ListJobs(context.Background(), client.JobFilter{Policy: "wrongpw"})
 	if len(list) != 3 {
 		t.Fatalf("%d jobs, want 3 attempts", len(list))
 	}
