@@ -315,21 +315,26 @@ func (c *Console) grid(r *http.Request) (any, error) {
 	}
 	for _, n := range names {
 		row := GridRow{Source: n, Cells: make([]string, days)}
-		last := make([]string, days)
+		last, states := make([]string, days), make([]string, days)
 		runs := make([]int, days)
-		for _, p := range c.idx.points(n) {
-			d := int(p.Time.UTC().Sub(first) / (24 * time.Hour))
+		c.idx.each(n, func(p *Point) {
+			d := int(p.Time.Sub(first) / (24 * time.Hour))
 			if p.Time.Before(first) || d >= days {
-				continue
+				return
 			}
 			runs[d]++
-			last[d] = stateLetter[p.State] + strings.TrimPrefix(p.Job, "job-") // oldest first: the last one wins
-		}
-		for d, l := range last {
-			if runs[d] > 1 {
-				l += "x" + strconv.Itoa(runs[d])
+			last[d] = p.Job // oldest first: the last one wins
+			states[d] = p.State
+		})
+		for d, job := range last {
+			if job == "" {
+				continue
 			}
-			row.Cells[d] = l
+			cell := stateLetter[states[d]] + strings.TrimPrefix(job, "job-")
+			if runs[d] > 1 {
+				cell += "x" + strconv.Itoa(runs[d])
+			}
+			row.Cells[d] = cell
 		}
 		g.Rows = append(g.Rows, row)
 	}

@@ -68,10 +68,10 @@ func newIndex(st *jobs.Store) *index {
 		return x
 	}
 	st.OnEnd(func(j wire.Job) { x.add(j) })
-	list, _ := st.List(jobs.Filter{Kind: wire.JobBackup})
-	for i := len(list) - 1; i >= 0; i-- {
-		x.add(list[i])
-	}
+	st.Each(jobs.Filter{Kind: wire.JobBackup}, func(j wire.Job) error {
+		x.add(j)
+		return nil
+	})
 	return x
 }
 
@@ -101,6 +101,16 @@ func (x *index) points(src string) []Point {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return append([]Point(nil), x.by[src]...)
+}
+
+// each calls fn with each of src's points, oldest first, under the
+// index's read lock (fn must not call the index).
+func (x *index) each(src string, fn func(*Point)) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for i := range x.by[src] {
+		fn(&x.by[src][i])
+	}
 }
 
 func (x *index) ver() uint64 {

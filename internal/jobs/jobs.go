@@ -309,6 +309,31 @@ func (s *Store) List(f Filter) ([]wire.Job, error) {
 	return out, err
 }
 
+// Each calls fn with every recorded job f selects, oldest first, one at
+// a time (a large history is never all in memory); f.Limit is ignored.
+// Running jobs are passed as last recorded. fn must not call the Store.
+func (s *Store) Each(f Filter, fn func(wire.Job) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketJobs).Cursor()
+		needle := f.needle()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if needle != nil && !bytes.Contains(v, needle) {
+				continue
+			}
+			var j wire.Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return err
+			}
+			if f.match(j) {
+				if err := fn(j); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
 // Cancel asks a running job to stop; it ends as canceled once its runner
 // returns.
 func (s *Store) Cancel(id string) (wire.Job, error) {

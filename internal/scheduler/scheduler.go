@@ -120,14 +120,10 @@ func New(o Options) (*Scheduler, error) {
 
 // loadHistory rebuilds the sources' states from the job history.
 func (s *Scheduler) loadHistory() error {
-	list, err := s.o.Jobs.List(jobs.Filter{Kind: wire.JobBackup})
-	if err != nil {
-		return err
-	}
-	for i := len(list) - 1; i >= 0; i-- { // oldest first
-		s.recordEnd(list[i])
-	}
-	return nil
+	return s.o.Jobs.Each(jobs.Filter{Kind: wire.JobBackup}, func(j wire.Job) error {
+		s.recordEnd(j)
+		return nil
+	})
 }
 
 // recordEnd updates a source's state with an ended job.
