@@ -460,3 +460,11 @@ type ConsoleLink struct {
 	URLs    []string  `json:"urls"`
 	Expires time.Time `json:"expires"`
 }
+
+// ServePointRequest is the body of POST /v1/policies/{name}/serve-point:
+// the host serves the point read-only over NBD on a 0600 unix socket
+// (instant recovery) as a job, until the job is canceled. The job's log
+// names the NBD URI and the `qemu-img create` line of an overlay.
+type ServePointRequest struct {
+	Point string `json:"point"`
+}

@@ -64,3 +64,10 @@ func (c *Client) ConsoleLink(ctx context.Context) (*wire.ConsoleLink, error) {
 	var out wire.ConsoleLink
 	return &out, c.do(ctx, "POST", "/v1/console/links", nil, &out)
 }
+
+// ServePoint serves a point of a policy's repository over NBD on the host
+// (instant recovery), as a job that runs until canceled.
+func (c *Client) ServePoint(ctx context.Context, policy, point string) (*PolicyRun, error) {
+	var out PolicyRun
+	return &out, c.do(ctx, "POST", "/v1/policies/"+esc(policy)+"/serve-point", wire.ServePointRequest{Point: point}, &out)
+}

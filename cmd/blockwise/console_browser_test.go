@@ -218,6 +218,30 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("qemu-img compare: %v: %s", err, out)
 	}
 
+	// Instant recovery from the page: the job's log names the NBD URI and
+	// the overlay line; the served point reads as the disk; cancel stops it.
+	step(t, ctx, "serve point", chromedp.Navigate(base+"/#/source/vm1"), chromedp.Click(css(`button.serve`)),
+		chromedp.WaitVisible(css("#job-state")))
+	var uri string
+	for deadline := time.Now().Add(20 * time.Second); uri == "" && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		log := evalJS[string](t, ctx, `(document.querySelector("#job-log")||{}).textContent||""`)
+		if i := strings.Index(log, "qemu-img create -f qcow2 -F raw -b '"); i >= 0 {
+			uri = strings.SplitN(log[i+len("qemu-img create -f qcow2 -F raw -b '"):], "'", 2)[0]
+		}
+	}
+	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", ref, uri).CombinedOutput(); uri == "" || err != nil {
+		t.Fatalf("served point %q: %v: %s", uri, err, out)
+	}
+	step(t, ctx, "stop serving", chromedp.Click(css("button.cancel")))
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if state = textOf(t, ctx, css("#job-state")); state == "canceled" {
+			break
+		}
+	}
+	if state != "canceled" {
+		t.Fatalf("serve-point job after cancel: %s", state)
+	}
+
 	// Markup in a name is text: a repository location full of it.
 	evil := `/nonexistent/<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>`
 	pw := filepath.Join(t.TempDir(), "pw")

@@ -31,6 +31,9 @@ type Policies interface {
 	Run(ctx context.Context, name string, req wire.PolicyRunRequest) (wire.PolicyRun, error)
 	// Restore restores a point of the policy's repository as a job.
 	Restore(ctx context.Context, name string, req wire.RestoreRequest) (wire.PolicyRun, error)
+	// ServePoint serves a point over NBD (instant recovery) as a job
+	// that runs until it is canceled.
+	ServePoint(ctx context.Context, name string, req wire.ServePointRequest) (wire.PolicyRun, error)
 }
 
 type policiesHolder struct{ p atomic.Pointer[Policies] }
@@ -142,5 +145,18 @@ func (s *Server) restorePoint(r *http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	run, err := p.Restore(r.Context(), r.PathValue("name"), req)
+	return http.StatusAccepted, run, policyProblem(err)
+}
+
+func (s *Server) servePoint(r *http.Request) (int, any, error) {
+	p, err := s.policiesOf()
+	if err != nil {
+		return 0, nil, err
+	}
+	var req wire.ServePointRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	run, err := p.ServePoint(r.Context(), r.PathValue("name"), req)
 	return http.StatusAccepted, run, policyProblem(err)
 }

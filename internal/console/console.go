@@ -307,7 +307,12 @@ func (c *Console) grid(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	today := time.Now().UTC().Truncate(24 * time.Hour)
+	return c.gridFor(names, days, time.Now()), nil
+}
+
+// gridFor is the grid of the named sources' last days up to now.
+func (c *Console) gridFor(names []string, days int, now time.Time) *Grid {
+	today := now.UTC().Truncate(24 * time.Hour)
 	first := today.AddDate(0, 0, -(days - 1))
 	g := &Grid{Rows: make([]GridRow, 0, len(names))}
 	for i := range days {
@@ -317,9 +322,9 @@ func (c *Console) grid(r *http.Request) (any, error) {
 		row := GridRow{Source: n, Cells: make([]string, days)}
 		last, states := make([]string, days), make([]string, days)
 		runs := make([]int, days)
-		c.idx.each(n, func(p *Point) {
+		c.idx.eachSince(n, first, func(p *Point) {
 			d := int(p.Time.Sub(first) / (24 * time.Hour))
-			if p.Time.Before(first) || d >= days {
+			if d >= days {
 				return
 			}
 			runs[d]++
@@ -338,7 +343,7 @@ func (c *Console) grid(r *http.Request) (any, error) {
 		}
 		g.Rows = append(g.Rows, row)
 	}
-	return g, nil
+	return g
 }
 
 // SourcePage is a source's page: its points, oldest first.

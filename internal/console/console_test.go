@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -124,6 +125,28 @@ func TestConsoleData(t *testing.T) {
 				t.Fatalf("event %s", line)
 			}
 			break
+		}
+	}
+}
+
+// BenchmarkGrid: the grid of 1,000 sources × 100 points over 30 days.
+func BenchmarkGrid(b *testing.B) {
+	c := &Console{idx: &index{by: map[string][]Point{}}}
+	now := time.Now().UTC()
+	var names []string
+	for d := range 1000 {
+		n := fmt.Sprintf("d%04d", d)
+		names = append(names, n)
+		for p := range 100 {
+			t := now.Add(-time.Duration(100-p) * 21 * time.Hour)
+			c.idx.by[n] = append(c.idx.by[n], Point{Job: fmt.Sprintf("job-%d", p*1000+d), State: wire.JobSucceeded, Time: t})
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		g := c.gridFor(names, 30, now)
+		if _, err := json.Marshal(g); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

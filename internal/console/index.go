@@ -103,13 +103,15 @@ func (x *index) points(src string) []Point {
 	return append([]Point(nil), x.by[src]...)
 }
 
-// each calls fn with each of src's points, oldest first, under the
-// index's read lock (fn must not call the index).
-func (x *index) each(src string, fn func(*Point)) {
+// eachSince calls fn with each of src's points taken at or after since,
+// oldest first, under the index's read lock (fn must not call the
+// index). The points are in time order: older ones are not visited.
+func (x *index) eachSince(src string, since time.Time, fn func(*Point)) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for i := range x.by[src] {
-		fn(&x.by[src][i])
+	ps := x.by[src]
+	for i := sort.Search(len(ps), func(i int) bool { return !ps[i].Time.Before(since) }); i < len(ps); i++ {
+		fn(&ps[i])
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/daemon"
+	"github.com/blockwise/blockwise/internal/nbd"
 	"github.com/blockwise/blockwise/internal/repo"
 )
 
@@ -550,5 +551,95 @@ func TestPruneCheckCancel(t *testing.T) {
 	p, _ := h.c.Policy(ctx, "p")
 	if len(p.Status.Sources) != 1 || !p.Status.Sources[0].Stale || p.Status.Sources[0].LastSuccess != nil {
 		t.Fatalf("status %+v", p.Status.Sources)
+	}
+}
+
+// TestServePointAndRestore: a point of a policy is served over NBD by
+// the host (the job's log names the URI and the overlay line) and reads
+// back the disk's bytes; canceling the job stops serving. A restore to a
+// new disk through the API writes the same bytes.
+func TestServePointAndRestore(t *testing.T) {
+	h := startHost(t, tempDir(t), Options{})
+	h.disk(t, "vm1", 2*mib, 7)
+	h.create(t, wire.Policy{Name: "p", Sources: wire.PolicySources{Disks: []string{"vm1"}}, Schedule: "@yearly",
+		Repository: wire.PolicyRepository{Location: initRepo(t), Password: password}})
+	ctx := context.Background()
+	run, err := h.c.RunPolicy(ctx, "p", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := h.c.WaitJob(ctx, run.Jobs[0])
+	if err != nil || j.State != wire.JobSucceeded {
+		t.Fatalf("backup %+v %v", j, err)
+	}
+	var sum struct {
+		ID string `json:"id"`
+	}
+	json.Unmarshal(j.Summary, &sum)
+	want := make([]byte, 2*mib)
+	d, _ := h.d.Host().Disk("vm1")
+	if _, err := d.ReadAt(want, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	sp, err := h.c.ServePoint(ctx, "p", sum.ID[:12])
+	if err != nil || len(sp.Jobs) != 1 {
+		t.Fatalf("serve-point %+v %v", sp, err)
+	}
+	var uri string
+	for range 100 {
+		l, err := h.c.JobLogLines(ctx, sp.Jobs[0], 0, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range l.Lines {
+			if i := strings.Index(line.Msg, "nbd+unix://"); i >= 0 && strings.Contains(line.Msg, "read-only at") {
+				uri = line.Msg[i:]
+			}
+			if strings.Contains(line.Msg, "qemu-img create -f qcow2 -F raw -b 'nbd+unix://") && uri == "" {
+				t.Fatalf("overlay line before the URI: %s", line.Msg)
+			}
+		}
+		if uri != "" && l.Job.LogLines >= 2 {
+			break
+		}
+	}
+	nc, err := nbd.Dial(ctx, uri, nil)
+	if err != nil {
+		t.Fatalf("dial %q: %v", uri, err)
+	}
+	got := make([]byte, 2*mib)
+	if err := nc.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("served point differs from the disk (%v)", err)
+	}
+	nc.Close()
+	if _, err := h.c.CancelJob(ctx, sp.Jobs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := h.c.WaitJob(ctx, sp.Jobs[0]); j.State != wire.JobCanceled {
+		t.Fatalf("served job after cancel: %+v", j)
+	}
+	if _, err := nbd.Dial(ctx, uri, nil); err == nil {
+		t.Fatal("still serving after cancel")
+	}
+
+	rs, err := h.c.RestorePoint(ctx, "p", wire.RestoreRequest{Point: sum.ID, ToDisk: "vm1-restored"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := h.c.WaitJob(ctx, rs.Jobs[0]); j.State != wire.JobSucceeded {
+		t.Fatalf("restore %+v", j)
+	}
+	rd, err := h.d.Host().Disk("vm1-restored")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("restored disk differs (%v)", err)
+	}
+	for _, bad := range []wire.RestoreRequest{{Point: sum.ID}, {Point: sum.ID, ToFile: "relative.raw"}, {Point: "ffff", ToDisk: "x"}} {
+		if _, err := h.c.RestorePoint(ctx, "p", bad); !errors.Is(err, client.ErrInvalidRequest) {
+			t.Fatalf("restore %+v: %v", bad, err)
+		}
 	}
 }

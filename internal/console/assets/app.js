@@ -134,7 +134,14 @@ async function source(name) {
     el("td", {class: "mono"}, p.point ? p.point.slice(0, 12) : ""), el("td", {}, p.mode || ""),
     el("td", {class: "num"}, bytes(p.size)), el("td", {class: "num"}, bytes(p.changed)), el("td", {class: "num"}, bytes(p.read)),
     el("td", {class: "num"}, bytes(p.new)), el("td", {class: "num"}, secs(p.seconds)),
-    el("td", {}, p.point && p.state === "succeeded" ? el("button", {class: "restore", "data-point": p.point, onclick: () => openRestore(p)}, "Restore…") : "")));
+    el("td", {}, p.point && p.state === "succeeded" ? [
+      el("button", {class: "restore", "data-point": p.point, onclick: () => openRestore(p)}, "Restore…"), " ",
+      el("button", {class: "serve", "data-point": p.point, title: "serve read-only over NBD for instant recovery", onclick: async () => {
+        try {
+          const r = await api("POST", "/v1/policies/" + enc(p.policy) + "/serve-point", {point: p.point});
+          location.hash = "#/job/" + enc(r.jobs[0]);
+        } catch (e) { main.append(problem(e)); }
+      }}, "Serve")] : "")));
   return [el("h2", {}, "Disk ", el("span", {id: "source-name"}, s.disk)),
     el("p", {}, "size ", bytes(s.size), "; policies: ", s.policies.length ? s.policies.join(", ") : "none (unprotected)"),
     chart(s.points, p => p.seconds, "duration", secs), " ", chart(s.points, p => p.read, "bytes read", bytes),
@@ -261,7 +268,9 @@ function live() {
     const ended = version !== -1 && d.version !== version;
     version = d.version;
     const page = location.hash.split("/")[1] || "";
-    if (ended || (changed && page.startsWith("job"))) route();
+    // A job's page follows its job: state, progress, log lines.
+    const onJob = page === "job" && active.some(j => location.hash.endsWith("/" + enc(j.id)));
+    if (ended || (changed && page.startsWith("job")) || onJob) route();
   });
 }
 
