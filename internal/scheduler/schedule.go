@@ -11,7 +11,7 @@ import (
 )
 
 // parseSchedule reads a cron expression (five fields, or @daily and the
-// like) in the time zone tz, or "@every DURATION".
+// like) in the time zone tz, or "@every DURATION" (at least 1s).
 func parseSchedule(spec, tz string) (cron.Schedule, error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
@@ -20,17 +20,51 @@ func parseSchedule(spec, tz string) (cron.Schedule, error) {
 	if strings.Contains(spec, "TZ=") {
 		return nil, fmt.Errorf("%w: schedule %q: give the time zone as timeZone", api.ErrPolicyInvalid, spec)
 	}
+	loc := time.UTC
 	if tz != "" {
-		if _, err := time.LoadLocation(tz); err != nil {
+		var err error
+		if loc, err = time.LoadLocation(tz); err != nil {
 			return nil, fmt.Errorf("%w: time zone %q: %v", api.ErrPolicyInvalid, tz, err)
 		}
-		spec = "CRON_TZ=" + tz + " " + spec
+	}
+	if every, ok := strings.CutPrefix(spec, "@every "); ok {
+		if d, err := time.ParseDuration(strings.TrimSpace(every)); err != nil || d < time.Second {
+			return nil, fmt.Errorf("%w: schedule %q: want @every and a duration of 1s or more", api.ErrPolicyInvalid, spec)
+		}
 	}
 	s, err := cron.ParseStandard(spec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: schedule %q: %v", api.ErrPolicyInvalid, spec, err)
 	}
-	return s, nil
+	if _, every := s.(cron.ConstantDelaySchedule); every {
+		return s, nil
+	}
+	return wallSchedule{s, loc}, nil
+}
+
+// wallSchedule reads a cron schedule on the wall clock of loc. cron's own
+// CRON_TZ skips a time that a daylight-saving change removes (a daily
+// 02:30 backup would not run that day); here such a time runs when the
+// clock has jumped past it (03:30), as time.Date normalizes it, and a
+// time the clock passes twice runs once.
+type wallSchedule struct {
+	s   cron.Schedule // parsed in UTC: fields are wall-clock fields
+	loc *time.Location
+}
+
+// Next implements cron.Schedule.
+func (w wallSchedule) Next(t time.Time) time.Time {
+	wall := t.In(w.loc)
+	u := time.Date(wall.Year(), wall.Month(), wall.Day(), wall.Hour(), wall.Minute(), wall.Second(), wall.Nanosecond(), time.UTC)
+	for range 1000 { // a fall-back hour maps a few wall times before t
+		if u = w.s.Next(u); u.IsZero() {
+			return u
+		}
+		if n := time.Date(u.Year(), u.Month(), u.Day(), u.Hour(), u.Minute(), u.Second(), 0, w.loc); n.After(t) {
+			return n
+		}
+	}
+	return time.Time{}
 }
 
 // period is the schedule's interval around t (for the default staleness
