@@ -22,7 +22,8 @@ type serveOptions struct {
 	NBDTCP     []string
 	// NBDInsecure serves plain NBD on TCP to anyone who connects.
 	NBDInsecure bool
-	// MaxBackups bounds the policies' backups running at once.
+	// MaxBackups bounds the policies' backups running at once (0: the
+	// default, scheduler.DefaultMaxConcurrent).
 	MaxBackups int
 	nbdTLS
 	log *slog.Logger // nil: text logs on stderr
@@ -88,9 +89,9 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.MaxBackups < 1 {
+	if o.MaxBackups < 0 {
 		d.Close()
-		return usageErrorf("--max-concurrent-backups %d: want 1 or more", o.MaxBackups)
+		return usageErrorf("--max-concurrent-backups %d: want 1 or more (0: the default, %d)", o.MaxBackups, scheduler.DefaultMaxConcurrent)
 	}
 	sch, err := scheduler.New(scheduler.Options{Datastore: g.Datastore, Jobs: d.Jobs(), Logger: d.Logger(),
 		Disks: d.Host().Datastore().List, MaxConcurrent: o.MaxBackups})
