@@ -164,7 +164,7 @@ func (d *Daemon) wire() error {
 }
 
 // Register adds a service, started by Serve after the listeners and
-// stopped before the disks close. Call it before Serve.
+// stopped first, while the API and NBD still serve. Call it before Serve.
 func (d *Daemon) Register(s Service) { d.services = append(d.services, s) }
 
 // Host is the daemon's engine (for services and tests).
@@ -218,19 +218,22 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	return errors.Join(serr, d.stop(grp, started))
 }
 
-// stop drains API requests first (they may use disks), then NBD
-// connections, then the services, then flushes and closes the disks,
+// stop stops the services first (they are clients of the API and NBD:
+// a backup canceled by the scheduler still deletes its snapshot and
+// releases its lease through them), then drains API requests (they may
+// use disks), then NBD connections, then flushes and closes the disks,
 // all within the shutdown deadline.
 func (d *Daemon) stop(grp *errgroup.Group, services []Service) error {
 	d.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), d.opts.ShutdownTimeout)
 	defer cancel()
-	errs := []error{d.api.Shutdown(sctx)}
-	for _, s := range d.nbd {
-		errs = append(errs, s.Server.Shutdown(sctx))
-	}
+	var errs []error
 	for i := len(services) - 1; i >= 0; i-- {
 		errs = append(errs, services[i].Stop(sctx))
+	}
+	errs = append(errs, d.api.Shutdown(sctx))
+	for _, s := range d.nbd {
+		errs = append(errs, s.Server.Shutdown(sctx))
 	}
 	err := errors.Join(append(errs, grp.Wait(), d.jobs.Close(), d.host.Close(), d.lock.Close())...)
 	if err == nil {

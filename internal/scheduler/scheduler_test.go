@@ -160,12 +160,19 @@ func (h *host) create(t *testing.T, p wire.Policy) wire.Policy {
 // initRepo makes an encrypted repository (default KDF) in a new directory.
 func initRepo(t *testing.T) string {
 	t.Helper()
+	return initRepoOpts(t, repo.Options{})
+}
+
+// initRepoOpts is initRepo with options (small packs pace a backup's
+// reads by its throttled uploads).
+func initRepoOpts(t *testing.T, o repo.Options) string {
+	t.Helper()
 	dir := filepath.Join(tempDir(t), "repo")
 	be, err := local.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := repo.Init(context.Background(), be, password, repo.Options{})
+	r, err := repo.Init(context.Background(), be, password, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,7 +522,7 @@ func TestPruneCheckCancel(t *testing.T) {
 		t.Fatalf("run %+v %v", run, err)
 	}
 	waitJobs(t, h, client.JobFilter{Policy: "p", State: wire.JobRunning}, 30*time.Second, func(l []client.Job) bool {
-		return len(l) == 1 && l[0].Progress.Stage == "copy" && l[0].Progress.Done > 0
+		return len(l) == 1 && (l[0].Progress.Stage == "copy" || l[0].Progress.Stage == "commit")
 	})
 	if _, err := h.c.CancelJob(ctx, run.Jobs[0]); err != nil {
 		t.Fatal(err)
@@ -641,5 +648,40 @@ func TestServePointAndRestore(t *testing.T) {
 		if _, err := h.c.RestorePoint(ctx, "p", bad); !errors.Is(err, client.ErrInvalidRequest) {
 			t.Fatalf("restore %+v: %v", bad, err)
 		}
+	}
+}
+
+// TestGracefulStopInterrupts: a host stopped gracefully while a policy's
+// backup runs ends the job interrupted (not failed, not retried) and the
+// backup cleans up through the still-serving API: no snapshot is left.
+func TestGracefulStopInterrupts(t *testing.T) {
+	dir := tempDir(t)
+	h := startHost(t, dir, Options{})
+	h.disk(t, "vm1", 4*mib, 3)
+	h.create(t, wire.Policy{Name: "p", Sources: wire.PolicySources{Disks: []string{"vm1"}}, Schedule: "@yearly",
+		Repository: wire.PolicyRepository{Location: initRepoOpts(t, repo.Options{PackSize: 256 << 10}), Password: password},
+		LimitUploadKiB: 512, Retries: 3})
+	ctx := context.Background()
+	run, err := h.c.RunPolicy(ctx, "p", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJobs(t, h, client.JobFilter{Policy: "p"}, 30*time.Second, func(l []client.Job) bool {
+		return len(l) == 1 && l[0].State == wire.JobRunning && l[0].Progress.Stage == "copy"
+	})
+	if snaps, _ := h.c.ListSnapshots(ctx, "vm1"); len(snaps) != 1 {
+		t.Fatalf("the backup's snapshot is not there mid-copy: %+v", snaps)
+	}
+	h.stop()
+	h = startHost(t, dir, Options{})
+	j, err := h.c.Job(ctx, run.Jobs[0])
+	if err != nil || j.State != wire.JobInterrupted {
+		t.Fatalf("after a graceful stop: %+v %v", j, err)
+	}
+	if list, _ := h.c.ListJobs(ctx, client.JobFilter{Policy: "p"}); len(list) != 1 {
+		t.Fatalf("%d jobs: a stop is not a failure to retry", len(list))
+	}
+	if snaps, err := h.c.ListSnapshots(ctx, "vm1"); err != nil || len(snaps) != 0 {
+		t.Fatalf("snapshots left: %+v %v", snaps, err)
 	}
 }

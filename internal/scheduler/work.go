@@ -3,7 +3,6 @@ package scheduler
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	wire "github.com/blockwise/blockwise/api"
@@ -20,8 +19,6 @@ func (s *Scheduler) backup(run *jobRun, p wire.Policy, disk string) (*backup.Sum
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", p.Repository.Location, err)
 	}
-	run.Stage("prepare")
-	var copying sync.Once
 	var rep transport.Report
 	order := p.Transport
 	if order == "" {
@@ -29,10 +26,7 @@ func (s *Scheduler) backup(run *jobRun, p wire.Policy, disk string) (*backup.Sum
 	}
 	open := transport.Opener(order, s.env, func(r transport.Report) { rep = r })
 	res, err := backup.Run(run.ctx, backup.Options{Disk: disk, Host: backup.ClientHost{C: s.env.Client}, Repo: r, Open: open,
-		Progress: func(done, total int64) {
-			copying.Do(func() { run.Stage("copy") })
-			run.Progress(done, total)
-		}})
+		Progress: run.Progress, Stage: run.Stage})
 	if err != nil {
 		run.Logf("error", "backup of %s failed: %v", disk, err)
 		return nil, err
