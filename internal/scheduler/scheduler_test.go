@@ -659,7 +659,7 @@ func TestGracefulStopInterrupts(t *testing.T) {
 	h := startHost(t, dir, Options{})
 	h.disk(t, "vm1", 4*mib, 3)
 	h.create(t, wire.Policy{Name: "p", Sources: wire.PolicySources{Disks: []string{"vm1"}}, Schedule: "@yearly",
-		Repository: wire.PolicyRepository{Location: initRepoOpts(t, repo.Options{PackSize: 256 << 10}), Password: password},
+		Repository:     wire.PolicyRepository{Location: initRepoOpts(t, repo.Options{PackSize: 256 << 10}), Password: password},
 		LimitUploadKiB: 512, Retries: 3})
 	ctx := context.Background()
 	run, err := h.c.RunPolicy(ctx, "p", "")
