@@ -36,6 +36,8 @@ const (
 var (
 	bucketJobs = []byte("jobs")
 	bucketLogs = []byte("logs")
+	// bucketSource indexes the jobs by source: SOURCE 0x00 KEY → "".
+	bucketSource = []byte("by-source")
 )
 
 // Options configure a Store; zero values take the defaults.
@@ -122,20 +124,65 @@ func (s *Store) recover() error {
 		if _, err := tx.CreateBucketIfNotExists(bucketLogs); err != nil {
 			return err
 		}
+		if err := s.indexSources(tx); err != nil {
+			return err
+		}
 		s.count = b.Stats().KeyN
-		return b.ForEach(func(k, v []byte) error {
+		unended := [][]byte{[]byte(`"state":"` + wire.JobRunning + `"`), []byte(`"state":"` + wire.JobQueued + `"`)}
+		fix := map[string]wire.Job{}
+		err = b.ForEach(func(k, v []byte) error {
+			if !bytes.Contains(v, unended[0]) && !bytes.Contains(v, unended[1]) {
+				return nil // ended: not worth decoding
+			}
 			var j wire.Job
 			if err := json.Unmarshal(v, &j); err != nil {
 				return fmt.Errorf("jobs: record %x: %w", k, err)
 			}
-			if j.Done() {
-				return nil
+			if !j.Done() {
+				j.State, j.Ended = wire.JobInterrupted, &now
+				j.Error = "the host stopped while the job ran (crash, kill or power loss)"
+				fix[string(k)] = j
 			}
-			j.State, j.Ended = wire.JobInterrupted, &now
-			j.Error = "the host stopped while the job ran (crash, kill or power loss)"
-			return putJob(b, k, j)
+			return nil
 		})
+		for k, j := range fix { // after the iteration: bbolt forbids writes during ForEach
+			if err == nil {
+				err = putJob(b, []byte(k), j)
+			}
+		}
+		return err
 	})
+}
+
+// indexSources creates the by-source index, filling it from the jobs
+// when it is new (a history from before it).
+func (s *Store) indexSources(tx *bolt.Tx) error {
+	if tx.Bucket(bucketSource) != nil {
+		return nil
+	}
+	ix, err := tx.CreateBucket(bucketSource)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+		var j wire.Job
+		if err := json.Unmarshal(v, &j); err != nil {
+			return err
+		}
+		return putSource(ix, j.Source, k)
+	})
+}
+
+// sourceKey is a job's key in the by-source index.
+func sourceKey(source string, k []byte) []byte {
+	return append(append([]byte(source), 0), k...)
+}
+
+func putSource(ix *bolt.Bucket, source string, k []byte) error {
+	if source == "" {
+		return nil
+	}
+	return ix.Put(sourceKey(source, k), nil)
 }
 
 // key orders jobs by creation: the big-endian sequence number.
@@ -188,6 +235,9 @@ func (s *Store) Begin(sp Spec) (*Run, error) {
 		}
 		r.key = key(seq)
 		r.job.ID = "job-" + strconv.FormatUint(seq, 10)
+		if err := putSource(tx.Bucket(bucketSource), sp.Source, r.key); err != nil {
+			return err
+		}
 		return putJob(b, r.key, r.job)
 	})
 	if err == nil {
@@ -258,6 +308,54 @@ func (f Filter) match(j wire.Job) bool {
 		(f.Since.IsZero() || !j.Created.Before(f.Since))
 }
 
+// listSource is List of one source's jobs, through the by-source index.
+func (s *Store) listSource(f Filter) ([]wire.Job, error) {
+	var out []wire.Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		jb := tx.Bucket(bucketJobs)
+		c := tx.Bucket(bucketSource).Cursor()
+		prefix := sourceKey(f.Source, nil)
+		k, _ := c.Seek(sourceKey(f.Source, key(^uint64(0))))
+		if k == nil {
+			k, _ = c.Last()
+		}
+		for ; k != nil; k, _ = c.Prev() {
+			if !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
+				if bytes.Compare(k, prefix) < 0 {
+					break
+				}
+				continue
+			}
+			v := jb.Get(k[len(prefix):])
+			if v == nil {
+				continue
+			}
+			var j wire.Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return err
+			}
+			if !f.Since.IsZero() && j.Created.Before(f.Since) {
+				break
+			}
+			if f.match(j) {
+				out = append(out, j)
+			}
+			if f.Limit > 0 && len(out) >= f.Limit {
+				break
+			}
+		}
+		return nil
+	})
+	s.mu.Lock()
+	for i, j := range out {
+		if r := s.active[j.ID]; r != nil {
+			out[i] = r.View()
+		}
+	}
+	s.mu.Unlock()
+	return out, err
+}
+
 // needle is a byte string every record f can match contains (records
 // are json.Marshal's encoding of wire.Job, whose fields it writes the
 // same way each time), or nil: a cheap first filter over a large history.
@@ -275,6 +373,9 @@ func (f Filter) needle() []byte {
 
 // List returns the jobs f selects, newest first, running ones live.
 func (s *Store) List(f Filter) ([]wire.Job, error) {
+	if f.Source != "" {
+		return s.listSource(f)
+	}
 	var out []wire.Job
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketJobs).Cursor()
@@ -425,6 +526,7 @@ func (s *Store) retain(tx *bolt.Tx) error {
 	excess := s.count - s.opts.MaxJobs
 	s.mu.Unlock()
 	var drop [][]byte
+	var sources []string
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		var j wire.Job
@@ -437,12 +539,18 @@ func (s *Store) retain(tx *bolt.Tx) error {
 		}
 		if j.Done() {
 			drop = append(drop, append([]byte(nil), k...))
+			sources = append(sources, j.Source)
 			excess--
 		}
 	}
-	for _, k := range drop {
+	for i, k := range drop {
 		if err := b.Delete(k); err != nil {
 			return err
+		}
+		if sources[i] != "" {
+			if err := tx.Bucket(bucketSource).Delete(sourceKey(sources[i], k)); err != nil {
+				return err
+			}
 		}
 		s.mu.Lock()
 		s.count--
@@ -475,6 +583,9 @@ func (s *Store) Import(js []wire.Job) ([]string, error) {
 				}
 				j.ID = "job-" + strconv.FormatUint(seq, 10)
 				if err := putJob(b, key(seq), j); err != nil {
+					return err
+				}
+				if err := putSource(tx.Bucket(bucketSource), j.Source, key(seq)); err != nil {
 					return err
 				}
 				ids = append(ids, j.ID)

@@ -117,6 +117,15 @@ func TestListFilterAndLog(t *testing.T) {
 		t.Fatalf("list %v %+v", err, all)
 	}
 	a, _ := s.List(Filter{Source: "a"})
+	if b, _ := s.List(Filter{Source: "b"}); len(b) != 1 || b[0].ID != ids[1] {
+		t.Fatalf("source b: %+v", b)
+	}
+	if a1, _ := s.List(Filter{Source: "a", Limit: 1}); len(a1) != 1 || a1[0].ID != ids[2] || a1[0].State != wire.JobRunning {
+		t.Fatalf("source a, newest: %+v", a1)
+	}
+	if none, _ := s.List(Filter{Source: "zz"}); len(none) != 0 {
+		t.Fatalf("source zz: %+v", none)
+	}
 	run, _ := s.List(Filter{State: wire.JobRunning})
 	lim, _ := s.List(Filter{Limit: 1})
 	if len(a) != 2 || len(run) != 1 || len(lim) != 1 {
@@ -142,7 +151,7 @@ func TestRetention(t *testing.T) {
 	long, _ := s.Begin(Spec{Kind: wire.JobBackup}) // running: never dropped
 	var ids []string
 	for range 8 {
-		r, _ := s.Begin(Spec{Kind: wire.JobCheck})
+		r, _ := s.Begin(Spec{Kind: wire.JobCheck, Source: "s"})
 		r.Logf("info", "x")
 		r.Finish(nil, nil)
 		ids = append(ids, r.ID())
@@ -153,6 +162,10 @@ func TestRetention(t *testing.T) {
 	}
 	if _, err := s.Log(ids[0], 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("dropped job's log: %v", err)
+	}
+	// The by-source index lost the dropped ones too.
+	if bySrc, err := s.List(Filter{Source: "s"}); err != nil || len(bySrc) != 4 || bySrc[0].ID != ids[7] || bySrc[3].ID != ids[4] {
+		t.Fatalf("by source after retention: %v %+v", err, bySrc)
 	}
 	clk.Add(2 * time.Hour)
 	r, _ := s.Begin(Spec{Kind: wire.JobCheck})
