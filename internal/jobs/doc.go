@@ -13,6 +13,8 @@
 //   - retention: ended jobs beyond Options.MaxJobs or older than
 //     Options.MaxAge are dropped with their logs, oldest first.
 //
+// The file's buckets and invariants are in docs/jobs.md.
+//
 // Progress lives in memory while a job runs and is written to the
 // database when the stage changes and when the job ends, so a busy
 // backup costs no fsync per progress report.

@@ -113,7 +113,8 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// recover ends the jobs a dead host left unended.
+// recover ends the jobs a dead host left unended (docs/jobs.md
+// invariant 2).
 func (s *Store) recover() error {
 	now := s.opts.Now().UTC()
 	return s.db.Update(func(tx *bolt.Tx) error {

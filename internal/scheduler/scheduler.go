@@ -230,7 +230,7 @@ func (s *Scheduler) loop() {
 }
 
 // fireDue starts every schedule with a time in (last, now]: once, however
-// many passed (a missed run runs once at start).
+// many passed (a missed run runs once at start; docs/jobs.md invariant 7).
 func (s *Scheduler) fireDue() {
 	now := s.o.Now()
 	s.mu.Lock()
