@@ -431,12 +431,14 @@ type PolicyRun struct {
 
 // RestoreRequest is the body of POST /v1/policies/{name}/restore: the
 // host restores a point of the policy's repository, as a job, to a new
-// sparse file on the host (an absolute path that must not exist) or to a
-// new disk of the host.
+// sparse file on the host (an absolute path that must not exist), to a
+// new disk of the host, or (Rollback) into the point's own disk in place,
+// writing only what CBT says changed since the point (stop its VM first).
 type RestoreRequest struct {
-	Point  string `json:"point"` // an ID or unique prefix
-	ToFile string `json:"toFile,omitempty"`
-	ToDisk string `json:"toDisk,omitempty"`
+	Point    string `json:"point"` // an ID or unique prefix
+	ToFile   string `json:"toFile,omitempty"`
+	ToDisk   string `json:"toDisk,omitempty"`
+	Rollback bool   `json:"rollback,omitempty"`
 }
 
 // RepoSize is a repository's size, logical against stored: Logical

@@ -22,8 +22,8 @@ func (s *Scheduler) Restore(ctx context.Context, name string, req wire.RestoreRe
 	switch {
 	case req.Point == "":
 		return wire.PolicyRun{}, fmt.Errorf("%w: no point", api.ErrPolicyInvalid)
-	case (req.ToFile == "") == (req.ToDisk == ""):
-		return wire.PolicyRun{}, fmt.Errorf("%w: give one of toFile and toDisk", api.ErrPolicyInvalid)
+	case countTrue(req.ToFile != "", req.ToDisk != "", req.Rollback) != 1:
+		return wire.PolicyRun{}, fmt.Errorf("%w: give one of toFile, toDisk and rollback", api.ErrPolicyInvalid)
 	case req.ToFile != "" && !filepath.IsAbs(req.ToFile):
 		return wire.PolicyRun{}, fmt.Errorf("%w: toFile %q is not an absolute path", api.ErrPolicyInvalid, req.ToFile)
 	}
@@ -62,8 +62,50 @@ func (s *Scheduler) Restore(ctx context.Context, name string, req wire.RestoreRe
 	return wire.PolicyRun{Jobs: []string{run.ID()}}, nil
 }
 
+func countTrue(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// rollback writes back into the point's own disk what CBT says changed
+// since the point, every chunk verified.
+func (s *Scheduler) rollback(run *jobRun, p wire.Policy, r *repo.Repository, m *repo.Manifest) (any, error) {
+	run.Stage("target")
+	target, _, err := transport.OpenTarget(run.ctx, order(p), s.env, m.Disk)
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
+	run.Logf("info", "rolling %s back to point %s in place (only what changed since)", m.Disk, m.ID.Short())
+	run.Stage("rollback")
+	res, err := backup.Rollback(run.ctx, backup.RollbackOptions{Host: backup.ClientHost{C: s.env.Client}, Disk: m.Disk,
+		Repo: r, Manifest: m.ID, Target: target, Workers: 4, Progress: run.Progress})
+	if err != nil {
+		run.Logf("error", "rollback failed: %v", err)
+		return nil, err
+	}
+	run.Logf("info", "rolled back: CBT reported %d bytes changed since; %d bytes written, every chunk's hash checked", res.ChangedBytes, res.BytesWritten)
+	return map[string]any{"point": m.ID.String(), "disk": m.Disk, "target": "rollback of " + m.Disk,
+		"changedBytes": res.ChangedBytes, "bytesWritten": res.BytesWritten, "seconds": res.Duration.Seconds()}, nil
+}
+
+func order(p wire.Policy) string {
+	if p.Transport == "" {
+		return transport.DefaultOrder
+	}
+	return p.Transport
+}
+
 // restore writes point m to the request's target, every chunk verified.
 func (s *Scheduler) restore(run *jobRun, p wire.Policy, r *repo.Repository, m *repo.Manifest, req wire.RestoreRequest) (any, error) {
+	if req.Rollback {
+		return s.rollback(run, p, r, m)
+	}
 	run.Stage("target")
 	target, isZero, where, err := s.restoreTarget(run.ctx, p, m, req)
 	if err != nil {
@@ -95,10 +137,6 @@ func (s *Scheduler) restoreTarget(ctx context.Context, p wire.Policy, m *repo.Ma
 	if _, err := s.env.Client.CreateDisk(ctx, client.CreateDiskRequest{Name: req.ToDisk, Size: int64(m.Size)}); err != nil {
 		return nil, false, "", err
 	}
-	order := p.Transport
-	if order == "" {
-		order = transport.DefaultOrder
-	}
-	t, _, err := transport.OpenTarget(ctx, order, s.env, req.ToDisk)
+	t, _, err := transport.OpenTarget(ctx, order(p), s.env, req.ToDisk)
 	return t, false, "new disk " + req.ToDisk, err
 }

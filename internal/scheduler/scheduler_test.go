@@ -644,7 +644,20 @@ func TestServePointAndRestore(t *testing.T) {
 	if _, err := rd.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("restored disk differs (%v)", err)
 	}
-	for _, bad := range []wire.RestoreRequest{{Point: sum.ID}, {Point: sum.ID, ToFile: "relative.raw"}, {Point: "ffff", ToDisk: "x"}} {
+	// Rollback in place: the disk changes, then goes back to the point.
+	h.write(t, "vm1", mib, 99)
+	rb, err := h.c.RestorePoint(ctx, "p", wire.RestoreRequest{Point: sum.ID, Rollback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := h.c.WaitJob(ctx, rb.Jobs[0]); j.State != wire.JobSucceeded || !strings.Contains(string(j.Summary), `"changedBytes":1048576`) {
+		t.Fatalf("rollback %+v %s", j, j.Summary)
+	}
+	if _, err := d.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("rolled-back disk differs from the point (%v)", err)
+	}
+	for _, bad := range []wire.RestoreRequest{{Point: sum.ID}, {Point: sum.ID, ToFile: "relative.raw"}, {Point: "ffff", ToDisk: "x"},
+		{Point: sum.ID, ToDisk: "y", Rollback: true}} {
 		if _, err := h.c.RestorePoint(ctx, "p", bad); !errors.Is(err, client.ErrInvalidRequest) {
 			t.Fatalf("restore %+v: %v", bad, err)
 		}

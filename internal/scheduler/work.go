@@ -20,11 +20,7 @@ func (s *Scheduler) backup(run *jobRun, p wire.Policy, disk string) (*backup.Sum
 		return nil, fmt.Errorf("repository %s: %w", p.Repository.Location, err)
 	}
 	var rep transport.Report
-	order := p.Transport
-	if order == "" {
-		order = transport.DefaultOrder
-	}
-	open := transport.Opener(order, s.env, func(r transport.Report) { rep = r })
+	open := transport.Opener(order(p), s.env, func(r transport.Report) { rep = r })
 	res, err := backup.Run(run.ctx, backup.Options{Disk: disk, Host: backup.ClientHost{C: s.env.Client}, Repo: r, Open: open,
 		Progress: run.Progress, Stage: run.Stage})
 	if err != nil {

@@ -120,11 +120,13 @@ async function source(name) {
     form.replaceChildren(el("h3", {}, "Restore point ", p.point.slice(0, 12), " of ", s.disk),
       el("p", {class: "muted"}, "Every chunk is checked against its hash as it leaves the repository."),
       el("label", {}, "to a new file on the host ", el("input", {id: "restore-file", placeholder: "/var/lib/restore/disk.raw", size: 40})), " or ",
-      el("label", {}, "to a new disk ", el("input", {id: "restore-disk", placeholder: s.disk + "-restored"})), " ",
+      el("label", {}, "to a new disk ", el("input", {id: "restore-disk", placeholder: s.disk + "-restored"})), " or ",
+      el("label", {}, el("input", {id: "restore-rollback", type: "checkbox"}), " roll " + s.disk + " back in place (stop its VM first; only what changed since is written)"), " ",
       el("button", {id: "restore-go", onclick: async () => {
         const file = document.getElementById("restore-file").value.trim(), disk = document.getElementById("restore-disk").value.trim();
+        const rollback = document.getElementById("restore-rollback").checked;
         try {
-          const r = await api("POST", "/v1/policies/" + enc(p.policy) + "/restore", {point: p.point, toFile: file || undefined, toDisk: disk || undefined});
+          const r = await api("POST", "/v1/policies/" + enc(p.policy) + "/restore", {point: p.point, toFile: file || undefined, toDisk: disk || undefined, rollback: rollback || undefined});
           location.hash = "#/job/" + enc(r.jobs[0]);
         } catch (e) { form.append(problem(e)); }
       }}, "Restore"));
