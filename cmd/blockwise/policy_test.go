@@ -86,6 +86,17 @@ func TestPolicyKillInterrupted(t *testing.T) {
 	if !strings.Contains(log, "point "+sum.ID[:8]) {
 		t.Fatalf("job log: %s", log)
 	}
+	// log -f follows a job from its start until it ends.
+	e.apply(t, "vm1", randomWrites(repotest.Rand(seed(t)), 16<<20, 5, 256<<10))
+	e.jsonOut(t, &run, "policy", "run", "nightly")
+	follow := e.must(t, "job", "log", "-f", run.Jobs[0])
+	if !strings.Contains(follow, "queued by run now") || !strings.Contains(follow, "incremental") {
+		t.Fatalf("job log -f: %s", follow)
+	}
+	e.jsonOut(t, &j, "job", "show", run.Jobs[0])
+	if j.State != "succeeded" {
+		t.Fatalf("followed job: %+v", j)
+	}
 	list := e.must(t, "job", "list", "--policy", "nightly")
 	if !strings.Contains(list, "interrupted") || !strings.Contains(list, "succeeded") {
 		t.Fatalf("job list: %s", list)
