@@ -99,6 +99,18 @@ func (ts *tasks) add(kind, diskName, snap string, t *disk.Task) *task {
 // watch records the end of a task; the engine ends every task (a closed
 // disk pauses its consolidation with an error), so this goroutine ends.
 func (ts *tasks) watch(e *task) {
+	if e.job != nil { // the job's progress follows the task's while it runs
+		tick := time.NewTicker(500 * time.Millisecond)
+		for running := true; running; {
+			select {
+			case <-e.t.Done():
+				running = false
+			case <-tick.C:
+				e.job.Progress(e.t.Progress())
+			}
+		}
+		tick.Stop()
+	}
 	<-e.t.Done()
 	end := e.markFinished()
 	if e.job != nil {
