@@ -396,10 +396,17 @@ func (s *Scheduler) acquire(ctx context.Context, name string) (release func(), e
 // retries a failure up to the policy's Retries times, backing off.
 func (s *Scheduler) backupWithRetries(run *jobRun, p wire.Policy, disk, key string) {
 	defer s.wg.Done()
-	defer func() { s.mu.Lock(); delete(s.busy, key); s.mu.Unlock() }()
+	// The source is free again before its last job ends: a client that
+	// sees the end and runs the policy at once starts a new backup.
+	unbusy := sync.OnceFunc(func() { s.mu.Lock(); delete(s.busy, key); s.mu.Unlock() })
+	defer unbusy()
 	backoff := parseDur(p.RetryBackoff, 30*time.Second)
 	for attempt := 1; ; attempt++ {
-		j := s.backupOnce(run, p, disk)
+		j := s.backupOnce(run, p, disk, func(err error) {
+			if err == nil || attempt > p.Retries || run.ctx.Err() != nil {
+				unbusy()
+			}
+		})
 		if j.State != wire.JobFailed || attempt > p.Retries || s.ctx.Err() != nil {
 			return
 		}
@@ -426,12 +433,12 @@ func parseDur(s string, def time.Duration) time.Duration {
 }
 
 // backupOnce runs one recorded backup job to its end.
-func (s *Scheduler) backupOnce(run *jobRun, p wire.Policy, disk string) wire.Job {
+func (s *Scheduler) backupOnce(run *jobRun, p wire.Policy, disk string, beforeEnd func(error)) wire.Job {
 	release, err := s.acquire(run.ctx, p.Name)
 	if err != nil {
+		beforeEnd(err)
 		return s.end(run, nil, err)
 	}
-	defer release()
 	run.Start()
 	sum, err := s.backup(run, p, disk)
 	if err == nil {
@@ -441,6 +448,8 @@ func (s *Scheduler) backupOnce(run *jobRun, p wire.Policy, disk string) wire.Job
 		s.bytes.WithLabelValues(p.Name, "new").Add(float64(sum.NewBytes))
 		s.bytes.WithLabelValues(p.Name, "stored").Add(float64(sum.Stored))
 	}
+	release() // the slots first: a job seen ended has let go of them
+	beforeEnd(err)
 	return s.end(run, sum, err)
 }
 
@@ -509,7 +518,6 @@ func (s *Scheduler) startMaintenance(name, kind string) []string {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer func() { s.mu.Lock(); delete(s.busy, key); s.mu.Unlock() }()
 		var sum any
 		var err error
 		if kind == wire.JobPrune {
@@ -517,6 +525,9 @@ func (s *Scheduler) startMaintenance(name, kind string) []string {
 		} else {
 			sum, err = s.check(run, p, round)
 		}
+		s.mu.Lock()
+		delete(s.busy, key) // before the end shows: a new run may start at once
+		s.mu.Unlock()
 		s.end(run, sum, err)
 	}()
 	return []string{run.ID()}
