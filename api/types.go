@@ -2,6 +2,7 @@ package api
 
 import (
 	_ "embed"
+	"encoding/json"
 	"time"
 )
 
@@ -170,6 +171,7 @@ const (
 	ProblemNotSupported        = "offload-not-supported"
 	ProblemTooLarge            = "too-large"
 	ProblemReadOnly            = "read-only"
+	ProblemForbidden           = "forbidden"
 )
 
 // CloneRequest is the body of POST /v1/disks/{disk}/clone: make disk Name
@@ -502,4 +504,254 @@ type ReprotectRequest struct {
 	Token  string `json:"token,omitempty"`
 	CACert string `json:"caCert,omitempty"`
 	RPO    string `json:"rpo,omitempty"`
+}
+
+// Job states. A job is queued, then running, then ends in one of
+// succeeded, failed, canceled or interrupted (the host stopped while it
+// ran: a crash, a kill, a power loss).
+const (
+	JobQueued      = "queued"
+	JobRunning     = "running"
+	JobSucceeded   = "succeeded"
+	JobFailed      = "failed"
+	JobCanceled    = "canceled"
+	JobInterrupted = "interrupted"
+)
+
+// Job kinds.
+const (
+	JobBackup      = "backup"
+	JobRestore     = "restore"
+	JobPrune       = "prune"
+	JobCheck       = "check"
+	JobForget      = "forget"
+	JobServePoint  = "serve-point"
+	JobConsolidate = "consolidate"
+)
+
+// Job is one thing the host ran or runs, kept in its history.
+type Job struct {
+	ID     string `json:"id"`
+	Kind   string `json:"kind"`
+	Policy string `json:"policy,omitempty"`
+	Source string `json:"source,omitempty"` // the disk
+	State  string `json:"state"`
+	// Attempt counts from 1; a retry of a failed run is a new job with
+	// the next attempt number.
+	Attempt  int         `json:"attempt,omitempty"`
+	Created  time.Time   `json:"created"`
+	Started  *time.Time  `json:"started,omitempty"`
+	Ended    *time.Time  `json:"ended,omitempty"`
+	Progress JobProgress `json:"progress"`
+	// Summary is what the CLI prints for the same operation (a backup's
+	// summary: its point, changed/read/new/stored bytes, phases).
+	Summary json.RawMessage `json:"summary,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	// LogLines is how many log lines the job has.
+	LogLines int `json:"logLines"`
+}
+
+// Done reports whether the job has ended.
+func (j Job) Done() bool {
+	switch j.State {
+	case JobQueued, JobRunning:
+		return false
+	}
+	return true
+}
+
+// JobProgress is where a job is: its stage, bytes done of total, the
+// rate (bytes per second) and the estimated seconds left.
+type JobProgress struct {
+	Stage      string  `json:"stage,omitempty"`
+	Done       int64   `json:"done"`
+	Total      int64   `json:"total"`
+	Rate       float64 `json:"rate"`
+	ETASeconds float64 `json:"etaSeconds"`
+	// Stages: seconds spent per finished stage, in order.
+	Stages []JobStage `json:"stages,omitempty"`
+}
+
+// JobStage is a finished stage and its wall time.
+type JobStage struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+}
+
+// JobLogLine is one line of a job's log; N counts from 1.
+type JobLogLine struct {
+	N     int       `json:"n"`
+	Time  time.Time `json:"time"`
+	Level string    `json:"level"`
+	Msg   string    `json:"msg"`
+}
+
+// Problems of jobs and policies.
+const (
+	// ProblemJobNotFound: no job of that ID (never run, or past retention).
+	ProblemJobNotFound = "job-not-found"
+	// ProblemJobEnded: the job has already ended (cancel).
+	ProblemJobEnded = "job-ended"
+	// ProblemPolicyNotFound: no policy of that name.
+	ProblemPolicyNotFound = "policy-not-found"
+	// ProblemPolicyExists: a policy of that name exists (create).
+	ProblemPolicyExists = "policy-exists"
+)
+
+// JobLog is the answer of GET /v1/jobs/{id}/log: the job as it stands
+// and its lines after the one asked for.
+type JobLog struct {
+	Job   Job          `json:"job"`
+	Lines []JobLogLine `json:"lines"`
+}
+
+// Policy is a protection policy the host runs: which disks, when, to
+// which repository, how long points are kept, and how failures are
+// retried. Secrets (the repository password, S3 keys) are write-only:
+// they are kept by the host in a root-only 0600 file and never returned.
+type Policy struct {
+	Name    string        `json:"name"`
+	Sources PolicySources `json:"sources"`
+	// Schedule: a cron expression ("0 2 * * *", or "@daily") read in
+	// TimeZone (an IANA name, default UTC), or "@every 15m".
+	Schedule   string           `json:"schedule"`
+	TimeZone   string           `json:"timeZone,omitempty"`
+	Repository PolicyRepository `json:"repository"`
+	// Transport is the transport order ("san,hotadd,nbdssl,nbd" if empty).
+	Transport string `json:"transport,omitempty"`
+	// Retention: forget's keep rules, applied to each source after each
+	// successful backup (a zero Retention keeps every point).
+	Retention PolicyRetention `json:"retention"`
+	// PruneSchedule: when to prune (same syntax as Schedule; "" never).
+	PruneSchedule string `json:"pruneSchedule,omitempty"`
+	// CheckSchedule: when to check; each check reads the next of
+	// CheckGroups groups of packs (check --read-data-subset n/t), so
+	// CheckGroups checks read every pack once. 0 groups: no data read.
+	CheckSchedule string `json:"checkSchedule,omitempty"`
+	CheckGroups   int    `json:"checkGroups,omitempty"`
+	// MaxConcurrent bounds this policy's backups running at once
+	// (default 1); the host bounds all policies' together too.
+	MaxConcurrent int `json:"maxConcurrent,omitempty"`
+	// Retries: how many times a failed backup of a source is retried,
+	// RetryBackoff apart at first, doubling each time (Go duration).
+	Retries      int    `json:"retries,omitempty"`
+	RetryBackoff string `json:"retryBackoff,omitempty"`
+	// StaleAfter: a source whose last successful backup is older is
+	// stale (Go duration; "" is twice the schedule's period).
+	StaleAfter string `json:"staleAfter,omitempty"`
+	// LimitUploadKiB bounds what a backup sends to the repository (KiB/s).
+	LimitUploadKiB int64 `json:"limitUploadKiB,omitempty"`
+	Paused         bool  `json:"paused,omitempty"`
+
+	Created time.Time     `json:"created"`
+	Status  *PolicyStatus `json:"status,omitempty"` // answers only
+}
+
+// PolicySources selects disks by name or by shell glob (path.Match), as
+// they exist when a run starts.
+type PolicySources struct {
+	Disks []string `json:"disks,omitempty"`
+	Globs []string `json:"globs,omitempty"`
+}
+
+// PolicyRepository is where a policy's points go. Password, AccessKey and
+// SecretKey are accepted on create and edit and never returned.
+type PolicyRepository struct {
+	// Location: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX].
+	Location  string `json:"location"`
+	Password  string `json:"password,omitempty"`
+	AccessKey string `json:"accessKey,omitempty"`
+	SecretKey string `json:"secretKey,omitempty"`
+	// HasPassword, HasS3Keys report (in answers) that the host keeps them.
+	HasPassword bool `json:"hasPassword,omitempty"`
+	HasS3Keys   bool `json:"hasS3Keys,omitempty"`
+}
+
+// PolicyRetention is forget's keep rules; Within is a span like "7d".
+type PolicyRetention struct {
+	Last    int    `json:"last,omitempty"`
+	Hourly  int    `json:"hourly,omitempty"`
+	Daily   int    `json:"daily,omitempty"`
+	Weekly  int    `json:"weekly,omitempty"`
+	Monthly int    `json:"monthly,omitempty"`
+	Yearly  int    `json:"yearly,omitempty"`
+	Within  string `json:"within,omitempty"`
+}
+
+// PolicyStatus is how a policy stands.
+type PolicyStatus struct {
+	NextRun   *time.Time `json:"nextRun,omitempty"`
+	NextPrune *time.Time `json:"nextPrune,omitempty"`
+	NextCheck *time.Time `json:"nextCheck,omitempty"`
+	// KeyReady: the repository's key is derived and held in memory.
+	KeyReady bool `json:"keyReady"`
+	// KeyError: why the repository could not be opened.
+	KeyError string         `json:"keyError,omitempty"`
+	Sources  []SourceStatus `json:"sources"`
+	// Repository: its size as last measured (after a backup run).
+	Repository *RepoSize `json:"repository,omitempty"`
+}
+
+// SourceStatus is one source of a policy.
+type SourceStatus struct {
+	Disk        string     `json:"disk"`
+	LastSuccess *time.Time `json:"lastSuccess,omitempty"`
+	LastJob     string     `json:"lastJob,omitempty"`
+	LastState   string     `json:"lastState,omitempty"`
+	// FailuresSince: failed runs since the last success.
+	FailuresSince int  `json:"failuresSince"`
+	Stale         bool `json:"stale"`
+}
+
+// PolicyRunRequest is the body of POST /v1/policies/{name}/run.
+type PolicyRunRequest struct {
+	// What: "backup" (default), "prune" or "check".
+	What string `json:"what,omitempty"`
+}
+
+// PolicyRun answers a run: the jobs it started.
+type PolicyRun struct {
+	Jobs []string `json:"jobs"`
+}
+
+// RestoreRequest is the body of POST /v1/policies/{name}/restore: the
+// host restores a point of the policy's repository, as a job, to a new
+// sparse file on the host (an absolute path that must not exist), to a
+// new disk of the host, or (Rollback) into the point's own disk in place,
+// writing only what CBT says changed since the point (stop its VM first).
+type RestoreRequest struct {
+	Point    string `json:"point"` // an ID or unique prefix
+	ToFile   string `json:"toFile,omitempty"`
+	ToDisk   string `json:"toDisk,omitempty"`
+	Rollback bool   `json:"rollback,omitempty"`
+}
+
+// RepoSize is a repository's size, logical against stored: Logical
+// counts every point's data in full (what the points would take as
+// separate full copies), Unique the distinct chunks after dedup, Stored
+// the pack files (after compression and encryption, with headers).
+type RepoSize struct {
+	Points  int       `json:"points"`
+	Logical int64     `json:"logical"`
+	Unique  int64     `json:"unique"`
+	Stored  int64     `json:"stored"`
+	At      time.Time `json:"at"`
+}
+
+// ConsoleLink is a one-time login link to the web console (POST
+// /v1/console/links): Path exchanges Code for a session once, within
+// Expires; URLs are Path on each TCP listener of the API.
+type ConsoleLink struct {
+	Code    string    `json:"code"`
+	Path    string    `json:"path"`
+	URLs    []string  `json:"urls"`
+	Expires time.Time `json:"expires"`
+}
+
+// ServePointRequest is the body of POST /v1/policies/{name}/serve-point:
+// the host serves the point read-only over NBD on a 0600 unix socket
+// (instant recovery) as a job, until the job is canceled. The job's log
+// names the NBD URI and the `qemu-img create` line of an overlay.
+type ServePointRequest struct {
+	Point string `json:"point"`
 }

@@ -47,11 +47,17 @@ var (
 	// (HostInfo.Offload.MaxCopySegment).
 	ErrTooLarge = errors.New("request larger than the host's maximum segment")
 	// ErrReadOnly: a write aimed at a snapshot.
-	ErrReadOnly = errors.New("read-only")
+	ErrReadOnly    = errors.New("read-only")
+	ErrJobNotFound = errors.New("job not found")
+	// ErrJobEnded: the job has already ended (cancel).
+	ErrJobEnded       = errors.New("job already ended")
+	ErrPolicyNotFound = errors.New("policy not found")
+	// ErrPolicyExists: a policy of that name exists; it matches ErrExists.
+	ErrPolicyExists = errors.New("policy already exists")
 )
 
-// ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound
-// and ErrTicketNotFound.
+// ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound,
+// ErrTicketNotFound, ErrJobNotFound and ErrPolicyNotFound.
 var ErrNotFound = errors.New("not found")
 
 var sentinels = map[string][]error{
@@ -82,6 +88,11 @@ var sentinels = map[string][]error{
 	wire.ProblemNotSupported:        {ErrNotSupported},
 	wire.ProblemTooLarge:            {ErrTooLarge, ErrInvalidRequest},
 	wire.ProblemReadOnly:            {ErrReadOnly, ErrInvalidRequest},
+	wire.ProblemForbidden:           {ErrUnauthorized},
+	wire.ProblemJobNotFound:         {ErrJobNotFound, ErrNotFound},
+	wire.ProblemJobEnded:            {ErrJobEnded},
+	wire.ProblemPolicyNotFound:      {ErrPolicyNotFound, ErrNotFound},
+	wire.ProblemPolicyExists:        {ErrPolicyExists, ErrExists},
 }
 
 // Error is a problem document returned by the host.

@@ -16,7 +16,8 @@ if [[ ${BLOCKWISE_LONG:-} == 1 ]]; then scripts/fuzz.sh 5m; else scripts/fuzz.sh
 # long model and crash modes cover them.
 go test -race -count=1 -timeout 20m ./internal/cbt ./internal/journal ./internal/host \
 	./internal/api ./internal/daemon ./internal/nbd ./internal/transport \
-	./internal/backup ./internal/retry ./internal/backend/ ./client
+	./internal/backup ./internal/retry ./internal/backend/ ./client \
+	./internal/jobs ./internal/console
 # Again with at most 5 blobs of the index in memory: the repository's and
 # the CLI's tests then also go through the index's spilled runs.
 BLOCKWISE_TEST_INDEX_BLOBS=5 BLOCKWISE_INDEX_BLOBS=5 go test -count=1 -timeout 30m \

@@ -55,32 +55,8 @@ func init() {
 	rootCmd.AddCommand(backupCmd)
 }
 
-type backupSummary struct {
-	ID       string `json:"id"`
-	Disk     string `json:"disk"`
-	Mode     string `json:"mode"`
-	Reason   string `json:"reason,omitempty"`
-	Parent   string `json:"parent,omitempty"`
-	ChangeID string `json:"changeId"`
-	Changed  int64  `json:"changedBytes"`
-	Read     int64  `json:"readBytes"`
-	// Lost: bytes read again although unchanged, because the parent's
-	// chunks there are in no index file (a lost pack).
-	Lost      int64   `json:"lostBytes,omitempty"`
-	NewBytes  uint64  `json:"newBytes"`
-	Stored    uint64  `json:"storedBytes"`
-	Seconds   float64 `json:"seconds"`
-	Transport string  `json:"transport"`
-	// Phases: seconds per step (see backup.Result.Phases).
-	Phases map[string]float64 `json:"phases"`
-	// Consistency of the point ("application", "crash"; empty for host
-	// disks without quiescing) and why.
-	Consistency       string `json:"consistency,omitempty"`
-	ConsistencyReason string `json:"consistencyReason,omitempty"`
-	// Open: seconds the command spent opening the repository before its
-	// first backup: "unlock" (key derivation) and "index".
-	Open map[string]float64 `json:"open"`
-}
+// backupSummary is what --json prints per disk.
+type backupSummary = backup.Summary
 
 // runBackups backs up the disks and, with --metrics-file, records each
 // one's outcome, the disks it never got to as failed.
@@ -177,18 +153,9 @@ func backupHostDisks(ctx context.Context, g globalOptions, o backupOptions, r *r
 }
 
 func printBackup(g globalOptions, disk string, res *backup.Result, rep transport.Report, ot repo.OpenTimes, out io.Writer) error {
-	s := backupSummary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
-		Changed: res.AreasBytes, Read: res.ReadBytes, Lost: res.LostBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds(),
-		Consistency: res.Snapshot.Consistency, ConsistencyReason: res.Snapshot.ConsistencyReason}
-	if res.Parent != nil {
-		s.Parent = res.Parent.ID.String()
-	}
-	s.Transport = rep.String()
-	s.Open = map[string]float64{"unlock": ot.Unlock.Seconds(), "index": ot.Index.Seconds()}
-	s.Phases = map[string]float64{}
+	s := backup.Summarize(disk, res, rep.String(), ot)
 	var steps []string
 	for _, p := range res.Phases {
-		s.Phases[p.Name] = p.Duration.Seconds()
 		steps = append(steps, fmt.Sprintf("%s %s", p.Name, p.Duration.Round(time.Millisecond)))
 	}
 	if g.JSON {

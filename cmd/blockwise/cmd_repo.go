@@ -170,10 +170,7 @@ func packSubset(spec string) (func(repo.ID) bool, error) {
 	if !ok || err1 != nil || err2 != nil || n < 1 || n > t {
 		return nil, bad
 	}
-	return func(id repo.ID) bool {
-		v := uint64(id[0])<<24 | uint64(id[1])<<16 | uint64(id[2])<<8 | uint64(id[3])
-		return v%t == n-1
-	}, nil
+	return repo.PackGroup(n, t), nil
 }
 
 type repoInfo struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/blockwise/blockwise/internal/daemon"
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/replica"
+	"github.com/blockwise/blockwise/internal/scheduler"
 )
 
 type serveOptions struct {
@@ -28,6 +29,9 @@ type serveOptions struct {
 	NBDInsecure bool
 	// MemoryLimitMiB is the runtime's soft memory limit (setMemoryLimit).
 	MemoryLimitMiB int64
+	// MaxBackups bounds the policies' backups running at once (0: the
+	// default, scheduler.DefaultMaxConcurrent).
+	MaxBackups int
 	nbdTLS
 	// SpaceWarn is the soft threshold of datastore use, in percent.
 	SpaceWarn  float64
@@ -88,6 +92,7 @@ func init() {
 	f.StringArrayVar(&serveOpts.NBDTCP, "nbd-tcp", nil, "TCP address for NBD (TLS with a ticket from `blockwise ticket create`), repeatable; default none")
 	f.BoolVar(&serveOpts.NBDInsecure, "nbd-tcp-insecure-no-auth", false, "DANGER: serve --nbd-tcp without tickets, to anyone who connects (plain NBD unless --tls-cert)")
 	f.Int64Var(&serveOpts.MemoryLimitMiB, "memory-limit", 384, "soft limit of the host's Go memory in MiB: the garbage collector works harder near it (GOMEMLIMIT overrides; 0: none). NBD requests in flight are bounded apart from it (8 MiB a connection, 192 MiB in all)")
+	f.IntVar(&serveOpts.MaxBackups, "max-concurrent-backups", scheduler.DefaultMaxConcurrent, "at most this many backups of protection policies run at once on the host")
 	addNBDTLSFlags(f, &serveOpts.nbdTLS)
 	f.Float64Var(&serveOpts.SpaceWarn, "space-warn", 100*host.DefaultSpaceWarn,
 		"warn (API, /metrics, log) when the datastore's file system is this many percent full")
@@ -116,6 +121,22 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 		return err
 	}
 	replica.Register(d, o.log)
+	if o.MaxBackups < 0 {
+		d.Close()
+		return usageErrorf("--max-concurrent-backups %d: want 1 or more (0: the default, %d)", o.MaxBackups, scheduler.DefaultMaxConcurrent)
+	}
+	sch, err := scheduler.New(scheduler.Options{Datastore: g.Datastore, Jobs: d.Jobs(), Logger: d.Logger(),
+		Disks: d.Host().Datastore().List, MaxConcurrent: o.MaxBackups})
+	if err != nil {
+		d.Close()
+		return err
+	}
+	d.Register(sch)
+	d.API().SetPolicies(sch)
+	if err := d.API().Registry().Register(sch.Collector()); err != nil {
+		d.Close()
+		return err
+	}
 	return d.Serve(ctx)
 }
 

@@ -20,7 +20,7 @@ var commandGroup = map[string]string{
 	"backup": "backup", "restore": "backup", "points": "backup", "forget": "backup", "serve-point": "backup", "recover": "backup",
 	"ls": "backup", "dump": "backup", "mount": "backup",
 	"repo": "repo", "check": "repo", "stats": "repo", "prune": "repo", "repair": "repo",
-	"serve": "host", "token": "host", "ticket": "host", "datastore": "host",
+	"serve": "host", "token": "host", "ticket": "host", "datastore": "host", "job": "host", "policy": "backup", "console": "host",
 	"replication": "site",
 	"demo":        "diag", "read-test": "diag", "paths": "diag",
 }

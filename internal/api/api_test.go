@@ -18,12 +18,17 @@ import (
 
 const mib = 1 << 20
 
+// unixClient is an HTTP client of the env's API socket.
+func unixClient(e *apitest.Env) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", e.Sock)
+	}}}
+}
+
 // raw sends a request over the env's unix socket and decodes the answer.
 func raw(t *testing.T, e *apitest.Env, method, path, body string, out any) int {
 	t.Helper()
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", e.Sock)
-	}}}
+	hc := unixClient(e)
 	req, _ := http.NewRequest(method, "http://x"+path, strings.NewReader(body))
 	resp, err := hc.Do(req)
 	if err != nil {

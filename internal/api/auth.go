@@ -62,6 +62,11 @@ func markTrusted(ctx context.Context, c net.Conn) context.Context {
 func (s *Server) authenticated(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if trusted, _ := r.Context().Value(trustedKey{}).(bool); trusted {
+			if unsafeMethod(r.Method) && crossSite(r) { // a browser on a forwarded socket, driven by another site
+				writeProblem(w, wire.Problem{Type: wire.ProblemForbidden, Title: titles[wire.ProblemForbidden],
+					Status: http.StatusForbidden, Detail: "cross-site request refused"})
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -77,6 +82,20 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 					Status: http.StatusForbidden, Detail: "this token's scope does not reach " + r.URL.Path})
 				return
 			}
+		}
+		if s.sessionAuth(w, r, next) {
+			return
+		}
+		switch {
+		case r.URL.Path == "/console/login":
+			s.login(w, r)
+			return
+		case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/console/static/"): // public files, for the login page
+			s.console.ServeHTTP(w, r)
+			return
+		case r.Method == http.MethodGet && (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/console/")):
+			http.Redirect(w, r, "/console/login", http.StatusSeeOther)
+			return
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="blockwise"`)
 		writeProblem(w, wire.Problem{Type: wire.ProblemUnauthorized, Title: titles[wire.ProblemUnauthorized],

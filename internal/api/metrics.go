@@ -80,6 +80,7 @@ func (s *Server) registerMetrics() {
 	s.reg.MustRegister(newDiskCollector(s.h), newSpaceCollector(s.h),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.registerJobMetrics()
 }
 
 func (s *Server) metricsHandler() http.Handler {

@@ -61,6 +61,11 @@ var titles = map[string]string{
 	wire.ProblemTooLarge:            "request larger than the maximum segment",
 	wire.ProblemReadOnly:            "read-only",
 	wire.ProblemMiscompare:          "compare-and-write miscompare: nothing written",
+	wire.ProblemJobNotFound:         "job not found",
+	wire.ProblemJobEnded:            "job already ended",
+	wire.ProblemPolicyNotFound:      "policy not found",
+	wire.ProblemPolicyExists:        "policy already exists",
+	wire.ProblemForbidden:           "forbidden",
 }
 
 // what says which object an engine ErrNotFound or ErrExists is about.

@@ -14,7 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	wire "github.com/blockwise/blockwise/api"
+	"github.com/blockwise/blockwise/internal/console"
 	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/internal/jobs"
 )
 
 // maxBody bounds request bodies: every request document is tiny.
@@ -31,21 +33,34 @@ type Options struct {
 	// Points serves the files of restore points (GET /v1/points...);
 	// nil serves none.
 	Points Points
+	// Jobs is the host's job history (/v1/jobs); nil keeps none.
+	Jobs *jobs.Store
+	// ConsoleURLs are the bases (https://HOST:PORT) of the TCP listeners,
+	// for the console's one-time login links.
+	ConsoleURLs []string
+	// Datastore is the datastore's directory (the console shows its
+	// capacity); "" shows none.
+	Datastore string
 }
 
 // Server is the HTTP control API of one host.
 type Server struct {
-	h       *host.Host
-	log     *slog.Logger
-	exports ExportConfig
-	tokens  *Tokens
-	tickets *Tickets
-	points  Points
-	tasks   *tasks
-	reg     *prometheus.Registry
-	mux     *http.ServeMux
-	routes  []string
-	attach  attachments
+	h           *host.Host
+	log         *slog.Logger
+	exports     ExportConfig
+	tokens      *Tokens
+	tickets     *Tickets
+	points      Points
+	tasks       *tasks
+	jobs        *jobs.Store
+	policies    policiesHolder
+	sessions    sessions
+	console     *console.Console
+	consoleURLs []string
+	reg         *prometheus.Registry
+	mux         *http.ServeMux
+	routes      []string
+	attach      attachments
 
 	srv      *http.Server
 	stop     context.CancelFunc
@@ -62,9 +77,10 @@ func New(h *host.Host, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, tickets: o.Tickets, points: o.Points, mux: http.NewServeMux()}
+	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, tickets: o.Tickets, points: o.Points, jobs: o.Jobs, consoleURLs: o.ConsoleURLs, mux: http.NewServeMux()}
+	s.console = console.New(console.Options{Host: h, Jobs: o.Jobs, Datastore: o.Datastore, Logger: o.Logger})
 	s.reg = prometheus.NewRegistry()
-	s.tasks = newTasks(s.reg)
+	s.tasks = newTasks(s.reg, o.Jobs)
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.attach.m = map[string]*attachment{}
 	s.registerMetrics()
@@ -113,7 +129,27 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/tasks", s.listTasks)
 	s.route("GET /v1/tasks/{id}", s.getTask)
 	s.registerFileRoutes()
+	s.route("GET /v1/jobs", s.listJobs)
+	s.route("GET /v1/jobs/{id}", s.getJob)
+	s.route("POST /v1/jobs/{id}/cancel", s.cancelJob)
+	s.route("GET /v1/jobs/{id}/log", s.jobLog)
+	s.route("GET /v1/policies", s.listPolicies)
+	s.route("POST /v1/policies", s.createPolicy)
+	s.route("GET /v1/policies/{name}", s.getPolicy)
+	s.route("PUT /v1/policies/{name}", s.updatePolicy)
+	s.route("DELETE /v1/policies/{name}", s.deletePolicy)
+	s.route("POST /v1/policies/{name}/run", s.runPolicy)
+	s.route("POST /v1/policies/{name}/restore", s.restorePoint)
+	s.route("POST /v1/policies/{name}/serve-point", s.servePoint)
+	s.route("POST /v1/console/links", s.createLink)
 	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))
+	// The web console: pages and their data, outside /v1 and openapi.json.
+	s.mux.Handle("GET /{$}", s.console)
+	s.mux.Handle("GET /console/", s.console)
+	s.mux.HandleFunc("GET /console/login", s.login)
+	s.mux.HandleFunc("POST /console/login", s.login)
+	s.mux.HandleFunc("POST /console/logout", s.logout)
+	s.mux.HandleFunc("GET /console/session", s.sessionInfo)
 	s.raw("GET /metrics", s.metricsHandler())
 }
 

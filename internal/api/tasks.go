@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	wire "github.com/blockwise/blockwise/api"
+	"github.com/blockwise/blockwise/internal/jobs"
 )
 
 // Ended tasks are kept for keepEnded so a client that polls late still
@@ -66,6 +67,7 @@ type task struct {
 	id, kind, disk, snap string
 	t                    runner
 	created              time.Time
+	job                  *jobs.Run // its record in the job history, or nil
 
 	mu       sync.Mutex
 	finished time.Time
@@ -101,19 +103,20 @@ func (e *task) view() wire.Task {
 
 // tasks is the registry of long operations.
 type tasks struct {
-	dur *prometheus.HistogramVec
-	mu  sync.Mutex
-	seq uint64
-	m   map[string]*task
+	jobs *jobs.Store // nil: none kept
+	dur  *prometheus.HistogramVec
+	mu   sync.Mutex
+	seq  uint64
+	m    map[string]*task
 }
 
-func newTasks(reg prometheus.Registerer) *tasks {
+func newTasks(reg prometheus.Registerer, js *jobs.Store) *tasks {
 	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "blockwise_task_duration_seconds", Help: "Duration of ended tasks.",
 		Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
 	}, []string{"kind", "state"})
 	reg.MustRegister(dur)
-	return &tasks{dur: dur, m: map[string]*task{}}
+	return &tasks{jobs: js, dur: dur, m: map[string]*task{}}
 }
 
 func (ts *tasks) add(kind, diskName, snap string, t runner) *task {
@@ -122,6 +125,12 @@ func (ts *tasks) add(kind, diskName, snap string, t runner) *task {
 	e := &task{id: "task-" + strconv.FormatUint(ts.seq, 10), kind: kind, disk: diskName, snap: snap, t: t, created: time.Now().UTC()}
 	ts.m[e.id] = e
 	ts.mu.Unlock()
+	if ts.jobs != nil { // a task is a job too (kind consolidate)
+		if e.job, _ = ts.jobs.Begin(jobs.Spec{Kind: wire.JobConsolidate, Source: diskName}); e.job != nil {
+			e.job.Stage(kind)
+			e.job.Logf("info", "%s of snapshot %s (task %s)", kind, snap, e.id)
+		}
+	}
 	go ts.watch(e)
 	return e
 }
@@ -129,8 +138,25 @@ func (ts *tasks) add(kind, diskName, snap string, t runner) *task {
 // watch records the end of a task; the engine ends every task (a closed
 // disk pauses its consolidation with an error), so this goroutine ends.
 func (ts *tasks) watch(e *task) {
+	if e.job != nil { // the job's progress follows the task's while it runs
+		tick := time.NewTicker(500 * time.Millisecond)
+		for running := true; running; {
+			select {
+			case <-e.t.Done():
+				running = false
+			case <-tick.C:
+				e.job.Progress(e.t.Progress())
+			}
+		}
+		tick.Stop()
+	}
 	<-e.t.Done()
 	end := e.markFinished()
+	if e.job != nil {
+		done, total := e.t.Progress()
+		e.job.Progress(done, total)
+		e.job.Finish(map[string]any{"task": e.id, "snapshot": e.snap}, e.t.Err())
+	}
 	ts.dur.WithLabelValues(e.kind, e.view().State).Observe(end.Sub(e.created).Seconds())
 	ts.prune(time.Now().UTC())
 }

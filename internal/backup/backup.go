@@ -105,6 +105,9 @@ type Options struct {
 	// Progress, if set, is called as bytes are read (from one goroutine
 	// at a time).
 	Progress func(done, total int64)
+	// Stage, if set, is called as each phase of Result.Phases begins
+	// ("prepare", "snapshot", "changes", "copy", "commit", "release").
+	Stage func(name string)
 	// SnapshotWait bounds how long the backup waits for a busy disk (a
 	// consolidation of an earlier snapshot still running) before taking
 	// its snapshot; 0: DefaultSnapshotWait.
@@ -141,22 +144,33 @@ type Phase struct {
 	Duration time.Duration
 }
 
-// phaseClock records consecutive phases.
+// phaseClock records consecutive phases, and tells onStart (if set)
+// which one begins.
 type phaseClock struct {
-	last   time.Time
-	phases []Phase
+	last    time.Time
+	phases  []Phase
+	onStart func(string)
 }
+
+// nextPhase is the phase that follows each one.
+var nextPhase = map[string]string{"prepare": "snapshot", "snapshot": "changes", "changes": "copy", "copy": "commit", "commit": "release"}
 
 func (c *phaseClock) mark(name string) {
 	now := time.Now()
 	c.phases = append(c.phases, Phase{name, now.Sub(c.last)})
 	c.last = now
+	if next := nextPhase[name]; next != "" && c.onStart != nil {
+		c.onStart(next)
+	}
 }
 
 // Run takes one backup.
 func Run(ctx context.Context, o Options) (res *Result, err error) {
 	start := time.Now()
-	clock := &phaseClock{last: start}
+	clock := &phaseClock{last: start, onStart: o.Stage}
+	if o.Stage != nil {
+		o.Stage("prepare")
+	}
 	if o.Workers <= 0 {
 		o.Workers = 4
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/fsutil"
 	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/internal/jobs"
 )
 
 // ErrConfig marks invalid Options (the CLI's usage error): errors.Is
@@ -93,6 +94,7 @@ type Daemon struct {
 	lock     *os.File
 	host     *host.Host
 	api      *api.Server
+	jobs     *jobs.Store
 	apiLns   []net.Listener
 	nbd      []NBDServer
 	services []Service
@@ -128,6 +130,11 @@ func New(o Options) (_ *Daemon, err error) {
 			d.lock.Close()
 		}
 	}()
+	// The job history: a job a dead host left running is marked
+	// interrupted here, before anything can run a new one.
+	if d.jobs, err = jobs.Open(filepath.Join(o.Datastore, "jobs.db"), jobs.Options{}); err != nil {
+		return nil, err
+	}
 	d.host = host.New(ds)
 	if o.SpaceWarn != 0 {
 		if err := d.host.SetSpaceWarn(o.SpaceWarn); err != nil {
@@ -140,6 +147,7 @@ func New(o Options) (_ *Daemon, err error) {
 	d.services = append(d.services, &spaceWatch{h: d.host, log: d.log, every: o.SpaceCheck})
 	if err := d.wire(); err != nil {
 		d.host.Close()
+		d.jobs.Close()
 		return nil, err
 	}
 	return d, nil
@@ -158,13 +166,22 @@ func (d *Daemon) wire() error {
 		closeAll(lns.all())
 		return err
 	}
-	d.api = api.New(d.host, api.Options{Logger: d.log, Tokens: tokens, Exports: exports, Tickets: tickets, Points: d.opts.Points})
-	d.apiLns, err = apiListen(d.opts)
-	return err
+	if d.apiLns, err = apiListen(d.opts); err != nil {
+		return err
+	}
+	var urls []string
+	for _, l := range d.apiLns {
+		if _, unix := l.Addr().(*net.UnixAddr); !unix {
+			urls = append(urls, "https://"+l.Addr().String())
+		}
+	}
+	d.api = api.New(d.host, api.Options{Logger: d.log, Tokens: tokens, Exports: exports, Tickets: tickets, Jobs: d.jobs, Points: d.opts.Points,
+		ConsoleURLs: urls, Datastore: d.opts.Datastore})
+	return nil
 }
 
 // Register adds a service, started by Serve after the listeners and
-// stopped before the disks close. Call it before Serve.
+// stopped first, while the API and NBD still serve. Call it before Serve.
 func (d *Daemon) Register(s Service) { d.services = append(d.services, s) }
 
 // API is the daemon's control API server, on which services hang their
@@ -173,6 +190,15 @@ func (d *Daemon) API() *api.Server { return d.api }
 
 // Host is the daemon's engine (for services and tests).
 func (d *Daemon) Host() *host.Host { return d.host }
+
+// Jobs is the host's job history, where services record what they run.
+func (d *Daemon) Jobs() *jobs.Store { return d.jobs }
+
+// Datastore is the datastore's directory.
+func (d *Daemon) Datastore() string { return d.opts.Datastore }
+
+// Logger is the host's logger.
+func (d *Daemon) Logger() *slog.Logger { return d.log }
 
 // APIAddrs are the API's listening addresses (a unix socket's path).
 func (d *Daemon) APIAddrs() []string { return addrs(d.apiLns) }
@@ -209,21 +235,24 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	return errors.Join(serr, d.stop(grp, started))
 }
 
-// stop drains API requests first (they may use disks), then NBD
-// connections, then the services, then flushes and closes the disks,
+// stop stops the services first (they are clients of the API and NBD:
+// a backup canceled by the scheduler still deletes its snapshot and
+// releases its lease through them), then drains API requests (they may
+// use disks), then NBD connections, then flushes and closes the disks,
 // all within the shutdown deadline.
 func (d *Daemon) stop(grp *errgroup.Group, services []Service) error {
 	d.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), d.opts.ShutdownTimeout)
 	defer cancel()
-	errs := []error{d.api.Shutdown(sctx)}
-	for _, s := range d.nbd {
-		errs = append(errs, s.Server.Shutdown(sctx))
-	}
+	var errs []error
 	for i := len(services) - 1; i >= 0; i-- {
 		errs = append(errs, services[i].Stop(sctx))
 	}
-	err := errors.Join(append(errs, grp.Wait(), d.host.Close(), d.lock.Close())...)
+	errs = append(errs, d.api.Shutdown(sctx))
+	for _, s := range d.nbd {
+		errs = append(errs, s.Server.Shutdown(sctx))
+	}
+	err := errors.Join(append(errs, grp.Wait(), d.jobs.Close(), d.host.Close(), d.lock.Close())...)
 	if err == nil {
 		d.log.Info("stopped cleanly")
 	}
@@ -233,7 +262,7 @@ func (d *Daemon) stop(grp *errgroup.Group, services []Service) error {
 // Close releases a daemon that was never served.
 func (d *Daemon) Close() error {
 	d.closeListeners()
-	return errors.Join(d.host.Close(), d.lock.Close())
+	return errors.Join(d.jobs.Close(), d.host.Close(), d.lock.Close())
 }
 
 func (d *Daemon) closeListeners() {

@@ -241,3 +241,13 @@ func (r *Repository) checkManifest(ctx context.Context, x *index, m *Manifest, s
 		}
 	}
 }
+
+// PackGroup selects the n-th of t fixed groups of packs (1 <= n <= t),
+// for CheckOptions.ReadPack: checks reading groups 1/t ... t/t in turn
+// read every pack once (check --read-data-subset n/t).
+func PackGroup(n, t uint64) func(ID) bool {
+	return func(id ID) bool {
+		v := uint64(id[0])<<24 | uint64(id[1])<<16 | uint64(id[2])<<8 | uint64(id[3])
+		return v%t == n-1
+	}
+}

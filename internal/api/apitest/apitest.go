@@ -14,6 +14,7 @@ import (
 	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/internal/jobs"
 	"github.com/blockwise/blockwise/internal/nbd"
 )
 
@@ -49,6 +50,7 @@ type Env struct {
 	Host    *host.Host
 	Server  *api.Server
 	Tickets *api.Tickets // the host's NBD tickets (issued through the API)
+	Jobs    *jobs.Store  // the host's job history (Dir/jobs.db)
 	Client  *client.Client
 
 	opts    Options
@@ -70,6 +72,9 @@ func Start(t testing.TB, opts ...Options) *Env {
 		t.Fatal(err)
 	}
 	e.Host = host.New(ds)
+	if e.Jobs, err = jobs.Open(filepath.Join(e.Dir, "jobs.db"), jobs.Options{}); err != nil {
+		t.Fatal(err)
+	}
 	// A short socket directory: t.TempDir names can pass the 108-byte limit.
 	sockDir, err := os.MkdirTemp("", "bwapi")
 	if err != nil {
@@ -103,7 +108,7 @@ func Start(t testing.TB, opts ...Options) *Env {
 			e.serve(l, e.tcpOpts)
 		}
 	}
-	e.Server = api.New(e.Host, api.Options{Tokens: tokens, Exports: exports, Tickets: e.Tickets})
+	e.Server = api.New(e.Host, api.Options{Tokens: tokens, Exports: exports, Tickets: e.Tickets, Jobs: e.Jobs})
 	l, err := net.Listen("unix", e.Sock)
 	if err != nil {
 		t.Fatal(err)
@@ -128,6 +133,7 @@ func (e *Env) stop() {
 	}
 	e.mu.Unlock()
 	e.Host.Close()
+	e.Jobs.Close()
 }
 
 // tcpServerOptions are the TCP paths' options: tickets (the datastore's

@@ -10,6 +10,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/backend/s3"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 // Defaults for remote repositories: enough connections to keep a
@@ -28,6 +29,9 @@ type Options struct {
 	// LimitUpload and LimitDownload bound the bytes per second sent and
 	// received (0: unlimited), through backend.Throttle.
 	LimitUpload, LimitDownload int64
+	// AccessKey and SecretKey, when set, are an s3: repository's
+	// credentials instead of the environment's and AWS files'.
+	AccessKey, SecretKey string
 }
 
 // Open opens "s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]" (see s3.ParseURL)
@@ -44,6 +48,9 @@ func Open(ctx context.Context, repo string, o Options) (backend.Backend, error) 
 	cfg, err := s3.ParseURL(repo)
 	if err != nil {
 		return nil, err
+	}
+	if o.AccessKey != "" || o.SecretKey != "" {
+		cfg.Creds = credentials.NewStaticV4(o.AccessKey, o.SecretKey, "")
 	}
 	be, err := s3.Open(ctx, cfg)
 	if err != nil {

@@ -1,0 +1,73 @@
+package client
+
+import (
+	"context"
+
+	wire "github.com/blockwise/blockwise/api"
+)
+
+// Policy documents.
+type (
+	Policy           = wire.Policy
+	PolicySources    = wire.PolicySources
+	PolicyRepository = wire.PolicyRepository
+	PolicyRetention  = wire.PolicyRetention
+	PolicyRun        = wire.PolicyRun
+)
+
+// ListPolicies lists the host's protection policies with their status.
+func (c *Client) ListPolicies(ctx context.Context) ([]Policy, error) {
+	var out []Policy
+	return out, c.do(ctx, "GET", "/v1/policies", nil, &out)
+}
+
+// Policy returns one policy with its status.
+func (c *Client) Policy(ctx context.Context, name string) (*Policy, error) {
+	var out Policy
+	return &out, c.do(ctx, "GET", "/v1/policies/"+esc(name), nil, &out)
+}
+
+// CreatePolicy creates a policy; its secrets go to the host's root-only
+// credentials file and are never returned.
+func (c *Client) CreatePolicy(ctx context.Context, p Policy) (*Policy, error) {
+	var out Policy
+	return &out, c.do(ctx, "POST", "/v1/policies", p, &out)
+}
+
+// UpdatePolicy replaces a policy; secrets left empty keep their values.
+func (c *Client) UpdatePolicy(ctx context.Context, name string, p Policy) (*Policy, error) {
+	var out Policy
+	return &out, c.do(ctx, "PUT", "/v1/policies/"+esc(name), p, &out)
+}
+
+// DeletePolicy removes a policy (its running jobs go on).
+func (c *Client) DeletePolicy(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", "/v1/policies/"+esc(name), nil, nil)
+}
+
+// RunPolicy runs a policy now: what is "backup" (or ""), "prune" or
+// "check". It returns the jobs started.
+func (c *Client) RunPolicy(ctx context.Context, name, what string) (*PolicyRun, error) {
+	var out PolicyRun
+	return &out, c.do(ctx, "POST", "/v1/policies/"+esc(name)+"/run", wire.PolicyRunRequest{What: what}, &out)
+}
+
+// RestorePoint restores a point of a policy's repository on the host, as
+// a job (see api.RestoreRequest).
+func (c *Client) RestorePoint(ctx context.Context, policy string, req wire.RestoreRequest) (*PolicyRun, error) {
+	var out PolicyRun
+	return &out, c.do(ctx, "POST", "/v1/policies/"+esc(policy)+"/restore", req, &out)
+}
+
+// ConsoleLink makes a one-time login link to the host's web console.
+func (c *Client) ConsoleLink(ctx context.Context) (*wire.ConsoleLink, error) {
+	var out wire.ConsoleLink
+	return &out, c.do(ctx, "POST", "/v1/console/links", nil, &out)
+}
+
+// ServePoint serves a point of a policy's repository over NBD on the host
+// (instant recovery), as a job that runs until canceled.
+func (c *Client) ServePoint(ctx context.Context, policy, point string) (*PolicyRun, error) {
+	var out PolicyRun
+	return &out, c.do(ctx, "POST", "/v1/policies/"+esc(policy)+"/serve-point", wire.ServePointRequest{Point: point}, &out)
+}

@@ -1,0 +1,288 @@
+// blockwise console: draws every page from the host's JSON. Names and
+// messages are only ever set as text (el() uses text nodes), never as
+// markup, so a disk named <script> shows as text.
+"use strict";
+let csrf = "";
+let active = [];       // jobs queued or running (from the event stream)
+let version = -1;      // the points index's version: a change reloads the page's data
+const main = document.getElementById("main");
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "class") e.className = v;
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const k of kids.flat()) if (k !== undefined && k !== null) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  return e;
+}
+function bytes(n) {
+  if (n === undefined || n === null) return "-";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]; let i = 0; let v = Number(n);
+  while (Math.abs(v) >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+  return (i ? v.toFixed(1) : String(v)) + " " + u[i];
+}
+function when(t) { return t ? new Date(t).toLocaleString() : "never"; }
+function secs(s) { return s === undefined ? "-" : s < 60 ? s.toFixed(1) + " s" : (s / 60).toFixed(1) + " min"; }
+function link(href, text, cls) { return el("a", {href, class: cls}, text); }
+const enc = encodeURIComponent;
+
+async function api(method, path, body) {
+  const opts = {method, credentials: "same-origin", headers: {}};
+  if (method !== "GET") opts.headers["X-CSRF-Token"] = csrf;
+  if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
+  const r = await fetch(path, opts);
+  if (r.status === 401) { location.href = "/console/login"; throw new Error("logged out"); }
+  const text = await r.text();
+  const v = text ? JSON.parse(text) : null;
+  if (!r.ok) throw new Error((v && (v.detail || v.title)) || r.statusText);
+  return v;
+}
+function problem(err) { return el("p", {class: "error", id: "error"}, String(err.message || err)); }
+
+// ---- pages ----
+async function overview() {
+  const o = await api("GET", "/console/api/overview");
+  const ds = o.datastore;
+  const cards = el("div", {class: "cards"},
+    el("div", {class: "card"}, el("b", {id: "ov-disks"}, o.disks), "disks"),
+    el("div", {class: "card"}, el("b", {id: "ov-protected"}, o.protected), "protected"),
+    el("div", {class: "card"}, el("b", {id: "ov-unprotected"}, o.unprotected), "in no policy"),
+    el("div", {class: "card"}, el("b", {id: "ov-failing", class: o.failing ? "error" : ""}, o.failing), "failing"),
+    el("div", {class: "card"}, el("b", {id: "ov-stale", class: o.stale ? "stale" : ""}, o.stale), "stale"),
+    el("div", {class: "card"}, el("b", {id: "ov-running"}, o.running), "jobs running"),
+    el("div", {class: "card"}, el("b", {}, bytes(ds.free)), "free of ", bytes(ds.size), el("br"),
+      "provisioned ", bytes(ds.provisioned), " (", (ds.overcommit * 100).toFixed(0), "% of the file system), allocated ", bytes(ds.allocated)));
+  const repos = el("table", {id: "repos"}, el("tr", {}, el("th", {}, "policy"), el("th", {}, "repository"), el("th", {}, "points"),
+    el("th", {class: "num"}, "logical"), el("th", {class: "num"}, "after dedup"), el("th", {class: "num"}, "stored")),
+    o.repositories.map(r => el("tr", {}, el("td", {}, r.policy), el("td", {}, r.location), el("td", {class: "num"}, r.size ? r.size.points : "-"),
+      el("td", {class: "num"}, r.size ? bytes(r.size.logical) : "-"), el("td", {class: "num"}, r.size ? bytes(r.size.unique) : "-"),
+      el("td", {class: "num"}, r.size ? bytes(r.size.stored) : "-"))));
+  const rows = o.sources.map(s => el("tr", {class: "src", "data-disk": s.disk},
+    el("td", {}, link("#/source/" + enc(s.disk), s.disk, "source")),
+    el("td", {}, s.policies.length ? s.policies.join(", ") : el("span", {class: "stale"}, "unprotected")),
+    el("td", {}, when(s.lastSuccess)),
+    el("td", {}, s.lastJob ? link("#/job/" + enc(s.lastJob), s.lastState) : "-"),
+    el("td", {class: s.failuresSince ? "error num" : "num"}, s.failuresSince),
+    el("td", {class: "stale"}, s.stale ? "STALE" : ""),
+    el("td", {class: "num"}, bytes(s.size))));
+  return [el("h2", {}, "Overview"), cards,
+    el("h3", {}, "Repositories"),
+    el("p", {class: "muted"}, "Logical: every point's data counted in full, as separate full copies would take. After dedup: each distinct chunk once. Stored: the pack files, compressed and encrypted."),
+    repos,
+    el("h3", {}, "Disks (failing and stale first)"),
+    el("table", {id: "sources"}, el("tr", {}, ["disk", "policies", "last success", "last job", "failures since", "", "size"].map(h => el("th", {}, h))), rows)];
+}
+
+async function grid() {
+  const g = await api("GET", "/console/api/grid?days=30");
+  const head = el("tr", {}, el("th", {}, "disk"), g.days.map((d, i) => el("th", {title: d}, i % 7 === 0 ? d.slice(5) : "")));
+  const rows = g.rows.map(r => el("tr", {"data-source": r.source}, el("td", {}, link("#/source/" + enc(r.source), r.source)),
+    r.cells.map((c, i) => {
+      if (!c) return el("td", {}, el("span", {class: "cell s-"}));
+      const m = /^([sfic])(\d+)(?:x(\d+))?$/.exec(c) || [];
+      const state = {s: "succeeded", f: "failed", i: "interrupted", c: "canceled"}[m[1]] || "";
+      return el("td", {}, el("a", {href: "#/job/job-" + m[2], class: "cell s-" + state, title: g.days[i] + ": " + state + " (" + (m[3] || 1) + " runs)"}));
+    })));
+  return [el("h2", {}, "Backups per disk and day (UTC, last 30 days)"), el("table", {class: "grid", id: "grid"}, head, rows)];
+}
+
+function chart(points, value, label, fmt) {
+  const W = 600, H = 120, P = 30;
+  const ps = points.filter(p => p.state === "succeeded");
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "chart"); svg.setAttribute("width", W); svg.setAttribute("height", H);
+  const t = document.createElementNS(svg.namespaceURI, "text");
+  t.setAttribute("x", 4); t.setAttribute("y", 12); t.textContent = label;
+  svg.append(t);
+  if (ps.length === 0) return svg;
+  const t0 = new Date(ps[0].time).getTime(), t1 = new Date(ps[ps.length - 1].time).getTime();
+  const vmax = Math.max(...ps.map(value), 1);
+  const xy = p => [P + (t1 > t0 ? (new Date(p.time).getTime() - t0) / (t1 - t0) : 0.5) * (W - 2 * P), H - P / 2 - value(p) / vmax * (H - P)];
+  const line = document.createElementNS(svg.namespaceURI, "polyline");
+  line.setAttribute("fill", "none"); line.setAttribute("stroke", "#1e88e5");
+  line.setAttribute("points", ps.map(p => xy(p).join(",")).join(" "));
+  svg.append(line);
+  const m = document.createElementNS(svg.namespaceURI, "text");
+  m.setAttribute("x", W - 4); m.setAttribute("y", 12); m.setAttribute("text-anchor", "end"); m.textContent = "max " + fmt(vmax);
+  svg.append(m);
+  return svg;
+}
+
+async function source(name) {
+  const s = await api("GET", "/console/api/sources/" + enc(name));
+  const pts = s.points.slice().reverse();
+  const form = el("div", {id: "restore-form", hidden: true});
+  function openRestore(p) {
+    form.hidden = false;
+    form.replaceChildren(el("h3", {}, "Restore point ", p.point.slice(0, 12), " of ", s.disk),
+      el("p", {class: "muted"}, "Every chunk is checked against its hash as it leaves the repository."),
+      el("label", {}, "to a new file on the host ", el("input", {id: "restore-file", placeholder: "/var/lib/restore/disk.raw", size: 40})), " or ",
+      el("label", {}, "to a new disk ", el("input", {id: "restore-disk", placeholder: s.disk + "-restored"})), " or ",
+      el("label", {}, el("input", {id: "restore-rollback", type: "checkbox"}), " roll " + s.disk + " back in place (stop its VM first; only what changed since is written)"), " ",
+      el("button", {id: "restore-go", onclick: async () => {
+        const file = document.getElementById("restore-file").value.trim(), disk = document.getElementById("restore-disk").value.trim();
+        const rollback = document.getElementById("restore-rollback").checked;
+        try {
+          const r = await api("POST", "/v1/policies/" + enc(p.policy) + "/restore", {point: p.point, toFile: file || undefined, toDisk: disk || undefined, rollback: rollback || undefined});
+          location.hash = "#/job/" + enc(r.jobs[0]);
+        } catch (e) { form.append(problem(e)); }
+      }}, "Restore"));
+  }
+  const rows = pts.map(p => el("tr", {class: "point", "data-job": p.job},
+    el("td", {}, when(p.time)), el("td", {}, link("#/job/" + enc(p.job), p.state)), el("td", {}, p.policy),
+    el("td", {class: "mono"}, p.point ? p.point.slice(0, 12) : ""), el("td", {}, p.mode || ""),
+    el("td", {class: "num"}, bytes(p.size)), el("td", {class: "num"}, bytes(p.changed)), el("td", {class: "num"}, bytes(p.read)),
+    el("td", {class: "num"}, bytes(p.new)), el("td", {class: "num"}, secs(p.seconds)),
+    el("td", {}, p.point && p.state === "succeeded" ? [
+      el("button", {class: "restore", "data-point": p.point, onclick: () => openRestore(p)}, "Restore…"), " ",
+      el("button", {class: "serve", "data-point": p.point, title: "serve read-only over NBD for instant recovery", onclick: async () => {
+        try {
+          const r = await api("POST", "/v1/policies/" + enc(p.policy) + "/serve-point", {point: p.point});
+          location.hash = "#/job/" + enc(r.jobs[0]);
+        } catch (e) { main.append(problem(e)); }
+      }}, "Serve")] : "")));
+  return [el("h2", {}, "Disk ", el("span", {id: "source-name"}, s.disk)),
+    el("p", {}, "size ", bytes(s.size), "; policies: ", s.policies.length ? s.policies.join(", ") : "none (unprotected)"),
+    chart(s.points, p => p.seconds, "duration", secs), " ", chart(s.points, p => p.read, "bytes read", bytes),
+    form,
+    el("table", {id: "points"}, el("tr", {}, ["time", "state", "policy", "point", "mode", "size", "changed", "read", "new", "duration", ""].map(h => el("th", {}, h))), rows)];
+}
+
+function progressCell(j) {
+  const p = j.progress || {};
+  return el("span", {class: "progress", "data-job": j.id},
+    el("progress", {id: "prog-" + j.id, max: p.total || 1, value: p.done || 0}), " ",
+    el("span", {class: "prog-text", id: "progtext-" + j.id}, (p.stage || j.state) + " " + bytes(p.done) + " / " + bytes(p.total) +
+      (p.rate ? ", " + bytes(p.rate) + "/s" : "") + (p.etaSeconds ? ", " + secs(p.etaSeconds) + " left" : "")));
+}
+function cancelButton(j) {
+  return el("button", {class: "cancel", "data-job": j.id, onclick: async () => { try { await api("POST", "/v1/jobs/" + enc(j.id) + "/cancel"); } catch (e) { main.append(problem(e)); } }}, "Cancel");
+}
+function activeTable() {
+  return el("table", {id: "active"}, el("tr", {}, ["job", "kind", "policy", "disk", "progress", ""].map(h => el("th", {}, h))),
+    active.map(j => el("tr", {"data-job": j.id}, el("td", {}, link("#/job/" + enc(j.id), j.id)), el("td", {}, j.kind), el("td", {}, j.policy || ""),
+      el("td", {}, j.source || ""), el("td", {}, progressCell(j)), el("td", {}, cancelButton(j)))));
+}
+
+async function jobs(q) {
+  const f = new URLSearchParams(q);
+  if (!f.has("limit")) f.set("limit", "200");
+  const list = await api("GET", "/v1/jobs?" + f.toString());
+  const filter = el("form", {class: "inline", id: "job-filters", onsubmit: e => {
+    e.preventDefault();
+    const p = new URLSearchParams();
+    for (const k of ["state", "kind", "policy", "source"]) { const v = document.getElementById("f-" + k).value.trim(); if (v) p.set(k, v); }
+    location.hash = "#/jobs?" + p.toString();
+  }}, ["state", "kind", "policy", "source"].map(k => el("label", {}, k + " ", el("input", {id: "f-" + k, value: f.get(k) || "", size: 12}))),
+    el("button", {type: "submit"}, "Filter"));
+  const hist = el("table", {id: "history"}, el("tr", {}, ["job", "kind", "policy", "disk", "state", "created", "duration", "error"].map(h => el("th", {}, h))),
+    list.map(j => el("tr", {"data-job": j.id}, el("td", {}, link("#/job/" + enc(j.id), j.id)), el("td", {}, j.kind), el("td", {}, j.policy || ""),
+      el("td", {}, j.source ? link("#/source/" + enc(j.source), j.source) : ""), el("td", {class: "s-text-" + j.state}, j.state), el("td", {}, when(j.created)),
+      el("td", {}, j.started && j.ended ? secs((new Date(j.ended) - new Date(j.started)) / 1000) : ""), el("td", {class: "error"}, j.error || ""))));
+  return [el("h2", {}, "Running"), el("div", {id: "active-wrap"}, activeTable()), el("h2", {}, "History"), filter, hist];
+}
+
+async function job(id) {
+  const j = await api("GET", "/v1/jobs/" + enc(id));
+  const log = await api("GET", "/v1/jobs/" + enc(id) + "/log");
+  const stages = (j.progress.stages || []).map(s => s.name + " " + secs(s.seconds)).join(", ");
+  return [el("h2", {}, "Job ", j.id, " — ", j.kind, j.source ? " of " + j.source : ""),
+    el("p", {}, "state ", el("b", {id: "job-state"}, j.state), j.policy ? ", policy " + j.policy : "", ", attempt ", j.attempt, ", created ", when(j.created)),
+    j.done ? "" : el("p", {}, progressCell(j), " ", cancelButton(j)),
+    stages ? el("p", {}, "stages: ", stages) : "",
+    j.error ? el("p", {class: "error"}, j.error) : "",
+    j.summary ? el("pre", {id: "job-summary"}, JSON.stringify(j.summary, null, 2)) : "",
+    el("h3", {}, "Log"), el("pre", {class: "log", id: "job-log"}, log.lines.map(l => new Date(l.time).toLocaleTimeString() + " " + l.level + " " + l.msg + "\n"))];
+}
+
+async function policies() {
+  const list = await api("GET", "/v1/policies");
+  const v = id => document.getElementById(id).value.trim();
+  const split = s => s ? s.split(",").map(x => x.trim()).filter(Boolean) : undefined;
+  const form = el("form", {class: "inline", id: "policy-create", onsubmit: async e => {
+    e.preventDefault();
+    try {
+      await api("POST", "/v1/policies", {name: v("pc-name"), sources: {disks: split(v("pc-disks")), globs: split(v("pc-globs"))},
+        schedule: v("pc-schedule"), timeZone: v("pc-tz") || undefined, repository: {location: v("pc-repo"), password: document.getElementById("pc-password").value},
+        retention: {last: Number(v("pc-keep-last")) || undefined}, maxConcurrent: 1});
+      route();
+    } catch (err) { form.append(problem(err)); }
+  }},
+    el("label", {}, "name ", el("input", {id: "pc-name", required: true, size: 12})),
+    el("label", {}, "disks ", el("input", {id: "pc-disks", placeholder: "vm1,vm2", size: 14})),
+    el("label", {}, "globs ", el("input", {id: "pc-globs", placeholder: "web-*", size: 10})),
+    el("label", {}, "schedule ", el("input", {id: "pc-schedule", value: "0 2 * * *", size: 12})),
+    el("label", {}, "time zone ", el("input", {id: "pc-tz", placeholder: "UTC", size: 12})),
+    el("label", {}, "repository ", el("input", {id: "pc-repo", required: true, size: 24})),
+    el("label", {}, "password ", el("input", {id: "pc-password", type: "password", required: true, autocomplete: "new-password"})),
+    el("label", {}, "keep last ", el("input", {id: "pc-keep-last", type: "number", min: 0, size: 4})),
+    el("button", {type: "submit", id: "pc-create"}, "Create policy"));
+  const rows = list.map(p => el("tr", {"data-policy": p.name}, el("td", {}, p.name),
+    el("td", {}, [...(p.sources.disks || []), ...(p.sources.globs || [])].join(", ")),
+    el("td", {}, p.schedule, p.timeZone ? " (" + p.timeZone + ")" : ""), el("td", {}, p.repository.location),
+    el("td", {}, p.status && p.status.nextRun ? when(p.status.nextRun) : "-"),
+    el("td", {}, p.status ? (p.status.keyReady ? "key held" : (p.status.keyError ? el("span", {class: "error"}, p.status.keyError) : "opening…")) : ""),
+    el("td", {}, el("button", {class: "run", "data-policy": p.name, onclick: async () => {
+      try { await api("POST", "/v1/policies/" + enc(p.name) + "/run", {what: "backup"}); location.hash = "#/jobs"; } catch (e) { main.append(problem(e)); }
+    }}, "Run now"))));
+  return [el("h2", {}, "Policies"), el("table", {id: "policies"}, el("tr", {}, ["name", "sources", "schedule", "repository", "next run", "key", ""].map(h => el("th", {}, h))), rows),
+    el("h3", {}, "New policy"), form];
+}
+
+// ---- routing and live updates ----
+let drawing = 0;
+async function route() {
+  const n = ++drawing;
+  const [path, q] = (location.hash.slice(1) || "/").split("?");
+  const parts = path.split("/").map(decodeURIComponent);
+  let view;
+  try {
+    if (parts[1] === "grid") view = await grid();
+    else if (parts[1] === "source") view = await source(parts.slice(2).join("/"));
+    else if (parts[1] === "jobs") view = await jobs(q || "");
+    else if (parts[1] === "job") view = await job(parts[2]);
+    else if (parts[1] === "policies") view = await policies();
+    else view = await overview();
+  } catch (e) { view = [problem(e)]; }
+  if (n === drawing) { main.replaceChildren(...[view].flat()); main.dataset.ready = String(n); }
+}
+
+function live() {
+  const es = new EventSource("/console/events");
+  const dot = document.getElementById("live");
+  es.addEventListener("open", () => dot.classList.add("on"));
+  es.addEventListener("error", () => dot.classList.remove("on"));
+  es.addEventListener("jobs", ev => {
+    const d = JSON.parse(ev.data);
+    const before = active.map(j => j.id).join();
+    active = d.active;
+    const changed = before !== active.map(j => j.id).join();
+    // Progress bars in place, no reload.
+    for (const j of active) {
+      const old = document.querySelector('.progress[data-job="' + CSS.escape(j.id) + '"]');
+      if (old) old.replaceWith(progressCell(j));
+    }
+    const wrap = document.getElementById("active-wrap");
+    if (wrap && changed) wrap.replaceChildren(activeTable());
+    const ended = version !== -1 && d.version !== version;
+    version = d.version;
+    const page = location.hash.split("/")[1] || "";
+    // A job's page follows its job: state, progress, log lines.
+    const onJob = page === "job" && active.some(j => location.hash.endsWith("/" + enc(j.id)));
+    if (ended || (changed && page.startsWith("job")) || onJob) route();
+  });
+}
+
+document.getElementById("logout").addEventListener("click", async () => {
+  await fetch("/console/logout", {method: "POST", headers: {"X-CSRF-Token": csrf}, credentials: "same-origin"});
+  location.href = "/console/login";
+});
+window.addEventListener("hashchange", route);
+(async () => {
+  try { csrf = (await api("GET", "/console/session")).csrf; } catch (e) { main.replaceChildren(problem(e)); return; }
+  route();
+  live();
+})();
