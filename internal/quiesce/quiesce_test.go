@@ -14,6 +14,7 @@ import (
 type fakeFreezer struct {
 	mu        sync.Mutex
 	frozen    bool
+	none      bool // nothing to freeze
 	freezeErr error
 	thaws     int
 	closed    bool
@@ -24,6 +25,9 @@ func (f *fakeFreezer) Freeze(ctx context.Context) (int, error) {
 	defer f.mu.Unlock()
 	if f.freezeErr != nil {
 		return 0, f.freezeErr
+	}
+	if f.none {
+		return 0, nil
 	}
 	f.frozen = true
 	return 2, nil
@@ -78,6 +82,8 @@ func TestRun(t *testing.T) {
 		{name: "take fails", policy: Try, fr: &fakeFreezer{}, take: errTake, wantErr: errTake},
 		{name: "window exceeded", policy: Try, fr: &fakeFreezer{}, sleep: 300 * time.Millisecond, wantCons: Crash, wantReason: "freeze window"},
 		{name: "window exceeded require", policy: Require, fr: &fakeFreezer{}, sleep: 300 * time.Millisecond, wantCons: Crash, wantErr: ErrRequired},
+		{name: "nothing to freeze try", policy: Try, fr: &fakeFreezer{none: true}, wantCons: Crash, wantReason: "froze no file system"},
+		{name: "nothing to freeze require", policy: Require, fr: &fakeFreezer{none: true}, wantCons: Crash, wantErr: ErrRequired},
 		{name: "left frozen", policy: Try, fr: &fakeFreezer{frozen: true}, wantCons: Application, wantReason: "left by an earlier run"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
