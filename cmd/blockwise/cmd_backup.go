@@ -126,11 +126,15 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 		return outs, errors.Join(append(errs, err)...)
 	}
 	h := backup.ClientHost{C: env.Client}
+	q, err := hostQuiesce(o)
+	if err != nil {
+		return outs, errors.Join(append(errs, err)...)
+	}
 	for _, disk := range hostDisks {
 		bar := newProgress(errOut, disk)
 		var rep transport.Report
 		open := transport.Opener(o.Order, env, func(r transport.Report) { rep = r })
-		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, LeaseTTL: o.LeaseTTL, Progress: bar.update})
+		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, LeaseTTL: o.LeaseTTL, Progress: bar.update, Quiesce: q})
 		bar.finish()
 		outs = append(outs, backupOutcome{disk: disk, res: res, at: time.Now()})
 		if err == nil {
