@@ -272,9 +272,16 @@ echo "host disk, not synced" > /mnt/hd/app.txt`, dev, dev))
 			t.Fatalf("incremental after 3 written blocks: %+v", s)
 		}
 		r.restoreMatches(t, s.ID, "data")
-		s = r.backup(t, src)["data"]
+		metrics := filepath.Join(t.TempDir(), "bw.prom")
+		s = r.backup(t, src, "--metrics-file", metrics)["data"]
 		if s.Mode != "incremental" || s.Read != 0 {
 			t.Fatalf("incremental with nothing written: %+v", s)
+		}
+		prom, err := os.ReadFile(metrics)
+		for _, want := range []string{`blockwise_backup_incremental{disk="vm1/data"} 1`, `blockwise_backup_success{disk="vm1/clone2"} 1`} {
+			if err != nil || !strings.Contains(string(prom), want) {
+				t.Fatalf("metrics file lacks %s: %v\n%s", want, err, prom)
+			}
 		}
 	})
 
