@@ -103,7 +103,7 @@ func (d *libvirtd) mustVirsh(t *testing.T, args ...string) string {
 // startDomain creates a transient TCG domain booting the test kernel with
 // the testvm initramfs on a qcow2 disk, with the guest agent channel
 // (libvirt connects to it) and the test shell, and waits for the shell.
-func (d *libvirtd) startDomain(t *testing.T, name, img string) *testvm.Shell {
+func (d *libvirtd) startDomain(t *testing.T, name string, imgs ...string) *testvm.Shell {
 	t.Helper()
 	kernel, err := testvm.Kernel()
 	if err != nil {
@@ -114,17 +114,20 @@ func (d *libvirtd) startDomain(t *testing.T, name, img string) *testvm.Shell {
 		t.Fatal(err)
 	}
 	shellSock := filepath.Join(d.dir, name+"-shell.sock")
+	var disks string
+	for i, img := range imgs {
+		disks += fmt.Sprintf("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/><target dev='vd%c' bus='virtio'/></disk>\n", img, 'a'+i)
+	}
 	xml := fmt.Sprintf(`<domain type='qemu'><name>%s</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
 <os><type arch='x86_64' machine='q35'>hvm</type><kernel>%s</kernel><initrd>%s</initrd><cmdline>%s</cmdline></os>
 <on_reboot>destroy</on_reboot>
 <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
-<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/><target dev='vda' bus='virtio'/></disk>
-<controller type='virtio-serial' index='0'/>
+%s<controller type='virtio-serial' index='0'/>
 <channel type='unix'><source mode='bind' path='%s'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
 <channel type='unix'><source mode='bind' path='%s'/><target type='virtio' name='org.blockwise.shell'/></channel>
 <serial type='file'><source path='%s'/></serial>
 <controller type='usb' model='none'/><memballoon model='none'/>
-</devices></domain>`, name, kernel, initrd, testvm.KernelCmdline, img,
+</devices></domain>`, name, kernel, initrd, testvm.KernelCmdline, disks,
 		filepath.Join(d.dir, name+"-qga.sock"), shellSock, filepath.Join(d.dir, name+"-console.log"))
 	xmlPath := filepath.Join(d.dir, name+".xml")
 	os.WriteFile(xmlPath, []byte(xml), 0o644)
@@ -155,11 +158,13 @@ func TestLibvirtSource(t *testing.T) {
 	testvm.Require(t)
 	needTools(t, "qemu-img")
 	d := startLibvirtd(t)
-	img := filepath.Join(d.dir, "vm1.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "64M").CombinedOutput(); err != nil {
-		t.Fatalf("%v: %s", err, out)
+	img, fsImg := filepath.Join(d.dir, "vm1.qcow2"), filepath.Join(d.dir, "vm1-fs.qcow2")
+	for _, f := range []string{img, fsImg} {
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", f, "64M").CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
 	}
-	sh := d.startDomain(t, "bwvm1", img)
+	sh := d.startDomain(t, "bwvm1", img, fsImg)
 	guest := func(script string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -171,7 +176,10 @@ func TestLibvirtSource(t *testing.T) {
 	c := newRepoCLI(t)
 	scratch := filepath.Join(d.dir, "scratch")
 	os.Mkdir(scratch, 0o755)
-	src := "libvirt:///system?domain=bwvm1&socket=" + d.sock
+	// vda is backed up and written raw (a mounted file system's
+	// superblock changes at the thaw, so the drive would not equal the
+	// point a moment later); vdb carries the ext4 the agent freezes.
+	src := "libvirt:///system?domain=bwvm1&disk=vda&socket=" + d.sock
 	flags := []string{"--scratch-dir", scratch}
 	restoreMatches := func(id string) {
 		t.Helper()
@@ -188,9 +196,9 @@ func TestLibvirtSource(t *testing.T) {
 		}
 	}
 
-	// Raw writes: a mounted file system's superblock changes at the
-	// thaw, so the drive would not equal the point a moment later.
-	guest("dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null")
+	guest(`set -e
+mkfs.ext4 -q -F /dev/vdb && mkdir -p /mnt/fs && mount -t ext4 /dev/vdb /mnt/fs
+dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 	full := backupSummaries(t, &c, src, flags...)["vda"]
 	if full.Mode != "full" || full.Consistency != "application" {
 		t.Fatalf("first backup: %+v", full)

@@ -30,6 +30,7 @@ type qemuRig struct {
 	dir    string     // images and blockwise's QMP socket
 	bwSock string
 	drives []testvm.Drive
+	serve  *serveProc // a host whose disk "hd" is one of the guest's drives
 }
 
 func newQEMURig(t *testing.T) *qemuRig {
@@ -62,6 +63,9 @@ func newQEMURig(t *testing.T) *qemuRig {
 		{ID: "fs", Path: filepath.Join(dir, "fs.qcow2")}, {ID: "scratch", Path: filepath.Join(dir, "scratch.raw")},
 		{ID: "clone1", Path: filepath.Join(dir, "clone1.qcow2")}, {ID: "clone2", Path: filepath.Join(dir, "clone2.qcow2")}}
 	r.cli = newRepoCLI(t)
+	r.serve = startServe(t)
+	r.serve.must(t, "disk", "create", "hd", "--size", "32M")
+	r.drives = append(r.drives, testvm.Drive{ID: "hd", NBD: "nbd+unix:///hd?socket=" + filepath.Join(r.serve.dir, "nbd.sock")})
 	r.boot()
 	return r
 }
@@ -97,8 +101,11 @@ func backupSummaries(t *testing.T, c *cli, src string, flags ...string) map[stri
 		if err := dec.Decode(&s); err != nil {
 			t.Fatalf("backup output: %v: %s", err, res.stdout)
 		}
-		_, d, _ := strings.Cut(s.Disk, "/")
-		out[d] = s
+		if _, d, ok := strings.Cut(s.Disk, "/"); ok {
+			out[d] = s
+		} else {
+			out[s.Disk] = s
+		}
 	}
 	return out
 }
@@ -208,7 +215,9 @@ dd if=/dev/urandom of=/dev/vdc bs=1M count=2 conv=fsync 2>/dev/null
 sync`)
 	// Written without a sync: only the freeze makes it reach the drive.
 	r.guest(t, `echo "written just before the backup" > /mnt/fs/app.txt`)
-	src := r.source(r.agentParam())
+	// The QMP source's drives; "hd" is the host disk, backed up through
+	// the host.
+	src := r.source("drive=data,fs,scratch,clone1,clone2&" + r.agentParam())
 
 	first := r.backup(t, src)
 	for _, d := range []string{"data", "fs", "scratch"} {
@@ -232,6 +241,27 @@ sync`)
 		t.Fatalf("application-consistent point lacks the file written before it: %q, %v", got, err)
 	}
 
+	t.Run("host disk quiesced through the guest agent", func(t *testing.T) {
+		dev := strings.TrimSpace(r.guest(t, `for d in /sys/block/vd*; do [ "$(cat $d/serial)" = hd ] && echo ${d##*/}; done`))
+		r.guest(t, fmt.Sprintf(`set -e
+mkfs.ext4 -q -F /dev/%s && mkdir -p /mnt/hd && mount -t ext4 /dev/%s /mnt/hd
+echo "host disk, not synced" > /mnt/hd/app.txt`, dev, dev))
+		hc := cli{dir: r.serve.dir, env: r.env}
+		s := backupSummaries(t, &hc, "hd", "--agent", r.vm.AgentSocket())["hd"]
+		if s.Consistency != "application" {
+			t.Fatalf("host disk backup: %+v", s)
+		}
+		img := filepath.Join(t.TempDir(), "hd.raw")
+		hc.must(t, "restore", s.ID, "--to", img)
+		if got, err := exec.Command("debugfs", "-R", "cat /app.txt", img).Output(); err != nil || string(got) != "host disk, not synced\n" {
+			t.Fatalf("the quiesced host disk point lacks the file: %q, %v", got, err)
+		}
+		if st := r.frozenState(t); st != "thawed" {
+			t.Fatalf("guest %s", st)
+		}
+		r.guest(t, "umount /mnt/hd")
+	})
+
 	t.Run("incremental reads what the guest wrote", func(t *testing.T) {
 		for i, blk := range []int{3, 40, 700} { // 64 KiB blocks
 			r.guest(t, fmt.Sprintf("dd if=/dev/urandom of=/dev/vda bs=64k count=1 seek=%d conv=fsync 2>/dev/null", blk))
@@ -242,9 +272,16 @@ sync`)
 			t.Fatalf("incremental after 3 written blocks: %+v", s)
 		}
 		r.restoreMatches(t, s.ID, "data")
-		s = r.backup(t, src)["data"]
+		metrics := filepath.Join(t.TempDir(), "bw.prom")
+		s = r.backup(t, src, "--metrics-file", metrics)["data"]
 		if s.Mode != "incremental" || s.Read != 0 {
 			t.Fatalf("incremental with nothing written: %+v", s)
+		}
+		prom, err := os.ReadFile(metrics)
+		for _, want := range []string{`blockwise_backup_incremental{disk="vm1/data"} 1`, `blockwise_backup_success{disk="vm1/clone2"} 1`} {
+			if err != nil || !strings.Contains(string(prom), want) {
+				t.Fatalf("metrics file lacks %s: %v\n%s", want, err, prom)
+			}
 		}
 	})
 

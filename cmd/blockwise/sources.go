@@ -16,13 +16,15 @@ import (
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
-// sourceOptions configure hypervisor sources (qemu+unix://...).
+// sourceOptions configure hypervisor sources (qemu+unix://...) and the
+// quiescing of host disks (--agent).
 type sourceOptions struct {
 	Quiesce        string
 	QuiesceTimeout time.Duration
 	PreFreeze      string
 	PostThaw       string
 	Scratch        string
+	Agent          string
 }
 
 func addSourceFlags(f *pflag.FlagSet, o *sourceOptions) {
@@ -30,6 +32,7 @@ func addSourceFlags(f *pflag.FlagSet, o *sourceOptions) {
 	f.DurationVar(&o.QuiesceTimeout, "quiesce-timeout", quiesce.DefaultTimeout, "longest the guest stays frozen: it is thawed at the end of this window whatever happens")
 	f.StringVar(&o.PreFreeze, "pre-freeze", "", "host command run (sh -c) before the freeze; a non-zero exit means no freeze (try: crash-consistent, require: fail)")
 	f.StringVar(&o.PostThaw, "post-thaw", "", "host command run (sh -c) after the thaw")
+	f.StringVar(&o.Agent, "agent", "", "host disks: the guest agent socket of the VM using the disk, to quiesce it around the snapshot (--quiesce applies); QEMU and libvirt sources take theirs from the URI")
 	f.StringVar(&o.Scratch, "scratch-dir", "", "directory for QEMU's temporary fleecing overlays and NBD socket (default the system's temp dir); QEMU must be able to write it")
 }
 
@@ -62,6 +65,21 @@ func splitSources(args []string) (disks, sources []string, err error) {
 		sources = append(sources, a)
 	}
 	return disks, sources, nil
+}
+
+// hostQuiesce is the quiescing of a host disk's backup (nil without
+// --agent).
+func hostQuiesce(o backupOptions) (*quiesce.Options, error) {
+	if o.Agent == "" {
+		return nil, nil
+	}
+	pol, err := quiesce.ParsePolicy(o.Quiesce)
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	agent := o.Agent
+	return &quiesce.Options{Policy: pol, Timeout: o.QuiesceTimeout, PreFreeze: o.PreFreeze, PostThaw: o.PostThaw,
+		Connect: func(ctx context.Context) (quiesce.Freezer, error) { return quiesce.DialAgent(ctx, agent) }}, nil
 }
 
 // openSource opens a source URI with the backup's quiescing and scratch

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/quiesce"
 	"github.com/blockwise/blockwise/internal/repo"
 	"github.com/blockwise/blockwise/internal/retry"
 )
@@ -112,6 +113,10 @@ type Options struct {
 	// consolidation of an earlier snapshot still running) before taking
 	// its snapshot; 0: DefaultSnapshotWait.
 	SnapshotWait time.Duration
+	// Quiesce, when set, freezes the guest (through its agent) around the
+	// snapshot and records the point's consistency; sources that quiesce
+	// themselves (a QEMU or libvirt source) leave it nil.
+	Quiesce *quiesce.Options
 }
 
 // DefaultSnapshotWait is Options.SnapshotWait's default.
@@ -381,10 +386,19 @@ func createSnapshot(ctx context.Context, o Options) (Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var snap Snapshot
-	err := retryBusy(ctx, func() (err error) {
-		snap, err = o.Host.CreateSnapshot(ctx, o.Disk, ownerTag())
-		return err
-	})
+	take := func(ctx context.Context) error {
+		return retryBusy(ctx, func() (err error) {
+			snap, err = o.Host.CreateSnapshot(ctx, o.Disk, ownerTag())
+			return err
+		})
+	}
+	if o.Quiesce == nil {
+		return snap, take(ctx)
+	}
+	q, err := quiesce.Run(ctx, *o.Quiesce, take)
+	if err == nil && snap.Consistency == "" {
+		snap.Consistency, snap.ConsistencyReason = q.Consistency, q.Reason
+	}
 	return snap, err
 }
 

@@ -35,6 +35,11 @@
 //   - point export: a restore point served read-only over NBD straight
 //     from the repository (PointExport), for instant recovery: chunks are
 //     loaded and verified per request, zero slots are holes.
+//   - consistency: what a Snapshot says of itself ("application" when the
+//     guest was quiesced, "crash" otherwise, and why), recorded in the
+//     restore point. A host that quiesces by itself (a QEMU or libvirt
+//     source) sets it; for others Options.Quiesce brackets CreateSnapshot
+//     with a freeze (internal/quiesce).
 //
 // Flow of Run: lease → snapshot → changed areas since the change ID of the disk's
 // last restore point in this repository ("*" for the first, or when the

@@ -195,6 +195,13 @@ func frozen(ctx context.Context, o Options, fr Freezer, res Result, take func(co
 		}
 		return res, nil
 	}
+	if n == 0 { // nothing mounted that freezes: no better than a crash
+		res.Consistency, res.Reason = Crash, "the guest agent froze no file system"
+		if o.Policy == Require {
+			return res, fmt.Errorf("%w: %s", ErrRequired, res.Reason)
+		}
+		return res, nil
+	}
 	res.Consistency = Application
 	res.Reason = fmt.Sprintf("%d file systems frozen by the guest agent for %v", n, res.Frozen.Round(time.Millisecond))
 	if res.Recovered {

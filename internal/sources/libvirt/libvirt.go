@@ -333,15 +333,9 @@ func xmlEscape(s string) string {
 // ChangedAreas implements backup.Host. An incremental needs the job to
 // be incremental from the parent's checkpoint, at the same size.
 func (s *Source) ChangedAreas(ctx context.Context, name, snap string, start int64, since string) (*backup.Areas, error) {
-	d, err := s.disk(name)
+	d, j, err := s.jobOf(name, snap)
 	if err != nil {
 		return nil, err
-	}
-	s.mu.Lock()
-	j := s.job
-	s.mu.Unlock()
-	if j == nil || snap != j.id+"/"+d.target {
-		return nil, fmt.Errorf("%w: no backup job for %s", ErrNoDisk, snap)
 	}
 	size := j.sizes[d.target]
 	if start > 0 {
@@ -381,17 +375,26 @@ func (j *job) check(since string, size int64) error {
 	return nil
 }
 
-// OpenView opens a disk's export of the backup job (backup.Options.Open).
-func (s *Source) OpenView(ctx context.Context, name, snap string) (backup.Source, error) {
+// jobOf returns the disk and the running job that handed out snap.
+func (s *Source) jobOf(name, snap string) (disk, *job, error) {
 	d, err := s.disk(name)
 	if err != nil {
-		return nil, err
+		return disk{}, nil, err
 	}
 	s.mu.Lock()
 	j := s.job
 	s.mu.Unlock()
-	if j == nil {
-		return nil, fmt.Errorf("%w: no backup job for %s", ErrNoDisk, snap)
+	if j == nil || snap != j.id+"/"+d.target {
+		return disk{}, nil, fmt.Errorf("%w: no backup job for %s", ErrNoDisk, snap)
+	}
+	return d, j, nil
+}
+
+// OpenView opens a disk's export of the backup job (backup.Options.Open).
+func (s *Source) OpenView(ctx context.Context, name, snap string) (backup.Source, error) {
+	d, j, err := s.jobOf(name, snap)
+	if err != nil {
+		return nil, err
 	}
 	return nbd.Dial(ctx, "nbd+unix:///"+d.target+"?socket="+j.sock, nil)
 }
