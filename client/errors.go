@@ -31,6 +31,14 @@ var (
 	// ErrTooManyTickets: the host holds its maximum of live tickets;
 	// revoke some (or let them expire) and ask again.
 	ErrTooManyTickets = errors.New("too many live tickets on the host")
+	// ErrReplicationState: the replication group's state forbids the
+	// operation (failed over, a test failover running, no such point).
+	ErrReplicationState = errors.New("replication state forbids it")
+	// ErrSplitBrain: both sides took writes since their common point;
+	// `blockwise replication resync --winner SITE` decides.
+	ErrSplitBrain = errors.New("split-brain")
+	// ErrReplicationNotFound is an unknown replication group.
+	ErrReplicationNotFound = errors.New("replication group not found")
 )
 
 // ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound
@@ -38,27 +46,30 @@ var (
 var ErrNotFound = errors.New("not found")
 
 var sentinels = map[string][]error{
-	wire.ProblemDiskNotFound:     {ErrDiskNotFound, ErrNotFound},
-	wire.ProblemSnapshotNotFound: {ErrSnapshotNotFound, ErrNotFound},
-	wire.ProblemTaskNotFound:     {ErrTaskNotFound, ErrNotFound},
-	wire.ProblemTicketNotFound:   {ErrTicketNotFound, ErrNotFound},
-	wire.ProblemDiskExists:       {ErrExists},
-	wire.ProblemSnapshotExists:   {ErrExists},
-	wire.ProblemChangeIDInvalid:  {ErrChangeIDInvalid},
-	wire.ProblemDiskBusy:         {ErrBusy},
-	wire.ProblemInvalidRequest:   {ErrInvalidRequest},
-	wire.ProblemOutOfRange:       {ErrOutOfRange},
-	wire.ProblemUnauthorized:     {ErrUnauthorized},
-	wire.ProblemCorrupt:          {ErrCorrupt},
-	wire.ProblemNoSpace:          {ErrNoSpace},
-	wire.ProblemUnavailable:      {ErrUnavailable},
-	wire.ProblemInternal:         {ErrInternal},
-	wire.ProblemLeaseHeld:        {ErrLeaseHeld},
-	wire.ProblemLeaseNotFound:    {ErrLeaseNotFound, ErrNotFound},
-	wire.ProblemTooManyTickets:   {ErrTooManyTickets},
-	wire.ProblemPointNotFound:    {ErrNotFound},
-	wire.ProblemFileNotFound:     {ErrNotFound},
-	wire.ProblemFilesystem:       {ErrCorrupt},
+	wire.ProblemDiskNotFound:        {ErrDiskNotFound, ErrNotFound},
+	wire.ProblemSnapshotNotFound:    {ErrSnapshotNotFound, ErrNotFound},
+	wire.ProblemTaskNotFound:        {ErrTaskNotFound, ErrNotFound},
+	wire.ProblemTicketNotFound:      {ErrTicketNotFound, ErrNotFound},
+	wire.ProblemDiskExists:          {ErrExists},
+	wire.ProblemSnapshotExists:      {ErrExists},
+	wire.ProblemChangeIDInvalid:     {ErrChangeIDInvalid},
+	wire.ProblemDiskBusy:            {ErrBusy},
+	wire.ProblemInvalidRequest:      {ErrInvalidRequest},
+	wire.ProblemOutOfRange:          {ErrOutOfRange},
+	wire.ProblemUnauthorized:        {ErrUnauthorized},
+	wire.ProblemCorrupt:             {ErrCorrupt},
+	wire.ProblemNoSpace:             {ErrNoSpace},
+	wire.ProblemUnavailable:         {ErrUnavailable},
+	wire.ProblemInternal:            {ErrInternal},
+	wire.ProblemLeaseHeld:           {ErrLeaseHeld},
+	wire.ProblemLeaseNotFound:       {ErrLeaseNotFound, ErrNotFound},
+	wire.ProblemTooManyTickets:      {ErrTooManyTickets},
+	wire.ProblemPointNotFound:       {ErrNotFound},
+	wire.ProblemFileNotFound:        {ErrNotFound},
+	wire.ProblemFilesystem:          {ErrCorrupt},
+	wire.ProblemReplicationState:    {ErrReplicationState},
+	wire.ProblemSplitBrain:          {ErrSplitBrain},
+	wire.ProblemReplicationNotFound: {ErrReplicationNotFound, ErrNotFound},
 }
 
 // Error is a problem document returned by the host.

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/blockwise/blockwise/internal/daemon"
+	"github.com/blockwise/blockwise/internal/replica"
 )
 
 type serveOptions struct {
@@ -96,6 +97,7 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	replica.Register(d, o.log)
 	return d.Serve(ctx)
 }
 

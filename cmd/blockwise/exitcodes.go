@@ -73,7 +73,8 @@ func classify(err error) int {
 		return exitInvalid
 	case errors.Is(err, client.ErrBusy), errors.Is(err, client.ErrExists), errors.Is(err, disk.ErrBusy), errors.Is(err, repo.ErrLocked),
 		errors.Is(err, client.ErrLeaseHeld), errors.Is(err, client.ErrTooManyTickets), errors.Is(err, backup.ErrLeaseHeld), errors.Is(err, backup.ErrLeaseLost),
-		errors.Is(err, qemu.ErrNBDServer), errors.Is(err, fileres.ErrMountBusy), errors.Is(err, overlay.ErrInUse):
+		errors.Is(err, qemu.ErrNBDServer), errors.Is(err, fileres.ErrMountBusy), errors.Is(err, overlay.ErrInUse),
+		errors.Is(err, client.ErrReplicationState), errors.Is(err, client.ErrSplitBrain):
 		return exitBusy
 	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt), errors.Is(err, fileres.ErrDamaged),
 		errors.Is(err, overlay.ErrCorrupt):

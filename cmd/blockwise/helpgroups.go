@@ -10,6 +10,7 @@ var helpGroups = []*cobra.Group{
 	{ID: "backup", Title: "Backup and restore:"},
 	{ID: "repo", Title: "Repository:"},
 	{ID: "host", Title: "Host:"},
+	{ID: "site", Title: "Site recovery:"},
 	{ID: "diag", Title: "Diagnostics and trying out:"},
 }
 
@@ -20,7 +21,8 @@ var commandGroup = map[string]string{
 	"ls": "backup", "dump": "backup", "mount": "backup",
 	"repo": "repo", "check": "repo", "stats": "repo", "prune": "repo", "repair": "repo",
 	"serve": "host", "token": "host", "ticket": "host",
-	"demo": "diag", "read-test": "diag", "paths": "diag",
+	"replication": "site",
+	"demo":        "diag", "read-test": "diag", "paths": "diag",
 }
 
 // groupCommands sorts root's commands into helpGroups (cobra's own help
