@@ -498,7 +498,8 @@ func overlayLeft(dir string) bool {
 // TestE2ERecoverKill: kill -9 of recover at random moments while a guest
 // writes, each time restarted with --resume; then the host dies during
 // the copy (the copy stops, the export keeps taking writes from the
-// overlay, which is kept) and comes back; recover --resume then finishes.
+// overlay, which is kept) and comes back; recover --resume then finishes,
+// is killed after the switch and resumed once more (serving the disk).
 // The new disk equals the model of every write the guest saw flushed.
 func TestE2ERecoverKill(t *testing.T) {
 	needTools(t, "qemu-io", "nbdcopy", "qemu-img")
@@ -548,7 +549,11 @@ func TestE2ERecoverKill(t *testing.T) {
 	p = e.startPoint(t, append(args, "--resume")...)
 	g.start(p.uri)
 	p.waitLine(t, "switched to disk new", 90*time.Second)
+	time.Sleep(200 * time.Millisecond) // writes to the new disk through the export
+	p.kill9()                          // killed after the switch, writing
 	g.pause()
+	p = e.startPoint(t, append(args, "--resume")...)
+	p.waitLine(t, "switched to disk new already", 10*time.Second)
 	g.settle(t, p.uri)
 	equalsModel(t, p.uri, model)
 	equalsModel(t, e.uri("new"), model)

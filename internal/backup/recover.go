@@ -182,6 +182,10 @@ func (r *recovery) firstPass(ctx context.Context) error {
 	for first := uint64(0); first < r.slots; first += runSlots {
 		n := min(runSlots, r.slots-first)
 		g.Go(func() error {
+			if r.resumed(first, n) { // nothing to load: a resume skips it whole
+				report(r.runLen(first, int(n)))
+				return nil
+			}
 			if err := r.pace(gctx, r.runLen(first, int(n))); err != nil {
 				return err
 			}
@@ -193,6 +197,22 @@ func (r *recovery) firstPass(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// resumed reports whether every slot of the run is recorded as copied
+// and holds no overlay block (R3), counting them as resumed if so.
+func (r *recovery) resumed(first, n uint64) bool {
+	e := r.e
+	for s := first; s < first+n; s++ {
+		b0 := uint64(int64(s) * e.cs / overlay.BlockSize)
+		if !r.isCopied(s) || e.ov.AnyPresent(b0, min(uint64(e.cs/overlay.BlockSize), e.ov.Blocks()-b0)) {
+			return false
+		}
+	}
+	r.mu.Lock()
+	r.res.Resumed += int64(n)
+	r.mu.Unlock()
+	return true
 }
 
 // pace waits until Rate lets n more bytes through.
