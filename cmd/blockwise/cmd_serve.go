@@ -13,6 +13,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/daemon"
 	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/internal/replica"
 )
 
 type serveOptions struct {
@@ -114,6 +115,7 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	replica.Register(d, o.log)
 	return d.Serve(ctx)
 }
 

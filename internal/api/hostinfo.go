@@ -8,7 +8,7 @@ import (
 
 func (s *Server) hostInfo(r *http.Request) (int, any, error) {
 	ds := s.h.Datastore()
-	out := wire.HostInfo{DatastoreID: ds.ID(), DatastorePath: ds.Dir(), Offload: wireOffload(s.h.Offloads())}
+	out := wire.HostInfo{DatastoreID: ds.ID(), DatastorePath: ds.Dir(), Offload: s.offload()}
 	sp, err := s.h.Space()
 	if err != nil {
 		return 0, nil, err

@@ -167,6 +167,10 @@ func (d *Daemon) wire() error {
 // stopped before the disks close. Call it before Serve.
 func (d *Daemon) Register(s Service) { d.services = append(d.services, s) }
 
+// API is the daemon's control API server, on which services hang their
+// routes (Route) and metrics (Registry) before Serve.
+func (d *Daemon) API() *api.Server { return d.api }
+
 // Host is the daemon's engine (for services and tests).
 func (d *Daemon) Host() *host.Host { return d.host }
 

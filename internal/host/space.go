@@ -5,8 +5,6 @@ import (
 	"math"
 	"sync/atomic"
 	"syscall"
-
-	"github.com/blockwise/blockwise/internal/disk"
 )
 
 // DefaultSpaceWarn is the soft threshold of datastore use (80%): above
@@ -77,27 +75,6 @@ func (h *Host) Space() (Space, error) {
 			100*s.UsedRatio, 100*s.Warn, s.Free, s.Capacity, s.Overcommit)
 	}
 	return s, nil
-}
-
-// Offload is what the engine offloads, for GET /v1/host.
-type Offload struct {
-	Reflink              bool
-	MaxCopySegment       int64
-	UnmapGranularity     int64
-	CompareAndWriteMax   int64
-	CompareAndWriteAlign int64
-}
-
-// Offloads describes the host's offloads. The copy offload and reflink
-// come from the clone/copy engine (TODO(vaai-clone): fill Reflink and
-// MaxCopySegment from it once it is on main; until then they say "none",
-// which makes callers copy themselves, the safe fallback).
-func (h *Host) Offloads() Offload {
-	return Offload{
-		UnmapGranularity:     disk.DefaultGrain,
-		CompareAndWriteMax:   disk.DefaultGrain,
-		CompareAndWriteAlign: disk.Sector,
-	}
 }
 
 func (h *Host) diskSize(name string) (int64, error) {
