@@ -35,7 +35,7 @@ func qemuIOAt(uri string, cmds ...string) string {
 // acknowledged write reads back; the engine's check of every disk is clean.
 func TestNoSpaceLoopFS(t *testing.T) {
 	needTools(t, "qemu-io", "mkfs.ext4")
-	fs := testfs.NewLoopFS(t, 64<<20, "ext4")
+	fs := testfs.NewLoop(t, "ext4", 64<<20, "-m", "0")
 	d := startServeIn(t, fs.Dir)
 	d.must(t, "disk", "create", "other", "--size", "16M")
 	d.must(t, "disk", "create", "fill", "--size", "256M")
@@ -64,7 +64,7 @@ func TestNoSpaceLoopFS(t *testing.T) {
 	if full < 2 {
 		t.Fatalf("full after %d chunks of a 64 MiB file system", full)
 	}
-	t.Logf("datastore full at chunk %d (%d MiB written); %d bytes free", full, full*4, fs.Free())
+	t.Logf("datastore full at chunk %d (%d MiB written); %d bytes free", full, full*4, fs.Free(t))
 	ctx := context.Background()
 	c, err := nbd.Dial(ctx, fill, nil)
 	if err != nil {
@@ -90,11 +90,11 @@ func TestNoSpaceLoopFS(t *testing.T) {
 	}
 
 	// Deleting s1 merges other's delta down and frees it.
-	before := fs.Free()
+	before := fs.Free(t)
 	if out, code := d.run(t, "snapshot", "rm", "other", "s1"); code != 0 {
 		t.Fatalf("snapshot rm on a full datastore: exit %d: %s", code, out)
 	}
-	t.Logf("snapshot deletion freed %d bytes", fs.Free()-before)
+	t.Logf("snapshot deletion freed %d bytes", fs.Free(t)-before)
 	if out := qemuIOAt(fill, fmt.Sprintf("write -q -P %d %d %d", full+1, full*chunk, chunk), "flush"); out != "" {
 		t.Fatalf("the failed write after space was freed: %s", out)
 	}

@@ -27,12 +27,12 @@ import (
 // what the guest wrote; the disk's check is clean.
 func TestWErrorENOSPCPausesGuest(t *testing.T) {
 	testvm.Require(t)
-	fs := testfs.NewLoopFS(t, 64<<20, "ext4")
+	fs := testfs.NewLoop(t, "ext4", 64<<20, "-m", "0")
 	d := startServeIn(t, fs.Dir)
 	d.must(t, "disk", "create", "vm", "--size", "64M")
 	uri := strings.TrimSpace(d.must(t, "export", "vm"))
-	ballast := fs.Ballast(8 << 20)
-	t.Logf("free with the ballast: %d bytes", fs.Free())
+	ballast := fs.Ballast(t, 8<<20)
+	t.Logf("free with the ballast: %d bytes", fs.Free(t))
 
 	vm := testvm.Start(t, testvm.Options{Drives: []testvm.Drive{{NBD: uri, WError: "enospc", RError: "report"}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
