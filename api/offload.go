@@ -1,5 +1,25 @@
 package api
 
+// Offload is what the host can do inside the datastore instead of moving
+// data through its client (VAAI's primitives), in GET /v1/host.
+type Offload struct {
+	// Reflink: full clones share extents (FICLONE) on this datastore's
+	// file system; otherwise they are copied with copy_file_range.
+	Reflink bool `json:"reflink"`
+	// MaxCopySegment is the largest range one POST .../copy moves, in
+	// bytes (0: the host has no copy offload; callers copy themselves).
+	MaxCopySegment int64 `json:"maxCopySegment"`
+	// UnmapGranularity is the unit TRIM frees space in (the engine's
+	// grain); partial units are zeroed, not freed.
+	UnmapGranularity int64 `json:"unmapGranularity"`
+	// CompareAndWriteMax is the largest POST .../compare-and-write, in
+	// bytes (one grain of the default 4 KiB; a disk with a smaller grain
+	// accepts at most its grain); CompareAndWriteAlign is the alignment
+	// of its offset and length.
+	CompareAndWriteMax   int64 `json:"compareAndWriteMax"`
+	CompareAndWriteAlign int64 `json:"compareAndWriteAlign"`
+}
+
 // DatastoreSpace is the answer of GET /v1/datastore (and part of GET
 // /v1/host): the datastore file system's capacity and use, and what the
 // disks were promised (thin provisioning may promise more than there is).

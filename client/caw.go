@@ -15,6 +15,7 @@ func init() { sentinels[wire.ProblemMiscompare] = []error{ErrMiscompare} }
 
 // Offload documents.
 type (
+	Offload                = wire.Offload
 	DatastoreSpace         = wire.DatastoreSpace
 	CompareAndWriteRequest = wire.CompareAndWriteRequest
 )

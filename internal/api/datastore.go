@@ -23,6 +23,11 @@ func wireSpace(sp host.Space) *wire.DatastoreSpace {
 		WarnRatio: sp.Warn, Warning: sp.Warning}
 }
 
+func wireOffload(o host.Offload) *wire.Offload {
+	return &wire.Offload{Reflink: o.Reflink, MaxCopySegment: o.MaxCopySegment, UnmapGranularity: o.UnmapGranularity,
+		CompareAndWriteMax: o.CompareAndWriteMax, CompareAndWriteAlign: o.CompareAndWriteAlign}
+}
+
 // spaceCollector reports the datastore's space at scrape time.
 type spaceCollector struct {
 	h                                    *host.Host
