@@ -93,7 +93,7 @@ func (rs *restorer) pre(rel string, r Ref, n Node) error {
 		if rs.skipErr == nil {
 			rs.skipErr = v.Err
 		}
-		return SkipDir
+		return ErrSkipDir
 	}
 	switch {
 	case n.IsDir():
