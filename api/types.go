@@ -18,6 +18,8 @@ type CreateDiskRequest struct {
 	CBTGranularity int64  `json:"cbtGranularity,omitempty"`
 	Grain          int64  `json:"grain,omitempty"`
 	DisableCBT     bool   `json:"disableCbt,omitempty"`
+	// Provision is thin (the default, also ""), lazy-zeroed or eager-zeroed.
+	Provision string `json:"provision,omitempty"`
 }
 
 // GrowDiskRequest is the body of POST /v1/disks/{disk}/grow.
@@ -27,10 +29,15 @@ type GrowDiskRequest struct {
 
 // Disk describes a disk.
 type Disk struct {
-	Name          string         `json:"name"`
-	UUID          string         `json:"uuid"`
-	Size          int64          `json:"size"`
-	Allocated     int64          `json:"allocated"`
+	Name      string `json:"name"`
+	UUID      string `json:"uuid"`
+	Size      int64  `json:"size"`
+	Allocated int64  `json:"allocated"`
+	// Unique is allocated space no snapshot and no other disk shares;
+	// Shared is allocated space in layers a linked clone shares.
+	Unique        int64          `json:"unique"`
+	Shared        int64          `json:"shared"`
+	Provision     string         `json:"provision"`
 	Grain         int64          `json:"grain"`
 	Layers        int            `json:"layers"`
 	Snapshots     []Snapshot     `json:"snapshots"`
@@ -125,6 +132,8 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
+	// Current is the bytes a compare-and-write found (type miscompare).
+	Current []byte `json:"current,omitempty"`
 }
 
 // Problem type codes.
@@ -150,7 +159,73 @@ const (
 	ProblemPointNotFound    = "point-not-found"       // no such restore point, or the host serves none
 	ProblemFileNotFound     = "file-not-found"        // no such path in the restore point
 	ProblemFilesystem       = "filesystem-unreadable" // 422: the volume's filesystem is unsupported or damaged
+	// ProblemReplicationState: 409, the replication group's state forbids
+	// the operation (failed over, paused, a point that does not exist).
+	ProblemReplicationState = "replication-state"
+	// ProblemSplitBrain: 409, both sides took writes since their last
+	// common point; `resync --winner SITE` decides.
+	ProblemSplitBrain = "split-brain"
+	// ProblemReplicationNotFound: 404, no such replication group.
+	ProblemReplicationNotFound = "replication-not-found"
+	ProblemNotSupported        = "offload-not-supported"
+	ProblemTooLarge            = "too-large"
+	ProblemReadOnly            = "read-only"
 )
+
+// CloneRequest is the body of POST /v1/disks/{disk}/clone: make disk Name
+// from the source disk's snapshot (required for a linked clone; a full
+// clone without one copies a temporary snapshot of the live disk).
+type CloneRequest struct {
+	Name     string `json:"name"`
+	Snapshot string `json:"snapshot,omitempty"`
+	Linked   bool   `json:"linked,omitempty"`
+}
+
+// CopyStats counts the bytes an offloaded copy moved, by how.
+type CopyStats struct {
+	Reflinked int64 `json:"reflinked"` // extents shared, no data moved
+	Copied    int64 `json:"copied"`    // copy_file_range inside the kernel
+	Written   int64 `json:"written"`   // read and written by the host
+	Zeroed    int64 `json:"zeroed"`    // holes of the source
+}
+
+// CloneResult answers a clone: the new disk and how its data was copied.
+type CloneResult struct {
+	Disk  Disk      `json:"disk"`
+	Stats CopyStats `json:"stats"`
+}
+
+// CopySource names the extent a copy reads: a disk, optionally one of
+// its snapshots, optionally in a datastore (its datastoreId, GET /v1/host):
+// one that is not the host's cannot be offloaded (offload-not-supported).
+type CopySource struct {
+	Datastore string `json:"datastore,omitempty"`
+	Disk      string `json:"disk"`
+	Snapshot  string `json:"snapshot,omitempty"`
+	Offset    int64  `json:"offset"`
+}
+
+// CopyRequest is the body of POST /v1/disks/{disk}/copy (the data mover,
+// XCOPY): Length bytes from Source to Offset of the disk, at most
+// MaxCopySegment (GET /v1/host, offload.maxCopySegment), sector-aligned.
+type CopyRequest struct {
+	Source CopySource `json:"source"`
+	Offset int64      `json:"offset"`
+	Length int64      `json:"length"`
+}
+
+// CopyResult answers a copy.
+type CopyResult struct {
+	Length int64     `json:"length"`
+	Stats  CopyStats `json:"stats"`
+}
+
+// ReclaimRequest is the body of POST /v1/disks/{disk}/reclaim: give back
+// the space of all-zero grains in the background (a task of kind
+// "reclaim"), examining at most Rate bytes per second (0: unbounded).
+type ReclaimRequest struct {
+	Rate int64 `json:"rate,omitempty"`
+}
 
 // ProblemContentType is the media type of problem documents.
 const ProblemContentType = "application/problem+json"
@@ -159,8 +234,10 @@ const ProblemContentType = "application/problem+json"
 // choose a transport. DatastoreID is datastore.meta's id: a proxy reading
 // the datastore directly (san) compares it with the directory it mounted.
 type HostInfo struct {
-	DatastoreID   string `json:"datastoreId"`
-	DatastorePath string `json:"datastorePath"`
+	DatastoreID   string          `json:"datastoreId"`
+	DatastorePath string          `json:"datastorePath"`
+	Space         *DatastoreSpace `json:"space,omitempty"`
+	Offload       *Offload        `json:"offload,omitempty"`
 }
 
 // Attachment is a snapshot attached through a private unix-socket NBD
@@ -241,4 +318,188 @@ type PointFile struct {
 	Target      string    `json:"target,omitempty"`      // a symlink's
 	Description string    `json:"description,omitempty"` // a volume's: type and filesystem
 	Error       string    `json:"error,omitempty"`       // a volume that cannot be read
+}
+
+// ReplicationDisk is one disk of a replication group: its name on the
+// source host and on the target host ("" is the same name).
+type ReplicationDisk struct {
+	Source string `json:"source"`
+	Target string `json:"target,omitempty"`
+}
+
+// CreateReplicationRequest is POST /v1/replications on the source host.
+type CreateReplicationRequest struct {
+	Name  string            `json:"name"`
+	Disks []ReplicationDisk `json:"disks"`
+	// Target is https://HOST:PORT (with Token, a replication-scoped token
+	// of the target, and CACert, the PEM that vouches for its API
+	// certificate) or unix:///path/api.sock.
+	Target string `json:"target"`
+	Token  string `json:"token,omitempty"`
+	CACert string `json:"caCert,omitempty"`
+	// RPO is a Go duration, 15s to 24h ("" is 15m).
+	RPO string `json:"rpo,omitempty"`
+	// Keep is how many points the target keeps (0 is 24); KeepWithin
+	// keeps every point younger than it, then one an hour (thinning).
+	Keep       int    `json:"keep,omitempty"`
+	KeepWithin string `json:"keepWithin,omitempty"`
+	// BandwidthLimit caps the data sent, bytes a second (0: none).
+	BandwidthLimit int64 `json:"bandwidthLimit,omitempty"`
+	// Compression on the wire: "zstd" (default) or "none".
+	Compression string `json:"compression,omitempty"`
+	// Seed: the target disks exist already (restored from a backup, an
+	// older replica): compare block checksums and send only differences.
+	Seed bool `json:"seed,omitempty"`
+}
+
+// Replication states.
+const (
+	ReplicationOK          = "ok"
+	ReplicationSyncing     = "syncing"
+	ReplicationPaused      = "paused"
+	ReplicationRPOViolated = "rpo-violated"
+	ReplicationSplitBrain  = "split-brain"
+	ReplicationFailedOver  = "failed-over"
+	ReplicationError       = "error"
+	ReplicationDemoted     = "demoted"
+)
+
+// ReplicationPoint is a complete point: every disk's delta landed.
+type ReplicationPoint struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"` // the instant of the source snapshots
+	// Snapshots name each disk's snapshot of the point on the host
+	// answering (by disk name there).
+	Snapshots map[string]string `json:"snapshots"`
+}
+
+// CycleStats describe one replication cycle.
+type CycleStats struct {
+	Seq       uint64    `json:"seq"`
+	Started   time.Time `json:"started"`
+	Seconds   float64   `json:"seconds"`
+	Bytes     int64     `json:"bytes"`     // changed bytes sent (before compression)
+	WireBytes int64     `json:"wireBytes"` // request bodies as sent
+	Rate      float64   `json:"rate"`      // Bytes a second
+	Resumed   bool      `json:"resumed,omitempty"`
+	Full      bool      `json:"full,omitempty"` // initial sync or seed comparison
+}
+
+// Replication is a replication group as its source host sees it.
+type Replication struct {
+	Name           string            `json:"name"`
+	Role           string            `json:"role"` // source
+	Disks          []ReplicationDisk `json:"disks"`
+	Target         string            `json:"target"`
+	RPO            string            `json:"rpo"`
+	Keep           int               `json:"keep"`
+	KeepWithin     string            `json:"keepWithin,omitempty"`
+	BandwidthLimit int64             `json:"bandwidthLimit,omitempty"`
+	Compression    string            `json:"compression"`
+	State          string            `json:"state"`
+	Paused         bool              `json:"paused,omitempty"`
+	LastPoint      *ReplicationPoint `json:"lastPoint,omitempty"`
+	// LastPointAge is the seconds since the last point's instant.
+	LastPointAge float64     `json:"lastPointAge,omitempty"`
+	NextCycle    *time.Time  `json:"nextCycle,omitempty"`
+	LastCycle    *CycleStats `json:"lastCycle,omitempty"`
+	// Cycles are the recent cycles, oldest first.
+	Cycles   []CycleStats `json:"cycles,omitempty"`
+	Error    string       `json:"error,omitempty"`
+	Warnings []string     `json:"warnings,omitempty"`
+	Events   []string     `json:"events,omitempty"` // recent, newest last
+}
+
+// Replica is a replication group as its target host sees it.
+type Replica struct {
+	Group  string             `json:"group"`
+	State  string             `json:"state"` // ok (receiving), failed-over, demoted
+	Disks  []ReplicaDisk      `json:"disks"`
+	Points []ReplicationPoint `json:"points"`
+	// Staging is the cycle being applied, if any.
+	Staging *ReplicaStaging `json:"staging,omitempty"`
+	// Tests are the scratch exports of a test failover, by disk.
+	Tests map[string]string `json:"tests,omitempty"`
+	// WritesSincePoint: the replica disks took writes since the last
+	// point (after a failover).
+	WritesSincePoint bool `json:"writesSincePoint,omitempty"`
+	// Dirty lists, by disk, what this host wrote after the common point
+	// when it was turned into a replica by reprotect: the first cycle
+	// sends those areas too.
+	Dirty map[string][]Area `json:"dirty,omitempty"`
+}
+
+// ReplicaDisk is a disk of a replica group.
+type ReplicaDisk struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	Source string `json:"source,omitempty"` // its name on the source host
+}
+
+// ReplicaStaging is a cycle's progress on the target: per disk, the
+// offset up to which the delta landed and is durable.
+type ReplicaStaging struct {
+	Cycle    string           `json:"cycle"`
+	Seq      uint64           `json:"seq"`
+	Base     uint64           `json:"base"`
+	Progress map[string]int64 `json:"progress"`
+}
+
+// PutReplicaRequest is PUT /v1/replicas/{group}: the source declares
+// (or re-declares) a group on the target.
+type PutReplicaRequest struct {
+	Disks      []ReplicaDisk `json:"disks"`
+	Seed       bool          `json:"seed,omitempty"`
+	Keep       int           `json:"keep"`
+	KeepWithin string        `json:"keepWithin,omitempty"`
+	// Reverse: this host was the group's source and becomes its replica
+	// at its point Reverse (reprotect).
+	Reverse uint64 `json:"reverse,omitempty"`
+}
+
+// BeginCycleRequest is POST /v1/replicas/{group}/cycles.
+type BeginCycleRequest struct {
+	Cycle string `json:"cycle"`
+	Seq   uint64 `json:"seq"`
+	Base  uint64 `json:"base"`
+}
+
+// CommitCycleRequest is POST /v1/replicas/{group}/cycles/{cycle}/commit.
+type CommitCycleRequest struct {
+	Time time.Time `json:"time"`
+}
+
+// ChecksumsRequest asks a replica disk's per-block checksums (seeding).
+type ChecksumsRequest struct {
+	Offset    int64 `json:"offset"`
+	Length    int64 `json:"length"`
+	BlockSize int64 `json:"blockSize"`
+}
+
+// Checksums are BLAKE3-256 sums (hex) of consecutive blocks.
+type Checksums struct {
+	Sums []string `json:"sums"`
+}
+
+// FailoverRequest is POST /v1/replicas/{group}/failover.
+type FailoverRequest struct {
+	// Mode: "test", "cleanup", "disaster" or "planned".
+	Mode string `json:"mode"`
+	// Point: the point of a test failover (0: the latest); for planned,
+	// the point the source's final sync made.
+	Point uint64 `json:"point,omitempty"`
+}
+
+// ResyncRequest is POST /v1/replications/{name}/resync.
+type ResyncRequest struct {
+	Winner string `json:"winner"` // "source" (this host) or "target"
+}
+
+// ReprotectRequest is POST /v1/replicas/{group}/reprotect on the host
+// that failed over: reverse the group toward its old source.
+type ReprotectRequest struct {
+	Target string `json:"target"`
+	Token  string `json:"token,omitempty"`
+	CACert string `json:"caCert,omitempty"`
+	RPO    string `json:"rpo,omitempty"`
 }

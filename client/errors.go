@@ -31,6 +31,23 @@ var (
 	// ErrTooManyTickets: the host holds its maximum of live tickets;
 	// revoke some (or let them expire) and ask again.
 	ErrTooManyTickets = errors.New("too many live tickets on the host")
+	// ErrReplicationState: the replication group's state forbids the
+	// operation (failed over, a test failover running, no such point).
+	ErrReplicationState = errors.New("replication state forbids it")
+	// ErrSplitBrain: both sides took writes since their common point;
+	// `blockwise replication resync --winner SITE` decides.
+	ErrSplitBrain = errors.New("split-brain")
+	// ErrReplicationNotFound is an unknown replication group.
+	ErrReplicationNotFound = errors.New("replication group not found")
+	// ErrNotSupported: the host cannot offload the request (a copy from
+	// another datastore, a fast zero it would have to write). Nothing was
+	// changed: fall back to moving the data yourself (over NBD).
+	ErrNotSupported = errors.New("operation cannot be offloaded by the host")
+	// ErrTooLarge: a copy longer than the host's maximum segment
+	// (HostInfo.Offload.MaxCopySegment).
+	ErrTooLarge = errors.New("request larger than the host's maximum segment")
+	// ErrReadOnly: a write aimed at a snapshot.
+	ErrReadOnly = errors.New("read-only")
 )
 
 // ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound
@@ -38,27 +55,33 @@ var (
 var ErrNotFound = errors.New("not found")
 
 var sentinels = map[string][]error{
-	wire.ProblemDiskNotFound:     {ErrDiskNotFound, ErrNotFound},
-	wire.ProblemSnapshotNotFound: {ErrSnapshotNotFound, ErrNotFound},
-	wire.ProblemTaskNotFound:     {ErrTaskNotFound, ErrNotFound},
-	wire.ProblemTicketNotFound:   {ErrTicketNotFound, ErrNotFound},
-	wire.ProblemDiskExists:       {ErrExists},
-	wire.ProblemSnapshotExists:   {ErrExists},
-	wire.ProblemChangeIDInvalid:  {ErrChangeIDInvalid},
-	wire.ProblemDiskBusy:         {ErrBusy},
-	wire.ProblemInvalidRequest:   {ErrInvalidRequest},
-	wire.ProblemOutOfRange:       {ErrOutOfRange},
-	wire.ProblemUnauthorized:     {ErrUnauthorized},
-	wire.ProblemCorrupt:          {ErrCorrupt},
-	wire.ProblemNoSpace:          {ErrNoSpace},
-	wire.ProblemUnavailable:      {ErrUnavailable},
-	wire.ProblemInternal:         {ErrInternal},
-	wire.ProblemLeaseHeld:        {ErrLeaseHeld},
-	wire.ProblemLeaseNotFound:    {ErrLeaseNotFound, ErrNotFound},
-	wire.ProblemTooManyTickets:   {ErrTooManyTickets},
-	wire.ProblemPointNotFound:    {ErrNotFound},
-	wire.ProblemFileNotFound:     {ErrNotFound},
-	wire.ProblemFilesystem:       {ErrCorrupt},
+	wire.ProblemDiskNotFound:        {ErrDiskNotFound, ErrNotFound},
+	wire.ProblemSnapshotNotFound:    {ErrSnapshotNotFound, ErrNotFound},
+	wire.ProblemTaskNotFound:        {ErrTaskNotFound, ErrNotFound},
+	wire.ProblemTicketNotFound:      {ErrTicketNotFound, ErrNotFound},
+	wire.ProblemDiskExists:          {ErrExists},
+	wire.ProblemSnapshotExists:      {ErrExists},
+	wire.ProblemChangeIDInvalid:     {ErrChangeIDInvalid},
+	wire.ProblemDiskBusy:            {ErrBusy},
+	wire.ProblemInvalidRequest:      {ErrInvalidRequest},
+	wire.ProblemOutOfRange:          {ErrOutOfRange},
+	wire.ProblemUnauthorized:        {ErrUnauthorized},
+	wire.ProblemCorrupt:             {ErrCorrupt},
+	wire.ProblemNoSpace:             {ErrNoSpace},
+	wire.ProblemUnavailable:         {ErrUnavailable},
+	wire.ProblemInternal:            {ErrInternal},
+	wire.ProblemLeaseHeld:           {ErrLeaseHeld},
+	wire.ProblemLeaseNotFound:       {ErrLeaseNotFound, ErrNotFound},
+	wire.ProblemTooManyTickets:      {ErrTooManyTickets},
+	wire.ProblemPointNotFound:       {ErrNotFound},
+	wire.ProblemFileNotFound:        {ErrNotFound},
+	wire.ProblemFilesystem:          {ErrCorrupt},
+	wire.ProblemReplicationState:    {ErrReplicationState},
+	wire.ProblemSplitBrain:          {ErrSplitBrain},
+	wire.ProblemReplicationNotFound: {ErrReplicationNotFound, ErrNotFound},
+	wire.ProblemNotSupported:        {ErrNotSupported},
+	wire.ProblemTooLarge:            {ErrTooLarge, ErrInvalidRequest},
+	wire.ProblemReadOnly:            {ErrReadOnly, ErrInvalidRequest},
 }
 
 // Error is a problem document returned by the host.

@@ -15,6 +15,12 @@ type (
 	Task              = wire.Task
 	Problem           = wire.Problem
 	CreateDiskRequest = wire.CreateDiskRequest
+	CloneRequest      = wire.CloneRequest
+	CloneResult       = wire.CloneResult
+	CopyRequest       = wire.CopyRequest
+	CopySource        = wire.CopySource
+	CopyResult        = wire.CopyResult
+	CopyStats         = wire.CopyStats
 )
 
 // Task states.

@@ -27,12 +27,13 @@ type backupOptions struct {
 	// Parallel is how many disks are backed up at once (Veeam's
 	// "parallel processing"), into the one repository this command opened.
 	Parallel int
+	sourceOptions
 }
 
 var backupOpts backupOptions
 
 var backupCmd = &cobra.Command{
-	Use:   "backup DISK...",
+	Use:   "backup DISK|qemu+unix:///PATH/qmp.sock[?drive=A,B&agent=PATH&name=VM]|libvirt:///system?domain=NAME[&disk=vda&socket=PATH]...",
 	Short: "Back up disks: snapshot, read what CBT says changed (san, hot-add or NBD), store, delete the snapshot",
 	Args:  cobra.MinimumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
@@ -50,6 +51,7 @@ func init() {
 	backupCmd.Flags().IntVar(&backupOpts.Parallel, "parallel", 1, "back up this many of the disks at once (progress bars off when more than one)")
 	backupCmd.Flags().StringVar(&backupOpts.MetricsFile, "metrics-file", "", "write each disk's outcome as Prometheus metrics to this file (for node_exporter's textfile collector), atomically")
 	addTransportFlags(backupCmd.Flags(), &backupOpts.transportOptions)
+	addSourceFlags(backupCmd.Flags(), &backupOpts.sourceOptions)
 	rootCmd.AddCommand(backupCmd)
 }
 
@@ -71,6 +73,10 @@ type backupSummary struct {
 	Transport string  `json:"transport"`
 	// Phases: seconds per step (see backup.Result.Phases).
 	Phases map[string]float64 `json:"phases"`
+	// Consistency of the point ("application", "crash"; empty for host
+	// disks without quiescing) and why.
+	Consistency       string `json:"consistency,omitempty"`
+	ConsistencyReason string `json:"consistencyReason,omitempty"`
 	// Open: seconds the command spent opening the repository before its
 	// first backup: "unlock" (key derivation) and "index".
 	Open map[string]float64 `json:"open"`
@@ -81,8 +87,14 @@ type backupSummary struct {
 func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []string, out, errOut io.Writer) error {
 	outs, err := backupDisks(ctx, g, o, disks, out, errOut)
 	if o.MetricsFile != "" {
-		for _, d := range disks[len(outs):] { // never tried: the repository or host failed first
-			outs = append(outs, backupOutcome{disk: d, at: time.Now()})
+		tried := map[string]bool{}
+		for _, o := range outs {
+			tried[o.disk] = true
+		}
+		for _, d := range disks { // never tried: the repository or host failed first
+			if !tried[d] && !isSourceURI(d) {
+				outs = append(outs, backupOutcome{disk: d, at: time.Now()})
+			}
 		}
 		if merr := writeBackupMetrics(o.MetricsFile, outs); merr != nil {
 			err = errors.Join(err, fmt.Errorf("--metrics-file: %w", merr))
@@ -91,10 +103,11 @@ func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []s
 	return err
 }
 
-// backupDisks backs up each disk in turn; one failing does not stop the
+// backupDisks backs up the hypervisor sources in turn, then the host's
+// disks, --parallel of them at once; one failing does not stop the
 // others, and the command fails if any did.
 func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []string, out, errOut io.Writer) ([]backupOutcome, error) {
-	env, err := o.transportOptions.env(g)
+	hostDisks, sources, err := splitSources(disks)
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +116,28 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 		return nil, err
 	}
 	defer r.Close()
+	var outs []backupOutcome
+	var errs []error
+	for _, src := range sources {
+		o, err := backupSource(ctx, g, o, r, src, out, errOut)
+		outs, errs = append(outs, o...), append(errs, err)
+		if ctx.Err() != nil {
+			return outs, errors.Join(errs...)
+		}
+	}
+	if len(hostDisks) == 0 {
+		return outs, errors.Join(errs...)
+	}
+	env, err := o.transportOptions.env(g)
+	if err != nil {
+		return outs, errors.Join(append(errs, err)...)
+	}
+	hostOuts, err := backupHostDisks(ctx, g, o, r, env, hostDisks, out, errOut)
+	return append(outs, hostOuts...), errors.Join(append(errs, err)...)
+}
+
+// backupHostDisks backs up the host's disks, o.Parallel at a time.
+func backupHostDisks(ctx context.Context, g globalOptions, o backupOptions, r *repo.Repository, env transport.Env, disks []string, out, errOut io.Writer) ([]backupOutcome, error) {
 	h := backup.ClientHost{C: env.Client}
 	outs := make([]backupOutcome, len(disks))
 	errs := make([]error, len(disks))
@@ -143,7 +178,8 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 
 func printBackup(g globalOptions, disk string, res *backup.Result, rep transport.Report, ot repo.OpenTimes, out io.Writer) error {
 	s := backupSummary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
-		Changed: res.AreasBytes, Read: res.ReadBytes, Lost: res.LostBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds()}
+		Changed: res.AreasBytes, Read: res.ReadBytes, Lost: res.LostBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds(),
+		Consistency: res.Snapshot.Consistency, ConsistencyReason: res.Snapshot.ConsistencyReason}
 	if res.Parent != nil {
 		s.Parent = res.Parent.ID.String()
 	}
@@ -164,6 +200,9 @@ func printBackup(g globalOptions, disk string, res *backup.Result, rep transport
 	}
 	if s.Lost > 0 {
 		fmt.Fprintf(out, "\n  re-read %.1f MiB the repository had lost (the parent's packs there are gone)", float64(s.Lost)/(1<<20))
+	}
+	if s.Consistency != "" {
+		fmt.Fprintf(out, "\n  consistency %s: %s", s.Consistency, s.ConsistencyReason)
 	}
 	fmt.Fprintf(out, "\n  changed %d bytes, read %d, new %d, stored %d, %.2fs, change ID %s\n", s.Changed, s.Read, s.NewBytes, s.Stored, s.Seconds, s.ChangeID)
 	fmt.Fprintf(out, "  %s\n  steps: %s (opening the repository: unlock %s, index %s)\n", rep, strings.Join(steps, ", "),

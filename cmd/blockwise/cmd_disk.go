@@ -16,6 +16,7 @@ type diskOptions struct {
 	Granularity string
 	Grain       string
 	NoCBT       bool
+	Provision   string
 }
 
 var diskOpts diskOptions
@@ -24,7 +25,7 @@ var diskCmd = &cobra.Command{Use: "disk", Short: "Create, list, inspect, grow an
 
 func init() {
 	create := &cobra.Command{
-		Use: "create NAME --size SIZE", Short: "Create a thin disk", Args: args(1, 1),
+		Use: "create NAME --size SIZE [--provision thin|lazy-zeroed|eager-zeroed]", Short: "Create a disk (thin unless --provision says otherwise)", Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return runDiskCreate(cmd.Context(), globals, diskOpts, a, cmd.OutOrStdout())
 		},
@@ -34,6 +35,7 @@ func init() {
 	f.StringVar(&diskOpts.Granularity, "granularity", "", "CBT granularity, e.g. 64K (default 64K)")
 	f.StringVar(&diskOpts.Grain, "grain", "", "snapshot delta grain, e.g. 4K (default 4K)")
 	f.BoolVar(&diskOpts.NoCBT, "no-cbt", false, "disable changed block tracking")
+	f.StringVar(&diskOpts.Provision, "provision", "thin", "thin (allocate on write), lazy-zeroed (reserve now) or eager-zeroed (reserve and zero now, with fallocate)")
 	grow := &cobra.Command{
 		Use: "grow NAME --size SIZE", Short: "Grow a disk", Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, a []string) error {
@@ -48,7 +50,7 @@ func init() {
 		},
 	}
 	info := &cobra.Command{
-		Use: "info NAME", Short: "Describe a disk", Args: args(1, 1),
+		Use: "info NAME", Aliases: []string{"show"}, Short: "Describe a disk (provisioned, allocated and unique bytes, snapshots, CBT)", Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return runDiskInfo(cmd.Context(), globals, a, cmd.OutOrStdout())
 		},
@@ -67,7 +69,12 @@ func runDiskCreate(ctx context.Context, g globalOptions, o diskOptions, a []stri
 	if o.Size == "" {
 		return usageErrorf("disk create: --size is required")
 	}
-	req := client.CreateDiskRequest{Name: a[0], DisableCBT: o.NoCBT}
+	switch o.Provision {
+	case "", "thin", "lazy-zeroed", "eager-zeroed":
+	default:
+		return usageErrorf("disk create: --provision %q: want thin, lazy-zeroed or eager-zeroed", o.Provision)
+	}
+	req := client.CreateDiskRequest{Name: a[0], DisableCBT: o.NoCBT, Provision: o.Provision}
 	var err error
 	if req.Size, err = parseSize(o.Size); err != nil {
 		return err
@@ -165,7 +172,10 @@ func printDisk(g globalOptions, out io.Writer, d *client.Disk) error {
 	rows := [][]string{
 		{"name", d.Name}, {"uuid", d.UUID},
 		{"size", fmt.Sprintf("%s (%d bytes)", human(d.Size), d.Size)},
+		{"provisioned", fmt.Sprintf("%s (%d bytes, %s)", human(d.Size), d.Size, orDash(d.Provision))},
 		{"allocated", fmt.Sprintf("%s (%d bytes)", human(d.Allocated), d.Allocated)},
+		{"unique", fmt.Sprintf("%s (%d bytes; not shared with snapshots or clones)", human(d.Unique), d.Unique)},
+		{"shared", fmt.Sprintf("%s (%d bytes; in layers a linked clone shares)", human(d.Shared), d.Shared)},
 		{"grain", human(d.Grain)}, {"layers", strconv.Itoa(d.Layers)},
 		{"change id", orDash(d.ChangeID)}, {"open exports", strconv.Itoa(d.OpenExports)},
 	}

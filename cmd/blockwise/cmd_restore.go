@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,6 +28,7 @@ type restoreOptions struct {
 	Verify   bool
 	Include  []string
 	CacheMiB int64
+	NoClone  bool
 }
 
 var restoreOpts restoreOptions
@@ -52,6 +54,7 @@ func init() {
 	f.StringVar(&restoreOpts.Rollback, "rollback", "", "roll this disk (the point's own, VM stopped) back in place, writing only what CBT says changed since the point")
 	f.IntVar(&restoreOpts.Workers, "workers", 4, "concurrent chunk writes")
 	f.BoolVar(&restoreOpts.Verify, "verify", false, "read every written chunk back from the target and compare (chunks are always checked against their hash when read from the repository)")
+	f.BoolVar(&restoreOpts.NoClone, "no-clone", false, "with --to-disk, do not start from a clone of the point's disk on the host (restore every chunk from the repository)")
 	addTransportFlags(f, &restoreOpts.transportOptions)
 	rootCmd.AddCommand(restoreCmd)
 }
@@ -70,6 +73,12 @@ func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref stri
 	defer r.Close()
 	if o.Rollback != "" {
 		return runRollback(ctx, g, o, r, m, out)
+	}
+	if o.ToDisk != "" && !o.NoClone {
+		done, err := restoreByClone(ctx, g, o, r, m, out)
+		if done || err != nil {
+			return err
+		}
 	}
 	target, isZero, err := openRestoreTarget(ctx, g, o, int64(m.Size), out)
 	if err != nil {
@@ -91,6 +100,38 @@ func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref stri
 	fmt.Fprintf(out, "restored %s (%s, %d bytes): ", m.ID.Short(), m.Disk, m.Size)
 	printRestored(out, res, o.Verify)
 	return nil
+}
+
+// restoreByClone restores --to-disk by cloning the point's disk on the
+// host and writing only what changed since the point; done is false when
+// the point's disk cannot be the base (the caller restores it whole).
+func restoreByClone(ctx context.Context, g globalOptions, o restoreOptions, r *repo.Repository, m *repo.Manifest, out io.Writer) (bool, error) {
+	env, err := o.transportOptions.env(g)
+	if err != nil {
+		return false, err
+	}
+	open := func(ctx context.Context) (backup.Target, func() error, error) {
+		t, rep, err := transport.OpenTarget(ctx, o.Order, env, o.ToDisk)
+		if err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprintf(out, "%s\n", rep)
+		return t, t.Close, nil
+	}
+	bar := newProgress(os.Stderr, "restore "+m.ID.Short())
+	res, err := backup.RestoreByClone(ctx, backup.CloneRestoreOptions{Host: backup.ClientHost{C: env.Client}, Repo: r,
+		Manifest: m.ID, ToDisk: o.ToDisk, OpenTarget: open, Workers: o.Workers, ReadBack: o.Verify, Progress: bar.update})
+	bar.finish()
+	if errors.Is(err, backup.ErrNoCloneBase) {
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	fmt.Fprintf(out, "restored %s (%s, %d bytes) by cloning %s on the host, then %d bytes changed since the point: ",
+		m.ID.Short(), m.Disk, m.Size, m.Disk, res.ChangedBytes)
+	printRestored(out, res.RestoreResult, o.Verify)
+	return true, nil
 }
 
 // printRestored ends a restore's or a rollback's summary line.

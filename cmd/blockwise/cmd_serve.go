@@ -6,11 +6,14 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/blockwise/blockwise/internal/daemon"
+	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/internal/replica"
 )
 
 type serveOptions struct {
@@ -26,7 +29,10 @@ type serveOptions struct {
 	// MemoryLimitMiB is the runtime's soft memory limit (setMemoryLimit).
 	MemoryLimitMiB int64
 	nbdTLS
-	log *slog.Logger // nil: text logs on stderr
+	// SpaceWarn is the soft threshold of datastore use, in percent.
+	SpaceWarn  float64
+	SpaceCheck time.Duration
+	log        *slog.Logger // nil: text logs on stderr
 	// Points* name the repository whose restore points the API serves
 	// files of (GET /v1/points...).
 	PointsRepo, PointsPasswordFile, PointsKeyFile string
@@ -64,6 +70,9 @@ TCP to anyone who can connect instead: every disk readable and writable
 by every local user, or the whole network.`,
 	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
+		if serveOpts.SpaceWarn <= 0 { // 0 means the default only to callers other than the flag
+			return usageErrorf("serve: --space-warn %v: want a percentage in (0, 100]", serveOpts.SpaceWarn)
+		}
 		return runServe(cmd.Context(), globals, serveOpts)
 	},
 }
@@ -80,6 +89,9 @@ func init() {
 	f.BoolVar(&serveOpts.NBDInsecure, "nbd-tcp-insecure-no-auth", false, "DANGER: serve --nbd-tcp without tickets, to anyone who connects (plain NBD unless --tls-cert)")
 	f.Int64Var(&serveOpts.MemoryLimitMiB, "memory-limit", 384, "soft limit of the host's Go memory in MiB: the garbage collector works harder near it (GOMEMLIMIT overrides; 0: none). NBD requests in flight are bounded apart from it (8 MiB a connection, 192 MiB in all)")
 	addNBDTLSFlags(f, &serveOpts.nbdTLS)
+	f.Float64Var(&serveOpts.SpaceWarn, "space-warn", 100*host.DefaultSpaceWarn,
+		"warn (API, /metrics, log) when the datastore's file system is this many percent full")
+	f.DurationVar(&serveOpts.SpaceCheck, "space-check", daemon.DefaultSpaceCheck, "how often the log is told about datastore space")
 	f.StringVar(&serveOpts.PointsRepo, "points-repo", "", "serve the files of this repository's restore points over the API (GET /v1/points/{point}/files); opened for each request")
 	f.StringVar(&serveOpts.PointsPasswordFile, "points-password-file", "", "with --points-repo: the file holding its password (else env BLOCKWISE_PASSWORD)")
 	f.StringVar(&serveOpts.PointsKeyFile, "points-key-file", "", "with --points-repo: a key file instead of a password")
@@ -89,13 +101,21 @@ func init() {
 // runServe runs the host (internal/daemon) on the datastore until ctx
 // ends, then stops it gracefully.
 func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
+	if o.SpaceWarn == 0 {
+		o.SpaceWarn = 100 * host.DefaultSpaceWarn
+	}
+	if !(o.SpaceWarn > 0 && o.SpaceWarn <= 100) {
+		return usageErrorf("serve: --space-warn %v: want a percentage in (0, 100]", o.SpaceWarn)
+	}
 	setMemoryLimit(o.MemoryLimitMiB)
 	d, err := daemon.New(daemon.Options{Datastore: g.Datastore, APIUnix: o.APIUnix, APITCP: o.APITCP,
 		APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey, NBDUnix: o.NBDUnix, NBDGroup: o.NBDGroup,
-		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log, Points: o.points()})
+		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log, Points: o.points(),
+		SpaceWarn: o.SpaceWarn / 100, SpaceCheck: o.SpaceCheck})
 	if err != nil {
 		return err
 	}
+	replica.Register(d, o.log)
 	return d.Serve(ctx)
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -22,6 +23,7 @@ func init() {
 		Use: "create NAME", Short: "Create a token and print its secret once", Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, a []string) error { return runTokenCreate(globals, a, cmd.OutOrStdout()) },
 	}
+	create.Flags().StringSliceVar(&tokenScopes, "scope", nil, "limit the token to a scope: replication (what a source host presents to its replication target; reaches /v1/replicas only)")
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List tokens (no secrets)", Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, a []string) error { return runTokenList(globals, cmd.OutOrStdout()) },
@@ -34,8 +36,13 @@ func init() {
 	rootCmd.AddCommand(tokenCmd)
 }
 
+var tokenScopes []string
+
 func runTokenCreate(g globalOptions, a []string, out io.Writer) error {
-	t, secret, err := api.OpenTokens(g.Datastore).Create(a[0])
+	t, secret, err := api.OpenTokens(g.Datastore).CreateScoped(a[0], tokenScopes)
+	if errors.Is(err, api.ErrBadScope) {
+		return &usageError{err}
+	}
 	if err != nil {
 		return err
 	}

@@ -10,17 +10,19 @@ var helpGroups = []*cobra.Group{
 	{ID: "backup", Title: "Backup and restore:"},
 	{ID: "repo", Title: "Repository:"},
 	{ID: "host", Title: "Host:"},
+	{ID: "site", Title: "Site recovery:"},
 	{ID: "diag", Title: "Diagnostics and trying out:"},
 }
 
 // commandGroup is the help section of every top-level command.
 var commandGroup = map[string]string{
-	"disk": "disks", "snapshot": "disks", "changes": "disks", "export": "disks",
-	"backup": "backup", "restore": "backup", "points": "backup", "forget": "backup", "serve-point": "backup",
+	"disk": "disks", "snapshot": "disks", "changes": "disks", "export": "disks", "lease": "disks",
+	"backup": "backup", "restore": "backup", "points": "backup", "forget": "backup", "serve-point": "backup", "recover": "backup",
 	"ls": "backup", "dump": "backup", "mount": "backup",
 	"repo": "repo", "check": "repo", "stats": "repo", "prune": "repo", "repair": "repo",
-	"serve": "host", "token": "host", "ticket": "host",
-	"demo": "diag", "read-test": "diag", "paths": "diag",
+	"serve": "host", "token": "host", "ticket": "host", "datastore": "host",
+	"replication": "site",
+	"demo":        "diag", "read-test": "diag", "paths": "diag",
 }
 
 // groupCommands sorts root's commands into helpGroups (cobra's own help

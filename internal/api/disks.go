@@ -56,6 +56,7 @@ func (s *Server) describe(name string, d *disk.Disk) (wire.Disk, error) {
 	}
 	out := wire.Disk{
 		Name: name, UUID: st.UUID, Size: st.Size, Allocated: st.Allocated, Grain: st.Grain,
+		Unique: st.Unique, Shared: st.Shared, Provision: string(st.Provision),
 		Layers: st.Layers, Snapshots: snapshots(st.Snapshots), ChangeID: st.ChangeID,
 		OpenExports: s.h.OpenExports(name),
 	}
@@ -90,7 +91,11 @@ func (s *Server) createDisk(r *http.Request) (int, any, error) {
 	if err := validateCreate(req); err != nil {
 		return 0, nil, err
 	}
-	opt := disk.Options{Grain: req.Grain, DisableCBT: req.DisableCBT, CBT: cbt.Config{Granularity: req.CBTGranularity}}
+	prov, err := disk.ParseProvision(req.Provision)
+	if err != nil {
+		return 0, nil, badRequest(err.Error())
+	}
+	opt := disk.Options{Grain: req.Grain, DisableCBT: req.DisableCBT, CBT: cbt.Config{Granularity: req.CBTGranularity}, Provision: prov}
 	d, err := s.h.Create(req.Name, req.Size, opt)
 	if err != nil {
 		return 0, nil, err

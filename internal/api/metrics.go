@@ -77,7 +77,7 @@ func (c *diskCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (s *Server) registerMetrics() {
-	s.reg.MustRegister(newDiskCollector(s.h),
+	s.reg.MustRegister(newDiskCollector(s.h), newSpaceCollector(s.h),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }

@@ -20,32 +20,47 @@ func problem(status int, typ, detail string) error {
 	return &problemError{wire.Problem{Type: typ, Title: titles[typ], Status: status, Detail: detail}}
 }
 
+// NewProblem is an error that the API answers as the problem document of
+// type typ (a wire.Problem* code) with status and detail: for handlers
+// that services mount with Route.
+func NewProblem(status int, typ, detail string) error { return problem(status, typ, detail) }
+
+// ProblemOf is the problem document the API answers for err.
+func ProblemOf(err error) wire.Problem { return toProblem(err, aboutDisk) }
+
 func badRequest(detail string) error {
 	return problem(http.StatusBadRequest, wire.ProblemInvalidRequest, detail)
 }
 
 var titles = map[string]string{
-	wire.ProblemDiskNotFound:     "disk not found",
-	wire.ProblemSnapshotNotFound: "snapshot not found",
-	wire.ProblemTaskNotFound:     "task not found",
-	wire.ProblemTicketNotFound:   "ticket not found",
-	wire.ProblemDiskExists:       "disk already exists",
-	wire.ProblemSnapshotExists:   "snapshot already exists",
-	wire.ProblemChangeIDInvalid:  "change ID invalid: a full backup is needed",
-	wire.ProblemDiskBusy:         "disk busy",
-	wire.ProblemInvalidRequest:   "invalid request",
-	wire.ProblemOutOfRange:       "out of range",
-	wire.ProblemUnauthorized:     "unauthorized",
-	wire.ProblemCorrupt:          "disk data failed validation",
-	wire.ProblemNoSpace:          "no space left in the datastore",
-	wire.ProblemUnavailable:      "host shutting down",
-	wire.ProblemInternal:         "internal error",
-	wire.ProblemLeaseHeld:        "disk leased to another backup",
-	wire.ProblemLeaseNotFound:    "lease not found",
-	wire.ProblemTooManyTickets:   "too many live tickets",
-	wire.ProblemPointNotFound:    "restore point not found",
-	wire.ProblemFileNotFound:     "no such file in the restore point",
-	wire.ProblemFilesystem:       "filesystem unsupported or damaged",
+	wire.ProblemDiskNotFound:        "disk not found",
+	wire.ProblemSnapshotNotFound:    "snapshot not found",
+	wire.ProblemTaskNotFound:        "task not found",
+	wire.ProblemTicketNotFound:      "ticket not found",
+	wire.ProblemDiskExists:          "disk already exists",
+	wire.ProblemSnapshotExists:      "snapshot already exists",
+	wire.ProblemChangeIDInvalid:     "change ID invalid: a full backup is needed",
+	wire.ProblemDiskBusy:            "disk busy",
+	wire.ProblemInvalidRequest:      "invalid request",
+	wire.ProblemOutOfRange:          "out of range",
+	wire.ProblemUnauthorized:        "unauthorized",
+	wire.ProblemCorrupt:             "disk data failed validation",
+	wire.ProblemNoSpace:             "no space left in the datastore",
+	wire.ProblemUnavailable:         "host shutting down",
+	wire.ProblemInternal:            "internal error",
+	wire.ProblemLeaseHeld:           "disk leased to another backup",
+	wire.ProblemLeaseNotFound:       "lease not found",
+	wire.ProblemTooManyTickets:      "too many live tickets",
+	wire.ProblemPointNotFound:       "restore point not found",
+	wire.ProblemFileNotFound:        "no such file in the restore point",
+	wire.ProblemFilesystem:          "filesystem unsupported or damaged",
+	wire.ProblemReplicationState:    "replication state forbids it",
+	wire.ProblemSplitBrain:          "split-brain: both sides took writes",
+	wire.ProblemReplicationNotFound: "replication group not found",
+	wire.ProblemNotSupported:        "operation cannot be offloaded here",
+	wire.ProblemTooLarge:            "request larger than the maximum segment",
+	wire.ProblemReadOnly:            "read-only",
+	wire.ProblemMiscompare:          "compare-and-write miscompare: nothing written",
 }
 
 // what says which object an engine ErrNotFound or ErrExists is about.
@@ -87,10 +102,19 @@ func classify(err error, w what) (int, string) {
 	case errors.Is(err, disk.ErrOutOfRange):
 		return http.StatusBadRequest, wire.ProblemOutOfRange
 	case errors.Is(err, disk.ErrInvalidName), errors.Is(err, disk.ErrMisaligned),
-		errors.Is(err, disk.ErrShrink), errors.Is(err, disk.ErrCBTDisabled):
+		errors.Is(err, disk.ErrShrink), errors.Is(err, disk.ErrCBTDisabled),
+		errors.Is(err, disk.ErrCAWLength), errors.Is(err, disk.ErrReadOnly):
 		return http.StatusBadRequest, wire.ProblemInvalidRequest
 	case errors.Is(err, disk.ErrNoSpace):
 		return http.StatusInsufficientStorage, wire.ProblemNoSpace
+	case errors.Is(err, disk.ErrNotSupported):
+		return http.StatusNotImplemented, wire.ProblemNotSupported
+	case errors.Is(err, disk.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, wire.ProblemTooLarge
+	case errors.Is(err, disk.ErrReadOnly):
+		return http.StatusConflict, wire.ProblemReadOnly
+	case errors.Is(err, disk.ErrInvalid):
+		return http.StatusBadRequest, wire.ProblemInvalidRequest
 	case errors.Is(err, disk.ErrCorrupt):
 		return http.StatusInternalServerError, wire.ProblemCorrupt
 	case errors.Is(err, host.ErrClosed), errors.Is(err, disk.ErrClosed):

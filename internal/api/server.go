@@ -87,6 +87,9 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/disks/{disk}", s.getDisk)
 	s.route("DELETE /v1/disks/{disk}", s.deleteDisk)
 	s.route("POST /v1/disks/{disk}/grow", s.growDisk)
+	s.route("POST /v1/disks/{disk}/clone", s.cloneDisk)
+	s.route("POST /v1/disks/{disk}/copy", s.copyExtent)
+	s.route("POST /v1/disks/{disk}/reclaim", s.reclaimDisk)
 	s.route("GET /v1/disks/{disk}/changes", s.changes)
 	s.route("GET /v1/disks/{disk}/exports", s.diskExports)
 	s.route("GET /v1/disks/{disk}/snapshots", s.listSnapshots)
@@ -105,12 +108,33 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/tickets", s.listTickets)
 	s.route("DELETE /v1/tickets/{id}", s.deleteTicket)
 	s.route("GET /v1/host", s.hostInfo)
+	s.route("GET /v1/datastore", s.datastoreSpace)
+	s.route("POST /v1/disks/{disk}/compare-and-write", s.compareAndWrite)
 	s.route("GET /v1/tasks", s.listTasks)
 	s.route("GET /v1/tasks/{id}", s.getTask)
 	s.registerFileRoutes()
 	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))
 	s.raw("GET /metrics", s.metricsHandler())
 }
+
+// Handler answers a request with a status and a JSON body, or an error
+// that becomes a problem document (NewProblem, or an engine sentinel).
+type Handler func(r *http.Request) (int, any, error)
+
+// Route serves pattern ("METHOD /path") with h, as the API's own routes
+// are: authenticated, bounded body, errors as problem documents. For
+// services (replication) that hang their routes on the host's API.
+func (s *Server) Route(pattern string, h Handler) { s.route(pattern, handler(h)) }
+
+// RouteRaw serves pattern with a plain http.Handler (authenticated, no
+// body bound): for request bodies larger than the API's 1 MiB.
+func (s *Server) RouteRaw(pattern string, h http.Handler) { s.raw(pattern, h) }
+
+// Registry is the registry /metrics serves, for services' collectors.
+func (s *Server) Registry() prometheus.Registerer { return s.reg }
+
+// Context ends when the server shuts down: the context of tasks.
+func (s *Server) Context() context.Context { return s.ctx }
 
 func (s *Server) route(pattern string, h handler) {
 	s.raw(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -7,12 +7,12 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	wire "github.com/blockwise/blockwise/api"
-	"github.com/blockwise/blockwise/internal/disk"
 )
 
 // Ended tasks are kept for keepEnded so a client that polls late still
@@ -23,9 +23,48 @@ const (
 	maxWait   = 5 * time.Minute
 )
 
+// runner is what a task follows: an engine consolidation (*disk.Task)
+// or a service's operation (FuncTask).
+type runner interface {
+	Progress() (done, total int64)
+	Done() <-chan struct{}
+	Err() error
+}
+
+// FuncTask is a service's long operation run as a task (StartTask).
+type FuncTask struct {
+	done, total atomic.Int64
+	end         chan struct{}
+	err         error
+}
+
+// SetProgress records how far the operation is.
+func (f *FuncTask) SetProgress(done, total int64) { f.done.Store(done); f.total.Store(total) }
+
+// Progress implements runner.
+func (f *FuncTask) Progress() (int64, int64) { return f.done.Load(), f.total.Load() }
+
+// Done is closed when the operation ended.
+func (f *FuncTask) Done() <-chan struct{} { return f.end }
+
+// Err is the operation's error once Done.
+func (f *FuncTask) Err() error { return f.err }
+
+// StartTask runs fn as a task of kind about disk (a name, or a group's)
+// and returns it at once; fn's context ends when the server shuts down.
+func (s *Server) StartTask(kind, diskName string, fn func(ctx context.Context, t *FuncTask) error) wire.Task {
+	f := &FuncTask{end: make(chan struct{})}
+	e := s.tasks.add(kind, diskName, "", f)
+	go func() {
+		defer close(f.end)
+		f.err = fn(s.ctx, f)
+	}()
+	return e.view()
+}
+
 type task struct {
 	id, kind, disk, snap string
-	t                    *disk.Task
+	t                    runner
 	created              time.Time
 
 	mu       sync.Mutex
@@ -77,7 +116,7 @@ func newTasks(reg prometheus.Registerer) *tasks {
 	return &tasks{dur: dur, m: map[string]*task{}}
 }
 
-func (ts *tasks) add(kind, diskName, snap string, t *disk.Task) *task {
+func (ts *tasks) add(kind, diskName, snap string, t runner) *task {
 	ts.mu.Lock()
 	ts.seq++
 	e := &task{id: "task-" + strconv.FormatUint(ts.seq, 10), kind: kind, disk: diskName, snap: snap, t: t, created: time.Now().UTC()}

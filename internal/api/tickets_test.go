@@ -175,7 +175,13 @@ func TestTicketExportGone(t *testing.T) {
 	}
 	mustDial(t, addr, "a@s1", tk).Close()
 	refused(t, addr, "a", tk, "snapshot ticket on the live disk")
+	// The client's Close does not wait for the server to release the
+	// export: until it has, the snapshot has an open view (ErrBusy).
 	task, err := e.Client.DeleteSnapshot(ctx, "a", "s1")
+	for deadline := time.Now().Add(5 * time.Second); errors.Is(err, client.ErrBusy) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		task, err = e.Client.DeleteSnapshot(ctx, "a", "s1")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

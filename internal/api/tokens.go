@@ -30,7 +30,18 @@ type Token struct {
 	Name    string    `json:"name"`
 	Hash    string    `json:"sha256"`
 	Created time.Time `json:"created"`
+	// Scopes limit the token to some routes ("replication": the replica
+	// routes under /v1/replicas, which no unscoped token reaches); none
+	// is every route but those.
+	Scopes []string `json:"scopes,omitempty"`
 }
+
+// ScopeReplication is the scope of the token a source host presents to
+// its replication target: it reaches /v1/replicas and nothing else.
+const ScopeReplication = "replication"
+
+// ErrBadScope is an unknown token scope.
+var ErrBadScope = errors.New("unknown token scope")
 
 type tokenFile struct {
 	Tokens []Token `json:"tokens"`
@@ -104,7 +115,15 @@ func (ts *Tokens) List() ([]Token, error) {
 
 // Create adds a token named name and returns it with its secret, which
 // is not stored anywhere.
-func (ts *Tokens) Create(name string) (Token, string, error) {
+func (ts *Tokens) Create(name string) (Token, string, error) { return ts.CreateScoped(name, nil) }
+
+// CreateScoped is Create for a token limited to scopes (ScopeReplication).
+func (ts *Tokens) CreateScoped(name string, scopes []string) (Token, string, error) {
+	for _, sc := range scopes {
+		if sc != ScopeReplication {
+			return Token{}, "", fmt.Errorf("%w %q (known: %s)", ErrBadScope, sc, ScopeReplication)
+		}
+	}
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	if err := ts.load(); err != nil {
@@ -115,7 +134,7 @@ func (ts *Tokens) Create(name string) (Token, string, error) {
 	rand.Read(secretb)
 	id := hex.EncodeToString(idb)
 	secret := "bw_" + id + "_" + base64.RawURLEncoding.EncodeToString(secretb)
-	t := Token{ID: id, Name: name, Hash: hashSecret(secret), Created: time.Now().UTC()}
+	t := Token{ID: id, Name: name, Hash: hashSecret(secret), Created: time.Now().UTC(), Scopes: scopes}
 	ts.list = append(ts.list, t)
 	return t, secret, ts.save()
 }

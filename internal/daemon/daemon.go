@@ -67,6 +67,11 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Logger receives the host's logs (nil: text on stderr).
 	Logger *slog.Logger
+	// SpaceWarn is the soft threshold of datastore use, a ratio in (0, 1]
+	// (0: host.DefaultSpaceWarn); SpaceCheck how often the log is told
+	// (0: DefaultSpaceCheck).
+	SpaceWarn  float64
+	SpaceCheck time.Duration
 	// Points serves the files of a repository's restore points over
 	// the API (nil: none).
 	Points api.Points
@@ -124,6 +129,15 @@ func New(o Options) (_ *Daemon, err error) {
 		}
 	}()
 	d.host = host.New(ds)
+	if o.SpaceWarn != 0 {
+		if err := d.host.SetSpaceWarn(o.SpaceWarn); err != nil {
+			return nil, configErrorf("%v", err)
+		}
+	}
+	if o.SpaceCheck <= 0 {
+		o.SpaceCheck = DefaultSpaceCheck
+	}
+	d.services = append(d.services, &spaceWatch{h: d.host, log: d.log, every: o.SpaceCheck})
 	if err := d.wire(); err != nil {
 		d.host.Close()
 		return nil, err
@@ -152,6 +166,10 @@ func (d *Daemon) wire() error {
 // Register adds a service, started by Serve after the listeners and
 // stopped before the disks close. Call it before Serve.
 func (d *Daemon) Register(s Service) { d.services = append(d.services, s) }
+
+// API is the daemon's control API server, on which services hang their
+// routes (Route) and metrics (Registry) before Serve.
+func (d *Daemon) API() *api.Server { return d.api }
 
 // Host is the daemon's engine (for services and tests).
 func (d *Daemon) Host() *host.Host { return d.host }

@@ -130,6 +130,7 @@ func OpenDatastore(dir string, opts ...DatastoreOption) (*Datastore, error) {
 		return nil, fmt.Errorf("%s: %w: bad body", p, ErrCorrupt)
 	}
 	ds.dir, ds.id = dir, m.ID
+	ds.removeCloneLeftovers()
 	return ds, nil
 }
 

@@ -20,6 +20,8 @@ type Options struct {
 	Grain      int64      // delta map unit; default DefaultGrain
 	CBT        cbt.Config // tracking geometry
 	DisableCBT bool
+	// Provision: ProvisionThin ("" too), ProvisionLazy or ProvisionEager.
+	Provision Provision
 }
 
 // DefaultGrain is the delta grain: 4 KiB matches the guest file systems'
@@ -27,8 +29,12 @@ type Options struct {
 // copies nothing up (bench/engine.sh compares grains).
 const DefaultGrain = 4096
 
-// stripes is the number of grain locks; a grain uses stripe g % stripes.
+// stripes is the number of grain locks; grain g uses stripe
+// (g*grain/stripeBytes) % stripes (lockGrains).
 const stripes = 1024
+
+// stripeBytes is the span of disk one stripe lock covers.
+const stripeBytes = 1 << 20
 
 // journalLimit triggers a checkpoint when the journal grows past it.
 const journalLimit = 64 << 20
@@ -70,16 +76,21 @@ type Disk struct {
 	// afterTake, when set (by tests only), is called by a flush after it
 	// has taken each layer's record, with cutMu held.
 	afterTake func(*layer)
-	stripe    [stripes]sync.Mutex
-	bg        sync.WaitGroup
-	cancel    context.CancelFunc
-	ctx       context.Context
+	// afterReclaimRead, when set (by tests only), is called by a reclaim
+	// step between reading a run and punching its zero grains.
+	afterReclaimRead func()
+	stripe           [stripes]sync.Mutex
+	bg               sync.WaitGroup
+	cancel           context.CancelFunc
+	ctx              context.Context
 
 	mu struct {
 		sync.Mutex
 		views map[string]int // open snapshot views by snapshot ID
 		err   error          // sticky metadata failure
 		task  *Task
+		// reclaim is the running or last reclaim (reclaim.go).
+		reclaim *Task
 	}
 }
 
@@ -106,6 +117,11 @@ func (ds *Datastore) Create(name string, size int64, opt Options) (*Disk, error)
 	if err := opt.CBT.Validate(); err != nil && !opt.DisableCBT {
 		return nil, err
 	}
+	prov, err := ParseProvision(string(opt.Provision))
+	if err != nil {
+		return nil, err
+	}
+	opt.Provision = prov
 	if err := ds.fs.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("disk %s: %w", name, ErrExists)
@@ -134,13 +150,16 @@ func initDisk(fsys vfs.FS, dir, name string, size int64, opt Options) error {
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
+	if _, err := reserve(f, opt.Provision, 0, size); err != nil {
+		return err
+	}
 	if err := vfs.Datasync(f); err != nil {
 		return err
 	}
 	m := &diskMeta{
 		UUID: cbt.NewUUID(), Name: name, Size: size, Grain: opt.Grain,
 		Created: time.Now().UTC(), Gen: 1, NextID: 1,
-		Layers: []layerMeta{{ID: 0, Data: flatName}},
+		Layers: []layerMeta{{ID: 0, Data: flatName}}, Provision: opt.Provision.stored(),
 	}
 	if !opt.DisableCBT {
 		tr, err := cbt.New(opt.CBT, cbt.NewUUID(), size, nil)
@@ -167,6 +186,11 @@ func (ds *Datastore) Open(name string) (*Disk, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ds.openDir(dir, name)
+}
+
+// openDir opens the disk in dir (named name in errors).
+func (ds *Datastore) openDir(dir, name string) (*Disk, error) {
 	if _, err := ds.fs.Stat(filepath.Join(dir, metaName)); err != nil {
 		return nil, fmt.Errorf("disk %s: %w", name, ErrNotFound)
 	}

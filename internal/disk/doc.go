@@ -23,6 +23,18 @@
 //     journal named by the next generation, then commits them by replacing
 //     disk.meta. Between checkpoints, flushes append map and CBT changes
 //     to the journal. docs/format.md has the byte layouts and ordering.
+//   - provision: thin (the default: space on first write), lazy-zeroed or
+//     eager-zeroed (flat.raw reserved with fallocate at creation; TRIM
+//     keeps the reservation). Deltas are always thin.
+//   - offloads (VAAI): WriteZeroes with NO_HOLE and FAST_ZERO, Trim,
+//     Reclaim (a background scan giving back all-zero grains at a bounded
+//     rate), CopyFrom (the data mover: extents of any view of a disk of
+//     the datastore copied by reflink or copy_file_range) and Clone.
+//   - linked clone: a disk whose chain starts with hard links to another
+//     disk's frozen layers (shared layers); a full clone is an
+//     independent flat disk filled by CopyFrom. A shared layer is
+//     unshared (copied) before a consolidation writes into it, and lives
+//     until its last user is deleted (docs/format.md invariants 9–12).
 //   - file system: every file operation of a datastore and its disks goes
 //     through a vfs.FS, the operating system's unless WithFS gives another.
 //     Tests put vfstest.CrashFS there to cut the power: it keeps only what

@@ -30,6 +30,16 @@ var (
 	// reads and overwrites of allocated blocks meanwhile. The file
 	// system's errno stays in the chain (errors.Is(err, syscall.ENOSPC)).
 	ErrNoSpace = errors.New("no space left in the datastore")
+	// ErrNotSupported: the engine cannot offload this request (a fast
+	// zero that would write zeroes, a copy it cannot do inside the
+	// datastore, a linked clone on a file system without hard links).
+	// Nothing was changed: the caller falls back to moving the data.
+	ErrNotSupported = errors.New("operation cannot be offloaded here")
+	// ErrTooLarge: a copy request longer than MaxCopySegment.
+	ErrTooLarge = errors.New("request larger than the maximum segment")
+	// ErrInvalid: a request the engine cannot take as asked (an unknown
+	// provisioning mode, overlapping copy ranges, a reclaim of a thick disk).
+	ErrInvalid = errors.New("invalid request")
 )
 
 // noSpace marks a file-system "full" error with ErrNoSpace (keeping the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +51,8 @@ type Task struct {
 	done     chan struct{}
 	merged   atomic.Int64
 	err      error
+	// reclaimed: bytes given back, for a reclaim task (reclaim.go).
+	reclaimed atomic.Int64
 }
 
 // Wait blocks until the task ends or ctx is done.
@@ -98,6 +102,9 @@ func (d *Disk) DeleteSnapshot(id string) (*Task, error) {
 	}
 	pi := d.meta.layerIndex(sm.Layer)
 	child, parent := d.chain[pi+1], d.chain[pi]
+	if err := d.unshare(parent); err != nil {
+		return nil, noSpace(err)
+	}
 	m := d.meta.clone()
 	m.Snapshots = append(m.Snapshots[:i], m.Snapshots[i+1:]...)
 	ms := &mergeState{child: child, parent: parent, live: pi+1 == len(d.chain)-1, total: int64(child.held())}
@@ -222,7 +229,11 @@ func (d *Disk) mergeRun(ms *mergeState, r run) error {
 	st := present
 	if r.st == zeroed {
 		st = zeroed
-		if err := vfs.PunchHole(ms.parent.f, a, b-a); err != nil {
+		punch := vfs.PunchHole
+		if ms.parent.flat && d.thick() {
+			punch = func(f vfs.File, off, n int64) error { return zeroKeep(f, off, n, false) }
+		}
+		if err := punch(ms.parent.f, a, b-a); err != nil {
 			return err
 		}
 	} else {
@@ -274,5 +285,75 @@ func (d *Disk) finishMerge() error {
 	}
 	d.merge = nil
 	ms.child.f.Close()
+	return nil
+}
+
+// unshare gives the disk its own copy of layer l's file when a linked
+// clone (or the disk it was cloned from) shares it (more than one link),
+// before a consolidation writes into it: the copy (reflinked where the
+// file system can) replaces the disk's name of the file, and the other
+// disk keeps the original. Both hold the same bytes until then, since a
+// shared layer is frozen, so the rename needs no checkpoint. Exclusive
+// barrier held.
+//
+// Invariant 10 (docs/format.md).
+func (d *Disk) unshare(l *layer) error {
+	if vfs.Links(l.f) < 2 {
+		return nil
+	}
+	name := filepath.Join(d.dir, d.meta.Layers[d.meta.layerIndex(l.id)].Data)
+	tmp := filepath.Join(d.dir, "."+filepath.Base(name)+".unshare")
+	f, err := d.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = d.copyFile(f, l.f)
+	if err == nil {
+		err = vfs.Datasync(f)
+	}
+	if err == nil {
+		err = d.fs.Rename(tmp, name)
+	}
+	if err == nil {
+		err = vfs.SyncDir(d.fs, d.dir)
+	}
+	if err != nil {
+		f.Close()
+		d.fs.Remove(tmp)
+		return fmt.Errorf("unshare layer %d: %w", l.id, err)
+	}
+	f.Close()
+	// Reopened by its name: the layer's file is named by disk.meta (and
+	// a later unshare or clone finds it there), not by the temporary name.
+	nf, err := d.fs.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return d.fail(fmt.Errorf("unshare layer %d: reopen: %w", l.id, err))
+	}
+	l.f.Close()
+	l.f = nf
+	return nil
+}
+
+// copyFile copies src's data extents (and size) into the empty dst.
+func (d *Disk) copyFile(dst, src vfs.File) error {
+	fi, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	if err := dst.Truncate(fi.Size()); err != nil {
+		return err
+	}
+	ext, err := vfs.Extents(src, 0, fi.Size())
+	if err != nil {
+		return err
+	}
+	var st CopyStats
+	for _, e := range ext {
+		if e.Data {
+			if err := moveBytes(dst, src, e.Off, e.Off, e.Len, &st); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }

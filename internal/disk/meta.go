@@ -9,9 +9,11 @@ import (
 )
 
 const (
-	metaName    = "disk.meta"
-	metaMagic   = "BWDISK01"
-	metaVersion = 1
+	metaName  = "disk.meta"
+	metaMagic = "BWDISK01"
+	// metaVersion 2 adds "provision" (docs/format.md); a thin disk's
+	// disk.meta is still written as version 1, so older binaries open it.
+	metaVersion = 2
 	flatName    = "flat.raw"
 	lockName    = "lock"
 )
@@ -30,6 +32,8 @@ type diskMeta struct {
 	Snapshots []snapMeta  `json:"snapshots"`
 	CBT       *cbtMeta    `json:"cbt,omitempty"`
 	Merge     *mergeMeta  `json:"merge,omitempty"`
+	// Provision is "" (thin), ProvisionLazy or ProvisionEager (version 2).
+	Provision Provision `json:"provision,omitempty"`
 }
 
 type layerMeta struct {
@@ -65,7 +69,11 @@ func (m *diskMeta) encode() []byte {
 	if err != nil {
 		panic(err)
 	}
-	return metafile.Encode(metaMagic, metaVersion, body)
+	v := uint16(1)
+	if m.Provision != "" {
+		v = 2 // an older binary would treat the disk as thin and punch holes
+	}
+	return metafile.Encode(metaMagic, v, body)
 }
 
 func decodeMeta(name string, data []byte) (*diskMeta, error) {
@@ -89,6 +97,8 @@ func (m *diskMeta) validate() error {
 		return fmt.Errorf("size %d", m.Size)
 	case m.Grain < Sector || m.Grain&(m.Grain-1) != 0:
 		return fmt.Errorf("grain %d", m.Grain)
+	case m.Provision != "" && m.Provision != ProvisionLazy && m.Provision != ProvisionEager:
+		return fmt.Errorf("provision %q", m.Provision)
 	case len(m.Layers) == 0 || m.Layers[0].Map != "":
 		return fmt.Errorf("no flat bottom layer")
 	case len(m.Snapshots) >= len(m.Layers)+1:

@@ -31,6 +31,15 @@ type model struct {
 	epochs []*modelSnap   // every snapshot ever taken, deleted ones too
 	hot    int64          // if set, half the requests land within 256 KiB of it
 	log    []string
+	clones map[string]*modelClone // open clones of the disk's snapshots
+	nclone int
+}
+
+// modelClone is a clone (linked or full) of a snapshot and what it reads.
+type modelClone struct {
+	d      *Disk
+	ref    []byte
+	linked bool
 }
 
 type modelSnap struct {
@@ -61,7 +70,7 @@ func newModel(t *testing.T, seed int64) *model {
 		t.Fatal(err)
 	}
 	return &model{t: t, rng: rng, ds: ds, d: d, ref: make([]byte, size), snaps: map[string]*modelSnap{},
-		cbtG: cfg.Granularity, dirty: map[int64]bool{}, hot: hot}
+		cbtG: cfg.Granularity, dirty: map[int64]bool{}, hot: hot, clones: map[string]*modelClone{}}
 }
 
 func (m *model) fail(format string, args ...any) {
@@ -99,7 +108,9 @@ func (m *model) markDirty(off, n int64) {
 }
 
 func (m *model) step() {
-	switch op := m.rng.Intn(100); {
+	switch op := m.rng.Intn(112); {
+	case op >= 100:
+		m.vaai(op - 100)
 	case op < 40:
 		m.write()
 	case op < 50:
@@ -135,9 +146,9 @@ func (m *model) write() {
 
 func (m *model) zero() {
 	off, n := m.span()
-	punch := m.rng.Intn(2) == 0
-	m.log = append(m.log, fmt.Sprintf("zero %d+%d punch=%v", off, n, punch))
-	if err := m.d.Zero(off, n, punch); err != nil {
+	noHole, fast := m.rng.Intn(2) == 0, m.rng.Intn(3) == 0
+	m.log = append(m.log, fmt.Sprintf("zero %d+%d noHole=%v fast=%v", off, n, noHole, fast))
+	if err := m.d.WriteZeroes(off, n, noHole, fast); err != nil {
 		m.fail("zero: %v", err)
 	}
 	clear(m.ref[off : off+n])
@@ -221,8 +232,126 @@ func (m *model) reopen(crash bool) {
 	m.d = d
 }
 
+// vaai runs one of the offloads: a copy (from the live disk or a
+// snapshot), a trim, a clone of a snapshot (linked or full), a write into
+// or the deletion of a clone, or a reclaim.
+func (m *model) vaai(op int) {
+	switch {
+	case op < 4:
+		m.copyRange()
+	case op < 6:
+		off, n := m.span()
+		m.log = append(m.log, fmt.Sprintf("trim %d+%d", off, n))
+		if err := m.d.Trim(off, n); err != nil {
+			m.fail("trim: %v", err)
+		}
+		clear(m.ref[off : off+n])
+		m.markDirty(off, n)
+	case op < 8:
+		m.clone()
+	case op < 10:
+		m.cloneIO()
+	default:
+		m.reclaim()
+	}
+}
+
+func (m *model) copyRange() {
+	src, data := "", m.ref
+	if len(m.order) > 0 && m.rng.Intn(2) == 0 {
+		src = m.order[m.rng.Intn(len(m.order))]
+		data = m.snaps[src].data
+	}
+	dst, n := m.span()
+	n = min(n, int64(len(data)))
+	srcOff := m.rng.Int63n(int64(len(data))/Sector-n/Sector+1) * Sector
+	m.log = append(m.log, fmt.Sprintf("copy %s:%d -> %d+%d", src, srcOff, dst, n))
+	_, err := m.d.CopyFrom(m.d, src, srcOff, dst, n)
+	if src == "" && srcOff < dst+n && dst < srcOff+n {
+		if !errors.Is(err, ErrInvalid) {
+			m.fail("overlapping live copy: %v, want ErrInvalid", err)
+		}
+		return
+	}
+	if err != nil {
+		m.fail("copy: %v", err)
+	}
+	copy(m.ref[dst:dst+n], data[srcOff:srcOff+n])
+	m.markDirty(dst, n)
+}
+
+func (m *model) clone() {
+	if len(m.order) == 0 || len(m.clones) >= 3 {
+		return
+	}
+	snap := m.order[m.rng.Intn(len(m.order))]
+	m.nclone++
+	name, linked := fmt.Sprintf("c%d", m.nclone), m.rng.Intn(2) == 0
+	c, _, err := m.ds.Clone(m.d, snap, name, linked)
+	m.log = append(m.log, fmt.Sprintf("clone %s of %s linked=%v: %v", name, snap, linked, err))
+	if errors.Is(err, ErrBusy) {
+		return // a consolidation writes into the snapshot's layers
+	}
+	if err != nil {
+		m.fail("clone: %v", err)
+	}
+	m.clones[name] = &modelClone{d: c, ref: bytes.Clone(m.snaps[snap].data), linked: linked}
+}
+
+// cloneIO writes into a clone, or closes and deletes it.
+func (m *model) cloneIO() {
+	for name, c := range m.clones {
+		if m.rng.Intn(3) == 0 {
+			m.log = append(m.log, "delete clone "+name)
+			if err := c.d.Close(); err != nil {
+				m.fail("close clone: %v", err)
+			}
+			if err := m.ds.Delete(name); err != nil {
+				m.fail("delete clone: %v", err)
+			}
+			delete(m.clones, name)
+			return
+		}
+		sectors := int64(len(c.ref)) / Sector
+		off := m.rng.Int63n(sectors) * Sector
+		p := make([]byte, (m.rng.Int63n(min(sectors-off/Sector, 40))+1)*Sector)
+		m.rng.Read(p)
+		m.log = append(m.log, fmt.Sprintf("write clone %s %d+%d", name, off, len(p)))
+		if _, err := c.d.WriteAt(p, off); err != nil {
+			m.fail("write clone: %v", err)
+		}
+		copy(c.ref[off:], p)
+		return
+	}
+}
+
+func (m *model) reclaim() {
+	m.log = append(m.log, "reclaim")
+	t, err := m.d.Reclaim(0)
+	if err != nil {
+		m.fail("reclaim: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := t.Wait(ctx); err != nil {
+		m.fail("reclaim: %v", err)
+	}
+}
+
 func (m *model) verify() {
 	m.t.Helper()
+	for name, c := range m.clones {
+		if err := c.d.Check(); err != nil {
+			m.fail("check clone %s: %v", name, err)
+		}
+		got := make([]byte, len(c.ref))
+		if _, err := c.d.ReadAt(got, 0); err != nil {
+			m.fail("read clone %s: %v", name, err)
+		}
+		if i := firstDiff(got, c.ref); i >= 0 {
+			m.fail("clone %s (linked %v) differs at %d", name, c.linked, i)
+		}
+	}
 	if err := m.d.Check(); err != nil {
 		m.fail("check: %v", err)
 	}
@@ -391,6 +520,11 @@ func TestModel(t *testing.T) {
 			m.verify()
 			if err := m.d.Close(); err != nil {
 				t.Fatal(err)
+			}
+			for _, c := range m.clones {
+				if err := c.d.Close(); err != nil {
+					t.Fatal(err)
+				}
 			}
 		})
 	}

@@ -31,6 +31,12 @@ func (d *Disk) Grow(size int64) error {
 	if err := top.f.Truncate(size); err != nil {
 		return noSpace(err)
 	}
+	if top.flat {
+		if _, err := reserve(top.f, d.meta.Provision, d.size, size-d.size); err != nil {
+			top.f.Truncate(d.size)
+			return noSpace(err)
+		}
+	}
 	top.written.Store(true)
 	if d.tracker != nil {
 		d.tracker.Grow(size)
@@ -58,10 +64,18 @@ func (d *Disk) ResetCBT() error {
 
 // Stat describes a disk.
 type Stat struct {
-	Name          string
-	UUID          string
-	Size          int64 // provisioned bytes
-	Allocated     int64 // bytes allocated in all layer files
+	Name      string
+	UUID      string
+	Size      int64 // provisioned bytes
+	Allocated int64 // bytes allocated in all layer files
+	// Unique is the allocated bytes no snapshot and no other disk (a
+	// linked clone, or the disk this one was cloned from) uses: the live
+	// layers' files that only this disk links. What deleting every
+	// snapshot and then the disk would give back at least.
+	Unique int64
+	// Shared is the allocated bytes in layer files another disk links too.
+	Shared        int64
+	Provision     Provision
 	Grain         int64
 	Layers        int
 	Snapshots     []SnapshotInfo
@@ -79,12 +93,26 @@ func (d *Disk) Stat() (Stat, error) {
 		return Stat{}, ErrClosed
 	}
 	s := Stat{Name: d.meta.Name, UUID: d.meta.UUID, Size: d.size, Grain: d.grain, Layers: len(d.chain)}
-	for _, l := range d.chain {
+	s.Provision = ProvisionThin
+	if d.meta.Provision != "" {
+		s.Provision = d.meta.Provision
+	}
+	frozen := -1 // index of the highest layer a snapshot uses
+	for _, sm := range d.meta.Snapshots {
+		frozen = max(frozen, d.meta.layerIndex(sm.Layer))
+	}
+	for i, l := range d.chain {
 		n, err := vfs.Allocated(l.f)
 		if err != nil {
 			return Stat{}, err
 		}
 		s.Allocated += n
+		switch {
+		case vfs.Links(l.f) > 1:
+			s.Shared += n
+		case i > frozen:
+			s.Unique += n
+		}
 	}
 	for _, sm := range d.meta.Snapshots {
 		s.Snapshots = append(s.Snapshots, d.snapInfo(sm))

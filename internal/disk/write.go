@@ -1,6 +1,9 @@
 package disk
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/blockwise/blockwise/internal/vfs"
 )
 
@@ -94,22 +97,42 @@ func (d *Disk) copyUp(li int, g uint64, seg []byte, off int64) error {
 }
 
 // Zero makes [off, off+n) read as zeroes. With punch the space may be
-// deallocated (NBD WRITE_ZEROES without NO_HOLE, and Trim); without it a
-// flat layer keeps the range allocated. In a delta, whole grains are
-// marked zero (so older data below is not uncovered) and their space
-// released; partial grains are written as zeroes.
-func (d *Disk) Zero(off, n int64, punch bool) error {
+// deallocated (NBD WRITE_ZEROES without NO_HOLE, and Trim); without it
+// the range stays allocated. It is WriteZeroes(off, n, !punch, false).
+func (d *Disk) Zero(off, n int64, punch bool) error { return d.WriteZeroes(off, n, !punch, false) }
+
+// WriteZeroes makes [off, off+n) read as zeroes, as NBD_CMD_WRITE_ZEROES
+// does (docs/format.md, "Zeroed, unmapped and shared ranges"):
+//   - noHole (NBD_CMD_FLAG_NO_HOLE): the range stays (or becomes)
+//     allocated: a flat layer gets FALLOC_FL_ZERO_RANGE, a delta's whole
+//     grains are zero-filled in place and marked present. Without it, a
+//     flat layer's range is punched (kept allocated on a thick disk) and a
+//     delta's whole grains are marked zero and punched, which hides the
+//     data below without touching a frozen layer.
+//   - fast (NBD_CMD_FLAG_FAST_ZERO): if the engine could only zero by
+//     writing zeroes, it fails with ErrNotSupported before changing any
+//     data (CBT may over-report the range, never miss it).
+//
+// Partial grains of a delta are written as zeroes (copied up first).
+//
+// Invariant 9 (docs/format.md).
+func (d *Disk) WriteZeroes(off, n int64, noHole, fast bool) error {
 	d.barrier.RLock()
 	defer d.barrier.RUnlock()
-	return noSpace(d.zero(off, n, punch))
+	return noSpace(d.zero(off, n, noHole, fast))
 }
 
-func (d *Disk) zero(off, n int64, punch bool) error {
+func (d *Disk) zero(off, n int64, noHole, fast bool) error {
+	if fast && !vfs.Native(d.chain[len(d.chain)-1].f) {
+		return fmt.Errorf("%w: fast zero on a file system without fallocate", ErrNotSupported)
+	}
 	if err := d.beginWrite(off, n); err != nil || n == 0 {
 		return err
 	}
 	if len(d.chain) == 1 {
-		return d.zeroFlat(d.chain[0], off, n, punch)
+		unlock := d.lockGrains(d.grains(off, n)) // against a compare-and-write (caw.go)
+		defer unlock()
+		return d.zeroFlat(d.chain[0], off, n, noHole, fast)
 	}
 	end := off + n
 	m0 := (off + d.grain - 1) / d.grain * d.grain
@@ -120,27 +143,42 @@ func (d *Disk) zero(off, n int64, punch bool) error {
 	if m0 >= m1 { // inside one grain
 		return d.zeroBytes(off, n)
 	}
+	// Whole grains first: a fast zero that cannot be fast fails there,
+	// before the partial grains are written.
+	if err := d.zeroGrains(uint64(m0/d.grain), uint64((m1+d.grain-1)/d.grain), noHole, fast); err != nil {
+		return err
+	}
 	if err := d.zeroBytes(off, m0-off); err != nil {
 		return err
 	}
-	if err := d.zeroBytes(m1, end-m1); err != nil {
-		return err
-	}
-	return d.zeroGrains(uint64(m0/d.grain), uint64((m1+d.grain-1)/d.grain), punch)
+	return d.zeroBytes(m1, end-m1)
 }
 
-// Trim deallocates [off, off+n); it reads back as zeroes.
+// Trim deallocates [off, off+n); it reads back as zeroes. On a thick
+// disk the flat layer's range stays reserved.
 func (d *Disk) Trim(off, n int64) error { return d.Zero(off, n, true) }
 
-func (d *Disk) zeroFlat(l *layer, off, n int64, punch bool) error {
-	var err error
-	if punch {
-		err = vfs.PunchHole(l.f, off, n)
-	} else {
-		err = vfs.ZeroRange(l.f, off, n)
-	}
+// zeroFlat zeroes a range of the flat layer: a hole on a thin disk unless
+// keep (NO_HOLE) or thick provisioning asks for the space to stay.
+func (d *Disk) zeroFlat(l *layer, off, n int64, keep, fast bool) error {
 	l.written.Store(true)
-	return err
+	if !keep && !d.thick() {
+		return vfs.PunchHole(l.f, off, n)
+	}
+	return zeroKeep(l.f, off, n, fast)
+}
+
+// zeroKeep zeroes [off, off+n) of f keeping it allocated; fast refuses
+// to fall back to writing zeroes.
+func zeroKeep(f vfs.File, off, n int64, fast bool) error {
+	err := vfs.ZeroRangeFast(f, off, n)
+	if !errors.Is(err, errors.ErrUnsupported) {
+		return err
+	}
+	if fast {
+		return fmt.Errorf("%w: %w", ErrNotSupported, err)
+	}
+	return vfs.ZeroRange(f, off, n)
 }
 
 var zeroes = make([]byte, 1<<20)
@@ -154,25 +192,33 @@ func (d *Disk) zeroBytes(off, n int64) error {
 	return d.writeGrains(zeroes[:n], off)
 }
 
-// zeroGrains zeroes whole grains [g0, g1), by target layer.
-func (d *Disk) zeroGrains(g0, g1 uint64, punch bool) error {
+// zeroGrains zeroes whole grains [g0, g1), by target layer. Invariant 2:
+// a grain kept allocated is zero-filled before it is marked present.
+func (d *Disk) zeroGrains(g0, g1 uint64, keep, fast bool) error {
 	unlock := d.lockGrains(g0, g1)
 	defer unlock()
 	for _, r := range d.targetRuns(g0, g1) {
 		l := d.chain[r.src]
 		a := int64(r.g0) * d.grain
 		b := min(int64(r.g1)*d.grain, d.size)
-		if l.flat {
-			if err := d.zeroFlat(l, a, b-a, punch); err != nil {
-				return err
+		var err error
+		switch {
+		case l.flat:
+			err = d.zeroFlat(l, a, b-a, keep, fast)
+		case keep:
+			if err = zeroKeep(l.f, a, b-a, fast); err == nil {
+				l.written.Store(true)
+				l.set(r.g0, r.g1, present)
 			}
-			continue
+		default:
+			if err = vfs.PunchHole(l.f, a, b-a); err == nil {
+				l.written.Store(true)
+				l.set(r.g0, r.g1, zeroed)
+			}
 		}
-		if err := vfs.PunchHole(l.f, a, b-a); err != nil {
+		if err != nil {
 			return err
 		}
-		l.written.Store(true)
-		l.set(r.g0, r.g1, zeroed)
 	}
 	return nil
 }

@@ -26,6 +26,8 @@ func nbdErr(err error, write bool) error {
 		return fmt.Errorf("%w: %w", nbd.ErrOutOfRange, err)
 	case errors.Is(err, disk.ErrReadOnly):
 		return fmt.Errorf("%w: %w", nbd.ErrReadOnly, err)
+	case errors.Is(err, disk.ErrNotSupported): // FAST_ZERO that would be slow
+		return fmt.Errorf("%w: %w", nbd.ErrNotSupported, err)
 	}
 	return err
 }
@@ -34,16 +36,35 @@ func nbdErr(err error, write bool) error {
 // what avoids read-modify-write); 32 MiB, QEMU's own maximum.
 var blockSizes = nbd.BlockSizes{Minimum: disk.Sector, Preferred: 4096, Maximum: 32 << 20}
 
-// liveExport serves a disk's live data read-write over NBD.
-type liveExport struct{ d *disk.Disk }
+// liveExport serves a disk's live data read-write over NBD; its writes
+// hold the disk's gate shared (group.go).
+type liveExport struct {
+	d *disk.Disk
+	g *gate
+}
+
+// write runs a write under the gate, refused while the disk is protected.
+func (e *liveExport) write(f func() error) error {
+	e.g.RLock()
+	defer e.g.RUnlock()
+	if e.g.protected != "" {
+		return fmt.Errorf("%w: %w (%s)", nbd.ErrReadOnly, ErrProtected, e.g.protected)
+	}
+	return f()
+}
 
 var _ nbd.Export = (*liveExport)(nil)
 
 // Size is the disk's current size.
 func (e *liveExport) Size() int64 { return e.d.Size() }
 
-// ReadOnly is false: the live disk takes the guest's writes.
-func (e *liveExport) ReadOnly() bool { return false }
+// ReadOnly is false unless the host protects the disk (a replica): the
+// live disk takes the guest's writes.
+func (e *liveExport) ReadOnly() bool {
+	e.g.RLock()
+	defer e.g.RUnlock()
+	return e.g.protected != ""
+}
 
 // MultiConn is true: every connection reaches the same engine.
 func (e *liveExport) MultiConn() bool { return true } // one engine behind every connection
@@ -61,23 +82,27 @@ func (e *liveExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 
 // WriteAt writes the disk; with fua it flushes before returning.
 func (e *liveExport) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
-	if _, err := e.d.WriteAt(p, off); err != nil {
-		return nbdErr(err, true)
-	}
-	if fua {
-		return e.d.Flush()
-	}
-	return nil
+	return e.write(func() error {
+		if _, err := e.d.WriteAt(p, off); err != nil {
+			return nbdErr(err, true)
+		}
+		if fua {
+			return e.d.Flush()
+		}
+		return nil
+	})
 }
 
-// Zero is always fast: punching, fallocate or a zero mark in a delta.
+// Zero is NBD_CMD_WRITE_ZEROES: without punch (NO_HOLE) the range stays
+// allocated; with fast (FAST_ZERO) a zeroing the engine could only do by
+// writing zeroes fails with ENOTSUP before anything changes.
 func (e *liveExport) Zero(ctx context.Context, off, length int64, punch, fast bool) error {
-	return nbdErr(e.d.Zero(off, length, punch), true)
+	return e.write(func() error { return nbdErr(e.d.WriteZeroes(off, length, !punch, fast), true) })
 }
 
 // Trim deallocates a range (it then reads as zeroes).
 func (e *liveExport) Trim(ctx context.Context, off, length int64) error {
-	return nbdErr(e.d.Trim(off, length), true)
+	return e.write(func() error { return nbdErr(e.d.Trim(off, length), true) })
 }
 
 // Flush makes every completed write durable.

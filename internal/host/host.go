@@ -16,12 +16,15 @@ type Host struct {
 	ds *disk.Datastore
 	mu struct {
 		sync.Mutex
-		disks  map[string]*disk.Disk
-		refs   map[string]int // open NBD exports by disk
-		io     map[string]*ioCounters
-		leases map[string]Lease // by disk (lease.go)
-		closed bool
+		disks   map[string]*disk.Disk
+		refs    map[string]int // open NBD exports by disk
+		io      map[string]*ioCounters
+		leases  map[string]Lease         // by disk (lease.go)
+		gates   map[string]*gate         // by disk (group.go)
+		virtual map[string]VirtualExport // by export name (group.go)
+		closed  bool
 	}
+	warn spaceWarn // soft threshold of datastore use (space.go)
 }
 
 var _ nbd.Exporter = (*Host)(nil)
@@ -36,6 +39,8 @@ func New(ds *disk.Datastore) *Host {
 	h.mu.refs = map[string]int{}
 	h.mu.io = map[string]*ioCounters{}
 	h.mu.leases = map[string]Lease{}
+	h.mu.gates = map[string]*gate{}
+	h.mu.virtual = map[string]VirtualExport{}
 	return h
 }
 
@@ -84,6 +89,14 @@ func (h *Host) Delete(name string) error {
 	if n := h.mu.refs[name]; n > 0 {
 		return fmt.Errorf("disk %s: %w: %d open exports", name, disk.ErrBusy, n)
 	}
+	if g := h.mu.gates[name]; g != nil {
+		g.RLock()
+		why := g.protected
+		g.RUnlock()
+		if why != "" {
+			return fmt.Errorf("disk %s: %w: %s", name, disk.ErrBusy, why)
+		}
+	}
 	if d, ok := h.mu.disks[name]; ok {
 		if err := d.Close(); err != nil {
 			return err
@@ -118,13 +131,20 @@ func SplitExport(name string) (diskName, snapshot string) {
 
 // Open implements nbd.Exporter.
 func (h *Host) Open(ctx context.Context, name string) (nbd.Export, error) {
+	if open := h.virtualExport(name); open != nil {
+		x, err := open(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", nbd.ErrUnknownExport, name, err)
+		}
+		return h.acquire(name, x), nil
+	}
 	dn, sn := SplitExport(name)
 	d, err := h.Disk(dn)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", nbd.ErrUnknownExport, name, err)
 	}
 	if sn == "" && !strings.Contains(name, "@") {
-		return h.acquire(dn, &liveExport{d: d}), nil
+		return h.acquire(dn, &liveExport{d: d, g: h.gate(dn)}), nil
 	}
 	s, err := d.OpenSnapshot(sn)
 	if err != nil {
@@ -140,6 +160,11 @@ func (h *Host) List(ctx context.Context) ([]nbd.ExportInfo, error) {
 		return nil, err
 	}
 	var out []nbd.ExportInfo
+	h.mu.Lock()
+	for n := range h.mu.virtual {
+		out = append(out, nbd.ExportInfo{Name: n, Description: "scratch copy (test failover)"})
+	}
+	h.mu.Unlock()
 	for _, n := range names {
 		out = append(out, nbd.ExportInfo{Name: n, Description: "live disk"})
 		d, err := h.Disk(n)

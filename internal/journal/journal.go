@@ -267,3 +267,23 @@ func ReadAll(fsys vfs.FS, path string, gen uint64) ([]Record, error) {
 	}
 	return recs, l.Close()
 }
+
+// Release gives the reserve back to the file system (the space
+// preallocated past the journal's end) and keeps none until the next
+// Reserve. A checkpoint on a full file system uses it: the next
+// generation's files need the space, and its journal reserves again.
+func (l *Log) Release() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.f == nil {
+		return os.ErrClosed
+	}
+	if l.mu.reserve <= 0 {
+		return errors.ErrUnsupported // nothing reserved to give back
+	}
+	if err := l.mu.f.Truncate(l.mu.size); err != nil {
+		return err
+	}
+	l.mu.reserve, l.mu.reserved = 0, l.mu.size
+	return nil
+}

@@ -51,17 +51,49 @@ func (vm *VM) QMP(ctx context.Context) (*qmp.Client, error) {
 // connectShell dials the shell port's host side (QEMU listens on it
 // from its start).
 func (vm *VM) connectShell(ctx context.Context) error {
+	sh, err := dialShell(ctx, vm.shellPath, vm.exited)
+	if err != nil {
+		return err
+	}
+	vm.sh = sh
+	return nil
+}
+
+// Run runs a shell script in the guest (see Shell.Run).
+func (vm *VM) Run(ctx context.Context, script string) (string, error) {
+	if vm.sh == nil {
+		return "", ErrGone
+	}
+	return vm.sh.Run(ctx, script)
+}
+
+// Shell is the host side of a guest's command shell (the guest's init
+// serves it on the virtio-serial port org.blockwise.shell).
+type Shell struct {
+	mu     sync.Mutex
+	conn   net.Conn
+	r      *bufio.Reader
+	nextID int
+}
+
+// DialShell connects to a guest shell's unix socket (for a guest started
+// by someone else, such as libvirt, from an initramfs of
+// BuildInitramfs), retrying until ctx ends.
+func DialShell(ctx context.Context, path string) (*Shell, error) {
+	return dialShell(ctx, path, nil)
+}
+
+func dialShell(ctx context.Context, path string, exited <-chan struct{}) (*Shell, error) {
 	for {
-		c, err := net.Dial("unix", vm.shellPath)
+		c, err := net.Dial("unix", path)
 		if err == nil {
-			vm.sh, vm.shR = c, bufio.NewReaderSize(c, 1<<20)
-			return nil
+			return &Shell{conn: c, r: bufio.NewReaderSize(c, 1<<20)}, nil
 		}
 		select {
-		case <-vm.exited:
-			return fmt.Errorf("%w: qemu exited during boot: %v", ErrGone, vm.waitErr)
+		case <-exited:
+			return nil, fmt.Errorf("%w: qemu exited during boot", ErrGone)
 		case <-ctx.Done():
-			return fmt.Errorf("testvm: shell socket: %w", ctx.Err())
+			return nil, fmt.Errorf("testvm: shell socket: %w", ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -72,27 +104,27 @@ func (vm *VM) connectShell(ctx context.Context) error {
 // (errors.Is ErrExit). Commands run one at a time. On a timeout the
 // channel is left out of step, so later Runs fail: a command that may
 // hang should carry its own `timeout`.
-func (vm *VM) Run(ctx context.Context, script string) (string, error) {
-	vm.shMu.Lock()
-	defer vm.shMu.Unlock()
-	if vm.sh == nil {
+func (s *Shell) Run(ctx context.Context, script string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
 		return "", ErrGone
 	}
-	vm.nextID++
-	id := strconv.Itoa(vm.nextID)
+	s.nextID++
+	id := strconv.Itoa(s.nextID)
 	if dl, ok := ctx.Deadline(); ok {
-		vm.sh.SetDeadline(dl)
-		defer vm.sh.SetDeadline(time.Time{})
+		s.conn.SetDeadline(dl)
+		defer s.conn.SetDeadline(time.Time{})
 	}
-	stop := context.AfterFunc(ctx, func() { vm.sh.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { s.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	line := id + " " + base64.StdEncoding.EncodeToString([]byte(script)) + "\n"
-	if _, err := vm.sh.Write([]byte(line)); err != nil {
-		return "", vm.runErr(ctx, script, err)
+	if _, err := s.conn.Write([]byte(line)); err != nil {
+		return "", s.runErr(ctx, script, err)
 	}
-	out, status, err := vm.readReply(id)
+	out, status, err := s.readReply(id)
 	if err != nil {
-		return "", vm.runErr(ctx, script, err)
+		return "", s.runErr(ctx, script, err)
 	}
 	if status != 0 {
 		return out, &ExitError{Cmd: script, Status: status, Output: out}
@@ -100,10 +132,31 @@ func (vm *VM) Run(ctx context.Context, script string) (string, error) {
 	return out, nil
 }
 
-func (vm *VM) runErr(ctx context.Context, script string, err error) error {
+// send writes a script without waiting for a reply (poweroff).
+func (s *Shell) send(script string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil {
+		s.conn.Write([]byte("0 " + base64.StdEncoding.EncodeToString([]byte(script)) + "\n"))
+	}
+}
+
+// Close closes the connection.
+func (s *Shell) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		return nil
+	}
+	err := s.conn.Close()
+	s.conn = nil
+	return err
+}
+
+func (s *Shell) runErr(ctx context.Context, script string, err error) error {
 	if ctx.Err() != nil {
-		vm.sh.Close() // out of step now
-		vm.sh = nil
+		s.conn.Close() // out of step now
+		s.conn = nil
 		return fmt.Errorf("testvm: %q: %w", script, ctx.Err())
 	}
 	return fmt.Errorf("%w: %q: %v", ErrGone, script, err)
@@ -111,11 +164,11 @@ func (vm *VM) runErr(ctx context.Context, script string, err error) error {
 
 // readReply reads "B id", the base64 output, "E id status"; replies to
 // earlier (abandoned) ids are skipped.
-func (vm *VM) readReply(id string) (string, int, error) {
+func (s *Shell) readReply(id string) (string, int, error) {
 	var b64 strings.Builder
 	in := false
 	for {
-		l, err := vm.shR.ReadString('\n')
+		l, err := s.r.ReadString('\n')
 		if err != nil {
 			return "", 0, err
 		}
@@ -142,18 +195,18 @@ func (vm *VM) readReply(id string) (string, int, error) {
 	}
 }
 
+// PoweroffScript syncs and unmounts the guest's file systems and powers
+// it off (for Shell's users: send it with Run and expect no reply).
+const PoweroffScript = "sync; umount -a -r >/dev/null 2>&1; sync; poweroff -f"
+
 // Shutdown syncs and unmounts the guest's file systems, powers it off
 // and waits for QEMU to exit; if it has not within ctx, QEMU is asked
 // to quit over QMP, then killed. QEMU closes its images cleanly (qcow2
 // persistent bitmaps are stored) unless it had to be killed.
 func (vm *VM) Shutdown(ctx context.Context) error {
-	vm.shMu.Lock()
-	if vm.sh != nil {
-		// No reply comes: the guest powers off.
-		script := "sync; umount -a -r >/dev/null 2>&1; sync; poweroff -f"
-		vm.sh.Write([]byte("0 " + base64.StdEncoding.EncodeToString([]byte(script)) + "\n"))
+	if vm.sh != nil { // no reply comes: the guest powers off
+		vm.sh.send(PoweroffScript)
 	}
-	vm.shMu.Unlock()
 	select {
 	case <-vm.exited:
 		return nil
@@ -190,12 +243,9 @@ func (vm *VM) cleanup() {
 	default:
 		vm.Kill()
 	}
-	vm.shMu.Lock()
 	if vm.sh != nil {
 		vm.sh.Close()
-		vm.sh = nil
 	}
-	vm.shMu.Unlock()
 	if vm.qmpc != nil {
 		vm.qmpc.Close()
 	}
@@ -220,7 +270,7 @@ type tail struct {
 
 func newTail() *tail { return &tail{} }
 
-// Write implements io.Writer, keeping the last bytes written.
+// Write implements io.Writer.
 func (t *tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -231,7 +281,7 @@ func (t *tail) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// String returns the bytes kept.
+// String returns what it holds.
 func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -1,12 +1,10 @@
 package testvm
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,6 +59,9 @@ type Drive struct {
 	Format string
 	// NBD is an nbd+unix:///EXPORT?socket=PATH URI (raw format on top).
 	NBD string
+	// ReconnectDelay (seconds, NBD only): QEMU's reconnect-delay, so I/O
+	// waits that long for a restarted server instead of failing.
+	ReconnectDelay int
 	// Discard passes guest discards down (discard=unmap).
 	Discard bool
 	// DetectZeroes: "", "off", "on" or "unmap".
@@ -115,10 +116,7 @@ type VM struct {
 	qmpc    *qmp.Client
 	qmpErr  error
 
-	shMu   sync.Mutex
-	sh     net.Conn
-	shR    *bufio.Reader
-	nextID int
+	sh *Shell
 }
 
 // Start boots a guest and returns once its shell answers. Everything
@@ -160,6 +158,15 @@ func Require(t testing.TB) {
 	}
 }
 
+// KernelCmdline is the guest kernel's command line.
+const KernelCmdline = "console=ttyS0 quiet panic=-1 rdinit=/init"
+
+// Kernel returns the path of the guest kernel.
+func Kernel() (string, error) {
+	k, err := kernel()
+	return k[0], err
+}
+
 // kernel returns the vmlinuz path and the kernel version.
 func kernel() ([2]string, error) {
 	m, _ := filepath.Glob(filepath.Join(KernelDir, "boot", "vmlinuz-*"))
@@ -194,7 +201,7 @@ func start(t testing.TB, opt Options) (*VM, error) {
 		return nil, err
 	}
 	initrd := filepath.Join(dir, "initramfs.cpio")
-	if err := buildInitramfs(initrd, k[1], opt); err != nil {
+	if err := BuildInitramfs(initrd, opt); err != nil {
 		return nil, err
 	}
 	args, err := vm.qemuArgs(k[0], initrd)
@@ -220,7 +227,15 @@ func start(t testing.TB, opt Options) (*VM, error) {
 	return vm, nil
 }
 
-func buildInitramfs(path, kver string, opt Options) error {
+// BuildInitramfs writes the guest's initramfs (for a guest started by
+// someone else, such as libvirt: boot Kernel() with it and the command
+// line KernelCmdline).
+func BuildInitramfs(path string, opt Options) error {
+	k, err := kernel()
+	if err != nil {
+		return err
+	}
+	kver := k[1]
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -278,7 +293,7 @@ func (vm *VM) qemuArgs(kernel, initrd string) ([]string, error) {
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-machine", "q35", "-cpu", "max", "-m", strconv.Itoa(vm.opt.MemoryMB), "-smp", "1",
 		"-kernel", kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1 rdinit=/init",
+		"-append", KernelCmdline,
 		"-serial", "file:"+vm.logPath,
 		"-qmp", "unix:"+vm.qmpPath+",server=on,wait=off",
 		"-device", "virtio-serial-pci,id=vser",
@@ -331,6 +346,9 @@ func blockdev(d Drive) (string, error) {
 			return "", err
 		}
 		file = nbd
+		if d.ReconnectDelay > 0 {
+			file["reconnect-delay"] = d.ReconnectDelay
+		}
 		if format == "" {
 			format = "raw"
 		}

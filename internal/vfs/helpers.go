@@ -201,3 +201,89 @@ func MkdirAllSync(fsys FS, dir string, perm fs.FileMode) error {
 	}
 	return nil
 }
+
+// Reflink shares src's extents of [srcOff, srcOff+n) at dstOff of dst
+// (fsutil.Reflink) between operating-system files; anything else is
+// fsutil.ErrNoReflink.
+func Reflink(dst, src File, srcOff, dstOff, n int64) error {
+	d, s, ok := osFiles(dst, src)
+	if !ok {
+		return fsutil.ErrNoReflink
+	}
+	return fsutil.Reflink(d, s, srcOff, dstOff, n)
+}
+
+// osFiles is dst and src as operating-system files, if both are.
+func osFiles(dst, src File) (*os.File, *os.File, bool) {
+	d, ok1 := dst.(*os.File)
+	s, ok2 := src.(*os.File)
+	return d, s, ok1 && ok2
+}
+
+// CopyRange copies in the kernel (fsutil.CopyRange) between
+// operating-system files; anything else is errors.ErrUnsupported.
+func CopyRange(dst, src File, srcOff, dstOff, n int64) error {
+	d, s, ok := osFiles(dst, src)
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	return fsutil.CopyRange(d, s, srcOff, dstOff, n)
+}
+
+// ZeroRangeFast zeroes keeping the range allocated without writing
+// zeroes (fsutil.ZeroRangeFast) on an operating-system file; any other
+// is errors.ErrUnsupported, nothing changed.
+func ZeroRangeFast(f File, off, length int64) error {
+	if of, ok := f.(*os.File); ok {
+		return fsutil.ZeroRangeFast(of, off, length)
+	}
+	return errors.ErrUnsupported
+}
+
+// Reserve allocates [off, off+length) below f's size (fsutil.Reserve) on
+// an operating-system file; any other is errors.ErrUnsupported.
+func Reserve(f File, off, length int64, written bool) (bool, error) {
+	if of, ok := f.(*os.File); ok {
+		return fsutil.Reserve(of, off, length, written)
+	}
+	return false, errors.ErrUnsupported
+}
+
+// BlockSize is the file system's block size under f (4096 off the OS).
+func BlockSize(f File) int64 {
+	if of, ok := f.(*os.File); ok {
+		return fsutil.BlockSize(of)
+	}
+	return 4096
+}
+
+// Links is how many directory entries name f (1 where unknown).
+func Links(f File) uint64 {
+	fi, err := f.Stat()
+	if err != nil {
+		return 1
+	}
+	return fsutil.Links(fi)
+}
+
+// Linker is an FS that can make hard links.
+type Linker interface {
+	// Link makes newname another name of oldname's file.
+	Link(oldname, newname string) error
+}
+
+// Link makes newname a hard link to oldname where fsys can
+// (errors.ErrUnsupported where it cannot).
+func Link(fsys FS, oldname, newname string) error {
+	if l, ok := fsys.(Linker); ok {
+		return l.Link(oldname, newname)
+	}
+	return errors.ErrUnsupported
+}
+
+// Native reports whether f is an operating-system file, on which the
+// fallocate, reflink and copy_file_range fast paths can work.
+func Native(f File) bool {
+	_, ok := f.(*os.File)
+	return ok
+}

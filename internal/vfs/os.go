@@ -66,3 +66,6 @@ func (osFS) Lock(name string) (io.Closer, error) {
 	}
 	return f, nil
 }
+
+// Link implements Linker.
+func (osFS) Link(oldname, newname string) error { return os.Link(oldname, newname) }
