@@ -87,8 +87,3 @@ func (s *Server) reclaimDisk(r *http.Request) (int, any, error) {
 	s.log.Info("reclaim started", "disk", name, "rate", req.Rate, "task", e.id)
 	return http.StatusAccepted, e.view(), nil
 }
-
-// offload is the host's offload capabilities for GET /v1/host.
-func (s *Server) offload() *wire.Offload {
-	return wireOffload(s.h.Offloads())
-}

@@ -103,7 +103,7 @@ func classify(err error, w what) (int, string) {
 		return http.StatusBadRequest, wire.ProblemOutOfRange
 	case errors.Is(err, disk.ErrInvalidName), errors.Is(err, disk.ErrMisaligned),
 		errors.Is(err, disk.ErrShrink), errors.Is(err, disk.ErrCBTDisabled),
-		errors.Is(err, disk.ErrCAWLength), errors.Is(err, disk.ErrReadOnly):
+		errors.Is(err, disk.ErrCAWLength):
 		return http.StatusBadRequest, wire.ProblemInvalidRequest
 	case errors.Is(err, disk.ErrNoSpace):
 		return http.StatusInsufficientStorage, wire.ProblemNoSpace
