@@ -47,7 +47,7 @@ func init() {
 	f := restoreCmd.Flags()
 	f.StringVar(&restoreOpts.Disk, "disk", "", "with latest: the disk whose newest restore point to use")
 	f.StringVar(&restoreOpts.ToFile, "to", "", "write a sparse raw image file (must not exist): zero chunks become holes; with --include, the directory to restore files into")
-	f.StringArrayVar(&restoreOpts.Include, "include", nil, "restore this path of the point (/part1/etc/nginx; see `blockwise ls`) with everything under it into the --to directory, at its full path; repeatable")
+	f.StringArrayVar(&restoreOpts.Include, "include", nil, "restore `PATH` of the point (/part1/etc/nginx, as blockwise ls names it) with everything under it into the --to directory, at its full path; repeatable")
 	f.Int64Var(&restoreOpts.CacheMiB, "cache-mib", 64, "with --include: MiB of decoded chunks kept in memory")
 	f.StringVar(&restoreOpts.ToDisk, "to-disk", "", "create this disk on the host and write it over NBD (WRITE_ZEROES for zero chunks)")
 	f.StringVar(&restoreOpts.ToURI, "to-uri", "", "write into an NBD export (nbd://, nbd+unix://, nbds://)")

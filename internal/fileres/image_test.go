@@ -156,3 +156,19 @@ func TestGPTBackupHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Restoring the whole point restores every readable volume and then
+// fails naming the one it could not read (xfs), rather than stopping at
+// it.
+func TestRestoreAllSkipsUnreadableVolume(t *testing.T) {
+	d := buildDisk(t)
+	p := openTestPoint(t, d.Img)
+	out := t.TempDir()
+	st, err := p.Restore(context.Background(), []string{"/"}, out)
+	var ve *VolumeError
+	if !errors.As(err, &ve) || ve.Volume != "part4" || len(st.SkippedVolumes) != 1 {
+		t.Fatalf("restore /: %v, skipped %v", err, st.SkippedVolumes)
+	}
+	imagetest.CompareTree(t, d.FATTree, filepath.Join(out, "part2"), imagetest.CompareOptions{NoOwners: true, TimeStep: 2e9})
+	imagetest.CompareTree(t, d.Tree, filepath.Join(out, "part3/bwtest-root"), imagetest.CompareOptions{TimeStep: 1e9})
+}

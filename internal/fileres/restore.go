@@ -20,6 +20,10 @@ type RestoreStats struct {
 	// SkippedDevices are device nodes not made because the restore does
 	// not run as root (mknod needs it); everything else was restored.
 	SkippedDevices int64
+	// SkippedVolumes are volumes under an included path whose filesystem
+	// cannot be read (Restore then fails with the first one's error,
+	// after restoring everything else).
+	SkippedVolumes []string
 }
 
 // Restore copies the point paths (and everything under them) into the
@@ -62,6 +66,9 @@ func (p *Point) Restore(ctx context.Context, paths []string, to string) (Restore
 			return st, err
 		}
 	}
+	if rs.skipErr != nil {
+		return st, fmt.Errorf("restored all but %d volume(s): %w", len(st.SkippedVolumes), rs.skipErr)
+	}
 	return st, nil
 }
 
@@ -74,10 +81,20 @@ type restorer struct {
 	// open while its entries are restored one after another.
 	dir     *os.File
 	dirPath string
+	skipErr error // the first unreadable volume's
 }
 
 func (rs *restorer) pre(rel string, r Ref, n Node) error {
 	ctx := context.Background()
+	if v := r.Vol; v != nil && v.Err != nil && r.synthetic() && len(v.Sub) == 0 {
+		// A volume whose filesystem cannot be read: the rest of the
+		// include is restored, and Restore fails at the end naming it.
+		rs.st.SkippedVolumes = append(rs.st.SkippedVolumes, v.Path)
+		if rs.skipErr == nil {
+			rs.skipErr = v.Err
+		}
+		return ErrSkipDir
+	}
 	switch {
 	case n.IsDir():
 		// An existing directory is merged into (an --include of both a

@@ -2,6 +2,7 @@ package fileres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -11,7 +12,11 @@ const maxDepth = 1024
 
 // WalkFunc is called for every file of a walk, a directory before its
 // entries; post is called for a directory after them (nil: not needed).
+// A pre that returns ErrSkipDir for a directory leaves its entries out.
 type WalkFunc func(rel string, r Ref, n Node) error
+
+// ErrSkipDir, returned by a WalkFunc for a directory, skips its entries.
+var ErrSkipDir = errors.New("fileres: skip this directory")
 
 // Walk visits ref and everything under it, rel being ref's name in the
 // output. A directory that contains itself (a damaged filesystem) is (F3)
@@ -28,7 +33,9 @@ func (p *Point) walk(ctx context.Context, rel string, r Ref, pre, post WalkFunc,
 	if err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
-	if err := pre(rel, r, n); err != nil {
+	if err := pre(rel, r, n); errors.Is(err, ErrSkipDir) && n.IsDir() {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if !n.IsDir() {
