@@ -205,6 +205,21 @@ func checkPoint(t *testing.T, src, dst *site, group, disk, target string, seq ui
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
+// waitRecovered waits until a restarted target's replica routes answer:
+// its start's rollback ran.
+func waitRecovered(t *testing.T, s *site) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if _, code := s.run(t, "replication", "replicas"); code == 0 {
+			return
+		}
+		if i == 100 {
+			t.Fatal("the target's replicas never became ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // waitPoint waits for the group's first point.
 func waitPoint(t *testing.T, s *site, name string) client.Replication {
 	t.Helper()
@@ -324,12 +339,13 @@ func TestReplication(t *testing.T) {
 					t.Fatal(err)
 				}
 				mark := start + int64(1<<20+rng.IntN(10<<20))
-				for px.up.Load() < mark && cmd.ProcessState == nil {
+				for deadline := time.Now().Add(10 * time.Second); px.up.Load() < mark && time.Now().Before(deadline); {
 					time.Sleep(2 * time.Millisecond)
 				}
 				victim.restart(t, true)
 				cmd.Wait()
 				if victim == b { // the target rolled back: its live disk is the last point
+					waitRecovered(t, b)
 					compareNBD(t, b.uri("vm1"), b.uri("vm1@rp-"+itoa(seq)))
 				}
 				var out string
