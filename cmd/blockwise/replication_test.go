@@ -676,19 +676,33 @@ func TestReplicationRPOAndRetention(t *testing.T) {
 	if !strings.Contains(strings.Join(r.Events, "\n"), "RPO 15s violated") {
 		t.Fatalf("no RPO event: %v", r.Events)
 	}
+	body := metrics(t, a)
+	for _, m := range []string{`blockwise_replication_rpo_violations_total{group="g"} 1`, `blockwise_replication_state{group="g",state="rpo-violated"} 1`,
+		`blockwise_replication_last_point_age_seconds{group="g"}`, `blockwise_replication_cycle_bytes{group="g"}`} {
+		if !strings.Contains(body, m) {
+			t.Errorf("source /metrics lacks %s", m)
+		}
+	}
+	body = metrics(t, b)
+	for _, m := range []string{`blockwise_replica_points{group="g"} 2`, `blockwise_replica_state{group="g",state="ok"} 1`,
+		`blockwise_replica_last_point_age_seconds{group="g"}`} {
+		if !strings.Contains(body, m) {
+			t.Errorf("target /metrics lacks %s", m)
+		}
+	}
+}
+
+// metrics is a host's /metrics, over its unix socket.
+func metrics(t *testing.T, s *site) string {
+	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return net.Dial("unix", filepath.Join(a.dir, "api.sock"))
+		return net.Dial("unix", filepath.Join(s.dir, "api.sock"))
 	}}}
 	resp, err := hc.Get("http://blockwise/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, m := range []string{`blockwise_replication_rpo_violations_total{group="g"} 1`, `blockwise_replication_state{group="g",state="rpo-violated"} 1`,
-		`blockwise_replication_last_point_age_seconds{group="g"}`, `blockwise_replication_cycle_bytes{group="g"}`} {
-		if !strings.Contains(string(body), m) {
-			t.Errorf("/metrics lacks %s", m)
-		}
-	}
+	return string(body)
 }
