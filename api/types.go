@@ -146,7 +146,10 @@ const (
 	ProblemInternal         = "internal"
 	ProblemLeaseHeld        = "lease-held"
 	ProblemLeaseNotFound    = "lease-not-found"
-	ProblemTooManyTickets   = "too-many-tickets" // 429: the host holds its maximum of live tickets
+	ProblemTooManyTickets   = "too-many-tickets"      // 429: the host holds its maximum of live tickets
+	ProblemPointNotFound    = "point-not-found"       // no such restore point, or the host serves none
+	ProblemFileNotFound     = "file-not-found"        // no such path in the restore point
+	ProblemFilesystem       = "filesystem-unreadable" // 422: the volume's filesystem is unsupported or damaged
 	// ProblemReplicationState: 409, the replication group's state forbids
 	// the operation (failed over, paused, a point that does not exist).
 	ProblemReplicationState = "replication-state"
@@ -223,6 +226,29 @@ type Ticket struct {
 	CACert     string    `json:"caCert,omitempty"`
 	ClientCert string    `json:"clientCert,omitempty"`
 	ClientKey  string    `json:"clientKey,omitempty"`
+}
+
+// Point is a restore point of the repository the host serves files from.
+type Point struct {
+	ID   string    `json:"id"`
+	Disk string    `json:"disk"`
+	Time time.Time `json:"time"`
+	Size int64     `json:"size"`
+}
+
+// PointFile is an entry of a directory of a restore point: a volume
+// (partition, logical volume) above the filesystems, or a file.
+type PointFile struct {
+	Name        string    `json:"name"`
+	Type        string    `json:"type"` // volume, dir, file, symlink, special
+	Mode        string    `json:"mode,omitempty"`
+	UID         uint32    `json:"uid"`
+	GID         uint32    `json:"gid"`
+	Size        int64     `json:"size"`
+	Mtime       time.Time `json:"mtime,omitzero"`
+	Target      string    `json:"target,omitempty"`      // a symlink's
+	Description string    `json:"description,omitempty"` // a volume's: type and filesystem
+	Error       string    `json:"error,omitempty"`       // a volume that cannot be read
 }
 
 // ReplicationDisk is one disk of a replication group: its name on the

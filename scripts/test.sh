@@ -8,6 +8,9 @@ scripts/versitygw.sh # the real S3 server of the S3 backend tests
 scripts/lint.sh   # go vet and staticcheck
 # BLOCKWISE_LONG=1 in the environment selects the long modes.
 go test -count=1 -timeout 30m ./...
+# The fuzzers of the image readers of file-level restore: briefly here,
+# for minutes in the long mode (scripts/fuzz.sh 30m for a real run).
+if [[ ${BLOCKWISE_LONG:-} == 1 ]]; then scripts/fuzz.sh 5m; else scripts/fuzz.sh 5s; fi
 # The concurrent layers again under the race detector (~1 min here): the
 # engine's disk package and the repository are left out for time; their
 # long model and crash modes cover them.

@@ -2,6 +2,7 @@
 //
 //	imagegen gen -size 4G -out disk.raw
 //	imagegen mutate -file disk.raw -uri nbd+unix:///bench?socket=S -frac 0.01
+//	imagegen codec -file disk.raw -compression auto
 //
 // gen writes an OS-like sparse raw image in extents of 64 KiB–4 MiB:
 // ~35% holes, 25% random (compressed/encrypted files), 25% text-like
@@ -37,6 +38,8 @@ func main() {
 		err = gen(os.Args[2:])
 	case "mutate":
 		err = mutate(os.Args[2:])
+	case "codec":
+		err = codecAlone(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}

@@ -23,6 +23,10 @@ var binary string
 // TestMain builds the binary once; the tests run it as operators do. Their
 // cache directory is their own, not the user's.
 func TestMain(m *testing.M) {
+	if os.Getenv(quiesceChildEnv) != "" { // a child of TestQEMUSource
+		quiesceChild()
+		return
+	}
 	dir, err := os.MkdirTemp("", "bwbin")
 	if err != nil {
 		panic(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,12 +24,16 @@ type backupOptions struct {
 	LeaseTTL    time.Duration
 	Workers     int
 	MetricsFile string
+	// Parallel is how many disks are backed up at once (Veeam's
+	// "parallel processing"), into the one repository this command opened.
+	Parallel int
+	sourceOptions
 }
 
 var backupOpts backupOptions
 
 var backupCmd = &cobra.Command{
-	Use:   "backup DISK...",
+	Use:   "backup DISK|qemu+unix:///PATH/qmp.sock[?drive=A,B&agent=PATH&name=VM]|libvirt:///system?domain=NAME[&disk=vda&socket=PATH]...",
 	Short: "Back up disks: snapshot, read what CBT says changed (san, hot-add or NBD), store, delete the snapshot",
 	Args:  cobra.MinimumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
@@ -38,12 +43,15 @@ var backupCmd = &cobra.Command{
 
 func init() {
 	addRepoFlags(backupCmd, &backupOpts.repoOptions)
+	addCompressionFlag(backupCmd, &backupOpts.repoOptions)
 	backupCmd.Flags().BoolVar(&backupOpts.Full, "full", false, "read every allocated area, ignoring the last restore point's change ID")
 	backupCmd.Flags().DurationVar(&backupOpts.LeaseTTL, "lease-ttl", backup.DefaultLeaseTTL,
 		"how long the disk's backup lease on the host outlives this process if it dies without releasing it (one backup of a disk at a time; a holder killed on this machine is taken over at once)")
 	backupCmd.Flags().IntVar(&backupOpts.Workers, "workers", 4, "concurrent reads")
+	backupCmd.Flags().IntVar(&backupOpts.Parallel, "parallel", 1, "back up this many of the disks at once (progress bars off when more than one)")
 	backupCmd.Flags().StringVar(&backupOpts.MetricsFile, "metrics-file", "", "write each disk's outcome as Prometheus metrics to this file (for node_exporter's textfile collector), atomically")
 	addTransportFlags(backupCmd.Flags(), &backupOpts.transportOptions)
+	addSourceFlags(backupCmd.Flags(), &backupOpts.sourceOptions)
 	rootCmd.AddCommand(backupCmd)
 }
 
@@ -65,6 +73,10 @@ type backupSummary struct {
 	Transport string  `json:"transport"`
 	// Phases: seconds per step (see backup.Result.Phases).
 	Phases map[string]float64 `json:"phases"`
+	// Consistency of the point ("application", "crash"; empty for host
+	// disks without quiescing) and why.
+	Consistency       string `json:"consistency,omitempty"`
+	ConsistencyReason string `json:"consistencyReason,omitempty"`
 	// Open: seconds the command spent opening the repository before its
 	// first backup: "unlock" (key derivation) and "index".
 	Open map[string]float64 `json:"open"`
@@ -75,8 +87,14 @@ type backupSummary struct {
 func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []string, out, errOut io.Writer) error {
 	outs, err := backupDisks(ctx, g, o, disks, out, errOut)
 	if o.MetricsFile != "" {
-		for _, d := range disks[len(outs):] { // never tried: the repository or host failed first
-			outs = append(outs, backupOutcome{disk: d, at: time.Now()})
+		tried := map[string]bool{}
+		for _, o := range outs {
+			tried[o.disk] = true
+		}
+		for _, d := range disks { // never tried: the repository or host failed first
+			if !tried[d] && !isSourceURI(d) {
+				outs = append(outs, backupOutcome{disk: d, at: time.Now()})
+			}
 		}
 		if merr := writeBackupMetrics(o.MetricsFile, outs); merr != nil {
 			err = errors.Join(err, fmt.Errorf("--metrics-file: %w", merr))
@@ -85,10 +103,11 @@ func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []s
 	return err
 }
 
-// backupDisks backs up each disk in turn; one failing does not stop the
+// backupDisks backs up the hypervisor sources in turn, then the host's
+// disks, --parallel of them at once; one failing does not stop the
 // others, and the command fails if any did.
 func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []string, out, errOut io.Writer) ([]backupOutcome, error) {
-	env, err := o.transportOptions.env(g)
+	hostDisks, sources, err := splitSources(disks)
 	if err != nil {
 		return nil, err
 	}
@@ -97,32 +116,70 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 		return nil, err
 	}
 	defer r.Close()
-	h := backup.ClientHost{C: env.Client}
-	var errs []error
 	var outs []backupOutcome
-	for _, disk := range disks {
+	var errs []error
+	for _, src := range sources {
+		o, err := backupSource(ctx, g, o, r, src, out, errOut)
+		outs, errs = append(outs, o...), append(errs, err)
+		if ctx.Err() != nil {
+			return outs, errors.Join(errs...)
+		}
+	}
+	if len(hostDisks) == 0 {
+		return outs, errors.Join(errs...)
+	}
+	env, err := o.transportOptions.env(g)
+	if err != nil {
+		return outs, errors.Join(append(errs, err)...)
+	}
+	hostOuts, err := backupHostDisks(ctx, g, o, r, env, hostDisks, out, errOut)
+	return append(outs, hostOuts...), errors.Join(append(errs, err)...)
+}
+
+// backupHostDisks backs up the host's disks, o.Parallel at a time.
+func backupHostDisks(ctx context.Context, g globalOptions, o backupOptions, r *repo.Repository, env transport.Env, disks []string, out, errOut io.Writer) ([]backupOutcome, error) {
+	h := backup.ClientHost{C: env.Client}
+	outs := make([]backupOutcome, len(disks))
+	errs := make([]error, len(disks))
+	var mu sync.Mutex // printing
+	one := func(i int) {
+		disk := disks[i]
 		bar := newProgress(errOut, disk)
+		if o.Parallel > 1 {
+			bar.on = false // interleaved bars are noise
+		}
 		var rep transport.Report
 		open := transport.Opener(o.Order, env, func(r transport.Report) { rep = r })
 		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, LeaseTTL: o.LeaseTTL, Progress: bar.update})
 		bar.finish()
-		outs = append(outs, backupOutcome{disk: disk, res: res, at: time.Now()})
+		outs[i] = backupOutcome{disk: disk, res: res, at: time.Now()}
 		if err == nil {
+			mu.Lock()
 			err = printBackup(g, disk, res, rep, r.OpenTimes(), out)
+			mu.Unlock()
 		}
-		if err != nil {
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				break
-			}
-		}
+		errs[i] = err
 	}
-	return outs, errors.Join(errs...)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(1, o.Parallel))
+	tried := 0
+	for i := range disks {
+		if ctx.Err() != nil {
+			break // interrupted: the rest are never tried
+		}
+		sem <- struct{}{}
+		tried++
+		wg.Add(1)
+		go func() { defer func() { <-sem; wg.Done() }(); one(i) }()
+	}
+	wg.Wait()
+	return outs[:tried], errors.Join(errs...)
 }
 
 func printBackup(g globalOptions, disk string, res *backup.Result, rep transport.Report, ot repo.OpenTimes, out io.Writer) error {
 	s := backupSummary{ID: res.Manifest.ID.String(), Disk: disk, Mode: res.Mode, Reason: res.Reason, ChangeID: res.Snapshot.ChangeID,
-		Changed: res.AreasBytes, Read: res.ReadBytes, Lost: res.LostBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds()}
+		Changed: res.AreasBytes, Read: res.ReadBytes, Lost: res.LostBytes, NewBytes: res.Manifest.Stats.NewBytes, Stored: res.Manifest.Stats.StoredBytes, Seconds: res.Duration.Seconds(),
+		Consistency: res.Snapshot.Consistency, ConsistencyReason: res.Snapshot.ConsistencyReason}
 	if res.Parent != nil {
 		s.Parent = res.Parent.ID.String()
 	}
@@ -143,6 +200,9 @@ func printBackup(g globalOptions, disk string, res *backup.Result, rep transport
 	}
 	if s.Lost > 0 {
 		fmt.Fprintf(out, "\n  re-read %.1f MiB the repository had lost (the parent's packs there are gone)", float64(s.Lost)/(1<<20))
+	}
+	if s.Consistency != "" {
+		fmt.Fprintf(out, "\n  consistency %s: %s", s.Consistency, s.ConsistencyReason)
 	}
 	fmt.Fprintf(out, "\n  changed %d bytes, read %d, new %d, stored %d, %.2fs, change ID %s\n", s.Changed, s.Read, s.NewBytes, s.Stored, s.Seconds, s.ChangeID)
 	fmt.Fprintf(out, "  %s\n  steps: %s (opening the repository: unlock %s, index %s)\n", rep, strings.Join(steps, ", "),

@@ -61,6 +61,7 @@ func init() {
 	f.BoolVar(&forgetOpts.Prune, "prune", false, "prune afterwards")
 	f.BoolVarP(&forgetOpts.DryRun, "dry-run", "n", false, "only say what would be removed")
 	addRepoFlags(pruneCmd, &pruneOpts.repoOptions)
+	addCompressionFlag(pruneCmd, &pruneOpts.repoOptions)
 	pruneCmd.Flags().BoolVarP(&pruneOpts.DryRun, "dry-run", "n", false, "only say what would be removed and repacked")
 	rootCmd.AddCommand(forgetCmd, pruneCmd)
 }

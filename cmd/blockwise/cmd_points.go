@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -55,6 +56,10 @@ type backupRow struct {
 	Read     uint64  `json:"readBytes"`
 	NewBytes uint64  `json:"newBytes"`
 	Seconds  float64 `json:"seconds"`
+	// Consistency: "application" (quiesced), "crash", or "" (not
+	// recorded: a host disk without quiescing, or an older point).
+	Consistency       string `json:"consistency,omitempty"`
+	ConsistencyReason string `json:"consistencyReason,omitempty"`
 }
 
 func runPoints(ctx context.Context, o repoOptions, disk string, out io.Writer) error {
@@ -78,17 +83,18 @@ func runPoints(ctx context.Context, o repoOptions, disk string, out io.Writer) e
 		return json.NewEncoder(out).Encode(rows)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tDISK\tTIME\tSIZE\tCHANGED\tREAD\tNEW\tDURATION\tPARENT")
+	fmt.Fprintln(tw, "ID\tDISK\tTIME\tSIZE\tCHANGED\tREAD\tNEW\tDURATION\tCONSISTENCY\tPARENT")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:12], r.Disk, r.Time, human(int64(r.Size)), changedCell(r),
-			human(int64(r.Read)), human(int64(r.NewBytes)), roughDuration(r.Seconds), short(r.Parent))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:12], r.Disk, r.Time, human(int64(r.Size)), changedCell(r),
+			human(int64(r.Read)), human(int64(r.NewBytes)), roughDuration(r.Seconds), cmp.Or(r.Consistency, "-"), short(r.Parent))
 	}
 	return tw.Flush()
 }
 
 func rowOf(m *repo.Manifest) backupRow {
 	row := backupRow{ID: m.ID.String(), Disk: m.Disk, Time: m.Time.Format("2006-01-02 15:04:05"),
-		Size: m.Size, ChangeID: m.ChangeID, Changed: m.Changed, Read: m.Stats.BytesRead, NewBytes: m.Stats.NewBytes, Seconds: m.Stats.Duration.Seconds()}
+		Size: m.Size, ChangeID: m.ChangeID, Changed: m.Changed, Read: m.Stats.BytesRead, NewBytes: m.Stats.NewBytes, Seconds: m.Stats.Duration.Seconds(),
+		Consistency: m.Consistency, ConsistencyReason: m.ConsistencyReason}
 	if m.Parent != nil {
 		row.Parent = m.Parent.String()
 	}

@@ -55,6 +55,7 @@ func init() {
 	for _, c := range []*cobra.Command{repoInitCmd, repoInfoCmd} {
 		addRepoFlags(c, &repoOpts)
 	}
+	addCompressionFlag(repoInitCmd, &repoOpts)
 	addCheckFlags(repoCheckCmd, &repoCheckOpts)
 	repoCmd.AddCommand(repoInitCmd, repoCheckCmd, repoInfoCmd)
 	rootCmd.AddCommand(repoCmd)
@@ -69,7 +70,11 @@ func runRepoInit(ctx context.Context, o repoOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r, err := repo.Init(ctx, be, pw, repo.Options{InsecureNoPassword: o.InsecureNoPassword})
+	s, err := o.settings()
+	if err != nil {
+		return err
+	}
+	r, err := repo.Init(ctx, be, pw, repo.Options{InsecureNoPassword: o.InsecureNoPassword, Compression: s.Compression})
 	if err != nil {
 		return err
 	}

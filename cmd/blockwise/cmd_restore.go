@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,13 +25,15 @@ type restoreOptions struct {
 	Rollback string
 	Workers  int
 	Verify   bool
+	Include  []string
+	CacheMiB int64
 }
 
 var restoreOpts restoreOptions
 
 var restoreCmd = &cobra.Command{
 	Use:   "restore ID|latest",
-	Short: "Restore a restore point to a sparse raw file, a new disk or an NBD export, verified chunk by chunk",
+	Short: "Restore a restore point to a sparse raw file, a new disk or an NBD export, or files from it (--include) into a directory, verified chunk by chunk",
 	Args:  cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
 		return runRestore(cmd.Context(), globals, restoreOpts, args[0], cmd.OutOrStdout())
@@ -41,7 +44,9 @@ func init() {
 	addRepoFlags(restoreCmd, &restoreOpts.repoOptions)
 	f := restoreCmd.Flags()
 	f.StringVar(&restoreOpts.Disk, "disk", "", "with latest: the disk whose newest restore point to use")
-	f.StringVar(&restoreOpts.ToFile, "to", "", "write a sparse raw image file (must not exist): zero chunks become holes")
+	f.StringVar(&restoreOpts.ToFile, "to", "", "write a sparse raw image file (must not exist): zero chunks become holes; with --include, the directory to restore files into")
+	f.StringArrayVar(&restoreOpts.Include, "include", nil, "restore this path of the point (/part1/etc/nginx; see `blockwise ls`) with everything under it into the --to directory, at its full path; repeatable")
+	f.Int64Var(&restoreOpts.CacheMiB, "cache-mib", 64, "with --include: MiB of decoded chunks kept in memory")
 	f.StringVar(&restoreOpts.ToDisk, "to-disk", "", "create this disk on the host and write it over NBD (WRITE_ZEROES for zero chunks)")
 	f.StringVar(&restoreOpts.ToURI, "to-uri", "", "write into an NBD export (nbd://, nbd+unix://, nbds://)")
 	f.StringVar(&restoreOpts.Rollback, "rollback", "", "roll this disk (the point's own, VM stopped) back in place, writing only what CBT says changed since the point")
@@ -52,6 +57,9 @@ func init() {
 }
 
 func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref string, out io.Writer) error {
+	if len(o.Include) > 0 {
+		return runRestoreFiles(ctx, g, o, ref, out)
+	}
 	if n := countSet(o.ToFile, o.ToDisk, o.ToURI, o.Rollback); n != 1 {
 		return usageErrorf("give exactly one of --to, --to-disk, --to-uri and --rollback")
 	}
@@ -162,5 +170,34 @@ func runRollback(ctx context.Context, g globalOptions, o restoreOptions, r *repo
 	}
 	fmt.Fprintf(out, "rolled %s back to %s: CBT reported %d bytes changed since; ", o.Rollback, m.ID.Short(), res.ChangedBytes)
 	printRestored(out, res.RestoreResult, o.Verify)
+	return nil
+}
+
+// runRestoreFiles restores the --include paths of a point into the --to
+// directory (internal/fileres).
+func runRestoreFiles(ctx context.Context, g globalOptions, o restoreOptions, ref string, out io.Writer) error {
+	if o.ToFile == "" || countSet(o.ToDisk, o.ToURI, o.Rollback) != 0 {
+		return usageErrorf("--include restores files into a directory: give --to DIR (and not --to-disk, --to-uri or --rollback)")
+	}
+	fo := filesOptions{repoOptions: o.repoOptions, Disk: o.Disk, CacheMiB: o.CacheMiB}
+	r, s, err := fo.openFiles(ctx, ref)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	defer s.Close()
+	start := time.Now()
+	st, err := s.Restore(ctx, o.Include, o.ToFile)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, st)
+	}
+	fmt.Fprintf(out, "restored %d files, %d directories, %d symlinks, %d hard links, %d special files (%d bytes of data) from %s into %s, every chunk's hash checked, %s\n",
+		st.Files, st.Dirs, st.Symlinks, st.HardLinks, st.Special, st.Bytes, s.Manifest.ID.Short(), o.ToFile, time.Since(start).Round(time.Millisecond))
+	if st.SkippedDevices > 0 {
+		fmt.Fprintf(out, "%d device nodes not made: making them needs root\n", st.SkippedDevices)
+	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -22,8 +24,13 @@ type serveOptions struct {
 	NBDTCP     []string
 	// NBDInsecure serves plain NBD on TCP to anyone who connects.
 	NBDInsecure bool
+	// MemoryLimitMiB is the runtime's soft memory limit (setMemoryLimit).
+	MemoryLimitMiB int64
 	nbdTLS
 	log *slog.Logger // nil: text logs on stderr
+	// Points* name the repository whose restore points the API serves
+	// files of (GET /v1/points...).
+	PointsRepo, PointsPasswordFile, PointsKeyFile string
 }
 
 // nbdTLS: STARTTLS for an NBD server (serve, serve-point).
@@ -72,16 +79,21 @@ func init() {
 	f.StringVar(&serveOpts.NBDGroup, "nbd-socket-group", "", "make the NBD unix socket 0660 and owned by this group (name or GID)")
 	f.StringArrayVar(&serveOpts.NBDTCP, "nbd-tcp", nil, "TCP address for NBD (TLS with a ticket from `blockwise ticket create`), repeatable; default none")
 	f.BoolVar(&serveOpts.NBDInsecure, "nbd-tcp-insecure-no-auth", false, "DANGER: serve --nbd-tcp without tickets, to anyone who connects (plain NBD unless --tls-cert)")
+	f.Int64Var(&serveOpts.MemoryLimitMiB, "memory-limit", 384, "soft limit of the host's Go memory in MiB: the garbage collector works harder near it (GOMEMLIMIT overrides; 0: none). NBD requests in flight are bounded apart from it (8 MiB a connection, 192 MiB in all)")
 	addNBDTLSFlags(f, &serveOpts.nbdTLS)
+	f.StringVar(&serveOpts.PointsRepo, "points-repo", "", "serve the files of this repository's restore points over the API (GET /v1/points/{point}/files); opened for each request")
+	f.StringVar(&serveOpts.PointsPasswordFile, "points-password-file", "", "with --points-repo: the file holding its password (else env BLOCKWISE_PASSWORD)")
+	f.StringVar(&serveOpts.PointsKeyFile, "points-key-file", "", "with --points-repo: a key file instead of a password")
 	rootCmd.AddCommand(serveCmd)
 }
 
 // runServe runs the host (internal/daemon) on the datastore until ctx
 // ends, then stops it gracefully.
 func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
+	setMemoryLimit(o.MemoryLimitMiB)
 	d, err := daemon.New(daemon.Options{Datastore: g.Datastore, APIUnix: o.APIUnix, APITCP: o.APITCP,
 		APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey, NBDUnix: o.NBDUnix, NBDGroup: o.NBDGroup,
-		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log})
+		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log, Points: o.points()})
 	if err != nil {
 		return err
 	}
@@ -92,5 +104,15 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 func closeAll(lns []net.Listener) {
 	for _, l := range lns {
 		l.Close()
+	}
+}
+
+// setMemoryLimit sets the runtime's soft memory limit, unless GOMEMLIMIT
+// (which the runtime reads itself) is set: without it the heap may grow
+// to twice what is live before a collection, and pooled request buffers
+// are only given back by one.
+func setMemoryLimit(mib int64) {
+	if os.Getenv("GOMEMLIMIT") == "" && mib > 0 {
+		debug.SetMemoryLimit(mib << 20)
 	}
 }

@@ -9,7 +9,11 @@ import (
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/daemon"
 	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/fileres"
+	"github.com/blockwise/blockwise/internal/quiesce"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/sources/libvirt"
+	"github.com/blockwise/blockwise/internal/sources/qemu"
 )
 
 // Exit codes, documented in README.md.
@@ -53,19 +57,23 @@ func classify(err error) int {
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
-		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig):
+		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig),
+		errors.Is(err, qemu.ErrURI), errors.Is(err, quiesce.ErrPolicy), errors.Is(err, libvirt.ErrURI),
+		errors.Is(err, fileres.ErrEscape), errors.Is(err, fileres.ErrNotDir):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt
-	case errors.Is(err, client.ErrNotFound), errors.Is(err, disk.ErrNotFound), errors.Is(err, api.ErrTokenNotFound), errors.Is(err, repo.ErrNotFound):
+	case errors.Is(err, client.ErrNotFound), errors.Is(err, disk.ErrNotFound), errors.Is(err, api.ErrTokenNotFound), errors.Is(err, repo.ErrNotFound),
+		errors.Is(err, qemu.ErrNoDrive), errors.Is(err, libvirt.ErrNoDisk), errors.Is(err, fileres.ErrNotFound):
 		return exitNotFound
 	case errors.Is(err, client.ErrChangeIDInvalid), errors.Is(err, disk.ErrChangeIDInvalid), errors.Is(err, backup.ErrChangeIDInvalid):
 		return exitInvalid
 	case errors.Is(err, client.ErrBusy), errors.Is(err, client.ErrExists), errors.Is(err, disk.ErrBusy), errors.Is(err, repo.ErrLocked),
-		errors.Is(err, client.ErrLeaseHeld), errors.Is(err, client.ErrTooManyTickets),
-		errors.Is(err, client.ErrReplicationState), errors.Is(err, client.ErrSplitBrain), errors.Is(err, backup.ErrLeaseHeld), errors.Is(err, backup.ErrLeaseLost):
+		errors.Is(err, client.ErrLeaseHeld), errors.Is(err, client.ErrTooManyTickets), errors.Is(err, backup.ErrLeaseHeld), errors.Is(err, backup.ErrLeaseLost),
+		errors.Is(err, qemu.ErrNBDServer), errors.Is(err, fileres.ErrMountBusy),
+		errors.Is(err, client.ErrReplicationState), errors.Is(err, client.ErrSplitBrain):
 		return exitBusy
-	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt):
+	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt), errors.Is(err, fileres.ErrDamaged):
 		return exitCorrupt
 	case errors.Is(err, client.ErrUnauthorized), errors.Is(err, repo.ErrWrongPassword):
 		return exitUnauthorized

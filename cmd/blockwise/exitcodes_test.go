@@ -22,6 +22,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/fileres"
 	"github.com/blockwise/blockwise/internal/repo"
 )
 
@@ -84,6 +85,9 @@ func TestExitCodes(t *testing.T) {
 		{"client out of range", problem(wire.ProblemOutOfRange), exitUsage},
 		{"backup not this disk", fmt.Errorf("rollback: %w", backup.ErrNotThisDisk), exitUsage},
 		{"backup ambiguous point", fmt.Errorf("restore: %w", backup.ErrAmbiguousPoint), exitUsage},
+		{"fileres escape", fmt.Errorf("path %q: %w", "/part1/..", fileres.ErrEscape), exitUsage},
+		{"fileres not a directory", fmt.Errorf("/part1/etc/hosts/x: %w", fileres.ErrNotDir), exitUsage},
+		{"fileres unsupported", &fileres.VolumeError{Volume: "part4", Found: "xfs", Err: fileres.ErrUnsupported}, exitFailure},
 
 		{"client disk not found", problem(wire.ProblemDiskNotFound), exitNotFound},
 		{"client snapshot not found", problem(wire.ProblemSnapshotNotFound), exitNotFound},
@@ -91,6 +95,7 @@ func TestExitCodes(t *testing.T) {
 		{"disk not found", fmt.Errorf("open vm1: %w", disk.ErrNotFound), exitNotFound},
 		{"api token not found", fmt.Errorf("revoke: %w", api.ErrTokenNotFound), exitNotFound},
 		{"repo not found", fmt.Errorf("restore point %q: %w", "abc", repo.ErrNotFound), exitNotFound},
+		{"fileres not found", fmt.Errorf("/part1/etc/nope: %w", fileres.ErrNotFound), exitNotFound},
 
 		{"client change ID invalid", problem(wire.ProblemChangeIDInvalid), exitInvalid},
 		{"disk change ID invalid", fmt.Errorf("changes: %w", disk.ErrChangeIDInvalid), exitInvalid},
@@ -102,10 +107,12 @@ func TestExitCodes(t *testing.T) {
 		{"client snapshot exists", problem(wire.ProblemSnapshotExists), exitBusy},
 		{"disk busy", fmt.Errorf("open: %w", disk.ErrBusy), exitBusy},
 		{"repo locked", fmt.Errorf("prune: %w", repo.ErrLocked), exitBusy},
+		{"fileres mount busy", fmt.Errorf("mount: %w", fileres.ErrMountBusy), exitBusy},
 
 		{"client corrupt", problem(wire.ProblemCorrupt), exitCorrupt},
 		{"disk corrupt", fmt.Errorf("journal: %w", disk.ErrCorrupt), exitCorrupt},
 		{"repo corrupt", fmt.Errorf("pack 1234: %w", repo.ErrCorrupt), exitCorrupt},
+		{"fileres damaged", &fileres.VolumeError{Volume: "part1", Found: "ext2/3/4", Err: fmt.Errorf("ext: bad superblock magic: %w", fileres.ErrDamaged)}, exitCorrupt},
 		{"repo incomplete", fmt.Errorf("%w: blob abcd: %w", repo.ErrIncomplete, repo.ErrNotFound), exitCorrupt},
 
 		{"client unauthorized", problem(wire.ProblemUnauthorized), exitUnauthorized},

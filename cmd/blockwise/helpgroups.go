@@ -18,6 +18,7 @@ var helpGroups = []*cobra.Group{
 var commandGroup = map[string]string{
 	"disk": "disks", "snapshot": "disks", "changes": "disks", "export": "disks",
 	"backup": "backup", "restore": "backup", "points": "backup", "forget": "backup", "serve-point": "backup",
+	"ls": "backup", "dump": "backup", "mount": "backup",
 	"repo": "repo", "check": "repo", "stats": "repo", "prune": "repo", "repair": "repo",
 	"serve": "host", "token": "host", "ticket": "host",
 	"replication": "site",

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"syscall"
@@ -31,6 +32,12 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	// BLOCKWISE_MEMPROFILE=FILE writes a heap profile of one command at
+	// its end, with every allocation sampled (benchmarks use it).
+	if p := os.Getenv("BLOCKWISE_MEMPROFILE"); p != "" {
+		runtime.MemProfileRate = 64 << 10
+		defer writeHeapProfile(p)
+	}
 	// BLOCKWISE_TRACE=FILE records a Go execution trace (go tool trace).
 	if p := os.Getenv("BLOCKWISE_TRACE"); p != "" {
 		if f, err := os.Create(p); err == nil {
@@ -53,5 +60,14 @@ func main() {
 		}
 		pprof.StopCPUProfile()
 		os.Exit(exitCode(err))
+	}
+}
+
+// writeHeapProfile writes the allocations profile to path (best effort:
+// a benchmark's aid).
+func writeHeapProfile(path string) {
+	if f, err := os.Create(path); err == nil {
+		pprof.Lookup("allocs").WriteTo(f, 0)
+		f.Close()
 	}
 }

@@ -37,6 +37,16 @@ type repoOptions struct {
 	// keeps none.
 	CacheDir string
 	NoCache  bool
+	// Compression is how this command compresses what it writes ("": the
+	// repository's default); see addCompressionFlag.
+	Compression string
+}
+
+// addCompressionFlag adds --compression to a command that writes data
+// (backup, prune's repacking, repo init's default), as restic's.
+func addCompressionFlag(cmd *cobra.Command, o *repoOptions) {
+	cmd.Flags().StringVar(&o.Compression, "compression", os.Getenv("BLOCKWISE_COMPRESSION"),
+		"auto (zstd, skipping incompressible chunks), max (zstd, smaller and ~3x slower), lz4 (faster, for fast links and slow CPUs) or off; each chunk records its own, so a repository mixes them (default: the repository's, set by 'repo init'; env BLOCKWISE_COMPRESSION)")
 }
 
 func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
@@ -52,14 +62,14 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().BoolVar(&o.NoCache, "no-cache", false, "keep no local copies of a remote repository's index files and restore points")
 }
 
-const noLockHelp = "take no lock, so that a read-only repository (a read-only mount, snapshot or medium) can be read; only for commands that only read (restore, check, snapshots, stats, serve-point, repo info, repo key list). RISK: nothing then stops a prune in another process from deleting data being read: the command may fail, or check report damage that is not there"
+const noLockHelp = "take no lock, so that a read-only repository (a read-only mount, snapshot or medium) can be read; only for commands that only read (restore, ls, dump, mount, check, snapshots, stats, serve-point, repo info, repo key list). RISK: nothing then stops a prune in another process from deleting data being read: the command may fail, or check report damage that is not there"
 
 // annReadOnly marks the commands that only read the repository: they
 // accept --no-lock; every other command refuses it (refuseNoLock).
 const annReadOnly = "blockwise/read-only"
 
 func init() {
-	for _, c := range []*cobra.Command{restoreCmd, repoCheckCmd, checkCmd, pointsCmd, statsCmd, servePointCmd, repoInfoCmd, keyListCmd} {
+	for _, c := range []*cobra.Command{restoreCmd, repoCheckCmd, checkCmd, pointsCmd, statsCmd, servePointCmd, repoInfoCmd, keyListCmd, lsCmd, dumpCmd, mountCmd} {
 		if c.Annotations == nil {
 			c.Annotations = map[string]string{}
 		}
@@ -72,7 +82,7 @@ func init() {
 // repository: it would write without the lock that keeps a prune away.
 func refuseNoLock(cmd *cobra.Command, _ []string) error {
 	if f := cmd.Flags().Lookup("no-lock"); f != nil && f.Changed && cmd.Annotations[annReadOnly] != "true" {
-		return usageErrorf("--no-lock is only for commands that only read the repository (restore, check, snapshots, stats, serve-point, repo info, repo key list); %q writes to it", cmd.CommandPath())
+		return usageErrorf("--no-lock is only for commands that only read the repository (restore, ls, dump, mount, check, snapshots, stats, serve-point, repo info, repo key list); %q writes to it", cmd.CommandPath())
 	}
 	return nil
 }
@@ -222,6 +232,13 @@ func (o repoOptions) openPoint(ctx context.Context, ref, disk string) (*repo.Rep
 // limit). CacheDir is "" with --no-cache or when there is none to be had.
 func (o repoOptions) settings() (repo.Options, error) {
 	var s repo.Options
+	if o.Compression != "" {
+		c, err := repo.CanonicalCompression(o.Compression)
+		if err != nil {
+			return s, usageErrorf("--compression %q: want auto, max, lz4 or off", o.Compression)
+		}
+		s.Compression = c
+	}
 	if v := os.Getenv("BLOCKWISE_INDEX_BLOBS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {

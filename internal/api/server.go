@@ -28,6 +28,9 @@ type Options struct {
 	Tokens *Tokens
 	// Tickets issues NBD tickets (POST .../tickets); nil issues none.
 	Tickets *Tickets
+	// Points serves the files of restore points (GET /v1/points...);
+	// nil serves none.
+	Points Points
 }
 
 // Server is the HTTP control API of one host.
@@ -37,6 +40,7 @@ type Server struct {
 	exports ExportConfig
 	tokens  *Tokens
 	tickets *Tickets
+	points  Points
 	tasks   *tasks
 	reg     *prometheus.Registry
 	mux     *http.ServeMux
@@ -58,7 +62,7 @@ func New(h *host.Host, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, tickets: o.Tickets, mux: http.NewServeMux()}
+	s := &Server{h: h, log: o.Logger, exports: o.Exports, tokens: o.Tokens, tickets: o.Tickets, points: o.Points, mux: http.NewServeMux()}
 	s.reg = prometheus.NewRegistry()
 	s.tasks = newTasks(s.reg)
 	s.ctx, s.stop = context.WithCancel(context.Background())
@@ -103,6 +107,7 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/host", s.hostInfo)
 	s.route("GET /v1/tasks", s.listTasks)
 	s.route("GET /v1/tasks/{id}", s.getTask)
+	s.registerFileRoutes()
 	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))
 	s.raw("GET /metrics", s.metricsHandler())
 }

@@ -132,15 +132,28 @@ func IsTransient(err error) bool {
 
 // LoadAll reads a whole object (or a range) into memory.
 func LoadAll(ctx context.Context, be Backend, h Handle, offset, length int64) ([]byte, error) {
+	return LoadInto(ctx, be, h, offset, length, nil)
+}
+
+// LoadInto is LoadAll reading into buf's memory when length > 0 and buf
+// has the capacity (a restore reuses its buffers instead of zeroing a
+// fresh one per ranged load); the result may alias buf.
+func LoadInto(ctx context.Context, be Backend, h Handle, offset, length int64, buf []byte) ([]byte, error) {
 	rd, err := be.Load(ctx, h, offset, length)
 	if err != nil {
 		return nil, err
 	}
-	var buf []byte
+	if sr, ok := rd.(interface{ Size() int64 }); ok && length <= 0 {
+		length = sr.Size() // a whole object of known size (a local file)
+	}
 	if length > 0 {
 		// A known length reads into one buffer: io.ReadAll would grow it
 		// by doubling, copying a multi-MiB range several times.
-		buf = make([]byte, length)
+		if int64(cap(buf)) >= length {
+			buf = buf[:length]
+		} else {
+			buf = make([]byte, length)
+		}
 		var n int
 		n, err = io.ReadFull(rd, buf)
 		if err == io.EOF || err == io.ErrUnexpectedEOF {

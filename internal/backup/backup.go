@@ -42,6 +42,10 @@ type Snapshot struct {
 	Size        int64
 	Created     time.Time
 	Description string
+	// Consistency is "application" when the guest was quiesced for the
+	// snapshot, "crash" when it was not, "" when the host does not say;
+	// ConsistencyReason says why. Both are recorded in the restore point.
+	Consistency, ConsistencyReason string
 }
 
 // Area is a changed byte range.
@@ -219,7 +223,8 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 	}
 	clock.mark("changes")
 	meta := repo.Meta{Disk: o.Disk, DiskUUID: info.UUID, ChangeID: res.Snapshot.ChangeID,
-		Size: uint64(res.Snapshot.Size), Time: res.Snapshot.Created, Changed: uint64(res.AreasBytes)}
+		Size: uint64(res.Snapshot.Size), Time: res.Snapshot.Created, Changed: uint64(res.AreasBytes),
+		Consistency: res.Snapshot.Consistency, ConsistencyReason: res.Snapshot.ConsistencyReason}
 	parent := res.Parent
 	if res.Mode == "full" {
 		parent = nil

@@ -67,6 +67,9 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Logger receives the host's logs (nil: text on stderr).
 	Logger *slog.Logger
+	// Points serves the files of a repository's restore points over
+	// the API (nil: none).
+	Points api.Points
 }
 
 // Service is a long-running part of the host besides its listeners (the
@@ -141,7 +144,7 @@ func (d *Daemon) wire() error {
 		closeAll(lns.all())
 		return err
 	}
-	d.api = api.New(d.host, api.Options{Logger: d.log, Tokens: tokens, Exports: exports, Tickets: tickets})
+	d.api = api.New(d.host, api.Options{Logger: d.log, Tokens: tokens, Exports: exports, Tickets: tickets, Points: d.opts.Points})
 	d.apiLns, err = apiListen(d.opts)
 	return err
 }

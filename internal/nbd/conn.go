@@ -9,6 +9,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // The lifecycle of one server connection: accepted (newServerConn),
@@ -44,6 +46,9 @@ type serverConn struct {
 	flags  uint16
 	sizes  BlockSizes
 	maxPay uint32
+	// budget is ServerOptions.ConnBufferBytes: this connection's payload
+	// bytes in flight (see acquire).
+	budget *semaphore.Weighted
 }
 
 // unixSockBuf is the socket buffer asked for on unix connections. Linux
@@ -59,7 +64,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &serverConn{
-		s: s, raw: nc, ctx: ctx, cancel: cancel,
+		s: s, raw: nc, ctx: ctx, cancel: cancel, budget: semaphore.NewWeighted(s.opts.ConnBufferBytes),
 		log: s.log.With("remote", nc.RemoteAddr().String()),
 		br:  bufio.NewReaderSize(nc, 64<<10),
 		bw:  bufio.NewWriterSize(nc, 64<<10),

@@ -11,6 +11,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // ServerOptions configures a Server. The zero value serves plain NBD with
@@ -28,6 +30,16 @@ type ServerOptions struct {
 	Logger *slog.Logger
 	// Workers bounds the requests of one connection executed at once.
 	Workers int
+	// ConnBufferBytes bounds the payload bytes of one connection's
+	// requests in flight (read into memory and not yet answered: WRITE
+	// data, READ replies queued for the socket); the connection reads no
+	// further request until some are answered. Default 8 MiB (32 of
+	// nbdcopy's 256 KiB requests; it keeps 64 in flight per connection).
+	ConnBufferBytes int64
+	// BufferBytes bounds the same across all connections, so the host's
+	// memory does not grow with the number of clients (default 192 MiB).
+	// A request larger than a bound waits until it is the only one.
+	BufferBytes int64
 	// Authorize, when set, is asked before an export is opened or listed
 	// (NBD_OPT_EXPORT_NAME, INFO, GO, LIST, the meta-context options):
 	// an error refuses that export with NBD_REP_ERR_POLICY and hides it
@@ -46,6 +58,8 @@ type Server struct {
 	opts ServerOptions
 	log  *slog.Logger
 	bufs [bufClasses]sync.Pool // *[]byte, by capacity class (see getBuf)
+	// budget is ServerOptions.BufferBytes: payload bytes in flight.
+	budget *semaphore.Weighted
 
 	mu        sync.Mutex
 	closing   bool
@@ -62,12 +76,18 @@ func NewServer(exp Exporter, opts ServerOptions) *Server {
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 30 * time.Second
 	}
+	if opts.ConnBufferBytes <= 0 {
+		opts.ConnBufferBytes = 8 << 20
+	}
+	if opts.BufferBytes <= 0 {
+		opts.BufferBytes = 192 << 20
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		exp: exp, opts: opts, log: log,
+		exp: exp, opts: opts, log: log, budget: semaphore.NewWeighted(opts.BufferBytes),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*serverConn]struct{}),
 	}

@@ -20,12 +20,18 @@ type request struct {
 	length     uint32
 	payload    *[]byte // WRITE data, from the server's pool
 	code       uint32  // error decided while reading (oversized WRITE)
+	cost       cost    // payload bytes taken from the budgets (see acquire)
 }
+
+// cost is what a request took from the connection's and the server's
+// budgets: its payload bytes, at most each budget's size.
+type cost struct{ conn, all int64 }
 
 // reply is one encoded reply; buf goes back to the pool once written.
 type reply struct {
 	segs [][]byte
 	buf  *[]byte
+	cost cost // the request's budget, given back once the reply is sent
 }
 
 // transmit runs the transmission phase: this goroutine reads requests,
@@ -39,7 +45,9 @@ func (c *serverConn) transmit() {
 		go func() {
 			defer workers.Done()
 			for r := range jobs {
-				out <- c.handle(r)
+				rep := c.handle(r)
+				rep.cost = r.cost
+				out <- rep
 			}
 		}()
 	}
@@ -85,11 +93,43 @@ func (c *serverConn) readRequests(jobs chan<- *request) {
 			c.log.Debug("nbd: client disconnect")
 			return
 		}
+		if !c.acquire(r) {
+			return
+		}
 		if r.typ == cmdWrite && !c.readPayload(r) {
+			c.release(r.cost)
 			return
 		}
 		jobs <- r
 	}
+}
+
+// acquire takes a READ's or WRITE's payload bytes from the connection's
+// and the server's budgets before the request is read further or run,
+// so the memory held for requests in flight is bounded however many a
+// client pipelines and however many clients there are (a request larger
+// than a budget takes all of it). False: the connection is ending.
+func (c *serverConn) acquire(r *request) bool {
+	if r.typ != cmdRead && r.typ != cmdWrite {
+		return true
+	}
+	n := int64(r.length)
+	k := cost{conn: min(n, c.s.opts.ConnBufferBytes), all: min(n, c.s.opts.BufferBytes)}
+	if err := c.budget.Acquire(c.ctx, k.conn); err != nil {
+		return false
+	}
+	if err := c.s.budget.Acquire(c.ctx, k.all); err != nil {
+		c.budget.Release(k.conn)
+		return false
+	}
+	r.cost = k
+	return true
+}
+
+// release gives k back to both budgets.
+func (c *serverConn) release(k cost) {
+	c.s.budget.Release(k.all)
+	c.budget.Release(k.conn)
 }
 
 func (c *serverConn) logReadEnd(err error) {
@@ -141,6 +181,7 @@ func (c *serverConn) writeReplies(out <-chan *reply, done chan<- struct{}) {
 		small   = make([]byte, 0, 64<<10)
 		vec     net.Buffers
 		held    []*[]byte // read buffers referenced by vec
+		spent   cost      // budget of the replies in vec
 		mark    int       // start in small of the bytes not yet in vec
 		pending int
 	)
@@ -160,8 +201,9 @@ func (c *serverConn) writeReplies(out <-chan *reply, done chan<- struct{}) {
 		for _, b := range held {
 			c.s.putBuf(b)
 		}
+		c.release(spent)
 		clear(vec)
-		vec, held, small, mark, pending = vec[:0], held[:0], small[:0], 0, 0
+		vec, held, small, mark, pending, spent = vec[:0], held[:0], small[:0], 0, 0, cost{}
 	}
 	for r := range out {
 		for _, seg := range r.segs {
@@ -183,6 +225,8 @@ func (c *serverConn) writeReplies(out <-chan *reply, done chan<- struct{}) {
 		if r.buf != nil {
 			held = append(held, r.buf)
 		}
+		spent.conn += r.cost.conn
+		spent.all += r.cost.all
 		if len(out) == 0 || pending >= batchMax {
 			send()
 		}

@@ -19,15 +19,10 @@ type blobScratch struct{ z, sealed []byte }
 
 var scratchPool = sync.Pool{New: func() any { return new(blobScratch) }}
 
-// compressBlob returns plain compressed into s (flagZstd) when that
-// shrinks it, else plain itself.
+// compressBlob returns plain compressed into s with its codec's flag
+// when that shrinks it, else plain itself.
 func (r *Repository) compressBlob(plain []byte, s *blobScratch) ([]byte, uint8) {
-	if r.zenc != nil && compressible(plain) {
-		if s.z = r.zenc.EncodeAll(plain, s.z[:0]); len(s.z) < len(plain) {
-			return s.z, flagZstd
-		}
-	}
-	return plain, 0
+	return r.codec.compress(plain, s)
 }
 
 // compressible estimates from a sample whether zstd can shrink p: random
@@ -91,7 +86,7 @@ func (r *Repository) decodeBlobTo(e packEntry, pack ID, stored, dst []byte) ([]b
 	if dst != nil {
 		dst = dst[:0]
 	}
-	compressed := e.Flags&flagZstd != 0
+	compressed := e.Flags&(flagZstd|flagLZ4) != 0
 	data := stored
 	var s *blobScratch
 	if compressed || r.crypt.encrypted() {
@@ -119,7 +114,13 @@ func (r *Repository) decodeBlobTo(e packEntry, pack ID, stored, dst []byte) ([]b
 		if dst != nil {
 			out = slices.Grow(s.z[:0], int(e.Raw)+decodeSlack)
 		}
-		plain, err := r.zdec.DecodeAll(data, out)
+		var plain []byte
+		var err error
+		if e.Flags&flagLZ4 != 0 {
+			plain, err = uncompressLZ4(data, out, int(e.Raw))
+		} else {
+			plain, err = r.zdec.DecodeAll(data, out)
+		}
 		if err != nil {
 			return nil, blobErr(e, pack, fmt.Errorf("decompress: %v: %w", err, ErrCorrupt))
 		}

@@ -6,13 +6,6 @@ import (
 	"time"
 )
 
-// Compression levels for chunks and pages.
-const (
-	CompressionNone    = "none"
-	CompressionFastest = "fastest" // zstd SpeedFastest: the default, see docs/repository.md
-	CompressionDefault = "default" // zstd SpeedDefault
-)
-
 // Ciphers for blobs, packs' headers, index files and manifests (the config
 // object and key slots always use XChaCha20-Poly1305).
 const (
@@ -56,7 +49,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: pack size %d out of range", c.PackSize)
 	case !pow2(c.PageSlots) || c.PageSlots < 8 || c.PageSlots > 1<<16:
 		return fmt.Errorf("config: page slots %d not a power of two in [8,65536]", c.PageSlots)
-	case c.Compression != CompressionNone && c.Compression != CompressionFastest && c.Compression != CompressionDefault:
+	case compressionNames[c.Compression] == "":
 		return fmt.Errorf("config: compression %q unknown", c.Compression)
 	case c.Cipher != "" && c.Cipher != CipherXAES && c.Cipher != CipherXChaCha:
 		return fmt.Errorf("config: cipher %q unknown", c.Cipher)

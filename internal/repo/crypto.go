@@ -4,8 +4,9 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"fmt"
-	"github.com/blockwise/blockwise/internal/backend"
 	"slices"
+
+	"github.com/blockwise/blockwise/internal/backend"
 
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
@@ -155,6 +156,16 @@ func (c *crypter) openTo(dst, sealed, ad []byte) ([]byte, error) {
 		return nil, fmt.Errorf("authentication failed: %w", ErrCorrupt)
 	}
 	return plain, nil
+}
+
+// openInPlace is open decrypting over sealed's own memory (the caller
+// gives sealed up): loading a large index file then holds one copy of it,
+// not two. sealed is clobbered even when authentication fails.
+func (c *crypter) openInPlace(sealed, ad []byte) ([]byte, error) {
+	if c.aead == nil || len(sealed) < nonceSize+tagSize {
+		return c.open(sealed, ad)
+	}
+	return c.openTo(sealed[nonceSize:nonceSize], sealed, ad)
 }
 
 func checksum(ad, plain []byte) [32]byte {

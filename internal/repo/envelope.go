@@ -28,6 +28,17 @@ func openEnvelope(c *crypter, magic string, data []byte) ([]byte, error) {
 	return c.open(data[5:], data[:5])
 }
 
+// openEnvelopeInPlace is openEnvelope decrypting over data's memory.
+func openEnvelopeInPlace(c *crypter, magic string, data []byte) ([]byte, error) {
+	if len(data) < 5 || string(data[:4]) != magic {
+		return nil, fmt.Errorf("bad magic, want %q: %w", magic, ErrCorrupt)
+	}
+	if data[4] != envelopeVersion {
+		return nil, fmt.Errorf("%s version %d unsupported: %w", magic, data[4], ErrCorrupt)
+	}
+	return c.openInPlace(data[5:], data[:5])
+}
+
 // reader is a bounds-checked little-endian decoder: decoders of outside
 // bytes must never panic or allocate from an unchecked length.
 type reader struct {

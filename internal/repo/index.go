@@ -348,7 +348,7 @@ func decodeIndex(b []byte) ([]packInfo, error) {
 		p.Entries = make([]packEntry, m)
 		for i := range p.Entries {
 			e := packEntry{Type: BlobType(r.u8()), Flags: r.u8(), Offset: r.u32(), Stored: r.u32(), Raw: r.u32(), ID: r.id()}
-			if !e.Type.valid() || e.Flags&^flagZstd != 0 || e.Stored == 0 {
+			if !e.Type.valid() || !validFlags(e.Flags) || e.Stored == 0 {
 				return nil, fmt.Errorf("index: pack %v entry %d invalid: %w", p.ID.Short(), i, ErrCorrupt)
 			}
 			p.Entries[i] = e

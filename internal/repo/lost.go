@@ -1,8 +1,10 @@
 package repo
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 )
 
 // A restore point may reference blobs that no index file holds any more:
@@ -47,43 +49,73 @@ func (w *SnapshotWriter) ParentLost(ctx context.Context) ([]SlotRun, error) {
 	if p == nil {
 		return nil, nil
 	}
+	ps := uint64(p.PageSlots)
+	var whole []SlotRun // pages whose blob no index file holds
+	var want []pageBlob
+	for pi, pid := range p.Pages {
+		if pid.IsZero() {
+			continue
+		}
+		if loc, ok := w.r.idx.lookup(BlobPage, pid); ok {
+			want = append(want, pageBlob{uint64(pi), loc})
+		} else {
+			whole = append(whole, SlotRun{uint64(pi) * ps, uint64(p.pageLen(uint64(pi)))})
+		}
+	}
+	lost, cache, err := w.walkParentPages(ctx, want)
+	if err != nil {
+		return nil, err
+	}
 	var out []SlotRun
 	hit := map[uint64]bool{} // pages with lost slots
-	add := func(slot, n uint64) {
-		hit[slot/uint64(p.PageSlots)] = true
-		if k := len(out); k > 0 && out[k-1].First+out[k-1].N == slot {
-			out[k-1].N += n
-			return
-		}
-		out = append(out, SlotRun{slot, n})
-	}
-	ps := uint64(p.PageSlots)
-	for pi, pid := range p.Pages {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		first := uint64(pi) * ps
-		switch {
-		case pid.IsZero():
-			continue
-		case !w.r.idx.has(BlobPage, pid):
-			add(first, uint64(p.pageLen(uint64(pi))))
-			continue
-		}
-		pg, err := w.r.loadPage(ctx, w.r.idx, p, uint64(pi))
-		if err != nil {
-			return nil, err
-		}
-		for s, id := range pg {
-			if !id.IsZero() && !w.r.idx.has(BlobChunk, id) {
-				add(first+uint64(s), 1)
-			}
+	for _, r := range mergeSlotRuns(whole, lost) {
+		hit[r.First/ps] = true
+		if k := len(out); k > 0 && out[k-1].First+out[k-1].N == r.First {
+			out[k-1].N += r.N
+		} else {
+			out = append(out, r)
 		}
 	}
 	w.mu.Lock()
-	w.parentOK = hit
+	w.parentOK, w.pageCache = hit, cache
 	w.mu.Unlock()
 	return out, nil
+}
+
+// walkParentPages loads the parent's pages in want (pageload.go) and
+// returns, sorted, the slots whose chunk no index file holds, and the
+// pages' plaintext up to pageCacheBytes for the writer to reuse.
+func (w *SnapshotWriter) walkParentPages(ctx context.Context, want []pageBlob) ([]SlotRun, map[uint64][]byte, error) {
+	p, ps := w.parent, uint64(w.parent.PageSlots)
+	var lost []SlotRun
+	cache, cached := map[uint64][]byte{}, 0
+	err := w.r.loadPages(ctx, p, want, func(pi uint64, plain []byte) error {
+		err := eachPageID(plain, p.pageLen(pi), func(s int, id ID) {
+			if !w.r.idx.has(BlobChunk, id) {
+				lost = append(lost, SlotRun{pi*ps + uint64(s), 1})
+			}
+		})
+		if err == nil && cached+len(plain) <= pageCacheBytes {
+			cache[pi] = append([]byte(nil), plain...) // plain may alias the load buffer
+			cached += len(plain)
+		}
+		return err
+	})
+	slices.SortFunc(lost, func(a, b SlotRun) int { return cmp.Compare(a.First, b.First) })
+	return lost, cache, err
+}
+
+// mergeSlotRuns merges two sorted, disjoint lists of slot runs into one.
+func mergeSlotRuns(a, b []SlotRun) []SlotRun {
+	out := make([]SlotRun, 0, len(a)+len(b))
+	for len(a) > 0 || len(b) > 0 {
+		if len(b) == 0 || (len(a) > 0 && a[0].First < b[0].First) {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return out
 }
 
 // checkInherited makes sure a page about to be reused by ID names no

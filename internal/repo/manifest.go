@@ -17,6 +17,10 @@ type Meta struct {
 	// ID (for a full backup: allocated), in bytes; absent before it was
 	// recorded.
 	Changed uint64 `json:"changed_bytes,omitempty"`
+	// Consistency of the point: "application" (the guest was quiesced),
+	// "crash", or absent when the source did not say; and why.
+	Consistency       string `json:"consistency,omitempty"`
+	ConsistencyReason string `json:"consistency_reason,omitempty"`
 }
 
 // Stats are counters of one backup.

@@ -27,8 +27,15 @@ func (t BlobType) String() string {
 	return fmt.Sprintf("blobtype(%d)", uint8(t))
 }
 
-// flagZstd marks a blob whose plaintext was zstd-compressed before sealing.
-const flagZstd = 1
+// Blob flags: the codec that compressed a blob's plaintext before
+// sealing (none: stored as read). At most one is set.
+const (
+	flagZstd = 1
+	flagLZ4  = 2
+)
+
+// validFlags reports whether f names at most one known codec.
+func validFlags(f uint8) bool { return f == 0 || f == flagZstd || f == flagLZ4 }
 
 // packEntry describes one blob in a pack.
 type packEntry struct {
@@ -88,7 +95,7 @@ func decodePackHeader(b []byte, dataLen uint64) ([]packEntry, error) {
 	var off uint64
 	for i := range entries {
 		e := packEntry{Type: BlobType(r.u8()), Flags: r.u8(), Raw: r.u32(), Stored: r.u32(), ID: r.id()}
-		if !e.Type.valid() || e.Flags&^flagZstd != 0 || e.Stored == 0 || off+uint64(e.Stored) > dataLen {
+		if !e.Type.valid() || !validFlags(e.Flags) || e.Stored == 0 || off+uint64(e.Stored) > dataLen {
 			return nil, fmt.Errorf("pack header: bad entry %d: %w", i, ErrCorrupt)
 		}
 		e.Offset = uint32(off)

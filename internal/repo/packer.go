@@ -60,13 +60,21 @@ func (p *packer) add(ctx context.Context, t BlobType, id ID, plain []byte) error
 	return p.written(ctx, pk)
 }
 
+// packHeaderRoom is what a pack buffer keeps for its header: 1,500
+// entries (a pack of 64 KiB chunks has ~256; one of tiny compressed
+// chunks may have more, and then the append grows the buffer once).
+const packHeaderRoom = 64 << 10
+
 // packBufs recycles pack buffers (16 MiB by default): allocating one per
 // pack costs zeroing and faulting it in every time. Room for the blob that
 // crosses the target is included, so no pack regrows.
 var packBufs sync.Pool
 
 func (p *packer) newBuf() []byte {
-	n := int(p.r.cfg.PackSize) + int(p.r.maxBlob()) + p.r.crypt.overhead()
+	// Room for the blob that crosses the target size and for the header
+	// and trailer appended at upload (a full buffer made that append copy
+	// the whole pack into a fresh one: 60 MiB of a small backup's memory).
+	n := int(p.r.cfg.PackSize) + int(p.r.maxBlob()) + p.r.crypt.overhead() + packHeaderRoom
 	if b, ok := packBufs.Get().(*[]byte); ok && cap(*b) >= n {
 		return (*b)[:0]
 	}

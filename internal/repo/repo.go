@@ -1,13 +1,12 @@
 package repo
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/bits"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 )
 
 // Options configure a Repository; the zero value gives the defaults.
@@ -26,10 +26,13 @@ import (
 // two repositories open in one process can differ; nothing in the
 // package is configured any other way.
 type Options struct {
-	ChunkSize   uint32 // default 64 KiB (see docs/repository.md)
-	PackSize    uint32 // target pack size, default 16 MiB
-	PageSlots   uint32 // slots per index page, default 4096
-	Compression string // CompressionFastest (default), CompressionDefault, CompressionNone
+	ChunkSize uint32 // default 64 KiB (see docs/repository.md)
+	PackSize  uint32 // target pack size, default 16 MiB
+	PageSlots uint32 // slots per index page, default 4096
+	// Compression is the repository's default setting at Init
+	// (CompressionAuto if empty), and at Open this process's setting for
+	// what it writes ("": the repository's default); see codec.go.
+	Compression string
 	Unencrypted bool   // for tests only: no password, checksums instead of AEAD
 	Cipher      string // CipherXAES (default) or CipherXChaCha
 	// InsecureNoPassword allows an encrypted repository with an empty
@@ -99,7 +102,7 @@ type Repository struct {
 	be       backend.Backend
 	cfg      *Config
 	crypt    *crypter
-	zenc     *zstd.Encoder // nil when compression is off
+	codec    *codec // how this process compresses what it writes
 	zdec     *zstd.Decoder
 	idx      *index
 	mk       *masterKey // nil when unencrypted; kept for AddKey
@@ -181,7 +184,7 @@ func (o Options) config() *Config {
 		cfg.PageSlots = DefaultPageSlots
 	}
 	if cfg.Compression == "" {
-		cfg.Compression = CompressionFastest
+		cfg.Compression = CompressionAuto
 	}
 	cfg.Cipher = o.Cipher
 	if cfg.Cipher == "" && cfg.Encrypted {
@@ -217,21 +220,10 @@ func newRepository(be backend.Backend, cfg *Config, mk *masterKey, opts Options)
 	}
 	r := &Repository{be: be, cfg: cfg, crypt: c, mk: mk, opts: opts.settings()}
 	r.idx = r.newIndex()
-	if cfg.Compression != CompressionNone {
-		lvl := zstd.SpeedFastest
-		if cfg.Compression == CompressionDefault {
-			lvl = zstd.SpeedDefault
-		}
-		// A window no larger than a blob: chunks are compressed one by
-		// one, and a large default window costs a big copy per call.
-		win := max(zstd.MinWindowSize, 1<<bits.Len32(r.maxBlob()-1))
-		r.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl),
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), // EncodeAll calls run in parallel up to this
-			zstd.WithEncoderCRC(false),                         // every chunk is verified against its keyed hash anyway
-			zstd.WithWindowSize(min(win, zstd.MaxWindowSize)))
-		if err != nil {
-			return nil, err
-		}
+	// The writer's setting: this process's choice, else the repository's.
+	mode := cmp.Or(opts.Compression, cfg.Compression)
+	if r.codec, err = newCodec(mode, r.maxBlob()); err != nil {
+		return nil, err
 	}
 	// Decoding is always possible so a reader never depends on settings.
 	r.zdec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(r.maxBlob())+1))
@@ -388,10 +380,10 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 	if len(known) > 0 && !containsAll(names, known) {
 		return r.loadIndex(ctx)
 	}
-	var fresh []string
+	var fresh []backend.FileInfo // sizes unknown: read whole
 	for _, n := range names {
 		if !slices.Contains(known, n) {
-			fresh = append(fresh, n)
+			fresh = append(fresh, backend.FileInfo{Name: n})
 		}
 	}
 	err = r.readIndexFiles(ctx, r.idx, fresh)
@@ -426,10 +418,10 @@ func (r *Repository) readIndex(ctx context.Context) (*index, error) {
 // once from their sizes: growing the table rehashes it and faults in
 // fresh memory several times over.
 func (r *Repository) readIndexOnce(ctx context.Context) (*index, error) {
-	var names []string
+	var files []backend.FileInfo
 	var size int64
 	err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
-		names = append(names, fi.Name)
+		files = append(files, fi)
 		size += fi.Size
 		return nil
 	})
@@ -440,24 +432,36 @@ func (r *Repository) readIndexOnce(ctx context.Context) (*index, error) {
 	x.mu.Lock()
 	x.reserve(int(size / indexEntrySize))
 	x.mu.Unlock()
-	if err := r.readIndexFiles(ctx, x, names); err != nil {
+	if err := r.readIndexFiles(ctx, x, files); err != nil {
 		x.close()
 		return nil, err
 	}
 	return x, nil
 }
 
+// indexLoadBytes bounds the index file bytes being loaded and decoded at
+// once (each costs about three times its size until merged: the file,
+// its decoded packs, their table entries); one file larger than it loads
+// alone.
+const indexLoadBytes = 32 << 20
+
 // readIndexFiles merges the named index files into x, a bounded number
 // at a time, each as soon as it is read: only a few decoded files are in
 // memory at once, whatever the repository size.
-func (r *Repository) readIndexFiles(ctx context.Context, x *index, names []string) error {
+func (r *Repository) readIndexFiles(ctx context.Context, x *index, files []backend.FileInfo) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
-	for _, n := range names {
+	budget := semaphore.NewWeighted(indexLoadBytes)
+	for _, f := range files {
+		n := min(max(f.Size, 1), indexLoadBytes)
+		if err := budget.Acquire(gctx, n); err != nil {
+			break // a load failed: g.Wait reports it
+		}
 		g.Go(func() error {
-			packs, err := r.readIndexFile(gctx, n)
+			defer budget.Release(n)
+			packs, err := r.readIndexFile(gctx, f.Name, f.Size)
 			if err == nil {
-				x.add(n, packs)
+				x.add(f.Name, packs)
 			}
 			return err
 		})
@@ -465,13 +469,21 @@ func (r *Repository) readIndexFiles(ctx context.Context, x *index, names []strin
 	return g.Wait()
 }
 
-func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packInfo, error) {
+// readIndexFile loads and decodes one index file of the listed size
+// (0: unknown), decrypting it in place.
+func (r *Repository) readIndexFile(ctx context.Context, name string, size int64) ([]packInfo, error) {
 	h := backend.Handle{Type: backend.Index, Name: name}
-	data, err := backend.LoadAll(ctx, r.be, h, 0, 0)
+	data, err := backend.LoadAll(ctx, r.be, h, 0, size)
+	if err == nil && size > 0 && int64(len(data)) != size {
+		err = fmt.Errorf("%d bytes, listed as %d: %w", len(data), size, ErrCorrupt)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("repo: load index %s: %w", name, err)
 	}
-	body, err := r.checkedEnvelope(indexMagic, name, data)
+	if fileID(data).String() != name {
+		return nil, fmt.Errorf("repo: index %s: content hash does not match name: %w (%w)", name, ErrCorrupt, ErrIncomplete)
+	}
+	body, err := openEnvelopeInPlace(r.crypt, indexMagic, data)
 	if err != nil {
 		return nil, fmt.Errorf("repo: index %s: %w (%w)", name, err, ErrIncomplete)
 	}
@@ -595,8 +607,6 @@ func (r *Repository) RemoveKey(ctx context.Context, prefix string) error {
 func (r *Repository) Close() error {
 	r.idx.close()
 	r.zdec.Close()
-	if r.zenc != nil {
-		r.zenc.Close()
-	}
+	r.codec.close()
 	return nil
 }

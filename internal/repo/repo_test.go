@@ -38,6 +38,9 @@ func TestFullAndIncremental(t *testing.T) {
 		{"unencrypted", 16 << 20, func(o *Options) { o.Unencrypted = true }},
 		{"no-compression", 16 << 20, func(o *Options) { o.Compression = CompressionNone }},
 		{"zstd-default", 16 << 20, func(o *Options) { o.Compression = CompressionDefault }},
+		{"max", 16 << 20, func(o *Options) { o.Compression = CompressionMax }},
+		{"lz4", 16 << 20, func(o *Options) { o.Compression = CompressionLZ4 }},
+		{"off", 16 << 20, func(o *Options) { o.Compression = CompressionOff }},
 		{"odd-size", 16<<20 + 12345, func(*Options) {}},
 		{"one-page", 8 << 20, func(o *Options) { o.PageSlots = 4096 }},
 	}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# bench/scale.sh: costs grow with change, not with size (issue 23, item 7).
+#
+#  1. Thin disks cost what they hold: full backup of a 2 TiB thin disk and
+#     of a 1 GiB disk holding the same 256 MiB.
+#  2. A 2 TiB thin disk with 4 GiB allocated, then 1 GiB changed: the
+#     incremental against the full backup of a 1 GiB disk (goal ≤ 1.2×),
+#     and the host's changed-areas query for it (goal ≤ 100 ms, ≤ 64 MiB
+#     of host memory).
+# Times are backup.Run's (--json "seconds"; key files, so no Argon2id);
+# BENCH_DIR picks the scratch directory (default /var/tmp).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bwscale.XXXXXX")
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$W"; }
+trap cleanup EXIT INT TERM
+BW=$W/blockwise
+(cd "$ROOT" && go build -o "$BW" ./cmd/blockwise && go build -o "$W/imagegen" ./bench/imagegen)
+export BLOCKWISE_DATASTORE=$W/ds BLOCKWISE_PASSWORD=bench
+mkdir -p "$W/ds"
+"$BW" serve 2>"$W/serve.log" & PID=$!
+for _ in $(seq 100); do [ -S "$W/ds/api.sock" ] && break; sleep 0.1; done
+sock=$W/ds/nbd.sock
+newrepo() { # name: a fresh repository with a key file, exported
+	export BLOCKWISE_REPO=$W/repo-$1 BLOCKWISE_KEY_FILE=
+	"$BW" repo init >/dev/null
+	"$BW" repo key add --new-key-file "$W/key-$1" >/dev/null
+	export BLOCKWISE_KEY_FILE=$W/key-$1
+}
+secs() { "$BW" backup "$1" --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["seconds"], j["mode"], j["readBytes"], round(j["phases"].get("changes", 0)*1000, 1))'; }
+rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
+
+echo "== 1. thin: 256 MiB on a 1 GiB and on a 2 TiB disk"
+head -c 256M /dev/urandom >"$W/d256"
+for d in small:1G big:2T; do
+	"$BW" disk create "${d%%:*}" --size "${d##*:}" >/dev/null
+	nbdcopy "$W/d256" "nbd+unix:///${d%%:*}?socket=$sock"
+done
+rm -f "$W/d256"
+newrepo t1; read -r s1 _ <<<"$(secs small)"
+newrepo t2; read -r s2 _ <<<"$(secs big)"
+echo "full backup: 1 GiB disk ${s1}s, 2 TiB disk ${s2}s, ratio $(python3 -c "print(round($s2/$s1, 2))") (goal <= 1.2)"
+
+echo "== 2. 2 TiB disk, 4 GiB allocated, then 1 GiB changed; 1 GiB disk full of data"
+"$BW" disk create huge --size 2T >/dev/null
+truncate -s 2T "$W/huge.raw"
+"$W/imagegen" mutate -file "$W/huge.raw" -uri "nbd+unix:///huge?socket=$sock" -frac $(python3 -c 'print(4/2048)') -seed 1 >/dev/null
+"$BW" disk create full1g --size 1G >/dev/null
+head -c 1G /dev/urandom >"$W/d1g"; nbdcopy "$W/d1g" "nbd+unix:///full1g?socket=$sock"; rm -f "$W/d1g"
+newrepo s
+read -r f1 _ <<<"$(secs full1g)"
+read -r fh _ <<<"$(secs huge)"
+"$W/imagegen" mutate -file "$W/huge.raw" -uri "nbd+unix:///huge?socket=$sock" -frac $(python3 -c 'print(1/2048)') -seed 2 >/dev/null
+rm -f "$W/huge.raw"
+before=$(rss)
+read -r inc mode read changes_ms <<<"$(secs huge)"
+after=$(rss)
+echo "full of the 1 GiB disk ${f1}s; full of the 2 TiB disk (4 GiB) ${fh}s; incremental after 1 GiB changed ${inc}s ($mode, read $((read >> 20)) MiB)"
+echo "incremental / full of 1 GiB: $(python3 -c "print(round($inc/$f1, 2))") (goal <= 1.2)"
+echo "changes query ${changes_ms} ms (goal <= 100); host RSS $((before >> 10)) -> $((after >> 10)) MiB (goal: the query <= 64 MiB)"

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/blockwise/blockwise/internal/testvm"
+)
+
+// libvirtd is a private libvirtd started by a test: its own mount
+// namespace (tmpfs over libvirt's state directories, so it shares
+// nothing with another libvirtd), its socket in dir, QEMU run as root
+// (qemu.conf) with its logs in files, no cgroups.
+type libvirtd struct {
+	dir, sock string
+	cmd       *exec.Cmd
+}
+
+func startLibvirtd(t *testing.T) *libvirtd {
+	t.Helper()
+	for _, tool := range []string{"libvirtd", "virsh", "unshare"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s not installed (CI is set)", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	dir, err := os.MkdirTemp("", "bwlv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	os.Mkdir(filepath.Join(dir, "sock"), 0o700)
+	files := map[string]string{
+		"libvirtd.conf": fmt.Sprintf("unix_sock_dir = %q\nunix_sock_rw_perms = \"0700\"\nauth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n", filepath.Join(dir, "sock")),
+		"qemu.conf":     "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\nsecurity_driver = \"none\"\nstdio_handler = \"file\"\ncgroup_controllers = [ ]\n",
+		"run.sh": `set -e
+for d in /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt; do mkdir -p $d; mount -t tmpfs tmpfs $d; done
+mount --bind "$1/qemu.conf" /etc/libvirt/qemu.conf
+exec libvirtd -f "$1/libvirtd.conf" -p "$1/libvirtd.pid"
+`,
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &libvirtd{dir: dir, sock: filepath.Join(dir, "sock", "libvirt-sock")}
+	d.cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", filepath.Join(dir, "run.sh"), dir)
+	log, _ := os.Create(filepath.Join(dir, "libvirtd.log"))
+	d.cmd.Stdout, d.cmd.Stderr = log, log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { d.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			d.cmd.Process.Kill()
+			<-done
+		}
+	})
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := d.virsh("version"); err == nil {
+			return d
+		}
+		if time.Since(start) > 30*time.Second {
+			out, _ := os.ReadFile(filepath.Join(dir, "libvirtd.log"))
+			t.Fatalf("libvirtd did not start: %s", out)
+		}
+	}
+}
+
+func (d *libvirtd) uri() string { return "qemu:///system?socket=" + d.sock }
+
+func (d *libvirtd) virsh(args ...string) (string, error) {
+	out, err := exec.Command("virsh", append([]string{"-c", d.uri()}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (d *libvirtd) mustVirsh(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := d.virsh(args...)
+	if err != nil {
+		t.Fatalf("virsh %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// startDomain creates a transient TCG domain booting the test kernel with
+// the testvm initramfs on a qcow2 disk, with the guest agent channel
+// (libvirt connects to it) and the test shell, and waits for the shell.
+func (d *libvirtd) startDomain(t *testing.T, name, img string) *testvm.Shell {
+	t.Helper()
+	kernel, err := testvm.Kernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(d.dir, name+".cpio")
+	if err := testvm.BuildInitramfs(initrd, testvm.Options{GuestAgent: true}); err != nil {
+		t.Fatal(err)
+	}
+	shellSock := filepath.Join(d.dir, name+"-shell.sock")
+	xml := fmt.Sprintf(`<domain type='qemu'><name>%s</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='q35'>hvm</type><kernel>%s</kernel><initrd>%s</initrd><cmdline>%s</cmdline></os>
+<on_reboot>destroy</on_reboot>
+<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/><target dev='vda' bus='virtio'/></disk>
+<controller type='virtio-serial' index='0'/>
+<channel type='unix'><source mode='bind' path='%s'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+<channel type='unix'><source mode='bind' path='%s'/><target type='virtio' name='org.blockwise.shell'/></channel>
+<serial type='file'><source path='%s'/></serial>
+<controller type='usb' model='none'/><memballoon model='none'/>
+</devices></domain>`, name, kernel, initrd, testvm.KernelCmdline, img,
+		filepath.Join(d.dir, name+"-qga.sock"), shellSock, filepath.Join(d.dir, name+"-console.log"))
+	xmlPath := filepath.Join(d.dir, name+".xml")
+	os.WriteFile(xmlPath, []byte(xml), 0o644)
+	d.mustVirsh(t, "create", xmlPath)
+	t.Cleanup(func() { d.virsh("destroy", name) })
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	sh, err := testvm.DialShell(ctx, shellSock)
+	if err == nil {
+		_, err = sh.Run(ctx, "true")
+	}
+	if err != nil {
+		con, _ := os.ReadFile(filepath.Join(d.dir, name+"-console.log"))
+		t.Fatalf("domain %s: shell: %v\n%s", name, err, con)
+	}
+	t.Cleanup(func() { sh.Close() })
+	return sh
+}
+
+// TestLibvirtSource backs up a libvirt domain through checkpoints and a
+// pull-mode backup job: full, incremental reading what the guest wrote,
+// restores identical to the disk, quiesced through libvirt, and a
+// checkpoint deleted by hand answered by a full read with the reason.
+func TestLibvirtSource(t *testing.T) {
+	if os.Getenv("BLOCKWISE_LONG") == "" {
+		t.Skip("libvirtd and one more guest boot (~30-50 s): BLOCKWISE_LONG=1")
+	}
+	testvm.Require(t)
+	needTools(t, "qemu-img")
+	d := startLibvirtd(t)
+	img := filepath.Join(d.dir, "vm1.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	sh := d.startDomain(t, "bwvm1", img)
+	guest := func(script string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if out, err := sh.Run(ctx, script); err != nil {
+			t.Fatalf("guest: %v: %s", err, out)
+		}
+	}
+	c := newRepoCLI(t)
+	scratch := filepath.Join(d.dir, "scratch")
+	os.Mkdir(scratch, 0o755)
+	src := "libvirt:///system?domain=bwvm1&socket=" + d.sock
+	flags := []string{"--scratch-dir", scratch}
+	restoreMatches := func(id string) {
+		t.Helper()
+		ref, got := filepath.Join(t.TempDir(), "ref.raw"), filepath.Join(t.TempDir(), "got.raw")
+		d.mustVirsh(t, "suspend", "bwvm1")
+		out, err := exec.Command("qemu-img", "convert", "-U", "-O", "raw", img, ref).CombinedOutput()
+		d.mustVirsh(t, "resume", "bwvm1")
+		if err != nil {
+			t.Fatalf("copy: %v: %s", err, out)
+		}
+		c.must(t, "restore", id, "--to", got)
+		if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", ref, got).CombinedOutput(); err != nil {
+			t.Fatalf("restore %s differs from the disk: %v: %s", id[:12], err, out)
+		}
+	}
+
+	// Raw writes: a mounted file system's superblock changes at the
+	// thaw, so the drive would not equal the point a moment later.
+	guest("dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null")
+	full := backupSummaries(t, &c, src, flags...)["vda"]
+	if full.Mode != "full" || full.Consistency != "application" {
+		t.Fatalf("first backup: %+v", full)
+	}
+	restoreMatches(full.ID)
+
+	guest("dd if=/dev/urandom of=/dev/vda bs=64k count=2 seek=100 conv=fsync 2>/dev/null")
+	inc := backupSummaries(t, &c, src, flags...)["vda"]
+	if inc.Mode != "incremental" || inc.Changed != 2*64<<10 || inc.Read != 2*64<<10 {
+		t.Fatalf("incremental: %+v", inc)
+	}
+	restoreMatches(inc.ID)
+	if cps := d.mustVirsh(t, "checkpoint-list", "bwvm1", "--name"); strings.Count(strings.TrimSpace(cps), "\n") > 1 {
+		t.Fatalf("checkpoints pile up: %s", cps)
+	}
+
+	for _, cp := range strings.Fields(d.mustVirsh(t, "checkpoint-list", "bwvm1", "--name")) {
+		d.mustVirsh(t, "checkpoint-delete", "bwvm1", cp)
+	}
+	broken := backupSummaries(t, &c, src, flags...)["vda"]
+	if broken.Mode != "full" || !strings.Contains(broken.Reason, "missing") {
+		t.Fatalf("after deleting the checkpoints: %+v", broken)
+	}
+	if out := d.mustVirsh(t, "domjobinfo", "bwvm1"); !strings.Contains(out, "None") {
+		t.Fatalf("a backup job is still running: %s", out)
+	}
+}
