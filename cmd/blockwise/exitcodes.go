@@ -10,6 +10,7 @@ import (
 	"github.com/blockwise/blockwise/internal/daemon"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/fileres"
+	"github.com/blockwise/blockwise/internal/overlay"
 	"github.com/blockwise/blockwise/internal/quiesce"
 	"github.com/blockwise/blockwise/internal/repo"
 	"github.com/blockwise/blockwise/internal/sources/libvirt"
@@ -59,27 +60,30 @@ func classify(err error) int {
 	case errors.As(err, &ue), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
 		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig),
 		errors.Is(err, qemu.ErrURI), errors.Is(err, quiesce.ErrPolicy), errors.Is(err, libvirt.ErrURI),
-		errors.Is(err, fileres.ErrEscape), errors.Is(err, fileres.ErrNotDir):
+		errors.Is(err, fileres.ErrEscape), errors.Is(err, fileres.ErrNotDir),
+		errors.Is(err, overlay.ErrMismatch):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt
 	case errors.Is(err, client.ErrNotFound), errors.Is(err, disk.ErrNotFound), errors.Is(err, api.ErrTokenNotFound), errors.Is(err, repo.ErrNotFound),
-		errors.Is(err, qemu.ErrNoDrive), errors.Is(err, libvirt.ErrNoDisk), errors.Is(err, fileres.ErrNotFound):
+		errors.Is(err, qemu.ErrNoDrive), errors.Is(err, libvirt.ErrNoDisk), errors.Is(err, fileres.ErrNotFound),
+		errors.Is(err, backup.ErrNoRecovery):
 		return exitNotFound
 	case errors.Is(err, client.ErrChangeIDInvalid), errors.Is(err, disk.ErrChangeIDInvalid), errors.Is(err, backup.ErrChangeIDInvalid):
 		return exitInvalid
 	case errors.Is(err, client.ErrBusy), errors.Is(err, client.ErrExists), errors.Is(err, disk.ErrBusy), errors.Is(err, repo.ErrLocked),
 		errors.Is(err, client.ErrLeaseHeld), errors.Is(err, client.ErrTooManyTickets), errors.Is(err, backup.ErrLeaseHeld), errors.Is(err, backup.ErrLeaseLost),
-		errors.Is(err, qemu.ErrNBDServer), errors.Is(err, fileres.ErrMountBusy),
+		errors.Is(err, qemu.ErrNBDServer), errors.Is(err, fileres.ErrMountBusy), errors.Is(err, overlay.ErrInUse),
 		errors.Is(err, client.ErrReplicationState), errors.Is(err, client.ErrSplitBrain):
 		return exitBusy
-	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt), errors.Is(err, fileres.ErrDamaged):
+	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt), errors.Is(err, fileres.ErrDamaged),
+		errors.Is(err, overlay.ErrCorrupt):
 		return exitCorrupt
 	case errors.Is(err, client.ErrUnauthorized), errors.Is(err, repo.ErrWrongPassword):
 		return exitUnauthorized
 	case errors.Is(err, errCheckFailed):
 		return exitCheckFailed
-	case errors.Is(err, client.ErrNoSpace), errors.Is(err, disk.ErrNoSpace):
+	case errors.Is(err, client.ErrNoSpace), errors.Is(err, disk.ErrNoSpace), errors.Is(err, overlay.ErrNoSpace):
 		return exitNoSpace
 	}
 	return exitFailure

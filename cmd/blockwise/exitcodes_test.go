@@ -23,6 +23,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/fileres"
+	"github.com/blockwise/blockwise/internal/overlay"
 	"github.com/blockwise/blockwise/internal/repo"
 )
 
@@ -122,6 +123,12 @@ func TestExitCodes(t *testing.T) {
 
 		{"client no space", problem(wire.ProblemNoSpace), exitNoSpace},
 		{"disk no space", fmt.Errorf("snapshot: %w: %w", disk.ErrNoSpace, syscall.ENOSPC), exitNoSpace},
+
+		{"overlay in use", fmt.Errorf("overlay /x: %w", overlay.ErrInUse), exitBusy},
+		{"overlay of another point", fmt.Errorf("overlay /x: %w", overlay.ErrMismatch), exitUsage},
+		{"overlay damaged", fmt.Errorf("overlay /x: %w", overlay.ErrCorrupt), exitCorrupt},
+		{"overlay full", fmt.Errorf("overlay /x: %w: %w", overlay.ErrNoSpace, syscall.ENOSPC), exitNoSpace},
+		{"no recovery to resume", fmt.Errorf("/x: %w", backup.ErrNoRecovery), exitNotFound},
 	}
 	covered := map[int]bool{}
 	for _, c := range cases {

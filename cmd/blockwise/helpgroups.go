@@ -17,7 +17,7 @@ var helpGroups = []*cobra.Group{
 // commandGroup is the help section of every top-level command.
 var commandGroup = map[string]string{
 	"disk": "disks", "snapshot": "disks", "changes": "disks", "export": "disks",
-	"backup": "backup", "restore": "backup", "points": "backup", "forget": "backup", "serve-point": "backup",
+	"backup": "backup", "restore": "backup", "points": "backup", "forget": "backup", "serve-point": "backup", "recover": "backup",
 	"ls": "backup", "dump": "backup", "mount": "backup",
 	"repo": "repo", "check": "repo", "stats": "repo", "prune": "repo", "repair": "repo",
 	"serve": "host", "token": "host", "ticket": "host",

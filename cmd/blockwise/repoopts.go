@@ -62,14 +62,14 @@ func addRepoFlags(cmd *cobra.Command, o *repoOptions) {
 	cmd.Flags().BoolVar(&o.NoCache, "no-cache", false, "keep no local copies of a remote repository's index files and restore points")
 }
 
-const noLockHelp = "take no lock, so that a read-only repository (a read-only mount, snapshot or medium) can be read; only for commands that only read (restore, ls, dump, mount, check, snapshots, stats, serve-point, repo info, repo key list). RISK: nothing then stops a prune in another process from deleting data being read: the command may fail, or check report damage that is not there"
+const noLockHelp = "take no lock, so that a read-only repository (a read-only mount, snapshot or medium) can be read; only for commands that only read (restore, ls, dump, mount, check, snapshots, stats, serve-point, recover, repo info, repo key list). RISK: nothing then stops a prune in another process from deleting data being read: the command may fail, or check report damage that is not there"
 
 // annReadOnly marks the commands that only read the repository: they
 // accept --no-lock; every other command refuses it (refuseNoLock).
 const annReadOnly = "blockwise/read-only"
 
 func init() {
-	for _, c := range []*cobra.Command{restoreCmd, repoCheckCmd, checkCmd, pointsCmd, statsCmd, servePointCmd, repoInfoCmd, keyListCmd, lsCmd, dumpCmd, mountCmd} {
+	for _, c := range []*cobra.Command{restoreCmd, repoCheckCmd, checkCmd, pointsCmd, statsCmd, servePointCmd, recoverCmd, repoInfoCmd, keyListCmd, lsCmd, dumpCmd, mountCmd} {
 		if c.Annotations == nil {
 			c.Annotations = map[string]string{}
 		}
@@ -82,7 +82,7 @@ func init() {
 // repository: it would write without the lock that keeps a prune away.
 func refuseNoLock(cmd *cobra.Command, _ []string) error {
 	if f := cmd.Flags().Lookup("no-lock"); f != nil && f.Changed && cmd.Annotations[annReadOnly] != "true" {
-		return usageErrorf("--no-lock is only for commands that only read the repository (restore, ls, dump, mount, check, snapshots, stats, serve-point, repo info, repo key list); %q writes to it", cmd.CommandPath())
+		return usageErrorf("--no-lock is only for commands that only read the repository (restore, ls, dump, mount, check, snapshots, stats, serve-point, recover, repo info, repo key list); %q writes to it", cmd.CommandPath())
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/blockwise/blockwise/internal/nbd"
 	"github.com/blockwise/blockwise/internal/repo"
@@ -18,6 +20,15 @@ import (
 type PointExport struct {
 	im *repo.Image
 	cs int64
+	// Read-ahead (SetReadAhead): after a small read of slot s that
+	// follows slot s-1, slots up to s+ahead are loaded in the background,
+	// one load at a time.
+	ahead    int64
+	aheadCtx context.Context
+	last     atomic.Int64 // slot of the last small read
+	loadedTo atomic.Int64 // read-ahead has loaded (or is loading) below this slot
+	busy     atomic.Bool  // a read-ahead is running
+	bg       sync.WaitGroup
 	// OnError, when set, hears of every failed read.
 	OnError func(off int64, err error)
 }
@@ -69,22 +80,70 @@ func (e *PointExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return nil
 }
 
-// readWhole loads whole chunks straight into p.
+// readWhole loads whole chunks straight into p. When the cache can hold
+// the whole image (--cache-mb sized for it), whole-chunk reads go
+// through it too, so a second pass is served from memory; otherwise they
+// stay out of it, so a copy does not evict a booting VM's working set.
 func (e *PointExport) readWhole(ctx context.Context, p []byte, off int64) error {
+	whole := e.im.CacheHoldsImage()
+	if whole && e.im.ReadCached(p, off) {
+		return nil
+	}
 	zero, err := e.im.ReadChunks(ctx, uint64(off/e.cs), int((int64(len(p))+e.cs-1)/e.cs), p)
 	for i, z := range zero {
 		if z { // ReadChunks leaves zero slots as they were
 			clear(p[i*int(e.cs) : min((i+1)*int(e.cs), len(p))])
 		}
 	}
+	if err == nil && whole {
+		e.im.CacheChunks(uint64(off/e.cs), p)
+	}
 	return err
 }
 
 // readCached reads through the image's cache of decoded chunks.
 func (e *PointExport) readCached(ctx context.Context, p []byte, off int64) error {
+	e.readAhead(off/e.cs, (off+int64(len(p))-1)/e.cs)
 	_, err := e.im.ReadAtContext(ctx, p, off) // in range: the server checked
 	return err
 }
+
+// SetReadAhead makes small sequential reads load the next slots chunks
+// ahead in the background (0: off), each load bounded by ctx (the
+// serve's). Call before serving.
+func (e *PointExport) SetReadAhead(ctx context.Context, slots int) {
+	e.aheadCtx, e.ahead = ctx, int64(slots)
+}
+
+// readAhead starts loading the slots after [s0, s1] when reads go
+// forward and the loaded window runs short; one load at a time (Wait
+// waits for it).
+func (e *PointExport) readAhead(s0, s1 int64) {
+	if e.ahead <= 0 {
+		return
+	}
+	prev := e.last.Swap(s1)
+	if s0 != prev && s0 != prev+1 {
+		return // not sequential
+	}
+	from := max(s1+1, e.loadedTo.Load())
+	if from > s1+e.ahead/2 || !e.busy.CompareAndSwap(false, true) {
+		return // enough ahead already, or a load is running
+	}
+	n := s1 + 1 + e.ahead - from
+	e.loadedTo.Store(from + n)
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		defer e.busy.Store(false)
+		// A failed read-ahead costs nothing: the reader loads the chunk
+		// itself and gets the error.
+		_ = e.im.Prefetch(e.aheadCtx, uint64(from), int(n))
+	}()
+}
+
+// Wait waits for a background read-ahead to end.
+func (e *PointExport) Wait() { e.bg.Wait() }
 
 // WriteAt refuses: a restore point is read-only.
 func (e *PointExport) WriteAt(context.Context, []byte, int64, bool) error { return nbd.ErrReadOnly }

@@ -56,6 +56,23 @@ func TestPointExport(t *testing.T) {
 	}
 	checkBlockStatus(t, exp, img, 0)
 	checkBlockStatus(t, exp, img, 64<<10+512)
+	// Read-ahead under small sequential reads, and whole-chunk reads
+	// through a cache that holds the image (twice: loaded, then cached).
+	if im, err = f.repo.OpenImage(ctx, res.Manifest.ID); err != nil { // an empty cache
+		t.Fatal(err)
+	}
+	im.SetCacheChunks(size/(64<<10) + 1)
+	exp = NewPointExport(im)
+	exp.SetReadAhead(ctx, 8)
+	for _, step := range []int64{4 << 10, 256 << 10, 256 << 10} {
+		for off := int64(0); off < size; off += step {
+			p := bytes.Repeat([]byte{0xAA}, int(min(step, size-off)))
+			if err := exp.ReadAt(ctx, p, off); err != nil || !bytes.Equal(p, img[off:off+int64(len(p))]) {
+				t.Fatalf("read %d+%d with read-ahead and a whole-image cache: %v", off, len(p), err)
+			}
+		}
+	}
+	exp.Wait()
 	for name, err := range map[string]error{
 		"write": exp.WriteAt(ctx, []byte{1}, 0, false),
 		"zero":  exp.Zero(ctx, 0, 512, true, false),

@@ -106,7 +106,7 @@ func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64,
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
 	for _, n := range names {
-		packs, err := r.readIndexFile(gctx, n, 0)
+		packs, err := r.readIndexFile(gctx, n)
 		mu.Lock()
 		if err != nil {
 			res.Errors = append(res.Errors, err)

@@ -44,11 +44,7 @@ func (c *chunkCache) get(ctx context.Context, slot uint64, load func() ([]byte, 
 	}
 	ent := &cached{slot: slot, ready: make(chan struct{})}
 	c.m[slot] = c.lru.PushFront(ent)
-	if c.lru.Len() > c.max {
-		old := c.lru.Back()
-		c.lru.Remove(old)
-		delete(c.m, old.Value.(*cached).slot)
-	}
+	c.evict()
 	c.mu.Unlock()
 	ent.data, ent.err = load()
 	close(ent.ready)
@@ -61,4 +57,79 @@ func (c *chunkCache) get(ctx context.Context, slot uint64, load func() ([]byte, 
 		c.mu.Unlock()
 	}
 	return ent.data, ent.err
+}
+
+// resize bounds the cache to max chunks (at least 1), evicting the
+// oldest now if it holds more.
+func (c *chunkCache) resize(max int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.max = 1
+	if max > 1 {
+		c.max = max
+	}
+	c.evict()
+}
+
+// evict drops the least recent chunks beyond max; c.mu is held.
+func (c *chunkCache) evict() {
+	for c.lru.Len() > c.max {
+		old := c.lru.Back()
+		c.lru.Remove(old)
+		delete(c.m, old.Value.(*cached).slot)
+	}
+}
+
+// missing returns which of slots [first, first+n) the cache neither
+// holds nor is loading.
+func (c *chunkCache) missing(first uint64, n int) []bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]bool, n)
+	for i := range out {
+		_, ok := c.m[first+uint64(i)]
+		out[i] = !ok
+	}
+	return out
+}
+
+// put adds a loaded chunk unless the slot is cached or loading already
+// (read-ahead: a reader's own load wins).
+func (c *chunkCache) put(slot uint64, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[slot]; ok {
+		return
+	}
+	ent := &cached{slot: slot, ready: make(chan struct{}), data: data}
+	close(ent.ready)
+	c.m[slot] = c.lru.PushFront(ent)
+	c.evict()
+}
+
+// peek returns slot's chunk if it is cached and loaded, without waiting.
+func (c *chunkCache) peek(slot uint64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[slot]
+	if !ok {
+		return nil, false
+	}
+	ent := el.Value.(*cached)
+	select {
+	case <-ent.ready:
+		if ent.err != nil {
+			return nil, false
+		}
+		c.lru.MoveToFront(el)
+		return ent.data, true
+	default:
+		return nil, false
+	}
+}
+
+func (c *chunkCache) capacity() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.max
 }

@@ -319,3 +319,82 @@ func (im *Image) decodeRange(pack ID, first uint64, locs []slotLoc, lo, want int
 	}
 	return nil
 }
+
+// SetCacheChunks sizes the Image's cache of decoded chunks (default
+// imageCacheChunks): a VM booting from a point rereads its working set,
+// and on an object store every miss is a request.
+func (im *Image) SetCacheChunks(n int) { im.chunks.resize(n) }
+
+// Prefetch loads the slots of [first, first+n) that the cache lacks, in
+// one ReadChunks, and caches them (read-ahead for small sequential
+// reads). Slots past the image's end are ignored.
+func (im *Image) Prefetch(ctx context.Context, first uint64, n int) error {
+	if first >= im.m.Slots() {
+		return nil
+	}
+	n = int(min(uint64(n), im.m.Slots()-first))
+	miss := im.chunks.missing(first, n)
+	lo, hi := 0, n
+	for lo < hi && !miss[lo] {
+		lo++
+	}
+	for hi > lo && !miss[hi-1] {
+		hi--
+	}
+	if lo == hi {
+		return nil
+	}
+	start := first + uint64(lo)
+	buf := make([]byte, im.runLen(start, hi-lo))
+	zero, err := im.ReadChunks(ctx, start, hi-lo, buf)
+	if err != nil {
+		return err
+	}
+	cs := int64(im.m.ChunkSize)
+	for i := range hi - lo {
+		if miss[lo+i] {
+			q := buf[int64(i)*cs : min(int64(i+1)*cs, int64(len(buf))) : min(int64(i+1)*cs, int64(len(buf)))]
+			if zero[i] {
+				clear(q)
+			}
+			im.chunks.put(start+uint64(i), q)
+		}
+	}
+	return nil
+}
+
+// CacheHoldsImage reports whether the chunk cache can hold every slot,
+// so whole-chunk reads may go through it without evicting a working set.
+func (im *Image) CacheHoldsImage() bool {
+	return uint64(im.chunks.capacity()) >= im.m.Slots()
+}
+
+// ReadCached fills p from the cache if every slot [off, off+len(p))
+// touches is cached and loaded; it reports whether it did.
+func (im *Image) ReadCached(p []byte, off int64) bool {
+	cs := int64(im.m.ChunkSize)
+	end := off + int64(len(p))
+	for pos := off; pos < end; pos = (pos/cs + 1) * cs {
+		if _, ok := im.chunks.peek(uint64(pos / cs)); !ok {
+			return false
+		}
+	}
+	for pos := off; pos < end; pos = (pos/cs + 1) * cs {
+		chunk, ok := im.chunks.peek(uint64(pos / cs))
+		if !ok { // evicted meanwhile
+			return false
+		}
+		copy(p[pos-off:], chunk[pos%cs:])
+	}
+	return true
+}
+
+// CacheChunks caches copies of the whole slots p holds from slot first
+// on (as ReadChunks returned them; zero slots must be cleared).
+func (im *Image) CacheChunks(first uint64, p []byte) {
+	cs := int64(im.m.ChunkSize)
+	for i := int64(0); i*cs < int64(len(p)); i++ {
+		q := p[i*cs : min((i+1)*cs, int64(len(p)))]
+		im.chunks.put(first+uint64(i), append([]byte(nil), q...))
+	}
+}

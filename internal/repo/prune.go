@@ -247,7 +247,7 @@ func (r *Repository) removePacks(ctx context.Context, st *PruneStats, ids []ID, 
 func (r *Repository) classifyPacks(ctx context.Context, files []string, used blobSet) (map[ID]*packFate, error) {
 	fates := map[ID]*packFate{}
 	for _, n := range files {
-		packs, err := r.readIndexFile(ctx, n, 0)
+		packs, err := r.readIndexFile(ctx, n)
 		if err != nil {
 			return nil, fmt.Errorf("repo: prune: %w", err)
 		}
@@ -291,7 +291,7 @@ func (r *Repository) rewriteIndex(ctx context.Context, oldFiles []string, fates 
 	iw := newIndexWriter(r)
 	rp := &repacker{pk: &packer{r: r}, used: used, copied: map[blobKey]bool{}}
 	for _, n := range oldFiles {
-		packs, err := r.readIndexFile(ctx, n, 0)
+		packs, err := r.readIndexFile(ctx, n)
 		if err != nil {
 			return nil, fmt.Errorf("repo: prune: %w", err)
 		}

@@ -99,7 +99,7 @@ func (rp *indexRepair) add(ctx context.Context, p packInfo) error {
 func (rp *indexRepair) trustIndexFiles(ctx context.Context, names []string) error {
 	missing := map[ID]bool{}
 	for _, n := range names {
-		packs, err := rp.r.readIndexFile(ctx, n, 0)
+		packs, err := rp.r.readIndexFile(ctx, n)
 		if errors.Is(err, ErrCorrupt) {
 			rp.res.BadIndexFiles = append(rp.res.BadIndexFiles, n)
 			continue

@@ -72,7 +72,7 @@ func (f *repairFixture) remove(t *testing.T, typ backend.FileType, name string) 
 func (f *repairFixture) chunksOnlyIndexFile(t *testing.T) string {
 	t.Helper()
 	for _, n := range f.names(t, backend.Index) {
-		packs, err := f.r.readIndexFile(context.Background(), n, 0)
+		packs, err := f.r.readIndexFile(context.Background(), n)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -459,7 +459,7 @@ func (r *Repository) readIndexFiles(ctx context.Context, x *index, files []backe
 		}
 		g.Go(func() error {
 			defer budget.Release(n)
-			packs, err := r.readIndexFile(gctx, f.Name, f.Size)
+			packs, err := r.readIndexFile(gctx, f.Name)
 			if err == nil {
 				x.add(f.Name, packs)
 			}
@@ -469,14 +469,13 @@ func (r *Repository) readIndexFiles(ctx context.Context, x *index, files []backe
 	return g.Wait()
 }
 
-// readIndexFile loads and decodes one index file of the listed size
-// (0: unknown), decrypting it in place.
-func (r *Repository) readIndexFile(ctx context.Context, name string, size int64) ([]packInfo, error) {
+// readIndexFile loads and decodes one index file, decrypting it in place.
+func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packInfo, error) {
 	h := backend.Handle{Type: backend.Index, Name: name}
-	data, err := backend.LoadAll(ctx, r.be, h, 0, size)
-	if err == nil && size > 0 && int64(len(data)) != size {
-		err = fmt.Errorf("%d bytes, listed as %d: %w", len(data), size, ErrCorrupt)
-	}
+	// Whole, not the listed size: a cache may serve an intact copy of an
+	// object whose listed (remote) size is of a damaged one. The size
+	// only bounds how many files load at once (readIndexFiles).
+	data, err := backend.LoadAll(ctx, r.be, h, 0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("repo: load index %s: %w", name, err)
 	}

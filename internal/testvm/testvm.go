@@ -59,6 +59,9 @@ type Drive struct {
 	Format string
 	// NBD is an nbd+unix:///EXPORT?socket=PATH URI (raw format on top).
 	NBD string
+	// ReconnectDelay (seconds, NBD only): QEMU's reconnect-delay, so I/O
+	// waits that long for a restarted server instead of failing.
+	ReconnectDelay int
 	// Discard passes guest discards down (discard=unmap).
 	Discard bool
 	// DetectZeroes: "", "off", "on" or "unmap".
@@ -343,6 +346,9 @@ func blockdev(d Drive) (string, error) {
 			return "", err
 		}
 		file = nbd
+		if d.ReconnectDelay > 0 {
+			file["reconnect-delay"] = d.ReconnectDelay
+		}
 		if format == "" {
 			format = "raw"
 		}
