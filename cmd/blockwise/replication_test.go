@@ -205,6 +205,21 @@ func checkPoint(t *testing.T, src, dst *site, group, disk, target string, seq ui
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
+// waitRecovered waits until a restarted target's replica routes answer:
+// its start's rollback ran.
+func waitRecovered(t *testing.T, s *site) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if _, code := s.run(t, "replication", "replicas"); code == 0 {
+			return
+		}
+		if i == 100 {
+			t.Fatal("the target's replicas never became ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // waitPoint waits for the group's first point.
 func waitPoint(t *testing.T, s *site, name string) client.Replication {
 	t.Helper()
@@ -324,12 +339,13 @@ func TestReplication(t *testing.T) {
 					t.Fatal(err)
 				}
 				mark := start + int64(1<<20+rng.IntN(10<<20))
-				for px.up.Load() < mark && cmd.ProcessState == nil {
+				for deadline := time.Now().Add(10 * time.Second); px.up.Load() < mark && time.Now().Before(deadline); {
 					time.Sleep(2 * time.Millisecond)
 				}
 				victim.restart(t, true)
 				cmd.Wait()
 				if victim == b { // the target rolled back: its live disk is the last point
+					waitRecovered(t, b)
 					compareNBD(t, b.uri("vm1"), b.uri("vm1@rp-"+itoa(seq)))
 				}
 				var out string
@@ -440,8 +456,8 @@ func TestReplication(t *testing.T) {
 	})
 }
 
-// TestReplicationGroupConsistency: two disks of one group are snapshot
-// at one instant: a writer bumps a counter on disk c1, then on c2, and no
+// TestReplicationGroupConsistency (to a unix:// target): two disks of
+// one group are snapshot at one instant: a writer bumps a counter on disk c1, then on c2, and no
 // point shows c2 ahead of c1 or c1 more than one ahead.
 func TestReplicationGroupConsistency(t *testing.T) {
 	needTools(t, "qemu-img")
@@ -449,9 +465,9 @@ func TestReplicationGroupConsistency(t *testing.T) {
 	for _, d := range []string{"c1", "c2"} {
 		a.must(t, "disk", "create", d, "--size", "4M")
 	}
-	tok := b.replToken(t)
-	a.must(t, "replication", "create", "cg", "--disk", "c1", "--disk", "c2", "--target", "https://"+b.addr,
-		"--target-token", tok, "--target-ca", b.pki.CACert, "--rpo", "15s")
+	// The same machine's target over its unix socket: no token needed.
+	a.must(t, "replication", "create", "cg", "--disk", "c1", "--disk", "c2", "--target", "unix://"+filepath.Join(b.dir, "api.sock"),
+		"--rpo", "15s")
 	a.must(t, "replication", "pause", "cg")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -660,19 +676,33 @@ func TestReplicationRPOAndRetention(t *testing.T) {
 	if !strings.Contains(strings.Join(r.Events, "\n"), "RPO 15s violated") {
 		t.Fatalf("no RPO event: %v", r.Events)
 	}
+	body := metrics(t, a)
+	for _, m := range []string{`blockwise_replication_rpo_violations_total{group="g"} 1`, `blockwise_replication_state{group="g",state="rpo-violated"} 1`,
+		`blockwise_replication_last_point_age_seconds{group="g"}`, `blockwise_replication_cycle_bytes{group="g"}`} {
+		if !strings.Contains(body, m) {
+			t.Errorf("source /metrics lacks %s", m)
+		}
+	}
+	body = metrics(t, b)
+	for _, m := range []string{`blockwise_replica_points{group="g"} 2`, `blockwise_replica_state{group="g",state="ok"} 1`,
+		`blockwise_replica_last_point_age_seconds{group="g"}`} {
+		if !strings.Contains(body, m) {
+			t.Errorf("target /metrics lacks %s", m)
+		}
+	}
+}
+
+// metrics is a host's /metrics, over its unix socket.
+func metrics(t *testing.T, s *site) string {
+	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return net.Dial("unix", filepath.Join(a.dir, "api.sock"))
+		return net.Dial("unix", filepath.Join(s.dir, "api.sock"))
 	}}}
 	resp, err := hc.Get("http://blockwise/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, m := range []string{`blockwise_replication_rpo_violations_total{group="g"} 1`, `blockwise_replication_state{group="g",state="rpo-violated"} 1`,
-		`blockwise_replication_last_point_age_seconds{group="g"}`, `blockwise_replication_cycle_bytes{group="g"}`} {
-		if !strings.Contains(string(body), m) {
-			t.Errorf("/metrics lacks %s", m)
-		}
-	}
+	return string(body)
 }

@@ -169,9 +169,6 @@ func (s *Server) RouteRaw(pattern string, h http.Handler) { s.raw(pattern, h) }
 // Registry is the registry /metrics serves, for services' collectors.
 func (s *Server) Registry() prometheus.Registerer { return s.reg }
 
-// Context ends when the server shuts down: the context of tasks.
-func (s *Server) Context() context.Context { return s.ctx }
-
 func (s *Server) route(pattern string, h handler) {
 	s.raw(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)

@@ -1,6 +1,8 @@
 package replica
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -21,11 +23,17 @@ var (
 		"Transfer rate of the group's last cycle.", []string{"group"}, nil)
 	mState = prometheus.NewDesc("blockwise_replication_state",
 		"1 for the group's current state.", []string{"group", "state"}, nil)
+	mReplicaPoints = prometheus.NewDesc("blockwise_replica_points",
+		"Complete points this host keeps of a replica group.", []string{"group"}, nil)
+	mReplicaAge = prometheus.NewDesc("blockwise_replica_last_point_age_seconds",
+		"Age of the latest complete point this host keeps of a replica group.", []string{"group"}, nil)
+	mReplicaState = prometheus.NewDesc("blockwise_replica_state",
+		"1 for the replica group's state on this host.", []string{"group", "state"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mAge, mRPO, mViolations, mBytes, mWire, mRate, mState} {
+	for _, d := range []*prometheus.Desc{mAge, mRPO, mViolations, mBytes, mWire, mRate, mState, mReplicaPoints, mReplicaAge, mReplicaState} {
 		ch <- d
 	}
 }
@@ -55,5 +63,23 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(mRate, v.LastCycle.Rate)
 		}
 		gauge(mState, 1, v.State)
+	}
+	c.collectReplicas(ch)
+}
+
+// collectReplicas exports the replica groups this host keeps (target).
+func (c *collector) collectReplicas(ch chan<- prometheus.Metric) {
+	names, _ := c.s.target.store.names()
+	for _, n := range names {
+		st, err := c.s.target.get(n)
+		if err != nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(mReplicaPoints, prometheus.GaugeValue, float64(len(st.Points)), n)
+		if len(st.Points) > 0 {
+			age := time.Since(st.Points[len(st.Points)-1].Time).Seconds()
+			ch <- prometheus.MustNewConstMetric(mReplicaAge, prometheus.GaugeValue, age, n)
+		}
+		ch <- prometheus.MustNewConstMetric(mReplicaState, prometheus.GaugeValue, 1, n, st.State)
 	}
 }
