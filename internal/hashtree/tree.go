@@ -1,0 +1,148 @@
+package hashtree
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// PageLeaves is how many leaves a page holds: 2^10, so a full page's top
+// is a node of the whole tree and pages can be updated one by one.
+const (
+	PageShift  = 10
+	PageLeaves = 1 << PageShift
+)
+
+// Errors of the package.
+var (
+	ErrBlockSize = errors.New("hashtree: block size must be a power of two from 512 B to 16 MiB")
+	ErrRange     = errors.New("hashtree: leaf index out of range")
+	ErrCorrupt   = errors.New("hashtree: corrupt encoded tree")
+)
+
+// page holds its leaves and every node above them, levels[0] being the
+// leaves and the last level its top.
+type page struct {
+	levels [][]Hash
+	dirty  []int // leaf indexes set since the levels were last updated
+}
+
+// Tree is the hash tree of one image. The zero value is not usable; a
+// Tree is not safe for concurrent use (the engine holds its own lock).
+type Tree struct {
+	size      int64
+	blockSize int
+	leaves    int64
+	pages     []*page // nil: every leaf of the page is a zero leaf
+	shared    []bool  // the page is shared with a clone: copy before writing
+	dirty     []int   // pages whose top changed since upper was built
+	upper     [][]Hash
+	upperOK   bool
+	zeroTops  map[int]Hash // leaves in a page -> top of that many zero leaves
+}
+
+// ValidBlockSize reports whether blockSize is allowed.
+func ValidBlockSize(blockSize int) bool {
+	return blockSize >= 512 && blockSize <= 16<<20 && blockSize&(blockSize-1) == 0
+}
+
+// New returns the tree of an all-zero image of size bytes (a new thin disk).
+func New(size int64, blockSize int) (*Tree, error) {
+	if !ValidBlockSize(blockSize) {
+		return nil, fmt.Errorf("%w: %d", ErrBlockSize, blockSize)
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("%w: negative size %d", ErrRange, size)
+	}
+	t := &Tree{blockSize: blockSize, zeroTops: map[int]Hash{}}
+	t.setSize(size)
+	return t, nil
+}
+
+func (t *Tree) setSize(size int64) {
+	t.size = size
+	t.leaves = (size + int64(t.blockSize) - 1) / int64(t.blockSize)
+	n := int((t.leaves + PageLeaves - 1) / PageLeaves)
+	keep := min(len(t.pages), n)
+	t.pages = slices.Grow(t.pages[:keep], n)[:n]
+	t.shared = slices.Grow(t.shared[:keep], n)[:n]
+	clear(t.pages[keep:]) // a shrink left old pages in the backing array
+	clear(t.shared[keep:])
+	t.upperOK = false
+}
+
+// Size is the image size in bytes; BlockSize the leaf unit; Leaves the
+// number of leaves.
+func (t *Tree) Size() int64    { return t.size }
+func (t *Tree) BlockSize() int { return t.blockSize }
+func (t *Tree) Leaves() int64  { return t.leaves }
+func (t *Tree) PageCount() int { return len(t.pages) }
+
+// pageLen is how many leaves page p holds (the last may be partial).
+func (t *Tree) pageLen(p int) int {
+	return int(min(t.leaves-int64(p)*PageLeaves, PageLeaves))
+}
+
+// Leaf returns leaf i.
+func (t *Tree) Leaf(i int64) (Hash, error) {
+	if i < 0 || i >= t.leaves {
+		return Hash{}, fmt.Errorf("%w: %d of %d", ErrRange, i, t.leaves)
+	}
+	pg := t.pages[i>>PageShift]
+	if pg == nil {
+		return ZeroLeaf(t.blockSize), nil
+	}
+	return pg.levels[0][i&(PageLeaves-1)], nil
+}
+
+// Set makes h leaf i. Nodes above it are updated when Root is next asked.
+func (t *Tree) Set(i int64, h Hash) error {
+	if i < 0 || i >= t.leaves {
+		return fmt.Errorf("%w: %d of %d", ErrRange, i, t.leaves)
+	}
+	p := int(i >> PageShift)
+	pg := t.writablePage(p)
+	j := int(i & (PageLeaves - 1))
+	if pg.levels[0][j] == h {
+		return nil
+	}
+	if len(pg.dirty) == 0 {
+		t.dirty = append(t.dirty, p)
+	}
+	pg.levels[0][j] = h
+	pg.dirty = append(pg.dirty, j)
+	return nil
+}
+
+// SetZero makes leaf i a zero leaf (a hole, a trim, a write of zeroes).
+func (t *Tree) SetZero(i int64) error {
+	if i >= 0 && i < t.leaves && t.pages[i>>PageShift] == nil {
+		return nil // already zero: do not materialize the page
+	}
+	return t.Set(i, ZeroLeaf(t.blockSize))
+}
+
+// writablePage returns page p, built from zero leaves if absent and
+// copied first if a clone shares it.
+func (t *Tree) writablePage(p int) *page {
+	pg := t.pages[p]
+	switch {
+	case pg == nil:
+		leaves := make([]Hash, t.pageLen(p))
+		z := ZeroLeaf(t.blockSize)
+		for i := range leaves {
+			leaves[i] = z
+		}
+		pg = &page{levels: buildLevels(leaves)}
+	case t.shared[p]:
+		cp := &page{levels: make([][]Hash, len(pg.levels))}
+		for k, l := range pg.levels {
+			cp.levels[k] = slices.Clone(l)
+		}
+		pg = cp
+	default:
+		return pg
+	}
+	t.pages[p], t.shared[p] = pg, false
+	return pg
+}
