@@ -11,10 +11,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"syscall"
-	"time"
 
+	"github.com/blockwise/blockwise/bench/internal/profnbd"
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/nbd"
@@ -75,18 +74,5 @@ func run(repoDir, sock, ovDir string, cacheMB int, prof string) error {
 	if err != nil {
 		return err
 	}
-	pf, err := os.Create(prof)
-	if err != nil {
-		return err
-	}
-	if err := pprof.StartCPUProfile(pf); err != nil {
-		return err
-	}
-	go srv.Serve(l)
-	<-ctx.Done()
-	pprof.StopCPUProfile()
-	pf.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	return profnbd.Serve(srv, prof, l)
 }

@@ -4,16 +4,12 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
-	"runtime/pprof"
-	"syscall"
-	"time"
 
+	"github.com/blockwise/blockwise/bench/internal/profnbd"
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/nbd"
@@ -46,22 +42,9 @@ func run(dsDir, sock, tcp, prof string) error {
 	if err != nil {
 		return err
 	}
-	pf, err := os.Create(prof)
-	if err != nil {
-		return err
+	err = profnbd.Serve(srv, prof, ul, tl)
+	if cerr := h.Close(); err == nil {
+		err = cerr
 	}
-	if err := pprof.StartCPUProfile(pf); err != nil {
-		return err
-	}
-	go srv.Serve(ul)
-	go srv.Serve(tl)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	<-ctx.Done()
-	pprof.StopCPUProfile()
-	pf.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	srv.Shutdown(sctx)
-	return h.Close()
+	return err
 }
