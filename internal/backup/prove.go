@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -190,7 +191,9 @@ func (p *prover) locate(ctx context.Context, o Options, snap string, hostBS int)
 	if !ok || int64(hostBS) != p.bs {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return slices.Clone(p.read), "the blocks read (" + areasString(p.read, maxNamed) + ")", nil
+		read := slices.Clone(p.read)
+		slices.SortFunc(read, func(a, b Area) int { return cmp.Compare(a.Start, b.Start) })
+		return read, "the blocks read (" + areasString(read, maxNamed) + ")", nil
 	}
 	var diff []int64
 	const span = hashtree.PageLeaves
