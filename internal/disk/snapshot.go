@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/blockwise/blockwise/internal/hashtree"
 )
 
 // SnapshotInfo describes a snapshot.
@@ -15,6 +17,11 @@ type SnapshotInfo struct {
 	Created     time.Time
 	Size        int64
 	ChangeID    string // the change ID of the disk's state at the snapshot ("" without CBT)
+	// Root is the snapshot image's hash-tree root (docs/format.md H3),
+	// TreeBlockSize its leaf unit; zero while the tree is computed or
+	// when the disk keeps none (SnapshotTree waits for it).
+	Root          hashtree.Hash
+	TreeBlockSize int
 }
 
 func (d *Disk) snapInfo(s snapMeta) SnapshotInfo {
