@@ -80,7 +80,7 @@ func classify(err error) int {
 		errors.Is(err, client.ErrMiscompare), errors.Is(err, client.ErrSectorLeaseHeld), errors.Is(err, client.ErrSectorLeaseLost):
 		return exitBusy
 	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt), errors.Is(err, fileres.ErrDamaged),
-		errors.Is(err, overlay.ErrCorrupt):
+		errors.Is(err, overlay.ErrCorrupt), errors.Is(err, backup.ErrRootMismatch):
 		return exitCorrupt
 	case errors.Is(err, client.ErrUnauthorized), errors.Is(err, repo.ErrWrongPassword):
 		return exitUnauthorized

@@ -82,6 +82,12 @@ func (th *testHost) tree(ctx context.Context, name, snap string) (*hashtree.Tree
 	if err != nil {
 		return nil, err
 	}
+	// Once the engine keeps its own tree, it must be this one.
+	if _, root, err := d.SnapshotTree(ctx, snap); err == nil && root != t.Root() {
+		return nil, fmt.Errorf("the engine's root of %s is %x, its image's %x", snap, root[:8], t.Root())
+	} else if err != nil && !errors.Is(err, disk.ErrNoTree) {
+		return nil, err
+	}
 	if th.trees == nil {
 		th.trees = map[string]*hashtree.Tree{}
 	}

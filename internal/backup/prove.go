@@ -158,7 +158,10 @@ func (p *prover) prove(ctx context.Context, o Options, res *Result, h *hostRoot,
 		res.RootNote = "computed; the host keeps no hash tree to prove it against"
 		return nil
 	}
-	if err := h.wait(ctx); err != nil {
+	if err := h.wait(ctx); errors.Is(err, ErrNoHostTree) {
+		res.RootNote = "computed; the host keeps no hash tree of this disk to prove it against"
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("the host's snapshot root: %w", err)
 	}
 	if h.root == ours {
@@ -196,7 +199,7 @@ func (p *prover) locate(ctx context.Context, o Options, snap string, hostBS int)
 		return read, "the blocks read (" + areasString(read, maxNamed) + ")", nil
 	}
 	var diff []int64
-	const span = hashtree.PageLeaves
+	const span = 64 * hashtree.PageLeaves // 2 MiB of leaves a request
 	for first := int64(0); first < p.t.Leaves(); first += span {
 		n := min(span, p.t.Leaves()-first)
 		theirs, err := lh.SnapshotLeaves(ctx, o.Disk, snap, first, n)
