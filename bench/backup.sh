@@ -99,6 +99,10 @@ done
 BLOCKWISE_REPO=$W/bw-repo-lz4 "$BW" repo init --compression lz4 >/dev/null
 warm "$BLOCKWISE_DATASTORE/bench"; BLOCKWISE_REPO=$W/bw-repo-lz4 bwrun bw-full-lz4 backup bench --json
 rm -rf "$W/bw-repo-lz4"
+# The same full backup without the hash tree (--no-prove), for the proof's cost.
+BLOCKWISE_REPO=$W/bw-repo-np "$BW" repo init >/dev/null
+warm "$BLOCKWISE_DATASTORE/bench"; BLOCKWISE_REPO=$W/bw-repo-np bwrun bw-full-noprove backup bench --json --no-prove
+rm -rf "$W/bw-repo-np"
 
 echo "== change 1% of the 64 KiB blocks (file and NBD)"
 CHANGED=$("$W/imagegen" mutate -file "$W/disk.raw" -uri "$URI" -frac 0.01)
@@ -114,6 +118,20 @@ cp -a "$BLOCKWISE_REPO" "$W/bw-repo.full"
 warm "$BLOCKWISE_DATASTORE/bench"; bwrun bw-inc backup bench --json
 for t in restic borg bw; do eval "${t}_size2=$(dusb "$W/$t-repo")"; done
 rm -rf "$BLOCKWISE_REPO"; mv "$W/bw-repo.full" "$BLOCKWISE_REPO"
+# The proof's cost (issue 20: <= 2% of an incremental): the same
+# incremental from the same repository state with the hash tree (leaves
+# hashed as read, root computed and compared with the host's) and with
+# --no-prove, alternating, BENCH_PROVE_RUNS times each (key file: no KDF).
+echo "== incremental with and without the proof (${BENCH_PROVE_RUNS:=5} runs each)"
+cp -a "$BLOCKWISE_REPO" "$W/bw-repo.full"
+for i in $(seq "$BENCH_PROVE_RUNS"); do
+	for p in prove noprove; do
+		flag=; [ "$p" = noprove ] && flag=--no-prove
+		warm "$BLOCKWISE_DATASTORE/bench"; BLOCKWISE_KEY_FILE=$W/bw.key timed "bw-inc-$p-$i" "$BW" backup bench --json $flag
+		rm -rf "$BLOCKWISE_REPO"; cp -a "$W/bw-repo.full" "$BLOCKWISE_REPO"
+	done
+done
+rm -rf "$W/bw-repo.full"
 warm "$BLOCKWISE_DATASTORE/bench"; BLOCKWISE_KEY_FILE=$W/bw.key bwrun bw-inc-key backup bench --json
 "$BW" snapshot list bench --json | grep -q '^\[\]$' || echo "WARNING: backup left a snapshot" >&2
 
@@ -135,6 +153,7 @@ warm "$BLOCKWISE_REPO"; bwrun bw-rollback restore latest --disk bench --rollback
 qemu-img compare -q -f raw -F raw "$W/disk.raw" "$URI"
 SERVE_RSS=$(awk '/VmHWM/ {print $2}' "/proc/$SERVE_PID/status")
 
+echo "$BENCH_PROVE_RUNS" >"$W/prove-runs"
 json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" "$W/$1.out"; }
 BW_READ=$(json bw-inc readBytes); BW_STORED=$(json bw-inc storedBytes); BW_NEW=$(json bw-inc newBytes)
 BW_FULL_READ=$(json bw-full readBytes)
@@ -195,6 +214,18 @@ goals = [
     ("restore >= 4x faster than restic (issue 23)", g("restic-restore") / bwres >= 4),
     ("blockwise CLI RSS <= 256 MiB", rss <= 256),
 ]
+runs = int(open(f"{w}/prove-runs").read())
+def med(xs):
+    xs = sorted(xs); return xs[len(xs) // 2]
+def run_s(n): return json.loads(open(f"{w}/{n}.out").read())["seconds"]
+pw, nw = med([g(f"bw-inc-prove-{i}") for i in range(1, runs + 1)]), med([g(f"bw-inc-noprove-{i}") for i in range(1, runs + 1)])
+pr, nr = med([run_s(f"bw-inc-prove-{i}") for i in range(1, runs + 1)]), med([run_s(f"bw-inc-noprove-{i}") for i in range(1, runs + 1)])
+pj = json.loads(open(f"{w}/bw-inc-prove-1.out").read())
+print(f"proof (hash tree): incremental median of {runs}: wall {pw:.3f}s with, {nw:.3f}s without ({pw/nw-1:+.1%}); "
+      f"backup.Run {pr:.3f}s with, {nr:.3f}s without ({pr/nr-1:+.1%}); root {pj.get('root', '-')[:16]} proven={pj.get('rootProven')} ({pj.get('rootNote', '')})")
+fp, fn = g("bw-full"), g("bw-full-noprove")
+print(f"proof (hash tree): full {fp:.2f}s with, {fn:.2f}s without ({fp/fn-1:+.1%})")
+goals.append(("the proof adds <= 2% to an incremental (backup.Run, median)", pr <= 1.02 * nr))
 for name, ok in goals:
     print(f"  [{'ok' if ok else 'MISSED'}] {name}")
 PY
