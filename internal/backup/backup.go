@@ -308,15 +308,20 @@ func copyAndProve(ctx context.Context, o Options, res *Result, w *repo.SnapshotW
 	cs := int64(o.Repo.Config().ChunkSize)
 	cp := copier{src: src, w: w, chunk: cs, size: res.Snapshot.Size, workers: o.Workers, progress: o.Progress}
 	var hr *hostRoot
+	if rh, ok := o.Host.(RootHost); ok && !o.NoProve {
+		rctx, cancel := context.WithCancel(ctx)
+		hr = fetchRoot(rctx, rh, o.Disk, res.Snapshot.ID)
+		defer func() { cancel(); <-hr.done }()
+		if res.Snapshot.TreeBlockSize == 0 && hr.wait(ctx) == nil {
+			// The snapshot did not say its tree's block size (the host
+			// was still computing it): the root's answer does.
+			res.Snapshot.TreeBlockSize = hr.bs
+		}
+	}
 	if o.NoProve {
 		res.RootNote = "not computed (--no-prove)"
 	} else if cp.prove, res.RootNote = newProver(ctx, o, res, parent, areas); cp.prove != nil {
 		areas = withShrunkTail(areas, parent, res.Snapshot.Size, cp.prove.bs)
-		if rh, ok := o.Host.(RootHost); ok {
-			rctx, cancel := context.WithCancel(ctx)
-			hr = fetchRoot(rctx, rh, o.Disk, res.Snapshot.ID)
-			defer func() { cancel(); <-hr.done }()
-		}
 	}
 	if err := cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes); err != nil || cp.prove == nil {
 		return err

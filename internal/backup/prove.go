@@ -168,6 +168,10 @@ func (p *prover) prove(ctx context.Context, o Options, res *Result, h *hostRoot,
 		res.RootProven = true
 		return nil
 	}
+	if int64(h.bs) != p.bs {
+		res.RootNote = fmt.Sprintf("computed; the host's tree has %d-byte blocks, this point's %d (its parent's): a full backup starts over", h.bs, p.bs)
+		return nil
+	}
 	diff, named, err := p.locate(ctx, o, res.Snapshot.ID, h.bs)
 	if err != nil {
 		return err
