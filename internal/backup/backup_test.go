@@ -69,11 +69,7 @@ func (th *testHost) tree(ctx context.Context, name, snap string) (*hashtree.Tree
 	if t, ok := th.trees[snap]; ok {
 		return t, nil
 	}
-	d, err := th.h.Disk(name)
-	if err != nil {
-		return nil, err
-	}
-	s, err := d.OpenSnapshot(snap)
+	d, s, err := th.openSnapshot(name, snap)
 	if err != nil {
 		return nil, err
 	}
@@ -144,12 +140,17 @@ func (th *testHost) CreateSnapshot(ctx context.Context, name, desc string) (Snap
 	return Snapshot{ID: s.ID, ChangeID: s.ChangeID, Size: s.Size, Created: s.Created}, err
 }
 
-func (th *testHost) ChangedAreas(ctx context.Context, name, snap string, start int64, since string) (*Areas, error) {
+func (th *testHost) openSnapshot(name, snap string) (*disk.Disk, *disk.Snapshot, error) {
 	d, err := th.h.Disk(name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s, err := d.OpenSnapshot(snap)
+	return d, s, err
+}
+
+func (th *testHost) ChangedAreas(ctx context.Context, name, snap string, start int64, since string) (*Areas, error) {
+	_, s, err := th.openSnapshot(name, snap)
 	if err != nil {
 		return nil, err
 	}
