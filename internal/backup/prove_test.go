@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -208,5 +209,32 @@ func TestCheckProvesTrees(t *testing.T) {
 	}
 	if err := f.repo.Forget(ctx, bad.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRootAfterGrow: the tree follows the disk's size: grown to a size
+// that ends inside a block, then again, each incremental is proven
+// (f.backup checks the root against the host's) and restores.
+func TestRootAfterGrow(t *testing.T) {
+	f := newFixture(t)
+	d, img := randomDisk(t, f, 4<<20)
+	f.backup(t, "vm")
+	for _, size := range []int64{6<<20 + 4<<10, 9 << 20} {
+		if err := d.Grow(size); err != nil {
+			t.Fatal(err)
+		}
+		img = append(img, make([]byte, size-int64(len(img)))...)
+		p := bytes.Repeat([]byte{0xa5}, 4<<10)
+		if _, err := d.WriteAt(p, size-4<<10); err != nil {
+			t.Fatal(err)
+		}
+		copy(img[size-4<<10:], p)
+		res := f.backup(t, "vm")
+		if res.Mode != "incremental" {
+			t.Fatalf("after growing to %d: %s (%s)", size, res.Mode, res.Reason)
+		}
+		if got := f.restoreInto(t, res.Manifest.ID, fmt.Sprintf("r%d", size), size); !bytes.Equal(got, img) {
+			t.Fatalf("the point of %d bytes differs from the disk", size)
+		}
 	}
 }

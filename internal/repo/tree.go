@@ -83,7 +83,7 @@ func (w *SnapshotWriter) writeTree(ctx context.Context) (*TreeRef, error) {
 		old = w.parent.Tree
 	}
 	for g := range n {
-		if old != nil && w.treeChanged != nil && !w.treeChanged(g) {
+		if old != nil && w.treeChanged != nil && !w.treeChanged(g) && w.indexedOrZero(old.Groups[g]) {
 			ref.Groups[g] = old.Groups[g] // T3
 			continue
 		}
@@ -98,6 +98,12 @@ func (w *SnapshotWriter) writeTree(ctx context.Context) (*TreeRef, error) {
 		ref.Groups[g] = id
 	}
 	return ref, nil
+}
+
+// indexedOrZero: a parent's group can be named again only if an index
+// file still holds it (a pack lost, then repair index, drops it).
+func (w *SnapshotWriter) indexedOrZero(id ID) bool {
+	return id.IsZero() || w.r.idx.has(BlobPage, id)
 }
 
 // encodeTreeGroup is group g's blob (T1), nil if all its leaves are
