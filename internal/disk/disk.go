@@ -81,10 +81,10 @@ type Disk struct {
 	afterReclaimRead func()
 	stripe           [stripes]sync.Mutex
 	// trees is the hash tree of every snapshot (tree.go); set by Open.
-	trees *trees
-	bg               sync.WaitGroup
-	cancel           context.CancelFunc
-	ctx              context.Context
+	trees  *trees
+	bg     sync.WaitGroup
+	cancel context.CancelFunc
+	ctx    context.Context
 
 	mu struct {
 		sync.Mutex
