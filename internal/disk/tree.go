@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/blockwise/blockwise/internal/hashtree"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // The hash tree of every snapshot (docs/format.md, "Hash tree" H1–H5 and
@@ -17,11 +18,16 @@ import (
 // snapshot's allocated areas (T3). Readers wait on the entry's done.
 
 // treeEntry is one snapshot's tree: pending until done is closed, then
-// tree and root (or err) are set and never change.
+// root, size and bs (or err) are set and never change. Only the newest
+// published tree stays in memory (tree, under trees.mu), the base of the
+// next; the others are read from their files when asked for, so a disk
+// with many snapshots holds one tree, not one per snapshot.
 type treeEntry struct {
 	done chan struct{}
-	tree *hashtree.Tree // read-only once published: Leaf only
+	tree *hashtree.Tree // nil when evicted; read-only: Leaf only
 	root hashtree.Hash
+	size int64
+	bs   int
 	err  error
 }
 
@@ -58,13 +64,45 @@ func (ts *trees) enqueue(id string) {
 	}
 }
 
-// publish makes a finished tree (or loaded one) id's.
+// publishLoaded makes a tree read from its file id's.
 func (ts *trees) publishLoaded(id string, t *hashtree.Tree) {
-	e := &treeEntry{done: make(chan struct{}), tree: t, root: t.Root()}
-	close(e.done)
+	e := &treeEntry{done: make(chan struct{})}
 	ts.mu.Lock()
 	ts.m[id] = e
+	ts.publishLocked(e, t)
 	ts.mu.Unlock()
+}
+
+// publishLocked completes e with t, which becomes the one tree kept in
+// memory. trees.mu held.
+func (ts *trees) publishLocked(e *treeEntry, t *hashtree.Tree) {
+	for _, o := range ts.m {
+		o.tree = nil
+	}
+	e.tree, e.root, e.size, e.bs = t, t.Root(), t.Size(), t.BlockSize()
+	close(e.done)
+}
+
+// loadedTree is e's tree (snapshot id's, published): the one in memory,
+// or read from its file and checked against the published root.
+func (d *Disk) loadedTree(id string, e *treeEntry) (*hashtree.Tree, error) {
+	d.trees.mu.Lock()
+	t := e.tree
+	d.trees.mu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	b, err := vfs.ReadFile(d.fs, d.treePath(id))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: hash tree: %w", id, err)
+	}
+	if t, err = hashtree.Decode(b); err != nil {
+		return nil, fmt.Errorf("snapshot %s: hash tree: %w: %v", id, ErrCorrupt, err)
+	}
+	if t.Root() != e.root || t.Size() != e.size || t.BlockSize() != e.bs {
+		return nil, fmt.Errorf("snapshot %s: %w: its hash tree file no longer has its root", id, ErrCorrupt)
+	}
+	return t, nil
 }
 
 // entry returns id's entry, nil if it has none.
@@ -115,7 +153,7 @@ func (ts *trees) info(si *SnapshotInfo) {
 	select {
 	case <-e.done:
 		if e.err == nil {
-			si.Root, si.TreeBlockSize = e.root, e.tree.BlockSize()
+			si.Root, si.TreeBlockSize = e.root, e.bs
 		}
 	default:
 	}
@@ -143,7 +181,11 @@ func (d *Disk) SnapshotTree(ctx context.Context, id string) (*hashtree.Tree, has
 	}
 	select {
 	case <-e.done:
-		return e.tree, e.root, e.err
+		if e.err != nil {
+			return nil, hashtree.Hash{}, e.err
+		}
+		t, err := d.loadedTree(id, e)
+		return t, e.root, err
 	case <-ctx.Done():
 		return nil, hashtree.Hash{}, fmt.Errorf("snapshot %s: %w", id, ErrTreePending)
 	case <-d.ctx.Done():
@@ -197,11 +239,11 @@ func (d *Disk) computeTree(ctx context.Context, id string, e *treeEntry) error {
 	}
 	if err != nil {
 		e.err = fmt.Errorf("snapshot %s: hash tree: %w", id, err)
-	} else {
-		e.tree, e.root = t, t.Root()
+		close(e.done)
+		return err
 	}
-	close(e.done)
-	return err
+	d.trees.publishLocked(e, t)
+	return nil
 }
 
 // errSnapshotGone stops a computation whose snapshot was deleted.

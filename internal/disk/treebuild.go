@@ -38,7 +38,11 @@ func (d *Disk) treeBase(id string) (*Snapshot, *hashtree.Tree, string, error) {
 	for j := i - 1; j >= 0; j-- {
 		older := d.meta.Snapshots[j]
 		if e := d.trees.entry(older.ID); e != nil && e.ready() {
-			t := e.tree.Clone()
+			base, err := d.loadedTree(older.ID, e)
+			if err != nil {
+				continue // an older one, else T3
+			}
+			t := base.Clone()
 			if err := t.Resize(sm.Size); err != nil {
 				return nil, nil, "", err
 			}
