@@ -199,6 +199,10 @@ const (
 	// ProblemNoTree: 409, the snapshot has no hash tree and will get
 	// none (the disk keeps no tree: hash tree off, or CBT disabled).
 	ProblemNoTree = "tree-unavailable"
+	// ProblemRootMismatch: 409, a replica point's hash-tree root is not
+	// the source snapshot's: the target did not make the point and drops
+	// the staged cycle, so the next attempt resends it whole.
+	ProblemRootMismatch = "replica-root-mismatch"
 )
 
 // CloneRequest is the body of POST /v1/disks/{disk}/clone: make disk Name
@@ -496,6 +500,17 @@ type BeginCycleRequest struct {
 // CommitCycleRequest is POST /v1/replicas/{group}/cycles/{cycle}/commit.
 type CommitCycleRequest struct {
 	Time time.Time `json:"time"`
+	// Roots are, by target disk name, the hash-tree roots of the
+	// source's snapshots of the cycle (docs/format.md H3): the target
+	// refuses the point (409 replica-root-mismatch) if its own point's
+	// root differs. A disk without a tree on the source is absent.
+	Roots map[string]TreeRoot `json:"roots,omitempty"`
+}
+
+// TreeRoot is a hash-tree root (lower-case hex) and its leaf unit.
+type TreeRoot struct {
+	Root      string `json:"root"`
+	BlockSize int    `json:"blockSize"`
 }
 
 // ChecksumsRequest asks a replica disk's per-block checksums (seeding).
@@ -503,6 +518,11 @@ type ChecksumsRequest struct {
 	Offset    int64 `json:"offset"`
 	Length    int64 `json:"length"`
 	BlockSize int64 `json:"blockSize"`
+	// Tree asks the hash-tree leaves (docs/format.md H1) of the replica's
+	// last point instead of sums of the live disk read whole: BlockSize
+	// must be the tree's (else 409 tree-unavailable, and the caller falls
+	// back to sums).
+	Tree bool `json:"tree,omitempty"`
 }
 
 // Checksums are BLAKE3-256 sums (hex) of consecutive blocks.

@@ -61,6 +61,9 @@ var (
 	// ErrNoTree: the snapshot has no hash tree and will get none (the
 	// disk keeps no tree: hash tree off, or CBT disabled).
 	ErrNoTree = errors.New("snapshot has no hash tree")
+	// ErrRootMismatch: a replica point's hash-tree root differed from
+	// the source snapshot's; the point was not made.
+	ErrRootMismatch = errors.New("replica point's root differs from the source's")
 )
 
 // ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound,
@@ -102,6 +105,7 @@ var sentinels = map[string][]error{
 	wire.ProblemPolicyExists:        {ErrPolicyExists, ErrExists},
 	wire.ProblemTreePending:         {ErrTreePending},
 	wire.ProblemNoTree:              {ErrNoTree},
+	wire.ProblemRootMismatch:        {ErrRootMismatch},
 }
 
 // Error is a problem document returned by the host.

@@ -68,6 +68,7 @@ var titles = map[string]string{
 	wire.ProblemForbidden:           "forbidden",
 	wire.ProblemTreePending:         "snapshot hash tree still being computed",
 	wire.ProblemNoTree:              "snapshot has no hash tree",
+	wire.ProblemRootMismatch:        "replica point's root differs from the source's",
 }
 
 // what says which object an engine ErrNotFound or ErrExists is about.

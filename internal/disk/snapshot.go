@@ -29,6 +29,7 @@ func (d *Disk) snapInfo(s snapMeta) SnapshotInfo {
 	if d.tracker != nil {
 		info.ChangeID = fmt.Sprintf("%s/%d", s.ChangeUUID, s.ChangeSeq)
 	}
+	d.trees.info(&info)
 	return info
 }
 
@@ -76,6 +77,7 @@ func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 		d.fs.Remove(nl.f.Name()) // not committed: the disk is as it was
 		return SnapshotInfo{}, err
 	}
+	d.trees.enqueue(id) // computed in the background (T2): not waited for here
 	return d.snapInfo(s), nil
 }
 
