@@ -235,7 +235,8 @@ print(f"  wall {pw:.3f}s / {nw:.3f}s / {pw/nw-1:+.1%}; backup.Run {pr:.3f}s / {n
 print(f"  root {pj.get('root', '-')[:16]} proven={pj.get('rootProven')} ({pj.get('rootNote', '')})")
 fp, fn = g("bw-full-prove"), g("bw-full-noprove")
 fpc, fnc = get("bw-full-prove", "cpu"), get("bw-full-noprove", "cpu")
-print(f"proof (hash tree), full: wall {fp:.2f}s / {fn:.2f}s / {fp/fn-1:+.1%}; CPU {fpc:.2f}s / {fnc:.2f}s / {fpc/fnc-1:+.1%}")
+fpr, fnr = run_s("bw-full-prove"), run_s("bw-full-noprove")
+print(f"proof (hash tree), full: wall {fp:.2f}s / {fn:.2f}s / {fp/fn-1:+.1%}; backup.Run {fpr:.2f}s / {fnr:.2f}s / {fpr/fnr-1:+.1%}; CPU {fpc:.2f}s / {fnc:.2f}s / {fpc/fnc-1:+.1%}")
 goals.append(("the proof adds <= 2% to an incremental (backup.Run, median)", pr <= 1.02 * nr))
 goals.append(("the proof adds <= 2% to an incremental (CPU, median)", pc <= 1.02 * nc))
 for name, ok in goals:
