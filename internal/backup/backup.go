@@ -147,7 +147,8 @@ type Result struct {
 	Duration  time.Duration
 	// Phases is where Duration went, in order: "prepare" (parent lookup,
 	// stale snapshots), "snapshot", "changes" (QueryChangedAreas),
-	// "copy" (read, hash, compress, encrypt, store), "commit" and
+	// "copy" (read, hash, compress, encrypt, store), "prove" (the root
+	// compared with the host's, and any re-read), "commit" and
 	// "release" (deleting the snapshot).
 	Phases []Phase
 	// Root is the root of the point's hash tree (docs/format.md, H3);
@@ -177,7 +178,7 @@ type phaseClock struct {
 }
 
 // nextPhase is the phase that follows each one.
-var nextPhase = map[string]string{"prepare": "snapshot", "snapshot": "changes", "changes": "copy", "copy": "commit", "commit": "release"}
+var nextPhase = map[string]string{"prepare": "snapshot", "snapshot": "changes", "changes": "copy", "copy": "prove", "prove": "commit", "commit": "release"}
 
 func (c *phaseClock) mark(name string) {
 	now := time.Now()
@@ -285,7 +286,7 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 		w.Abort(context.WithoutCancel(ctx))
 		return err
 	}
-	err = copyAndProve(ctx, o, res, w, src, parent, areas)
+	err = copyAndProve(ctx, o, res, w, src, parent, areas, clock)
 	// Every lent run has been verified by now, and the snapshot is about
 	// to go: its check would fail from here on.
 	w.VerifyBeforeIndex(nil)
@@ -295,7 +296,6 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 		return err
 	}
 	release()
-	clock.mark("copy")
 	res.Manifest, err = w.Commit(ctx)
 	clock.mark("commit")
 	return err
@@ -304,33 +304,34 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 // copyAndProve reads the planned areas into the writer and, unless
 // o.NoProve, hashes them into the point's tree and proves its root
 // against the host's (docs/repository.md, T5) before the caller commits.
-func copyAndProve(ctx context.Context, o Options, res *Result, w *repo.SnapshotWriter, src Source, parent *repo.Manifest, areas []Area) error {
+func copyAndProve(ctx context.Context, o Options, res *Result, w *repo.SnapshotWriter, src Source, parent *repo.Manifest, areas []Area, clock *phaseClock) error {
 	cs := int64(o.Repo.Config().ChunkSize)
 	cp := copier{src: src, w: w, chunk: cs, size: res.Snapshot.Size, workers: o.Workers, progress: o.Progress}
 	var hr *hostRoot
 	if rh, ok := o.Host.(RootHost); ok && !o.NoProve {
+		// Asked now, answered while the backup reads: the host computes
+		// it from the blocks CBT marked. A snapshot that does not say
+		// its tree's block size gets its parent's, or the default; a
+		// host tree of another block size then leaves the root unproven.
 		rctx, cancel := context.WithCancel(ctx)
 		hr = fetchRoot(rctx, rh, o.Disk, res.Snapshot.ID)
 		defer func() { cancel(); <-hr.done }()
-		if res.Snapshot.TreeBlockSize == 0 && hr.wait(ctx) == nil {
-			// The snapshot did not say its tree's block size (the host
-			// was still computing it): the root's answer does.
-			res.Snapshot.TreeBlockSize = hr.bs
-		}
 	}
 	if o.NoProve {
 		res.RootNote = "not computed (--no-prove)"
 	} else if cp.prove, res.RootNote = newProver(ctx, o, res, parent, areas); cp.prove != nil {
 		areas = withShrunkTail(areas, parent, res.Snapshot.Size, cp.prove.bs)
 	}
-	if err := cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes); err != nil || cp.prove == nil {
-		return err
+	err := cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes)
+	clock.mark("copy")
+	if err == nil && cp.prove != nil {
+		reread := func(diff []Area) error { return rereadAreas(ctx, &cp, diff, res) }
+		if err = cp.prove.prove(ctx, o, res, hr, reread); err == nil {
+			err = w.SetTree(cp.prove.t, res.RootProven, cp.prove.groupChanged)
+		}
 	}
-	reread := func(diff []Area) error { return rereadAreas(ctx, &cp, diff, res) }
-	if err := cp.prove.prove(ctx, o, res, hr, reread); err != nil {
-		return err
-	}
-	return w.SetTree(cp.prove.t, res.RootProven, cp.prove.groupChanged)
+	clock.mark("prove")
+	return err
 }
 
 // withShrunkTail adds the image's last block to the areas to read when
