@@ -101,7 +101,7 @@ func tamperedPoint(t *testing.T, dir, id string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.SetTree(tr, true, nil); err != nil {
+	if err := w.SetTree(repo.FullTree{Tree: tr}, true); err != nil {
 		t.Fatal(err)
 	}
 	bad, err := w.Commit(ctx)

@@ -327,7 +327,7 @@ func copyAndProve(ctx context.Context, o Options, res *Result, w *repo.SnapshotW
 	if err == nil && cp.prove != nil {
 		reread := func(diff []Area) error { return rereadAreas(ctx, &cp, diff, res) }
 		if err = cp.prove.prove(ctx, o, res, hr, reread); err == nil {
-			err = w.SetTree(cp.prove.t, res.RootProven, cp.prove.groupChanged)
+			err = w.SetTree(cp.prove.t, res.RootProven)
 		}
 	}
 	clock.mark("prove")
@@ -666,7 +666,9 @@ func (c *copier) putRun(ctx context.Context, first int64, buf []byte) error {
 		}
 	}
 	if c.prove != nil {
-		c.prove.add(first*c.chunk, buf)
+		if err := c.prove.add(first*c.chunk, buf); err != nil {
+			return err
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

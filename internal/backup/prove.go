@@ -45,48 +45,60 @@ type prover struct {
 	bs    int64 // block size
 	chunk int64
 
-	mu      sync.Mutex
-	t       *hashtree.Tree
-	changed map[int]bool // tree groups (repo.TreeGroupLeaves) set
-	read    []Area       // what was read, for naming without a LeafHost
+	mu   sync.Mutex
+	t    *groupTree
+	read []Area // what was read, for naming without a LeafHost
 }
 
 // newProver starts the tree of a backup, or returns nil and why not.
 func newProver(ctx context.Context, o Options, res *Result, parent *repo.Manifest, areas []Area) (*prover, string) {
 	bs := int64(res.Snapshot.TreeBlockSize)
-	var base *hashtree.Tree
 	if parent != nil {
 		if parent.Tree == nil {
 			return nil, "its parent point has no root (a full backup starts one)"
 		}
-		t, err := o.Repo.LoadTree(ctx, parent)
-		if err != nil {
-			if t, err = rebuildTree(ctx, o.Repo, parent, areas); err != nil {
-				return nil, fmt.Sprintf("its parent's tree cannot be loaded nor rebuilt: %v", err)
-			}
+		if bs != 0 && int64(parent.Tree.BlockSize) != bs {
+			return nil, fmt.Sprintf("the host's block size %d is not its parent's %d (a full backup starts over)", bs, parent.Tree.BlockSize)
 		}
-		if bs != 0 && int64(t.BlockSize()) != bs {
-			return nil, fmt.Sprintf("the host's block size %d is not its parent's %d (a full backup starts over)", bs, t.BlockSize())
-		}
-		base, bs = t, int64(t.BlockSize())
+		bs = int64(parent.Tree.BlockSize)
 	}
 	if bs == 0 {
 		bs = DefaultTreeBlockSize
 	}
 	chunk := int64(o.Repo.Config().ChunkSize)
-	if chunk%bs != 0 {
+	if chunk%bs != 0 || !hashtree.ValidBlockSize(int(bs)) {
 		return nil, fmt.Sprintf("the repository's chunk size %d is not a multiple of the tree's block size %d", chunk, bs)
 	}
-	if base == nil {
-		t, err := hashtree.New(res.Snapshot.Size, int(bs))
-		if err != nil {
-			return nil, err.Error()
-		}
-		base = t
-	} else if err := base.Resize(res.Snapshot.Size); err != nil {
-		return nil, err.Error()
+	t, err := baseTree(ctx, o.Repo, parent, areas, res.Snapshot.Size, int(bs))
+	if err != nil {
+		return nil, fmt.Sprintf("its parent's tree cannot be loaded nor rebuilt: %v", err)
 	}
-	return &prover{bs: bs, chunk: chunk, t: base, changed: map[int]bool{}}, ""
+	return &prover{bs: bs, chunk: chunk, t: t}, ""
+}
+
+// baseTree is the tree a backup starts from: zero for a full one; its
+// parent's, loaded by group as needed, for an incremental of the same
+// size; the parent's whole tree, resized, after a size change; rebuilt
+// from the parent's chunks if its tree was lost.
+func baseTree(ctx context.Context, r *repo.Repository, parent *repo.Manifest, areas []Area, size int64, bs int) (*groupTree, error) {
+	if parent == nil {
+		return newGroupTree(size, bs), nil
+	}
+	if int64(parent.Size) == size && r.TreeIndexed(parent) {
+		if t, err := parentGroupTree(ctx, r, parent); err == nil {
+			return t, nil
+		}
+	}
+	full, err := r.LoadTree(ctx, parent)
+	if err != nil {
+		if full, err = rebuildTree(ctx, r, parent, areas); err != nil {
+			return nil, err
+		}
+	}
+	if err := full.Resize(size); err != nil {
+		return nil, err
+	}
+	return fromFull(full), nil
 }
 
 // DefaultTreeBlockSize is the block size of a point's tree when the
@@ -95,7 +107,7 @@ const DefaultTreeBlockSize = 64 << 10
 
 // add sets the leaves of the bytes read at off (whole blocks, but for
 // the image's last). Hashing happens outside the lock.
-func (p *prover) add(off int64, buf []byte) {
+func (p *prover) add(off int64, buf []byte) error {
 	leaves := make([]hashtree.Hash, (int64(len(buf))+p.bs-1)/p.bs)
 	for k := range leaves {
 		b := buf[int64(k)*p.bs : min(int64(k+1)*p.bs, int64(len(buf)))]
@@ -109,18 +121,17 @@ func (p *prover) add(off int64, buf []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, l := range leaves {
-		_ = p.t.Set(first+int64(k), l) // in range: the tree has the snapshot's size
-		p.changed[int((first+int64(k))/repo.TreeGroupLeaves)] = true
+		if err := p.t.Set(first+int64(k), l); err != nil {
+			return fmt.Errorf("the point's tree: %w", err)
+		}
 	}
 	if n := len(p.read); n > 0 && p.read[n-1].Start+p.read[n-1].Length == off {
 		p.read[n-1].Length += int64(len(buf))
 	} else {
 		p.read = append(p.read, Area{off, int64(len(buf))})
 	}
+	return nil
 }
-
-// groupChanged is the TreeChange of the point's tree.
-func (p *prover) groupChanged(g int) bool { return p.changed[g] }
 
 // hostRoot is the host's root, fetched while the backup reads.
 type hostRoot struct {
@@ -214,7 +225,11 @@ func (p *prover) locate(ctx context.Context, o Options, snap string, hostBS int)
 			return nil, "", fmt.Errorf("the host returned %d leaves at %d, want %d", len(theirs), first*p.bs, n)
 		}
 		for i, h := range theirs {
-			if ours, _ := p.t.Leaf(first + int64(i)); ours != h {
+			ours, err := p.t.Leaf(first + int64(i))
+			if err != nil {
+				return nil, "", err
+			}
+			if ours != h {
 				diff = append(diff, first+int64(i))
 			}
 		}

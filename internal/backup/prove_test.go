@@ -188,7 +188,7 @@ func TestCheckProvesTrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.SetTree(tr, true, nil); err != nil {
+	if err := w.SetTree(repo.FullTree{Tree: tr}, true); err != nil {
 		t.Fatal(err)
 	}
 	bad, err := w.Commit(ctx)

@@ -20,6 +20,10 @@ type TreeRef struct {
 	// Groups are the blob IDs of the leaf groups; the zero ID stands for a
 	// group of zero-block leaves only, which is not stored (T2).
 	Groups []ID `json:"groups"`
+	// Tops is the hex of each group's top (the root of its leaves' tree,
+	// H2), end to end (T7): an incremental loads only the groups it
+	// changes and folds the root over the tops.
+	Tops string `json:"tops"`
 	// Proven: the host's root was equal to this one when the backup
 	// committed (T5); false when the host could not tell (a QEMU or
 	// libvirt source): the root was computed, not proven.
@@ -51,19 +55,27 @@ func (t *TreeRef) RootHash() (hashtree.Hash, error) {
 	return h, nil
 }
 
-// TreeChange says which leaf groups of a new point's tree may differ
-// from its parent's: the others keep the parent's blob IDs (T3).
-type TreeChange func(group int) bool
+// PointTree is a new point's tree as the writer stores it, group by
+// group: a group not Changed keeps its parent's blob and top (T3).
+type PointTree interface {
+	Size() int64
+	BlockSize() int
+	Root() hashtree.Hash
+	Changed(g int) bool
+	// GroupLeaves are group g's leaves; GroupTop their top, once Root
+	// has been computed.
+	GroupLeaves(g int) ([]hashtree.Hash, error)
+	GroupTop(g int) hashtree.Hash
+}
 
-// SetTree gives the writer the point's tree, which Commit stores (T1–T3).
-// changed says which groups differ from the parent's tree; nil: all may.
-func (w *SnapshotWriter) SetTree(t *hashtree.Tree, proven bool, changed TreeChange) error {
+// SetTree gives the writer the point's tree, which Commit stores (T1–T3, T7).
+func (w *SnapshotWriter) SetTree(t PointTree, proven bool) error {
 	if t.Size() != int64(w.meta.Size) {
 		return fmt.Errorf("repo: tree of %d bytes for an image of %d: %w", t.Size(), w.meta.Size, ErrInvalid)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.tree, w.treeProven, w.treeChanged = t, proven, changed
+	w.tree, w.treeProven = t, proven
 	return nil
 }
 
@@ -76,18 +88,25 @@ func (w *SnapshotWriter) writeTree(ctx context.Context) (*TreeRef, error) {
 	}
 	root := t.Root()
 	ref := &TreeRef{Root: hex.EncodeToString(root[:]), BlockSize: uint32(t.BlockSize()), Proven: w.treeProven}
-	n := int((t.Leaves() + TreeGroupLeaves - 1) / TreeGroupLeaves)
+	n := TreeGroups(t.Size(), t.BlockSize())
 	ref.Groups = make([]ID, n)
+	tops := make([]byte, 0, 32*n)
 	var old *TreeRef
 	if w.parent != nil && w.parent.Tree != nil && w.parent.Tree.BlockSize == ref.BlockSize && w.parent.Size == w.meta.Size {
 		old = w.parent.Tree
 	}
 	for g := range n {
-		if old != nil && w.treeChanged != nil && !w.treeChanged(g) && w.indexedOrZero(old.Groups[g]) {
+		top := t.GroupTop(g)
+		tops = append(tops, top[:]...)
+		if old != nil && !t.Changed(g) && w.indexedOrZero(old.Groups[g]) {
 			ref.Groups[g] = old.Groups[g] // T3
 			continue
 		}
-		plain := encodeTreeGroup(t, g)
+		leaves, err := t.GroupLeaves(g)
+		if err != nil {
+			return nil, err
+		}
+		plain := encodeTreeGroup(leaves, t.BlockSize())
 		if plain == nil {
 			continue // T2
 		}
@@ -97,7 +116,107 @@ func (w *SnapshotWriter) writeTree(ctx context.Context) (*TreeRef, error) {
 		}
 		ref.Groups[g] = id
 	}
+	ref.Tops = hex.EncodeToString(tops)
 	return ref, nil
+}
+
+// TreeGroups is the number of leaf groups of an image.
+func TreeGroups(size int64, blockSize int) int {
+	leaves := (size + int64(blockSize) - 1) / int64(blockSize)
+	return int((leaves + TreeGroupLeaves - 1) / TreeGroupLeaves)
+}
+
+// GroupLen is how many leaves group g of an image holds.
+func GroupLen(size int64, blockSize, g int) int {
+	leaves := (size + int64(blockSize) - 1) / int64(blockSize)
+	return int(min(leaves-int64(g)*TreeGroupLeaves, TreeGroupLeaves))
+}
+
+// GroupTop is the top of a group's leaves (H2: the root of their
+// left-balanced tree, without H3's size and block size).
+func GroupTop(leaves []hashtree.Hash, blockSize int) hashtree.Hash {
+	t, _ := hashtree.New(int64(len(leaves))*int64(blockSize), blockSize)
+	for p := 0; p*hashtree.PageLeaves < len(leaves); p++ {
+		_ = t.SetPage(p, leaves[p*hashtree.PageLeaves:min((p+1)*hashtree.PageLeaves, len(leaves))])
+	}
+	return t.Top()
+}
+
+// FoldTops is the top of a tree from its groups' tops (T7): the tree is
+// left balanced (H2) and a full group is a whole subtree, so the split
+// over groups falls where the split over leaves does.
+func FoldTops(tops []hashtree.Hash) hashtree.Hash {
+	switch n := len(tops); n {
+	case 0:
+		return hashtree.Hash{}
+	case 1:
+		return tops[0]
+	default:
+		k := 1
+		for k*2 < n {
+			k *= 2
+		}
+		return hashtree.NodeHash(FoldTops(tops[:k]), FoldTops(tops[k:]))
+	}
+}
+
+// TreeTops parses a point's group tops (T7).
+func (t *TreeRef) TreeTops() ([]hashtree.Hash, error) {
+	b, err := hex.DecodeString(t.Tops)
+	if err != nil || len(b) != 32*len(t.Groups) {
+		return nil, fmt.Errorf("manifest: %d bytes of tree tops for %d groups: %w", len(b), len(t.Groups), ErrCorrupt)
+	}
+	out := make([]hashtree.Hash, len(t.Groups))
+	for i := range out {
+		copy(out[i][:], b[32*i:])
+	}
+	return out, nil
+}
+
+// LoadTreeGroup returns group g of point m's tree: its leaves, checked
+// against its top (T7), zero-block leaves for a group not stored.
+func (r *Repository) LoadTreeGroup(ctx context.Context, m *Manifest, g int) ([]hashtree.Hash, error) {
+	tops, err := m.Tree.TreeTops()
+	if err != nil {
+		return nil, err
+	}
+	bs := int(m.Tree.BlockSize)
+	n := GroupLen(int64(m.Size), bs, g)
+	leaves := make([]hashtree.Hash, n)
+	if id := m.Tree.Groups[g]; id.IsZero() {
+		z := hashtree.ZeroLeaf(bs)
+		for i := range leaves {
+			leaves[i] = z
+		}
+	} else if err := r.readTreeGroup(ctx, r.idx, id, leaves); err != nil {
+		return nil, fmt.Errorf("manifest %v: tree group %d: %w", m.ID.Short(), g, err)
+	}
+	if GroupTop(leaves, bs) != tops[g] {
+		return nil, fmt.Errorf("manifest %v: tree group %d does not have its top: %w", m.ID.Short(), g, ErrCorrupt)
+	}
+	return leaves, nil
+}
+
+// FullTree is a whole hashtree.Tree as a PointTree, every group changed.
+type FullTree struct{ *hashtree.Tree }
+
+// Changed implements PointTree.
+func (FullTree) Changed(int) bool { return true }
+
+// GroupLeaves implements PointTree.
+func (t FullTree) GroupLeaves(g int) ([]hashtree.Hash, error) {
+	n := GroupLen(t.Size(), t.BlockSize(), g)
+	out := make([]hashtree.Hash, n)
+	for i := range out {
+		out[i], _ = t.Leaf(int64(g)*TreeGroupLeaves + int64(i))
+	}
+	return out, nil
+}
+
+// GroupTop implements PointTree.
+func (t FullTree) GroupTop(g int) hashtree.Hash {
+	l, _ := t.GroupLeaves(g)
+	return GroupTop(l, t.BlockSize())
 }
 
 // indexedOrZero: a parent's group can be named again only if an index
@@ -106,28 +225,18 @@ func (w *SnapshotWriter) indexedOrZero(id ID) bool {
 	return id.IsZero() || w.r.idx.has(BlobPage, id)
 }
 
-// encodeTreeGroup is group g's blob (T1), nil if all its leaves are
-// zero-block leaves.
-func encodeTreeGroup(t *hashtree.Tree, g int) []byte {
-	first := g * (TreeGroupLeaves / hashtree.PageLeaves)
-	last := min(first+TreeGroupLeaves/hashtree.PageLeaves, t.PageCount())
-	zero := hashtree.ZeroLeaf(t.BlockSize())
-	n := int(min(t.Leaves()-int64(g)*TreeGroupLeaves, TreeGroupLeaves))
-	b := make([]byte, 9, 9+32*n)
+// encodeTreeGroup is a group's blob (T1), nil if all its leaves are
+// zero-block leaves (T2).
+func encodeTreeGroup(leaves []hashtree.Hash, blockSize int) []byte {
+	zero := hashtree.ZeroLeaf(blockSize)
+	b := make([]byte, 9, 9+32*len(leaves))
 	copy(b, treeGroupMagic)
 	b[4] = 1
-	binary.LittleEndian.PutUint32(b[5:], uint32(n))
+	binary.LittleEndian.PutUint32(b[5:], uint32(len(leaves)))
 	stored := false
-	for p := first; p < last; p++ {
-		leaves := t.PageLeavesOf(p)
-		stored = stored || leaves != nil
-		for i := range min(hashtree.PageLeaves, n-(p-first)*hashtree.PageLeaves) {
-			if leaves == nil {
-				b = append(b, zero[:]...)
-			} else {
-				b = append(b, leaves[i][:]...)
-			}
-		}
+	for _, l := range leaves {
+		stored = stored || l != zero
+		b = append(b, l[:]...)
 	}
 	if !stored {
 		return nil
@@ -179,22 +288,37 @@ func (r *Repository) loadTree(ctx context.Context, x *index, m *Manifest) (*hash
 	if got := t.Root(); got != want {
 		return nil, fmt.Errorf("manifest %v: its tree's root %x is not the root it names %x: %w", m.ID.Short(), got[:8], want[:8], ErrCorrupt)
 	}
+	tops, err := m.Tree.TreeTops()
+	if err != nil {
+		return nil, err
+	}
+	if hashtree.RootHash(FoldTops(tops), int64(m.Size), int(m.Tree.BlockSize)) != want {
+		return nil, fmt.Errorf("manifest %v: its tree's group tops do not fold to its root: %w", m.ID.Short(), ErrCorrupt)
+	}
 	return t, nil
 }
 
-func (r *Repository) loadTreeGroup(ctx context.Context, x *index, t *hashtree.Tree, g int, id ID) error {
+// readTreeGroup loads group blob id into leaves (its length: T1).
+func (r *Repository) readTreeGroup(ctx context.Context, x *index, id ID, leaves []hashtree.Hash) error {
 	plain, err := r.loadBlobFrom(ctx, x, BlobPage, id)
 	if err != nil {
 		return err
 	}
-	n := int(min(t.Leaves()-int64(g)*TreeGroupLeaves, TreeGroupLeaves))
-	raw, err := decodeTreeGroup(plain, n)
+	raw, err := decodeTreeGroup(plain, len(leaves))
 	if err != nil {
-		return fmt.Errorf("tree group %d (%v): %w", g, id.Short(), err)
+		return fmt.Errorf("%v: %w", id.Short(), err)
 	}
-	leaves := make([]hashtree.Hash, n)
 	for i := range leaves {
 		copy(leaves[i][:], raw[32*i:])
+	}
+	return nil
+}
+
+func (r *Repository) loadTreeGroup(ctx context.Context, x *index, t *hashtree.Tree, g int, id ID) error {
+	n := int(min(t.Leaves()-int64(g)*TreeGroupLeaves, TreeGroupLeaves))
+	leaves := make([]hashtree.Hash, n)
+	if err := r.readTreeGroup(ctx, x, id, leaves); err != nil {
+		return fmt.Errorf("tree group %d: %w", g, err)
 	}
 	first := g * (TreeGroupLeaves / hashtree.PageLeaves)
 	for p := 0; p*hashtree.PageLeaves < n; p++ {
@@ -203,4 +327,18 @@ func (r *Repository) loadTreeGroup(ctx context.Context, x *index, t *hashtree.Tr
 		}
 	}
 	return nil
+}
+
+// TreeIndexed reports whether every stored group of m's tree is in an
+// index file (a pack lost, then repair index, drops some).
+func (r *Repository) TreeIndexed(m *Manifest) bool {
+	if m.Tree == nil {
+		return false
+	}
+	for _, id := range m.Tree.Groups {
+		if !id.IsZero() && !r.idx.has(BlobPage, id) {
+			return false
+		}
+	}
+	return true
 }

@@ -15,14 +15,15 @@ func TestTreeGroupEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := encodeTreeGroup(tr, 0); b != nil {
+	group := func(g int) []hashtree.Hash { l, _ := FullTree{tr}.GroupLeaves(g); return l }
+	if b := encodeTreeGroup(group(0), 64<<10); b != nil {
 		t.Fatal("a group of zero leaves was encoded")
 	}
 	leaf := hashtree.LeafHash([]byte("x"), 64<<10)
 	if err := tr.Set(4800, leaf); err != nil {
 		t.Fatal(err)
 	}
-	b := encodeTreeGroup(tr, 1)
+	b := encodeTreeGroup(group(1), 64<<10)
 	raw, err := decodeTreeGroup(b, 705)
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +49,8 @@ func TestTreeGroupEncoding(t *testing.T) {
 func FuzzDecodeTreeGroup(f *testing.F) {
 	tr, _ := hashtree.New(1<<20, 64<<10)
 	_ = tr.Set(3, hashtree.LeafHash([]byte("y"), 64<<10))
-	f.Add(encodeTreeGroup(tr, 0), 16)
+	l, _ := FullTree{tr}.GroupLeaves(0)
+	f.Add(encodeTreeGroup(l, 64<<10), 16)
 	f.Add([]byte("BWTG\x01\x00\x00\x00\x00"), 0)
 	f.Fuzz(func(t *testing.T, b []byte, want int) {
 		raw, err := decodeTreeGroup(b, want)
@@ -56,4 +58,27 @@ func FuzzDecodeTreeGroup(f *testing.F) {
 			t.Fatalf("%d leaf bytes for %d leaves", len(raw), want)
 		}
 	})
+}
+
+// TestFoldTops: the root folded over group tops (T7) is the tree's, for
+// sizes around group and power-of-two boundaries.
+func TestFoldTops(t *testing.T) {
+	const bs = 4096
+	for _, leaves := range []int64{1, 4095, 4096, 4097, 8192, 8193, 12288, 12289, 16384, 20481, 40000} {
+		tr, err := hashtree.New(leaves*bs-100, bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := int64(0); i < leaves; i += 777 {
+			_ = tr.Set(i, hashtree.LeafHash([]byte{byte(i), byte(i >> 8)}, bs))
+		}
+		ft := FullTree{tr}
+		tops := make([]hashtree.Hash, TreeGroups(tr.Size(), bs))
+		for g := range tops {
+			tops[g] = ft.GroupTop(g)
+		}
+		if FoldTops(tops) != tr.Top() {
+			t.Errorf("%d leaves: folded tops differ from the tree's top", leaves)
+		}
+	}
 }

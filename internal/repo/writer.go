@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
-	"github.com/blockwise/blockwise/internal/hashtree"
 )
 
 // SnapshotWriter builds one restore point. PutChunk is safe for
@@ -47,10 +46,9 @@ type SnapshotWriter struct {
 	pageCache map[uint64][]byte
 	verify    func() error // VerifyBeforeIndex's check; under mu
 
-	tree        *hashtree.Tree // SetTree's, stored by Commit
-	treeProven  bool
-	treeChanged TreeChange
-	reopened    map[uint64]bool // pages below doneTo that Reopen made writable; under mu
+	tree       PointTree // SetTree's, stored by Commit
+	treeProven bool
+	reopened   map[uint64]bool // pages below doneTo that Reopen made writable; under mu
 }
 
 // indexEvery is how many packs (~1 GiB stored) a writer gathers before it
