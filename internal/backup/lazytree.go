@@ -136,11 +136,20 @@ func (t *groupTree) Root() hashtree.Hash {
 	return hashtree.RootHash(repo.FoldTops(t.tops), t.size, t.bs)
 }
 
-// The rest makes groupTree a repo.PointTree.
+// Size implements repo.PointTree.
+func (t *groupTree) Size() int64 { return t.size }
 
-func (t *groupTree) Size() int64                                { return t.size }
-func (t *groupTree) BlockSize() int                             { return t.bs }
-func (t *groupTree) Leaves() int64                              { return t.leaves }
-func (t *groupTree) Changed(g int) bool                         { return t.changed[g] }
+// BlockSize implements repo.PointTree.
+func (t *groupTree) BlockSize() int { return t.bs }
+
+// Leaves is the number of leaves.
+func (t *groupTree) Leaves() int64 { return t.leaves }
+
+// Changed implements repo.PointTree: a leaf of group g was set.
+func (t *groupTree) Changed(g int) bool { return t.changed[g] }
+
+// GroupLeaves implements repo.PointTree.
 func (t *groupTree) GroupLeaves(g int) ([]hashtree.Hash, error) { return t.group(g) }
-func (t *groupTree) GroupTop(g int) hashtree.Hash               { return t.tops[g] }
+
+// GroupTop implements repo.PointTree (valid after Root).
+func (t *groupTree) GroupTop(g int) hashtree.Hash { return t.tops[g] }

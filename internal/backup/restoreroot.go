@@ -45,6 +45,7 @@ type targetReader struct {
 	t   Target
 }
 
+// ReadAt implements io.ReaderAt.
 func (r targetReader) ReadAt(p []byte, off int64) (int, error) {
 	if err := r.t.ReadAt(r.ctx, p, off); err != nil {
 		return 0, err
