@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/blockwise/blockwise/internal/hashtree"
 	"github.com/blockwise/blockwise/internal/repo"
@@ -34,6 +35,9 @@ type LeafHost interface {
 // differ: a CBT bug, a transport bug, or a disk changing under its
 // snapshot. Nothing was committed.
 var ErrRootMismatch = errors.New("restore point root differs from the host's snapshot root")
+
+// rootWait bounds the wait for the host's root after the copy.
+const rootWait = 5 * time.Minute
 
 // maxNamed bounds the leaves a mismatch message names.
 const maxNamed = 8
@@ -169,8 +173,14 @@ func (p *prover) prove(ctx context.Context, o Options, res *Result, h *hostRoot,
 		res.RootNote = "computed; the host keeps no hash tree to prove it against"
 		return nil
 	}
-	if err := h.wait(ctx); errors.Is(err, ErrNoHostTree) {
+	wctx, cancel := context.WithTimeout(ctx, rootWait)
+	defer cancel()
+	if err := h.wait(wctx); errors.Is(err, ErrNoHostTree) {
 		res.RootNote = "computed; the host keeps no hash tree of this disk to prove it against"
+		return nil
+	} else if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		// A host that never finishes its tree must not hold the backup.
+		res.RootNote = fmt.Sprintf("computed; the host's root did not come within %v", rootWait)
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("the host's snapshot root: %w", err)
