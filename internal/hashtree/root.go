@@ -44,12 +44,7 @@ func (t *Tree) pageTop(p int) Hash {
 	if h, ok := t.zeroTops[n]; ok {
 		return h
 	}
-	leaves := make([]Hash, n)
-	z := ZeroLeaf(t.blockSize)
-	for i := range leaves {
-		leaves[i] = z
-	}
-	h := top(buildLevels(leaves))
+	h := top(t.zeroLevels(n))
 	t.zeroTops[n] = h
 	return h
 }

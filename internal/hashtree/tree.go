@@ -38,7 +38,8 @@ type Tree struct {
 	dirty     []int   // pages whose top changed since upper was built
 	upper     [][]Hash
 	upperOK   bool
-	zeroTops  map[int]Hash // leaves in a page -> top of that many zero leaves
+	zeroTops  map[int]Hash     // leaves in a page -> top of that many zero leaves
+	zeroPages map[int][][]Hash // leaves in a page -> levels of that many zero leaves
 }
 
 // ValidBlockSize reports whether blockSize is allowed.
@@ -122,24 +123,44 @@ func (t *Tree) SetZero(i int64) error {
 	return t.Set(i, ZeroLeaf(t.blockSize))
 }
 
+// cloneLevels is a deep copy of a page's levels.
+func cloneLevels(levels [][]Hash) [][]Hash {
+	out := make([][]Hash, len(levels))
+	for k, l := range levels {
+		out[k] = slices.Clone(l)
+	}
+	return out
+}
+
+// zeroLevels are the levels of a page of n zero-block leaves, computed
+// once per tree and length: a page materialized by its first write is a
+// copy (64 KiB) instead of 1023 node hashes.
+func (t *Tree) zeroLevels(n int) [][]Hash {
+	if l, ok := t.zeroPages[n]; ok {
+		return l
+	}
+	leaves := make([]Hash, n)
+	z := ZeroLeaf(t.blockSize)
+	for i := range leaves {
+		leaves[i] = z
+	}
+	l := buildLevels(leaves)
+	if t.zeroPages == nil {
+		t.zeroPages = map[int][][]Hash{}
+	}
+	t.zeroPages[n] = l
+	return l
+}
+
 // writablePage returns page p, built from zero leaves if absent and
 // copied first if a clone shares it.
 func (t *Tree) writablePage(p int) *page {
 	pg := t.pages[p]
 	switch {
 	case pg == nil:
-		leaves := make([]Hash, t.pageLen(p))
-		z := ZeroLeaf(t.blockSize)
-		for i := range leaves {
-			leaves[i] = z
-		}
-		pg = &page{levels: buildLevels(leaves)}
+		pg = &page{levels: cloneLevels(t.zeroLevels(t.pageLen(p)))}
 	case t.shared[p]:
-		cp := &page{levels: make([][]Hash, len(pg.levels))}
-		for k, l := range pg.levels {
-			cp.levels[k] = slices.Clone(l)
-		}
-		pg = cp
+		pg = &page{levels: cloneLevels(pg.levels)}
 	default:
 		return pg
 	}
