@@ -51,11 +51,12 @@ func (t *Tree) Encode(w io.Writer) error {
 		rec := binary.LittleEndian.AppendUint32(nil, uint32(p))
 		rec = append(rec, 0, 0)
 		k := 0
-		for i, l := range pg.levels[0] {
-			if l != z {
-				rec = binary.LittleEndian.AppendUint16(rec, uint16(i))
-				rec, k = append(rec, l[:]...), k+1
+		for i, l := range t.fullLeavesOrSparse(pg) {
+			if l.leaf != z {
+				rec = binary.LittleEndian.AppendUint16(rec, l.off)
+				rec, k = append(rec, l.leaf[:]...), k+1
 			}
+			_ = i
 		}
 		if k > 0 {
 			binary.LittleEndian.PutUint16(rec[4:], uint16(k))
@@ -132,21 +133,25 @@ func (t *Tree) decodePages(rest []byte, stored int) error {
 // decodeLeaves fills page p from its listed leaves: a copy of the zero
 // page with the listed leaves set and only their nodes recomputed.
 func (t *Tree) decodeLeaves(p int, recs []byte) error {
-	levels := cloneLevels(t.zeroLevels(t.pageLen(p)))
-	z := ZeroLeaf(t.blockSize)
-	var changed []int
+	n, z := t.pageLen(p), ZeroLeaf(t.blockSize)
+	pg := &page{sparse: make([]sparseLeaf, 0, len(recs)/leafRecord)}
 	for off := 0; off < len(recs); off += leafRecord {
 		i := int(binary.LittleEndian.Uint16(recs[off:]))
-		if i >= len(levels[0]) || (len(changed) > 0 && i <= changed[len(changed)-1]) {
+		if i >= n || (len(pg.sparse) > 0 && i <= int(pg.sparse[len(pg.sparse)-1].off)) {
 			return fmt.Errorf("%w: page %d: leaf %d out of order or range", ErrCorrupt, p, i)
 		}
-		copy(levels[0][i][:], recs[off+2:off+leafRecord])
-		if levels[0][i] == z {
+		s := sparseLeaf{off: uint16(i)}
+		copy(s.leaf[:], recs[off+2:off+leafRecord])
+		if s.leaf == z {
 			return fmt.Errorf("%w: page %d: zero-block leaf %d listed", ErrCorrupt, p, i)
 		}
-		changed = append(changed, i)
+		pg.sparse = append(pg.sparse, s)
 	}
-	updateLevels(levels, changed)
-	t.pages[p] = &page{levels: levels}
+	if len(pg.sparse) > sparseMax {
+		t.densify(pg, n)
+	} else {
+		pg.top = t.sparseTop(pg.sparse, 0, n)
+	}
+	t.pages[p] = pg
 	return nil
 }

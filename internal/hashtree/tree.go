@@ -20,11 +20,15 @@ var (
 	ErrCorrupt   = errors.New("hashtree: corrupt encoded tree")
 )
 
-// page holds its leaves and every node above them, levels[0] being the
-// leaves and the last level its top.
+// page is dense or sparse (sparse.go). Dense, it holds its leaves and
+// every node above them, levels[0] being the leaves and the last level
+// its top. Sparse (levels nil), it holds its leaves that are not the
+// zero-block leaf and its top.
 type page struct {
 	levels [][]Hash
-	dirty  []int // leaf indexes set since the levels were last updated
+	dirty  []int // leaf indexes set since the levels (or top) were last updated
+	sparse []sparseLeaf
+	top    Hash // sparse only
 }
 
 // Tree is the hash tree of one image. The zero value is not usable; a
@@ -93,7 +97,7 @@ func (t *Tree) Leaf(i int64) (Hash, error) {
 	if pg == nil {
 		return ZeroLeaf(t.blockSize), nil
 	}
-	return pg.levels[0][i&(PageLeaves-1)], nil
+	return t.pageLeaf(pg, int(i&(PageLeaves-1))), nil
 }
 
 // Set makes h leaf i. Nodes above it are updated when Root is next asked.
@@ -104,15 +108,35 @@ func (t *Tree) Set(i int64, h Hash) error {
 	p := int(i >> PageShift)
 	pg := t.writablePage(p)
 	j := int(i & (PageLeaves - 1))
-	if pg.levels[0][j] == h {
-		return nil
+	if pg.levels == nil {
+		if !t.setSparse(pg, j, h) {
+			return nil
+		}
+		if len(pg.sparse) > sparseMax {
+			t.densify(pg, t.pageLen(p)) // levels now up to date: j is not dirty
+			t.markDirty(p, pg, -1)
+			return nil
+		}
+	} else {
+		if pg.levels[0][j] == h {
+			return nil
+		}
+		pg.levels[0][j] = h
 	}
+	t.markDirty(p, pg, j)
+	return nil
+}
+
+// markDirty records that page p changed (leaf j of a dense page; -1: the
+// page's nodes are up to date, only its top moved).
+func (t *Tree) markDirty(p int, pg *page, j int) {
 	if len(pg.dirty) == 0 {
 		t.dirty = append(t.dirty, p)
 	}
-	pg.levels[0][j] = h
+	if j < 0 {
+		j = 0 // recomputing a node of an up-to-date page changes nothing
+	}
 	pg.dirty = append(pg.dirty, j)
-	return nil
 }
 
 // SetZero makes leaf i a zero leaf (a hole, a trim, a write of zeroes).
@@ -158,7 +182,9 @@ func (t *Tree) writablePage(p int) *page {
 	pg := t.pages[p]
 	switch {
 	case pg == nil:
-		pg = &page{levels: cloneLevels(t.zeroLevels(t.pageLen(p)))}
+		pg = &page{top: t.zeroTop(t.pageLen(p))}
+	case t.shared[p] && pg.levels == nil:
+		pg = &page{sparse: slices.Clone(pg.sparse), top: pg.top}
 	case t.shared[p]:
 		pg = &page{levels: cloneLevels(pg.levels)}
 	default:
