@@ -76,11 +76,16 @@ func (t *Tree) setSize(size int64) {
 	t.upperOK = false
 }
 
-// Size is the image size in bytes; BlockSize the leaf unit; Leaves the
-// number of leaves.
-func (t *Tree) Size() int64    { return t.size }
+// Size is the image size in bytes.
+func (t *Tree) Size() int64 { return t.size }
+
+// BlockSize is the leaf unit in bytes.
 func (t *Tree) BlockSize() int { return t.blockSize }
-func (t *Tree) Leaves() int64  { return t.leaves }
+
+// Leaves is the number of leaves.
+func (t *Tree) Leaves() int64 { return t.leaves }
+
+// PageCount is the number of pages (H4), stored or not.
 func (t *Tree) PageCount() int { return len(t.pages) }
 
 // pageLen is how many leaves page p holds (the last may be partial).
