@@ -179,17 +179,32 @@ func (d *Disk) SnapshotTree(ctx context.Context, id string) (*hashtree.Tree, has
 	if e == nil {
 		return nil, hashtree.Hash{}, fmt.Errorf("snapshot %s: %w", id, ErrNoTree)
 	}
+	if err := d.waitTree(ctx, id, e); err != nil {
+		return nil, hashtree.Hash{}, err
+	}
+	if e.err != nil {
+		return nil, hashtree.Hash{}, e.err
+	}
+	t, err := d.loadedTree(id, e)
+	return t, e.root, err
+}
+
+// waitTree waits for e until ctx ends (ErrTreePending) or the disk
+// closes. A ready tree wins over an expired ctx: wait=0 asks without
+// waiting, and select would pick between the two at random.
+func (d *Disk) waitTree(ctx context.Context, id string, e *treeEntry) error {
 	select {
 	case <-e.done:
-		if e.err != nil {
-			return nil, hashtree.Hash{}, e.err
-		}
-		t, err := d.loadedTree(id, e)
-		return t, e.root, err
+		return nil
+	default:
+	}
+	select {
+	case <-e.done:
+		return nil
 	case <-ctx.Done():
-		return nil, hashtree.Hash{}, fmt.Errorf("snapshot %s: %w", id, ErrTreePending)
+		return fmt.Errorf("snapshot %s: %w", id, ErrTreePending)
 	case <-d.ctx.Done():
-		return nil, hashtree.Hash{}, ErrClosed
+		return ErrClosed
 	}
 }
 
