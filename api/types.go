@@ -77,6 +77,22 @@ type Snapshot struct {
 	Created     time.Time `json:"created"`
 	Size        int64     `json:"size"`
 	ChangeID    string    `json:"changeId,omitempty"`
+	// Root is the lower-case hex of the snapshot image's hash-tree root
+	// (docs/format.md H3), TreeBlockSize its leaf unit (the CBT
+	// granularity); both absent while the host still computes the tree
+	// (GET .../snapshots/{snap}/root?wait= waits for it) or when the
+	// disk keeps none.
+	Root          string `json:"root,omitempty"`
+	TreeBlockSize int    `json:"treeBlockSize,omitempty"`
+}
+
+// SnapshotRoot answers GET /v1/disks/{disk}/snapshots/{snap}/root: the
+// hash-tree root (lower-case hex, docs/format.md H3) of the snapshot's
+// image of Size bytes, with leaves of BlockSize bytes.
+type SnapshotRoot struct {
+	Root      string `json:"root"`
+	BlockSize int    `json:"blockSize"`
+	Size      int64  `json:"size"`
 }
 
 // Area is one changed area, in bytes.
@@ -92,6 +108,11 @@ type ChangedAreas struct {
 	StartOffset int64  `json:"startOffset"`
 	Length      int64  `json:"length"`
 	ChangedArea []Area `json:"changedArea"`
+	// Leaves (asked with leaves=true) are, per area, the hash-tree leaves
+	// (lower-case hex, docs/format.md H1) of the snapshot's tree blocks
+	// the area covers, in order: Leaves[i][0] is block
+	// ChangedArea[i].Start/blockSize. Area stays comparable.
+	Leaves [][]string `json:"leaves,omitempty"`
 }
 
 // Exports names the NBD export of a disk or snapshot and the URIs that
@@ -172,6 +193,16 @@ const (
 	ProblemTooLarge            = "too-large"
 	ProblemReadOnly            = "read-only"
 	ProblemForbidden           = "forbidden"
+	// ProblemTreePending: 503, the snapshot's hash tree is still being
+	// computed (after a snapshot, or rebuilt after a crash); ask again.
+	ProblemTreePending = "tree-pending"
+	// ProblemNoTree: 409, the snapshot has no hash tree and will get
+	// none (the disk keeps no tree: hash tree off, or CBT disabled).
+	ProblemNoTree = "tree-unavailable"
+	// ProblemRootMismatch: 409, a replica point's hash-tree root is not
+	// the source snapshot's: the target did not make the point and drops
+	// the staged cycle, so the next attempt resends it whole.
+	ProblemRootMismatch = "replica-root-mismatch"
 )
 
 // CloneRequest is the body of POST /v1/disks/{disk}/clone: make disk Name
@@ -469,6 +500,17 @@ type BeginCycleRequest struct {
 // CommitCycleRequest is POST /v1/replicas/{group}/cycles/{cycle}/commit.
 type CommitCycleRequest struct {
 	Time time.Time `json:"time"`
+	// Roots are, by target disk name, the hash-tree roots of the
+	// source's snapshots of the cycle (docs/format.md H3): the target
+	// refuses the point (409 replica-root-mismatch) if its own point's
+	// root differs. A disk without a tree on the source is absent.
+	Roots map[string]TreeRoot `json:"roots,omitempty"`
+}
+
+// TreeRoot is a hash-tree root (lower-case hex) and its leaf unit.
+type TreeRoot struct {
+	Root      string `json:"root"`
+	BlockSize int    `json:"blockSize"`
 }
 
 // ChecksumsRequest asks a replica disk's per-block checksums (seeding).
@@ -476,6 +518,11 @@ type ChecksumsRequest struct {
 	Offset    int64 `json:"offset"`
 	Length    int64 `json:"length"`
 	BlockSize int64 `json:"blockSize"`
+	// Tree asks the hash-tree leaves (docs/format.md H1) of the replica's
+	// last point instead of sums of the live disk read whole: BlockSize
+	// must be the tree's (else 409 tree-unavailable, and the caller falls
+	// back to sums).
+	Tree bool `json:"tree,omitempty"`
 }
 
 // Checksums are BLAKE3-256 sums (hex) of consecutive blocks.

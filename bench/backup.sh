@@ -48,6 +48,7 @@ timed() {
 		echo "FAILED: $*" >&2; cat "$W/$name.err" "$W/$name.out" >&2; exit 1; }
 	awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$W/$name.tv" >"$W/$name.s"
 	awk -F': ' '/Maximum resident set size/ {print $2}' "$W/$name.tv" >"$W/$name.rss"
+	awk -F': ' '/(User|System) time \(seconds\)/ {s+=$2} END {print s}' "$W/$name.tv" >"$W/$name.cpu"
 }
 val() { cat "$W/$1"; }
 # warm PATH...: read files into the page cache and write back every dirty
@@ -99,6 +100,15 @@ done
 BLOCKWISE_REPO=$W/bw-repo-lz4 "$BW" repo init --compression lz4 >/dev/null
 warm "$BLOCKWISE_DATASTORE/bench"; BLOCKWISE_REPO=$W/bw-repo-lz4 bwrun bw-full-lz4 backup bench --json
 rm -rf "$W/bw-repo-lz4"
+# The same full backup into a new repository with the hash tree and
+# without it (--no-prove), side by side, for the proof's cost (CPU time
+# too: wall time is noisy on a shared machine).
+for p in noprove prove; do
+	flag=; [ "$p" = noprove ] && flag=--no-prove
+	BLOCKWISE_REPO=$W/bw-repo-np "$BW" repo init >/dev/null
+	warm "$BLOCKWISE_DATASTORE/bench"; BLOCKWISE_REPO=$W/bw-repo-np BLOCKWISE_KEY_FILE= bwrun "bw-full-$p" backup bench --json $flag
+	rm -rf "$W/bw-repo-np"
+done
 
 echo "== change 1% of the 64 KiB blocks (file and NBD)"
 CHANGED=$("$W/imagegen" mutate -file "$W/disk.raw" -uri "$URI" -frac 0.01)
@@ -114,6 +124,20 @@ cp -a "$BLOCKWISE_REPO" "$W/bw-repo.full"
 warm "$BLOCKWISE_DATASTORE/bench"; bwrun bw-inc backup bench --json
 for t in restic borg bw; do eval "${t}_size2=$(dusb "$W/$t-repo")"; done
 rm -rf "$BLOCKWISE_REPO"; mv "$W/bw-repo.full" "$BLOCKWISE_REPO"
+# The proof's cost (issue 20: <= 2% of an incremental): the same
+# incremental from the same repository state with the hash tree (leaves
+# hashed as read, root computed and compared with the host's) and with
+# --no-prove, alternating, BENCH_PROVE_RUNS times each (key file: no KDF).
+echo "== incremental with and without the proof (${BENCH_PROVE_RUNS:=5} runs each)"
+cp -a "$BLOCKWISE_REPO" "$W/bw-repo.full"
+for i in $(seq "$BENCH_PROVE_RUNS"); do
+	for p in prove noprove; do
+		flag=; [ "$p" = noprove ] && flag=--no-prove
+		warm "$BLOCKWISE_DATASTORE/bench"; BLOCKWISE_KEY_FILE=$W/bw.key timed "bw-inc-$p-$i" "$BW" backup bench --json $flag
+		rm -rf "$BLOCKWISE_REPO"; cp -a "$W/bw-repo.full" "$BLOCKWISE_REPO"
+	done
+done
+rm -rf "$W/bw-repo.full"
 warm "$BLOCKWISE_DATASTORE/bench"; BLOCKWISE_KEY_FILE=$W/bw.key bwrun bw-inc-key backup bench --json
 "$BW" snapshot list bench --json | grep -q '^\[\]$' || echo "WARNING: backup left a snapshot" >&2
 
@@ -135,6 +159,7 @@ warm "$BLOCKWISE_REPO"; bwrun bw-rollback restore latest --disk bench --rollback
 qemu-img compare -q -f raw -F raw "$W/disk.raw" "$URI"
 SERVE_RSS=$(awk '/VmHWM/ {print $2}' "/proc/$SERVE_PID/status")
 
+echo "$BENCH_PROVE_RUNS" >"$W/prove-runs"
 json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" "$W/$1.out"; }
 BW_READ=$(json bw-inc readBytes); BW_STORED=$(json bw-inc storedBytes); BW_NEW=$(json bw-inc newBytes)
 BW_FULL_READ=$(json bw-full readBytes)
@@ -195,6 +220,29 @@ goals = [
     ("restore >= 4x faster than restic (issue 23)", g("restic-restore") / bwres >= 4),
     ("blockwise CLI RSS <= 256 MiB", rss <= 256),
 ]
+runs = int(open(f"{w}/prove-runs").read())
+def med(xs):
+    xs = sorted(xs); return xs[len(xs) // 2]
+def run_s(n): return json.loads(open(f"{w}/{n}.out").read())["seconds"]
+def both(f):
+    return [med([f(f"bw-inc-{p}-{i}") for i in range(1, runs + 1)]) for p in ("prove", "noprove")]
+pw, nw = both(g)
+pr, nr = both(run_s)
+pc, nc = both(lambda n: get(n, "cpu"))
+pj = json.loads(open(f"{w}/bw-inc-prove-1.out").read())
+print(f"proof (hash tree), incremental, median of {runs} each (with / without / difference):")
+print(f"  wall {pw:.3f}s / {nw:.3f}s / {pw/nw-1:+.1%}; backup.Run {pr:.3f}s / {nr:.3f}s / {pr/nr-1:+.1%}; CPU {pc:.3f}s / {nc:.3f}s / {pc/nc-1:+.1%}")
+print(f"  root {pj.get('root', '-')[:16]} proven={pj.get('rootProven')} ({pj.get('rootNote', '')})")
+def phase(n, k): return json.loads(open(f"{w}/{n}.out").read()).get("phases", {}).get(k, 0)
+for k in ("copy", "prove", "commit"):
+    pp, np_ = both(lambda n: phase(n, k))
+    print(f"  phase {k}: {pp*1000:.0f}ms / {np_*1000:.0f}ms")
+fp, fn = g("bw-full-prove"), g("bw-full-noprove")
+fpc, fnc = get("bw-full-prove", "cpu"), get("bw-full-noprove", "cpu")
+fpr, fnr = run_s("bw-full-prove"), run_s("bw-full-noprove")
+print(f"proof (hash tree), full: wall {fp:.2f}s / {fn:.2f}s / {fp/fn-1:+.1%}; backup.Run {fpr:.2f}s / {fnr:.2f}s / {fpr/fnr-1:+.1%}; CPU {fpc:.2f}s / {fnc:.2f}s / {fpc/fnc-1:+.1%}")
+goals.append(("the proof adds <= 2% to an incremental (backup.Run, median)", pr <= 1.02 * nr))
+goals.append(("the proof adds <= 2% to an incremental (CPU, median)", pc <= 1.02 * nc))
 for name, ok in goals:
     print(f"  [{'ok' if ok else 'MISSED'}] {name}")
 PY

@@ -6,6 +6,8 @@
 # Env: COUNT (3), QCA_DIV (100: 1% of the 64 KiB blocks changed),
 # QCA_WRITE (zero: see BenchmarkQueryChangedAreas; "sector" writes one
 # 512-byte sector per block, which takes minutes of random writeback here),
+# TREE_DIV (100: 1% of a 1 TiB disk's 64 KiB blocks changed before the
+# timed snapshot of BenchmarkHashTree; 1000 for a quicker run),
 # CPUPROFILE=FILE profiles the whole run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,7 @@ trap 'exit 130' INT TERM
 export TMPDIR=$W # the benchmarks' temp datastores
 export BLOCKWISE_BENCH_QCA_DIV=${QCA_DIV:-100}
 export BLOCKWISE_BENCH_QCA_WRITE=${QCA_WRITE:-zero}
+export BLOCKWISE_BENCH_TREE_DIV=${TREE_DIV:-100}
 go test -c -o "$W/disk.test" ./internal/disk/
 prof=()
 [ -n "${CPUPROFILE:-}" ] && prof=(-test.cpuprofile "$CPUPROFILE")
@@ -31,11 +34,13 @@ b '^BenchmarkQueryChangedAreas$' 5x 1
 b '^BenchmarkSnapshotCreate$' 20x 1
 b '^BenchmarkConsolidate$' 1x "$COUNT"
 b '^BenchmarkDeltaGrain$' 8192x 1
+b '^BenchmarkHashTree$/write' 65536x "$COUNT"
+b '^BenchmarkHashTree$/snapshot1TiB' 1x 1
 END=$(date +%s)
 
 echo
 echo "Engine benchmarks, $(nproc) cores, $(go env GOVERSION), medians of $COUNT where repeated ($((END - START)) s)"
-python3 - "$W/out.txt" "$BLOCKWISE_BENCH_QCA_DIV" "$BLOCKWISE_BENCH_QCA_WRITE" <<'EOF'
+python3 - "$W/out.txt" "$BLOCKWISE_BENCH_QCA_DIV" "$BLOCKWISE_BENCH_QCA_WRITE" "$BLOCKWISE_BENCH_TREE_DIV" <<'EOF'
 import sys, re, statistics, collections
 m = collections.defaultdict(lambda: collections.defaultdict(list))
 for line in open(sys.argv[1]):
@@ -79,6 +84,14 @@ for gr in (4096, 65536):
     row(f"  bytes held / bytes written", f"{g(d + '/write4k-fresh-delta', 'amplification'):.2f}", "x", "", None)
     r1, r3 = g(d + "/seqread-1layer", "MB/s"), g(d + "/seqread-3layer", "MB/s")
     row(f"  sequential read 1 MiB, flat / 3-layer chain", f"{r1:.0f} / {r3:.0f}", "MB/s", "", None)
+on, off = g("BenchmarkHashTree/write/rand4k/tree", "MB/s"), g("BenchmarkHashTree/write/rand4k/notree", "MB/s")
+row("write 4 KiB random, snapshot every 8192, hash tree on / off", f"{on:.0f} / {off:.0f}", "MB/s", "", None)
+row("  ratio tree on/off", f"{on/off:.2f}", "x", ">= 0.97", on / off >= 0.97)
+h, tdiv = "BenchmarkHashTree/snapshot1TiB", int(sys.argv[4])
+on, off = g(h + "/tree", "ms/snapshot"), g(h + "/notree", "ms/snapshot")
+row(f"snapshot create, 1 TiB, 1/{tdiv} of blocks changed, tree on / off", f"{on:.1f} / {off:.1f}", "ms", "<= 5 more", on - off <= 5)
+row(f"  time until its root is ready ({g(h + '/tree', 'blocks'):.0f} blocks rehashed)", f"{g(h + '/tree', 's-to-root'):.2f}", "s", "", None)
+row("  its tree file / heap held by the tree", f"{g(h + '/tree', 'tree-file-MiB'):.1f} / {g(h + '/tree', 'tree-heap-MiB'):.0f}", "MiB", "", None)
 w = [max(len(str(r[i])) for r in rows + [("measure", "value", "unit", "goal", "")]) for i in range(5)]
 fmt = "| " + " | ".join("{:<%d}" % x for x in w) + " |"
 print(fmt.format("measure", "value", "unit", "goal", ""))

@@ -54,6 +54,16 @@ var (
 	ErrPolicyNotFound = errors.New("policy not found")
 	// ErrPolicyExists: a policy of that name exists; it matches ErrExists.
 	ErrPolicyExists = errors.New("policy already exists")
+	// ErrTreePending: the snapshot's hash tree is still being computed
+	// (SnapshotRoot waits it out; a single ask with a short wait may
+	// see it).
+	ErrTreePending = errors.New("snapshot hash tree still being computed")
+	// ErrNoTree: the snapshot has no hash tree and will get none (the
+	// disk keeps no tree: hash tree off, or CBT disabled).
+	ErrNoTree = errors.New("snapshot has no hash tree")
+	// ErrRootMismatch: a replica point's hash-tree root differed from
+	// the source snapshot's; the point was not made.
+	ErrRootMismatch = errors.New("replica point's root differs from the source's")
 )
 
 // ErrNotFound matches ErrDiskNotFound, ErrSnapshotNotFound, ErrTaskNotFound,
@@ -93,6 +103,9 @@ var sentinels = map[string][]error{
 	wire.ProblemJobEnded:            {ErrJobEnded},
 	wire.ProblemPolicyNotFound:      {ErrPolicyNotFound, ErrNotFound},
 	wire.ProblemPolicyExists:        {ErrPolicyExists, ErrExists},
+	wire.ProblemTreePending:         {ErrTreePending},
+	wire.ProblemNoTree:              {ErrNoTree},
+	wire.ProblemRootMismatch:        {ErrRootMismatch},
 }
 
 // Error is a problem document returned by the host.

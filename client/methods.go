@@ -82,9 +82,16 @@ func (c *Client) AllChangedAreas(ctx context.Context, diskName, snapshot, change
 	if err != nil {
 		return nil, err
 	}
+	return c.pageAreas(ctx, diskName, snapshot, s.Size, func(off int64) (*ChangedAreas, error) {
+		return c.QueryChangedAreas(ctx, diskName, snapshot, changeID, off)
+	})
+}
+
+// pageAreas asks page(off) from 0 until size, joining the areas.
+func (c *Client) pageAreas(ctx context.Context, diskName, snapshot string, size int64, page func(int64) (*ChangedAreas, error)) ([]Area, error) {
 	out := []Area{}
-	for off := int64(0); off < s.Size; {
-		ca, err := c.QueryChangedAreas(ctx, diskName, snapshot, changeID, off)
+	for off := int64(0); off < size; {
+		ca, err := page(off)
 		if err != nil {
 			return nil, err
 		}

@@ -8,6 +8,7 @@ type (
 	CBT               = wire.CBT
 	Consolidation     = wire.Consolidation
 	Snapshot          = wire.Snapshot
+	SnapshotRoot      = wire.SnapshotRoot
 	Lease             = wire.Lease
 	Area              = wire.Area
 	ChangedAreas      = wire.ChangedAreas

@@ -21,6 +21,7 @@ type backupOptions struct {
 	repoOptions
 	transportOptions
 	Full        bool
+	NoProve     bool
 	LeaseTTL    time.Duration
 	Workers     int
 	MetricsFile string
@@ -45,6 +46,8 @@ func init() {
 	addRepoFlags(backupCmd, &backupOpts.repoOptions)
 	addCompressionFlag(backupCmd, &backupOpts.repoOptions)
 	backupCmd.Flags().BoolVar(&backupOpts.Full, "full", false, "read every allocated area, ignoring the last restore point's change ID")
+	backupCmd.Flags().BoolVar(&backupOpts.NoProve, "no-prove", false,
+		"keep no hash tree: the point gets no root and is not proven against the host's, nor are the incrementals after it until a --full one (to measure what the proof costs)")
 	backupCmd.Flags().DurationVar(&backupOpts.LeaseTTL, "lease-ttl", backup.DefaultLeaseTTL,
 		"how long the disk's backup lease on the host outlives this process if it dies without releasing it (one backup of a disk at a time; a holder killed on this machine is taken over at once)")
 	backupCmd.Flags().IntVar(&backupOpts.Workers, "workers", 4, "concurrent reads")
@@ -130,7 +133,7 @@ func backupHostDisks(ctx context.Context, g globalOptions, o backupOptions, r *r
 		}
 		var rep transport.Report
 		open := transport.Opener(o.Order, env, func(r transport.Report) { rep = r })
-		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, LeaseTTL: o.LeaseTTL, Progress: bar.update, Quiesce: q})
+		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, NoProve: o.NoProve, LeaseTTL: o.LeaseTTL, Progress: bar.update, Quiesce: q})
 		bar.finish()
 		outs[i] = backupOutcome{disk: disk, res: res, at: time.Now()}
 		if err == nil {
@@ -176,7 +179,21 @@ func printBackup(g globalOptions, disk string, res *backup.Result, rep transport
 		fmt.Fprintf(out, "\n  consistency %s: %s", s.Consistency, s.ConsistencyReason)
 	}
 	fmt.Fprintf(out, "\n  changed %d bytes, read %d, new %d, stored %d, %.2fs, change ID %s\n", s.Changed, s.Read, s.NewBytes, s.Stored, s.Seconds, s.ChangeID)
+	fmt.Fprintf(out, "  %s\n", rootLine(s))
 	fmt.Fprintf(out, "  %s\n  steps: %s (opening the repository: unlock %s, index %s)\n", rep, strings.Join(steps, ", "),
 		ot.Unlock.Round(time.Millisecond), ot.Index.Round(time.Millisecond))
 	return nil
+}
+
+// rootLine tells the point's root and whether the host proved it.
+func rootLine(s backup.Summary) string {
+	switch {
+	case s.Root == "":
+		return "no root: " + s.RootNote
+	case s.RootProven && s.RootNote != "":
+		return "root " + s.Root + " proven: equal to the host's (" + s.RootNote + ")"
+	case s.RootProven:
+		return "root " + s.Root + " proven: equal to the host's"
+	}
+	return "root " + s.Root + " (" + s.RootNote + ")"
 }

@@ -60,6 +60,10 @@ type backupRow struct {
 	// recorded: a host disk without quiescing, or an older point).
 	Consistency       string `json:"consistency,omitempty"`
 	ConsistencyReason string `json:"consistencyReason,omitempty"`
+	// Root: hex of the point's hash-tree root, absent for a point
+	// without one; RootProven: it equalled the host's at the backup.
+	Root       string `json:"root,omitempty"`
+	RootProven bool   `json:"rootProven"`
 }
 
 func runPoints(ctx context.Context, o repoOptions, disk string, out io.Writer) error {
@@ -83,10 +87,10 @@ func runPoints(ctx context.Context, o repoOptions, disk string, out io.Writer) e
 		return json.NewEncoder(out).Encode(rows)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tDISK\tTIME\tSIZE\tCHANGED\tREAD\tNEW\tDURATION\tCONSISTENCY\tPARENT")
+	fmt.Fprintln(tw, "ID\tDISK\tTIME\tSIZE\tCHANGED\tREAD\tNEW\tDURATION\tCONSISTENCY\tROOT\tPARENT")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:12], r.Disk, r.Time, human(int64(r.Size)), changedCell(r),
-			human(int64(r.Read)), human(int64(r.NewBytes)), roughDuration(r.Seconds), cmp.Or(r.Consistency, "-"), short(r.Parent))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:12], r.Disk, r.Time, human(int64(r.Size)), changedCell(r),
+			human(int64(r.Read)), human(int64(r.NewBytes)), roughDuration(r.Seconds), cmp.Or(r.Consistency, "-"), rootCell(r), short(r.Parent))
 	}
 	return tw.Flush()
 }
@@ -97,6 +101,9 @@ func rowOf(m *repo.Manifest) backupRow {
 		Consistency: m.Consistency, ConsistencyReason: m.ConsistencyReason}
 	if m.Parent != nil {
 		row.Parent = m.Parent.String()
+	}
+	if m.Tree != nil {
+		row.Root, row.RootProven = m.Tree.Root, m.Tree.Proven
 	}
 	return row
 }
@@ -125,4 +132,16 @@ func short(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// rootCell is the root's first 12 hex digits, "(unproven)" after it when
+// the host could not prove it, "-" for a point without one.
+func rootCell(r backupRow) string {
+	switch {
+	case r.Root == "":
+		return "-"
+	case r.RootProven:
+		return short(r.Root)
+	}
+	return short(r.Root) + " (unproven)"
 }

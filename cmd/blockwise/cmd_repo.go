@@ -140,8 +140,8 @@ func checkRepo(ctx context.Context, o checkOptions, co repo.CheckOptions, out io
 	for _, e := range res.Errors {
 		fmt.Fprintln(out, "error:", e)
 	}
-	fmt.Fprintf(out, "%d packs (%d read), %d restore points checked, %d errors, %d warnings\n",
-		res.Packs, res.PacksRead, res.Manifests, len(res.Errors), len(res.Warnings))
+	fmt.Fprintf(out, "%d packs (%d read), %d restore points checked (%d roots proven from their data), %d errors, %d warnings\n",
+		res.Packs, res.PacksRead, res.Manifests, res.RootsProven, len(res.Errors), len(res.Warnings))
 	if slices.ContainsFunc(res.Errors, indexDamage) {
 		fmt.Fprintln(out, incompleteHint)
 	}

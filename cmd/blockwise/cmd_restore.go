@@ -53,7 +53,7 @@ func init() {
 	f.StringVar(&restoreOpts.ToURI, "to-uri", "", "write into an NBD export (nbd://, nbd+unix://, nbds://)")
 	f.StringVar(&restoreOpts.Rollback, "rollback", "", "roll this disk (the point's own, VM stopped) back in place, writing only what CBT says changed since the point")
 	f.IntVar(&restoreOpts.Workers, "workers", 4, "concurrent chunk writes")
-	f.BoolVar(&restoreOpts.Verify, "verify", false, "read every written chunk back from the target and compare (chunks are always checked against their hash when read from the repository)")
+	f.BoolVar(&restoreOpts.Verify, "verify", false, "read every written chunk back from the target and compare, and hash the restored image against the point's root (chunks are always checked against their hash when read from the repository)")
 	f.BoolVar(&restoreOpts.NoClone, "no-clone", false, "with --to-disk, do not start from a clone of the point's disk on the host (restore every chunk from the repository)")
 	addTransportFlags(f, &restoreOpts.transportOptions)
 	rootCmd.AddCommand(restoreCmd)
@@ -139,6 +139,9 @@ func printRestored(out io.Writer, res *backup.RestoreResult, verify bool) {
 	fmt.Fprintf(out, "%d bytes written, %d zero chunks, every chunk's hash checked", res.BytesWritten, res.ZeroSlots)
 	if verify {
 		fmt.Fprintf(out, ", %d chunks read back and compared", res.Verified)
+		if res.RootVerified {
+			fmt.Fprint(out, ", the image's root equals the point's")
+		}
 	}
 	fmt.Fprintf(out, ", %s\n", res.Duration.Round(1e6))
 }

@@ -36,7 +36,9 @@ type serveOptions struct {
 	// SpaceWarn is the soft threshold of datastore use, in percent.
 	SpaceWarn  float64
 	SpaceCheck time.Duration
-	log        *slog.Logger // nil: text logs on stderr
+	// HashTree keeps a hash tree per snapshot (docs/format.md T1–T5).
+	HashTree bool
+	log      *slog.Logger // nil: text logs on stderr
 	// Points* name the repository whose restore points the API serves
 	// files of (GET /v1/points...).
 	PointsRepo, PointsPasswordFile, PointsKeyFile string
@@ -96,6 +98,7 @@ func init() {
 	addNBDTLSFlags(f, &serveOpts.nbdTLS)
 	f.Float64Var(&serveOpts.SpaceWarn, "space-warn", 100*host.DefaultSpaceWarn,
 		"warn (API, /metrics, log) when the datastore's file system is this many percent full")
+	f.BoolVar(&serveOpts.HashTree, "hashtree", true, "keep a hash tree per snapshot and answer its root (--hashtree=false: none; roots answer tree-unavailable)")
 	f.DurationVar(&serveOpts.SpaceCheck, "space-check", daemon.DefaultSpaceCheck, "how often the log is told about datastore space")
 	f.StringVar(&serveOpts.PointsRepo, "points-repo", "", "serve the files of this repository's restore points over the API (GET /v1/points/{point}/files); opened for each request")
 	f.StringVar(&serveOpts.PointsPasswordFile, "points-password-file", "", "with --points-repo: the file holding its password (else env BLOCKWISE_PASSWORD)")
@@ -116,7 +119,7 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	d, err := daemon.New(daemon.Options{Datastore: g.Datastore, APIUnix: o.APIUnix, APITCP: o.APITCP,
 		APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey, NBDUnix: o.NBDUnix, NBDGroup: o.NBDGroup,
 		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log, Points: o.points(),
-		SpaceWarn: o.SpaceWarn / 100, SpaceCheck: o.SpaceCheck})
+		SpaceWarn: o.SpaceWarn / 100, SpaceCheck: o.SpaceCheck, NoHashTrees: !o.HashTree})
 	if err != nil {
 		return err
 	}

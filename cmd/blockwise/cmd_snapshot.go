@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -33,6 +34,12 @@ func init() {
 			return runSnapshotList(cmd.Context(), globals, a, cmd.OutOrStdout())
 		},
 	}
+	show := &cobra.Command{
+		Use: "show DISK SNAPSHOT", Short: "Describe a snapshot with its hash-tree root (waits while the host computes it)", Args: args(2, 2),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runSnapshotShow(cmd.Context(), globals, a, cmd.OutOrStdout())
+		},
+	}
 	rm := &cobra.Command{
 		Use: "rm DISK SNAPSHOT", Short: "Remove a snapshot; waits for its consolidation", Args: args(2, 2),
 		RunE: func(cmd *cobra.Command, a []string) error {
@@ -40,7 +47,7 @@ func init() {
 		},
 	}
 	rm.Flags().BoolVar(&snapOpts.NoWait, "no-wait", false, "return once consolidation started; prints the task")
-	snapshotCmd.AddCommand(create, list, rm)
+	snapshotCmd.AddCommand(create, list, show, rm)
 	rootCmd.AddCommand(snapshotCmd)
 }
 
@@ -77,9 +84,36 @@ func runSnapshotList(ctx context.Context, g globalOptions, a []string, out io.Wr
 	}
 	var rows [][]string
 	for _, s := range snaps {
-		rows = append(rows, []string{s.ID, s.Created.Local().Format("2006-01-02 15:04:05"), human(s.Size), orDash(s.ChangeID), s.Description})
+		rows = append(rows, snapshotRow(s))
 	}
-	return table(out, "ID\tCREATED\tSIZE\tCHANGE ID\tDESCRIPTION", rows)
+	return table(out, snapshotHeader, rows)
+}
+
+const snapshotHeader = "ID\tCREATED\tSIZE\tCHANGE ID\tROOT\tDESCRIPTION"
+
+// snapshotRow is a snapshot's line; ROOT is "-" while the host computes it.
+func snapshotRow(s client.Snapshot) []string {
+	return []string{s.ID, s.Created.Local().Format("2006-01-02 15:04:05"), human(s.Size), orDash(s.ChangeID), orDash(s.Root), s.Description}
+}
+
+// runSnapshotShow waits for the snapshot's root (a disk without a tree
+// shows "-").
+func runSnapshotShow(ctx context.Context, g globalOptions, a []string, out io.Writer) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	if _, err := c.SnapshotRoot(ctx, a[0], a[1]); err != nil && !errors.Is(err, client.ErrNoTree) {
+		return err
+	}
+	s, err := c.Snapshot(ctx, a[0], a[1])
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, s)
+	}
+	return table(out, snapshotHeader, [][]string{snapshotRow(*s)})
 }
 
 func runSnapshotRm(ctx context.Context, g globalOptions, o snapshotOptions, a []string, out io.Writer) error {

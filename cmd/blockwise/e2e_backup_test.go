@@ -57,12 +57,16 @@ func TestE2EBackupGenerations(t *testing.T) {
 		if snaps := e.hostSnapshots(t, "vm"); len(snaps) != 0 {
 			t.Fatalf("gen %d: backup left snapshots on the host: %+v", g, snaps)
 		}
+		checkPointRoot(t, s, ref)
 		gens = append(gens, gen{s.ID, ref})
 		// What the catalogue says must match what the backup said.
 		rows := e.points(t)
 		if len(rows) != g+1 || rows[g].ID != s.ID || int64(rows[g].Read) != s.Read || rows[g].NewBytes != s.NewBytes ||
 			int64(rows[g].Changed) != s.Changed || s.Changed == 0 {
 			t.Fatalf("gen %d: points --json %+v, backup said %+v", g, rows, s)
+		}
+		if rows[g].Root != s.Root {
+			t.Fatalf("gen %d: points says root %q, backup said %q", g, rows[g].Root, s.Root)
 		}
 		if g > 0 && rows[g].Read > uint64(blocks*e2eBlock*3/2) {
 			t.Fatalf("gen %d: points reports %d bytes read for an incremental touching %d blocks", g, rows[g].Read, blocks)

@@ -25,7 +25,7 @@ const (
 	exitNotFound     = 3  // disk, snapshot or export not found
 	exitInvalid      = 4  // change ID invalid: a full backup (or a whole restore instead of a rollback) is needed
 	exitBusy         = 5  // disk locked by another process or operation in progress
-	exitCorrupt      = 6  // on-disk data failed validation (a damaged key file or key slot too), or the repository's index is incomplete
+	exitCorrupt      = 6  // on-disk data failed validation (a damaged key file or key slot too), the repository's index is incomplete, or a restore point's root is not the host's (backup) or the restored image's (restore --verify)
 	exitUnauthorized = 7  // the host refused the token, or a wrong repository password
 	exitCheckFailed  = 8  // repo check found errors
 	exitNoSpace      = 9  // the datastore is full: free space and retry (nothing was changed)
@@ -80,7 +80,7 @@ func classify(err error) int {
 		errors.Is(err, client.ErrMiscompare), errors.Is(err, client.ErrSectorLeaseHeld), errors.Is(err, client.ErrSectorLeaseLost):
 		return exitBusy
 	case errors.Is(err, client.ErrCorrupt), errors.Is(err, disk.ErrCorrupt), errors.Is(err, repo.ErrCorrupt), errors.Is(err, fileres.ErrDamaged),
-		errors.Is(err, overlay.ErrCorrupt):
+		errors.Is(err, overlay.ErrCorrupt), errors.Is(err, backup.ErrRootMismatch):
 		return exitCorrupt
 	case errors.Is(err, client.ErrUnauthorized), errors.Is(err, repo.ErrWrongPassword):
 		return exitUnauthorized

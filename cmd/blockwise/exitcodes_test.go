@@ -113,6 +113,7 @@ func TestExitCodes(t *testing.T) {
 		{"client corrupt", problem(wire.ProblemCorrupt), exitCorrupt},
 		{"disk corrupt", fmt.Errorf("journal: %w", disk.ErrCorrupt), exitCorrupt},
 		{"repo corrupt", fmt.Errorf("pack 1234: %w", repo.ErrCorrupt), exitCorrupt},
+		{"root mismatch", fmt.Errorf("backup vm: %w: leaf 3 at offset 196608", backup.ErrRootMismatch), exitCorrupt},
 		{"fileres damaged", &fileres.VolumeError{Volume: "part1", Found: "ext2/3/4", Err: fmt.Errorf("ext: bad superblock magic: %w", fileres.ErrDamaged)}, exitCorrupt},
 		{"repo incomplete", fmt.Errorf("%w: blob abcd: %w", repo.ErrIncomplete, repo.ErrNotFound), exitCorrupt},
 

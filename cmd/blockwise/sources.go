@@ -119,7 +119,7 @@ func backupSource(ctx context.Context, g globalOptions, o backupOptions, r *repo
 	for _, disk := range src.Disks() {
 		bar := newProgress(errOut, disk)
 		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: src, Repo: r, Open: src.OpenView,
-			Workers: o.Workers, Full: o.Full, Progress: bar.update})
+			Workers: o.Workers, Full: o.Full, NoProve: o.NoProve, Progress: bar.update})
 		bar.finish()
 		outs = append(outs, backupOutcome{disk: disk, res: res, at: time.Now()})
 		if err == nil {

@@ -10,7 +10,8 @@ import (
 )
 
 // changes is QueryChangedDiskAreas: the snapshot's areas changed since
-// changeId ("*" for every allocated area), one page from startOffset.
+// changeId ("*" for every allocated area), one page from startOffset;
+// leaves=true adds each area's hash-tree leaves (waiting up to wait=).
 func (s *Server) changes(r *http.Request) (int, any, error) {
 	d, name, err := s.openDisk(r)
 	if err != nil {
@@ -36,7 +37,17 @@ func (s *Server) changes(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, snapErr(fmt.Errorf("disk %s@%s: %w", name, snap, err))
 	}
-	return http.StatusOK, changedAreas(ca), nil
+	out := changedAreas(ca)
+	if q.Get("leaves") == "true" {
+		t, _, err := s.snapshotTree(r, d, name, snap)
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := addLeaves(&out, t); err != nil {
+			return 0, nil, snapErr(fmt.Errorf("disk %s@%s: %w", name, snap, err))
+		}
+	}
+	return http.StatusOK, out, nil
 }
 
 func changedAreas(ca *disk.ChangedAreas) wire.ChangedAreas {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net/http"
 
@@ -80,7 +81,11 @@ func snapshots(in []disk.SnapshotInfo) []wire.Snapshot {
 }
 
 func snapshot(s disk.SnapshotInfo) wire.Snapshot {
-	return wire.Snapshot{ID: s.ID, Description: s.Description, Created: s.Created, Size: s.Size, ChangeID: s.ChangeID}
+	out := wire.Snapshot{ID: s.ID, Description: s.Description, Created: s.Created, Size: s.Size, ChangeID: s.ChangeID}
+	if s.TreeBlockSize != 0 {
+		out.Root, out.TreeBlockSize = hex.EncodeToString(s.Root[:]), s.TreeBlockSize
+	}
+	return out
 }
 
 func (s *Server) createDisk(r *http.Request) (int, any, error) {

@@ -66,6 +66,9 @@ var titles = map[string]string{
 	wire.ProblemPolicyNotFound:      "policy not found",
 	wire.ProblemPolicyExists:        "policy already exists",
 	wire.ProblemForbidden:           "forbidden",
+	wire.ProblemTreePending:         "snapshot hash tree still being computed",
+	wire.ProblemNoTree:              "snapshot has no hash tree",
+	wire.ProblemRootMismatch:        "replica point's root differs from the source's",
 }
 
 // what says which object an engine ErrNotFound or ErrExists is about.
@@ -120,6 +123,10 @@ func classify(err error, w what) (int, string) {
 		return http.StatusConflict, wire.ProblemReadOnly
 	case errors.Is(err, disk.ErrInvalid):
 		return http.StatusBadRequest, wire.ProblemInvalidRequest
+	case errors.Is(err, disk.ErrTreePending):
+		return http.StatusServiceUnavailable, wire.ProblemTreePending
+	case errors.Is(err, disk.ErrNoTree):
+		return http.StatusConflict, wire.ProblemNoTree
 	case errors.Is(err, disk.ErrCorrupt):
 		return http.StatusInternalServerError, wire.ProblemCorrupt
 	case errors.Is(err, host.ErrClosed), errors.Is(err, disk.ErrClosed):

@@ -112,6 +112,7 @@ func (s *Server) registerRoutes() {
 	s.route("POST /v1/disks/{disk}/snapshots", s.createSnapshot)
 	s.route("GET /v1/disks/{disk}/snapshots/{snap}", s.getSnapshot)
 	s.route("DELETE /v1/disks/{disk}/snapshots/{snap}", s.deleteSnapshot)
+	s.route("GET /v1/disks/{disk}/snapshots/{snap}/root", s.snapshotRoot)
 	s.route("GET /v1/disks/{disk}/snapshots/{snap}/exports", s.snapshotExports)
 	s.route("POST /v1/disks/{disk}/snapshots/{snap}/attach", s.attachSnapshot)
 	s.route("DELETE /v1/disks/{disk}/snapshots/{snap}/attach/{id}", s.detachSnapshot)

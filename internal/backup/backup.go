@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/hashtree"
 	"github.com/blockwise/blockwise/internal/quiesce"
 	"github.com/blockwise/blockwise/internal/repo"
 	"github.com/blockwise/blockwise/internal/retry"
@@ -47,6 +48,10 @@ type Snapshot struct {
 	// snapshot, "crash" when it was not, "" when the host does not say;
 	// ConsistencyReason says why. Both are recorded in the restore point.
 	Consistency, ConsistencyReason string
+	// TreeBlockSize is the block size of the host's hash tree of the
+	// disk (the leaves of the snapshot's root); 0 when the host does not
+	// say (DefaultTreeBlockSize, or the parent point's, is used).
+	TreeBlockSize int
 }
 
 // Area is a changed byte range.
@@ -117,6 +122,10 @@ type Options struct {
 	// snapshot and records the point's consistency; sources that quiesce
 	// themselves (a QEMU or libvirt source) leave it nil.
 	Quiesce *quiesce.Options
+	// NoProve skips the hash tree: the point gets no root and is not
+	// proven, and neither are the incrementals after it until a full
+	// backup (for measuring what the proof costs).
+	NoProve bool
 }
 
 // DefaultSnapshotWait is Options.SnapshotWait's default.
@@ -138,9 +147,20 @@ type Result struct {
 	Duration  time.Duration
 	// Phases is where Duration went, in order: "prepare" (parent lookup,
 	// stale snapshots), "snapshot", "changes" (QueryChangedAreas),
-	// "copy" (read, hash, compress, encrypt, store), "commit" and
+	// "copy" (read, hash, compress, encrypt, store), "prove" (the root
+	// compared with the host's, and any re-read), "commit" and
 	// "release" (deleting the snapshot).
 	Phases []Phase
+	// Root is the root of the point's hash tree (docs/format.md, H3);
+	// zero when the point has none, RootNote saying why.
+	Root hashtree.Hash
+	// RootProven: the host's root of the snapshot equals Root.
+	RootProven bool
+	// RootNote says why a root is missing or not proven, or how a
+	// mismatch was healed; empty for a plainly proven root.
+	RootNote string
+	// RereadBytes were read a second time after a root mismatch.
+	RereadBytes int64
 }
 
 // Phase is one step of a backup and its wall time.
@@ -158,7 +178,7 @@ type phaseClock struct {
 }
 
 // nextPhase is the phase that follows each one.
-var nextPhase = map[string]string{"prepare": "snapshot", "snapshot": "changes", "changes": "copy", "copy": "commit", "commit": "release"}
+var nextPhase = map[string]string{"prepare": "snapshot", "snapshot": "changes", "changes": "copy", "copy": "prove", "prove": "commit", "commit": "release"}
 
 func (c *phaseClock) mark(name string) {
 	now := time.Now()
@@ -266,8 +286,7 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 		w.Abort(context.WithoutCancel(ctx))
 		return err
 	}
-	cp := copier{src: src, w: w, chunk: cs, size: res.Snapshot.Size, workers: o.Workers, progress: o.Progress}
-	err = cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes)
+	err = copyAndProve(ctx, o, res, w, src, parent, areas, clock)
 	// Every lent run has been verified by now, and the snapshot is about
 	// to go: its check would fail from here on.
 	w.VerifyBeforeIndex(nil)
@@ -277,9 +296,74 @@ func run(ctx context.Context, o Options, info DiskInfo, res *Result, clock *phas
 		return err
 	}
 	release()
-	clock.mark("copy")
 	res.Manifest, err = w.Commit(ctx)
 	clock.mark("commit")
+	return err
+}
+
+// copyAndProve reads the planned areas into the writer and, unless
+// o.NoProve, hashes them into the point's tree and proves its root
+// against the host's (docs/repository.md, T5) before the caller commits.
+func copyAndProve(ctx context.Context, o Options, res *Result, w *repo.SnapshotWriter, src Source, parent *repo.Manifest, areas []Area, clock *phaseClock) error {
+	cs := int64(o.Repo.Config().ChunkSize)
+	cp := copier{src: src, w: w, chunk: cs, size: res.Snapshot.Size, workers: o.Workers, progress: o.Progress}
+	var hr *hostRoot
+	if rh, ok := o.Host.(RootHost); ok && !o.NoProve {
+		// Asked now, answered while the backup reads: the host computes
+		// it from the blocks CBT marked. A snapshot that does not say
+		// its tree's block size gets its parent's, or the default; a
+		// host tree of another block size then leaves the root unproven.
+		rctx, cancel := context.WithCancel(ctx)
+		hr = fetchRoot(rctx, rh, o.Disk, res.Snapshot.ID)
+		defer func() { cancel(); <-hr.done }()
+	}
+	if o.NoProve {
+		res.RootNote = "not computed (--no-prove)"
+	} else if cp.prove, res.RootNote = newProver(ctx, o, res, parent, areas); cp.prove != nil {
+		areas = withShrunkTail(areas, parent, res.Snapshot.Size, cp.prove.bs)
+	}
+	err := cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes)
+	clock.mark("copy")
+	if err == nil && cp.prove != nil {
+		reread := func(diff []Area) error { return rereadAreas(ctx, &cp, diff, res) }
+		if err = cp.prove.prove(ctx, o, res, hr, reread); err == nil {
+			err = w.SetTree(cp.prove.t, res.RootProven)
+		}
+	}
+	clock.mark("prove")
+	return err
+}
+
+// withShrunkTail adds the image's last block to the areas to read when
+// the disk shrank to a size that ends inside a block: the parent's leaf
+// there hashed bytes now past the end.
+func withShrunkTail(areas []Area, parent *repo.Manifest, size, bs int64) []Area {
+	if parent == nil || int64(parent.Size) <= size || size%bs == 0 {
+		return areas
+	}
+	start := size / bs * bs
+	areas = append(areas, Area{start, size - start})
+	slices.SortFunc(areas, func(a, b Area) int { return cmp.Compare(a.Start, b.Start) })
+	return areas
+}
+
+// rereadAreas reads areas again after a root mismatch, into slots the
+// writer may already have passed (repo.SnapshotWriter.Reopen).
+func rereadAreas(ctx context.Context, cp *copier, areas []Area, res *Result) error {
+	slices.SortFunc(areas, func(a, b Area) int { return cmp.Compare(a.Start, b.Start) })
+	runs := plan(areas, cp.chunk, cp.size)
+	var slots []uint64
+	for _, r := range runs {
+		for s := r.first; s < r.first+r.n; s++ {
+			slots = append(slots, uint64(s))
+		}
+	}
+	if err := cp.w.Reopen(ctx, slots); err != nil {
+		return err
+	}
+	again := copier{src: cp.src, w: cp.w, chunk: cp.chunk, size: cp.size, workers: cp.workers, prove: cp.prove}
+	err := again.run(ctx, runs, &res.RereadBytes)
+	res.ReadBytes += res.RereadBytes
 	return err
 }
 
@@ -457,6 +541,7 @@ type copier struct {
 	chunk, size int64
 	workers     int
 	progress    func(done, total int64)
+	prove       *prover // nil: no tree kept
 	runs        []slotRun
 
 	mu          sync.Mutex
@@ -577,6 +662,11 @@ func (c *copier) putRun(ctx context.Context, first int64, buf []byte) error {
 	for s := int64(0); s*c.chunk < int64(len(buf)); s++ {
 		chunk := buf[s*c.chunk : min((s+1)*c.chunk, int64(len(buf)))]
 		if err := c.w.PutChunk(ctx, uint64(first+s), chunk); err != nil {
+			return err
+		}
+	}
+	if c.prove != nil {
+		if err := c.prove.add(first*c.chunk, buf); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package backup
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/cbt"
 	"github.com/blockwise/blockwise/internal/disk"
+	"github.com/blockwise/blockwise/internal/hashtree"
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/nbd"
 	"github.com/blockwise/blockwise/internal/repo"
@@ -30,6 +32,79 @@ import (
 type testHost struct {
 	h    *host.Host
 	sock string
+
+	mu    sync.Mutex
+	trees map[string]*hashtree.Tree // by snapshot: what SnapshotRoot answered
+}
+
+// SnapshotRoot makes testHost a RootHost: until the engine keeps its own
+// tree, the root of the snapshot's image computed whole
+// (hashtree.Build), which is what the engine's must equal.
+func (th *testHost) SnapshotRoot(ctx context.Context, name, snap string) (hashtree.Hash, int, error) {
+	t, err := th.tree(ctx, name, snap)
+	if err != nil {
+		return hashtree.Hash{}, 0, err
+	}
+	return t.Root(), t.BlockSize(), nil
+}
+
+// SnapshotLeaves makes testHost a LeafHost.
+func (th *testHost) SnapshotLeaves(ctx context.Context, name, snap string, first, n int64) ([]hashtree.Hash, error) {
+	t, err := th.tree(ctx, name, snap)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]hashtree.Hash, n)
+	for i := range out {
+		if out[i], err = t.Leaf(first + int64(i)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (th *testHost) tree(ctx context.Context, name, snap string) (*hashtree.Tree, error) {
+	th.mu.Lock()
+	defer th.mu.Unlock()
+	if t, ok := th.trees[snap]; ok {
+		return t, nil
+	}
+	d, s, err := th.openSnapshot(name, snap)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	t, err := hashtree.Build(ctx, s, s.Size(), DefaultTreeBlockSize, 2)
+	if err != nil {
+		return nil, err
+	}
+	// Once the engine keeps its own tree, it must be this one.
+	if _, root, err := d.SnapshotTree(ctx, snap); err == nil && root != t.Root() {
+		return nil, fmt.Errorf("the engine's root of %s is %x, its image's %x", snap, root[:8], t.Root())
+	} else if err != nil && !errors.Is(err, disk.ErrNoTree) {
+		return nil, err
+	}
+	if th.trees == nil {
+		th.trees = map[string]*hashtree.Tree{}
+	}
+	th.trees[snap] = t
+	return t, nil
+}
+
+// checkRoot checks that a backup's point holds the root the host gave
+// for its snapshot, proven: every backup test goes through it.
+func (th *testHost) checkRoot(t *testing.T, res *Result) {
+	t.Helper()
+	th.mu.Lock()
+	want, ok := th.trees[res.Snapshot.ID]
+	th.mu.Unlock()
+	if !ok {
+		t.Fatalf("the backup never asked for the root of snapshot %s", res.Snapshot.ID)
+	}
+	root := want.Root()
+	if !res.RootProven || res.Root != root || res.Manifest.Tree == nil || res.Manifest.Tree.Root != hex.EncodeToString(root[:]) || !res.Manifest.Tree.Proven {
+		t.Fatalf("point root %x (proven %v, %q), manifest tree %+v; host's root %x", res.Root, res.RootProven, res.RootNote, res.Manifest.Tree, root)
+	}
 }
 
 func (th *testHost) Disk(ctx context.Context, name string) (DiskInfo, error) {
@@ -65,12 +140,17 @@ func (th *testHost) CreateSnapshot(ctx context.Context, name, desc string) (Snap
 	return Snapshot{ID: s.ID, ChangeID: s.ChangeID, Size: s.Size, Created: s.Created}, err
 }
 
-func (th *testHost) ChangedAreas(ctx context.Context, name, snap string, start int64, since string) (*Areas, error) {
+func (th *testHost) openSnapshot(name, snap string) (*disk.Disk, *disk.Snapshot, error) {
 	d, err := th.h.Disk(name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s, err := d.OpenSnapshot(snap)
+	return d, s, err
+}
+
+func (th *testHost) ChangedAreas(ctx context.Context, name, snap string, start int64, since string) (*Areas, error) {
+	_, s, err := th.openSnapshot(name, snap)
 	if err != nil {
 		return nil, err
 	}
@@ -156,8 +236,30 @@ func checkAfterTest(t *testing.T, be backend.Backend) {
 		if err != nil {
 			return err
 		}
-		return res.Err()
+		if err := res.Err(); err != nil {
+			return err
+		}
+		return checkRootsProven(ctx, r, res)
 	})
+}
+
+// checkRootsProven: check --read-data proved the root of every point
+// that has one.
+func checkRootsProven(ctx context.Context, r *repo.Repository, res *repo.CheckResult) error {
+	ms, err := r.ListManifests(ctx)
+	if err != nil {
+		return err
+	}
+	with := 0
+	for _, m := range ms {
+		if m.Tree != nil {
+			with++
+		}
+	}
+	if res.RootsProven != with {
+		return fmt.Errorf("check proved %d roots of %d points with one", res.RootsProven, with)
+	}
+	return nil
 }
 
 func (f *fixture) backup(t *testing.T, name string) *Result {
@@ -166,6 +268,7 @@ func (f *fixture) backup(t *testing.T, name string) *Result {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.th.checkRoot(t, res)
 	return res
 }
 

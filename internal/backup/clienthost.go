@@ -63,7 +63,7 @@ func (h ClientHost) CreateSnapshot(ctx context.Context, name, desc string) (Snap
 	if err != nil {
 		return Snapshot{}, hostErr(err)
 	}
-	return Snapshot{ID: s.ID, ChangeID: s.ChangeID, Size: s.Size, Created: s.Created}, nil
+	return Snapshot{ID: s.ID, ChangeID: s.ChangeID, Size: s.Size, Created: s.Created, TreeBlockSize: s.TreeBlockSize}, nil
 }
 
 // ChangedAreas implements Host.

@@ -40,12 +40,20 @@
 //     restore point. A host that quiesces by itself (a QEMU or libvirt
 //     source) sets it; for others Options.Quiesce brackets CreateSnapshot
 //     with a freeze (internal/quiesce).
+//   - proof: the point's hash tree (docs/repository.md, T1–T6) is its
+//     parent's with the leaves of every block read set as they are read
+//     (prover); its root is compared with a RootHost's root of the
+//     snapshot before the commit. A mismatch is located (a LeafHost's
+//     leaves, else the blocks read), re-read once through the writer
+//     (repo.SnapshotWriter.Reopen), and fails with ErrRootMismatch if it
+//     persists. Hosts without a tree get a computed, unproven root.
 //
 // Flow of Run: lease → snapshot → changed areas since the change ID of the disk's
 // last restore point in this repository ("*" for the first, or when the
 // host says the ID is invalid: a full read of allocated areas, and the
 // result says why) → read the planned slots through the Source with
-// bounded workers, with the parent's lost slots → PutChunk → Commit (the manifest is written last).
+// bounded workers, with the parent's lost slots → PutChunk (and leaves) →
+// prove the root → Commit (the manifest is written last).
 // The snapshot is deleted whatever happens: from the moment the last read
 // is done, in the background while Commit runs (it is not needed after
 // that), and Run waits for the deletion before it returns.

@@ -58,6 +58,10 @@ type RestoreResult struct {
 	BytesWritten int64
 	ZeroSlots    int64
 	Verified     int64 // chunks read back from the target and compared
+	// RootVerified: with ReadBack, the restored image was hashed whole
+	// and has the point's root (false for a point without one, or a
+	// partial restore).
+	RootVerified bool
 	Duration     time.Duration
 }
 
@@ -97,6 +101,9 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 	}
 	if o.ReadBack {
 		if err := verifySlots(ctx, o, im, sums, res); err != nil {
+			return nil, fmt.Errorf("restore: verify: %w", err)
+		}
+		if err := verifyRoot(ctx, o, im.Manifest(), res); err != nil {
 			return nil, fmt.Errorf("restore: verify: %w", err)
 		}
 	}

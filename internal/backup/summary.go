@@ -33,6 +33,14 @@ type Summary struct {
 	// backup: "unlock" (key derivation) and "index". A host that keeps
 	// the repository open reports 0 for its later backups.
 	Open map[string]float64 `json:"open"`
+	// Root is the hex of the point's hash-tree root (docs/format.md H3),
+	// empty when it has none; RootProven: the host's root was equal;
+	// RootNote: why not, or how a mismatch healed (Result.RootNote).
+	Root       string `json:"root,omitempty"`
+	RootProven bool   `json:"rootProven"`
+	RootNote   string `json:"rootNote,omitempty"`
+	// Reread: bytes read a second time after a root mismatch.
+	Reread int64 `json:"rereadBytes,omitempty"`
 }
 
 // Summarize describes a finished backup of disk, read through transport.
@@ -44,6 +52,10 @@ func Summarize(disk string, res *Result, transport string, ot repo.OpenTimes) Su
 	if res.Parent != nil {
 		s.Parent = res.Parent.ID.String()
 	}
+	if res.Manifest.Tree != nil {
+		s.Root = res.Manifest.Tree.Root
+	}
+	s.RootProven, s.RootNote, s.Reread = res.RootProven, res.RootNote, res.RereadBytes
 	s.Open = map[string]float64{"unlock": ot.Unlock.Seconds(), "index": ot.Index.Seconds()}
 	s.Phases = map[string]float64{}
 	for _, p := range res.Phases {

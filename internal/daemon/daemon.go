@@ -73,6 +73,9 @@ type Options struct {
 	// (0: DefaultSpaceCheck).
 	SpaceWarn  float64
 	SpaceCheck time.Duration
+	// NoHashTrees: the disks keep no snapshot hash trees (snapshot roots
+	// answer tree-unavailable); docs/format.md T1–T5.
+	NoHashTrees bool
 	// Points serves the files of a repository's restore points over
 	// the API (nil: none).
 	Points api.Points
@@ -116,7 +119,7 @@ func New(o Options) (_ *Daemon, err error) {
 	if d.log == nil {
 		d.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	ds, err := disk.OpenDatastore(o.Datastore)
+	ds, err := disk.OpenDatastore(o.Datastore, disk.WithHashTrees(!o.NoHashTrees))
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,8 @@ type Datastore struct {
 	boot    string
 	bootSet bool
 	reserve int64 // journalReserve; tests set a smaller one
+	// noTrees: the disks keep no snapshot hash trees (WithHashTrees).
+	noTrees bool
 }
 
 // DatastoreOption configures OpenDatastore (and the direct readers).
@@ -60,6 +62,13 @@ func WithFS(fsys vfs.FS) DatastoreOption {
 // recovers from its coarse regions only.
 func WithBootID(id string) DatastoreOption {
 	return func(ds *Datastore) { ds.boot, ds.bootSet = id, true }
+}
+
+// WithHashTrees turns the snapshot hash trees (docs/format.md, "Hash
+// tree") on (the default) or off; off, SnapshotTree answers ErrNoTree.
+// bench/engine.sh compares the two.
+func WithHashTrees(on bool) DatastoreOption {
+	return func(ds *Datastore) { ds.noTrees = !on }
 }
 
 // options is a datastore as opts configure it.

@@ -80,9 +80,11 @@ type Disk struct {
 	// step between reading a run and punching its zero grains.
 	afterReclaimRead func()
 	stripe           [stripes]sync.Mutex
-	bg               sync.WaitGroup
-	cancel           context.CancelFunc
-	ctx              context.Context
+	// trees is the hash tree of every snapshot (tree.go); set by Open.
+	trees  *trees
+	bg     sync.WaitGroup
+	cancel context.CancelFunc
+	ctx    context.Context
 
 	mu struct {
 		sync.Mutex
@@ -198,13 +200,21 @@ func (ds *Datastore) openDir(dir, name string) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w: %v", name, ErrBusy, err)
 	}
-	d := &Disk{dir: dir, fs: ds.fs, boot: ds.boot, reserve: ds.reserve, lock: lock}
+	d := &Disk{dir: dir, fs: ds.fs, boot: ds.boot, reserve: ds.reserve, lock: lock, trees: newTrees(true, 0)}
 	d.mu.views = map[string]int{}
 	if err := d.load(); err != nil {
 		d.closeFiles()
 		return nil, fmt.Errorf("disk %s: %w", name, err)
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
+	if d.tracker != nil && !ds.noTrees {
+		d.trees = newTrees(false, int(d.tracker.Config().Granularity))
+	}
+	if err := d.loadTrees(); err != nil {
+		d.closeFiles()
+		return nil, fmt.Errorf("disk %s: hash trees: %w", name, err)
+	}
+	d.startTrees()
 	if d.merge != nil {
 		d.startMerge() // resume a consolidation interrupted by a stop
 	}

@@ -40,6 +40,12 @@ var (
 	// ErrInvalid: a request the engine cannot take as asked (an unknown
 	// provisioning mode, overlapping copy ranges, a reclaim of a thick disk).
 	ErrInvalid = errors.New("invalid request")
+	// ErrTreePending: the snapshot's hash tree is still being computed
+	// (docs/format.md, "Hash tree"); wait and ask again.
+	ErrTreePending = errors.New("snapshot hash tree still being computed")
+	// ErrNoTree: the snapshot has no hash tree and will get none (the
+	// disk tracks no changes, or the datastore keeps no trees).
+	ErrNoTree = errors.New("snapshot has no hash tree")
 )
 
 // noSpace marks a file-system "full" error with ErrNoSpace (keeping the

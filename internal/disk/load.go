@@ -189,7 +189,7 @@ func (d *Disk) logIntent(recs []cbt.Record, sync bool) error {
 // gc removes files of this disk that disk.meta does not name: leftovers of
 // an interrupted checkpoint, replaced maps, merged layers.
 func (d *Disk) gc() {
-	keep := map[string]bool{metaName: true, lockName: true, journalName(d.meta.Gen): true}
+	keep := map[string]bool{metaName: true, lockName: true, journalName(d.meta.Gen): true, treeDirName: true}
 	for _, l := range d.meta.Layers {
 		keep[l.Data], keep[l.Map] = true, true
 	}

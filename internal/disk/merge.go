@@ -113,6 +113,8 @@ func (d *Disk) DeleteSnapshot(id string) (*Task, error) {
 		return nil, err
 	}
 	d.merge = ms
+	d.trees.drop(id)
+	d.removeTree(id) // T5
 	return d.startMerge(), nil
 }
 

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/hashtree"
 )
 
 // long runs the long randomized and crash modes (BLOCKWISE_LONG=1).
@@ -225,11 +227,57 @@ func (m *model) reopen(crash bool) {
 	} else if err := m.d.Close(); err != nil {
 		m.fail("close: %v", err)
 	}
+	m.damageTree()
 	d, err := m.ds.Open("m")
 	if err != nil {
 		m.fail("reopen: %v", err)
 	}
 	m.d = d
+}
+
+// damageTree removes or corrupts a snapshot's tree file, as a crash
+// before its rename or a bad sector would (T4: it is recomputed).
+func (m *model) damageTree() {
+	if len(m.order) == 0 || m.rng.Intn(2) == 0 {
+		return
+	}
+	id := m.order[m.rng.Intn(len(m.order))]
+	p := filepath.Join(m.d.Path(), treeDirName, id+".tree")
+	if m.rng.Intn(2) == 0 {
+		os.Remove(p)
+		m.log = append(m.log, "remove tree of "+id)
+		return
+	}
+	if b, err := os.ReadFile(p); err == nil && len(b) > 0 {
+		b[m.rng.Intn(len(b))] ^= 0x40
+		os.WriteFile(p, b, 0o600)
+		m.log = append(m.log, "corrupt tree of "+id)
+	}
+}
+
+// verifyTree checks the snapshot's root (computed in the background,
+// incrementally from an older snapshot's tree) against a full Build of
+// the snapshot's image.
+func (m *model) verifyTree(id string, data []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tr, root, err := m.d.SnapshotTree(ctx, id)
+	if err != nil {
+		m.fail("tree of snapshot %s: %v", id, err)
+	}
+	want, err := hashtree.Build(ctx, bytes.NewReader(data), int64(len(data)), int(m.cbtG), 1)
+	if err != nil {
+		m.fail("build %s: %v", id, err)
+	}
+	if w := want.Root(); root != w || tr.Size() != int64(len(data)) {
+		d, _ := hashtree.Diff(tr, want, 5)
+		m.fail("snapshot %s: root %x, a full build %x (size %d, %d); leaves differ: %v", id, root[:8], w[:8], tr.Size(), len(data), d)
+	}
+	for _, si := range m.d.Snapshots() {
+		if si.ID == id && (si.Root != root || si.TreeBlockSize != int(m.cbtG)) {
+			m.fail("snapshot %s: info root %x, tree %x", id, si.Root[:8], root[:8])
+		}
+	}
 }
 
 // vaai runs one of the offloads: a copy (from the live disk or a
@@ -394,6 +442,7 @@ func (m *model) verifySnap(id string) {
 	if i := firstDiff(got, ms.data); i >= 0 {
 		m.fail("snapshot %s differs at %d", id, i)
 	}
+	m.verifyTree(id, ms.data)
 	ca, err := s.ChangedAreas(0, cbt.Any)
 	if err != nil {
 		m.fail("allocated areas of %s: %v", id, err)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/blockwise/blockwise/internal/hashtree"
 )
 
 // SnapshotInfo describes a snapshot.
@@ -15,6 +17,11 @@ type SnapshotInfo struct {
 	Created     time.Time
 	Size        int64
 	ChangeID    string // the change ID of the disk's state at the snapshot ("" without CBT)
+	// Root is the snapshot image's hash-tree root (docs/format.md H3),
+	// TreeBlockSize its leaf unit; zero while the tree is computed or
+	// when the disk keeps none (SnapshotTree waits for it).
+	Root          hashtree.Hash
+	TreeBlockSize int
 }
 
 func (d *Disk) snapInfo(s snapMeta) SnapshotInfo {
@@ -22,6 +29,7 @@ func (d *Disk) snapInfo(s snapMeta) SnapshotInfo {
 	if d.tracker != nil {
 		info.ChangeID = fmt.Sprintf("%s/%d", s.ChangeUUID, s.ChangeSeq)
 	}
+	d.trees.info(&info)
 	return info
 }
 
@@ -69,6 +77,7 @@ func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 		d.fs.Remove(nl.f.Name()) // not committed: the disk is as it was
 		return SnapshotInfo{}, err
 	}
+	d.trees.enqueue(id) // computed in the background (T2): not waited for here
 	return d.snapInfo(s), nil
 }
 

@@ -51,6 +51,13 @@ func (t *Tree) refitPage(p int) {
 		return
 	}
 	n := t.pageLen(p)
+	if pg.levels == nil {
+		i, _ := sparseFind(pg.sparse, n) // leaves past the new end go
+		cp := &page{sparse: slices.Clone(pg.sparse[:i])}
+		cp.top = t.sparseTop(cp.sparse, 0, n)
+		t.pages[p], t.shared[p] = cp, false
+		return
+	}
 	leaves := pg.levels[0]
 	if len(leaves) == n {
 		return
@@ -96,7 +103,7 @@ func Diff(a, b *Tree, limit int) ([]int64, error) {
 // leaves; the slice is the tree's own: do not modify it.
 func (t *Tree) PageLeavesOf(p int) []Hash {
 	if pg := t.pages[p]; pg != nil {
-		return pg.levels[0]
+		return t.fullLeaves(pg, t.pageLen(p))
 	}
 	return nil
 }

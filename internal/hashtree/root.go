@@ -30,26 +30,23 @@ func (t *Tree) Top() Hash {
 func (t *Tree) flushPages() {
 	for _, p := range t.dirty {
 		pg := t.pages[p]
-		updateLevels(pg.levels, pg.dirty)
+		if pg.levels == nil {
+			pg.top = t.sparseTop(pg.sparse, 0, t.pageLen(p))
+		} else {
+			updateLevels(pg.levels, pg.dirty)
+		}
 		pg.dirty = pg.dirty[:0]
 	}
 }
 
 // pageTop is page p's top node; a page not stored is all zero leaves.
 func (t *Tree) pageTop(p int) Hash {
-	if pg := t.pages[p]; pg != nil {
-		return top(pg.levels)
+	pg := t.pages[p]
+	switch {
+	case pg == nil:
+		return t.zeroTop(t.pageLen(p))
+	case pg.levels == nil:
+		return pg.top
 	}
-	n := t.pageLen(p)
-	if h, ok := t.zeroTops[n]; ok {
-		return h
-	}
-	leaves := make([]Hash, n)
-	z := ZeroLeaf(t.blockSize)
-	for i := range leaves {
-		leaves[i] = z
-	}
-	h := top(buildLevels(leaves))
-	t.zeroTops[n] = h
-	return h
+	return top(pg.levels)
 }

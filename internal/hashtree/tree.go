@@ -20,11 +20,15 @@ var (
 	ErrCorrupt   = errors.New("hashtree: corrupt encoded tree")
 )
 
-// page holds its leaves and every node above them, levels[0] being the
-// leaves and the last level its top.
+// page is dense or sparse (sparse.go). Dense, it holds its leaves and
+// every node above them, levels[0] being the leaves and the last level
+// its top. Sparse (levels nil), it holds its leaves that are not the
+// zero-block leaf and its top.
 type page struct {
 	levels [][]Hash
-	dirty  []int // leaf indexes set since the levels were last updated
+	dirty  []int // leaf indexes set since the levels (or top) were last updated
+	sparse []sparseLeaf
+	top    Hash // sparse only
 }
 
 // Tree is the hash tree of one image. The zero value is not usable; a
@@ -38,7 +42,8 @@ type Tree struct {
 	dirty     []int   // pages whose top changed since upper was built
 	upper     [][]Hash
 	upperOK   bool
-	zeroTops  map[int]Hash // leaves in a page -> top of that many zero leaves
+	zeroTops  map[int]Hash     // leaves in a page -> top of that many zero leaves
+	zeroPages map[int][][]Hash // leaves in a page -> levels of that many zero leaves
 }
 
 // ValidBlockSize reports whether blockSize is allowed.
@@ -71,11 +76,16 @@ func (t *Tree) setSize(size int64) {
 	t.upperOK = false
 }
 
-// Size is the image size in bytes; BlockSize the leaf unit; Leaves the
-// number of leaves.
-func (t *Tree) Size() int64    { return t.size }
+// Size is the image size in bytes.
+func (t *Tree) Size() int64 { return t.size }
+
+// BlockSize is the leaf unit in bytes.
 func (t *Tree) BlockSize() int { return t.blockSize }
-func (t *Tree) Leaves() int64  { return t.leaves }
+
+// Leaves is the number of leaves.
+func (t *Tree) Leaves() int64 { return t.leaves }
+
+// PageCount is the number of pages (H4), stored or not.
 func (t *Tree) PageCount() int { return len(t.pages) }
 
 // pageLen is how many leaves page p holds (the last may be partial).
@@ -92,7 +102,7 @@ func (t *Tree) Leaf(i int64) (Hash, error) {
 	if pg == nil {
 		return ZeroLeaf(t.blockSize), nil
 	}
-	return pg.levels[0][i&(PageLeaves-1)], nil
+	return t.pageLeaf(pg, int(i&(PageLeaves-1))), nil
 }
 
 // Set makes h leaf i. Nodes above it are updated when Root is next asked.
@@ -103,15 +113,35 @@ func (t *Tree) Set(i int64, h Hash) error {
 	p := int(i >> PageShift)
 	pg := t.writablePage(p)
 	j := int(i & (PageLeaves - 1))
-	if pg.levels[0][j] == h {
-		return nil
+	if pg.levels == nil {
+		if !t.setSparse(pg, j, h) {
+			return nil
+		}
+		if len(pg.sparse) > sparseMax {
+			t.densify(pg, t.pageLen(p)) // levels now up to date: j is not dirty
+			t.markDirty(p, pg, -1)
+			return nil
+		}
+	} else {
+		if pg.levels[0][j] == h {
+			return nil
+		}
+		pg.levels[0][j] = h
 	}
+	t.markDirty(p, pg, j)
+	return nil
+}
+
+// markDirty records that page p changed (leaf j of a dense page; -1: the
+// page's nodes are up to date, only its top moved).
+func (t *Tree) markDirty(p int, pg *page, j int) {
 	if len(pg.dirty) == 0 {
 		t.dirty = append(t.dirty, p)
 	}
-	pg.levels[0][j] = h
+	if j < 0 {
+		j = 0 // recomputing a node of an up-to-date page changes nothing
+	}
 	pg.dirty = append(pg.dirty, j)
-	return nil
 }
 
 // SetZero makes leaf i a zero leaf (a hole, a trim, a write of zeroes).
@@ -122,24 +152,46 @@ func (t *Tree) SetZero(i int64) error {
 	return t.Set(i, ZeroLeaf(t.blockSize))
 }
 
+// cloneLevels is a deep copy of a page's levels.
+func cloneLevels(levels [][]Hash) [][]Hash {
+	out := make([][]Hash, len(levels))
+	for k, l := range levels {
+		out[k] = slices.Clone(l)
+	}
+	return out
+}
+
+// zeroLevels are the levels of a page of n zero-block leaves, computed
+// once per tree and length: a page materialized by its first write is a
+// copy (64 KiB) instead of 1023 node hashes.
+func (t *Tree) zeroLevels(n int) [][]Hash {
+	if l, ok := t.zeroPages[n]; ok {
+		return l
+	}
+	leaves := make([]Hash, n)
+	z := ZeroLeaf(t.blockSize)
+	for i := range leaves {
+		leaves[i] = z
+	}
+	l := buildLevels(leaves)
+	if t.zeroPages == nil {
+		t.zeroPages = map[int][][]Hash{}
+	}
+	t.zeroPages[n] = l
+	return l
+}
+
 // writablePage returns page p, built from zero leaves if absent and
 // copied first if a clone shares it.
 func (t *Tree) writablePage(p int) *page {
 	pg := t.pages[p]
 	switch {
 	case pg == nil:
-		leaves := make([]Hash, t.pageLen(p))
-		z := ZeroLeaf(t.blockSize)
-		for i := range leaves {
-			leaves[i] = z
-		}
-		pg = &page{levels: buildLevels(leaves)}
+		pg = &page{top: t.zeroTop(t.pageLen(p))}
+	case t.shared[p] && pg.levels == nil:
+		pg = &page{sparse: slices.Clone(pg.sparse), top: pg.top}
 	case t.shared[p]:
-		cp := &page{levels: make([][]Hash, len(pg.levels))}
-		for k, l := range pg.levels {
-			cp.levels[k] = slices.Clone(l)
-		}
-		pg = cp
+		pg = &page{levels: cloneLevels(pg.levels)}
 	default:
 		return pg
 	}

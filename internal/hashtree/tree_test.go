@@ -175,8 +175,14 @@ func TestEncodeRoundTrip(t *testing.T) {
 	img := image(2500*bs+7, func(b []byte) { copy(b[1200*bs:], "x"); b[len(b)-1] = 1 })
 	tr, _ := Build(context.Background(), bytes.NewReader(img), int64(len(img)), bs, 2)
 	b, _ := tr.MarshalBinary()
-	if got := tr.storedPages(); got != 2 {
-		t.Fatalf("stored pages %d, want 2 (zero pages are not stored)", got)
+	if got := binary.LittleEndian.Uint32(b[24:]); got != 2 || len(b) != headerSize+2*(6+leafRecord)+trailerSize {
+		t.Fatalf("stored pages %d in %d bytes, want 2 of one leaf each (zero pages and leaves are not stored)", got, len(b))
+	}
+	// A page written, then zeroed again, is not stored either.
+	_ = tr.Set(2000, LeafHash([]byte("y"), bs))
+	_ = tr.SetZero(2000)
+	if again, _ := tr.MarshalBinary(); !bytes.Equal(again, b) {
+		t.Fatal("a page of zero leaves changed the encoding")
 	}
 	back, err := Decode(b)
 	if err != nil {

@@ -21,6 +21,9 @@ var (
 	ErrState = errors.New("replication state forbids it")
 	// ErrSplitBrain: both sides took writes since their common point.
 	ErrSplitBrain = errors.New("split-brain: both sides took writes since the last common point")
+	// ErrRootMismatch: the replica's point would not have the source
+	// snapshot's hash-tree root (docs/replication.md R10): refused.
+	ErrRootMismatch = errors.New("replica point's hash-tree root differs from the source snapshot's")
 )
 
 // RPO bounds and defaults.

@@ -29,11 +29,13 @@ var (
 		"Age of the latest complete point this host keeps of a replica group.", []string{"group"}, nil)
 	mReplicaState = prometheus.NewDesc("blockwise_replica_state",
 		"1 for the replica group's state on this host.", []string{"group", "state"}, nil)
+	mRootMismatches = prometheus.NewDesc("blockwise_replica_root_mismatches_total",
+		"Points this host refused because their hash-tree root was not the source snapshot's.", []string{"group"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mAge, mRPO, mViolations, mBytes, mWire, mRate, mState, mReplicaPoints, mReplicaAge, mReplicaState} {
+	for _, d := range []*prometheus.Desc{mAge, mRPO, mViolations, mBytes, mWire, mRate, mState, mReplicaPoints, mReplicaAge, mReplicaState, mRootMismatches} {
 		ch <- d
 	}
 }
@@ -81,5 +83,9 @@ func (c *collector) collectReplicas(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(mReplicaAge, prometheus.GaugeValue, age, n)
 		}
 		ch <- prometheus.MustNewConstMetric(mReplicaState, prometheus.GaugeValue, 1, n, st.State)
+		c.s.target.mm.Lock()
+		mis := c.s.target.mismatches[n]
+		c.s.target.mm.Unlock()
+		ch <- prometheus.MustNewConstMetric(mRootMismatches, prometheus.CounterValue, float64(mis), n)
 	}
 }

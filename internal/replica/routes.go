@@ -237,7 +237,10 @@ func (s *Service) commitCycle(r *http.Request) (int, any, error) {
 	if err := decodeBody(r, &req); err != nil {
 		return 0, nil, err
 	}
-	p, err := s.target.commit(r.Context(), r.PathValue("group"), r.PathValue("cycle"), req.Time)
+	p, err := s.target.commit(r.Context(), r.PathValue("group"), r.PathValue("cycle"), req.Time, req.Roots)
+	if errors.Is(err, ErrRootMismatch) {
+		s.log.Error("replica point refused", "group", r.PathValue("group"), "err", err)
+	}
 	if err != nil {
 		return 0, nil, err
 	}
@@ -281,7 +284,7 @@ func (s *Service) checksums(r *http.Request) (int, any, error) {
 	if err := decodeBody(r, &req); err != nil {
 		return 0, nil, err
 	}
-	sums, err := s.target.checksums(r.PathValue("group"), r.PathValue("disk"), req)
+	sums, err := s.target.checksums(r.Context(), r.PathValue("group"), r.PathValue("disk"), req)
 	if err != nil {
 		return 0, nil, err
 	}

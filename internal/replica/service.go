@@ -56,7 +56,7 @@ func Register(d *daemon.Daemon, log *slog.Logger) *Service {
 	dir := d.Host().Datastore().Dir()
 	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
 	s := &Service{h: d.Host(), api: d.API(), log: log, sources: store{filepath.Join(dir, SourceDir)},
-		target:  &target{h: d.Host(), store: store{filepath.Join(dir, TargetDir)}, tests: map[string]*testCopy{}, progress: map[string]*cycleProgress{}},
+		target:  &target{h: d.Host(), store: store{filepath.Join(dir, TargetDir)}, tests: map[string]*testCopy{}, progress: map[string]*cycleProgress{}, mismatches: map[string]uint64{}},
 		encoder: enc, groups: map[string]*group{}}
 	s.routes()
 	s.api.Registry().MustRegister(&collector{s: s})

@@ -134,7 +134,16 @@ func (g *group) cycle(ctx context.Context) error {
 			g.markResumable()
 			return err
 		}
-		if _, err := g.peer.CommitCycle(ctx, g.st.Config.Name, in.Cycle, wire.CommitCycleRequest{Time: in.Time}); err != nil {
+		roots, err := g.sourceRoots(ctx, in)
+		if err != nil {
+			return err
+		}
+		if _, err := g.peer.CommitCycle(ctx, g.st.Config.Name, in.Cycle, wire.CommitCycleRequest{Time: in.Time, Roots: roots}); err != nil {
+			if errors.Is(err, client.ErrRootMismatch) {
+				g.mu.Lock()
+				g.event("point %d refused by the target: %v (the cycle is resent whole)", in.Seq, err)
+				g.mu.Unlock()
+			}
 			g.markResumable()
 			return err
 		}
@@ -401,6 +410,9 @@ const seedBlock = 64 << 10
 
 // seedAreas compares the snapshot's blocks with the target disk's.
 func (g *group) seedAreas(ctx context.Context, s *disk.Snapshot, rd wire.ReplicationDisk, from int64) ([]wire.Area, error) {
+	if out, ok, err := g.seedLeaves(ctx, s, rd, from); ok || err != nil {
+		return out, err
+	}
 	var out []wire.Area
 	step := int64(seedBlock * 4096)
 	for off := from / seedBlock * seedBlock; off < s.Size(); off += step {

@@ -64,6 +64,10 @@ type target struct {
 	// ready is set once the start's recovery ran (R4): replica routes
 	// answer 503 before.
 	ready atomic.Bool
+	// mismatches counts, by group, points refused for a root mismatch
+	// (R10), for /metrics.
+	mm         sync.Mutex
+	mismatches map[string]uint64
 }
 
 // cycleProgress is a staged cycle's acknowledged offsets by disk.
@@ -271,7 +275,7 @@ func writeFrames(d *disk.Disk, body io.Reader, zstdBody bool, from, to int64) er
 // commit makes the staged cycle a point (POST .../commit): every disk's
 // delta is durable (progress at its size), each disk gets its rp-SEQ
 // snapshot, and only then the group file lists the point (invariant R1).
-func (t *target) commit(ctx context.Context, group, cycle string, when time.Time) (*wire.ReplicationPoint, error) {
+func (t *target) commit(ctx context.Context, group, cycle string, when time.Time, roots map[string]wire.TreeRoot) (*wire.ReplicationPoint, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st, err := t.get(group)
@@ -307,6 +311,12 @@ func (t *target) commit(ctx context.Context, group, cycle string, when time.Time
 			return nil, err
 		}
 		p.Snapshots[rd.Name] = id
+	}
+	if err := t.verifyRoots(ctx, p, roots); err != nil { // R10: before the point is listed
+		if errors.Is(err, ErrRootMismatch) {
+			return nil, t.refusePoint(ctx, st, p, err)
+		}
+		return nil, err
 	}
 	st.Points = append(st.Points, p)
 	st.Staging, st.Dirty = nil, nil
@@ -354,7 +364,7 @@ func (t *target) retain(ctx context.Context, st *replicaState) error {
 // checksums answers BLAKE3-256 sums of a replica disk's live blocks (the
 // seed comparison). Checksummer is the hook where a per-snapshot hash
 // tree can answer instead of reading the disk.
-func (t *target) checksums(group, name string, req wire.ChecksumsRequest) ([]string, error) {
+func (t *target) checksums(ctx context.Context, group, name string, req wire.ChecksumsRequest) ([]string, error) {
 	st, err := t.get(group)
 	if err != nil {
 		return nil, err
@@ -365,6 +375,13 @@ func (t *target) checksums(group, name string, req wire.ChecksumsRequest) ([]str
 	d, err := t.h.Disk(name)
 	if err != nil {
 		return nil, err
+	}
+	if req.Tree {
+		snap, ok := st.last().Snapshots[name]
+		if !ok {
+			snap = pointSnap(st.last().Seq)
+		}
+		return treeLeaves(ctx, d, snap, req)
 	}
 	return blockSums(d, d.Size(), req)
 }
@@ -409,6 +426,10 @@ func problemFor(err error) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return api.NewProblem(http.StatusNotFound, wire.ProblemReplicationNotFound, err.Error())
+	case errors.Is(err, ErrRootMismatch):
+		return api.NewProblem(http.StatusConflict, wire.ProblemRootMismatch, err.Error())
+	case errors.Is(err, disk.ErrNoTree):
+		return api.NewProblem(http.StatusConflict, wire.ProblemNoTree, err.Error())
 	case errors.Is(err, ErrSplitBrain):
 		return api.NewProblem(http.StatusConflict, wire.ProblemSplitBrain, err.Error())
 	case errors.Is(err, ErrState):

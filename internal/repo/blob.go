@@ -143,7 +143,7 @@ func blobErr(e packEntry, pack ID, err error) error {
 
 // maxBlob bounds a blob's plaintext: the largest of a chunk and a page.
 func (r *Repository) maxBlob() uint32 {
-	return max(r.cfg.ChunkSize, uint32(pageMaxSize(r.cfg.PageSlots)))
+	return max(r.cfg.ChunkSize, uint32(pageMaxSize(r.cfg.PageSlots)), treeGroupMax)
 }
 
 // loadBlobFrom fetches and verifies one blob by type and ID via index x.

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/hashtree"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -19,6 +20,9 @@ type CheckResult struct {
 	Packs     int // indexed packs
 	PacksRead int // of them, read whole (CheckOptions.ReadData)
 	Manifests int
+	// RootsProven counts the points whose root Check proved from their
+	// chunks (ReadData without ReadPack; docs/repository.md T6).
+	RootsProven int
 }
 
 // Err joins the errors found (nil when there are none).
@@ -63,7 +67,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckResult, e
 		return res, err
 	}
 	defer x.close()
-	if err := r.checkManifests(ctx, x, res); err != nil {
+	if err := r.checkManifests(ctx, x, res, o); err != nil {
 		return res, err
 	}
 	return res, res.Err()
@@ -200,12 +204,13 @@ func (r *Repository) verifyPack(ctx context.Context, id ID, want []packEntry) ([
 
 // checkManifests walks every manifest's page tree. Pages shared between
 // manifests are checked once.
-func (r *Repository) checkManifests(ctx context.Context, x *index, res *CheckResult) error {
+func (r *Repository) checkManifests(ctx context.Context, x *index, res *CheckResult, o CheckOptions) error {
 	names, err := r.listNames(ctx, backend.Manifests)
 	if err != nil {
 		return err
 	}
 	seen := map[ID]bool{}
+	prover := &treeProver{r: r, x: x, o: o, cache: map[ID][]hashtree.Hash{}}
 	for _, n := range names {
 		id, err := ParseID(n)
 		if err != nil {
@@ -219,6 +224,7 @@ func (r *Repository) checkManifests(ctx context.Context, x *index, res *CheckRes
 		}
 		res.Manifests++
 		r.checkManifest(ctx, x, m, seen, res)
+		prover.check(ctx, m, res)
 	}
 	return nil
 }

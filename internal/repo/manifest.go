@@ -46,6 +46,9 @@ type Manifest struct {
 	PageSlots uint32 `json:"page_slots"`
 	Pages     []ID   `json:"pages"` // root list of the slot tree
 	Stats     Stats  `json:"stats"`
+	// Tree is the point's hash tree; nil for points written before trees
+	// were kept ("no root"), which still restore and check.
+	Tree *TreeRef `json:"tree,omitempty"`
 }
 
 // Slots is the number of chunk slots of the image.

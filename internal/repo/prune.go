@@ -72,6 +72,13 @@ func (r *Repository) mark(ctx context.Context) (blobSet, error) {
 	}
 	used, walked := blobSet{}, map[ID]bool{}
 	for _, m := range ms {
+		if m.Tree != nil {
+			for _, g := range m.Tree.Groups {
+				if !g.IsZero() {
+					used.add(BlobPage, g)
+				}
+			}
+		}
 		for pi, pid := range m.Pages {
 			if pid.IsZero() || walked[pid] {
 				continue

@@ -45,6 +45,10 @@ type SnapshotWriter struct {
 	// the writer first changes them (pageload.go); under mu.
 	pageCache map[uint64][]byte
 	verify    func() error // VerifyBeforeIndex's check; under mu
+
+	tree       PointTree // SetTree's, stored by Commit
+	treeProven bool
+	reopened   map[uint64]bool // pages below doneTo that Reopen made writable; under mu
 }
 
 // indexEvery is how many packs (~1 GiB stored) a writer gathers before it
@@ -73,7 +77,7 @@ func (r *Repository) NewWriter(ctx context.Context, parent *Manifest, meta Meta)
 	}
 	m := &Manifest{Meta: meta, ChunkSize: r.cfg.ChunkSize, PageSlots: r.cfg.PageSlots}
 	w := &SnapshotWriter{r: r, meta: meta, parent: parent, slots: m.Slots(), lock: lock, start: time.Now(),
-		pages: map[uint64][]ID{}, dirty: map[uint64]bool{}, pending: map[blobKey]bool{}, stored: map[uint64]ID{}}
+		pages: map[uint64][]ID{}, dirty: map[uint64]bool{}, pending: map[blobKey]bool{}, stored: map[uint64]ID{}, reopened: map[uint64]bool{}}
 	w.npages = ceilDiv(w.slots, uint64(r.cfg.PageSlots))
 	w.pk = &packer{r: r, onUpload: w.afterUpload}
 	return w, nil
@@ -230,7 +234,7 @@ func (w *SnapshotWriter) setSlot(ctx context.Context, slot uint64, id ID) error 
 func (w *SnapshotWriter) page(ctx context.Context, pi uint64) ([]ID, error) {
 	w.mu.Lock()
 	pg, ok := w.pages[pi]
-	final := pi < w.doneTo
+	final := pi < w.doneTo && !w.reopened[pi]
 	w.mu.Unlock()
 	if final {
 		return nil, fmt.Errorf("repo: page %d changed after Done: %w", pi, ErrInvalid)
@@ -390,6 +394,9 @@ func (w *SnapshotWriter) commit(ctx context.Context) (*Manifest, error) {
 	}
 	var err error
 	if m.Pages, err = w.writePages(ctx); err != nil {
+		return nil, err
+	}
+	if m.Tree, err = w.writeTree(ctx); err != nil {
 		return nil, err
 	}
 	if err := w.pk.flush(ctx); err != nil {
