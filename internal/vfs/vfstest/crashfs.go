@@ -1,15 +1,18 @@
 // Package vfstest holds file systems for tests of code written against
 // vfs.FS. CrashFS simulates a power loss: what was not made durable (a
 // write not followed by a sync of its file, a creation, rename or removal
-// not followed by a sync of its directory) is lost.
+// not followed by a sync of its directory) is lost by Crash, and survives
+// or not, torn at 4 KiB pages, by Cut (docs/format.md, "Power loss").
 package vfstest
 
 import (
-	"crypto/rand"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
+	"math/rand"
 	"os"
 	"path"
 	"slices"
@@ -38,6 +41,16 @@ type CrashFS struct {
 	durable map[string]*node // path -> node after a power loss
 	locks   map[string]bool
 	boot    string // the simulated machine's boot ID, new after each Crash
+	// moved maps the destination of each rename not yet made durable to
+	// its source, so that a Cut keeps or undoes both sides together.
+	moved map[string]string
+	// countdown, when armed, is how many more mutating calls run before
+	// the power fails by itself (CutAfter); after is the file system the
+	// machine comes back with.
+	armed     bool
+	countdown int
+	cutSeed   int64
+	after     *CrashFS
 }
 
 // node is a file or directory; its data as read and as last synced.
@@ -60,6 +73,7 @@ func NewCrashFS() *CrashFS {
 		durable: map[string]*node{"/": root},
 		locks:   map[string]bool{},
 		boot:    newBootID(),
+		moved:   map[string]string{},
 	}
 }
 
@@ -70,7 +84,7 @@ func (c *CrashFS) BootID() string { return c.boot }
 
 func newBootID() string {
 	var b [16]byte
-	rand.Read(b[:])
+	crand.Read(b[:])
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
@@ -78,26 +92,124 @@ func newBootID() string {
 // now on with ErrCrashed, and the returned one holds what was durable:
 // each file's data as of its last sync, each directory's entries as of
 // its last sync (an unsynced rename is undone, an unsynced creation
-// vanishes, an unsynced removal comes back).
+// vanishes, an unsynced removal comes back). It is the worst case of Cut.
 func (c *CrashFS) Crash() *CrashFS {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.cut(nil)
+}
+
+// Cut simulates a power loss that lets a random part of what was not
+// synced reach the device, as a real one does (docs/format.md, "Power
+// loss", invariants P1-P4): each file's unsynced data survives or reverts
+// 4 KiB page by page (PageSize), its size is the synced or the current
+// one, and each unsynced directory change (a creation, removal or
+// rename; a rename's two names together) survives or is undone. What was
+// synced always survives. The same state and seed give the same result.
+func (c *CrashFS) Cut(seed int64) *CrashFS {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cut(rand.New(rand.NewSource(seed)))
+}
+
+// CutAfter arms the file system to Cut(seed) by itself just before its
+// ops-th next mutating call (a write, truncation, sync, creation, rename,
+// link or removal; 0 cuts before the next one): that call and every later
+// one fail with ErrCrashed, and Crashed returns what the machine comes
+// back with. It lands cuts inside operations at reproducible points.
+func (c *CrashFS) CutAfter(ops int, seed int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.armed, c.countdown, c.cutSeed = true, ops, seed
+}
+
+// Crashed is the file system after the cut CutAfter armed, nil until it
+// happened.
+func (c *CrashFS) Crashed() *CrashFS {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.after
+}
+
+// PageSize is the unit in which a Cut tears unsynced file data: the page
+// cache writes pages back independently, in no order.
+const PageSize = 4096
+
+// cut builds the file system after a power loss; rng nil keeps nothing
+// unsynced. mu held.
+func (c *CrashFS) cut(rng *rand.Rand) *CrashFS {
 	c.dead = true
-	after := &CrashFS{cur: map[string]*node{}, durable: map[string]*node{}, locks: map[string]bool{}, boot: newBootID()}
+	after := &CrashFS{cur: map[string]*node{}, durable: map[string]*node{}, locks: map[string]bool{},
+		boot: newBootID(), moved: map[string]string{}}
 	copies := map[*node]*node{}
-	for _, p := range sortedKeys(c.durable) { // parents before children
+	coins := map[string]bool{}
+	for _, p := range c.allPaths() { // sorted: parents before children
 		if p != "/" && after.cur[path.Dir(p)] == nil {
-			continue // its directory's entry for it was never durable
+			continue // its directory's entry for it did not survive
 		}
 		n := c.durable[p]
+		if cur := c.cur[p]; cur != n && rng != nil && c.coin(coins, p, rng) {
+			n = cur
+		}
+		if n == nil {
+			continue
+		}
 		m := copies[n]
 		if m == nil {
-			m = &node{dir: n.dir, data: slices.Clone(n.synced), synced: slices.Clone(n.synced), mod: n.mod}
+			data := tear(n, rng)
+			m = &node{dir: n.dir, data: data, synced: slices.Clone(data), mod: n.mod}
 			copies[n] = m
 		}
 		after.cur[p], after.durable[p] = m, m
 	}
+	c.after = after
 	return after
+}
+
+// allPaths is every path either view holds, parents first; mu held.
+func (c *CrashFS) allPaths() []string {
+	all := maps.Clone(c.durable)
+	maps.Copy(all, c.cur)
+	return sortedKeys(all)
+}
+
+// coin decides whether the unsynced change at p survives, once for both
+// names of a rename; mu held.
+func (c *CrashFS) coin(coins map[string]bool, p string, rng *rand.Rand) bool {
+	key := p
+	if src, ok := c.moved[p]; ok {
+		key = src
+	}
+	v, ok := coins[key]
+	if !ok {
+		v = rng.Intn(2) == 0
+		coins[key] = v
+	}
+	return v
+}
+
+// tear is what the device holds of n's data after a cut: with rng, each
+// page the synced data or the current one, the size either.
+func tear(n *node, rng *rand.Rand) []byte {
+	if rng == nil || n.dir {
+		return slices.Clone(n.synced)
+	}
+	old, cur := n.synced, n.data
+	size := len(old)
+	if rng.Intn(2) == 0 {
+		size = len(cur)
+	}
+	out := make([]byte, size)
+	for pg := 0; pg < size; pg += PageSize {
+		src := old
+		if rng.Intn(2) == 0 {
+			src = cur
+		}
+		if pg < len(src) {
+			copy(out[pg:min(pg+PageSize, size)], src[pg:min(pg+PageSize, len(src))])
+		}
+	}
+	return out
 }
 
 func sortedKeys(m map[string]*node) []string {
@@ -126,6 +238,25 @@ func (c *CrashFS) lock() error {
 	return nil
 }
 
+// lockW is lock for a call that changes the file system: an armed
+// CutAfter counts it and, at zero, cuts the power instead. Callers unlock.
+func (c *CrashFS) lockW() error {
+	if err := c.lock(); err != nil {
+		return err
+	}
+	if !c.armed {
+		return nil
+	}
+	if c.countdown > 0 {
+		c.countdown--
+		return nil
+	}
+	c.armed = false
+	c.cut(rand.New(rand.NewSource(c.cutSeed)))
+	c.mu.Unlock()
+	return ErrCrashed
+}
+
 // parentDir checks that p's parent exists and is a directory; mu held.
 func (c *CrashFS) parentDir(op, p string) error {
 	if d := c.cur[path.Dir(p)]; d == nil || !d.dir {
@@ -137,7 +268,11 @@ func (c *CrashFS) parentDir(op, p string) error {
 // OpenFile opens name with os.OpenFile's flags; writes are not durable
 // until Sync, the entry of a new file not until its directory's Sync.
 func (c *CrashFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
-	if err := c.lock(); err != nil {
+	lock := c.lock
+	if flag&(os.O_CREATE|os.O_TRUNC) != 0 {
+		lock = c.lockW
+	}
+	if err := lock(); err != nil {
 		return nil, err
 	}
 	defer c.mu.Unlock()
@@ -165,7 +300,7 @@ func (c *CrashFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, e
 
 // OpenDir opens a directory; its Sync makes its entries durable.
 func (c *CrashFS) OpenDir(name string) (vfs.File, error) {
-	if err := c.lock(); err != nil {
+	if err := c.lockW(); err != nil {
 		return nil, err
 	}
 	defer c.mu.Unlock()
@@ -182,7 +317,7 @@ func (c *CrashFS) OpenDir(name string) (vfs.File, error) {
 
 // Rename moves a file; the move is durable once the directory is synced.
 func (c *CrashFS) Rename(oldname, newname string) error {
-	if err := c.lock(); err != nil {
+	if err := c.lockW(); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
@@ -201,12 +336,18 @@ func (c *CrashFS) Rename(oldname, newname string) error {
 	}
 	c.cur[n] = src
 	delete(c.cur, o)
+	from := o
+	if orig, ok := c.moved[o]; ok {
+		from = orig
+		delete(c.moved, o)
+	}
+	c.moved[n] = from
 	return nil
 }
 
 // Remove removes a file or an empty directory.
 func (c *CrashFS) Remove(name string) error {
-	if err := c.lock(); err != nil {
+	if err := c.lockW(); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
@@ -224,7 +365,7 @@ func (c *CrashFS) Remove(name string) error {
 
 // RemoveAll removes name and everything below it.
 func (c *CrashFS) RemoveAll(name string) error {
-	if err := c.lock(); err != nil {
+	if err := c.lockW(); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
@@ -239,7 +380,7 @@ func (c *CrashFS) RemoveAll(name string) error {
 
 // Mkdir makes a directory, durable once its parent is synced.
 func (c *CrashFS) Mkdir(name string, perm fs.FileMode) error {
-	if err := c.lock(); err != nil {
+	if err := c.lockW(); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
@@ -350,6 +491,33 @@ func (c *CrashFS) Lock(name string) (io.Closer, error) {
 	}), nil
 }
 
+var _ vfs.Linker = (*CrashFS)(nil)
+
+// Link makes newname another name of oldname's file (which must be a
+// file, newname must not exist); the new entry is durable once newname's
+// directory is synced.
+func (c *CrashFS) Link(oldname, newname string) error {
+	if err := c.lockW(); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	o, n := clean(oldname), clean(newname)
+	src := c.cur[o]
+	switch {
+	case src == nil:
+		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: fs.ErrNotExist}
+	case src.dir:
+		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: syscall.EPERM}
+	case c.cur[n] != nil:
+		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: fs.ErrExist}
+	}
+	if err := c.parentDir("link", n); err != nil {
+		return err
+	}
+	c.cur[n] = src
+	return nil
+}
+
 type closerFunc func() error
 
 // Close implements io.Closer.
@@ -364,6 +532,11 @@ func (c *CrashFS) syncDir(p string) {
 	}
 	for _, k := range c.children(p) {
 		c.durable[k] = c.cur[k]
+	}
+	for dst := range c.moved {
+		if path.Dir(dst) == p {
+			delete(c.moved, dst)
+		}
 	}
 }
 
@@ -417,7 +590,11 @@ type file struct {
 
 // op takes the file system's mutex for one call on f; callers unlock.
 func (f *file) op(name string) error {
-	if err := f.fs.lock(); err != nil {
+	lock := f.fs.lock
+	if name == "write" || name == "sync" || name == "truncate" {
+		lock = f.fs.lockW
+	}
+	if err := lock(); err != nil {
 		return err
 	}
 	if f.closed {
