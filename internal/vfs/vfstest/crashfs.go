@@ -143,11 +143,15 @@ func (c *CrashFS) cut(rng *rand.Rand) *CrashFS {
 		boot: newBootID(), moved: map[string]string{}}
 	copies := map[*node]*node{}
 	coins := map[string]bool{}
-	for _, p := range c.allPaths() { // sorted: parents before children
+	durable := c.durable
+	if rng != nil {
+		durable = c.movedDirs(coins, rng)
+	}
+	for _, p := range c.allPaths(durable) { // sorted: parents before children
 		if p != "/" && after.cur[path.Dir(p)] == nil {
 			continue // its directory's entry for it did not survive
 		}
-		n := c.durable[p]
+		n := durable[p]
 		if cur := c.cur[p]; cur != n && rng != nil && c.coin(coins, p, rng) {
 			n = cur
 		}
@@ -166,9 +170,27 @@ func (c *CrashFS) cut(rng *rand.Rand) *CrashFS {
 	return after
 }
 
+// movedDirs is the durable view in which each unsynced directory rename
+// the coin keeps has taken the directory's durable entries along; mu
+// held.
+func (c *CrashFS) movedDirs(coins map[string]bool, rng *rand.Rand) map[string]*node {
+	durable, cloned := c.durable, false
+	for _, dst := range slices.Sorted(maps.Keys(c.moved)) {
+		src, n := c.moved[dst], c.cur[dst]
+		if n == nil || !n.dir || c.durable[src] != n || !c.coin(coins, dst, rng) {
+			continue
+		}
+		if !cloned {
+			durable, cloned = maps.Clone(c.durable), true
+		}
+		rekey(durable, src, dst)
+	}
+	return durable
+}
+
 // allPaths is every path either view holds, parents first; mu held.
-func (c *CrashFS) allPaths() []string {
-	all := maps.Clone(c.durable)
+func (c *CrashFS) allPaths(durable map[string]*node) []string {
+	all := maps.Clone(durable)
 	maps.Copy(all, c.cur)
 	return sortedKeys(all)
 }
@@ -176,16 +198,31 @@ func (c *CrashFS) allPaths() []string {
 // coin decides whether the unsynced change at p survives, once for both
 // names of a rename; mu held.
 func (c *CrashFS) coin(coins map[string]bool, p string, rng *rand.Rand) bool {
-	key := p
-	if src, ok := c.moved[p]; ok {
-		key = src
-	}
+	key := c.moveKey(p)
 	v, ok := coins[key]
 	if !ok {
 		v = rng.Intn(2) == 0
 		coins[key] = v
 	}
 	return v
+}
+
+// moveKey names the rename p's fate is tied to: p's own, or that of a
+// directory above it renamed (from or to) and not yet synced; else p.
+func (c *CrashFS) moveKey(p string) string {
+	for a := p; ; a = path.Dir(a) {
+		if src, ok := c.moved[a]; ok {
+			return src
+		}
+		for _, src := range c.moved {
+			if src == a {
+				return a
+			}
+		}
+		if a == "/" {
+			return p
+		}
+	}
 }
 
 // tear is what the device holds of n's data after a cut: with rng, each
@@ -326,16 +363,17 @@ func (c *CrashFS) Rename(oldname, newname string) error {
 	switch {
 	case src == nil:
 		return perr("rename", oldname, fs.ErrNotExist)
-	case src.dir:
-		return perr("rename", oldname, errors.ErrUnsupported)
 	case path.Dir(o) != path.Dir(n):
 		return perr("rename", newname, errors.ErrUnsupported) // one directory sync covers it
 	}
-	if dst := c.cur[n]; dst != nil && dst.dir {
-		return perr("rename", newname, syscall.EISDIR)
+	if dst := c.cur[n]; dst != nil && (dst.dir || src.dir) {
+		return perr("rename", newname, syscall.EISDIR) // no directory replaced
 	}
 	c.cur[n] = src
 	delete(c.cur, o)
+	if src.dir { // its entries go with it
+		rekey(c.cur, o, n)
+	}
 	from := o
 	if orig, ok := c.moved[o]; ok {
 		from = orig
@@ -447,7 +485,7 @@ func (c *CrashFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	}
 	var out []fs.DirEntry
 	for _, k := range c.children(p) {
-		out = append(out, fs.FileInfoToDirEntry(info(k, c.cur[k])))
+		out = append(out, fs.FileInfoToDirEntry(c.info(k, c.cur[k])))
 	}
 	return out, nil
 }
@@ -463,7 +501,7 @@ func (c *CrashFS) Stat(name string) (fs.FileInfo, error) {
 	if n == nil {
 		return nil, perr("stat", name, fs.ErrNotExist)
 	}
-	return info(p, n), nil
+	return c.info(p, n), nil
 }
 
 // Lock creates name if missing and locks it within this CrashFS (a crash
@@ -523,8 +561,24 @@ type closerFunc func() error
 // Close implements io.Closer.
 func (f closerFunc) Close() error { return f() }
 
-// syncDir makes the entries of directory p durable as they are now.
+// rekey moves every entry of m below directory o to below n.
+func rekey(m map[string]*node, o, n string) {
+	for k, v := range m {
+		if strings.HasPrefix(k, o+"/") {
+			delete(m, k)
+			m[n+k[len(o):]] = v
+		}
+	}
+}
+
+// syncDir makes the entries of directory p durable as they are now; a
+// directory renamed into p takes its durable entries along.
 func (c *CrashFS) syncDir(p string) {
+	for dst, src := range c.moved {
+		if path.Dir(dst) == p && c.cur[dst] != nil && c.cur[dst].dir && c.durable[src] == c.cur[dst] {
+			rekey(c.durable, src, dst)
+		}
+	}
 	for k := range c.durable {
 		if k != "/" && path.Dir(k) == p && c.cur[k] == nil {
 			delete(c.durable, k)
@@ -546,12 +600,22 @@ type fileInfo struct {
 	size int64
 	dir  bool
 	mod  time.Time
+	// links is how many names the file has: Sys reports it as a
+	// syscall.Stat_t's Nlink, as the engine reads it (vfs.Links).
+	links uint64
 }
 
 var _ fs.FileInfo = fileInfo{}
 
-func info(p string, n *node) fileInfo {
-	return fileInfo{name: path.Base(p), size: int64(len(n.data)), dir: n.dir, mod: n.mod}
+// info describes node n at p; mu held.
+func (c *CrashFS) info(p string, n *node) fileInfo {
+	links := uint64(0)
+	for _, m := range c.cur {
+		if m == n {
+			links++
+		}
+	}
+	return fileInfo{name: path.Base(p), size: int64(len(n.data)), dir: n.dir, mod: n.mod, links: max(links, 1)}
 }
 
 // Name implements fs.FileInfo.
@@ -567,7 +631,7 @@ func (i fileInfo) ModTime() time.Time { return i.mod }
 func (i fileInfo) IsDir() bool { return i.dir }
 
 // Sys implements fs.FileInfo.
-func (i fileInfo) Sys() any { return nil }
+func (i fileInfo) Sys() any { return &syscall.Stat_t{Nlink: i.links} }
 
 // Mode implements fs.FileInfo.
 func (i fileInfo) Mode() fs.FileMode {
@@ -706,7 +770,7 @@ func (f *file) Stat() (fs.FileInfo, error) {
 		return nil, err
 	}
 	defer f.fs.mu.Unlock()
-	return info(f.path, f.n), nil
+	return f.fs.info(f.path, f.n), nil
 }
 
 // Name is the name the file was opened with.

@@ -196,11 +196,60 @@ func TestLinkIsDurableAfterDirSync(t *testing.T) {
 		t.Fatalf("link over an existing name: %v", err)
 	}
 	must(vfs.SyncDir(c, "/b"))
+	if f, err := c.OpenFile("/a/f", os.O_RDONLY, 0); err != nil || vfs.Links(f) != 2 {
+		t.Fatalf("a file with two names reports %d links (%v)", vfs.Links(f), err)
+	}
 	after := c.Crash()
 	if got := read(t, after, "/b/f"); got != "data" {
 		t.Fatalf("linked and synced name reads %q", got)
 	}
 	if got := read(t, after, "/a/f"); got != "-" {
 		t.Fatalf("unsynced original name survived Crash: %q", got)
+	}
+}
+
+// TestDirectoryRename: a renamed directory keeps its synced entries under
+// its new name once the parent is synced, and after a Cut without that
+// sync is whole under one of its names.
+func TestDirectoryRename(t *testing.T) {
+	setup := func() *CrashFS {
+		c := NewCrashFS()
+		if err := c.Mkdir("/tmp-d", 0o700); err != nil {
+			t.Fatal(err)
+		}
+		write(t, c, "/tmp-d/f", "data", true)
+		if err := vfs.SyncDir(c, "/tmp-d"); err != nil {
+			t.Fatal(err)
+		}
+		if err := vfs.SyncDir(c, "/"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rename("/tmp-d", "/d"); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := setup()
+	if err := vfs.SyncDir(c, "/"); err != nil {
+		t.Fatal(err)
+	}
+	after := c.Crash()
+	if got := read(t, after, "/d/f"); got != "data" {
+		t.Fatalf("synced rename: /d/f reads %q", got)
+	}
+	if got := read(t, after, "/tmp-d/f"); got != "-" {
+		t.Fatalf("synced rename: old name still reads %q", got)
+	}
+	both := map[string]bool{}
+	for seed := range int64(20) {
+		after := setup().Cut(seed)
+		old, cur := read(t, after, "/tmp-d/f"), read(t, after, "/d/f")
+		if old+cur != "data-" && old+cur != "-data" {
+			t.Fatalf("seed %d: /tmp-d/f %q, /d/f %q", seed, old, cur)
+		}
+		both[cur] = true
+	}
+	if len(both) != 2 {
+		t.Fatalf("the rename always or never survived: %v", both)
 	}
 }
