@@ -151,7 +151,7 @@ func (r *powerRun) loop(d *Disk, seed int64, out io.Writer) error {
 			say("B W %d %d %d", off, n, seed*1e6+i)
 			_, err = d.WriteAt(payload(seed*1e6+i, n), off)
 		case op < 63:
-			say("B Z %d %d", off, n) // the model reads zeroes either way
+			say("B Z %d %d", off, n)                             // the model reads zeroes either way
 			err = d.WriteZeroes(off, n, rng.Intn(2) == 0, false) // fast needs fallocate
 		case op < 68:
 			say("B Z %d %d", off, n)
