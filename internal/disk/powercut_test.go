@@ -8,7 +8,9 @@ import (
 	"io"
 	"maps"
 	"math/rand"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,12 +56,11 @@ type powerRun struct {
 // clone images per run).
 func TestPowerCutModel(t *testing.T) {
 	seeds, cuts := powerSeeds, 25
-	if long {
+	if n, _ := strconv.Atoi(os.Getenv(powerCutsEnv)); n > 0 {
+		seeds = randomSeeds((n + cuts - 1) / cuts) // scripts/soak.sh
+	} else if long {
 		cuts = 100
-		base := time.Now().UnixNano()
-		for i := range int64(40) {
-			seeds = append(seeds, base+i)
-		}
+		seeds = append(seeds, randomSeeds(40)...)
 	}
 	total := 0
 	for _, seed := range seeds {
@@ -68,6 +69,22 @@ func TestPowerCutModel(t *testing.T) {
 		})
 	}
 	t.Logf("%d simulated power cuts", total)
+	if os.Getenv(powerCutsEnv) != "" {
+		fmt.Printf("cuts: engine %d\n", total)
+	}
+}
+
+// powerCutsEnv asks TestPowerCutModel for about N cuts on random seeds
+// (scripts/soak.sh) instead of the fixed list.
+const powerCutsEnv = "BLOCKWISE_POWER_CUTS"
+
+func randomSeeds(n int) []int64 {
+	base := time.Now().UnixNano()
+	seeds := make([]int64, n)
+	for i := range seeds {
+		seeds[i] = base + int64(i)
+	}
+	return seeds
 }
 
 // runPowerCuts makes a disk and cuts the power n times under random work.

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/backend/local"
@@ -28,10 +29,16 @@ var powerSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8}
 // invariants R1-R4).
 func TestPowerCut(t *testing.T) {
 	seeds, cuts := powerSeeds, 12
-	if os.Getenv("BLOCKWISE_LONG") != "" {
+	if n, _ := strconv.Atoi(os.Getenv("BLOCKWISE_POWER_CUTS")); n > 0 { // scripts/soak.sh
+		seeds = nil
+		for range (n + cuts - 1) / cuts {
+			seeds = append(seeds, rand.Uint64())
+		}
+		defer func() { fmt.Printf("cuts: repository %d\n", len(seeds)*cuts) }()
+	} else if os.Getenv("BLOCKWISE_LONG") != "" {
 		cuts = 60
-		for i := range uint64(32) {
-			seeds = append(seeds, rand.Uint64()+i)
+		for range 32 {
+			seeds = append(seeds, rand.Uint64())
 		}
 	}
 	for _, seed := range seeds {
