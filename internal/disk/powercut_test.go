@@ -50,7 +50,8 @@ type powerRun struct {
 // power inside them, at a counted file-system call, with a torn cut
 // (CrashFS.Cut: unsynced pages and directory changes each survive or
 // not). After each cut the datastore is reopened under a new boot ID and
-// verifyAfterCut checks format.md's power-loss invariants P1-P4. The
+// verifyAfterCrash and verifyAfterCut check format.md's power-cut
+// invariants P1-P5. The
 // seeds are fixed in the default mode; BLOCKWISE_LONG=1 adds random ones
 // (memory stays bounded: at most crashMaxSnaps snapshot images and three
 // clone images per run).
@@ -314,8 +315,8 @@ func (r *powerRun) verifyClones(i int) {
 // snapshot's change ID, every block that differs from now (or refuses the
 // ID with cbt.ErrChangeIDInvalid), format.md invariant P3.
 //
-// Hook: the check that the hash tree matches the data (issue 20, item 1)
-// goes here too.
+// Hook: the check that the hash tree matches the data (format.md P5,
+// issue 20 item 1) goes here too, on d as reopened after the cut.
 func verifyAfterCut(t *testing.T, d *Disk, iter int, snaps map[string][]byte, now []byte) {
 	t.Helper()
 	if task := d.Consolidation(); task != nil {

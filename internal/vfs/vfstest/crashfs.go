@@ -2,7 +2,8 @@
 // vfs.FS. CrashFS simulates a power loss: what was not made durable (a
 // write not followed by a sync of its file, a creation, rename or removal
 // not followed by a sync of its directory) is lost by Crash, and survives
-// or not, torn at 4 KiB pages, by Cut (docs/format.md, "Power loss").
+// or not, torn at 4 KiB pages, by Cut (docs/format.md, "Power cuts",
+// C1-C4).
 package vfstest
 
 import (
@@ -101,7 +102,7 @@ func (c *CrashFS) Crash() *CrashFS {
 
 // Cut simulates a power loss that lets a random part of what was not
 // synced reach the device, as a real one does (docs/format.md, "Power
-// loss", invariants P1-P4): each file's unsynced data survives or reverts
+// cuts", C1-C4): each file's unsynced data survives or reverts
 // 4 KiB page by page (PageSize), its size is the synced or the current
 // one, and each unsynced directory change (a creation, removal or
 // rename; a rename's two names together) survives or is undone. What was
