@@ -49,7 +49,7 @@ targets() {
 fuzz() {
 	local failed=0
 	while read -r pkg target; do
-		local log="$LOG/fuzz-${pkg//\//_}-$target.log"
+		local p=${pkg#./}; local log="$LOG/fuzz-${p//\//_}-$target.log"
 		# A short minimization: the default minute per new input stalls
 		# the targets whose runs keep state (a running API, a backend).
 		if go test -p 1 -count=1 -run '^$' -fuzz "^$target\$" -fuzztime "$FUZZTIME" \

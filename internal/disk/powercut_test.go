@@ -42,6 +42,9 @@ type powerRun struct {
 	lastBegun, pending string
 	// live names the clones as the loop made and deleted them.
 	live map[string]bool
+	// at counts the operations the cuts landed in ("W", "S", "C", ...;
+	// "-" between operations).
+	at map[string]int
 }
 
 // TestPowerCutModel runs random engine operations (writes, write-zeroes,
@@ -63,13 +66,15 @@ func TestPowerCutModel(t *testing.T) {
 		cuts = 100
 		seeds = append(seeds, randomSeeds(40)...)
 	}
-	total := 0
+	total, at := 0, map[string]int{}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			total += runPowerCuts(t, seed, cuts)
+			total += runPowerCuts(t, seed, cuts, at)
 		})
 	}
-	t.Logf("%d simulated power cuts", total)
+	// W write, Z zeroes or trim, F flush, S snapshot, D deletion, C clone,
+	// X clone deletion, R reclaim, - between operations.
+	t.Logf("%d simulated power cuts, landed in %v", total, at)
 	if os.Getenv(powerCutsEnv) != "" {
 		fmt.Printf("cuts: engine %d\n", total)
 	}
@@ -88,11 +93,15 @@ func randomSeeds(n int) []int64 {
 	return seeds
 }
 
-// runPowerCuts makes a disk and cuts the power n times under random work.
-func runPowerCuts(t *testing.T, seed int64, n int) int {
+// runPowerCuts makes a disk and cuts the power n times under random work,
+// and counts the operations the cuts landed in into at.
+func runPowerCuts(t *testing.T, seed int64, n int, at map[string]int) int {
 	r := newPowerRun(t, seed)
 	for i := range n {
 		r.cutOnce(i)
+	}
+	for k, v := range r.at {
+		at[k] += v
 	}
 	return n
 }
@@ -116,7 +125,7 @@ func newPowerRun(t *testing.T, seed int64) *powerRun {
 	d.Close()
 	c := &crashModel{flushed: make([]byte, size), sinceID: first.ChangeID, cfg: powerCBT,
 		snaps: map[string][]byte{"base": make([]byte, size)}, gone: map[string]bool{}, coarse: true}
-	return &powerRun{t: t, rng: rng, fsys: fsys, ds: ds, c: c, size: size, clones: map[string][]byte{}}
+	return &powerRun{t: t, rng: rng, fsys: fsys, ds: ds, c: c, size: size, clones: map[string][]byte{}, at: map[string]int{}}
 }
 
 // cutOnce opens the disk, arms a cut a random number of file-system calls
@@ -151,6 +160,11 @@ func (r *powerRun) cutOnce(i int) {
 		}
 	}
 	r.pending = r.c.pending
+	if f := strings.Fields(r.pending); len(f) > 1 {
+		r.at[f[1]]++
+	} else {
+		r.at["-"]++
+	}
 	r.c.verifyAfterCrash(t, r.ds, i)
 	r.verifyClones(i)
 }
