@@ -49,7 +49,7 @@ type powerRun struct {
 
 // TestPowerCutModel runs random engine operations (writes, write-zeroes,
 // trims, flushes, snapshots, snapshot deletion with its consolidation,
-// linked and full clones, reclaim) on a vfstest.CrashFS and cuts the
+// linked and full clones, grow, reclaim) on a vfstest.CrashFS and cuts the
 // power inside them, at a counted file-system call, with a torn cut
 // (CrashFS.Cut: unsynced pages and directory changes each survive or
 // not). After each cut the datastore is reopened under a new boot ID and
@@ -157,9 +157,15 @@ func (r *powerRun) cutOnce(i int) {
 		if l != "" {
 			r.c.apply(l, &cur)
 			r.applyClone(l)
+			if l == "A" {
+				r.grow(r.lastBegun, &cur)
+			}
 		}
 	}
 	r.pending = r.c.pending
+	if strings.HasPrefix(r.pending, "B G ") && r.diskSize(i) != int64(len(cur)) {
+		r.grow(r.pending, &cur) // the grow landed
+	}
 	if f := strings.Fields(r.pending); len(f) > 1 {
 		r.at[f[1]]++
 	} else {
@@ -169,14 +175,15 @@ func (r *powerRun) cutOnce(i int) {
 	r.verifyClones(i)
 }
 
-// loop is crashLoop's work plus trims, clones and reclaims, on a disk of
-// any size, until an operation fails; it reports to out as crashLoop does.
+// loop is crashLoop's work plus trims, clones, grows and reclaims, on a
+// disk of any size, until an operation fails; it reports to out as crashLoop does.
 func (r *powerRun) loop(d *Disk, seed int64, out io.Writer) error {
 	rng := rand.New(rand.NewSource(seed))
 	say := func(f string, a ...any) { fmt.Fprintf(out, f+"\n", a...) }
 	for i := int64(0); ; i++ {
-		off := rng.Int63n(r.size/Sector) * Sector
-		n := min(r.size-off, (rng.Int63n(64)+1)*Sector)
+		size := d.Size()
+		off := rng.Int63n(size/Sector) * Sector
+		n := min(size-off, (rng.Int63n(64)+1)*Sector)
 		var err error
 		switch op := rng.Intn(100); {
 		case op < 55:
@@ -195,8 +202,12 @@ func (r *powerRun) loop(d *Disk, seed int64, out io.Writer) error {
 			err = r.snapshot(d, say)
 		case op < 92:
 			err = r.deleteSnapshot(d, rng, say)
-		case op < 96:
+		case op < 95:
 			err = r.clone(d, rng, say)
+		case op < 97 && size < 2*r.size:
+			grown := size + (rng.Int63n(16)+1)*4096
+			say("B G %d %d", size, grown)
+			err = d.Grow(grown)
 		default:
 			say("B R")
 			err = reclaimWait(d)
@@ -367,9 +378,50 @@ func verifyAfterCut(t *testing.T, d *Disk, iter int, snaps map[string][]byte, no
 		got := areaSet(ca, g)
 		for o := int64(0); o < int64(len(now)); o += g {
 			e := min(o+g, int64(len(now)))
-			if !bytes.Equal(img[o:e], now[o:e]) && !got[o] {
+			if !bytes.Equal(padded(img, o, e), now[o:e]) && !got[o] {
 				t.Fatalf("iteration %d: CBT since %s misses the changed block at %d", iter, old.ID, o)
 			}
 		}
 	}
+}
+
+// grow applies an acknowledged (or landed) "B G old new": the model
+// grows with zeroes, and CBT must report the new area as changed, as if
+// zeroes were written there (format.md invariant 7).
+func (r *powerRun) grow(begun string, cur *[]byte) {
+	f := strings.Fields(begun)
+	if len(f) != 4 || f[1] != "G" {
+		return
+	}
+	old, _ := strconv.ParseInt(f[2], 10, 64)
+	n, _ := strconv.ParseInt(f[3], 10, 64)
+	if int64(len(*cur)) != old {
+		return // applied already
+	}
+	zero := make([]byte, n-old)
+	*cur = append(*cur, zero...)
+	r.c.flushed = append(r.c.flushed, zero...)
+	r.c.cbtW = append(r.c.cbtW, crashWrite{off: old, data: zero, iter: r.c.iter})
+}
+
+// diskSize is the size disk "c" opens with after cut i.
+func (r *powerRun) diskSize(i int) int64 {
+	d, err := r.ds.Open("c")
+	if err != nil {
+		r.t.Fatalf("cut %d: reopen: %v", i, err)
+	}
+	defer d.Close()
+	return d.Size()
+}
+
+// padded is b[o:e], zeroes past b's end (an image from before a grow).
+func padded(b []byte, o, e int64) []byte {
+	if e <= int64(len(b)) {
+		return b[o:e]
+	}
+	p := make([]byte, e-o)
+	if o < int64(len(b)) {
+		copy(p, b[o:])
+	}
+	return p
 }
