@@ -83,10 +83,9 @@ func TestPowerCutModel(t *testing.T) {
 }
 
 // growCuts adds Grow to the power-cut model (BLOCKWISE_POWER_GROW=1). It
-// is off by default: about one run in 1,500 cuts fails, a cut that lands
-// inside Grow leaves a disk that opens at the new size, and a later cut
-// brings back the old one (under investigation; see the soak notes in
-// docs/performance.md).
+// is off by default: about one run in 1,500 cuts fails after a cut inside
+// Grow, whose first reopen reports the old size while its recovery
+// commits the new one (docs/format.md, "Open finding" under P5).
 var growCuts = os.Getenv("BLOCKWISE_POWER_GROW") != ""
 
 // powerCutsEnv asks TestPowerCutModel for about N cuts on random seeds
