@@ -25,6 +25,12 @@ const (
 
 var crashCBT = cbt.Config{Granularity: 64 << 10, RegionSize: 1 << 20}
 
+// crashMaxSnaps bounds the snapshots the crash loops keep: past it they
+// delete instead of taking another, so the model's images (one per
+// snapshot) stay a few megabytes however long the run (BLOCKWISE_LONG
+// used to grow to gigabytes).
+const crashMaxSnaps = 8
+
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashEnv); dir != "" {
 		seed, _ := strconv.ParseInt(os.Getenv(crashEnv+"_SEED"), 10, 64)
@@ -86,7 +92,7 @@ func crashLoop(d *Disk, seed int64, out io.Writer) (err error) {
 		case op < 88:
 			say("B F")
 			err = d.Flush()
-		case op < 95:
+		case op < 95 && len(d.Snapshots()) < crashMaxSnaps:
 			say("B S")
 			var info SnapshotInfo
 			if info, err = d.CreateSnapshot("", ""); errors.Is(err, ErrBusy) {
@@ -134,6 +140,16 @@ type crashModel struct {
 	// may report whole intent regions; else (kill -9) only the blocks
 	// written and those in flight.
 	coarse bool
+	// cfg is the disk's CBT configuration (crashCBT when zero).
+	cfg cbt.Config
+}
+
+// cbtCfg is the CBT configuration of the disk under test.
+func (c *crashModel) cbtCfg() cbt.Config {
+	if c.cfg.Granularity == 0 {
+		return crashCBT
+	}
+	return c.cfg
 }
 
 type crashWrite struct {
@@ -252,16 +268,17 @@ func (c *crashModel) verifyAfterCrash(t *testing.T, ds *Datastore, iter int) []b
 	if err := d.Check(); err != nil {
 		t.Fatalf("iteration %d: %v", iter, err)
 	}
-	got := make([]byte, crashSize)
+	got := make([]byte, len(c.flushed))
 	if _, err := d.ReadAt(got, 0); err != nil {
 		t.Fatal(err)
 	}
-	for s := int64(0); s < crashSize; s += Sector {
+	for s := int64(0); s < int64(len(got)); s += Sector {
 		if !c.sectorOK(got, s) {
 			t.Fatalf("iteration %d: sector at %d lost an acknowledged, flushed write (pending %q)", iter, s, c.pending)
 		}
 	}
 	c.checkSnapshots(t, d, iter)
+	verifyAfterCut(t, d, iter, c.snaps, got)
 	c.checkCBT(t, d, iter, got)
 	// The disk now holds got: that is durable from here on, and the
 	// interrupted operation is settled.
@@ -364,9 +381,9 @@ func (c *crashModel) checkCBT(t *testing.T, d *Disk, iter int, disk []byte) {
 // invariant 1a); after a power loss, no block outside their intent
 // regions (invariant 1).
 func (c *crashModel) checkOverReport(t *testing.T, iter int, ca *ChangedAreas) {
-	unit := crashCBT.Granularity
+	unit := c.cbtCfg().Granularity
 	if c.coarse {
-		unit = crashCBT.RegionSize
+		unit = c.cbtCfg().RegionSize
 	}
 	allowed := map[int64]bool{}
 	for o := range c.inflight {
@@ -378,7 +395,7 @@ func (c *crashModel) checkOverReport(t *testing.T, iter int, ca *ChangedAreas) {
 		}
 	}
 	for _, a := range ca.ChangedArea {
-		for o := a.Start; o < a.Start+a.Length; o += crashCBT.Granularity {
+		for o := a.Start; o < a.Start+a.Length; o += c.cbtCfg().Granularity {
 			if !allowed[o/unit] {
 				t.Fatalf("iteration %d: block at %d reported changed since %s, neither written (%d writes) nor in flight at a crash (%d blocks)", iter, o, c.sinceID, len(c.cbtW), len(c.inflight))
 			}
@@ -399,7 +416,7 @@ func (c *crashModel) noteInflight() {
 	if c.inflight == nil {
 		c.inflight = map[int64]bool{}
 	}
-	g := crashCBT.Granularity
+	g := c.cbtCfg().Granularity
 	for o := off / g * g; o < off+n; o += g {
 		c.inflight[o] = true
 	}

@@ -1,6 +1,7 @@
 package local_test
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backend"
 	"github.com/blockwise/blockwise/internal/backend/backendtest"
 	"github.com/blockwise/blockwise/internal/backend/local"
+	"github.com/blockwise/blockwise/internal/vfs/vfstest"
 )
 
 func TestConformance(t *testing.T) {
@@ -52,4 +54,54 @@ func TestFanOutAndTmpCleanup(t *testing.T) {
 	if _, err := os.Stat(fresh); err != nil {
 		t.Fatal("a fresh temp file (another process's save in flight) was removed")
 	}
+}
+
+// TestSaveSurvivesPowerLoss: what Save and Open returned for survives a
+// power cut (docs/repository.md, invariant R2). Without syncing the
+// fan-out directory data/xx/ into data/ (and the type directories into
+// the root) a pack vanished with its directory though its data and its
+// name in data/xx/ were synced.
+func TestSaveSurvivesPowerLoss(t *testing.T) {
+	fsys := vfstest.NewCrashFS()
+	be, err := local.Open("/repo", local.WithFS(fsys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := []backend.Handle{{Type: backend.Data, Name: "abcd"}, {Type: backend.Index, Name: "ef01"}, {Type: backend.Config, Name: "config"}}
+	for _, h := range saved {
+		if err := be.Save(t.Context(), h, []byte("x"+h.Name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := fsys.Crash()
+	be, err = local.Open("/repo", local.WithFS(after))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range saved {
+		rd, err := be.Load(t.Context(), h, 0, 0)
+		if err != nil {
+			t.Fatalf("%v lost in the power cut: %v", h, err)
+		}
+		got, _ := io.ReadAll(rd)
+		rd.Close()
+		if string(got) != "x"+h.Name {
+			t.Fatalf("%v reads %q", h, got)
+		}
+	}
+	if ents, _ := after.ReadDir("/repo/tmp"); len(ents) != 0 {
+		t.Fatalf("temporary files left after saves that returned: %v", ents)
+	}
+}
+
+// TestConformanceOnVFS runs the contract on a CrashFS: the backend only
+// uses the file system through the vfs seam.
+func TestConformanceOnVFS(t *testing.T) {
+	backendtest.RunTests(t, func(t *testing.T) backend.Backend {
+		be, err := local.Open("/repo", local.WithFS(vfstest.NewCrashFS()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return be
+	})
 }

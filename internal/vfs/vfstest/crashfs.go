@@ -1,15 +1,19 @@
 // Package vfstest holds file systems for tests of code written against
 // vfs.FS. CrashFS simulates a power loss: what was not made durable (a
 // write not followed by a sync of its file, a creation, rename or removal
-// not followed by a sync of its directory) is lost.
+// not followed by a sync of its directory) is lost by Crash, and survives
+// or not, torn at 4 KiB pages, by Cut (docs/format.md, "Power cuts",
+// C1-C4).
 package vfstest
 
 import (
-	"crypto/rand"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
+	"math/rand"
 	"os"
 	"path"
 	"slices"
@@ -38,6 +42,16 @@ type CrashFS struct {
 	durable map[string]*node // path -> node after a power loss
 	locks   map[string]bool
 	boot    string // the simulated machine's boot ID, new after each Crash
+	// moved maps the destination of each rename not yet made durable to
+	// its source, so that a Cut keeps or undoes both sides together.
+	moved map[string]string
+	// countdown, when armed, is how many more mutating calls run before
+	// the power fails by itself (CutAfter); after is the file system the
+	// machine comes back with.
+	armed     bool
+	countdown int
+	cutSeed   int64
+	after     *CrashFS
 }
 
 // node is a file or directory; its data as read and as last synced.
@@ -60,6 +74,7 @@ func NewCrashFS() *CrashFS {
 		durable: map[string]*node{"/": root},
 		locks:   map[string]bool{},
 		boot:    newBootID(),
+		moved:   map[string]string{},
 	}
 }
 
@@ -70,7 +85,7 @@ func (c *CrashFS) BootID() string { return c.boot }
 
 func newBootID() string {
 	var b [16]byte
-	rand.Read(b[:])
+	crand.Read(b[:])
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
@@ -78,26 +93,161 @@ func newBootID() string {
 // now on with ErrCrashed, and the returned one holds what was durable:
 // each file's data as of its last sync, each directory's entries as of
 // its last sync (an unsynced rename is undone, an unsynced creation
-// vanishes, an unsynced removal comes back).
+// vanishes, an unsynced removal comes back). It is the worst case of Cut.
 func (c *CrashFS) Crash() *CrashFS {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.cut(nil)
+}
+
+// Cut simulates a power loss that lets a random part of what was not
+// synced reach the device, as a real one does (docs/format.md, "Power
+// cuts", C1-C4): each file's unsynced data survives or reverts
+// 4 KiB page by page (PageSize), its size is the synced or the current
+// one, and each unsynced directory change (a creation, removal or
+// rename; a rename's two names together) survives or is undone. What was
+// synced always survives. The same state and seed give the same result.
+func (c *CrashFS) Cut(seed int64) *CrashFS {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cut(rand.New(rand.NewSource(seed)))
+}
+
+// CutAfter arms the file system to Cut(seed) by itself just before its
+// ops-th next mutating call (a write, truncation, sync, creation, rename,
+// link or removal; 0 cuts before the next one): that call and every later
+// one fail with ErrCrashed, and Crashed returns what the machine comes
+// back with. It lands cuts inside operations at reproducible points.
+func (c *CrashFS) CutAfter(ops int, seed int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.armed, c.countdown, c.cutSeed = true, ops, seed
+}
+
+// Crashed is the file system after the cut CutAfter armed, nil until it
+// happened.
+func (c *CrashFS) Crashed() *CrashFS {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.after
+}
+
+// PageSize is the unit in which a Cut tears unsynced file data: the page
+// cache writes pages back independently, in no order.
+const PageSize = 4096
+
+// cut builds the file system after a power loss; rng nil keeps nothing
+// unsynced. mu held.
+func (c *CrashFS) cut(rng *rand.Rand) *CrashFS {
 	c.dead = true
-	after := &CrashFS{cur: map[string]*node{}, durable: map[string]*node{}, locks: map[string]bool{}, boot: newBootID()}
+	after := &CrashFS{cur: map[string]*node{}, durable: map[string]*node{}, locks: map[string]bool{},
+		boot: newBootID(), moved: map[string]string{}}
 	copies := map[*node]*node{}
-	for _, p := range sortedKeys(c.durable) { // parents before children
+	coins := map[string]bool{}
+	durable := c.durable
+	if rng != nil {
+		durable = c.movedDirs(coins, rng)
+	}
+	for _, p := range c.allPaths(durable) { // sorted: parents before children
 		if p != "/" && after.cur[path.Dir(p)] == nil {
-			continue // its directory's entry for it was never durable
+			continue // its directory's entry for it did not survive
 		}
-		n := c.durable[p]
+		n := durable[p]
+		if cur := c.cur[p]; cur != n && rng != nil && c.coin(coins, p, rng) {
+			n = cur
+		}
+		if n == nil {
+			continue
+		}
 		m := copies[n]
 		if m == nil {
-			m = &node{dir: n.dir, data: slices.Clone(n.synced), synced: slices.Clone(n.synced), mod: n.mod}
+			data := tear(n, rng)
+			m = &node{dir: n.dir, data: data, synced: slices.Clone(data), mod: n.mod}
 			copies[n] = m
 		}
 		after.cur[p], after.durable[p] = m, m
 	}
+	c.after = after
 	return after
+}
+
+// movedDirs is the durable view in which each unsynced directory rename
+// the coin keeps has taken the directory's durable entries along; mu
+// held.
+func (c *CrashFS) movedDirs(coins map[string]bool, rng *rand.Rand) map[string]*node {
+	durable, cloned := c.durable, false
+	for _, dst := range slices.Sorted(maps.Keys(c.moved)) {
+		src, n := c.moved[dst], c.cur[dst]
+		if n == nil || !n.dir || c.durable[src] != n || !c.coin(coins, dst, rng) {
+			continue
+		}
+		if !cloned {
+			durable, cloned = maps.Clone(c.durable), true
+		}
+		rekey(durable, src, dst)
+	}
+	return durable
+}
+
+// allPaths is every path either view holds, parents first; mu held.
+func (c *CrashFS) allPaths(durable map[string]*node) []string {
+	all := maps.Clone(durable)
+	maps.Copy(all, c.cur)
+	return sortedKeys(all)
+}
+
+// coin decides whether the unsynced change at p survives, once for both
+// names of a rename; mu held.
+func (c *CrashFS) coin(coins map[string]bool, p string, rng *rand.Rand) bool {
+	key := c.moveKey(p)
+	v, ok := coins[key]
+	if !ok {
+		v = rng.Intn(2) == 0
+		coins[key] = v
+	}
+	return v
+}
+
+// moveKey names the rename p's fate is tied to: p's own, or that of a
+// directory above it renamed (from or to) and not yet synced; else p.
+func (c *CrashFS) moveKey(p string) string {
+	for a := p; ; a = path.Dir(a) {
+		if src, ok := c.moved[a]; ok {
+			return src
+		}
+		for _, src := range c.moved {
+			if src == a {
+				return a
+			}
+		}
+		if a == "/" {
+			return p
+		}
+	}
+}
+
+// tear is what the device holds of n's data after a cut: with rng, each
+// page the synced data or the current one, the size either.
+func tear(n *node, rng *rand.Rand) []byte {
+	if rng == nil || n.dir {
+		return slices.Clone(n.synced)
+	}
+	old, cur := n.synced, n.data
+	size := len(old)
+	if rng.Intn(2) == 0 {
+		size = len(cur)
+	}
+	out := make([]byte, size)
+	for pg := 0; pg < size; pg += PageSize {
+		src := old
+		if rng.Intn(2) == 0 {
+			src = cur
+		}
+		if pg < len(src) {
+			copy(out[pg:min(pg+PageSize, size)], src[pg:min(pg+PageSize, len(src))])
+		}
+	}
+	return out
 }
 
 func sortedKeys(m map[string]*node) []string {
@@ -126,6 +276,25 @@ func (c *CrashFS) lock() error {
 	return nil
 }
 
+// lockW is lock for a call that changes the file system: an armed
+// CutAfter counts it and, at zero, cuts the power instead. Callers unlock.
+func (c *CrashFS) lockW() error {
+	if err := c.lock(); err != nil {
+		return err
+	}
+	if !c.armed {
+		return nil
+	}
+	if c.countdown > 0 {
+		c.countdown--
+		return nil
+	}
+	c.armed = false
+	c.cut(rand.New(rand.NewSource(c.cutSeed)))
+	c.mu.Unlock()
+	return ErrCrashed
+}
+
 // parentDir checks that p's parent exists and is a directory; mu held.
 func (c *CrashFS) parentDir(op, p string) error {
 	if d := c.cur[path.Dir(p)]; d == nil || !d.dir {
@@ -137,7 +306,11 @@ func (c *CrashFS) parentDir(op, p string) error {
 // OpenFile opens name with os.OpenFile's flags; writes are not durable
 // until Sync, the entry of a new file not until its directory's Sync.
 func (c *CrashFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
-	if err := c.lock(); err != nil {
+	lock := c.lock
+	if flag&(os.O_CREATE|os.O_TRUNC) != 0 {
+		lock = c.lockW
+	}
+	if err := lock(); err != nil {
 		return nil, err
 	}
 	defer c.mu.Unlock()
@@ -165,7 +338,7 @@ func (c *CrashFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, e
 
 // OpenDir opens a directory; its Sync makes its entries durable.
 func (c *CrashFS) OpenDir(name string) (vfs.File, error) {
-	if err := c.lock(); err != nil {
+	if err := c.lockW(); err != nil {
 		return nil, err
 	}
 	defer c.mu.Unlock()
@@ -182,7 +355,7 @@ func (c *CrashFS) OpenDir(name string) (vfs.File, error) {
 
 // Rename moves a file; the move is durable once the directory is synced.
 func (c *CrashFS) Rename(oldname, newname string) error {
-	if err := c.lock(); err != nil {
+	if err := c.lockW(); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
@@ -191,22 +364,29 @@ func (c *CrashFS) Rename(oldname, newname string) error {
 	switch {
 	case src == nil:
 		return perr("rename", oldname, fs.ErrNotExist)
-	case src.dir:
-		return perr("rename", oldname, errors.ErrUnsupported)
 	case path.Dir(o) != path.Dir(n):
 		return perr("rename", newname, errors.ErrUnsupported) // one directory sync covers it
 	}
-	if dst := c.cur[n]; dst != nil && dst.dir {
-		return perr("rename", newname, syscall.EISDIR)
+	if dst := c.cur[n]; dst != nil && (dst.dir || src.dir) {
+		return perr("rename", newname, syscall.EISDIR) // no directory replaced
 	}
 	c.cur[n] = src
 	delete(c.cur, o)
+	if src.dir { // its entries go with it
+		rekey(c.cur, o, n)
+	}
+	from := o
+	if orig, ok := c.moved[o]; ok {
+		from = orig
+		delete(c.moved, o)
+	}
+	c.moved[n] = from
 	return nil
 }
 
 // Remove removes a file or an empty directory.
 func (c *CrashFS) Remove(name string) error {
-	if err := c.lock(); err != nil {
+	if err := c.lockW(); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
@@ -224,7 +404,7 @@ func (c *CrashFS) Remove(name string) error {
 
 // RemoveAll removes name and everything below it.
 func (c *CrashFS) RemoveAll(name string) error {
-	if err := c.lock(); err != nil {
+	if err := c.lockW(); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
@@ -239,7 +419,7 @@ func (c *CrashFS) RemoveAll(name string) error {
 
 // Mkdir makes a directory, durable once its parent is synced.
 func (c *CrashFS) Mkdir(name string, perm fs.FileMode) error {
-	if err := c.lock(); err != nil {
+	if err := c.lockW(); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
@@ -306,7 +486,7 @@ func (c *CrashFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	}
 	var out []fs.DirEntry
 	for _, k := range c.children(p) {
-		out = append(out, fs.FileInfoToDirEntry(info(k, c.cur[k])))
+		out = append(out, fs.FileInfoToDirEntry(c.info(k, c.cur[k])))
 	}
 	return out, nil
 }
@@ -322,7 +502,7 @@ func (c *CrashFS) Stat(name string) (fs.FileInfo, error) {
 	if n == nil {
 		return nil, perr("stat", name, fs.ErrNotExist)
 	}
-	return info(p, n), nil
+	return c.info(p, n), nil
 }
 
 // Lock creates name if missing and locks it within this CrashFS (a crash
@@ -350,13 +530,56 @@ func (c *CrashFS) Lock(name string) (io.Closer, error) {
 	}), nil
 }
 
+var _ vfs.Linker = (*CrashFS)(nil)
+
+// Link makes newname another name of oldname's file (which must be a
+// file, newname must not exist); the new entry is durable once newname's
+// directory is synced.
+func (c *CrashFS) Link(oldname, newname string) error {
+	if err := c.lockW(); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	o, n := clean(oldname), clean(newname)
+	src := c.cur[o]
+	switch {
+	case src == nil:
+		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: fs.ErrNotExist}
+	case src.dir:
+		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: syscall.EPERM}
+	case c.cur[n] != nil:
+		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: fs.ErrExist}
+	}
+	if err := c.parentDir("link", n); err != nil {
+		return err
+	}
+	c.cur[n] = src
+	return nil
+}
+
 type closerFunc func() error
 
 // Close implements io.Closer.
 func (f closerFunc) Close() error { return f() }
 
-// syncDir makes the entries of directory p durable as they are now.
+// rekey moves every entry of m below directory o to below n.
+func rekey(m map[string]*node, o, n string) {
+	for k, v := range m {
+		if strings.HasPrefix(k, o+"/") {
+			delete(m, k)
+			m[n+k[len(o):]] = v
+		}
+	}
+}
+
+// syncDir makes the entries of directory p durable as they are now; a
+// directory renamed into p takes its durable entries along.
 func (c *CrashFS) syncDir(p string) {
+	for dst, src := range c.moved {
+		if path.Dir(dst) == p && c.cur[dst] != nil && c.cur[dst].dir && c.durable[src] == c.cur[dst] {
+			rekey(c.durable, src, dst)
+		}
+	}
 	for k := range c.durable {
 		if k != "/" && path.Dir(k) == p && c.cur[k] == nil {
 			delete(c.durable, k)
@@ -364,6 +587,11 @@ func (c *CrashFS) syncDir(p string) {
 	}
 	for _, k := range c.children(p) {
 		c.durable[k] = c.cur[k]
+	}
+	for dst := range c.moved {
+		if path.Dir(dst) == p {
+			delete(c.moved, dst)
+		}
 	}
 }
 
@@ -373,12 +601,22 @@ type fileInfo struct {
 	size int64
 	dir  bool
 	mod  time.Time
+	// links is how many names the file has: Sys reports it as a
+	// syscall.Stat_t's Nlink, as the engine reads it (vfs.Links).
+	links uint64
 }
 
 var _ fs.FileInfo = fileInfo{}
 
-func info(p string, n *node) fileInfo {
-	return fileInfo{name: path.Base(p), size: int64(len(n.data)), dir: n.dir, mod: n.mod}
+// info describes node n at p; mu held.
+func (c *CrashFS) info(p string, n *node) fileInfo {
+	links := uint64(0)
+	for _, m := range c.cur {
+		if m == n {
+			links++
+		}
+	}
+	return fileInfo{name: path.Base(p), size: int64(len(n.data)), dir: n.dir, mod: n.mod, links: max(links, 1)}
 }
 
 // Name implements fs.FileInfo.
@@ -394,7 +632,7 @@ func (i fileInfo) ModTime() time.Time { return i.mod }
 func (i fileInfo) IsDir() bool { return i.dir }
 
 // Sys implements fs.FileInfo.
-func (i fileInfo) Sys() any { return nil }
+func (i fileInfo) Sys() any { return &syscall.Stat_t{Nlink: i.links} }
 
 // Mode implements fs.FileInfo.
 func (i fileInfo) Mode() fs.FileMode {
@@ -417,7 +655,11 @@ type file struct {
 
 // op takes the file system's mutex for one call on f; callers unlock.
 func (f *file) op(name string) error {
-	if err := f.fs.lock(); err != nil {
+	lock := f.fs.lock
+	if name == "write" || name == "sync" || name == "truncate" {
+		lock = f.fs.lockW
+	}
+	if err := lock(); err != nil {
 		return err
 	}
 	if f.closed {
@@ -529,7 +771,7 @@ func (f *file) Stat() (fs.FileInfo, error) {
 		return nil, err
 	}
 	defer f.fs.mu.Unlock()
-	return info(f.path, f.n), nil
+	return f.fs.info(f.path, f.n), nil
 }
 
 // Name is the name the file was opened with.
