@@ -79,10 +79,17 @@ type Disk struct {
 	// afterReclaimRead, when set (by tests only), is called by a reclaim
 	// step between reading a run and punching its zero grains.
 	afterReclaimRead func()
-	stripe           [stripes]sync.Mutex
-	bg               sync.WaitGroup
-	cancel           context.CancelFunc
-	ctx              context.Context
+	// afterFinishStep, when set (by tests only), is called by the end of
+	// a consolidation after each of its steps (1, 2, 3: finishMerge).
+	afterFinishStep func(step int)
+	// dropped: files of layers a consolidation dropped from the chain in
+	// memory (and in the journal) that disk.meta still names until the
+	// next checkpoint; gc keeps them.
+	dropped []string
+	stripe  [stripes]sync.Mutex
+	bg      sync.WaitGroup
+	cancel  context.CancelFunc
+	ctx     context.Context
 
 	mu struct {
 		sync.Mutex

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/journal"
 	"github.com/blockwise/blockwise/internal/vfs"
 )
 
@@ -253,38 +255,168 @@ func (d *Disk) mergeRun(ms *mergeState, r run) error {
 	return nil
 }
 
-// finishMerge drops the emptied child from the chain.
+// finishMerge drops the emptied child from the chain with no fsync under
+// the exclusive barrier: the checkpoint it used to take there (tens of
+// milliseconds here, seconds when it queued behind a flush of the merged
+// data) was the guest's longest stall. Invariant 6 (docs/format.md):
+//
+//  1. shared barrier: a flat parent spans the disk; a flush makes the
+//     child's drops, the parent's gains and their data durable. The
+//     durable state is "merge in progress, child empty": a crash from
+//     here resumes a merge with nothing to copy;
+//  2. exclusive barrier, no sync: a drop record (0x02) is appended to the
+//     journal, and the chain and disk.meta in memory lose the child.
+//     Records after it name the parent only, which the durable chain
+//     reads the same way whether or not the drop survives;
+//  3. shared barrier: the journal sync makes the drop durable (replay
+//     drops the child, the merge is over); the task ends after it. The
+//     child's file, which nothing names any more, is emptied to give its
+//     space back; the next checkpoint commits the chain and removes it;
+//  4. if snapshots moved from the child to the parent, that checkpoint is
+//     now: direct readers (direct.go) read disk.meta, not the journal, and
+//     refuse a snapshot under a merge until disk.meta says it ended. When
+//     the child was the live top (deleting the newest snapshot, as a
+//     backup does), no snapshot was on it and there is no pause at all.
 func (d *Disk) finishMerge() error {
-	d.barrier.Lock()
-	defer d.barrier.Unlock()
+	ms := d.merge
+	if err := d.flushMerged(ms); err != nil {
+		return err
+	}
+	d.finishStep(1)
+	log, moved, err := d.dropChild(ms)
+	if err != nil {
+		return err
+	}
+	defer ms.child.f.Close()
+	d.finishStep(2)
+	if err := d.syncDrop(log); err != nil {
+		return err
+	}
+	d.finishStep(3)
+	if vfs.Links(ms.child.f) < 2 { // a linked clone's layer keeps its data
+		ms.child.f.Truncate(0) // best effort: gc removes it at the next commit
+	}
+	if !moved {
+		return nil
+	}
+	// The end is durable already: a full file system only defers this.
+	if err := d.Checkpoint(); err != nil && !errors.Is(err, ErrNoSpace) {
+		return err
+	}
+	return nil
+}
+
+func (d *Disk) finishStep(i int) {
+	if d.afterFinishStep != nil {
+		d.afterFinishStep(i)
+	}
+}
+
+// flushMerged is step 1 of finishMerge.
+func (d *Disk) flushMerged(ms *mergeState) error {
+	d.barrier.RLock()
+	defer d.barrier.RUnlock()
 	if d.closed {
 		return ErrClosed
 	}
-	ms := d.merge
-	if ms.child.held() != 0 {
-		return errors.New("consolidation: child not empty at finish")
-	}
 	if ms.parent.flat {
-		// The flat layer must span the disk so qemu-img sees its size.
+		// The flat layer must span the disk so qemu-img sees its size;
+		// marked written so the flush's data sync makes the size durable.
+		ms.parent.written.Store(true)
 		if err := ms.parent.f.Truncate(d.size); err != nil {
 			return d.fail(err)
 		}
 	}
+	return d.flushLocked()
+}
+
+// dropChild is step 2 of finishMerge; it returns the journal holding the
+// drop record and whether snapshots moved to the parent. The child cannot have changed since the flush (nothing
+// writes to an empty child); if it had, it flushes again, here.
+func (d *Disk) dropChild(ms *mergeState) (*journal.Log, bool, error) {
+	d.barrier.Lock()
+	defer d.barrier.Unlock()
+	if d.closed {
+		return nil, false, ErrClosed
+	}
+	if ms.child.held() != 0 {
+		return nil, false, errors.New("consolidation: child not empty at finish")
+	}
+	if ms.child.changedSinceRecord() {
+		if err := d.flushLocked(); err != nil {
+			return nil, false, err
+		}
+	}
+	rec := journal.Record{Type: recDrop, Payload: dropPayload(ms.child.id, ms.parent.id)}
+	if err := d.log.Append(rec); err != nil {
+		if err = noSpace(err); !errors.Is(err, ErrNoSpace) {
+			return nil, false, d.fail(err)
+		}
+		return nil, false, err // all or nothing: retried once space is freed
+	}
+	moved := d.dropLayer(ms.child, ms.parent)
+	return d.log, moved, nil
+}
+
+// dropLayer removes the merged child from the chain and disk.meta in
+// memory; snapshots on it move to the parent (it reports whether any
+// did). Exclusive barrier held (or replay).
+func (d *Disk) dropLayer(child, parent *layer) bool {
 	m := d.meta.clone()
-	ci := m.layerIndex(ms.child.id)
+	ci := m.layerIndex(child.id)
+	d.dropped = append(d.dropped, m.Layers[ci].Data, m.Layers[ci].Map)
 	m.Layers = append(m.Layers[:ci], m.Layers[ci+1:]...)
+	moved := false
 	for i := range m.Snapshots {
-		if m.Snapshots[i].Layer == ms.child.id {
-			m.Snapshots[i].Layer = ms.parent.id
+		if m.Snapshots[i].Layer == child.id {
+			m.Snapshots[i].Layer = parent.id
+			moved = true
 		}
 	}
 	m.Merge = nil
-	chain := append(append([]*layer(nil), d.chain[:ci]...), d.chain[ci+1:]...)
-	if err := d.checkpoint(m, chain, false); err != nil {
-		return err
-	}
+	d.meta = m
+	d.chain = append(append([]*layer(nil), d.chain[:ci]...), d.chain[ci+1:]...)
 	d.merge = nil
-	ms.child.f.Close()
+	return moved
+}
+
+// syncDrop is step 3 of finishMerge: the journal sync, under the shared
+// barrier so that log is still the disk's journal (a checkpoint since
+// then committed a disk.meta without the child: nothing left to sync).
+func (d *Disk) syncDrop(log *journal.Log) error {
+	d.barrier.RLock()
+	defer d.barrier.RUnlock()
+	if d.closed || d.log != log {
+		return nil
+	}
+	d.flushMu.Lock()
+	defer d.flushMu.Unlock()
+	if err := log.Sync(); err != nil {
+		return d.fail(err)
+	}
+	return nil
+}
+
+// dropPayload is a 0x02 record's payload: the child's and the parent's
+// layer IDs (docs/format.md, "Journal").
+func dropPayload(child, parent uint64) []byte {
+	return binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, child), parent)
+}
+
+// replayDrop applies a 0x02 record: the merge it names ended.
+func (d *Disk) replayDrop(payload []byte, byID map[uint64]*layer) error {
+	if len(payload) != 16 {
+		return fmt.Errorf("%w: drop record of %d bytes", ErrCorrupt, len(payload))
+	}
+	cid, pid := binary.LittleEndian.Uint64(payload), binary.LittleEndian.Uint64(payload[8:])
+	mm := d.meta.Merge
+	child, parent := byID[cid], byID[pid]
+	if mm == nil || mm.Child != cid || mm.Parent != pid || child == nil || parent == nil || child.held() != 0 {
+		return fmt.Errorf("%w: drop record of layer %d does not end the merge in progress", ErrCorrupt, cid)
+	}
+	d.dropLayer(child, parent)
+	delete(byID, cid)
+	child.f.Close()
 	return nil
 }
 
