@@ -81,41 +81,146 @@ func (t *Task) Err() error { return t.err }
 // snapshot is gone as soon as it returns. If the disk is closed before the
 // task ends, the consolidation resumes at the next Open.
 //
-// Invariant 6 (docs/format.md).
+// Its start is a commit of disk.meta alone (same generation, maps and
+// journal; only the snapshot list and `merge` differ), written while
+// guest I/O goes on; while I/O is stopped it only switches the in-memory
+// state. Invariant 6 (docs/format.md).
 func (d *Disk) DeleteSnapshot(id string) (*Task, error) {
 	d.presync()
-	d.barrier.Lock()
-	defer d.barrier.Unlock()
+	d.deleteMu.Lock()
+	defer d.deleteMu.Unlock()
+	m, err := d.commitDelete(id)
+	if errors.Is(err, errSlowDelete) {
+		return d.deleteCheckpointed(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.mergeStepHook(0)
+	return d.applyDelete(id, m)
+}
+
+// errSlowDelete: the delete takes a checkpoint under the exclusive
+// barrier instead (a shared layer to unshare first, or no room).
+var errSlowDelete = errors.New("delete by checkpoint")
+
+// commitDelete writes disk.meta without snapshot id and with its merge,
+// under the shared barrier: no checkpoint can change the generation
+// meanwhile (it needs the exclusive one), and the maps and journal it
+// names stay valid: the journal's records name the same layers.
+func (d *Disk) commitDelete(id string) (*diskMeta, error) {
+	d.barrier.RLock()
+	defer d.barrier.RUnlock()
+	m, parent, err := d.deleteMeta(id)
+	if err != nil {
+		return nil, err
+	}
+	// A merge that ended since the last checkpoint left records in this
+	// journal that name its child, which disk.meta still holds and m no
+	// longer does: replayed against m they would not apply.
+	if vfs.Links(parent.f) > 1 || len(d.dropped) > 0 {
+		return nil, errSlowDelete
+	}
+	tmp := filepath.Join(d.dir, "."+metaName+".del")
+	err = vfs.WriteNew(d.fs, tmp, m.encode())
+	if err == nil {
+		err = d.fs.Rename(tmp, filepath.Join(d.dir, metaName))
+	}
+	if err != nil {
+		d.fs.Remove(tmp)
+		if errors.Is(noSpace(err), ErrNoSpace) {
+			return nil, errSlowDelete // the checkpoint knows how to find room
+		}
+		return nil, err // disk.meta is the old or the new one: both are sound
+	}
+	if err := vfs.SyncDir(d.fs, d.dir); err != nil {
+		return nil, d.fail(err)
+	}
+	return m, nil
+}
+
+// deleteMeta checks that snapshot id can be deleted now and returns the
+// disk.meta that records its deletion, and the layer it merges into.
+// Barrier held.
+func (d *Disk) deleteMeta(id string) (*diskMeta, *layer, error) {
 	if d.closed {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	if d.merge != nil {
-		return nil, fmt.Errorf("%w: a consolidation is in progress", ErrBusy)
+		return nil, nil, fmt.Errorf("%w: a consolidation is in progress", ErrBusy)
 	}
 	i, sm := d.meta.snapshot(id)
 	if sm == nil {
-		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
+		return nil, nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
 	}
 	d.mu.Lock()
 	open := d.mu.views[id]
 	d.mu.Unlock()
 	if open > 0 {
-		return nil, fmt.Errorf("snapshot %s: %w: %d open views", id, ErrBusy, open)
+		return nil, nil, fmt.Errorf("snapshot %s: %w: %d open views", id, ErrBusy, open)
 	}
 	pi := d.meta.layerIndex(sm.Layer)
 	child, parent := d.chain[pi+1], d.chain[pi]
+	m := d.meta.clone()
+	m.Snapshots = append(m.Snapshots[:i], m.Snapshots[i+1:]...)
+	m.Merge = &mergeMeta{Snapshot: id, Child: child.id, Parent: parent.id, Total: int64(child.held())}
+	return m, parent, nil
+}
+
+// applyDelete switches to m, which commitDelete made durable, and starts
+// the merge: exclusive barrier, no I/O. If a checkpoint ran in between
+// (it committed the old snapshot list again), or a view of the snapshot
+// was opened, it takes the checkpoint of the slow way now.
+func (d *Disk) applyDelete(id string, m *diskMeta) (*Task, error) {
+	d.barrier.Lock()
+	defer d.barrier.Unlock()
+	if d.closed { // disk.meta records the merge: it resumes at Open
+		return nil, ErrClosed
+	}
+	d.mu.Lock()
+	open := d.mu.views[id]
+	d.mu.Unlock()
+	if open > 0 || d.meta.Gen != m.Gen {
+		return d.deleteLocked(id)
+	}
+	d.meta = m
+	return d.startDelete(m), nil
+}
+
+// deleteCheckpointed deletes snapshot id with a checkpoint under the
+// exclusive barrier: the slow way, for a shared parent or a full disk.
+func (d *Disk) deleteCheckpointed(id string) (*Task, error) {
+	d.barrier.Lock()
+	defer d.barrier.Unlock()
+	return d.deleteLocked(id)
+}
+
+func (d *Disk) deleteLocked(id string) (*Task, error) {
+	m, parent, err := d.deleteMeta(id)
+	if err != nil {
+		// Back to what memory says (the snapshot is there) if disk.meta
+		// was committed without it.
+		if cerr := d.checkpoint(d.meta.clone(), d.chain, false); cerr != nil && !d.closed {
+			return nil, cerr
+		}
+		return nil, err
+	}
 	if err := d.unshare(parent); err != nil {
 		return nil, noSpace(err)
 	}
-	m := d.meta.clone()
-	m.Snapshots = append(m.Snapshots[:i], m.Snapshots[i+1:]...)
-	ms := &mergeState{child: child, parent: parent, live: pi+1 == len(d.chain)-1, total: int64(child.held())}
-	m.Merge = &mergeMeta{Snapshot: id, Child: child.id, Parent: parent.id, Total: ms.total}
 	if err := d.checkpoint(m, d.chain, false); err != nil {
 		return nil, err
 	}
-	d.merge = ms
-	return d.startMerge(), nil
+	return d.startDelete(d.meta), nil
+}
+
+// startDelete sets up the merge m records and starts it. Exclusive
+// barrier held.
+func (d *Disk) startDelete(m *diskMeta) *Task {
+	ci := m.layerIndex(m.Merge.Child)
+	child, parent := d.chain[ci], d.chain[ci-1]
+	d.merge = &mergeState{child: child, parent: parent, live: ci == len(d.chain)-1, total: m.Merge.Total}
+	return d.startMerge()
 }
 
 // startMerge runs the consolidation in the background. Exclusive barrier
@@ -282,17 +387,17 @@ func (d *Disk) finishMerge() error {
 	if err := d.flushMerged(ms); err != nil {
 		return err
 	}
-	d.finishStep(1)
+	d.mergeStepHook(1)
 	log, moved, err := d.dropChild(ms)
 	if err != nil {
 		return err
 	}
 	defer ms.child.f.Close()
-	d.finishStep(2)
+	d.mergeStepHook(2)
 	if err := d.syncDrop(log); err != nil {
 		return err
 	}
-	d.finishStep(3)
+	d.mergeStepHook(3)
 	if vfs.Links(ms.child.f) < 2 { // a linked clone's layer keeps its data
 		ms.child.f.Truncate(0) // best effort: gc removes it at the next commit
 	}
@@ -306,9 +411,9 @@ func (d *Disk) finishMerge() error {
 	return nil
 }
 
-func (d *Disk) finishStep(i int) {
-	if d.afterFinishStep != nil {
-		d.afterFinishStep(i)
+func (d *Disk) mergeStepHook(i int) {
+	if d.afterMergeStep != nil {
+		d.afterMergeStep(i)
 	}
 }
 

@@ -3,14 +3,16 @@ package disk
 import (
 	"bytes"
 	"context"
+	"errors"
 	"slices"
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/vfs/vfstest"
 )
 
-// TestCrashFinishMergeSteps pins the order of a consolidation's end
-// (finishMerge, invariant 6): a power cut after each of its steps, with a
+// TestCrashFinishMergeSteps pins the order of a consolidation's start
+// (DeleteSnapshot) and end (finishMerge, invariant 6): a power cut after
+// each of their steps, with a
 // write flushed after every earlier step, must lose no flushed write, and
 // once the step that syncs the drop record is done the merge is over for
 // good (the reopened disk has one layer and no merge to resume), even
@@ -23,6 +25,7 @@ func TestCrashFinishMergeSteps(t *testing.T) {
 		writes []int // the steps after which a write is flushed
 		ended  bool  // the merge must be over at reopen
 	}{
+		{"after the start's disk.meta", 0, nil, false},
 		{"after flush", 1, nil, false},
 		{"after drop in memory", 2, []int{1}, false},
 		// No flush of the test's own to make up for a missing one.
@@ -54,7 +57,7 @@ func TestCrashFinishMergeSteps(t *testing.T) {
 				t.Fatal(err)
 			}
 			var after *vfstest.CrashFS
-			d.afterFinishStep = func(step int) {
+			d.afterMergeStep = func(step int) {
 				switch {
 				case after != nil: // crashed: nothing is acknowledged
 					return
@@ -86,6 +89,9 @@ func TestCrashFinishMergeSteps(t *testing.T) {
 			}
 			d.Close()
 			checkFinishCut(t, after, want, tc.ended)
+			if tc.cut == 0 { // the snapshot is gone once disk.meta says so
+				checkSnapshots(t, after, 0)
+			}
 		})
 	}
 }
@@ -169,5 +175,86 @@ func TestDirectAfterMerge(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatal("direct reader and the disk's view differ after the merge")
+	}
+}
+
+// checkSnapshots: the disk after the power cut has n snapshots.
+func checkSnapshots(t *testing.T, after *vfstest.CrashFS, n int) {
+	t.Helper()
+	ds, err := OpenDatastore("/ds", WithFS(after), WithBootID(after.BootID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ds.Open("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if got := len(d.Snapshots()); got != n {
+		t.Fatalf("%d snapshots after the power cut, want %d", got, n)
+	}
+}
+
+// TestDeleteStartRaces: between the commit of disk.meta that starts a
+// consolidation and the switch of the in-memory state, a checkpoint
+// (which commits the old snapshot list again) or a view of the snapshot
+// (which must keep it) may slip in. The first must still delete it, the
+// second must refuse and leave it, durably: a power cut after each.
+func TestDeleteStartRaces(t *testing.T) {
+	tests := []struct {
+		name string
+		race func(d *Disk) error
+		busy bool
+	}{
+		{"checkpoint", func(d *Disk) error { return d.Checkpoint() }, false},
+		{"view", func(d *Disk) error { _, err := d.OpenSnapshot("s"); return err }, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfs := vfstest.NewCrashFS()
+			ds, err := OpenDatastore("/ds", WithFS(cfs), WithBootID(cfs.BootID()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := ds.Create("c", 1<<20, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.CreateSnapshot("s", ""); err != nil {
+				t.Fatal(err)
+			}
+			p := pattern(7, DefaultGrain)
+			if _, err := d.WriteAt(p, 0); err != nil {
+				t.Fatal(err)
+			}
+			d.afterMergeStep = func(step int) {
+				if step == 0 {
+					if err := tc.race(d); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+			task, err := d.DeleteSnapshot("s")
+			if tc.busy != errors.Is(err, ErrBusy) {
+				t.Fatalf("delete with a %s in between: %v", tc.name, err)
+			}
+			if task != nil {
+				if err := task.Wait(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := d.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			after := cfs.Crash()
+			d.Close()
+			want := map[int64][]byte{0: p}
+			if tc.busy {
+				checkSnapshots(t, after, 1)
+				return
+			}
+			checkFinishCut(t, after, want, true)
+			checkSnapshots(t, after, 0)
+		})
 	}
 }
