@@ -384,13 +384,21 @@ func (d *Disk) mergeRun(ms *mergeState, r run) error {
 //     backup does), no snapshot was on it and there is no pause at all.
 func (d *Disk) finishMerge() error {
 	ms := d.merge
-	if err := d.flushMerged(ms); err != nil {
-		return err
-	}
-	d.mergeStepHook(1)
-	log, moved, err := d.dropChild(ms)
-	if err != nil {
-		return err
+	var log *journal.Log
+	var moved bool
+	for {
+		size, err := d.flushMerged(ms)
+		if err != nil {
+			return err
+		}
+		d.mergeStepHook(1)
+		log, moved, err = d.dropChild(ms, size)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errGrown) {
+			return err
+		}
 	}
 	defer ms.child.f.Close()
 	d.mergeStepHook(2)
@@ -417,32 +425,40 @@ func (d *Disk) mergeStepHook(i int) {
 	}
 }
 
-// flushMerged is step 1 of finishMerge.
-func (d *Disk) flushMerged(ms *mergeState) error {
+// errGrown: the disk grew between finishMerge's steps 1 and 2, so the
+// flat parent no longer spans it; step 1 runs again.
+var errGrown = errors.New("disk grew during the end of a consolidation")
+
+// flushMerged is step 1 of finishMerge; it returns the size the flat
+// parent now spans.
+func (d *Disk) flushMerged(ms *mergeState) (int64, error) {
 	d.barrier.RLock()
 	defer d.barrier.RUnlock()
 	if d.closed {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	if ms.parent.flat {
 		// The flat layer must span the disk so qemu-img sees its size;
 		// marked written so the flush's data sync makes the size durable.
 		ms.parent.written.Store(true)
 		if err := ms.parent.f.Truncate(d.size); err != nil {
-			return d.fail(err)
+			return 0, d.fail(err)
 		}
 	}
-	return d.flushLocked()
+	return d.size, d.flushLocked()
 }
 
 // dropChild is step 2 of finishMerge; it returns the journal holding the
 // drop record and whether snapshots moved to the parent. The child cannot have changed since the flush (nothing
 // writes to an empty child); if it had, it flushes again, here.
-func (d *Disk) dropChild(ms *mergeState) (*journal.Log, bool, error) {
+func (d *Disk) dropChild(ms *mergeState, size int64) (*journal.Log, bool, error) {
 	d.barrier.Lock()
 	defer d.barrier.Unlock()
 	if d.closed {
 		return nil, false, ErrClosed
+	}
+	if d.size != size {
+		return nil, false, errGrown
 	}
 	if ms.child.held() != 0 {
 		return nil, false, errors.New("consolidation: child not empty at finish")

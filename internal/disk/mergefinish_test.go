@@ -258,3 +258,56 @@ func TestDeleteStartRaces(t *testing.T) {
 		})
 	}
 }
+
+// TestFinishMergeRacesGrow: a grow between the end's flush (which makes
+// the flat parent span the disk) and its switch must not leave the flat
+// layer short of the disk: the grown area's data must read back, live
+// and after a power cut. (Found by TestModelCAW: "live disk differs".)
+func TestFinishMergeRacesGrow(t *testing.T) {
+	cfs := vfstest.NewCrashFS()
+	ds, err := OpenDatastore("/ds", WithFS(cfs), WithBootID(cfs.BootID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ds.Create("c", 1<<20, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateSnapshot("s", ""); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64][]byte{0: pattern(3, DefaultGrain)}
+	if _, err := d.WriteAt(want[0], 0); err != nil {
+		t.Fatal(err)
+	}
+	grown := false
+	d.afterMergeStep = func(step int) {
+		if step != 1 || grown {
+			return
+		}
+		grown = true
+		if err := d.Grow(2 << 20); err != nil {
+			t.Error(err)
+		}
+	}
+	task, err := d.DeleteSnapshot("s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want[3<<19] = pattern(4, 4096) // in the grown area, once the child is gone
+	if _, err := d.WriteAt(want[3<<19], 3<<19); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := d.chain[0].f.Stat(); err != nil || fi.Size() != 2<<20 {
+		t.Fatalf("flat layer after the merge: %v, %v; want 2 MiB", fi.Size(), err)
+	}
+	after := cfs.Crash()
+	d.Close()
+	checkFinishCut(t, after, want, true)
+}
