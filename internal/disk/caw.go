@@ -96,6 +96,7 @@ func (d *Disk) writeLocked(p, cur []byte, off int64) error {
 	}
 	top := d.chain[0]
 	top.written.Store(true)
+	defer top.written.Store(true) // again after, as in WriteAt
 	err := vfs.WriteMapped(top.f, p, off)
 	if err == nil {
 		return nil

@@ -67,14 +67,8 @@ func (d *Disk) commitGeneration(m *diskMeta, chain []*layer, closeEpoch bool) (*
 	if err == nil {
 		err = vfs.SyncDir(d.fs, d.dir)
 	}
-	var tmp string
 	if err == nil {
-		tmp, err = d.writeMetaTemp(m)
-	}
-	if err == nil {
-		if err = d.fs.Rename(tmp, filepath.Join(d.dir, metaName)); err != nil {
-			files = append(files, tmp)
-		}
+		err = d.fs.Rename(files[len(files)-1], filepath.Join(d.dir, metaName))
 	}
 	if err != nil {
 		if log != nil {
@@ -88,10 +82,13 @@ func (d *Disk) commitGeneration(m *diskMeta, chain []*layer, closeEpoch bool) (*
 	return log, nil
 }
 
-// writeGeneration writes generation m.Gen's new maps, CBT checkpoint and
-// empty journal, and returns the journal and the paths it created. The
-// files have names of their own: a crash leaves them as garbage for gc,
-// so they need no rename, and their syncs can overlap.
+// writeGeneration writes generation m.Gen's new maps, CBT checkpoint,
+// empty journal and disk.meta's next content (a synced temporary file
+// beside it, a dot name, last in the paths), and returns the journal and
+// the paths it created. The files have names of their own: a crash
+// leaves them as garbage for gc, and their syncs overlap (the temporary
+// disk.meta's too: nothing reads it before the rename, which comes after
+// every sync), one fsync's wait under the exclusive barrier in all.
 func (d *Disk) writeGeneration(m *diskMeta, chain []*layer, closeEpoch bool) (*journal.Log, []string, error) {
 	var g errgroup.Group
 	var files []string
@@ -119,18 +116,10 @@ func (d *Disk) writeGeneration(m *diskMeta, chain []*layer, closeEpoch bool) (*j
 		}
 		return d.startSession(log)
 	})
+	tmp, data := filepath.Join(d.dir, "."+metaName+".tmp"), m.encode() // after the names above
+	files = append(files, tmp)
+	g.Go(func() error { return vfs.WriteNew(d.fs, tmp, data) })
 	return log, files, g.Wait()
-}
-
-// writeMetaTemp writes disk.meta's next content to a synced temporary
-// file beside it (a dot name, so gc removes a leftover).
-func (d *Disk) writeMetaTemp(m *diskMeta) (string, error) {
-	tmp := filepath.Join(d.dir, "."+metaName+".tmp")
-	if err := vfs.WriteNew(d.fs, tmp, m.encode()); err != nil {
-		d.fs.Remove(tmp)
-		return "", err
-	}
-	return tmp, nil
 }
 
 // committed switches the in-memory state to a durable checkpoint.
@@ -143,6 +132,7 @@ func (d *Disk) committed(m *diskMeta, chain []*layer, log *journal.Log, closeEpo
 	}
 	d.log.Close()
 	d.log, d.meta, d.chain = log, m, chain
+	d.dropped = nil // the new disk.meta no longer names them
 	d.gc()
 	d.log.Reserve(d.reserve) // after the commit and gc: the checkpoint's files come first
 }
@@ -162,12 +152,20 @@ func (d *Disk) syncData(chain []*layer) error {
 // presync flushes the chain's data files without stopping I/O, so the
 // checkpoint that follows under the exclusive barrier finds little left to
 // sync: the guest's pause is metadata, not the dirty data of a whole epoch.
+//
+// It waits for a flush in progress (flushMu) too: an exclusive Lock taken
+// while a flush still syncs, say, a consolidation's merged data under the
+// shared barrier would wait for that sync, and every guest write would
+// queue behind the waiting Lock (Go's RWMutex admits no new reader then):
+// that was the seconds-long stall of BenchmarkConsolidate.
 func (d *Disk) presync() {
 	d.barrier.RLock()
 	defer d.barrier.RUnlock()
 	if d.closed {
 		return
 	}
+	d.flushMu.Lock()
+	defer d.flushMu.Unlock()
 	for _, l := range d.chain {
 		if l.written.Load() {
 			vfs.Datasync(l.f) // best effort: the checkpoint syncs again

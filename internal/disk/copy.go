@@ -318,6 +318,7 @@ func clipRuns(runs []srcRun, a, b int64) []srcRun {
 // after the data is in place).
 func (d *Disk) placeRuns(l *layer, runs []srcRun, shift int64, st *CopyStats) error {
 	l.written.Store(true)
+	defer l.written.Store(true) // again after, as in WriteAt
 	for _, r := range runs {
 		at := r.off + shift
 		var err error

@@ -68,6 +68,9 @@ type Disk struct {
 	closed  bool
 
 	flushMu sync.Mutex // orders flushes' journal records
+	// deleteMu: one DeleteSnapshot at a time writes disk.meta under the
+	// shared barrier (merge.go, commitDelete).
+	deleteMu sync.Mutex
 	// cutMu makes the layer records a flush takes one consistent cut of
 	// the maps: a consolidation moves a grain from the child's map to the
 	// parent's under it, so no flush records the child's drop without the
@@ -79,7 +82,15 @@ type Disk struct {
 	// afterReclaimRead, when set (by tests only), is called by a reclaim
 	// step between reading a run and punching its zero grains.
 	afterReclaimRead func()
-	stripe           [stripes]sync.Mutex
+	// afterMergeStep, when set (by tests only), is called after each step
+	// of a consolidation's start (0: DeleteSnapshot) and end (1, 2, 3:
+	// finishMerge).
+	afterMergeStep func(step int)
+	// dropped: files of layers a consolidation dropped from the chain in
+	// memory (and in the journal) that disk.meta still names until the
+	// next checkpoint; gc keeps them.
+	dropped []string
+	stripe  [stripes]sync.Mutex
 	// trees is the hash tree of every snapshot (tree.go); set by Open.
 	trees  *trees
 	bg     sync.WaitGroup

@@ -17,12 +17,14 @@
 //     Taking one freezes the top and starts an empty delta (O(1)).
 //   - consolidation: deleting a snapshot merges the delta above its layer
 //     into that layer, grain by grain under the grain's lock, while the disk
-//     keeps serving I/O; it is not a guest change and marks no CBT.
-//   - generation: every checkpoint (snapshot, grow, consolidation step,
-//     close, journal full) writes new maps, a CBT checkpoint and an empty
-//     journal named by the next generation, then commits them by replacing
-//     disk.meta. Between checkpoints, flushes append map and CBT changes
-//     to the journal. docs/format.md has the byte layouts and ordering.
+//     keeps serving I/O; it is not a guest change and marks no CBT. Its
+//     start commits disk.meta alone and its end is a journal record, both
+//     synced while I/O goes on: the guest's pause is an in-memory switch.
+//   - generation: every checkpoint (snapshot, grow, close, journal full)
+//     writes new maps, a CBT checkpoint and an empty journal named by the
+//     next generation, then commits them by replacing disk.meta. Between
+//     checkpoints, flushes append map and CBT changes to the journal.
+//     docs/format.md has the byte layouts and ordering.
 //   - provision: thin (the default: space on first write), lazy-zeroed or
 //     eager-zeroed (flat.raw reserved with fallocate at creation; TRIM
 //     keeps the reservation). Deltas are always thin.

@@ -141,7 +141,11 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		// anything describes it: the request fails, the disk stays whole.
 		top := d.chain[0]
 		top.written.Store(true) // a short write may have reached the file
-		if _, err := top.f.WriteAt(p, off); err != nil {
+		_, err := top.f.WriteAt(p, off)
+		// Again after: a flush that cleared the flag while this write ran
+		// may have synced before it landed; the next flush must sync it.
+		top.written.Store(true)
+		if err != nil {
 			return 0, noSpace(err)
 		}
 		return len(p), nil

@@ -26,6 +26,8 @@ const (
 	mapVersion = 1
 	// recLayer is the journal record of a delta map change.
 	recLayer byte = 0x01
+	// recDrop is the journal record that ends a consolidation (merge.go).
+	recDrop byte = 0x02
 )
 
 // layer is one file of a chain. The bottom layer has no maps.
@@ -257,6 +259,13 @@ func (l *layer) dirtyMap() bool {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.mu.dirty
+}
+
+// changedSinceRecord reports grains changed since the last journal record.
+func (l *layer) changedSinceRecord() bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return !l.mu.changed.IsEmpty()
 }
 
 // clearChanges: the maps are now in a durable map file.

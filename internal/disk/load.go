@@ -48,7 +48,7 @@ func (d *Disk) load() error {
 	if err != nil {
 		return err
 	}
-	if m.Merge != nil {
+	if m := d.meta; m.Merge != nil { // replay may have ended it
 		c := m.layerIndex(m.Merge.Child)
 		d.merge = &mergeState{child: d.chain[c], parent: d.chain[c-1], live: c == len(d.chain)-1, total: m.Merge.Total}
 	}
@@ -107,6 +107,8 @@ func (d *Disk) replay(byID map[uint64]*layer) (bool, error) {
 		switch {
 		case r.Type == recLayer:
 			err = applyRecord(r.Payload, byID)
+		case r.Type == recDrop:
+			err = d.replayDrop(r.Payload, byID)
 		case r.Type == cbt.RecordSession && d.tracker == nil:
 		case d.tracker != nil && isCBTRecord(r.Type):
 			cbtRecs = append(cbtRecs, cbt.Record{Type: r.Type, Payload: r.Payload})
@@ -190,6 +192,9 @@ func (d *Disk) logIntent(recs []cbt.Record, sync bool) error {
 // an interrupted checkpoint, replaced maps, merged layers.
 func (d *Disk) gc() {
 	keep := map[string]bool{metaName: true, lockName: true, journalName(d.meta.Gen): true, treeDirName: true}
+	for _, n := range d.dropped { // disk.meta still names them
+		keep[n] = true
+	}
 	for _, l := range d.meta.Layers {
 		keep[l.Data], keep[l.Map] = true, true
 	}

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/journal"
 	"github.com/blockwise/blockwise/internal/vfs"
 )
 
@@ -79,43 +81,150 @@ func (t *Task) Err() error { return t.err }
 // snapshot is gone as soon as it returns. If the disk is closed before the
 // task ends, the consolidation resumes at the next Open.
 //
-// Invariant 6 (docs/format.md).
+// Its start is a commit of disk.meta alone (same generation, maps and
+// journal; only the snapshot list and `merge` differ), written while
+// guest I/O goes on; while I/O is stopped it only switches the in-memory
+// state. Invariant 6 (docs/format.md).
 func (d *Disk) DeleteSnapshot(id string) (*Task, error) {
 	d.presync()
-	d.barrier.Lock()
-	defer d.barrier.Unlock()
+	d.deleteMu.Lock()
+	defer d.deleteMu.Unlock()
+	m, err := d.commitDelete(id)
+	if errors.Is(err, errSlowDelete) {
+		return d.deleteCheckpointed(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.mergeStepHook(0)
+	return d.applyDelete(id, m)
+}
+
+// errSlowDelete: the delete takes a checkpoint under the exclusive
+// barrier instead (a shared layer to unshare first, or no room).
+var errSlowDelete = errors.New("delete by checkpoint")
+
+// commitDelete writes disk.meta without snapshot id and with its merge,
+// under the shared barrier: no checkpoint can change the generation
+// meanwhile (it needs the exclusive one), and the maps and journal it
+// names stay valid: the journal's records name the same layers.
+func (d *Disk) commitDelete(id string) (*diskMeta, error) {
+	d.barrier.RLock()
+	defer d.barrier.RUnlock()
+	m, parent, err := d.deleteMeta(id)
+	if err != nil {
+		return nil, err
+	}
+	// A merge that ended since the last checkpoint left records in this
+	// journal that name its child, which disk.meta still holds and m no
+	// longer does: replayed against m they would not apply.
+	if vfs.Links(parent.f) > 1 || len(d.dropped) > 0 {
+		return nil, errSlowDelete
+	}
+	tmp := filepath.Join(d.dir, "."+metaName+".del")
+	err = vfs.WriteNew(d.fs, tmp, m.encode())
+	if err == nil {
+		err = d.fs.Rename(tmp, filepath.Join(d.dir, metaName))
+	}
+	if err != nil {
+		d.fs.Remove(tmp)
+		if errors.Is(noSpace(err), ErrNoSpace) {
+			return nil, errSlowDelete // the checkpoint knows how to find room
+		}
+		return nil, err // disk.meta is the old or the new one: both are sound
+	}
+	if err := vfs.SyncDir(d.fs, d.dir); err != nil {
+		return nil, d.fail(err)
+	}
+	return m, nil
+}
+
+// deleteMeta checks that snapshot id can be deleted now and returns the
+// disk.meta that records its deletion, and the layer it merges into.
+// Barrier held.
+func (d *Disk) deleteMeta(id string) (*diskMeta, *layer, error) {
 	if d.closed {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	if d.merge != nil {
-		return nil, fmt.Errorf("%w: a consolidation is in progress", ErrBusy)
+		return nil, nil, fmt.Errorf("%w: a consolidation is in progress", ErrBusy)
 	}
 	i, sm := d.meta.snapshot(id)
 	if sm == nil {
-		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
+		return nil, nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
 	}
 	d.mu.Lock()
 	open := d.mu.views[id]
 	d.mu.Unlock()
 	if open > 0 {
-		return nil, fmt.Errorf("snapshot %s: %w: %d open views", id, ErrBusy, open)
+		return nil, nil, fmt.Errorf("snapshot %s: %w: %d open views", id, ErrBusy, open)
 	}
 	pi := d.meta.layerIndex(sm.Layer)
 	child, parent := d.chain[pi+1], d.chain[pi]
+	m := d.meta.clone()
+	m.Snapshots = append(m.Snapshots[:i], m.Snapshots[i+1:]...)
+	m.Merge = &mergeMeta{Snapshot: id, Child: child.id, Parent: parent.id, Total: int64(child.held())}
+	return m, parent, nil
+}
+
+// applyDelete switches to m, which commitDelete made durable, and starts
+// the merge: exclusive barrier, no I/O. If a checkpoint ran in between
+// (it committed the old snapshot list again), or a view of the snapshot
+// was opened, it takes the checkpoint of the slow way now.
+func (d *Disk) applyDelete(id string, m *diskMeta) (*Task, error) {
+	d.barrier.Lock()
+	defer d.barrier.Unlock()
+	if d.closed { // disk.meta records the merge: it resumes at Open
+		return nil, ErrClosed
+	}
+	d.mu.Lock()
+	open := d.mu.views[id]
+	d.mu.Unlock()
+	if open > 0 || d.meta.Gen != m.Gen {
+		return d.deleteLocked(id)
+	}
+	d.meta = m
+	d.trees.drop(id)
+	d.removeTree(id) // T5
+	return d.startDelete(m), nil
+}
+
+// deleteCheckpointed deletes snapshot id with a checkpoint under the
+// exclusive barrier: the slow way, for a shared parent or a full disk.
+func (d *Disk) deleteCheckpointed(id string) (*Task, error) {
+	d.barrier.Lock()
+	defer d.barrier.Unlock()
+	return d.deleteLocked(id)
+}
+
+func (d *Disk) deleteLocked(id string) (*Task, error) {
+	m, parent, err := d.deleteMeta(id)
+	if err != nil {
+		// Back to what memory says (the snapshot is there) if disk.meta
+		// was committed without it.
+		if cerr := d.checkpoint(d.meta.clone(), d.chain, false); cerr != nil && !d.closed {
+			return nil, cerr
+		}
+		return nil, err
+	}
 	if err := d.unshare(parent); err != nil {
 		return nil, noSpace(err)
 	}
-	m := d.meta.clone()
-	m.Snapshots = append(m.Snapshots[:i], m.Snapshots[i+1:]...)
-	ms := &mergeState{child: child, parent: parent, live: pi+1 == len(d.chain)-1, total: int64(child.held())}
-	m.Merge = &mergeMeta{Snapshot: id, Child: child.id, Parent: parent.id, Total: ms.total}
 	if err := d.checkpoint(m, d.chain, false); err != nil {
 		return nil, err
 	}
-	d.merge = ms
 	d.trees.drop(id)
 	d.removeTree(id) // T5
-	return d.startMerge(), nil
+	return d.startDelete(d.meta), nil
+}
+
+// startDelete sets up the merge m records and starts it. Exclusive
+// barrier held.
+func (d *Disk) startDelete(m *diskMeta) *Task {
+	ci := m.layerIndex(m.Merge.Child)
+	child, parent := d.chain[ci], d.chain[ci-1]
+	d.merge = &mergeState{child: child, parent: parent, live: ci == len(d.chain)-1, total: m.Merge.Total}
+	return d.startMerge()
 }
 
 // startMerge runs the consolidation in the background. Exclusive barrier
@@ -255,38 +364,184 @@ func (d *Disk) mergeRun(ms *mergeState, r run) error {
 	return nil
 }
 
-// finishMerge drops the emptied child from the chain.
+// finishMerge drops the emptied child from the chain with no fsync under
+// the exclusive barrier: the checkpoint it used to take there (tens of
+// milliseconds here, seconds when it queued behind a flush of the merged
+// data) was the guest's longest stall. Invariant 6 (docs/format.md):
+//
+//  1. shared barrier: a flat parent spans the disk; a flush makes the
+//     child's drops, the parent's gains and their data durable. The
+//     durable state is "merge in progress, child empty": a crash from
+//     here resumes a merge with nothing to copy;
+//  2. exclusive barrier, no sync: a drop record (0x02) is appended to the
+//     journal, and the chain and disk.meta in memory lose the child.
+//     Records after it name the parent only, which the durable chain
+//     reads the same way whether or not the drop survives;
+//  3. shared barrier: the journal sync makes the drop durable (replay
+//     drops the child, the merge is over); the task ends after it. The
+//     child's file, which nothing names any more, is emptied to give its
+//     space back; the next checkpoint commits the chain and removes it;
+//  4. if snapshots moved from the child to the parent, that checkpoint is
+//     now: direct readers (direct.go) read disk.meta, not the journal, and
+//     refuse a snapshot under a merge until disk.meta says it ended. When
+//     the child was the live top (deleting the newest snapshot, as a
+//     backup does), no snapshot was on it and there is no pause at all.
 func (d *Disk) finishMerge() error {
+	ms := d.merge
+	var log *journal.Log
+	var moved bool
+	for {
+		size, err := d.flushMerged(ms)
+		if err != nil {
+			return err
+		}
+		d.mergeStepHook(1)
+		log, moved, err = d.dropChild(ms, size)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errGrown) {
+			return err
+		}
+	}
+	defer ms.child.f.Close()
+	d.mergeStepHook(2)
+	if err := d.syncDrop(log); err != nil {
+		return err
+	}
+	d.mergeStepHook(3)
+	if vfs.Links(ms.child.f) < 2 { // a linked clone's layer keeps its data
+		ms.child.f.Truncate(0) // best effort: gc removes it at the next commit
+	}
+	if !moved {
+		return nil
+	}
+	// The end is durable already: a full file system only defers this.
+	if err := d.Checkpoint(); err != nil && !errors.Is(err, ErrNoSpace) {
+		return err
+	}
+	return nil
+}
+
+func (d *Disk) mergeStepHook(i int) {
+	if d.afterMergeStep != nil {
+		d.afterMergeStep(i)
+	}
+}
+
+// errGrown: the disk grew between finishMerge's steps 1 and 2, so the
+// flat parent no longer spans it; step 1 runs again.
+var errGrown = errors.New("disk grew during the end of a consolidation")
+
+// flushMerged is step 1 of finishMerge; it returns the size the flat
+// parent now spans.
+func (d *Disk) flushMerged(ms *mergeState) (int64, error) {
+	d.barrier.RLock()
+	defer d.barrier.RUnlock()
+	if d.closed {
+		return 0, ErrClosed
+	}
+	if ms.parent.flat {
+		// The flat layer must span the disk so qemu-img sees its size;
+		// marked written so the flush's data sync makes the size durable.
+		ms.parent.written.Store(true)
+		if err := ms.parent.f.Truncate(d.size); err != nil {
+			return 0, d.fail(err)
+		}
+	}
+	return d.size, d.flushLocked()
+}
+
+// dropChild is step 2 of finishMerge; it returns the journal holding the
+// drop record and whether snapshots moved to the parent. The child cannot have changed since the flush (nothing
+// writes to an empty child); if it had, it flushes again, here.
+func (d *Disk) dropChild(ms *mergeState, size int64) (*journal.Log, bool, error) {
 	d.barrier.Lock()
 	defer d.barrier.Unlock()
 	if d.closed {
-		return ErrClosed
+		return nil, false, ErrClosed
 	}
-	ms := d.merge
+	if d.size != size {
+		return nil, false, errGrown
+	}
 	if ms.child.held() != 0 {
-		return errors.New("consolidation: child not empty at finish")
+		return nil, false, errors.New("consolidation: child not empty at finish")
 	}
-	if ms.parent.flat {
-		// The flat layer must span the disk so qemu-img sees its size.
-		if err := ms.parent.f.Truncate(d.size); err != nil {
-			return d.fail(err)
+	if ms.child.changedSinceRecord() {
+		if err := d.flushLocked(); err != nil {
+			return nil, false, err
 		}
 	}
+	rec := journal.Record{Type: recDrop, Payload: dropPayload(ms.child.id, ms.parent.id)}
+	if err := d.log.Append(rec); err != nil {
+		if err = noSpace(err); !errors.Is(err, ErrNoSpace) {
+			return nil, false, d.fail(err)
+		}
+		return nil, false, err // all or nothing: retried once space is freed
+	}
+	moved := d.dropLayer(ms.child, ms.parent)
+	return d.log, moved, nil
+}
+
+// dropLayer removes the merged child from the chain and disk.meta in
+// memory; snapshots on it move to the parent (it reports whether any
+// did). Exclusive barrier held (or replay).
+func (d *Disk) dropLayer(child, parent *layer) bool {
 	m := d.meta.clone()
-	ci := m.layerIndex(ms.child.id)
+	ci := m.layerIndex(child.id)
+	d.dropped = append(d.dropped, m.Layers[ci].Data, m.Layers[ci].Map)
 	m.Layers = append(m.Layers[:ci], m.Layers[ci+1:]...)
+	moved := false
 	for i := range m.Snapshots {
-		if m.Snapshots[i].Layer == ms.child.id {
-			m.Snapshots[i].Layer = ms.parent.id
+		if m.Snapshots[i].Layer == child.id {
+			m.Snapshots[i].Layer = parent.id
+			moved = true
 		}
 	}
 	m.Merge = nil
-	chain := append(append([]*layer(nil), d.chain[:ci]...), d.chain[ci+1:]...)
-	if err := d.checkpoint(m, chain, false); err != nil {
-		return err
-	}
+	d.meta = m
+	d.chain = append(append([]*layer(nil), d.chain[:ci]...), d.chain[ci+1:]...)
 	d.merge = nil
-	ms.child.f.Close()
+	return moved
+}
+
+// syncDrop is step 3 of finishMerge: the journal sync, under the shared
+// barrier so that log is still the disk's journal (a checkpoint since
+// then committed a disk.meta without the child: nothing left to sync).
+func (d *Disk) syncDrop(log *journal.Log) error {
+	d.barrier.RLock()
+	defer d.barrier.RUnlock()
+	if d.closed || d.log != log {
+		return nil
+	}
+	d.flushMu.Lock()
+	defer d.flushMu.Unlock()
+	if err := log.Sync(); err != nil {
+		return d.fail(err)
+	}
+	return nil
+}
+
+// dropPayload is a 0x02 record's payload: the child's and the parent's
+// layer IDs (docs/format.md, "Journal").
+func dropPayload(child, parent uint64) []byte {
+	return binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, child), parent)
+}
+
+// replayDrop applies a 0x02 record: the merge it names ended.
+func (d *Disk) replayDrop(payload []byte, byID map[uint64]*layer) error {
+	if len(payload) != 16 {
+		return fmt.Errorf("%w: drop record of %d bytes", ErrCorrupt, len(payload))
+	}
+	cid, pid := binary.LittleEndian.Uint64(payload), binary.LittleEndian.Uint64(payload[8:])
+	mm := d.meta.Merge
+	child, parent := byID[cid], byID[pid]
+	if mm == nil || mm.Child != cid || mm.Parent != pid || child == nil || parent == nil || child.held() != 0 {
+		return fmt.Errorf("%w: drop record of layer %d does not end the merge in progress", ErrCorrupt, cid)
+	}
+	d.dropLayer(child, parent)
+	delete(byID, cid)
+	child.f.Close()
 	return nil
 }
 

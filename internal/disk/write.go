@@ -162,6 +162,8 @@ func (d *Disk) Trim(off, n int64) error { return d.Zero(off, n, true) }
 // keep (NO_HOLE) or thick provisioning asks for the space to stay.
 func (d *Disk) zeroFlat(l *layer, off, n int64, keep, fast bool) error {
 	l.written.Store(true)
+	// Again after, as in WriteAt: a concurrent flush may have cleared it.
+	defer l.written.Store(true)
 	if !keep && !d.thick() {
 		return vfs.PunchHole(l.f, off, n)
 	}
