@@ -67,6 +67,13 @@ func TestConsoleData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ls, err := h.Labels()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ls.Update("loose", map[string]string{"tier": "gold", "env": "dev"}, nil, false); err != nil {
+		t.Fatal(err)
+	}
 	c := New(Options{Host: h, Jobs: st, Datastore: dir})
 	src := func(d string, fails int, stale bool) wire.SourceStatus {
 		return wire.SourceStatus{Disk: d, FailuresSince: fails, Stale: stale}
@@ -81,6 +88,9 @@ func TestConsoleData(t *testing.T) {
 	}
 	if strings.Join(order, ",") != "failing,stale,loose,ok" || ov.Protected != 3 || ov.Unprotected != 1 || ov.Failing != 1 || ov.StaleCount != 2 {
 		t.Fatalf("overview %v %+v", order, ov)
+	}
+	if ov.Sources[2].Labels != "env=dev,tier=gold" || ov.Sources[3].Labels != "" {
+		t.Fatalf("labels on the overview: %+v", ov.Sources)
 	}
 	if ov.Datastore.Size <= 0 || ov.Datastore.Provisioned != 4<<20 {
 		t.Fatalf("datastore %+v", ov.Datastore)
