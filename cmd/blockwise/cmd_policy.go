@@ -177,7 +177,7 @@ func runPolicyEdit(ctx context.Context, g globalOptions, name string, f *pflag.F
 	p.Repository.Password, p.Repository.AccessKey, p.Repository.SecretKey = n.Repository.Password, n.Repository.AccessKey, n.Repository.SecretKey
 	set := map[string]func(){
 		"disk": func() { p.Sources.Disks = n.Sources.Disks }, "glob": func() { p.Sources.Globs = n.Sources.Globs },
-		"label": func() { p.Sources.Labels = n.Sources.Labels },
+		"label":    func() { p.Sources.Labels = n.Sources.Labels },
 		"schedule": func() { p.Schedule = n.Schedule }, "time-zone": func() { p.TimeZone = n.TimeZone },
 		"repo": func() { p.Repository.Location = n.Repository.Location }, "transport": func() { p.Transport = n.Transport },
 		"keep-last": func() { p.Retention.Last = n.Retention.Last }, "keep-hourly": func() { p.Retention.Hourly = n.Retention.Hourly },
