@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -200,6 +201,9 @@ func TestConsoleBrowser(t *testing.T) {
 	step(t, ctx, "source page", chromedp.Navigate(base+"/#/source/vm1"),
 		chromedp.WaitVisible(css(`tr.point[data-job="`+jobs[0].ID+`"] button.restore`)),
 		chromedp.WaitVisible(css(`svg.chart polyline`)))
+	if b := textOf(t, ctx, css(`tr.point[data-job="`+jobs[0].ID+`"] td.bottleneck`)); !regexp.MustCompile(`^[a-z]+ \d+%$`).MatchString(b) {
+		t.Fatalf("the point's slowest phase shows as %q", b)
+	}
 	step(t, ctx, "grid", chromedp.Navigate(base+"/#/grid"),
 		chromedp.WaitVisible(css(`tr[data-source="vm1"] a.cell.s-succeeded[href="#/job/`+jobs[0].ID+`"]`)))
 

@@ -135,7 +135,9 @@ async function source(name) {
     el("td", {}, when(p.time)), el("td", {}, link("#/job/" + enc(p.job), p.state)), el("td", {}, p.policy),
     el("td", {class: "mono"}, p.point ? p.point.slice(0, 12) : ""), el("td", {}, p.mode || ""),
     el("td", {class: "num"}, bytes(p.size)), el("td", {class: "num"}, bytes(p.changed)), el("td", {class: "num"}, bytes(p.read)),
-    el("td", {class: "num"}, bytes(p.new)), el("td", {class: "num"}, secs(p.seconds)),
+    el("td", {class: "num"}, bytes(p.new)), el("td", {class: "num"}, bytes(p.stored)), el("td", {class: "num"}, secs(p.seconds)),
+    el("td", {class: "bottleneck"}, p.bottleneck ? p.bottleneck + " " + Math.round(p.share * 100) + "%" : ""),
+    el("td", {class: "consistency"}, p.consistency || (p.point ? "-" : "")),
     el("td", {}, p.point && p.state === "succeeded" ? [
       el("button", {class: "restore", "data-point": p.point, onclick: () => openRestore(p)}, "Restore…"), " ",
       el("button", {class: "serve", "data-point": p.point, title: "serve read-only over NBD for instant recovery", onclick: async () => {
@@ -148,7 +150,7 @@ async function source(name) {
     el("p", {}, "size ", bytes(s.size), "; policies: ", s.policies.length ? s.policies.join(", ") : "none (unprotected)"),
     chart(s.points, p => p.seconds, "duration", secs), " ", chart(s.points, p => p.read, "bytes read", bytes),
     form,
-    el("table", {id: "points"}, el("tr", {}, ["time", "state", "policy", "point", "mode", "size", "changed", "read", "new", "duration", ""].map(h => el("th", {}, h))), rows)];
+    el("table", {id: "points"}, el("tr", {}, ["time", "state", "policy", "point", "mode", "size", "changed", "read", "new", "stored", "duration", "slowest phase", "consistency", ""].map(h => el("th", {}, h))), rows)];
 }
 
 function progressCell(j) {
