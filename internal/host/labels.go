@@ -21,7 +21,8 @@ func (h *Host) Labels() (*labels.Store, error) {
 }
 
 // forgetLabels drops a name's labels when its disk is removed or a new
-// disk takes the name: labels describe one disk, not a name.
+// disk takes the name: labels describe one disk, not a name
+// (docs/labels.md invariant 3).
 func (h *Host) forgetLabels(name string) error {
 	s, err := h.Labels()
 	if err != nil {

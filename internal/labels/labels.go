@@ -104,7 +104,8 @@ type Store struct {
 	m    map[string]map[string]string
 }
 
-// Open reads DIR/disk-labels (absent: no labels).
+// Open reads DIR/disk-labels (absent: no labels); a damaged file is an
+// error, never no labels (docs/labels.md invariant 2).
 func Open(dir string) (*Store, error) {
 	s := &Store{path: filepath.Join(dir, File), m: map[string]map[string]string{}}
 	b, err := os.ReadFile(s.path)
@@ -185,7 +186,8 @@ func (s *Store) Delete(disk string) error {
 }
 
 // saveLocked writes the store with disk's labels l (none if empty) and
-// only then changes the memory, so a failed write changes nothing.
+// only then changes the memory, so a failed write changes nothing
+// (docs/labels.md invariant 1).
 func (s *Store) saveLocked(disk string, l map[string]string) error {
 	next := maps.Clone(s.m)
 	if len(l) == 0 {

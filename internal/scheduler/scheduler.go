@@ -317,7 +317,7 @@ func hostLabels(h interface{ Labels() (*labels.Store, error) }) func() (map[stri
 // Selects reports whether the policy's sources select disk d with
 // labels l: by name, by glob or by label selector. The console's
 // protected and unprotected views use it through the policies'
-// status, so both agree with what runs.
+// status, so both agree with what runs (docs/labels.md invariant 4).
 func Selects(src wire.PolicySources, d string, l map[string]string) bool {
 	if slices.Contains(src.Disks, d) {
 		return true
