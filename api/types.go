@@ -46,6 +46,9 @@ type Disk struct {
 	CBT           *CBT           `json:"cbt,omitempty"`
 	Consolidation *Consolidation `json:"consolidation,omitempty"`
 	OpenExports   int            `json:"openExports"`
+	// Labels are the operator's key=value pairs (PUT or PATCH
+	// /v1/disks/{disk}/labels), which policies select sources by.
+	Labels map[string]string `json:"labels"`
 }
 
 // CBT is the changed block tracking state of a disk (absent when disabled).
@@ -694,11 +697,13 @@ type Policy struct {
 	Status  *PolicyStatus `json:"status,omitempty"` // answers only
 }
 
-// PolicySources selects disks by name or by shell glob (path.Match), as
-// they exist when a run starts.
+// PolicySources selects disks by name, by shell glob (path.Match) or by
+// label selector ("tier=gold,env!=dev", internal/labels), as they exist
+// when a run starts: a disk any of them selects is a source.
 type PolicySources struct {
-	Disks []string `json:"disks,omitempty"`
-	Globs []string `json:"globs,omitempty"`
+	Disks  []string `json:"disks,omitempty"`
+	Globs  []string `json:"globs,omitempty"`
+	Labels []string `json:"labels,omitempty"`
 }
 
 // PolicyRepository is where a policy's points go. Password, AccessKey and

@@ -17,6 +17,33 @@ func (c *Client) ListDisks(ctx context.Context) ([]Disk, error) {
 	return out, c.do(ctx, "GET", "/v1/disks", nil, &out)
 }
 
+// SelectDisks lists the disks whose labels selector selects
+// ("tier=gold,env!=dev"; internal/labels).
+func (c *Client) SelectDisks(ctx context.Context, selector string) ([]Disk, error) {
+	var out []Disk
+	return out, c.do(ctx, "GET", "/v1/disks?selector="+url.QueryEscape(selector), nil, &out)
+}
+
+// SetDiskLabels replaces a disk's labels.
+func (c *Client) SetDiskLabels(ctx context.Context, name string, labels map[string]string) (*Disk, error) {
+	var out Disk
+	return &out, c.do(ctx, "PUT", "/v1/disks/"+esc(name)+"/labels", labels, &out)
+}
+
+// PatchDiskLabels sets the labels of set and removes those of remove,
+// keeping the disk's others (a JSON merge patch).
+func (c *Client) PatchDiskLabels(ctx context.Context, name string, set map[string]string, remove []string) (*Disk, error) {
+	patch := map[string]*string{}
+	for k, v := range set {
+		patch[k] = &v
+	}
+	for _, k := range remove {
+		patch[k] = nil
+	}
+	var out Disk
+	return &out, c.do(ctx, "PATCH", "/v1/disks/"+esc(name)+"/labels", patch, &out)
+}
+
 // CreateDisk creates a thin disk.
 func (c *Client) CreateDisk(ctx context.Context, req CreateDiskRequest) (*Disk, error) {
 	var out Disk

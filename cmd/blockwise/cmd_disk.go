@@ -9,9 +9,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/blockwise/blockwise/client"
+	"github.com/blockwise/blockwise/internal/labels"
 )
 
 type diskOptions struct {
+	Selector    string
+	Replace     bool
 	Size        string
 	Granularity string
 	Grain       string
@@ -44,11 +47,20 @@ func init() {
 	}
 	grow.Flags().StringVar(&diskOpts.Size, "size", "", "new size, e.g. 20G (required)")
 	list := &cobra.Command{
-		Use: "list", Aliases: []string{"ls"}, Short: "List disks", Args: args(0, 0),
+		Use: "list [--selector SELECTOR]", Aliases: []string{"ls"}, Short: "List disks (those whose labels a selector selects)", Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return runDiskList(cmd.Context(), globals, cmd.OutOrStdout())
+			return runDiskList(cmd.Context(), globals, diskOpts.Selector, cmd.OutOrStdout())
 		},
 	}
+	list.Flags().StringVarP(&diskOpts.Selector, "selector", "l", "", "only disks whose labels meet it: 'tier=gold,env!=dev', 'backup', '!scratch', 'env=prod-*'")
+	label := &cobra.Command{
+		Use: "label NAME KEY=VALUE... [KEY-...]", Short: "Set (KEY=VALUE) or remove (KEY-) a disk's labels, which policies select sources by (--label)",
+		Args: args(1, 1+2*labels.MaxPerDisk),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskLabel(cmd.Context(), globals, diskOpts, a, cmd.OutOrStdout())
+		},
+	}
+	label.Flags().BoolVar(&diskOpts.Replace, "replace", false, "the disk's labels become exactly those given")
 	info := &cobra.Command{
 		Use: "info NAME", Aliases: []string{"show"}, Short: "Describe a disk (provisioned, allocated and unique bytes, snapshots, CBT)", Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, a []string) error {
@@ -61,7 +73,7 @@ func init() {
 			return runDiskRm(cmd.Context(), globals, a, cmd.OutOrStdout())
 		},
 	}
-	diskCmd.AddCommand(create, list, info, grow, rm)
+	diskCmd.AddCommand(create, list, info, grow, rm, label)
 	rootCmd.AddCommand(diskCmd)
 }
 
@@ -119,12 +131,19 @@ func runDiskGrow(ctx context.Context, g globalOptions, o diskOptions, a []string
 	return printDisk(g, out, d)
 }
 
-func runDiskList(ctx context.Context, g globalOptions, out io.Writer) error {
+func runDiskList(ctx context.Context, g globalOptions, selector string, out io.Writer) error {
 	c, err := g.client()
 	if err != nil {
 		return err
 	}
-	disks, err := c.ListDisks(ctx)
+	list := c.ListDisks
+	if selector != "" {
+		if _, err := labels.ParseSelector(selector); err != nil {
+			return usageErrorf("disk list --selector: %v", err)
+		}
+		list = func(ctx context.Context) ([]client.Disk, error) { return c.SelectDisks(ctx, selector) }
+	}
+	disks, err := list(ctx)
 	if err != nil {
 		return err
 	}
@@ -133,9 +152,41 @@ func runDiskList(ctx context.Context, g globalOptions, out io.Writer) error {
 	}
 	var rows [][]string
 	for _, d := range disks {
-		rows = append(rows, []string{d.Name, human(d.Size), human(d.Allocated), strconv.Itoa(len(d.Snapshots)), orDash(d.ChangeID)})
+		rows = append(rows, []string{d.Name, human(d.Size), human(d.Allocated), strconv.Itoa(len(d.Snapshots)), orDash(d.ChangeID), orDash(labels.String(d.Labels))})
 	}
-	return table(out, "NAME\tSIZE\tALLOCATED\tSNAPSHOTS\tCHANGE ID", rows)
+	return table(out, "NAME\tSIZE\tALLOCATED\tSNAPSHOTS\tCHANGE ID\tLABELS", rows)
+}
+
+// runDiskLabel sets and removes labels (a PATCH), or replaces them all.
+func runDiskLabel(ctx context.Context, g globalOptions, o diskOptions, a []string, out io.Writer) error {
+	set, remove, err := labels.Parse(a[1:])
+	if err != nil {
+		return usageErrorf("disk label: %v", err)
+	}
+	if len(a) == 1 && !o.Replace {
+		return usageErrorf("disk label %s: give KEY=VALUE or KEY- (or --replace alone to remove them all)", a[0])
+	}
+	if o.Replace && len(remove) > 0 {
+		return usageErrorf("disk label --replace: KEY- has nothing to remove")
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	var d *client.Disk
+	if o.Replace {
+		d, err = c.SetDiskLabels(ctx, a[0], set)
+	} else {
+		d, err = c.PatchDiskLabels(ctx, a[0], set, remove)
+	}
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, d)
+	}
+	fmt.Fprintf(out, "disk %s: %s\n", d.Name, orDash(labels.String(d.Labels)))
+	return nil
 }
 
 func runDiskInfo(ctx context.Context, g globalOptions, a []string, out io.Writer) error {
@@ -178,6 +229,7 @@ func printDisk(g globalOptions, out io.Writer, d *client.Disk) error {
 		{"shared", fmt.Sprintf("%s (%d bytes; in layers a linked clone shares)", human(d.Shared), d.Shared)},
 		{"grain", human(d.Grain)}, {"layers", strconv.Itoa(d.Layers)},
 		{"change id", orDash(d.ChangeID)}, {"open exports", strconv.Itoa(d.OpenExports)},
+		{"labels", orDash(labels.String(d.Labels))},
 	}
 	if d.CBT != nil {
 		rows = append(rows, []string{"cbt", fmt.Sprintf("granularity %s, %d dirty blocks, oldest change ID %s",

@@ -43,6 +43,7 @@ Every run is a job: blockwise job list --policy NAME.`,
 func addPolicyFlags(f *pflag.FlagSet, o *policyFlags) {
 	f.StringSliceVar(&o.p.Sources.Disks, "disk", nil, "back up this disk (repeatable)")
 	f.StringSliceVar(&o.p.Sources.Globs, "glob", nil, "back up the disks matching this shell pattern, e.g. 'web-*' (repeatable)")
+	f.StringArrayVar(&o.p.Sources.Labels, "label", nil, "back up the disks whose labels this selector selects, e.g. 'tier=gold,env!=dev' (repeatable; see blockwise disk label)")
 	f.StringVar(&o.p.Schedule, "schedule", "", `when: a cron expression ("0 2 * * *", "@daily") or "@every 15m"`)
 	f.StringVar(&o.p.TimeZone, "time-zone", "", "IANA time zone of the cron expressions (default UTC)")
 	f.StringVarP(&o.p.Repository.Location, "repo", "r", "", "repository: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]")
@@ -176,6 +177,7 @@ func runPolicyEdit(ctx context.Context, g globalOptions, name string, f *pflag.F
 	p.Repository.Password, p.Repository.AccessKey, p.Repository.SecretKey = n.Repository.Password, n.Repository.AccessKey, n.Repository.SecretKey
 	set := map[string]func(){
 		"disk": func() { p.Sources.Disks = n.Sources.Disks }, "glob": func() { p.Sources.Globs = n.Sources.Globs },
+		"label":    func() { p.Sources.Labels = n.Sources.Labels },
 		"schedule": func() { p.Schedule = n.Schedule }, "time-zone": func() { p.TimeZone = n.TimeZone },
 		"repo": func() { p.Repository.Location = n.Repository.Location }, "transport": func() { p.Transport = n.Transport },
 		"keep-last": func() { p.Retention.Last = n.Retention.Last }, "keep-hourly": func() { p.Retention.Hourly = n.Retention.Hourly },
@@ -227,7 +229,7 @@ func runPolicyList(ctx context.Context, g globalOptions, out io.Writer) error {
 				}
 			}
 		}
-		srcs := strings.Join(append(append([]string(nil), p.Sources.Disks...), p.Sources.Globs...), ",")
+		srcs := strings.Join(sourceTerms(p.Sources), " ")
 		sched := p.Schedule
 		if p.Paused {
 			sched += " (paused)"
@@ -258,6 +260,7 @@ func printPolicy(g globalOptions, p *client.Policy, out io.Writer) error {
 		fmt.Fprintf(out, " (%s)", p.TimeZone)
 	}
 	fmt.Fprintf(out, " to %s\n", p.Repository.Location)
+	fmt.Fprintf(out, "  sources %s\n", strings.Join(sourceTerms(p.Sources), " "))
 	st := p.Status
 	if st == nil {
 		return nil
@@ -334,4 +337,14 @@ func runPolicyRun(ctx context.Context, g globalOptions, name, what string, wait 
 		return fmt.Errorf("policy %s: %d job(s) did not succeed: %s", name, len(failed), strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// sourceTerms shows a policy's sources: names, globs, and label
+// selectors as "label:SELECTOR".
+func sourceTerms(s client.PolicySources) []string {
+	out := append(append([]string(nil), s.Disks...), s.Globs...)
+	for _, l := range s.Labels {
+		out = append(out, "label:"+l)
+	}
+	return out
 }

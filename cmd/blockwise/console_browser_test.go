@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -123,7 +124,7 @@ func evalJS[T any](t *testing.T, bctx context.Context, js string) T {
 // a real `blockwise serve` on TCP+TLS: a wrong token is refused, a token
 // logs in (a Secure, HttpOnly, SameSite=Strict cookie), a state-changing
 // request without the CSRF token is refused, the overview shows the
-// disk, a policy created in the page runs now with its progress updating
+// disk, a policy created in the page (selecting the disk by label) runs now with its progress updating
 // live without a reload, the point appears on the source page and the
 // grid, a restore started from the page restores the disk's bytes
 // (qemu-img compare), markup in a name shows as text, and the pages
@@ -163,12 +164,17 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatal("a request without CSRF token created a disk")
 	}
 
-	// A policy created in the page, then throttled so its run lasts seconds.
+	// A policy created in the page, selecting vm1 by its label, then
+	// throttled so its run lasts seconds.
+	e.must(t, "disk", "label", "vm1", "tier=web")
 	step(t, ctx, "create policy", chromedp.Navigate(base+"/#/policies"), chromedp.WaitVisible(css("#pc-name")),
-		chromedp.SendKeys(css("#pc-name"), "web"), chromedp.SendKeys(css("#pc-disks"), "vm1"),
+		chromedp.SendKeys(css("#pc-name"), "web"), chromedp.SendKeys(css("#pc-labels"), "tier=web,env!=dev"),
 		chromedp.SendKeys(css("#pc-repo"), e.repo), chromedp.SendKeys(css("#pc-password"), "correct horse"),
 		chromedp.SendKeys(css("#pc-keep-last"), "5"), chromedp.Click(css("#pc-create")),
 		chromedp.WaitVisible(css(`tr[data-policy="web"]`)))
+	if src := textOf(t, ctx, css(`tr[data-policy="web"] td:nth-child(2)`)); src != "label:tier=web,env!=dev" {
+		t.Fatalf("policy sources shown as %q", src)
+	}
 	e.must(t, "policy", "edit", "web", "--limit-upload", "3072")
 	// Run now; the progress bar moves without a reload.
 	evalJS[any](t, ctx, `window.__sameDocument = 1`)
@@ -195,6 +201,9 @@ func TestConsoleBrowser(t *testing.T) {
 	step(t, ctx, "source page", chromedp.Navigate(base+"/#/source/vm1"),
 		chromedp.WaitVisible(css(`tr.point[data-job="`+jobs[0].ID+`"] button.restore`)),
 		chromedp.WaitVisible(css(`svg.chart polyline`)))
+	if b := textOf(t, ctx, css(`tr.point[data-job="`+jobs[0].ID+`"] td.bottleneck`)); !regexp.MustCompile(`^[a-z]+ \d+%$`).MatchString(b) {
+		t.Fatalf("the point's slowest phase shows as %q", b)
+	}
 	step(t, ctx, "grid", chromedp.Navigate(base+"/#/grid"),
 		chromedp.WaitVisible(css(`tr[data-source="vm1"] a.cell.s-succeeded[href="#/job/`+jobs[0].ID+`"]`)))
 

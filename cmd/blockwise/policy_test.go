@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -111,5 +112,58 @@ func TestPolicyKillInterrupted(t *testing.T) {
 	e.must(t, "policy", "rm", "nightly")
 	if _, code := e.run(t, "policy", "show", "nightly"); code != exitNotFound {
 		t.Fatalf("removed policy: exit %d", code)
+	}
+}
+
+// TestDiskLabelsCLI: blockwise disk label sets, removes and replaces
+// labels; disk list --selector and disk info show them; a policy made
+// with --label selects the labelled disks (policy show); bad labels and
+// selectors are usage errors.
+func TestDiskLabelsCLI(t *testing.T) {
+	e := newE2E(t, true)
+	for _, n := range []string{"db1", "db2", "web1"} {
+		e.must(t, "disk", "create", n, "--size", "1M")
+	}
+	if out := e.must(t, "disk", "label", "db1", "tier=gold", "env=prod"); !strings.Contains(out, "env=prod,tier=gold") {
+		t.Fatalf("label db1: %s", out)
+	}
+	e.must(t, "disk", "label", "db2", "tier=gold", "env=dev")
+	e.must(t, "disk", "label", "web1", "tier=bronze")
+	if out := e.must(t, "disk", "label", "web1", "tier-", "role=web"); !strings.Contains(out, "disk web1: role=web") {
+		t.Fatalf("remove a label: %s", out)
+	}
+	for _, bad := range [][]string{{"disk", "label", "db1", "tier"}, {"disk", "label", "db1", "k=<b>"}, {"disk", "label", "db1"},
+		{"disk", "list", "--selector", "tier=gold,"}} {
+		if out, code := e.run(t, bad...); code != exitUsage {
+			t.Errorf("%v: exit %d: %s", bad, code, out)
+		}
+	}
+	var gold []client.Disk
+	e.jsonOut(t, &gold, "disk", "list", "--selector", "tier=gold,env!=dev")
+	if len(gold) != 1 || gold[0].Name != "db1" || gold[0].Labels["env"] != "prod" {
+		t.Fatalf("list --selector: %+v", gold)
+	}
+	if out := e.must(t, "disk", "list", "-l", "tier"); !strings.Contains(out, "db2") || strings.Contains(out, "web1") || !strings.Contains(out, "LABELS") {
+		t.Fatalf("list -l tier: %s", out)
+	}
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("correct horse\n"), 0o600)
+	e.must(t, "policy", "create", "gold", "--label", "tier=gold,env!=dev", "--label", "role=web", "--schedule", "@daily",
+		"--repo", e.repo, "--password-file", pw)
+	out := e.must(t, "policy", "show", "gold")
+	for _, want := range []string{"label:tier=gold,env!=dev", "  db1 ", "  web1 "} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("policy show lacks %q: %s", want, out)
+		}
+	}
+	if strings.Contains(out, "  db2 ") {
+		t.Fatalf("policy show selects db2: %s", out)
+	}
+	e.must(t, "disk", "label", "db1", "--replace")
+	if out := e.must(t, "disk", "info", "db1"); !regexp.MustCompile(`(?m)^labels +-$`).MatchString(out) {
+		t.Fatalf("info: %s", out)
+	}
+	if out := e.must(t, "policy", "show", "gold"); strings.Contains(out, "  db1 ") {
+		t.Fatalf("db1 still selected after its labels went: %s", out)
 	}
 }

@@ -25,11 +25,17 @@ func (s *Server) listDisks(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	names, all, err := s.selectDisks(r, names)
+	if err != nil {
+		return 0, nil, err
+	}
 	out := []wire.Disk{}
 	for _, n := range names {
 		d, err := s.h.Disk(n)
 		if err != nil {
-			out = append(out, wire.Disk{Name: n}) // held by another process
+			wd := wire.Disk{Name: n} // held by another process
+			withLabels(&wd, all[n])
+			out = append(out, wd)
 			continue
 		}
 		wd, err := s.describe(n, d)
@@ -61,6 +67,11 @@ func (s *Server) describe(name string, d *disk.Disk) (wire.Disk, error) {
 		Layers: st.Layers, Snapshots: snapshots(st.Snapshots), ChangeID: st.ChangeID,
 		OpenExports: s.h.OpenExports(name),
 	}
+	ls, err := s.h.Labels()
+	if err != nil {
+		return wire.Disk{}, err
+	}
+	withLabels(&out, ls.Get(name))
 	if st.CBT != nil {
 		out.CBT = &wire.CBT{Granularity: st.CBT.Granularity, DirtyBlocks: st.CBT.DirtyBlocks,
 			Epochs: st.CBT.Epochs, OldestChangeID: st.CBT.Oldest.String()}

@@ -103,6 +103,8 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/disks/{disk}", s.getDisk)
 	s.route("DELETE /v1/disks/{disk}", s.deleteDisk)
 	s.route("POST /v1/disks/{disk}/grow", s.growDisk)
+	s.route("PUT /v1/disks/{disk}/labels", s.putLabels)
+	s.route("PATCH /v1/disks/{disk}/labels", s.patchLabels)
 	s.route("POST /v1/disks/{disk}/clone", s.cloneDisk)
 	s.route("POST /v1/disks/{disk}/copy", s.copyExtent)
 	s.route("POST /v1/disks/{disk}/reclaim", s.reclaimDisk)

@@ -20,6 +20,7 @@ import (
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/internal/host"
 	"github.com/blockwise/blockwise/internal/jobs"
+	"github.com/blockwise/blockwise/internal/labels"
 )
 
 //go:embed assets
@@ -134,6 +135,7 @@ func (c *Console) data(fn func(r *http.Request) (any, error)) http.HandlerFunc {
 // SourceRow is a disk on the overview.
 type SourceRow struct {
 	Disk          string     `json:"disk"`
+	Labels        string     `json:"labels,omitempty"` // "k=v,k2=v2", what label selectors see
 	Size          int64      `json:"size"`
 	Allocated     int64      `json:"allocated"`
 	Policies      []string   `json:"policies"`
@@ -193,8 +195,12 @@ func (c *Console) overview(r *http.Request) (any, error) {
 	}
 	ov := &Overview{Disks: len(names), Sources: make([]SourceRow, 0, len(names)), Repos: []RepoRow{}, Policies: []PolicySummary{}}
 	rows := map[string]*SourceRow{}
+	var all map[string]map[string]string
+	if ls, err := c.o.Host.Labels(); err == nil {
+		all = ls.All()
+	}
 	for _, n := range names {
-		row := SourceRow{Disk: n, Policies: []string{}}
+		row := SourceRow{Disk: n, Labels: labels.String(all[n]), Policies: []string{}}
 		if d, err := c.o.Host.Disk(n); err == nil {
 			if st, err := d.Stat(); err == nil {
 				row.Size, row.Allocated = st.Size, st.Allocated

@@ -59,12 +59,20 @@ func TestConsoleData(t *testing.T) {
 	defer st.Close()
 	now := time.Now().UTC()
 	yesterday, earlier := now.Add(-24*time.Hour), now.Add(-24*time.Hour+time.Minute)
-	sum, _ := json.Marshal(map[string]any{"id": "abcd", "size": 1 << 20, "readBytes": 4096, "newBytes": 100})
+	sum, _ := json.Marshal(map[string]any{"id": "abcd", "size": 1 << 20, "readBytes": 4096, "newBytes": 100,
+		"consistency": "application", "phases": map[string]float64{"snapshot": 0.5, "copy": 1.5, "commit": 0.5, "prepare": 0}})
 	ids, err := st.Import([]wire.Job{
 		{Kind: wire.JobBackup, Policy: "p", Source: "ok", State: wire.JobFailed, Created: yesterday, Started: &yesterday, Ended: &yesterday},
 		{Kind: wire.JobBackup, Policy: "p", Source: "ok", State: wire.JobSucceeded, Created: earlier, Started: &earlier, Ended: &earlier, Summary: sum},
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := h.Labels()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ls.Update("loose", map[string]string{"tier": "gold", "env": "dev"}, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	c := New(Options{Host: h, Jobs: st, Datastore: dir})
@@ -81,6 +89,9 @@ func TestConsoleData(t *testing.T) {
 	}
 	if strings.Join(order, ",") != "failing,stale,loose,ok" || ov.Protected != 3 || ov.Unprotected != 1 || ov.Failing != 1 || ov.StaleCount != 2 {
 		t.Fatalf("overview %v %+v", order, ov)
+	}
+	if ov.Sources[2].Labels != "env=dev,tier=gold" || ov.Sources[3].Labels != "" {
+		t.Fatalf("labels on the overview: %+v", ov.Sources)
 	}
 	if ov.Datastore.Size <= 0 || ov.Datastore.Provisioned != 4<<20 {
 		t.Fatalf("datastore %+v", ov.Datastore)
@@ -100,7 +111,8 @@ func TestConsoleData(t *testing.T) {
 	r.Finish(json.RawMessage(sum), nil)
 	var sp SourcePage
 	get(t, c, "/console/api/sources/loose", &sp)
-	if len(sp.Points) != 1 || sp.Points[0].Point != "abcd" || sp.Points[0].Read != 4096 || sp.Size != 1<<20 {
+	if len(sp.Points) != 1 || sp.Points[0].Point != "abcd" || sp.Points[0].Read != 4096 || sp.Size != 1<<20 ||
+		sp.Points[0].Bottleneck != "copy" || sp.Points[0].Share != 0.6 || sp.Points[0].Consistency != "application" {
 		t.Fatalf("source page %+v", sp)
 	}
 	// The event stream sends the active jobs.

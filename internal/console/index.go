@@ -25,6 +25,14 @@ type Point struct {
 	New     uint64    `json:"new"`
 	Stored  uint64    `json:"stored"`
 	Error   string    `json:"error,omitempty"`
+	// Consistency: "application" (quiesced), "crash", or empty (a host
+	// disk backed up without quiescing).
+	Consistency string `json:"consistency,omitempty"`
+	// Bottleneck is the backup's longest phase ("copy", "snapshot",
+	// "commit"...) and Share its part of the phases' time: where to
+	// look when a run is slow.
+	Bottleneck string  `json:"bottleneck,omitempty"`
+	Share      float32 `json:"share,omitempty"`
 }
 
 // index holds every source's backup jobs, oldest first.
@@ -32,6 +40,24 @@ type index struct {
 	mu      sync.RWMutex
 	by      map[string][]Point
 	version uint64 // bumped on every job's end
+	// words interns the few distinct modes, phases and consistencies,
+	// so 100,000 points do not each hold copies.
+	words map[string]string
+}
+
+// intern returns the index's copy of w (x.mu held).
+func (x *index) intern(w string) string {
+	if w == "" {
+		return ""
+	}
+	if x.words == nil {
+		x.words = map[string]string{}
+	}
+	if c, ok := x.words[w]; ok {
+		return c
+	}
+	x.words[w] = w
+	return w
 }
 
 // summary is the part of backup.Summary the console reads.
@@ -44,6 +70,24 @@ type summary struct {
 	New     uint64  `json:"newBytes"`
 	Stored  uint64  `json:"storedBytes"`
 	Seconds float64 `json:"seconds"`
+
+	Consistency string             `json:"consistency"`
+	Phases      map[string]float64 `json:"phases"`
+}
+
+// bottleneck is the longest of phases and its share of their sum.
+func bottleneck(phases map[string]float64) (string, float32) {
+	name, longest, sum := "", 0.0, 0.0
+	for k, v := range phases {
+		sum += v
+		if v > longest || (v == longest && k < name) {
+			name, longest = k, v
+		}
+	}
+	if sum <= 0 {
+		return "", 0
+	}
+	return name, float32(longest / sum)
 }
 
 func pointOf(j wire.Job) (Point, bool) {
@@ -57,6 +101,8 @@ func pointOf(j wire.Job) (Point, bool) {
 	var s summary
 	if len(j.Summary) > 0 && json.Unmarshal(j.Summary, &s) == nil {
 		p.Point, p.Mode, p.Size, p.Changed, p.Read, p.New, p.Stored = s.ID, s.Mode, s.Size, s.Changed, s.Read, s.New, s.Stored
+		p.Consistency = s.Consistency
+		p.Bottleneck, p.Share = bottleneck(s.Phases)
 	}
 	return p, true
 }
@@ -83,6 +129,8 @@ func (x *index) add(j wire.Job) {
 	if !ok {
 		return
 	}
+	p.Mode, p.Bottleneck, p.Consistency, p.Policy = x.intern(p.Mode), x.intern(p.Bottleneck), x.intern(p.Consistency), x.intern(p.Policy)
+	p.State = x.intern(p.State)
 	ps := x.by[j.Source]
 	for i := range ps { // seen already (a job that ended while the index was built)
 		if ps[i].Job == p.Job {

@@ -24,7 +24,8 @@ type Host struct {
 		virtual map[string]VirtualExport // by export name (group.go)
 		closed  bool
 	}
-	warn spaceWarn // soft threshold of datastore use (space.go)
+	warn   spaceWarn  // soft threshold of datastore use (space.go)
+	labels labelStore // the disks' labels (labels.go)
 }
 
 var _ nbd.Exporter = (*Host)(nil)
@@ -78,7 +79,8 @@ func (h *Host) Create(name string, size int64, opt disk.Options) (*disk.Disk, er
 		return nil, err
 	}
 	h.mu.disks[name] = d
-	return d, nil
+	// A disk removed behind the host's back may have left its labels.
+	return d, h.forgetLabels(name)
 }
 
 // Delete closes and removes a disk. A disk with open NBD exports is
@@ -105,7 +107,10 @@ func (h *Host) Delete(name string) error {
 	}
 	delete(h.mu.io, name)
 	delete(h.mu.leases, name) // a new disk of the name is not leased (lease.go)
-	return h.ds.Delete(name)
+	if err := h.ds.Delete(name); err != nil {
+		return err
+	}
+	return h.forgetLabels(name)
 }
 
 // Close flushes and closes every open disk.

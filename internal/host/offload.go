@@ -107,7 +107,7 @@ func (h *Host) Clone(ctx context.Context, src, snap, dst string, linked bool) (*
 		return nil, st, ErrClosed
 	}
 	h.mu.disks[dst] = d
-	return d, st, nil
+	return d, st, h.forgetLabels(dst) // a clone has no labels of its own yet
 }
 
 // dropSnapshot deletes a temporary snapshot; its consolidation runs on.

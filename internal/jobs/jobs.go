@@ -31,6 +31,7 @@ const (
 	DefaultMaxJobs     = 200000 // 1,000 disks × 100 points with room for retries
 	DefaultMaxAge      = 90 * 24 * time.Hour
 	DefaultMaxLogLines = 5000
+	DefaultCompactMin  = 16 << 20
 )
 
 var (
@@ -48,6 +49,9 @@ type Options struct {
 	Now         func() time.Time
 	// NoSync skips fsync: only for generating benchmark histories.
 	NoSync bool
+	// CompactMin: a file this large or larger may be compacted when
+	// opened (docs/jobs.md invariant 10); default 16 MiB.
+	CompactMin int64
 }
 
 // Store is the job history. It is safe for concurrent use.
@@ -86,7 +90,14 @@ func Open(path string, o Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: o.NoSync})
+	bo := &bolt.Options{Timeout: 2 * time.Second, NoSync: o.NoSync}
+	if o.CompactMin <= 0 {
+		o.CompactMin = DefaultCompactMin
+	}
+	if err := compactIfSparse(path, bo, o.CompactMin); err != nil {
+		return nil, fmt.Errorf("jobs: compact %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, bo)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: open %s: %w", path, err)
 	}
@@ -122,6 +133,7 @@ func (s *Store) recover() error {
 		if err != nil {
 			return err
 		}
+		b.FillPercent = appendFill
 		if _, err := tx.CreateBucketIfNotExists(bucketLogs); err != nil {
 			return err
 		}
@@ -186,6 +198,21 @@ func putSource(ix *bolt.Bucket, source string, k []byte) error {
 	return ix.Put(sourceKey(source, k), nil)
 }
 
+// appendFill is how full the jobs' and logs' pages are split: their
+// keys are increasing sequence numbers, so nearly every insert appends,
+// and bbolt's default (half) left every page half empty, doubling the
+// file and what a scan of the history maps in (docs/jobs.md
+// invariant 9).
+const appendFill = 0.95
+
+// appending returns a bucket keyed by sequence numbers, set to fill its
+// pages (bbolt's FillPercent lasts one transaction).
+func appending(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	b := tx.Bucket(name)
+	b.FillPercent = appendFill
+	return b
+}
+
 // key orders jobs by creation: the big-endian sequence number.
 func key(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
@@ -229,7 +256,7 @@ func (s *Store) Begin(sp Spec) (*Run, error) {
 		r.job.State, r.job.Started = wire.JobQueued, nil
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketJobs)
+		b := appending(tx, bucketJobs)
 		seq, err := b.NextSequence()
 		if err != nil {
 			return err
@@ -521,7 +548,7 @@ func (s *Store) Running() map[string]int {
 // retain drops ended jobs, oldest first, while more than MaxJobs are
 // kept or they are older than MaxAge; running jobs are never dropped.
 func (s *Store) retain(tx *bolt.Tx) error {
-	b, logs := tx.Bucket(bucketJobs), tx.Bucket(bucketLogs)
+	b, logs := appending(tx, bucketJobs), appending(tx, bucketLogs)
 	cutoff := s.opts.Now().Add(-s.opts.MaxAge)
 	s.mu.Lock()
 	excess := s.count - s.opts.MaxJobs
@@ -573,7 +600,7 @@ func (s *Store) Import(js []wire.Job) ([]string, error) {
 	for len(js) > 0 {
 		n := min(len(js), 5000)
 		err := s.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketJobs)
+			b := appending(tx, bucketJobs)
 			for _, j := range js[:n] {
 				if !j.Done() {
 					return fmt.Errorf("jobs: import: %s is %s, not ended", j.Kind, j.State)

@@ -192,14 +192,15 @@ func (r *Run) end(state string, summary any, err error) {
 // records, and the next save writes the whole record again.
 func (r *Run) save(j wire.Job, line *wire.JobLogLine) {
 	_ = r.s.db.Update(func(tx *bolt.Tx) error {
-		if err := putJob(tx.Bucket(bucketJobs), r.key, j); err != nil {
+		if err := putJob(appending(tx, bucketJobs), r.key, j); err != nil {
 			return err
 		}
 		if line != nil {
-			lb, err := tx.Bucket(bucketLogs).CreateBucketIfNotExists(r.key)
+			lb, err := appending(tx, bucketLogs).CreateBucketIfNotExists(r.key)
 			if err != nil {
 				return err
 			}
+			lb.FillPercent = appendFill // line numbers increase too
 			v, err := json.Marshal(line)
 			if err != nil {
 				return err

@@ -11,6 +11,7 @@ import (
 
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/internal/api"
+	"github.com/blockwise/blockwise/internal/labels"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
@@ -24,8 +25,8 @@ func validate(p wire.Policy) error {
 	switch {
 	case !validName.MatchString(p.Name):
 		return bad("name %q: want 1 to 64 letters, digits, '.', '_' or '-'", p.Name)
-	case len(p.Sources.Disks)+len(p.Sources.Globs) == 0:
-		return bad("no sources: give disks or globs")
+	case len(p.Sources.Disks)+len(p.Sources.Globs)+len(p.Sources.Labels) == 0:
+		return bad("no sources: give disks, globs or label selectors")
 	case p.Repository.Location == "":
 		return bad("no repository location")
 	case p.MaxConcurrent < 0 || p.Retries < 0 || p.CheckGroups < 0 || p.LimitUploadKiB < 0:
@@ -34,6 +35,11 @@ func validate(p wire.Policy) error {
 	for _, g := range p.Sources.Globs {
 		if _, err := pathMatch(g); err != nil {
 			return bad("glob %q: %v", g, err)
+		}
+	}
+	for _, q := range p.Sources.Labels {
+		if _, err := labels.ParseSelector(q); err != nil {
+			return bad("label selector %q: %v", q, err)
 		}
 	}
 	if _, err := parseSchedule(p.Schedule, p.TimeZone); err != nil {
@@ -224,7 +230,7 @@ func (s *Scheduler) Get(_ context.Context, name string) (wire.Policy, error) {
 }
 
 // view is a policy as answers show it: no secrets, with its status.
-func (s *Scheduler) view(name string, disks []string) (wire.Policy, bool) {
+func (s *Scheduler) view(name string, disks inventory) (wire.Policy, bool) {
 	now := s.o.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -21,6 +21,7 @@ import (
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/daemon"
 	"github.com/blockwise/blockwise/internal/jobs"
+	"github.com/blockwise/blockwise/internal/labels"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
@@ -32,7 +33,10 @@ type Options struct {
 	Datastore string      // where policies.json and the credentials live
 	Jobs      *jobs.Store // the history jobs are recorded in (required)
 	// Disks lists the datastore's disks (sources are matched against it).
-	Disks  func() ([]string, error)
+	Disks func() ([]string, error)
+	// Labels gives every disk's labels, for sources by label selector
+	// (default the host's, from Start).
+	Labels func() (map[string]map[string]string, error)
 	Logger *slog.Logger
 	// MaxConcurrent bounds backups across all policies (default 2).
 	MaxConcurrent int
@@ -174,6 +178,9 @@ func (s *Scheduler) Start(_ context.Context, d *daemon.Daemon) error {
 	if s.o.Disks == nil {
 		s.o.Disks = d.Host().Datastore().List
 	}
+	if s.o.Labels == nil {
+		s.o.Labels = hostLabels(d.Host())
+	}
 	for name := range s.recs {
 		s.openRepoLocked(name)
 	}
@@ -271,29 +278,68 @@ func lastOr(t, created time.Time) time.Time {
 	return t
 }
 
-// disks lists the datastore's disks (none before Start without
-// Options.Disks).
-func (s *Scheduler) disks() ([]string, error) {
+// inventory is the datastore's disks and their labels, as sources are
+// matched against them.
+type inventory struct {
+	names  []string
+	labels map[string]map[string]string
+}
+
+// disks lists the datastore's disks and labels (none before Start
+// without Options.Disks).
+func (s *Scheduler) disks() (inventory, error) {
 	s.mu.Lock()
-	list := s.o.Disks
+	list, lab := s.o.Disks, s.o.Labels
 	s.mu.Unlock()
+	var inv inventory
 	if list == nil {
-		return nil, nil
+		return inv, nil
 	}
-	return list()
+	var err error
+	if inv.names, err = list(); err != nil || lab == nil {
+		return inv, err
+	}
+	inv.labels, err = lab()
+	return inv, err
+}
+
+// hostLabels reads the host's disk labels.
+func hostLabels(h interface{ Labels() (*labels.Store, error) }) func() (map[string]map[string]string, error) {
+	return func() (map[string]map[string]string, error) {
+		st, err := h.Labels()
+		if err != nil {
+			return nil, err
+		}
+		return st.All(), nil
+	}
+}
+
+// Selects reports whether the policy's sources select disk d with
+// labels l: by name, by glob or by label selector. The console's
+// protected and unprotected views use it through the policies'
+// status, so both agree with what runs (docs/labels.md invariant 4).
+func Selects(src wire.PolicySources, d string, l map[string]string) bool {
+	if slices.Contains(src.Disks, d) {
+		return true
+	}
+	for _, g := range src.Globs {
+		if m, _ := path.Match(g, d); m {
+			return true
+		}
+	}
+	for _, q := range src.Labels {
+		if sel, err := labels.ParseSelector(q); err == nil && sel.Matches(l) {
+			return true
+		}
+	}
+	return false
 }
 
 // matchSources lists the disks a policy selects, sorted.
-func matchSources(p wire.Policy, disks []string) []string {
+func matchSources(p wire.Policy, inv inventory) []string {
 	var out []string
-	for _, d := range disks {
-		ok := slices.Contains(p.Sources.Disks, d)
-		for _, g := range p.Sources.Globs {
-			if m, _ := path.Match(g, d); m {
-				ok = true
-			}
-		}
-		if ok {
+	for _, d := range inv.names {
+		if Selects(p.Sources, d, inv.labels[d]) {
 			out = append(out, d)
 		}
 	}

@@ -61,7 +61,7 @@ async function overview() {
       el("td", {class: "num"}, r.size ? bytes(r.size.logical) : "-"), el("td", {class: "num"}, r.size ? bytes(r.size.unique) : "-"),
       el("td", {class: "num"}, r.size ? bytes(r.size.stored) : "-"))));
   const rows = o.sources.map(s => el("tr", {class: "src", "data-disk": s.disk},
-    el("td", {}, link("#/source/" + enc(s.disk), s.disk, "source")),
+    el("td", {}, link("#/source/" + enc(s.disk), s.disk, "source"), s.labels ? el("span", {class: "muted labels"}, " " + s.labels) : ""),
     el("td", {}, s.policies.length ? s.policies.join(", ") : el("span", {class: "stale"}, "unprotected")),
     el("td", {}, when(s.lastSuccess)),
     el("td", {}, s.lastJob ? link("#/job/" + enc(s.lastJob), s.lastState) : "-"),
@@ -135,7 +135,9 @@ async function source(name) {
     el("td", {}, when(p.time)), el("td", {}, link("#/job/" + enc(p.job), p.state)), el("td", {}, p.policy),
     el("td", {class: "mono"}, p.point ? p.point.slice(0, 12) : ""), el("td", {}, p.mode || ""),
     el("td", {class: "num"}, bytes(p.size)), el("td", {class: "num"}, bytes(p.changed)), el("td", {class: "num"}, bytes(p.read)),
-    el("td", {class: "num"}, bytes(p.new)), el("td", {class: "num"}, secs(p.seconds)),
+    el("td", {class: "num"}, bytes(p.new)), el("td", {class: "num"}, bytes(p.stored)), el("td", {class: "num"}, secs(p.seconds)),
+    el("td", {class: "bottleneck"}, p.bottleneck ? p.bottleneck + " " + Math.round(p.share * 100) + "%" : ""),
+    el("td", {class: "consistency"}, p.consistency || (p.point ? "-" : "")),
     el("td", {}, p.point && p.state === "succeeded" ? [
       el("button", {class: "restore", "data-point": p.point, onclick: () => openRestore(p)}, "Restore…"), " ",
       el("button", {class: "serve", "data-point": p.point, title: "serve read-only over NBD for instant recovery", onclick: async () => {
@@ -148,7 +150,7 @@ async function source(name) {
     el("p", {}, "size ", bytes(s.size), "; policies: ", s.policies.length ? s.policies.join(", ") : "none (unprotected)"),
     chart(s.points, p => p.seconds, "duration", secs), " ", chart(s.points, p => p.read, "bytes read", bytes),
     form,
-    el("table", {id: "points"}, el("tr", {}, ["time", "state", "policy", "point", "mode", "size", "changed", "read", "new", "duration", ""].map(h => el("th", {}, h))), rows)];
+    el("table", {id: "points"}, el("tr", {}, ["time", "state", "policy", "point", "mode", "size", "changed", "read", "new", "stored", "duration", "slowest phase", "consistency", ""].map(h => el("th", {}, h))), rows)];
 }
 
 function progressCell(j) {
@@ -205,7 +207,8 @@ async function policies() {
   const form = el("form", {class: "inline", id: "policy-create", onsubmit: async e => {
     e.preventDefault();
     try {
-      await api("POST", "/v1/policies", {name: v("pc-name"), sources: {disks: split(v("pc-disks")), globs: split(v("pc-globs"))},
+      await api("POST", "/v1/policies", {name: v("pc-name"), sources: {disks: split(v("pc-disks")), globs: split(v("pc-globs")),
+        labels: v("pc-labels") ? v("pc-labels").split(";").map(x => x.trim()).filter(Boolean) : undefined},
         schedule: v("pc-schedule"), timeZone: v("pc-tz") || undefined, repository: {location: v("pc-repo"), password: document.getElementById("pc-password").value},
         retention: {last: Number(v("pc-keep-last")) || undefined}, maxConcurrent: 1});
       route();
@@ -214,6 +217,7 @@ async function policies() {
     el("label", {}, "name ", el("input", {id: "pc-name", required: true, size: 12})),
     el("label", {}, "disks ", el("input", {id: "pc-disks", placeholder: "vm1,vm2", size: 14})),
     el("label", {}, "globs ", el("input", {id: "pc-globs", placeholder: "web-*", size: 10})),
+    el("label", {}, "label selectors ", el("input", {id: "pc-labels", placeholder: "tier=gold,env!=dev; role=db", size: 18})),
     el("label", {}, "schedule ", el("input", {id: "pc-schedule", value: "0 2 * * *", size: 12})),
     el("label", {}, "time zone ", el("input", {id: "pc-tz", placeholder: "UTC", size: 12})),
     el("label", {}, "repository ", el("input", {id: "pc-repo", required: true, size: 24})),
@@ -221,7 +225,7 @@ async function policies() {
     el("label", {}, "keep last ", el("input", {id: "pc-keep-last", type: "number", min: 0, size: 4})),
     el("button", {type: "submit", id: "pc-create"}, "Create policy"));
   const rows = list.map(p => el("tr", {"data-policy": p.name}, el("td", {}, p.name),
-    el("td", {}, [...(p.sources.disks || []), ...(p.sources.globs || [])].join(", ")),
+    el("td", {}, [...(p.sources.disks || []), ...(p.sources.globs || []), ...(p.sources.labels || []).map(l => "label:" + l)].join(", ")),
     el("td", {}, p.schedule, p.timeZone ? " (" + p.timeZone + ")" : ""), el("td", {}, p.repository.location),
     el("td", {}, p.status && p.status.nextRun ? when(p.status.nextRun) : "-"),
     el("td", {}, p.status ? (p.status.keyReady ? "key held" : (p.status.keyError ? el("span", {class: "error"}, p.status.keyError) : "opening…")) : ""),
