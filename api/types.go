@@ -46,6 +46,15 @@ type Disk struct {
 	CBT           *CBT           `json:"cbt,omitempty"`
 	Consolidation *Consolidation `json:"consolidation,omitempty"`
 	OpenExports   int            `json:"openExports"`
+	// Agent is the guest agent socket of the VM using the disk: backups
+	// of the disk quiesce the guest through it (PATCH /v1/disks/{disk}).
+	Agent string `json:"agent,omitempty"`
+}
+
+// UpdateDiskRequest is the body of PATCH /v1/disks/{disk}: the fields
+// present change, the others stay. Agent "" forgets the socket.
+type UpdateDiskRequest struct {
+	Agent *string `json:"agent,omitempty"`
 }
 
 // CBT is the changed block tracking state of a disk (absent when disabled).
