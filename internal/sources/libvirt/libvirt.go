@@ -107,6 +107,35 @@ type job struct {
 	sizes   map[string]int64
 	taken   map[string]bool // disks that had their snapshot
 	open    map[string]bool // disks whose snapshot is not yet deleted
+	// offline: the domain is shut off and each disk has its own qemu-nbd
+	// (offline.go); nil for a libvirt backup job.
+	offline map[string]*offlineDisk
+}
+
+// uri is the NBD URI of a disk's export.
+func (j *job) uri(target string) string {
+	if od := j.offline[target]; od != nil {
+		return "nbd+unix:///" + target + "?socket=" + od.sock
+	}
+	return "nbd+unix:///" + target + "?socket=" + j.sock
+}
+
+// bitmap is the meta context of a disk's changes since the base.
+func (j *job) bitmap(target string) string {
+	if od := j.offline[target]; od != nil {
+		return "qemu:dirty-bitmap:" + od.bitmap
+	}
+	return "qemu:dirty-bitmap:backup-" + target
+}
+
+// changeID is what a disk's point continues from: the job's new
+// checkpoint; offline, the base when the disk's bitmap was usable.
+func (j *job) changeID(target string) string {
+	cp := j.newCP
+	if od := j.offline[target]; od != nil && od.bitmap == "" {
+		cp = noCheckpoint
+	}
+	return fmt.Sprintf("%s:%d", cp, j.sizes[target])
 }
 
 // Open connects to libvirtd and finds the domain's disks.
@@ -200,6 +229,10 @@ func (s *Source) Disk(ctx context.Context, name string) (backup.DiskInfo, error)
 	if err != nil {
 		return backup.DiskInfo{}, err
 	}
+	if on, err := s.active(); err != nil || !on {
+		info, ierr := readImageInfo(ctx, d.file)
+		return backup.DiskInfo{UUID: "libvirt:" + d.name, Size: info.VirtualSize}, errors.Join(err, ierr)
+	}
 	_, capacity, _, err := s.l.DomainGetBlockInfo(s.dom, d.target, 0)
 	if err != nil {
 		return backup.DiskInfo{}, err
@@ -232,7 +265,7 @@ func (s *Source) CreateSnapshot(ctx context.Context, name, desc string) (backup.
 	}
 	j := s.job
 	j.taken[d.target], j.open[d.target] = true, true
-	return backup.Snapshot{ID: j.id + "/" + d.target, ChangeID: fmt.Sprintf("%s:%d", j.newCP, j.sizes[d.target]),
+	return backup.Snapshot{ID: j.id + "/" + d.target, ChangeID: j.changeID(d.target),
 		Size: j.sizes[d.target], Created: j.created, Consistency: j.q.Consistency, ConsistencyReason: j.q.Reason}, nil
 }
 
@@ -274,6 +307,18 @@ func (s *Source) begin(ctx context.Context) (*job, error) {
 	}
 	if len(owned) > 0 {
 		j.base = owned[len(owned)-1]
+	}
+	if on, err := s.active(); err != nil || !on {
+		if err == nil {
+			err = s.beginOffline(ctx, j)
+		}
+		if err != nil {
+			j.stopOffline()
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("offline backup of %s: %w", s.o.Domain, err)
+		}
+		j.created = time.Now()
+		return j, nil
 	}
 	for _, d := range s.disks {
 		info, err := s.Disk(ctx, d.name)
@@ -341,15 +386,14 @@ func (s *Source) ChangedAreas(ctx context.Context, name, snap string, start int6
 	if start > 0 {
 		return &backup.Areas{StartOffset: start, Length: max(size-start, 1)}, nil
 	}
-	uri := "nbd+unix:///" + d.target + "?socket=" + j.sock
 	meta := "base:allocation"
 	if since != "*" {
-		if err := j.check(since, size); err != nil {
+		if err := j.check(d.target, since, size); err != nil {
 			return nil, fmt.Errorf("%w: disk %s: %v", backup.ErrChangeIDInvalid, d.target, err)
 		}
-		meta = "qemu:dirty-bitmap:backup-" + d.target
+		meta = j.bitmap(d.target)
 	}
-	areas, err := qemu.Areas(ctx, uri, meta, size)
+	areas, err := qemu.Areas(ctx, j.uri(d.target), meta, size)
 	if err != nil {
 		return nil, err
 	}
@@ -357,16 +401,20 @@ func (s *Source) ChangedAreas(ctx context.Context, name, snap string, start int6
 }
 
 // check says why the job cannot answer "changed since" the change ID.
-func (j *job) check(since string, size int64) error {
+func (j *job) check(target, since string, size int64) error {
 	name, sizeStr, ok := strings.Cut(since, ":")
 	n, err := strconv.ParseInt(sizeStr, 10, 64)
 	switch {
+	case ok && err == nil && name == noCheckpoint:
+		return errors.New("the last point was read with the domain shut off and no usable bitmap: there is no checkpoint to continue from")
 	case !ok || err != nil || !strings.HasPrefix(name, "blockwise-"):
 		return fmt.Errorf("change ID %q is not one of a libvirt checkpoint of blockwise", since)
 	case n != size:
 		return fmt.Errorf("disk resized from %d to %d bytes since the last point", n, size)
 	case j.why != "":
 		return errors.New(j.why)
+	case j.offline[target] != nil && j.offline[target].why != "":
+		return errors.New(j.offline[target].why)
 	case j.base == "":
 		return fmt.Errorf("checkpoint %s of the last point is missing (the domain was redefined, or it was deleted)", name)
 	case j.base != name:
@@ -396,7 +444,7 @@ func (s *Source) OpenView(ctx context.Context, name, snap string) (backup.Source
 	if err != nil {
 		return nil, err
 	}
-	return nbd.Dial(ctx, "nbd+unix:///"+d.target+"?socket="+j.sock, nil)
+	return nbd.Dial(ctx, j.uri(d.target), nil)
 }
 
 // DeleteSnapshot implements backup.Host: the job ends when every disk it
@@ -421,6 +469,10 @@ func (s *Source) DeleteSnapshot(ctx context.Context, name, snap string) error {
 func (s *Source) endJob() error {
 	j := s.job
 	s.job = nil
+	if j.offline != nil { // no libvirt job, and no checkpoint to prune
+		j.stopOffline()
+		return os.RemoveAll(j.dir)
+	}
 	err := s.l.DomainAbortJob(s.dom)
 	os.RemoveAll(j.dir)
 	if owned, lerr := s.ownedCheckpoints(); lerr == nil && j.base != "" {

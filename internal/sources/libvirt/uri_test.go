@@ -44,20 +44,65 @@ func FuzzParseURI(f *testing.F) {
 
 func TestCheck(t *testing.T) {
 	j := &job{base: "blockwise-t-02"}
-	if err := j.check("blockwise-t-02:10", 10); err != nil {
+	if err := j.check("vda", "blockwise-t-02:10", 10); err != nil {
 		t.Fatal(err)
 	}
 	for since, want := range map[string]string{
 		"blockwise-t-01:10": "not the domain's newest",
 		"blockwise-t-02:20": "resized",
 		"x:10":              "not one of",
+		"none:10":           "shut off",
 	} {
-		if err := j.check(since, 10); err == nil || !strings.Contains(err.Error(), want) {
+		if err := j.check("vda", since, 10); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", since, err, want)
 		}
 	}
 	none := &job{}
-	if err := none.check("blockwise-t-02:10", 10); err == nil || !strings.Contains(err.Error(), "missing") {
+	if err := none.check("vda", "blockwise-t-02:10", 10); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("no base: %v", err)
+	}
+}
+
+// TestOfflineCheck: offline, a disk whose bitmap is unusable says why.
+func TestOfflineCheck(t *testing.T) {
+	j := &job{base: "blockwise-t-02", offline: map[string]*offlineDisk{
+		"vda": {bitmap: "blockwise-t-02"}, "vdb": {why: "bitmap blockwise-t-02 is inconsistent"}}}
+	if err := j.check("vda", "blockwise-t-02:10", 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.check("vdb", "blockwise-t-02:10", 10); err == nil || !strings.Contains(err.Error(), "inconsistent") {
+		t.Fatalf("vdb: %v", err)
+	}
+	if got := j.changeID("vdb"); !strings.HasPrefix(got, noCheckpoint+":") {
+		t.Fatalf("change ID of a disk read whole offline: %s", got)
+	}
+}
+
+// TestUsableBitmap: a qemu-img info answer's bitmap is usable only when
+// present, in a qcow2, and not in use.
+func TestUsableBitmap(t *testing.T) {
+	info := func(format, name string, flags ...string) imageInfo {
+		var i imageInfo
+		i.Format = format
+		i.FormatSpecific.Data.Bitmaps = append(i.FormatSpecific.Data.Bitmaps, struct {
+			Name  string   `json:"name"`
+			Flags []string `json:"flags"`
+		}{name, flags})
+		return i
+	}
+	for _, tc := range []struct {
+		name string
+		info imageInfo
+		want string
+	}{
+		{"good", info("qcow2", "cp", "auto"), ""},
+		{"in use", info("qcow2", "cp", "in-use", "auto"), "inconsistent"},
+		{"missing", info("qcow2", "other"), "missing"},
+		{"raw", info("raw", ""), "no persistent bitmap"},
+	} {
+		got := tc.info.usableBitmap("cp")
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
