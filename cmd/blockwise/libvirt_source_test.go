@@ -259,4 +259,3 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 	}
 	restoreMatches(offBroken.ID)
 }
-
