@@ -16,6 +16,7 @@ import (
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 
 	"github.com/blockwise/blockwise/internal/backup"
@@ -46,16 +47,25 @@ type Options struct {
 	// socket; QEMU (user libvirt-qemu, usually) must be able to write it.
 	Scratch string
 	Quiesce quiesce.Options
+	// SSH, when set, reaches Socket on a remote host through ssh
+	// (qemu+ssh:// URIs) instead of locally.
+	SSH *sshDialer
 }
 
 // IsURI reports whether s names a libvirt source.
-func IsURI(s string) bool { return strings.HasPrefix(s, "libvirt:") }
+func IsURI(s string) bool {
+	return strings.HasPrefix(s, "libvirt:") || strings.HasPrefix(s, "qemu+ssh:")
+}
 
-// ParseURI reads libvirt:///system?domain=NAME[&disk=vda,vdb][&socket=PATH].
+// ParseURI reads libvirt:///system?domain=NAME[&disk=vda,vdb][&socket=PATH]
+// and qemu+ssh://[USER@]HOST[:PORT]/system?domain=NAME[&disk=...]
+// [&socket=REMOTE-PATH][&keyfile=PATH][&known_hosts=PATH] (libvirt's
+// own parameter names).
 func ParseURI(s string) (Options, error) {
+	const want = "want libvirt:///system?domain=NAME[&disk=vda,vdb][&socket=PATH] or qemu+ssh://[USER@]HOST[:PORT]/system?domain=NAME[&keyfile=PATH][&known_hosts=PATH]"
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "libvirt" || u.Host != "" || u.Path != "/system" {
-		return Options{}, fmt.Errorf("%w: %q: want libvirt:///system?domain=NAME[&disk=vda,vdb][&socket=PATH]", ErrURI, s)
+	if err != nil || u.Path != "/system" || (u.Scheme == "libvirt") == (u.Host != "") || (u.Scheme != "libvirt" && u.Scheme != "qemu+ssh") {
+		return Options{}, fmt.Errorf("%w: %q: %s", ErrURI, s, want)
 	}
 	q := u.Query()
 	o := Options{Socket: q.Get("socket"), Domain: q.Get("domain")}
@@ -70,12 +80,38 @@ func ParseURI(s string) (Options, error) {
 			o.Disks = append(o.Disks, d)
 		}
 	}
+	known := map[string]bool{"domain": true, "disk": true, "socket": true}
+	if u.Scheme == "qemu+ssh" {
+		if o.SSH, err = sshOf(u, o.Socket); err != nil {
+			return Options{}, fmt.Errorf("%w: %q: %v", ErrURI, s, err)
+		}
+		known["keyfile"], known["known_hosts"] = true, true
+	}
 	for k := range q {
-		if k != "domain" && k != "disk" && k != "socket" {
+		if !known[k] {
 			return Options{}, fmt.Errorf("%w: %q: unknown parameter %q", ErrURI, s, k)
 		}
 	}
 	return o, nil
+}
+
+// sshOf is the ssh transport of a qemu+ssh URL.
+func sshOf(u *url.URL, sock string) (*sshDialer, error) {
+	d := &sshDialer{Host: u.Hostname(), Socket: sock, KeyFile: u.Query().Get("keyfile"), User: u.User.Username()}
+	if strings.HasPrefix(d.Host, "-") || strings.HasPrefix(d.User, "-") {
+		return nil, errors.New("host or user starts with '-'")
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return nil, fmt.Errorf("port %q", p)
+		}
+		d.Port = n
+	}
+	if kh := u.Query().Get("known_hosts"); kh != "" {
+		d.Options = append(d.Options, "UserKnownHostsFile="+kh)
+	}
+	return d, nil
 }
 
 // Source is one libvirt domain, as a backup.Host.
@@ -146,9 +182,14 @@ func Open(ctx context.Context, o Options) (*Source, error) {
 	if o.Scratch == "" {
 		o.Scratch = os.TempDir()
 	}
-	l := golibvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(o.Socket), dialers.WithLocalTimeout(10*time.Second)))
+	var dialer socket.Dialer = dialers.NewLocal(dialers.WithSocket(o.Socket), dialers.WithLocalTimeout(10*time.Second))
+	where := o.Socket
+	if o.SSH != nil {
+		dialer, where = *o.SSH, "ssh "+o.SSH.Host+":"+o.Socket
+	}
+	l := golibvirt.NewWithDialer(dialer)
 	if err := l.ConnectToURI(golibvirt.QEMUSystem); err != nil {
-		return nil, fmt.Errorf("libvirt %s: %w", o.Socket, err)
+		return nil, fmt.Errorf("libvirt %s: %w", where, err)
 	}
 	s := &Source{o: o, l: l}
 	if err := s.init(); err != nil {

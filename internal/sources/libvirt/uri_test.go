@@ -2,6 +2,9 @@ package libvirt
 
 import (
 	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -104,5 +107,67 @@ func TestUsableBitmap(t *testing.T) {
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestSSHURI: qemu+ssh URIs become the ssh command line virsh would run,
+// and bad ones are ErrURI.
+func TestSSHURI(t *testing.T) {
+	o, err := ParseURI("qemu+ssh://backup@kvm1:2222/system?domain=vm1&keyfile=/k/id&known_hosts=/k/kh&socket=/run/lv.sock")
+	if err != nil || o.SSH == nil {
+		t.Fatalf("%+v %v", o, err)
+	}
+	got := strings.Join(o.SSH.args(), " ")
+	want := "-T -o BatchMode=yes -o ConnectTimeout=10 -e none -p 2222 -i /k/id -o UserKnownHostsFile=/k/kh -W /run/lv.sock -- backup@kvm1"
+	if got != want {
+		t.Fatalf("ssh args\n got %s\nwant %s", got, want)
+	}
+	if o, err := ParseURI("qemu+ssh://kvm1/system?domain=vm1"); err != nil || o.SSH.Socket != DefaultSocket || o.SSH.User != "" {
+		t.Fatalf("defaults: %+v %v", o.SSH, err)
+	}
+	for _, bad := range []string{
+		"qemu+ssh:///system?domain=vm1",               // no host
+		"qemu+ssh://-oProxyCommand=x/system?domain=a", // an option smuggled as host
+		"qemu+ssh://h:0/system?domain=a",
+		"qemu+ssh://h/session?domain=a",
+		"libvirt:///system?domain=a&keyfile=/k", // ssh parameters on a local URI
+		"libvirt://h/system?domain=a",
+	} {
+		if _, err := ParseURI(bad); !errors.Is(err, ErrURI) {
+			t.Errorf("%s: %v, want ErrURI", bad, err)
+		}
+	}
+}
+
+// TestSSHDialer runs the dialer with a stand-in ssh (a script that
+// records its arguments and echoes its stdin) and with one that fails.
+func TestSSHDialer(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "ssh")
+	os.WriteFile(fake, []byte("#!/bin/sh\necho \"$@\" > "+dir+"/args\nexec cat\n"), 0o755)
+	c, err := sshDialer{SSH: fake, Host: "h", Socket: "/s"}.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo: %q %v", buf, err)
+	}
+	c.Close()
+	if a, _ := os.ReadFile(filepath.Join(dir, "args")); !strings.Contains(string(a), "-W /s -- h") {
+		t.Fatalf("args %s", a)
+	}
+	failing := filepath.Join(dir, "ssh-fail")
+	os.WriteFile(failing, []byte("#!/bin/sh\necho 'Permission denied (publickey).' >&2\nexit 255\n"), 0o755)
+	c, err = sshDialer{SSH: failing, Host: "h", Socket: "/s"}.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Read(buf); !errors.Is(err, ErrDial) || !strings.Contains(err.Error(), "Permission denied") {
+		t.Fatalf("failing ssh: %v", err)
 	}
 }
