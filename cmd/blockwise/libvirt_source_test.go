@@ -221,6 +221,18 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 		t.Fatalf("checkpoints pile up: %s", cps)
 	}
 
+	// The same domain through qemu+ssh://, a private sshd on loopback:
+	// the chain continues (the NBD export's socket is local here).
+	if sshd, keys := startSSHD(t); sshd != "" {
+		guest("dd if=/dev/urandom of=/dev/vda bs=64k count=1 seek=200 conv=fsync 2>/dev/null")
+		viaSSH := backupSummaries(t, &c, sshd+"/system?domain=bwvm1&disk=vda&socket="+d.sock+"&keyfile="+
+			filepath.Join(keys, "id")+"&known_hosts="+filepath.Join(keys, "known_hosts"), flags...)["vda"]
+		if viaSSH.Mode != "incremental" || viaSSH.Read != 64<<10 {
+			t.Fatalf("incremental through qemu+ssh: %+v", viaSSH)
+		}
+		restoreMatches(viaSSH.ID)
+	}
+
 	for _, cp := range strings.Fields(d.mustVirsh(t, "checkpoint-list", "bwvm1", "--name")) {
 		d.mustVirsh(t, "checkpoint-delete", "bwvm1", cp)
 	}
@@ -258,4 +270,20 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 		t.Fatalf("shut off, bitmap removed: %+v", offBroken)
 	}
 	restoreMatches(offBroken.ID)
+}
+
+// startSSHD runs a private sshd on a loopback port that accepts root
+// with a key made here, and returns qemu+ssh://root@127.0.0.1:PORT and
+// the key's directory, or "" (skipping that part) without sshd outside CI.
+func startSSHD(t *testing.T) (uri, keys string) {
+	t.Helper()
+	sshd := "/usr/sbin/sshd"
+	if _, err := os.Stat(sshd); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("sshd not installed (CI is set): scripts/setup.sh installs openssh-server")
+		}
+		t.Log("sshd not installed: qemu+ssh part skipped")
+		return "", ""
+	}
+	return runSSHD(t, sshd)
 }

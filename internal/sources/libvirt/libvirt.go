@@ -101,6 +101,9 @@ func sshOf(u *url.URL, sock string) (*sshDialer, error) {
 	if strings.HasPrefix(d.Host, "-") || strings.HasPrefix(d.User, "-") {
 		return nil, errors.New("host or user starts with '-'")
 	}
+	if strings.ContainsAny(sock, "'\x00\n") {
+		return nil, fmt.Errorf("socket %q: quotes or control characters", sock)
+	}
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil || n <= 0 || n > 65535 {

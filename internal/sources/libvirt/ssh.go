@@ -14,8 +14,9 @@ import (
 
 // sshDialer reaches a remote libvirtd's unix socket the way virsh -c
 // qemu+ssh:// does: an ssh subprocess whose stdin and stdout are the
-// stream (ssh -W PATH forwards stdio to a unix socket on the remote
-// side, so nothing needs to be installed there but sshd).
+// stream, running on the remote side virt-ssh-helper (libvirt ≥ 6.8,
+// for the default socket) or else netcat (nc -U SOCKET). OpenSSH 9.2's
+// -W does not forward to a unix socket path (tried here: no channel).
 type sshDialer struct {
 	SSH     string // the ssh binary ("ssh")
 	User    string
@@ -43,7 +44,14 @@ func (d sshDialer) args() []string {
 	if d.User != "" {
 		target = d.User + "@" + d.Host
 	}
-	return append(a, "-W", d.Socket, "--", target)
+	return append(a, "--", target, remoteCommand(d.Socket))
+}
+
+// remoteCommand is what the remote login shell runs (virsh's "auto"
+// netcat mode); the socket is single-quoted (sshOf refuses quotes).
+func remoteCommand(sock string) string {
+	return fmt.Sprintf("if command -v virt-ssh-helper >/dev/null 2>&1 && [ '%s' = %s ]; then exec virt-ssh-helper qemu:///system; else exec nc -U '%s'; fi",
+		sock, DefaultSocket, sock)
 }
 
 // Dial implements go-libvirt's socket.Dialer.
