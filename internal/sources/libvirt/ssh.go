@@ -94,6 +94,8 @@ type sshConn struct {
 	once   sync.Once
 }
 
+// Read reads the stream; at its end, ssh's complaint (if any) is the
+// error, so a refused key or host says so.
 func (c *sshConn) Read(p []byte) (int, error) {
 	n, err := c.out.Read(p)
 	if err == io.EOF && n == 0 {
@@ -108,6 +110,7 @@ func (c *sshConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write writes to ssh's stdin.
 func (c *sshConn) Write(p []byte) (int, error) { return c.in.Write(p) }
 
 // Close ends the stream and the ssh process.
@@ -120,16 +123,28 @@ func (c *sshConn) Close() error {
 	return nil
 }
 
-func (c *sshConn) LocalAddr() net.Addr                { return sshAddr{} }
-func (c *sshConn) RemoteAddr() net.Addr               { return sshAddr{} }
-func (c *sshConn) SetDeadline(t time.Time) error      { return nil }
-func (c *sshConn) SetReadDeadline(t time.Time) error  { return nil }
+// LocalAddr implements net.Conn (no address: a subprocess).
+func (c *sshConn) LocalAddr() net.Addr { return sshAddr{} }
+
+// RemoteAddr implements net.Conn.
+func (c *sshConn) RemoteAddr() net.Addr { return sshAddr{} }
+
+// SetDeadline implements net.Conn; a no-op.
+func (c *sshConn) SetDeadline(t time.Time) error { return nil }
+
+// SetReadDeadline implements net.Conn; a no-op.
+func (c *sshConn) SetReadDeadline(t time.Time) error { return nil }
+
+// SetWriteDeadline implements net.Conn; a no-op.
 func (c *sshConn) SetWriteDeadline(t time.Time) error { return nil }
 
 type sshAddr struct{}
 
+// Network implements net.Addr.
 func (sshAddr) Network() string { return "ssh" }
-func (sshAddr) String() string  { return "ssh" }
+
+// String implements net.Addr.
+func (sshAddr) String() string { return "ssh" }
 
 // lockedBuffer collects ssh's stderr (written by exec's copier, read by
 // Read after EOF).
@@ -138,6 +153,7 @@ type lockedBuffer struct {
 	b  []byte
 }
 
+// Write keeps the first 4 KiB.
 func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -147,6 +163,7 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// String is what was kept.
 func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
