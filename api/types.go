@@ -49,6 +49,15 @@ type Disk struct {
 	// Labels are the operator's key=value pairs (PUT or PATCH
 	// /v1/disks/{disk}/labels), which policies select sources by.
 	Labels map[string]string `json:"labels"`
+	// Agent is the guest agent socket of the VM using the disk: backups
+	// of the disk quiesce the guest through it (PATCH /v1/disks/{disk}).
+	Agent string `json:"agent,omitempty"`
+}
+
+// UpdateDiskRequest is the body of PATCH /v1/disks/{disk}: the fields
+// present change, the others stay. Agent "" forgets the socket.
+type UpdateDiskRequest struct {
+	Agent *string `json:"agent,omitempty"`
 }
 
 // CBT is the changed block tracking state of a disk (absent when disabled).

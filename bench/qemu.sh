@@ -35,7 +35,9 @@ cleanup() {
 	virsh -c "$URI" destroy vnb >/dev/null 2>&1 || true
 	virsh -c "$URI" destroy bw >/dev/null 2>&1 || true
 	[ -n "$LV_PID" ] && kill "$LV_PID" 2>/dev/null && wait "$LV_PID" 2>/dev/null
-	rm -rf "$W"
+	# BENCH_KEEP=1 keeps the logs (libvirtd's at debug level for the
+	# backup and QEMU monitor) to find why a job sticks.
+	if [ -n "${BENCH_KEEP:-}" ]; then rm -f "$W"/*.qcow2; echo "kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -52,6 +54,7 @@ unix_sock_rw_perms = "0700"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
 CONF
+[ -z "${BENCH_KEEP:-}" ] || printf 'log_filters = "1:qemu.qemu_backup 1:qemu.qemu_monitor 1:qemu.qemu_domain 1:qemu.qemu_process 3:util 3:rpc"\nlog_outputs = "1:file:%s/libvirtd-debug.log"\n' "$W" >>"$W/libvirtd.conf"
 cat >"$W/qemu.conf" <<'CONF'
 user = "root"
 group = "root"

@@ -62,6 +62,13 @@ func (c *Client) GrowDisk(ctx context.Context, name string, size int64) (*Disk, 
 	return &out, c.do(ctx, "POST", "/v1/disks/"+esc(name)+"/grow", wire.GrowDiskRequest{Size: size}, &out)
 }
 
+// SetDiskAgent records the guest agent socket of the VM using a disk
+// ("" forgets it); backups of the disk then quiesce the guest.
+func (c *Client) SetDiskAgent(ctx context.Context, name, agent string) (*Disk, error) {
+	var out Disk
+	return &out, c.do(ctx, "PATCH", "/v1/disks/"+esc(name), wire.UpdateDiskRequest{Agent: &agent}, &out)
+}
+
 // DeleteDisk removes a disk; one with open NBD exports is ErrBusy.
 func (c *Client) DeleteDisk(ctx context.Context, name string) error {
 	return c.do(ctx, "DELETE", "/v1/disks/"+esc(name), nil, nil)

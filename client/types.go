@@ -16,6 +16,7 @@ type (
 	Task              = wire.Task
 	Problem           = wire.Problem
 	CreateDiskRequest = wire.CreateDiskRequest
+	UpdateDiskRequest = wire.UpdateDiskRequest
 	CloneRequest      = wire.CloneRequest
 	CloneResult       = wire.CloneResult
 	CopyRequest       = wire.CopyRequest

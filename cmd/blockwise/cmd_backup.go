@@ -34,7 +34,7 @@ type backupOptions struct {
 var backupOpts backupOptions
 
 var backupCmd = &cobra.Command{
-	Use:   "backup DISK|qemu+unix:///PATH/qmp.sock[?drive=A,B&agent=PATH&name=VM]|libvirt:///system?domain=NAME[&disk=vda&socket=PATH]...",
+	Use:   "backup DISK|qemu+unix:///PATH/qmp.sock[?drive=A,B&agent=PATH&name=VM]|libvirt:///system?domain=NAME[&disk=vda&socket=PATH]|qemu+ssh://[USER@]HOST[:PORT]/system?domain=NAME[&keyfile=PATH&known_hosts=PATH]...",
 	Short: "Back up disks: snapshot, read what CBT says changed (san, hot-add or NBD), store, delete the snapshot",
 	Args:  cobra.MinimumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
@@ -118,9 +118,8 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 // backupHostDisks backs up the host's disks, o.Parallel at a time.
 func backupHostDisks(ctx context.Context, g globalOptions, o backupOptions, r *repo.Repository, env transport.Env, disks []string, out, errOut io.Writer) ([]backupOutcome, error) {
 	h := backup.ClientHost{C: env.Client}
-	q, err := hostQuiesce(o)
-	if err != nil {
-		return nil, err
+	if _, err := hostQuiesce(o, ""); err != nil {
+		return nil, err // a bad --quiesce is a usage error before any disk
 	}
 	outs := make([]backupOutcome, len(disks))
 	errs := make([]error, len(disks))
@@ -133,6 +132,12 @@ func backupHostDisks(ctx context.Context, g globalOptions, o backupOptions, r *r
 		}
 		var rep transport.Report
 		open := transport.Opener(o.Order, env, func(r transport.Report) { rep = r })
+		q, err := diskQuiesce(ctx, o, env.Client, disk)
+		if err != nil {
+			bar.finish()
+			outs[i], errs[i] = backupOutcome{disk: disk, at: time.Now()}, err
+			return
+		}
 		res, err := backup.Run(ctx, backup.Options{Disk: disk, Host: h, Repo: r, Open: open, Workers: o.Workers, Full: o.Full, NoProve: o.NoProve, LeaseTTL: o.LeaseTTL, Progress: bar.update, Quiesce: q})
 		bar.finish()
 		outs[i] = backupOutcome{disk: disk, res: res, at: time.Now()}

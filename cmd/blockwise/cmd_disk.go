@@ -20,6 +20,7 @@ type diskOptions struct {
 	Grain       string
 	NoCBT       bool
 	Provision   string
+	Agent       string
 }
 
 var diskOpts diskOptions
@@ -73,7 +74,14 @@ func init() {
 			return runDiskRm(cmd.Context(), globals, a, cmd.OutOrStdout())
 		},
 	}
-	diskCmd.AddCommand(create, list, info, grow, rm, label)
+	set := &cobra.Command{
+		Use: "set NAME --agent PATH", Short: "Set a disk's properties: --agent, the guest agent socket of the VM using it (backups quiesce the guest through it; \"\" forgets it)", Args: args(1, 1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runDiskSet(cmd.Context(), globals, cmd.Flags().Changed("agent"), diskOpts, a, cmd.OutOrStdout())
+		},
+	}
+	set.Flags().StringVar(&diskOpts.Agent, "agent", "", "absolute path of the qemu-guest-agent socket of the VM using the disk (\"\" forgets it)")
+	diskCmd.AddCommand(create, list, info, grow, set, rm, label)
 	rootCmd.AddCommand(diskCmd)
 }
 
@@ -125,6 +133,21 @@ func runDiskGrow(ctx context.Context, g globalOptions, o diskOptions, a []string
 		return err
 	}
 	d, err := c.GrowDisk(ctx, a[0], size)
+	if err != nil {
+		return err
+	}
+	return printDisk(g, out, d)
+}
+
+func runDiskSet(ctx context.Context, g globalOptions, agentSet bool, o diskOptions, a []string, out io.Writer) error {
+	if !agentSet {
+		return usageErrorf("disk set: nothing to set (--agent PATH)")
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.SetDiskAgent(ctx, a[0], o.Agent)
 	if err != nil {
 		return err
 	}
@@ -230,6 +253,7 @@ func printDisk(g globalOptions, out io.Writer, d *client.Disk) error {
 		{"grain", human(d.Grain)}, {"layers", strconv.Itoa(d.Layers)},
 		{"change id", orDash(d.ChangeID)}, {"open exports", strconv.Itoa(d.OpenExports)},
 		{"labels", orDash(labels.String(d.Labels))},
+		{"guest agent", orDash(d.Agent)},
 	}
 	if d.CBT != nil {
 		rows = append(rows, []string{"cbt", fmt.Sprintf("granularity %s, %d dirty blocks, oldest change ID %s",

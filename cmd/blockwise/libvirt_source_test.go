@@ -44,7 +44,7 @@ func startLibvirtd(t *testing.T) *libvirtd {
 		"libvirtd.conf": fmt.Sprintf("unix_sock_dir = %q\nunix_sock_rw_perms = \"0700\"\nauth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n", filepath.Join(dir, "sock")),
 		"qemu.conf":     "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\nsecurity_driver = \"none\"\nstdio_handler = \"file\"\ncgroup_controllers = [ ]\n",
 		"run.sh": `set -e
-for d in /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt; do mkdir -p $d; mount -t tmpfs tmpfs $d; done
+for d in /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt/qemu; do mkdir -p $d; mount -t tmpfs tmpfs $d; done
 mount --bind "$1/qemu.conf" /etc/libvirt/qemu.conf
 exec libvirtd -f "$1/libvirtd.conf" -p "$1/libvirtd.pid"
 `,
@@ -100,7 +100,7 @@ func (d *libvirtd) mustVirsh(t *testing.T, args ...string) string {
 	return out
 }
 
-// startDomain creates a transient TCG domain booting the test kernel with
+// startDomain defines and starts a persistent TCG domain booting the test kernel with
 // the testvm initramfs on a qcow2 disk, with the guest agent channel
 // (libvirt connects to it) and the test shell, and waits for the shell.
 func (d *libvirtd) startDomain(t *testing.T, name string, imgs ...string) *testvm.Shell {
@@ -131,8 +131,9 @@ func (d *libvirtd) startDomain(t *testing.T, name string, imgs ...string) *testv
 		filepath.Join(d.dir, name+"-qga.sock"), shellSock, filepath.Join(d.dir, name+"-console.log"))
 	xmlPath := filepath.Join(d.dir, name+".xml")
 	os.WriteFile(xmlPath, []byte(xml), 0o644)
-	d.mustVirsh(t, "create", xmlPath)
-	t.Cleanup(func() { d.virsh("destroy", name) })
+	d.mustVirsh(t, "define", xmlPath)
+	t.Cleanup(func() { d.virsh("destroy", name); d.virsh("undefine", name, "--checkpoints-metadata") })
+	d.mustVirsh(t, "start", name)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	sh, err := testvm.DialShell(ctx, shellSock)
@@ -181,12 +182,17 @@ func TestLibvirtSource(t *testing.T) {
 	// point a moment later); vdb carries the ext4 the agent freezes.
 	src := "libvirt:///system?domain=bwvm1&disk=vda&socket=" + d.sock
 	flags := []string{"--scratch-dir", scratch}
+	running := true
 	restoreMatches := func(id string) {
 		t.Helper()
 		ref, got := filepath.Join(t.TempDir(), "ref.raw"), filepath.Join(t.TempDir(), "got.raw")
-		d.mustVirsh(t, "suspend", "bwvm1")
+		if running {
+			d.mustVirsh(t, "suspend", "bwvm1")
+		}
 		out, err := exec.Command("qemu-img", "convert", "-U", "-O", "raw", img, ref).CombinedOutput()
-		d.mustVirsh(t, "resume", "bwvm1")
+		if running {
+			d.mustVirsh(t, "resume", "bwvm1")
+		}
 		if err != nil {
 			t.Fatalf("copy: %v: %s", err, out)
 		}
@@ -215,6 +221,18 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 		t.Fatalf("checkpoints pile up: %s", cps)
 	}
 
+	// The same domain through qemu+ssh://, a private sshd on loopback:
+	// the chain continues (the NBD export's socket is local here).
+	if sshd, keys := startSSHD(t); sshd != "" {
+		guest("dd if=/dev/urandom of=/dev/vda bs=64k count=1 seek=200 conv=fsync 2>/dev/null")
+		viaSSH := backupSummaries(t, &c, sshd+"/system?domain=bwvm1&disk=vda&socket="+d.sock+"&keyfile="+
+			filepath.Join(keys, "id")+"&known_hosts="+filepath.Join(keys, "known_hosts"), flags...)["vda"]
+		if viaSSH.Mode != "incremental" || viaSSH.Read != 64<<10 {
+			t.Fatalf("incremental through qemu+ssh: %+v", viaSSH)
+		}
+		restoreMatches(viaSSH.ID)
+	}
+
 	for _, cp := range strings.Fields(d.mustVirsh(t, "checkpoint-list", "bwvm1", "--name")) {
 		d.mustVirsh(t, "checkpoint-delete", "bwvm1", cp)
 	}
@@ -225,4 +243,47 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 	if out := d.mustVirsh(t, "domjobinfo", "bwvm1"); !strings.Contains(out, "None") {
 		t.Fatalf("a backup job is still running: %s", out)
 	}
+
+	// Shut off: the disk is read from its image through qemu-nbd with the
+	// persistent bitmap of the newest checkpoint; a write made while off
+	// (qemu-io, which records into the enabled persistent bitmap) is all
+	// the incremental reads.
+	d.mustVirsh(t, "destroy", "--graceful", "bwvm1") // SIGTERM: QEMU stores its bitmaps
+	running = false
+	if st := d.mustVirsh(t, "domstate", "bwvm1"); !strings.Contains(st, "shut off") {
+		t.Fatalf("domain state %s", st)
+	}
+	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 128k", img).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-io: %v: %s", err, out)
+	}
+	off := backupSummaries(t, &c, src, flags...)["vda"]
+	if off.Mode != "incremental" || off.Changed != 128<<10 || off.Read != 128<<10 || off.Consistency != "crash" {
+		t.Fatalf("incremental of the shut-off domain: %+v", off)
+	}
+	restoreMatches(off.ID)
+	cp := strings.TrimSpace(d.mustVirsh(t, "checkpoint-list", "bwvm1", "--name"))
+	if out, err := exec.Command("qemu-img", "bitmap", "--remove", img, cp).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img bitmap --remove %s: %v: %s", cp, err, out)
+	}
+	offBroken := backupSummaries(t, &c, src, flags...)["vda"]
+	if offBroken.Mode != "full" || !strings.Contains(offBroken.Reason, "missing from the image") {
+		t.Fatalf("shut off, bitmap removed: %+v", offBroken)
+	}
+	restoreMatches(offBroken.ID)
+}
+
+// startSSHD runs a private sshd on a loopback port that accepts root
+// with a key made here, and returns qemu+ssh://root@127.0.0.1:PORT and
+// the key's directory, or "" (skipping that part) without sshd outside CI.
+func startSSHD(t *testing.T) (uri, keys string) {
+	t.Helper()
+	sshd := "/usr/sbin/sshd"
+	if _, err := os.Stat(sshd); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("sshd not installed (CI is set): scripts/setup.sh installs openssh-server")
+		}
+		t.Log("sshd not installed: qemu+ssh part skipped")
+		return "", ""
+	}
+	return runSSHD(t, sshd)
 }

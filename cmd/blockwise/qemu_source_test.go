@@ -247,9 +247,20 @@ sync`)
 mkfs.ext4 -q -F /dev/%s && mkdir -p /mnt/hd && mount -t ext4 /dev/%s /mnt/hd
 echo "host disk, not synced" > /mnt/hd/app.txt`, dev, dev))
 		hc := cli{dir: r.serve.dir, env: r.env}
-		s := backupSummaries(t, &hc, "hd", "--agent", r.vm.AgentSocket())["hd"]
+		// --agent overrides the disk's property (here a socket that is
+		// not there); then the property alone quiesces.
+		r.serve.must(t, "disk", "set", "hd", "--agent", filepath.Join(r.dir, "no-such-agent.sock"))
+		if s := backupSummaries(t, &hc, "hd", "--agent", r.vm.AgentSocket())["hd"]; s.Consistency != "application" {
+			t.Fatalf("host disk backup with --agent: %+v", s)
+		}
+		r.serve.must(t, "disk", "set", "hd", "--agent", r.vm.AgentSocket())
+		var d struct{ Agent string }
+		if r.serve.jsonOut(t, &d, "disk", "info", "hd"); d.Agent != r.vm.AgentSocket() {
+			t.Fatalf("disk info after disk set --agent: %+v", d)
+		}
+		s := backupSummaries(t, &hc, "hd")["hd"]
 		if s.Consistency != "application" {
-			t.Fatalf("host disk backup: %+v", s)
+			t.Fatalf("host disk backup through its agent property: %+v", s)
 		}
 		img := filepath.Join(t.TempDir(), "hd.raw")
 		hc.must(t, "restore", s.ID, "--to", img)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/quiesce"
 	"github.com/blockwise/blockwise/internal/repo"
@@ -32,7 +33,7 @@ func addSourceFlags(f *pflag.FlagSet, o *sourceOptions) {
 	f.DurationVar(&o.QuiesceTimeout, "quiesce-timeout", quiesce.DefaultTimeout, "longest the guest stays frozen: it is thawed at the end of this window whatever happens")
 	f.StringVar(&o.PreFreeze, "pre-freeze", "", "host command run (sh -c) before the freeze; a non-zero exit means no freeze (try: crash-consistent, require: fail)")
 	f.StringVar(&o.PostThaw, "post-thaw", "", "host command run (sh -c) after the thaw")
-	f.StringVar(&o.Agent, "agent", "", "host disks: the guest agent socket of the VM using the disk, to quiesce it around the snapshot (--quiesce applies); QEMU and libvirt sources take theirs from the URI")
+	f.StringVar(&o.Agent, "agent", "", "host disks: the guest agent socket of the VM using the disk, to quiesce it around the snapshot (--quiesce applies); overrides the disk's own (`disk set NAME --agent`); QEMU and libvirt sources take theirs from the URI")
 	f.StringVar(&o.Scratch, "scratch-dir", "", "directory for QEMU's temporary fleecing overlays and NBD socket (default the system's temp dir); QEMU must be able to write it")
 }
 
@@ -67,19 +68,34 @@ func splitSources(args []string) (disks, sources []string, err error) {
 	return disks, sources, nil
 }
 
-// hostQuiesce is the quiescing of a host disk's backup (nil without
-// --agent).
-func hostQuiesce(o backupOptions) (*quiesce.Options, error) {
-	if o.Agent == "" {
+// hostQuiesce is the quiescing of a host disk's backup through agent:
+// --agent, else the disk's own agent property (nil without either).
+func hostQuiesce(o backupOptions, agent string) (*quiesce.Options, error) {
+	if o.Agent != "" {
+		agent = o.Agent
+	}
+	if agent == "" {
 		return nil, nil
 	}
 	pol, err := quiesce.ParsePolicy(o.Quiesce)
 	if err != nil {
 		return nil, &usageError{err}
 	}
-	agent := o.Agent
 	return &quiesce.Options{Policy: pol, Timeout: o.QuiesceTimeout, PreFreeze: o.PreFreeze, PostThaw: o.PostThaw,
 		Connect: func(ctx context.Context) (quiesce.Freezer, error) { return quiesce.DialAgent(ctx, agent) }}, nil
+}
+
+// diskQuiesce is hostQuiesce for one host disk, its agent property read
+// from the host unless --agent overrides it.
+func diskQuiesce(ctx context.Context, o backupOptions, c *client.Client, name string) (*quiesce.Options, error) {
+	if o.Agent != "" {
+		return hostQuiesce(o, "")
+	}
+	d, err := c.Disk(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return hostQuiesce(o, d.Agent)
 }
 
 // openSource opens a source URI with the backup's quiescing and scratch

@@ -65,7 +65,7 @@ func (s *Server) describe(name string, d *disk.Disk) (wire.Disk, error) {
 		Name: name, UUID: st.UUID, Size: st.Size, Allocated: st.Allocated, Grain: st.Grain,
 		Unique: st.Unique, Shared: st.Shared, Provision: string(st.Provision),
 		Layers: st.Layers, Snapshots: snapshots(st.Snapshots), ChangeID: st.ChangeID,
-		OpenExports: s.h.OpenExports(name),
+		OpenExports: s.h.OpenExports(name), Agent: st.Agent,
 	}
 	ls, err := s.h.Labels()
 	if err != nil {
@@ -181,4 +181,24 @@ func (s *Server) deleteDisk(r *http.Request) (int, any, error) {
 	}
 	s.log.Info("disk deleted", "disk", name)
 	return http.StatusNoContent, nil, nil
+}
+
+// updateDisk changes a disk's properties (today its guest agent socket).
+func (s *Server) updateDisk(r *http.Request) (int, any, error) {
+	d, name, err := s.openDisk(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var req wire.UpdateDiskRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	if req.Agent != nil {
+		if err := d.SetAgent(*req.Agent); err != nil {
+			return 0, nil, fmt.Errorf("disk %s: %w", name, err)
+		}
+		s.log.Info("disk agent set", "disk", name, "agent", *req.Agent)
+	}
+	wd, err := s.describe(name, d)
+	return http.StatusOK, wd, err
 }

@@ -102,6 +102,7 @@ func (s *Server) registerRoutes() {
 	s.route("POST /v1/disks", s.createDisk)
 	s.route("GET /v1/disks/{disk}", s.getDisk)
 	s.route("DELETE /v1/disks/{disk}", s.deleteDisk)
+	s.route("PATCH /v1/disks/{disk}", s.updateDisk)
 	s.route("POST /v1/disks/{disk}/grow", s.growDisk)
 	s.route("PUT /v1/disks/{disk}/labels", s.putLabels)
 	s.route("PATCH /v1/disks/{disk}/labels", s.patchLabels)

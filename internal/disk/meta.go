@@ -34,6 +34,9 @@ type diskMeta struct {
 	Merge     *mergeMeta  `json:"merge,omitempty"`
 	// Provision is "" (thin), ProvisionLazy or ProvisionEager (version 2).
 	Provision Provision `json:"provision,omitempty"`
+	// Agent is the guest agent socket of the VM using the disk, for
+	// quiescing its backups (docs/format.md: older binaries ignore it).
+	Agent string `json:"agent,omitempty"`
 }
 
 type layerMeta struct {
@@ -99,6 +102,8 @@ func (m *diskMeta) validate() error {
 		return fmt.Errorf("grain %d", m.Grain)
 	case m.Provision != "" && m.Provision != ProvisionLazy && m.Provision != ProvisionEager:
 		return fmt.Errorf("provision %q", m.Provision)
+	case m.Agent != "" && ValidAgent(m.Agent) != nil:
+		return fmt.Errorf("agent %q", m.Agent)
 	case len(m.Layers) == 0 || m.Layers[0].Map != "":
 		return fmt.Errorf("no flat bottom layer")
 	case len(m.Snapshots) >= len(m.Layers)+1:

@@ -83,6 +83,7 @@ type Stat struct {
 	ChangeID      string     // current change ID ("" without CBT)
 	Consolidating string     // snapshot being consolidated, or ""
 	MergeProgress [2]int64   // grains merged, grains to merge
+	Agent         string     // guest agent socket for quiescing, or ""
 }
 
 // Stat reports the disk's state.
@@ -92,7 +93,7 @@ func (d *Disk) Stat() (Stat, error) {
 	if d.closed {
 		return Stat{}, ErrClosed
 	}
-	s := Stat{Name: d.meta.Name, UUID: d.meta.UUID, Size: d.size, Grain: d.grain, Layers: len(d.chain)}
+	s := Stat{Name: d.meta.Name, UUID: d.meta.UUID, Size: d.size, Grain: d.grain, Layers: len(d.chain), Agent: d.meta.Agent}
 	s.Provision = ProvisionThin
 	if d.meta.Provision != "" {
 		s.Provision = d.meta.Provision

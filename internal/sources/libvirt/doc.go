@@ -14,4 +14,8 @@
 //   - chain check: an incremental needs the job based on the parent's
 //     checkpoint at the same size; otherwise backup.ErrChangeIDInvalid
 //     with the reason, and the disk is read whole (allocated areas).
+//   - offline: a shut-off domain has no job; each disk's image is
+//     exported by its own qemu-nbd with the bitmap of the newest owned
+//     checkpoint, and the point's change ID stays that checkpoint
+//     (offline.go).
 package libvirt

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 
 	"github.com/blockwise/blockwise/internal/backup"
@@ -46,16 +47,25 @@ type Options struct {
 	// socket; QEMU (user libvirt-qemu, usually) must be able to write it.
 	Scratch string
 	Quiesce quiesce.Options
+	// SSH, when set, reaches Socket on a remote host through ssh
+	// (qemu+ssh:// URIs) instead of locally.
+	SSH *sshDialer
 }
 
 // IsURI reports whether s names a libvirt source.
-func IsURI(s string) bool { return strings.HasPrefix(s, "libvirt:") }
+func IsURI(s string) bool {
+	return strings.HasPrefix(s, "libvirt:") || strings.HasPrefix(s, "qemu+ssh:")
+}
 
-// ParseURI reads libvirt:///system?domain=NAME[&disk=vda,vdb][&socket=PATH].
+// ParseURI reads libvirt:///system?domain=NAME[&disk=vda,vdb][&socket=PATH]
+// and qemu+ssh://[USER@]HOST[:PORT]/system?domain=NAME[&disk=...]
+// [&socket=REMOTE-PATH][&keyfile=PATH][&known_hosts=PATH] (libvirt's
+// own parameter names).
 func ParseURI(s string) (Options, error) {
+	const want = "want libvirt:///system?domain=NAME[&disk=vda,vdb][&socket=PATH] or qemu+ssh://[USER@]HOST[:PORT]/system?domain=NAME[&keyfile=PATH][&known_hosts=PATH]"
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "libvirt" || u.Host != "" || u.Path != "/system" {
-		return Options{}, fmt.Errorf("%w: %q: want libvirt:///system?domain=NAME[&disk=vda,vdb][&socket=PATH]", ErrURI, s)
+	if err != nil || u.Path != "/system" || (u.Scheme == "libvirt") == (u.Host != "") || (u.Scheme != "libvirt" && u.Scheme != "qemu+ssh") {
+		return Options{}, fmt.Errorf("%w: %q: %s", ErrURI, s, want)
 	}
 	q := u.Query()
 	o := Options{Socket: q.Get("socket"), Domain: q.Get("domain")}
@@ -70,12 +80,41 @@ func ParseURI(s string) (Options, error) {
 			o.Disks = append(o.Disks, d)
 		}
 	}
+	known := map[string]bool{"domain": true, "disk": true, "socket": true}
+	if u.Scheme == "qemu+ssh" {
+		if o.SSH, err = sshOf(u, o.Socket); err != nil {
+			return Options{}, fmt.Errorf("%w: %q: %v", ErrURI, s, err)
+		}
+		known["keyfile"], known["known_hosts"] = true, true
+	}
 	for k := range q {
-		if k != "domain" && k != "disk" && k != "socket" {
+		if !known[k] {
 			return Options{}, fmt.Errorf("%w: %q: unknown parameter %q", ErrURI, s, k)
 		}
 	}
 	return o, nil
+}
+
+// sshOf is the ssh transport of a qemu+ssh URL.
+func sshOf(u *url.URL, sock string) (*sshDialer, error) {
+	d := &sshDialer{Host: u.Hostname(), Socket: sock, KeyFile: u.Query().Get("keyfile"), User: u.User.Username()}
+	if strings.HasPrefix(d.Host, "-") || strings.HasPrefix(d.User, "-") {
+		return nil, errors.New("host or user starts with '-'")
+	}
+	if strings.ContainsAny(sock, "'\x00\n") {
+		return nil, fmt.Errorf("socket %q: quotes or control characters", sock)
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return nil, fmt.Errorf("port %q", p)
+		}
+		d.Port = n
+	}
+	if kh := u.Query().Get("known_hosts"); kh != "" {
+		d.Options = append(d.Options, "UserKnownHostsFile="+kh)
+	}
+	return d, nil
 }
 
 // Source is one libvirt domain, as a backup.Host.
@@ -107,6 +146,35 @@ type job struct {
 	sizes   map[string]int64
 	taken   map[string]bool // disks that had their snapshot
 	open    map[string]bool // disks whose snapshot is not yet deleted
+	// offline: the domain is shut off and each disk has its own qemu-nbd
+	// (offline.go); nil for a libvirt backup job.
+	offline map[string]*offlineDisk
+}
+
+// uri is the NBD URI of a disk's export.
+func (j *job) uri(target string) string {
+	if od := j.offline[target]; od != nil {
+		return "nbd+unix:///" + target + "?socket=" + od.sock
+	}
+	return "nbd+unix:///" + target + "?socket=" + j.sock
+}
+
+// bitmap is the meta context of a disk's changes since the base.
+func (j *job) bitmap(target string) string {
+	if od := j.offline[target]; od != nil {
+		return "qemu:dirty-bitmap:" + od.bitmap
+	}
+	return "qemu:dirty-bitmap:backup-" + target
+}
+
+// changeID is what a disk's point continues from: the job's new
+// checkpoint; offline, the base when the disk's bitmap was usable.
+func (j *job) changeID(target string) string {
+	cp := j.newCP
+	if od := j.offline[target]; od != nil && od.bitmap == "" {
+		cp = noCheckpoint
+	}
+	return fmt.Sprintf("%s:%d", cp, j.sizes[target])
 }
 
 // Open connects to libvirtd and finds the domain's disks.
@@ -117,9 +185,14 @@ func Open(ctx context.Context, o Options) (*Source, error) {
 	if o.Scratch == "" {
 		o.Scratch = os.TempDir()
 	}
-	l := golibvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(o.Socket), dialers.WithLocalTimeout(10*time.Second)))
+	var dialer socket.Dialer = dialers.NewLocal(dialers.WithSocket(o.Socket), dialers.WithLocalTimeout(10*time.Second))
+	where := o.Socket
+	if o.SSH != nil {
+		dialer, where = *o.SSH, "ssh "+o.SSH.Host+":"+o.Socket
+	}
+	l := golibvirt.NewWithDialer(dialer)
 	if err := l.ConnectToURI(golibvirt.QEMUSystem); err != nil {
-		return nil, fmt.Errorf("libvirt %s: %w", o.Socket, err)
+		return nil, fmt.Errorf("libvirt %s: %w", where, err)
 	}
 	s := &Source{o: o, l: l}
 	if err := s.init(); err != nil {
@@ -200,6 +273,10 @@ func (s *Source) Disk(ctx context.Context, name string) (backup.DiskInfo, error)
 	if err != nil {
 		return backup.DiskInfo{}, err
 	}
+	if on, err := s.active(); err != nil || !on {
+		info, ierr := readImageInfo(ctx, d.file)
+		return backup.DiskInfo{UUID: "libvirt:" + d.name, Size: info.VirtualSize}, errors.Join(err, ierr)
+	}
 	_, capacity, _, err := s.l.DomainGetBlockInfo(s.dom, d.target, 0)
 	if err != nil {
 		return backup.DiskInfo{}, err
@@ -232,7 +309,7 @@ func (s *Source) CreateSnapshot(ctx context.Context, name, desc string) (backup.
 	}
 	j := s.job
 	j.taken[d.target], j.open[d.target] = true, true
-	return backup.Snapshot{ID: j.id + "/" + d.target, ChangeID: fmt.Sprintf("%s:%d", j.newCP, j.sizes[d.target]),
+	return backup.Snapshot{ID: j.id + "/" + d.target, ChangeID: j.changeID(d.target),
 		Size: j.sizes[d.target], Created: j.created, Consistency: j.q.Consistency, ConsistencyReason: j.q.Reason}, nil
 }
 
@@ -274,6 +351,18 @@ func (s *Source) begin(ctx context.Context) (*job, error) {
 	}
 	if len(owned) > 0 {
 		j.base = owned[len(owned)-1]
+	}
+	if on, err := s.active(); err != nil || !on {
+		if err == nil {
+			err = s.beginOffline(ctx, j)
+		}
+		if err != nil {
+			j.stopOffline()
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("offline backup of %s: %w", s.o.Domain, err)
+		}
+		j.created = time.Now()
+		return j, nil
 	}
 	for _, d := range s.disks {
 		info, err := s.Disk(ctx, d.name)
@@ -341,15 +430,14 @@ func (s *Source) ChangedAreas(ctx context.Context, name, snap string, start int6
 	if start > 0 {
 		return &backup.Areas{StartOffset: start, Length: max(size-start, 1)}, nil
 	}
-	uri := "nbd+unix:///" + d.target + "?socket=" + j.sock
 	meta := "base:allocation"
 	if since != "*" {
-		if err := j.check(since, size); err != nil {
+		if err := j.check(d.target, since, size); err != nil {
 			return nil, fmt.Errorf("%w: disk %s: %v", backup.ErrChangeIDInvalid, d.target, err)
 		}
-		meta = "qemu:dirty-bitmap:backup-" + d.target
+		meta = j.bitmap(d.target)
 	}
-	areas, err := qemu.Areas(ctx, uri, meta, size)
+	areas, err := qemu.Areas(ctx, j.uri(d.target), meta, size)
 	if err != nil {
 		return nil, err
 	}
@@ -357,16 +445,20 @@ func (s *Source) ChangedAreas(ctx context.Context, name, snap string, start int6
 }
 
 // check says why the job cannot answer "changed since" the change ID.
-func (j *job) check(since string, size int64) error {
+func (j *job) check(target, since string, size int64) error {
 	name, sizeStr, ok := strings.Cut(since, ":")
 	n, err := strconv.ParseInt(sizeStr, 10, 64)
 	switch {
+	case ok && err == nil && name == noCheckpoint:
+		return errors.New("the last point was read with the domain shut off and no usable bitmap: there is no checkpoint to continue from")
 	case !ok || err != nil || !strings.HasPrefix(name, "blockwise-"):
 		return fmt.Errorf("change ID %q is not one of a libvirt checkpoint of blockwise", since)
 	case n != size:
 		return fmt.Errorf("disk resized from %d to %d bytes since the last point", n, size)
 	case j.why != "":
 		return errors.New(j.why)
+	case j.offline[target] != nil && j.offline[target].why != "":
+		return errors.New(j.offline[target].why)
 	case j.base == "":
 		return fmt.Errorf("checkpoint %s of the last point is missing (the domain was redefined, or it was deleted)", name)
 	case j.base != name:
@@ -396,7 +488,7 @@ func (s *Source) OpenView(ctx context.Context, name, snap string) (backup.Source
 	if err != nil {
 		return nil, err
 	}
-	return nbd.Dial(ctx, "nbd+unix:///"+d.target+"?socket="+j.sock, nil)
+	return nbd.Dial(ctx, j.uri(d.target), nil)
 }
 
 // DeleteSnapshot implements backup.Host: the job ends when every disk it
@@ -421,6 +513,10 @@ func (s *Source) DeleteSnapshot(ctx context.Context, name, snap string) error {
 func (s *Source) endJob() error {
 	j := s.job
 	s.job = nil
+	if j.offline != nil { // no libvirt job, and no checkpoint to prune
+		j.stopOffline()
+		return os.RemoveAll(j.dir)
+	}
 	err := s.l.DomainAbortJob(s.dom)
 	os.RemoveAll(j.dir)
 	if owned, lerr := s.ownedCheckpoints(); lerr == nil && j.base != "" {
