@@ -17,7 +17,7 @@ import (
 // node directory) is skipped.
 
 // ReadDir implements FS.
-func (f *xfsFS) ReadDir(_ context.Context, ino uint64) ([]DirEntry, error) {
+func (f *xfsFS) ReadDir(ctx context.Context, ino uint64) ([]DirEntry, error) {
 	b, err := f.inode(ino)
 	if err != nil {
 		return nil, err
@@ -43,12 +43,24 @@ func (f *xfsFS) ReadDir(_ context.Context, ino uint64) ([]DirEntry, error) {
 	if n.Size > maxDirBytes || n.Size > xfsDirLeafOffset || n.Size%f.dirbs != 0 {
 		return nil, damaged("xfs: directory inode %d of %d bytes", ino, n.Size)
 	}
-	data := make([]byte, n.Size)
+	// Past the last mapped data block there are only holes: allocate for
+	// what is mapped, not for what a damaged size says (F2).
+	mapped := int64(0)
+	for _, e := range file.ext {
+		if e.lblk*f.bs < xfsDirLeafOffset {
+			mapped = min(n.Size, (e.lblk+e.n)*f.bs)
+		}
+	}
+	mapped = (mapped + f.dirbs - 1) / f.dirbs * f.dirbs
+	data := make([]byte, mapped)
 	if _, err := file.ReadAt(data, 0); err != nil && err != io.EOF {
 		return nil, err
 	}
 	var out []DirEntry
-	for off := int64(0); off < n.Size; off += f.dirbs {
+	for off := int64(0); off < mapped; off += f.dirbs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		if out, err = f.dirBlock(ino, data[off:off+f.dirbs], out); err != nil {
 			return nil, err
 		}
