@@ -1,7 +1,9 @@
 package fileres
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -65,5 +67,83 @@ func checkXFSFormats(t *testing.T, p *Point, img string) {
 			t.Errorf("%s: xfs_db says %s, want %s", path, strings.TrimSpace(out), want)
 		}
 		t.Logf("%s: %s", path, strings.ReplaceAll(strings.TrimSpace(out), "\n", ", "))
+	}
+}
+
+// TestXFSv4 reads v4 filesystems (no CRCs, with and without file types in
+// directory entries), which this kernel no longer mounts: mkfs.xfs -p
+// fills them from a proto file instead.
+func TestXFSv4(t *testing.T) {
+	imagetest.NeedTools(t, "mkfs.xfs")
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte("v4 data "), 1250)
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := strings.Repeat("x/", 300) // 600 bytes: a remote symlink
+	var proto strings.Builder
+	fmt.Fprintf(&proto, "/dev/null\n0 0\nd--755 0 0\nf ---640 1000 100 %s\ns l--777 0 0 %s\n", src, target)
+	for _, n := range []int{60, 600} {
+		fmt.Fprintf(&proto, "d%d d--755 0 0\n", n)
+		for i := range n {
+			fmt.Fprintf(&proto, "name-of-entry-%05d ---600 0 0 %s\n", i, src)
+		}
+		proto.WriteString("$\n")
+	}
+	proto.WriteString("$\n")
+	pf := filepath.Join(dir, "proto")
+	if err := os.WriteFile(pf, []byte(proto.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"TEST_DIR=/tmp", "TEST_DEV=/dev/null", "QA_CHECK_FS=1"}
+	for _, ftype := range []string{"ftype=0", "ftype=1"} {
+		t.Run(ftype, func(t *testing.T) {
+			img := filepath.Join(dir, ftype+".img")
+			if err := os.WriteFile(img, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			os.Truncate(img, 32<<20)
+			imagetest.Run(t, env, "mkfs.xfs", "-q", "-f", "-m", "crc=0", "-n", ftype, "-p", pf, img)
+			checkXFSv4(t, openTestPoint(t, img), data, target)
+		})
+	}
+}
+
+func checkXFSv4(t *testing.T, p *Point, data []byte, target string) {
+	t.Helper()
+	ctx := context.Background()
+	if typ := p.Volumes[0].FS.Type(); typ != "xfs v4" {
+		t.Fatalf("type %q", typ)
+	}
+	for _, n := range []int{60, 600} {
+		r, err := p.Lookup(ctx, fmt.Sprintf("/disk/d%d", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ents, err := p.ReadDir(ctx, r)
+		if err != nil || len(ents) != n || ents[n-1].Name != fmt.Sprintf("name-of-entry-%05d", n-1) {
+			t.Fatalf("d%d: %d entries, %v", n, len(ents), err)
+		}
+	}
+	r, err := p.Lookup(ctx, "/disk/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := p.Stat(ctx, r)
+	f, err := p.Open(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data)+10)
+	n, _ := f.ReadAt(got, 0)
+	if !bytes.Equal(got[:n], data) || st.Uid != 1000 || st.Gid != 100 || st.Mode != ModeRegular|0o640 {
+		t.Errorf("file: %d bytes, %+v", n, st)
+	}
+	if r, err = p.Lookup(ctx, "/disk/s"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Readlink(ctx, r); got != target || err != nil {
+		t.Errorf("symlink: %q %v", got, err)
 	}
 }
