@@ -11,7 +11,8 @@
 #   mount   blockwise mount POINT DIR, then cp / cp -a
 #   image   blockwise restore POINT --to disk.raw, mount -o loop, cp
 # The repository is local, or with S3=1 on versitygw on 127.0.0.1
-# (scripts/versitygw.sh installs it). BENCH_DIR picks the scratch
+# (scripts/versitygw.sh installs it). PROFILE=FILE writes a CPU profile of
+# one dump of the big file. BENCH_DIR picks the scratch
 # directory (default: under /var/tmp). Needs root (loop mounts, FUSE).
 # Each route runs REPS times (default 3) and the fastest run is shown: the
 # machine may be shared.
@@ -175,6 +176,8 @@ printf "%-44s %10s %10s\n" "image: restore + loop mount + cp -a tree" "-" "$IMG_
 cpu() { /usr/bin/time -f "%U %S" -o "$W/cpu" "$@" >/dev/null; awk '{printf "%.2f", $1 + $2}' "$W/cpu"; }
 rm -rf "$W/c1" "$W/img.raw" "$W/i3"
 C_DUMP=$(cpu "$BW" dump latest /part1/big.bin)
+# PROFILE=FILE: a CPU profile of one dump of the big file (go tool pprof -top FILE).
+if [ -n "${PROFILE:-}" ]; then BLOCKWISE_CPUPROFILE=$PROFILE "$BW" dump latest /part1/big.bin >/dev/null; fi
 C_TREE=$(cpu "$BW" restore latest --include /part1/tree --to "$W/c1")
 C_IMG=$(cpu "$BW" restore latest --to "$W/img.raw")
 mount -o ro,loop,offset=1048576 "$W/img.raw" "$W/loop"

@@ -76,7 +76,7 @@ func TestFileRestoreS3AndAPI(t *testing.T) {
 	id := points[0].ID
 	var ents []wire.PointFile
 	code, _, body = apiGet(t, d.dir, filesURL(id[:12], url.Values{"path": {"/"}}))
-	if json.Unmarshal(body, &ents); code != 200 || len(ents) != 4 || ents[0].Type != "volume" || !strings.Contains(ents[3].Error, "xfs") {
+	if json.Unmarshal(body, &ents); code != 200 || len(ents) != 4 || ents[0].Type != "volume" || !strings.Contains(ents[3].Error, "swap") {
 		t.Fatalf("GET files /: %d %s", code, body)
 	}
 	code, _, body = apiGet(t, d.dir, filesURL("latest", url.Values{"path": {"/part1/etc"}, "disk": {"vm"}}))

@@ -13,7 +13,7 @@
 //     partition table, or an LVM2 logical volume (VG-LV, listed under its
 //     physical volume's partition). A volume holds an FS or an Err (a
 //     *VolumeError naming the volume and what was found there).
-//   - FS: a read-only filesystem reader (ext2/3/4, FAT12/16/32) that
+//   - FS: a read-only filesystem reader (ext2/3/4, XFS, FAT12/16/32) that
 //     treats every byte as untrusted: ranges are checked, allocations and
 //     walks bounded, loops refused (docs/fileres.md, invariants F1–F6).
 //   - Point: the tree of one image: the volumes on top, their

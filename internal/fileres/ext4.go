@@ -347,9 +347,10 @@ func (f *extFS) Readlink(ctx context.Context, ino uint64) (string, error) {
 	return string(buf), nil
 }
 
-// extFile maps a file's logical blocks to the volume's.
+// extFile maps a file's logical blocks to the volume's (ext and xfs).
 type extFile struct {
-	f    *extFS
+	r    io.ReaderAt // the volume
+	bs   int64       // block size
 	size int64
 	ext  []extExtent // sorted by logical block, disjoint
 }
@@ -367,7 +368,7 @@ func (f *extFS) file(ino uint64, b []byte) (*extFile, error) {
 	case flags&extFlagEncrypt != 0:
 		return nil, unsupported("ext: inode %d is encrypted", ino)
 	}
-	file := &extFile{f: f, size: n.Size}
+	file := &extFile{r: f.r, bs: f.bs, size: n.Size}
 	var err error
 	if flags&extFlagExtents != 0 {
 		budget := extMaxNodes
@@ -504,7 +505,7 @@ func (x *extFile) Size() int64 { return x.size }
 // Extents implements File: mapped blocks, merged where they touch.
 func (x *extFile) Extents(context.Context) ([]Extent, error) {
 	var out []Extent
-	bs := x.f.bs
+	bs := x.bs
 	for _, e := range x.ext {
 		off := e.lblk * bs
 		if off >= x.size {
@@ -529,7 +530,7 @@ func (x *extFile) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	want := min(int64(len(p)), x.size-off)
-	bs := x.f.bs
+	bs := x.bs
 	i := sort.Search(len(x.ext), func(i int) bool { return (x.ext[i].lblk+x.ext[i].n)*bs > off })
 	for done := int64(0); done < want; {
 		pos := off + done
@@ -545,7 +546,7 @@ func (x *extFile) ReadAt(p []byte, off int64) (int, error) {
 		e := x.ext[i]
 		in := pos - e.lblk*bs
 		n := min(want-done, e.n*bs-in)
-		if _, err := x.f.r.ReadAt(p[done:done+n], e.pblk*bs+in); err != nil {
+		if _, err := x.r.ReadAt(p[done:done+n], e.pblk*bs+in); err != nil {
 			return int(done), err
 		}
 		done += n

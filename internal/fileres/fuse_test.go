@@ -47,7 +47,7 @@ func TestMount(t *testing.T) {
 			t.Errorf("write into the mount: %v, want EROFS", err)
 		}
 		if _, err := os.ReadDir(filepath.Join(dir, "part4")); !errors.Is(err, syscall.EOPNOTSUPP) {
-			t.Errorf("list xfs: %v, want EOPNOTSUPP", err)
+			t.Errorf("list swap: %v, want EOPNOTSUPP", err)
 		}
 		// The mount point is in use now.
 		if err := p.Mount(context.Background(), dir, MountOptions{}); !errors.Is(err, ErrMountBusy) {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -205,6 +207,64 @@ func FuzzJournal(f *testing.F) {
 	f.Add(seedPatch(int64(jsb+0x1C), 0, 0, 0, 0xff))          // start
 	f.Add(seedPatch(int64(jsb+0x10), 0xff, 0xff, 0xff, 0xff)) // maxlen
 	f.Add(seedPatch(int64(jsb+4096+12), 0xff, 0xff))          // the first descriptor's tags
+	f.Fuzz(func(t *testing.T, patches []byte) {
+		exercise(t, patch(base, patches))
+	})
+}
+
+// FuzzXFS patches a 16 MiB XFS image written by the kernel (short-form,
+// block and leaf directories, an extent B+tree, local and remote
+// symlinks) and opens and walks it. The seeds hit the superblock's
+// geometry, the root inode's core and forks, and directory blocks.
+func FuzzXFS(f *testing.F) {
+	dir := f.TempDir()
+	tree, img := filepath.Join(dir, "tree"), filepath.Join(dir, "xfs.img")
+	os.MkdirAll(filepath.Join(tree, "etc"), 0o755)
+	os.WriteFile(filepath.Join(tree, "etc/hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
+	os.Symlink("etc/hosts", filepath.Join(tree, "ln"))
+	os.Symlink(strings.Repeat("long/", 150), filepath.Join(tree, "remote"))
+	for _, n := range []int{60, 400} {
+		d := filepath.Join(tree, fmt.Sprint("d", n))
+		os.MkdirAll(d, 0o755)
+		for i := range n {
+			os.WriteFile(filepath.Join(d, fmt.Sprintf("name-%05d", i)), []byte{byte(i)}, 0o644)
+		}
+	}
+	holes := filepath.Join(tree, "holes")
+	hf, _ := os.Create(holes)
+	for off := int64(0); off < 1<<20; off += 8192 {
+		hf.WriteAt([]byte("x"), off)
+	}
+	hf.Close()
+	imagetest.XFS(f, tree, img, "", 16)
+	base, err := os.ReadFile(img)
+	if err != nil {
+		f.Fatal(err)
+	}
+	p, err := Open(context.Background(), bytes.NewReader(base), int64(len(base)), time.Unix(0, 0))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, path := range []string{"/disk/d400/name-00399", "/disk/remote", "/disk/ln"} {
+		if _, err := p.Lookup(context.Background(), path); err != nil {
+			f.Fatalf("the base image: %s: %v", path, err)
+		}
+	}
+	f.Add([]byte{})
+	for _, off := range []int64{4, 84, 88, 104, 120, 123, 124, 192} { // block size, AG geometry, inode size and logs, dir block log
+		f.Add(seedPatch(off, 0xff))
+	}
+	if root := bytes.Index(base, []byte{'I', 'N', 0x41, 0xED, 3}); root >= 0 { // the root directory's inode
+		f.Add(seedPatch(int64(root+5), 3))            // format: B+tree
+		f.Add(seedPatch(int64(root+82), 0xff))        // fork offset
+		f.Add(seedPatch(int64(root+176), 0xff, 0xff)) // short-form count
+	}
+	if db := bytes.Index(base, []byte("XDD3")); db >= 0 {
+		f.Add(seedPatch(int64(db+64+8), 0xff)) // an entry's name length
+	}
+	if bm := bytes.Index(base, []byte("BMA3")); bm >= 0 {
+		f.Add(seedPatch(int64(bm+6), 0xff, 0xff)) // a B+tree block's record count
+	}
 	f.Fuzz(func(t *testing.T, patches []byte) {
 		exercise(t, patch(base, patches))
 	})

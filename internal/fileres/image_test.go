@@ -15,7 +15,7 @@ import (
 
 // testDisk is a GPT disk built once per test binary: part1 ext4 (the
 // guest-like tree), part2 FAT32, part3 an LVM2 PV whose logical volume
-// holds ext2 (block maps), part4 xfs (refused by name).
+// holds ext2 (block maps), part4 Linux swap (refused by name).
 var (
 	diskOnce sync.Once
 	disk     imagetest.GuestDisk
@@ -80,10 +80,10 @@ func TestVolumes(t *testing.T) {
 	}
 	var ve *VolumeError
 	if err := p.Volumes[3].Err; !errors.As(err, &ve) || ve.Volume != "part4" || !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("xfs partition: %v", err)
+		t.Fatalf("swap partition: %v", err)
 	}
 	if _, err := p.ReadDir(context.Background(), Ref{Vol: p.Volumes[3]}); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("listing xfs: %v", err)
+		t.Fatalf("listing swap: %v", err)
 	}
 }
 
@@ -158,7 +158,7 @@ func TestGPTBackupHeader(t *testing.T) {
 }
 
 // Restoring the whole point restores every readable volume and then
-// fails naming the one it could not read (xfs), rather than stopping at
+// fails naming the one it could not read (swap), rather than stopping at
 // it.
 func TestRestoreAllSkipsUnreadableVolume(t *testing.T) {
 	d := buildDisk(t)

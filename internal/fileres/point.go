@@ -147,7 +147,7 @@ func sniff(r io.ReaderAt) (string, opener) {
 	case has(82, "FAT32") || has(54, "FAT12") || has(54, "FAT16") || has(54, "FAT     "):
 		return "FAT", func(r io.ReaderAt, n int64) (FS, error) { return openFAT(r, n) }
 	case has(0, "XFSB"):
-		return "xfs (not read: restore the whole disk or mount its image)", nil
+		return "xfs", func(r io.ReaderAt, n int64) (FS, error) { return openXFS(r, n) }
 	case has(3, "NTFS    "):
 		return "ntfs (not read)", nil
 	case has(65536+64, "_BHRfS_M"):
