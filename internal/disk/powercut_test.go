@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/hashtree"
 	"github.com/blockwise/blockwise/internal/vfs/vfstest"
 )
 
@@ -377,6 +378,7 @@ func verifyAfterCut(t *testing.T, d *Disk, iter int, snaps map[string][]byte, no
 		t.Fatal(err)
 	}
 	defer s.Close()
+	verifyTreesAfterCut(t, d, iter, snaps, info.ID, now)
 	g := d.tracker.Config().Granularity
 	for _, old := range d.Snapshots() {
 		img, ok := snaps[old.ID]
@@ -439,4 +441,39 @@ func padded(b []byte, o, e int64) []byte {
 		copy(p, b[o:])
 	}
 	return p
+}
+
+// verifyTreesAfterCut checks that every surviving snapshot's hash tree
+// (rebuilt or reloaded after the cut, format.md T4) has the root of a
+// full build over the snapshot's image, and so does the tree of the
+// snapshot taken after the cut over the disk's image now.
+func verifyTreesAfterCut(t *testing.T, d *Disk, iter int, snaps map[string][]byte, cutID string, now []byte) {
+	t.Helper()
+	if d.trees == nil {
+		return // hash trees off, or no CBT
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, si := range d.Snapshots() {
+		img, ok := snaps[si.ID]
+		if si.ID == cutID {
+			img, ok = now, true
+		}
+		if !ok {
+			continue
+		}
+		tr, root, err := d.SnapshotTree(ctx, si.ID)
+		if err != nil {
+			t.Fatalf("iteration %d: tree of %s: %v", iter, si.ID, err)
+		}
+		img = padded(img, 0, tr.Size())
+		want, err := hashtree.Build(ctx, bytes.NewReader(img), tr.Size(), tr.BlockSize(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := want.Root(); w != root {
+			diff, _ := hashtree.Diff(tr, want, 5)
+			t.Fatalf("iteration %d: snapshot %s: root %x, a full build %x; leaves differ: %v", iter, si.ID, root[:8], w[:8], diff)
+		}
+	}
 }
