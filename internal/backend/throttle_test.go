@@ -54,8 +54,11 @@ func TestThrottleRate(t *testing.T) {
 			if limited < min {
 				t.Errorf("%s of %d bytes at %d B/s took %v, want at least %v", c.name, size, rate, limited, min)
 			}
-			if free >= min {
-				t.Errorf("the unlimited direction took %v", free)
+			// Timed against the limited direction, not the clock alone: a
+			// loaded CI machine (the race detector) slows both, while a
+			// throttle wrongly applied both ways makes them equal.
+			if free >= min && free >= limited/2 {
+				t.Errorf("the unlimited direction took %v, the limited one %v", free, limited)
 			}
 		})
 	}
