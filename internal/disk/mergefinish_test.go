@@ -35,18 +35,7 @@ func TestCrashFinishMergeSteps(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfs := vfstest.NewCrashFS()
-			ds, err := OpenDatastore("/ds", WithFS(cfs), WithBootID(cfs.BootID()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := ds.Create("c", 1<<20, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := d.CreateSnapshot("s", ""); err != nil {
-				t.Fatal(err)
-			}
+			cfs, d := crashDiskWithSnapshot(t)
 			want := map[int64][]byte{0: pattern(1, grain), 3 * grain: pattern(2, grain)}
 			for off, p := range want {
 				if _, err := d.WriteAt(p, off); err != nil {
@@ -211,18 +200,7 @@ func TestDeleteStartRaces(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfs := vfstest.NewCrashFS()
-			ds, err := OpenDatastore("/ds", WithFS(cfs), WithBootID(cfs.BootID()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := ds.Create("c", 1<<20, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := d.CreateSnapshot("s", ""); err != nil {
-				t.Fatal(err)
-			}
+			cfs, d := crashDiskWithSnapshot(t)
 			p := pattern(7, DefaultGrain)
 			if _, err := d.WriteAt(p, 0); err != nil {
 				t.Fatal(err)
@@ -310,4 +288,23 @@ func TestFinishMergeRacesGrow(t *testing.T) {
 	after := cfs.Crash()
 	d.Close()
 	checkFinishCut(t, after, want, true)
+}
+
+// crashDiskWithSnapshot makes a 1 MiB disk "c" with one snapshot "s" in
+// a datastore on a fresh CrashFS.
+func crashDiskWithSnapshot(t *testing.T) (*vfstest.CrashFS, *Disk) {
+	t.Helper()
+	cfs := vfstest.NewCrashFS()
+	ds, err := OpenDatastore("/ds", WithFS(cfs), WithBootID(cfs.BootID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ds.Create("c", 1<<20, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateSnapshot("s", ""); err != nil {
+		t.Fatal(err)
+	}
+	return cfs, d
 }
