@@ -21,9 +21,15 @@ NJOBS=${NJOBS:-4}
 IODEPTH=${IODEPTH:-16}
 T=${T:-120} # per-command time bound, seconds
 
-for c in qemu-nbd nbdkit nbdcopy nbdinfo fio go jq bc python3; do
-	command -v $c >/dev/null || { echo "nbd.sh: $c not installed" >&2; exit 1; }
+# The peers and measuring tools are installed on first use, as
+# bench/backup.sh does (Debian package names after the colon).
+for c in qemu-nbd:qemu-utils nbdkit:nbdkit nbdcopy:libnbd-bin nbdinfo:libnbd-bin \
+	fio:fio jq:jq bc:bc python3:python3; do
+	command -v "${c%%:*}" >/dev/null && continue
+	echo "nbd.sh: installing ${c##*:}" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${c##*:}" >/dev/null
 done
+command -v go >/dev/null || { echo "nbd.sh: go not installed" >&2; exit 1; }
 
 W=$(mktemp -d /tmp/bw-nbdbench.XXXXXX)
 PIDS=()
