@@ -79,6 +79,8 @@ func (d *Disk) CompareAndWrite(off int64, expected, data []byte) error {
 			return noSpace(err)
 		}
 	}
+	done := d.cawStoring(off, n)
+	defer done()
 	return noSpace(d.writeLocked(data, cur, off))
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/cbt"
@@ -91,6 +92,10 @@ type Disk struct {
 	// next checkpoint; gc keeps them.
 	dropped []string
 	stripe  [stripes]sync.Mutex
+	// cawSeq is a sequence count per stripe, odd while a compare-and-write
+	// stores into the stripe: reads check it to return a CAW's bytes whole
+	// (atomicread.go, invariant C5).
+	cawSeq [stripes]atomic.Uint64
 	// trees is the hash tree of every snapshot (tree.go); set by Open.
 	trees  *trees
 	bg     sync.WaitGroup

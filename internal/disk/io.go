@@ -101,7 +101,7 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if err := checkRange(off, int64(len(p)), d.size); err != nil {
 		return 0, err
 	}
-	if err := d.readChain(d.chain, p, off); err != nil {
+	if err := d.readLive(p, off); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -164,20 +164,7 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 // compare-and-write elsewhere on the disk waited behind every write in
 // flight (TestCompareAndWriteLatency).
 func (d *Disk) lockGrains(g0, g1 uint64) func() {
-	type span struct{ a, b int }
-	var spans []span
-	if g1 <= g0 {
-		return func() {}
-	}
-	per := max(uint64(stripeBytes/d.grain), 1)
-	g0, g1 = g0/per, (g1-1)/per+1 // grains to regions
-	if n := g1 - g0; n >= stripes {
-		spans = []span{{0, stripes}}
-	} else if a := int(g0 % stripes); a+int(n) <= stripes {
-		spans = []span{{a, a + int(n)}}
-	} else {
-		spans = []span{{0, a + int(n) - stripes}, {a, stripes}}
-	}
+	spans := d.stripeSpans(g0, g1)
 	for _, s := range spans {
 		for i := s.a; i < s.b; i++ {
 			d.stripe[i].Lock()
@@ -189,6 +176,26 @@ func (d *Disk) lockGrains(g0, g1 uint64) func() {
 				d.stripe[i].Unlock()
 			}
 		}
+	}
+}
+
+// stripeSpan is a run [a, b) of stripe indexes.
+type stripeSpan struct{ a, b int }
+
+// stripeSpans returns the stripes of grains [g0, g1), in lock order:
+// at most two ascending spans.
+func (d *Disk) stripeSpans(g0, g1 uint64) []stripeSpan {
+	if g1 <= g0 {
+		return nil
+	}
+	per := max(uint64(stripeBytes/d.grain), 1)
+	g0, g1 = g0/per, (g1-1)/per+1 // grains to regions
+	if n := g1 - g0; n >= stripes {
+		return []stripeSpan{{0, stripes}}
+	} else if a := int(g0 % stripes); a+int(n) <= stripes {
+		return []stripeSpan{{a, a + int(n)}}
+	} else {
+		return []stripeSpan{{0, a + int(n) - stripes}, {a, stripes}}
 	}
 }
 
