@@ -36,7 +36,7 @@ type serveOptions struct {
 	// SpaceWarn is the soft threshold of datastore use, in percent.
 	SpaceWarn  float64
 	SpaceCheck time.Duration
-	// HashTree keeps a hash tree per snapshot (docs/format.md T1–T5).
+	// HashTree keeps a hash tree per snapshot (docs/format.md T1–T6).
 	HashTree bool
 	log      *slog.Logger // nil: text logs on stderr
 	// Points* name the repository whose restore points the API serves

@@ -74,7 +74,7 @@ type Options struct {
 	SpaceWarn  float64
 	SpaceCheck time.Duration
 	// NoHashTrees: the disks keep no snapshot hash trees (snapshot roots
-	// answer tree-unavailable); docs/format.md T1–T5.
+	// answer tree-unavailable); docs/format.md T1–T6.
 	NoHashTrees bool
 	// Points serves the files of a repository's restore points over
 	// the API (nil: none).

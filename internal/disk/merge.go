@@ -183,9 +183,8 @@ func (d *Disk) applyDelete(id string, m *diskMeta) (*Task, error) {
 	if open > 0 || d.meta.Gen != m.Gen {
 		return d.deleteLocked(id)
 	}
+	d.dropTree(id, d.changeIDOf(id))
 	d.meta = m
-	d.trees.drop(id)
-	d.removeTree(id) // T5
 	return d.startDelete(m), nil
 }
 
@@ -198,6 +197,7 @@ func (d *Disk) deleteCheckpointed(id string) (*Task, error) {
 }
 
 func (d *Disk) deleteLocked(id string) (*Task, error) {
+	changeID := d.changeIDOf(id)
 	m, parent, err := d.deleteMeta(id)
 	if err != nil {
 		// Back to what memory says (the snapshot is there) if disk.meta
@@ -213,8 +213,7 @@ func (d *Disk) deleteLocked(id string) (*Task, error) {
 	if err := d.checkpoint(m, d.chain, false); err != nil {
 		return nil, err
 	}
-	d.trees.drop(id)
-	d.removeTree(id) // T5
+	d.dropTree(id, changeID)
 	return d.startDelete(d.meta), nil
 }
 

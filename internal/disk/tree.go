@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/blockwise/blockwise/internal/hashtree"
 	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // The hash tree of every snapshot (docs/format.md, "Hash tree" H1–H5 and
-// "Snapshot trees on the host" T1–T5). A snapshot's tree is computed in the
+// "Snapshot trees on the host" T1–T6). A snapshot's tree is computed in the
 // background after the snapshot is taken, never by CreateSnapshot: from
 // the tree of the newest older snapshot that has one, rehashing only the
 // blocks CBT marked between the two (T2), or, without one, from the
@@ -24,6 +25,7 @@ import (
 // with many snapshots holds one tree, not one per snapshot.
 type treeEntry struct {
 	done chan struct{}
+	seq  uint64         // order of the snapshots' entries: an older snapshot's is lower
 	tree *hashtree.Tree // nil when evicted; read-only: Leaf only
 	root hashtree.Hash
 	size int64
@@ -36,10 +38,23 @@ type trees struct {
 	off  bool // the disk keeps no trees (no CBT, or the datastore's option)
 	gran int  // leaf unit: the CBT granularity
 	wake chan struct{}
+	// hashed counts the blocks read and hashed for trees (tests, metrics).
+	hashed atomic.Int64
 
 	mu    sync.Mutex
 	m     map[string]*treeEntry // by snapshot ID
 	queue []string              // snapshot IDs to compute, oldest first
+	seq   uint64                // the last entry's seq
+	// kept is the tree of the newest deleted snapshot while it is the
+	// newest tree the disk has (T6): the base of the next snapshot's.
+	kept *keptTree
+}
+
+// keptTree is a deleted snapshot's tree kept as a base (T6).
+type keptTree struct {
+	tree     *hashtree.Tree // read-only
+	changeID string         // the deleted snapshot's
+	seq      uint64         // its entry's
 }
 
 // treeWorkers bounds the goroutines hashing one snapshot's blocks.
@@ -55,7 +70,8 @@ func (ts *trees) enqueue(id string) {
 		return
 	}
 	ts.mu.Lock()
-	ts.m[id] = &treeEntry{done: make(chan struct{})}
+	ts.seq++
+	ts.m[id] = &treeEntry{done: make(chan struct{}), seq: ts.seq}
 	ts.queue = append(ts.queue, id)
 	ts.mu.Unlock()
 	select {
@@ -66,8 +82,9 @@ func (ts *trees) enqueue(id string) {
 
 // publishLoaded makes a tree read from its file id's.
 func (ts *trees) publishLoaded(id string, t *hashtree.Tree) {
-	e := &treeEntry{done: make(chan struct{})}
 	ts.mu.Lock()
+	ts.seq++
+	e := &treeEntry{done: make(chan struct{}), seq: ts.seq}
 	ts.m[id] = e
 	ts.publishLocked(e, t)
 	ts.mu.Unlock()
@@ -79,6 +96,7 @@ func (ts *trees) publishLocked(e *treeEntry, t *hashtree.Tree) {
 	for _, o := range ts.m {
 		o.tree = nil
 	}
+	ts.kept = nil // e is newer (the queue is computed oldest first)
 	e.tree, e.root, e.size, e.bs = t, t.Root(), t.Size(), t.BlockSize()
 	close(e.done)
 }
@@ -112,12 +130,17 @@ func (ts *trees) entry(id string) *treeEntry {
 	return ts.m[id]
 }
 
-// drop forgets id's tree (its snapshot was deleted); a computation in
-// flight finds its entry gone and throws its result away.
-func (ts *trees) drop(id string) {
+// drop forgets id's tree (its snapshot, whose change ID was changeID,
+// was deleted); a computation in flight finds its entry gone and throws
+// its result away. A published tree still in memory is kept as the base
+// of the next snapshot's (T6).
+func (ts *trees) drop(id, changeID string) {
 	ts.mu.Lock()
 	e := ts.m[id]
 	delete(ts.m, id)
+	if e != nil && e.tree != nil && changeID != "" {
+		ts.kept = &keptTree{tree: e.tree, changeID: changeID, seq: e.seq}
+	}
 	ts.mu.Unlock()
 	if e != nil {
 		select {

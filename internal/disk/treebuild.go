@@ -25,8 +25,9 @@ func (d *Disk) treePath(id string) string {
 }
 
 // treeBase returns the tree snapshot id starts from and the change ID
-// CBT is asked from: the newest older snapshot with a tree (T2), or a
-// new all-zero tree and cbt.Any (T3). The base is cloned, never changed.
+// CBT is asked from: the newer of the newest older snapshot with a tree
+// (T2) and the kept tree of a deleted one (T6), or a new all-zero tree
+// and cbt.Any (T3). The base is cloned, never changed.
 func (d *Disk) treeBase(id string) (*Snapshot, *hashtree.Tree, string, error) {
 	d.barrier.RLock()
 	defer d.barrier.RUnlock()
@@ -35,22 +36,44 @@ func (d *Disk) treeBase(id string) (*Snapshot, *hashtree.Tree, string, error) {
 		return nil, nil, "", errSnapshotGone
 	}
 	view := &Snapshot{d: d, info: d.snapInfo(*sm)} // not counted: a delete is not refused for it
+	base, since := d.olderTree(id, i)
+	if base == nil {
+		t, err := hashtree.New(sm.Size, d.trees.gran)
+		return view, t, cbt.Any, err
+	}
+	t := base.Clone()
+	if err := t.Resize(sm.Size); err != nil {
+		return nil, nil, "", err
+	}
+	return view, t, since, nil
+}
+
+// olderTree is the base of snapshot id's tree (at index i of d.meta)
+// and its change ID, nil if none (T2, T6). Shared barrier held.
+func (d *Disk) olderTree(id string, i int) (*hashtree.Tree, string) {
+	d.trees.mu.Lock()
+	kept, own := d.trees.kept, d.trees.m[id]
+	d.trees.mu.Unlock()
+	if own == nil || (kept != nil && kept.seq >= own.seq) {
+		kept = nil // not older than id: CBT cannot answer from it
+	}
 	for j := i - 1; j >= 0; j-- {
 		older := d.meta.Snapshots[j]
-		if e := d.trees.entry(older.ID); e != nil && e.ready() {
-			base, err := d.loadedTree(older.ID, e)
-			if err != nil {
-				continue // an older one, else T3
-			}
-			t := base.Clone()
-			if err := t.Resize(sm.Size); err != nil {
-				return nil, nil, "", err
-			}
-			return view, t, d.snapInfo(older).ChangeID, nil
+		e := d.trees.entry(older.ID)
+		if e == nil || !e.ready() {
+			continue
 		}
+		if kept != nil && kept.seq > e.seq {
+			break // the deleted snapshot is newer
+		}
+		if base, err := d.loadedTree(older.ID, e); err == nil {
+			return base, d.snapInfo(older).ChangeID
+		} // else an older one, else T3
 	}
-	t, err := hashtree.New(sm.Size, d.trees.gran)
-	return view, t, cbt.Any, err
+	if kept != nil {
+		return kept.tree, kept.changeID
+	}
+	return nil, ""
 }
 
 // ready reports a published tree without waiting.
@@ -101,6 +124,7 @@ func (d *Disk) rehashChanged(ctx context.Context, view *Snapshot, t *hashtree.Tr
 				blocks, last = append(blocks, b), b
 			}
 		}
+		d.trees.hashed.Add(int64(len(blocks)))
 		if err := hashBlocks(ctx, view, t, blocks); err != nil {
 			return err
 		}
@@ -159,6 +183,23 @@ func (d *Disk) saveTree(id string, t *hashtree.Tree) error {
 // removeTree removes id's tree file (T5); a leftover after a crash is
 // removed at the next open.
 func (d *Disk) removeTree(id string) { d.fs.Remove(d.treePath(id)) }
+
+// dropTree drops the tree and file of snapshot id, whose change ID was
+// changeID (T5), keeping the tree as the next one's base (T6). Caller
+// holds the exclusive barrier.
+func (d *Disk) dropTree(id, changeID string) {
+	d.trees.drop(id, changeID)
+	d.removeTree(id) // T5
+}
+
+// changeIDOf is snapshot id's change ID as d.meta lists it ("" if none),
+// read before a delete takes it out.
+func (d *Disk) changeIDOf(id string) string {
+	if _, sm := d.meta.snapshot(id); sm != nil {
+		return d.snapInfo(*sm).ChangeID
+	}
+	return ""
+}
 
 // loadTrees publishes the tree file of every snapshot that has a valid
 // one and queues the others (T4), oldest first; it removes files of
