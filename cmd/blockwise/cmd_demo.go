@@ -154,7 +154,8 @@ func demoHost(ctx context.Context, g globalOptions, out io.Writer) (*client.Clie
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	o := serveOptions{NBDUnix: filepath.Join(g.Datastore, "nbd.sock"), log: slog.New(slog.DiscardHandler)}
+	// HashTree as serve's flag defaults it: the demo proves its points.
+	o := serveOptions{NBDUnix: filepath.Join(g.Datastore, "nbd.sock"), HashTree: true, log: slog.New(slog.DiscardHandler)}
 	go func() { done <- runServe(sctx, g, o) }()
 	stop := func() { cancel(); <-done }
 	for i := 0; ; i++ {
@@ -247,6 +248,12 @@ func demoBackup(ctx context.Context, to transportOptions, env transport.Env, r *
 	}
 	fmt.Fprintf(out, "\n   CBT reported %d bytes, read %d (%s), stored %d new bytes, in %s\n",
 		res.AreasBytes, res.ReadBytes, rep, res.Manifest.Stats.NewBytes, res.Duration.Round(time.Millisecond))
+	switch {
+	case res.RootProven:
+		fmt.Fprintf(out, "   root %x: equals the host's root of the snapshot (the point is proven whole)\n", res.Root)
+	case res.RootNote != "":
+		fmt.Fprintf(out, "   no proven root: %s\n", res.RootNote)
+	}
 	return nil
 }
 
@@ -271,6 +278,9 @@ func demoRestore(ctx context.Context, g globalOptions, r *repo.Repository, live 
 	}
 	fmt.Fprintf(out, "\n== restored %s to %s in %s: %d chunks read back and compared, identical to the disk\n",
 		m.ID.Short(), path, res.Duration.Round(time.Millisecond), res.Verified)
+	if res.RootVerified {
+		fmt.Fprintf(out, "   the restored image hashes to the point's root %s\n", m.Tree.Root)
+	}
 	fmt.Fprintf(out, "   qemu-img compare -f raw -F raw %s %s\n", path, filepath.Join(g.Datastore, "demo", "flat.raw"))
 	return nil
 }

@@ -165,7 +165,8 @@ func TestE2ELockWait(t *testing.T) {
 
 // TestE2EDemo runs the README's main job, `blockwise demo`, on a fresh
 // datastore: it must start its own host, back up twice (full, then a CBT
-// incremental that reads about what changed) and restore identically.
+// incremental that reads about what changed), prove both points against
+// the host's hash tree and restore identically (to the point's root).
 func TestE2EDemo(t *testing.T) {
 	needTools(t, "qemu-img")
 	dir, err := os.MkdirTemp("", "bwdemo") // short: unix socket paths are limited
@@ -179,10 +180,14 @@ func TestE2EDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo: %v: %s", err, out)
 	}
-	for _, want := range []string{"full (first backup", "incremental", "identical to the disk", "the disk is identical to the point"} {
+	for _, want := range []string{"full (first backup", "incremental", "identical to the disk", "the disk is identical to the point",
+		"hashes to the point's root"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+	if n := strings.Count(out, "equals the host's root"); n != 2 {
+		t.Fatalf("demo proved %d of its 2 points:\n%s", n, out)
 	}
 }
 
