@@ -139,7 +139,7 @@ func printRestored(out io.Writer, res *backup.RestoreResult, verify bool) {
 	fmt.Fprintf(out, "%d bytes written, %d zero chunks, every chunk's hash checked", res.BytesWritten, res.ZeroSlots)
 	if verify {
 		fmt.Fprintf(out, ", %d chunks read back and compared", res.Verified)
-		if res.RootVerified {
+		if res.RootVerified { // hashed on the target, or by the host's tree (rollback, clone)
 			fmt.Fprint(out, ", the image's root equals the point's")
 		}
 	}

@@ -349,8 +349,8 @@ func TestE2ERollback(t *testing.T) {
 	id := e.vmPoint(t, 8<<20, 6, 27, ref).ID
 	blocks, _ := e.apply(t, "vm", randomWrites(rand.New(rand.NewPCG(seed(t), 28)), 8<<20, 5, 256<<10))
 	out := e.must(t, "restore", id, "--rollback", "vm", "--verify")
-	if !strings.Contains(out, "rolled vm back") {
-		t.Fatalf("restore --rollback: %s", out)
+	if !strings.Contains(out, "rolled vm back") || !strings.Contains(out, "root equals the point's") {
+		t.Fatalf("restore --rollback (its root checked by the host's tree): %s", out)
 	}
 	// Chunks and CBT blocks are both 64 KiB: exactly the touched blocks
 	// are reported and written back.

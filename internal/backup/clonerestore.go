@@ -95,7 +95,7 @@ func (o CloneRestoreOptions) fill(ctx context.Context, m *repo.Manifest) (*Rollb
 		return nil, err
 	}
 	res, err := Rollback(ctx, RollbackOptions{Host: o.Host, Disk: m.Disk, Repo: o.Repo, Manifest: m.ID,
-		Target: t, Workers: o.Workers, ReadBack: o.ReadBack, Progress: o.Progress})
+		Target: t, Workers: o.Workers, ReadBack: o.ReadBack, Progress: o.Progress, noProve: true})
 	if errors.Is(err, ErrChangeIDInvalid) || errors.Is(err, ErrNotThisDisk) {
 		var r *RestoreResult
 		if r, err = Restore(ctx, RestoreOptions{Repo: o.Repo, Manifest: m.ID, Target: t,
@@ -108,6 +108,11 @@ func (o CloneRestoreOptions) fill(ctx context.Context, m *repo.Manifest) (*Rollb
 	}
 	if err != nil {
 		return nil, err
+	}
+	if o.ReadBack && !res.RootVerified { // a whole restore hashed its target already
+		if err := proveDiskRoot(ctx, o.Host, o.ToDisk, m, res.RestoreResult); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }

@@ -59,8 +59,9 @@ type RestoreResult struct {
 	ZeroSlots    int64
 	Verified     int64 // chunks read back from the target and compared
 	// RootVerified: with ReadBack, the restored image was hashed whole
-	// and has the point's root (false for a point without one, or a
-	// partial restore).
+	// and has the point's root; for a rollback or a clone restore, a
+	// snapshot of the disk written has it by the host's hash tree (false
+	// for a point without a root, or a host without trees).
 	RootVerified bool
 	Duration     time.Duration
 }

@@ -21,10 +21,16 @@ type RollbackOptions struct {
 	Manifest repo.ID
 	// Target writes into the disk itself (its live NBD export). Nothing
 	// else may write to the disk meanwhile: stop its VM first.
-	Target   Target
-	Workers  int
+	Target  Target
+	Workers int
+	// ReadBack reads back every written chunk and then proves the disk
+	// whole: a snapshot taken after the writes has the point's root
+	// (proveDiskRoot).
 	ReadBack bool
 	Progress func(done, total int64)
+	// noProve: the caller proves the disk Target wrote (a clone restore,
+	// whose target is another disk than Disk) once the target is closed.
+	noProve bool
 }
 
 // RollbackResult describes a finished rollback.
@@ -74,6 +80,11 @@ func Rollback(ctx context.Context, o RollbackOptions) (*RollbackResult, error) {
 		Workers: o.Workers, ReadBack: o.ReadBack, Progress: o.Progress, Partial: true, Areas: areas})
 	if err != nil {
 		return nil, fmt.Errorf("rollback %s: %w", o.Disk, err)
+	}
+	if o.ReadBack && !o.noProve {
+		if err := proveDiskRoot(ctx, o.Host, o.Disk, m, res.RestoreResult); err != nil {
+			return nil, fmt.Errorf("rollback %s: %w", o.Disk, err)
+		}
 	}
 	return res, nil
 }

@@ -53,6 +53,9 @@ func TestRollback(t *testing.T) {
 		t.Fatal("the rolled-back disk differs from the restore point")
 	}
 	const changed = 6 << 16 // five 64 KiB blocks and the zero chunk
+	if !res.RootVerified {
+		t.Fatal("the rolled-back disk's root was not checked against the point's")
+	}
 	if res.ChangedBytes != changed || res.BytesWritten+res.ZeroSlots<<16 != changed || res.Verified != 6 {
 		t.Fatalf("rollback: %d bytes changed, %d written, %d zero chunks, %d verified; want %d changed", res.ChangedBytes, res.BytesWritten, res.ZeroSlots, res.Verified, changed)
 	}
@@ -85,4 +88,58 @@ func TestRollback(t *testing.T) {
 	if snaps := d.Snapshots(); len(snaps) != 0 {
 		t.Fatalf("rollbacks left snapshots %v", snaps)
 	}
+}
+
+// TestRollbackRootMismatch: a target that writes a chunk at the wrong
+// offset and reads it back from there passes every chunk's read-back;
+// the disk's root after the rollback does not equal the point's, and the
+// rollback fails with ErrRootMismatch instead of reporting success.
+func TestRollbackRootMismatch(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const size = 8 << 20
+	d, err := f.th.h.Create("vm", size, disk.Options{CBT: cbt.Config{Granularity: 64 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := make([]byte, size)
+	rand.New(rand.NewSource(4)).Read(img[:size/2])
+	d.WriteAt(img, 0)
+	point := f.backup(t, "vm")
+	d.WriteAt(bytes.Repeat([]byte{9}, 64<<10), 1<<20)
+	c, err := nbd.Dial(ctx, "nbd+unix:///vm?socket="+f.th.sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = Rollback(ctx, RollbackOptions{Host: f.th, Disk: "vm", Repo: f.repo, Manifest: point.Manifest.ID,
+		Target: misplaced{nbdTarget{c}, 1 << 20, 3 << 20}, ReadBack: true})
+	if !errors.Is(err, ErrRootMismatch) {
+		t.Fatalf("rollback through a target that misplaces a chunk: %v, want ErrRootMismatch", err)
+	}
+	if snaps := d.Snapshots(); len(snaps) != 0 {
+		t.Fatalf("the root check left snapshots %v", snaps)
+	}
+}
+
+// misplaced moves writes and reads at offset from to offset to: a target
+// whose read-back agrees with its own mistake.
+type misplaced struct {
+	nbdTarget
+	from, to int64
+}
+
+func (m misplaced) at(off int64) int64 {
+	if off == m.from {
+		return m.to
+	}
+	return off
+}
+
+func (m misplaced) WriteAt(ctx context.Context, p []byte, off int64) error {
+	return m.nbdTarget.WriteAt(ctx, p, m.at(off))
+}
+
+func (m misplaced) ReadAt(ctx context.Context, p []byte, off int64) error {
+	return m.nbdTarget.ReadAt(ctx, p, m.at(off))
 }
