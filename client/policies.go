@@ -12,6 +12,7 @@ type (
 	PolicySources    = wire.PolicySources
 	PolicyRepository = wire.PolicyRepository
 	PolicyRetention  = wire.PolicyRetention
+	PolicyQuiesce    = wire.PolicyQuiesce
 	PolicyRun        = wire.PolicyRun
 )
 
