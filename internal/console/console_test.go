@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -160,5 +161,51 @@ func BenchmarkGrid(b *testing.B) {
 		if _, err := json.Marshal(g); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestConsoleVMSource: a policy's hypervisor source (a URI, kind "vm")
+// is a row of the overview and of the grid beside the disks, and its
+// page, asked for with the URI escaped in the path, lists its points.
+func TestConsoleVMSource(t *testing.T) {
+	dir := t.TempDir()
+	ds, err := disk.OpenDatastore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := host.New(ds)
+	defer h.Close()
+	if _, err := h.Create("d1", 1<<20, disk.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := jobs.Open(filepath.Join(dir, "jobs.db"), jobs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const uri = "qemu+unix:///run/vm1/qmp.sock?drive=a,b"
+	sum, _ := json.Marshal(map[string]any{"id": "feed", "size": 2 << 20, "readBytes": 8192, "drives": []any{}})
+	r, _ := st.Begin(jobs.Spec{Kind: wire.JobBackup, Policy: "p", Source: uri})
+	r.Finish(json.RawMessage(sum), nil)
+	c := New(Options{Host: h, Jobs: st, Datastore: dir})
+	c.SetPolicies(fakePolicies{{Name: "p", Schedule: "@daily", Status: &wire.PolicyStatus{
+		Sources: []wire.SourceStatus{{Disk: uri, Kind: wire.SourceKindVM, LastJob: r.ID(), LastState: wire.JobSucceeded}}}}})
+	var ov Overview
+	get(t, c, "/console/api/overview", &ov)
+	if len(ov.Sources) != 2 || ov.Disks != 1 || ov.Protected != 0 || ov.Unprotected != 1 {
+		t.Fatalf("overview %+v", ov)
+	}
+	if vm := ov.Sources[1]; vm.Disk != uri || vm.Kind != wire.SourceKindVM || len(vm.Policies) != 1 || vm.LastState != wire.JobSucceeded {
+		t.Fatalf("the VM's row %+v", vm)
+	}
+	var g Grid
+	get(t, c, "/console/api/grid?days=2", &g)
+	if len(g.Rows) != 2 || g.Rows[1].Source != uri || g.Rows[1].Cells[1] == "" {
+		t.Fatalf("grid %+v", g)
+	}
+	var sp SourcePage
+	get(t, c, "/console/api/sources/"+url.PathEscape(uri), &sp)
+	if sp.Disk != uri || len(sp.Points) != 1 || sp.Points[0].Point != "feed" || len(sp.Policies) != 1 {
+		t.Fatalf("source page %+v", sp)
 	}
 }
