@@ -148,9 +148,9 @@ func (s *Source) findDrives(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	want := map[string]bool{}
+	want, chosen := map[string]bool{}, map[string]bool{}
 	for _, d := range s.o.Drives {
-		want[d] = true
+		want[d], chosen[d] = true, true
 	}
 	for _, b := range blocks {
 		if b.Inserted == nil {
@@ -158,7 +158,9 @@ func (s *Source) findDrives(ctx context.Context) error {
 		}
 		node := b.Inserted.NodeName
 		names := []string{node, b.Device, b.QDev}
-		if len(want) > 0 && !anyIn(want, names) {
+		// chosen, not want: want empties as drives are found, and the
+		// drives after the last one named are not chosen.
+		if len(chosen) > 0 && !anyIn(chosen, names) {
 			continue
 		}
 		for _, n := range names {
