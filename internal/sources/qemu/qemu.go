@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -148,18 +149,19 @@ func (s *Source) findDrives(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	want, chosen := map[string]bool{}, map[string]bool{}
+	want := map[string]bool{}
 	for _, d := range s.o.Drives {
-		want[d], chosen[d] = true, true
+		want[d] = true
 	}
+	// Chosen drives are ticked off want as they are found; the filter
+	// holds for the whole list (not only until the last one is found).
+	chosen := maps.Clone(want)
 	for _, b := range blocks {
 		if b.Inserted == nil {
 			continue
 		}
 		node := b.Inserted.NodeName
 		names := []string{node, b.Device, b.QDev}
-		// chosen, not want: want empties as drives are found, and the
-		// drives after the last one named are not chosen.
 		if len(chosen) > 0 && !anyIn(chosen, names) {
 			continue
 		}
