@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -153,16 +152,13 @@ func (s *Source) findDrives(ctx context.Context) error {
 	for _, d := range s.o.Drives {
 		want[d] = true
 	}
-	// Chosen drives are ticked off want as they are found; the filter
-	// holds for the whole list (not only until the last one is found).
-	chosen := maps.Clone(want)
 	for _, b := range blocks {
 		if b.Inserted == nil {
 			continue
 		}
 		node := b.Inserted.NodeName
 		names := []string{node, b.Device, b.QDev}
-		if len(chosen) > 0 && !anyIn(chosen, names) {
+		if len(want) > 0 && !anyIn(want, names) {
 			continue
 		}
 		for _, n := range names {
