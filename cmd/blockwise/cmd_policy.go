@@ -104,11 +104,8 @@ func init() {
 	rm := &cobra.Command{
 		Use: "rm NAME", Aliases: []string{"delete"}, Short: "Remove a policy (running jobs go on; points stay)", Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := globals.client()
-			if err != nil {
-				return err
-			}
-			return c.DeletePolicy(cmd.Context(), a[0])
+			_, err := ask(globals, func(c *client.Client) (any, error) { return nil, c.DeletePolicy(cmd.Context(), a[0]) })
+			return err
 		},
 	}
 	var what string
@@ -156,11 +153,7 @@ func runPolicyCreate(ctx context.Context, g globalOptions, name string, o *polic
 		return usageErrorf("no password: give --password-file")
 	}
 	o.p.Name = name
-	c, err := g.client()
-	if err != nil {
-		return err
-	}
-	p, err := c.CreatePolicy(ctx, o.p)
+	p, err := ask(g, func(c *client.Client) (*client.Policy, error) { return c.CreatePolicy(ctx, o.p) })
 	if err != nil {
 		return err
 	}
@@ -211,19 +204,11 @@ func runPolicyEdit(ctx context.Context, g globalOptions, name string, f *pflag.F
 }
 
 func runPolicyList(ctx context.Context, g globalOptions, out io.Writer) error {
-	c, err := g.client()
+	list, err := ask(g, func(c *client.Client) ([]client.Policy, error) { return c.ListPolicies(ctx) })
 	if err != nil {
 		return err
 	}
-	list, err := c.ListPolicies(ctx)
-	if err != nil {
-		return err
-	}
-	if g.JSON {
-		return printJSON(out, list)
-	}
-	rows := make([][]string, 0, len(list))
-	for _, p := range list {
+	return printRows(g, out, list, "NAME\tSOURCES\tSCHEDULE\tNEXT RUN\tSELECTED\tSTALE\tFAILING", func(p client.Policy) []string {
 		next, stale, failing := "-", 0, 0
 		if p.Status != nil {
 			if p.Status.NextRun != nil {
@@ -243,17 +228,12 @@ func runPolicyList(ctx context.Context, g globalOptions, out io.Writer) error {
 		if p.Paused {
 			sched += " (paused)"
 		}
-		rows = append(rows, []string{p.Name, srcs, sched, next, fmt.Sprint(len(p.Status.Sources)), fmt.Sprint(stale), fmt.Sprint(failing)})
-	}
-	return table(out, "NAME\tSOURCES\tSCHEDULE\tNEXT RUN\tSELECTED\tSTALE\tFAILING", rows)
+		return []string{p.Name, srcs, sched, next, fmt.Sprint(len(p.Status.Sources)), fmt.Sprint(stale), fmt.Sprint(failing)}
+	})
 }
 
 func runPolicyShow(ctx context.Context, g globalOptions, name string, out io.Writer) error {
-	c, err := g.client()
-	if err != nil {
-		return err
-	}
-	p, err := c.Policy(ctx, name)
+	p, err := ask(g, func(c *client.Client) (*client.Policy, error) { return c.Policy(ctx, name) })
 	if err != nil {
 		return err
 	}
