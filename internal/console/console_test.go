@@ -36,19 +36,18 @@ func get(t *testing.T, c *Console, path string, v any) {
 	}
 }
 
-// TestConsoleData: the overview puts failing, then stale, then
-// unprotected disks first; the grid shows each day's last outcome with
-// its job; a source's page lists its points; a job that ends after the
-// console started (OnEnd) shows at once.
-func TestConsoleData(t *testing.T) {
+// newHost is a host on a temporary datastore with 1 MiB disks of the
+// names, and its job history; both close when the test ends.
+func newHost(t *testing.T, names ...string) (*host.Host, *jobs.Store, string) {
+	t.Helper()
 	dir := t.TempDir()
 	ds, err := disk.OpenDatastore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := host.New(ds)
-	defer h.Close()
-	for _, n := range []string{"ok", "failing", "stale", "loose"} {
+	t.Cleanup(func() { h.Close() })
+	for _, n := range names {
 		if _, err := h.Create(n, 1<<20, disk.Options{}); err != nil {
 			t.Fatal(err)
 		}
@@ -57,7 +56,16 @@ func TestConsoleData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
+	return h, st, dir
+}
+
+// TestConsoleData: the overview puts failing, then stale, then
+// unprotected disks first; the grid shows each day's last outcome with
+// its job; a source's page lists its points; a job that ends after the
+// console started (OnEnd) shows at once.
+func TestConsoleData(t *testing.T) {
+	h, st, dir := newHost(t, "ok", "failing", "stale", "loose")
 	now := time.Now().UTC()
 	yesterday, earlier := now.Add(-24*time.Hour), now.Add(-24*time.Hour+time.Minute)
 	sum, _ := json.Marshal(map[string]any{"id": "abcd", "size": 1 << 20, "readBytes": 4096, "newBytes": 100,
@@ -168,21 +176,7 @@ func BenchmarkGrid(b *testing.B) {
 // is a row of the overview and of the grid beside the disks, and its
 // page, asked for with the URI escaped in the path, lists its points.
 func TestConsoleVMSource(t *testing.T) {
-	dir := t.TempDir()
-	ds, err := disk.OpenDatastore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := host.New(ds)
-	defer h.Close()
-	if _, err := h.Create("d1", 1<<20, disk.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := jobs.Open(filepath.Join(dir, "jobs.db"), jobs.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	h, st, dir := newHost(t, "d1")
 	const uri = "qemu+unix:///run/vm1/qmp.sock?drive=a,b"
 	sum, _ := json.Marshal(map[string]any{"id": "feed", "size": 2 << 20, "readBytes": 8192, "drives": []any{}})
 	r, _ := st.Begin(jobs.Spec{Kind: wire.JobBackup, Policy: "p", Source: uri})
