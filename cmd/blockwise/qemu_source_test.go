@@ -569,6 +569,9 @@ type vmJobSummary struct {
 // URI's agent), the second reads only the blocks the guest wrote, and
 // its point restores to the drive's bytes (qemu-img compare).
 func testPolicySource(t *testing.T, r *qemuRig) {
+	// require needs a file system to freeze (after "VM restarted" none
+	// is mounted).
+	r.guest(t, "grep -q ' /mnt/fs ' /proc/mounts || { mkdir -p /mnt/fs && mount -t ext4 /dev/vdb /mnt/fs; }")
 	pc := newRepoCLI(t)
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte("pw\n"), 0o600)
