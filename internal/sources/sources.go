@@ -164,7 +164,10 @@ type redactedError struct {
 	err error
 }
 
+// Error is the message with the URI redacted.
 func (e *redactedError) Error() string { return e.msg }
+
+// Unwrap is the error redacted, for errors.Is and errors.As.
 func (e *redactedError) Unwrap() error { return e.err }
 
 func redacted(uri string, err error) error {
