@@ -678,6 +678,8 @@ type Policy struct {
 	Repository PolicyRepository `json:"repository"`
 	// Transport is the transport order ("san,hotadd,nbdssl,nbd" if empty).
 	Transport string `json:"transport,omitempty"`
+	// Quiesce: the guests' freeze around each backup's view.
+	Quiesce PolicyQuiesce `json:"quiesce,omitzero"`
 	// Retention: forget's keep rules, applied to each source after each
 	// successful backup (a zero Retention keeps every point).
 	Retention PolicyRetention `json:"retention"`
@@ -708,11 +710,31 @@ type Policy struct {
 
 // PolicySources selects disks by name, by shell glob (path.Match) or by
 // label selector ("tier=gold,env!=dev", internal/labels), as they exist
-// when a run starts: a disk any of them selects is a source.
+// when a run starts: a disk any of them selects is a source. URIs are
+// hypervisor sources, each a source of its own backed up as one job
+// (all its drives, one freeze): qemu+unix:///PATH/qmp.sock[?drive=A,B&
+// agent=PATH&name=VM], libvirt:///system?domain=NAME[&disk=vda] or
+// qemu+ssh://[USER@]HOST[:PORT]/system?domain=NAME[&keyfile=PATH&
+// known_hosts=PATH]. A URI may carry no password (ssh takes keyfile=).
 type PolicySources struct {
 	Disks  []string `json:"disks,omitempty"`
 	Globs  []string `json:"globs,omitempty"`
 	Labels []string `json:"labels,omitempty"`
+	URIs   []string `json:"uris,omitempty"`
+}
+
+// PolicyQuiesce is how a policy freezes guests around their views:
+// hypervisor sources through their guest agent (the URI's agent=, or
+// libvirt's), host disks through the agent property of the disk (`disk
+// set --agent`). Mode is off, try (default: else crash-consistent, the
+// point saying why) or require (else the backup fails); Timeout bounds
+// the freeze (Go duration, default 10s). PreFreeze and PostThaw are
+// host commands run by sh -c as the host's user.
+type PolicyQuiesce struct {
+	Mode      string `json:"mode,omitempty"`
+	Timeout   string `json:"timeout,omitempty"`
+	PreFreeze string `json:"preFreeze,omitempty"`
+	PostThaw  string `json:"postThaw,omitempty"`
 }
 
 // PolicyRepository is where a policy's points go. Password, AccessKey and
@@ -753,9 +775,11 @@ type PolicyStatus struct {
 	Repository *RepoSize `json:"repository,omitempty"`
 }
 
-// SourceStatus is one source of a policy.
+// SourceStatus is one source of a policy: a disk, or (Kind "vm") a
+// hypervisor source, named by its URI in Disk.
 type SourceStatus struct {
 	Disk        string     `json:"disk"`
+	Kind        string     `json:"kind,omitempty"`
 	LastSuccess *time.Time `json:"lastSuccess,omitempty"`
 	LastJob     string     `json:"lastJob,omitempty"`
 	LastState   string     `json:"lastState,omitempty"`
@@ -763,6 +787,9 @@ type SourceStatus struct {
 	FailuresSince int  `json:"failuresSince"`
 	Stale         bool `json:"stale"`
 }
+
+// SourceKindVM is SourceStatus.Kind of a hypervisor source (a URI).
+const SourceKindVM = "vm"
 
 // PolicyRunRequest is the body of POST /v1/policies/{name}/run.
 type PolicyRunRequest struct {

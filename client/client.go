@@ -94,6 +94,27 @@ func tlsConfig(o Options) (*tls.Config, error) {
 	return tc, nil
 }
 
+// call is do for a method that answers one document of type T: the
+// document (zero-valued when the call failed) and the error.
+func call[T any](ctx context.Context, c *Client, method, path string, in any) (*T, error) {
+	var out T
+	return &out, c.do(ctx, method, path, in, &out)
+}
+
+// callList is call for a GET that answers a list of T.
+func callList[T any](ctx context.Context, c *Client, path string) ([]T, error) {
+	var out []T
+	return out, c.do(ctx, "GET", path, nil, &out)
+}
+
+// taskOf is the task an action answered, nil when it answered none.
+func taskOf(t *Task, err error) (*Task, error) {
+	if t.ID == "" {
+		return nil, err
+	}
+	return t, err
+}
+
 // do sends a request with an optional JSON body and decodes a JSON
 // answer into out (nil discards it).
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

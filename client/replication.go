@@ -24,20 +24,17 @@ type (
 
 // ListReplications lists the groups this host replicates (source side).
 func (c *Client) ListReplications(ctx context.Context) ([]Replication, error) {
-	var out []Replication
-	return out, c.do(ctx, "GET", "/v1/replications", nil, &out)
+	return callList[Replication](ctx, c, "/v1/replications")
 }
 
 // CreateReplication defines a group and declares it on its target.
 func (c *Client) CreateReplication(ctx context.Context, req CreateReplicationRequest) (*Replication, error) {
-	var out Replication
-	return &out, c.do(ctx, "POST", "/v1/replications", req, &out)
+	return call[Replication](ctx, c, "POST", "/v1/replications", req)
 }
 
 // Replication describes one group (source side).
 func (c *Client) Replication(ctx context.Context, name string) (*Replication, error) {
-	var out Replication
-	return &out, c.do(ctx, "GET", "/v1/replications/"+esc(name), nil, &out)
+	return call[Replication](ctx, c, "GET", "/v1/replications/"+esc(name), nil)
 }
 
 // DeleteReplication stops and removes a group (the target keeps its
@@ -50,30 +47,22 @@ func (c *Client) DeleteReplication(ctx context.Context, name string) error {
 // failover (planned migration: a task) or resync on a group. The task,
 // if the action runs as one, is returned.
 func (c *Client) ReplicationAction(ctx context.Context, name, action string, body any) (*Task, error) {
-	var out Task
-	err := c.do(ctx, "POST", "/v1/replications/"+esc(name)+"/"+esc(action), body, &out)
-	if out.ID == "" {
-		return nil, err
-	}
-	return &out, err
+	return taskOf(call[Task](ctx, c, "POST", "/v1/replications/"+esc(name)+"/"+esc(action), body))
 }
 
 // ListReplicas lists the groups this host keeps replicas of (target side).
 func (c *Client) ListReplicas(ctx context.Context) ([]Replica, error) {
-	var out []Replica
-	return out, c.do(ctx, "GET", "/v1/replicas", nil, &out)
+	return callList[Replica](ctx, c, "/v1/replicas")
 }
 
 // Replica describes one replica group (target side).
 func (c *Client) Replica(ctx context.Context, group string) (*Replica, error) {
-	var out Replica
-	return &out, c.do(ctx, "GET", "/v1/replicas/"+esc(group), nil, &out)
+	return call[Replica](ctx, c, "GET", "/v1/replicas/"+esc(group), nil)
 }
 
 // PutReplica declares a group on its target (the source host's call).
 func (c *Client) PutReplica(ctx context.Context, group string, req wire.PutReplicaRequest) (*Replica, error) {
-	var out Replica
-	return &out, c.do(ctx, "PUT", "/v1/replicas/"+esc(group), req, &out)
+	return call[Replica](ctx, c, "PUT", "/v1/replicas/"+esc(group), req)
 }
 
 // DeleteReplica forgets a replica group; its disks and points stay.
@@ -83,31 +72,23 @@ func (c *Client) DeleteReplica(ctx context.Context, group string) error {
 
 // BeginCycle starts or resumes a cycle on the target.
 func (c *Client) BeginCycle(ctx context.Context, group string, req wire.BeginCycleRequest) (*Replica, error) {
-	var out Replica
-	return &out, c.do(ctx, "POST", "/v1/replicas/"+esc(group)+"/cycles", req, &out)
+	return call[Replica](ctx, c, "POST", "/v1/replicas/"+esc(group)+"/cycles", req)
 }
 
 // CommitCycle makes the staged cycle a point on the target.
 func (c *Client) CommitCycle(ctx context.Context, group, cycle string, req wire.CommitCycleRequest) (*ReplicationPoint, error) {
-	var out ReplicationPoint
-	return &out, c.do(ctx, "POST", "/v1/replicas/"+esc(group)+"/cycles/"+esc(cycle)+"/commit", req, &out)
+	return call[ReplicationPoint](ctx, c, "POST", "/v1/replicas/"+esc(group)+"/cycles/"+esc(cycle)+"/commit", req)
 }
 
 // Checksums asks a replica disk's block checksums (seeding).
 func (c *Client) Checksums(ctx context.Context, group, disk string, req wire.ChecksumsRequest) (*wire.Checksums, error) {
-	var out wire.Checksums
-	return &out, c.do(ctx, "POST", "/v1/replicas/"+esc(group)+"/disks/"+esc(disk)+"/checksums", req, &out)
+	return call[wire.Checksums](ctx, c, "POST", "/v1/replicas/"+esc(group)+"/disks/"+esc(disk)+"/checksums", req)
 }
 
 // ReplicaAction runs failover, reprotect or demote on a replica group;
 // failover and reprotect answer a task.
 func (c *Client) ReplicaAction(ctx context.Context, group, action string, body any) (*Task, error) {
-	var out Task
-	err := c.do(ctx, "POST", "/v1/replicas/"+esc(group)+"/"+esc(action), body, &out)
-	if out.ID == "" {
-		return nil, err
-	}
-	return &out, err
+	return taskOf(call[Task](ctx, c, "POST", "/v1/replicas/"+esc(group)+"/"+esc(action), body))
 }
 
 // batchAck is the target's acknowledgment of a batch.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/sources"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
@@ -71,7 +72,7 @@ func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []s
 			tried[o.disk] = true
 		}
 		for _, d := range disks { // never tried: the repository or host failed first
-			if !tried[d] && !isSourceURI(d) {
+			if !tried[d] && !sources.IsURI(d) {
 				outs = append(outs, backupOutcome{disk: d, at: time.Now()})
 			}
 		}
@@ -86,7 +87,7 @@ func runBackups(ctx context.Context, g globalOptions, o backupOptions, disks []s
 // disks, --parallel of them at once; one failing does not stop the
 // others, and the command fails if any did.
 func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []string, out, errOut io.Writer) ([]backupOutcome, error) {
-	hostDisks, sources, err := splitSources(disks)
+	hostDisks, uris, err := sources.Split(disks)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +98,7 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 	defer r.Close()
 	var outs []backupOutcome
 	var errs []error
-	for _, src := range sources {
+	for _, src := range uris {
 		o, err := backupSource(ctx, g, o, r, src, out, errOut)
 		outs, errs = append(outs, o...), append(errs, err)
 		if ctx.Err() != nil {
@@ -118,7 +119,7 @@ func backupDisks(ctx context.Context, g globalOptions, o backupOptions, disks []
 // backupHostDisks backs up the host's disks, o.Parallel at a time.
 func backupHostDisks(ctx context.Context, g globalOptions, o backupOptions, r *repo.Repository, env transport.Env, disks []string, out, errOut io.Writer) ([]backupOutcome, error) {
 	h := backup.ClientHost{C: env.Client}
-	if _, err := hostQuiesce(o, ""); err != nil {
+	if _, err := sources.HostQuiesce(o.sourceOptions.options(nil), ""); err != nil {
 		return nil, err // a bad --quiesce is a usage error before any disk
 	}
 	outs := make([]backupOutcome, len(disks))
@@ -132,7 +133,7 @@ func backupHostDisks(ctx context.Context, g globalOptions, o backupOptions, r *r
 		}
 		var rep transport.Report
 		open := transport.Opener(o.Order, env, func(r transport.Report) { rep = r })
-		q, err := diskQuiesce(ctx, o, env.Client, disk)
+		q, err := sources.DiskQuiesce(ctx, env.Client, disk, o.Agent, o.sourceOptions.options(nil))
 		if err != nil {
 			bar.finish()
 			outs[i], errs[i] = backupOutcome{disk: disk, at: time.Now()}, err

@@ -19,6 +19,7 @@ type policyFlags struct {
 	p            client.Policy
 	passwordFile string
 	s3FromEnv    bool
+	q            sourceOptions // --quiesce and its window and hooks
 }
 
 var policyOpts policyFlags
@@ -28,7 +29,9 @@ var policyCmd = &cobra.Command{
 	Short: "Protection policies the host runs: which disks, when, to which repository, kept how long",
 	Long: `A policy is run by the host (blockwise serve): on its schedule (a cron
 expression read in --time-zone, or "@every 15m") it backs up each disk
-it selects (by name or glob) into its repository, with the repository
+it selects (by name, glob or label) and each hypervisor source (--source
+qemu+unix://..., libvirt://..., qemu+ssh://...: all of a VM's drives in
+one job, quiesced per --quiesce) into its repository, with the repository
 opened once and its key held in memory, then applies its --keep-* rules
 to that disk's points. Prunes and checks (each reading the next group of
 --check-groups, so that many checks read every pack once) run on their
@@ -44,6 +47,8 @@ func addPolicyFlags(f *pflag.FlagSet, o *policyFlags) {
 	f.StringSliceVar(&o.p.Sources.Disks, "disk", nil, "back up this disk (repeatable)")
 	f.StringSliceVar(&o.p.Sources.Globs, "glob", nil, "back up the disks matching this shell pattern, e.g. 'web-*' (repeatable)")
 	f.StringArrayVar(&o.p.Sources.Labels, "label", nil, "back up the disks whose labels this selector selects, e.g. 'tier=gold,env!=dev' (repeatable; see blockwise disk label)")
+	f.StringArrayVar(&o.p.Sources.URIs, "source", nil, "back up this QEMU or libvirt VM (all its drives, one job): qemu+unix:///PATH/qmp.sock[?drive=A,B&agent=PATH&name=VM], libvirt:///system?domain=NAME[&disk=vda] or qemu+ssh://[USER@]HOST[:PORT]/system?domain=NAME[&keyfile=PATH] (repeatable; no password in it)")
+	addQuiesceFlags(f, &o.q)
 	f.StringVar(&o.p.Schedule, "schedule", "", `when: a cron expression ("0 2 * * *", "@daily") or "@every 15m"`)
 	f.StringVar(&o.p.TimeZone, "time-zone", "", "IANA time zone of the cron expressions (default UTC)")
 	f.StringVarP(&o.p.Repository.Location, "repo", "r", "", "repository: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]")
@@ -91,7 +96,7 @@ func init() {
 		},
 	}
 	show := &cobra.Command{
-		Use: "show NAME", Short: "Show a policy and each of its disks' last success, failures since and staleness", Args: args(1, 1),
+		Use: "show NAME", Short: "Show a policy and each of its sources' last success, failures since and staleness", Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return runPolicyShow(cmd.Context(), globals, a[0], cmd.OutOrStdout())
 		},
@@ -99,11 +104,8 @@ func init() {
 	rm := &cobra.Command{
 		Use: "rm NAME", Aliases: []string{"delete"}, Short: "Remove a policy (running jobs go on; points stay)", Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := globals.client()
-			if err != nil {
-				return err
-			}
-			return c.DeletePolicy(cmd.Context(), a[0])
+			_, err := ask(globals, func(c *client.Client) (any, error) { return nil, c.DeletePolicy(cmd.Context(), a[0]) })
+			return err
 		},
 	}
 	var what string
@@ -120,8 +122,10 @@ func init() {
 	rootCmd.AddCommand(policyCmd)
 }
 
-// secrets reads the password file and the S3 keys the flags ask for.
+// secrets reads the password file and the S3 keys the flags ask for,
+// and puts the quiescing flags into the policy.
 func (o *policyFlags) secrets() error {
+	o.p.Quiesce = client.PolicyQuiesce{Mode: o.q.Quiesce, Timeout: o.q.QuiesceTimeout.String(), PreFreeze: o.q.PreFreeze, PostThaw: o.q.PostThaw}
 	if o.passwordFile != "" {
 		pw, _, err := readPassword(o.passwordFile, "")
 		if err != nil {
@@ -149,11 +153,7 @@ func runPolicyCreate(ctx context.Context, g globalOptions, name string, o *polic
 		return usageErrorf("no password: give --password-file")
 	}
 	o.p.Name = name
-	c, err := g.client()
-	if err != nil {
-		return err
-	}
-	p, err := c.CreatePolicy(ctx, o.p)
+	p, err := ask(g, func(c *client.Client) (*client.Policy, error) { return c.CreatePolicy(ctx, o.p) })
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,9 @@ func runPolicyEdit(ctx context.Context, g globalOptions, name string, f *pflag.F
 	p.Repository.Password, p.Repository.AccessKey, p.Repository.SecretKey = n.Repository.Password, n.Repository.AccessKey, n.Repository.SecretKey
 	set := map[string]func(){
 		"disk": func() { p.Sources.Disks = n.Sources.Disks }, "glob": func() { p.Sources.Globs = n.Sources.Globs },
-		"label":    func() { p.Sources.Labels = n.Sources.Labels },
+		"label": func() { p.Sources.Labels = n.Sources.Labels }, "source": func() { p.Sources.URIs = n.Sources.URIs },
+		"quiesce": func() { p.Quiesce.Mode = n.Quiesce.Mode }, "quiesce-timeout": func() { p.Quiesce.Timeout = n.Quiesce.Timeout },
+		"pre-freeze": func() { p.Quiesce.PreFreeze = n.Quiesce.PreFreeze }, "post-thaw": func() { p.Quiesce.PostThaw = n.Quiesce.PostThaw },
 		"schedule": func() { p.Schedule = n.Schedule }, "time-zone": func() { p.TimeZone = n.TimeZone },
 		"repo": func() { p.Repository.Location = n.Repository.Location }, "transport": func() { p.Transport = n.Transport },
 		"keep-last": func() { p.Retention.Last = n.Retention.Last }, "keep-hourly": func() { p.Retention.Hourly = n.Retention.Hourly },
@@ -202,19 +204,11 @@ func runPolicyEdit(ctx context.Context, g globalOptions, name string, f *pflag.F
 }
 
 func runPolicyList(ctx context.Context, g globalOptions, out io.Writer) error {
-	c, err := g.client()
+	list, err := ask(g, func(c *client.Client) ([]client.Policy, error) { return c.ListPolicies(ctx) })
 	if err != nil {
 		return err
 	}
-	list, err := c.ListPolicies(ctx)
-	if err != nil {
-		return err
-	}
-	if g.JSON {
-		return printJSON(out, list)
-	}
-	rows := make([][]string, 0, len(list))
-	for _, p := range list {
+	return printRows(g, out, list, "NAME\tSOURCES\tSCHEDULE\tNEXT RUN\tSELECTED\tSTALE\tFAILING", func(p client.Policy) []string {
 		next, stale, failing := "-", 0, 0
 		if p.Status != nil {
 			if p.Status.NextRun != nil {
@@ -234,17 +228,12 @@ func runPolicyList(ctx context.Context, g globalOptions, out io.Writer) error {
 		if p.Paused {
 			sched += " (paused)"
 		}
-		rows = append(rows, []string{p.Name, srcs, sched, next, fmt.Sprint(len(p.Status.Sources)), fmt.Sprint(stale), fmt.Sprint(failing)})
-	}
-	return table(out, "NAME\tSOURCES\tSCHEDULE\tNEXT RUN\tDISKS\tSTALE\tFAILING", rows)
+		return []string{p.Name, srcs, sched, next, fmt.Sprint(len(p.Status.Sources)), fmt.Sprint(stale), fmt.Sprint(failing)}
+	})
 }
 
 func runPolicyShow(ctx context.Context, g globalOptions, name string, out io.Writer) error {
-	c, err := g.client()
-	if err != nil {
-		return err
-	}
-	p, err := c.Policy(ctx, name)
+	p, err := ask(g, func(c *client.Client) (*client.Policy, error) { return c.Policy(ctx, name) })
 	if err != nil {
 		return err
 	}
@@ -261,6 +250,13 @@ func printPolicy(g globalOptions, p *client.Policy, out io.Writer) error {
 	}
 	fmt.Fprintf(out, " to %s\n", p.Repository.Location)
 	fmt.Fprintf(out, "  sources %s\n", strings.Join(sourceTerms(p.Sources), " "))
+	if q := p.Quiesce; q != (client.PolicyQuiesce{}) {
+		fmt.Fprintf(out, "  quiesce %s, at most %s", dash(q.Mode), dash(q.Timeout))
+		if q.PreFreeze != "" || q.PostThaw != "" {
+			fmt.Fprintf(out, ", pre-freeze %q, post-thaw %q", q.PreFreeze, q.PostThaw)
+		}
+		fmt.Fprintln(out)
+	}
 	st := p.Status
 	if st == nil {
 		return nil
@@ -289,7 +285,7 @@ func printPolicy(g globalOptions, p *client.Policy, out io.Writer) error {
 		}
 		rows = append(rows, []string{"  " + s.Disk, last, dash(s.LastState), fmt.Sprint(s.FailuresSince), stale, dash(s.LastJob)})
 	}
-	return table(out, "  DISK\tLAST SUCCESS\tLAST STATE\tFAILURES SINCE\tSTALE\tLAST JOB", rows)
+	return table(out, "  SOURCE\tLAST SUCCESS\tLAST STATE\tFAILURES SINCE\tSTALE\tLAST JOB", rows)
 }
 
 // runPolicyRun starts the policy now; with wait it waits for the jobs
@@ -339,12 +335,12 @@ func runPolicyRun(ctx context.Context, g globalOptions, name, what string, wait 
 	return nil
 }
 
-// sourceTerms shows a policy's sources: names, globs, and label
-// selectors as "label:SELECTOR".
+// sourceTerms shows a policy's sources: names, globs, label selectors
+// as "label:SELECTOR", and source URIs.
 func sourceTerms(s client.PolicySources) []string {
 	out := append(append([]string(nil), s.Disks...), s.Globs...)
 	for _, l := range s.Labels {
 		out = append(out, "label:"+l)
 	}
-	return out
+	return append(out, s.URIs...)
 }

@@ -130,11 +130,7 @@ func runReplCreate(ctx context.Context, g globalOptions, name string, o replicat
 		return err
 	}
 	req.CACert = ca
-	c, err := g.client()
-	if err != nil {
-		return err
-	}
-	r, err := c.CreateReplication(ctx, req)
+	r, err := ask(g, func(c *client.Client) (*client.Replication, error) { return c.CreateReplication(ctx, req) })
 	if err != nil {
 		return err
 	}
@@ -162,34 +158,21 @@ func printGroup(g globalOptions, r *client.Replication, out io.Writer) error {
 }
 
 func runReplList(ctx context.Context, g globalOptions, out io.Writer) error {
-	c, err := g.client()
+	rs, err := ask(g, func(c *client.Client) ([]client.Replication, error) { return c.ListReplications(ctx) })
 	if err != nil {
 		return err
 	}
-	rs, err := c.ListReplications(ctx)
-	if err != nil {
-		return err
-	}
-	if g.JSON {
-		return printJSON(out, rs)
-	}
-	var rows [][]string
-	for _, r := range rs {
+	return printRows(g, out, rs, "NAME\tSTATE\tRPO\tLAST POINT\tTARGET", func(r client.Replication) []string {
 		last := "-"
 		if r.LastPoint != nil {
 			last = fmt.Sprintf("%d (%.0fs)", r.LastPoint.Seq, r.LastPointAge)
 		}
-		rows = append(rows, []string{r.Name, r.State, r.RPO, last, r.Target})
-	}
-	return table(out, "NAME\tSTATE\tRPO\tLAST POINT\tTARGET", rows)
+		return []string{r.Name, r.State, r.RPO, last, r.Target}
+	})
 }
 
 func runReplShow(ctx context.Context, g globalOptions, name string, out io.Writer) error {
-	c, err := g.client()
-	if err != nil {
-		return err
-	}
-	r, err := c.Replication(ctx, name)
+	r, err := ask(g, func(c *client.Client) (*client.Replication, error) { return c.Replication(ctx, name) })
 	if err != nil {
 		return err
 	}
@@ -197,28 +180,19 @@ func runReplShow(ctx context.Context, g globalOptions, name string, out io.Write
 }
 
 func runReplAction(ctx context.Context, g globalOptions, name, act string, body any, out io.Writer) error {
-	c, err := g.client()
+	_, err := ask(g, func(c *client.Client) (any, error) {
+		t, err := c.ReplicationAction(ctx, name, act, body)
+		return nil, waitTask(ctx, c, t, err)
+	})
 	if err != nil {
 		return err
-	}
-	t, err := c.ReplicationAction(ctx, name, act, body)
-	if err != nil {
-		return err
-	}
-	if t != nil {
-		if _, err := c.WaitTask(ctx, t.ID); err != nil {
-			return err
-		}
 	}
 	return runReplShow(ctx, g, name, out)
 }
 
 func runReplRm(ctx context.Context, g globalOptions, name string, out io.Writer) error {
-	c, err := g.client()
+	_, err := ask(g, func(c *client.Client) (any, error) { return nil, c.DeleteReplication(ctx, name) })
 	if err != nil {
-		return err
-	}
-	if err := c.DeleteReplication(ctx, name); err != nil {
 		return err
 	}
 	if !g.JSON {
@@ -228,26 +202,17 @@ func runReplRm(ctx context.Context, g globalOptions, name string, out io.Writer)
 }
 
 func runReplicas(ctx context.Context, g globalOptions, out io.Writer) error {
-	c, err := g.client()
+	rs, err := ask(g, func(c *client.Client) ([]client.Replica, error) { return c.ListReplicas(ctx) })
 	if err != nil {
 		return err
 	}
-	rs, err := c.ListReplicas(ctx)
-	if err != nil {
-		return err
-	}
-	if g.JSON {
-		return printJSON(out, rs)
-	}
-	var rows [][]string
-	for _, r := range rs {
+	return printRows(g, out, rs, "GROUP\tSTATE\tLAST POINT\tPOINTS", func(r client.Replica) []string {
 		last := "-"
 		if n := len(r.Points); n > 0 {
 			last = fmt.Sprint(r.Points[n-1].Seq)
 		}
-		rows = append(rows, []string{r.Group, r.State, last, fmt.Sprint(len(r.Points))})
-	}
-	return table(out, "GROUP\tSTATE\tLAST POINT\tPOINTS", rows)
+		return []string{r.Group, r.State, last, fmt.Sprint(len(r.Points))}
+	})
 }
 
 func runFailover(ctx context.Context, g globalOptions, grp string, o replicationFlags, out io.Writer) error {
@@ -275,10 +240,7 @@ func runFailover(ctx context.Context, g globalOptions, grp string, o replication
 		return err
 	}
 	t, err := c.ReplicaAction(ctx, grp, "failover", client.FailoverRequest{Mode: mode, Point: o.point})
-	if err != nil {
-		return err
-	}
-	if _, err := c.WaitTask(ctx, t.ID); err != nil {
+	if err := waitTask(ctx, c, t, err); err != nil {
 		return err
 	}
 	return showReplica(ctx, g, c, grp, out)
@@ -304,15 +266,11 @@ func runReprotect(ctx context.Context, g globalOptions, grp string, o replicatio
 	if err != nil {
 		return err
 	}
-	c, err := g.client()
+	_, err = ask(g, func(c *client.Client) (any, error) {
+		t, err := c.ReplicaAction(ctx, grp, "reprotect", client.ReprotectRequest{Target: o.target, Token: o.token, CACert: ca, RPO: o.rpo})
+		return nil, waitTask(ctx, c, t, err)
+	})
 	if err != nil {
-		return err
-	}
-	t, err := c.ReplicaAction(ctx, grp, "reprotect", client.ReprotectRequest{Target: o.target, Token: o.token, CACert: ca, RPO: o.rpo})
-	if err != nil {
-		return err
-	}
-	if _, err := c.WaitTask(ctx, t.ID); err != nil {
 		return err
 	}
 	return runReplShow(ctx, g, grp, out)

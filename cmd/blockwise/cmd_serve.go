@@ -32,6 +32,9 @@ type serveOptions struct {
 	// MaxBackups bounds the policies' backups running at once (0: the
 	// default, scheduler.DefaultMaxConcurrent).
 	MaxBackups int
+	// Scratch is where QEMU puts the policies' hypervisor sources'
+	// fleecing overlays and NBD sockets.
+	Scratch string
 	nbdTLS
 	// SpaceWarn is the soft threshold of datastore use, in percent.
 	SpaceWarn  float64
@@ -94,6 +97,7 @@ func init() {
 	f.StringArrayVar(&serveOpts.NBDTCP, "nbd-tcp", nil, "TCP address for NBD (TLS with a ticket from `blockwise ticket create`), repeatable; default none")
 	f.BoolVar(&serveOpts.NBDInsecure, "nbd-tcp-insecure-no-auth", false, "DANGER: serve --nbd-tcp without tickets, to anyone who connects (plain NBD unless --tls-cert)")
 	f.Int64Var(&serveOpts.MemoryLimitMiB, "memory-limit", 384, "soft limit of the host's Go memory in MiB: the garbage collector works harder near it (GOMEMLIMIT overrides; 0: none). NBD requests in flight are bounded apart from it (8 MiB a connection, 192 MiB in all)")
+	f.StringVar(&serveOpts.Scratch, "scratch-dir", "", "directory for QEMU's temporary fleecing overlays and NBD sockets when policies back up QEMU or libvirt sources (default the system's temp dir); QEMU must be able to write it")
 	f.IntVar(&serveOpts.MaxBackups, "max-concurrent-backups", scheduler.DefaultMaxConcurrent, "at most this many backups of protection policies run at once on the host")
 	addNBDTLSFlags(f, &serveOpts.nbdTLS)
 	f.Float64Var(&serveOpts.SpaceWarn, "space-warn", 100*host.DefaultSpaceWarn,
@@ -129,7 +133,7 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 		return usageErrorf("--max-concurrent-backups %d: want 1 or more (0: the default, %d)", o.MaxBackups, scheduler.DefaultMaxConcurrent)
 	}
 	sch, err := scheduler.New(scheduler.Options{Datastore: g.Datastore, Jobs: d.Jobs(), Logger: d.Logger(),
-		Disks: d.Host().Datastore().List, MaxConcurrent: o.MaxBackups})
+		Disks: d.Host().Datastore().List, MaxConcurrent: o.MaxBackups, Scratch: o.Scratch})
 	if err != nil {
 		d.Close()
 		return err

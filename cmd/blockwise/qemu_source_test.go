@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backend/local"
 	"github.com/blockwise/blockwise/internal/qmp"
 	"github.com/blockwise/blockwise/internal/quiesce"
@@ -178,6 +179,12 @@ func (r *qemuRig) frozenState(t *testing.T) string {
 // compare.
 func (r *qemuRig) restoreMatches(t *testing.T, id, drive string) {
 	t.Helper()
+	r.restoreMatchesFrom(t, &r.cli, id, drive)
+}
+
+// restoreMatchesFrom is restoreMatches from the repository of c.
+func (r *qemuRig) restoreMatchesFrom(t *testing.T, c *cli, id, drive string) {
+	t.Helper()
 	tmp := t.TempDir()
 	ref, got := filepath.Join(tmp, "ref.raw"), filepath.Join(tmp, "restored.raw")
 	r.qmp(t, "stop", nil, nil)
@@ -186,7 +193,7 @@ func (r *qemuRig) restoreMatches(t *testing.T, id, drive string) {
 	if err != nil {
 		t.Fatalf("copy %s: %v: %s", drive, err, out)
 	}
-	r.must(t, "restore", id, "--to", got)
+	c.must(t, "restore", id, "--to", got)
 	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", ref, got).CombinedOutput(); err != nil {
 		t.Fatalf("restore of %s (%s) differs from the drive: %v: %s", drive, id[:12], err, out)
 	}
@@ -373,6 +380,8 @@ echo "host disk, not synced" > /mnt/hd/app.txt`, dev, dev))
 		r.restoreMatches(t, got["data"].ID, "data")
 	})
 
+	t.Run("policy run by the host", func(t *testing.T) { testPolicySource(t, r) })
+
 	t.Run("QEMU killed", func(t *testing.T) {
 		if os.Getenv("BLOCKWISE_LONG") == "" {
 			t.Skip("a third guest boot: BLOCKWISE_LONG=1")
@@ -545,4 +554,58 @@ func testQuiescing(t *testing.T, r *qemuRig) {
 			t.Fatalf("points table: %s", out)
 		}
 	})
+}
+
+// vmJobSummary is a hypervisor source's job summary: the drives' added
+// up, and each drive's.
+type vmJobSummary struct {
+	backupSummary
+	Drives []backupSummary `json:"drives"`
+}
+
+// testPolicySource: a policy with the VM's QMP URI as its source, run
+// by the host (policy run --wait) into its own repository: the first
+// run is full and application-consistent (--quiesce require through the
+// URI's agent), the second reads only the blocks the guest wrote, and
+// its point restores to the drive's bytes (qemu-img compare).
+func testPolicySource(t *testing.T, r *qemuRig) {
+	// require needs a file system to freeze (after "VM restarted" none
+	// is mounted).
+	r.guest(t, "grep -q ' /mnt/fs ' /proc/mounts || { mkdir -p /mnt/fs && mount -t ext4 /dev/vdb /mnt/fs; }")
+	pc := newRepoCLI(t)
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("pw\n"), 0o600)
+	src := r.source("drive=data&" + r.agentParam())
+	repoDir := strings.TrimPrefix(pc.env[0], "BLOCKWISE_REPO=")
+	r.serve.must(t, "policy", "create", "vm1", "--source", src, "--schedule", "@yearly", "--repo", repoDir,
+		"--password-file", pw, "--quiesce", "require", "--quiesce-timeout", "20s", "--keep-last", "5")
+	if show := r.serve.must(t, "policy", "show", "vm1"); !strings.Contains(show, src) || !strings.Contains(show, "quiesce require, at most 20s") {
+		t.Fatalf("policy show: %s", show)
+	}
+	// The data drive's summary of one run (main's drive= also picks the
+	// drives after the last one named; the qemu branch fixes that).
+	run := func() backupSummary {
+		t.Helper()
+		var ended []client.Job
+		r.serve.jsonOut(t, &ended, "policy", "run", "vm1", "--wait")
+		var s vmJobSummary
+		if len(ended) == 1 && ended[0].Source == src && json.Unmarshal(ended[0].Summary, &s) == nil {
+			for _, d := range s.Drives {
+				if d.Disk == "vm1/data" {
+					return d
+				}
+			}
+		}
+		t.Fatalf("policy run: %+v", ended)
+		return backupSummary{}
+	}
+	if d := run(); d.Mode != "full" || d.Consistency != "application" {
+		t.Fatalf("first run: %+v", d)
+	}
+	r.guest(t, "dd if=/dev/urandom of=/dev/vda bs=64k count=4 seek=300 conv=fsync 2>/dev/null")
+	second := run()
+	if second.Mode != "incremental" || second.Changed != 4*64<<10 || second.Read != 4*64<<10 {
+		t.Fatalf("second run read more than the guest wrote (256 KiB): %+v", second)
+	}
+	r.restoreMatchesFrom(t, &pc, second.ID, "data")
 }

@@ -78,85 +78,59 @@ func (s *Server) listPolicies(r *http.Request) (int, any, error) {
 }
 
 func (s *Server) getPolicy(r *http.Request) (int, any, error) {
-	p, err := s.policiesOf()
-	if err != nil {
-		return 0, nil, err
-	}
-	pol, err := p.Get(r.Context(), r.PathValue("name"))
-	return http.StatusOK, pol, policyProblem(err)
+	return s.onPolicy(r, http.StatusOK, func(ctx context.Context, p Policies, name string) (any, error) { return p.Get(ctx, name) })
 }
 
 func (s *Server) createPolicy(r *http.Request) (int, any, error) {
-	p, err := s.policiesOf()
-	if err != nil {
-		return 0, nil, err
-	}
-	var req wire.Policy
-	if err := decode(r, &req); err != nil {
-		return 0, nil, err
-	}
-	pol, err := p.Create(r.Context(), req)
-	return http.StatusCreated, pol, policyProblem(err)
+	return policyBody(s, r, http.StatusCreated, false, func(p Policies, ctx context.Context, _ string, req wire.Policy) (wire.Policy, error) {
+		return p.Create(ctx, req)
+	})
 }
 
 func (s *Server) updatePolicy(r *http.Request) (int, any, error) {
-	p, err := s.policiesOf()
-	if err != nil {
-		return 0, nil, err
-	}
-	var req wire.Policy
-	if err := decode(r, &req); err != nil {
-		return 0, nil, err
-	}
-	pol, err := p.Update(r.Context(), r.PathValue("name"), req)
-	return http.StatusOK, pol, policyProblem(err)
+	return policyBody(s, r, http.StatusOK, false, Policies.Update)
 }
 
 func (s *Server) deletePolicy(r *http.Request) (int, any, error) {
-	p, err := s.policiesOf()
-	if err != nil {
-		return 0, nil, err
-	}
-	return http.StatusNoContent, nil, policyProblem(p.Delete(r.Context(), r.PathValue("name")))
+	return s.onPolicy(r, http.StatusNoContent, func(ctx context.Context, p Policies, name string) (any, error) { return nil, p.Delete(ctx, name) })
 }
 
+// runPolicy: the body is optional (a run of the backups).
 func (s *Server) runPolicy(r *http.Request) (int, any, error) {
-	p, err := s.policiesOf()
-	if err != nil {
-		return 0, nil, err
-	}
-	var req wire.PolicyRunRequest
-	if r.ContentLength != 0 {
-		if err := decode(r, &req); err != nil {
-			return 0, nil, err
-		}
-	}
-	run, err := p.Run(r.Context(), r.PathValue("name"), req)
-	return http.StatusAccepted, run, policyProblem(err)
+	return policyBody(s, r, http.StatusAccepted, true, Policies.Run)
 }
 
 func (s *Server) restorePoint(r *http.Request) (int, any, error) {
-	p, err := s.policiesOf()
-	if err != nil {
-		return 0, nil, err
-	}
-	var req wire.RestoreRequest
-	if err := decode(r, &req); err != nil {
-		return 0, nil, err
-	}
-	run, err := p.Restore(r.Context(), r.PathValue("name"), req)
-	return http.StatusAccepted, run, policyProblem(err)
+	return policyBody(s, r, http.StatusAccepted, false, Policies.Restore)
 }
 
 func (s *Server) servePoint(r *http.Request) (int, any, error) {
+	return policyBody(s, r, http.StatusAccepted, false, Policies.ServePoint)
+}
+
+// onPolicy answers status and what fn returns for the policy named in
+// the path, its errors as problems.
+func (s *Server) onPolicy(r *http.Request, status int, fn func(ctx context.Context, p Policies, name string) (any, error)) (int, any, error) {
 	p, err := s.policiesOf()
 	if err != nil {
 		return 0, nil, err
 	}
-	var req wire.ServePointRequest
-	if err := decode(r, &req); err != nil {
-		return 0, nil, err
-	}
-	run, err := p.ServePoint(r.Context(), r.PathValue("name"), req)
-	return http.StatusAccepted, run, policyProblem(err)
+	v, err := fn(r.Context(), p, r.PathValue("name"))
+	return status, v, policyProblem(err)
+}
+
+// policyBody is onPolicy with the request's body decoded as a Req
+// (optional: an empty body is a zero Req); fn has the shape of the
+// Policies methods that take one.
+func policyBody[Req, Resp any](s *Server, r *http.Request, status int, optional bool,
+	fn func(p Policies, ctx context.Context, name string, req Req) (Resp, error)) (int, any, error) {
+	return s.onPolicy(r, status, func(ctx context.Context, p Policies, name string) (any, error) {
+		var req Req
+		if !optional || r.ContentLength != 0 {
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+		}
+		return fn(p, ctx, name, req)
+	})
 }

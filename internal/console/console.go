@@ -132,9 +132,11 @@ func (c *Console) data(fn func(r *http.Request) (any, error)) http.HandlerFunc {
 	}
 }
 
-// SourceRow is a disk on the overview.
+// SourceRow is a disk on the overview, or (Kind "vm") a policy's
+// hypervisor source, named by its URI.
 type SourceRow struct {
 	Disk          string     `json:"disk"`
+	Kind          string     `json:"kind,omitempty"`
 	Labels        string     `json:"labels,omitempty"` // "k=v,k2=v2", what label selectors see
 	Size          int64      `json:"size"`
 	Allocated     int64      `json:"allocated"`
@@ -210,13 +212,17 @@ func (c *Console) overview(r *http.Request) (any, error) {
 		ov.Datastore.Allocated += row.Allocated
 		ov.Sources = append(ov.Sources, row)
 	}
+	policies := c.policyList(r.Context())
+	for _, u := range vmSources(policies) {
+		ov.Sources = append(ov.Sources, SourceRow{Disk: u, Kind: wire.SourceKindVM, Policies: []string{}})
+	}
 	for i := range ov.Sources {
 		rows[ov.Sources[i].Disk] = &ov.Sources[i]
 	}
-	c.addPolicies(r.Context(), ov, rows)
+	c.addPolicies(policies, ov, rows)
 	for i := range ov.Sources {
 		s := &ov.Sources[i]
-		if len(s.Policies) > 0 {
+		if len(s.Policies) > 0 && s.Kind == "" {
 			ov.Protected++
 		}
 		if s.FailuresSince > 0 {
@@ -254,9 +260,31 @@ func rank(s SourceRow) int {
 	return 3
 }
 
+// vmSources are the hypervisor sources of the policies, sorted: the
+// grid's and overview's rows beside the datastore's disks.
+func vmSources(policies []wire.Policy) []string {
+	seen := map[string]bool{}
+	for _, p := range policies {
+		if p.Status == nil {
+			continue
+		}
+		for _, s := range p.Status.Sources {
+			if s.Kind == wire.SourceKindVM {
+				seen[s.Disk] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for u := range seen {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // addPolicies marks each source with its policies and status.
-func (c *Console) addPolicies(ctx context.Context, ov *Overview, rows map[string]*SourceRow) {
-	for _, p := range c.policyList(ctx) {
+func (c *Console) addPolicies(policies []wire.Policy, ov *Overview, rows map[string]*SourceRow) {
+	for _, p := range policies {
 		ps := PolicySummary{Name: p.Name, Schedule: p.Schedule, Paused: p.Paused}
 		ov.Repos = append(ov.Repos, RepoRow{Policy: p.Name, Location: p.Repository.Location})
 		if st := p.Status; st != nil {
@@ -313,6 +341,7 @@ func (c *Console) grid(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	names = append(names, vmSources(c.policyList(r.Context()))...)
 	return c.gridFor(names, days, time.Now()), nil
 }
 

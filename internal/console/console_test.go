@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,19 +36,18 @@ func get(t *testing.T, c *Console, path string, v any) {
 	}
 }
 
-// TestConsoleData: the overview puts failing, then stale, then
-// unprotected disks first; the grid shows each day's last outcome with
-// its job; a source's page lists its points; a job that ends after the
-// console started (OnEnd) shows at once.
-func TestConsoleData(t *testing.T) {
+// newHost is a host on a temporary datastore with 1 MiB disks of the
+// names, and its job history; both close when the test ends.
+func newHost(t *testing.T, names ...string) (*host.Host, *jobs.Store, string) {
+	t.Helper()
 	dir := t.TempDir()
 	ds, err := disk.OpenDatastore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := host.New(ds)
-	defer h.Close()
-	for _, n := range []string{"ok", "failing", "stale", "loose"} {
+	t.Cleanup(func() { h.Close() })
+	for _, n := range names {
 		if _, err := h.Create(n, 1<<20, disk.Options{}); err != nil {
 			t.Fatal(err)
 		}
@@ -56,7 +56,16 @@ func TestConsoleData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
+	return h, st, dir
+}
+
+// TestConsoleData: the overview puts failing, then stale, then
+// unprotected disks first; the grid shows each day's last outcome with
+// its job; a source's page lists its points; a job that ends after the
+// console started (OnEnd) shows at once.
+func TestConsoleData(t *testing.T) {
+	h, st, dir := newHost(t, "ok", "failing", "stale", "loose")
 	now := time.Now().UTC()
 	yesterday, earlier := now.Add(-24*time.Hour), now.Add(-24*time.Hour+time.Minute)
 	sum, _ := json.Marshal(map[string]any{"id": "abcd", "size": 1 << 20, "readBytes": 4096, "newBytes": 100,
@@ -160,5 +169,37 @@ func BenchmarkGrid(b *testing.B) {
 		if _, err := json.Marshal(g); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestConsoleVMSource: a policy's hypervisor source (a URI, kind "vm")
+// is a row of the overview and of the grid beside the disks, and its
+// page, asked for with the URI escaped in the path, lists its points.
+func TestConsoleVMSource(t *testing.T) {
+	h, st, dir := newHost(t, "d1")
+	const uri = "qemu+unix:///run/vm1/qmp.sock?drive=a,b"
+	sum, _ := json.Marshal(map[string]any{"id": "feed", "size": 2 << 20, "readBytes": 8192, "drives": []any{}})
+	r, _ := st.Begin(jobs.Spec{Kind: wire.JobBackup, Policy: "p", Source: uri})
+	r.Finish(json.RawMessage(sum), nil)
+	c := New(Options{Host: h, Jobs: st, Datastore: dir})
+	c.SetPolicies(fakePolicies{{Name: "p", Schedule: "@daily", Status: &wire.PolicyStatus{
+		Sources: []wire.SourceStatus{{Disk: uri, Kind: wire.SourceKindVM, LastJob: r.ID(), LastState: wire.JobSucceeded}}}}})
+	var ov Overview
+	get(t, c, "/console/api/overview", &ov)
+	if len(ov.Sources) != 2 || ov.Disks != 1 || ov.Protected != 0 || ov.Unprotected != 1 {
+		t.Fatalf("overview %+v", ov)
+	}
+	if vm := ov.Sources[1]; vm.Disk != uri || vm.Kind != wire.SourceKindVM || len(vm.Policies) != 1 || vm.LastState != wire.JobSucceeded {
+		t.Fatalf("the VM's row %+v", vm)
+	}
+	var g Grid
+	get(t, c, "/console/api/grid?days=2", &g)
+	if len(g.Rows) != 2 || g.Rows[1].Source != uri || g.Rows[1].Cells[1] == "" {
+		t.Fatalf("grid %+v", g)
+	}
+	var sp SourcePage
+	get(t, c, "/console/api/sources/"+url.PathEscape(uri), &sp)
+	if sp.Disk != uri || len(sp.Points) != 1 || sp.Points[0].Point != "feed" || len(sp.Policies) != 1 {
+		t.Fatalf("source page %+v", sp)
 	}
 }

@@ -6,8 +6,12 @@
 // Vocabulary:
 //   - policy: what /v1/policies holds (api.Policy): sources, schedule,
 //     repository, retention, prune and check schedules, limits.
+//   - source: a disk the policy selects (by name, glob or label), or a
+//     hypervisor source URI (qemu+unix://, libvirt://, qemu+ssh://;
+//     internal/sources) whose drives are backed up together, in one
+//     job named by the URI, with the policy's quiescing (Quiesce).
 //   - run: one firing of a schedule; a backup run starts one job per
-//     source disk, each retried with backoff up to the policy's Retries.
+//     source, each retried with backoff up to the policy's Retries.
 //   - missed run: a schedule time that passed while the host was down.
 //     The scheduler remembers each policy's last run (policies.json), so
 //     at start a policy whose next time after its last run has passed

@@ -12,6 +12,7 @@ import (
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/labels"
+	"github.com/blockwise/blockwise/internal/sources"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
@@ -25,8 +26,8 @@ func validate(p wire.Policy) error {
 	switch {
 	case !validName.MatchString(p.Name):
 		return bad("name %q: want 1 to 64 letters, digits, '.', '_' or '-'", p.Name)
-	case len(p.Sources.Disks)+len(p.Sources.Globs)+len(p.Sources.Labels) == 0:
-		return bad("no sources: give disks, globs or label selectors")
+	case len(p.Sources.Disks)+len(p.Sources.Globs)+len(p.Sources.Labels)+len(p.Sources.URIs) == 0:
+		return bad("no sources: give disks, globs, label selectors or source URIs")
 	case p.Repository.Location == "":
 		return bad("no repository location")
 	case p.MaxConcurrent < 0 || p.Retries < 0 || p.CheckGroups < 0 || p.LimitUploadKiB < 0:
@@ -41,6 +42,14 @@ func validate(p wire.Policy) error {
 		if _, err := labels.ParseSelector(q); err != nil {
 			return bad("label selector %q: %v", q, err)
 		}
+	}
+	for _, u := range p.Sources.URIs {
+		if err := sources.Check(u); err != nil {
+			return bad("source: %v", err)
+		}
+	}
+	if _, err := quiesceOf(p.Quiesce); err != nil {
+		return bad("quiesce: %v", err)
 	}
 	if _, err := parseSchedule(p.Schedule, p.TimeZone); err != nil {
 		return err
@@ -259,6 +268,9 @@ func (s *Scheduler) view(name string, disks inventory) (wire.Policy, bool) {
 	st.NextCheck = nextOf(p.CheckSchedule, p.TimeZone, lastOr(rec.LastCheck, p.Created), now, p.Paused)
 	for _, d := range matchSources(p, disks) {
 		ss := wire.SourceStatus{Disk: d}
+		if sources.IsURI(d) {
+			ss.Kind = wire.SourceKindVM
+		}
 		since := p.Created
 		if src := s.sources[name][d]; src != nil {
 			ss.LastJob, ss.LastState, ss.FailuresSince = src.lastJob, src.lastState, src.failuresSince

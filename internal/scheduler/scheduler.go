@@ -22,6 +22,7 @@ import (
 	"github.com/blockwise/blockwise/internal/daemon"
 	"github.com/blockwise/blockwise/internal/jobs"
 	"github.com/blockwise/blockwise/internal/labels"
+	"github.com/blockwise/blockwise/internal/sources"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
@@ -44,6 +45,12 @@ type Options struct {
 	Tick time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// OpenSource opens a policy's hypervisor source (default
+	// sources.Open); tests pass a fake VM.
+	OpenSource func(ctx context.Context, uri string, o sources.Options) (sources.VM, error)
+	// Scratch is where QEMU puts the fleecing overlays and NBD socket
+	// of hypervisor sources (default the system's temp dir).
+	Scratch string
 }
 
 // Scheduler runs policies. It implements daemon.Service and api.Policies.
@@ -104,6 +111,9 @@ func New(o Options) (*Scheduler, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.OpenSource == nil {
+		o.OpenSource = sources.Open
 	}
 	s := &Scheduler{o: o, f: newFiles(o.Datastore), log: o.Logger, repos: map[string]*repoHandle{},
 		busy: map[string]bool{}, sizes: map[string]*wire.RepoSize{}, measuring: map[string]bool{}, dirty: map[string]bool{}, sources: map[string]map[string]*srcState{}, polSem: map[string]chan struct{}{},
@@ -335,7 +345,8 @@ func Selects(src wire.PolicySources, d string, l map[string]string) bool {
 	return false
 }
 
-// matchSources lists the disks a policy selects, sorted.
+// matchSources lists the disks a policy selects, sorted, then its
+// hypervisor sources (URIs) in their order.
 func matchSources(p wire.Policy, inv inventory) []string {
 	var out []string
 	for _, d := range inv.names {
@@ -344,6 +355,11 @@ func matchSources(p wire.Policy, inv inventory) []string {
 		}
 	}
 	sort.Strings(out)
+	for _, u := range p.Sources.URIs {
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
 	return out
 }
 
@@ -486,7 +502,7 @@ func (s *Scheduler) backupOnce(run *jobRun, p wire.Policy, disk string, beforeEn
 		return s.end(run, nil, err)
 	}
 	run.Start()
-	sum, err := s.backup(run, p, disk)
+	jobSum, sum, err := s.backup(run, p, disk)
 	if err == nil {
 		s.remeasure(p.Name)
 		s.bytes.WithLabelValues(p.Name, "changed").Add(float64(sum.Changed))
@@ -496,7 +512,7 @@ func (s *Scheduler) backupOnce(run *jobRun, p wire.Policy, disk string, beforeEn
 	}
 	release() // the slots first: a job seen ended has let go of them
 	beforeEnd(err)
-	return s.end(run, sum, err)
+	return s.end(run, jobSum, err)
 }
 
 // remeasure measures the policy's repository in the background.

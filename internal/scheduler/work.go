@@ -8,32 +8,63 @@ import (
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/sources"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
-// backup runs one backup of disk for p with the repository kept open,
-// then applies the retention to the disk's points.
-func (s *Scheduler) backup(run *jobRun, p wire.Policy, disk string) (*backup.Summary, error) {
+// backup runs one backup of a source for p with the repository kept
+// open, then applies the retention to its points. It returns the job's
+// summary and the bytes it counts (for a hypervisor source, its drives'
+// added up).
+func (s *Scheduler) backup(run *jobRun, p wire.Policy, src string) (any, *backup.Summary, error) {
 	run.Stage("open")
 	r, err := s.repoFor(run.ctx, p.Name)
 	if err != nil {
-		return nil, fmt.Errorf("repository %s: %w", p.Repository.Location, err)
+		return nil, nil, fmt.Errorf("repository %s: %w", p.Repository.Location, err)
+	}
+	if sources.IsURI(src) {
+		sum, err := s.backupVM(run, p, src, r)
+		if sum == nil {
+			return nil, nil, err
+		}
+		return sum, &sum.Summary, err
+	}
+	sum, err := s.backupDisk(run, p, src, r)
+	return sum, sum, err
+}
+
+// backupDisk backs up one of the host's disks, quiesced through its
+// agent property with the policy's quiescing.
+func (s *Scheduler) backupDisk(run *jobRun, p wire.Policy, disk string, r *repo.Repository) (*backup.Summary, error) {
+	qo, err := quiesceOf(p.Quiesce)
+	if err != nil {
+		return nil, err
+	}
+	q, err := sources.DiskQuiesce(run.ctx, s.env.Client, disk, "", qo)
+	if err != nil {
+		return nil, err
 	}
 	var rep transport.Report
 	open := transport.Opener(order(p), s.env, func(r transport.Report) { rep = r })
 	res, err := backup.Run(run.ctx, backup.Options{Disk: disk, Host: backup.ClientHost{C: s.env.Client}, Repo: r, Open: open,
-		Progress: run.Progress, Stage: run.Stage})
+		Progress: run.Progress, Stage: run.Stage, Quiesce: q})
 	if err != nil {
 		run.Logf("error", "backup of %s failed: %v", disk, err)
 		return nil, err
 	}
-	sum := backup.Summarize(disk, res, rep.String(), repo.OpenTimes{})
-	run.Logf("info", "point %s of %s: %s, changed %d bytes, read %d, new %d, stored %d, %.2fs; %s",
-		res.Manifest.ID.Short(), disk, res.Mode, sum.Changed, sum.Read, sum.NewBytes, sum.Stored, sum.Seconds, sum.Transport)
+	sum := logPoint(run, disk, res, rep.String())
 	if err := s.retain(run, r, p, disk); err != nil {
 		return &sum, fmt.Errorf("retention after point %s: %w", res.Manifest.ID.Short(), err)
 	}
 	return &sum, nil
+}
+
+// logPoint summarizes a backup of disk and logs its point.
+func logPoint(run *jobRun, disk string, res *backup.Result, transport string) backup.Summary {
+	sum := backup.Summarize(disk, res, transport, repo.OpenTimes{})
+	run.Logf("info", "point %s of %s: %s, changed %d bytes, read %d, new %d, stored %d, %.2fs; %s",
+		res.Manifest.ID.Short(), disk, res.Mode, sum.Changed, sum.Read, sum.NewBytes, sum.Stored, sum.Seconds, sum.Transport)
+	return sum
 }
 
 // keepRules turns a policy's retention into forget's rules.
