@@ -309,6 +309,12 @@ func (l *SectorLease) KeepAlive(ctx context.Context, every time.Duration) error 
 			return nil
 		}
 		if _, err := l.Renew(ctx); err != nil {
+			if ctx.Err() != nil {
+				// Ended mid-renewal: that is the caller stopping it, not
+				// a failed renewal (the record is the old or the renewed
+				// one, both held).
+				return nil
+			}
 			return err
 		}
 	}
