@@ -24,7 +24,7 @@ func (d *Disk) load() error {
 	if err != nil {
 		return err
 	}
-	d.meta, d.size, d.grain = m, m.Size, m.Grain
+	d.meta, d.size, d.grain = m, m.Size, m.Grain // the size: invariant 7a
 	byID := map[uint64]*layer{}
 	for i, lm := range m.Layers {
 		l, err := d.openLayer(lm, i == 0)

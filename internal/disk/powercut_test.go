@@ -38,8 +38,8 @@ type powerRun struct {
 	size   int64
 	clones map[string][]byte // acknowledged clones and the image they read
 	nclone int
-	// lastBegun is the last operation announced, pending is the clone or
-	// clone deletion in flight at the cut.
+	// lastBegun is the operation announced and not yet acknowledged in
+	// this cut's work, pending the one in flight at the cut.
 	lastBegun, pending string
 	// live names the clones as the loop made and deleted them.
 	live map[string]bool
@@ -82,12 +82,6 @@ func TestPowerCutModel(t *testing.T) {
 		fmt.Printf("cuts: engine %d\n", total)
 	}
 }
-
-// growCuts adds Grow to the power-cut model (BLOCKWISE_POWER_GROW=1). It
-// is off by default: about one run in 1,500 cuts fails after a cut inside
-// Grow, whose first reopen reports the old size while its recovery
-// commits the new one (docs/format.md, "Open finding" under P5).
-var growCuts = os.Getenv("BLOCKWISE_POWER_GROW") != ""
 
 // powerCutsEnv asks TestPowerCutModel for about N cuts on random seeds
 // (scripts/soak.sh) instead of the fixed list.
@@ -140,23 +134,35 @@ func newPowerRun(t *testing.T, seed int64) *powerRun {
 // cutOnce opens the disk, arms a cut a random number of file-system calls
 // ahead, works until it lands, reboots and verifies.
 func (r *powerRun) cutOnce(i int) {
-	t := r.t
-	d, err := r.ds.Open("c")
-	if err != nil {
-		t.Fatalf("cut %d: open: %v", i, err)
-	}
+	d := r.openLive(i)
 	r.fsys.CutAfter(r.rng.Intn(400), r.rng.Int63())
 	var out bytes.Buffer
+	err := r.loop(d, r.rng.Int63(), &out)
+	r.settle(i, d, err, out.String())
+}
+
+// openLive opens disk "c" for cut i's work.
+func (r *powerRun) openLive(i int) *Disk {
+	d, err := r.ds.Open("c")
+	if err != nil {
+		r.t.Fatalf("cut %d: open: %v", i, err)
+	}
 	r.live = map[string]bool{}
 	for name := range r.clones {
 		r.live[name] = true
 	}
-	err = r.loop(d, r.rng.Int63(), &out)
+	return d
+}
+
+// settle takes cut i, which stopped the work on d with err, reboots,
+// follows the work's announcements (out) in the model and verifies.
+func (r *powerRun) settle(i int, d *Disk, err error, out string) {
+	t := r.t
 	if r.fsys.Crashed() == nil {
-		t.Fatalf("cut %d: the work stopped with %v, not the cut\n%s", i, err, out.String())
+		t.Fatalf("cut %d: the work stopped with %v, not the cut\n%s", i, err, out)
 	}
 	if os.Getenv("BLOCKWISE_POWER_TRACE") != "" {
-		t.Logf("cut %d:\n%s", i, out.String())
+		t.Logf("cut %d:\n%s", i, out)
 	}
 	d.Close() // stops a consolidation; fails like the rest
 	r.fsys = r.fsys.Crashed()
@@ -165,22 +171,25 @@ func (r *powerRun) cutOnce(i int) {
 	}
 	r.c.iter = i
 	cur := bytes.Clone(r.c.flushed)
-	for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+	r.lastBegun = "" // the previous cut's pending operation is settled
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
 		if l != "" {
 			r.c.apply(l, &cur)
-			r.applyClone(l)
-			if l == "A" {
-				r.grow(r.lastBegun, &cur)
-			}
+			r.applyBegun(l, &cur)
 		}
 	}
 	r.pending = r.c.pending
+	// P6 (docs/format.md): one size, the old or the new one of a grow in
+	// flight, the same at every open.
 	size := r.diskSize(i)
 	if again := r.diskSize(i); again != size {
 		t.Fatalf("cut %d: the disk opened at %d bytes, then at %d (pending %q, model %d)", i, size, again, r.pending, len(cur))
 	}
 	if strings.HasPrefix(r.pending, "B G ") && size != int64(len(cur)) {
 		r.grow(r.pending, &cur) // the grow landed
+	}
+	if size != int64(len(cur)) {
+		t.Fatalf("cut %d: the disk opened at %d bytes, the model expects %d (pending %q)", i, size, len(cur), r.pending)
 	}
 	if f := strings.Fields(r.pending); len(f) > 1 {
 		r.at[f[1]]++
@@ -220,7 +229,7 @@ func (r *powerRun) loop(d *Disk, seed int64, out io.Writer) error {
 			err = r.deleteSnapshot(d, rng, say)
 		case op < 95:
 			err = r.clone(d, rng, say)
-		case op < 97 && size < 2*r.size && growCuts:
+		case op < 97 && size < 2*r.size:
 			grown := size + (rng.Int63n(16)+1)*4096
 			say("B G %d %d", size, grown)
 			err = d.Grow(grown)
@@ -298,21 +307,35 @@ func reclaimWait(d *Disk) error {
 	return task.Wait(ctx)
 }
 
-// applyClone follows the clones in the announcements; the pending one
-// (begun, not acknowledged) is settled by verifyClones.
-func (r *powerRun) applyClone(line string) {
+// applyBegun follows the clones and grows in the announcements: an
+// acknowledgement ("A") settles the operation begun last, and only that
+// one. The pending one (begun, not acknowledged) is settled after the cut
+// (verifyClones, and the size check in cutOnce).
+//
+// An operation that finds nothing to do (a deletion without snapshots)
+// acknowledges without announcing: its "A" must not settle an older
+// announcement again, least of all one whose operation the previous cut
+// interrupted (a grow it cut would be counted as landed).
+func (r *powerRun) applyBegun(line string, cur *[]byte) {
 	if strings.HasPrefix(line, "B ") {
 		r.lastBegun = line
 	}
-	if line != "A" {
+	if !strings.HasPrefix(line, "A") {
 		return
 	}
-	f := strings.Fields(r.lastBegun)
+	begun := r.lastBegun
+	r.lastBegun = ""
+	if line != "A" {
+		return // "A BUSY": refused, nothing changed
+	}
+	f := strings.Fields(begun)
 	switch {
 	case len(f) == 5 && f[1] == "C":
 		r.clones[f[2]] = r.c.snaps[f[3]]
 	case len(f) == 3 && f[1] == "X":
 		delete(r.clones, f[2])
+	case len(f) == 4 && f[1] == "G":
+		r.grow(begun, cur)
 	}
 }
 

@@ -10,7 +10,8 @@ import (
 // Grow extends the disk to size bytes. The new area reads as zeroes and
 // counts as changed for every earlier change ID.
 //
-// Invariant 7 (docs/format.md).
+// Invariants 7 and 7a (docs/format.md): the size is disk.meta's alone,
+// taken in memory only once the checkpoint committed it.
 func (d *Disk) Grow(size int64) error {
 	d.barrier.Lock()
 	defer d.barrier.Unlock()
