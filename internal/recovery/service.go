@@ -195,7 +195,7 @@ func (s *Service) view(name, point, phase string) wire.Recovery {
 	sock := s.dir(name) + ".sock"
 	export := point[:min(8, len(point))] // as repo.ID.Short, a name the export answers to
 	return wire.Recovery{ToDisk: name, Point: point, Phase: phase, Socket: sock, Export: export,
-		URI: (&url.URL{Scheme: "nbd+unix", Path: "/" + export, RawQuery: "socket=" + sock}).String(),
+		URI:  (&url.URL{Scheme: "nbd+unix", Path: "/" + export, RawQuery: "socket=" + sock}).String(),
 		Qemu: fmt.Sprintf("-drive driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=%s,file.export=%s,file.reconnect-delay=30,cache=none,if=virtio", sock, export)}
 }
 
