@@ -67,10 +67,13 @@ boot() {
 		-chardev "socket,id=shell,path=$W/shell.sock,server=on,wait=off" \
 		-device virtserialport,bus=vser.0,chardev=shell,name=org.blockwise.shell \
 		-drive "$1" & local q=$!
-	local out; out=$("$W/guest" run "$W/shell.sock" "$MARK")
+	local out; out=$(timeout "${BOOT_TIMEOUT:-900}" "$W/guest" run "$W/shell.sock" "$MARK" 2>&1) || true
 	local t; t=$(since "$START")
 	kill "$q"; wait "$q" 2>/dev/null || true
-	[ "$(echo "$out" | tail -1)" = booted ] || { echo "guest: $out" >&2; exit 1; }
+	if [ "$(echo "$out" | tail -1)" != booted ]; then
+		printf 'boot with %s failed: %s\nconsole:\n%s\n' "$1" "$out" "$(tail -20 "$W/console.log")" >&2
+		exit 1
+	fi
 	echo "$t"
 }
 # point: serve-point --writable started, then the boot; both timed.
@@ -88,13 +91,14 @@ point() {
 local_raw() {
 	cold "$W/restored.raw"
 	START=$(now)
-	boot "file=$W/restored.raw,format=raw,cache=none,aio=threads,if=virtio"
+	boot "file=$W/restored.raw,format=raw,cache=none,if=virtio"
 }
 stats() { sort -n | awk '{a[NR]=$1} END {printf "%.3f %.3f", a[int((NR+1)/2)], a[1]}'; }
 P=() L=()
 for _ in $(seq "$REPS"); do # interleaved, so load changes hit both alike
 	P+=("$(point)")
 	L+=("$(local_raw)")
+	echo "boot: point ${P[-1]} s, local ${L[-1]} s" >&2
 done
 read -r PMED PMIN < <(printf '%s\n' "${P[@]}" | stats)
 read -r LMED LMIN < <(printf '%s\n' "${L[@]}" | stats)
