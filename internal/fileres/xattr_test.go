@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/fileres/imagetest"
@@ -35,6 +36,19 @@ func TestXattrs(t *testing.T) {
 			imagetest.Ext(t, "ext3", tree, img, 16, "-b", "4096", "-I", "128") // every attribute in the block
 			return imagetest.Getfattr(t, filepath.Join(tree, "x"))
 		}, false},
+		{"ext4-ea-inode", func(t *testing.T, tree, img string) (want string) {
+			// A 20 KiB value lives in an inode of its own (ea_inode); the
+			// host's /tmp cannot hold it, so the source tree is on an XFS.
+			imagetest.XFSMounted(t, img+".src", 64, func(mnt string) {
+				imagetest.Run(t, nil, "cp", "-a", tree+"/.", mnt)
+				huge := filepath.Join(mnt, "x", "huge")
+				imagetest.Run(t, nil, "touch", huge)
+				imagetest.Run(t, nil, "setfattr", "-n", "user.huge", "-v", "0s"+strings.Repeat("QUJD", 20<<10/3), huge)
+				imagetest.Ext(t, "ext4", mnt, img, 32, "-b", "4096", "-O", "ea_inode")
+				want = imagetest.Getfattr(t, filepath.Join(mnt, "x"))
+			})
+			return want
+		}, true},
 		{"xfs", func(t *testing.T, tree, img string) (want string) {
 			imagetest.XFSMounted(t, img, 64, func(mnt string) {
 				imagetest.Run(t, nil, "cp", "-a", tree+"/.", mnt)
