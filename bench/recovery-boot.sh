@@ -91,7 +91,7 @@ point() {
 local_raw() {
 	cold "$W/restored.raw"
 	START=$(now)
-	boot "file=$W/restored.raw,format=raw,cache=none,if=virtio"
+	boot "file=$W/restored.raw,format=raw,if=virtio"
 }
 stats() { sort -n | awk '{a[NR]=$1} END {printf "%.3f %.3f", a[int((NR+1)/2)], a[1]}'; }
 P=() L=()

@@ -13,6 +13,9 @@ import (
 // --overlay) and prints where the VM attaches; with --wait it follows the
 // job until the switch.
 func runHostRecover(ctx context.Context, g globalOptions, o recoverOptions, ref string, out io.Writer) error {
+	if o.Socket != "" || o.Listen != "" {
+		return usageErrorf("--socket and --listen go with --overlay: the host serves its recoveries under its datastore (recoveries/NAME.sock)")
+	}
 	c, err := g.client()
 	if err != nil {
 		return err
