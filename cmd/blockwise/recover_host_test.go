@@ -45,6 +45,7 @@ func TestE2ERecoverHost(t *testing.T) {
 		{[]string{"recover", "0123456789ab", "--to-disk", "x"}, exitNotFound},
 		{[]string{"recover", "--to-disk", "x", "--resume"}, exitNotFound},
 		{[]string{"recover", r.id, "--to-disk", "x", "--socket", "/tmp/x.sock"}, exitUsage},
+		{[]string{"recover", r.id, "--to-disk", "vm"}, exitBusy}, // an existing disk
 	} {
 		if out, code := e.run(t, c.args...); code != c.code {
 			t.Errorf("%v: exit %d, want %d: %s", c.args, code, c.code, out)

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/client"
+	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/daemon"
 	"github.com/blockwise/blockwise/internal/jobs"
@@ -34,7 +36,13 @@ type job struct {
 	req     wire.RecoveryRequest
 	resumed *backup.RecoverState // nil: a new recovery
 	dir     string
+	// ready hears once: nil when the export serves, or why it never will
+	ready chan error
+	once  sync.Once
 }
+
+// serving reports that the export serves (err nil) or cannot.
+func (j *job) serving(err error) { j.once.Do(func() { j.ready <- err }) }
 
 // Summary is what a recovery's job keeps when it ends.
 type Summary struct {
@@ -51,6 +59,7 @@ func (j *job) main() {
 	defer j.r.Close()
 	sum := &Summary{Point: j.m.ID.String(), ToDisk: j.req.ToDisk}
 	err := j.recover(sum)
+	j.serving(fmt.Errorf("recovery ended before it served: %w", err))
 	if j.s.ctx.Err() != nil {
 		j.run.Interrupt(ErrHostStopped)
 		return
@@ -156,8 +165,11 @@ func (j *job) openTarget() (transport.Target, error) {
 	j.s.mu.Unlock()
 	size := int64(j.m.Size)
 	_, err := env.Client.CreateDisk(j.ctx, client.CreateDiskRequest{Name: j.req.ToDisk, Size: size})
-	if j.resumed != nil && errors.Is(err, client.ErrExists) {
+	switch {
+	case j.resumed != nil && errors.Is(err, client.ErrExists):
 		err = nil
+	case errors.Is(err, client.ErrExists):
+		return nil, fmt.Errorf("%w: disk %s exists already: recover into a new disk", api.ErrRecoveryExists, j.req.ToDisk)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create disk %s: %w", j.req.ToDisk, err)
@@ -184,6 +196,7 @@ func (j *job) serve(exporter nbd.Exporter) (stop func(), err error) {
 	srv := nbd.NewServer(exporter, nbd.ServerOptions{})
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(lns[0]) }()
+	j.serving(nil)
 	j.run.Logf("info", "serving point %s of %s (%d bytes) read-write at %s; attach: %s", j.m.ID.Short(), j.m.Disk, j.m.Size, v.URI, v.Qemu)
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

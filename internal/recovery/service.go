@@ -145,7 +145,8 @@ func (s *Service) Recover(ctx context.Context, req wire.RecoveryRequest) (wire.R
 	return s.begin(ctx, req, st)
 }
 
-// begin finds the point, records the job and starts it.
+// begin finds the point, records the job, starts it and returns once
+// its export serves.
 func (s *Service) begin(ctx context.Context, req wire.RecoveryRequest, st *backup.RecoverState) (wire.Recovery, error) {
 	r, err := s.o.OpenRepo(ctx)
 	if err != nil {
@@ -173,7 +174,7 @@ func (s *Service) begin(ctx context.Context, req wire.RecoveryRequest, st *backu
 	}
 	s.running[req.ToDisk] = run.ID()
 	s.mu.Unlock()
-	j := &job{s: s, run: run, ctx: jctx, cancel: cancel, r: r, m: m, req: req, resumed: st, dir: s.dir(req.ToDisk)}
+	j := &job{s: s, run: run, ctx: jctx, cancel: cancel, r: r, m: m, req: req, resumed: st, dir: s.dir(req.ToDisk), ready: make(chan error, 1)}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -182,6 +183,16 @@ func (s *Service) begin(ctx context.Context, req wire.RecoveryRequest, st *backu
 		delete(s.running, req.ToDisk)
 		s.mu.Unlock()
 	}()
+	// Answer once the VM can attach (or the start failed): the socket
+	// serves when the caller hears of it.
+	select {
+	case err := <-j.ready:
+		if err != nil {
+			return wire.Recovery{}, err
+		}
+	case <-ctx.Done():
+		return wire.Recovery{}, ctx.Err()
+	}
 	v := s.view(req.ToDisk, m.ID.String(), backup.PhaseCopying)
 	v.Job = run.ID()
 	if st != nil {
