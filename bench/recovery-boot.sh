@@ -93,7 +93,7 @@ local_raw() {
 	START=$(now)
 	boot "file=$W/restored.raw,format=raw,if=virtio"
 }
-stats() { sort -n | awk '{a[NR]=$1} END {printf "%.3f %.3f", a[int((NR+1)/2)], a[1]}'; }
+stats() { sort -n | awk '{a[NR]=$1} END {printf "%.3f %.3f\n", a[int((NR+1)/2)], a[1]}'; }
 P=() L=()
 for _ in $(seq "$REPS"); do # interleaved, so load changes hit both alike
 	P+=("$(point)")
