@@ -101,6 +101,18 @@ func TestE2ERecoverHost(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.d.dir, "recoveries", "new")); !os.IsNotExist(err) {
 		t.Errorf("the recovery's directory is left after it ended: %v", err)
 	}
+	// --wait follows the job to the switch.
+	out := e.must(t, "recover", r.id, "--to-disk", "new2", "--wait")
+	if !strings.Contains(out, "switched to the new disk; job ") {
+		t.Fatalf("recover --wait: %s", out)
+	}
+	var jobs []wire.Recovery
+	if err := json.Unmarshal(apiOK(t, e.d.dir, "/v1/recoveries"), &jobs); err != nil || len(jobs) != 1 || jobs[0].Phase != "switched" || jobs[0].Job == "" {
+		t.Fatalf("recoveries after recover --wait: %+v %v", jobs, err)
+	}
+	e.must(t, "job", "cancel", jobs[0].Job)
+	waitJob(t, e.d.dir, jobs[0].Job, wire.Job.Done)
+	equalsModel(t, e.uri("new2"), readModel(t, r.ref))
 	e.restoreEquals(t, r.id, r.ref) // the backup is never modified
 }
 
