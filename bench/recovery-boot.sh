@@ -44,15 +44,8 @@ with open(root + "/filler", "wb") as f:
 PY
 truncate -s "$SIZE" "$W/root.raw"
 mkfs.ext4 -q -F -d "$W/src" "$W/root.raw"
-BYTES=$(stat -c %s "$W/root.raw")
-mkdir -p "$BLOCKWISE_DATASTORE"
-"$BW" serve 2>"$W/serve.log" & PIDS+=($!)
-for _ in $(seq 100); do [ -S "$BLOCKWISE_DATASTORE/api.sock" ] && break; sleep 0.1; done
-"$BW" disk create root --size "$BYTES" >/dev/null
-qemu-img convert -n --target-is-zero -f raw -O raw "$W/root.raw" "nbd+unix:///root?socket=$BLOCKWISE_DATASTORE/nbd.sock"
-"$BW" repo init >/dev/null
-"$BW" backup root >/dev/null
-rm -f "$W/root.raw"
+. "$ROOT/bench/recovery-lib.sh"
+point_from_image "$W/root.raw" root
 "$BW" restore latest --to "$W/restored.raw" >/dev/null
 
 now() { date +%s.%N; }

@@ -89,14 +89,9 @@ printf 'label: gpt\nstart=1MiB, type=L\n' | sfdisk -q "$W/disk.raw"
 BYTES=$(stat -c %s "$W/disk.raw")
 mkfs.ext4 -q -F -E offset=1048576 -d "$W/src" "$W/disk.raw" $(( (BYTES - (2 << 20)) / 1024 ))k
 
-mkdir -p "$BLOCKWISE_DATASTORE" "$W/loop" "$W/fuse"
-"$BW" serve 2>"$W/serve.log" & PIDS+=($!)
-for _ in $(seq 100); do [ -S "$BLOCKWISE_DATASTORE/api.sock" ] && break; sleep 0.1; done
-"$BW" disk create bench --size "$BYTES" >/dev/null
-qemu-img convert -n --target-is-zero -f raw -O raw "$W/disk.raw" "nbd+unix:///bench?socket=$BLOCKWISE_DATASTORE/nbd.sock"
-"$BW" repo init >/dev/null
-"$BW" backup bench >/dev/null
-rm -f "$W/disk.raw"
+mkdir -p "$W/loop" "$W/fuse"
+. "$ROOT/bench/recovery-lib.sh"
+point_from_image "$W/disk.raw" bench
 
 # ttfb CMD... : seconds to the first byte on stdout, and to the end.
 ttfb() {
