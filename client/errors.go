@@ -52,6 +52,12 @@ var (
 	// ErrJobEnded: the job has already ended (cancel).
 	ErrJobEnded       = errors.New("job already ended")
 	ErrPolicyNotFound = errors.New("policy not found")
+	// ErrRecoveryExists: the target disk has a recovery running, or a
+	// stopped one to resume; it matches ErrExists.
+	ErrRecoveryExists = errors.New("recovery exists")
+	// ErrRecoveryNotFound: no recovery into that disk to resume (or the
+	// host runs none: serve without --points-repo).
+	ErrRecoveryNotFound = errors.New("recovery not found")
 	// ErrPolicyExists: a policy of that name exists; it matches ErrExists.
 	ErrPolicyExists = errors.New("policy already exists")
 	// ErrTreePending: the snapshot's hash tree is still being computed
@@ -103,6 +109,8 @@ var sentinels = map[string][]error{
 	wire.ProblemJobEnded:            {ErrJobEnded},
 	wire.ProblemPolicyNotFound:      {ErrPolicyNotFound, ErrNotFound},
 	wire.ProblemPolicyExists:        {ErrPolicyExists, ErrExists},
+	wire.ProblemRecoveryExists:      {ErrRecoveryExists, ErrExists},
+	wire.ProblemRecoveryNotFound:    {ErrRecoveryNotFound, ErrNotFound},
 	wire.ProblemTreePending:         {ErrTreePending},
 	wire.ProblemNoTree:              {ErrNoTree},
 	wire.ProblemRootMismatch:        {ErrRootMismatch},

@@ -4,7 +4,8 @@
 # parts (qemu-system-x86, a Debian kernel unpacked for the test guests,
 # busybox-static, qemu-guest-agent), libvirt, headless Chromium for the web
 # console, openssh-server and netcat-openbsd (a loopback sshd for qemu+ssh libvirt URIs), the file systems the offload and file-restore tests build (XFS
-# with reflink, ext4, FAT, LVM, partition tables), restic (the peer
+# with reflink, ext4, FAT, LVM, partition tables; attr's setfattr and getfattr for
+# extended attributes), restic (the peer
 # bench/policy.sh compares with), and the Go modules.
 # The test command also installs versitygw (scripts/versitygw.sh).
 set -euo pipefail
@@ -16,7 +17,8 @@ for tool in qemu-img:qemu-utils qemu-nbd:qemu-utils qemu-io:qemu-utils nbdcopy:l
 	qemu-ga:qemu-guest-agent busybox:busybox-static libvirtd:libvirt-daemon-system \
 	virsh:libvirt-clients chromium:chromium mkfs.xfs:xfsprogs xfs_io:xfsprogs \
 	mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools sfdisk:fdisk sgdisk:gdisk \
-	lvcreate:lvm2 rsync:rsync cpio:cpio filefrag:e2fsprogs ssh:openssh-client sshd:openssh-server nc:netcat-openbsd restic:restic; do
+	lvcreate:lvm2 rsync:rsync cpio:cpio filefrag:e2fsprogs ssh:openssh-client sshd:openssh-server nc:netcat-openbsd restic:restic \
+	setfattr:attr getfattr:attr; do
 	command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool##*:}")
 done
 updated=""

@@ -246,7 +246,13 @@ func (o serveOptions) points() api.Points {
 	if o.PointsRepo == "" {
 		return nil
 	}
-	return repoPoints{repoOptions{Repo: o.PointsRepo, PasswordFile: o.PointsPasswordFile, KeyFile: o.PointsKeyFile}}
+	return repoPoints{o.pointsRepo()}
+}
+
+// pointsRepo is the --points-repo repository's options (also what the
+// host's recoveries open).
+func (o serveOptions) pointsRepo() repoOptions {
+	return repoOptions{Repo: o.PointsRepo, PasswordFile: o.PointsPasswordFile, KeyFile: o.PointsKeyFile}
 }
 
 // List implements api.Points.

@@ -24,6 +24,7 @@ type recoverOptions struct {
 	Status  bool
 	Workers int
 	RateMB  float64
+	Wait    bool
 	// Checkpoint is how often the copied chunks are recorded for --resume.
 	Checkpoint time.Duration
 }
@@ -31,7 +32,7 @@ type recoverOptions struct {
 var recoverOpts recoverOptions
 
 var recoverCmd = &cobra.Command{
-	Use:   "recover ID|latest --to-disk NAME --overlay DIR",
+	Use:   "recover ID|latest --to-disk NAME [--overlay DIR]",
 	Short: "Instant recovery: serve a restore point read-write at once, copy it into a new disk in the background, then switch the export over to that disk",
 	Long: `Instant recovery. The restore point is served read-write over NBD at once
 (as serve-point --writable: the guest's writes go to the overlay in DIR,
@@ -49,9 +50,20 @@ If the repository or the host fails, the copy stops, the export keeps
 serving from the overlay, and the overlay is kept. Stop blockwise and run
 the same command with --resume to continue (chunks recorded as copied are
 skipped); a kill -9 loses nothing the guest had flushed. With
-file.reconnect-delay QEMU waits for the restarted export.`,
+file.reconnect-delay QEMU waits for the restarted export.
+
+Without --overlay the host (--host, serve --points-repo) runs the
+recovery as a job (POST /v1/recoveries): its overlay and NBD socket live
+under its datastore (recoveries/NAME, NAME.sock), its progress and ETA are
+the job's (blockwise job show), blockwise job cancel stops it (before the
+switch the overlay is kept), and after a host restart or kill -9 the job
+shows interrupted and recover --to-disk NAME --resume continues it. With
+--wait the command follows the job until the switch.`,
 	Args: cobra.MaximumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 && recoverOpts.Resume && recoverOpts.Overlay == "" {
+			args = []string{""} // the host knows the point of the recovery it resumes
+		}
 		if recoverOpts.Status {
 			return runRecoverStatus(globals, recoverOpts, cmd.OutOrStdout())
 		}
@@ -72,6 +84,7 @@ func init() {
 	f.BoolVar(&recoverOpts.Status, "status", false, "print the progress and ETA of the recovery in --overlay (no ID needed) and exit")
 	f.IntVar(&recoverOpts.Workers, "workers", 4, "concurrent chunk copies")
 	f.DurationVar(&recoverOpts.Checkpoint, "checkpoint", 2*time.Second, "how often the chunks copied so far are recorded (after a flush of the disk), so --resume skips them")
+	f.BoolVar(&recoverOpts.Wait, "wait", false, "without --overlay: follow the host's job until the switch (or its end)")
 	f.Float64Var(&recoverOpts.RateMB, "rate-mb", 0, "bound the copy to this many MiB/s, leaving bandwidth to the running VM (0: no bound)")
 	addPointServeFlags(f, &recoverOpts.servePointOptions)
 	addTransportFlags(f, &recoverOpts.transportOptions)
@@ -79,8 +92,11 @@ func init() {
 }
 
 func runRecover(ctx context.Context, g globalOptions, o recoverOptions, ref string, out, errOut io.Writer) error {
-	if o.ToDisk == "" || o.Overlay == "" {
-		return usageErrorf("recover needs --to-disk NAME and --overlay DIR")
+	if o.ToDisk == "" {
+		return usageErrorf("recover needs --to-disk NAME")
+	}
+	if o.Overlay == "" {
+		return runHostRecover(ctx, g, o, ref, out)
 	}
 	st, err := o.recoverState()
 	if err != nil {

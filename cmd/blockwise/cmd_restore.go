@@ -243,5 +243,8 @@ func runRestoreFiles(ctx context.Context, g globalOptions, o restoreOptions, ref
 	if st.SkippedDevices > 0 {
 		fmt.Fprintf(out, "%d device nodes not made: making them needs root\n", st.SkippedDevices)
 	}
+	if st.SkippedXattrs > 0 {
+		fmt.Fprintf(out, "%d extended attributes not set (%d set): the target refused them (trusted.* and security.* need root)\n", st.SkippedXattrs, st.Xattrs)
+	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/daemon"
 	"github.com/blockwise/blockwise/internal/host"
+	"github.com/blockwise/blockwise/internal/recovery"
 	"github.com/blockwise/blockwise/internal/replica"
 	"github.com/blockwise/blockwise/internal/scheduler"
 )
@@ -128,6 +129,10 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 		return err
 	}
 	replica.Register(d, o.log)
+	if o.PointsRepo != "" {
+		ro := o.pointsRepo()
+		recovery.Register(d, recovery.Options{Datastore: g.Datastore, Jobs: d.Jobs(), Log: d.Logger(), OpenRepo: ro.open})
+	}
 	if o.MaxBackups < 0 {
 		d.Close()
 		return usageErrorf("--max-concurrent-backups %d: want 1 or more (0: the default, %d)", o.MaxBackups, scheduler.DefaultMaxConcurrent)

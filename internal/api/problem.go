@@ -65,6 +65,8 @@ var titles = map[string]string{
 	wire.ProblemJobEnded:            "job already ended",
 	wire.ProblemPolicyNotFound:      "policy not found",
 	wire.ProblemPolicyExists:        "policy already exists",
+	wire.ProblemRecoveryExists:      "recovery exists",
+	wire.ProblemRecoveryNotFound:    "recovery not found",
 	wire.ProblemForbidden:           "forbidden",
 	wire.ProblemTreePending:         "snapshot hash tree still being computed",
 	wire.ProblemNoTree:              "snapshot has no hash tree",

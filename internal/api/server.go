@@ -54,6 +54,7 @@ type Server struct {
 	tasks       *tasks
 	jobs        *jobs.Store
 	policies    policiesHolder
+	recoveries  recoveriesHolder
 	sessions    sessions
 	console     *console.Console
 	consoleURLs []string
@@ -133,6 +134,7 @@ func (s *Server) registerRoutes() {
 	s.route("GET /v1/tasks", s.listTasks)
 	s.route("GET /v1/tasks/{id}", s.getTask)
 	s.registerFileRoutes()
+	s.registerRecoveryRoutes()
 	s.route("GET /v1/jobs", s.listJobs)
 	s.route("GET /v1/jobs/{id}", s.getJob)
 	s.route("POST /v1/jobs/{id}/cancel", s.cancelJob)

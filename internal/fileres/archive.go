@@ -44,6 +44,9 @@ func (p *Point) WriteTar(ctx context.Context, w io.Writer, base string, ref Ref)
 			h.Typeflag = specialTarType(n.Mode)
 			h.Devmajor, h.Devminor = int64(n.Rdev>>8&0xFFF), int64(n.Rdev&0xFF|n.Rdev>>12&0xFFF00)
 		}
+		if err := tarXattrs(ctx, p, r, h); err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
@@ -58,6 +61,24 @@ func (p *Point) WriteTar(ctx context.Context, w io.Writer, base string, ref Ref)
 		return err
 	}
 	return tw.Close()
+}
+
+// tarXattrs adds ref's extended attributes as PAX records
+// SCHILY.xattr.NAME (the form GNU tar --xattrs and bsdtar read); a hard
+// link's come with its first name.
+func tarXattrs(ctx context.Context, p *Point, r Ref, h *tar.Header) error {
+	if h.Typeflag == tar.TypeLink {
+		return nil
+	}
+	xs, err := p.Xattrs(ctx, r)
+	if err != nil || len(xs) == 0 {
+		return err
+	}
+	h.PAXRecords = map[string]string{}
+	for _, x := range xs {
+		h.PAXRecords["SCHILY.xattr."+x.Name] = string(x.Value)
+	}
+	return nil
 }
 
 func specialTarType(mode uint32) byte {

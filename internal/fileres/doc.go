@@ -16,6 +16,8 @@
 //   - FS: a read-only filesystem reader (ext2/3/4, XFS, FAT12/16/32) that
 //     treats every byte as untrusted: ranges are checked, allocations and
 //     walks bounded, loops refused (docs/fileres.md, invariants F1–F6).
+//     ext and XFS also list extended attributes (XattrFS, X1–X4), which
+//     restore, dump's tar and mount reproduce.
 //   - Point: the tree of one image: the volumes on top, their
 //     filesystems beneath; paths look like /part1/etc/hosts. Ref names a
 //     place in it (a volume's inode, or a directory above the

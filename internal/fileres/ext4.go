@@ -332,8 +332,9 @@ func (f *extFS) Readlink(ctx context.Context, ino uint64) (string, error) {
 		return "", damaged("ext: symlink inode %d of %d bytes", ino, n.Size)
 	}
 	flags := binary.LittleEndian.Uint32(b[0x20:])
-	// A fast symlink keeps its target in i_block when it has no blocks.
-	if n.Size < 60 && flags&extFlagExtents == 0 && binary.LittleEndian.Uint32(b[0x1C:]) == 0 || flags&extFlagInline != 0 && n.Size < 60 {
+	// A fast symlink keeps its target in i_block when it has no blocks
+	// but, maybe, its extended attribute block (as Linux decides it).
+	if n.Size < 60 && flags&extFlagExtents == 0 && f.dataSectors(b) == 0 || flags&extFlagInline != 0 && n.Size < 60 {
 		return string(b[0x28 : 0x28+n.Size]), nil
 	}
 	file, err := f.file(ino, b)
@@ -345,6 +346,17 @@ func (f *extFS) Readlink(ctx context.Context, ino uint64) (string, error) {
 		return "", err
 	}
 	return string(buf), nil
+}
+
+// dataSectors is i_blocks (512-byte units) less the extended attribute
+// block's, if the inode has one.
+func (f *extFS) dataSectors(b []byte) int64 {
+	le := binary.LittleEndian
+	n := int64(le.Uint32(b[0x1C:]))
+	if le.Uint32(b[0x68:]) != 0 || le.Uint16(b[0x76:]) != 0 {
+		n -= f.bs / 512
+	}
+	return n
 }
 
 // extFile maps a file's logical blocks to the volume's (ext and xfs).

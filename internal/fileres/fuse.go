@@ -137,12 +137,14 @@ type fuseNode struct {
 }
 
 var (
-	_ fs.NodeLookuper   = (*fuseNode)(nil)
-	_ fs.NodeReaddirer  = (*fuseNode)(nil)
-	_ fs.NodeGetattrer  = (*fuseNode)(nil)
-	_ fs.NodeOpener     = (*fuseNode)(nil)
-	_ fs.NodeReader     = (*fuseNode)(nil)
-	_ fs.NodeReadlinker = (*fuseNode)(nil)
+	_ fs.NodeLookuper    = (*fuseNode)(nil)
+	_ fs.NodeReaddirer   = (*fuseNode)(nil)
+	_ fs.NodeGetattrer   = (*fuseNode)(nil)
+	_ fs.NodeOpener      = (*fuseNode)(nil)
+	_ fs.NodeReader      = (*fuseNode)(nil)
+	_ fs.NodeReadlinker  = (*fuseNode)(nil)
+	_ fs.NodeGetxattrer  = (*fuseNode)(nil)
+	_ fs.NodeListxattrer = (*fuseNode)(nil)
 )
 
 // errno maps an error to what a reader of the mount sees; the cause is
@@ -246,4 +248,38 @@ func (n *fuseNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 		return nil, n.m.errno("readlink", n.ref, err)
 	}
 	return []byte(t), 0
+}
+
+// Getxattr implements fs.NodeGetxattrer: a value, or its size when dest
+// is too small (ERANGE), as getxattr(2) wants.
+func (n *fuseNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	xs, err := n.m.p.Xattrs(ctx, n.ref)
+	if err != nil {
+		return 0, n.m.errno("getxattr", n.ref, err)
+	}
+	for _, x := range xs {
+		if x.Name == attr {
+			if len(x.Value) > len(dest) {
+				return uint32(len(x.Value)), syscall.ERANGE
+			}
+			return uint32(copy(dest, x.Value)), 0
+		}
+	}
+	return 0, syscall.ENODATA
+}
+
+// Listxattr implements fs.NodeListxattrer: the names, each ended by NUL.
+func (n *fuseNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	xs, err := n.m.p.Xattrs(ctx, n.ref)
+	if err != nil {
+		return 0, n.m.errno("listxattr", n.ref, err)
+	}
+	var names []byte
+	for _, x := range xs {
+		names = append(append(names, x.Name...), 0)
+	}
+	if len(names) > len(dest) {
+		return uint32(len(names)), syscall.ERANGE
+	}
+	return uint32(copy(dest, names)), 0
 }

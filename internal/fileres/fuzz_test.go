@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -48,6 +49,7 @@ func fuzzBase(t testing.TB) []byte {
 		}
 		os.Symlink("etc/hosts", filepath.Join(tree, "ln"))
 		os.Link(filepath.Join(tree, "x/y"), filepath.Join(tree, "etc/y2"))
+		fuzzXattrs(tree, 8, 233) // 699 bytes: the ext2 has 1 KiB blocks
 		a, b, c, img := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "c"), filepath.Join(dir, "img")
 		imagetest.Ext(t, "ext4", tree, a, 1, "-b", "4096", "-N", "64", "-O", "^has_journal")
 		imagetest.Ext(t, "ext2", tree, b, 1, "-b", "1024", "-N", "32")
@@ -62,6 +64,24 @@ func fuzzBase(t testing.TB) []byte {
 		t.Fatal("no fuzz base image")
 	}
 	return fuzzImg
+}
+
+// fuzzXattrs gives the fuzz trees extended attributes (where setfattr
+// is installed): n short user.* ones on etc/hosts (XFS: a leaf block),
+// an ACL and a value of 3×abc bytes (an ext4 xattr block; at 3,498, an
+// XFS remote value).
+func fuzzXattrs(tree string, n, abc int) {
+	if _, err := exec.LookPath("setfattr"); err != nil {
+		return
+	}
+	for i := range n {
+		exec.Command("setfattr", "-n", fmt.Sprintf("user.a%02d", i), "-v", "value", filepath.Join(tree, "etc/hosts")).Run()
+	}
+	exec.Command("setfattr", "-n", "system.posix_acl_access", "-v",
+		"0x0200000001000600ffffffff020004003930000004000400ffffffff10000400ffffffff20000400ffffffff", filepath.Join(tree, "ln")).Run()
+	big := filepath.Join(tree, "big")
+	os.WriteFile(big, nil, 0o644)
+	exec.Command("setfattr", "-n", "user.big", "-v", "0s"+strings.Repeat("QUJD", abc), big).Run()
 }
 
 // patch applies patches: each is offset u32 (taken modulo the image),
@@ -107,6 +127,7 @@ func exercise(t *testing.T, img []byte) {
 		case n.IsSymlink():
 			p.Readlink(ctx, r)
 		}
+		p.Xattrs(ctx, r)
 		return nil
 	}, nil)
 	if ctx.Err() != nil {
@@ -178,6 +199,17 @@ func TestFuzzBase(t *testing.T) {
 	if _, err := p.Lookup(context.Background(), "/part2/ln/x"); err == nil {
 		t.Error("a file under a symlink to a file")
 	}
+	if _, err := exec.LookPath("setfattr"); err == nil {
+		for _, path := range []string{"/part1/etc/hosts", "/part2/etc/hosts"} {
+			r, err := p.Lookup(context.Background(), path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if xs, err := p.Xattrs(context.Background(), r); err != nil || len(xs) != 9 {
+				t.Errorf("%s: %d attributes, %v; want 8 and an ACL", path, len(xs), err)
+			}
+		}
+	}
 }
 
 // limitWriter fails once n bytes have been written.
@@ -230,6 +262,7 @@ func FuzzXFS(f *testing.F) {
 			os.WriteFile(filepath.Join(d, fmt.Sprintf("name-%05d", i)), []byte{byte(i)}, 0o644)
 		}
 	}
+	fuzzXattrs(tree, 40, 1166)
 	holes := filepath.Join(tree, "holes")
 	hf, _ := os.Create(holes)
 	for off := int64(0); off < 1<<20; off += 8192 {
@@ -261,6 +294,13 @@ func FuzzXFS(f *testing.F) {
 	}
 	if db := bytes.Index(base, []byte("XDD3")); db >= 0 {
 		f.Add(seedPatch(int64(db+64+8), 0xff)) // an entry's name length
+	}
+	if lf := bytes.Index(base, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0x3B, 0xEE}); lf >= 0 { // an attribute leaf
+		f.Add(seedPatch(int64(lf+56), 0xff, 0xff)) // its entry count
+		f.Add(seedPatch(int64(lf+80+4), 0xff))     // the first entry's name offset
+	}
+	if rm := bytes.Index(base, []byte("XARM")); rm >= 0 {
+		f.Add(seedPatch(int64(rm+8), 0xff)) // a remote value block's byte count
 	}
 	if bm := bytes.Index(base, []byte("BMA3")); bm >= 0 {
 		f.Add(seedPatch(int64(bm+6), 0xff, 0xff)) // a B+tree block's record count

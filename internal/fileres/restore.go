@@ -20,6 +20,11 @@ type RestoreStats struct {
 	// SkippedDevices are device nodes not made because the restore does
 	// not run as root (mknod needs it); everything else was restored.
 	SkippedDevices int64
+	// Xattrs counts the extended attributes set; SkippedXattrs those the
+	// target refused for want of privilege or support (trusted.* and
+	// security.* need root, some filesystems take no user.* on
+	// symlinks or no xattrs at all). Everything else was restored.
+	Xattrs, SkippedXattrs int64
 	// SkippedVolumes are volumes under an included path whose filesystem
 	// cannot be read (Restore then fails with the first one's error,
 	// after restoring everything else).
@@ -132,14 +137,14 @@ func (rs *restorer) pre(rel string, r Ref, n Node) error {
 			return err
 		}
 	}
-	return rs.meta(rel, n)
+	return rs.meta(ctx, rel, r, n)
 }
 
 func (rs *restorer) post(rel string, r Ref, n Node) error {
 	if r.synthetic() {
 		return nil // part1 and the like: no metadata of their own
 	}
-	return rs.meta(rel, n)
+	return rs.meta(context.Background(), rel, r, n)
 }
 
 // file writes a regular file's data stretches, leaving holes as holes.
@@ -198,17 +203,25 @@ func (rs *restorer) close() {
 	}
 }
 
-// meta sets owner (as root), mode and times without following a
-// symlink; chown first, as it clears set-id bits.
-func (rs *restorer) meta(rel string, n Node) error {
+// meta sets owner (as root), extended attributes, mode and times without
+// following a symlink; chown first, as it clears set-id bits, and the
+// attributes before the mode, which may forbid writing them.
+func (rs *restorer) meta(ctx context.Context, rel string, r Ref, n Node) error {
 	if rel == "." {
 		return nil
+	}
+	xs, err := rs.p.Xattrs(ctx, r)
+	if err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
 	}
 	return rs.inParent(rel, func(fd int, name string) error {
 		if os.Geteuid() == 0 {
 			if err := unix.Fchownat(fd, name, int(n.Uid), int(n.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return &fs.PathError{Op: "chown", Path: rel, Err: err}
 			}
+		}
+		if err := rs.xattrs(fd, name, rel, xs); err != nil {
+			return err
 		}
 		if !n.IsSymlink() {
 			if err := unix.Fchmodat(fd, name, n.Mode&0o7777, 0); err != nil {
@@ -225,4 +238,24 @@ func (rs *restorer) meta(rel string, n Node) error {
 
 func timespec(t time.Time) unix.Timespec {
 	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
+}
+
+// xattrs sets a restored file's extended attributes. lsetxattr has no
+// *at form: the name is reached through the parent's descriptor
+// (/proc/self/fd/N/NAME, one component, the last one not followed), so
+// it cannot land outside the target directory (F5).
+func (rs *restorer) xattrs(fd int, name, rel string, xs []Xattr) error {
+	p := fmt.Sprintf("/proc/self/fd/%d/%s", fd, name)
+	for _, x := range xs {
+		err := unix.Lsetxattr(p, x.Name, x.Value, 0)
+		switch {
+		case err == nil:
+			rs.st.Xattrs++
+		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EOPNOTSUPP):
+			rs.st.SkippedXattrs++
+		default:
+			return &fs.PathError{Op: "setxattr " + x.Name, Path: rel, Err: err}
+		}
+	}
+	return nil
 }

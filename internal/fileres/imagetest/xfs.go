@@ -22,6 +22,23 @@ var xfsEnv = []string{"TEST_DIR=/tmp", "TEST_DEV=/dev/null", "QA_CHECK_FS=1"}
 // the test where loop mounts are not permitted.
 func XFS(t testing.TB, dir, img, ref string, sizeMiB int, extra ...string) {
 	t.Helper()
+	XFSMounted(t, img, sizeMiB, func(mnt string) {
+		if dir != "" {
+			Run(t, nil, "cp", "-a", "--sparse=always", dir+"/.", mnt)
+		}
+		if ref != "" {
+			XFSExtras(t, mnt)
+			must(t, os.MkdirAll(ref, 0o755))
+			Run(t, nil, "cp", "-a", "--sparse=always", mnt+"/.", ref)
+		}
+	}, extra...)
+}
+
+// XFSMounted makes an XFS image of sizeMiB and calls fill with it loop
+// mounted, to write into it as a guest would. Skips the test where loop
+// mounts are not permitted.
+func XFSMounted(t testing.TB, img string, sizeMiB int, fill func(mnt string), extra ...string) {
+	t.Helper()
 	NeedTools(t, "mkfs.xfs", "mount", "umount", "cp", "xfs_io")
 	must(t, os.WriteFile(img, nil, 0o644))
 	must(t, os.Truncate(img, int64(sizeMiB)<<20))
@@ -33,14 +50,7 @@ func XFS(t testing.TB, dir, img, ref string, sizeMiB int, extra ...string) {
 		t.Skipf("loop mount not permitted here: %v: %s", err, out)
 	}
 	defer Run(t, nil, "umount", mnt)
-	if dir != "" {
-		Run(t, nil, "cp", "-a", "--sparse=always", dir+"/.", mnt)
-	}
-	if ref != "" {
-		XFSExtras(t, mnt)
-		must(t, os.MkdirAll(ref, 0o755))
-		Run(t, nil, "cp", "-a", "--sparse=always", mnt+"/.", ref)
-	}
+	fill(mnt)
 }
 
 func runErr(env []string, name string, args ...string) ([]byte, error) {
@@ -92,4 +102,10 @@ func XFSExtras(t testing.TB, dir string) {
 			must(t, os.WriteFile(filepath.Join(d, name), nil, 0o644))
 		}
 	}
+}
+
+func runIn(dir, name string, args ...string) ([]byte, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	return cmd.CombinedOutput()
 }
