@@ -145,6 +145,7 @@ func (s *Server) registerRoutes() {
 	s.route("POST /v1/policies/{name}/run", s.runPolicy)
 	s.route("POST /v1/policies/{name}/restore", s.restorePoint)
 	s.route("POST /v1/policies/{name}/serve-point", s.servePoint)
+	s.raw("GET /v1/policies/{name}/points/{point}/files", http.HandlerFunc(s.policyFiles))
 	s.route("POST /v1/console/links", s.createLink)
 	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))
 	// The web console: pages and their data, outside /v1 and openapi.json.

@@ -153,6 +153,18 @@ func (s *Server) sessionAuth(w http.ResponseWriter, r *http.Request, next http.H
 
 type sessionKey struct{}
 
+// Operator reports whether a request comes from the host's operator: the
+// unix socket, or a console session (opened with an unscoped token or a
+// link the socket's owner made). Services let an operator reach routes a
+// scoped token guards (replication's recovery operations).
+func Operator(ctx context.Context) bool {
+	if trusted, _ := ctx.Value(trustedKey{}).(bool); trusted {
+		return true
+	}
+	_, ok := ctx.Value(sessionKey{}).(*session)
+	return ok
+}
+
 func setSessionCookie(w http.ResponseWriter, id string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: id, Path: "/", MaxAge: maxAge,
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
@@ -171,8 +183,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		}
 		if s.tokens != nil {
 			var t Token
-			if t, ok = s.tokens.Check(r.PostFormValue("token")); ok {
+			// A scoped token (a peer's replication token) reaches its
+			// routes only: it opens no console session, which reaches all.
+			if t, ok = s.tokens.Check(r.PostFormValue("token")); ok && len(t.Scopes) == 0 {
 				tokenID = t.ID
+			} else {
+				ok = false
 			}
 		}
 	case r.URL.Query().Get("code") != "":
