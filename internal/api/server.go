@@ -299,3 +299,7 @@ func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(wire.OpenAPI)
 }
+
+// SetReplication gives the console the host's replication service (its
+// replication page and events).
+func (s *Server) SetReplication(r console.Replication) { s.console.SetReplication(r) }
