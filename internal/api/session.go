@@ -119,9 +119,14 @@ func unsafeMethod(m string) bool {
 // crossSite: a browser says the request comes from another site (a
 // page elsewhere posting to this host), which no caller of the API or
 // the console does.
+//
+// A browser that sends Sec-Fetch-Site (no page can forge it) is taken at
+// its word: the Origin of a form posted from a page whose referrer policy
+// is no-referrer (the console's) can be "null" even on the same site,
+// which refused the first login of a fresh browser.
 func crossSite(r *http.Request) bool {
-	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" && s != "none" {
-		return true
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" {
+		return s != "same-origin" && s != "none"
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)

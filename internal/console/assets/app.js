@@ -307,8 +307,12 @@ function reprotectForm(r) {
       await act("/v1/replicas/" + enc(r.group) + "/reprotect", {target: v("rp-target"), token: v("rp-token") || undefined, caCert: v("rp-ca") || undefined});
     }}, "Reprotect"), " ", el("button", {id: "confirm-no", onclick: () => { box.hidden = true; }}, "Cancel"));
 }
-async function replicationTables() {
+let replDrawn = ""; // the data the replication tables show: a redraw with the same is skipped
+async function replicationTables(force) {
   const d = await api("GET", "/console/api/replication");
+  const key = JSON.stringify([d.groups.map(g => [g.name, g.state, g.paused, g.error, g.lastPoint, g.lastCycle]), d.replicas]);
+  if (!force && key === replDrawn) return null;
+  replDrawn = key;
   if (!d.enabled) return [el("p", {class: "muted"}, "This host runs no replication.")];
   return [el("h3", {}, "Groups this host protects (source)"),
     el("table", {id: "repl-groups"}, el("tr", {}, ["group", "disks", "target", "state", "last point", "lag", "last cycle", "error", ""].map(h => el("th", {}, h))), d.groups.map(groupRow)),
@@ -316,11 +320,16 @@ async function replicationTables() {
     el("table", {id: "replicas"}, el("tr", {}, ["group", "disks", "state", "points", "latest", "test exports", ""].map(h => el("th", {}, h))), d.replicas.map(replicaRow))];
 }
 async function replication() {
-  const live = el("div", {id: "repl-live"}, await replicationTables());
+  const live = el("div", {id: "repl-live"}, await replicationTables(true));
   onLive = async () => {
-    try { live.replaceChildren(...await replicationTables()); } catch (e) { live.replaceChildren(problem(e)); }
+    try {
+      const t = await replicationTables(false);
+      if (t) live.replaceChildren(...t);
+    } catch (e) { live.replaceChildren(problem(e)); }
   };
-  return [el("h2", {}, "Replication"), el("div", {id: "confirm", class: "confirm", hidden: true}), el("div", {id: "repl-msg"}), live];
+  // The confirmation and messages sit below the tables: the buttons do
+  // not move under the pointer when they appear.
+  return [el("h2", {}, "Replication"), live, el("div", {id: "confirm", class: "confirm", hidden: true}), el("div", {id: "repl-msg"})];
 }
 
 // ---- clones ----
