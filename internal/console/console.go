@@ -63,6 +63,7 @@ func New(o Options) *Console {
 	c.mux.HandleFunc("GET /console/api/grid", c.data(c.grid))
 	c.mux.HandleFunc("GET /console/api/sources/{name}", c.data(c.source))
 	c.mux.HandleFunc("GET /console/api/replication", c.data(c.replication))
+	c.mux.HandleFunc("GET /console/api/disks", c.data(c.diskNames))
 	c.mux.HandleFunc("GET /console/events", c.events)
 	return c
 }
@@ -241,6 +242,16 @@ func (c *Console) overview(r *http.Request) (any, error) {
 		ov.Running = len(c.o.Jobs.Active())
 	}
 	return ov, nil
+}
+
+// diskNames lists the datastore's disks by name only (the clone page's
+// choice): /v1/disks describes each, 350 KB for 1,000 disks.
+func (c *Console) diskNames(*http.Request) (any, error) {
+	names, err := c.o.Host.Datastore().List()
+	if names == nil {
+		names = []string{}
+	}
+	return names, err
 }
 
 // rank orders the overview: failing, stale, unprotected, the rest.

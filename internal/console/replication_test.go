@@ -54,6 +54,16 @@ func TestConsoleReplication(t *testing.T) {
 	}
 	defer st.Close()
 	c := New(Options{Host: h, Jobs: st})
+	var names []string // the clone page's choice of disks
+	if get(t, c, "/console/api/disks", &names); len(names) != 0 {
+		t.Fatalf("disks of an empty datastore: %q", names)
+	}
+	if _, err := h.Create("vm1", 1<<20, disk.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if get(t, c, "/console/api/disks", &names); len(names) != 1 || names[0] != "vm1" {
+		t.Fatalf("disks: %q", names)
+	}
 	var rp ReplicationPage
 	get(t, c, "/console/api/replication", &rp)
 	if rp.Enabled || rp.Groups == nil || rp.Replicas == nil {
