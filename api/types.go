@@ -154,6 +154,8 @@ type Task struct {
 	Error    string     `json:"error,omitempty"`
 	Created  time.Time  `json:"created"`
 	Finished *time.Time `json:"finished,omitempty"`
+	// Job is the task's record in the job history (GET /v1/jobs/{id}).
+	Job string `json:"job,omitempty"`
 }
 
 // Ended reports whether the task is done or failed.
@@ -224,6 +226,10 @@ type CloneRequest struct {
 	Name     string `json:"name"`
 	Snapshot string `json:"snapshot,omitempty"`
 	Linked   bool   `json:"linked,omitempty"`
+	// Job runs the clone in the background: the answer is 202 with the
+	// task (its Job in the job history, whose summary is the
+	// CloneResult) instead of 201 once the clone is done.
+	Job bool `json:"job,omitempty"`
 }
 
 // CopyStats counts the bytes an offloaded copy moved, by how.
@@ -586,6 +592,8 @@ const (
 	JobForget      = "forget"
 	JobServePoint  = "serve-point"
 	JobConsolidate = "consolidate"
+	JobReplication = "replication" // a replication or recovery operation (its stage: failover-test, reprotect...)
+	JobClone       = "clone"       // a clone run as a job (CloneRequest.Job)
 )
 
 // Job is one thing the host ran or runs, kept in its history.

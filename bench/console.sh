@@ -8,6 +8,10 @@
 # (time to the last byte), p50 and p95 reported; then the host's RSS
 # (VmRSS now, VmHWM peak) with that history loaded. Goal: p95 <= 200 ms,
 # RSS <= 256 MiB. BENCH_DIR picks the scratch directory.
+# The replication page (/console/api/replication) is timed with no group
+# (consolegen makes none); the clone page reads the disks' names, a disk's
+# snapshots. The file browser reads a repository and
+# is not timed here (bench/recovery.sh times file restore).
 set -euo pipefail
 DISKS=${1:-1000}
 POINTS=${2:-100}
@@ -30,7 +34,8 @@ echo "serve answering after $(echo "$(date +%s.%N) - $t0" | bc) s"
 MID=$(printf 'd%04d' $((DISKS / 2)))
 printf '%-34s %8s %8s %10s\n' request p50_ms p95_ms bytes
 for path in / /console/static/app.js /console/api/overview "/console/api/grid?days=30" "/console/api/sources/$MID" \
-	"/v1/jobs?limit=200" "/v1/jobs?source=$MID&limit=100" /v1/policies /metrics; do
+	"/v1/jobs?limit=200" "/v1/jobs?source=$MID&limit=100" /v1/policies /metrics \
+	/console/api/replication /console/api/disks "/v1/disks/$MID/snapshots"; do
 	curl -s --unix-socket "$SOCK" -o /dev/null "http://x$path" # warm
 	times=$(for _ in $(seq 50); do curl -s --unix-socket "$SOCK" -o /dev/null -w '%{time_total}\n' "http://x$path"; done | sort -n)
 	size=$(curl -s --unix-socket "$SOCK" "http://x$path" | wc -c)

@@ -14,6 +14,15 @@ func (c *Client) CloneDisk(ctx context.Context, src string, req CloneRequest) (*
 	return &out, c.do(ctx, "POST", "/v1/disks/"+esc(src)+"/clone", req, &out)
 }
 
+// CloneDiskJob clones as CloneDisk does, in the background (req.Job is
+// set): the task answers at once; its Job names the job (GetJob) whose
+// summary is the CloneResult.
+func (c *Client) CloneDiskJob(ctx context.Context, src string, req CloneRequest) (*Task, error) {
+	req.Job = true
+	var out Task
+	return &out, c.do(ctx, "POST", "/v1/disks/"+esc(src)+"/clone", req, &out)
+}
+
 // CopyExtent asks the host to copy req.Length bytes from req.Source to
 // req.Offset of disk dst inside its datastore (XCOPY). A request the host
 // cannot offload is ErrNotSupported, with nothing changed: the caller

@@ -23,5 +23,5 @@ go test -race -count=1 -timeout 20m ./internal/cbt ./internal/journal ./internal
 # The CLI's guest, browser, replication and offload tests are skipped in
 # this run: they add minutes and reach the index only as the first run did.
 BLOCKWISE_TEST_INDEX_BLOBS=5 BLOCKWISE_INDEX_BLOBS=5 go test -count=1 -timeout 30m \
-	-skip 'TestConsoleBrowser|TestQEMUSource|TestLibvirtSource|TestVAAI|TestWError|TestReplication|TestKilledServe|TestNoSpaceLoopFS|TestE2ERecoverGuest|TestSIGTERM' \
+	-skip 'TestConsoleBrowser|TestConsolePages|TestQEMUSource|TestLibvirtSource|TestVAAI|TestWError|TestReplication|TestKilledServe|TestNoSpaceLoopFS|TestE2ERecoverGuest|TestSIGTERM' \
 	./internal/repo/ ./internal/backup/ ./cmd/blockwise/

@@ -176,6 +176,13 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("policy sources shown as %q", src)
 	}
 	e.must(t, "policy", "edit", "web", "--limit-upload", "3072")
+	// 6 MiB that neither compress nor dedupe: at 3 MiB/s the copy lasts
+	// at least 2 s whatever the seed's writes left (they are only 40%
+	// random bytes; with few of them the run ended before the page drew
+	// a second progress value: 1 run in 7 failed).
+	payload := make([]byte, 6<<20)
+	repotest.Fill(repotest.Rand(seed(t)+1), payload)
+	e.apply(t, "vm1", []write{{off: 8 << 20, n: int64(len(payload)), srcBytes: payload}})
 	// Run now; the progress bar moves without a reload.
 	evalJS[any](t, ctx, `window.__sameDocument = 1`)
 	step(t, ctx, "run now", chromedp.Click(css(`button.run[data-policy="web"]`)), chromedp.WaitVisible(css(`#active progress`)))
@@ -256,8 +263,11 @@ func TestConsoleBrowser(t *testing.T) {
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte("x"), 0o600)
 	e.must(t, "policy", "create", "evil", "--disk", "vm1", "--schedule", "@yearly", "--repo", evil, "--password-file", pw)
-	step(t, ctx, "xss", chromedp.Navigate(base+"/#/"), chromedp.WaitVisible(css("#repos")), chromedp.Sleep(300*time.Millisecond))
-	text := textOf(t, ctx, css("#repos"))
+	step(t, ctx, "xss", chromedp.Navigate(base+"/#/"), chromedp.WaitVisible(css("#repos")))
+	text := ""
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(text, "<script>") && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		text = textOf(t, ctx, css("#repos")) // the overview drawn with the new policy
+	}
 	if pwned := evalJS[bool](t, ctx, `window.pwned !== undefined || document.querySelector("#repos img, #repos script") !== null`); pwned || !strings.Contains(text, `<script>window.pwned=2</script>`) {
 		t.Fatalf("markup in a name: pwned %v, text %q", pwned, text)
 	}

@@ -62,6 +62,15 @@ func TestConsoleSessions(t *testing.T) {
 	if resp, _ := do(b, "POST", "/console/login", "token="+url.QueryEscape(secret+"x"), form); resp.StatusCode != 401 || len(resp.Cookies()) != 0 {
 		t.Fatalf("wrong token: %d %v", resp.StatusCode, resp.Cookies())
 	}
+	// A peer's replication token reaches the replica routes only: it
+	// opens no console session (which would reach every route).
+	_, scoped, err := api.OpenTokens(e.Dir).CreateScoped("peer", []string{api.ScopeReplication})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := do(b, "POST", "/console/login", "token="+url.QueryEscape(scoped), form); resp.StatusCode != 401 || len(resp.Cookies()) != 0 {
+		t.Fatalf("scoped token: %d %v", resp.StatusCode, resp.Cookies())
+	}
 	resp, _ := do(b, "POST", "/console/login", "token="+url.QueryEscape(secret), form)
 	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
 		t.Fatalf("login: %d %v", resp.StatusCode, resp.Cookies())

@@ -49,26 +49,42 @@ var errNoPoints = problem(http.StatusNotFound, wire.ProblemPointNotFound, "this 
 // [&archive=tar|zip]: a directory's listing (JSON) or, with archive, the
 // directory as an archive; a file's bytes.
 func (s *Server) pointFiles(w http.ResponseWriter, r *http.Request) {
-	if err := s.servePointFiles(w, r); err != nil {
-		p := toProblem(pointProblem(err), aboutDisk)
-		if p.Status >= 500 {
-			s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		}
-		writeProblem(w, p)
+	if s.points == nil {
+		s.filesFailed(w, r, errNoPoints)
+		return
+	}
+	s.filesOf(w, r, func(ctx context.Context, point string) (*fileres.Session, func(), error) {
+		return s.points.Open(ctx, point, r.URL.Query().Get("disk"))
+	})
+}
+
+// opener opens a point (an ID or a prefix of one) for one request.
+type opener func(ctx context.Context, point string) (*fileres.Session, func(), error)
+
+// filesOf answers a file route with the point open opens.
+func (s *Server) filesOf(w http.ResponseWriter, r *http.Request, open opener) {
+	if err := s.servePointFiles(w, r, open); err != nil {
+		s.filesFailed(w, r, err)
 	}
 }
 
-func (s *Server) servePointFiles(w http.ResponseWriter, r *http.Request) error {
-	if s.points == nil {
-		return errNoPoints
+// filesFailed answers a file route's error (before any byte was sent).
+func (s *Server) filesFailed(w http.ResponseWriter, r *http.Request, err error) {
+	p := toProblem(pointProblem(err), aboutDisk)
+	if p.Status >= 500 {
+		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	writeProblem(w, p)
+}
+
+func (s *Server) servePointFiles(w http.ResponseWriter, r *http.Request, open opener) error {
 	q := r.URL.Query()
 	path, archive := q.Get("path"), q.Get("archive")
 	if archive != "" && archive != "tar" && archive != "zip" {
 		return badRequest(fmt.Sprintf("archive=%q: want tar or zip", archive))
 	}
 	ctx := r.Context()
-	sess, done, err := s.points.Open(ctx, r.PathValue("point"), q.Get("disk"))
+	sess, done, err := open(ctx, r.PathValue("point"))
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.running }
 // Collect implements prometheus.Collector.
 func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 	n := map[string]int{}
-	for _, k := range []string{wire.JobBackup, wire.JobRestore, wire.JobPrune, wire.JobCheck, wire.JobConsolidate} {
+	for _, k := range []string{wire.JobBackup, wire.JobRestore, wire.JobPrune, wire.JobCheck, wire.JobConsolidate, wire.JobReplication, wire.JobClone} {
 		n[k] = 0 // a series for each kind, even at 0, so alerts see it
 	}
 	for _, j := range c.st.Active() {

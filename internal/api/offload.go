@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -23,6 +24,9 @@ func (s *Server) cloneDisk(r *http.Request) (int, any, error) {
 	if err := disk.ValidName(req.Name); err != nil {
 		return 0, nil, badRequest(err.Error())
 	}
+	if req.Job {
+		return s.cloneJob(src, req)
+	}
 	d, st, err := s.h.Clone(r.Context(), src, req.Snapshot, req.Name, req.Linked)
 	if err != nil {
 		if req.Snapshot != "" {
@@ -34,6 +38,39 @@ func (s *Server) cloneDisk(r *http.Request) (int, any, error) {
 		"reflinked", st.Reflinked, "copied", st.Copied)
 	wd, err := s.describe(req.Name, d)
 	return http.StatusCreated, wire.CloneResult{Disk: wd, Stats: wire.CopyStats(st)}, err
+}
+
+// cloneJob runs a clone as a task and job (CloneRequest.Job): the
+// console shows it among the jobs. A missing source or snapshot is
+// refused at once; the rest fails the job.
+func (s *Server) cloneJob(src string, req wire.CloneRequest) (int, any, error) {
+	sd, err := s.h.Disk(src)
+	if err != nil {
+		return 0, nil, fmt.Errorf("clone %s: %w", src, err)
+	}
+	size, found := sd.Size(), req.Snapshot == ""
+	for _, si := range sd.Snapshots() {
+		if si.ID == req.Snapshot {
+			size, found = si.Size, true
+		}
+	}
+	if !found {
+		return 0, nil, snapErr(fmt.Errorf("clone %s@%s: %w", src, req.Snapshot, disk.ErrNotFound))
+	}
+	t := s.StartTask(wire.JobClone, "clone", src, func(ctx context.Context, f *FuncTask) error {
+		f.SetProgress(0, size)
+		d, st, err := s.h.Clone(ctx, src, req.Snapshot, req.Name, req.Linked)
+		if err != nil {
+			return fmt.Errorf("clone %s to %s: %w", src, req.Name, err)
+		}
+		f.SetProgress(size, size)
+		s.log.Info("disk cloned", "disk", req.Name, "source", src, "snapshot", req.Snapshot, "linked", req.Linked,
+			"reflinked", st.Reflinked, "copied", st.Copied)
+		wd, err := s.describe(req.Name, d)
+		f.SetSummary(wire.CloneResult{Disk: wd, Stats: wire.CopyStats(st)})
+		return err
+	})
+	return http.StatusAccepted, t, nil
 }
 
 // copyExtent is POST /v1/disks/{disk}/copy: the data mover.
@@ -83,7 +120,7 @@ func (s *Server) reclaimDisk(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("disk %s: %w", name, err)
 	}
-	e := s.tasks.add("reclaim", name, "", t)
+	e := s.tasks.add(wire.JobConsolidate, "reclaim", name, "", t)
 	s.log.Info("reclaim started", "disk", name, "rate", req.Rate, "task", e.id)
 	return http.StatusAccepted, e.view(), nil
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
+	wire "github.com/blockwise/blockwise/api"
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/api/apitest"
@@ -152,5 +155,76 @@ func TestCloneAPI(t *testing.T) {
 	}
 	if snaps, _ := c.ListSnapshots(ctx, "src"); len(snaps) != 1 {
 		t.Fatalf("temporary snapshot left behind: %+v", snaps)
+	}
+}
+
+// TestCloneJob: a clone asked as a job answers 202 with its task at
+// once; the job (kind clone) ends succeeded with the CloneResult as its
+// summary, and the clone holds the snapshot's bytes; a missing snapshot
+// is refused before any job starts.
+func TestCloneJob(t *testing.T) {
+	e := apitest.Start(t)
+	ctx := context.Background()
+	c := e.Client
+	if _, err := c.CreateDisk(ctx, client.CreateDiskRequest{Name: "src", Size: 4 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := e.Host.Disk("src")
+	data := bytes.Repeat([]byte("clone job"), 1<<17)[:1<<20]
+	src.WriteAt(data, 1<<20)
+	if _, err := c.CreateSnapshot(ctx, "src", "s1", ""); err != nil {
+		t.Fatal(err)
+	}
+	src.WriteAt(make([]byte, 1<<20), 1<<20) // the clone is of the snapshot
+	for _, tc := range []struct {
+		name   string
+		linked bool
+	}{{"full", false}, {"linked", true}} {
+		task, err := c.CloneDiskJob(ctx, "src", client.CloneRequest{Name: tc.name, Snapshot: "s1", Linked: tc.linked})
+		if err != nil || task.Job == "" || task.Kind != "clone" {
+			t.Fatalf("%s: %+v %v", tc.name, task, err)
+		}
+		j := waitJob(t, c, task.Job)
+		var res client.CloneResult
+		if j.State != wire.JobSucceeded || j.Kind != "clone" || json.Unmarshal(j.Summary, &res) != nil || res.Disk.Name != tc.name {
+			t.Fatalf("%s: job %+v", tc.name, j)
+		}
+		d, err := e.Host.Disk(tc.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 1<<20)
+		d.ReadAt(got, 1<<20)
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%s clone differs from the snapshot", tc.name)
+		}
+	}
+	_, err := c.CloneDiskJob(ctx, "src", client.CloneRequest{Name: "x", Snapshot: "nope"})
+	if !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("clone job of a missing snapshot: %v", err)
+	}
+	if _, err := e.Host.Disk("x"); err == nil {
+		t.Fatal("a refused clone job made a disk")
+	}
+}
+
+// waitJob waits for a job's end.
+func waitJob(t *testing.T, c *client.Client, id string) *client.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		j, err := c.Job(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Done() {
+			return j
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("job %s: %+v", id, j)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }

@@ -147,6 +147,7 @@ func (s *Server) registerRoutes() {
 	s.route("POST /v1/policies/{name}/run", s.runPolicy)
 	s.route("POST /v1/policies/{name}/restore", s.restorePoint)
 	s.route("POST /v1/policies/{name}/serve-point", s.servePoint)
+	s.raw("GET /v1/policies/{name}/points/{point}/files", http.HandlerFunc(s.policyFiles))
 	s.route("POST /v1/console/links", s.createLink)
 	s.raw("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI))
 	// The web console: pages and their data, outside /v1 and openapi.json.
@@ -300,3 +301,7 @@ func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(wire.OpenAPI)
 }
+
+// SetReplication gives the console the host's replication service (its
+// replication page and events).
+func (s *Server) SetReplication(r console.Replication) { s.console.SetReplication(r) }

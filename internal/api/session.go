@@ -119,9 +119,14 @@ func unsafeMethod(m string) bool {
 // crossSite: a browser says the request comes from another site (a
 // page elsewhere posting to this host), which no caller of the API or
 // the console does.
+//
+// A browser that sends Sec-Fetch-Site (no page can forge it) is taken at
+// its word: the Origin of a form posted from a page whose referrer policy
+// is no-referrer (the console's) can be "null" even on the same site,
+// which refused the first login of a fresh browser.
 func crossSite(r *http.Request) bool {
-	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" && s != "none" {
-		return true
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" {
+		return s != "same-origin" && s != "none"
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)
@@ -153,6 +158,18 @@ func (s *Server) sessionAuth(w http.ResponseWriter, r *http.Request, next http.H
 
 type sessionKey struct{}
 
+// Operator reports whether a request comes from the host's operator: the
+// unix socket, or a console session (opened with an unscoped token or a
+// link the socket's owner made). Services let an operator reach routes a
+// scoped token guards (replication's recovery operations).
+func Operator(ctx context.Context) bool {
+	if trusted, _ := ctx.Value(trustedKey{}).(bool); trusted {
+		return true
+	}
+	_, ok := ctx.Value(sessionKey{}).(*session)
+	return ok
+}
+
 func setSessionCookie(w http.ResponseWriter, id string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: id, Path: "/", MaxAge: maxAge,
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
@@ -171,8 +188,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		}
 		if s.tokens != nil {
 			var t Token
-			if t, ok = s.tokens.Check(r.PostFormValue("token")); ok {
+			// A scoped token (a peer's replication token) reaches its
+			// routes only: it opens no console session, which reaches all.
+			if t, ok = s.tokens.Check(r.PostFormValue("token")); ok && len(t.Scopes) == 0 {
 				tokenID = t.ID
+			} else {
+				ok = false
 			}
 		}
 	case r.URL.Query().Get("code") != "":

@@ -87,7 +87,7 @@ func (s *Server) deleteSnapshot(r *http.Request) (int, any, error) {
 	if s.tickets != nil {
 		s.tickets.RevokeExport(name, id)
 	}
-	e := s.tasks.add("consolidate", name, id, t)
+	e := s.tasks.add(wire.JobConsolidate, "consolidate", name, id, t)
 	s.log.Info("snapshot deleted, consolidating", "disk", name, "snapshot", id, "task", e.id)
 	return http.StatusAccepted, e.view(), nil
 }

@@ -37,7 +37,12 @@ type FuncTask struct {
 	done, total atomic.Int64
 	end         chan struct{}
 	err         error
+	sum         any // set by the operation before it returns
 }
+
+// SetSummary makes v the summary of the task's job (what the operation
+// did); call it before the operation returns.
+func (f *FuncTask) SetSummary(v any) { f.sum = v }
 
 // SetProgress records how far the operation is.
 func (f *FuncTask) SetProgress(done, total int64) { f.done.Store(done); f.total.Store(total) }
@@ -53,9 +58,11 @@ func (f *FuncTask) Err() error { return f.err }
 
 // StartTask runs fn as a task of kind about disk (a name, or a group's)
 // and returns it at once; fn's context ends when the server shuts down.
-func (s *Server) StartTask(kind, diskName string, fn func(ctx context.Context, t *FuncTask) error) wire.Task {
+// Its record in the job history is of jobKind (wire.JobReplication...),
+// its stage the task's kind.
+func (s *Server) StartTask(jobKind, kind, diskName string, fn func(ctx context.Context, t *FuncTask) error) wire.Task {
 	f := &FuncTask{end: make(chan struct{})}
-	e := s.tasks.add(kind, diskName, "", f)
+	e := s.tasks.add(jobKind, kind, diskName, "", f)
 	go func() {
 		defer close(f.end)
 		f.err = fn(s.ctx, f)
@@ -88,6 +95,9 @@ func (e *task) view() wire.Task {
 	done, total := e.t.Progress()
 	v := wire.Task{ID: e.id, Kind: e.kind, Disk: e.disk, Snapshot: e.snap, State: wire.TaskRunning,
 		Done: done, Total: total, Created: e.created}
+	if e.job != nil {
+		v.Job = e.job.ID()
+	}
 	select {
 	case <-e.t.Done():
 		v.State = wire.TaskDone
@@ -119,16 +129,20 @@ func newTasks(reg prometheus.Registerer, js *jobs.Store) *tasks {
 	return &tasks{jobs: js, dur: dur, m: map[string]*task{}}
 }
 
-func (ts *tasks) add(kind, diskName, snap string, t runner) *task {
+func (ts *tasks) add(jobKind, kind, diskName, snap string, t runner) *task {
 	ts.mu.Lock()
 	ts.seq++
 	e := &task{id: "task-" + strconv.FormatUint(ts.seq, 10), kind: kind, disk: diskName, snap: snap, t: t, created: time.Now().UTC()}
 	ts.m[e.id] = e
 	ts.mu.Unlock()
-	if ts.jobs != nil { // a task is a job too (kind consolidate)
-		if e.job, _ = ts.jobs.Begin(jobs.Spec{Kind: wire.JobConsolidate, Source: diskName}); e.job != nil {
+	if ts.jobs != nil { // a task is a job too
+		if e.job, _ = ts.jobs.Begin(jobs.Spec{Kind: jobKind, Source: diskName}); e.job != nil {
 			e.job.Stage(kind)
-			e.job.Logf("info", "%s of snapshot %s (task %s)", kind, snap, e.id)
+			if snap != "" {
+				e.job.Logf("info", "%s of snapshot %s (task %s)", kind, snap, e.id)
+			} else {
+				e.job.Logf("info", "%s of %s (task %s)", kind, diskName, e.id)
+			}
 		}
 	}
 	go ts.watch(e)
@@ -155,7 +169,11 @@ func (ts *tasks) watch(e *task) {
 	if e.job != nil {
 		done, total := e.t.Progress()
 		e.job.Progress(done, total)
-		e.job.Finish(map[string]any{"task": e.id, "snapshot": e.snap}, e.t.Err())
+		var sum any = map[string]any{"task": e.id, "snapshot": e.snap}
+		if f, ok := e.t.(*FuncTask); ok && f.sum != nil { // f.end is closed: f.sum is set
+			sum = f.sum
+		}
+		e.job.Finish(sum, e.t.Err())
 	}
 	ts.dur.WithLabelValues(e.kind, e.view().State).Observe(end.Sub(e.created).Seconds())
 	ts.prune(time.Now().UTC())

@@ -24,21 +24,26 @@ func (s *Service) routes() {
 	a.Route("GET /v1/replications/{name}", s.getGroup)
 	a.Route("DELETE /v1/replications/{name}", s.deleteGroup)
 	a.Route("POST /v1/replications/{name}/{action}", s.groupAction)
-	a.Route("GET /v1/replicas", s.replicaOnly(s.listReplicas))
-	a.Route("GET /v1/replicas/{group}", s.replicaOnly(s.getReplica))
+	a.Route("GET /v1/replicas", s.guard(s.listReplicas, true))
+	a.Route("GET /v1/replicas/{group}", s.guard(s.getReplica, true))
 	a.Route("PUT /v1/replicas/{group}", s.replicaOnly(s.putReplica))
 	a.Route("DELETE /v1/replicas/{group}", s.replicaOnly(s.deleteReplica))
 	a.Route("POST /v1/replicas/{group}/cycles", s.replicaOnly(s.beginCycle))
 	a.Route("POST /v1/replicas/{group}/cycles/{cycle}/commit", s.replicaOnly(s.commitCycle))
 	a.RouteRaw("POST /v1/replicas/{group}/cycles/{cycle}/disks/{disk}", http.HandlerFunc(s.batch))
 	a.Route("POST /v1/replicas/{group}/disks/{disk}/checksums", s.replicaOnly(s.checksums))
-	a.Route("POST /v1/replicas/{group}/{action}", s.replicaOnly(s.replicaAction))
+	a.Route("POST /v1/replicas/{group}/{action}", s.guard(s.replicaAction, true))
 }
 
 // replicaOnly refuses requests without the replication scope.
-func (s *Service) replicaOnly(h api.Handler) api.Handler {
+func (s *Service) replicaOnly(h api.Handler) api.Handler { return s.guard(h, false) }
+
+// guard refuses requests without the replication scope; with operator,
+// the host's operator (the unix socket, a console session) is let in
+// too: the recovery operations and the replicas' state are theirs.
+func (s *Service) guard(h api.Handler, operator bool) api.Handler {
 	return func(r *http.Request) (int, any, error) {
-		if !api.HasScope(r.Context(), api.ScopeReplication) {
+		if !api.HasScope(r.Context(), api.ScopeReplication) && !(operator && api.Operator(r.Context())) {
 			return 0, nil, api.NewProblem(http.StatusForbidden, wire.ProblemUnauthorized,
 				"replica routes need a token of scope replication (blockwise token create --scope replication)")
 		}
@@ -60,15 +65,7 @@ func decodeBody(r *http.Request, v any) error {
 }
 
 func (s *Service) listGroups(r *http.Request) (int, any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := []wire.Replication{}
-	for _, g := range s.groups {
-		g.mu.Lock()
-		out = append(out, g.view())
-		g.mu.Unlock()
-	}
-	return http.StatusOK, out, nil
+	return http.StatusOK, s.Groups(), nil
 }
 
 func (s *Service) createGroup(r *http.Request) (int, any, error) {
@@ -111,12 +108,12 @@ func (s *Service) groupAction(r *http.Request) (int, any, error) {
 	case "pause", "resume":
 		return g.setPaused(act == "pause")
 	case "sync":
-		t := s.api.StartTask("replication-sync", name, func(ctx context.Context, f *api.FuncTask) error {
+		t := s.api.StartTask(wire.JobReplication, "replication-sync", name, func(ctx context.Context, f *api.FuncTask) error {
 			return g.cycle(withProgress(ctx, f.SetProgress))
 		})
 		return http.StatusAccepted, t, nil
 	case "failover":
-		t := s.api.StartTask("replication-planned-failover", name, func(ctx context.Context, f *api.FuncTask) error {
+		t := s.api.StartTask(wire.JobReplication, "replication-planned-failover", name, func(ctx context.Context, f *api.FuncTask) error {
 			return g.planned(withProgress(ctx, f.SetProgress))
 		})
 		return http.StatusAccepted, t, nil
@@ -156,15 +153,9 @@ func (g *group) setPaused(p bool) (int, any, error) {
 }
 
 func (s *Service) listReplicas(r *http.Request) (int, any, error) {
-	names, err := s.target.store.names()
+	out, err := s.Replicas()
 	if err != nil {
 		return 0, nil, err
-	}
-	out := []wire.Replica{}
-	for _, n := range names {
-		if st, err := s.target.get(n); err == nil {
-			out = append(out, st.Replica)
-		}
 	}
 	return http.StatusOK, out, nil
 }
@@ -304,7 +295,7 @@ func (s *Service) replicaAction(r *http.Request) (int, any, error) {
 		if err := decodeBody(r, &req); err != nil {
 			return 0, nil, err
 		}
-		t := s.api.StartTask("failover-"+req.Mode, grp, func(ctx context.Context, _ *api.FuncTask) error {
+		t := s.api.StartTask(wire.JobReplication, "failover-"+req.Mode, grp, func(ctx context.Context, _ *api.FuncTask) error {
 			return s.target.failover(ctx, grp, req)
 		})
 		return http.StatusAccepted, t, nil
@@ -313,7 +304,7 @@ func (s *Service) replicaAction(r *http.Request) (int, any, error) {
 		if err := decodeBody(r, &req); err != nil {
 			return 0, nil, err
 		}
-		t := s.api.StartTask("reprotect", grp, func(ctx context.Context, _ *api.FuncTask) error {
+		t := s.api.StartTask(wire.JobReplication, "reprotect", grp, func(ctx context.Context, _ *api.FuncTask) error {
 			return s.reprotect(ctx, grp, req)
 		})
 		return http.StatusAccepted, t, nil

@@ -59,6 +59,7 @@ func Register(d *daemon.Daemon, log *slog.Logger) *Service {
 		target:  &target{h: d.Host(), store: store{filepath.Join(dir, TargetDir)}, tests: map[string]*testCopy{}, progress: map[string]*cycleProgress{}, mismatches: map[string]uint64{}},
 		encoder: enc, groups: map[string]*group{}}
 	s.routes()
+	s.api.SetReplication(s)
 	s.api.Registry().MustRegister(&collector{s: s})
 	s.protect()
 	d.Register(s)

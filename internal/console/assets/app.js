@@ -145,7 +145,8 @@ async function source(name) {
           const r = await api("POST", "/v1/policies/" + enc(p.policy) + "/serve-point", {point: p.point});
           location.hash = "#/job/" + enc(r.jobs[0]);
         } catch (e) { main.append(problem(e)); }
-      }}, "Serve")] : "")));
+      }}, "Serve"), " ",
+      link("#/files/" + enc(p.policy) + "/" + enc(p.point) + "?path=" + enc("/"), "Files", "files")] : "")));
   return [el("h2", {}, "Disk ", el("span", {id: "source-name"}, s.disk)),
     el("p", {}, "size ", bytes(s.size), "; policies: ", s.policies.length ? s.policies.join(", ") : "none (unprotected)"),
     chart(s.points, p => p.seconds, "duration", secs), " ", chart(s.points, p => p.read, "bytes read", bytes),
@@ -236,15 +237,180 @@ async function policies() {
     el("h3", {}, "New policy"), form];
 }
 
+
+// ---- replication ----
+// The page's tables are redrawn in place on "replication" events and on
+// job ends (onLive), so a confirmation or a form being filled survives.
+function lag(g) {
+  if (!g.lastPoint) return "-";
+  return secs(g.lastPointAge || 0) + " (RPO " + g.rpo + ")";
+}
+function confirmBox(msg, label, fn) {
+  const box = document.getElementById("confirm");
+  box.hidden = false;
+  box.replaceChildren(el("p", {}, msg),
+    el("button", {id: "confirm-yes", onclick: async () => { box.hidden = true; await fn(); }}, label), " ",
+    el("button", {id: "confirm-no", onclick: () => { box.hidden = true; }}, "Cancel"));
+}
+// act posts an action; a task answer links to its job.
+async function act(path, body) {
+  const msg = document.getElementById("repl-msg");
+  try {
+    const r = await api("POST", path, body);
+    msg.replaceChildren(r && r.job ? el("span", {}, r.kind + " started: ", link("#/job/" + enc(r.job), r.job, "job")) : "done");
+    if (onLive) onLive();
+  } catch (e) { msg.replaceChildren(problem(e)); }
+}
+function groupRow(g) {
+  const p = "/v1/replications/" + enc(g.name);
+  const c = g.lastCycle;
+  return el("tr", {"data-group": g.name}, el("td", {}, g.name),
+    el("td", {}, g.disks.map(d => d.source + (d.target && d.target !== d.source ? "→" + d.target : "")).join(", ")),
+    el("td", {}, g.target), el("td", {class: "state s-text-" + g.state}, g.state),
+    el("td", {}, g.lastPoint ? "#" + g.lastPoint.seq + " " + when(g.lastPoint.time) : "none yet"),
+    el("td", {class: "lag"}, lag(g)),
+    el("td", {}, c ? when(c.started) + ", " + bytes(c.bytes) + " in " + secs(c.seconds) + (c.full ? " (full)" : "") : "-"),
+    el("td", {class: "error"}, g.error || ""),
+    el("td", {}, el("button", {class: "sync", onclick: () => act(p + "/sync")}, "Sync now"), " ",
+      el("button", {class: g.paused ? "resume" : "pause", onclick: () => act(p + (g.paused ? "/resume" : "/pause"))}, g.paused ? "Resume" : "Pause"), " ",
+      el("button", {class: "planned", onclick: () => confirmBox("Planned failover of " + g.name + " to " + g.target +
+        ": this host's disks stop taking writes, a last cycle is sent, and the target takes over. (After a reprotect, this is the failback.)",
+        "Fail over", () => act(p + "/failover"))}, "Planned failover / failback…")));
+}
+function replicaRow(r) {
+  const p = "/v1/replicas/" + enc(r.group);
+  const last = r.points.length ? r.points[r.points.length - 1] : null;
+  const tests = Object.entries(r.tests || {});
+  const state = r.state + (tests.length ? ", testing" : "") + (r.writesSincePoint ? ", written since the point" : "");
+  return el("tr", {"data-replica": r.group}, el("td", {}, r.group),
+    el("td", {}, r.disks.map(d => d.name).join(", ")), el("td", {class: "state"}, state),
+    el("td", {class: "num"}, r.points.length), el("td", {}, last ? "#" + last.seq + " " + when(last.time) : "none yet"),
+    el("td", {class: "tests"}, tests.map(([d, x]) => d + ": " + x).join(", ")),
+    el("td", {}, tests.length
+      ? el("button", {class: "test-cleanup", onclick: () => act(p + "/failover", {mode: "cleanup"})}, "End test")
+      : el("button", {class: "test-failover", onclick: () => act(p + "/failover", {mode: "test"})}, "Test failover"), " ",
+      el("button", {class: "failover", onclick: () => confirmBox("Disaster failover of " + r.group +
+        ": the latest complete point becomes the writable disks here and cycles from the source stop. Do this only when the source is lost.",
+        "Fail over", () => act(p + "/failover", {mode: "disaster"}))}, "Failover…"), " ",
+      el("button", {class: "reprotect", onclick: () => reprotectForm(r)}, "Reprotect…")));
+}
+function reprotectForm(r) {
+  const v = id => document.getElementById(id).value.trim();
+  const box = document.getElementById("confirm");
+  box.hidden = false;
+  box.replaceChildren(el("p", {}, "Reprotect " + r.group + ": this host becomes the source toward the old one, which keeps its later writes in a kept snapshot."),
+    el("label", {}, "old source https://HOST:PORT ", el("input", {id: "rp-target", size: 28})), " ",
+    el("label", {}, "its replication token ", el("input", {id: "rp-token", type: "password", autocomplete: "off"})), " ",
+    el("label", {}, "CA certificate (PEM) ", el("textarea", {id: "rp-ca", rows: 2, cols: 30})), " ",
+    el("button", {id: "confirm-yes", onclick: async () => {
+      box.hidden = true;
+      await act("/v1/replicas/" + enc(r.group) + "/reprotect", {target: v("rp-target"), token: v("rp-token") || undefined, caCert: v("rp-ca") || undefined});
+    }}, "Reprotect"), " ", el("button", {id: "confirm-no", onclick: () => { box.hidden = true; }}, "Cancel"));
+}
+let replDrawn = ""; // the data the replication tables show: a redraw with the same is skipped
+async function replicationTables(force) {
+  const d = await api("GET", "/console/api/replication");
+  const key = JSON.stringify([d.groups.map(g => [g.name, g.state, g.paused, g.error, g.lastPoint, g.lastCycle]), d.replicas]);
+  if (!force && key === replDrawn) return null;
+  replDrawn = key;
+  if (!d.enabled) return [el("p", {class: "muted"}, "This host runs no replication.")];
+  return [el("h3", {}, "Groups this host protects (source)"),
+    el("table", {id: "repl-groups"}, el("tr", {}, ["group", "disks", "target", "state", "last point", "lag", "last cycle", "error", ""].map(h => el("th", {}, h))), d.groups.map(groupRow)),
+    el("h3", {}, "Replicas kept on this host (target)"),
+    el("table", {id: "replicas"}, el("tr", {}, ["group", "disks", "state", "points", "latest", "test exports", ""].map(h => el("th", {}, h))), d.replicas.map(replicaRow))];
+}
+async function replication() {
+  const live = el("div", {id: "repl-live"}, await replicationTables(true));
+  onLive = async () => {
+    try {
+      const t = await replicationTables(false);
+      if (t) live.replaceChildren(...t);
+    } catch (e) { live.replaceChildren(problem(e)); }
+  };
+  // The confirmation and messages sit below the tables: the buttons do
+  // not move under the pointer when they appear.
+  return [el("h2", {}, "Replication"), live, el("div", {id: "confirm", class: "confirm", hidden: true}), el("div", {id: "repl-msg"})];
+}
+
+// ---- clones ----
+async function clones() {
+  const disks = await api("GET", "/console/api/disks");
+  const v = id => document.getElementById(id).value.trim();
+  const snaps = el("select", {id: "cl-snap"}, el("option", {value: ""}, "the disk now (full clone only)"));
+  async function loadSnaps() {
+    const src = v("cl-src");
+    snaps.replaceChildren(el("option", {value: ""}, "the disk now (full clone only)"));
+    if (!src) return;
+    try {
+      for (const s of await api("GET", "/v1/disks/" + enc(src) + "/snapshots")) snaps.append(el("option", {value: s.id}, s.id + " (" + when(s.created) + ")"));
+    } catch (e) { form.append(problem(e)); }
+  }
+  const form = el("form", {class: "inline", id: "clone-form", onsubmit: async e => {
+    e.preventDefault();
+    try {
+      const t = await api("POST", "/v1/disks/" + enc(v("cl-src")) + "/clone", {name: v("cl-name"), snapshot: snaps.value || undefined,
+        linked: document.getElementById("cl-linked").checked || undefined, job: true});
+      location.hash = "#/job/" + enc(t.job);
+    } catch (err) { form.append(problem(err)); }
+  }},
+    el("label", {}, "disk ", el("select", {id: "cl-src", onchange: loadSnaps}, el("option", {value: ""}, "—"), disks.map(d => el("option", {value: d}, d)))),
+    el("label", {}, "from ", snaps),
+    el("label", {}, "new disk ", el("input", {id: "cl-name", required: true, size: 16})),
+    el("label", {}, el("input", {id: "cl-linked", type: "checkbox"}), " linked (shares the snapshot's data, instant; needs a snapshot)"),
+    el("button", {type: "submit", id: "cl-go"}, "Clone"));
+  // No list of past clones here: filtering the history by kind reads
+  // all of it (seconds with 100,000 jobs); the jobs page does that on
+  // demand.
+  return [el("h2", {}, "Clone a disk"),
+    el("p", {class: "muted"}, "A full clone shares extents with its source where the file system can (reflink) and copies inside the kernel otherwise; a linked clone shares a snapshot's frozen layers and writes only its own changes."),
+    form, el("p", {}, link("#/jobs?kind=clone", "Past clones", "muted"))];
+}
+
+// ---- files of a point ----
+function filesURL(policy, point, path, archive) {
+  const q = new URLSearchParams({path});
+  if (archive) q.set("archive", archive);
+  return "/v1/policies/" + enc(policy) + "/points/" + enc(point) + "/files?" + q.toString();
+}
+async function files(policy, point, path) {
+  path = path || "/";
+  const ents = await api("GET", filesURL(policy, point, path));
+  const here = "#/files/" + enc(policy) + "/" + enc(point) + "?path=";
+  const join = n => (path === "/" ? "" : path) + "/" + n;
+  const crumbs = [link(here + enc("/"), "/", "crumb")];
+  let acc = "";
+  for (const part of path.split("/").filter(Boolean)) { acc += "/" + part; crumbs.push(" / ", link(here + enc(acc), part, "crumb")); }
+  const rows = ents.map(f => {
+    const p = join(f.name), dir = f.type === "dir" || f.type === "volume";
+    return el("tr", {class: "file", "data-name": f.name, "data-type": f.type},
+      el("td", {}, dir && !f.error ? link(here + enc(p), f.name, "name") : el("span", {class: "name"}, f.name)),
+      el("td", {}, f.type + (f.description ? " (" + f.description + ")" : "") + (f.target ? " → " + f.target : "")),
+      el("td", {class: "num"}, f.type === "dir" ? "" : bytes(f.size)), el("td", {class: "mono"}, f.mode || ""),
+      el("td", {}, f.mtime ? when(f.mtime) : ""), el("td", {class: "error"}, f.error || ""),
+      el("td", {}, f.type === "file" ? el("a", {class: "download", href: filesURL(policy, point, p), download: f.name}, "download")
+        : dir && !f.error ? [el("a", {class: "tar", href: filesURL(policy, point, p, "tar"), download: f.name + ".tar"}, "tar"), " ",
+          el("a", {class: "zip", href: filesURL(policy, point, p, "zip"), download: f.name + ".zip"}, "zip")] : ""));
+  });
+  return [el("h2", {}, "Files of point ", el("span", {class: "mono"}, point.slice(0, 12)), " (policy ", policy, ")"),
+    el("p", {id: "crumbs"}, crumbs),
+    el("p", {class: "muted"}, "Read straight from the repository, every chunk verified. Folders download as tar or zip."),
+    el("table", {id: "files"}, el("tr", {}, ["name", "type", "size", "mode", "modified", "", ""].map(h => el("th", {}, h))), rows)];
+}
+
 // ---- routing and live updates ----
 let drawing = 0;
+let onLive = null; // the page's own redraw on live events, instead of route()
 async function route() {
   const n = ++drawing;
+  onLive = null;
   const [path, q] = (location.hash.slice(1) || "/").split("?");
   const parts = path.split("/").map(decodeURIComponent);
   let view;
   try {
     if (parts[1] === "grid") view = await grid();
+    else if (parts[1] === "replication") view = await replication();
+    else if (parts[1] === "clones") view = await clones();
+    else if (parts[1] === "files") view = await files(parts[2], parts[3], new URLSearchParams(q || "").get("path"));
     else if (parts[1] === "source") view = await source(parts.slice(2).join("/"));
     else if (parts[1] === "jobs") view = await jobs(q || "");
     else if (parts[1] === "job") view = await job(parts[2]);
@@ -276,8 +442,10 @@ function live() {
     const page = location.hash.split("/")[1] || "";
     // A job's page follows its job: state, progress, log lines.
     const onJob = page === "job" && active.some(j => location.hash.endsWith("/" + enc(j.id)));
-    if (ended || (changed && page.startsWith("job")) || onJob) route();
+    if (ended && onLive) onLive();
+    else if (ended || (changed && page.startsWith("job")) || onJob) route();
   });
+  es.addEventListener("replication", () => { if (onLive) onLive(); });
 }
 
 document.getElementById("logout").addEventListener("click", async () => {

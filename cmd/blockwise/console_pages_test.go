@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/blockwise/blockwise/client"
+	"github.com/blockwise/blockwise/internal/fileres/imagetest"
+	"github.com/blockwise/blockwise/internal/repo/repotest"
+)
+
+// xssName is a file name that is markup: the file browser must show it
+// as text (disk and group names cannot hold it: the API refuses them).
+const xssName = `<img src=x onerror="window.pwned=1">.txt`
+
+// TestConsolePages drives the console's replication, clone and file
+// pages in one headless Chromium against one real `blockwise serve`
+// (TCP+TLS, logged in with a token): a replication group created through
+// the API shows, a test failover started from the page shows its
+// exports without a reload and ends from the page, a failover asks for
+// confirmation and a cancel changes nothing; a linked clone of a
+// snapshot made from the page exists after and reads as the snapshot
+// (qemu-img compare); a file downloaded from a point's file browser is
+// the source file byte for byte, a folder's tar holds its files, and a
+// file named with markup shows as text; state-changing requests of these
+// pages without the CSRF token are refused, and a disk named <script>
+// is refused by the API.
+func TestConsolePages(t *testing.T) {
+	imagetest.NeedTools(t, "mkfs.ext4", "e2fsck")
+	e, base, secret := consoleHost(t)
+	ctx := browser(t)
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+	// The first login of a fresh browser (its form's Origin is "null"
+	// under the console's no-referrer policy) is let in.
+	step(t, ctx, "login", chromedp.Navigate(base+"/"), chromedp.WaitVisible(css("#token")),
+		chromedp.SetValue(css("#token"), secret), chromedp.Click(css("#login")), chromedp.WaitVisible(css("#ov-disks")))
+	// waitJS polls a page expression until it is true.
+	waitJS := func(what, js string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !evalJS[bool](t, ctx, js); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s never held", what, js)
+			}
+		}
+	}
+	// click clicks an element of a page the live updates redraw, the one
+	// there at that instant (a pointer click aims at where a button was).
+	click := func(sel string) {
+		t.Helper()
+		waitJS("click "+sel, `(e => e !== null && (e.click(), true))(document.querySelector(`+jsQuote(sel)+`))`)
+	}
+	csrfStatus := func(method, path, body string) int { // a session request without the CSRF token
+		return evalJS[int](t, ctx, `fetch(`+jsQuote(path)+`,{method:`+jsQuote(method)+`,credentials:"same-origin",headers:{"Content-Type":"application/json"},body:`+jsQuote(body)+`}).then(r=>r.status)`)
+	}
+
+	t.Run("replication", func(t *testing.T) {
+		e.must(t, "disk", "create", "rv1", "--size", "4M", "--granularity", "64K")
+		e.apply(t, "rv1", randomWrites(repotest.Rand(seed(t)), 4<<20, 10, 256<<10))
+		e.must(t, "replication", "create", "g1", "--disk", "rv1:rv1r", "--target", "unix://"+filepath.Join(e.d.dir, "api.sock"), "--rpo", "15m")
+		var r client.Replication
+		for deadline := time.Now().Add(30 * time.Second); r.LastPoint == nil; time.Sleep(100 * time.Millisecond) {
+			if e.jsonOut(t, &r, "replication", "show", "g1"); time.Now().After(deadline) {
+				t.Fatalf("no first point: %+v", r)
+			}
+		}
+		step(t, ctx, "replication page", chromedp.Navigate(base+"/#/replication"),
+			chromedp.WaitVisible(css(`tr[data-group="g1"] td.state`)), chromedp.WaitVisible(css(`tr[data-replica="g1"] button.test-failover`)))
+		if st := textOf(t, ctx, css(`tr[data-group="g1"] td.state`)); st != "ok" {
+			t.Fatalf("group state %q", st)
+		}
+		if st := csrfStatus("POST", "/v1/replicas/g1/failover", `{"mode":"test"}`); st != 403 {
+			t.Fatalf("test failover without CSRF token: %d", st)
+		}
+		// A test failover from the page: its export shows live.
+		evalJS[any](t, ctx, `window.__sameDocument = 1`)
+		click(`tr[data-replica="g1"] button.test-failover`)
+		waitJS("test export shown", `(document.querySelector('tr[data-replica="g1"] td.tests')||{}).textContent === "rv1r: rv1r-test"`)
+		if st := textOf(t, ctx, css(`tr[data-replica="g1"] td.state`)); st != "ok, testing" || evalJS[int](t, ctx, `window.__sameDocument || 0`) != 1 {
+			t.Fatalf("replica state %q, or the page reloaded", st)
+		}
+		var reps []client.Replica
+		if e.jsonOut(t, &reps, "replication", "replicas"); len(reps) != 1 || reps[0].Tests["rv1r"] != "rv1r-test" {
+			t.Fatalf("replicas after the test failover: %+v", reps)
+		}
+		// A disaster failover asks first; a cancel changes nothing.
+		click(`tr[data-replica="g1"] button.failover`)
+		step(t, ctx, "failover asks", chromedp.WaitVisible(css("#confirm-no")))
+		click("#confirm-no")
+		step(t, ctx, "failover canceled", chromedp.WaitNotVisible(css("#confirm")))
+		click(`tr[data-replica="g1"] button.test-cleanup`)
+		waitJS("test ended", `(document.querySelector('tr[data-replica="g1"] td.state')||{}).textContent === "ok"`)
+		reps = nil // a fresh decode: an old map would stay where the JSON has none
+		if e.jsonOut(t, &reps, "replication", "replicas"); len(reps) != 1 || len(reps[0].Tests) != 0 || reps[0].State != "ok" {
+			t.Fatalf("replicas after cleanup and a canceled failover: %+v\nmessage %q\n%s", reps,
+				evalJS[string](t, ctx, `document.getElementById("repl-msg").textContent`), e.must(t, "job", "list"))
+		}
+		e.must(t, "replication", "rm", "g1")
+	})
+
+	t.Run("clone", func(t *testing.T) {
+		e.must(t, "snapshot", "create", "vm1", "s1")
+		e.apply(t, "vm1", []write{{cmd: "write -q -P 0x5a 0 1048576", off: 0, n: 1 << 20}}) // the clone is of s1, not now
+		if st := csrfStatus("POST", "/v1/disks/vm1/clone", `{"name":"nocsrf","snapshot":"s1","linked":true}`); st != 403 {
+			t.Fatalf("clone without CSRF token: %d", st)
+		}
+		step(t, ctx, "clone page", chromedp.Navigate(base+"/#/clones"), chromedp.WaitVisible(css("#cl-src")))
+		evalJS[any](t, ctx, `(s => { s.value = "vm1"; s.dispatchEvent(new Event("change")); })(document.getElementById("cl-src"))`)
+		waitJS("snapshots listed", `document.querySelector('#cl-snap option[value="s1"]') !== null`)
+		evalJS[any](t, ctx, `document.getElementById("cl-snap").value = "s1"`)
+		step(t, ctx, "clone", chromedp.SendKeys(css("#cl-name"), "c1"), chromedp.Click(css("#cl-linked")),
+			chromedp.Click(css("#cl-go")), chromedp.WaitVisible(css("#job-state")))
+		waitJS("clone job", `(document.querySelector("#job-state")||{}).textContent === "succeeded"`)
+		var d client.Disk
+		if e.jsonOut(t, &d, "disk", "show", "c1"); d.Name != "c1" || d.Size != 16<<20 {
+			t.Fatalf("clone: %+v", d)
+		}
+		if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", e.uri("vm1@s1"), e.uri("c1")).CombinedOutput(); err != nil {
+			t.Fatalf("clone vs snapshot: %v: %s", err, out)
+		}
+		if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", e.uri("vm1"), e.uri("c1")).CombinedOutput(); err == nil {
+			t.Fatalf("the clone equals the disk written after the snapshot: %s", out)
+		}
+	})
+
+	t.Run("files", func(t *testing.T) {
+		tree := filepath.Join(t.TempDir(), "tree")
+		rng := repotest.Rand(seed(t) + 2)
+		hello, small := make([]byte, 300<<10), make([]byte, 5000)
+		repotest.Fill(rng, hello)
+		repotest.Fill(rng, small)
+		for name, data := range map[string][]byte{"hello.bin": hello, "sub/a.txt": small, "sub/" + xssName: []byte("markup\n")} {
+			os.MkdirAll(filepath.Dir(filepath.Join(tree, name)), 0o755)
+			if err := os.WriteFile(filepath.Join(tree, name), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		img := filepath.Join(t.TempDir(), "fs.img")
+		imagetest.Ext(t, "ext4", tree, img, 16)
+		e.must(t, "disk", "create", "fs1", "--size", "16M")
+		putImage(t, img, e.uri("fs1"))
+		pw := filepath.Join(t.TempDir(), "pw")
+		os.WriteFile(pw, []byte("correct horse"), 0o600)
+		e.must(t, "policy", "create", "files", "--disk", "fs1", "--schedule", "@yearly", "--repo", e.repo, "--password-file", pw)
+		var ended []client.Job
+		if e.jsonOut(t, &ended, "policy", "run", "files", "--wait"); len(ended) != 1 || ended[0].State != "succeeded" {
+			t.Fatalf("backup of fs1: %+v", ended)
+		}
+		step(t, ctx, "file browser", chromedp.Navigate(base+"/#/source/fs1"), chromedp.Click(css(`tr.point a.files`)),
+			chromedp.Click(css(`tr.file[data-name="disk"] a.name`)), chromedp.WaitVisible(css(`tr.file[data-name="hello.bin"] a.download`)))
+		sum := sha256.Sum256(hello)
+		got := evalJS[string](t, ctx, `fetch(document.querySelector('tr.file[data-name="hello.bin"] a.download').href).then(r=>r.arrayBuffer()).then(b=>crypto.subtle.digest("SHA-256",b)).then(h=>Array.from(new Uint8Array(h)).map(x=>x.toString(16).padStart(2,"0")).join(""))`)
+		if got != hex.EncodeToString(sum[:]) {
+			t.Fatalf("downloaded hello.bin: sha256 %s, want %x", got, sum)
+		}
+		want := map[string][]byte{"sub/a.txt": small, "sub/" + xssName: []byte("markup\n")}
+		checkTar(t, fetchBytes(t, ctx, `tr.file[data-name="sub"] a.tar`), maps.Clone(want))
+		checkZip(t, fetchBytes(t, ctx, `tr.file[data-name="sub"] a.zip`), want)
+		step(t, ctx, "sub", chromedp.Click(css(`tr.file[data-name="sub"] a.name`)), chromedp.WaitVisible(css(`tr.file[data-name="a.txt"]`)))
+		name := evalJS[string](t, ctx, `Array.from(document.querySelectorAll("tr.file")).map(r=>r.dataset.name).find(n=>n.startsWith("<img"))||""`)
+		shown := evalJS[string](t, ctx, `Array.from(document.querySelectorAll("tr.file .name")).map(e=>e.textContent).join("\n")`)
+		if pwned := evalJS[bool](t, ctx, `window.pwned !== undefined || document.querySelector("#files img") !== null`); pwned || name != xssName || !strings.Contains(shown, xssName) {
+			t.Fatalf("a file named with markup: pwned %v, row %q, names shown %q", pwned, name, shown)
+		}
+		if st := evalJS[int](t, ctx, `fetch("/v1/disks",{method:"POST",headers:{"Content-Type":"application/json","X-CSRF-Token":csrf},body:JSON.stringify({name:"<script>",size:1048576})}).then(r=>r.status)`); st != 400 {
+			t.Fatalf("a disk named <script>: %d", st)
+		}
+	})
+}
+
+// jsQuote makes s a JavaScript string literal.
+func jsQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteString(`\` + string(r))
+		case r < 0x20 || r == '<' || r == '>':
+			b.WriteString(`\u00` + hex.EncodeToString([]byte{byte(r)}))
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// fetchBytes downloads a link of the page (by CSS selector) in the
+// browser, with its session, and hands the bytes to the test.
+func fetchBytes(t *testing.T, ctx context.Context, sel string) []byte {
+	t.Helper()
+	b64 := evalJS[string](t, ctx, `fetch(document.querySelector(`+jsQuote(sel)+`).href).then(r=>r.arrayBuffer()).then(b=>{let s="";for(const x of new Uint8Array(b))s+=String.fromCharCode(x);return btoa(s)})`)
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
