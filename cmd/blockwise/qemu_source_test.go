@@ -352,6 +352,8 @@ echo "host disk, not synced" > /mnt/hd/app.txt`, dev, dev))
 		r.restoreMatches(t, s.ID, "data")
 	})
 
+	t.Run("restore into the running VM's drive", func(t *testing.T) { testRestoreIntoVM(t, r, src) })
+
 	t.Run("quiescing", func(t *testing.T) { testQuiescing(t, r) })
 
 	t.Run("VM restarted", func(t *testing.T) {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backup"
@@ -28,6 +30,9 @@ var (
 	// ErrNBDServer: QEMU's NBD server is already running for someone
 	// else (libvirt, another tool): blockwise does not take it over.
 	ErrNBDServer = errors.New("QEMU's NBD server is in use by another client")
+	// ErrNoVM: nothing answers on the QMP socket (no such VM, or it is
+	// not running).
+	ErrNoVM = errors.New("no QEMU VM at this QMP socket")
 )
 
 // Options of a source.
@@ -112,6 +117,9 @@ func Open(ctx context.Context, o Options) (*Source, error) {
 	}
 	c, err := qmp.Dial(ctx, o.Socket)
 	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w: %w", ErrNoVM, err)
+		}
 		return nil, err
 	}
 	s := &Source{o: o, c: c, pid: os.Getpid(), pending: map[string]*view{}, views: map[string]*view{}}
@@ -152,13 +160,16 @@ func (s *Source) findDrives(ctx context.Context) error {
 	for _, d := range s.o.Drives {
 		want[d] = true
 	}
+	// Chosen drives are ticked off want as they are found; the filter
+	// holds for the whole list (not only until the last one is found).
+	chosen := maps.Clone(want)
 	for _, b := range blocks {
 		if b.Inserted == nil {
 			continue
 		}
 		node := b.Inserted.NodeName
 		names := []string{node, b.Device, b.QDev}
-		if len(want) > 0 && !anyIn(want, names) {
+		if len(chosen) > 0 && !anyIn(chosen, names) {
 			continue
 		}
 		for _, n := range names {
