@@ -233,6 +233,23 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 		restoreMatches(viaSSH.ID)
 	}
 
+	// Restore into the running domain's disk through libvirt (suspend,
+	// QMP passthrough, resume): the whole point is written and verified,
+	// blockwise's checkpoints go, and the next backup says so.
+	guest("dd if=/dev/urandom of=/dev/vda bs=64k count=3 seek=300 conv=fsync 2>/dev/null")
+	var into restoredVM
+	c.jsonOut(t, &into, "restore", inc.ID, "--to-uri", src, "--scratch-dir", scratch)
+	if into.Partial || !into.RootVerified || !into.Resumed || len(into.ResetBitmaps) == 0 || into.Drive != "bwvm1/vda" {
+		t.Fatalf("restore into the domain: %+v", into)
+	}
+	if st := d.mustVirsh(t, "domstate", "bwvm1"); !strings.Contains(st, "running") {
+		t.Fatalf("domain %s after the restore", st)
+	}
+	restoreMatches(inc.ID)
+	if s := backupSummaries(t, &c, src, flags...)["vda"]; s.Mode != "full" || !strings.Contains(s.Reason, "blockwise restore") {
+		t.Fatalf("backup after a restore into the disk: %+v", s)
+	}
+
 	for _, cp := range strings.Fields(d.mustVirsh(t, "checkpoint-list", "bwvm1", "--name")) {
 		d.mustVirsh(t, "checkpoint-delete", "bwvm1", cp)
 	}

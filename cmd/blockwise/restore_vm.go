@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/sources/libvirt"
 	"github.com/blockwise/blockwise/internal/sources/qemu"
 )
 
@@ -26,18 +27,39 @@ type restoredVM struct {
 	ResetBitmaps []string `json:"resetBitmaps"`
 }
 
-// runRestoreVM restores a point into a running VM's drive through its QMP
-// socket (qemu.Source.RestoreInto).
-func runRestoreVM(ctx context.Context, g globalOptions, o restoreOptions, r *repo.Repository, m *repo.Manifest, out io.Writer) error {
-	if !qemu.IsURI(o.ToURI) {
-		return usageErrorf("restore into a libvirt domain's drive is not supported: give the domain a QMP socket of its own and use qemu+unix://, or restore to a file")
+// intoVM is a VM source that restores into its drives.
+type intoVM interface {
+	RestoreInto(ctx context.Context, o qemu.IntoOptions) (*qemu.IntoResult, error)
+	Close() error
+}
+
+// openInto opens --to-uri's VM, its bitmaps or checkpoints tagged with
+// the repository as a backup's are.
+func openInto(ctx context.Context, o restoreOptions, r *repo.Repository) (intoVM, error) {
+	tag := r.Config().ID[:min(8, len(r.Config().ID))]
+	if libvirt.IsURI(o.ToURI) {
+		lo, err := libvirt.ParseURI(o.ToURI)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		if len(lo.Disks) > 1 {
+			return nil, usageErrorf("--to-uri %s: name one disk (&disk=TARGET)", o.ToURI)
+		}
+		lo.Scratch, lo.Tag = o.Scratch, tag
+		return libvirt.Open(ctx, lo)
 	}
 	so, err := qemu.ParseURI(o.ToURI)
 	if err != nil {
-		return &usageError{err}
+		return nil, &usageError{err}
 	}
-	so.Scratch, so.Tag = o.Scratch, r.Config().ID[:min(8, len(r.Config().ID))]
-	src, err := qemu.Open(ctx, so)
+	so.Scratch, so.Tag = o.Scratch, tag
+	return qemu.Open(ctx, so)
+}
+
+// runRestoreVM restores a point into a running VM's drive through its QMP
+// socket (qemu.Source.RestoreInto).
+func runRestoreVM(ctx context.Context, g globalOptions, o restoreOptions, r *repo.Repository, m *repo.Manifest, out io.Writer) error {
+	src, err := openInto(ctx, o, r)
 	if err != nil {
 		return err
 	}

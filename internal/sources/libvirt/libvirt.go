@@ -131,7 +131,7 @@ type Source struct {
 
 var _ backup.Host = (*Source)(nil)
 
-type disk struct{ target, name, file string }
+type disk struct{ target, name, file, alias string }
 
 // job is one libvirt pull-mode backup of every chosen disk.
 type job struct {
@@ -215,6 +215,9 @@ type domainXML struct {
 		Target struct {
 			Dev string `xml:"dev,attr"`
 		} `xml:"target"`
+		Alias struct {
+			Name string `xml:"name,attr"`
+		} `xml:"alias"` // the guest device's id while running
 	} `xml:"devices>disk"`
 }
 
@@ -241,7 +244,7 @@ func (s *Source) init() error {
 			continue
 		}
 		delete(want, dd.Target.Dev)
-		s.disks = append(s.disks, disk{target: dd.Target.Dev, name: s.o.Domain + "/" + dd.Target.Dev, file: dd.Source.File})
+		s.disks = append(s.disks, disk{target: dd.Target.Dev, name: s.o.Domain + "/" + dd.Target.Dev, file: dd.Source.File, alias: dd.Alias.Name})
 	}
 	if len(want) > 0 || len(s.disks) == 0 {
 		return fmt.Errorf("%w: %v in domain %s (file disks: %d)", ErrNoDisk, s.o.Disks, s.o.Domain, len(s.disks))
@@ -460,7 +463,7 @@ func (j *job) check(target, since string, size int64) error {
 	case j.offline[target] != nil && j.offline[target].why != "":
 		return errors.New(j.offline[target].why)
 	case j.base == "":
-		return fmt.Errorf("checkpoint %s of the last point is missing (the domain was redefined, or it was deleted)", name)
+		return fmt.Errorf("checkpoint %s of the last point is missing (the domain was redefined, it was deleted, or blockwise restore wrote the disk)", name)
 	case j.base != name:
 		return fmt.Errorf("checkpoint %s of the last point is not the domain's newest of blockwise (%s)", name, j.base)
 	}

@@ -75,11 +75,9 @@ func (s *Source) RestoreInto(ctx context.Context, o IntoOptions) (*IntoResult, e
 	if info.Image.VirtualSize != int64(o.Manifest.Size) {
 		return nil, fmt.Errorf("%w: point %s has %d bytes, drive %s %d", ErrSize, o.Manifest.ID.Short(), o.Manifest.Size, d.disk, info.Image.VirtualSize)
 	}
-	running, err := s.running(ctx)
+	ctl := s.control()
+	running, err := ctl.Pause(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.c.Execute(ctx, "stop", nil, nil); err != nil {
 		return nil, err
 	}
 	res, err := s.restorePaused(ctx, d, info, o)
@@ -87,11 +85,28 @@ func (s *Source) RestoreInto(ctx context.Context, o IntoOptions) (*IntoResult, e
 		return nil, fmt.Errorf("%w: %w", ErrLeftPaused, err)
 	}
 	if res.WasRunning = running; running {
-		if err := s.c.Execute(ctx, "cont", nil, nil); err != nil {
+		if err := ctl.Resume(ctx); err != nil {
 			return nil, fmt.Errorf("restored and verified, but resuming the VM failed: %w", err)
 		}
 	}
 	return res, nil
+}
+
+// control is Options.Control, else pausing through QMP (stop, cont).
+func (s *Source) control() *Control {
+	if s.o.Control != nil {
+		return s.o.Control
+	}
+	return &Control{
+		Pause: func(ctx context.Context) (bool, error) {
+			running, err := s.running(ctx)
+			if err == nil {
+				err = s.c.Execute(ctx, "stop", nil, nil)
+			}
+			return running, err
+		},
+		Resume: func(ctx context.Context) error { return s.c.Execute(ctx, "cont", nil, nil) },
+	}
 }
 
 // restoreDrive is the drive a point goes into: the point's own when the
@@ -203,6 +218,10 @@ func (r *intoRun) run(ctx context.Context, info *nodeInfo) (*IntoResult, error) 
 // from it holds; else nil and res.Reason (the whole point is written).
 func (r *intoRun) changedAreas(ctx context.Context, info *nodeInfo, res *IntoResult) ([]backup.Area, error) {
 	m := r.o.Manifest
+	if whole := r.s.control().Whole; whole != "" {
+		res.Reason = whole
+		return nil, nil
+	}
 	v := &view{d: r.d, id: r.id, size: r.size, owned: map[string]bitmapInfo{}}
 	if err := r.s.scanBitmaps(ctx, r.d, info, v); err != nil {
 		return nil, err
@@ -245,6 +264,9 @@ func (r *intoRun) changedAreas(ctx context.Context, info *nodeInfo, res *IntoRes
 // resetBitmaps removes blockwise's bitmaps from the drive and leaves the
 // marker that tells the next backup why its chain ended.
 func (s *Source) resetBitmaps(ctx context.Context, d *drive) ([]string, error) {
+	if s.control().Whole != "" {
+		return nil, nil // the manager's bitmaps: it resets them itself
+	}
 	info, err := s.nodeInfo(ctx, d.node)
 	if err != nil {
 		return nil, err
