@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -221,16 +222,35 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 		t.Fatalf("checkpoints pile up: %s", cps)
 	}
 
-	// The same domain through qemu+ssh://, a private sshd on loopback:
-	// the chain continues (the NBD export's socket is local here).
-	if sshd, keys := startSSHD(t); sshd != "" {
+	// The same domain through qemu+ssh://: a private sshd on loopback in
+	// libvirtd's mount namespace is the "remote" host. The job's
+	// directory is made there on a tmpfs this process does not see
+	// (/var/lib/libvirt), so the NBD export is read only through the
+	// ssh -L tunnel: a full, then an incremental.
+	if sshd, keys := startSSHD(t, "nsenter", "-t", strconv.Itoa(d.cmd.Process.Pid), "-m", "--"); sshd != "" {
+		viaURI := sshd + "/system?domain=bwvm1&disk=vda&socket=" + d.sock + "&keyfile=" +
+			filepath.Join(keys, "id") + "&known_hosts=" + filepath.Join(keys, "known_hosts")
+		remote := []string{"--scratch-dir", "/var/lib/libvirt"}
+		if _, err := os.Stat("/var/lib/libvirt/images"); err == nil {
+			t.Log("note: /var/lib/libvirt/images exists here too; the job's directory is on the namespace's tmpfs all the same")
+		}
+		full := backupSummaries(t, &c, viaURI, append(remote, "--full")...)["vda"]
+		if full.Mode != "full" || full.Read < 4<<20 {
+			t.Fatalf("full through qemu+ssh: %+v", full)
+		}
+		restoreMatches(full.ID)
 		guest("dd if=/dev/urandom of=/dev/vda bs=64k count=1 seek=200 conv=fsync 2>/dev/null")
-		viaSSH := backupSummaries(t, &c, sshd+"/system?domain=bwvm1&disk=vda&socket="+d.sock+"&keyfile="+
-			filepath.Join(keys, "id")+"&known_hosts="+filepath.Join(keys, "known_hosts"), flags...)["vda"]
+		viaSSH := backupSummaries(t, &c, viaURI, remote...)["vda"]
 		if viaSSH.Mode != "incremental" || viaSSH.Read != 64<<10 {
 			t.Fatalf("incremental through qemu+ssh: %+v", viaSSH)
 		}
 		restoreMatches(viaSSH.ID)
+		if left, _ := filepath.Glob("/var/lib/libvirt/blockwise-libvirt-*"); len(left) != 0 {
+			t.Fatalf("the job's directory is visible here (%v): the test does not prove the tunnel", left)
+		}
+		if out, err := exec.Command("nsenter", "-t", strconv.Itoa(d.cmd.Process.Pid), "-m", "--", "sh", "-c", "ls -d /var/lib/libvirt/blockwise-libvirt-* 2>/dev/null").Output(); err == nil && len(out) > 0 {
+			t.Fatalf("job directories left on the remote host: %s", out)
+		}
 	}
 
 	// Restore into the running domain's disk through libvirt (suspend,
@@ -292,7 +312,7 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 // startSSHD runs a private sshd on a loopback port that accepts root
 // with a key made here, and returns qemu+ssh://root@127.0.0.1:PORT and
 // the key's directory, or "" (skipping that part) without sshd outside CI.
-func startSSHD(t *testing.T) (uri, keys string) {
+func startSSHD(t *testing.T, wrap ...string) (uri, keys string) {
 	t.Helper()
 	sshd := "/usr/sbin/sshd"
 	if _, err := os.Stat(sshd); err != nil {
@@ -302,5 +322,5 @@ func startSSHD(t *testing.T) (uri, keys string) {
 		t.Log("sshd not installed: qemu+ssh part skipped")
 		return "", ""
 	}
-	return runSSHD(t, sshd)
+	return runSSHD(t, sshd, wrap...)
 }

@@ -149,12 +149,17 @@ type job struct {
 	// offline: the domain is shut off and each disk has its own qemu-nbd
 	// (offline.go); nil for a libvirt backup job.
 	offline map[string]*offlineDisk
+	// tunnel forwards sock (on a remote libvirt host) to a local socket.
+	tunnel *tunnel
 }
 
 // uri is the NBD URI of a disk's export.
 func (j *job) uri(target string) string {
 	if od := j.offline[target]; od != nil {
 		return "nbd+unix:///" + target + "?socket=" + od.sock
+	}
+	if j.tunnel != nil {
+		return "nbd+unix:///" + target + "?socket=" + j.tunnel.sock
 	}
 	return "nbd+unix:///" + target + "?socket=" + j.sock
 }
@@ -342,12 +347,6 @@ func (s *Source) begin(ctx context.Context) (*job, error) {
 	j := &job{id: fmt.Sprintf("bwlv-%d-%d", os.Getpid(), s.seq), sizes: map[string]int64{},
 		taken: map[string]bool{}, open: map[string]bool{},
 		newCP: s.prefix() + fmt.Sprintf("%019d", time.Now().UnixNano())}
-	dir, err := os.MkdirTemp(s.o.Scratch, "blockwise-libvirt-")
-	if err != nil {
-		return nil, err
-	}
-	os.Chmod(dir, 0o777) // QEMU runs as libvirt-qemu and writes its scratch files here
-	j.dir, j.sock = dir, filepath.Join(dir, "nbd.sock")
 	owned, err := s.ownedCheckpoints()
 	if err != nil {
 		return nil, err
@@ -355,13 +354,20 @@ func (s *Source) begin(ctx context.Context) (*job, error) {
 	if len(owned) > 0 {
 		j.base = owned[len(owned)-1]
 	}
-	if on, err := s.active(); err != nil || !on {
-		if err == nil {
-			err = s.beginOffline(ctx, j)
-		}
-		if err != nil {
+	on, err := s.active()
+	if err != nil {
+		return nil, err
+	}
+	if !on && s.o.SSH != nil {
+		return nil, fmt.Errorf("offline backup of %s: %w", s.o.Domain, errNoRemoteOffline)
+	}
+	if err := s.makeJobDir(ctx, j); err != nil {
+		return nil, err
+	}
+	if !on {
+		if err := s.beginOffline(ctx, j); err != nil {
 			j.stopOffline()
-			os.RemoveAll(dir)
+			os.RemoveAll(j.dir)
 			return nil, fmt.Errorf("offline backup of %s: %w", s.o.Domain, err)
 		}
 		j.created = time.Now()
@@ -384,11 +390,44 @@ func (s *Source) begin(ctx context.Context) (*job, error) {
 		return err
 	})
 	if err != nil {
-		os.RemoveAll(dir)
+		s.removeJobDir(j)
 		return nil, fmt.Errorf("libvirt backup-begin of %s: %w", s.o.Domain, err)
 	}
 	j.created = time.Now()
+	if s.o.SSH != nil {
+		if j.tunnel, err = s.o.SSH.forward(ctx, j.sock); err != nil {
+			s.l.DomainAbortJob(s.dom)
+			s.removeJobDir(j)
+			return nil, fmt.Errorf("forward the backup's NBD socket from %s: %w", s.o.SSH.Host, err)
+		}
+	}
 	return j, nil
+}
+
+// makeJobDir makes the job's directory (scratch files, NBD socket): on
+// the libvirt host, through ssh, for a remote one.
+func (s *Source) makeJobDir(ctx context.Context, j *job) error {
+	var dir string
+	var err error
+	if s.o.SSH != nil {
+		dir, err = s.o.SSH.remoteJobDir(ctx, s.o.Scratch)
+	} else if dir, err = os.MkdirTemp(s.o.Scratch, "blockwise-libvirt-"); err == nil {
+		os.Chmod(dir, 0o777) // QEMU runs as libvirt-qemu and writes its scratch files here
+	}
+	if err != nil {
+		return err
+	}
+	j.dir, j.sock = dir, filepath.Join(dir, "nbd.sock")
+	return nil
+}
+
+// removeJobDir ends the job's tunnel and removes its directory.
+func (s *Source) removeJobDir(j *job) error {
+	j.tunnel.close()
+	if s.o.SSH != nil {
+		return s.o.SSH.removeRemoteDir(j.dir)
+	}
+	return os.RemoveAll(j.dir)
 }
 
 func (s *Source) backupXML(j *job) string {
@@ -521,7 +560,7 @@ func (s *Source) endJob() error {
 		return os.RemoveAll(j.dir)
 	}
 	err := s.l.DomainAbortJob(s.dom)
-	os.RemoveAll(j.dir)
+	s.removeJobDir(j)
 	if owned, lerr := s.ownedCheckpoints(); lerr == nil && j.base != "" {
 		for _, c := range owned {
 			if c < j.base { // older than the parent's: no use any more

@@ -20,6 +20,11 @@ import (
 // Then blockwise's checkpoints are deleted, so the next backup reads the
 // disk whole and says why.
 func (s *Source) RestoreInto(ctx context.Context, o qemu.IntoOptions) (*qemu.IntoResult, error) {
+	if s.o.SSH != nil {
+		// QEMU's NBD server would listen on the remote host; the restore
+		// does not forward it (backups do).
+		return nil, fmt.Errorf("%w: restore into a domain over qemu+ssh:// is not supported: run it on the libvirt host", ErrURI)
+	}
 	d, err := s.restoreDisk(o.Manifest.Disk)
 	if err != nil {
 		return nil, err
