@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -244,8 +245,9 @@ func (s *Source) init() error {
 	for _, t := range s.o.Disks {
 		want[t] = true
 	}
+	chosen := maps.Clone(want) // want is ticked off; the filter holds for every disk
 	for _, dd := range d.Disks {
-		if dd.Device != "disk" || dd.Type != "file" || (len(want) > 0 && !want[dd.Target.Dev]) {
+		if dd.Device != "disk" || dd.Type != "file" || (len(chosen) > 0 && !chosen[dd.Target.Dev]) {
 			continue
 		}
 		delete(want, dd.Target.Dev)
