@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,12 +97,16 @@ func (d sshDialer) forward(ctx context.Context, remote string) (*tunnel, error) 
 	return t, nil
 }
 
-// wait polls for the local socket until ssh has bound it.
+// wait polls the local socket until ssh accepts on it (the file appears
+// at bind, before listen: a connect then is refused). The probe is
+// forwarded to QEMU's NBD server, which drops a client gone before its
+// handshake.
 func (t *tunnel) wait(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	for {
-		if _, err := os.Stat(t.sock); err == nil {
+		if c, err := net.Dial("unix", t.sock); err == nil {
+			c.Close()
 			return nil
 		}
 		select {
