@@ -29,6 +29,7 @@ type restoreOptions struct {
 	Include  []string
 	CacheMiB int64
 	NoClone  bool
+	Scratch  string
 }
 
 var restoreOpts restoreOptions
@@ -50,7 +51,8 @@ func init() {
 	f.StringArrayVar(&restoreOpts.Include, "include", nil, "restore `PATH` of the point (/part1/etc/nginx, as blockwise ls names it) with everything under it into the --to directory, at its full path; repeatable")
 	f.Int64Var(&restoreOpts.CacheMiB, "cache-mib", 64, "with --include: MiB of decoded chunks kept in memory")
 	f.StringVar(&restoreOpts.ToDisk, "to-disk", "", "create this disk on the host and write it over NBD (WRITE_ZEROES for zero chunks)")
-	f.StringVar(&restoreOpts.ToURI, "to-uri", "", "write into an NBD export (nbd://, nbd+unix://, nbds://)")
+	f.StringVar(&restoreOpts.ToURI, "to-uri", "", "write into an NBD export (nbd://, nbd+unix://, nbds://), or into a running VM's drive (qemu+unix:///PATH/qmp.sock?drive=NAME): the VM is paused, written, verified whole and resumed")
+	f.StringVar(&restoreOpts.Scratch, "scratch-dir", "", "with --to-uri qemu+unix://: where the private directory for QEMU's NBD socket and the restore overlay is made (default the system's temp dir); QEMU must be able to write there")
 	f.StringVar(&restoreOpts.Rollback, "rollback", "", "roll this disk (the point's own, VM stopped) back in place, writing only what CBT says changed since the point")
 	f.IntVar(&restoreOpts.Workers, "workers", 4, "concurrent chunk writes")
 	f.BoolVar(&restoreOpts.Verify, "verify", false, "read every written chunk back from the target and compare, and hash the restored image against the point's root (chunks are always checked against their hash when read from the repository)")
@@ -66,11 +68,17 @@ func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref stri
 	if n := countSet(o.ToFile, o.ToDisk, o.ToURI, o.Rollback); n != 1 {
 		return usageErrorf("give exactly one of --to, --to-disk, --to-uri and --rollback")
 	}
+	if isSourceURI(o.ToFile) { // --to qemu+unix://...: the same as --to-uri
+		o.ToURI, o.ToFile = o.ToFile, ""
+	}
 	r, m, err := o.openPoint(ctx, ref, o.Disk)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	if isSourceURI(o.ToURI) {
+		return runRestoreVM(ctx, g, o, r, m, out)
+	}
 	if o.Rollback != "" {
 		return runRollback(ctx, g, o, r, m, out)
 	}

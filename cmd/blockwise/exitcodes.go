@@ -60,7 +60,7 @@ func classify(err error) int {
 	switch {
 	case errors.As(err, &ue), errors.Is(err, repo.ErrInvalid), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrOutOfRange),
 		errors.Is(err, backup.ErrNotThisDisk), errors.Is(err, backup.ErrAmbiguousPoint), errors.Is(err, daemon.ErrConfig),
-		errors.Is(err, qemu.ErrURI), errors.Is(err, quiesce.ErrPolicy), errors.Is(err, libvirt.ErrURI),
+		errors.Is(err, qemu.ErrURI), errors.Is(err, qemu.ErrSize), errors.Is(err, quiesce.ErrPolicy), errors.Is(err, libvirt.ErrURI),
 		errors.Is(err, fileres.ErrEscape), errors.Is(err, fileres.ErrNotDir),
 		errors.Is(err, overlay.ErrMismatch), errors.Is(err, disk.ErrInvalid), errors.Is(err, disk.ErrTooLarge),
 		errors.Is(err, client.ErrNotALease):
@@ -68,7 +68,7 @@ func classify(err error) int {
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt
 	case errors.Is(err, client.ErrNotFound), errors.Is(err, disk.ErrNotFound), errors.Is(err, api.ErrTokenNotFound), errors.Is(err, repo.ErrNotFound),
-		errors.Is(err, qemu.ErrNoDrive), errors.Is(err, libvirt.ErrNoDisk), errors.Is(err, fileres.ErrNotFound),
+		errors.Is(err, qemu.ErrNoDrive), errors.Is(err, qemu.ErrNoVM), errors.Is(err, libvirt.ErrNoDisk), errors.Is(err, fileres.ErrNotFound),
 		errors.Is(err, backup.ErrNoRecovery):
 		return exitNotFound
 	case errors.Is(err, client.ErrChangeIDInvalid), errors.Is(err, disk.ErrChangeIDInvalid), errors.Is(err, backup.ErrChangeIDInvalid):

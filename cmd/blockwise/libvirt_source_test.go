@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -205,7 +206,11 @@ func TestLibvirtSource(t *testing.T) {
 	guest(`set -e
 mkfs.ext4 -q -F /dev/vdb && mkdir -p /mnt/fs && mount -t ext4 /dev/vdb /mnt/fs
 dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
-	full := backupSummaries(t, &c, src, flags...)["vda"]
+	all := backupSummaries(t, &c, src, flags...)
+	if len(all) != 1 {
+		t.Fatalf("disk=vda backed up %d disks: %v", len(all), all)
+	}
+	full := all["vda"]
 	if full.Mode != "full" || full.Consistency != "application" {
 		t.Fatalf("first backup: %+v", full)
 	}
@@ -221,16 +226,46 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 		t.Fatalf("checkpoints pile up: %s", cps)
 	}
 
-	// The same domain through qemu+ssh://, a private sshd on loopback:
-	// the chain continues (the NBD export's socket is local here).
-	if sshd, keys := startSSHD(t); sshd != "" {
+	// The same domain through qemu+ssh://: a private sshd on loopback in
+	// libvirtd's mount namespace is the "remote" host. The job's
+	// directory is made there on a tmpfs this process does not see
+	// (/var/lib/libvirt), so the NBD export is read only through the
+	// ssh -L tunnel: a full, then an incremental.
+	if sshd, keys := startSSHD(t, "nsenter", "-t", strconv.Itoa(d.cmd.Process.Pid), "-m", "--"); sshd != "" {
+		viaURI := sshd + "/system?domain=bwvm1&disk=vda&socket=" + d.sock + "&keyfile=" +
+			filepath.Join(keys, "id") + "&known_hosts=" + filepath.Join(keys, "known_hosts")
+		remote := []string{"--scratch-dir", "/var/lib/libvirt"}
+		full := backupSummaries(t, &c, viaURI, append(remote, "--full")...)["vda"]
+		if full.Mode != "full" || full.Read < 4<<20 {
+			t.Fatalf("full through qemu+ssh: %+v", full)
+		}
+		restoreMatches(full.ID)
 		guest("dd if=/dev/urandom of=/dev/vda bs=64k count=1 seek=200 conv=fsync 2>/dev/null")
-		viaSSH := backupSummaries(t, &c, sshd+"/system?domain=bwvm1&disk=vda&socket="+d.sock+"&keyfile="+
-			filepath.Join(keys, "id")+"&known_hosts="+filepath.Join(keys, "known_hosts"), flags...)["vda"]
+		viaSSH := backupSummaries(t, &c, viaURI, remote...)["vda"]
 		if viaSSH.Mode != "incremental" || viaSSH.Read != 64<<10 {
 			t.Fatalf("incremental through qemu+ssh: %+v", viaSSH)
 		}
 		restoreMatches(viaSSH.ID)
+		if out, err := exec.Command("nsenter", "-t", strconv.Itoa(d.cmd.Process.Pid), "-m", "--", "sh", "-c", "ls -d /var/lib/libvirt/blockwise-libvirt-* 2>/dev/null").Output(); err == nil && len(out) > 0 {
+			t.Fatalf("job directories left on the remote host: %s", out)
+		}
+	}
+
+	// Restore into the running domain's disk through libvirt (suspend,
+	// QMP passthrough, resume): the whole point is written and verified,
+	// blockwise's checkpoints go, and the next backup says so.
+	guest("dd if=/dev/urandom of=/dev/vda bs=64k count=3 seek=300 conv=fsync 2>/dev/null")
+	var into restoredVM
+	c.jsonOut(t, &into, "restore", inc.ID, "--to-uri", src, "--scratch-dir", scratch)
+	if into.Partial || !into.RootVerified || !into.Resumed || len(into.ResetBitmaps) == 0 || into.Drive != "bwvm1/vda" {
+		t.Fatalf("restore into the domain: %+v", into)
+	}
+	if st := d.mustVirsh(t, "domstate", "bwvm1"); !strings.Contains(st, "running") {
+		t.Fatalf("domain %s after the restore", st)
+	}
+	restoreMatches(inc.ID)
+	if s := backupSummaries(t, &c, src, flags...)["vda"]; s.Mode != "full" || !strings.Contains(s.Reason, "blockwise restore") {
+		t.Fatalf("backup after a restore into the disk: %+v", s)
 	}
 
 	for _, cp := range strings.Fields(d.mustVirsh(t, "checkpoint-list", "bwvm1", "--name")) {
@@ -275,7 +310,7 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 // startSSHD runs a private sshd on a loopback port that accepts root
 // with a key made here, and returns qemu+ssh://root@127.0.0.1:PORT and
 // the key's directory, or "" (skipping that part) without sshd outside CI.
-func startSSHD(t *testing.T) (uri, keys string) {
+func startSSHD(t *testing.T, wrap ...string) (uri, keys string) {
 	t.Helper()
 	sshd := "/usr/sbin/sshd"
 	if _, err := os.Stat(sshd); err != nil {
@@ -285,5 +320,5 @@ func startSSHD(t *testing.T) (uri, keys string) {
 		t.Log("sshd not installed: qemu+ssh part skipped")
 		return "", ""
 	}
-	return runSSHD(t, sshd)
+	return runSSHD(t, sshd, wrap...)
 }

@@ -176,8 +176,8 @@ func (r *qemuRig) frozenState(t *testing.T) string {
 
 // restoreMatches restores the point and compares it with a copy of the
 // drive taken now, the VM paused (its writes flushed), with qemu-img
-// compare.
-func (r *qemuRig) restoreMatches(t *testing.T, id, drive string) {
+// compare; it returns the restored image.
+func (r *qemuRig) restoreMatches(t *testing.T, id, drive string) (restored string) {
 	t.Helper()
 	r.restoreMatchesFrom(t, &r.cli, id, drive)
 }
@@ -197,6 +197,7 @@ func (r *qemuRig) restoreMatchesFrom(t *testing.T, c *cli, id, drive string) {
 	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", ref, got).CombinedOutput(); err != nil {
 		t.Fatalf("restore of %s (%s) differs from the drive: %v: %s", drive, id[:12], err, out)
 	}
+	return got
 }
 
 func (r *qemuRig) drivePath(id string) string {
@@ -358,6 +359,8 @@ echo "host disk, not synced" > /mnt/hd/app.txt`, dev, dev))
 		}
 		r.restoreMatches(t, s.ID, "data")
 	})
+
+	t.Run("restore into the running VM's drive", func(t *testing.T) { testRestoreIntoVM(t, r) })
 
 	t.Run("quiescing", func(t *testing.T) { testQuiescing(t, r) })
 

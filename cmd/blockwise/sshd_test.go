@@ -13,8 +13,9 @@ import (
 
 // runSSHD starts sshd -D on 127.0.0.1 with its own host key, config and
 // authorized key, and returns its URI prefix and the directory holding
-// the client key (id) and known_hosts.
-func runSSHD(t *testing.T, sshd string) (uri, dir string) {
+// the client key (id) and known_hosts. wrap, if given, is a command
+// prefix to run sshd with.
+func runSSHD(t *testing.T, sshd string, wrap ...string) (uri, dir string) {
 	t.Helper()
 	dir = filepath.Join(os.TempDir(), fmt.Sprintf("bwsshd-%d", os.Getpid()))
 	os.MkdirAll(dir, 0o700)
@@ -38,7 +39,10 @@ func runSSHD(t *testing.T, sshd string) (uri, dir string) {
 		port, filepath.Join(dir, "hostkey"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd.pid"))
 	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(conf), 0o600)
 	os.MkdirAll("/run/sshd", 0o755) // privilege separation directory
-	cmd := exec.Command(sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	// wrap (nsenter ...) runs it in another mount namespace: a "remote"
+	// host whose files this process does not see.
+	argv := append(append(wrap, sshd), "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	cmd := exec.Command(argv[0], argv[1:]...)
 	log, _ := os.Create(filepath.Join(dir, "sshd.log"))
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -52,3 +52,15 @@ func (r targetReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return len(p), nil
 }
+
+// VerifyImage hashes a whole image on t (a drive the point was restored
+// into, possibly in part) and checks it has the point's root; verified
+// is false for a point without a root (nothing to compare with).
+func VerifyImage(ctx context.Context, r *repo.Repository, m *repo.Manifest, t Target, workers int) (verified bool, err error) {
+	if workers <= 0 {
+		workers = 4
+	}
+	res := &RestoreResult{}
+	err = verifyRoot(ctx, RestoreOptions{Repo: r, Target: t, Workers: workers}, m, res)
+	return res.RootVerified, err
+}

@@ -18,4 +18,11 @@
 //     exported by its own qemu-nbd with the bitmap of the newest owned
 //     checkpoint, and the point's change ID stays that checkpoint
 //     (offline.go).
+//   - tunnel: for a remote (qemu+ssh://) libvirtd the job's directory is
+//     made on that host over ssh and its NBD socket is read through
+//     ssh -L to a local socket (tunnel.go).
+//   - restore into a disk: the QMP source's RestoreInto (qemu package)
+//     over libvirt's monitor passthrough, the domain suspended and
+//     resumed by libvirt; the owned checkpoints are deleted after it
+//     (restore.go).
 package libvirt

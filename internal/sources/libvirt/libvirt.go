@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -131,7 +132,7 @@ type Source struct {
 
 var _ backup.Host = (*Source)(nil)
 
-type disk struct{ target, name, file string }
+type disk struct{ target, name, file, alias string }
 
 // job is one libvirt pull-mode backup of every chosen disk.
 type job struct {
@@ -149,12 +150,17 @@ type job struct {
 	// offline: the domain is shut off and each disk has its own qemu-nbd
 	// (offline.go); nil for a libvirt backup job.
 	offline map[string]*offlineDisk
+	// tunnel forwards sock (on a remote libvirt host) to a local socket.
+	tunnel *tunnel
 }
 
 // uri is the NBD URI of a disk's export.
 func (j *job) uri(target string) string {
 	if od := j.offline[target]; od != nil {
 		return "nbd+unix:///" + target + "?socket=" + od.sock
+	}
+	if j.tunnel != nil {
+		return "nbd+unix:///" + target + "?socket=" + j.tunnel.sock
 	}
 	return "nbd+unix:///" + target + "?socket=" + j.sock
 }
@@ -215,6 +221,9 @@ type domainXML struct {
 		Target struct {
 			Dev string `xml:"dev,attr"`
 		} `xml:"target"`
+		Alias struct {
+			Name string `xml:"name,attr"`
+		} `xml:"alias"` // the guest device's id while running
 	} `xml:"devices>disk"`
 }
 
@@ -236,12 +245,13 @@ func (s *Source) init() error {
 	for _, t := range s.o.Disks {
 		want[t] = true
 	}
+	chosen := maps.Clone(want) // want is ticked off; the filter holds for every disk
 	for _, dd := range d.Disks {
-		if dd.Device != "disk" || dd.Type != "file" || (len(want) > 0 && !want[dd.Target.Dev]) {
+		if dd.Device != "disk" || dd.Type != "file" || (len(chosen) > 0 && !chosen[dd.Target.Dev]) {
 			continue
 		}
 		delete(want, dd.Target.Dev)
-		s.disks = append(s.disks, disk{target: dd.Target.Dev, name: s.o.Domain + "/" + dd.Target.Dev, file: dd.Source.File})
+		s.disks = append(s.disks, disk{target: dd.Target.Dev, name: s.o.Domain + "/" + dd.Target.Dev, file: dd.Source.File, alias: dd.Alias.Name})
 	}
 	if len(want) > 0 || len(s.disks) == 0 {
 		return fmt.Errorf("%w: %v in domain %s (file disks: %d)", ErrNoDisk, s.o.Disks, s.o.Domain, len(s.disks))
@@ -339,12 +349,6 @@ func (s *Source) begin(ctx context.Context) (*job, error) {
 	j := &job{id: fmt.Sprintf("bwlv-%d-%d", os.Getpid(), s.seq), sizes: map[string]int64{},
 		taken: map[string]bool{}, open: map[string]bool{},
 		newCP: s.prefix() + fmt.Sprintf("%019d", time.Now().UnixNano())}
-	dir, err := os.MkdirTemp(s.o.Scratch, "blockwise-libvirt-")
-	if err != nil {
-		return nil, err
-	}
-	os.Chmod(dir, 0o777) // QEMU runs as libvirt-qemu and writes its scratch files here
-	j.dir, j.sock = dir, filepath.Join(dir, "nbd.sock")
 	owned, err := s.ownedCheckpoints()
 	if err != nil {
 		return nil, err
@@ -352,13 +356,20 @@ func (s *Source) begin(ctx context.Context) (*job, error) {
 	if len(owned) > 0 {
 		j.base = owned[len(owned)-1]
 	}
-	if on, err := s.active(); err != nil || !on {
-		if err == nil {
-			err = s.beginOffline(ctx, j)
-		}
-		if err != nil {
+	on, err := s.active()
+	if err != nil {
+		return nil, err
+	}
+	if !on && s.o.SSH != nil {
+		return nil, fmt.Errorf("offline backup of %s: %w", s.o.Domain, errNoRemoteOffline)
+	}
+	if err := s.makeJobDir(ctx, j); err != nil {
+		return nil, err
+	}
+	if !on {
+		if err := s.beginOffline(ctx, j); err != nil {
 			j.stopOffline()
-			os.RemoveAll(dir)
+			os.RemoveAll(j.dir)
 			return nil, fmt.Errorf("offline backup of %s: %w", s.o.Domain, err)
 		}
 		j.created = time.Now()
@@ -381,11 +392,44 @@ func (s *Source) begin(ctx context.Context) (*job, error) {
 		return err
 	})
 	if err != nil {
-		os.RemoveAll(dir)
+		s.removeJobDir(j)
 		return nil, fmt.Errorf("libvirt backup-begin of %s: %w", s.o.Domain, err)
 	}
 	j.created = time.Now()
+	if s.o.SSH != nil {
+		if j.tunnel, err = s.o.SSH.forward(ctx, j.sock); err != nil {
+			s.l.DomainAbortJob(s.dom)
+			s.removeJobDir(j)
+			return nil, fmt.Errorf("forward the backup's NBD socket from %s: %w", s.o.SSH.Host, err)
+		}
+	}
 	return j, nil
+}
+
+// makeJobDir makes the job's directory (scratch files, NBD socket): on
+// the libvirt host, through ssh, for a remote one.
+func (s *Source) makeJobDir(ctx context.Context, j *job) error {
+	var dir string
+	var err error
+	if s.o.SSH != nil {
+		dir, err = s.o.SSH.remoteJobDir(ctx, s.o.Scratch)
+	} else if dir, err = os.MkdirTemp(s.o.Scratch, "blockwise-libvirt-"); err == nil {
+		os.Chmod(dir, 0o777) // QEMU runs as libvirt-qemu and writes its scratch files here
+	}
+	if err != nil {
+		return err
+	}
+	j.dir, j.sock = dir, filepath.Join(dir, "nbd.sock")
+	return nil
+}
+
+// removeJobDir ends the job's tunnel and removes its directory.
+func (s *Source) removeJobDir(j *job) error {
+	j.tunnel.close()
+	if s.o.SSH != nil {
+		return s.o.SSH.removeRemoteDir(j.dir)
+	}
+	return os.RemoveAll(j.dir)
 }
 
 func (s *Source) backupXML(j *job) string {
@@ -460,7 +504,7 @@ func (j *job) check(target, since string, size int64) error {
 	case j.offline[target] != nil && j.offline[target].why != "":
 		return errors.New(j.offline[target].why)
 	case j.base == "":
-		return fmt.Errorf("checkpoint %s of the last point is missing (the domain was redefined, or it was deleted)", name)
+		return fmt.Errorf("checkpoint %s of the last point is missing (the domain was redefined, it was deleted, or blockwise restore wrote the disk)", name)
 	case j.base != name:
 		return fmt.Errorf("checkpoint %s of the last point is not the domain's newest of blockwise (%s)", name, j.base)
 	}
@@ -518,7 +562,7 @@ func (s *Source) endJob() error {
 		return os.RemoveAll(j.dir)
 	}
 	err := s.l.DomainAbortJob(s.dom)
-	os.RemoveAll(j.dir)
+	s.removeJobDir(j)
 	if owned, lerr := s.ownedCheckpoints(); lerr == nil && j.base != "" {
 		for _, c := range owned {
 			if c < j.base { // older than the parent's: no use any more

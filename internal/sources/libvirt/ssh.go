@@ -30,6 +30,19 @@ type sshDialer struct {
 
 // args is the ssh command line, without the binary.
 func (d sshDialer) args() []string {
+	return append(d.baseArgs(), "--", d.target(), remoteCommand(d.Socket))
+}
+
+// target is [USER@]HOST.
+func (d sshDialer) target() string {
+	if d.User != "" {
+		return d.User + "@" + d.Host
+	}
+	return d.Host
+}
+
+// baseArgs are the options every ssh of the source takes.
+func (d sshDialer) baseArgs() []string {
 	a := []string{"-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-e", "none"}
 	if d.Port != 0 {
 		a = append(a, "-p", strconv.Itoa(d.Port))
@@ -40,11 +53,7 @@ func (d sshDialer) args() []string {
 	for _, o := range d.Options {
 		a = append(a, "-o", o)
 	}
-	target := d.Host
-	if d.User != "" {
-		target = d.User + "@" + d.Host
-	}
-	return append(a, "--", target, remoteCommand(d.Socket))
+	return a
 }
 
 // remoteCommand is what the remote login shell runs (virsh's "auto"

@@ -23,6 +23,13 @@
 //     newest of them recording up to the view, and the same size;
 //     otherwise the backup is told why (backup.ErrChangeIDInvalid) and
 //     reads the drive's allocated areas whole.
+//   - restore into a drive (restore.go): the VM paused, the point written
+//     into a qcow2 overlay (bwro-) without backing exported writable,
+//     then blockdev-snapshot over the drive and an active block-commit
+//     into it; the drive hashed against the point's root; the owned
+//     bitmaps removed and the marker blockwise-restored-TAG added, which
+//     the next view removes and reports as the chain break. Any error
+//     after the pause leaves the VM paused.
 //   - stale: views, exports and temporary bitmaps named after a process
 //     that no longer exists (a SIGKILLed backup) are removed when a
 //     source opens.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backup"
@@ -28,6 +30,9 @@ var (
 	// ErrNBDServer: QEMU's NBD server is already running for someone
 	// else (libvirt, another tool): blockwise does not take it over.
 	ErrNBDServer = errors.New("QEMU's NBD server is in use by another client")
+	// ErrNoVM: nothing answers on the QMP socket (no such VM, or it is
+	// not running).
+	ErrNoVM = errors.New("no QEMU VM at this QMP socket")
 )
 
 // Options of a source.
@@ -47,6 +52,26 @@ type Options struct {
 	// AgentSocket when nil.
 	Quiesce     quiesce.Options
 	AgentSocket string
+	// Monitor, when set, is the VM's monitor instead of a dial of Socket
+	// (libvirt's QMP passthrough); Control then pauses and resumes it.
+	Monitor Monitor
+	Control *Control
+}
+
+// Monitor runs QMP commands (*qmp.Client, or a passthrough).
+type Monitor interface {
+	Execute(ctx context.Context, cmd string, args, out any) error
+	Close() error
+}
+
+// Control is how a restore into a drive pauses and resumes a VM whose
+// monitor belongs to a manager (libvirt), and what it may not use.
+type Control struct {
+	Pause  func(ctx context.Context) (wasRunning bool, err error)
+	Resume func(ctx context.Context) error
+	// Whole: always write the whole point, for this reason (the drive's
+	// bitmaps are the manager's); no marker bitmap is left either.
+	Whole string
 }
 
 // ParseURI reads qemu+unix:///PATH/qmp.sock?drive=A,B&agent=PATH&name=VM.
@@ -76,7 +101,7 @@ func IsURI(s string) bool { return strings.HasPrefix(s, "qemu+unix:") }
 // Source is one VM's QMP connection, as a backup.Host.
 type Source struct {
 	o      Options
-	c      *qmp.Client
+	c      Monitor
 	name   string
 	pid    int
 	drives []*drive
@@ -110,9 +135,16 @@ func Open(ctx context.Context, o Options) (*Source, error) {
 		path := o.AgentSocket
 		o.Quiesce.Connect = func(ctx context.Context) (quiesce.Freezer, error) { return quiesce.DialAgent(ctx, path) }
 	}
-	c, err := qmp.Dial(ctx, o.Socket)
-	if err != nil {
-		return nil, err
+	c := o.Monitor
+	if c == nil {
+		qc, err := qmp.Dial(ctx, o.Socket)
+		if err != nil {
+			if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+				return nil, fmt.Errorf("%w: %w", ErrNoVM, err)
+			}
+			return nil, err
+		}
+		c = qc
 	}
 	s := &Source{o: o, c: c, pid: os.Getpid(), pending: map[string]*view{}, views: map[string]*view{}}
 	if err := s.init(ctx); err != nil {
@@ -152,13 +184,16 @@ func (s *Source) findDrives(ctx context.Context) error {
 	for _, d := range s.o.Drives {
 		want[d] = true
 	}
+	// Chosen drives are ticked off want as they are found; the filter
+	// holds for the whole list (not only until the last one is found).
+	chosen := maps.Clone(want)
 	for _, b := range blocks {
 		if b.Inserted == nil {
 			continue
 		}
 		node := b.Inserted.NodeName
-		names := []string{node, b.Device, b.QDev}
-		if len(want) > 0 && !anyIn(want, names) {
+		names := []string{node, b.Device, b.QDev, qdevID(b.QDev)}
+		if len(chosen) > 0 && !anyIn(chosen, names) {
 			continue
 		}
 		for _, n := range names {
@@ -178,6 +213,17 @@ func (s *Source) findDrives(ctx context.Context) error {
 		return fmt.Errorf("%w: VM %s has no drive with an image", ErrNoDrive, s.name)
 	}
 	return nil
+}
+
+// qdevID is the device id in a QOM path /machine/peripheral/ID/...
+// (libvirt's disk alias, -device ...,id=ID), "" for others.
+func qdevID(path string) string {
+	rest, ok := strings.CutPrefix(path, "/machine/peripheral/")
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, "/")
+	return id
 }
 
 func anyIn(m map[string]bool, names []string) bool {

@@ -74,3 +74,17 @@ func TestChain(t *testing.T) {
 		t.Errorf("inconsistent: %v", err)
 	}
 }
+
+// TestQdevID: a -device id (libvirt's disk alias) names a drive too.
+func TestQdevID(t *testing.T) {
+	for _, tc := range []struct{ path, want string }{
+		{"/machine/peripheral/virtio-disk0/virtio-backend", "virtio-disk0"},
+		{"/machine/peripheral/scsi0-0-0-0", "scsi0-0-0-0"},
+		{"/machine/peripheral-anon/device[0]/virtio-backend", ""},
+		{"", ""},
+	} {
+		if got := qdevID(tc.path); got != tc.want {
+			t.Errorf("qdevID(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+}

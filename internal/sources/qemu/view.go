@@ -27,7 +27,10 @@ type view struct {
 	newBM   string                // owned bitmap added with the view
 	owned   map[string]bitmapInfo // owned bitmaps before the rotation (consistent ones)
 	broken  []string              // owned bitmaps found inconsistent (removed)
-	quiesce quiesce.Result
+	// restored: blockwise restore wrote the drive since (its marker
+	// bitmap was there, now removed): no chain holds.
+	restored bool
+	quiesce  quiesce.Result
 
 	exported bool
 	bitmap   string // exported temp bitmap, "" for a full read
@@ -139,20 +142,8 @@ func (s *Source) prepareView(ctx context.Context, d *drive, seq string) (*view, 
 	s.seq++
 	v := &view{d: d, id: fmt.Sprintf("bw-%d-%d", s.pid, s.seq), size: info.Image.VirtualSize,
 		newBM: s.prefix() + seq, owned: map[string]bitmapInfo{}}
-	for _, b := range info.Bitmaps {
-		if !strings.HasPrefix(b.Name, s.prefix()) {
-			continue
-		}
-		if b.Inconsistent {
-			// QEMU stopped uncleanly while it was in use: never trusted,
-			// and it can only be removed.
-			if err := s.removeBitmap(ctx, d.node, b.Name); err != nil {
-				return nil, err
-			}
-			v.broken = append(v.broken, b.Name)
-			continue
-		}
-		v.owned[b.Name] = b
+	if err := s.scanBitmaps(ctx, d, info, v); err != nil {
+		return nil, err
 	}
 	v.path = filepath.Join(s.o.Scratch, "blockwise-fleece-"+v.id+".qcow2")
 	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", v.path, strconv.FormatInt(v.size, 10)).CombinedOutput(); err != nil {
@@ -165,6 +156,34 @@ func (s *Source) prepareView(ctx context.Context, d *drive, seq string) (*view, 
 		return nil, fmt.Errorf("add fleecing overlay of %s: %w", d.node, err)
 	}
 	return v, nil
+}
+
+// scanBitmaps notes the drive's owned bitmaps in v, removing the
+// inconsistent ones and the marker of a restore into the drive.
+func (s *Source) scanBitmaps(ctx context.Context, d *drive, info *nodeInfo, v *view) error {
+	for _, b := range info.Bitmaps {
+		if b.Name == s.restoredMarker() {
+			if err := s.removeBitmap(ctx, d.node, b.Name); err != nil {
+				return err
+			}
+			v.restored = true
+			continue
+		}
+		if !strings.HasPrefix(b.Name, s.prefix()) {
+			continue
+		}
+		if b.Inconsistent {
+			// QEMU stopped uncleanly while it was in use: never trusted,
+			// and it can only be removed.
+			if err := s.removeBitmap(ctx, d.node, b.Name); err != nil {
+				return err
+			}
+			v.broken = append(v.broken, b.Name)
+			continue
+		}
+		v.owned[b.Name] = b
+	}
+	return nil
 }
 
 // actions are the view's part of the transaction: fleecing starts, the
@@ -231,6 +250,9 @@ func (v *view) chain(since string) ([]string, error) {
 	size, err := strconv.ParseInt(sizeStr, 10, 64)
 	if !ok || err != nil || !strings.HasPrefix(name, "blockwise-") {
 		return nil, fmt.Errorf("change ID %q is not one of a QEMU bitmap of blockwise", since)
+	}
+	if v.restored {
+		return nil, fmt.Errorf("a restore point was restored into the drive since the last point (blockwise restore --to-uri): its bitmaps were reset")
 	}
 	for _, b := range v.broken {
 		if b >= name {

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// testRestoreIntoVM restores points into the running guest's data drive
+// through QMP: first only what its bitmaps marked since the point, then
+// (bitmaps reset by the first) the whole point; each time the drive
+// equals the point (qemu-img compare, and a block re-read inside the
+// guest), the VM runs again and the next backup is full and says why.
+// Then the refusals: a point of another size, no VM, and QEMU's NBD
+// server taken by someone else (the VM stays paused).
+func testRestoreIntoVM(t *testing.T, r *qemuRig) {
+	// Backups here read the data drive only (faster); its chain is its own.
+	into := r.source("drive=data&" + r.agentParam())
+	p := r.backup(t, into)["data"]
+	for i, blk := range []int{5, 600} {
+		r.guest(t, fmt.Sprintf("dd if=/dev/urandom of=/dev/vda bs=64k count=%d seek=%d conv=fsync 2>/dev/null", i+1, blk))
+	}
+	for _, tc := range []struct {
+		name    string
+		partial bool
+		changed int64
+		reason  string // of a whole restore
+	}{
+		{"only what the bitmaps marked", true, 3 * 64 << 10, ""},
+		{"whole point after the bitmaps were reset", false, 0, "restored into the drive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.partial && os.Getenv("BLOCKWISE_LONG") == "" {
+				// The first restore already made the next backup full.
+				t.Skip("a whole restore of the drive (~4 s): BLOCKWISE_LONG=1")
+			}
+			r.guest(t, "dd if=/dev/urandom of=/dev/vda bs=64k count=1 seek=5 conv=fsync 2>/dev/null")
+			var got restoredVM
+			r.jsonOut(t, &got, "restore", p.ID, "--to-uri", into)
+			if got.Partial != tc.partial || got.ChangedBytes != tc.changed || !got.RootVerified || !got.Resumed ||
+				!strings.Contains(got.Reason, tc.reason) || tc.partial && len(got.ResetBitmaps) == 0 {
+				t.Fatalf("restore into the VM: %+v", got)
+			}
+			if st := r.vmStatus(t); st != "running" {
+				t.Fatalf("VM %s after the restore", st)
+			}
+			r.guestBlockMatches(t, r.restoreMatches(t, p.ID, "data"), 5)
+			if b := r.ownedBitmaps(t, "data"); len(b) != 1 || !strings.HasPrefix(b[0], "blockwise-restored-") {
+				t.Fatalf("bitmaps after the restore: %v (want only the marker)", b)
+			}
+		})
+	}
+	if s := r.backup(t, into)["data"]; s.Mode != "full" || !strings.Contains(s.Reason, "restored into the drive") {
+		t.Fatalf("backup after a restore into the drive: %+v", s)
+	}
+	if s := r.backup(t, into)["data"]; s.Mode != "incremental" {
+		t.Fatalf("the chain must start again after the full: %+v", s)
+	}
+
+	fsPoint := r.pointsOf(t, "vm1/fs")[0].ID
+	sock := filepath.Join(t.TempDir(), "other-nbd.sock")
+	for _, tc := range []struct {
+		name, point, uri, want string
+		code                   int
+		setup, after           func()
+		paused                 bool
+	}{
+		{name: "point of another size", point: fsPoint, uri: into, want: "size", code: exitUsage},
+		{name: "no VM", point: p.ID, uri: "qemu+unix://" + filepath.Join(r.dir, "no-vm.sock"), want: "no QEMU VM", code: exitNotFound},
+		{name: "NBD server taken: the VM stays paused", point: p.ID, uri: into, want: "left paused", code: exitBusy, paused: true,
+			setup: func() {
+				r.qmp(t, "nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": sock}}}, nil)
+			},
+			after: func() { r.qmp(t, "nbd-server-stop", nil, nil); r.qmp(t, "cont", nil, nil) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.setup != nil {
+				tc.setup()
+			}
+			out, code := r.run(t, "restore", tc.point, "--to-uri", tc.uri)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d (want %d), output lacks %q: %s", code, tc.code, tc.want, out)
+			}
+			want := map[bool]string{false: "running", true: "paused"}[tc.paused]
+			if st := r.vmStatus(t); st != want {
+				t.Errorf("VM %s after the failed restore, want %s", st, want)
+			}
+			if tc.after != nil {
+				tc.after()
+			}
+		})
+	}
+}
+
+func (r *qemuRig) vmStatus(t *testing.T) string {
+	var st struct {
+		Status string `json:"status"`
+	}
+	r.qmp(t, "query-status", nil, &st)
+	return st.Status
+}
+
+// guestBlockMatches reads 64 KiB block blk of the data drive inside the
+// guest, its caches dropped, and compares it with the point's (restored
+// to img).
+func (r *qemuRig) guestBlockMatches(t *testing.T, img string, blk int64) {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, blk<<16, 1<<16)); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%x", h.Sum(nil))
+	got := r.guest(t, fmt.Sprintf("blockdev --flushbufs /dev/vda; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=64k skip=%d count=1 2>/dev/null | sha256sum", blk))
+	if !strings.HasPrefix(got, want) {
+		t.Fatalf("block %d read inside the guest: %s, the point's %s", blk, got, want)
+	}
+}
