@@ -16,30 +16,19 @@ set -euo pipefail
 SIZE=${1:-4G}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-need() { # command package
-	command -v "$1" >/dev/null 2>&1 && return
-	echo "installing $2" >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null
-}
+. "$ROOT/bench/lib.sh"
 need restic restic
 need borg borgbackup
 need qemu-img qemu-utils
 need cmp diffutils
 [ -x /usr/bin/time ] || need /usr/bin/time time
 
-W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bwbench.XXXXXX")
-SERVE_PID=
-cleanup() {
-	[ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null
-	rm -rf "$W"
-}
-trap cleanup EXIT INT TERM
+workdir bwbench
 
 export BLOCKWISE_DATASTORE=$W/ds BLOCKWISE_REPO=$W/bw-repo BLOCKWISE_PASSWORD=bench
 export RESTIC_REPOSITORY=$W/restic-repo RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$W/restic-cache
 export BORG_REPO=$W/borg-repo BORG_PASSPHRASE=bench BORG_BASE_DIR=$W/borg-base
-BW=$W/blockwise
-(cd "$ROOT" && go build -o "$BW" ./cmd/blockwise && go build -o "$W/imagegen" ./bench/imagegen)
+build_tools
 
 # timed NAME CMD...: wall seconds and peak RSS (KiB) into $W/NAME.{s,rss}
 timed() {
@@ -51,25 +40,11 @@ timed() {
 	awk -F': ' '/(User|System) time \(seconds\)/ {s+=$2} END {print s}' "$W/$name.tv" >"$W/$name.cpu"
 }
 val() { cat "$W/$1"; }
-# warm PATH...: read files into the page cache and write back every dirty
-# page, so each tool starts from the same state: its input cached, and no
-# writeback of the previous tool's output competing for CPU and disk (the
-# cache here is reclaimed aggressively; blockwise writes its packs around
-# the cache, restic and borg through it).
-warm() { sync; find "$@" -type f -exec cat {} + >/dev/null 2>&1 || true; }
 dusb() { du -sb "$1" | cut -f1; }
 
 echo "== image ($SIZE) in $W"
 "$W/imagegen" gen -size "$SIZE" -out "$W/disk.raw"
-BYTES=$(stat -c %s "$W/disk.raw")
-
-mkdir -p "$BLOCKWISE_DATASTORE"
-"$BW" serve --nbd-tcp "" 2>"$W/serve.log" &
-SERVE_PID=$!
-for _ in $(seq 100); do [ -S "$BLOCKWISE_DATASTORE/api.sock" ] && break; sleep 0.1; done
-"$BW" disk create bench --size "$BYTES" >/dev/null
-URI="nbd+unix:///bench?socket=$BLOCKWISE_DATASTORE/nbd.sock"
-qemu-img convert -n --target-is-zero -f raw -O raw "$W/disk.raw" "$URI"
+serve_image "$W/disk.raw"
 "$BW" repo init >/dev/null
 "$BW" repo key add --new-key-file "$W/bw.key" >/dev/null # for the key-file incremental
 restic init -q >/dev/null

@@ -17,35 +17,19 @@
 set -euo pipefail
 SIZE=${1:-4G}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-command -v restic >/dev/null || { echo "restic is missing: scripts/setup.sh installs it" >&2; exit 1; }
-
-W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bwpolicy.XXXXXX")
-SERVE_PID=
-cleanup() {
-	[ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null
-	rm -rf "$W"
-}
-trap cleanup EXIT INT TERM
+. "$ROOT/bench/lib.sh"
+need restic restic
+need qemu-img qemu-utils
+workdir bwpolicy
 
 export BLOCKWISE_DATASTORE=$W/ds
 export RESTIC_REPOSITORY=$W/restic-repo RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$W/restic-cache
-BW=$W/blockwise
-(cd "$ROOT" && go build -o "$BW" ./cmd/blockwise && go build -o "$W/imagegen" ./bench/imagegen)
+build_tools
 now() { date +%s.%N; }
-# warm PATH...: inputs in the page cache, earlier writes flushed (as
-# bench/backup.sh: the cache here is reclaimed aggressively).
-warm() { sync; find "$@" -type f -exec cat {} + >/dev/null 2>&1 || true; }
 
 echo "== image ($SIZE) in $W"
 "$W/imagegen" gen -size "$SIZE" -out "$W/disk.raw"
-BYTES=$(stat -c %s "$W/disk.raw")
-mkdir -p "$BLOCKWISE_DATASTORE"
-"$BW" serve --nbd-tcp "" 2>"$W/serve.log" &
-SERVE_PID=$!
-for _ in $(seq 100); do [ -S "$BLOCKWISE_DATASTORE/api.sock" ] && break; sleep 0.1; done
-"$BW" disk create bench --size "$BYTES" >/dev/null
-URI="nbd+unix:///bench?socket=$BLOCKWISE_DATASTORE/nbd.sock"
-qemu-img convert -n --target-is-zero -f raw -O raw "$W/disk.raw" "$URI"
+serve_image "$W/disk.raw"
 echo bench >"$W/pw"
 BLOCKWISE_PASSWORD=bench "$BW" repo init -r "$W/bw-repo" >/dev/null
 restic init -q >/dev/null

@@ -13,6 +13,7 @@ import (
 	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/sources"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
@@ -68,7 +69,7 @@ func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref stri
 	if n := countSet(o.ToFile, o.ToDisk, o.ToURI, o.Rollback); n != 1 {
 		return usageErrorf("give exactly one of --to, --to-disk, --to-uri and --rollback")
 	}
-	if isSourceURI(o.ToFile) { // --to qemu+unix://...: the same as --to-uri
+	if sources.IsURI(o.ToFile) { // --to qemu+unix://...: the same as --to-uri
 		o.ToURI, o.ToFile = o.ToFile, ""
 	}
 	r, m, err := o.openPoint(ctx, ref, o.Disk)
@@ -76,7 +77,7 @@ func runRestore(ctx context.Context, g globalOptions, o restoreOptions, ref stri
 		return err
 	}
 	defer r.Close()
-	if isSourceURI(o.ToURI) {
+	if sources.IsURI(o.ToURI) {
 		return runRestoreVM(ctx, g, o, r, m, out)
 	}
 	if o.Rollback != "" {

@@ -179,11 +179,11 @@ func (r *qemuRig) frozenState(t *testing.T) string {
 // compare; it returns the restored image.
 func (r *qemuRig) restoreMatches(t *testing.T, id, drive string) (restored string) {
 	t.Helper()
-	r.restoreMatchesFrom(t, &r.cli, id, drive)
+	return r.restoreMatchesFrom(t, &r.cli, id, drive)
 }
 
 // restoreMatchesFrom is restoreMatches from the repository of c.
-func (r *qemuRig) restoreMatchesFrom(t *testing.T, c *cli, id, drive string) {
+func (r *qemuRig) restoreMatchesFrom(t *testing.T, c *cli, id, drive string) string {
 	t.Helper()
 	tmp := t.TempDir()
 	ref, got := filepath.Join(tmp, "ref.raw"), filepath.Join(tmp, "restored.raw")
