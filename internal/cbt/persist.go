@@ -34,10 +34,15 @@ const (
 // ErrCorrupt is metafile.ErrCorrupt.
 var ErrCorrupt = metafile.ErrCorrupt
 
-// EncodeBitmap serialises a bitmap in the portable roaring format.
+// EncodeBitmap serialises a bitmap in the portable roaring format. It
+// never changes bm: callers encode maps under a read lock while other
+// readers use them (the engine's checkpoint and linked clone beside the
+// hash-tree builder), and RunOptimize rewrites containers in place, so
+// the run encoding is applied to a copy.
 func EncodeBitmap(bm *roaring.Bitmap) []byte {
-	bm.RunOptimize()
-	b, err := bm.ToBytes()
+	c := bm.Clone()
+	c.RunOptimize()
+	b, err := c.ToBytes()
 	if err != nil {
 		panic(err) // writing to memory cannot fail
 	}
