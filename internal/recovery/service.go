@@ -15,7 +15,6 @@ import (
 	"time"
 
 	wire "github.com/blockwise/blockwise/api"
-	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/daemon"
@@ -69,22 +68,12 @@ func Register(d *daemon.Daemon, o Options) *Service {
 // Start implements daemon.Service: the disks are created and written
 // through the host's own API socket, as the scheduler's restores are.
 func (s *Service) Start(_ context.Context, d *daemon.Daemon) error {
-	sock := ""
-	for _, a := range d.APIAddrs() {
-		if strings.HasPrefix(a, "/") {
-			sock = a
-		}
-	}
-	if sock == "" {
-		return fmt.Errorf("recovery: needs the API's unix socket (--api-unix is none)")
-	}
-	c, err := client.New("unix://"+sock, client.Options{})
+	env, err := transport.LocalEnv(d.APIAddrs(), d.Datastore())
 	if err != nil {
-		return err
+		return fmt.Errorf("recovery: %w", err)
 	}
 	s.mu.Lock()
-	s.env = transport.Env{Client: c, HostURL: "unix://" + sock, Datastore: d.Datastore(), Conns: 4,
-		Policy: "round-robin", SwitchEvery: 1000}
+	s.env = env
 	s.mu.Unlock()
 	return nil
 }

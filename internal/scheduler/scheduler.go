@@ -8,7 +8,6 @@ import (
 	"path"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	wire "github.com/blockwise/blockwise/api"
-	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/backup"
 	"github.com/blockwise/blockwise/internal/daemon"
@@ -169,21 +167,11 @@ func (s *Scheduler) recordEnd(j wire.Job) {
 // Start implements daemon.Service: it reaches the host through the API's
 // unix socket, derives the policies' keys and starts the schedule loop.
 func (s *Scheduler) Start(_ context.Context, d *daemon.Daemon) error {
-	sock := ""
-	for _, a := range d.APIAddrs() {
-		if strings.HasPrefix(a, "/") {
-			sock = a
-		}
-	}
-	if sock == "" {
-		return fmt.Errorf("scheduler: policies need the API's unix socket (--api-unix is none)")
-	}
-	c, err := client.New("unix://"+sock, client.Options{})
+	env, err := transport.LocalEnv(d.APIAddrs(), d.Datastore())
 	if err != nil {
-		return err
+		return fmt.Errorf("scheduler: policies: %w", err)
 	}
-	s.env = transport.Env{Client: c, HostURL: "unix://" + sock, Datastore: d.Datastore(), Conns: 4,
-		Policy: "round-robin", SwitchEvery: 1000}
+	s.env = env
 	s.mu.Lock()
 	if s.o.Disks == nil {
 		s.o.Disks = d.Host().Datastore().List

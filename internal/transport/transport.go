@@ -147,3 +147,29 @@ func Opener(order string, env Env, report func(Report)) func(context.Context, st
 func skip(format string, args ...any) error {
 	return fmt.Errorf(format+": %w", append(args, ErrSkip)...)
 }
+
+// ErrNoLocalAPI: a service of the host needs the API's unix socket to
+// reach the host as its own client, and the host listens on none.
+var ErrNoLocalAPI = errors.New("needs the API's unix socket (--api-unix is none)")
+
+// LocalEnv is the Env of a service that runs inside the host and reaches
+// it as a client through the API's unix socket (0600, trusted by mode):
+// the scheduler's backups and restores, the recovery service's copies.
+// apiAddrs are the host's API listeners, datastore its directory.
+func LocalEnv(apiAddrs []string, datastore string) (Env, error) {
+	sock := ""
+	for _, a := range apiAddrs {
+		if strings.HasPrefix(a, "/") {
+			sock = a
+		}
+	}
+	if sock == "" {
+		return Env{}, ErrNoLocalAPI
+	}
+	c, err := client.New("unix://"+sock, client.Options{})
+	if err != nil {
+		return Env{}, err
+	}
+	return Env{Client: c, HostURL: "unix://" + sock, Datastore: datastore, Conns: 4,
+		Policy: "round-robin", SwitchEvery: 1000}, nil
+}
