@@ -40,6 +40,9 @@ type trees struct {
 	wake chan struct{}
 	// hashed counts the blocks read and hashed for trees (tests, metrics).
 	hashed atomic.Int64
+	// read counts the bytes read from layer files for trees: only what
+	// the layers hold, never a hole or a zeroed grain (tests, metrics).
+	read atomic.Int64
 
 	mu    sync.Mutex
 	m     map[string]*treeEntry // by snapshot ID

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/blockwise/blockwise/internal/cbt"
 	"github.com/blockwise/blockwise/internal/hashtree"
@@ -125,7 +122,7 @@ func (d *Disk) rehashChanged(ctx context.Context, view *Snapshot, t *hashtree.Tr
 			}
 		}
 		d.trees.hashed.Add(int64(len(blocks)))
-		if err := hashBlocks(ctx, view, t, blocks); err != nil {
+		if err := d.hashBlocks(ctx, view, t, blocks); err != nil {
 			return err
 		}
 		if ca.Length <= 0 {
@@ -134,44 +131,6 @@ func (d *Disk) rehashChanged(ctx context.Context, view *Snapshot, t *hashtree.Tr
 		off = ca.StartOffset + ca.Length
 	}
 	return nil
-}
-
-// hashBlocks reads and hashes blocks with treeWorkers goroutines.
-func hashBlocks(ctx context.Context, view *Snapshot, t *hashtree.Tree, blocks []int64) error {
-	var mu sync.Mutex // Set is not concurrent
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(treeWorkers)
-	const span = 64
-	bs, size := int64(t.BlockSize()), view.info.Size
-	for i := 0; i < len(blocks); i += span {
-		part := blocks[i:min(i+span, len(blocks))]
-		g.Go(func() error {
-			buf := make([]byte, bs)
-			for _, b := range part {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				n := min(bs, size-b*bs)
-				if _, err := view.ReadAt(buf[:n], b*bs); err != nil {
-					return err
-				}
-				zero := hashtree.IsZero(buf[:n])
-				var h hashtree.Hash
-				if !zero {
-					h = hashtree.LeafHash(buf[:n], int(bs))
-				}
-				mu.Lock()
-				if zero {
-					_ = t.SetZero(b)
-				} else {
-					_ = t.Set(b, h)
-				}
-				mu.Unlock()
-			}
-			return nil
-		})
-	}
-	return g.Wait()
 }
 
 // saveTree persists id's tree (T1): temp file, fsync, rename, dir fsync.
