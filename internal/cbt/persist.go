@@ -209,6 +209,20 @@ func (t *Tracker) Encode(closeEpoch bool) []byte {
 	return metafile.Encode(ckptMagic, ckptVersion, w.Bytes())
 }
 
+// SizeHint bounds the length of what Encode(true) would return now,
+// without encoding: Encode run-optimizes the bitmaps in place, which a
+// reader (a query under a disk's shared barrier) must not see, while
+// this only reads them. A run-optimized bitmap is never larger.
+func (t *Tracker) SizeHint() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 256 + 12 + int(t.mu.cur.GetSerializedSizeInBytes()) // header, fields, the epoch it closes
+	for _, e := range t.mu.closed {
+		n += 12 + int(e.bm.GetSerializedSizeInBytes())
+	}
+	return n + 2*int(roaring.New().GetSerializedSizeInBytes()) + 8
+}
+
 // AppendBitmap writes bm as a uint32 length and the portable bytes.
 func AppendBitmap(w *bytes.Buffer, bm *roaring.Bitmap) {
 	b := EncodeBitmap(bm)

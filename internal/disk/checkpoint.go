@@ -27,6 +27,7 @@ import (
 // Invariants 4 and 8 (docs/format.md): the commit is the rename of
 // disk.meta; a full file system before it changes nothing.
 func (d *Disk) checkpoint(m *diskMeta, chain []*layer, closeEpoch bool) error {
+	d.waitCommit() // a snapshot's generation first
 	if err := d.failed(); err != nil {
 		return err
 	}
@@ -212,6 +213,7 @@ func (d *Disk) flushLocked() error {
 	if d.closed {
 		return ErrClosed
 	}
+	d.waitCommit() // its records go to a journal a snapshot is committing
 	if err := d.failed(); err != nil {
 		return err
 	}

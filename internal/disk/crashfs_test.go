@@ -66,7 +66,8 @@ func TestCrashPowerLoss(t *testing.T) {
 		}
 		var out syncBuffer
 		done := make(chan error, 1)
-		go func() { done <- crashLoop(d, rng.Int63(), &out) }()
+		seed := rng.Int63() // here: the goroutine must not share rng
+		go func() { done <- crashLoop(d, seed, &out) }()
 		time.Sleep(time.Duration(1+rng.Intn(20)) * time.Millisecond)
 		fsys = fsys.Crash()
 		<-done    // its next file operation failed

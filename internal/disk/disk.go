@@ -87,6 +87,14 @@ type Disk struct {
 	// of a consolidation's start (0: DeleteSnapshot) and end (1, 2, 3:
 	// finishMerge).
 	afterMergeStep func(step int)
+	// afterSnapStep, when set (by tests only), is called after each step
+	// of CreateSnapshot (snapfast.go: 0 prepared, 1 frozen, 2 files
+	// synced, 3 disk.meta renamed).
+	afterSnapStep func(step int)
+	// commitDone: closed when the last snapshot's commit, which runs
+	// without the barrier, is over (snapfast.go, waitCommit). Set under
+	// the exclusive barrier.
+	commitDone chan struct{}
 	// dropped: files of layers a consolidation dropped from the chain in
 	// memory (and in the journal) that disk.meta still names until the
 	// next checkpoint; gc keeps them.

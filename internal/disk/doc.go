@@ -14,7 +14,9 @@
 //     write to an absent grain first copies the rest of it up from below.
 //   - chain: the layers bottom first; the top one takes the live writes.
 //   - snapshot: a frozen layer and the chain below it: a read-only view.
-//     Taking one freezes the top and starts an empty delta (O(1)).
+//     Taking one freezes the top and starts an empty delta (O(1)); its
+//     checkpoint's files are prepared before and committed after that
+//     in-memory switch, while I/O goes on (snapfast.go).
 //   - consolidation: deleting a snapshot merges the delta above its layer
 //     into that layer, grain by grain under the grain's lock, while the disk
 //     keeps serving I/O; it is not a guest change and marks no CBT. Its

@@ -37,30 +37,72 @@ func (d *Disk) snapInfo(s snapMeta) SnapshotInfo {
 // "" picks one) and starts a new delta for live writes. Writes in flight
 // finish before it and belong to the snapshot; later ones do not.
 //
-// Invariant 5 (docs/format.md).
+// Guest I/O stops only for an in-memory switch (snapfast.go): the new
+// generation's files are prepared before it and committed after it, while
+// writes go on into the new delta. Invariant 5 (docs/format.md).
 func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
-	d.presync()
-	d.barrier.Lock()
-	defer d.barrier.Unlock()
+	// deleteMu: no consolidation starts (commitDelete writes disk.meta
+	// under the shared barrier) until this generation is committed.
+	d.deleteMu.Lock()
+	defer d.deleteMu.Unlock()
+	p, err := d.prepareSnapshot(len(id) + 2*len(description))
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	d.snapStepHook(0)
+	info, c, err := d.freezeSnapshot(id, description, p)
+	if err != nil || c == nil { // refused, or taken the slow way
+		return info, err
+	}
+	d.snapStepHook(1)
+	if err := d.commitSnapshot(c); err != nil {
+		return SnapshotInfo{}, err
+	}
+	d.trees.enqueue(info.ID) // computed in the background (T2): not waited for here
+	return info, nil
+}
+
+// createLocked takes the snapshot with a checkpoint under the exclusive
+// barrier (held by the caller): the slow way, when the files prepared
+// outside it no longer fit. It changes nothing if it fails.
+func (d *Disk) createLocked(id, description string) (SnapshotInfo, error) {
+	m, s, err := d.snapshotMeta(id, description)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	nl, err := d.newDelta(m.NextID - 1)
+	if err != nil {
+		return SnapshotInfo{}, noSpace(err)
+	}
+	chain := append(append([]*layer(nil), d.chain...), nl)
+	if err := d.checkpoint(m, chain, d.tracker != nil); err != nil {
+		nl.f.Close()
+		d.fs.Remove(nl.f.Name()) // not committed: the disk is as it was
+		return SnapshotInfo{}, err
+	}
+	d.trees.enqueue(s.ID)
+	return d.snapInfo(s), nil
+}
+
+// snapshotMeta checks that snapshot id can be taken now and returns the
+// disk.meta that records it over a new top layer (ID m.NextID-1) and
+// the snapshot. Exclusive barrier held.
+func (d *Disk) snapshotMeta(id, description string) (*diskMeta, snapMeta, error) {
 	if d.closed {
-		return SnapshotInfo{}, ErrClosed
+		return nil, snapMeta{}, ErrClosed
 	}
 	if d.merge != nil {
-		return SnapshotInfo{}, fmt.Errorf("%w: a consolidation is in progress", ErrBusy)
+		return nil, snapMeta{}, fmt.Errorf("%w: a consolidation is in progress", ErrBusy)
 	}
 	m := d.meta.clone()
 	if id == "" {
 		id = fmt.Sprintf("snap-%d", m.NextID)
 	}
 	if err := ValidName(id); err != nil {
-		return SnapshotInfo{}, err
+		return nil, snapMeta{}, err
 	}
 	if _, s := m.snapshot(id); s != nil {
-		return SnapshotInfo{}, fmt.Errorf("snapshot %s: %w", id, ErrExists)
-	}
-	nl, err := d.newDelta(m.NextID)
-	if err != nil {
-		return SnapshotInfo{}, noSpace(err)
+		return nil, snapMeta{}, fmt.Errorf("snapshot %s: %w", id, ErrExists)
 	}
 	top := d.chain[len(d.chain)-1]
 	s := snapMeta{ID: id, Description: description, Created: time.Now().UTC(), Layer: top.id, Size: d.size}
@@ -69,16 +111,9 @@ func (d *Disk) CreateSnapshot(id, description string) (SnapshotInfo, error) {
 		s.ChangeUUID = d.tracker.UUID()
 	}
 	m.Snapshots = append(m.Snapshots, s)
-	m.Layers = append(m.Layers, layerMeta{ID: nl.id, Data: deltaName(nl.id)})
+	m.Layers = append(m.Layers, layerMeta{ID: m.NextID, Data: deltaName(m.NextID)})
 	m.NextID++
-	chain := append(append([]*layer(nil), d.chain...), nl)
-	if err := d.checkpoint(m, chain, d.tracker != nil); err != nil {
-		nl.f.Close()
-		d.fs.Remove(nl.f.Name()) // not committed: the disk is as it was
-		return SnapshotInfo{}, err
-	}
-	d.trees.enqueue(id) // computed in the background (T2): not waited for here
-	return d.snapInfo(s), nil
+	return m, s, nil
 }
 
 // newDelta creates an empty delta file of the disk's size.

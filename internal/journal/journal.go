@@ -73,6 +73,20 @@ type Log struct {
 // Create makes a new, empty journal for generation gen in fsys and syncs
 // it.
 func Create(fsys vfs.FS, path string, gen uint64) (*Log, error) {
+	l, err := CreateUnsynced(fsys, path, gen)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Sync(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// CreateUnsynced is Create without the sync: for a caller that syncs the
+// journal (Sync) before anything names it, alongside its other syncs.
+func CreateUnsynced(fsys vfs.FS, path string, gen uint64) (*Log, error) {
 	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
@@ -81,10 +95,6 @@ func Create(fsys vfs.FS, path string, gen uint64) (*Log, error) {
 	binary.LittleEndian.PutUint64(g[:], gen)
 	hdr := metafile.Encode(magic, version, g[:])
 	if _, err := f.WriteAt(hdr, 0); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := vfs.Datasync(f); err != nil {
 		f.Close()
 		return nil, err
 	}
