@@ -215,27 +215,46 @@ func (x *index) add(file string, packs []packInfo) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.begin(file, n)
+	for i := range packs {
+		x.addPack(&packs[i])
+	}
+}
+
+// addFile merges a validated index file body (eachIndexPack) straight
+// from its bytes, of about n entries.
+func (x *index) addFile(file string, body []byte, n int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.begin(file, n)
+	eachIndexPack(body, x.addPack) // validated by the caller
+}
+
+// begin records file and makes room for n entries. x.mu held.
+func (x *index) begin(file string, n int) {
 	if file != "" {
 		x.files[file] = true
 	}
 	x.reserve(n)
-	for _, p := range packs {
-		if _, ok := x.byPack[p.ID]; ok {
-			continue
+}
+
+// addPack merges one pack unless known. x.mu held.
+func (x *index) addPack(p *packInfo) {
+	if _, ok := x.byPack[p.ID]; ok {
+		return
+	}
+	ord := uint32(len(x.packs))
+	x.byPack[p.ID] = ord
+	x.packs = append(x.packs, p.ID)
+	for _, e := range p.Entries {
+		if lim := x.limit(); lim > 0 && len(x.ents) >= lim {
+			x.spill()
 		}
-		ord := uint32(len(x.packs))
-		x.byPack[p.ID] = ord
-		x.packs = append(x.packs, p.ID)
-		for _, e := range p.Entries {
-			if lim := x.limit(); lim > 0 && len(x.ents) >= lim {
-				x.spill()
-			}
-			if (len(x.ents)+1)*4 > len(x.table)*3 {
-				x.reserve(max(1024, len(x.ents)))
-			}
-			x.ents = append(x.ents, ientry{id: e.ID, pack: ord, offset: e.Offset, stored: e.Stored, raw: e.Raw, typ: e.Type, flags: e.Flags})
-			x.insert(uint32(len(x.ents) - 1))
+		if (len(x.ents)+1)*4 > len(x.table)*3 {
+			x.reserve(max(1024, len(x.ents)))
 		}
+		x.ents = append(x.ents, ientry{id: e.ID, pack: ord, offset: e.Offset, stored: e.Stored, raw: e.Raw, typ: e.Type, flags: e.Flags})
+		x.insert(uint32(len(x.ents) - 1))
 	}
 }
 
@@ -252,6 +271,18 @@ func (x *index) replace(o *index) {
 	for _, r := range old {
 		r.close()
 	}
+}
+
+// count is how many entries x holds, in memory and spilled (a blob
+// stored twice counts twice): what sizes a set of the blobs in use.
+func (x *index) count() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	n := len(x.ents)
+	for _, r := range x.runs {
+		n += r.n
+	}
+	return n
 }
 
 // close releases the run files.
@@ -333,27 +364,43 @@ func encodeIndex(packs []packInfo) []byte {
 }
 
 func decodeIndex(b []byte) ([]packInfo, error) {
+	var packs []packInfo
+	err := eachIndexPack(b, func(p *packInfo) {
+		packs = append(packs, packInfo{ID: p.ID, Entries: slices.Clone(p.Entries)})
+	})
+	return packs, err
+}
+
+// eachIndexPack validates an index file body and calls fn (if not nil)
+// for each pack, in order. p.Entries is reused between calls: fn copies
+// what it keeps. Opening a repository walks each file twice, once to
+// validate it and once to merge it (index.addFile), instead of decoding
+// it into a second copy ~1.05× its size (docs/performance.md,
+// "Repositories of millions of chunks").
+func eachIndexPack(b []byte, fn func(p *packInfo)) error {
 	r := &reader{b: b}
 	n := r.u32()
 	if uint64(n)*36 > uint64(len(r.b)) { // each pack needs at least 36 bytes
-		return nil, fmt.Errorf("index: %d packs in %d bytes: %w", n, len(r.b), ErrCorrupt)
+		return fmt.Errorf("index: %d packs in %d bytes: %w", n, len(r.b), ErrCorrupt)
 	}
-	packs := make([]packInfo, 0, n)
+	var p packInfo
 	for range n {
-		p := packInfo{ID: r.id()}
+		p.ID = r.id()
 		m := r.u32()
 		if uint64(m)*indexEntrySize > uint64(len(r.b)) {
-			return nil, fmt.Errorf("index: pack %v: %d entries overrun: %w", p.ID.Short(), m, ErrCorrupt)
+			return fmt.Errorf("index: pack %v: %d entries overrun: %w", p.ID.Short(), m, ErrCorrupt)
 		}
-		p.Entries = make([]packEntry, m)
+		p.Entries = slices.Grow(p.Entries[:0], int(m))[:m]
 		for i := range p.Entries {
 			e := packEntry{Type: BlobType(r.u8()), Flags: r.u8(), Offset: r.u32(), Stored: r.u32(), Raw: r.u32(), ID: r.id()}
 			if !e.Type.valid() || !validFlags(e.Flags) || e.Stored == 0 {
-				return nil, fmt.Errorf("index: pack %v entry %d invalid: %w", p.ID.Short(), i, ErrCorrupt)
+				return fmt.Errorf("index: pack %v entry %d invalid: %w", p.ID.Short(), i, ErrCorrupt)
 			}
 			p.Entries[i] = e
 		}
-		packs = append(packs, p)
+		if fn != nil {
+			fn(&p)
+		}
 	}
-	return packs, r.done()
+	return r.done()
 }
