@@ -442,7 +442,7 @@ func (r *Repository) readIndexOnce(ctx context.Context) (*index, error) {
 // indexLoadBytes bounds the index file bytes being loaded at once (each
 // costs its size until merged: it is merged from its own bytes,
 // index.addFile); one file larger than it loads alone.
-const indexLoadBytes = 32 << 20
+const indexLoadBytes = 16 << 20
 
 // readIndexFiles merges the named index files into x, a bounded number
 // at a time, each as soon as it is read: only a few decoded files are in
@@ -497,7 +497,7 @@ func (r *Repository) loadIndexFile(ctx context.Context, name string) ([]byte, in
 		return nil, 0, fmt.Errorf("repo: index %s: %w (%w)", name, err, ErrIncomplete)
 	}
 	n := 0
-	if err := eachIndexPack(body, func(p *packInfo) { n += len(p.Entries) }); err != nil {
+	if err := walkIndex(body, func(_ ID, m uint32) bool { n += int(m); return false }, nil); err != nil {
 		return nil, 0, fmt.Errorf("repo: index %s: %w (%w)", name, err, ErrIncomplete)
 	}
 	return body, n, nil
