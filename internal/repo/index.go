@@ -239,7 +239,7 @@ func (x *index) addFile(file string, body []byte, n int) {
 		var fresh bool
 		ord, fresh = x.newPack(id)
 		return fresh
-	}, func(e *packEntry) { x.addEntry(ord, e) })
+	}, func(e packEntry) { x.addEntry(ord, &e) })
 }
 
 // begin records file and makes room for n entries. x.mu held.
@@ -396,9 +396,9 @@ func decodeIndex(b []byte) ([]packInfo, error) {
 	err := walkIndex(b, func(id ID, n uint32) bool {
 		packs = append(packs, packInfo{ID: id, Entries: make([]packEntry, 0, n)})
 		return true
-	}, func(e *packEntry) {
+	}, func(e packEntry) {
 		p := &packs[len(packs)-1]
-		p.Entries = append(p.Entries, *e)
+		p.Entries = append(p.Entries, e)
 	})
 	return packs, err
 }
@@ -409,7 +409,7 @@ func decodeIndex(b []byte) ([]packInfo, error) {
 // file twice, once to validate it and once to merge it (index.addFile),
 // instead of decoding it into a second copy ~1.05× its size
 // (docs/performance.md, "Repositories of millions of chunks").
-func walkIndex(b []byte, pack func(id ID, n uint32) bool, entry func(e *packEntry)) error {
+func walkIndex(b []byte, pack func(id ID, n uint32) bool, entry func(e packEntry)) error {
 	r := &reader{b: b}
 	n := r.u32()
 	if uint64(n)*36 > uint64(len(r.b)) { // each pack needs at least 36 bytes
@@ -428,7 +428,7 @@ func walkIndex(b []byte, pack func(id ID, n uint32) bool, entry func(e *packEntr
 				return fmt.Errorf("index: pack %v entry %d invalid: %w", id.Short(), i, ErrCorrupt)
 			}
 			if want {
-				entry(&e)
+				entry(e) // by value: a pointer would move every entry to the heap
 			}
 		}
 	}
