@@ -10,8 +10,9 @@ import (
 )
 
 // indexFileEntries bounds the entries of one index file that Prune and
-// RepairIndex write (~1.7 MB), so later readers that go file by file
-// (Check, Prune) hold little at a time.
+// RepairIndex write (~1.7 MB), and about those a backup writes (packer.
+// takeDone), so later readers that go file by file (Open, Check, Prune)
+// hold little at a time.
 const indexFileEntries = 32 << 10
 
 // indexWriter writes index files as packs are added to it, for Prune and

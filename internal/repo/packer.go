@@ -183,13 +183,15 @@ func (p *packer) upload(ctx context.Context, data []byte, entries []packEntry) e
 }
 
 // takeDone hands over the uploaded packs for an index file, if there are
-// at least min. From here on an index file may name them, so removeAll
+// at least min or they hold indexFileEntries blobs (small, well
+// compressed chunks put hundreds of thousands in 64 packs, and a process
+// opening the repository holds a whole index file at once). From here on an index file may name them, so removeAll
 // leaves them alone, even if writing that index fails: a pack that may be
 // named must stay.
 func (p *packer) takeDone(min int, verify func() error) ([]packInfo, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.done) < min {
+	if len(p.done) < min && entriesIn(p.done) < indexFileEntries {
 		return nil, nil
 	}
 	// Under mu, every pack in done was sealed before verify runs.
@@ -206,6 +208,14 @@ func (p *packer) takeDone(min int, verify func() error) ([]packInfo, error) {
 	}
 	p.attempted = slices.DeleteFunc(p.attempted, func(id ID) bool { return named[id] })
 	return done, nil
+}
+
+func entriesIn(packs []packInfo) int {
+	n := 0
+	for _, p := range packs {
+		n += len(p.Entries)
+	}
+	return n
 }
 
 // removeAll deletes every pack this packer tried to save that no index

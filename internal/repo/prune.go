@@ -2,7 +2,6 @@ package repo
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -65,12 +64,12 @@ func (r *Repository) PruneWith(ctx context.Context, o PruneOptions) (*PruneStats
 // deleting with an incomplete picture would destroy live data. Pages
 // walked are remembered exactly: a page wrongly taken as walked would
 // leave its chunks unmarked.
-func (r *Repository) mark(ctx context.Context) (blobSet, error) {
+func (r *Repository) mark(ctx context.Context) (*blobSet, error) {
 	ms, err := r.ListManifests(ctx)
 	if err != nil {
 		return nil, err
 	}
-	used, walked := blobSet{}, map[ID]bool{}
+	used, walked := newBlobSet(r.idx.count()), map[ID]bool{}
 	for _, m := range ms {
 		if m.Tree != nil {
 			for _, g := range m.Tree.Groups {
@@ -99,52 +98,6 @@ func (r *Repository) mark(ctx context.Context) (blobSet, error) {
 	return used, nil
 }
 
-// blobSet holds blobs by 64 bits of their type and ID, about 10 bytes a
-// blob where a map of whole keys took ~50. It may say yes for a blob never
-// added (a collision, about n/2⁶⁴ likely per lookup among n blobs): prune
-// only keeps what it holds, so such an error keeps a dead blob, and never
-// drops a live one.
-// Its values record whether prune's sweep found the blob in an index file.
-type blobSet map[uint64]bool
-
-func blobSetKey(t BlobType, id ID) uint64 {
-	return binary.LittleEndian.Uint64(id[:8]) ^ uint64(t)*0x9e3779b97f4a7c15
-}
-
-func (s blobSet) add(t BlobType, id ID) {
-	k := blobSetKey(t, id)
-	if _, ok := s[k]; !ok {
-		s[k] = false
-	}
-}
-
-func (s blobSet) has(t BlobType, id ID) bool {
-	_, ok := s[blobSetKey(t, id)]
-	return ok
-}
-
-// indexed records that an index file names the blob and says whether it
-// is in the set.
-func (s blobSet) indexed(t BlobType, id ID) bool {
-	k := blobSetKey(t, id)
-	if _, ok := s[k]; !ok {
-		return false
-	}
-	s[k] = true
-	return true
-}
-
-// unindexed counts the blobs indexed was never called for.
-func (s blobSet) unindexed() int {
-	n := 0
-	for _, found := range s {
-		if !found {
-			n++
-		}
-	}
-	return n
-}
-
 // packClass is what the sweep decided for a pack.
 type packClass uint8
 
@@ -167,7 +120,7 @@ type packFate struct {
 // (their live blobs copied into new packs first), then removes the packs.
 // It reads the index files twice, one at a time, instead of holding every
 // entry: memory is the mark set plus a few bytes a pack.
-func (r *Repository) sweep(ctx context.Context, used blobSet, dryRun bool) (*PruneStats, error) {
+func (r *Repository) sweep(ctx context.Context, used *blobSet, dryRun bool) (*PruneStats, error) {
 	oldFiles := r.idx.fileNames()
 	slices.Sort(oldFiles) // both passes must meet duplicates in the same order
 	fates, err := r.classifyPacks(ctx, oldFiles, used)
@@ -251,7 +204,7 @@ func (r *Repository) removePacks(ctx context.Context, st *PruneStats, ids []ID, 
 // classifyPacks decides, index file by index file, which packs are kept
 // as they are, worth repacking, or without a live blob; it records in
 // used which live blobs an index file names.
-func (r *Repository) classifyPacks(ctx context.Context, files []string, used blobSet) (map[ID]*packFate, error) {
+func (r *Repository) classifyPacks(ctx context.Context, files []string, used *blobSet) (map[ID]*packFate, error) {
 	fates := map[ID]*packFate{}
 	for _, n := range files {
 		packs, err := r.readIndexFile(ctx, n)
@@ -294,7 +247,7 @@ func packBytes(entries []packEntry) int64 {
 // the kept packs and, as it copies the live blobs of the repacked ones,
 // the new packs; then it removes the old files. New packs come first:
 // until an index names them they are mere orphans.
-func (r *Repository) rewriteIndex(ctx context.Context, oldFiles []string, fates map[ID]*packFate, used blobSet) ([]packInfo, error) {
+func (r *Repository) rewriteIndex(ctx context.Context, oldFiles []string, fates map[ID]*packFate, used *blobSet) ([]packInfo, error) {
 	iw := newIndexWriter(r)
 	rp := &repacker{pk: &packer{r: r}, used: used, copied: map[blobKey]bool{}}
 	for _, n := range oldFiles {
@@ -348,7 +301,7 @@ func (r *Repository) rewritePacks(ctx context.Context, packs []packInfo, fates m
 // it).
 type repacker struct {
 	pk     *packer
-	used   blobSet
+	used   *blobSet
 	copied map[blobKey]bool
 	moved  []packInfo
 }

@@ -439,11 +439,10 @@ func (r *Repository) readIndexOnce(ctx context.Context) (*index, error) {
 	return x, nil
 }
 
-// indexLoadBytes bounds the index file bytes being loaded and decoded at
-// once (each costs about three times its size until merged: the file,
-// its decoded packs, their table entries); one file larger than it loads
-// alone.
-const indexLoadBytes = 32 << 20
+// indexLoadBytes bounds the index file bytes being loaded at once (each
+// costs its size until merged: it is merged from its own bytes,
+// index.addFile); one file larger than it loads alone.
+const indexLoadBytes = 16 << 20
 
 // readIndexFiles merges the named index files into x, a bounded number
 // at a time, each as soon as it is read: only a few decoded files are in
@@ -459,9 +458,9 @@ func (r *Repository) readIndexFiles(ctx context.Context, x *index, files []backe
 		}
 		g.Go(func() error {
 			defer budget.Release(n)
-			packs, err := r.readIndexFile(gctx, f.Name)
+			body, n, err := r.loadIndexFile(gctx, f.Name)
 			if err == nil {
-				x.add(f.Name, packs)
+				x.addFile(f.Name, body, n)
 			}
 			return err
 		})
@@ -471,26 +470,37 @@ func (r *Repository) readIndexFiles(ctx context.Context, x *index, files []backe
 
 // readIndexFile loads and decodes one index file, decrypting it in place.
 func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packInfo, error) {
+	body, _, err := r.loadIndexFile(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	packs, _ := decodeIndex(body) // validated
+	return packs, nil
+}
+
+// loadIndexFile loads, decrypts in place and validates one index file;
+// it returns the body and how many entries it names.
+func (r *Repository) loadIndexFile(ctx context.Context, name string) ([]byte, int, error) {
 	h := backend.Handle{Type: backend.Index, Name: name}
 	// Whole, not the listed size: a cache may serve an intact copy of an
 	// object whose listed (remote) size is of a damaged one. The size
 	// only bounds how many files load at once (readIndexFiles).
 	data, err := backend.LoadAll(ctx, r.be, h, 0, 0)
 	if err != nil {
-		return nil, fmt.Errorf("repo: load index %s: %w", name, err)
+		return nil, 0, fmt.Errorf("repo: load index %s: %w", name, err)
 	}
 	if fileID(data).String() != name {
-		return nil, fmt.Errorf("repo: index %s: content hash does not match name: %w (%w)", name, ErrCorrupt, ErrIncomplete)
+		return nil, 0, fmt.Errorf("repo: index %s: content hash does not match name: %w (%w)", name, ErrCorrupt, ErrIncomplete)
 	}
 	body, err := openEnvelopeInPlace(r.crypt, indexMagic, data)
 	if err != nil {
-		return nil, fmt.Errorf("repo: index %s: %w (%w)", name, err, ErrIncomplete)
+		return nil, 0, fmt.Errorf("repo: index %s: %w (%w)", name, err, ErrIncomplete)
 	}
-	packs, err := decodeIndex(body)
-	if err != nil {
-		return nil, fmt.Errorf("repo: index %s: %w (%w)", name, err, ErrIncomplete)
+	n := 0
+	if err := walkIndex(body, func(_ ID, m uint32) bool { n += int(m); return false }, nil); err != nil {
+		return nil, 0, fmt.Errorf("repo: index %s: %w (%w)", name, err, ErrIncomplete)
 	}
-	return packs, nil
+	return body, n, nil
 }
 
 // checkedEnvelope verifies a file's name is its hash, then opens it.

@@ -22,9 +22,9 @@ type RepoStats struct {
 // Stats totals the repository under a shared lock. Each distinct index
 // page is loaded once: pages are content-addressed, and an incremental
 // writes only the pages it touched, so its others are its parent's. The
-// distinct chunks are told apart by a blobSet (64 bits of their ID, ~10
-// bytes a chunk): a collision, under 10⁻⁵ likely among 16 M chunks, would
-// leave one chunk out of UniqueBytes.
+// distinct chunks are told apart by a blobSet (62 bits of their ID, 11–21
+// bytes a chunk, sized once from the index): a collision, under 10⁻⁴
+// likely among 16 M chunks, would leave one chunk out of UniqueBytes.
 func (r *Repository) Stats(ctx context.Context) (*RepoStats, error) {
 	lock, err := r.LockRead(ctx) // a prune meanwhile would remove pages we read
 	if err != nil {
@@ -33,7 +33,7 @@ func (r *Repository) Stats(ctx context.Context) (*RepoStats, error) {
 	defer lock.KeepFresh(ctx)()
 	st := &RepoStats{}
 	pages := map[ID]int64{} // page → its chunk bytes
-	unique := blobSet{}
+	unique := newBlobSet(r.idx.count())
 	err = r.EachManifest(ctx, func(m *Manifest) error {
 		st.Points++
 		for pi, pid := range m.Pages {
@@ -64,7 +64,7 @@ func (r *Repository) Stats(ctx context.Context) (*RepoStats, error) {
 
 // pageStats returns the chunk bytes of page pi of m, and adds the chunks
 // not seen before to unique and st.UniqueBytes.
-func (r *Repository) pageStats(ctx context.Context, m *Manifest, pi uint64, unique blobSet, st *RepoStats) (int64, error) {
+func (r *Repository) pageStats(ctx context.Context, m *Manifest, pi uint64, unique *blobSet, st *RepoStats) (int64, error) {
 	pg, err := r.loadPage(ctx, r.idx, m, pi)
 	if err != nil {
 		return 0, err

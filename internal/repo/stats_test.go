@@ -69,7 +69,7 @@ func TestStats(t *testing.T) {
 // it), type is part of the key, and random absent blobs are absent.
 func TestBlobSet(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	s := blobSet{}
+	s := newBlobSet(0)
 	var added []ID
 	for range 10000 {
 		var id ID

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -410,5 +411,54 @@ func TestVerifyBeforeIndex(t *testing.T) {
 	}
 	if packs, idx := count(t, be, backend.Data), count(t, be, backend.Index); packs != 0 || idx != 0 {
 		t.Fatalf("after abort: %d packs, %d index files", packs, idx)
+	}
+}
+
+// TestWriterIndexFileEntries: chunks that compress to a few bytes fill
+// fewer than indexEvery packs with far more than indexFileEntries blobs;
+// the writer still names them in index files of about indexFileEntries
+// (a repository of such chunks had 57 MB index files, each held whole by
+// every process opening it), and the point restores.
+func TestWriterIndexFileEntries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stores 40k chunks")
+	}
+	ctx := context.Background()
+	be := mem.New()
+	// 64 KiB packs of ~60-byte blobs: ~1,000 blobs each, ~40 packs.
+	r := initRepo(t, be, Options{ChunkSize: 4 << 10, PackSize: 64 << 10, PageSlots: 4096, KDF: testKDF})
+	const slots = 40 << 10
+	m := stampedBackup(t, r, nil, slots, 1, slots)
+	files := 0
+	err := be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
+		files++
+		packs, err := r.readIndexFile(ctx, fi.Name)
+		if err != nil {
+			return err
+		}
+		n, last := 0, 0
+		for _, p := range packs {
+			n, last = n+len(p.Entries), len(p.Entries)
+		}
+		if n-last >= indexFileEntries { // the file was full before its last pack
+			t.Errorf("index file of %d entries in %d packs, want fewer than %d before its last pack", n, len(packs), indexFileEntries)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 2 {
+		t.Errorf("%d index files for %d blobs, want at least 2", files, slots)
+	}
+	im, err := r.OpenImage(ctx, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4<<10)
+	for _, s := range []int{0, slots / 2, slots - 1} {
+		if _, err := im.ReadAt(got, int64(s)<<12); err != nil || !bytes.Equal(got, stamped(1, s)) {
+			t.Fatalf("slot %d: %v", s, err)
+		}
 	}
 }

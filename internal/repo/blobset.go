@@ -1,0 +1,106 @@
+package repo
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"math/rand/v2"
+)
+
+// blobSet holds blobs by 62 bits of their type and ID, in an open-
+// addressing table of uint64 kept at most 3/4 full: 8 bytes a slot, 11–21
+// bytes a blob, where the Go map it replaced took 20–40 (and twice that
+// while it grew), which at 10 M chunks was most of prune's and stats'
+// memory (docs/performance.md, "Repositories of millions of chunks"). It
+// may say yes for a blob never added (a collision, about n/2⁶² likely per
+// lookup among n blobs): prune only keeps what it holds, so such an error
+// keeps a dead blob, and never drops a live one.
+//
+// A slot is 0 (empty) or the blob's key (bit 0 always set, so never 0)
+// with bit 63 recording whether prune's sweep found the blob in an index
+// file.
+type blobSet struct {
+	slots []uint64
+	n     int
+	seed  uint64 // per set: crafted IDs cannot pile into one probe chain
+}
+
+const blobSetFound = 1 << 63
+
+// newBlobSet returns a set sized for about hint blobs without growing.
+func newBlobSet(hint int) *blobSet {
+	s := &blobSet{seed: rand.Uint64()}
+	s.slots = make([]uint64, blobSetSize(hint))
+	return s
+}
+
+// blobSetSize is the power of two that holds n keys at most 3/4 full.
+func blobSetSize(n int) int {
+	size := 1024
+	for n*4 > size*3 {
+		size *= 2
+	}
+	return size
+}
+
+func blobSetKey(t BlobType, id ID) uint64 {
+	k := binary.LittleEndian.Uint64(id[:8]) ^ uint64(t)*0x9e3779b97f4a7c15
+	return k&^blobSetFound | 1
+}
+
+// slot returns the position of k, or of the empty slot where it would go.
+func (s *blobSet) slot(k uint64) int {
+	mask := uint64(len(s.slots) - 1)
+	h, _ := bits.Mul64(k^s.seed, 0x9e3779b97f4a7c15)
+	for i := h & mask; ; i = (i + 1) & mask {
+		if v := s.slots[i]; v == 0 || v&^blobSetFound == k {
+			return int(i)
+		}
+	}
+}
+
+func (s *blobSet) add(t BlobType, id ID) {
+	if (s.n+1)*4 > len(s.slots)*3 {
+		s.grow()
+	}
+	k := blobSetKey(t, id)
+	if i := s.slot(k); s.slots[i] == 0 {
+		s.slots[i] = k
+		s.n++
+	}
+}
+
+func (s *blobSet) grow() {
+	old := s.slots
+	s.slots = make([]uint64, 2*len(old))
+	for _, v := range old {
+		if v != 0 {
+			s.slots[s.slot(v&^blobSetFound)] = v
+		}
+	}
+}
+
+func (s *blobSet) has(t BlobType, id ID) bool {
+	return s.slots[s.slot(blobSetKey(t, id))] != 0
+}
+
+// indexed records that an index file names the blob and says whether it
+// is in the set.
+func (s *blobSet) indexed(t BlobType, id ID) bool {
+	i := s.slot(blobSetKey(t, id))
+	if s.slots[i] == 0 {
+		return false
+	}
+	s.slots[i] |= blobSetFound
+	return true
+}
+
+// unindexed counts the blobs indexed was never called for.
+func (s *blobSet) unindexed() int {
+	n := 0
+	for _, v := range s.slots {
+		if v != 0 && v&blobSetFound == 0 {
+			n++
+		}
+	}
+	return n
+}
