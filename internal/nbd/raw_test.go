@@ -18,12 +18,16 @@ type rawConn struct {
 	br *bufio.Reader
 }
 
+// rawOpTimeout bounds each read or write, not the whole connection: a
+// hung server fails the test, while a loaded machine (a 32 MiB payload
+// at load 30 took over 5 s) does not.
+const rawOpTimeout = 30 * time.Second
+
 func rawDial(t *testing.T, ts *testServer, flags uint32) *rawConn {
 	t.Helper()
 	c, err := net.Dial("unix", ts.sock)
 	must(t, err)
 	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(5 * time.Second))
 	r := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
 	h := r.read(18)
 	if binary.BigEndian.Uint64(h) != nbdMagic || binary.BigEndian.Uint64(h[8:]) != optMagic ||
@@ -37,6 +41,7 @@ func rawDial(t *testing.T, ts *testServer, flags uint32) *rawConn {
 func (r *rawConn) read(n int) []byte {
 	r.t.Helper()
 	b := make([]byte, n)
+	r.c.SetDeadline(time.Now().Add(rawOpTimeout))
 	if _, err := io.ReadFull(r.br, b); err != nil {
 		r.t.Fatalf("read %d: %v", n, err)
 	}
@@ -45,6 +50,7 @@ func (r *rawConn) read(n int) []byte {
 
 func (r *rawConn) write(b []byte) {
 	r.t.Helper()
+	r.c.SetDeadline(time.Now().Add(rawOpTimeout))
 	if _, err := r.c.Write(b); err != nil {
 		r.t.Fatalf("write: %v", err)
 	}
