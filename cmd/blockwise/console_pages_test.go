@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"maps"
 	"os"
 	"os/exec"
@@ -108,6 +109,14 @@ func TestConsolePages(t *testing.T) {
 		if pwned := evalJS[bool](t, ctx, `window.pwned !== undefined || document.querySelector("#files img") !== null`); pwned || name != xssName || !strings.Contains(shown, xssName) {
 			t.Fatalf("a file named with markup: pwned %v, row %q, names shown %q", pwned, name, shown)
 		}
+		// No secret in the file routes' answers (a listing, a problem),
+		// the clone page's disks or the jobs of this test.
+		var bk struct{ ID string }
+		if err := json.Unmarshal(ended[0].Summary, &bk); err != nil || bk.ID == "" {
+			t.Fatalf("the backup's summary %s: %v", ended[0].Summary, err)
+		}
+		noSecretIn(t, ctx, []string{"/v1/policies/files/points/" + bk.ID + "/files?path=/disk", "/v1/policies/files/points/nope/files?path=/",
+			"/v1/policies/nope/points/" + bk.ID + "/files?path=/", "/console/api/disks", "/v1/jobs", "/v1/jobs/" + ended[0].ID + "/log"}, "correct horse", secret)
 		if st := evalJS[int](t, ctx, `fetch("/v1/disks",{method:"POST",headers:{"Content-Type":"application/json","X-CSRF-Token":csrf},body:JSON.stringify({name:"<script>",size:1048576})}).then(r=>r.status)`); st != 400 {
 			t.Fatalf("a disk named <script>: %d", st)
 		}
@@ -144,6 +153,22 @@ func clickNow(t *testing.T, ctx context.Context, sel string) {
 func csrfStatus(t *testing.T, ctx context.Context, method, path, body string) int {
 	t.Helper()
 	return evalJS[int](t, ctx, `fetch(`+jsQuote(path)+`,{method:`+jsQuote(method)+`,credentials:"same-origin",headers:{"Content-Type":"application/json"},body:`+jsQuote(body)+`}).then(r=>r.status)`)
+}
+
+// noSecretIn fails the test when a secret is in the page's HTML or in
+// the answer to one of the URLs (fetched with the page's session).
+func noSecretIn(t *testing.T, ctx context.Context, urls []string, secrets ...string) {
+	t.Helper()
+	q := make([]string, len(urls))
+	for i, u := range urls {
+		q[i] = jsQuote(u)
+	}
+	all := evalJS[string](t, ctx, `Promise.all([`+strings.Join(q, ",")+`].map(u=>fetch(u).then(r=>r.text()))).then(a=>a.join()+document.documentElement.outerHTML)`)
+	for i, s := range secrets {
+		if s == "" || strings.Contains(all, s) {
+			t.Fatalf("secret %d is in the page %s or an answer of %q", i, evalJS[string](t, ctx, `location.href`), urls)
+		}
+	}
 }
 
 // jsQuote makes s a JavaScript string literal.
