@@ -5,7 +5,8 @@
 # with DISKS disks and a job history of DISKS×POINTS backups (made by
 # bench/consolegen) is served by a real `blockwise serve`; each page and
 # data request is timed 50 times with curl over the API's unix socket
-# (time to the last byte), p50 and p95 reported; then the host's RSS
+# (time to the last byte), p50 and p95 reported, and the host's CPU time
+# per request; then the host's RSS
 # (VmRSS now, VmHWM peak) with that history loaded. Goal: p95 <= 200 ms,
 # RSS <= 256 MiB. BENCH_DIR picks the scratch directory.
 # The replication page (/console/api/replication) is timed with no group
@@ -38,15 +39,21 @@ echo "serve answering after $(echo "$(date +%s.%N) - $t0" | bc) s"
 MID=$(printf 'd%04d' $((DISKS / 2)))
 # timed LABEL PATH: PATH requested 50 times (after one to warm), p50 and
 # p95 of curl's time to the last byte, and the answer's size.
+# cpu_ms: the host's CPU time per request (user+system, from
+# /proc/PID/stat in clock ticks), which other work on the machine does
+# not inflate the way it does the wall times.
+cputicks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 timed() {
 	curl -s --unix-socket "$SOCK" -o /dev/null "http://x$2" # warm
+	c0=$(cputicks)
 	times=$(for _ in $(seq 50); do curl -s --unix-socket "$SOCK" -o /dev/null -w '%{time_total}\n' "http://x$2"; done | sort -n)
+	cpu=$(echo "($(cputicks) - $c0) * 1000 / $(getconf CLK_TCK) / 50" | bc -l)
 	size=$(curl -s --unix-socket "$SOCK" "http://x$2" | wc -c)
 	p50=$(echo "$times" | sed -n '25p'); p95=$(echo "$times" | sed -n '48p')
-	printf '%-40s %8.1f %8.1f %10d\n' "$1" "$(echo "$p50 * 1000" | bc)" "$(echo "$p95 * 1000" | bc)" "$size"
+	printf '%-40s %8.1f %8.1f %8.1f %10d\n' "$1" "$(echo "$p50 * 1000" | bc)" "$(echo "$p95 * 1000" | bc)" "$cpu" "$size"
 }
 echo "load average before the requests: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
-printf '%-40s %8s %8s %10s\n' request p50_ms p95_ms bytes
+printf '%-40s %8s %8s %8s %10s\n' request p50_ms p95_ms cpu_ms bytes
 for path in / /console/static/app.js /console/api/overview "/console/api/grid?days=30" "/console/api/sources/$MID" \
 	"/v1/jobs?limit=200" "/v1/jobs?source=$MID&limit=100" /v1/policies /metrics \
 	/console/api/replication /console/api/disks "/v1/disks/$MID/snapshots"; do
