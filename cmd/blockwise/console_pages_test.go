@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"maps"
 	"os"
 	"os/exec"
@@ -26,10 +27,8 @@ const xssName = `<img src=x onerror="window.pwned=1">.txt`
 
 // TestConsolePages drives the console's replication, clone and file
 // pages in one headless Chromium against one real `blockwise serve`
-// (TCP+TLS, logged in with a token): a replication group created through
-// the API shows, a test failover started from the page shows its
-// exports without a reload and ends from the page, a failover asks for
-// confirmation and a cancel changes nothing; a linked clone of a
+// (TCP+TLS, logged in with a token): its replication toward a second
+// real host, on both hosts' pages (consoleReplication); a linked clone of a
 // snapshot made from the page exists after and reads as the snapshot
 // (qemu-img compare); a file downloaded from a point's file browser is
 // the source file byte for byte, a folder's tar holds its files, and a
@@ -41,77 +40,15 @@ func TestConsolePages(t *testing.T) {
 	e, base, secret := consoleHost(t)
 	ctx := browser(t)
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
-	// The first login of a fresh browser (its form's Origin is "null"
-	// under the console's no-referrer policy) is let in.
-	step(t, ctx, "login", chromedp.Navigate(base+"/"), chromedp.WaitVisible(css("#token")),
-		chromedp.SetValue(css("#token"), secret), chromedp.Click(css("#login")), chromedp.WaitVisible(css("#ov-disks")))
-	// waitJS polls a page expression until it is true.
-	waitJS := func(what, js string) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); !evalJS[bool](t, ctx, js); time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %s never held", what, js)
-			}
-		}
-	}
-	// click clicks an element of a page the live updates redraw, the one
-	// there at that instant (a pointer click aims at where a button was).
-	click := func(sel string) {
-		t.Helper()
-		waitJS("click "+sel, `(e => e !== null && (e.click(), true))(document.querySelector(`+jsQuote(sel)+`))`)
-	}
-	csrfStatus := func(method, path, body string) int { // a session request without the CSRF token
-		return evalJS[int](t, ctx, `fetch(`+jsQuote(path)+`,{method:`+jsQuote(method)+`,credentials:"same-origin",headers:{"Content-Type":"application/json"},body:`+jsQuote(body)+`}).then(r=>r.status)`)
-	}
+	consoleLogin(t, ctx, base, secret)
+	waitJS := func(what, js string) { t.Helper(); pageHolds(t, ctx, what, js) }
 
-	t.Run("replication", func(t *testing.T) {
-		e.must(t, "disk", "create", "rv1", "--size", "4M", "--granularity", "64K")
-		e.apply(t, "rv1", randomWrites(repotest.Rand(seed(t)), 4<<20, 10, 256<<10))
-		e.must(t, "replication", "create", "g1", "--disk", "rv1:rv1r", "--target", "unix://"+filepath.Join(e.d.dir, "api.sock"), "--rpo", "15m")
-		var r client.Replication
-		for deadline := time.Now().Add(30 * time.Second); r.LastPoint == nil; time.Sleep(100 * time.Millisecond) {
-			if e.jsonOut(t, &r, "replication", "show", "g1"); time.Now().After(deadline) {
-				t.Fatalf("no first point: %+v", r)
-			}
-		}
-		step(t, ctx, "replication page", chromedp.Navigate(base+"/#/replication"),
-			chromedp.WaitVisible(css(`tr[data-group="g1"] td.state`)), chromedp.WaitVisible(css(`tr[data-replica="g1"] button.test-failover`)))
-		if st := textOf(t, ctx, css(`tr[data-group="g1"] td.state`)); st != "ok" {
-			t.Fatalf("group state %q", st)
-		}
-		if st := csrfStatus("POST", "/v1/replicas/g1/failover", `{"mode":"test"}`); st != 403 {
-			t.Fatalf("test failover without CSRF token: %d", st)
-		}
-		// A test failover from the page: its export shows live.
-		evalJS[any](t, ctx, `window.__sameDocument = 1`)
-		click(`tr[data-replica="g1"] button.test-failover`)
-		waitJS("test export shown", `(document.querySelector('tr[data-replica="g1"] td.tests')||{}).textContent === "rv1r: rv1r-test"`)
-		if st := textOf(t, ctx, css(`tr[data-replica="g1"] td.state`)); st != "ok, testing" || evalJS[int](t, ctx, `window.__sameDocument || 0`) != 1 {
-			t.Fatalf("replica state %q, or the page reloaded", st)
-		}
-		var reps []client.Replica
-		if e.jsonOut(t, &reps, "replication", "replicas"); len(reps) != 1 || reps[0].Tests["rv1r"] != "rv1r-test" {
-			t.Fatalf("replicas after the test failover: %+v", reps)
-		}
-		// A disaster failover asks first; a cancel changes nothing.
-		click(`tr[data-replica="g1"] button.failover`)
-		step(t, ctx, "failover asks", chromedp.WaitVisible(css("#confirm-no")))
-		click("#confirm-no")
-		step(t, ctx, "failover canceled", chromedp.WaitNotVisible(css("#confirm")))
-		click(`tr[data-replica="g1"] button.test-cleanup`)
-		waitJS("test ended", `(document.querySelector('tr[data-replica="g1"] td.state')||{}).textContent === "ok"`)
-		reps = nil // a fresh decode: an old map would stay where the JSON has none
-		if e.jsonOut(t, &reps, "replication", "replicas"); len(reps) != 1 || len(reps[0].Tests) != 0 || reps[0].State != "ok" {
-			t.Fatalf("replicas after cleanup and a canceled failover: %+v\nmessage %q\n%s", reps,
-				evalJS[string](t, ctx, `document.getElementById("repl-msg").textContent`), e.must(t, "job", "list"))
-		}
-		e.must(t, "replication", "rm", "g1")
-	})
+	t.Run("replication", func(t *testing.T) { consoleReplication(t, ctx, e, base, secret) })
 
 	t.Run("clone", func(t *testing.T) {
 		e.must(t, "snapshot", "create", "vm1", "s1")
 		e.apply(t, "vm1", []write{{cmd: "write -q -P 0x5a 0 1048576", off: 0, n: 1 << 20}}) // the clone is of s1, not now
-		if st := csrfStatus("POST", "/v1/disks/vm1/clone", `{"name":"nocsrf","snapshot":"s1","linked":true}`); st != 403 {
+		if st := csrfStatus(t, ctx, "POST", "/v1/disks/vm1/clone", `{"name":"nocsrf","snapshot":"s1","linked":true}`); st != 403 {
 			t.Fatalf("clone without CSRF token: %d", st)
 		}
 		step(t, ctx, "clone page", chromedp.Navigate(base+"/#/clones"), chromedp.WaitVisible(css("#cl-src")))
@@ -172,10 +109,66 @@ func TestConsolePages(t *testing.T) {
 		if pwned := evalJS[bool](t, ctx, `window.pwned !== undefined || document.querySelector("#files img") !== null`); pwned || name != xssName || !strings.Contains(shown, xssName) {
 			t.Fatalf("a file named with markup: pwned %v, row %q, names shown %q", pwned, name, shown)
 		}
+		// No secret in the file routes' answers (a listing, a problem),
+		// the clone page's disks or the jobs of this test.
+		var bk struct{ ID string }
+		if err := json.Unmarshal(ended[0].Summary, &bk); err != nil || bk.ID == "" {
+			t.Fatalf("the backup's summary %s: %v", ended[0].Summary, err)
+		}
+		noSecretIn(t, ctx, []string{"/v1/policies/files/points/" + bk.ID + "/files?path=/disk", "/v1/policies/files/points/nope/files?path=/",
+			"/v1/policies/nope/points/" + bk.ID + "/files?path=/", "/console/api/disks", "/v1/jobs", "/v1/jobs/" + ended[0].ID + "/log"}, "correct horse", secret)
 		if st := evalJS[int](t, ctx, `fetch("/v1/disks",{method:"POST",headers:{"Content-Type":"application/json","X-CSRF-Token":csrf},body:JSON.stringify({name:"<script>",size:1048576})}).then(r=>r.status)`); st != 400 {
 			t.Fatalf("a disk named <script>: %d", st)
 		}
 	})
+}
+
+// consoleLogin logs the browser in to the console at base with a token.
+// The first login of a fresh browser (its form's Origin is "null" under
+// the console's no-referrer policy) is let in.
+func consoleLogin(t *testing.T, ctx context.Context, base, secret string) {
+	t.Helper()
+	step(t, ctx, "login to "+base, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SetValue(chromedp.CSS("#token"), secret), chromedp.Click(chromedp.CSS("#login")), chromedp.WaitVisible(chromedp.CSS("#ov-disks")))
+}
+
+// pageHolds polls a page expression until it is true.
+func pageHolds(t *testing.T, ctx context.Context, what, js string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !evalJS[bool](t, ctx, js); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s never held", what, js)
+		}
+	}
+}
+
+// clickNow clicks an element of a page the live updates redraw, the one
+// there at that instant (a pointer click aims at where a button was).
+func clickNow(t *testing.T, ctx context.Context, sel string) {
+	t.Helper()
+	pageHolds(t, ctx, "click "+sel, `(e => e !== null && (e.click(), true))(document.querySelector(`+jsQuote(sel)+`))`)
+}
+
+// csrfStatus is the status of a session request without the CSRF token.
+func csrfStatus(t *testing.T, ctx context.Context, method, path, body string) int {
+	t.Helper()
+	return evalJS[int](t, ctx, `fetch(`+jsQuote(path)+`,{method:`+jsQuote(method)+`,credentials:"same-origin",headers:{"Content-Type":"application/json"},body:`+jsQuote(body)+`}).then(r=>r.status)`)
+}
+
+// noSecretIn fails the test when a secret is in the page's HTML or in
+// the answer to one of the URLs (fetched with the page's session).
+func noSecretIn(t *testing.T, ctx context.Context, urls []string, secrets ...string) {
+	t.Helper()
+	q := make([]string, len(urls))
+	for i, u := range urls {
+		q[i] = jsQuote(u)
+	}
+	all := evalJS[string](t, ctx, `Promise.all([`+strings.Join(q, ",")+`].map(u=>fetch(u).then(r=>r.text()))).then(a=>a.join()+document.documentElement.outerHTML)`)
+	for i, s := range secrets {
+		if s == "" || strings.Contains(all, s) {
+			t.Fatalf("secret %d is in the page %s or an answer of %q", i, evalJS[string](t, ctx, `location.href`), urls)
+		}
+	}
 }
 
 // jsQuote makes s a JavaScript string literal.
