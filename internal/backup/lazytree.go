@@ -123,7 +123,9 @@ func (t *groupTree) fetch(g int) ([]hashtree.Hash, error) {
 	var l []hashtree.Hash
 	var err error
 	if id, ok := t.stored[g]; ok {
-		l, err = t.reload(g, id)
+		if l, err = t.reload(g, id); err == nil && repo.GroupTop(l, t.bs) != t.tops[g] {
+			err = fmt.Errorf("tree group %d read back is not the group stored: %w", g, repo.ErrCorrupt)
+		}
 	} else if t.load != nil {
 		l, err = t.load(g)
 	}
