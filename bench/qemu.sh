@@ -14,19 +14,15 @@
 set -euo pipefail
 SIZE=${1:-4G}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-
-need() { # command package
-	command -v "$1" >/dev/null 2>&1 && return
-	echo "installing $2" >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null
-}
+# need, workdir, build_tools
+. "$ROOT/bench/lib.sh"
 need virtnbdbackup virtnbdbackup
 need libvirtd libvirt-daemon-system
 need qemu-system-x86_64 qemu-system-x86
 need qemu-img qemu-utils
 need unshare util-linux
 
-W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bwqemu.XXXXXX")
+workdir bwqemu
 chmod 755 "$W"
 LV_PID=
 QEMU_PID=
@@ -40,14 +36,14 @@ cleanup() {
 	# backup and QEMU monitor) to find why a job sticks.
 	if [ -n "${BENCH_KEEP:-}" ]; then rm -f "$W"/*.qcow2; echo "kept $W" >&2; else rm -rf "$W"; fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT INT TERM # replaces workdir's: libvirtd and QEMU to stop too
 
 mkdir -p "$W/sock" "$W/scratch" "$W/vnb"
 SOCK=$W/sock/libvirt-sock
 URI="qemu:///system?socket=$SOCK"
 export BLOCKWISE_REPO=$W/bw-repo BLOCKWISE_PASSWORD=bench
-BW=$W/blockwise
-(cd "$ROOT" && go build -o "$BW" ./cmd/blockwise && go build -o "$W/imagegen" ./bench/imagegen && go build -o "$W/guest" ./bench/guest)
+build_tools
+(cd "$ROOT" && go build -o "$W/guest" ./bench/guest)
 
 cat >"$W/libvirtd.conf" <<CONF
 unix_sock_dir = "$W/sock"

@@ -22,8 +22,8 @@
 # initramfs, TCG, 1 vCPU) boots with a root ext4 of SIZE as vda, from
 # (a) `serve-point --writable` (process start included) and (b) the
 # point restored to a raw file on local disk (QEMU's default cache). The
-# kernel gets no_timer_check: under load TCG's timer failed its IO-APIC
-# check and the boot panicked. "Booted" is a
+# kernel gets no_timer_check (testvm.KernelCmdline): under load TCG's
+# timer failed its IO-APIC check and the boot panicked. "Booted" is a
 # guest-side marker after what a boot does on its root disk: mount it
 # read-write, read the boot set (BOOTSET, default 128M in 2,000 files of
 # 8-256 KiB, as binaries and libraries), write a 1 MiB log and sync. The

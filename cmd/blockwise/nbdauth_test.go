@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -156,6 +157,25 @@ func ticketDir(t *testing.T, d *serveProc, export string, extra ...string) (dir,
 	return dir, f[1]
 }
 
+// ticketExpires is when ticket id expires, from `ticket list --json`.
+func ticketExpires(t *testing.T, d *serveProc, id string) time.Time {
+	t.Helper()
+	var list []struct {
+		ID      string
+		Expires time.Time
+	}
+	if err := json.Unmarshal([]byte(d.must(t, "ticket", "list", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range list {
+		if tk.ID == id {
+			return tk.Expires
+		}
+	}
+	t.Fatalf("ticket %s not listed", id)
+	return time.Time{}
+}
+
 // TestTicketRealClients: qemu-img, qemu-io, nbdcopy and nbdinfo open an
 // export over TCP+TLS with a ticket from `blockwise ticket create`; the
 // ticket opens nothing else and stops working when revoked, when its
@@ -230,11 +250,12 @@ func TestTicketRealClients(t *testing.T) {
 	if out, err := run("nbdinfo", "--size", snapURI); err == nil {
 		t.Fatalf("ticket of a deleted snapshot still opens it:\n%s", out)
 	}
-	// An expired ticket is refused.
-	edir, _ := ticketDir(t, d, "vm", "--ttl", "1s")
+	// An expired ticket is refused. It lives 2s to 3s (whole seconds, at
+	// least its ttl): 2s leaves a loaded machine time to start nbdinfo.
+	edir, eid := ticketDir(t, d, "vm", "--ttl", "2s")
 	expURI := "nbds://" + addr + "/vm?tls-certificates=" + edir
 	mustRun("nbdinfo", "--size", expURI)
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(time.Until(ticketExpires(t, d, eid)) + 100*time.Millisecond)
 	if out, err := run("nbdinfo", "--size", expURI); err == nil {
 		t.Fatalf("expired ticket still opens vm:\n%s", out)
 	}

@@ -101,9 +101,9 @@ func (ts *Tickets) Create(export, tokenID string, ttl time.Duration) (wire.Ticke
 	}
 	var b [8]byte
 	rand.Read(b[:])
-	now := ts.o.Now().UTC().Truncate(time.Second)
+	now := ts.o.Now().UTC()
 	t := &ticket{serial: randSerial(), view: wire.Ticket{ID: hex.EncodeToString(b[:]), Export: export,
-		Created: now, Expires: now.Add(ttl), Token: tokenID}}
+		Created: now.Truncate(time.Second), Expires: wholeSecondAfter(now.Add(ttl)), Token: tokenID}}
 	certPEM, keyPEM, err := ca.issue(&x509.Certificate{
 		SerialNumber: t.serial, Subject: pkix.Name{CommonName: ticketCNPrefix + t.view.ID},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
@@ -128,6 +128,18 @@ func (ts *Tickets) Create(export, tokenID string, ttl time.Duration) (wire.Ticke
 	out := t.view
 	out.CACert, out.ClientCert, out.ClientKey = string(ca.CertPEM()), string(certPEM), string(keyPEM)
 	return out, nil
+}
+
+// wholeSecondAfter rounds t up to a whole second: a certificate's
+// NotAfter holds whole seconds, and the ticket must live at least its ttl
+// (ttl to ttl+1s). Expiry was the creation time truncated plus the ttl,
+// so a 1s ticket created late in a second lived a few milliseconds, and
+// its first TLS handshake could fail (TestTicketRealClients under load).
+func wholeSecondAfter(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
 }
 
 func (ts *Tickets) add(t *ticket) error {

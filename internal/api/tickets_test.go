@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
 	"net/url"
@@ -103,7 +104,7 @@ func TestTicketOpensItsExportOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	if tk.Export != "a" || tk.ClientKey == "" || tk.CACert == "" || len(tk.URIs) != 1 ||
-		tk.URIs[0] != "nbds://127.0.0.1:10809/a" || tk.Expires.Sub(tk.Created) != api.DefaultTicketTTL {
+		tk.URIs[0] != "nbds://127.0.0.1:10809/a" || tk.Expires.Sub(tk.Created) < api.DefaultTicketTTL || tk.Expires.Sub(tk.Created) > api.DefaultTicketTTL+time.Second {
 		t.Fatalf("ticket %+v", tk)
 	}
 	c := mustDial(t, addr, "a", tk)
@@ -343,7 +344,7 @@ func TestTicketStore(t *testing.T) {
 		{"no TLS", nil, "vm", nil},
 		{"unverified", &tls.ConnectionState{PeerCertificates: cs.PeerCertificates}, "vm", nil},
 		{"export gone", cs, "vm", func() { gone["vm"] = true }},
-		{"expired", cs, "vm", func() { gone["vm"] = false; now = now.Add(time.Minute) }},
+		{"expired", cs, "vm", func() { gone["vm"] = false; now = t1.Expires }},
 	} {
 		if c.before != nil {
 			c.before()
@@ -374,5 +375,45 @@ func TestTicketStore(t *testing.T) {
 	}
 	if !strings.Contains(t1.ClientCert, "BEGIN CERTIFICATE") || !strings.Contains(t1.ClientKey, "PRIVATE KEY") {
 		t.Fatal("PEM fields")
+	}
+}
+
+// TestTicketLivesItsTTL: a ticket and its certificate live at least the
+// ttl asked for, and less than a second more, wherever in a second it is
+// created (certificates hold whole seconds). Expiry was once the
+// truncated creation time plus the ttl: a 1s ticket made at x.999 lived
+// 1 ms and its first handshake failed.
+func TestTicketLivesItsTTL(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		frac time.Duration // into the second at creation
+		ttl  time.Duration
+	}{{0, time.Second}, {time.Millisecond, time.Second}, {500 * time.Millisecond, 2 * time.Second}, {999 * time.Millisecond, time.Second}} {
+		now := base.Add(c.frac)
+		ts := api.NewTickets(api.TicketOptions{CA: api.LazyCA(dir), Now: func() time.Time { return now },
+			Exists: func(string) error { return nil }})
+		tk, err := ts.Create("vm", "", c.ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := base.Add(c.frac + c.ttl)
+		if tk.Expires.Before(end) || !tk.Expires.Before(end.Add(time.Second)) {
+			t.Errorf("%v into a second, ttl %v: expires %v, want [%v, +1s)", c.frac, c.ttl, tk.Expires, end)
+		}
+		block, _ := pem.Decode([]byte(tk.ClientCert))
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cert.NotAfter.Before(end) {
+			t.Errorf("%v into a second, ttl %v: certificate ends %v, before %v", c.frac, c.ttl, cert.NotAfter, end)
+		}
+		now = end.Add(-time.Millisecond) // the ttl is not over yet
+		leaf := []*x509.Certificate{cert}
+		cs := &tls.ConnectionState{PeerCertificates: leaf, VerifiedChains: [][]*x509.Certificate{leaf}}
+		if err := ts.Authorize(context.Background(), cs, "vm"); err != nil {
+			t.Errorf("%v into a second, ttl %v: refused 1ms before its ttl is over: %v", c.frac, c.ttl, err)
+		}
 	}
 }

@@ -161,6 +161,9 @@ type Result struct {
 	RootNote string
 	// RereadBytes were read a second time after a root mismatch.
 	RereadBytes int64
+	// treeHeld is the peak of the tree's leaf bytes held in memory
+	// (TestTreeMemoryBounded).
+	treeHeld int64
 }
 
 // Phase is one step of a backup and its wall time.
@@ -321,6 +324,7 @@ func copyAndProve(ctx context.Context, o Options, res *Result, w *repo.SnapshotW
 		res.RootNote = "not computed (--no-prove)"
 	} else if cp.prove, res.RootNote = newProver(ctx, o, res, parent, areas); cp.prove != nil {
 		areas = withShrunkTail(areas, parent, res.Snapshot.Size, cp.prove.bs)
+		cp.prove.storeInto(ctx, w)
 	}
 	err := cp.run(ctx, plan(areas, cs, res.Snapshot.Size), &res.ReadBytes)
 	clock.mark("copy")
@@ -329,6 +333,7 @@ func copyAndProve(ctx context.Context, o Options, res *Result, w *repo.SnapshotW
 		if err = cp.prove.prove(ctx, o, res, hr, reread); err == nil {
 			err = w.SetTree(cp.prove.t, res.RootProven)
 		}
+		res.treeHeld = cp.prove.t.maxHeld
 	}
 	clock.mark("prove")
 	return err
@@ -533,8 +538,9 @@ func plan(areas []Area, chunk, size int64) []slotRun {
 
 // copier reads planned runs from a source and stores each chunk, with at
 // most workers runs (≤ 4 MiB each) in memory at once. As the runs below
-// some slot are all done it tells the writer (Done), which stores and
-// drops the index pages there.
+// some slot are all done it tells the prover (passed) and the writer
+// (Done), which store and drop the tree's leaf groups and the index
+// pages there.
 type copier struct {
 	src         Source
 	w           *repo.SnapshotWriter
@@ -587,6 +593,11 @@ func (c *copier) finish(ctx context.Context, i int) error {
 	c.mu.Unlock()
 	if !advanced {
 		return nil
+	}
+	if c.prove != nil {
+		if err := c.prove.passed(int64(below)); err != nil {
+			return err
+		}
 	}
 	return c.w.Done(ctx, below)
 }

@@ -23,12 +23,27 @@ type groupTree struct {
 	// load returns a group's leaves as the parent had them (nil: the
 	// parent has none, zero leaves).
 	load func(g int) ([]hashtree.Hash, error)
+	// stored are the changed groups the copy passed, stored already
+	// (repo.SnapshotWriter.StoreTreeGroup) and dropped from groups; their
+	// tops are final. store and reload are the writer's; nil keeps every
+	// group in memory until Commit.
+	stored map[int]repo.ID
+	store  func(leaves []hashtree.Hash) (repo.ID, error)
+	reload func(g int, id repo.ID) ([]hashtree.Hash, error)
+	// peek is the last group Leaf read without keeping it.
+	peek struct {
+		g int
+		l []hashtree.Hash
+	}
+	// held is the bytes of leaves in groups, maxHeld its peak (tests).
+	held, maxHeld int64
 }
 
 // newGroupTree is the tree of an all-zero image (a full backup's start).
 func newGroupTree(size int64, bs int) *groupTree {
 	t := &groupTree{size: size, bs: bs, leaves: (size + int64(bs) - 1) / int64(bs),
-		groups: map[int][]hashtree.Hash{}, changed: map[int]bool{}}
+		groups: map[int][]hashtree.Hash{}, changed: map[int]bool{}, stored: map[int]repo.ID{}}
+	t.peek.g = -1
 	t.tops = make([]hashtree.Hash, repo.TreeGroups(size, bs))
 	zero := map[int]hashtree.Hash{}
 	for g := range t.tops {
@@ -77,28 +92,81 @@ func fromFull(full *hashtree.Tree) *groupTree {
 	t := newGroupTree(full.Size(), full.BlockSize())
 	ft := repo.FullTree{Tree: full}
 	for g := range t.tops {
-		t.groups[g], _ = ft.GroupLeaves(g)
+		l, _ := ft.GroupLeaves(g)
+		t.keep(g, l)
 		t.changed[g] = true
 	}
 	return t
 }
 
+// group returns group g to modify, keeping it in memory: a stored group
+// is read back (and stored again when passed, or at Commit).
 func (t *groupTree) group(g int) ([]hashtree.Hash, error) {
 	if l, ok := t.groups[g]; ok {
 		return l, nil
 	}
+	l, err := t.fetch(g)
+	if err != nil {
+		return nil, err
+	}
+	delete(t.stored, g)
+	if t.peek.g == g {
+		t.peek.g = -1
+	}
+	t.keep(g, l)
+	return l, nil
+}
+
+// fetch reads group g: back from the writer if stored, else from the
+// parent, else zero leaves.
+func (t *groupTree) fetch(g int) ([]hashtree.Hash, error) {
 	var l []hashtree.Hash
-	if t.load != nil {
-		var err error
-		if l, err = t.load(g); err != nil {
-			return nil, err
+	var err error
+	if id, ok := t.stored[g]; ok {
+		if l, err = t.reload(g, id); err == nil && repo.GroupTop(l, t.bs) != t.tops[g] {
+			err = fmt.Errorf("tree group %d read back is not the group stored: %w", g, repo.ErrCorrupt)
 		}
+	} else if t.load != nil {
+		l, err = t.load(g)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if l == nil {
 		l = zeroLeaves(repo.GroupLen(t.size, t.bs, g), t.bs)
 	}
-	t.groups[g] = l
 	return l, nil
+}
+
+func (t *groupTree) keep(g int, l []hashtree.Hash) {
+	t.groups[g] = l
+	t.held += int64(len(l)) * int64(len(hashtree.Hash{}))
+	t.maxHeld = max(t.maxHeld, t.held)
+}
+
+// pass stores the changed groups below group end and drops them from
+// memory (docs/repository.md T9, write ordering 1): the copy has set
+// every leaf it will set there, so a full backup holds the groups under
+// the copy's work in progress, not 32 bytes for every block of the disk.
+// Only Commit's manifest names them (write ordering 3).
+func (t *groupTree) pass(end int) error {
+	if t.store == nil {
+		return nil
+	}
+	for g, l := range t.groups {
+		if g >= end || !t.changed[g] {
+			continue
+		}
+		id, err := t.store(l)
+		if err != nil {
+			return fmt.Errorf("the point's tree: %w", err)
+		}
+		t.tops[g] = repo.GroupTop(l, t.bs)
+		t.stored[g] = id
+		delete(t.groups, g)
+		t.held -= int64(len(l)) * int64(len(hashtree.Hash{}))
+	}
+	return nil
 }
 
 // Set sets leaf i.
@@ -121,9 +189,17 @@ func (t *groupTree) Leaf(i int64) (hashtree.Hash, error) {
 	if i < 0 || i >= t.leaves {
 		return hashtree.Hash{}, fmt.Errorf("%w: leaf %d of %d", hashtree.ErrRange, i, t.leaves)
 	}
-	l, err := t.group(int(i / repo.TreeGroupLeaves))
-	if err != nil {
-		return hashtree.Hash{}, err
+	g := int(i / repo.TreeGroupLeaves)
+	l, ok := t.groups[g]
+	if !ok && t.peek.g == g {
+		l, ok = t.peek.l, true
+	}
+	if !ok { // read, not kept: locate reads every leaf once
+		var err error
+		if l, err = t.fetch(g); err != nil {
+			return hashtree.Hash{}, err
+		}
+		t.peek.g, t.peek.l = g, l
 	}
 	return l[i%repo.TreeGroupLeaves], nil
 }
@@ -131,7 +207,9 @@ func (t *groupTree) Leaf(i int64) (hashtree.Hash, error) {
 // Root recomputes the changed groups' tops and folds the root (H3).
 func (t *groupTree) Root() hashtree.Hash {
 	for g := range t.changed {
-		t.tops[g] = repo.GroupTop(t.groups[g], t.bs)
+		if l, ok := t.groups[g]; ok { // a stored group's top is final
+			t.tops[g] = repo.GroupTop(l, t.bs)
+		}
 	}
 	return hashtree.RootHash(repo.FoldTops(t.tops), t.size, t.bs)
 }
@@ -148,8 +226,19 @@ func (t *groupTree) Leaves() int64 { return t.leaves }
 // Changed implements repo.PointTree: a leaf of group g was set.
 func (t *groupTree) Changed(g int) bool { return t.changed[g] }
 
+// StoredGroup implements repo.PointTree.
+func (t *groupTree) StoredGroup(g int) (repo.ID, bool) {
+	id, ok := t.stored[g]
+	return id, ok
+}
+
 // GroupLeaves implements repo.PointTree.
-func (t *groupTree) GroupLeaves(g int) ([]hashtree.Hash, error) { return t.group(g) }
+func (t *groupTree) GroupLeaves(g int) ([]hashtree.Hash, error) {
+	if l, ok := t.groups[g]; ok {
+		return l, nil
+	}
+	return t.fetch(g)
+}
 
 // GroupTop implements repo.PointTree (valid after Root).
 func (t *groupTree) GroupTop(g int) hashtree.Hash { return t.tops[g] }

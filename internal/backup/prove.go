@@ -105,6 +105,28 @@ func baseTree(ctx context.Context, r *repo.Repository, parent *repo.Manifest, ar
 	return fromFull(full), nil
 }
 
+// storeInto lets the prover store the groups the copy passes into w
+// (passed) and read them back for a re-read.
+func (p *prover) storeInto(ctx context.Context, w *repo.SnapshotWriter) {
+	t := p.t
+	t.store = func(l []hashtree.Hash) (repo.ID, error) { return w.StoreTreeGroup(ctx, l, t.bs) }
+	t.reload = func(g int, id repo.ID) ([]hashtree.Hash, error) {
+		return w.LoadStoredTreeGroup(ctx, id, repo.GroupLen(t.size, t.bs, g), t.bs)
+	}
+}
+
+// passed stores the groups entirely below slot, which the copy has
+// passed: no leaf there is set again but by a re-read.
+func (p *prover) passed(slot int64) error {
+	end := p.t.leaves // past the image's end: every group
+	if off := slot * p.chunk; off < p.t.size {
+		end = off / p.bs
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.t.pass(int(end / repo.TreeGroupLeaves))
+}
+
 // DefaultTreeBlockSize is the block size of a point's tree when the
 // host does not say (the CBT granularity of the engine and QEMU).
 const DefaultTreeBlockSize = 64 << 10

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/backend"
+	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/hashtree"
 	"github.com/blockwise/blockwise/internal/repo"
 )
@@ -238,3 +240,63 @@ func TestRootAfterGrow(t *testing.T) {
 		}
 	}
 }
+
+// TestTreeMemoryBounded: a full backup of a large disk written sparsely
+// everywhere (a block in every leaf group) holds the groups under the
+// copy's work in progress, not every group until Commit (32 bytes a
+// 64 KiB block: 512 MiB for 1 TiB; 32 groups here); the groups stored
+// as the copy passed them make the point's root, and an incremental
+// over them too. One worker makes the bound exact: the copy's window is
+// then one run. The host keeps no tree (hashing 8 GiB would take most of
+// a minute): the roots are checked against one built in the test.
+func TestTreeMemoryBounded(t *testing.T) {
+	const size, span = 8 << 30, repo.TreeGroupLeaves * (64 << 10) // 32 groups of 256 MiB
+	ctx := context.Background()
+	f := newFixture(t)
+	d, err := f.th.h.Create("vm", size, disk.Options{CBT: cbt.Config{Granularity: 64 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := hashtree.New(size, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(off int64, b byte) {
+		p := bytes.Repeat([]byte{b}, 64<<10)
+		if _, err := d.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		if err := want.Set(off/(64<<10), hashtree.LeafHash(p, 64<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backup := func() *Result {
+		res, err := Run(ctx, Options{Disk: "vm", Host: plainHost{f.th}, Repo: f.repo, Open: f.th.open, Workers: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := f.repo.LoadTree(ctx, res.Manifest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Root != want.Root() || tr.Root() != want.Root() {
+			t.Fatalf("%s: root %x, stored tree's %x, want %x", res.Mode, res.Root, tr.Root(), want.Root())
+		}
+		return res
+	}
+	for off := int64(0); off < size; off += span {
+		write(off+off/span*(64<<10), byte(off/span)+1)
+	}
+	const groupBytes = repo.TreeGroupLeaves * 32
+	if full := backup(); full.treeHeld != groupBytes {
+		t.Fatalf("full backup held %d bytes of leaves at its peak, want one group's %d (all %d groups: %d)", full.treeHeld, groupBytes, size/span, size/span*groupBytes)
+	}
+	write(3*span+5<<20, 0xee)
+	write(31*span, 0xef)
+	if inc := backup(); inc.Mode != "incremental" || inc.treeHeld > groupBytes {
+		t.Fatalf("%s held %d bytes of leaves", inc.Mode, inc.treeHeld)
+	}
+}
+
+// plainHost keeps no hash tree: the backup computes its root.
+type plainHost struct{ Host }

@@ -62,12 +62,21 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckResult, e
 	if err != nil {
 		return res, err
 	}
-	x, err := r.checkIndexAndPacks(ctx, sizes, res, o)
+	var sums *leafSums // the chunks' leaves, summed as their packs are read
+	if o.ReadData {
+		bss, err := r.treeBlockSizes(ctx)
+		if err != nil {
+			return res, err
+		}
+		sums = r.newLeafSums(bss)
+		defer sums.close()
+	}
+	x, err := r.checkIndexAndPacks(ctx, sizes, res, o, sums)
 	if err != nil {
 		return res, err
 	}
 	defer x.close()
-	if err := r.checkManifests(ctx, x, res, o); err != nil {
+	if err := r.checkManifests(ctx, x, res, o, sums); err != nil {
 		return res, err
 	}
 	return res, res.Err()
@@ -99,7 +108,7 @@ func (r *Repository) packSizes(ctx context.Context) (map[ID]int64, []string, err
 // size): each goes into the lookup index checkManifests uses, and each
 // pack it names first is checked against the pack files, and read whole
 // with o.ReadData, while the next files load.
-func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64, res *CheckResult, o CheckOptions) (*index, error) {
+func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64, res *CheckResult, o CheckOptions, sums *leafSums) (*index, error) {
 	names, err := r.listNames(ctx, backend.Index)
 	if err != nil {
 		return nil, err
@@ -127,7 +136,7 @@ func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64,
 			}
 			res.PacksRead++
 			g.Go(func() error {
-				errs, err := r.verifyPack(gctx, p.ID, p.Entries)
+				errs, err := r.verifyPack(gctx, p.ID, p.Entries, sums)
 				mu.Lock()
 				res.Errors = append(res.Errors, errs...)
 				mu.Unlock()
@@ -173,8 +182,9 @@ func packDataEnd(entries []packEntry) int64 {
 }
 
 // verifyPack returns the damage found in one pack; the error result is for
-// failures to check at all.
-func (r *Repository) verifyPack(ctx context.Context, id ID, want []packEntry) ([]error, error) {
+// failures to check at all. It sums the leaves of each good chunk into
+// sums, for the proof of the points' trees (T6).
+func (r *Repository) verifyPack(ctx context.Context, id ID, want []packEntry, sums *leafSums) ([]error, error) {
 	data, err := backend.LoadAll(ctx, r.be, backend.Handle{Type: backend.Data, Name: id.String()}, 0, 0)
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil, nil // already reported
@@ -190,8 +200,11 @@ func (r *Repository) verifyPack(ctx context.Context, id ID, want []packEntry) ([
 	buf := make([]byte, r.maxBlob()) // one for the pack: less for the collector
 	for _, e := range entries {
 		have[blobKey{e.Type, e.ID}] = e
-		if _, err := r.decodeBlobTo(e, id, data[e.Offset:e.Offset+e.Stored], buf); err != nil {
+		plain, err := r.decodeBlobTo(e, id, data[e.Offset:e.Offset+e.Stored], buf)
+		if err != nil {
 			errs = append(errs, err)
+		} else if e.Type == BlobChunk {
+			sums.add(e.ID, plain)
 		}
 	}
 	for _, e := range want {
@@ -204,13 +217,13 @@ func (r *Repository) verifyPack(ctx context.Context, id ID, want []packEntry) ([
 
 // checkManifests walks every manifest's page tree. Pages shared between
 // manifests are checked once.
-func (r *Repository) checkManifests(ctx context.Context, x *index, res *CheckResult, o CheckOptions) error {
+func (r *Repository) checkManifests(ctx context.Context, x *index, res *CheckResult, o CheckOptions, sums *leafSums) error {
 	names, err := r.listNames(ctx, backend.Manifests)
 	if err != nil {
 		return err
 	}
 	seen := map[ID]bool{}
-	prover := &treeProver{r: r, x: x, o: o, cache: map[ID][]hashtree.Hash{}}
+	prover := &treeProver{r: r, x: x, o: o, sums: sums, cache: map[leafKey][]hashtree.Hash{}}
 	for _, n := range names {
 		id, err := ParseID(n)
 		if err != nil {

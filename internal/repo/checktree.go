@@ -11,13 +11,24 @@ import (
 // ReadData (docs/repository.md, T6): each slot's chunk is hashed into
 // leaves, which must equal the point's stored leaves; with every slot
 // proven, the stored tree's root (checked against the manifest by
-// loadTree, T4) is the image's. Leaves are cached by chunk ID, so a chunk
-// shared by many points is read once while the cache holds.
+// loadTree, T4) is the image's. The pack check hashed every chunk it
+// read (sums), so a slot is proven from its chunk's sum without reading
+// the chunk again; a chunk is read here only when its sum differs (to
+// name the leaf) or is missing (a damaged blob). Those leaves are cached
+// by chunk ID and block size (by ID alone, a chunk proven at one block
+// size gave its leaves to a point of another: a false "not the hash of
+// its data", TestCheckReadsChunksOnce).
 type treeProver struct {
 	r     *Repository
 	x     *index
 	o     CheckOptions
-	cache map[ID][]hashtree.Hash
+	sums  *leafSums
+	cache map[leafKey][]hashtree.Hash
+}
+
+type leafKey struct {
+	id ID
+	bs int
 }
 
 // maxProverCache bounds the leaf cache (entries): ~100 MiB at most.
@@ -67,6 +78,9 @@ func (p *treeProver) provePage(ctx context.Context, m *Manifest, t *hashtree.Tre
 	per := int64(m.ChunkSize) / int64(m.Tree.BlockSize)
 	for i, id := range pg {
 		slot := pi*uint64(m.PageSlots) + uint64(i)
+		if p.provenBySum(m, t, slot, id) {
+			continue
+		}
 		leaves, ok, err := p.leaves(ctx, m, slot, id)
 		if err != nil || !ok {
 			return err
@@ -80,6 +94,40 @@ func (p *treeProver) provePage(ctx context.Context, m *Manifest, t *hashtree.Tre
 		}
 	}
 	return nil
+}
+
+// provenBySum reports whether the tree's leaves of a slot are those of
+// its chunk by the sum the pack check made of them: the chunk's leaves
+// (ceil(raw/B)) sum to it, and the slot's leaves past them are zero
+// blocks' (a chunk holds its slot's bytes). False sends the slot to the
+// read path, which names the leaf that differs.
+func (p *treeProver) provenBySum(m *Manifest, t *hashtree.Tree, slot uint64, id ID) bool {
+	bs := int(m.Tree.BlockSize)
+	if id.IsZero() || p.sums == nil {
+		return false
+	}
+	l, ok := p.x.lookup(BlobChunk, id)
+	if !ok {
+		return false
+	}
+	sum, ok := p.sums.get(id, bs)
+	if !ok {
+		return false
+	}
+	slotLen := int(min(uint64(m.ChunkSize), m.Size-slot*uint64(m.ChunkSize)))
+	n, k := (slotLen+bs-1)/bs, (int(l.Raw)+bs-1)/bs
+	if k > n {
+		return false
+	}
+	first := int64(slot) * (int64(m.ChunkSize) / int64(bs))
+	leaves := make([]hashtree.Hash, n)
+	for j := range leaves {
+		leaves[j], _ = t.Leaf(first + int64(j))
+		if j >= k && leaves[j] != hashtree.ZeroLeaf(bs) {
+			return false
+		}
+	}
+	return sumLeaves(leaves[:k], bs) == sum
 }
 
 // leaves are the leaves of one slot holding chunk id; ok is false when
@@ -100,7 +148,7 @@ func (p *treeProver) leaves(ctx context.Context, m *Manifest, slot uint64, id ID
 	} else if p.o.ReadPack != nil && !p.o.ReadPack(l.Pack) {
 		return nil, false, nil
 	}
-	if c, ok := p.cache[id]; ok && len(c) >= n {
+	if c, ok := p.cache[leafKey{id, bs}]; ok && len(c) >= n {
 		return c[:n], true, nil
 	}
 	data, err := p.r.loadBlobFrom(ctx, p.x, BlobChunk, id)
@@ -117,6 +165,6 @@ func (p *treeProver) leaves(ctx context.Context, m *Manifest, slot uint64, id ID
 	if len(p.cache) >= maxProverCache {
 		clear(p.cache)
 	}
-	p.cache[id] = out
+	p.cache[leafKey{id, bs}] = out
 	return out, true, nil
 }

@@ -62,10 +62,64 @@ type PointTree interface {
 	BlockSize() int
 	Root() hashtree.Hash
 	Changed(g int) bool
+	// StoredGroup is the blob of changed group g if the backup stored it
+	// already (StoreTreeGroup), as the copy passed it.
+	StoredGroup(g int) (ID, bool)
 	// GroupLeaves are group g's leaves; GroupTop their top, once Root
 	// has been computed.
 	GroupLeaves(g int) ([]hashtree.Hash, error)
 	GroupTop(g int) hashtree.Hash
+}
+
+// StoreTreeGroup stores a changed group of the point's tree before
+// Commit (docs/repository.md T9), so a backup need not hold every group it set until then (32
+// bytes a block: 512 MiB for 1 TiB): the group's blob goes into a pack
+// like the pages Done stores (write ordering 1), and only Commit's
+// manifest names it (3), so the backup still commits whole or not at
+// all. The zero ID stands for a group of zero-block leaves (T2).
+func (w *SnapshotWriter) StoreTreeGroup(ctx context.Context, leaves []hashtree.Hash, blockSize int) (ID, error) {
+	if err := w.usable(); err != nil {
+		return ID{}, err
+	}
+	plain := encodeTreeGroup(leaves, blockSize)
+	if plain == nil {
+		return ID{}, nil
+	}
+	id := w.r.crypt.blobID(plain)
+	if err := w.store(ctx, BlobPage, id, plain); err != nil {
+		return ID{}, w.fail(err)
+	}
+	return id, nil
+}
+
+// LoadStoredTreeGroup reads back a group of n leaves StoreTreeGroup
+// stored (a re-read after a root mismatch sets leaves in it again, T5).
+// As in Reopen, a blob still pending is flushed and indexed first
+// (write ordering 1–2): rare by design, simple over fast.
+func (w *SnapshotWriter) LoadStoredTreeGroup(ctx context.Context, id ID, n, blockSize int) ([]hashtree.Hash, error) {
+	leaves := make([]hashtree.Hash, n)
+	if id.IsZero() {
+		z := hashtree.ZeroLeaf(blockSize)
+		for i := range leaves {
+			leaves[i] = z
+		}
+		return leaves, nil
+	}
+	w.mu.Lock()
+	pending := w.pending[blobKey{BlobPage, id}]
+	w.mu.Unlock()
+	if pending {
+		if err := w.pk.flush(ctx); err != nil {
+			return nil, w.fail(err)
+		}
+		if err := w.writeIndex(ctx, 1); err != nil {
+			return nil, w.fail(err)
+		}
+	}
+	if err := w.r.readTreeGroup(ctx, w.r.idx, id, leaves); err != nil {
+		return nil, fmt.Errorf("repo: tree group stored by this backup: %w", err)
+	}
+	return leaves, nil
 }
 
 // SetTree gives the writer the point's tree, which Commit stores (T1–T3, T7).
@@ -100,6 +154,10 @@ func (w *SnapshotWriter) writeTree(ctx context.Context) (*TreeRef, error) {
 		tops = append(tops, top[:]...)
 		if old != nil && !t.Changed(g) && w.indexedOrZero(old.Groups[g]) {
 			ref.Groups[g] = old.Groups[g] // T3
+			continue
+		}
+		if id, ok := t.StoredGroup(g); ok {
+			ref.Groups[g] = id // stored as the copy passed it
 			continue
 		}
 		leaves, err := t.GroupLeaves(g)
@@ -202,6 +260,9 @@ type FullTree struct{ *hashtree.Tree }
 
 // Changed implements PointTree.
 func (FullTree) Changed(int) bool { return true }
+
+// StoredGroup implements PointTree: nothing is stored before Commit.
+func (FullTree) StoredGroup(int) (ID, bool) { return ID{}, false }
 
 // GroupLeaves implements PointTree.
 func (t FullTree) GroupLeaves(g int) ([]hashtree.Hash, error) {

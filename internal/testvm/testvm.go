@@ -158,8 +158,11 @@ func Require(t testing.TB) {
 	}
 }
 
-// KernelCmdline is the guest kernel's command line.
-const KernelCmdline = "console=ttyS0 quiet panic=-1 rdinit=/init"
+// KernelCmdline is the guest kernel's command line. no_timer_check: on a
+// loaded host TCG's timer can miss the kernel's IO-APIC check, and the
+// boot panics ("IO-APIC + timer doesn't work"; TestE2ERecoverGuest under
+// CI load); the check only guards against broken real chipsets.
+const KernelCmdline = "console=ttyS0 quiet panic=-1 rdinit=/init no_timer_check"
 
 // Kernel returns the path of the guest kernel.
 func Kernel() (string, error) {
