@@ -20,8 +20,10 @@ type recoverOptions struct {
 	servePointOptions
 	transportOptions
 	ToDisk  string
+	Policy  string
 	Resume  bool
 	Status  bool
+	List    bool
 	Workers int
 	RateMB  float64
 	Wait    bool
@@ -58,7 +60,13 @@ under its datastore (recoveries/NAME, NAME.sock), its progress and ETA are
 the job's (blockwise job show), blockwise job cancel stops it (before the
 switch the overlay is kept), and after a host restart or kill -9 the job
 shows interrupted and recover --to-disk NAME --resume continues it. With
---wait the command follows the job until the switch.`,
+--wait the command follows the job until the switch. The host may be
+remote (--host https://HOST:PORT --token T --ca CA.pem): the point comes
+from the repository of --policy NAME, opened with the credentials the
+host keeps for that policy, or else from the host's serve --points-repo;
+no password is sent with the request (--repo and --password-file are
+for --overlay only). The VM attaches to the host's unix socket, so it
+runs on the host.`,
 	Args: cobra.MaximumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
 		if len(args) == 0 && recoverOpts.Resume && recoverOpts.Overlay == "" {
@@ -66,6 +74,9 @@ shows interrupted and recover --to-disk NAME --resume continues it. With
 		}
 		if recoverOpts.Status {
 			return runRecoverStatus(globals, recoverOpts, cmd.OutOrStdout())
+		}
+		if recoverOpts.List {
+			return runRecoverList(cmd.Context(), globals, cmd.OutOrStdout())
 		}
 		if len(args) != 1 {
 			return usageErrorf("recover needs the restore point (ID or latest)")
@@ -79,8 +90,10 @@ func init() {
 	f := recoverCmd.Flags()
 	f.StringVar(&recoverOpts.Disk, "disk", "", "with latest: the disk whose newest restore point to recover")
 	f.StringVar(&recoverOpts.ToDisk, "to-disk", "", "the disk to create on the host and recover into")
+	f.StringVar(&recoverOpts.Policy, "policy", "", "without --overlay: the point is in this protection policy's repository (the host holds its credentials; default the host's --points-repo)")
 	f.StringVar(&recoverOpts.Overlay, "overlay", "", "directory of the overlay that keeps the guest's writes until the switch")
 	f.BoolVar(&recoverOpts.Resume, "resume", false, "continue the recovery recorded in --overlay (after a failure or a kill)")
+	f.BoolVar(&recoverOpts.List, "list", false, "list the host's recoveries (running or resumable) and exit")
 	f.BoolVar(&recoverOpts.Status, "status", false, "print the progress and ETA of the recovery in --overlay (no ID needed) and exit")
 	f.IntVar(&recoverOpts.Workers, "workers", 4, "concurrent chunk copies")
 	f.DurationVar(&recoverOpts.Checkpoint, "checkpoint", 2*time.Second, "how often the chunks copied so far are recorded (after a flush of the disk), so --resume skips them")
@@ -97,6 +110,9 @@ func runRecover(ctx context.Context, g globalOptions, o recoverOptions, ref stri
 	}
 	if o.Overlay == "" {
 		return runHostRecover(ctx, g, o, ref, out)
+	}
+	if o.Policy != "" {
+		return usageErrorf("--policy goes without --overlay: the host opens the policy's repository (with --overlay, --repo names it)")
 	}
 	st, err := o.recoverState()
 	if err != nil {

@@ -51,6 +51,8 @@ func recoveryProblem(err error) error {
 		return problem(http.StatusNotFound, wire.ProblemRecoveryNotFound, err.Error())
 	case errors.Is(err, ErrRecoveryInvalid):
 		return badRequest(err.Error())
+	case errors.Is(err, ErrPolicyNotFound):
+		return problem(http.StatusNotFound, wire.ProblemPolicyNotFound, err.Error())
 	}
 	return pointProblem(err)
 }

@@ -32,6 +32,7 @@ type job struct {
 	ctx     context.Context // ends at cancel or host stop
 	cancel  context.CancelFunc
 	r       *repo.Repository
+	release func() // gives r back: closes it unless a policy's
 	m       *repo.Manifest
 	req     wire.RecoveryRequest
 	resumed *backup.RecoverState // nil: a new recovery
@@ -56,7 +57,7 @@ type Summary struct {
 
 func (j *job) main() {
 	defer j.cancel()
-	defer j.r.Close()
+	defer j.release()
 	sum := &Summary{Point: j.m.ID.String(), ToDisk: j.req.ToDisk}
 	err := j.recover(sum)
 	j.serving(fmt.Errorf("recovery ended before it served: %w", err))
@@ -144,7 +145,7 @@ func (j *job) pointExport() (*backup.PointExport, error) {
 // creating it; a new recovery whose disk cannot be made leaves nothing.
 func (j *job) start(ov *overlay.Overlay) (transport.Target, error) {
 	if j.resumed == nil {
-		st := backup.RecoverState{Point: j.m.ID.String(), Disk: j.req.ToDisk, Phase: backup.PhaseCopying}
+		st := backup.RecoverState{Point: j.m.ID.String(), Disk: j.req.ToDisk, Phase: backup.PhaseCopying, Policy: j.req.Policy}
 		if err := backup.SaveRecoverState(j.dir, st); err != nil {
 			return nil, err
 		}
