@@ -164,24 +164,11 @@ func (j *job) openTarget() (transport.Target, error) {
 	j.s.mu.Lock()
 	env := j.s.env
 	j.s.mu.Unlock()
-	size := int64(j.m.Size)
-	_, err := env.Client.CreateDisk(j.ctx, client.CreateDiskRequest{Name: j.req.ToDisk, Size: size})
-	switch {
-	case j.resumed != nil && errors.Is(err, client.ErrExists):
-		err = nil
-	case errors.Is(err, client.ErrExists):
+	t, rep, err := OpenTarget(j.ctx, env, transport.DefaultOrder, j.req.ToDisk, int64(j.m.Size), j.resumed != nil)
+	if errors.Is(err, client.ErrExists) {
 		return nil, fmt.Errorf("%w: disk %s exists already: recover into a new disk", api.ErrRecoveryExists, j.req.ToDisk)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create disk %s: %w", j.req.ToDisk, err)
-	}
-	t, rep, err := transport.OpenTarget(j.ctx, transport.DefaultOrder, env, j.req.ToDisk)
-	if err != nil {
+	} else if err != nil {
 		return nil, err
-	}
-	if t.Size() < size {
-		t.Close()
-		return nil, fmt.Errorf("disk %s has %d bytes, the point %d", j.req.ToDisk, t.Size(), size)
 	}
 	j.run.Logf("info", "recovering into disk %s: %s", j.req.ToDisk, rep)
 	return t, nil
@@ -255,15 +242,12 @@ func (j *job) switched() error {
 // serveSwitched resumes a recovery that had switched: everything from the
 // new disk; what is left of the overlay is deleted.
 func (j *job) serveSwitched(exp *backup.PointExport, sum *Summary) error {
-	target, err := j.openTarget()
+	w, done, err := SwitchedExport(j.dir, exp, j.openTarget)
 	if err != nil {
 		return err
 	}
-	defer target.Close()
-	if err := overlay.RemoveFiles(j.dir); err != nil {
-		return err
-	}
-	stop, err := j.serve(backup.WritableExporter{Export: backup.NewSwitchedExport(exp, target)})
+	defer done()
+	stop, err := j.serve(backup.WritableExporter{Export: w})
 	if err != nil {
 		return err
 	}

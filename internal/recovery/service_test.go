@@ -91,7 +91,10 @@ func TestRepositoryOf(t *testing.T) {
 		asked = append(asked, name)
 		return nil, fail
 	}
-	pointsRepo := func(context.Context) (*repo.Repository, error) { asked = append(asked, "--points-repo"); return nil, fail }
+	pointsRepo := func(context.Context) (*repo.Repository, error) {
+		asked = append(asked, "--points-repo")
+		return nil, fail
+	}
 	for _, c := range []struct {
 		name   string
 		o      Options
