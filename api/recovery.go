@@ -26,6 +26,12 @@ type RecoveryRequest struct {
 	// Point: a point ID (or prefix), or "latest" with Disk.
 	Point string `json:"point,omitempty"`
 	Disk  string `json:"disk,omitempty"`
+	// Policy: the point is in this protection policy's repository,
+	// opened with the credentials the host keeps for the policy (sent
+	// once, when the policy was created or edited, and never returned);
+	// empty: the host's serve --points-repo. No request carries a
+	// repository password (docs/overlay.md "Remote requests").
+	Policy string `json:"policy,omitempty"`
 	// ToDisk: the disk to create and recover into; it names the recovery.
 	ToDisk string `json:"toDisk"`
 	// Resume continues the stopped (canceled, failed, interrupted by a
@@ -42,6 +48,9 @@ type RecoveryRequest struct {
 type Recovery struct {
 	ToDisk string `json:"toDisk"`
 	Point  string `json:"point"`
+	// Policy: the policy whose repository holds the point ("" the host's
+	// --points-repo).
+	Policy string `json:"policy,omitempty"`
 	// Phase: copying (the overlay holds the guest's writes) or switched
 	// (the new disk holds everything).
 	Phase string `json:"phase"`

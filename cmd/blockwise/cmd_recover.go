@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/blockwise/blockwise/client"
 	"github.com/blockwise/blockwise/internal/backup"
-	"github.com/blockwise/blockwise/internal/overlay"
+	"github.com/blockwise/blockwise/internal/recovery"
 	"github.com/blockwise/blockwise/internal/transport"
 )
 
@@ -20,8 +18,10 @@ type recoverOptions struct {
 	servePointOptions
 	transportOptions
 	ToDisk  string
+	Policy  string
 	Resume  bool
 	Status  bool
+	List    bool
 	Workers int
 	RateMB  float64
 	Wait    bool
@@ -58,7 +58,13 @@ under its datastore (recoveries/NAME, NAME.sock), its progress and ETA are
 the job's (blockwise job show), blockwise job cancel stops it (before the
 switch the overlay is kept), and after a host restart or kill -9 the job
 shows interrupted and recover --to-disk NAME --resume continues it. With
---wait the command follows the job until the switch.`,
+--wait the command follows the job until the switch. The host may be
+remote (--host https://HOST:PORT --token T --ca CA.pem): the point comes
+from the repository of --policy NAME, opened with the credentials the
+host keeps for that policy, or else from the host's serve --points-repo;
+no password is sent with the request (--repo and --password-file are
+for --overlay only). The VM attaches to the host's unix socket, so it
+runs on the host.`,
 	Args: cobra.MaximumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
 		if len(args) == 0 && recoverOpts.Resume && recoverOpts.Overlay == "" {
@@ -66,6 +72,9 @@ shows interrupted and recover --to-disk NAME --resume continues it. With
 		}
 		if recoverOpts.Status {
 			return runRecoverStatus(globals, recoverOpts, cmd.OutOrStdout())
+		}
+		if recoverOpts.List {
+			return runRecoverList(cmd.Context(), globals, cmd.OutOrStdout())
 		}
 		if len(args) != 1 {
 			return usageErrorf("recover needs the restore point (ID or latest)")
@@ -79,8 +88,10 @@ func init() {
 	f := recoverCmd.Flags()
 	f.StringVar(&recoverOpts.Disk, "disk", "", "with latest: the disk whose newest restore point to recover")
 	f.StringVar(&recoverOpts.ToDisk, "to-disk", "", "the disk to create on the host and recover into")
+	f.StringVar(&recoverOpts.Policy, "policy", "", "without --overlay: the point is in this protection policy's repository (the host holds its credentials; default the host's --points-repo)")
 	f.StringVar(&recoverOpts.Overlay, "overlay", "", "directory of the overlay that keeps the guest's writes until the switch")
 	f.BoolVar(&recoverOpts.Resume, "resume", false, "continue the recovery recorded in --overlay (after a failure or a kill)")
+	f.BoolVar(&recoverOpts.List, "list", false, "list the host's recoveries (running or resumable) and exit")
 	f.BoolVar(&recoverOpts.Status, "status", false, "print the progress and ETA of the recovery in --overlay (no ID needed) and exit")
 	f.IntVar(&recoverOpts.Workers, "workers", 4, "concurrent chunk copies")
 	f.DurationVar(&recoverOpts.Checkpoint, "checkpoint", 2*time.Second, "how often the chunks copied so far are recorded (after a flush of the disk), so --resume skips them")
@@ -98,7 +109,10 @@ func runRecover(ctx context.Context, g globalOptions, o recoverOptions, ref stri
 	if o.Overlay == "" {
 		return runHostRecover(ctx, g, o, ref, out)
 	}
-	st, err := o.recoverState()
+	if o.Policy != "" {
+		return usageErrorf("--policy goes without --overlay: the host opens the policy's repository (with --overlay, --repo names it)")
+	}
+	st, err := recovery.CheckOverlay(o.Overlay, o.ToDisk, o.Resume)
 	if err != nil {
 		return err
 	}
@@ -132,28 +146,15 @@ func runRecover(ctx context.Context, g globalOptions, o recoverOptions, ref stri
 	defer target.Close()
 	var failed error
 	work := func(ctx context.Context) {
-		failed = recoverInBackground(ctx, o, sp, w, target, out)
+		var switched bool
+		switched, failed = recovery.Copy(ctx, recovery.CopyOptions{Export: w, Target: target, Dir: o.Overlay,
+			Point: sp.m.ID.String(), Disk: o.ToDisk, Size: int64(sp.m.Size), Workers: o.Workers, RateMiB: o.RateMB,
+			Checkpoint: o.Checkpoint, Log: sp.log, Out: out})
+		if switched {
+			sp.ov = nil // Recover deleted it
+		}
 	}
 	return errors.Join(sp.serve(ctx, o.servePointOptions, backup.WritableExporter{Export: w}, out, work), failed)
-}
-
-// recoverState checks --resume against the overlay directory: the state
-// to resume, or nil for a new recovery.
-func (o recoverOptions) recoverState() (*backup.RecoverState, error) {
-	st, err := backup.LoadRecoverState(o.Overlay)
-	switch {
-	case errors.Is(err, backup.ErrNoRecovery) && o.Resume:
-		return nil, err
-	case errors.Is(err, backup.ErrNoRecovery):
-		return nil, nil // a new overlay, or a serve-point --writable's to carry on from
-	case err != nil:
-		return nil, err
-	case !o.Resume:
-		return nil, usageErrorf("--overlay %s holds a recovery to disk %s (%s): add --resume to continue it", o.Overlay, st.Disk, st.Phase)
-	case st.Disk != o.ToDisk:
-		return nil, usageErrorf("--overlay %s recovers to disk %s, not %s", o.Overlay, st.Disk, o.ToDisk)
-	}
-	return st, nil
 }
 
 // openRecoverTarget creates the disk (unless a resumed recovery created
@@ -163,89 +164,25 @@ func (o recoverOptions) openRecoverTarget(ctx context.Context, g globalOptions, 
 	if err != nil {
 		return nil, err
 	}
-	_, err = env.Client.CreateDisk(ctx, client.CreateDiskRequest{Name: o.ToDisk, Size: size})
-	if o.Resume && errors.Is(err, client.ErrExists) {
-		err = nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create disk %s: %w", o.ToDisk, err)
-	}
-	t, rep, err := transport.OpenTarget(ctx, o.Order, env, o.ToDisk)
+	t, rep, err := recovery.OpenTarget(ctx, env, o.Order, o.ToDisk, size, o.Resume)
 	if err != nil {
 		return nil, err
-	}
-	if t.Size() < size {
-		t.Close()
-		return nil, fmt.Errorf("disk %s has %d bytes, the point %d: %w", o.ToDisk, t.Size(), size, client.ErrInvalidRequest)
 	}
 	fmt.Fprintf(out, "recovering into disk %s: %s\n", o.ToDisk, rep)
 	return t, nil
 }
 
-// recoverInBackground runs the copy and the switch; a failure is logged
-// and printed, and the export keeps serving from the overlay.
-func recoverInBackground(ctx context.Context, o recoverOptions, sp *servedPoint, w *backup.WritableExport, target transport.Target, out io.Writer) error {
-	start, last := time.Now(), time.Time{}
-	rep := backup.RecoverProgress{Point: sp.m.ID.String(), Disk: o.ToDisk, Phase: backup.PhaseCopying, Total: int64(sp.m.Size), PID: os.Getpid()}
-	report := func() {
-		rep.Updated = time.Now().UTC()
-		if err := backup.SaveRecoverProgress(o.Overlay, rep); err != nil {
-			sp.log.Warn("recover progress report", "err", err)
-		}
-	}
-	report()
-	progress := func(done, total int64) {
-		if time.Since(last) < 2*time.Second && done < total {
-			return
-		}
-		last = time.Now()
-		rate := float64(done) / max(time.Since(start).Seconds(), 1e-3)
-		eta := time.Duration(float64(total-done) / max(rate, 1) * float64(time.Second)).Round(time.Second)
-		rep.Done, rep.RateBps, rep.ETA = done, int64(rate), eta.Seconds()
-		report()
-		sp.log.Info("recover progress", "done", done, "total", total, "percent", 100*done/max(total, 1), "rate_mib_s", int(rate/(1<<20)), "eta", eta)
-	}
-	res, err := backup.Recover(ctx, backup.RecoverOptions{Export: w, Target: target, Workers: o.Workers, Progress: progress,
-		Rate: int64(o.RateMB * (1 << 20)), Checkpoint: o.Checkpoint})
-	if err != nil && !w.Switched() {
-		if ctx.Err() != nil {
-			return nil // interrupted: --resume continues
-		}
-		rep.Phase, rep.Error = backup.PhaseStopped, err.Error()
-		report()
-		sp.log.Error("recover stopped; still serving from the overlay, which is kept: stop and run recover --resume to continue", "err", err)
-		fmt.Fprintf(out, "recover stopped: %v\n", err)
-		return err
-	}
-	rep.Phase, rep.Done, rep.ETA, rep.Finished = backup.PhaseSwitched, rep.Total, 0, true
-	report()
-	sp.ov = nil // Recover deleted it
-	if err != nil {
-		sp.log.Error("switched to the new disk, but the overlay's files are left", "err", err)
-	}
-	fmt.Fprintf(out, "switched to disk %s: %d chunks copied, %d resumed as copied, %d copied again after guest writes (%d passes), %s; overlay deleted\n",
-		o.ToDisk, res.Copied, res.Resumed, res.Rewritten, res.Passes, res.Duration.Round(time.Millisecond))
-	return nil
-}
-
 // resumeSwitched serves a recovery that had switched: everything from the
 // new disk; what is left of the overlay is deleted.
 func resumeSwitched(ctx context.Context, g globalOptions, o recoverOptions, sp *servedPoint, out io.Writer) error {
-	lock, err := overlay.LockDir(o.Overlay)
+	w, done, err := recovery.SwitchedExport(o.Overlay, sp.exp, func() (transport.Target, error) {
+		return o.openRecoverTarget(ctx, g, int64(sp.m.Size), out)
+	})
 	if err != nil {
 		return err
 	}
-	defer lock.Close()
-	target, err := o.openRecoverTarget(ctx, g, int64(sp.m.Size), out)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	if err := overlay.RemoveFiles(o.Overlay); err != nil {
-		return err
-	}
+	defer done()
 	fmt.Fprintf(out, "switched to disk %s already: serving it\n", o.ToDisk)
-	w := backup.NewSwitchedExport(sp.exp, target)
 	return sp.serve(ctx, o.servePointOptions, backup.WritableExporter{Export: w}, out, nil)
 }
 

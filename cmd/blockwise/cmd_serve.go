@@ -129,10 +129,6 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 		return err
 	}
 	replica.Register(d, o.log)
-	if o.PointsRepo != "" {
-		ro := o.pointsRepo()
-		recovery.Register(d, recovery.Options{Datastore: g.Datastore, Jobs: d.Jobs(), Log: d.Logger(), OpenRepo: ro.open})
-	}
 	if o.MaxBackups < 0 {
 		d.Close()
 		return usageErrorf("--max-concurrent-backups %d: want 1 or more (0: the default, %d)", o.MaxBackups, scheduler.DefaultMaxConcurrent)
@@ -145,6 +141,13 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 	}
 	d.Register(sch)
 	d.API().SetPolicies(sch)
+	// Recoveries: from a policy's repository (its credentials kept by the
+	// host), or from --points-repo; no request carries a password.
+	ro := recovery.Options{Datastore: g.Datastore, Jobs: d.Jobs(), Log: d.Logger(), PolicyRepo: sch.Repository}
+	if o.PointsRepo != "" {
+		ro.OpenRepo = o.pointsRepo().open
+	}
+	recovery.Register(d, ro)
 	if err := d.API().Registry().Register(sch.Collector()); err != nil {
 		d.Close()
 		return err

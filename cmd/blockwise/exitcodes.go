@@ -12,6 +12,7 @@ import (
 	"github.com/blockwise/blockwise/internal/fileres"
 	"github.com/blockwise/blockwise/internal/overlay"
 	"github.com/blockwise/blockwise/internal/quiesce"
+	"github.com/blockwise/blockwise/internal/recovery"
 	"github.com/blockwise/blockwise/internal/repo"
 	"github.com/blockwise/blockwise/internal/sources/libvirt"
 	"github.com/blockwise/blockwise/internal/sources/qemu"
@@ -63,7 +64,7 @@ func classify(err error) int {
 		errors.Is(err, qemu.ErrURI), errors.Is(err, qemu.ErrSize), errors.Is(err, quiesce.ErrPolicy), errors.Is(err, libvirt.ErrURI),
 		errors.Is(err, fileres.ErrEscape), errors.Is(err, fileres.ErrNotDir),
 		errors.Is(err, overlay.ErrMismatch), errors.Is(err, disk.ErrInvalid), errors.Is(err, disk.ErrTooLarge),
-		errors.Is(err, client.ErrNotALease):
+		errors.Is(err, client.ErrNotALease), errors.Is(err, recovery.ErrOverlayTaken):
 		return exitUsage
 	case errors.Is(err, repo.ErrIncomplete): // before not found: a blob missing from the index is damage
 		return exitCorrupt

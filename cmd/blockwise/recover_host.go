@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"text/tabwriter"
 	"time"
 
 	wire "github.com/blockwise/blockwise/api"
@@ -20,7 +22,7 @@ func runHostRecover(ctx context.Context, g globalOptions, o recoverOptions, ref 
 	if err != nil {
 		return err
 	}
-	req := wire.RecoveryRequest{Point: ref, Disk: o.Disk, ToDisk: o.ToDisk, Resume: o.Resume,
+	req := wire.RecoveryRequest{Point: ref, Disk: o.Disk, Policy: o.Policy, ToDisk: o.ToDisk, Resume: o.Resume,
 		Workers: o.Workers, RateMiB: o.RateMB, CacheMiB: o.CacheMB}
 	rec, err := c.Recover(ctx, req)
 	if err != nil {
@@ -68,4 +70,30 @@ func followRecovery(ctx context.Context, g globalOptions, id string, out io.Writ
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// runRecoverList prints the host's recoveries: running (with their job)
+// or resumable.
+func runRecoverList(ctx context.Context, g globalOptions, out io.Writer) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	list, err := c.Recoveries(ctx)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(out, list)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TO DISK\tPOINT\tPOLICY\tPHASE\tJOB\tURI")
+	for _, r := range list {
+		job := r.Job
+		if job == "" {
+			job = "- (resume it)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ToDisk, r.Point[:min(12, len(r.Point))], cmp.Or(r.Policy, "-"), r.Phase, job, r.URI)
+	}
+	return tw.Flush()
 }

@@ -9,10 +9,24 @@ import (
 	wire "github.com/blockwise/blockwise/api"
 )
 
+// Instant recoveries run by the host (/v1/recoveries): served like every
+// route, on the trusted unix socket or over TCP with TLS and a token, and
+// no request carries a secret: the point's repository is a policy's
+// (credentials the host keeps) or the host's --points-repo, and the
+// overlay and NBD socket live under the datastore (docs/overlay.md
+// "Remote requests").
+
 // Errors a Recoveries implementation wraps, mapped to problem documents.
 var (
-	ErrRecoveryInvalid  = errors.New("invalid recovery request")
-	ErrRecoveryExists   = errors.New("recovery exists")
+	// ErrRecoveryInvalid: a request that cannot be carried out as given
+	// (a bad disk name, no point, a resume of another point or policy,
+	// the host still starting).
+	ErrRecoveryInvalid = errors.New("invalid recovery request")
+	// ErrRecoveryExists: the target disk is being recovered, has a
+	// stopped recovery (ask with resume), or exists already.
+	ErrRecoveryExists = errors.New("recovery exists")
+	// ErrRecoveryNotFound: a resume of a disk with no recovery, or a
+	// request naming no policy to a host without --points-repo.
 	ErrRecoveryNotFound = errors.New("no such recovery")
 )
 
@@ -20,7 +34,10 @@ var (
 // (internal/recovery implements it; the daemon hands it over with
 // SetRecoveries before serving).
 type Recoveries interface {
+	// Recover starts (or, with req.Resume, resumes) a recovery as a job
+	// and returns once its export serves.
 	Recover(ctx context.Context, req wire.RecoveryRequest) (wire.Recovery, error)
+	// List is every recovery with a directory, running or resumable.
 	List(ctx context.Context) ([]wire.Recovery, error)
 }
 
@@ -35,14 +52,17 @@ func (s *Server) registerRecoveryRoutes() {
 	s.route("POST /v1/recoveries", s.startRecovery)
 }
 
+// recoveriesOf is the service, or 404 before SetRecoveries.
 func (s *Server) recoveriesOf() (Recoveries, error) {
 	p := s.recoveries.p.Load()
 	if p == nil {
-		return nil, problem(http.StatusNotFound, wire.ProblemRecoveryNotFound, "this host runs no recoveries: start blockwise serve with --points-repo")
+		return nil, problem(http.StatusNotFound, wire.ProblemRecoveryNotFound, "this host runs no recoveries")
 	}
 	return *p, nil
 }
 
+// recoveryProblem maps a Recoveries error to its problem document (a
+// point's errors as the file routes map them).
 func recoveryProblem(err error) error {
 	switch {
 	case errors.Is(err, ErrRecoveryExists):
@@ -51,10 +71,13 @@ func recoveryProblem(err error) error {
 		return problem(http.StatusNotFound, wire.ProblemRecoveryNotFound, err.Error())
 	case errors.Is(err, ErrRecoveryInvalid):
 		return badRequest(err.Error())
+	case errors.Is(err, ErrPolicyNotFound):
+		return problem(http.StatusNotFound, wire.ProblemPolicyNotFound, err.Error())
 	}
 	return pointProblem(err)
 }
 
+// listRecoveries answers GET /v1/recoveries.
 func (s *Server) listRecoveries(r *http.Request) (int, any, error) {
 	rs, err := s.recoveriesOf()
 	if err != nil {
@@ -67,6 +90,8 @@ func (s *Server) listRecoveries(r *http.Request) (int, any, error) {
 	return http.StatusOK, out, nil
 }
 
+// startRecovery answers POST /v1/recoveries: 202 with the recovery once
+// its export serves (the copy goes on in the job).
 func (s *Server) startRecovery(r *http.Request) (int, any, error) {
 	rs, err := s.recoveriesOf()
 	if err != nil {

@@ -43,6 +43,9 @@ type RecoverState struct {
 	Point  string `json:"point"`
 	Disk   string `json:"disk"`
 	Phase  string `json:"phase"`
+	// Policy: a host recovery's point is in this policy's repository
+	// (internal/recovery; "" the host's --points-repo or the CLI's).
+	Policy string `json:"policy,omitempty"`
 }
 
 // LoadRecoverState reads dir's recovery state (ErrNoRecovery: none).

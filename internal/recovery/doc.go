@@ -5,7 +5,16 @@
 // chunk is copied into a new disk of the host, and the export then
 // switches over to that disk on the same NBD connections. It is the
 // CLI's `recover --overlay` (the same backup.Recover and its invariants
-// R1–R4, docs/overlay.md) run by the host.
+// R1–R4, docs/overlay.md) run by the host. The CLI's own recovery is
+// here too (local.go: CheckOverlay, OpenTarget, Copy, SwitchedExport),
+// so cmd/blockwise only serves the point.
+//
+// Requests reach the service on any API listener (the unix socket, or
+// TCP with TLS and a token). None carries a secret: the point is in a
+// protection policy's repository (Options.PolicyRepo, the scheduler's,
+// opened with the credentials the host keeps for the policy) or in the
+// host's --points-repo (Options.OpenRepo); the overlay and the socket
+// are under the datastore, never a path the client names.
 //
 // Vocabulary:
 //   - recovery: named by its target disk; its directory

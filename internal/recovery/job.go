@@ -32,6 +32,7 @@ type job struct {
 	ctx     context.Context // ends at cancel or host stop
 	cancel  context.CancelFunc
 	r       *repo.Repository
+	release func() // gives r back: closes it unless a policy's
 	m       *repo.Manifest
 	req     wire.RecoveryRequest
 	resumed *backup.RecoverState // nil: a new recovery
@@ -56,7 +57,7 @@ type Summary struct {
 
 func (j *job) main() {
 	defer j.cancel()
-	defer j.r.Close()
+	defer j.release()
 	sum := &Summary{Point: j.m.ID.String(), ToDisk: j.req.ToDisk}
 	err := j.recover(sum)
 	j.serving(fmt.Errorf("recovery ended before it served: %w", err))
@@ -144,7 +145,7 @@ func (j *job) pointExport() (*backup.PointExport, error) {
 // creating it; a new recovery whose disk cannot be made leaves nothing.
 func (j *job) start(ov *overlay.Overlay) (transport.Target, error) {
 	if j.resumed == nil {
-		st := backup.RecoverState{Point: j.m.ID.String(), Disk: j.req.ToDisk, Phase: backup.PhaseCopying}
+		st := backup.RecoverState{Point: j.m.ID.String(), Disk: j.req.ToDisk, Phase: backup.PhaseCopying, Policy: j.req.Policy}
 		if err := backup.SaveRecoverState(j.dir, st); err != nil {
 			return nil, err
 		}
@@ -163,24 +164,11 @@ func (j *job) openTarget() (transport.Target, error) {
 	j.s.mu.Lock()
 	env := j.s.env
 	j.s.mu.Unlock()
-	size := int64(j.m.Size)
-	_, err := env.Client.CreateDisk(j.ctx, client.CreateDiskRequest{Name: j.req.ToDisk, Size: size})
-	switch {
-	case j.resumed != nil && errors.Is(err, client.ErrExists):
-		err = nil
-	case errors.Is(err, client.ErrExists):
+	t, rep, err := OpenTarget(j.ctx, env, transport.DefaultOrder, j.req.ToDisk, int64(j.m.Size), j.resumed != nil)
+	if errors.Is(err, client.ErrExists) {
 		return nil, fmt.Errorf("%w: disk %s exists already: recover into a new disk", api.ErrRecoveryExists, j.req.ToDisk)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create disk %s: %w", j.req.ToDisk, err)
-	}
-	t, rep, err := transport.OpenTarget(j.ctx, transport.DefaultOrder, env, j.req.ToDisk)
-	if err != nil {
+	} else if err != nil {
 		return nil, err
-	}
-	if t.Size() < size {
-		t.Close()
-		return nil, fmt.Errorf("disk %s has %d bytes, the point %d", j.req.ToDisk, t.Size(), size)
 	}
 	j.run.Logf("info", "recovering into disk %s: %s", j.req.ToDisk, rep)
 	return t, nil
@@ -254,15 +242,12 @@ func (j *job) switched() error {
 // serveSwitched resumes a recovery that had switched: everything from the
 // new disk; what is left of the overlay is deleted.
 func (j *job) serveSwitched(exp *backup.PointExport, sum *Summary) error {
-	target, err := j.openTarget()
+	w, done, err := SwitchedExport(j.dir, exp, j.openTarget)
 	if err != nil {
 		return err
 	}
-	defer target.Close()
-	if err := overlay.RemoveFiles(j.dir); err != nil {
-		return err
-	}
-	stop, err := j.serve(backup.WritableExporter{Export: backup.NewSwitchedExport(exp, target)})
+	defer done()
+	stop, err := j.serve(backup.WritableExporter{Export: w})
 	if err != nil {
 		return err
 	}

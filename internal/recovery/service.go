@@ -32,9 +32,15 @@ type Options struct {
 	Datastore string
 	Jobs      *jobs.Store
 	Log       *slog.Logger
-	// OpenRepo opens the repository whose points are recovered (serve
-	// --points-repo); the job closes it.
+	// OpenRepo opens the repository whose points are recovered when a
+	// request names no policy (serve --points-repo); the job closes it.
+	// nil: such requests are refused (not found).
 	OpenRepo func(ctx context.Context) (*repo.Repository, error)
+	// PolicyRepo is the repository of a protection policy, opened with
+	// the credentials the host keeps for it (the scheduler's, which
+	// stays its owner: the job does not close it). nil: requests naming
+	// a policy are refused.
+	PolicyRepo func(ctx context.Context, policy string) (*repo.Repository, error)
 	// Checkpoint is how often the copied chunks are recorded for a
 	// resume (0: backup's default, 2 s).
 	Checkpoint time.Duration
@@ -127,7 +133,10 @@ func (s *Service) Recover(ctx context.Context, req wire.RecoveryRequest) (wire.R
 		if req.Point != "" && !strings.HasPrefix(st.Point, req.Point) {
 			return wire.Recovery{}, fmt.Errorf("%w: %s recovers point %s, not %s", api.ErrRecoveryInvalid, req.ToDisk, st.Point, req.Point)
 		}
-		req.Point, req.Disk = st.Point, ""
+		if req.Policy != "" && req.Policy != st.Policy {
+			return wire.Recovery{}, fmt.Errorf("%w: %s recovers from policy %q's repository, not %q's", api.ErrRecoveryInvalid, req.ToDisk, st.Policy, req.Policy)
+		}
+		req.Point, req.Disk, req.Policy = st.Point, "", st.Policy
 	} else if req.Point == "" {
 		return wire.Recovery{}, fmt.Errorf("%w: no point", api.ErrRecoveryInvalid)
 	}
@@ -137,33 +146,33 @@ func (s *Service) Recover(ctx context.Context, req wire.RecoveryRequest) (wire.R
 // begin finds the point, records the job, starts it and returns once
 // its export serves.
 func (s *Service) begin(ctx context.Context, req wire.RecoveryRequest, st *backup.RecoverState) (wire.Recovery, error) {
-	r, err := s.o.OpenRepo(ctx)
+	r, release, err := s.repository(ctx, req.Policy)
 	if err != nil {
 		return wire.Recovery{}, err
 	}
 	m, err := backup.FindPoint(ctx, r, req.Point, req.Disk)
 	if err != nil {
-		r.Close()
+		release()
 		return wire.Recovery{}, err
 	}
 	jctx, cancel := context.WithCancel(s.ctx)
-	run, err := s.o.Jobs.Begin(jobs.Spec{Kind: wire.JobRecover, Source: req.ToDisk, Cancel: cancel})
+	run, err := s.o.Jobs.Begin(jobs.Spec{Kind: wire.JobRecover, Policy: req.Policy, Source: req.ToDisk, Cancel: cancel})
 	if err != nil {
 		cancel()
-		r.Close()
+		release()
 		return wire.Recovery{}, err
 	}
 	s.mu.Lock()
 	if other := s.running[req.ToDisk]; other != "" { // lost a race with another request
 		s.mu.Unlock()
 		cancel()
-		r.Close()
+		release()
 		run.Finish(nil, fmt.Errorf("%w: %s is being recovered by %s", api.ErrRecoveryExists, req.ToDisk, other))
 		return wire.Recovery{}, fmt.Errorf("%w: %s is being recovered by %s", api.ErrRecoveryExists, req.ToDisk, other)
 	}
 	s.running[req.ToDisk] = run.ID()
 	s.mu.Unlock()
-	j := &job{s: s, run: run, ctx: jctx, cancel: cancel, r: r, m: m, req: req, resumed: st, dir: s.dir(req.ToDisk), ready: make(chan error, 1)}
+	j := &job{s: s, run: run, ctx: jctx, cancel: cancel, r: r, release: release, m: m, req: req, resumed: st, dir: s.dir(req.ToDisk), ready: make(chan error, 1)}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -183,11 +192,31 @@ func (s *Service) begin(ctx context.Context, req wire.RecoveryRequest, st *backu
 		return wire.Recovery{}, ctx.Err()
 	}
 	v := s.view(req.ToDisk, m.ID.String(), backup.PhaseCopying)
-	v.Job = run.ID()
+	v.Job, v.Policy = run.ID(), req.Policy
 	if st != nil {
 		v.Phase = st.Phase
 	}
 	return v, nil
+}
+
+// repository opens the repository of a request: the policy's, held by
+// the scheduler (release does nothing), or the host's --points-repo
+// (release closes it). No credential comes with the request.
+func (s *Service) repository(ctx context.Context, policy string) (r *repo.Repository, release func(), err error) {
+	switch {
+	case policy != "" && s.o.PolicyRepo == nil:
+		return nil, nil, fmt.Errorf("%w: this host runs no policies", api.ErrPolicyNotFound)
+	case policy != "":
+		r, err = s.o.PolicyRepo(ctx, policy)
+		return r, func() {}, err
+	case s.o.OpenRepo == nil:
+		return nil, nil, fmt.Errorf("%w: this host has no --points-repo: name the policy whose repository holds the point", api.ErrRecoveryNotFound)
+	}
+	r, err = s.o.OpenRepo(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, func() { r.Close() }, nil
 }
 
 // view describes the recovery into name.
@@ -215,6 +244,7 @@ func (s *Service) List(context.Context) ([]wire.Recovery, error) {
 			continue
 		}
 		v := s.view(e.Name(), st.Point, st.Phase)
+		v.Policy = st.Policy
 		if p, err := backup.LoadRecoverProgress(s.dir(e.Name())); err == nil {
 			v.Updated = p.Updated
 		}

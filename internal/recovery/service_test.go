@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	wire "github.com/blockwise/blockwise/api"
@@ -46,6 +47,7 @@ func TestRecoverRefuses(t *testing.T) {
 		{"stopped, no resume", true, wire.RecoveryRequest{Point: "latest", ToDisk: "stopped"}, api.ErrRecoveryExists},
 		{"resume of none", true, wire.RecoveryRequest{ToDisk: "new", Resume: true}, api.ErrRecoveryNotFound},
 		{"resume of another point", true, wire.RecoveryRequest{Point: "ffff", ToDisk: "stopped", Resume: true}, api.ErrRecoveryInvalid},
+		{"resume from another policy", true, wire.RecoveryRequest{Policy: "p", ToDisk: "stopped", Resume: true}, api.ErrRecoveryInvalid},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s.env = transport.Env{}
@@ -76,4 +78,44 @@ func mkdir(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// TestRepositoryOf: a request's repository is the named policy's (the
+// scheduler's, never closed by the job) or the host's --points-repo; a
+// host without the one asked for refuses with the typed error, and no
+// request brings a credential.
+func TestRepositoryOf(t *testing.T) {
+	fail := errors.New("opened")
+	var asked []string
+	policyRepo := func(_ context.Context, name string) (*repo.Repository, error) {
+		asked = append(asked, name)
+		return nil, fail
+	}
+	pointsRepo := func(context.Context) (*repo.Repository, error) {
+		asked = append(asked, "--points-repo")
+		return nil, fail
+	}
+	for _, c := range []struct {
+		name   string
+		o      Options
+		policy string
+		want   error
+		asked  string
+	}{
+		{"policy, host without policies", Options{OpenRepo: pointsRepo}, "p", api.ErrPolicyNotFound, ""},
+		{"no policy, no --points-repo", Options{PolicyRepo: policyRepo}, "", api.ErrRecoveryNotFound, ""},
+		{"policy", Options{OpenRepo: pointsRepo, PolicyRepo: policyRepo}, "p", fail, "p"},
+		{"no policy", Options{OpenRepo: pointsRepo, PolicyRepo: policyRepo}, "", fail, "--points-repo"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			asked = nil
+			s := &Service{o: c.o}
+			if _, _, err := s.repository(context.Background(), c.policy); !errors.Is(err, c.want) {
+				t.Errorf("policy %q: %v, want %v", c.policy, err, c.want)
+			}
+			if got := strings.Join(asked, ","); got != c.asked {
+				t.Errorf("policy %q opened %q, want %q", c.policy, got, c.asked)
+			}
+		})
+	}
 }

@@ -2,9 +2,11 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	wire "github.com/blockwise/blockwise/api"
+	"github.com/blockwise/blockwise/internal/api"
 	"github.com/blockwise/blockwise/internal/backend/location"
 	"github.com/blockwise/blockwise/internal/repo"
 )
@@ -120,4 +122,18 @@ func (s *Scheduler) readyLocked(name string) (bool, string) {
 func (h *repoHandle) closeRepo() error {
 	<-h.done
 	return h.close()
+}
+
+// Repository is the policy's repository, opened with the secrets the
+// host keeps for it (the recovery service's points, so a request names
+// the policy and never carries a password). The scheduler owns it: the
+// caller must not close it.
+func (s *Scheduler) Repository(ctx context.Context, name string) (*repo.Repository, error) {
+	s.mu.Lock()
+	rec := s.recs[name]
+	s.mu.Unlock()
+	if rec == nil {
+		return nil, fmt.Errorf("%w: %s", api.ErrPolicyNotFound, name)
+	}
+	return s.repoFor(ctx, name)
 }
