@@ -58,6 +58,11 @@ type nodeInfo struct {
 		VirtualSize int64  `json:"virtual-size"`
 		Format      string `json:"format"`
 		Filename    string `json:"filename"`
+		// BackingImage: an overlay's backing file (the drive a restore
+		// overlay was put over).
+		BackingImage struct {
+			Filename string `json:"filename"`
+		} `json:"backing-image"`
 	} `json:"image"`
 	Bitmaps []bitmapInfo `json:"dirty-bitmaps"`
 }
