@@ -374,7 +374,7 @@ func (s *Source) endView(ctx context.Context, node, suffix, path string) error {
 
 func notFound(err error) bool {
 	msg := err.Error()
-	return strings.Contains(msg, "not found") || strings.Contains(msg, "Cannot find") ||
+	return strings.Contains(msg, "not found") || strings.Contains(msg, "Cannot find") || strings.Contains(msg, "Failed to find node") ||
 		strings.Contains(msg, "No job") || strings.Contains(msg, "DeviceNotFound") || strings.Contains(msg, "not exist")
 }
 
