@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-// Recovery of a killed restore into a drive (docs/format.md, invariants
-// of the restore state file). What QEMU holds decides, not the recorded
+// Recovery of a killed restore into a drive (docs/format.md, "Restore
+// into a VM's drive: state file", R3 and R4). What QEMU holds decides, not the recorded
 // step: once the overlay is the drive's active layer (blockdev-snapshot
 // done) the guest sees the whole point, so the commit is finished and
 // the drive holds the point; before, the drive was never written, so the

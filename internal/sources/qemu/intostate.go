@@ -14,8 +14,9 @@ import (
 
 // The state file of a restore into a drive (docs/format.md, "Restore
 // into a VM's drive: state file"): written before the VM is paused and
-// at each step after, removed when the restore returns, so a file whose
-// process is gone is a restore that was killed.
+// at each step after (R1), removed when the restore returns (R2), so a
+// file whose process is gone is a restore that was killed; a corrupt one
+// fails the open (R5).
 const (
 	intoMagic   = "BWINTOST"
 	intoVersion = 1
