@@ -284,6 +284,28 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 		t.Fatalf("backup after a restore into the disk: %+v", s)
 	}
 
+	// A restore into the domain SIGKILLed once its commit job runs: the
+	// next backup (libvirt Open, seeing the state file) finishes the
+	// commit, resumes the domain, and the disk holds the point.
+	guest("dd if=/dev/urandom of=/dev/vda bs=64k count=2 seek=400 conv=fsync 2>/dev/null")
+	if out, code := c.runEnv(t, []string{killAtStepEnv + "=committing-job"}, "restore", inc.ID, "--to-uri", src, "--scratch-dir", scratch); code == 0 || !strings.Contains(out, "killed") {
+		t.Fatalf("restore not killed: exit %d: %s", code, out)
+	}
+	if st := d.mustVirsh(t, "domstate", "bwvm1"); !strings.Contains(st, "paused") {
+		t.Fatalf("domain %s after the killed restore: the test proves nothing", st)
+	}
+	res := runCLI(t, c.command(nil, append([]string{"backup", src, "--json"}, flags...)...))
+	if res.code != 0 || !strings.Contains(res.stderr, "holds the whole point") || !strings.Contains(res.stderr, "VM resumed") {
+		t.Fatalf("recovering backup: exit %d: %s%s", res.code, res.stdout, res.stderr)
+	}
+	if st := d.mustVirsh(t, "domstate", "bwvm1"); !strings.Contains(st, "running") {
+		t.Fatalf("domain %s after the recovery", st)
+	}
+	restoreMatches(inc.ID)
+	if left, _ := filepath.Glob(filepath.Join(scratch, "blockwise-*")); len(left) != 0 {
+		t.Fatalf("left in the scratch directory: %v", left)
+	}
+
 	for _, cp := range strings.Fields(d.mustVirsh(t, "checkpoint-list", "bwvm1", "--name")) {
 		d.mustVirsh(t, "checkpoint-delete", "bwvm1", cp)
 	}

@@ -212,7 +212,7 @@ func Open(ctx context.Context, o Options) (*Source, error) {
 		l.Disconnect()
 		return nil, err
 	}
-	if running, err := s.running(ctx); err == nil && running {
+	if _, err := s.running(ctx); err == nil { // running or paused: QEMU is there
 		if err := s.recoverRestores(ctx); err != nil {
 			l.Disconnect()
 			return nil, err
