@@ -31,14 +31,38 @@ type restoreOptions struct {
 	CacheMiB int64
 	NoClone  bool
 	Scratch  string
+	Drive    string
 }
 
 var restoreOpts restoreOptions
 
 var restoreCmd = &cobra.Command{
 	Use:   "restore ID|latest",
-	Short: "Restore a restore point to a sparse raw file, a new disk or an NBD export, or files from it (--include) into a directory, verified chunk by chunk",
-	Args:  cobra.ExactArgs(1),
+	Short: "Restore a restore point to a sparse raw file, a new disk, an NBD export or a running VM's drive (qemu+unix://, libvirt://, qemu+ssh://), or files from it (--include) into a directory, verified chunk by chunk",
+	Long: `Restore a restore point, verified chunk by chunk, to one of:
+  --to FILE        a sparse raw image file (zero chunks become holes)
+  --to-disk NAME   a new disk on the host
+  --to-uri NBD     an NBD export (nbd://, nbd+unix://, nbds://)
+  --to-uri VM      a running VM's drive:
+                     qemu+unix:///PATH/qmp.sock?drive=NAME       (QEMU's QMP socket)
+                     libvirt:///system?domain=NAME&disk=vdb      (local libvirtd)
+                     qemu+ssh://USER@HOST/system?domain=NAME&disk=vdb[&keyfile=PATH&known_hosts=PATH]
+                   (--drive NAME chooses the drive too; the VM's other drives are
+                   not touched). The VM is paused, the point written into an
+                   overlay exported on QEMU's NBD server (over qemu+ssh:// made on
+                   the libvirt host and forwarded through ssh), committed into the
+                   drive, the whole drive hashed against the point's root, and the
+                   VM resumed only if it was running.
+  --rollback DISK  the point's own disk, rolled back in place
+  --include PATH   files of the point, into the --to directory
+
+A restore into a VM's drive records its steps in a state file (fsynced). If
+blockwise is killed (SIGKILL, a crash) the next restore or backup of that VM
+finishes or undoes it: killed before the overlay went over the drive, the
+drive keeps its old content; after, the commit is finished and the drive
+holds the whole point - never a mix. Its NBD export, overlay and block job
+are removed, and the VM resumes only if it was running before.`,
+	Args: cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
 		return runRestore(cmd.Context(), globals, restoreOpts, args[0], cmd.OutOrStdout())
 	},
@@ -53,7 +77,8 @@ func init() {
 	f.Int64Var(&restoreOpts.CacheMiB, "cache-mib", 64, "with --include: MiB of decoded chunks kept in memory")
 	f.StringVar(&restoreOpts.ToDisk, "to-disk", "", "create this disk on the host and write it over NBD (WRITE_ZEROES for zero chunks)")
 	f.StringVar(&restoreOpts.ToURI, "to-uri", "", "write into an NBD export (nbd://, nbd+unix://, nbds://), or into a running VM's drive (qemu+unix:///PATH/qmp.sock?drive=NAME): the VM is paused, written, verified whole and resumed")
-	f.StringVar(&restoreOpts.Scratch, "scratch-dir", "", "with --to-uri qemu+unix://: where the private directory for QEMU's NBD socket and the restore overlay is made (default the system's temp dir); QEMU must be able to write there")
+	f.StringVar(&restoreOpts.Scratch, "scratch-dir", "", "with --to-uri qemu+unix://, libvirt:// or qemu+ssh://: where the private directory for QEMU's NBD socket and the restore overlay is made, on QEMU's host (default the system's temp dir); QEMU must be able to write there. A restore's state file is kept here too (for qemu+ssh://, in this host's temp dir): the next restore or backup of the VM finishes or undoes a restore that was killed")
+	f.StringVar(&restoreOpts.Drive, "drive", "", "with --to-uri: the VM's drive to write (node name or device id; libvirt: the disk's target, vda), the same as ?drive=NAME in the URI; the VM's other drives are not touched")
 	f.StringVar(&restoreOpts.Rollback, "rollback", "", "roll this disk (the point's own, VM stopped) back in place, writing only what CBT says changed since the point")
 	f.IntVar(&restoreOpts.Workers, "workers", 4, "concurrent chunk writes")
 	f.BoolVar(&restoreOpts.Verify, "verify", false, "read every written chunk back from the target and compare, and hash the restored image against the point's root (chunks are always checked against their hash when read from the repository)")

@@ -246,17 +246,30 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 			t.Fatalf("incremental through qemu+ssh: %+v", viaSSH)
 		}
 		restoreMatches(viaSSH.ID)
-		if out, err := exec.Command("nsenter", "-t", strconv.Itoa(d.cmd.Process.Pid), "-m", "--", "sh", "-c", "ls -d /var/lib/libvirt/blockwise-libvirt-* 2>/dev/null").Output(); err == nil && len(out) > 0 {
+		// Restore into the running domain's disk over qemu+ssh:// too: the
+		// overlay is made on the remote host, the NBD socket forwarded.
+		guest("dd if=/dev/urandom of=/dev/vda bs=64k count=2 seek=250 conv=fsync 2>/dev/null")
+		var into restoredVM
+		c.jsonOut(t, &into, append([]string{"restore", full.ID, "--to-uri", viaURI}, remote...)...)
+		if into.Partial || !into.RootVerified || !into.Resumed || into.Drive != "bwvm1/vda" {
+			t.Fatalf("restore into the domain over qemu+ssh: %+v", into)
+		}
+		restoreMatches(full.ID)
+		if out, err := exec.Command("nsenter", "-t", strconv.Itoa(d.cmd.Process.Pid), "-m", "--", "sh", "-c", "ls -d /var/lib/libvirt/blockwise-* 2>/dev/null").Output(); err == nil && len(out) > 0 {
 			t.Fatalf("job directories left on the remote host: %s", out)
 		}
 	}
 
-	// Restore into the running domain's disk through libvirt (suspend,
-	// QMP passthrough, resume): the whole point is written and verified,
-	// blockwise's checkpoints go, and the next backup says so.
-	guest("dd if=/dev/urandom of=/dev/vda bs=64k count=3 seek=300 conv=fsync 2>/dev/null")
+	// Restore into one disk (--drive vda) of the running two-disk domain
+	// through libvirt (suspend, QMP passthrough, resume): the whole point
+	// is written and verified, blockwise's checkpoints go, the next
+	// backup says so, and the other disk (vdb, unmounted so the guest
+	// leaves it alone) keeps its content.
+	guest("umount /mnt/fs && dd if=/dev/urandom of=/dev/vda bs=64k count=3 seek=300 conv=fsync 2>/dev/null")
+	backupSummaries(t, &c, src, flags...) // a checkpoint again (a restore over ssh deleted them)
+	other := diskCopy(t, d, fsImg)
 	var into restoredVM
-	c.jsonOut(t, &into, "restore", inc.ID, "--to-uri", src, "--scratch-dir", scratch)
+	c.jsonOut(t, &into, "restore", inc.ID, "--to-uri", "libvirt:///system?domain=bwvm1&socket="+d.sock, "--drive", "vda", "--scratch-dir", scratch)
 	if into.Partial || !into.RootVerified || !into.Resumed || len(into.ResetBitmaps) == 0 || into.Drive != "bwvm1/vda" {
 		t.Fatalf("restore into the domain: %+v", into)
 	}
@@ -264,8 +277,33 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 		t.Fatalf("domain %s after the restore", st)
 	}
 	restoreMatches(inc.ID)
+	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", other, diskCopy(t, d, fsImg)).CombinedOutput(); err != nil {
+		t.Fatalf("the other disk changed with a restore into vda: %v: %s", err, out)
+	}
 	if s := backupSummaries(t, &c, src, flags...)["vda"]; s.Mode != "full" || !strings.Contains(s.Reason, "blockwise restore") {
 		t.Fatalf("backup after a restore into the disk: %+v", s)
+	}
+
+	// A restore into the domain SIGKILLed once its commit job runs: the
+	// next backup (libvirt Open, seeing the state file) finishes the
+	// commit, resumes the domain, and the disk holds the point.
+	guest("dd if=/dev/urandom of=/dev/vda bs=64k count=2 seek=400 conv=fsync 2>/dev/null")
+	if out, code := c.runEnv(t, []string{killAtStepEnv + "=committing-job"}, "restore", inc.ID, "--to-uri", src, "--scratch-dir", scratch); code == 0 || !strings.Contains(out, "killed") {
+		t.Fatalf("restore not killed: exit %d: %s", code, out)
+	}
+	if st := d.mustVirsh(t, "domstate", "bwvm1"); !strings.Contains(st, "paused") {
+		t.Fatalf("domain %s after the killed restore: the test proves nothing", st)
+	}
+	res := runCLI(t, c.command(nil, append([]string{"backup", src, "--json"}, flags...)...))
+	if res.code != 0 || !strings.Contains(res.stderr, "holds the whole point") || !strings.Contains(res.stderr, "VM resumed") {
+		t.Fatalf("recovering backup: exit %d: %s%s", res.code, res.stdout, res.stderr)
+	}
+	if st := d.mustVirsh(t, "domstate", "bwvm1"); !strings.Contains(st, "running") {
+		t.Fatalf("domain %s after the recovery", st)
+	}
+	restoreMatches(inc.ID)
+	if left, _ := filepath.Glob(filepath.Join(scratch, "blockwise-*")); len(left) != 0 {
+		t.Fatalf("left in the scratch directory: %v", left)
 	}
 
 	for _, cp := range strings.Fields(d.mustVirsh(t, "checkpoint-list", "bwvm1", "--name")) {
@@ -305,6 +343,20 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null`)
 		t.Fatalf("shut off, bitmap removed: %+v", offBroken)
 	}
 	restoreMatches(offBroken.ID)
+}
+
+// diskCopy copies a running domain's disk image to a raw file, the
+// domain suspended meanwhile.
+func diskCopy(t *testing.T, d *libvirtd, img string) string {
+	t.Helper()
+	ref := filepath.Join(t.TempDir(), "copy.raw")
+	d.mustVirsh(t, "suspend", "bwvm1")
+	out, err := exec.Command("qemu-img", "convert", "-U", "-O", "raw", img, ref).CombinedOutput()
+	d.mustVirsh(t, "resume", "bwvm1")
+	if err != nil {
+		t.Fatalf("copy %s: %v: %s", img, err, out)
+	}
+	return ref
 }
 
 // startSSHD runs a private sshd on a loopback port that accepts root

@@ -2,9 +2,11 @@ package main
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -122,5 +124,110 @@ func (r *qemuRig) guestBlockMatches(t *testing.T, img string, blk int64) {
 	got := r.guest(t, fmt.Sprintf("blockdev --flushbufs /dev/vda; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=64k skip=%d count=1 2>/dev/null | sha256sum", blk))
 	if !strings.HasPrefix(got, want) {
 		t.Fatalf("block %d read inside the guest: %s, the point's %s", blk, got, want)
+	}
+}
+
+// testRestoreKilled SIGKILLs `restore --to-uri` at a step
+// (killAtStepEnv) and lets the next backup of the VM recover: killed
+// before the overlay went over the drive, the drive keeps its old
+// content; after the commit started, it holds the whole point; the VM
+// runs again only if it ran before; no export, job, overlay node, state
+// file or directory stays. Each restore is of the newest point (a
+// partial one), the guest having written blocks after it.
+func testRestoreKilled(t *testing.T, r *qemuRig) {
+	src := r.source("drive=data")
+	scratch, err := os.MkdirTemp("", "bwk") // short: QEMU's NBD socket path has a limit
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(scratch) })
+	p := r.backup(t, src, "--quiesce", "off", "--scratch-dir", scratch)["data"]
+	for i, tc := range []struct {
+		step       string
+		wasRunning bool
+		point      bool   // the drive must hold the point, else its old content
+		says       string // what the recovering run reports
+	}{
+		{step: "paused", wasRunning: false, says: "keeps its old content"},
+		{step: "committing", wasRunning: true, says: "keeps its old content"},
+		{step: "committing-job", wasRunning: true, point: true, says: "holds the whole point"},
+	} {
+		t.Run(tc.step, func(t *testing.T) {
+			t.Cleanup(func() { // a failed case must not leave the next one a paused guest
+				if r.vmStatus(t) == "paused" {
+					r.qmp(t, "cont", nil, nil)
+				}
+			})
+			r.guest(t, fmt.Sprintf("dd if=/dev/urandom of=/dev/vda bs=64k count=2 seek=%d conv=fsync 2>/dev/null", 30+4*i))
+			old := r.driveCopy(t, "data")
+			if !tc.wasRunning {
+				r.qmp(t, "stop", nil, nil)
+			}
+			out, code := r.runEnv(t, []string{killAtStepEnv + "=" + tc.step}, "restore", p.ID, "--to-uri", src, "--scratch-dir", scratch)
+			if code == 0 || !strings.Contains(out, "killed") {
+				t.Fatalf("restore not killed at %s: exit %d: %s", tc.step, code, out)
+			}
+			if st := r.vmStatus(t); st != "paused" {
+				t.Fatalf("VM %s after the kill at %s: the test proves nothing", st, tc.step)
+			}
+			if left, _ := filepath.Glob(filepath.Join(scratch, "blockwise-restore-*.state")); len(left) != 1 {
+				t.Fatalf("state files after the kill: %v", left)
+			}
+			res := runCLI(t, r.command(nil, "backup", src, "--json", "--quiesce", "off", "--scratch-dir", scratch))
+			if res.code != 0 || !strings.Contains(res.stderr, "was recovered") || !strings.Contains(res.stderr, tc.says) {
+				t.Fatalf("recovering backup: exit %d: %s%s", res.code, res.stdout, res.stderr)
+			}
+			want := map[bool]string{false: "paused", true: "running"}[tc.wasRunning]
+			if st := r.vmStatus(t); st != want {
+				t.Fatalf("VM %s after the recovery, want %s", st, want)
+			}
+			if !tc.wasRunning {
+				r.qmp(t, "cont", nil, nil)
+			}
+			r.noRestoreLeft(t, scratch)
+			if tc.point {
+				r.restoreMatches(t, p.ID, "data")
+			} else if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", old, r.driveCopy(t, "data")).CombinedOutput(); err != nil {
+				t.Fatalf("the drive is not its old content: %v: %s", err, out)
+			}
+			var s backupSummary
+			json.Unmarshal([]byte(res.stdout), &s)
+			p = s
+		})
+	}
+}
+
+// driveCopy copies a drive to a raw file, the VM paused meanwhile.
+func (r *qemuRig) driveCopy(t *testing.T, drive string) string {
+	t.Helper()
+	ref := filepath.Join(t.TempDir(), drive+".raw")
+	r.qmp(t, "stop", nil, nil)
+	out, err := exec.Command("qemu-img", "convert", "-U", "-O", "raw", r.drivePath(drive), ref).CombinedOutput()
+	r.qmp(t, "cont", nil, nil)
+	if err != nil {
+		t.Fatalf("copy %s: %v: %s", drive, err, out)
+	}
+	return ref
+}
+
+// noRestoreLeft checks that no export, job, restore overlay, state file
+// or private directory of a restore is left.
+func (r *qemuRig) noRestoreLeft(t *testing.T, scratch string) {
+	t.Helper()
+	var items []struct {
+		ID string `json:"id"`
+	}
+	for _, q := range []string{"query-block-exports", "query-jobs"} {
+		if r.qmp(t, q, nil, &items); len(items) != 0 {
+			t.Fatalf("%s after the recovery: %+v", q, items)
+		}
+	}
+	for _, n := range r.nodeNames(t) {
+		if strings.HasPrefix(n, "bwro-") {
+			t.Fatalf("restore overlay %s left in QEMU", n)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(scratch, "blockwise-*")); len(left) != 0 {
+		t.Fatalf("left in the scratch directory: %v", left)
 	}
 }

@@ -362,6 +362,8 @@ echo "host disk, not synced" > /mnt/hd/app.txt`, dev, dev))
 
 	t.Run("restore into the running VM's drive", func(t *testing.T) { testRestoreIntoVM(t, r) })
 
+	t.Run("restore into the drive SIGKILLed: the next run recovers", func(t *testing.T) { testRestoreKilled(t, r) })
+
 	t.Run("quiescing", func(t *testing.T) { testQuiescing(t, r) })
 
 	t.Run("VM restarted", func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/blockwise/blockwise/internal/repo"
 	"github.com/blockwise/blockwise/internal/sources/libvirt"
@@ -25,11 +26,15 @@ type restoredVM struct {
 	RootVerified bool     `json:"rootVerified"`
 	Resumed      bool     `json:"resumed"`
 	ResetBitmaps []string `json:"resetBitmaps"`
+	// Recovered: restores into the VM a SIGKILL interrupted, finished or
+	// undone before this one.
+	Recovered []string `json:"recovered,omitempty"`
 }
 
 // intoVM is a VM source that restores into its drives.
 type intoVM interface {
 	RestoreInto(ctx context.Context, o qemu.IntoOptions) (*qemu.IntoResult, error)
+	Recovered() []string
 	Close() error
 }
 
@@ -42,8 +47,11 @@ func openInto(ctx context.Context, o restoreOptions, r *repo.Repository) (intoVM
 		if err != nil {
 			return nil, &usageError{err}
 		}
+		if o.Drive != "" {
+			lo.Disks = []string{o.Drive}
+		}
 		if len(lo.Disks) > 1 {
-			return nil, usageErrorf("--to-uri %s: name one disk (&disk=TARGET)", o.ToURI)
+			return nil, usageErrorf("--to-uri %s: name one disk (&disk=TARGET or --drive)", o.ToURI)
 		}
 		lo.Scratch, lo.Tag = o.Scratch, tag
 		return libvirt.Open(ctx, lo)
@@ -51,6 +59,9 @@ func openInto(ctx context.Context, o restoreOptions, r *repo.Repository) (intoVM
 	so, err := qemu.ParseURI(o.ToURI)
 	if err != nil {
 		return nil, &usageError{err}
+	}
+	if o.Drive != "" {
+		so.Drives = []string{o.Drive}
 	}
 	so.Scratch, so.Tag = o.Scratch, tag
 	return qemu.Open(ctx, so)
@@ -64,15 +75,17 @@ func runRestoreVM(ctx context.Context, g globalOptions, o restoreOptions, r *rep
 		return err
 	}
 	defer src.Close()
+	printRecovered(os.Stderr, src.Recovered())
 	bar := newProgress(os.Stderr, "restore "+m.ID.Short())
-	res, err := src.RestoreInto(ctx, qemu.IntoOptions{Repo: r, Manifest: m, Workers: o.Workers, Progress: bar.update})
+	res, err := src.RestoreInto(ctx, qemu.IntoOptions{Repo: r, Manifest: m, Workers: o.Workers, Progress: bar.update,
+		Hook: killAtStep(os.Getenv(killAtStepEnv))})
 	bar.finish()
 	if err != nil {
 		return err
 	}
 	sum := restoredVM{Point: m.ID.String(), Drive: res.Drive, Partial: res.Partial, ChangedBytes: res.ChangedBytes,
 		Reason: res.Reason, BytesWritten: res.BytesWritten, ZeroSlots: res.ZeroSlots, Verified: res.Verified,
-		RootVerified: res.RootVerified, Resumed: res.WasRunning, ResetBitmaps: res.Reset}
+		RootVerified: res.RootVerified, Resumed: res.WasRunning, ResetBitmaps: res.Reset, Recovered: src.Recovered()}
 	if g.JSON {
 		return printJSON(out, sum)
 	}
@@ -93,4 +106,20 @@ func runRestoreVM(ctx context.Context, g globalOptions, o restoreOptions, r *rep
 	fmt.Fprintf(out, "%s; VM %s; blockwise's bitmaps reset (%s): the next backup of the drive reads it whole\n",
 		root, state, strings.Join(res.Reset, ", "))
 	return nil
+}
+
+// killAtStepEnv names a step of a restore into a VM (qemu.IntoOptions.Hook)
+// at which the process SIGKILLs itself: the tests of the recovery.
+const killAtStepEnv = "BLOCKWISE_TEST_KILL_RESTORE_AT"
+
+func killAtStep(at string) func(string) {
+	if at == "" {
+		return nil
+	}
+	return func(step string) {
+		if step == at {
+			fmt.Fprintf(os.Stderr, "blockwise: %s=%s: killed\n", killAtStepEnv, at)
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
 
@@ -53,6 +54,7 @@ func backupSource(ctx context.Context, g globalOptions, o backupOptions, r *repo
 	if err != nil {
 		return nil, err
 	}
+	printRecovered(errOut, src.Recovered())
 	var outs []backupOutcome
 	var bar *progress
 	err = sources.Backup(ctx, src, func(disk string) backup.Options {
@@ -67,4 +69,12 @@ func backupSource(ctx context.Context, g globalOptions, o backupOptions, r *repo
 		return err
 	})
 	return outs, err
+}
+
+// printRecovered says what opening a VM did about restores into it that
+// a SIGKILL interrupted.
+func printRecovered(w io.Writer, msgs []string) {
+	for _, m := range msgs {
+		fmt.Fprintf(w, "blockwise: %s\n", m)
+	}
 }

@@ -34,6 +34,8 @@ type fakeVM struct {
 
 func (v *fakeVM) hd(disk string) string { return strings.TrimPrefix(disk, v.name+"/") }
 
+func (v *fakeVM) Recovered() []string { return nil }
+
 func (v *fakeVM) Disks() []string {
 	var out []string
 	for _, d := range v.drives {

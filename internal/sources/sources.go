@@ -58,6 +58,9 @@ type VM interface {
 	Disks() []string
 	// OpenView reads a drive's point-in-time view (backup.Options.Open).
 	OpenView(ctx context.Context, disk, snap string) (backup.Source, error)
+	// Recovered says what opening did about restores into the VM that
+	// a SIGKILL interrupted (finished or undone, VM resumed or not).
+	Recovered() []string
 	// Close removes the views not read yet and disconnects.
 	Close() error
 }

@@ -59,6 +59,7 @@ func IsURI(s string) bool {
 }
 
 // ParseURI reads libvirt:///system?domain=NAME[&disk=vda,vdb][&socket=PATH]
+// (drive= is accepted for disk=, as qemu+unix:// names it)
 // and qemu+ssh://[USER@]HOST[:PORT]/system?domain=NAME[&disk=...]
 // [&socket=REMOTE-PATH][&keyfile=PATH][&known_hosts=PATH] (libvirt's
 // own parameter names).
@@ -75,6 +76,10 @@ func ParseURI(s string) (Options, error) {
 	}
 	if o.Domain == "" {
 		return Options{}, fmt.Errorf("%w: %q: no domain=", ErrURI, s)
+	}
+	if q.Has("drive") { // the qemu+unix:// name, accepted too
+		q.Set("disk", strings.Trim(q.Get("disk")+","+q.Get("drive"), ","))
+		q.Del("drive")
 	}
 	for _, d := range strings.Split(q.Get("disk"), ",") {
 		if d != "" {
@@ -128,6 +133,8 @@ type Source struct {
 	mu  sync.Mutex
 	job *job
 	seq int
+	// recovered: what opening did about killed restores into the domain.
+	recovered []string
 }
 
 var _ backup.Host = (*Source)(nil)
@@ -204,6 +211,12 @@ func Open(ctx context.Context, o Options) (*Source, error) {
 	if err := s.init(); err != nil {
 		l.Disconnect()
 		return nil, err
+	}
+	if _, err := s.running(ctx); err == nil { // running or paused: QEMU is there
+		if err := s.recoverRestores(ctx); err != nil {
+			l.Disconnect()
+			return nil, err
+		}
 	}
 	if s.o.Quiesce.Connect == nil {
 		s.o.Quiesce.Connect = func(context.Context) (quiesce.Freezer, error) { return freezer{s}, nil }
@@ -412,7 +425,7 @@ func (s *Source) makeJobDir(ctx context.Context, j *job) error {
 	var dir string
 	var err error
 	if s.o.SSH != nil {
-		dir, err = s.o.SSH.remoteJobDir(ctx, s.o.Scratch)
+		dir, err = s.o.SSH.remoteDir(ctx, s.o.Scratch, "blockwise-libvirt-")
 	} else if dir, err = os.MkdirTemp(s.o.Scratch, "blockwise-libvirt-"); err == nil {
 		os.Chmod(dir, 0o777) // QEMU runs as libvirt-qemu and writes its scratch files here
 	}

@@ -45,17 +45,17 @@ func (d sshDialer) remoteRun(ctx context.Context, script string) (string, error)
 	return strings.TrimSpace(string(out)), nil
 }
 
-// remoteJobDir makes the job's directory on the libvirt host (mode 0777
-// as the local one: QEMU runs as libvirt-qemu there).
-func (d sshDialer) remoteJobDir(ctx context.Context, scratch string) (string, error) {
+// remoteDir makes a job's directory (PREFIX-XXXXXX) on the libvirt host
+// (mode 0777 as the local one: QEMU runs as libvirt-qemu there).
+func (d sshDialer) remoteDir(ctx context.Context, scratch, prefix string) (string, error) {
 	if strings.ContainsAny(scratch, "'\x00\n") {
 		return "", fmt.Errorf("scratch directory %q: quotes or control characters", scratch)
 	}
-	dir, err := d.remoteRun(ctx, fmt.Sprintf("d=$(mktemp -d '%s/blockwise-libvirt-XXXXXX') && chmod 777 \"$d\" && echo \"$d\"", scratch))
+	dir, err := d.remoteRun(ctx, fmt.Sprintf("d=$(mktemp -d '%s/%sXXXXXX') && chmod 777 \"$d\" && echo \"$d\"", scratch, prefix))
 	if err != nil {
 		return "", fmt.Errorf("make the job's directory on %s: %w", d.Host, err)
 	}
-	if !strings.HasPrefix(filepath.Base(dir), "blockwise-libvirt-") || strings.ContainsAny(dir, "'\n") {
+	if !strings.HasPrefix(filepath.Base(dir), prefix) || strings.ContainsAny(dir, "'\n") {
 		return "", fmt.Errorf("%w: mktemp on %s answered %q", ErrDial, d.Host, dir)
 	}
 	return dir, nil

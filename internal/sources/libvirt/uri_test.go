@@ -18,6 +18,8 @@ func TestParseURI(t *testing.T) {
 	}{
 		{in: "libvirt:///system?domain=vm1", want: Options{Socket: DefaultSocket, Domain: "vm1"}},
 		{in: "libvirt:///system?domain=vm1&disk=vda,vdb&socket=/s", want: Options{Socket: "/s", Domain: "vm1", Disks: []string{"vda", "vdb"}}},
+		{in: "libvirt:///system?domain=vm1&drive=vdb&socket=/s", want: Options{Socket: "/s", Domain: "vm1", Disks: []string{"vdb"}}},
+		{in: "libvirt:///system?domain=vm1&disk=vda&drive=vdb&socket=/s", want: Options{Socket: "/s", Domain: "vm1", Disks: []string{"vda", "vdb"}}},
 		{in: "libvirt:///system", err: true},
 		{in: "libvirt:///session?domain=x", err: true},
 		{in: "libvirt://host/system?domain=x", err: true},

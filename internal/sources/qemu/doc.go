@@ -29,7 +29,15 @@
 //     into it; the drive hashed against the point's root; the owned
 //     bitmaps removed and the marker blockwise-restored-TAG added, which
 //     the next view removes and reports as the chain break. Any error
-//     after the pause leaves the VM paused.
+//     after the pause leaves the VM paused. The private directory is made
+//     by a Workspace (this host, or the libvirt host over ssh, the NBD
+//     socket forwarded).
+//   - restore state file (intostate.go, docs/format.md R1–R5): records a
+//     restore into a drive before the pause and at each step; Open
+//     recovers a killed one (intorecover.go): the commit finished when
+//     the overlay was already over the drive (the drive holds the point),
+//     else the overlay dropped (old content); the VM resumed only if it
+//     ran before.
 //   - stale: views, exports and temporary bitmaps named after a process
 //     that no longer exists (a SIGKILLed backup) are removed when a
 //     source opens.

@@ -56,6 +56,13 @@ type Options struct {
 	// (libvirt's QMP passthrough); Control then pauses and resumes it.
 	Monitor Monitor
 	Control *Control
+	// Workspace makes a restore's private directory where QEMU runs;
+	// this host's Scratch if nil.
+	Workspace Workspace
+	// StateDir holds the state files of restores into the VM's drives
+	// (Scratch if empty), and Key names the VM in them (the QMP socket's
+	// absolute path if empty): Open recovers the restores killed there.
+	StateDir, Key string
 }
 
 // Monitor runs QMP commands (*qmp.Client, or a passthrough).
@@ -67,8 +74,9 @@ type Monitor interface {
 // Control is how a restore into a drive pauses and resumes a VM whose
 // monitor belongs to a manager (libvirt), and what it may not use.
 type Control struct {
-	Pause  func(ctx context.Context) (wasRunning bool, err error)
-	Resume func(ctx context.Context) error
+	Running func(ctx context.Context) (bool, error)
+	Pause   func(ctx context.Context) error
+	Resume  func(ctx context.Context) error
 	// Whole: always write the whole point, for this reason (the drive's
 	// bitmaps are the manager's); no marker bitmap is left either.
 	Whole string
@@ -112,6 +120,8 @@ type Source struct {
 	views   map[string]*view // by snapshot ID
 	nbdSock string
 	nbdOurs bool
+	// recovered: what Open did about killed restores into the VM.
+	recovered []string
 }
 
 var _ backup.Host = (*Source)(nil)
@@ -167,6 +177,9 @@ func (s *Source) init(ctx context.Context) error {
 	}
 	if s.name == "" {
 		s.name = strings.TrimSuffix(filepath.Base(s.o.Socket), filepath.Ext(s.o.Socket))
+	}
+	if err := s.recoverRestores(ctx); err != nil {
+		return err
 	}
 	if err := s.removeStale(ctx); err != nil {
 		return fmt.Errorf("remove what an earlier backup left in QEMU: %w", err)

@@ -4,12 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backup"
@@ -34,6 +29,11 @@ type IntoOptions struct {
 	Manifest *repo.Manifest
 	Workers  int
 	Progress func(done, total int64)
+	// Hook, if set, is called at each step: "paused", then
+	// StepExporting and StepCommitting once recorded, and
+	// "committing-job" once the commit job runs; tests kill the
+	// process there.
+	Hook func(step string)
 }
 
 // IntoResult describes a finished restore into a drive.
@@ -63,6 +63,8 @@ type IntoResult struct {
 // root, and the VM resumes only if it was running. Any error after the
 // pause leaves the VM paused (ErrLeftPaused). The drive's bitmaps are
 // reset and a marker left, so the next backup reads it whole and says why.
+// A state file records each step (intostate.go), so a SIGKILLed restore
+// is finished or undone by the next Open of the VM (intorecover.go).
 func (s *Source) RestoreInto(ctx context.Context, o IntoOptions) (*IntoResult, error) {
 	d, err := s.restoreDrive(o.Manifest)
 	if err != nil {
@@ -75,21 +77,69 @@ func (s *Source) RestoreInto(ctx context.Context, o IntoOptions) (*IntoResult, e
 	if info.Image.VirtualSize != int64(o.Manifest.Size) {
 		return nil, fmt.Errorf("%w: point %s has %d bytes, drive %s %d", ErrSize, o.Manifest.ID.Short(), o.Manifest.Size, d.disk, info.Image.VirtualSize)
 	}
-	ctl := s.control()
-	running, err := ctl.Pause(ctx)
+	r, err := s.startInto(ctx, d, o, info.Image.VirtualSize)
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.restorePaused(ctx, d, info, o)
+	defer r.end()
+	if err := s.control().Pause(ctx); err != nil {
+		return nil, err
+	}
+	r.step("paused", false) // the test hook only
+	res, err := r.paused(ctx, info)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLeftPaused, err)
 	}
-	if res.WasRunning = running; running {
-		if err := ctl.Resume(ctx); err != nil {
+	if res.WasRunning = r.st.WasRunning; res.WasRunning {
+		if err := s.control().Resume(ctx); err != nil {
 			return nil, fmt.Errorf("restored and verified, but resuming the VM failed: %w", err)
 		}
 	}
 	return res, nil
+}
+
+// startInto makes the restore's private directory and records its
+// state before the VM is paused.
+func (s *Source) startInto(ctx context.Context, d *drive, o IntoOptions, size int64) (*intoRun, error) {
+	running, err := s.control().Running(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &intoRun{s: s, d: d, o: o, size: size, id: fmt.Sprintf("bw-%d-r%d", s.pid, time.Now().UnixNano())}
+	if r.dir, err = s.workspace().MakeDir(ctx); err != nil {
+		return nil, err
+	}
+	r.st = &intoState{Key: s.key(), ID: r.id, Node: d.node, Point: o.Manifest.ID.String(), Dir: r.dir,
+		WasRunning: running, Step: StepPausing}
+	if err := r.st.save(s.stateDir()); err != nil {
+		s.workspace().RemoveDir(r.dir)
+		return nil, err
+	}
+	return r, nil
+}
+
+// end removes the state file and the private directory (unless the
+// drive still runs on the overlay in it): the restore returned.
+func (r *intoRun) end() {
+	if !r.keepDir {
+		r.s.workspace().RemoveDir(r.dir)
+	}
+	r.st.remove(r.s.stateDir())
+}
+
+// step records a step in the state file (save: durably, before going
+// on) and calls the test hook.
+func (r *intoRun) step(step string, save bool) error {
+	if save {
+		r.st.Step = step
+		if err := r.st.save(r.s.stateDir()); err != nil {
+			return err
+		}
+	}
+	if r.o.Hook != nil {
+		r.o.Hook(step)
+	}
+	return nil
 }
 
 // control is Options.Control, else pausing through QMP (stop, cont).
@@ -98,14 +148,9 @@ func (s *Source) control() *Control {
 		return s.o.Control
 	}
 	return &Control{
-		Pause: func(ctx context.Context) (bool, error) {
-			running, err := s.running(ctx)
-			if err == nil {
-				err = s.c.Execute(ctx, "stop", nil, nil)
-			}
-			return running, err
-		},
-		Resume: func(ctx context.Context) error { return s.c.Execute(ctx, "cont", nil, nil) },
+		Running: s.running,
+		Pause:   func(ctx context.Context) error { return s.c.Execute(ctx, "stop", nil, nil) },
+		Resume:  func(ctx context.Context) error { return s.c.Execute(ctx, "cont", nil, nil) },
 	}
 }
 
@@ -132,48 +177,29 @@ func (s *Source) running(ctx context.Context) (bool, error) {
 	return st.Running, err
 }
 
-// restorePaused does the restore with the VM paused, in a private 0700
-// directory for the NBD socket and the overlay (removed at the end unless
-// the drive still runs on the overlay).
-func (s *Source) restorePaused(ctx context.Context, d *drive, info *nodeInfo, o IntoOptions) (res *IntoResult, err error) {
-	r := &intoRun{s: s, d: d, o: o, size: info.Image.VirtualSize, id: fmt.Sprintf("bw-%d-r%d", s.pid, time.Now().UnixNano())}
-	if r.dir, err = s.privateDir(); err != nil {
-		return nil, err
-	}
-	defer func() {
-		if !r.keepDir {
-			os.RemoveAll(r.dir)
-		}
-	}()
-	r.sock = filepath.Join(r.dir, "nbd.sock")
-	if err := s.c.Execute(ctx, "nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix",
+// paused does the restore with the VM paused, QEMU's NBD server
+// listening in the private directory.
+func (r *intoRun) paused(ctx context.Context, info *nodeInfo) (res *IntoResult, err error) {
+	r.sock = r.dir + "/nbd.sock"
+	if err := r.s.c.Execute(ctx, "nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix",
 		"data": map[string]any{"path": r.sock}}}, nil); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNBDServer, err)
 	}
 	defer func() {
-		if serr := s.c.Execute(context.WithoutCancel(ctx), "nbd-server-stop", nil, nil); serr != nil && err == nil {
+		if serr := r.s.c.Execute(context.WithoutCancel(ctx), "nbd-server-stop", nil, nil); serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	return r.run(ctx, info)
-}
-
-// privateDir makes a 0700 directory in the scratch directory, owned by
-// the user QEMU runs as (the owner of its QMP socket).
-func (s *Source) privateDir() (string, error) {
-	dir, err := os.MkdirTemp(s.o.Scratch, "blockwise-restore-")
+	local, stop, err := r.s.workspace().Forward(ctx, r.sock)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if fi, err := os.Stat(s.o.Socket); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-			if err := os.Chown(dir, int(st.Uid), int(st.Gid)); err != nil {
-				os.Remove(dir)
-				return "", err
-			}
-		}
+	defer stop()
+	r.local = local
+	if err := r.step(StepExporting, true); err != nil {
+		return nil, err
 	}
-	return dir, nil
+	return r.run(ctx, info)
 }
 
 // intoRun is one restore into a paused drive.
@@ -183,11 +209,13 @@ type intoRun struct {
 	o         IntoOptions
 	size      int64
 	id        string // names the exports (bw-PID-rN), overlay (bwro-) and temp bitmap (bwtmp-)
-	dir, sock string
-	keepDir   bool // the drive still runs on the overlay in dir
+	dir, sock string // on QEMU's host
+	local     string // sock, reachable here
+	keepDir   bool   // the drive still runs on the overlay in dir
+	st        *intoState
 }
 
-func (r *intoRun) uri(name string) string { return "nbd+unix:///" + name + "?socket=" + r.sock }
+func (r *intoRun) uri(name string) string { return "nbd+unix:///" + name + "?socket=" + r.local }
 
 // run computes what to write, resets the bitmaps, writes the point
 // through the overlay, commits it and verifies the drive.
@@ -293,13 +321,9 @@ func (s *Source) restoredMarker() string { return "blockwise-restored-" + s.o.Ta
 // zeroes included) into a new qcow2 overlay without a backing file,
 // exported writable, each chunk read back and compared.
 func (r *intoRun) writeOverlay(ctx context.Context, areas []backup.Area, partial bool) (*backup.RestoreResult, error) {
-	path := filepath.Join(r.dir, "overlay.qcow2")
-	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", path, strconv.FormatInt(r.size, 10)).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("create the restore overlay: %v: %s", err, out)
-	}
-	if fi, err := os.Stat(r.dir); err == nil {
-		st := fi.Sys().(*syscall.Stat_t)
-		os.Chown(path, int(st.Uid), int(st.Gid))
+	path := r.dir + "/overlay.qcow2"
+	if err := r.s.workspace().CreateImage(ctx, path, r.size); err != nil {
+		return nil, err
 	}
 	ov := "bwro-" + r.id[3:]
 	if err := r.s.c.Execute(ctx, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": ov, "backing": nil,
@@ -338,6 +362,9 @@ func (r *intoRun) writeExport(ctx context.Context, exp string, areas []backup.Ar
 // guest sees the restored point) and its directory is kept.
 func (r *intoRun) commit(ctx context.Context) error {
 	ov := "bwro-" + r.id[3:]
+	if err := r.step(StepCommitting, true); err != nil {
+		return err
+	}
 	if err := r.s.c.Execute(ctx, "blockdev-snapshot", map[string]any{"node": r.d.node, "overlay": ov}, nil); err != nil {
 		r.s.c.Execute(context.WithoutCancel(ctx), "blockdev-del", map[string]any{"node-name": ov}, nil)
 		return fmt.Errorf("put the restore overlay over %s: %w", r.d.node, err)
@@ -346,12 +373,13 @@ func (r *intoRun) commit(ctx context.Context) error {
 	err := r.s.c.Execute(ctx, "block-commit", map[string]any{"job-id": job, "device": ov, "base-node": r.d.node,
 		"auto-dismiss": false}, nil)
 	if err == nil {
+		r.step(StepCommitting+"-job", false) // the test hook only
 		err = r.s.finishCommit(ctx, job)
 	}
 	if err != nil {
 		r.keepDir = true
 		return fmt.Errorf("commit the restore overlay into %s: %w (the drive now runs on the overlay %s, which holds the restored point: commit it by hand or restore again)",
-			r.d.node, err, filepath.Join(r.dir, "overlay.qcow2"))
+			r.d.node, err, r.dir+"/overlay.qcow2")
 	}
 	return r.s.c.Execute(ctx, "blockdev-del", map[string]any{"node-name": ov}, nil)
 }

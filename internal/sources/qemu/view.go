@@ -58,6 +58,11 @@ type nodeInfo struct {
 		VirtualSize int64  `json:"virtual-size"`
 		Format      string `json:"format"`
 		Filename    string `json:"filename"`
+		// BackingImage: an overlay's backing file (the drive a restore
+		// overlay was put over).
+		BackingImage struct {
+			Filename string `json:"filename"`
+		} `json:"backing-image"`
 	} `json:"image"`
 	Bitmaps []bitmapInfo `json:"dirty-bitmaps"`
 }
@@ -369,7 +374,7 @@ func (s *Source) endView(ctx context.Context, node, suffix, path string) error {
 
 func notFound(err error) bool {
 	msg := err.Error()
-	return strings.Contains(msg, "not found") || strings.Contains(msg, "Cannot find") ||
+	return strings.Contains(msg, "not found") || strings.Contains(msg, "Cannot find") || strings.Contains(msg, "Failed to find node") ||
 		strings.Contains(msg, "No job") || strings.Contains(msg, "DeviceNotFound") || strings.Contains(msg, "not exist")
 }
 
