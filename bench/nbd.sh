@@ -57,7 +57,22 @@ waitsrv() { # wait until a server answers on URI
 	echo "nbd.sh: server at $1 did not start" >&2; return 1
 }
 secs() { date +%s.%N; }
-warm() { cat "$@" >/dev/null; } # the page cache is reclaimed aggressively
+# warm FILE...: every server's file in the same page-cache state: written
+# back, dropped, read again. Cat alone kept whatever the file's history
+# left (mkdisk -import's 1 MiB writes vs cp's), and the kernel's cost of a
+# 4 KiB write into a cached page depends on the size of the folio holding
+# it (ext4 large folios: 7 us vs 23 us per pwrite measured here), which
+# made fio randwrite compare file histories, not servers (issue 23).
+warm() {
+	local f
+	for f in "$@"; do
+		python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.fsync(fd)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$f"
+		cat "$f" >/dev/null
+	done
+}
 
 RES="$W/results.txt" # server test content rep MB/s
 : >"$RES"
@@ -72,16 +87,17 @@ start_servers() {
 	QP=$(port); KP=$(port); BP=$(port)
 	# qemu-nbd and nbdkit listen on one address each: a unix and a TCP
 	# instance on the same file (only one is used at a time).
-	qemu-nbd -t -e 8 -f raw -k "$W/q.sock" "$W/q-$c.raw" & PIDS+=($!)
+	qemu-nbd -t -e 8 -f raw -k "$W/q.sock" "$W/q-$c.raw" & PIDS+=($!); QU=$!
 	qemu-nbd -t -e 8 --image-opts -b 127.0.0.1 -p "$QP" \
-		"driver=raw,file.driver=file,file.filename=$W/q-$c.raw,file.locking=off" & PIDS+=($!)
-	nbdkit -f -U "$W/k.sock" file "file=$W/k-$c.raw" & PIDS+=($!)
-	nbdkit -f -i 127.0.0.1 -p "$KP" file "file=$W/k-$c.raw" & PIDS+=($!)
+		"driver=raw,file.driver=file,file.filename=$W/q-$c.raw,file.locking=off" & PIDS+=($!); QT=$!
+	nbdkit -f -U "$W/k.sock" file "file=$W/k-$c.raw" & PIDS+=($!); KU=$!
+	nbdkit -f -i 127.0.0.1 -p "$KP" file "file=$W/k-$c.raw" & PIDS+=($!); KT=$!
 	if [ "${PROFILE:-0}" = 1 ]; then
 		"$W/bin/profserve" -datastore "$W/ds-$c" -nbd-unix "$W/b.sock" -nbd-tcp "127.0.0.1:$BP" -cpuprofile "$W/cpu-$c.pprof" & PIDS+=($!)
 	else
 		"$W/bin/blockwise" serve --datastore "$W/ds-$c" --nbd-unix "$W/b.sock" --nbd-tcp "127.0.0.1:$BP" --nbd-tcp-insecure-no-auth 2>"$W/serve-$c.log" & PIDS+=($!)
 	fi
+	BW=$!
 	for s in $SERVERS; do for tr in unix tcp; do waitsrv "$(uri $s $tr)"; done; done
 }
 
@@ -102,6 +118,19 @@ uri() { # server transport
 	blockwise/tcp) echo "nbd://127.0.0.1:$BP/d" ;;
 	esac
 }
+spid() { # server transport: the process serving it
+	case $1/$2 in
+	qemu-nbd/unix) echo "$QU" ;; qemu-nbd/tcp) echo "$QT" ;;
+	nbdkit/unix) echo "$KU" ;; nbdkit/tcp) echo "$KT" ;;
+	blockwise/*) echo "$BW" ;;
+	esac
+}
+# cpu PID: the CPU time (user + system, clock ticks) the process used so
+# far. Server CPU per byte or per request is the measure that survives a
+# loaded machine, where wall time does not.
+TICK=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 backing() { # the file a server reads
 	case $1 in
 	qemu-nbd) echo "$W/q-$2.raw" ;;
@@ -112,22 +141,26 @@ backing() { # the file a server reads
 
 SERVERS="blockwise qemu-nbd nbdkit"
 run_copy() { # content
-	local c=$1 t s r a b
+	local c=$1 t s r a b c0 c1
 	for tr in unix tcp; do
 		for op in read write; do
 			for r in $(seq "$REPS"); do
 				for s in $SERVERS; do
 					if [ $op = read ]; then
 						warm "$(backing $s $c)"
+						c0=$(cpu "$(spid $s $tr)")
 						a=$(secs)
 						timeout "$T" nbdcopy "$(uri $s $tr)" null:
 					else
 						warm "$W/$c.img"
+						c0=$(cpu "$(spid $s $tr)")
 						a=$(secs)
 						timeout "$T" nbdcopy --flush "$W/$c.img" "$(uri $s $tr)"
 					fi
 					b=$(secs)
-					echo "$s nbdcopy-$op-$tr $c $r $(echo "$SIZE / ($b - $a) / 1000000" | bc -l)" >>"$RES"
+					c1=$(cpu "$(spid $s $tr)")
+					# server CPU: ms per GiB of image
+					echo "$s nbdcopy-$op-$tr $c $r $(echo "$SIZE / ($b - $a) / 1000000" | bc -l) $(echo "($c1 - $c0) * 1000 / $TICK / ($SIZE / 2^30)" | bc -l)" >>"$RES"
 				done
 			done
 		done
@@ -135,18 +168,22 @@ run_copy() { # content
 }
 
 run_fio() { # 4 KiB random read / write, NJOBS connections, unix socket
-	local s r rw
+	local s r rw c0 c1
 	for rw in randread randwrite; do
 		for r in $(seq "$REPS"); do
 			for s in $SERVERS; do
 				warm "$(backing $s random)"
+				c0=$(cpu "$(spid $s unix)")
 				timeout $((FIO_SECS + 30)) fio --name=nbd --ioengine=nbd --uri="$(uri $s unix)" \
 					--rw=$rw --bs=4k --iodepth="$IODEPTH" --numjobs="$NJOBS" --size="$SIZE" \
 					--time_based --runtime="$FIO_SECS" --group_reporting --output-format=json \
 					--output="$W/fio.json" >/dev/null
-				local bw
+				c1=$(cpu "$(spid $s unix)")
+				local bw ios
 				bw=$(jq '[.jobs[] | .read.bw_bytes + .write.bw_bytes] | add / 1000000' "$W/fio.json")
-				echo "$s fio-4k-$rw-${NJOBS}conn random $r $bw" >>"$RES"
+				ios=$(jq '[.jobs[] | .read.total_ios + .write.total_ios] | add' "$W/fio.json")
+				# server CPU: us per request
+				echo "$s fio-4k-$rw-${NJOBS}conn random $r $bw $(echo "($c1 - $c0) * 1000000 / $TICK / $ios" | bc -l)" >>"$RES"
 			done
 		done
 	done
@@ -167,19 +204,23 @@ done
 
 echo
 echo "NBD benchmark: $((SIZE >> 20)) MiB raw image, MB/s (median of $REPS; nbdcopy writes use --flush; fio: $NJOBS connections x iodepth $IODEPTH, ${FIO_SECS}s, unix socket)"
+echo "server CPU (median): ms per GiB of image for nbdcopy, us per request for fio; load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$(nproc) cores, $(uname -r), $(qemu-nbd --version | head -1 | cut -d' ' -f1-2), $(nbdkit --version), $(nbdcopy --version | head -1), $(fio --version)"
 python3 - "$RES" <<'EOF'
 import sys, statistics, collections
 vals = collections.defaultdict(list)
+cpus = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    s, test, content, rep, mbs = line.split()
+    s, test, content, rep, mbs, cpu = line.split()
     vals[(test, content, s)].append(float(mbs))
+    cpus[(test, content, s)].append(float(cpu))
 keys = []
 for (test, content, s) in vals:
     if (test, content) not in keys:
         keys.append((test, content))
 med = {k: statistics.median(v) for k, v in vals.items()}
-hdr = f"| {'test':<26} | {'content':<7} | {'blockwise':>9} | {'qemu-nbd':>9} | {'nbdkit':>9} | {'bw/qemu':>7} | {'bw/nbdkit':>9} | {'goal vs qemu':>12} |"
+cmed = {k: statistics.median(v) for k, v in cpus.items()}
+hdr = f"| {'test':<26} | {'content':<7} | {'blockwise':>9} | {'qemu-nbd':>9} | {'nbdkit':>9} | {'bw/qemu':>7} | {'bw/nbdkit':>9} | {'goal vs qemu':>12} | {'cpu bw':>6} | {'cpu nbdkit':>10} |"
 print(hdr)
 print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
 for test, content in keys:
@@ -187,7 +228,8 @@ for test, content in keys:
     goal = 1.0 if test.startswith("fio") else 1.2
     rq, rk = b / q, b / k
     ok = "ok" if rq >= goal else "MISS"
-    print(f"| {test:<26} | {content:<7} | {b:9.0f} | {q:9.0f} | {k:9.0f} | {rq:7.2f} | {rk:9.2f} | {'>=%.1f %s' % (goal, ok):>12} |")
+    cb, ck = (cmed.get((test, content, s), float("nan")) for s in ("blockwise", "nbdkit"))
+    print(f"| {test:<26} | {content:<7} | {b:9.0f} | {q:9.0f} | {k:9.0f} | {rq:7.2f} | {rk:9.2f} | {'>=%.1f %s' % (goal, ok):>12} | {cb:6.0f} | {ck:10.0f} |")
 EOF
 echo "elapsed $(printf '%.0f' "$(echo "$(secs) - $START" | bc -l)") s (plus setup)"
 if [ "${PROFILE:-0}" = 1 ]; then
