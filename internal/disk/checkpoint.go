@@ -179,7 +179,8 @@ func (d *Disk) presync() {
 // writer waits on the barrier yet), new ones wait at flushGate, and only
 // then is the barrier asked for, so what it waits for is writes in
 // flight, not a flush's data sync. Release with d.barrier.Unlock. The
-// caller holds neither the barrier nor flushGate.
+// caller holds neither the barrier nor flushGate. Invariant 6
+// (docs/format.md).
 func (d *Disk) lockExclusive() {
 	d.flushGate.Lock()
 	d.barrier.Lock()
