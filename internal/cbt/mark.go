@@ -33,7 +33,7 @@ func (t *Tracker) Mark(off, length int64) error {
 		t.mu.Unlock()
 		return t.mu.err
 	}
-	t.mu.cur.AddRange(f0, f1)
+	AddRange(t.mu.cur, f0, f1)
 	wait, lead := t.needIntents(f0, f1)
 	t.mu.Unlock()
 	if wait == nil {

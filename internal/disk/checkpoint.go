@@ -174,6 +174,19 @@ func (d *Disk) presync() {
 	}
 }
 
+// lockExclusive takes the exclusive barrier without stopping I/O while
+// it waits: flushes in progress finish (writes go on meanwhile, as no
+// writer waits on the barrier yet), new ones wait at flushGate, and only
+// then is the barrier asked for, so what it waits for is writes in
+// flight, not a flush's data sync. Release with d.barrier.Unlock. The
+// caller holds neither the barrier nor flushGate. Invariant 6
+// (docs/format.md).
+func (d *Disk) lockExclusive() {
+	d.flushGate.Lock()
+	d.barrier.Lock()
+	d.flushGate.Unlock()
+}
+
 // fail makes a metadata failure sticky: the in-memory state may be ahead
 // of what is durable, so further writes are refused until reopened.
 func (d *Disk) fail(err error) error {
@@ -194,10 +207,12 @@ func (d *Disk) failed() error {
 // Flush makes every write completed before it durable: data files first,
 // then the map and CBT changes that describe them, in one journal sync.
 func (d *Disk) Flush() error {
+	d.flushGate.RLock()
 	d.barrier.RLock()
 	err := d.flushLocked()
 	big := d.log != nil && d.log.Size() > journalLimit
 	d.barrier.RUnlock()
+	d.flushGate.RUnlock() // before Checkpoint, which takes it
 	if err == nil && big {
 		// The flush is durable already; a checkpoint that finds no space
 		// is retried at the next flush.
@@ -275,7 +290,7 @@ func (d *Disk) takeRecords() ([]journal.Record, []takenRecord) {
 // Checkpoint folds the journal into new maps and CBT state.
 func (d *Disk) Checkpoint() error {
 	d.presync()
-	d.barrier.Lock()
+	d.lockExclusive()
 	defer d.barrier.Unlock()
 	if d.closed {
 		return ErrClosed

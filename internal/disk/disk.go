@@ -69,6 +69,12 @@ type Disk struct {
 	closed  bool
 
 	flushMu sync.Mutex // orders flushes' journal records
+	// flushGate: Flush holds it shared around its barrier; lockExclusive
+	// takes it first, so no flush starts a data sync (under the shared
+	// barrier) while an exclusive section waits for the barrier. Go's
+	// RWMutex admits no new reader once a writer waits: without the gate
+	// every write queued behind that sync (checkpoint.go).
+	flushGate sync.RWMutex
 	// deleteMu: one DeleteSnapshot at a time writes disk.meta under the
 	// shared barrier (merge.go, commitDelete).
 	deleteMu sync.Mutex

@@ -80,16 +80,16 @@ func (l *layer) set(g0, g1 uint64, st int) {
 	defer l.mu.Unlock()
 	switch st {
 	case present:
-		l.mu.present.AddRange(g0, g1)
+		cbt.AddRange(l.mu.present, g0, g1)
 		l.mu.zero.RemoveRange(g0, g1)
 	case zeroed:
-		l.mu.zero.AddRange(g0, g1)
+		cbt.AddRange(l.mu.zero, g0, g1)
 		l.mu.present.RemoveRange(g0, g1)
 	default:
 		l.mu.zero.RemoveRange(g0, g1)
 		l.mu.present.RemoveRange(g0, g1)
 	}
-	l.mu.changed.AddRange(g0, g1)
+	cbt.AddRange(l.mu.changed, g0, g1)
 	l.mu.dirty = true
 }
 

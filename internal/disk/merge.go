@@ -172,7 +172,7 @@ func (d *Disk) deleteMeta(id string) (*diskMeta, *layer, error) {
 // (it committed the old snapshot list again), or a view of the snapshot
 // was opened, it takes the checkpoint of the slow way now.
 func (d *Disk) applyDelete(id string, m *diskMeta) (*Task, error) {
-	d.barrier.Lock()
+	d.lockExclusive()
 	defer d.barrier.Unlock()
 	if d.closed { // disk.meta records the merge: it resumes at Open
 		return nil, ErrClosed
@@ -191,7 +191,7 @@ func (d *Disk) applyDelete(id string, m *diskMeta) (*Task, error) {
 // deleteCheckpointed deletes snapshot id with a checkpoint under the
 // exclusive barrier: the slow way, for a shared parent or a full disk.
 func (d *Disk) deleteCheckpointed(id string) (*Task, error) {
-	d.barrier.Lock()
+	d.lockExclusive()
 	defer d.barrier.Unlock()
 	return d.deleteLocked(id)
 }
@@ -455,7 +455,7 @@ func (d *Disk) flushMerged(ms *mergeState) (int64, error) {
 // drop record and whether snapshots moved to the parent. The child cannot have changed since the flush (nothing
 // writes to an empty child); if it had, it flushes again, here.
 func (d *Disk) dropChild(ms *mergeState, size int64) (*journal.Log, bool, error) {
-	d.barrier.Lock()
+	d.lockExclusive()
 	defer d.barrier.Unlock()
 	if d.closed {
 		return nil, false, ErrClosed

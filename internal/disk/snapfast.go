@@ -27,8 +27,8 @@ import (
 //     longer fits its placeholder (or a checkpoint ran since step 1), the
 //     snapshot is taken the slow way instead (createLocked);
 //  3. commit, no barrier: sync the frozen layers' data and the new
-//     journal, write the files over their placeholders (each synced, all
-//     in parallel), sync the directory,
+//     journal, write the files over their placeholders (each synced) and
+//     sync the directory (the placeholders' names), all in parallel;
 //     rename disk.meta, sync the directory. Flushes and checkpoints wait
 //     for it (waitCommit): a flush acknowledged before the rename would
 //     be in a journal that a power cut makes void.
@@ -172,7 +172,7 @@ func (p *snapPrep) discard(d *Disk, mine bool) {
 // freezeSnapshot is step 2. It returns no snapCommit when it took the
 // snapshot the slow way or refused it.
 func (d *Disk) freezeSnapshot(id, description string, p *snapPrep) (SnapshotInfo, *snapCommit, error) {
-	d.barrier.Lock()
+	d.lockExclusive()
 	defer d.barrier.Unlock()
 	if d.closed || d.meta.Gen+1 != p.gen || d.meta.NextID != p.nl.id || d.failed() != nil {
 		p.discard(d, d.meta.Gen+1 == p.gen)
@@ -239,11 +239,11 @@ func (d *Disk) commitSnapshot(c *snapCommit) error {
 	for path, data := range c.files {
 		g.Go(func() error { return overwrite(d.fs, path, data) })
 	}
+	// The names the prepare created: overwrite creates none, so this sync
+	// need not follow the others (one fsync wait less before the rename).
+	g.Go(func() error { return vfs.SyncDir(d.fs, d.dir) })
 	err := g.Wait()
 	d.snapStepHook(2)
-	if err == nil {
-		err = vfs.SyncDir(d.fs, d.dir)
-	}
 	if err == nil {
 		err = d.fs.Rename(c.meta, filepath.Join(d.dir, metaName))
 	}
