@@ -93,3 +93,32 @@ func TestBlobSet(t *testing.T) {
 		}
 	}
 }
+
+// TestBlobCounts: a counting set sums what is added per blob, past what
+// 32 bits hold too, across growth, and hands each count out once.
+func TestBlobCounts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	s := newBlobCounts(0)
+	ids := make([]ID, 5000)
+	for i := range ids {
+		repotest.Fill(rng, ids[i][:])
+		s.addN(BlobChunk, ids[i], uint32(i))
+		s.addN(BlobChunk, ids[i], 1) // grows the set on the way
+	}
+	s.addN(BlobChunk, ids[7], ^uint32(0))
+	for i, id := range ids {
+		want := uint64(i) + 1
+		if i == 7 {
+			want += uint64(^uint32(0))
+		}
+		if n, ok := s.indexedFirst(BlobChunk, id); !ok || n != want {
+			t.Fatalf("blob %d: count %d %v, want %d", i, n, ok, want)
+		}
+		if _, ok := s.indexedFirst(BlobChunk, id); ok {
+			t.Fatalf("blob %d counted twice", i)
+		}
+	}
+	if _, ok := s.indexedFirst(BlobPage, ids[0]); ok {
+		t.Fatal("a page found among chunks")
+	}
+}
