@@ -19,11 +19,12 @@ import (
 // with bit 63 recording whether prune's sweep found the blob in an index
 // file.
 //
-// A set made by newBlobCounts also keeps a count per blob (4 bytes a
-// slot more), for Stats: how many slots of the points hold it.
+// A set made by newBlobCounts also keeps a count per blob (2 bytes a
+// slot more; what passes 65535 goes to a map), for Stats: how many slots
+// of the points hold it.
 type blobSet struct {
 	slots  []uint64
-	counts []uint32          // by slot, nil unless counting
+	counts []uint16          // by slot, nil unless counting
 	over   map[uint64]uint64 // by key: what a count could not hold
 	n      int
 	seed   uint64 // per set: crafted IDs cannot pile into one probe chain
@@ -41,7 +42,7 @@ func newBlobSet(hint int) *blobSet {
 // newBlobCounts returns a counting set sized for about hint blobs.
 func newBlobCounts(hint int) *blobSet {
 	s := newBlobSet(hint)
-	s.counts = make([]uint32, len(s.slots))
+	s.counts = make([]uint16, len(s.slots))
 	return s
 }
 
@@ -86,7 +87,7 @@ func (s *blobSet) addN(t BlobType, id ID, n uint32) {
 	if s.counts == nil {
 		return
 	}
-	if c := s.counts[i]; uint64(c)+uint64(n) > uint64(^uint32(0)) {
+	if c := s.counts[i]; uint64(c)+uint64(n) > uint64(^uint16(0)) {
 		if s.over == nil {
 			s.over = map[uint64]uint64{}
 		}
@@ -94,14 +95,14 @@ func (s *blobSet) addN(t BlobType, id ID, n uint32) {
 		s.counts[i] = 0
 		return
 	}
-	s.counts[i] += n
+	s.counts[i] += uint16(n)
 }
 
 func (s *blobSet) grow() {
 	old, oldCounts := s.slots, s.counts
 	s.slots = make([]uint64, 2*len(old))
 	if oldCounts != nil {
-		s.counts = make([]uint32, len(s.slots))
+		s.counts = make([]uint16, len(s.slots))
 	}
 	for j, v := range old {
 		if v != 0 {

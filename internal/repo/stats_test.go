@@ -95,7 +95,7 @@ func TestBlobSet(t *testing.T) {
 }
 
 // TestBlobCounts: a counting set sums what is added per blob, past what
-// 32 bits hold too, across growth, and hands each count out once.
+// 16 bits hold too, across growth, and hands each count out once.
 func TestBlobCounts(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	s := newBlobCounts(0)
@@ -106,10 +106,15 @@ func TestBlobCounts(t *testing.T) {
 		s.addN(BlobChunk, ids[i], 1) // grows the set on the way
 	}
 	s.addN(BlobChunk, ids[7], ^uint32(0))
+	s.addN(BlobChunk, ids[8], 40000) // twice: past 16 bits on the second
+	s.addN(BlobChunk, ids[8], 40000)
 	for i, id := range ids {
 		want := uint64(i) + 1
-		if i == 7 {
+		switch i {
+		case 7:
 			want += uint64(^uint32(0))
+		case 8:
+			want += 80000
 		}
 		if n, ok := s.indexedFirst(BlobChunk, id); !ok || n != want {
 			t.Fatalf("blob %d: count %d %v, want %d", i, n, ok, want)
