@@ -10,7 +10,11 @@
 # Times are backup.Run's (--json "seconds"; key files, so no Argon2id);
 # BENCH_DIR picks the scratch directory (default /var/tmp); INC_WORKERS
 # the incremental's concurrent reads (backup --workers, default 4);
-# SKIP_THIN=1 skips part 1.
+# SKIP_THIN=1 skips part 1; BEFORE=/path/to/an/older/blockwise also runs
+# the incremental with that binary, on a copy of the repository taken
+# before it (same parent, same changes), then the new one: side by side.
+# PROFILE=DIR writes the incrementals' CPU profiles and execution traces
+# there (BLOCKWISE_CPUPROFILE, BLOCKWISE_TRACE).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bwscale.XXXXXX")
@@ -30,7 +34,14 @@ newrepo() { # name: a fresh repository with a key file, exported
 	"$BW" repo key add --new-key-file "$W/key-$1" >/dev/null
 	export BLOCKWISE_KEY_FILE=$W/key-$1
 }
-secs() { "$BW" backup "$@" --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["seconds"], j["mode"], j["readBytes"], round(j["phases"].get("changes", 0)*1000, 1))'; }
+# secs ARGS: backup.Run's seconds, mode, bytes read, the changes query's
+# ms, and the command's CPU seconds (user+sys: what a shared machine's
+# load does not stretch), peak RSS in MiB.
+secs() {
+	/usr/bin/time -f "%U %S %M" -o "$W/time" "$BW" backup "$@" --json >"$W/json"
+	read -r u s kib <"$W/time"
+	python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["seconds"], j["mode"], j["readBytes"], round(j["phases"].get("changes", 0)*1000, 1), round(float(sys.argv[2])+float(sys.argv[3]), 2), int(sys.argv[4])>>10)' "$W/json" "$u" "$s" "$kib"
+}
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
 
 if [ -z "${SKIP_THIN:-}" ]; then
@@ -53,13 +64,26 @@ truncate -s 2T "$W/huge.raw"
 "$BW" disk create full1g --size 1G >/dev/null
 head -c 1G /dev/urandom >"$W/d1g"; nbdcopy "$W/d1g" "nbd+unix:///full1g?socket=$sock"; rm -f "$W/d1g"
 newrepo s
-read -r f1 _ <<<"$(secs full1g)"
-read -r fh _ <<<"$(secs huge)"
+read -r f1 _ _ _ c1 r1 <<<"$(secs full1g)"
+read -r fh _ _ _ ch rh <<<"$(secs huge)"
 "$W/imagegen" mutate -file "$W/huge.raw" -uri "nbd+unix:///huge?socket=$sock" -frac $(python3 -c 'print(1/2048)') -seed 2 >/dev/null
 rm -f "$W/huge.raw"
+incr() { # label: the incremental, profiled under PROFILE
+	if [ -n "${PROFILE:-}" ]; then
+		BLOCKWISE_CPUPROFILE=$PROFILE/inc-$1.prof BLOCKWISE_TRACE=$PROFILE/inc-$1.trace secs huge --workers "${INC_WORKERS:-4}"
+	else
+		secs huge --workers "${INC_WORKERS:-4}"
+	fi
+}
+if [ -n "${BEFORE:-}" ]; then
+	cp -a "$W/repo-s" "$W/repo-b"
+	read -r binc _ _ _ bc br <<<"$(BW=$BEFORE BLOCKWISE_REPO=$W/repo-b incr before)"
+	rm -rf "$W/repo-b"
+	echo "incremental with $BEFORE: ${binc}s, ${bc}s CPU, ${br} MiB ($(python3 -c "print(round($binc/$f1, 2), round($bc/$c1, 2))")× the full of 1 GiB in time and CPU)"
+fi
 before=$(rss)
-read -r inc mode read changes_ms <<<"$(secs huge --workers "${INC_WORKERS:-4}")"
+read -r inc mode read changes_ms ci ri <<<"$(incr after)"
 after=$(rss)
-echo "full of the 1 GiB disk ${f1}s; full of the 2 TiB disk (4 GiB) ${fh}s; incremental after 1 GiB changed ${inc}s ($mode, read $((read >> 20)) MiB)"
-echo "incremental / full of 1 GiB: $(python3 -c "print(round($inc/$f1, 2))") (goal <= 1.2)"
+echo "full of the 1 GiB disk ${f1}s (${c1}s CPU, $r1 MiB); full of the 2 TiB disk (4 GiB) ${fh}s (${ch}s CPU, $rh MiB); incremental after 1 GiB changed ${inc}s (${ci}s CPU, $ri MiB; $mode, read $((read >> 20)) MiB)"
+echo "incremental / full of 1 GiB: $(python3 -c "print(round($inc/$f1, 2))") in time, $(python3 -c "print(round($ci/$c1, 2))") in CPU (goal <= 1.2); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "changes query ${changes_ms} ms (goal <= 100); host RSS $((before >> 10)) -> $((after >> 10)) MiB (goal: the query <= 64 MiB)"

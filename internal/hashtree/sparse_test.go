@@ -52,3 +52,31 @@ func TestSparseDense(t *testing.T) {
 		})
 	}
 }
+
+// TestLeavesTop: the top of runs of leaves, few or many of them data
+// leaves, of lengths that are and are not powers of two or whole pages,
+// equals the top of a dense tree over the same leaves (every level built).
+func TestLeavesTop(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, n := range []int{1, 2, 3, 5, 64, 100, PageLeaves, PageLeaves + 1, 3*PageLeaves + 17, 4 * PageLeaves} {
+		for _, data := range []int{0, 1, 9, n} {
+			leaves := make([]Hash, n)
+			for i := range leaves {
+				leaves[i] = ZeroLeaf(bs)
+			}
+			for range data {
+				l := &leaves[rng.IntN(n)]
+				for k := range l {
+					l[k] = byte(rng.Uint32())
+				}
+			}
+			want := top(buildLevels(leaves))
+			if got := LeavesTop(leaves, bs); got != want {
+				t.Fatalf("%d leaves, %d set: top %x, want %x", n, data, got[:4], want[:4])
+			}
+		}
+	}
+	if LeavesTop(nil, bs) != (Hash{}) {
+		t.Fatal("the top of no leaves is not the zero hash")
+	}
+}

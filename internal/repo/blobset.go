@@ -18,10 +18,16 @@ import (
 // A slot is 0 (empty) or the blob's key (bit 0 always set, so never 0)
 // with bit 63 recording whether prune's sweep found the blob in an index
 // file.
+//
+// A set made by newBlobCounts also keeps a count per blob (2 bytes a
+// slot more; what passes 65535 goes to a map), for Stats: how many slots
+// of the points hold it.
 type blobSet struct {
-	slots []uint64
-	n     int
-	seed  uint64 // per set: crafted IDs cannot pile into one probe chain
+	slots  []uint64
+	counts []uint16          // by slot, nil unless counting
+	over   map[uint64]uint64 // by key: what a count could not hold
+	n      int
+	seed   uint64 // per set: crafted IDs cannot pile into one probe chain
 }
 
 const blobSetFound = 1 << 63
@@ -30,6 +36,13 @@ const blobSetFound = 1 << 63
 func newBlobSet(hint int) *blobSet {
 	s := &blobSet{seed: rand.Uint64()}
 	s.slots = make([]uint64, blobSetSize(hint))
+	return s
+}
+
+// newBlobCounts returns a counting set sized for about hint blobs.
+func newBlobCounts(hint int) *blobSet {
+	s := newBlobSet(hint)
+	s.counts = make([]uint16, len(s.slots))
 	return s
 }
 
@@ -58,23 +71,46 @@ func (s *blobSet) slot(k uint64) int {
 	}
 }
 
-func (s *blobSet) add(t BlobType, id ID) {
+func (s *blobSet) add(t BlobType, id ID) { s.addN(t, id, 0) }
+
+// addN adds the blob and, in a counting set, n to its count.
+func (s *blobSet) addN(t BlobType, id ID, n uint32) {
 	if (s.n+1)*4 > len(s.slots)*3 {
 		s.grow()
 	}
 	k := blobSetKey(t, id)
-	if i := s.slot(k); s.slots[i] == 0 {
+	i := s.slot(k)
+	if s.slots[i] == 0 {
 		s.slots[i] = k
 		s.n++
 	}
+	if s.counts == nil {
+		return
+	}
+	if c := s.counts[i]; uint64(c)+uint64(n) > uint64(^uint16(0)) {
+		if s.over == nil {
+			s.over = map[uint64]uint64{}
+		}
+		s.over[k] += uint64(c) + uint64(n)
+		s.counts[i] = 0
+		return
+	}
+	s.counts[i] += uint16(n)
 }
 
 func (s *blobSet) grow() {
-	old := s.slots
+	old, oldCounts := s.slots, s.counts
 	s.slots = make([]uint64, 2*len(old))
-	for _, v := range old {
+	if oldCounts != nil {
+		s.counts = make([]uint16, len(s.slots))
+	}
+	for j, v := range old {
 		if v != 0 {
-			s.slots[s.slot(v&^blobSetFound)] = v
+			i := s.slot(v &^ blobSetFound)
+			s.slots[i] = v
+			if oldCounts != nil {
+				s.counts[i] = oldCounts[j]
+			}
 		}
 	}
 }
@@ -92,6 +128,19 @@ func (s *blobSet) indexed(t BlobType, id ID) bool {
 	}
 	s.slots[i] |= blobSetFound
 	return true
+}
+
+// indexedFirst is indexed for a counting set: it returns the blob's
+// count, and ok only the first time the blob is found (a blob stored
+// twice is counted once).
+func (s *blobSet) indexedFirst(t BlobType, id ID) (count uint64, ok bool) {
+	k := blobSetKey(t, id)
+	i := s.slot(k)
+	if v := s.slots[i]; v == 0 || v&blobSetFound != 0 {
+		return 0, false
+	}
+	s.slots[i] |= blobSetFound
+	return uint64(s.counts[i]) + s.over[k], true
 }
 
 // unindexed counts the blobs indexed was never called for.

@@ -216,14 +216,44 @@ func (r *Repository) verifyPack(ctx context.Context, id ID, want []packEntry, su
 }
 
 // checkManifests walks every manifest's page tree. Pages shared between
-// manifests are checked once.
+// manifests are checked once. That every chunk a page holds is indexed
+// is checked by a join, not a lookup per slot (a lookup in a spilled run
+// reads a block: 3 M chunks took 7 times as long as 1 M): the walk
+// gathers the chunks (62 bits of their ID, blobSet), one sweep of the
+// index marks those it holds, and only if some are left does a second,
+// exact walk name the slots. A chunk missing from every index file yet
+// sharing 62 bits with one indexed would go unreported: ~n/2⁶² likely
+// for each missing chunk among n indexed (2·10⁻¹² at 10 M).
 func (r *Repository) checkManifests(ctx context.Context, x *index, res *CheckResult, o CheckOptions, sums *leafSums) error {
 	names, err := r.listNames(ctx, backend.Manifests)
 	if err != nil {
 		return err
 	}
-	seen := map[ID]bool{}
+	refs := newBlobSet(x.count())
 	prover := &treeProver{r: r, x: x, o: o, sums: sums, cache: map[leafKey][]hashtree.Hash{}}
+	r.eachCheckedManifest(ctx, x, names, res, func(m *Manifest, _ int, cid ID) { refs.add(BlobChunk, cid) }, func(m *Manifest) { prover.check(ctx, m, res) })
+	err = x.each(func(e *ientry) {
+		if e.typ == BlobChunk {
+			refs.indexed(BlobChunk, e.id)
+		}
+	})
+	if err != nil || refs.unindexed() == 0 {
+		return err
+	}
+	var exact CheckResult // the manifests' own errors are reported already
+	r.eachCheckedManifest(ctx, x, names, &exact, func(m *Manifest, slot int, cid ID) {
+		if !x.has(BlobChunk, cid) {
+			res.errorf("manifest %v slot %d: chunk %v in no index file: %w (%w)", m.ID.Short(), slot, cid.Short(), ErrIncomplete, ErrCorrupt)
+		}
+	}, nil)
+	return nil
+}
+
+// eachCheckedManifest loads each manifest named and checks its pages,
+// calling chunk for every chunk of every page (pages shared between
+// manifests once) and then, if not nil, after for the manifest.
+func (r *Repository) eachCheckedManifest(ctx context.Context, x *index, names []string, res *CheckResult, chunk func(m *Manifest, slot int, cid ID), after func(*Manifest)) {
+	seen := map[ID]bool{}
 	for _, n := range names {
 		id, err := ParseID(n)
 		if err != nil {
@@ -236,27 +266,24 @@ func (r *Repository) checkManifests(ctx context.Context, x *index, res *CheckRes
 			continue
 		}
 		res.Manifests++
-		r.checkManifest(ctx, x, m, seen, res)
-		prover.check(ctx, m, res)
+		r.checkManifest(ctx, x, m, seen, res, chunk)
+		if after != nil {
+			after(m)
+		}
 	}
-	return nil
 }
 
-func (r *Repository) checkManifest(ctx context.Context, x *index, m *Manifest, seen map[ID]bool, res *CheckResult) {
+func (r *Repository) checkManifest(ctx context.Context, x *index, m *Manifest, seen map[ID]bool, res *CheckResult, chunk func(m *Manifest, slot int, cid ID)) {
 	for pi, pid := range m.Pages {
 		if pid.IsZero() || seen[pid] {
 			continue
 		}
 		seen[pid] = true
-		pg, err := r.loadPage(ctx, x, m, uint64(pi))
+		err := r.eachPageSlot(ctx, x, m, uint64(pi), func(b []byte) error {
+			return eachPageID(b, m.pageLen(uint64(pi)), func(s int, cid ID) { chunk(m, pi*int(m.PageSlots)+s, cid) })
+		})
 		if err != nil {
 			res.Errors = append(res.Errors, err)
-			continue
-		}
-		for s, cid := range pg {
-			if !cid.IsZero() && !x.has(BlobChunk, cid) {
-				res.errorf("manifest %v slot %d: chunk %v in no index file: %w (%w)", m.ID.Short(), pi*int(m.PageSlots)+s, cid.Short(), ErrIncomplete, ErrCorrupt)
-			}
 		}
 	}
 }

@@ -93,3 +93,37 @@ func TestBlobSet(t *testing.T) {
 		}
 	}
 }
+
+// TestBlobCounts: a counting set sums what is added per blob, past what
+// 16 bits hold too, across growth, and hands each count out once.
+func TestBlobCounts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	s := newBlobCounts(0)
+	ids := make([]ID, 5000)
+	for i := range ids {
+		repotest.Fill(rng, ids[i][:])
+		s.addN(BlobChunk, ids[i], uint32(i))
+		s.addN(BlobChunk, ids[i], 1) // grows the set on the way
+	}
+	s.addN(BlobChunk, ids[7], ^uint32(0))
+	s.addN(BlobChunk, ids[8], 40000) // twice: past 16 bits on the second
+	s.addN(BlobChunk, ids[8], 40000)
+	for i, id := range ids {
+		want := uint64(i) + 1
+		switch i {
+		case 7:
+			want += uint64(^uint32(0))
+		case 8:
+			want += 80000
+		}
+		if n, ok := s.indexedFirst(BlobChunk, id); !ok || n != want {
+			t.Fatalf("blob %d: count %d %v, want %d", i, n, ok, want)
+		}
+		if _, ok := s.indexedFirst(BlobChunk, id); ok {
+			t.Fatalf("blob %d counted twice", i)
+		}
+	}
+	if _, ok := s.indexedFirst(BlobPage, ids[0]); ok {
+		t.Fatal("a page found among chunks")
+	}
+}

@@ -340,7 +340,8 @@ func (r *Repository) loadPage(ctx context.Context, x *index, m *Manifest, pi uin
 	return pg, r.loadPageInto(ctx, x, m, pi, pg)
 }
 
-// loadPageInto reads page pi of m into dst, which holds exactly its slots.
+// loadPageInto reads page pi of m into dst, which holds exactly its slots,
+// all zero IDs (decodePageInto).
 func (r *Repository) loadPageInto(ctx context.Context, x *index, m *Manifest, pi uint64, dst []ID) error {
 	if m.Pages[pi].IsZero() {
 		clear(dst)
