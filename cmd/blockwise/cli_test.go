@@ -255,3 +255,38 @@ func TestPackSubset(t *testing.T) {
 		}
 	}
 }
+
+// A relative --datastore: the host's services (scheduler, recoveries)
+// reach it through its API socket in the datastore, so the path must be
+// made absolute; `serve --datastore ds` used to exit at once with
+// ErrNoLocalAPI.
+func TestServeRelativeDatastore(t *testing.T) {
+	dir, err := os.MkdirTemp("", "bwrel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cmd := cliCommand("ds", nil, "serve")
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sock := filepath.Join(dir, "ds", "api.sock")
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if i == 100 {
+			t.Fatalf("serve --datastore ds did not start:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d := cli{dir: filepath.Join(dir, "ds")}
+	if out := d.must(t, "disk", "list"); strings.Contains(out, "error") {
+		t.Fatalf("disk list: %s", out)
+	}
+}

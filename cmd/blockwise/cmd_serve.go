@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
@@ -121,6 +122,14 @@ func runServe(ctx context.Context, g globalOptions, o serveOptions) error {
 		return usageErrorf("serve: --space-warn %v: want a percentage in (0, 100]", o.SpaceWarn)
 	}
 	setMemoryLimit(o.MemoryLimitMiB)
+	// The host's services reach it through its API socket, which lives in
+	// the datastore: a relative datastore would give a relative socket
+	// path, which they cannot tell from a TCP address.
+	ds, err := filepath.Abs(g.Datastore)
+	if err != nil {
+		return err
+	}
+	g.Datastore = ds
 	d, err := daemon.New(daemon.Options{Datastore: g.Datastore, APIUnix: o.APIUnix, APITCP: o.APITCP,
 		APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey, NBDUnix: o.NBDUnix, NBDGroup: o.NBDGroup,
 		NBDTCP: o.NBDTCP, NBDInsecure: o.NBDInsecure, NBDTLS: o.nbdTLS, Logger: o.log, Points: o.points(),
