@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -75,13 +76,21 @@ func (d sshDialer) Dial() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
+	// ssh's stdout is a pipe of our own, not StdoutPipe: Wait (run as
+	// soon as ssh starts) closes StdoutPipe's end once ssh exits, and a
+	// Read after that fails with "file already closed" instead of EOF,
+	// losing what ssh wrote last and its complaint.
+	out, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
+	cmd.Stdout = w
 	c := &sshConn{cmd: cmd, in: in, out: out, done: make(chan struct{})}
 	cmd.Stderr = &c.stderr
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	w.Close() // ssh holds its own copy: EOF comes when it exits
+	if err != nil {
+		out.Close()
 		return nil, fmt.Errorf("%w: ssh: %v", ErrDial, err)
 	}
 	go func() { c.err = cmd.Wait(); close(c.done) }() // ends when ssh does (Close kills it)
@@ -108,9 +117,9 @@ type sshConn struct {
 func (c *sshConn) Read(p []byte) (int, error) {
 	n, err := c.out.Read(p)
 	if err == io.EOF && n == 0 {
-		select { // ssh exited: its stderr says why
+		select { // ssh exited: its stderr says why once Wait has copied it
 		case <-c.done:
-		case <-time.After(time.Second):
+		case <-time.After(10 * time.Second): // a bound, not a pause: a process that closed stdout and lives on
 		}
 		if msg := c.stderr.String(); msg != "" {
 			return 0, fmt.Errorf("%w: %s", ErrDial, msg)
@@ -128,6 +137,7 @@ func (c *sshConn) Close() error {
 		c.in.Close()
 		c.cmd.Process.Kill()
 		<-c.done
+		c.out.Close()
 	})
 	return nil
 }
