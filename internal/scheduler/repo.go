@@ -96,6 +96,7 @@ func (s *Scheduler) repoFor(ctx context.Context, name string) (*repo.Repository,
 // retireRepoLocked (s.mu held) drops the policy's handle; it is closed
 // at Stop, since a job may still use it.
 func (s *Scheduler) retireRepoLocked(name string) {
+	s.points.drop(name, repo.ID{})
 	if h := s.repos[name]; h != nil {
 		s.retired = append(s.retired, h)
 		delete(s.repos, name)
