@@ -273,5 +273,5 @@ func (p repoPoints) Open(ctx context.Context, point, disk string) (*fileres.Sess
 	if err != nil {
 		return nil, nil, err
 	}
-	return s, func() { r.Close() }, nil
+	return s, func() { s.Close(); r.Close() }, nil
 }

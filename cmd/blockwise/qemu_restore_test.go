@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/blockwise/blockwise/internal/metafile"
 )
 
 // testRestoreIntoVM restores points into the running guest's data drive
@@ -133,7 +135,10 @@ func (r *qemuRig) guestBlockMatches(t *testing.T, img string, blk int64) {
 // content; after the commit started, it holds the whole point; the VM
 // runs again only if it ran before; no export, job, overlay node, state
 // file or directory stays. Each restore is of the newest point (a
-// partial one), the guest having written blocks after it.
+// partial one), the guest having written blocks after it. A finished
+// commit is hashed against the point's root the state file recorded:
+// with that root altered, the recovery fails (exit 6, root mismatch)
+// and leaves the VM paused though it ran before.
 func testRestoreKilled(t *testing.T, r *qemuRig) {
 	src := r.source("drive=data")
 	scratch, err := os.MkdirTemp("", "bwk") // short: QEMU's NBD socket path has a limit
@@ -147,12 +152,14 @@ func testRestoreKilled(t *testing.T, r *qemuRig) {
 		wasRunning bool
 		point      bool   // the drive must hold the point, else its old content
 		says       string // what the recovering run reports
+		badRoot    bool   // the state file's root is altered before the recovery
 	}{
 		{step: "paused", wasRunning: false, says: "keeps its old content"},
 		{step: "committing", wasRunning: true, says: "keeps its old content"},
-		{step: "committing-job", wasRunning: true, point: true, says: "holds the whole point"},
+		{step: "committing-job", wasRunning: true, point: true, says: "holds the whole point (the commit was finished; root verified)"},
+		{step: "committing-job", wasRunning: true, point: true, says: "the VM is left paused: verify drive data", badRoot: true},
 	} {
-		t.Run(tc.step, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s-badroot=%v", tc.step, tc.badRoot), func(t *testing.T) {
 			t.Cleanup(func() { // a failed case must not leave the next one a paused guest
 				if r.vmStatus(t) == "paused" {
 					r.qmp(t, "cont", nil, nil)
@@ -170,10 +177,26 @@ func testRestoreKilled(t *testing.T, r *qemuRig) {
 			if st := r.vmStatus(t); st != "paused" {
 				t.Fatalf("VM %s after the kill at %s: the test proves nothing", st, tc.step)
 			}
-			if left, _ := filepath.Glob(filepath.Join(scratch, "blockwise-restore-*.state")); len(left) != 1 {
+			left, _ := filepath.Glob(filepath.Join(scratch, "blockwise-restore-*.state"))
+			if len(left) != 1 {
 				t.Fatalf("state files after the kill: %v", left)
 			}
+			if tc.badRoot {
+				alterStateRoot(t, left[0])
+			}
 			res := runCLI(t, r.command(nil, "backup", src, "--json", "--quiesce", "off", "--scratch-dir", scratch))
+			if tc.badRoot {
+				if res.code != exitCorrupt || !strings.Contains(res.stderr, tc.says) || !strings.Contains(res.stderr, "root") {
+					t.Fatalf("recovering backup with the state's root altered: exit %d: %s%s", res.code, res.stdout, res.stderr)
+				}
+				if st := r.vmStatus(t); st != "paused" {
+					t.Fatalf("VM %s after a recovery whose drive failed its verification, want paused", st)
+				}
+				r.qmp(t, "cont", nil, nil)
+				r.noRestoreLeft(t, scratch)
+				r.restoreMatches(t, p.ID, "data") // the drive is right: only the recorded root was not
+				return
+			}
 			if res.code != 0 || !strings.Contains(res.stderr, "was recovered") || !strings.Contains(res.stderr, tc.says) {
 				t.Fatalf("recovering backup: exit %d: %s%s", res.code, res.stdout, res.stderr)
 			}
@@ -194,6 +217,37 @@ func testRestoreKilled(t *testing.T, r *qemuRig) {
 			json.Unmarshal([]byte(res.stdout), &s)
 			p = s
 		})
+	}
+}
+
+// alterStateRoot flips a bit of the point's root in a restore's state
+// file (framing kept valid), as a drive that is not the point would look.
+func alterStateRoot(t *testing.T, name string) {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, err := metafile.Decode(name, "BWINTOST", 1, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	root, _ := st["root"].(string)
+	if len(root) != 64 {
+		t.Fatalf("state file %s records no root: %s", name, body)
+	}
+	flip := "0"
+	if root[0] == '0' {
+		flip = "1"
+	}
+	st["root"] = flip + root[1:]
+	body, _ = json.Marshal(st)
+	if err := os.WriteFile(name, metafile.Encode("BWINTOST", 1, body), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -19,7 +19,8 @@ type Points interface {
 	// List returns the restore points, oldest first.
 	List(ctx context.Context) ([]*repo.Manifest, error)
 	// Open opens point (an ID, a prefix of one, or "latest" with disk)
-	// for browsing; the caller closes the session and then calls done.
+	// for browsing; the caller calls done when it is finished with the
+	// session (done closes it, or keeps it for the next request).
 	Open(ctx context.Context, point, disk string) (s *fileres.Session, done func(), err error)
 }
 
@@ -89,7 +90,6 @@ func (s *Server) servePointFiles(w http.ResponseWriter, r *http.Request, open op
 		return err
 	}
 	defer done()
-	defer sess.Close()
 	ref, err := sess.Lookup(ctx, path)
 	if err != nil {
 		return err

@@ -26,7 +26,7 @@ func TestJobsAPI(t *testing.T) {
 	}
 	c.WaitTask(ctx, task.ID)
 	var cons []client.Job
-	for range 100 { // the task's watcher records the end
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); { // the task's watcher records the end
 		if cons, err = c.ListJobs(ctx, client.JobFilter{Kind: wire.JobConsolidate}); err == nil && len(cons) == 1 && cons[0].Done() {
 			break
 		}

@@ -13,7 +13,8 @@ import (
 // does, with the repository and key it holds).
 type PolicyPoints interface {
 	// OpenPoint opens point (an ID or a prefix of one) of the policy's
-	// repository; the caller closes the session and then calls done.
+	// repository; the caller calls done when it is finished with the
+	// session (done closes it, or keeps it for the next request).
 	OpenPoint(ctx context.Context, policy, point string) (s *fileres.Session, done func(), err error)
 }
 

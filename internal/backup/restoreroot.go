@@ -31,7 +31,9 @@ func verifyRoot(ctx context.Context, o RestoreOptions, m *repo.Manifest, res *Re
 		return nil
 	}
 	named := "its size or block size"
-	if pt, err := o.Repo.LoadTree(ctx, m); err == nil {
+	if o.Repo == nil { // a root without its repository (VerifyImage's r nil): no leaves to name
+		named = "some blocks"
+	} else if pt, err := o.Repo.LoadTree(ctx, m); err == nil {
 		if diff, err := hashtree.Diff(pt, got, maxNamed+1); err == nil {
 			named = leavesString(diff, int64(m.Tree.BlockSize))
 		}
@@ -55,7 +57,9 @@ func (r targetReader) ReadAt(p []byte, off int64) (int, error) {
 
 // VerifyImage hashes a whole image on t (a drive the point was restored
 // into, possibly in part) and checks it has the point's root; verified
-// is false for a point without a root (nothing to compare with).
+// is false for a point without a root (nothing to compare with). r may
+// be nil (m's tree root is all there is): a mismatch then names no
+// leaves.
 func VerifyImage(ctx context.Context, r *repo.Repository, m *repo.Manifest, t Target, workers int) (verified bool, err error) {
 	if workers <= 0 {
 		workers = 4

@@ -214,6 +214,19 @@ func (s *Source) load(first uint64, run []*srcChunk) {
 	s.loadCtx(context.WithoutCancel(s.ctx), first, run)
 }
 
+// Trim drops the least recently used chunks past keep bytes: a Source
+// kept between requests (the file browser's) keeps what a listing reads
+// again, not the last download.
+func (s *Source) Trim(keep int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for n := int(keep / s.cs); s.lru.Len() > n; {
+		old := s.lru.Back()
+		s.lru.Remove(old)
+		delete(s.m, old.Value.(*srcChunk).slot)
+	}
+}
+
 // Wait waits for the background loads to end.
 func (s *Source) Wait() { s.wg.Wait() }
 

@@ -49,6 +49,9 @@ type Options struct {
 	// Scratch is where QEMU puts the fleecing overlays and NBD socket
 	// of hypervisor sources (default the system's temp dir).
 	Scratch string
+	// PointIdle is how long the file browser keeps a point open unused
+	// (default 1 min; pointcache.go).
+	PointIdle time.Duration
 }
 
 // Scheduler runs policies. It implements daemon.Service and api.Policies.
@@ -81,6 +84,10 @@ type Scheduler struct {
 	bytes  *prometheus.CounterVec // blockwise_backup_bytes_total
 	// opens counts repository opens (key derivations), for tests.
 	opens atomic.Int32
+	// points are the file browser's idle points; pointOpens counts the
+	// points it opened, for tests.
+	points     *pointCache
+	pointOpens atomic.Int32
 }
 
 var (
@@ -113,7 +120,10 @@ func New(o Options) (*Scheduler, error) {
 	if o.OpenSource == nil {
 		o.OpenSource = sources.Open
 	}
-	s := &Scheduler{o: o, f: newFiles(o.Datastore), log: o.Logger, repos: map[string]*repoHandle{},
+	if o.PointIdle <= 0 {
+		o.PointIdle = defaultPointIdle
+	}
+	s := &Scheduler{points: newPointCache(pointsKept, o.PointIdle, time.Now), o: o, f: newFiles(o.Datastore), log: o.Logger, repos: map[string]*repoHandle{},
 		busy: map[string]bool{}, sizes: map[string]*wire.RepoSize{}, measuring: map[string]bool{}, dirty: map[string]bool{}, sources: map[string]map[string]*srcState{}, polSem: map[string]chan struct{}{},
 		hostSem: make(chan struct{}, o.MaxConcurrent), wake: make(chan struct{}, 1), bytes: newBytesCounter()}
 	var err error
@@ -191,6 +201,7 @@ func (s *Scheduler) Start(_ context.Context, d *daemon.Daemon) error {
 // Stop implements daemon.Service: running jobs are canceled (they end
 // interrupted) and the repositories closed.
 func (s *Scheduler) Stop(ctx context.Context) error {
+	s.points.shut()
 	s.cancel()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

@@ -571,18 +571,7 @@ func TestServePointAndRestore(t *testing.T) {
 	h.create(t, wire.Policy{Name: "p", Sources: wire.PolicySources{Disks: []string{"vm1"}}, Schedule: "@yearly",
 		Repository: wire.PolicyRepository{Location: initRepo(t), Password: password}})
 	ctx := context.Background()
-	run, err := h.c.RunPolicy(ctx, "p", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, err := h.c.WaitJob(ctx, run.Jobs[0])
-	if err != nil || j.State != wire.JobSucceeded {
-		t.Fatalf("backup %+v %v", j, err)
-	}
-	var sum struct {
-		ID string `json:"id"`
-	}
-	json.Unmarshal(j.Summary, &sum)
+	sum := struct{ ID string }{runBackup(t, h)}
 	want := make([]byte, 2*mib)
 	d, _ := h.d.Host().Disk("vm1")
 	if _, err := d.ReadAt(want, 0); err != nil {

@@ -103,6 +103,7 @@ func (s *Scheduler) retain(run *jobRun, r *repo.Repository, p wire.Policy, disk 
 		if err := r.Forget(run.ctx, d.Manifest.ID); err != nil {
 			return err
 		}
+		s.points.drop(p.Name, d.Manifest.ID)
 		forgot = append(forgot, d.Manifest.ID.Short())
 	}
 	if len(forgot) > 0 {
@@ -119,6 +120,7 @@ func (s *Scheduler) prune(run *jobRun, p wire.Policy) (any, error) {
 		return nil, err
 	}
 	run.Stage("prune")
+	s.points.drop(p.Name, repo.ID{}) // their read locks would hold the prune's exclusive one off
 	st, err := r.PruneWith(run.ctx, repo.PruneOptions{})
 	if err != nil {
 		run.Logf("error", "prune failed: %v", err)

@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/blockwise/blockwise/internal/backup"
+	"github.com/blockwise/blockwise/internal/repo"
+	"github.com/blockwise/blockwise/internal/transport"
 )
 
 // Recovery of a killed restore into a drive (docs/format.md, "Restore
@@ -32,7 +36,10 @@ func (s *Source) recoverRestores(ctx context.Context) error {
 	return s.recoverOrphans(ctx)
 }
 
-// recoverInto finishes or undoes one killed restore.
+// recoverInto finishes or undoes one killed restore. A drive the
+// commit finished is hashed against the point's root as the restore
+// would have done; if it does not match (or cannot be hashed) the VM is
+// left paused and the error says why (ErrLeftPaused).
 func (s *Source) recoverInto(ctx context.Context, st *intoState) error {
 	if err := s.delExportsOf(ctx, st.ID); err != nil {
 		return err
@@ -40,6 +47,11 @@ func (s *Source) recoverInto(ctx context.Context, st *intoState) error {
 	committed, err := s.finishOverlay(ctx, st.Node, st.suffix())
 	if err != nil {
 		return err
+	}
+	var verified bool
+	var verr error
+	if committed {
+		verified, verr = s.verifyRecovered(ctx, st)
 	}
 	if err := s.removeBitmap(ctx, st.Node, "bwtmp-"+st.suffix()); err != nil && !notFound(err) {
 		return err
@@ -52,23 +64,77 @@ func (s *Source) recoverInto(ctx context.Context, st *intoState) error {
 	if err := s.workspace().RemoveDir(st.Dir); err != nil {
 		return err
 	}
-	what := "the drive keeps its old content (killed before the overlay went over it)"
-	if committed {
-		what = "the drive holds the whole point (the commit was finished)"
-	}
-	if st.WasRunning {
-		if err := s.resumeIfPaused(ctx); err != nil {
-			return err
-		}
-		what += "; VM resumed"
-	} else {
-		what += "; VM left paused (it was not running before)"
+	what, err := s.endRecovered(ctx, st, committed, verified, verr)
+	if err != nil {
+		return err
 	}
 	if err := st.remove(s.stateDir()); err != nil {
 		return err
 	}
 	s.recovered = append(s.recovered, fmt.Sprintf("a killed restore of %s into %s (at step %s) was recovered: %s", st.Point, st.Node, st.Step, what))
+	if verr != nil {
+		return fmt.Errorf("%w: %w", ErrLeftPaused, verr)
+	}
 	return nil
+}
+
+// endRecovered resumes the VM if it ran before the restore and its drive
+// is what the recovery says it is, and says what the recovery did.
+func (s *Source) endRecovered(ctx context.Context, st *intoState, committed, verified bool, verr error) (string, error) {
+	what := "the drive keeps its old content (killed before the overlay went over it)"
+	switch {
+	case committed && verified:
+		what = "the drive holds the whole point (the commit was finished; root verified)"
+	case committed && verr == nil:
+		what = "the drive holds the whole point (the commit was finished; the point has no root to verify)"
+	case committed:
+		return fmt.Sprintf("the commit was finished, but the drive failed its verification (%v); VM left paused", verr), nil
+	}
+	if !st.WasRunning {
+		return what + "; VM left paused (it was not running before)", nil
+	}
+	if err := s.resumeIfPaused(ctx); err != nil {
+		return "", err
+	}
+	return what + "; VM resumed", nil
+}
+
+// verifyRecovered hashes the drive whose commit a recovery finished
+// against the root the restore's state recorded, as the restore itself
+// would have (intoRun.verify), through a read-only export on QEMU's NBD
+// server in the restore's directory: the killed process's, still
+// listening, or one started there. verified is false for a point
+// without a root.
+func (s *Source) verifyRecovered(ctx context.Context, st *intoState) (verified bool, err error) {
+	if st.Root == "" {
+		return false, nil
+	}
+	sock := st.Dir + "/nbd.sock"
+	if err := s.c.Execute(ctx, "nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix",
+		"data": map[string]any{"path": sock}}}, nil); err != nil && !strings.Contains(err.Error(), "already running") {
+		return false, fmt.Errorf("%w: %v", ErrNBDServer, err)
+	}
+	exp := st.ID + "-v"
+	if err := s.c.Execute(ctx, "block-export-add", map[string]any{"type": "nbd", "id": exp, "node-name": st.Node,
+		"name": exp, "writable": false}, nil); err != nil {
+		return false, fmt.Errorf("export %s to verify it: %w", st.Node, err)
+	}
+	defer s.delExport(context.WithoutCancel(ctx), exp)
+	local, stop, err := s.workspace().Forward(ctx, sock)
+	if err != nil {
+		return false, err
+	}
+	defer stop()
+	t, err := transport.DialURI(ctx, "nbd+unix:///"+exp+"?socket="+local, nil)
+	if err != nil {
+		return false, err
+	}
+	defer t.Close()
+	m := &repo.Manifest{Meta: repo.Meta{Size: st.Size}, Tree: &repo.TreeRef{Root: st.Root, BlockSize: st.BlockSize}}
+	if verified, err = backup.VerifyImage(ctx, nil, m, t, 0); err != nil {
+		return false, fmt.Errorf("verify drive %s after finishing the commit: %w", st.Node, err)
+	}
+	return verified, nil
 }
 
 // finishOverlay ends the restore overlay bwro-SUFFIX: a commit job still

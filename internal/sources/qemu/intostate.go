@@ -41,6 +41,12 @@ type intoState struct {
 	Dir        string `json:"dir"`   // private directory (overlay, NBD socket), maybe remote
 	WasRunning bool   `json:"wasRunning"`
 	Step       string `json:"step"`
+	// The point's tree root (hex), leaf block size and size: a recovery
+	// that finishes the commit hashes the drive against them, as the
+	// restore would have (absent for a point without a tree).
+	Root      string `json:"root,omitempty"`
+	BlockSize uint32 `json:"blockSize,omitempty"`
+	Size      uint64 `json:"size,omitempty"`
 }
 
 // suffix is PID-rN, the part of every QEMU name after its prefix.

@@ -110,7 +110,10 @@ func (s *Source) startInto(ctx context.Context, d *drive, o IntoOptions, size in
 		return nil, err
 	}
 	r.st = &intoState{Key: s.key(), ID: r.id, Node: d.node, Point: o.Manifest.ID.String(), Dir: r.dir,
-		WasRunning: running, Step: StepPausing}
+		WasRunning: running, Step: StepPausing, Size: o.Manifest.Size}
+	if t := o.Manifest.Tree; t != nil {
+		r.st.Root, r.st.BlockSize = t.Root, t.BlockSize
+	}
 	if err := r.st.save(s.stateDir()); err != nil {
 		s.workspace().RemoveDir(r.dir)
 		return nil, err
