@@ -173,3 +173,42 @@ func TestImageCacheReuseConcurrent(t *testing.T) {
 		t.Fatal("no evicted buffer was kept for reuse")
 	}
 }
+
+// TestImageCacheZeroSlotsShared: zero slots are cached as one shared
+// zero buffer, which is never handed out for another chunk's load.
+func TestImageCacheZeroSlotsShared(t *testing.T) {
+	r := initRepo(t, mem.New(), testOptions())
+	img := repotest.Image(rand.New(rand.NewPCG(7, 8)), 1<<20, 64<<10, 0.5)
+	m := backup(t, r, nil, img, nil)
+	ctx := context.Background()
+	im, err := r.OpenImage(ctx, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.SetCacheChunks(2)
+	for range 3 { // evictions recycle buffers; the zero one must not be
+		for off := int64(0); off < int64(len(img)); off += 4 << 10 {
+			p := bytes.Repeat([]byte{0xAA}, 4<<10)
+			if _, err := im.ReadAtContext(ctx, p, off); err != nil || !bytes.Equal(p, img[off:off+4<<10]) {
+				t.Fatalf("read %d: %v", off, err)
+			}
+		}
+	}
+	if !allZeroBytes(r.zeros()) {
+		t.Fatal("the shared zero chunk was written")
+	}
+	for _, b := range im.chunks.free {
+		if cap(b) > 0 && &b[:1][0] == &r.zeros()[0] {
+			t.Fatal("the shared zero chunk is on the free list")
+		}
+	}
+}
+
+func allZeroBytes(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
