@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -186,6 +187,32 @@ func TestImageCacheZeroSlotsShared(t *testing.T) {
 		t.Fatal(err)
 	}
 	im.SetCacheChunks(2)
+	zs := -1
+	for s := range len(img) / (64 << 10) {
+		if allZeroBytes(img[s*64<<10 : (s+1)*64<<10]) {
+			zs = s
+			break
+		}
+	}
+	if zs < 0 {
+		t.Fatal("the image has no zero slot")
+	}
+	// No chunk buffer is allocated for it (the cache has no spare one yet).
+	p := make([]byte, 10)
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	if _, err := im.ReadAtContext(ctx, p, int64(zs)*64<<10); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&m1)
+	if n := m1.TotalAlloc - m0.TotalAlloc; n > 16<<10 {
+		t.Fatalf("reading a zero slot allocated %d bytes", n)
+	}
+	if e, ok := im.chunks.acquire(uint64(zs)); !ok || &e.data[0] != &r.zeros()[0] {
+		t.Fatal("a zero slot is cached in a buffer of its own, not the shared zero chunk")
+	} else {
+		im.chunks.release(e)
+	}
 	for range 3 { // evictions recycle buffers; the zero one must not be
 		for off := int64(0); off < int64(len(img)); off += 4 << 10 {
 			p := bytes.Repeat([]byte{0xAA}, 4<<10)
