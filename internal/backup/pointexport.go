@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -76,6 +77,32 @@ func (e *PointExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 			e.OnError(off, err)
 		}
 		return fmt.Errorf("restore point %v at %d: %w", e.im.Manifest().ID.Short(), off, err)
+	}
+	return nil
+}
+
+// ErrNotCached is what ReadAtNoWait returns for a read that would load
+// chunks from the repository (or wait for a lock): the NBD server then
+// gives the request to a worker, which calls ReadAt.
+var ErrNotCached = errors.New("read needs the repository")
+
+// ReadAtNoWait serves a read whose chunks are all in the cache, without
+// loading anything, and fails with ErrNotCached otherwise. An NBD server
+// that knows the method (nbd.NoWaitReader) runs such reads on the
+// connection's reader goroutine, saving two goroutine hand-offs per warm
+// 4 KiB read. Small reads feed the read-ahead as ReadAt's do, so a
+// sequential reader served from read-ahead keeps it going.
+func (e *PointExport) ReadAtNoWait(ctx context.Context, p []byte, off int64) error {
+	end := off + int64(len(p))
+	small := !(off%e.cs == 0 && (int64(len(p))%e.cs == 0 || end == e.Size()))
+	if !small && !e.im.CacheHoldsImage() {
+		return ErrNotCached // whole chunks bypass a cache that cannot hold the image
+	}
+	if small {
+		e.readAhead(off/e.cs, (end-1)/e.cs)
+	}
+	if len(p) == 0 || !e.im.ReadCached(p, off) {
+		return ErrNotCached
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/nbd"
+	"github.com/blockwise/blockwise/internal/overlay"
 )
 
 // TestPointExport reads a restore point through its NBD export at random
@@ -125,4 +126,71 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// TestPointExportReadNoWait: a read whose chunks are cached is served
+// without the repository, anything else is refused with ErrNotCached
+// (the NBD server then reads on a worker); sequential small reads served
+// that way keep the read-ahead going; on a writable export, a read of
+// blocks the guest wrote is refused (the overlay is not in the cache).
+func TestPointExportReadNoWait(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	const size = 8 << 20
+	d, err := f.th.h.Create("vm", size, disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := make([]byte, size)
+	rand.New(rand.NewSource(4)).Read(img[:size-1<<20]) // the last MiB zero
+	d.WriteAt(img, 0)
+	res := f.backup(t, "vm")
+	im, err := f.repo.OpenImage(ctx, res.Manifest.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := NewPointExport(im)
+	exp.SetReadAhead(ctx, 8)
+	p := make([]byte, 4<<10)
+	if err := exp.ReadAtNoWait(ctx, p, 100<<10); !errors.Is(err, ErrNotCached) {
+		t.Fatalf("uncached read: %v, want ErrNotCached", err)
+	}
+	// As the server does: no-wait first, a worker's ReadAt on a miss.
+	misses := 0
+	for off := int64(0); off < size; off += int64(len(p)) {
+		for i := range p {
+			p[i] = 0xAA
+		}
+		if err := exp.ReadAtNoWait(ctx, p, off); errors.Is(err, ErrNotCached) {
+			misses++
+			err = exp.ReadAt(ctx, p, off)
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, img[off:off+int64(len(p))]) {
+			t.Fatalf("read %d differs from the image", off)
+		}
+		exp.Wait() // the read-ahead a read started, before the next read
+	}
+	if misses > 2 {
+		t.Fatalf("%d of %d sequential 4 KiB reads missed the cache: read-ahead stalled", misses, size/len(p))
+	}
+	ov, err := overlay.Open(t.TempDir(), res.Manifest.ID.String(), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ov.Close()
+	w, err := NewWritableExport(exp, ov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteAt(ctx, bytes.Repeat([]byte{7}, 4<<10), 1<<20, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.ReadAtNoWait(ctx, p, 1<<20); !errors.Is(err, ErrNotCached) {
+		t.Fatalf("read of a written block: %v, want ErrNotCached", err)
+	}
+	if err := w.ReadAtNoWait(ctx, p, 2<<20); err != nil || !bytes.Equal(p, img[2<<20:2<<20+len(p)]) {
+		t.Fatalf("cached read of an unwritten block: %v", err)
+	}
 }

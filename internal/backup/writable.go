@@ -94,6 +94,23 @@ func (e *WritableExport) ReadAt(ctx context.Context, p []byte, off int64) error 
 	return e.fail("read", off, e.view(ctx, p, off))
 }
 
+// ReadAtNoWait serves a read of blocks the guest has not written from
+// the point's chunk cache (PointExport.ReadAtNoWait), and fails with
+// ErrNotCached for anything that needs the overlay, the new disk, the
+// repository or a lock another request holds.
+func (e *WritableExport) ReadAtNoWait(ctx context.Context, p []byte, off int64) error {
+	if len(p) == 0 || !e.sw.TryRLock() {
+		return ErrNotCached
+	}
+	defer e.sw.RUnlock()
+	end := off + int64(len(p))
+	b0, b1 := uint64(off/overlay.BlockSize), uint64((end-1)/overlay.BlockSize)
+	if e.target != nil || e.ov.AnyPresent(b0, b1-b0+1) {
+		return ErrNotCached
+	}
+	return e.base.ReadAtNoWait(ctx, p, off)
+}
+
 // view reads what the guest sees: after the switch the new disk (whole
 // blocks: it may want aligned requests), before it runs of present
 // blocks from the overlay and the rest from the point.

@@ -107,26 +107,9 @@ func (r *Repository) decodeBlobTo(e packEntry, pack ID, stored, dst []byte) ([]b
 		}
 	}
 	if compressed {
-		// With room to spare past the output, which the decoder's fast
-		// path needs: a fresh slice, or scratch copied into dst (whose
-		// capacity ends with the slot).
-		out := make([]byte, 0, int(e.Raw)+decodeSlack)
-		if dst != nil {
-			out = slices.Grow(s.z[:0], int(e.Raw)+decodeSlack)
-		}
-		var plain []byte
 		var err error
-		if e.Flags&flagLZ4 != 0 {
-			plain, err = uncompressLZ4(data, out, int(e.Raw))
-		} else {
-			plain, err = r.zdec.DecodeAll(data, out)
-		}
-		if err != nil {
-			return nil, blobErr(e, pack, fmt.Errorf("decompress: %v: %w", err, ErrCorrupt))
-		}
-		data = plain
-		if dst != nil {
-			s.z, data = plain, append(dst, plain...)
+		if data, err = r.decompress(e, data, dst, s); err != nil {
+			return nil, blobErr(e, pack, err)
 		}
 	} else if dst != nil && !r.crypt.encrypted() {
 		data = append(dst, data...)
@@ -135,6 +118,43 @@ func (r *Repository) decodeBlobTo(e packEntry, pack ID, stored, dst []byte) ([]b
 		return nil, blobErr(e, pack, fmt.Errorf("content does not match id: %w", ErrCorrupt))
 	}
 	return data, nil
+}
+
+// decompress decodes data (blob e) into dst when dst has the room to
+// spare past the output that the decoder's fast path needs (a chunk
+// cache buffer), else into fresh memory (dst nil) or into s's scratch
+// copied into dst (whose capacity ends with its slot).
+func (r *Repository) decompress(e packEntry, data, dst []byte, s *blobScratch) ([]byte, error) {
+	inPlace := dst != nil && cap(dst) >= int(e.Raw)+decodeSlack
+	var out []byte
+	switch {
+	case inPlace:
+		out = dst[:0]
+	case dst != nil:
+		out = slices.Grow(s.z[:0], int(e.Raw)+decodeSlack)
+	default:
+		out = make([]byte, 0, int(e.Raw)+decodeSlack)
+	}
+	var plain []byte
+	var err error
+	if e.Flags&flagLZ4 != 0 {
+		plain, err = uncompressLZ4(data, out, int(e.Raw))
+	} else {
+		plain, err = r.zdec.DecodeAll(data, out)
+	}
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("decompress: %v: %w", err, ErrCorrupt)
+	case len(plain) != int(e.Raw):
+		return nil, fmt.Errorf("decompressed %d bytes, stored as %d: %w", len(plain), e.Raw, ErrCorrupt)
+	case dst == nil:
+		return plain, nil
+	case inPlace && len(plain) > 0 && &plain[0] == &dst[:1][0]:
+		return plain, nil // decoded where it belongs
+	case !inPlace:
+		s.z = plain
+	}
+	return append(dst[:0], plain...), nil // dst holds e.Raw (checked above)
 }
 
 func blobErr(e packEntry, pack ID, err error) error {

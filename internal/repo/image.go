@@ -37,7 +37,8 @@ func (r *Repository) OpenImage(ctx context.Context, id ID) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Image{r: r, m: m, ctx: ctx, pages: map[uint64][]ID{}, chunks: newChunkCache(imageCacheChunks)}, nil
+	bufCap := int(m.ChunkSize) + decodeSlack // decoded in place, see decodeBlobTo
+	return &Image{r: r, m: m, ctx: ctx, pages: map[uint64][]ID{}, chunks: newChunkCache(imageCacheChunks, bufCap)}, nil
 }
 
 // Manifest returns the restore point being read.
@@ -154,17 +155,52 @@ func (im *Image) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 		}
 		pos := off + int64(n)
 		slot := uint64(pos / cs)
-		load := func() ([]byte, error) { return im.ReadChunk(context.WithoutCancel(ctx), slot) }
-		chunk, err := im.chunks.get(ctx, slot, load)
+		load := func(buf []byte) ([]byte, error) { return im.loadChunk(context.WithoutCancel(ctx), slot, buf) }
+		ent, err := im.chunks.get(ctx, slot, load)
 		if err != nil {
 			return n, err
 		}
-		n += copy(p[n:], chunk[pos%cs:])
+		n += copy(p[n:], ent.data[pos%cs:])
+		im.chunks.release(ent)
 	}
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// loadChunk decodes slot into buf (reused cache memory; a fresh buffer
+// when it is too small) and returns it cut to the slot's length.
+func (im *Image) loadChunk(ctx context.Context, slot uint64, buf []byte) ([]byte, error) {
+	n := im.chunkLen(slot)
+	if id, err := im.slotID(ctx, slot); err != nil {
+		return nil, err
+	} else if id.IsZero() { // no buffer: a fresh one costs its page faults
+		return im.zeroChunk(n), nil
+	}
+	if cap(buf) < n+decodeSlack {
+		buf = make([]byte, 0, im.chunks.bufCap)
+	}
+	out := buf[:n]
+	zero, err := im.readChunksTo(ctx, slot, 1, func(int) []byte { return out })
+	if err != nil {
+		return nil, err
+	}
+	if zero[0] {
+		return im.zeroChunk(n), nil
+	}
+	return out, nil
+}
+
+// zeroChunk returns n zero bytes shared by every zero slot in the cache
+// (never written, never reused for a load): clearing a buffer per zero
+// slot faulted in 16 fresh pages each, and a whole-image warm-up by
+// nbdcopy skips the holes, so every later read of one loaded it.
+func (im *Image) zeroChunk(n int) []byte {
+	if z := im.r.zeros(); len(z) >= n {
+		return z[:n:n]
+	}
+	return make([]byte, n)
 }
 
 // SlotIDs calls fn with every slot's chunk ID (the zero ID for zero
@@ -197,6 +233,21 @@ func (im *Image) ReadChunks(ctx context.Context, first uint64, n int, dst []byte
 	if need := im.runLen(first, n); int64(len(dst)) < need {
 		return nil, fmt.Errorf("repo: read chunks: buffer of %d bytes for %d: %w", len(dst), need, ErrInvalid)
 	}
+	cs := int64(im.m.ChunkSize)
+	return im.readChunksTo(ctx, first, n, func(i int) []byte {
+		// Capacity ends with the slot: a decoder may write scratch
+		// bytes past its output when there is room, which would
+		// clobber a neighbour decoded earlier.
+		at := int64(i) * cs
+		end := at + int64(im.chunkLen(first+uint64(i)))
+		return dst[at:end:end]
+	})
+}
+
+// readChunksTo is ReadChunks decoding slot first+i into into(i), which
+// has the slot's length; spare capacity past it lets the decoder work in
+// place.
+func (im *Image) readChunksTo(ctx context.Context, first uint64, n int, into func(i int) []byte) (zero []bool, err error) {
 	zero = make([]bool, n)
 	byPack := map[ID][]slotLoc{}
 	for i := range n {
@@ -215,7 +266,7 @@ func (im *Image) ReadChunks(ctx context.Context, first uint64, n int, dst []byte
 		byPack[loc.Pack] = append(byPack[loc.Pack], slotLoc{i, loc})
 	}
 	for pack, locs := range byPack {
-		if err := im.loadRanges(ctx, pack, first, locs, dst); err != nil {
+		if err := im.loadRanges(ctx, pack, locs, into); err != nil {
 			var se *SlotError
 			if errors.As(err, &se) {
 				se.Slot += first
@@ -256,7 +307,7 @@ type slotLoc struct {
 
 // loadRanges fetches the blobs of one pack in as few ranged loads as the
 // gaps allow and decodes each into its place in dst.
-func (im *Image) loadRanges(ctx context.Context, pack ID, first uint64, locs []slotLoc, dst []byte) error {
+func (im *Image) loadRanges(ctx context.Context, pack ID, locs []slotLoc, into func(int) []byte) error {
 	sort.Slice(locs, func(a, b int) bool { return locs[a].loc.Offset < locs[b].loc.Offset })
 	for start := 0; start < len(locs); {
 		end, lo := start+1, int64(locs[start].loc.Offset)
@@ -273,7 +324,7 @@ func (im *Image) loadRanges(ctx context.Context, pack ID, first uint64, locs []s
 		}
 		// The plaintext goes to dst (decodeBlobTo copies even a blob
 		// stored as read), so buf is free again once this returns.
-		err = im.decodeRange(pack, first, locs[start:end], lo, hi-lo, buf, err, dst)
+		err = im.decodeRange(pack, locs[start:end], lo, hi-lo, buf, err, into)
 		rangeBufs.Put(pb)
 		if err != nil {
 			return err
@@ -292,8 +343,8 @@ var rangeBufs = sync.Pool{New: func() any { return new([]byte) }}
 const maxPooledRange = 32 << 20
 
 // decodeRange decodes the blobs locs of one ranged load of want bytes
-// from lo, which returned buf and loadErr, into their places in dst.
-func (im *Image) decodeRange(pack ID, first uint64, locs []slotLoc, lo, want int64, buf []byte, loadErr error, dst []byte) error {
+// from lo, which returned buf and loadErr, into their places into(i).
+func (im *Image) decodeRange(pack ID, locs []slotLoc, lo, want int64, buf []byte, loadErr error, into func(int) []byte) error {
 	switch {
 	case errors.Is(loadErr, backend.ErrNotFound):
 		return fmt.Errorf("pack %v missing: %w (%w)", pack, ErrCorrupt, loadErr)
@@ -302,20 +353,14 @@ func (im *Image) decodeRange(pack ID, first uint64, locs []slotLoc, lo, want int
 	case int64(len(buf)) != want:
 		return fmt.Errorf("pack %v: short read of %d bytes at %d: %w", pack, len(buf), lo, ErrCorrupt)
 	}
-	cs := int64(im.m.ChunkSize)
 	for _, sl := range locs {
 		off := int64(sl.loc.Offset) - lo
-		// Capacity ends with the slot: a decoder may write scratch
-		// bytes past its output when there is room, which would
-		// clobber a neighbour decoded earlier.
-		at := int64(sl.i) * cs
-		end := at + int64(im.chunkLen(first+uint64(sl.i)))
-		into := dst[at:end:end]
-		data, err := im.r.decodeBlobTo(sl.loc.packEntry, pack, buf[off:off+int64(sl.loc.Stored)], into)
+		to := into(sl.i)
+		data, err := im.r.decodeBlobTo(sl.loc.packEntry, pack, buf[off:off+int64(sl.loc.Stored)], to)
 		if err != nil {
 			return &SlotError{Slot: uint64(sl.i), Err: err}
 		}
-		clear(into[len(data):]) // a chunk of a smaller parent image
+		clear(to[len(data):]) // a chunk of a smaller parent image
 	}
 	return nil
 }
@@ -345,22 +390,40 @@ func (im *Image) Prefetch(ctx context.Context, first uint64, n int) error {
 		return nil
 	}
 	start := first + uint64(lo)
-	buf := make([]byte, im.runLen(start, hi-lo))
-	zero, err := im.ReadChunks(ctx, start, hi-lo, buf)
+	bufs := make([][]byte, hi-lo)
+	for i := range bufs {
+		if miss[lo+i] { // the cache's spare buffers, not fresh memory
+			bufs[i] = im.chunkBuf(start + uint64(i))
+		}
+	}
+	zero, err := im.readChunksTo(ctx, start, hi-lo, func(i int) []byte {
+		if bufs[i] == nil { // cached meanwhile: decoded, then dropped
+			bufs[i] = im.chunkBuf(start + uint64(i))
+		}
+		return bufs[i]
+	})
 	if err != nil {
 		return err
 	}
-	cs := int64(im.m.ChunkSize)
-	for i := range hi - lo {
-		if miss[lo+i] {
-			q := buf[int64(i)*cs : min(int64(i+1)*cs, int64(len(buf))) : min(int64(i+1)*cs, int64(len(buf)))]
+	for i, b := range bufs {
+		if b != nil {
 			if zero[i] {
-				clear(q)
+				b = im.zeroChunk(len(b))
 			}
-			im.chunks.put(start+uint64(i), q)
+			im.chunks.put(start+uint64(i), b)
 		}
 	}
 	return nil
+}
+
+// chunkBuf returns a buffer of slot's length for the cache, reusing an
+// evicted chunk's memory when there is one.
+func (im *Image) chunkBuf(slot uint64) []byte {
+	b := im.chunks.take()
+	if cap(b) < im.chunks.bufCap {
+		b = make([]byte, 0, im.chunks.bufCap)
+	}
+	return b[:im.chunkLen(slot)]
 }
 
 // CacheHoldsImage reports whether the chunk cache can hold every slot,
@@ -375,16 +438,17 @@ func (im *Image) ReadCached(p []byte, off int64) bool {
 	cs := int64(im.m.ChunkSize)
 	end := off + int64(len(p))
 	for pos := off; pos < end; pos = (pos/cs + 1) * cs {
-		if _, ok := im.chunks.peek(uint64(pos / cs)); !ok {
+		if !im.chunks.has(uint64(pos / cs)) {
 			return false
 		}
 	}
 	for pos := off; pos < end; pos = (pos/cs + 1) * cs {
-		chunk, ok := im.chunks.peek(uint64(pos / cs))
+		ent, ok := im.chunks.acquire(uint64(pos / cs))
 		if !ok { // evicted meanwhile
 			return false
 		}
-		copy(p[pos-off:], chunk[pos%cs:])
+		copy(p[pos-off:], ent.data[pos%cs:])
+		im.chunks.release(ent)
 	}
 	return true
 }
@@ -394,7 +458,12 @@ func (im *Image) ReadCached(p []byte, off int64) bool {
 func (im *Image) CacheChunks(first uint64, p []byte) {
 	cs := int64(im.m.ChunkSize)
 	for i := int64(0); i*cs < int64(len(p)); i++ {
-		q := p[i*cs : min((i+1)*cs, int64(len(p)))]
-		im.chunks.put(first+uint64(i), append([]byte(nil), q...))
+		slot := first + uint64(i)
+		if im.chunks.has(slot) {
+			continue
+		}
+		b := im.chunkBuf(slot)
+		copy(b, p[i*cs:])
+		im.chunks.put(slot, b)
 	}
 }
