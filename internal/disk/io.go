@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/blockwise/blockwise/internal/fsutil"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 // run is a span of grains [g0, g1) resolved to one layer of a chain.
@@ -69,10 +70,20 @@ func checkRange(off, n, size int64) error {
 	return nil
 }
 
+// readFunc reads len(p) bytes of f at off; past the end reads zeroes.
+type readFunc func(f vfs.File, p []byte, off int64) error
+
+func readFull(f vfs.File, p []byte, off int64) error { return fsutil.ReadFull(f, p, off) }
+
 // readChain reads p at off through chain. Caller holds the shared barrier.
 func (d *Disk) readChain(chain []*layer, p []byte, off int64) error {
+	return d.readChainBy(chain, p, off, readFull)
+}
+
+// readChainBy is readChain reading the layers' files with rd.
+func (d *Disk) readChainBy(chain []*layer, p []byte, off int64, rd readFunc) error {
 	if len(chain) == 1 {
-		return fsutil.ReadFull(chain[0].f, p, off)
+		return rd(chain[0].f, p, off)
 	}
 	end := off + int64(len(p))
 	g0, g1 := d.grains(off, int64(len(p)))
@@ -84,7 +95,7 @@ func (d *Disk) readChain(chain []*layer, p []byte, off int64) error {
 			clear(buf)
 			continue
 		}
-		if err := fsutil.ReadFull(chain[r.src].f, buf, a); err != nil {
+		if err := rd(chain[r.src].f, buf, a); err != nil {
 			return err
 		}
 	}

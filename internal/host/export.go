@@ -53,7 +53,11 @@ func (e *liveExport) write(f func() error) error {
 	return f()
 }
 
-var _ nbd.Export = (*liveExport)(nil)
+var (
+	_ nbd.Export       = (*liveExport)(nil)
+	_ nbd.NoWaitReader = (*liveExport)(nil)
+	_ nbd.NoWaitReader = (*snapExport)(nil)
+)
 
 // Size is the disk's current size.
 func (e *liveExport) Size() int64 { return e.d.Size() }
@@ -77,6 +81,23 @@ func (e *liveExport) Close() error { return nil } // the host owns the disk
 // ReadAt reads the disk, mapping engine errors to NBD errors.
 func (e *liveExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	_, err := e.d.ReadAt(p, off)
+	return nbdErr(err, false)
+}
+
+// ReadAtNoWait reads the disk if its bytes are in the page cache, else
+// fails with nbd.ErrWouldBlock (the server then reads on a worker).
+func (e *liveExport) ReadAtNoWait(ctx context.Context, p []byte, off int64) error {
+	_, err := e.d.ReadAtNoWait(p, off)
+	return noWaitErr(err)
+}
+
+// noWaitErr maps a ReadAtNoWait error: nbd.ErrWouldBlock for a read
+// that would wait (no allocation: a miss is common), the usual mapping
+// for anything else.
+func noWaitErr(err error) error {
+	if errors.Is(err, disk.ErrWouldBlock) {
+		return nbd.ErrWouldBlock
+	}
 	return nbdErr(err, false)
 }
 
@@ -176,6 +197,13 @@ func (e *snapExport) Flush(ctx context.Context) error { return nil }
 func (e *snapExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	_, err := e.s.ReadAt(p, off)
 	return nbdErr(err, false)
+}
+
+// ReadAtNoWait reads the snapshot if its bytes are in the page cache,
+// else fails with nbd.ErrWouldBlock.
+func (e *snapExport) ReadAtNoWait(ctx context.Context, p []byte, off int64) error {
+	_, err := e.s.ReadAtNoWait(p, off)
+	return noWaitErr(err)
 }
 
 // WriteAt refuses: a snapshot is read-only.

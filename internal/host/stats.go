@@ -54,6 +54,26 @@ func (e *counted) WriteAt(ctx context.Context, p []byte, off int64, fua bool) er
 	return err
 }
 
+// countedNoWait is counted for an export that can read without waiting:
+// the server sees NoWaitReader through the wrapper only when the export
+// has it.
+type countedNoWait struct {
+	*counted
+	nw nbd.NoWaitReader
+}
+
+var _ nbd.NoWaitReader = (*countedNoWait)(nil)
+
+// ReadAtNoWait reads from memory if it can and counts what it served.
+func (e *countedNoWait) ReadAtNoWait(ctx context.Context, p []byte, off int64) error {
+	err := e.nw.ReadAtNoWait(ctx, p, off)
+	if err == nil {
+		e.c.readOps.Add(1)
+		e.c.readBytes.Add(uint64(len(p)))
+	}
+	return err
+}
+
 // Close closes the export and drops the disk reference it held.
 func (e *counted) Close() error {
 	err := e.Export.Close()
@@ -71,7 +91,11 @@ func (h *Host) acquire(name string, x nbd.Export) nbd.Export {
 		c = &ioCounters{}
 		h.mu.io[name] = c
 	}
-	return &counted{Export: x, h: h, name: name, c: c}
+	e := &counted{Export: x, h: h, name: name, c: c}
+	if nw, ok := x.(nbd.NoWaitReader); ok {
+		return &countedNoWait{counted: e, nw: nw}
+	}
+	return e
 }
 
 func (h *Host) release(name string) {

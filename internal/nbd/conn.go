@@ -41,6 +41,7 @@ type serverConn struct {
 	meta       []string // selected contexts; the context ID is index+1
 
 	exp    Export
+	nowait NoWaitReader // exp, when reads may run on the reader (runInline)
 	name   string
 	size   uint64
 	flags  uint16

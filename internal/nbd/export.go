@@ -78,6 +78,23 @@ type Export interface {
 	Close() error
 }
 
+// NoWaitReader is implemented by an Export that can try a read without
+// waiting for storage (a page-cache hit). The server then runs a READ on
+// the connection's reader goroutine when it can, which saves the two
+// goroutine hand-offs of a worker per request, and gives it to a worker
+// when it cannot (transmit.go, runInline).
+type NoWaitReader interface {
+	// ReadAtNoWait reads like ReadAt if that needs no waiting: no device
+	// I/O and no lock held for long. Otherwise it MUST return at once
+	// with an error wrapping ErrWouldBlock. On any error p's content is
+	// unspecified and nothing was served: the server reads with ReadAt.
+	ReadAtNoWait(ctx context.Context, p []byte, off int64) error
+}
+
+// ErrWouldBlock is what a NoWaitReader returns for a read it cannot
+// serve without waiting. It never reaches a client.
+var ErrWouldBlock = errors.New("nbd: read would wait")
+
 // Exporter resolves export names for a server.
 type Exporter interface {
 	// Open returns the named export ("" is the default export, if any),

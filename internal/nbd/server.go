@@ -47,6 +47,10 @@ type ServerOptions struct {
 	// The caller decides what a peer may open (blockwise: tickets bound
 	// to client certificates); the server only asks.
 	Authorize func(ctx context.Context, peer *tls.ConnectionState, export string) error
+	// NoInlineReads runs every READ on a worker even when the Export is
+	// a NoWaitReader (the server's behaviour before reads ran inline;
+	// for tests and side-by-side measurements).
+	NoInlineReads bool
 	// HandshakeTimeout bounds the whole option haggling of a connection,
 	// so a silent client cannot hold a goroutine forever (default 30 s).
 	HandshakeTimeout time.Duration

@@ -53,6 +53,9 @@ func (c *serverConn) transmit() {
 	}
 	writerDone := make(chan struct{})
 	go c.writeReplies(out, writerDone)
+	if nw, ok := c.exp.(NoWaitReader); ok && !c.s.opts.NoInlineReads {
+		c.nowait = nw
+	}
 	c.readRequests(jobs, out)
 	close(jobs)
 	workers.Wait()
@@ -100,8 +103,7 @@ func (c *serverConn) readRequests(jobs chan<- *request, out chan<- *reply) {
 			c.release(r.cost)
 			return
 		}
-		if inline(r) {
-			rep := c.handle(r)
+		if rep := c.runInline(r); rep != nil {
 			rep.cost = r.cost
 			out <- rep
 			continue
@@ -110,16 +112,42 @@ func (c *serverConn) readRequests(jobs chan<- *request, out chan<- *reply) {
 	}
 }
 
-// inline reports whether the reader runs r itself instead of handing it
-// to a worker: a WRITE without FUA. Buffered writes to one file are
-// serialised by the kernel (the inode lock) and cost a few microseconds,
-// so workers only added two goroutine hand-offs and lock contention per
-// request (bench/nbd.sh fio 4 KiB randwrite: 0.61x nbdkit, server CPU
-// per write 70 us against nbdkit's 40 us; docs/performance.md, issue 23).
-// FUA writes wait for the disk and stay with the workers, so a
-// connection's reads are not held behind an fsync.
-func inline(r *request) bool {
-	return r.typ == cmdWrite && r.flags&cmdFlagFUA == 0
+// runInline runs r on the reader itself when that cannot stall the
+// connection, and returns nil when r must go to a worker:
+//
+//   - a WRITE without FUA. Buffered writes to one file are serialised by
+//     the kernel (the inode lock) and cost a few microseconds, so workers
+//     only added two goroutine hand-offs and lock contention per request
+//     (bench/nbd.sh fio 4 KiB randwrite: 0.61x nbdkit, server CPU per
+//     write 70 us against nbdkit's 40 us; docs/performance.md, issue 23).
+//     FUA writes wait for the disk and stay with the workers, so a
+//     connection's reads are not held behind an fsync.
+//   - a READ the export serves from memory (NoWaitReader: a page-cache
+//     hit), for the same hand-offs (fio 4 KiB randread: 0.77x nbdkit).
+//     A miss goes to a worker, so a read from the device never holds the
+//     requests behind it.
+func (c *serverConn) runInline(r *request) *reply {
+	switch {
+	case r.typ == cmdWrite && r.flags&cmdFlagFUA == 0:
+		return c.handle(r)
+	case r.typ == cmdRead && c.nowait != nil:
+		return c.readNoWait(r)
+	}
+	return nil
+}
+
+// readNoWait answers a READ from memory, or returns nil (a worker reads).
+// A request the server refuses is answered here too: that needs no I/O.
+func (c *serverConn) readNoWait(r *request) *reply {
+	if c.validate(r) != 0 || r.length == 0 {
+		return c.handle(r)
+	}
+	buf := c.s.getBuf(int(r.length))
+	if err := c.nowait.ReadAtNoWait(c.ctx, *buf, int64(r.off)); err != nil {
+		c.s.putBuf(buf)
+		return nil
+	}
+	return c.readReply(r, buf)
 }
 
 // acquire takes a READ's or WRITE's payload bytes from the connection's
@@ -391,6 +419,13 @@ func (c *serverConn) doRead(r *request) *reply {
 			return c.errorReply(r, ErrorCode(err), err.Error())
 		}
 	}
+	return c.readReply(r, buf)
+}
+
+// readReply frames the data read into buf (from the server's pool, given
+// to the reply): a simple reply, or structured chunks with the all-zero
+// runs sent as holes.
+func (c *serverConn) readReply(r *request, buf *[]byte) *reply {
 	if !c.structured {
 		rep := simpleReply(r.handle, 0)
 		rep.segs, rep.buf = append(rep.segs, *buf), buf

@@ -287,3 +287,14 @@ func Native(f File) bool {
 	_, ok := f.(*os.File)
 	return ok
 }
+
+// ReadNoWait reads like ReadAt (bytes past the end read as zeroes) but
+// only what is in the page cache (fsutil.ReadNoWait): fsutil.ErrWouldBlock
+// when reading would wait for the device, errors.ErrUnsupported on a File
+// that is not the operating system's (a caller then reads the slow way).
+func ReadNoWait(f File, p []byte, off int64) error {
+	if of, ok := f.(*os.File); ok {
+		return fsutil.ReadNoWait(of, p, off)
+	}
+	return errors.ErrUnsupported
+}
