@@ -234,13 +234,14 @@ func (d *Disk) flushLocked() error {
 	}
 	d.flushMu.Lock()
 	defer d.flushMu.Unlock()
-	recs, taken := d.takeRecords()
+	recs, taken, cut := d.takeRecords()
 	// CBT adds nothing here: its intents, durable before the writes they
 	// cover, already stand for every block changed since the checkpoint.
 	if err := d.syncData(d.chain); err != nil {
 		return d.fail(err)
 	}
 	if len(recs) == 0 {
+		d.noteDurable(cut)
 		return nil
 	}
 	if err := d.log.Append(recs...); err != nil {
@@ -257,6 +258,7 @@ func (d *Disk) flushLocked() error {
 	if err := d.log.Sync(); err != nil {
 		return d.fail(err)
 	}
+	d.noteDurable(cut)
 	return nil
 }
 
@@ -270,9 +272,10 @@ func (d *Disk) flushLocked() error {
 // child's would make the child's drop durable without the parent's gain,
 // and a power loss would then uncover the older data below the parent:
 // a flushed write lost.
-func (d *Disk) takeRecords() ([]journal.Record, []takenRecord) {
+func (d *Disk) takeRecords() ([]journal.Record, []takenRecord, uint64) {
 	d.cutMu.Lock()
 	defer d.cutMu.Unlock()
+	cut := d.cuts.Add(1)
 	var recs []journal.Record
 	var taken []takenRecord
 	for _, l := range d.chain {
@@ -284,7 +287,7 @@ func (d *Disk) takeRecords() ([]journal.Record, []takenRecord) {
 			d.afterTake(l)
 		}
 	}
-	return recs, taken
+	return recs, taken, cut
 }
 
 // Checkpoint folds the journal into new maps and CBT state.
