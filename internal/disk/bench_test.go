@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/blockwise/blockwise/internal/cbt"
 	"github.com/blockwise/blockwise/internal/vfs"
 )
@@ -527,7 +529,7 @@ func BenchmarkConsolidate(b *testing.B) {
 		var werr error
 		done := make(chan struct{})
 		go func() { during, werr = latencyWriter(d, size, stop); close(done) }()
-		t0 := time.Now()
+		t0, mono0 := time.Now(), monotonic()
 		task, err := d.DeleteSnapshot("s")
 		if err != nil {
 			b.Fatal(err)
@@ -536,6 +538,9 @@ func BenchmarkConsolidate(b *testing.B) {
 			b.Fatal(err)
 		}
 		el := time.Since(t0)
+		// With -test.v: the merge's window on CLOCK_MONOTONIC, to cut it
+		// out of a `perf record -k CLOCK_MONOTONIC` of the run.
+		b.Logf("merge window %.6f %.6f", mono0, monotonic())
 		b.ReportMetric(float64(endBytes)/float64(mib), "end-MiB")
 		b.ReportMetric(float64(time.Since(endAt).Milliseconds()), "end-ms")
 		close(stop)
@@ -654,4 +659,11 @@ func fileAllocated(tb testing.TB, f vfs.File) int64 {
 		tb.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Blocks * 512
+}
+
+// monotonic is CLOCK_MONOTONIC in seconds, the clock perf can stamp with.
+func monotonic() float64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return float64(ts.Sec) + float64(ts.Nsec)/1e9
 }
