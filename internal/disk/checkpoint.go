@@ -234,14 +234,13 @@ func (d *Disk) flushLocked() error {
 	}
 	d.flushMu.Lock()
 	defer d.flushMu.Unlock()
-	recs, taken, cut := d.takeRecords()
+	recs, taken := d.takeRecords()
 	// CBT adds nothing here: its intents, durable before the writes they
 	// cover, already stand for every block changed since the checkpoint.
 	if err := d.syncData(d.chain); err != nil {
 		return d.fail(err)
 	}
 	if len(recs) == 0 {
-		d.noteDurable(cut)
 		return nil
 	}
 	if err := d.log.Append(recs...); err != nil {
@@ -258,7 +257,6 @@ func (d *Disk) flushLocked() error {
 	if err := d.log.Sync(); err != nil {
 		return d.fail(err)
 	}
-	d.noteDurable(cut)
 	return nil
 }
 
@@ -272,10 +270,9 @@ func (d *Disk) flushLocked() error {
 // child's would make the child's drop durable without the parent's gain,
 // and a power loss would then uncover the older data below the parent:
 // a flushed write lost.
-func (d *Disk) takeRecords() ([]journal.Record, []takenRecord, uint64) {
+func (d *Disk) takeRecords() ([]journal.Record, []takenRecord) {
 	d.cutMu.Lock()
 	defer d.cutMu.Unlock()
-	cut := d.cuts.Add(1)
 	var recs []journal.Record
 	var taken []takenRecord
 	for _, l := range d.chain {
@@ -287,7 +284,7 @@ func (d *Disk) takeRecords() ([]journal.Record, []takenRecord, uint64) {
 			d.afterTake(l)
 		}
 	}
-	return recs, taken, cut
+	return recs, taken
 }
 
 // Checkpoint folds the journal into new maps and CBT state.

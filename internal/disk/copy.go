@@ -182,10 +182,7 @@ func (d *Disk) CopyFrom(src *Disk, snap string, srcOff, dstOff, n int64) (CopySt
 	if n == 0 {
 		return CopyStats{}, nil
 	}
-	// A snapshot whose chain holds a child being punched is locked like
-	// the live disk: its runs are then read with no grain moving under
-	// them (invariant 13).
-	defer d.lockCopy(src, snap != "" && !src.punches(chain), srcOff, dstOff, n)()
+	defer d.lockCopy(src, snap, srcOff, dstOff, n)()
 	if err := d.beginWrite(dstOff, n); err != nil {
 		return CopyStats{}, noSpace(err)
 	}
@@ -223,12 +220,12 @@ func (d *Disk) view(snap string) ([]*layer, int64, error) {
 	return d.chain[:d.meta.layerIndex(sm.Layer)+1], sm.Size, nil
 }
 
-// lockCopy takes the grain locks a copy needs: the target's range, and
-// the source's unless it is frozen (the hull of both on one disk, so no
-// stripe is taken twice); in directory order across disks.
-func (d *Disk) lockCopy(src *Disk, frozen bool, srcOff, dstOff, n int64) func() {
+// lockCopy takes the grain locks a copy needs: the target's range, and a
+// live source's range (the hull of both on one disk, so no stripe is
+// taken twice); in directory order across disks.
+func (d *Disk) lockCopy(src *Disk, snap string, srcOff, dstOff, n int64) func() {
 	if src == d {
-		if !frozen {
+		if snap == "" {
 			return d.lockGrains(d.grains(min(srcOff, dstOff), max(srcOff, dstOff)+n-min(srcOff, dstOff)))
 		}
 		return d.lockGrains(d.grains(dstOff, n))
@@ -238,7 +235,7 @@ func (d *Disk) lockCopy(src *Disk, frozen bool, srcOff, dstOff, n int64) func() 
 		off, n int64
 	}
 	locks := []lk{{d, dstOff, n}}
-	if !frozen {
+	if snap == "" {
 		locks = append(locks, lk{src, srcOff, n})
 		if src.dir < d.dir {
 			locks[0], locks[1] = locks[1], locks[0]

@@ -83,22 +83,12 @@ type Disk struct {
 	// parent's under it, so no flush records the child's drop without the
 	// parent's gain (invariants 3 and 6, docs/format.md).
 	cutMu sync.Mutex
-	// cuts counts the cuts flushes took; durableCut is the latest whose
-	// flush is durable. A consolidation punches the child's grains it
-	// dropped before a durable cut (punch.go, invariant 13).
-	cuts, durableCut atomic.Uint64
 	// afterTake, when set (by tests only), is called by a flush after it
 	// has taken each layer's record, with cutMu held.
 	afterTake func(*layer)
 	// afterReclaimRead, when set (by tests only), is called by a reclaim
 	// step between reading a run and punching its zero grains.
 	afterReclaimRead func()
-	// beforeLayerRead, when set (by tests only), is called by readChain
-	// after it resolved a run to a delta layer and before it reads it.
-	beforeLayerRead func()
-	// afterHandOff, when set (by tests only), is called by a consolidation
-	// after it handed a batch of grains to its puncher (punch.go).
-	afterHandOff func()
 	// afterMergeStep, when set (by tests only), is called after each step
 	// of a consolidation's start (0: DeleteSnapshot) and end (1, 2, 3:
 	// finishMerge).

@@ -22,9 +22,6 @@
 //     keeps serving I/O; it is not a guest change and marks no CBT. Its
 //     start commits disk.meta alone and its end is a journal record, both
 //     synced while I/O goes on: the guest's pause is an in-memory switch.
-//     The child's space is given back as it goes: grains whose move a
-//     flush made durable are punched from its file beside the merge
-//     (punch.go, docs/format.md invariant 13).
 //   - generation: every checkpoint (snapshot, grow, close, journal full)
 //     writes new maps, a CBT checkpoint and an empty journal named by the
 //     next generation, then commits them by replacing disk.meta. Between

@@ -84,18 +84,8 @@ func (d *Disk) readChain(chain []*layer, p []byte, off int64) error {
 			clear(buf)
 			continue
 		}
-		if r.src > 0 && d.beforeLayerRead != nil {
-			d.beforeLayerRead()
-		}
 		if err := fsutil.ReadFull(chain[r.src].f, buf, a); err != nil {
 			return err
-		}
-		if movedUnder(chain, r.src, r.g0, r.g1) {
-			// Moved to the parent under the read, maybe punched since:
-			// again, from where the chain now holds it (invariant 13).
-			if err := d.readChain(chain, buf, a); err != nil {
-				return err
-			}
 		}
 	}
 	return nil

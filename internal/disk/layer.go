@@ -36,9 +36,6 @@ type layer struct {
 	f       vfs.File
 	flat    bool
 	written atomic.Bool // data written since the last fsync
-	// punching: a consolidation punches grains this child no longer
-	// holds; a read from its file re-checks the map (punch.go).
-	punching atomic.Bool
 
 	mu struct {
 		sync.RWMutex

@@ -20,9 +20,6 @@ type mergeState struct {
 	child, parent *layer
 	live          bool  // child is the top: guest writes still arrive
 	total         int64 // grains held by child at the start
-	// punch gives the child's space back behind the merge (punch.go);
-	// nil while no merge runs, or when the child's file is shared.
-	punch *puncher
 }
 
 // maxMergeRun bounds the grains copied under one set of grain locks, and
@@ -253,16 +250,12 @@ func (d *Disk) Consolidation() *Task {
 }
 
 func (d *Disk) runMerge(ctx context.Context, t *Task) error {
-	ms := d.merge // the merge goroutine is the only one to end it
-	ms.punch = d.startPuncher(ctx, ms)
-	defer ms.punch.stop()
 	wait := noSpaceBackoff
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("consolidation paused, resumes at next open: %w", err)
 		}
 		n, err := d.mergeStep()
-		d.handOff(ms.punch)
 		// Sync as we go, so the final switch has little dirty data left.
 		if after := t.merged.Add(n); after/syncEvery != (after-n)/syncEvery {
 			d.presync()
@@ -367,7 +360,6 @@ func (d *Disk) mergeRun(ms *mergeState, r run) error {
 	defer d.cutMu.Unlock()
 	ms.parent.set(r.g0, r.g1, st)
 	ms.child.set(r.g0, r.g1, absent)
-	ms.punch.note(r.g0, r.g1)
 	return nil
 }
 
@@ -395,7 +387,6 @@ func (d *Disk) mergeRun(ms *mergeState, r run) error {
 //     backup does), no snapshot was on it and there is no pause at all.
 func (d *Disk) finishMerge() error {
 	ms := d.merge
-	ms.punch.stop() // the truncation frees what it has not punched yet
 	var log *journal.Log
 	var moved bool
 	for {

@@ -2,7 +2,6 @@ package disk
 
 import (
 	"context"
-	"errors"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -105,22 +104,6 @@ func (d *Disk) readSpan(s *Snapshot, p []byte, off, bs int64, data []bool) error
 	if err := checkRange(off, int64(len(p)), sm.Size); err != nil {
 		return err
 	}
-	for {
-		// A grain moved to the parent under the read (and maybe punched)
-		// reads the whole span again: moves only go one way, so this ends
-		// (invariant 13).
-		if err := d.readSpanChain(chain, p, off, bs, data); !errors.Is(err, errMovedUnder) {
-			return err
-		}
-	}
-}
-
-// errMovedUnder: a grain readSpanChain read from a punched child moved
-// under the read.
-var errMovedUnder = errors.New("grain moved under the read")
-
-// readSpanChain is readSpan's read through chain. Shared barrier held.
-func (d *Disk) readSpanChain(chain []*layer, p []byte, off, bs int64, data []bool) error {
 	clear(data)
 	mark := func(a, b int64) {
 		d.trees.read.Add(b - a)
@@ -138,9 +121,6 @@ func (d *Disk) readSpanChain(chain []*layer, p []byte, off, bs int64, data []boo
 		case r.src > 0: // a layer holds exactly the grains it maps
 			if err := fsutil.ReadFull(chain[r.src].f, p[a-off:b-off], a); err != nil {
 				return err
-			}
-			if movedUnder(chain, r.src, r.g0, r.g1) {
-				return errMovedUnder
 			}
 			mark(a, b)
 		default:
