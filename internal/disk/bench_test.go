@@ -18,10 +18,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/blockwise/blockwise/internal/cbt"
+	"github.com/blockwise/blockwise/internal/vfs"
 )
 
 const (
@@ -508,13 +512,24 @@ func BenchmarkConsolidate(b *testing.B) {
 			b.Fatal(err)
 		}
 
+		// What the end still has to give back: the child's allocated bytes
+		// when its drop is durable, and the time from there to the task's
+		// end (its truncation, on a file system that may discard).
+		child := d.chain[len(d.chain)-1]
+		var endAt time.Time
+		var endBytes int64
+		d.afterMergeStep = func(step int) {
+			if step == 3 {
+				endAt, endBytes = time.Now(), fileAllocated(b, child.f)
+			}
+		}
 		b.StartTimer()
 		stop = make(chan struct{})
 		var during []time.Duration
 		var werr error
 		done := make(chan struct{})
 		go func() { during, werr = latencyWriter(d, size, stop); close(done) }()
-		t0 := time.Now()
+		t0, mono0 := time.Now(), monotonic()
 		task, err := d.DeleteSnapshot("s")
 		if err != nil {
 			b.Fatal(err)
@@ -523,6 +538,11 @@ func BenchmarkConsolidate(b *testing.B) {
 			b.Fatal(err)
 		}
 		el := time.Since(t0)
+		// With -test.v: the merge's window on CLOCK_MONOTONIC, to cut it
+		// out of a `perf record -k CLOCK_MONOTONIC` of the run.
+		b.Logf("merge window %.6f %.6f", mono0, monotonic())
+		b.ReportMetric(float64(endBytes)/float64(mib), "end-MiB")
+		b.ReportMetric(float64(time.Since(endAt).Milliseconds()), "end-ms")
 		close(stop)
 		<-done
 		b.StopTimer()
@@ -630,4 +650,20 @@ func BenchmarkWriteConcurrent(b *testing.B) {
 			}
 		})
 	}
+}
+
+// fileAllocated is a file's allocated bytes (st_blocks).
+func fileAllocated(tb testing.TB, f vfs.File) int64 {
+	fi, err := f.Stat()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Blocks * 512
+}
+
+// monotonic is CLOCK_MONOTONIC in seconds, the clock perf can stamp with.
+func monotonic() float64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return float64(ts.Sec) + float64(ts.Nsec)/1e9
 }
