@@ -14,7 +14,7 @@
 # the incremental with that binary, on a copy of the repository taken
 # before it (same parent, same changes), then the new one: side by side.
 # PROFILE=DIR writes the incrementals' CPU profiles and execution traces
-# there (BLOCKWISE_CPUPROFILE, BLOCKWISE_TRACE).
+# there (BLOCKWISE_CPUPROFILE, BLOCKWISE_MEMPROFILE, BLOCKWISE_TRACE).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bwscale.XXXXXX")
@@ -70,7 +70,7 @@ read -r fh _ _ _ ch rh <<<"$(secs huge)"
 rm -f "$W/huge.raw"
 incr() { # label: the incremental, profiled under PROFILE
 	if [ -n "${PROFILE:-}" ]; then
-		BLOCKWISE_CPUPROFILE=$PROFILE/inc-$1.prof BLOCKWISE_TRACE=$PROFILE/inc-$1.trace secs huge --workers "${INC_WORKERS:-4}"
+		BLOCKWISE_CPUPROFILE=$PROFILE/inc-$1.prof BLOCKWISE_MEMPROFILE=$PROFILE/inc-$1.mem BLOCKWISE_TRACE=$PROFILE/inc-$1.trace secs huge --workers "${INC_WORKERS:-4}"
 	else
 		secs huge --workers "${INC_WORKERS:-4}"
 	fi
