@@ -11,10 +11,12 @@
 # BENCH_DIR picks the scratch directory (default /var/tmp); INC_WORKERS
 # the incremental's concurrent reads (backup --workers, default 4);
 # SKIP_THIN=1 skips part 1; BEFORE=/path/to/an/older/blockwise also runs
-# the incremental with that binary, on a copy of the repository taken
-# before it (same parent, same changes), then the new one: side by side.
+# the incremental with that binary (same changes) over its own full
+# backup of the disk in its own repository (a parent in its own format),
+# then the new one: side by side; PAIRS=N runs N such pairs, alternating
+# (each on a copy of its repository but the last).
 # PROFILE=DIR writes the incrementals' CPU profiles and execution traces
-# there (BLOCKWISE_CPUPROFILE, BLOCKWISE_TRACE).
+# there (BLOCKWISE_CPUPROFILE, BLOCKWISE_MEMPROFILE, BLOCKWISE_TRACE).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bwscale.XXXXXX")
@@ -66,21 +68,34 @@ head -c 1G /dev/urandom >"$W/d1g"; nbdcopy "$W/d1g" "nbd+unix:///full1g?socket=$
 newrepo s
 read -r f1 _ _ _ c1 r1 <<<"$(secs full1g)"
 read -r fh _ _ _ ch rh <<<"$(secs huge)"
+if [ -n "${BEFORE:-}" ]; then # the older binary's parent, in its own format
+	newrepo o
+	read -r fo _ _ _ co ro <<<"$(BW=$BEFORE secs huge)"
+	echo "full of the 2 TiB disk (4 GiB) with $BEFORE: ${fo}s (${co}s CPU, $ro MiB)"
+	export BLOCKWISE_REPO=$W/repo-s BLOCKWISE_KEY_FILE=$W/key-s
+fi
 "$W/imagegen" mutate -file "$W/huge.raw" -uri "nbd+unix:///huge?socket=$sock" -frac $(python3 -c 'print(1/2048)') -seed 2 >/dev/null
 rm -f "$W/huge.raw"
 incr() { # label: the incremental, profiled under PROFILE
 	if [ -n "${PROFILE:-}" ]; then
-		BLOCKWISE_CPUPROFILE=$PROFILE/inc-$1.prof BLOCKWISE_TRACE=$PROFILE/inc-$1.trace secs huge --workers "${INC_WORKERS:-4}"
+		BLOCKWISE_CPUPROFILE=$PROFILE/inc-$1.prof BLOCKWISE_MEMPROFILE=$PROFILE/inc-$1.mem BLOCKWISE_TRACE=$PROFILE/inc-$1.trace secs huge --workers "${INC_WORKERS:-4}"
 	else
 		secs huge --workers "${INC_WORKERS:-4}"
 	fi
 }
-if [ -n "${BEFORE:-}" ]; then
-	cp -a "$W/repo-s" "$W/repo-b"
-	read -r binc _ _ _ bc br <<<"$(BW=$BEFORE BLOCKWISE_REPO=$W/repo-b incr before)"
+pairs=${PAIRS:-1}
+for p in $(seq "$pairs"); do
+	[ -n "${BEFORE:-}" ] || break
+	cp -a "$W/repo-o" "$W/repo-b"
+	read -r binc _ _ _ bc br <<<"$(BW=$BEFORE BLOCKWISE_REPO=$W/repo-b BLOCKWISE_KEY_FILE=$W/key-o incr before$p)"
 	rm -rf "$W/repo-b"
-	echo "incremental with $BEFORE: ${binc}s, ${bc}s CPU, ${br} MiB ($(python3 -c "print(round($binc/$f1, 2), round($bc/$c1, 2))")× the full of 1 GiB in time and CPU)"
-fi
+	echo "pair $p: incremental with $BEFORE: ${binc}s, ${bc}s CPU, ${br} MiB ($(python3 -c "print(round($binc/$f1, 2), round($bc/$c1, 2))")× the full of 1 GiB in time and CPU)"
+	[ "$p" -lt "$pairs" ] || break
+	cp -a "$W/repo-s" "$W/repo-a"
+	read -r ainc _ _ _ ac ar <<<"$(BLOCKWISE_REPO=$W/repo-a incr after$p)"
+	rm -rf "$W/repo-a"
+	echo "pair $p: incremental with this tree: ${ainc}s, ${ac}s CPU, ${ar} MiB ($(python3 -c "print(round($ainc/$f1, 2), round($ac/$c1, 2))")× the full of 1 GiB in time and CPU)"
+done
 before=$(rss)
 read -r inc mode read changes_ms ci ri <<<"$(incr after)"
 after=$(rss)

@@ -161,9 +161,10 @@ type Result struct {
 	RootNote string
 	// RereadBytes were read a second time after a root mismatch.
 	RereadBytes int64
-	// treeHeld is the peak of the tree's leaf bytes held in memory
-	// (TestTreeMemoryBounded).
-	treeHeld int64
+	// treeHeld is the peak of the tree's leaf bytes held in memory,
+	// treeGroups of its groups (TestTreeMemoryBounded).
+	treeHeld   int64
+	treeGroups int
 }
 
 // Phase is one step of a backup and its wall time.
@@ -333,7 +334,7 @@ func copyAndProve(ctx context.Context, o Options, res *Result, w *repo.SnapshotW
 		if err = cp.prove.prove(ctx, o, res, hr, reread); err == nil {
 			err = w.SetTree(cp.prove.t, res.RootProven)
 		}
-		res.treeHeld = cp.prove.t.maxHeld
+		res.treeHeld, res.treeGroups = cp.prove.t.maxHeld, cp.prove.t.maxGroups
 	}
 	clock.mark("prove")
 	return err

@@ -12,57 +12,52 @@ import (
 // only the groups the backup sets a leaf in (or asks a leaf of) are
 // loaded from the parent; the others are known by their tops, and the
 // root is folded over the tops. So an incremental's cost follows its
-// change, not the disk's size. Not safe for concurrent use.
+// change, not the disk's size. A group holds its data leaves alone
+// (hashtree.SparseLeaves): a thin disk's groups hold a few among 4096.
+// Not safe for concurrent use.
 type groupTree struct {
 	size    int64
 	bs      int
 	leaves  int64
 	tops    []hashtree.Hash
-	groups  map[int][]hashtree.Hash // loaded, by group
+	groups  map[int]*hashtree.SparseLeaves // loaded, by group
 	changed map[int]bool
 	// load returns a group's leaves as the parent had them (nil: the
 	// parent has none, zero leaves).
-	load func(g int) ([]hashtree.Hash, error)
+	load func(g int) (*hashtree.SparseLeaves, error)
 	// stored are the changed groups the copy passed, stored already
 	// (repo.SnapshotWriter.StoreTreeGroup) and dropped from groups; their
 	// tops are final. store and reload are the writer's; nil keeps every
 	// group in memory until Commit.
 	stored map[int]repo.ID
-	store  func(leaves []hashtree.Hash) (repo.ID, error)
-	reload func(g int, id repo.ID) ([]hashtree.Hash, error)
+	store  func(leaves *hashtree.SparseLeaves) (repo.ID, error)
+	reload func(g int, id repo.ID) (*hashtree.SparseLeaves, error)
 	// peek is the last group Leaf read without keeping it.
 	peek struct {
 		g int
-		l []hashtree.Hash
+		l *hashtree.SparseLeaves
 	}
-	// held is the bytes of leaves in groups, maxHeld its peak (tests).
-	held, maxHeld int64
+	// held is the bytes of leaves in groups, maxHeld its peak; heldGroups
+	// and maxGroups count the groups (tests).
+	held, maxHeld         int64
+	heldGroups, maxGroups int
 }
 
 // newGroupTree is the tree of an all-zero image (a full backup's start).
 func newGroupTree(size int64, bs int) *groupTree {
 	t := &groupTree{size: size, bs: bs, leaves: (size + int64(bs) - 1) / int64(bs),
-		groups: map[int][]hashtree.Hash{}, changed: map[int]bool{}, stored: map[int]repo.ID{}}
+		groups: map[int]*hashtree.SparseLeaves{}, changed: map[int]bool{}, stored: map[int]repo.ID{}}
 	t.peek.g = -1
 	t.tops = make([]hashtree.Hash, repo.TreeGroups(size, bs))
 	zero := map[int]hashtree.Hash{}
 	for g := range t.tops {
 		n := repo.GroupLen(size, bs, g)
 		if _, ok := zero[n]; !ok {
-			zero[n] = repo.GroupTop(zeroLeaves(n, bs), bs)
+			zero[n] = hashtree.NewSparseLeaves(n, bs).Top()
 		}
 		t.tops[g] = zero[n]
 	}
 	return t
-}
-
-func zeroLeaves(n, bs int) []hashtree.Hash {
-	out := make([]hashtree.Hash, n)
-	z := hashtree.ZeroLeaf(bs)
-	for i := range out {
-		out[i] = z
-	}
-	return out
 }
 
 // parentGroupTree starts from a parent point's tree of the same size:
@@ -82,7 +77,7 @@ func parentGroupTree(ctx context.Context, r *repo.Repository, m *repo.Manifest) 
 	}
 	t := newGroupTree(int64(m.Size), bs)
 	t.tops = tops
-	t.load = func(g int) ([]hashtree.Hash, error) { return r.LoadTreeGroup(ctx, m, g) }
+	t.load = func(g int) (*hashtree.SparseLeaves, error) { return r.LoadTreeGroup(ctx, m, g) }
 	return t, nil
 }
 
@@ -101,7 +96,7 @@ func fromFull(full *hashtree.Tree) *groupTree {
 
 // group returns group g to modify, keeping it in memory: a stored group
 // is read back (and stored again when passed, or at Commit).
-func (t *groupTree) group(g int) ([]hashtree.Hash, error) {
+func (t *groupTree) group(g int) (*hashtree.SparseLeaves, error) {
 	if l, ok := t.groups[g]; ok {
 		return l, nil
 	}
@@ -119,11 +114,11 @@ func (t *groupTree) group(g int) ([]hashtree.Hash, error) {
 
 // fetch reads group g: back from the writer if stored, else from the
 // parent, else zero leaves.
-func (t *groupTree) fetch(g int) ([]hashtree.Hash, error) {
-	var l []hashtree.Hash
+func (t *groupTree) fetch(g int) (*hashtree.SparseLeaves, error) {
+	var l *hashtree.SparseLeaves
 	var err error
 	if id, ok := t.stored[g]; ok {
-		if l, err = t.reload(g, id); err == nil && repo.GroupTop(l, t.bs) != t.tops[g] {
+		if l, err = t.reload(g, id); err == nil && l.Top() != t.tops[g] {
 			err = fmt.Errorf("tree group %d read back is not the group stored: %w", g, repo.ErrCorrupt)
 		}
 	} else if t.load != nil {
@@ -133,14 +128,21 @@ func (t *groupTree) fetch(g int) ([]hashtree.Hash, error) {
 		return nil, err
 	}
 	if l == nil {
-		l = zeroLeaves(repo.GroupLen(t.size, t.bs, g), t.bs)
+		l = hashtree.NewSparseLeaves(repo.GroupLen(t.size, t.bs, g), t.bs)
 	}
 	return l, nil
 }
 
-func (t *groupTree) keep(g int, l []hashtree.Hash) {
+func (t *groupTree) keep(g int, l *hashtree.SparseLeaves) {
 	t.groups[g] = l
-	t.held += int64(len(l)) * int64(len(hashtree.Hash{}))
+	t.heldGroups++
+	t.maxGroups = max(t.maxGroups, t.heldGroups)
+	t.grew(l.Bytes())
+}
+
+// grew counts n more bytes of leaves held (n < 0: fewer).
+func (t *groupTree) grew(n int64) {
+	t.held += n
 	t.maxHeld = max(t.maxHeld, t.held)
 }
 
@@ -161,10 +163,11 @@ func (t *groupTree) pass(end int) error {
 		if err != nil {
 			return fmt.Errorf("the point's tree: %w", err)
 		}
-		t.tops[g] = repo.GroupTop(l, t.bs)
+		t.tops[g] = l.Top()
 		t.stored[g] = id
 		delete(t.groups, g)
-		t.held -= int64(len(l)) * int64(len(hashtree.Hash{}))
+		t.heldGroups--
+		t.grew(-l.Bytes())
 	}
 	return nil
 }
@@ -179,7 +182,9 @@ func (t *groupTree) Set(i int64, h hashtree.Hash) error {
 	if err != nil {
 		return err
 	}
-	l[i%repo.TreeGroupLeaves] = h
+	before := l.Bytes()
+	l.Set(int(i%repo.TreeGroupLeaves), h)
+	t.grew(l.Bytes() - before)
 	t.changed[g] = true
 	return nil
 }
@@ -201,14 +206,14 @@ func (t *groupTree) Leaf(i int64) (hashtree.Hash, error) {
 		}
 		t.peek.g, t.peek.l = g, l
 	}
-	return l[i%repo.TreeGroupLeaves], nil
+	return l.At(int(i % repo.TreeGroupLeaves)), nil
 }
 
 // Root recomputes the changed groups' tops and folds the root (H3).
 func (t *groupTree) Root() hashtree.Hash {
 	for g := range t.changed {
 		if l, ok := t.groups[g]; ok { // a stored group's top is final
-			t.tops[g] = repo.GroupTop(l, t.bs)
+			t.tops[g] = l.Top()
 		}
 	}
 	return hashtree.RootHash(repo.FoldTops(t.tops), t.size, t.bs)
@@ -233,7 +238,7 @@ func (t *groupTree) StoredGroup(g int) (repo.ID, bool) {
 }
 
 // GroupLeaves implements repo.PointTree.
-func (t *groupTree) GroupLeaves(g int) ([]hashtree.Hash, error) {
+func (t *groupTree) GroupLeaves(g int) (*hashtree.SparseLeaves, error) {
 	if l, ok := t.groups[g]; ok {
 		return l, nil
 	}

@@ -109,8 +109,8 @@ func baseTree(ctx context.Context, r *repo.Repository, parent *repo.Manifest, ar
 // (passed) and read them back for a re-read.
 func (p *prover) storeInto(ctx context.Context, w *repo.SnapshotWriter) {
 	t := p.t
-	t.store = func(l []hashtree.Hash) (repo.ID, error) { return w.StoreTreeGroup(ctx, l, t.bs) }
-	t.reload = func(g int, id repo.ID) ([]hashtree.Hash, error) {
+	t.store = func(l *hashtree.SparseLeaves) (repo.ID, error) { return w.StoreTreeGroup(ctx, l) }
+	t.reload = func(g int, id repo.ID) (*hashtree.SparseLeaves, error) {
 		return w.LoadStoredTreeGroup(ctx, id, repo.GroupLen(t.size, t.bs, g), t.bs)
 	}
 }

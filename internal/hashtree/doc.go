@@ -22,4 +22,7 @@
 //   - page: PageLeaves (1024) consecutive leaves, the unit of storage,
 //     copy-on-write sharing between trees, and incremental updates. A
 //     page with only zero leaves is not stored.
+//   - data leaf: a leaf that is not the zero-block leaf. A SparseLeaves
+//     run (a repository point's tree group) keeps its data leaves alone;
+//     every other leaf is the zero-block leaf.
 package hashtree

@@ -37,7 +37,15 @@ const TreeGroupLeaves = 4 * hashtree.PageLeaves
 
 const treeGroupMagic = "BWTG"
 
-// treeGroupMax is the largest tree blob's plaintext.
+// The two encodings of a group blob (T1): version 1 lists every leaf,
+// version 2 only the data leaves (T10).
+const (
+	treeGroupDense  = 1
+	treeGroupSparse = 2
+)
+
+// treeGroupMax is the largest tree blob's plaintext: a writer chooses
+// the shorter encoding, so a dense one of a full group.
 const treeGroupMax = 9 + TreeGroupLeaves*32
 
 // ErrNoTree: a restore point has no hash tree (it was written before
@@ -67,7 +75,7 @@ type PointTree interface {
 	StoredGroup(g int) (ID, bool)
 	// GroupLeaves are group g's leaves; GroupTop their top, once Root
 	// has been computed.
-	GroupLeaves(g int) ([]hashtree.Hash, error)
+	GroupLeaves(g int) (*hashtree.SparseLeaves, error)
 	GroupTop(g int) hashtree.Hash
 }
 
@@ -77,11 +85,11 @@ type PointTree interface {
 // like the pages Done stores (write ordering 1), and only Commit's
 // manifest names it (3), so the backup still commits whole or not at
 // all. The zero ID stands for a group of zero-block leaves (T2).
-func (w *SnapshotWriter) StoreTreeGroup(ctx context.Context, leaves []hashtree.Hash, blockSize int) (ID, error) {
+func (w *SnapshotWriter) StoreTreeGroup(ctx context.Context, leaves *hashtree.SparseLeaves) (ID, error) {
 	if err := w.usable(); err != nil {
 		return ID{}, err
 	}
-	plain := encodeTreeGroup(leaves, blockSize)
+	plain := encodeTreeGroup(leaves)
 	if plain == nil {
 		return ID{}, nil
 	}
@@ -96,14 +104,9 @@ func (w *SnapshotWriter) StoreTreeGroup(ctx context.Context, leaves []hashtree.H
 // stored (a re-read after a root mismatch sets leaves in it again, T5).
 // As in Reopen, a blob still pending is flushed and indexed first
 // (write ordering 1–2): rare by design, simple over fast.
-func (w *SnapshotWriter) LoadStoredTreeGroup(ctx context.Context, id ID, n, blockSize int) ([]hashtree.Hash, error) {
-	leaves := make([]hashtree.Hash, n)
+func (w *SnapshotWriter) LoadStoredTreeGroup(ctx context.Context, id ID, n, blockSize int) (*hashtree.SparseLeaves, error) {
 	if id.IsZero() {
-		z := hashtree.ZeroLeaf(blockSize)
-		for i := range leaves {
-			leaves[i] = z
-		}
-		return leaves, nil
+		return hashtree.NewSparseLeaves(n, blockSize), nil
 	}
 	w.mu.Lock()
 	pending := w.pending[blobKey{BlobPage, id}]
@@ -116,7 +119,8 @@ func (w *SnapshotWriter) LoadStoredTreeGroup(ctx context.Context, id ID, n, bloc
 			return nil, w.fail(err)
 		}
 	}
-	if err := w.r.readTreeGroup(ctx, w.r.idx, id, leaves); err != nil {
+	leaves, err := w.r.readTreeGroup(ctx, w.r.idx, id, n, blockSize)
+	if err != nil {
 		return nil, fmt.Errorf("repo: tree group stored by this backup: %w", err)
 	}
 	return leaves, nil
@@ -164,7 +168,7 @@ func (w *SnapshotWriter) writeTree(ctx context.Context) (*TreeRef, error) {
 		if err != nil {
 			return nil, err
 		}
-		plain := encodeTreeGroup(leaves, t.BlockSize())
+		plain := encodeTreeGroup(leaves)
 		if plain == nil {
 			continue // T2
 		}
@@ -188,14 +192,6 @@ func TreeGroups(size int64, blockSize int) int {
 func GroupLen(size int64, blockSize, g int) int {
 	leaves := (size + int64(blockSize) - 1) / int64(blockSize)
 	return int(min(leaves-int64(g)*TreeGroupLeaves, TreeGroupLeaves))
-}
-
-// GroupTop is the top of a group's leaves (H2: the root of their
-// left-balanced tree, without H3's size and block size), hashed only
-// above its data leaves (hashtree.LeavesTop): a group of a thin disk is
-// mostly zero-block leaves.
-func GroupTop(leaves []hashtree.Hash, blockSize int) hashtree.Hash {
-	return hashtree.LeavesTop(leaves, blockSize)
 }
 
 // FoldTops is the top of a tree from its groups' tops (T7): the tree is
@@ -245,23 +241,20 @@ func (t *TreeRef) groupTop(g int) (hashtree.Hash, error) {
 
 // LoadTreeGroup returns group g of point m's tree: its leaves, checked
 // against its top (T7), zero-block leaves for a group not stored.
-func (r *Repository) LoadTreeGroup(ctx context.Context, m *Manifest, g int) ([]hashtree.Hash, error) {
+func (r *Repository) LoadTreeGroup(ctx context.Context, m *Manifest, g int) (*hashtree.SparseLeaves, error) {
 	top, err := m.Tree.groupTop(g)
 	if err != nil {
 		return nil, err
 	}
 	bs := int(m.Tree.BlockSize)
 	n := GroupLen(int64(m.Size), bs, g)
-	leaves := make([]hashtree.Hash, n)
-	if id := m.Tree.Groups[g]; id.IsZero() {
-		z := hashtree.ZeroLeaf(bs)
-		for i := range leaves {
-			leaves[i] = z
+	leaves := hashtree.NewSparseLeaves(n, bs)
+	if id := m.Tree.Groups[g]; !id.IsZero() {
+		if leaves, err = r.readTreeGroup(ctx, r.idx, id, n, bs); err != nil {
+			return nil, fmt.Errorf("manifest %v: tree group %d: %w", m.ID.Short(), g, err)
 		}
-	} else if err := r.readTreeGroup(ctx, r.idx, id, leaves); err != nil {
-		return nil, fmt.Errorf("manifest %v: tree group %d: %w", m.ID.Short(), g, err)
 	}
-	if GroupTop(leaves, bs) != top {
+	if leaves.Top() != top {
 		return nil, fmt.Errorf("manifest %v: tree group %d does not have its top: %w", m.ID.Short(), g, ErrCorrupt)
 	}
 	return leaves, nil
@@ -277,11 +270,11 @@ func (FullTree) Changed(int) bool { return true }
 func (FullTree) StoredGroup(int) (ID, bool) { return ID{}, false }
 
 // GroupLeaves implements PointTree.
-func (t FullTree) GroupLeaves(g int) ([]hashtree.Hash, error) {
-	n := GroupLen(t.Size(), t.BlockSize(), g)
-	out := make([]hashtree.Hash, n)
-	for i := range out {
-		out[i], _ = t.Leaf(int64(g)*TreeGroupLeaves + int64(i))
+func (t FullTree) GroupLeaves(g int) (*hashtree.SparseLeaves, error) {
+	out := hashtree.NewSparseLeaves(GroupLen(t.Size(), t.BlockSize(), g), t.BlockSize())
+	for i := range out.Len() {
+		l, _ := t.Leaf(int64(g)*TreeGroupLeaves + int64(i))
+		out.Set(i, l)
 	}
 	return out, nil
 }
@@ -289,7 +282,7 @@ func (t FullTree) GroupLeaves(g int) ([]hashtree.Hash, error) {
 // GroupTop implements PointTree.
 func (t FullTree) GroupTop(g int) hashtree.Hash {
 	l, _ := t.GroupLeaves(g)
-	return GroupTop(l, t.BlockSize())
+	return l.Top()
 }
 
 // indexedOrZero: a parent's group can be named again only if an index
@@ -299,35 +292,97 @@ func (w *SnapshotWriter) indexedOrZero(id ID) bool {
 }
 
 // encodeTreeGroup is a group's blob (T1), nil if all its leaves are
-// zero-block leaves (T2).
-func encodeTreeGroup(leaves []hashtree.Hash, blockSize int) []byte {
-	zero := hashtree.ZeroLeaf(blockSize)
-	b := make([]byte, 9, 9+32*len(leaves))
-	copy(b, treeGroupMagic)
-	b[4] = 1
-	binary.LittleEndian.PutUint32(b[5:], uint32(len(leaves)))
-	stored := false
-	for _, l := range leaves {
-		stored = stored || l != zero
-		b = append(b, l[:]...)
-	}
-	if !stored {
+// zero-block leaves (T2): version 2, the data leaves alone (T10), when
+// that is the shorter, else version 1, every leaf.
+func encodeTreeGroup(leaves *hashtree.SparseLeaves) []byte {
+	k, n := leaves.DataLen(), leaves.Len()
+	if k == 0 {
 		return nil
 	}
+	if sparseGroupLen(k) >= denseGroupLen(n) {
+		b := groupHeader(treeGroupDense, n, denseGroupLen(n))
+		for _, l := range leaves.Dense() {
+			b = append(b, l[:]...)
+		}
+		return b
+	}
+	b := groupHeader(treeGroupSparse, n, sparseGroupLen(k))
+	b = binary.LittleEndian.AppendUint32(b, uint32(k))
+	leaves.Data(func(i int, h hashtree.Hash) {
+		b = binary.LittleEndian.AppendUint16(b, uint16(i))
+		b = append(b, h[:]...)
+	})
 	return b
 }
 
-// decodeTreeGroup checks a group blob's header and length (T1) and
-// returns its leaves' bytes.
-func decodeTreeGroup(b []byte, want int) ([]byte, error) {
-	if len(b) < 9 || !bytes.Equal(b[:4], []byte(treeGroupMagic)) || b[4] != 1 {
+func denseGroupLen(n int) int  { return 9 + 32*n }
+func sparseGroupLen(k int) int { return 13 + 34*k }
+
+func groupHeader(version byte, n, size int) []byte {
+	b := make([]byte, 9, size)
+	copy(b, treeGroupMagic)
+	b[4] = version
+	binary.LittleEndian.PutUint32(b[5:], uint32(n))
+	return b
+}
+
+// decodeTreeGroup checks a group blob (T1, T10) of want leaves of
+// blockSize and returns its leaves, sparse.
+func decodeTreeGroup(b []byte, want, blockSize int) (*hashtree.SparseLeaves, error) {
+	if len(b) < 9 || !bytes.Equal(b[:4], []byte(treeGroupMagic)) {
 		return nil, fmt.Errorf("tree group: bad header: %w", ErrCorrupt)
 	}
 	n := int(binary.LittleEndian.Uint32(b[5:]))
-	if n != want || len(b) != 9+32*n {
-		return nil, fmt.Errorf("tree group: %d leaves in %d bytes, want %d: %w", n, len(b), want, ErrCorrupt)
+	if n != want || want < 1 || want > TreeGroupLeaves {
+		return nil, fmt.Errorf("tree group: %d leaves, want %d: %w", n, want, ErrCorrupt)
 	}
-	return b[9:], nil
+	switch b[4] {
+	case treeGroupDense:
+		return decodeDenseGroup(b[9:], n, blockSize)
+	case treeGroupSparse:
+		return decodeSparseGroup(b[9:], n, blockSize)
+	}
+	return nil, fmt.Errorf("tree group: version %d: %w", b[4], ErrCorrupt)
+}
+
+// decodeDenseGroup reads version 1's n leaves, keeping the data leaves.
+func decodeDenseGroup(raw []byte, n, blockSize int) (*hashtree.SparseLeaves, error) {
+	if len(raw) != 32*n {
+		return nil, fmt.Errorf("tree group: %d bytes for %d leaves: %w", len(raw), n, ErrCorrupt)
+	}
+	out := hashtree.NewSparseLeaves(n, blockSize)
+	var h hashtree.Hash
+	for i := range n {
+		copy(h[:], raw[32*i:])
+		out.Set(i, h)
+	}
+	return out, nil
+}
+
+// decodeSparseGroup reads version 2's data leaves (T10): k >= 1 records,
+// offsets strictly increasing below n, no zero-block leaf, nothing more.
+func decodeSparseGroup(raw []byte, n, blockSize int) (*hashtree.SparseLeaves, error) {
+	if len(raw) < 4 {
+		return nil, fmt.Errorf("tree group: no leaf count: %w", ErrCorrupt)
+	}
+	k := int(binary.LittleEndian.Uint32(raw))
+	raw = raw[4:]
+	if k < 1 || k > n || len(raw) != 34*k {
+		return nil, fmt.Errorf("tree group: %d data leaves in %d bytes of a group of %d: %w", k, len(raw), n, ErrCorrupt)
+	}
+	out := hashtree.NewSparseLeaves(n, blockSize)
+	zero, last := hashtree.ZeroLeaf(blockSize), -1
+	var h hashtree.Hash
+	for r := range k {
+		i := int(binary.LittleEndian.Uint16(raw[34*r:]))
+		copy(h[:], raw[34*r+2:])
+		if i <= last || i >= n || h == zero {
+			return nil, fmt.Errorf("tree group: data leaf %d at offset %d after %d of %d, or a zero-block leaf: %w", r, i, last, n, ErrCorrupt)
+		}
+		out.Set(i, h)
+		last = i
+	}
+	return out, nil
 }
 
 // LoadTree loads a point's hash tree and checks that it has the root the
@@ -371,33 +426,35 @@ func (r *Repository) loadTree(ctx context.Context, x *index, m *Manifest) (*hash
 	return t, nil
 }
 
-// readTreeGroup loads group blob id into leaves (its length: T1).
-func (r *Repository) readTreeGroup(ctx context.Context, x *index, id ID, leaves []hashtree.Hash) error {
+// readTreeGroup loads group blob id of n leaves of blockSize (T1, T10).
+func (r *Repository) readTreeGroup(ctx context.Context, x *index, id ID, n, blockSize int) (*hashtree.SparseLeaves, error) {
 	plain, err := r.loadBlobFrom(ctx, x, BlobPage, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	raw, err := decodeTreeGroup(plain, len(leaves))
+	leaves, err := decodeTreeGroup(plain, n, blockSize)
 	if err != nil {
-		return fmt.Errorf("%v: %w", id.Short(), err)
+		return nil, fmt.Errorf("%v: %w", id.Short(), err)
 	}
-	for i := range leaves {
-		copy(leaves[i][:], raw[32*i:])
-	}
-	return nil
+	return leaves, nil
 }
 
+// loadTreeGroup sets group g's data leaves in t, whose leaves are all
+// zero-block leaves until then: the leaves a group does not list are.
 func (r *Repository) loadTreeGroup(ctx context.Context, x *index, t *hashtree.Tree, g int, id ID) error {
 	n := int(min(t.Leaves()-int64(g)*TreeGroupLeaves, TreeGroupLeaves))
-	leaves := make([]hashtree.Hash, n)
-	if err := r.readTreeGroup(ctx, x, id, leaves); err != nil {
+	leaves, err := r.readTreeGroup(ctx, x, id, n, t.BlockSize())
+	if err != nil {
 		return fmt.Errorf("tree group %d: %w", g, err)
 	}
-	first := g * (TreeGroupLeaves / hashtree.PageLeaves)
-	for p := 0; p*hashtree.PageLeaves < n; p++ {
-		if err := t.SetPage(first+p, leaves[p*hashtree.PageLeaves:min((p+1)*hashtree.PageLeaves, n)]); err != nil {
-			return fmt.Errorf("tree group %d: %v: %w", g, err, ErrCorrupt)
+	first := int64(g) * TreeGroupLeaves
+	leaves.Data(func(i int, h hashtree.Hash) {
+		if err == nil {
+			err = t.Set(first+int64(i), h)
 		}
+	})
+	if err != nil {
+		return fmt.Errorf("tree group %d: %v: %w", g, err, ErrCorrupt)
 	}
 	return nil
 }
