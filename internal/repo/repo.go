@@ -268,9 +268,9 @@ func OpenWith(ctx context.Context, be backend.Backend, s Secret, opts Options) (
 }
 
 // OpenNoIndex opens a repository without reading its index files, for
-// what must work when one of them is damaged (Open refuses then):
-// RepairIndex and Check, which read the index files themselves. Every
-// other method would find no blob.
+// what reads them itself: RepairIndex and Check, which must work when
+// one of them is damaged (Open refuses then), and Stats and Prune, which
+// need no index of every chunk. Every other method would find no blob.
 func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret, opts Options) (*Repository, error) {
 	data, err := backend.LoadAll(ctx, be, configHandle, 0, 0)
 	if err != nil {
