@@ -129,7 +129,7 @@ func forgetList(ctx context.Context, r *repo.Repository, o forgetOptions, ids []
 }
 
 func runPrune(ctx context.Context, o pruneOptions, out io.Writer) error {
-	r, err := o.open(ctx)
+	r, err := o.openUnindexed(ctx)
 	if err != nil {
 		return err
 	}

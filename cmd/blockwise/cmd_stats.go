@@ -49,7 +49,7 @@ type repoStats struct {
 }
 
 func runStats(ctx context.Context, o repoOptions, out io.Writer) error {
-	r, err := o.open(ctx)
+	r, err := o.openUnindexed(ctx)
 	if err != nil {
 		return err
 	}

@@ -175,6 +175,15 @@ func (o repoOptions) openNoIndex(ctx context.Context) (*repo.Repository, error) 
 	return o.openWith(ctx, repo.OpenNoIndex, false)
 }
 
+// openUnindexed opens the repository without reading its index files,
+// through the cache, for stats and prune: they read the index files
+// themselves (repo's Stats and PruneWith), and an index of every blob
+// spills to disk in a large repository (docs/performance.md,
+// "Repositories of millions of chunks").
+func (o repoOptions) openUnindexed(ctx context.Context) (*repo.Repository, error) {
+	return o.openWith(ctx, repo.OpenNoIndex, true)
+}
+
 func (o repoOptions) openWith(ctx context.Context, open func(context.Context, backend.Backend, repo.Secret, repo.Options) (*repo.Repository, error), cached bool) (*repo.Repository, error) {
 	tightenGC() // before the index loads
 	secret, err := o.secret()

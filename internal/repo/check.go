@@ -71,12 +71,12 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckResult, e
 		sums = r.newLeafSums(bss)
 		defer sums.close()
 	}
-	x, err := r.checkIndexAndPacks(ctx, sizes, res, o, sums)
+	x, good, err := r.checkIndexAndPacks(ctx, sizes, res, o, sums)
 	if err != nil {
 		return res, err
 	}
 	defer x.close()
-	if err := r.checkManifests(ctx, x, res, o, sums); err != nil {
+	if err := r.checkManifests(ctx, x, good, res, o, sums); err != nil {
 		return res, err
 	}
 	return res, res.Err()
@@ -107,22 +107,32 @@ func (r *Repository) packSizes(ctx context.Context) (map[ID]int64, []string, err
 // entries are held at once (memory stays bounded whatever the repository
 // size): each goes into the lookup index checkManifests uses, and each
 // pack it names first is checked against the pack files, and read whole
-// with o.ReadData, while the next files load.
-func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64, res *CheckResult, o CheckOptions, sums *leafSums) (*index, error) {
-	names, err := r.listNames(ctx, backend.Index)
+// with o.ReadData, while the next files load. It returns the index and
+// the files that read well. The index holds the pages alone
+// (pageIndex), unless o.ReadData: proving the points' trees looks
+// chunks up.
+func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64, res *CheckResult, o CheckOptions, sums *leafSums) (*index, []backend.FileInfo, error) {
+	files, _, err := r.indexFiles(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	x := r.newIndex()
+	if !o.ReadData {
+		x.only = BlobPage
+	}
+	var good []backend.FileInfo
 	indexed := map[ID]bool{}
 	var mu sync.Mutex // res, from the readers
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
-	for _, n := range names {
+	for _, f := range files {
+		n := f.Name
 		packs, err := r.readIndexFile(gctx, n)
 		mu.Lock()
 		if err != nil {
 			res.Errors = append(res.Errors, err)
+		} else {
+			good = append(good, f)
 		}
 		mu.Unlock()
 		x.add(n, packs)
@@ -146,7 +156,7 @@ func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64,
 	}
 	if err := g.Wait(); err != nil {
 		x.close()
-		return nil, err
+		return nil, nil, err
 	}
 	for id := range sizes {
 		if !indexed[id] {
@@ -154,7 +164,7 @@ func (r *Repository) checkIndexAndPacks(ctx context.Context, sizes map[ID]int64,
 		}
 	}
 	res.Packs = len(indexed)
-	return x, nil
+	return x, good, nil
 }
 
 // checkPackSize reports an indexed pack that is missing or too short for
@@ -220,33 +230,67 @@ func (r *Repository) verifyPack(ctx context.Context, id ID, want []packEntry, su
 // is checked by a join, not a lookup per slot (a lookup in a spilled run
 // reads a block: 3 M chunks took 7 times as long as 1 M): the walk
 // gathers the chunks (62 bits of their ID, blobSet), one sweep of the
-// index marks those it holds, and only if some are left does a second,
-// exact walk name the slots. A chunk missing from every index file yet
-// sharing 62 bits with one indexed would go unreported: ~n/2⁶² likely
-// for each missing chunk among n indexed (2·10⁻¹² at 10 M).
-func (r *Repository) checkManifests(ctx context.Context, x *index, res *CheckResult, o CheckOptions, sums *leafSums) error {
+// index files (or of x, if it holds the chunks) marks those they hold,
+// and only if some are left does a second, exact walk name the slots. A
+// chunk missing from every index file yet sharing 62 bits with one
+// indexed would go unreported: ~n/2⁶² likely for each missing chunk among
+// n indexed (2·10⁻¹² at 10 M).
+func (r *Repository) checkManifests(ctx context.Context, x *index, files []backend.FileInfo, res *CheckResult, o CheckOptions, sums *leafSums) error {
 	names, err := r.listNames(ctx, backend.Manifests)
 	if err != nil {
 		return err
 	}
-	refs := newBlobSet(x.count())
+	var size int64
+	for _, f := range files {
+		size += f.Size
+	}
+	refs := newBlobSet(max(x.count(), int(size/indexEntrySize)))
 	prover := &treeProver{r: r, x: x, o: o, sums: sums, cache: map[leafKey][]hashtree.Hash{}}
 	r.eachCheckedManifest(ctx, x, names, res, func(m *Manifest, _ int, cid ID) { refs.add(BlobChunk, cid) }, func(m *Manifest) { prover.check(ctx, m, res) })
-	err = x.each(func(e *ientry) {
-		if e.typ == BlobChunk {
-			refs.indexed(BlobChunk, e.id)
-		}
-	})
-	if err != nil || refs.unindexed() == 0 {
+	if err := r.markIndexed(ctx, x, files, refs); err != nil || refs.unindexed() == 0 {
 		return err
+	}
+	full := x
+	if x.only != 0 { // read the chunks too, only to name the slots
+		if full, err = r.fullIndex(ctx, files); err != nil {
+			return err
+		}
+		defer full.close()
 	}
 	var exact CheckResult // the manifests' own errors are reported already
 	r.eachCheckedManifest(ctx, x, names, &exact, func(m *Manifest, slot int, cid ID) {
-		if !x.has(BlobChunk, cid) {
+		if !full.has(BlobChunk, cid) {
 			res.errorf("manifest %v slot %d: chunk %v in no index file: %w (%w)", m.ID.Short(), slot, cid.Short(), ErrIncomplete, ErrCorrupt)
 		}
 	}, nil)
 	return nil
+}
+
+// markIndexed marks in refs the chunks x holds, or, if it holds the
+// pages alone, the chunks the index files hold.
+func (r *Repository) markIndexed(ctx context.Context, x *index, files []backend.FileInfo, refs *blobSet) error {
+	if x.only == 0 {
+		return x.each(func(e *ientry) {
+			if e.typ == BlobChunk {
+				refs.indexed(BlobChunk, e.id)
+			}
+		})
+	}
+	return r.sweepIndex(ctx, files, func(e *packEntry) {
+		if e.Type == BlobChunk {
+			refs.indexed(BlobChunk, e.ID)
+		}
+	})
+}
+
+// fullIndex reads the index files into an index of every blob.
+func (r *Repository) fullIndex(ctx context.Context, files []backend.FileInfo) (*index, error) {
+	x := r.newIndex()
+	if err := r.readIndexFiles(ctx, x, files); err != nil {
+		x.close()
+		return nil, err
+	}
+	return x, nil
 }
 
 // eachCheckedManifest loads each manifest named and checks its pages,

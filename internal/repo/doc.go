@@ -12,7 +12,8 @@
 // layouts, key derivation, write ordering and the chunk-size measurements.
 //
 // The entry points are Init and Open (OpenWith for a key file,
-// OpenNoIndex for check and repair on a damaged index); a backup goes
+// OpenNoIndex for check and repair on a damaged index, and stats and
+// prune, which read the index files themselves); a backup goes
 // through NewWriter, PutChunk, Done and Commit; a restore through
 // OpenImage. `go doc ./internal/repo` lists the rest: this page explains
 // the vocabulary and does not repeat signatures, which drift.

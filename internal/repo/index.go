@@ -2,10 +2,13 @@ package repo
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"hash/maphash"
 	"slices"
 	"sync"
+
+	"github.com/blockwise/blockwise/internal/backend"
 )
 
 // blobKey identifies a blob: IDs are namespaced by type so a page and a
@@ -49,6 +52,7 @@ type index struct {
 	noSpill bool            // a spill failed: keep everything in memory
 	max     int             // most entries in the table before a spill, 0 for no limit
 	dir     string          // where runs go ("": os.TempDir())
+	only    BlobType        // if not 0, the only type of blob kept (pageIndex)
 }
 
 // ientry is one blob of one pack.
@@ -69,6 +73,37 @@ func newIndex(max int, dir string) *index {
 // newIndex returns an empty index with r's spill settings.
 func (r *Repository) newIndex() *index {
 	return newIndex(r.opts.IndexMemoryBlobs, r.opts.IndexSpillDir)
+}
+
+// pageIndex reads the index files named into an index of their pages
+// alone, for Stats, Check and Prune: they look up only pages (a point's
+// chunks are joined with the index by one sweep of its files,
+// sweepIndex), and an index of every chunk spills to sorted runs past
+// Options.IndexMemoryBlobs, which made them grow 12-16 times from 1 M to
+// 10 M chunks (docs/performance.md, "Repositories of millions of
+// chunks"). Pages are ~1/PageSlots of the blobs, so it never spills in
+// practice.
+func (r *Repository) pageIndex(ctx context.Context, files []backend.FileInfo) (*index, error) {
+	x := r.newIndex()
+	x.only = BlobPage
+	if err := r.readIndexFiles(ctx, x, files); err != nil {
+		x.close()
+		return nil, err
+	}
+	return x, nil
+}
+
+// sweepIndex calls fn for every entry of the index files named, one
+// file at a time (loaded several at once, as Open loads them), a pack
+// named by two files twice. It is a second decryption of the files
+// instead of an index holding every blob.
+func (r *Repository) sweepIndex(ctx context.Context, files []backend.FileInfo, fn func(e *packEntry)) error {
+	var mu sync.Mutex
+	return r.eachIndexFile(ctx, files, func(_ string, body []byte, _ int) {
+		mu.Lock()
+		defer mu.Unlock()
+		walkIndex(body, func(ID, uint32) bool { return true }, func(e packEntry) { fn(&e) }) // validated
+	})
 }
 
 // lookup returns where a blob is. A run that cannot be read counts as not
@@ -252,12 +287,15 @@ func (x *index) addFile(file string, body []byte, n int) {
 	}, func(e packEntry) { x.addEntry(ord, &e) })
 }
 
-// begin records file and makes room for n entries. x.mu held.
+// begin records file and makes room for n entries (of all types: an
+// index of one type grows as it goes). x.mu held.
 func (x *index) begin(file string, n int) {
 	if file != "" {
 		x.files[file] = true
 	}
-	x.reserve(n)
+	if x.only == 0 {
+		x.reserve(n)
+	}
 }
 
 // addPack merges one pack unless known. x.mu held.
@@ -286,6 +324,9 @@ func (x *index) newPack(id ID) (ord uint32, fresh bool) {
 // addEntry adds one entry of pack ord, spilling first if the table is
 // full. x.mu held.
 func (x *index) addEntry(ord uint32, e *packEntry) {
+	if x.only != 0 && e.Type != x.only {
+		return
+	}
 	if lim := x.limit(); lim > 0 && len(x.ents) >= lim {
 		x.spill()
 	}

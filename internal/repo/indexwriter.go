@@ -52,8 +52,9 @@ func (w *indexWriter) flush(ctx context.Context) error {
 }
 
 // replace writes the last file, removes every old index file that is not
-// also a new one, and reloads the lookup index from the new files; it
-// returns how many old files it removed. Until the removals end, old and
+// also a new one, and reloads the lookup index from the new files (unless
+// the repository was opened without one, OpenNoIndex: `prune` and
+// `repair index` exit next); it returns how many old files it removed. Until the removals end, old and
 // new files name the same packs, which readers tolerate.
 func (w *indexWriter) replace(ctx context.Context, old []string) (removed int, err error) {
 	if err := w.flush(ctx); err != nil {
@@ -68,6 +69,10 @@ func (w *indexWriter) replace(ctx context.Context, old []string) (removed int, e
 			return removed, fmt.Errorf("repo: remove index %s: %w", n, err)
 		}
 		removed++
+	}
+	if w.r.noIndex.Load() {
+		w.r.idx.replace(w.r.newIndex()) // what it held may name removed packs
+		return removed, nil
 	}
 	if err := w.r.reloadIndex(ctx); err != nil {
 		return removed, fmt.Errorf("repo: index rewritten, but reading it back: %w", err)

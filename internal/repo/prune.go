@@ -43,33 +43,51 @@ func (r *Repository) Prune(ctx context.Context) (*PruneStats, error) {
 	return r.PruneWith(ctx, PruneOptions{})
 }
 
-// PruneWith is Prune with options.
+// PruneWith is Prune with options. It reads the index files itself
+// under the lock, as an index of the pages alone for the mark (pageIndex)
+// then twice more for the sweep, instead of an index of every blob: that
+// spills to sorted runs past Options.IndexMemoryBlobs, and building it
+// (twice, with the one Open built) made Prune grow 16 times from 1 M to
+// 10 M chunks (docs/performance.md, "Repositories of millions of
+// chunks"). r's own index is brought up to date at the end, unless r was
+// opened without one (OpenNoIndex).
 func (r *Repository) PruneWith(ctx context.Context, o PruneOptions) (*PruneStats, error) {
 	l, err := r.Lock(ctx, true)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Unlock(context.WithoutCancel(ctx))
-	if err := r.reloadIndex(ctx); err != nil {
+	files, size, err := r.indexFiles(ctx)
+	if err != nil {
 		return nil, err
 	}
-	used, err := r.mark(ctx)
+	x, err := r.pageIndex(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	used, err := r.mark(ctx, x, int(size/indexEntrySize))
+	x.close()
 	if err != nil {
 		return nil, fmt.Errorf("repo: prune: mark: %w", err)
 	}
-	return r.sweep(ctx, used, o.DryRun)
+	st, err := r.sweep(ctx, files, used, o.DryRun)
+	if err != nil || st.IndexRewritten && !o.DryRun || r.noIndex.Load() {
+		return st, err // a rewrite read the new index back (indexWriter.replace)
+	}
+	return st, r.refreshIndex(ctx)
 }
 
-// mark collects every blob referenced by a manifest. Any failure aborts:
+// mark collects every blob referenced by a manifest, finding pages in x;
+// hint is about how many blobs the index files name. Any failure aborts:
 // deleting with an incomplete picture would destroy live data. Pages
 // walked are remembered exactly: a page wrongly taken as walked would
 // leave its chunks unmarked.
-func (r *Repository) mark(ctx context.Context) (*blobSet, error) {
+func (r *Repository) mark(ctx context.Context, x *index, hint int) (*blobSet, error) {
 	ms, err := r.ListManifests(ctx)
 	if err != nil {
 		return nil, err
 	}
-	used, walked := newBlobSet(r.idx.count()), map[ID]bool{}
+	used, walked := newBlobSet(hint), map[ID]bool{}
 	for _, m := range ms {
 		if m.Tree != nil {
 			for _, g := range m.Tree.Groups {
@@ -84,7 +102,7 @@ func (r *Repository) mark(ctx context.Context) (*blobSet, error) {
 			}
 			walked[pid] = true
 			used.add(BlobPage, pid)
-			pg, err := r.loadPage(ctx, r.idx, m, uint64(pi))
+			pg, err := r.loadPage(ctx, x, m, uint64(pi))
 			if err != nil {
 				return nil, err
 			}
@@ -120,8 +138,11 @@ type packFate struct {
 // (their live blobs copied into new packs first), then removes the packs.
 // It reads the index files twice, one at a time, instead of holding every
 // entry: memory is the mark set plus a few bytes a pack.
-func (r *Repository) sweep(ctx context.Context, used *blobSet, dryRun bool) (*PruneStats, error) {
-	oldFiles := r.idx.fileNames()
+func (r *Repository) sweep(ctx context.Context, files []backend.FileInfo, used *blobSet, dryRun bool) (*PruneStats, error) {
+	oldFiles := make([]string, len(files))
+	for i, f := range files {
+		oldFiles[i] = f.Name
+	}
 	slices.Sort(oldFiles) // both passes must meet duplicates in the same order
 	fates, err := r.classifyPacks(ctx, oldFiles, used)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blockwise/blockwise/internal/backend"
@@ -112,6 +113,10 @@ type Repository struct {
 	noLock   bool          // SetNoLock: readers take no lock, writers are refused
 	opened   OpenTimes
 	opts     Options // settings(): no zero values left
+	// noIndex: idx does not hold the index files (OpenNoIndex, and no
+	// load since), so Prune and RepairIndex need not read them back into
+	// it after rewriting them.
+	noIndex atomic.Bool
 }
 
 // OpenTimes is where opening a repository spent its time: Unlock is
@@ -263,9 +268,9 @@ func OpenWith(ctx context.Context, be backend.Backend, s Secret, opts Options) (
 }
 
 // OpenNoIndex opens a repository without reading its index files, for
-// what must work when one of them is damaged (Open refuses then):
-// RepairIndex and Check, which read the index files themselves. Every
-// other method would find no blob.
+// what reads them itself: RepairIndex and Check, which must work when
+// one of them is damaged (Open refuses then), and Stats and Prune, which
+// need no index of every chunk. Every other method would find no blob.
 func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret, opts Options) (*Repository, error) {
 	data, err := backend.LoadAll(ctx, be, configHandle, 0, 0)
 	if err != nil {
@@ -299,6 +304,7 @@ func OpenNoIndex(ctx context.Context, be backend.Backend, s Secret, opts Options
 		return nil, err
 	}
 	r.opened = OpenTimes{Unlock: unlocked.Sub(start)}
+	r.noIndex.Store(true)
 	return r, nil
 }
 
@@ -355,6 +361,7 @@ func (r *Repository) loadIndex(ctx context.Context) error {
 		return err
 	}
 	r.idx.replace(x)
+	r.noIndex.Store(false)
 	return nil
 }
 
@@ -390,6 +397,9 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 	if errors.Is(err, backend.ErrNotFound) { // replaced meanwhile: start over
 		return r.loadIndex(ctx)
 	}
+	if err == nil && len(known) == 0 {
+		r.noIndex.Store(false) // every file listed is in now
+	}
 	return err
 }
 
@@ -418,15 +428,9 @@ func (r *Repository) readIndex(ctx context.Context) (*index, error) {
 // once from their sizes: growing the table rehashes it and faults in
 // fresh memory several times over.
 func (r *Repository) readIndexOnce(ctx context.Context) (*index, error) {
-	var files []backend.FileInfo
-	var size int64
-	err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
-		files = append(files, fi)
-		size += fi.Size
-		return nil
-	})
+	files, size, err := r.indexFiles(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("repo: list %s: %w", backend.Index, err)
+		return nil, err
 	}
 	x := r.newIndex()
 	x.mu.Lock()
@@ -439,6 +443,21 @@ func (r *Repository) readIndexOnce(ctx context.Context) (*index, error) {
 	return x, nil
 }
 
+// indexFiles lists the index files and their total size.
+func (r *Repository) indexFiles(ctx context.Context) ([]backend.FileInfo, int64, error) {
+	var files []backend.FileInfo
+	var size int64
+	err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
+		files = append(files, fi)
+		size += fi.Size
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("repo: list %s: %w", backend.Index, err)
+	}
+	return files, size, nil
+}
+
 // indexLoadBytes bounds the index file bytes being loaded at once (each
 // costs its size until merged: it is merged from its own bytes,
 // index.addFile); one file larger than it loads alone.
@@ -448,6 +467,14 @@ const indexLoadBytes = 16 << 20
 // at a time, each as soon as it is read: only a few decoded files are in
 // memory at once, whatever the repository size.
 func (r *Repository) readIndexFiles(ctx context.Context, x *index, files []backend.FileInfo) error {
+	return r.eachIndexFile(ctx, files, x.addFile)
+}
+
+// eachIndexFile loads, decrypts and validates the named index files,
+// several at once and a bounded number of bytes of them at a time, and
+// calls fn with each body and its number of entries as soon as it is
+// read (concurrently: fn serializes what it must).
+func (r *Repository) eachIndexFile(ctx context.Context, files []backend.FileInfo, fn func(name string, body []byte, n int)) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
 	budget := semaphore.NewWeighted(indexLoadBytes)
@@ -460,7 +487,7 @@ func (r *Repository) readIndexFiles(ctx context.Context, x *index, files []backe
 			defer budget.Release(n)
 			body, n, err := r.loadIndexFile(gctx, f.Name)
 			if err == nil {
-				x.addFile(f.Name, body, n)
+				fn(f.Name, body, n)
 			}
 			return err
 		})

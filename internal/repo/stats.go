@@ -19,36 +19,49 @@ type RepoStats struct {
 	StoredBytes int64
 }
 
-// Stats totals the repository under a shared lock, in three passes whose
-// cost grows linearly with the repository: the manifests, counting how
-// many points use each distinct index page (pages are content-addressed,
-// and an incremental writes only the pages it touched, so its others are
-// its parent's); each distinct page once, counting the slots that hold
-// each chunk; and one sequential sweep of the index, giving each chunk
-// its size. Looking each slot's chunk up instead read a block of a spilled
-// index run per slot: 3 M chunks took 12 times as long as 1 M
-// (docs/performance.md, "Repositories of millions of chunks"). Chunks
-// are told apart by 62 bits of their ID (blobSet, sized once from the
-// index): a collision, under 10⁻⁴ likely among 16 M chunks, would leave
-// one chunk out of UniqueBytes and count its slots at the other's size.
+// Stats totals the repository under a shared lock, in passes whose cost
+// grows linearly with the repository: the manifests, counting how many
+// points use each distinct index page (pages are content-addressed, and
+// an incremental writes only the pages it touched, so its others are its
+// parent's); each distinct page once, counting the slots that hold each
+// chunk; and a second sweep of the index files, giving each chunk its
+// size. It reads the index files itself, as an index of the pages alone
+// (pageIndex) then the sweep, whatever r's index holds: an index of every
+// chunk spills to sorted runs past Options.IndexMemoryBlobs, and building
+// it made Stats grow 16 times from 1 M to 10 M chunks; looking each
+// slot's chunk up in it read a block of a run per slot
+// (docs/performance.md, "Repositories of millions of chunks"). Chunks are
+// told apart by 62 bits of their ID (blobSet, sized once from the index
+// files' size): a collision, under 10⁻⁴ likely among 16 M chunks, would
+// leave one chunk out of UniqueBytes and count its slots at the other's
+// size.
 func (r *Repository) Stats(ctx context.Context) (*RepoStats, error) {
 	lock, err := r.LockRead(ctx) // a prune meanwhile would remove pages we read
 	if err != nil {
 		return nil, fmt.Errorf("repo: stats: %w", err)
 	}
 	defer lock.KeepFresh(ctx)()
+	files, size, err := r.indexFiles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	x, err := r.pageIndex(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	defer x.close()
 	st := &RepoStats{}
 	pages, err := r.pageUses(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	refs := newBlobCounts(r.idx.count())
+	refs := newBlobCounts(int(size / indexEntrySize))
 	for _, p := range pages {
-		if err := r.countPage(ctx, p, refs); err != nil {
+		if err := r.countPage(ctx, x, p, refs); err != nil {
 			return nil, err
 		}
 	}
-	if err := r.sizeChunks(refs, st); err != nil {
+	if err := r.sizeChunks(ctx, files, refs, st); err != nil {
 		return nil, err
 	}
 	err = r.be.List(ctx, backend.Data, func(fi backend.FileInfo) error {
@@ -93,8 +106,8 @@ func (r *Repository) pageUses(ctx context.Context, st *RepoStats) ([]*pageUse, e
 
 // countPage adds p's chunks to refs, each slot counting once per point
 // using the page.
-func (r *Repository) countPage(ctx context.Context, p *pageUse, refs *blobSet) error {
-	data, err := r.loadBlobFrom(ctx, r.idx, BlobPage, p.id)
+func (r *Repository) countPage(ctx context.Context, x *index, p *pageUse, refs *blobSet) error {
+	data, err := r.loadBlobFrom(ctx, x, BlobPage, p.id)
 	if err == nil {
 		err = eachPageID(data, p.slots, func(_ int, id ID) { refs.addN(BlobChunk, id, p.uses) })
 	}
@@ -104,19 +117,19 @@ func (r *Repository) countPage(ctx context.Context, p *pageUse, refs *blobSet) e
 	return nil
 }
 
-// sizeChunks sweeps the index once: each chunk in refs adds its size to
+// sizeChunks sweeps the index files once: each chunk in refs adds its size to
 // UniqueBytes, and its size times its count to LogicalBytes. A chunk no
 // index file holds fails the totals.
-func (r *Repository) sizeChunks(refs *blobSet, st *RepoStats) error {
+func (r *Repository) sizeChunks(ctx context.Context, files []backend.FileInfo, refs *blobSet, st *RepoStats) error {
 	found := 0
-	err := r.idx.each(func(e *ientry) {
-		if e.typ != BlobChunk {
+	err := r.sweepIndex(ctx, files, func(e *packEntry) {
+		if e.Type != BlobChunk {
 			return
 		}
-		if n, ok := refs.indexedFirst(BlobChunk, e.id); ok {
+		if n, ok := refs.indexedFirst(BlobChunk, e.ID); ok {
 			found++
-			st.UniqueBytes += int64(e.raw)
-			st.LogicalBytes += int64(n) * int64(e.raw)
+			st.UniqueBytes += int64(e.Raw)
+			st.LogicalBytes += int64(n) * int64(e.Raw)
 		}
 	})
 	if err != nil {
