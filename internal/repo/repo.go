@@ -111,7 +111,8 @@ type Repository struct {
 	lockWait time.Duration // how long Lock waits out a conflicting lock
 	noLock   bool          // SetNoLock: readers take no lock, writers are refused
 	opened   OpenTimes
-	opts     Options // settings(): no zero values left
+	opts     Options     // settings(): no zero values left
+	bufs     packBufPool // idle pack buffers, shared by this repository's writers
 }
 
 // OpenTimes is where opening a repository spent its time: Unlock is
@@ -614,6 +615,7 @@ func (r *Repository) RemoveKey(ctx context.Context, prefix string) error {
 
 // Close releases decoder resources. It does not close the backend.
 func (r *Repository) Close() error {
+	r.bufs.drop()
 	r.idx.close()
 	r.zdec.Close()
 	r.codec.close()
