@@ -109,15 +109,15 @@ func (p *packer) newBuf() []byte {
 	// and trailer appended at upload (a full buffer made that append copy
 	// the whole pack into a fresh one: 60 MiB of a small backup's memory).
 	n := int(p.r.cfg.PackSize) + int(p.r.maxBlob()) + p.r.crypt.overhead() + packHeaderRoom
-	if b := getPackBuf(n); b != nil {
+	if b := p.r.bufs.get(n); b != nil {
 		return b
 	}
-	b := fsutil.AlignedBuffer(n) // so the local backend writes it without a bounce copy
-	b = b[:n]
-	for i := 0; i < n; i += 4096 {
-		b[i] = 0 // fault in now, not while blobs are sealed into it
-	}
-	return b[:0]
+	// Aligned so the local backend writes it without a bounce copy. Its
+	// pages are faulted in as blobs are sealed into them, not all up
+	// front: a pack flushed at commit, or one of the concurrent writers'
+	// last packs, fills a part of its buffer, and touching the rest cost
+	// ~13 µs a page here (free page reporting) for nothing.
+	return fsutil.AlignedBuffer(n)
 }
 
 // addSealed appends an already encoded blob; e.Offset and e.Stored are
@@ -195,7 +195,7 @@ func (p *packer) upload(ctx context.Context, data []byte, entries []packEntry) e
 	body := len(data)
 	data = append(data, hdr...)
 	data = append(data, encodePackTrailer(len(hdr))...)
-	defer putPackBuf(&data) // Save keeps no reference
+	defer p.r.bufs.put(&data) // Save keeps no reference
 	id := packID(data[body:])
 	p.mu.Lock()
 	p.attempted = append(p.attempted, id)

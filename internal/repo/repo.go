@@ -117,6 +117,7 @@ type Repository struct {
 	// load since), so Prune and RepairIndex need not read them back into
 	// it after rewriting them.
 	noIndex atomic.Bool
+	bufs    packBufPool // idle pack buffers, shared by this repository's writers
 }
 
 // OpenTimes is where opening a repository spent its time: Unlock is
@@ -641,6 +642,7 @@ func (r *Repository) RemoveKey(ctx context.Context, prefix string) error {
 
 // Close releases decoder resources. It does not close the backend.
 func (r *Repository) Close() error {
+	r.bufs.drop()
 	r.idx.close()
 	r.zdec.Close()
 	r.codec.close()

@@ -49,6 +49,7 @@ type SnapshotWriter struct {
 	tree       PointTree // SetTree's, stored by Commit
 	treeProven bool
 	reopened   map[uint64]bool // pages below doneTo that Reopen made writable; under mu
+	ended      sync.Once       // the repository's pack buffers no longer count this writer
 }
 
 // indexEvery is how many packs (~1 GiB stored) a writer gathers before it
@@ -80,6 +81,7 @@ func (r *Repository) NewWriter(ctx context.Context, parent *Manifest, meta Meta)
 		pages: map[uint64][]ID{}, dirty: map[uint64]bool{}, pending: map[blobKey]bool{}, stored: map[uint64]ID{}, reopened: map[uint64]bool{}}
 	w.npages = ceilDiv(w.slots, uint64(r.cfg.PageSlots))
 	w.pk = &packer{r: r, onUpload: w.afterUpload}
+	r.bufs.writerStarted()
 	return w, nil
 }
 
@@ -381,6 +383,7 @@ func (w *SnapshotWriter) Commit(ctx context.Context) (*Manifest, error) {
 	// The backup is committed whatever happens to the lock: a lock file
 	// that cannot be removed only delays a prune until it expires.
 	_ = w.lock.Unlock(context.WithoutCancel(ctx))
+	w.end()
 	return m, nil
 }
 
@@ -560,5 +563,9 @@ func (w *SnapshotWriter) Abort(ctx context.Context) error {
 }
 
 func (w *SnapshotWriter) cleanup(ctx context.Context) error {
+	defer w.end()
 	return errors.Join(w.pk.removeAll(ctx), w.lock.Unlock(ctx))
 }
+
+// end tells the repository's pack buffers this writer is done.
+func (w *SnapshotWriter) end() { w.ended.Do(w.r.bufs.writerEnded) }
