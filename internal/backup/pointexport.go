@@ -2,7 +2,6 @@ package backup
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -83,8 +82,9 @@ func (e *PointExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 
 // ErrNotCached is what ReadAtNoWait returns for a read that would load
 // chunks from the repository (or wait for a lock): the NBD server then
-// gives the request to a worker, which calls ReadAt.
-var ErrNotCached = errors.New("read needs the repository")
+// gives the request to a worker, which calls ReadAt. It wraps
+// nbd.ErrWouldBlock, which is what the NoWaitReader contract names.
+var ErrNotCached = fmt.Errorf("read needs the repository: %w", nbd.ErrWouldBlock)
 
 // ReadAtNoWait serves a read whose chunks are all in the cache, without
 // loading anything, and fails with ErrNotCached otherwise. An NBD server

@@ -163,7 +163,9 @@ func TestPointExportReadNoWait(t *testing.T) {
 		}
 		if err := exp.ReadAtNoWait(ctx, p, off); errors.Is(err, ErrNotCached) {
 			misses++
-			err = exp.ReadAt(ctx, p, off)
+			if err := exp.ReadAt(ctx, p, off); err != nil {
+				t.Fatal(err)
+			}
 		} else if err != nil {
 			t.Fatal(err)
 		}
