@@ -21,5 +21,12 @@ for i in 1 2 3 4; do
 	nbdcopy "$W/fill" "nbd+unix:///d$i?socket=$W/ds/nbd.sock"
 done
 rm -f "$W/fill"
-"$W/hostload" -datastore "$W/ds" -pid "$PID" -api "$N" -readers "$N" \
-	-duration "${SECS}s" -warmup 60s -max-rss 512
+# On failure the host's log is kept: a client cut mid-handshake only sees
+# "server disconnected"; the log says why (e.g. "handshake timed out").
+if ! "$W/hostload" -datastore "$W/ds" -pid "$PID" -api "$N" -readers "$N" \
+	-duration "${SECS}s" -warmup 60s -max-rss 512; then
+	cp "$W/serve.log" /var/tmp/bwsoak-load-serve.log
+	echo "host log kept in /var/tmp/bwsoak-load-serve.log; its warnings:" >&2
+	grep -v 'level=DEBUG' /var/tmp/bwsoak-load-serve.log | tail -20 >&2
+	exit 1
+fi

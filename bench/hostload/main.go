@@ -133,12 +133,13 @@ func apiLoop(ctx context.Context, c *client.Client, disk, snap string, st *stats
 func readLoop(ctx context.Context, ds, disk string, st *stats) {
 	uri := "nbd+unix:///" + disk + "?socket=" + filepath.Join(ds, "nbd.sock")
 	for ctx.Err() == nil {
+		t := time.Now()
 		out, err := exec.CommandContext(ctx, "nbdcopy", uri, "null:").CombinedOutput()
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			st.fail(fmt.Errorf("nbdcopy: %v: %s", err, out))
+			st.fail(fmt.Errorf("nbdcopy (after %v): %v: %s", time.Since(t).Round(time.Millisecond), err, out))
 			continue
 		}
 		st.copies.Add(1)

@@ -103,8 +103,14 @@ func (c *serverConn) isStopping() bool {
 func (c *serverConn) serve() {
 	defer c.cancel()
 	defer c.raw.Close()
-	c.raw.SetDeadline(time.Now().Add(c.s.opts.HandshakeTimeout))
+	deadline := time.Now().Add(c.s.opts.HandshakeTimeout)
+	c.raw.SetDeadline(deadline)
 	if !c.handshake() {
+		// A client cut by the timeout sees only "server disconnected":
+		// say why here, where an administrator looks.
+		if !time.Now().Before(deadline) && !c.isStopping() {
+			c.log.Info("nbd: handshake timed out", "timeout", c.s.opts.HandshakeTimeout)
+		}
 		return
 	}
 	c.raw.SetDeadline(time.Time{})
