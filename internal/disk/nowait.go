@@ -53,17 +53,7 @@ func (s *Snapshot) ReadAtNoWait(p []byte, off int64) (int, error) {
 		return 0, ErrWouldBlock
 	}
 	defer s.d.barrier.RUnlock()
-	chain, sm, err := s.chainLocked()
-	if err != nil {
-		return 0, err
-	}
-	if err := checkRange(off, int64(len(p)), sm.Size); err != nil {
-		return 0, err
-	}
-	if err := s.d.readChainBy(chain, p, off, readNoWait); err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	return s.readLocked(p, off, readNoWait)
 }
 
 // readNoWait reads from the page cache only. A file that cannot promise

@@ -190,6 +190,12 @@ func (s *Snapshot) chainLocked() ([]*layer, *snapMeta, error) {
 func (s *Snapshot) ReadAt(p []byte, off int64) (int, error) {
 	s.d.barrier.RLock()
 	defer s.d.barrier.RUnlock()
+	return s.readLocked(p, off, readFull)
+}
+
+// readLocked reads the snapshot's layers with rd; the caller holds the
+// barrier shared.
+func (s *Snapshot) readLocked(p []byte, off int64, rd readFunc) (int, error) {
 	chain, sm, err := s.chainLocked()
 	if err != nil {
 		return 0, err
@@ -197,7 +203,7 @@ func (s *Snapshot) ReadAt(p []byte, off int64) (int, error) {
 	if err := checkRange(off, int64(len(p)), sm.Size); err != nil {
 		return 0, err
 	}
-	if err := s.d.readChain(chain, p, off); err != nil {
+	if err := s.d.readChainBy(chain, p, off, rd); err != nil {
 		return 0, err
 	}
 	return len(p), nil

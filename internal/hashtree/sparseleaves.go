@@ -96,6 +96,11 @@ func (s *SparseLeaves) Set(i int, h Hash) {
 }
 
 func (s *SparseLeaves) densify() {
+	s.dense, s.off, s.leaf = s.expand(), nil, nil
+}
+
+// expand returns the sparse leaves as a dense slice.
+func (s *SparseLeaves) expand() []Hash {
 	d := make([]Hash, s.n)
 	z := s.zero
 	for i := range d {
@@ -104,7 +109,7 @@ func (s *SparseLeaves) densify() {
 	for k, o := range s.off {
 		d[o] = s.leaf[k]
 	}
-	s.dense, s.off, s.leaf = d, nil, nil
+	return d
 }
 
 // Data calls f with each data leaf (not the zero-block leaf) in
@@ -139,15 +144,7 @@ func (s *SparseLeaves) Dense() []Hash {
 	if s.dense != nil {
 		return s.dense
 	}
-	d := make([]Hash, s.n)
-	z := s.zero
-	for i := range d {
-		d[i] = z
-	}
-	for k, o := range s.off {
-		d[o] = s.leaf[k]
-	}
-	return d
+	return s.expand()
 }
 
 // Top is the run's top (H2, as LeavesTop of every leaf): hashed only
