@@ -3,13 +3,10 @@ package disk
 import (
 	"bytes"
 	"errors"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/blockwise/blockwise/internal/testfs"
 )
 
 // dropCaches writes back and evicts every file of d from the page cache.
@@ -22,57 +19,7 @@ func dropCaches(t *testing.T, d *Disk) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range names {
-		evict(t, n)
-	}
-}
-
-// evict drops a file's pages until none is resident. One FADV_DONTNEED
-// is not enough: pages of a readahead still in flight (a no-wait read's
-// miss starts one) are locked, survive it and land in the cache later.
-func evict(t *testing.T, name string) {
-	t.Helper()
-	f, err := os.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for try := 0; ; try++ {
-		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-		n, err := residentPages(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			return
-		}
-		if try == 100 {
-			t.Fatalf("%s: %d pages still cached after %d evictions", name, n, try+1)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// residentPages counts f's pages in the page cache (mincore).
-func residentPages(f *os.File) (int, error) {
-	st, err := f.Stat()
-	if err != nil || st.Size() == 0 || !st.Mode().IsRegular() {
-		return 0, err
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		return 0, e
-	}
-	n := 0
-	for _, v := range vec {
-		n += int(v & 1)
-	}
-	return n, nil
+	testfs.Evict(t, names...)
 }
 
 type noWaitReader interface {

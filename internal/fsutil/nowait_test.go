@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/blockwise/blockwise/internal/testfs"
 )
 
 // TestReadNoWait: a range dropped from the page cache gives
@@ -61,7 +61,7 @@ func TestReadNoWait(t *testing.T) {
 func dropCache(t *testing.T, f *os.File) {
 	t.Helper()
 	must(t, f.Sync())
-	must(t, unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED))
+	testfs.Evict(t, f.Name()) // waits out a readahead still in flight
 }
 
 func must(t *testing.T, err error) {

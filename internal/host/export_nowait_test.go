@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/blockwise/blockwise/internal/disk"
 	"github.com/blockwise/blockwise/internal/nbd"
-	"golang.org/x/sys/unix"
+	"github.com/blockwise/blockwise/internal/testfs"
 )
 
 // TestExportReadNoWait: live and snapshot exports, as the host hands them
@@ -72,10 +71,5 @@ func evict(t *testing.T, d *disk.Disk) {
 		t.Fatal(err)
 	}
 	names, _ := filepath.Glob(filepath.Join(d.Path(), "*"))
-	for _, n := range names {
-		if f, err := os.Open(n); err == nil {
-			unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-			f.Close()
-		}
-	}
+	testfs.Evict(t, names...)
 }
