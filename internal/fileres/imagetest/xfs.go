@@ -104,8 +104,13 @@ func XFSExtras(t testing.TB, dir string) {
 	}
 }
 
+// runIn runs name in dir. The shell changes directory, not the forked
+// child: dir may be in a FUSE mount this process serves, and a child
+// that touches it between fork and exec deadlocks the runtime (the
+// forking thread holds its P through the vfork, so a garbage collection
+// that stops the world waits for it, and the FUSE server that would
+// answer the child's chdir waits for the collection).
 func runIn(dir, name string, args ...string) ([]byte, error) {
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
+	cmd := exec.Command("sh", append([]string{"-c", `cd "$1" && shift && exec "$@"`, "sh", dir, name}, args...)...)
 	return cmd.CombinedOutput()
 }
