@@ -13,9 +13,9 @@ import (
 	"github.com/blockwise/blockwise/internal/cbt"
 )
 
-func newDisk(t *testing.T, size int64, opt Options) (*Datastore, *Disk) {
+func newDisk(t *testing.T, size int64, opt Options, dsOpts ...DatastoreOption) (*Datastore, *Disk) {
 	t.Helper()
-	ds, err := OpenDatastore(t.TempDir())
+	ds, err := OpenDatastore(t.TempDir(), dsOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

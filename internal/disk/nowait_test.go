@@ -54,20 +54,7 @@ func checkNoWait(t *testing.T, r noWaitReader, off int64, n int) {
 func TestReadAtNoWait(t *testing.T) {
 	// No hash trees: their background reads of the new snapshot would
 	// put evicted pages back in the cache while the test looks.
-	ds, err := OpenDatastore(t.TempDir(), WithHashTrees(false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := ds.Create("d", 8<<20, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := d.Check(); err != nil && !errors.Is(err, ErrClosed) {
-			t.Errorf("check: %v", err)
-		}
-		d.Close()
-	})
+	_, d := newDisk(t, 8<<20, Options{}, WithHashTrees(false))
 	for i := range int64(8) {
 		d.WriteAt(bytes.Repeat([]byte{byte(i + 1)}, 1<<20), i<<20)
 	}
